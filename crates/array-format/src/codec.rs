@@ -1,0 +1,351 @@
+//! Chunk codecs: an optional byte-shuffle filter followed by a compressor.
+//!
+//! **Invariant:** every stored block records its own codec and filter ids, so a
+//! reader never needs configuration; the write-side choice lives only in
+//! [`Compression`].
+
+#[cfg(feature = "blosc2")]
+pub(crate) mod blosc2;
+
+use std::fmt;
+
+/// A compressor for chunk blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Codec {
+    /// Stored as is.
+    None,
+    /// LZ4 block format (`lz4_flex`): the fastest to decode.
+    Lz4,
+    /// Zstandard at the given level (1–22; negative levels are fast modes).
+    Zstd {
+        /// Compression level.
+        level: i32,
+    },
+    /// Blosc2 (feature `blosc2`) at the given level (0–9).
+    Blosc2 {
+        /// Compression level.
+        level: u8,
+    },
+}
+
+impl Codec {
+    /// The on-disk codec id.
+    pub fn id(self) -> u8 {
+        match self {
+            Codec::None => 0,
+            Codec::Lz4 => 1,
+            Codec::Zstd { .. } => 2,
+            Codec::Blosc2 { .. } => 3,
+        }
+    }
+
+    /// Name of an on-disk codec id, `None` for unknown ids.
+    pub fn name_of_id(id: u8) -> Option<&'static str> {
+        Some(match id {
+            0 => "none",
+            1 => "lz4",
+            2 => "zstd",
+            3 => "blosc2",
+            _ => return None,
+        })
+    }
+
+    /// Parses `none`, `lz4`, `zstd`, `zstd:LEVEL`, `blosc2`, `blosc2:LEVEL`.
+    pub fn parse(s: &str) -> Option<Codec> {
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (s, None),
+        };
+        match (name, level) {
+            ("none", None) => Some(Codec::None),
+            ("lz4", None) => Some(Codec::Lz4),
+            ("zstd", None) => Some(Codec::Zstd { level: 1 }),
+            ("zstd", Some(l)) => l.parse().ok().map(|level| Codec::Zstd { level }),
+            ("blosc2", None) => Some(Codec::Blosc2 { level: 5 }),
+            ("blosc2", Some(l)) => l
+                .parse()
+                .ok()
+                .filter(|&l: &u8| l <= 9)
+                .map(|level| Codec::Blosc2 { level }),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    /// Formats in the syntax [`Codec::parse`] accepts.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Codec::None => f.write_str("none"),
+            Codec::Lz4 => f.write_str("lz4"),
+            Codec::Zstd { level } => write!(f, "zstd:{level}"),
+            Codec::Blosc2 { level } => write!(f, "blosc2:{level}"),
+        }
+    }
+}
+
+/// How new chunks are compressed: a codec and whether fixed-width cells are
+/// byte-shuffled first (which groups the bytes of equal significance and makes
+/// smooth numeric fields compress far better).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compression {
+    /// The compressor.
+    pub codec: Codec,
+    /// Byte-shuffle cells wider than one byte before compressing.
+    pub shuffle: bool,
+}
+
+impl Default for Compression {
+    /// LZ4 with byte shuffle: chosen by the codec benchmark (see `docs/BENCHMARKS.md`).
+    fn default() -> Self {
+        Compression {
+            codec: Codec::Lz4,
+            shuffle: true,
+        }
+    }
+}
+
+/// On-disk filter id: no filter.
+pub(crate) const FILTER_NONE: u8 = 0;
+/// On-disk filter id: byte shuffle with the element width of the array's dtype.
+pub(crate) const FILTER_SHUFFLE: u8 = 1;
+
+/// A failure to decode a block; the caller adds the path and offset.
+#[derive(Debug)]
+pub(crate) enum DecodeError {
+    /// The bytes are damaged.
+    Damaged(String),
+    /// The codec is known but compiled out of this build.
+    Unavailable {
+        codec: &'static str,
+        feature: &'static str,
+    },
+}
+
+/// Encodes `raw` cells of width `width` (0 for strings); returns (bytes, codec id, filter id).
+pub(crate) fn encode_block(
+    raw: &[u8],
+    width: usize,
+    compression: Compression,
+) -> (Vec<u8>, u8, u8) {
+    let shuffled;
+    let (input, filter) = if compression.shuffle && width > 1 && !raw.is_empty() {
+        shuffled = shuffle(raw, width);
+        (&shuffled[..], FILTER_SHUFFLE)
+    } else {
+        (raw, FILTER_NONE)
+    };
+    let stored = match compression.codec {
+        Codec::None => input.to_vec(),
+        Codec::Lz4 => lz4_flex::block::compress(input),
+        Codec::Zstd { level } => {
+            zstd::bulk::compress(input, level).expect("zstd compression of an in-memory buffer")
+        }
+        #[cfg(feature = "blosc2")]
+        Codec::Blosc2 { level } => match blosc2::compress(input, width.max(1), level) {
+            Ok(b) => b,
+            // Blosc2 refusing a buffer is not a data problem: fall back to storing it.
+            Err(_) => return (input.to_vec(), Codec::None.id(), filter),
+        },
+        #[cfg(not(feature = "blosc2"))]
+        Codec::Blosc2 { .. } => {
+            // Without the feature, Blosc2 requests are stored with Zstd, which the
+            // same build can always read back.
+            zstd::bulk::compress(input, 3).expect("zstd compression of an in-memory buffer")
+        }
+    };
+    let codec_id = match compression.codec {
+        #[cfg(not(feature = "blosc2"))]
+        Codec::Blosc2 { .. } => Codec::Zstd { level: 3 }.id(),
+        c => c.id(),
+    };
+    (stored, codec_id, filter)
+}
+
+/// Decodes a stored block to exactly `raw_len` raw bytes.
+pub(crate) fn decode_block(
+    stored: &[u8],
+    codec: u8,
+    filter: u8,
+    width: usize,
+    raw_len: usize,
+) -> Result<Vec<u8>, DecodeError> {
+    let decoded = match codec {
+        0 => stored.to_vec(),
+        1 => {
+            let mut out = vec![0u8; raw_len];
+            let n = lz4_flex::block::decompress_into(stored, &mut out)
+                .map_err(|e| DecodeError::Damaged(format!("lz4: {e}")))?;
+            out.truncate(n);
+            out
+        }
+        2 => {
+            let mut out = Vec::with_capacity(raw_len);
+            zstd::bulk::Decompressor::new()
+                .and_then(|mut d| d.decompress_to_buffer(stored, &mut out))
+                .map_err(|e| DecodeError::Damaged(format!("zstd: {e}")))?;
+            out
+        }
+        3 => {
+            #[cfg(feature = "blosc2")]
+            {
+                blosc2::decompress(stored, raw_len).map_err(DecodeError::Damaged)?
+            }
+            #[cfg(not(feature = "blosc2"))]
+            {
+                return Err(DecodeError::Unavailable {
+                    codec: "blosc2",
+                    feature: "blosc2",
+                });
+            }
+        }
+        other => return Err(DecodeError::Damaged(format!("unknown codec id {other}"))),
+    };
+    if decoded.len() != raw_len {
+        return Err(DecodeError::Damaged(format!(
+            "decoded {} bytes where {raw_len} were recorded",
+            decoded.len()
+        )));
+    }
+    match filter {
+        FILTER_NONE => Ok(decoded),
+        FILTER_SHUFFLE if width > 1 && raw_len.is_multiple_of(width) => {
+            Ok(unshuffle(&decoded, width))
+        }
+        FILTER_SHUFFLE => Err(DecodeError::Damaged(format!(
+            "shuffle filter on {raw_len} bytes of {width}-byte cells"
+        ))),
+        other => Err(DecodeError::Damaged(format!("unknown filter id {other}"))),
+    }
+}
+
+/// Byte shuffle: byte `b` of cell `i` moves to `b * n + i`.
+pub(crate) fn shuffle(raw: &[u8], width: usize) -> Vec<u8> {
+    // Work in tiles of cells so both sides stay in cache.
+    const TILE: usize = 256;
+    let n = raw.len() / width;
+    let mut out = vec![0u8; raw.len()];
+    for start in (0..n).step_by(TILE) {
+        let end = (start + TILE).min(n);
+        for b in 0..width {
+            let dst = &mut out[b * n + start..b * n + end];
+            for (d, cell) in dst
+                .iter_mut()
+                .zip(raw[start * width..end * width].chunks_exact(width))
+            {
+                *d = cell[b];
+            }
+        }
+    }
+    // A trailing partial cell (never produced by fixed-width data) is kept as is.
+    out[n * width..].copy_from_slice(&raw[n * width..]);
+    out
+}
+
+/// Inverse of [`shuffle`].
+pub(crate) fn unshuffle(shuffled: &[u8], width: usize) -> Vec<u8> {
+    const TILE: usize = 256;
+    let n = shuffled.len() / width;
+    let mut out = vec![0u8; shuffled.len()];
+    for start in (0..n).step_by(TILE) {
+        let end = (start + TILE).min(n);
+        for b in 0..width {
+            let src = &shuffled[b * n + start..b * n + end];
+            for (s, cell) in src
+                .iter()
+                .zip(out[start * width..end * width].chunks_exact_mut(width))
+            {
+                cell[b] = *s;
+            }
+        }
+    }
+    out[n * width..].copy_from_slice(&shuffled[n * width..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| (20.0f32 + (i as f32 * 0.01).sin()).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn shuffle_round_trips() {
+        for w in [2, 4, 8] {
+            let raw: Vec<u8> = (0..(w * 1000 + 3)).map(|i| (i * 7 % 251) as u8).collect();
+            assert_eq!(unshuffle(&shuffle(&raw, w), w), raw);
+        }
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        let raw = field(10_000);
+        for codec in [
+            Codec::None,
+            Codec::Lz4,
+            Codec::Zstd { level: 3 },
+            Codec::Blosc2 { level: 5 },
+        ] {
+            for shuffle in [false, true] {
+                let (stored, c, f) = encode_block(&raw, 4, Compression { codec, shuffle });
+                let back = decode_block(&stored, c, f, 4, raw.len()).unwrap();
+                assert_eq!(back, raw, "{codec} shuffle={shuffle}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_blocks_round_trip() {
+        for codec in [Codec::None, Codec::Lz4, Codec::Zstd { level: 1 }] {
+            let (stored, c, f) = encode_block(
+                &[],
+                4,
+                Compression {
+                    codec,
+                    shuffle: true,
+                },
+            );
+            assert!(decode_block(&stored, c, f, 4, 0).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn damaged_blocks_are_errors() {
+        let raw = field(1000);
+        for codec in [Codec::Lz4, Codec::Zstd { level: 1 }] {
+            let (stored, c, f) = encode_block(
+                &raw,
+                4,
+                Compression {
+                    codec,
+                    shuffle: true,
+                },
+            );
+            // Wrong recorded length, truncation, unknown ids.
+            assert!(decode_block(&stored, c, f, 4, raw.len() + 4).is_err());
+            assert!(decode_block(&stored[..stored.len() / 2], c, f, 4, raw.len()).is_err());
+            assert!(decode_block(&stored, 99, f, 4, raw.len()).is_err());
+            assert!(decode_block(&stored, c, 9, 4, raw.len()).is_err());
+        }
+    }
+
+    #[test]
+    fn codec_names_parse() {
+        for c in [
+            Codec::None,
+            Codec::Lz4,
+            Codec::Zstd { level: 7 },
+            Codec::Blosc2 { level: 3 },
+        ] {
+            assert_eq!(Codec::parse(&c.to_string()), Some(c));
+        }
+        assert_eq!(Codec::parse("zstd"), Some(Codec::Zstd { level: 1 }));
+        assert_eq!(Codec::parse("gzip"), None);
+        assert_eq!(Codec::parse("blosc2:12"), None);
+    }
+}

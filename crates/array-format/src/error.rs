@@ -1,0 +1,183 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+use crate::DType;
+
+/// Every error returned by `array-format`.
+///
+/// Variants are grouped by what the caller can do about them: fix the call
+/// (`Array*`, `Invalid*`, `*Mismatch`, `OutOfBounds`), suspect the file
+/// (`Corrupt`, `UnsupportedVersion`, `CodecUnavailable`), or look at the
+/// environment (`Io`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The array is not defined in the file.
+    #[error("array {name:?} not found")]
+    ArrayNotFound {
+        /// Array name.
+        name: String,
+    },
+    /// `define_array` on a name that is already defined.
+    #[error("array {name:?} is already defined")]
+    ArrayExists {
+        /// Array name.
+        name: String,
+    },
+    /// An array name that cannot be stored.
+    #[error("invalid array name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A schema that cannot be stored (zero chunk dims, rank mismatch, too large…).
+    #[error("invalid schema for array {name:?}: {reason}")]
+    InvalidSchema {
+        /// Array name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The element type of the call does not match the array's dtype.
+    #[error("array {name:?} holds {stored}, not {requested}")]
+    DTypeMismatch {
+        /// Array name.
+        name: String,
+        /// The dtype stored in the file.
+        stored: DType,
+        /// The dtype the caller asked for.
+        requested: DType,
+    },
+    /// A start/count/data rank that differs from the array's rank.
+    #[error("array {name:?} has rank {expected}, but the call has rank {actual}")]
+    RankMismatch {
+        /// Array name.
+        name: String,
+        /// Rank of the array.
+        expected: usize,
+        /// Rank the caller passed.
+        actual: usize,
+    },
+    /// A region reaching outside the array.
+    #[error("region start {start:?} count {count:?} is outside array {name:?} of shape {shape:?}")]
+    OutOfBounds {
+        /// Array name.
+        name: String,
+        /// Requested start.
+        start: Vec<u64>,
+        /// Requested count.
+        count: Vec<u64>,
+        /// Shape of the array.
+        shape: Vec<u64>,
+    },
+    /// Write data whose shape does not match the region it is written to.
+    #[error("data of shape {actual:?} written to array {name:?} where {expected:?} was expected")]
+    ShapeMismatch {
+        /// Array name.
+        name: String,
+        /// The expected shape.
+        expected: Vec<u64>,
+        /// The data's shape.
+        actual: Vec<u64>,
+    },
+    /// A fill value whose type differs from the array's dtype.
+    #[error("fill value of type {fill} does not match dtype {dtype} of array {name:?}")]
+    FillMismatch {
+        /// Array name.
+        name: String,
+        /// The fill value's type.
+        fill: DType,
+        /// The array's dtype.
+        dtype: DType,
+    },
+    /// A value that the format cannot represent (for example a string over 4 GiB).
+    #[error("value cannot be stored in array {name:?}: {reason}")]
+    Unrepresentable {
+        /// Array name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The file's bytes are damaged or not a layer file.
+    #[error("corrupt layer file {path}: {reason} (at byte offset {offset})")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte offset of the damaged structure.
+        offset: u64,
+        /// What was found wrong.
+        reason: String,
+    },
+    /// A layer file written by a newer (or unknown) version of the format.
+    #[error(
+        "layer file {path} has format version {version}; this build reads version {supported}"
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Version found in the file.
+        version: u32,
+        /// Version this build reads.
+        supported: u32,
+    },
+    /// A block compressed with a codec this build was compiled without.
+    #[error("{path} uses codec {codec}, which this build lacks (enable the `{feature}` feature)")]
+    CodecUnavailable {
+        /// The file.
+        path: PathBuf,
+        /// The codec's name.
+        codec: &'static str,
+        /// The cargo feature that provides it.
+        feature: &'static str,
+    },
+    /// A layer prepared before later changes was offered for installation.
+    #[error("the prepared layer no longer matches the pending changes; flush again")]
+    StalePreparedLayer,
+    /// The underlying storage failed.
+    #[error("i/o error while trying to {op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The operating-system error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Corrupt`].
+    pub fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// True for errors that mean the stored bytes are damaged or unreadable by this build.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupt { .. }
+                | Error::UnsupportedVersion { .. }
+                | Error::CodecUnavailable { .. }
+        )
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,184 @@
+//! The pending (unflushed) layer: chunks written since the last flush.
+//!
+//! Chunks are held compressed. Past the memory budget they move to a scratch
+//! file in the array directory, so pending data never grows RAM without bound.
+//! The scratch file is never named by any registry, so after a crash it is
+//! garbage like any other unnamed file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use parking_lot::Mutex;
+
+use crate::error::Result;
+use crate::layer::BlockMeta;
+use crate::layer::RecordKind;
+use crate::schema::ArraySchema;
+use crate::storage::{Storage, WriteHandle};
+
+/// Where a pending chunk's stored bytes are.
+#[derive(Debug)]
+pub(crate) enum PendingData {
+    Mem(Vec<u8>),
+    Scratch { offset: u64, len: u64 },
+}
+
+#[derive(Debug)]
+pub(crate) struct PendingChunk {
+    pub data: PendingData,
+    pub meta: BlockMeta,
+}
+
+#[derive(Debug)]
+pub(crate) struct PendingArray {
+    /// `Update` (on top of the committed array), `Define` (replaces it) or `Delete`.
+    pub kind: RecordKind,
+    /// `None` only for `Delete`.
+    pub schema: Option<ArraySchema>,
+    pub chunks: BTreeMap<u64, PendingChunk>,
+}
+
+#[derive(Debug)]
+struct Scratch {
+    handle: Box<dyn WriteHandle>,
+    path: PathBuf,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub arrays: IndexMap<String, PendingArray>,
+    scratch: Mutex<Option<Scratch>>,
+    mem_bytes: u64,
+    /// Bumped on every mutation, so a prepared layer can tell it is still current.
+    pub generation: u64,
+}
+
+impl Pending {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.arrays.is_empty()
+    }
+
+    /// Bytes of pending chunks held in memory.
+    pub(crate) fn mem_bytes(&self) -> u64 {
+        self.mem_bytes
+    }
+
+    pub(crate) fn touch(&mut self) {
+        self.generation += 1;
+    }
+
+    fn forget(&mut self, chunk: &PendingChunk) {
+        if let PendingData::Mem(b) = &chunk.data {
+            self.mem_bytes -= b.len() as u64;
+        }
+    }
+
+    /// Sets the record for `name`, dropping any pending chunks it had.
+    pub(crate) fn set_record(&mut self, name: &str, kind: RecordKind, schema: Option<ArraySchema>) {
+        self.touch();
+        if let Some(old) = self.arrays.shift_remove(name) {
+            for c in old.chunks.values() {
+                self.forget(c);
+            }
+        }
+        self.arrays.insert(
+            name.to_owned(),
+            PendingArray {
+                kind,
+                schema,
+                chunks: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// Drops every pending change to `name`.
+    pub(crate) fn remove(&mut self, name: &str) {
+        self.touch();
+        if let Some(old) = self.arrays.shift_remove(name) {
+            for c in old.chunks.values() {
+                self.forget(c);
+            }
+        }
+    }
+
+    /// Stores a chunk (replacing an earlier pending version) and spills to the
+    /// scratch file when over budget.
+    #[allow(clippy::too_many_arguments)] // all are distinct inputs of one step
+    pub(crate) fn put_chunk(
+        &mut self,
+        name: &str,
+        chunk_idx: u64,
+        stored: Vec<u8>,
+        meta: BlockMeta,
+        budget_bytes: u64,
+        storage: &dyn Storage,
+        dir: &Path,
+    ) -> Result<()> {
+        self.touch();
+        self.mem_bytes += stored.len() as u64;
+        let arr = self.arrays.get_mut(name).expect("record set before chunks");
+        let old = arr.chunks.insert(
+            chunk_idx,
+            PendingChunk {
+                data: PendingData::Mem(stored),
+                meta,
+            },
+        );
+        if let Some(old) = old {
+            self.forget(&old);
+        }
+        if self.mem_bytes > budget_bytes {
+            self.spill(storage, dir)?;
+        }
+        Ok(())
+    }
+
+    /// Moves every in-memory chunk to the scratch file.
+    fn spill(&mut self, storage: &dyn Storage, dir: &Path) -> Result<()> {
+        let mut guard = self.scratch.lock();
+        if guard.is_none() {
+            let path = dir.join(format!("scratch-{:032x}.tmp", crate::file::random_uid()));
+            let handle = storage.create_new(&path)?;
+            *guard = Some(Scratch { handle, path });
+        }
+        let scratch = guard.as_mut().expect("created above");
+        for arr in self.arrays.values_mut() {
+            for c in arr.chunks.values_mut() {
+                if let PendingData::Mem(bytes) = &c.data {
+                    let offset = scratch.handle.position();
+                    scratch.handle.append(bytes)?;
+                    let len = bytes.len() as u64;
+                    self.mem_bytes -= len;
+                    c.data = PendingData::Scratch { offset, len };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored bytes of a pending chunk.
+    pub(crate) fn stored_bytes(&self, chunk: &PendingChunk) -> Result<Vec<u8>> {
+        match &chunk.data {
+            PendingData::Mem(b) => Ok(b.clone()),
+            PendingData::Scratch { offset, len } => {
+                let mut guard = self.scratch.lock();
+                let s = guard.as_mut().expect("scratch exists for spilled chunks");
+                let mut buf = vec![0u8; *len as usize];
+                s.handle.read_exact_at(*offset, &mut buf)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Clears everything (after a successful flush) and removes the scratch file.
+    pub(crate) fn clear(&mut self, storage: &dyn Storage) {
+        self.arrays.clear();
+        self.mem_bytes = 0;
+        self.touch();
+        if let Some(s) = self.scratch.lock().take() {
+            // Best effort: an unnamed scratch file is garbage the store removes later.
+            let _ = storage.remove_file(&s.path);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! # array-format
+//!
+//! The `.af` layer file of ATLAS: many named, chunked N-dimensional arrays in
+//! one self-describing, checksummed file, and [`ArrayFile`], which stacks such
+//! files as immutable delta layers with a pending in-memory layer on top.
+//!
+//! - Every chunk is one compressed block, so reading one small array decodes
+//!   only its own bytes, while blocks are laid out in array order so a scan is one
+//!   sequential pass (see `ARCHITECTURE.md` for the measurements behind this).
+//! - Each block records its codec, filter, lengths, CRC-32C and statistics in
+//!   the footer; a reader needs no configuration.
+//! - All I/O goes through the [`Storage`] trait ([`LocalStorage`],
+//!   [`MemoryStorage`] with fault injection).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use array_format::{ArrayFile, ArrayFileOptions, DeltaCache, LocalStorage};
+//! use ndarray::Array2;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let cache = Arc::new(DeltaCache::default());
+//! let mut f = ArrayFile::create(Arc::new(LocalStorage), dir.path(), ArrayFileOptions::default(), cache)?;
+//! f.define_array::<f64>("profile_1", vec!["level".into(), "x".into()], vec![3, 2], None, None)?;
+//! let data = Array2::from_shape_vec((3, 2), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+//! f.write_array("profile_1", &[0, 0], data.view().into_dyn())?;
+//! f.flush()?;
+//! let got = f.read_array::<f64>("profile_1", &[1, 0], &[2, 2])?;
+//! assert_eq!(got.into_raw_vec_and_offset().0, vec![3.0, 4.0, 5.0, 6.0]);
+//! assert_eq!(f.array_stats("profile_1")?.null_count, 0);
+//! # Ok::<(), array_format::Error>(())
+//! ```
+
+mod cache;
+mod codec;
+mod dtype;
+mod element;
+mod error;
+mod file;
+pub mod layer;
+mod schema;
+mod stats;
+pub mod storage;
+
+pub use cache::{BlockKey, DeltaCache, DeltaCacheConfig, LevelStats};
+pub use codec::{Codec, Compression};
+pub use dtype::{DType, FillValue, StatValue, TimestampNs};
+pub use element::ArrayElement;
+pub use error::{Error, Result};
+pub use file::{ArrayFile, ArrayFileOptions, LayerId, MergedArrayMeta, PreparedLayer};
+pub use schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES, MAX_NAME_BYTES, MAX_RANK};
+pub use stats::{ArrayStats, ChunkStats};
+pub use storage::{LocalStorage, MemoryStorage, Storage};
+
+/// Fuzzing and hostile-input entry points: decode untrusted bytes, never panic.
+pub mod fuzzing {
+    use std::path::Path;
+
+    /// Decodes a footer body.
+    pub fn decode_footer(bytes: &[u8]) -> bool {
+        crate::layer::decode_footer(bytes, 0, Path::new("<fuzz>")).is_ok()
+    }
+
+    /// Decodes a block with the given codec/filter/width/raw length.
+    pub fn decode_block(bytes: &[u8], codec: u8, filter: u8, width: usize, raw_len: usize) -> bool {
+        crate::codec::decode_block(bytes, codec, filter, width, raw_len.min(1 << 24)).is_ok()
+    }
+
+    /// Opens arbitrary bytes as a layer file (in memory).
+    pub fn open_layer_bytes(bytes: &[u8]) -> bool {
+        let s = crate::MemoryStorage::new();
+        let p = Path::new("/f/d-00000000000000000000000000000000.af");
+        s.overwrite(p, bytes.to_vec());
+        crate::layer::open_layer(&s, p).is_ok()
+    }
+}

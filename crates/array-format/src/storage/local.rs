@@ -1,0 +1,170 @@
+//! The local filesystem backend.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{LockGuard, ReadHandle, Storage, WriteHandle};
+use crate::error::{Error, Result};
+
+/// Files on the local filesystem (Unix), with real `fsync`s.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalStorage;
+
+impl LocalStorage {
+    /// A handle to the local filesystem.
+    pub fn new() -> Self {
+        LocalStorage
+    }
+}
+
+#[derive(Debug)]
+struct LocalRead {
+    file: File,
+    len: u64,
+    path: PathBuf,
+}
+
+impl ReadHandle for LocalRead {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io("read", &self.path, e))
+    }
+}
+
+#[derive(Debug)]
+struct LocalWrite {
+    out: BufWriter<File>,
+    pos: u64,
+    path: PathBuf,
+}
+
+impl WriteHandle for LocalWrite {
+    fn append(&mut self, buf: &[u8]) -> Result<()> {
+        self.out
+            .write_all(buf)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    fn position(&self) -> u64 {
+        self.pos
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &self.path, e))
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.out
+            .get_ref()
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io("read", &self.path, e))
+    }
+}
+
+#[derive(Debug)]
+struct LocalLock {
+    _file: File,
+}
+
+impl LockGuard for LocalLock {}
+
+impl Storage for LocalStorage {
+    fn open_read(&self, path: &Path) -> Result<Arc<dyn ReadHandle>> {
+        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        Ok(Arc::new(LocalRead {
+            file,
+            len,
+            path: path.to_owned(),
+        }))
+    }
+
+    fn create_new(&self, path: &Path) -> Result<Box<dyn WriteHandle>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io("create", path, e))?;
+        Ok(Box::new(LocalWrite {
+            out: BufWriter::with_capacity(1 << 20, file),
+            pos: 0,
+            path: path.to_owned(),
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
+    }
+
+    fn remove_file(&self, path: &Path) -> Result<()> {
+        fs::remove_file(path).map_err(|e| Error::io("remove", path, e))
+    }
+
+    fn remove_dir(&self, path: &Path) -> Result<()> {
+        fs::remove_dir(path).map_err(|e| Error::io("remove directory", path, e))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> Result<()> {
+        fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))
+    }
+
+    fn sync_dir(&self, path: &Path) -> Result<()> {
+        File::open(path)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync directory", path, e))
+    }
+
+    fn exists(&self, path: &Path) -> Result<bool> {
+        path.try_exists().map_err(|e| Error::io("stat", path, e))
+    }
+
+    fn list_dir(&self, path: &Path) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path).map_err(|e| Error::io("list", path, e))? {
+            let entry = entry.map_err(|e| Error::io("list", path, e))?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn try_lock(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io("open lock file", path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(LocalLock { _file: file }))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! An in-memory backend with deterministic fault injection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{LockGuard, ReadHandle, Storage, WriteHandle};
+use crate::error::{Error, Result};
+
+/// A mutating storage operation, as counted for fault injection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `create_new`.
+    Create,
+    /// `append` on a write handle.
+    Write,
+    /// `sync` on a write handle.
+    Sync,
+    /// `rename`.
+    Rename,
+    /// `remove_file` / `remove_dir`.
+    Remove,
+    /// `sync_dir`.
+    SyncDir,
+}
+
+/// What an injected fault does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The operation fails and changes nothing.
+    Fail,
+    /// A write stores only its first half, then fails (other operations just fail).
+    Tear,
+}
+
+/// A fault armed on a [`MemoryStorage`]: the `nth` (0-based) mutating operation
+/// counted from arming fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// Which mutating operation (0-based, counting every [`Op`]) fails.
+    pub nth: u64,
+    /// How it fails.
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    files: BTreeMap<PathBuf, Arc<Mutex<Vec<u8>>>>,
+    dirs: BTreeSet<PathBuf>,
+    locks: BTreeSet<PathBuf>,
+    ops: u64,
+    fault: Option<Fault>,
+    /// Total bytes the "disk" may hold; writes beyond it fail with `StorageFull`.
+    capacity_bytes: Option<u64>,
+    log: Vec<(Op, PathBuf)>,
+}
+
+impl State {
+    fn used_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.lock().len() as u64).sum()
+    }
+
+    /// Counts a mutating op and returns the fault to apply to it, if any.
+    fn tick(&mut self, op: Op, path: &Path) -> Option<FaultKind> {
+        let n = self.ops;
+        self.ops += 1;
+        self.log.push((op, path.to_owned()));
+        match self.fault {
+            Some(f) if f.nth == n => Some(f.kind),
+            _ => None,
+        }
+    }
+}
+
+/// Files in memory. Cloning gives another handle to the same files.
+///
+/// Read handles are snapshots: a file replaced or removed after `open_read`
+/// keeps reading its old bytes, like an open descriptor on Unix.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStorage {
+    state: Arc<Mutex<State>>,
+}
+
+fn injected(op: &'static str, path: &Path) -> Error {
+    Error::io(op, path, std::io::Error::other("injected fault"))
+}
+
+fn not_found(op: &'static str, path: &Path) -> Error {
+    Error::io(op, path, std::io::Error::from(std::io::ErrorKind::NotFound))
+}
+
+impl MemoryStorage {
+    /// An empty in-memory storage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Arms a fault (replacing any armed one) and restarts the op counter.
+    pub fn arm_fault(&self, fault: Fault) {
+        let mut s = self.state.lock();
+        s.fault = Some(fault);
+        s.ops = 0;
+    }
+
+    /// Disarms faults.
+    pub fn disarm(&self) {
+        self.state.lock().fault = None;
+    }
+
+    /// Mutating operations counted since the last [`MemoryStorage::arm_fault`] or
+    /// [`MemoryStorage::reset_ops`].
+    pub fn ops(&self) -> u64 {
+        self.state.lock().ops
+    }
+
+    /// Restarts the op counter and clears the op log.
+    pub fn reset_ops(&self) {
+        let mut s = self.state.lock();
+        s.ops = 0;
+        s.log.clear();
+    }
+
+    /// The mutating operations since the last reset, in order.
+    pub fn op_log(&self) -> Vec<(Op, PathBuf)> {
+        self.state.lock().log.clone()
+    }
+
+    /// Limits the total bytes stored (a simulated full disk); `None` lifts it.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.state.lock().capacity_bytes = bytes;
+    }
+
+    /// Every file path, sorted.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.state.lock().files.keys().cloned().collect()
+    }
+
+    /// Replaces a file's bytes (for corruption tests).
+    pub fn overwrite(&self, path: &Path, bytes: Vec<u8>) {
+        let mut s = self.state.lock();
+        s.files.insert(path.to_owned(), Arc::new(Mutex::new(bytes)));
+    }
+
+    /// A file's current bytes.
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        self.state.lock().files.get(path).map(|f| f.lock().clone())
+    }
+}
+
+#[derive(Debug)]
+struct MemRead {
+    bytes: Arc<Vec<u8>>,
+    path: PathBuf,
+}
+
+impl ReadHandle for MemRead {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match start
+            .checked_add(buf.len())
+            .and_then(|end| self.bytes.get(start..end))
+        {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(Error::io(
+                "read",
+                &self.path,
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct MemWrite {
+    file: Arc<Mutex<Vec<u8>>>,
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+}
+
+impl WriteHandle for MemWrite {
+    fn append(&mut self, buf: &[u8]) -> Result<()> {
+        let mut s = self.state.lock();
+        let fault = s.tick(Op::Write, &self.path);
+        if let Some(cap) = s.capacity_bytes {
+            if s.used_bytes() + buf.len() as u64 > cap {
+                return Err(Error::io(
+                    "write",
+                    &self.path,
+                    std::io::Error::from(std::io::ErrorKind::StorageFull),
+                ));
+            }
+        }
+        drop(s);
+        match fault {
+            Some(FaultKind::Fail) => Err(injected("write", &self.path)),
+            Some(FaultKind::Tear) => {
+                self.file.lock().extend_from_slice(&buf[..buf.len() / 2]);
+                Err(injected("write", &self.path))
+            }
+            None => {
+                self.file.lock().extend_from_slice(buf);
+                Ok(())
+            }
+        }
+    }
+
+    fn position(&self) -> u64 {
+        self.file.lock().len() as u64
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        match self.state.lock().tick(Op::Sync, &self.path) {
+            Some(_) => Err(injected("fsync", &self.path)),
+            None => Ok(()),
+        }
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let f = self.file.lock();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match start
+            .checked_add(buf.len())
+            .and_then(|end| f.get(start..end))
+        {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(Error::io(
+                "read",
+                &self.path,
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct MemLock {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+}
+
+impl LockGuard for MemLock {}
+
+impl Drop for MemLock {
+    fn drop(&mut self) {
+        self.state.lock().locks.remove(&self.path);
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn open_read(&self, path: &Path) -> Result<Arc<dyn ReadHandle>> {
+        let s = self.state.lock();
+        let file = s.files.get(path).ok_or_else(|| not_found("open", path))?;
+        let bytes = Arc::new(file.lock().clone());
+        Ok(Arc::new(MemRead {
+            bytes,
+            path: path.to_owned(),
+        }))
+    }
+
+    fn create_new(&self, path: &Path) -> Result<Box<dyn WriteHandle>> {
+        let mut s = self.state.lock();
+        if s.tick(Op::Create, path).is_some() {
+            return Err(injected("create", path));
+        }
+        if s.files.contains_key(path) || s.dirs.contains(path) {
+            return Err(Error::io(
+                "create",
+                path,
+                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            ));
+        }
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() && !s.dirs.contains(parent) {
+                return Err(not_found("create", path));
+            }
+        }
+        let file = Arc::new(Mutex::new(Vec::new()));
+        s.files.insert(path.to_owned(), Arc::clone(&file));
+        Ok(Box::new(MemWrite {
+            file,
+            state: Arc::clone(&self.state),
+            path: path.to_owned(),
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        let mut s = self.state.lock();
+        if s.tick(Op::Rename, from).is_some() {
+            return Err(injected("rename", from));
+        }
+        let file = s
+            .files
+            .remove(from)
+            .ok_or_else(|| not_found("rename", from))?;
+        s.files.insert(to.to_owned(), file);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> Result<()> {
+        let mut s = self.state.lock();
+        if s.tick(Op::Remove, path).is_some() {
+            return Err(injected("remove", path));
+        }
+        s.files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found("remove", path))
+    }
+
+    fn remove_dir(&self, path: &Path) -> Result<()> {
+        let mut s = self.state.lock();
+        if s.tick(Op::Remove, path).is_some() {
+            return Err(injected("remove directory", path));
+        }
+        let busy = s.files.keys().any(|f| f.parent() == Some(path))
+            || s.dirs.iter().any(|d| d.parent() == Some(path));
+        if busy {
+            return Err(Error::io(
+                "remove directory",
+                path,
+                std::io::Error::from(std::io::ErrorKind::DirectoryNotEmpty),
+            ));
+        }
+        if s.dirs.remove(path) {
+            Ok(())
+        } else {
+            Err(not_found("remove directory", path))
+        }
+    }
+
+    fn create_dir_all(&self, path: &Path) -> Result<()> {
+        let mut s = self.state.lock();
+        for anc in path.ancestors() {
+            if !anc.as_os_str().is_empty() {
+                s.dirs.insert(anc.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) -> Result<()> {
+        match self.state.lock().tick(Op::SyncDir, path) {
+            Some(_) => Err(injected("fsync directory", path)),
+            None => Ok(()),
+        }
+    }
+
+    fn exists(&self, path: &Path) -> Result<bool> {
+        let s = self.state.lock();
+        Ok(s.files.contains_key(path) || s.dirs.contains(path))
+    }
+
+    fn list_dir(&self, path: &Path) -> Result<Vec<String>> {
+        let s = self.state.lock();
+        if !s.dirs.contains(path) {
+            return Err(not_found("list", path));
+        }
+        let mut names: Vec<String> = s
+            .files
+            .keys()
+            .chain(s.dirs.iter())
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn try_lock(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>> {
+        let mut s = self.state.lock();
+        if !s.locks.insert(path.to_owned()) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(MemLock {
+            state: Arc::clone(&self.state),
+            path: path.to_owned(),
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_handles_are_snapshots() {
+        let s = MemoryStorage::new();
+        let p = Path::new("/d/f");
+        s.create_dir_all(Path::new("/d")).unwrap();
+        s.write_new_synced(p, b"old").unwrap();
+        let h = s.open_read(p).unwrap();
+        s.remove_file(p).unwrap();
+        assert_eq!(h.read_vec_at(0, 3).unwrap(), b"old");
+        assert!(s.open_read(p).is_err());
+    }
+
+    #[test]
+    fn faults_hit_the_nth_op() {
+        let s = MemoryStorage::new();
+        s.create_dir_all(Path::new("/d")).unwrap();
+        s.arm_fault(Fault {
+            nth: 1,
+            kind: FaultKind::Tear,
+        });
+        let mut h = s.create_new(Path::new("/d/f")).unwrap();
+        assert!(h.append(b"abcd").is_err());
+        assert_eq!(s.contents(Path::new("/d/f")).unwrap(), b"ab");
+        assert!(h.append(b"ef").is_ok());
+    }
+
+    #[test]
+    fn locks_are_exclusive_until_dropped() {
+        let s = MemoryStorage::new();
+        let g = s.try_lock(Path::new("/lock")).unwrap();
+        assert!(g.is_some());
+        assert!(s.try_lock(Path::new("/lock")).unwrap().is_none());
+        drop(g);
+        assert!(s.try_lock(Path::new("/lock")).unwrap().is_some());
+    }
+}
