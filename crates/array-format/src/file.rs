@@ -30,10 +30,12 @@ use crate::codec::{decode_block, encode_block, Compression, DecodeError};
 use crate::dtype::{DType, FillValue};
 use crate::element::{decode_cells, encode_cells, ArrayElement};
 use crate::error::{Error, Result};
-use crate::layer::{open_layer, BlockMeta, ChunkEntry, Footer, Layer, LayerWriter, RecordKind};
+use crate::layer::{
+    open_layer_handle, BlockMeta, ChunkEntry, Footer, Layer, LayerWriter, RecordKind,
+};
 use crate::schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES};
 use crate::stats::{ArrayStats, ChunkStats};
-use crate::storage::Storage;
+use crate::storage::{ReadHandle, Storage};
 use pending::{Pending, PendingChunk};
 
 /// The name of one layer file inside an array file's directory.
@@ -66,7 +68,7 @@ impl fmt::Display for LayerId {
 
 /// A random 128-bit id, unique across processes and time with overwhelming
 /// probability (std's randomly keyed hasher over the clock, a counter and the pid).
-pub(crate) fn random_uid() -> u128 {
+pub fn random_uid() -> u128 {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -266,6 +268,32 @@ impl ArrayFile {
         options: ArrayFileOptions,
         cache: Arc<DeltaCache>,
     ) -> Result<Self> {
+        let handles = Self::open_handles(storage.as_ref(), dir, layers)?;
+        Self::open_with_handles(storage, dir, handles, options, cache)
+    }
+
+    /// Opens read handles on `layers` without decoding anything. Holding them
+    /// pins a snapshot: the files stay readable even if they are removed later.
+    pub fn open_handles(
+        storage: &dyn Storage,
+        dir: &Path,
+        layers: &[LayerId],
+    ) -> Result<Vec<(LayerId, Arc<dyn ReadHandle>)>> {
+        layers
+            .iter()
+            .map(|id| Ok((id.clone(), storage.open_read(&dir.join(id.as_str()))?)))
+            .collect()
+    }
+
+    /// Opens the file made of layers whose handles were opened earlier with
+    /// [`ArrayFile::open_handles`], oldest first.
+    pub fn open_with_handles(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        layers: Vec<(LayerId, Arc<dyn ReadHandle>)>,
+        options: ArrayFileOptions,
+        cache: Arc<DeltaCache>,
+    ) -> Result<Self> {
         let mut f = ArrayFile {
             storage,
             dir: dir.to_owned(),
@@ -275,8 +303,8 @@ impl ArrayFile {
             committed: IndexMap::new(),
             pending: Pending::default(),
         };
-        for id in layers {
-            let (layer, footer) = open_layer(f.storage.as_ref(), &dir.join(id.as_str()))?;
+        for (id, handle) in layers {
+            let (layer, footer) = open_layer_handle(handle, &dir.join(id.as_str()))?;
             f.apply(Arc::new(layer), footer)?;
         }
         Ok(f)

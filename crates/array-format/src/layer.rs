@@ -107,7 +107,14 @@ pub(crate) struct Layer {
 
 /// Opens and fully validates a layer's header, trailer and footer.
 pub(crate) fn open_layer(storage: &dyn Storage, path: &Path) -> Result<(Layer, Footer)> {
-    let handle = storage.open_read(path)?;
+    open_layer_handle(storage.open_read(path)?, path)
+}
+
+/// Validates an already open layer file (see [`open_layer`]).
+pub(crate) fn open_layer_handle(
+    handle: Arc<dyn ReadHandle>,
+    path: &Path,
+) -> Result<(Layer, Footer)> {
     let len = handle.len();
     if len < HEADER_LEN + TRAILER_LEN {
         return Err(Error::corrupt(

@@ -46,10 +46,10 @@ pub use codec::{Codec, Compression};
 pub use dtype::{DType, FillValue, StatValue, TimestampNs};
 pub use element::ArrayElement;
 pub use error::{Error, Result};
-pub use file::{ArrayFile, ArrayFileOptions, LayerId, MergedArrayMeta, PreparedLayer};
+pub use file::{random_uid, ArrayFile, ArrayFileOptions, LayerId, MergedArrayMeta, PreparedLayer};
 pub use schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES, MAX_NAME_BYTES, MAX_RANK};
 pub use stats::{ArrayStats, ChunkStats};
-pub use storage::{LocalStorage, MemoryStorage, Storage};
+pub use storage::{LocalStorage, LockGuard, MemoryStorage, ReadHandle, Storage, WriteHandle};
 
 /// Fuzzing and hostile-input entry points: decode untrusted bytes, never panic.
 pub mod fuzzing {

@@ -1,1 +1,32 @@
-//! placeholder
+//! # atlas-core
+//!
+//! The registry and store layer of ATLAS: [`Atlas`] keeps thousands to millions
+//! of named datasets in one directory, each a set of named N-d arrays with
+//! attributes, stored *variable-first*: every dataset's `temperature` lives in
+//! one array file (`temperature/`), keyed by dataset name.
+//!
+//! `atlas.json` is the single commit point; [`Atlas::flush`] is the single
+//! durability boundary. See `ARCHITECTURE.md` for the protocol and invariants.
+//! Most users want the facade crate `atlas`, which re-exports this API.
+
+mod attr;
+mod config;
+mod dataset;
+mod error;
+mod name;
+mod registry;
+mod store;
+pub mod verify;
+
+pub use array_format::{
+    ArrayElement, ArraySchema, ArrayStats, Codec, Compression, DType, DeltaCache, DeltaCacheConfig,
+    FillValue, LayerId, LocalStorage, MemoryStorage, MergedArrayMeta, StatValue, Storage,
+    TimestampNs,
+};
+pub use attr::Attr;
+pub use config::{MetaFormat, OpenOptions, StoreConfig};
+pub use dataset::DatasetView;
+pub use error::{Error, Result};
+pub use name::{validate_array_name, validate_attribute_name, validate_dataset_name, MAX_NAME_LEN};
+pub use registry::{ArrayEntry, DatasetMeta, REGISTRY_VERSION};
+pub use store::{Atlas, LOCK_FILE, REGISTRY_FILE};

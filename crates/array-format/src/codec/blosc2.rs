@@ -244,6 +244,7 @@ fn decompress_error(reason: impl std::fmt::Display) -> String {
     format!("blosc2 decompression failed: {reason}")
 }
 
+/// Round trips and hostile-input tests.
 #[cfg(test)]
 mod tests {
     use super::{compress, decompress, HEADER_LEN};
@@ -253,6 +254,7 @@ mod tests {
     struct XorShift(u64);
 
     impl XorShift {
+        /// Next pseudo-random value.
         fn next(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
@@ -260,10 +262,12 @@ mod tests {
             self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
         }
 
+        /// Pseudo-random value in `0..n`.
         fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
         }
 
+        /// `n` pseudo-random bytes.
         fn bytes(&mut self, n: usize) -> Vec<u8> {
             (0..n).map(|_| self.next() as u8).collect()
         }
@@ -314,6 +318,7 @@ mod tests {
         }
     }
 
+    /// Round trip of a smooth f32 field, raw and byte-shuffled; prints ratio and speed.
     #[test]
     fn round_trip_smooth_f32_field() {
         let raw = smooth_field(100_000);
@@ -356,6 +361,7 @@ mod tests {
         );
     }
 
+    /// Round trips across levels, typesizes (including unsupported ones) and data kinds.
     #[test]
     fn round_trip_levels_and_typesizes() {
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
@@ -378,6 +384,7 @@ mod tests {
         }
     }
 
+    /// Empty input compresses to nothing and decodes only with `raw_len == 0`.
     #[test]
     fn empty_input() {
         let stored = compress(&[], 4, 5).unwrap();
@@ -387,6 +394,7 @@ mod tests {
         assert!(decompress(&[0u8; 3], 0).is_err());
     }
 
+    /// Zero typesize and levels above 9 are refused.
     #[test]
     fn bad_parameters() {
         assert!(compress(b"abcd", 0, 5)
@@ -395,6 +403,7 @@ mod tests {
         assert!(compress(b"abcd", 4, 10).is_err());
     }
 
+    /// Headers with bad sizes, versions, codecs, filters or flags never reach C.
     #[test]
     fn rejects_hostile_headers() {
         let raw = smooth_field(2_000);
@@ -443,6 +452,7 @@ mod tests {
         assert!(decompress(&good, usize::MAX).is_err());
     }
 
+    /// Truncated, bit-flipped and random inputs fail cleanly or decode to `raw_len` bytes.
     #[test]
     fn hostile_input_never_panics() {
         let mut rng = XorShift(0x0123_4567_89AB_CDEF);

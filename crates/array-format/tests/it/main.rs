@@ -1,0 +1,12 @@
+//! Integration tests of `array-format`: round trips, a model-based test of
+//! `ArrayFile`, corruption and hostile input, injected storage faults,
+//! regressions and typed errors for bad calls. One binary, one module each.
+
+// Test code converts freely between cell counts, indexes and random bits.
+#![allow(clippy::cast_lossless)]
+// Exact float comparisons are the point of round-trip tests.
+#![allow(clippy::float_cmp)]
+
+mod common;
+mod model;
+mod roundtrip;

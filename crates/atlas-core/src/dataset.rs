@@ -1,0 +1,280 @@
+//! [`DatasetView`]: a handle to one dataset.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use array_format::{ArrayElement, ArraySchema, ArrayStats, FillValue, MergedArrayMeta};
+use indexmap::IndexMap;
+use ndarray::{ArrayD, ArrayViewD};
+
+use crate::attr::Attr;
+use crate::error::{Error, Result};
+use crate::name::{validate_array_name, validate_attribute_name};
+use crate::registry::{ArrayEntry, DatasetMeta};
+use crate::store::{FileHandle, Inner};
+
+/// A handle to one dataset within an [`crate::Atlas`]. Cheap to clone,
+/// `Send + Sync`, and usable from many tasks at once.
+#[derive(Clone)]
+pub struct DatasetView {
+    inner: Arc<Inner>,
+    name: String,
+}
+
+impl std::fmt::Debug for DatasetView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatasetView")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatasetView {
+    pub(crate) fn new(inner: Arc<Inner>, name: &str) -> Self {
+        DatasetView {
+            inner,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The dataset's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn not_found(&self) -> Error {
+        Error::DatasetNotFound {
+            name: self.name.clone(),
+        }
+    }
+
+    fn array_not_found(&self, array: &str) -> Error {
+        Error::ArrayNotFound {
+            dataset: self.name.clone(),
+            array: array.to_owned(),
+        }
+    }
+
+    fn with_meta<R>(&self, f: impl FnOnce(&DatasetMeta) -> R) -> Result<R> {
+        let live = self.inner.live.read();
+        live.datasets
+            .get(&self.name)
+            .map(f)
+            .ok_or_else(|| self.not_found())
+    }
+
+    fn with_meta_mut<R>(&self, f: impl FnOnce(&mut DatasetMeta) -> Result<R>) -> Result<R> {
+        self.inner.ensure_writer()?;
+        let mut live = self.inner.live.write();
+        let ds = live
+            .datasets
+            .get_mut(&self.name)
+            .ok_or_else(|| self.not_found())?;
+        let r = f(ds)?;
+        self.inner.dirty.store(true, Ordering::SeqCst);
+        Ok(r)
+    }
+
+    /// The array's file, if this dataset has the array (`Ok(None)` if not).
+    fn array_file(&self, array: &str) -> Result<Option<FileHandle>> {
+        if !self.with_meta(|m| m.arrays.contains_key(array))? {
+            return Ok(None);
+        }
+        self.inner.file(array)
+    }
+
+    /// Defines an array of element type `T`. `chunk_shape = None` means one chunk
+    /// of the full shape; `fill_value = None` means unwritten cells read as zero.
+    pub async fn define_array<T: ArrayElement>(
+        &self,
+        name: &str,
+        dims: Vec<String>,
+        shape: Vec<u64>,
+        chunk_shape: Option<Vec<u64>>,
+        fill_value: Option<FillValue>,
+    ) -> Result<()> {
+        validate_array_name(name)?;
+        let schema = ArraySchema::new(name, T::DTYPE, dims, shape, chunk_shape, fill_value)
+            .map_err(|e| Error::array(&self.name, name, e))?;
+        self.define_array_schema(name, schema).await
+    }
+
+    /// Defines an array from a ready schema (element type chosen at run time).
+    pub async fn define_array_schema(&self, name: &str, schema: ArraySchema) -> Result<()> {
+        validate_array_name(name)?;
+        self.inner.ensure_writer()?;
+        let _s = self.inner.structure.lock().await;
+        if self.with_meta(|m| m.arrays.contains_key(name))? {
+            return Err(Error::ArrayExists {
+                dataset: self.name.clone(),
+                array: name.to_owned(),
+            });
+        }
+        let file = self.inner.file_or_create(name)?;
+        let mut f = file.write().await;
+        f.define(&self.name, schema.clone())
+            .map_err(|e| Error::array(&self.name, name, e))?;
+        self.with_meta_mut(|m| {
+            m.arrays.insert(
+                name.to_owned(),
+                ArrayEntry {
+                    schema: Arc::new(schema),
+                    attributes: IndexMap::new(),
+                },
+            );
+            Ok(())
+        })
+    }
+
+    /// Writes a hyperslab at `start` (empty = the origin); chunks only partly
+    /// covered are merged with their current contents.
+    pub async fn write_array<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: Vec<u64>,
+        data: ArrayViewD<'_, T>,
+    ) -> Result<()> {
+        self.inner.ensure_writer()?;
+        let file = self
+            .array_file(name)?
+            .ok_or_else(|| self.array_not_found(name))?;
+        let mut f = file.write().await;
+        f.write_array(&self.name, &start, data)
+            .map_err(|e| Error::array(&self.name, name, e))?;
+        self.inner.dirty.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Reads a hyperslab; empty `start` and `count` read everything. `Ok(None)`
+    /// when the dataset has no such array; unwritten cells read as the fill value.
+    pub async fn read_array<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: Vec<u64>,
+        count: Vec<u64>,
+    ) -> Result<Option<ArrayD<T>>> {
+        let Some(file) = self.array_file(name)? else {
+            return Ok(None);
+        };
+        let f = file.read().await;
+        f.read_array::<T>(&self.name, &start, &count)
+            .map(Some)
+            .map_err(|e| Error::array(&self.name, name, e))
+    }
+
+    /// Deletes an array of this dataset.
+    pub async fn delete_array(&self, name: &str) -> Result<()> {
+        self.inner.ensure_writer()?;
+        let _s = self.inner.structure.lock().await;
+        let file = self
+            .array_file(name)?
+            .ok_or_else(|| self.array_not_found(name))?;
+        let mut f = file.write().await;
+        if f.contains(&self.name) {
+            f.delete_array(&self.name)
+                .map_err(|e| Error::array(&self.name, name, e))?;
+        }
+        self.with_meta_mut(|m| {
+            m.arrays.shift_remove(name);
+            Ok(())
+        })
+    }
+
+    /// The dataset's array names, in definition order.
+    pub fn list_arrays(&self) -> Result<Vec<String>> {
+        self.with_meta(|m| m.arrays.keys().cloned().collect())
+    }
+
+    /// The schema of an array, `Ok(None)` if the dataset has no such array.
+    pub fn array_schema(&self, name: &str) -> Result<Option<ArraySchema>> {
+        self.with_meta(|m| m.arrays.get(name).map(|a| (*a.schema).clone()))
+    }
+
+    /// Statistics of an array from stored per-chunk statistics (no data is
+    /// decoded); `Ok(None)` if the dataset has no such array.
+    pub async fn array_stats(&self, name: &str) -> Result<Option<ArrayStats>> {
+        Ok(self.array_meta(name).await?.map(|m| m.stats))
+    }
+
+    /// Merged metadata of an array: schema, statistics and storage sizes.
+    pub async fn array_meta(&self, name: &str) -> Result<Option<MergedArrayMeta>> {
+        let Some(file) = self.array_file(name)? else {
+            return Ok(None);
+        };
+        let f = file.read().await;
+        f.array_meta(&self.name)
+            .map(Some)
+            .map_err(|e| Error::array(&self.name, name, e))
+    }
+
+    /// A copy of the dataset's metadata.
+    pub fn meta(&self) -> Result<DatasetMeta> {
+        self.with_meta(Clone::clone)
+    }
+
+    /// Sets a dataset attribute (replacing any value, keeping its position).
+    pub fn set_attribute(&self, key: &str, value: Attr) -> Result<()> {
+        validate_attribute_name(key)?;
+        self.with_meta_mut(|m| {
+            m.attributes.insert(key.to_owned(), value);
+            Ok(())
+        })
+    }
+
+    /// A dataset attribute.
+    pub fn get_attribute(&self, key: &str) -> Option<Attr> {
+        self.with_meta(|m| m.attributes.get(key).cloned())
+            .ok()
+            .flatten()
+    }
+
+    /// Every dataset attribute, in insertion order (empty if the dataset is gone).
+    pub fn attributes(&self) -> IndexMap<String, Attr> {
+        self.with_meta(|m| m.attributes.clone()).unwrap_or_default()
+    }
+
+    /// Removes a dataset attribute, returning its value.
+    pub fn delete_attribute(&self, key: &str) -> Result<Option<Attr>> {
+        self.with_meta_mut(|m| Ok(m.attributes.shift_remove(key)))
+    }
+
+    /// Sets an attribute of one of the dataset's arrays.
+    pub fn set_array_attribute(&self, array: &str, key: &str, value: Attr) -> Result<()> {
+        validate_attribute_name(key)?;
+        let missing = self.array_not_found(array);
+        self.with_meta_mut(|m| {
+            let a = m.arrays.get_mut(array).ok_or(missing)?;
+            a.attributes.insert(key.to_owned(), value);
+            Ok(())
+        })
+    }
+
+    /// An attribute of one of the dataset's arrays.
+    pub fn get_array_attribute(&self, array: &str, key: &str) -> Option<Attr> {
+        self.with_meta(|m| {
+            m.arrays
+                .get(array)
+                .and_then(|a| a.attributes.get(key).cloned())
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Every attribute of one array, in insertion order.
+    pub fn array_attributes(&self, array: &str) -> Result<IndexMap<String, Attr>> {
+        self.with_meta(|m| m.arrays.get(array).map(|a| a.attributes.clone()))?
+            .ok_or_else(|| self.array_not_found(array))
+    }
+
+    /// Removes an attribute of one array, returning its value.
+    pub fn delete_array_attribute(&self, array: &str, key: &str) -> Result<Option<Attr>> {
+        let missing = self.array_not_found(array);
+        self.with_meta_mut(|m| {
+            Ok(m.arrays
+                .get_mut(array)
+                .ok_or(missing)?
+                .attributes
+                .shift_remove(key))
+        })
+    }
+}

@@ -1,0 +1,387 @@
+//! The commit protocol.
+//!
+//! A flush (1) writes each changed array file's pending layer under a fresh
+//! name and fsyncs it and its directory, (2) writes the new registry to a
+//! temporary file and fsyncs it, (3) renames it over `atlas.json` and fsyncs the
+//! root directory, and only then (4) installs the new layers in memory and
+//! removes files the commit retired.
+//!
+//! **Invariant:** a failure before the rename leaves `atlas.json`, and so the
+//! store, exactly at the previous commit, and this handle's pending changes
+//! intact (the flush can be retried). A failure after the rename (the directory
+//! fsync) leaves durability unknown: the handle is poisoned and refuses writes.
+//!
+//! **Invariant:** nothing named by the committed `atlas.json` is ever removed;
+//! files are removed only after the commit that stopped naming them.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use array_format::{ArrayFile, LayerId, PreparedLayer, Storage};
+use indexmap::IndexMap;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
+
+use super::{Inner, REGISTRY_FILE};
+use crate::error::{Error, Result};
+use crate::registry::{encode_parts, Registry};
+
+/// How a registry write failed.
+pub(crate) enum CommitError {
+    /// Before the rename: the previous commit stands.
+    Before(array_format::Error),
+    /// After the rename: the new commit may or may not be durable.
+    Unknown(array_format::Error),
+}
+
+impl CommitError {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            CommitError::Before(e) | CommitError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+/// Steps (2) and (3) of the protocol.
+pub(crate) fn write_registry_bytes(
+    storage: &dyn Storage,
+    root: &Path,
+    bytes: &[u8],
+) -> Result<(), CommitError> {
+    let tmp = root.join(format!(
+        ".atlas.json.tmp-{:032x}",
+        array_format::random_uid()
+    ));
+    if let Err(e) = storage.write_new_synced(&tmp, bytes) {
+        let _ = storage.remove_file(&tmp);
+        return Err(CommitError::Before(e));
+    }
+    if let Err(e) = storage.rename(&tmp, &root.join(REGISTRY_FILE)) {
+        let _ = storage.remove_file(&tmp);
+        return Err(CommitError::Before(e));
+    }
+    storage.sync_dir(root).map_err(CommitError::Unknown)
+}
+
+pub(crate) fn write_registry(
+    storage: &dyn Storage,
+    root: &Path,
+    reg: &Registry,
+) -> Result<(), CommitError> {
+    write_registry_bytes(storage, root, &reg.encode())
+}
+
+fn is_store_file(name: &str) -> bool {
+    LayerId::new(name).is_some()
+        || (name.starts_with("scratch-")
+            && std::path::Path::new(name)
+                .extension()
+                .is_some_and(|e| e == "tmp"))
+}
+
+/// Removes files no commit names: layers and scratch files left by crashed or
+/// failed flushes, temporary registries, directories of dropped arrays. Only a
+/// writer calls this; errors are ignored (garbage is harmless, just retried later).
+pub(crate) fn sweep_orphans(
+    storage: &dyn Storage,
+    root: &Path,
+    arrays: &IndexMap<String, Vec<LayerId>>,
+) {
+    let Ok(entries) = storage.list_dir(root) else {
+        return;
+    };
+    for name in entries {
+        if name.starts_with(".atlas.json.tmp-") {
+            let _ = storage.remove_file(&root.join(&name));
+            continue;
+        }
+        let dir = root.join(&name);
+        let Ok(files) = storage.list_dir(&dir) else {
+            continue;
+        };
+        let live: HashSet<&str> = arrays
+            .get(&name)
+            .map(|l| l.iter().map(LayerId::as_str).collect())
+            .unwrap_or_default();
+        let mut remaining = files.len();
+        for f in &files {
+            if is_store_file(f)
+                && !live.contains(f.as_str())
+                && storage.remove_file(&dir.join(f)).is_ok()
+            {
+                remaining -= 1;
+            }
+        }
+        if remaining == 0 && !arrays.contains_key(&name) {
+            let _ = storage.remove_dir(&dir);
+        }
+    }
+}
+
+fn remove_prepared(storage: &dyn Storage, prepared: &[(usize, PreparedLayer)]) {
+    for (_, p) in prepared {
+        let _ = storage.remove_file(p.path());
+    }
+}
+
+type WriteGuards = Vec<(String, OwnedRwLockWriteGuard<ArrayFile>)>;
+
+pub(crate) async fn flush(inner: &Arc<Inner>) -> Result<()> {
+    let _commit = inner.commit_lock.lock().await;
+    if inner.poisoned.load(Ordering::SeqCst) {
+        return Err(Error::Poisoned {
+            path: inner.root.clone(),
+        });
+    }
+    if inner.writer.lock().is_none() {
+        // Never mutated through this handle: nothing to commit.
+        return Ok(());
+    }
+    let mut guards: WriteGuards = Vec::new();
+    for (name, f) in inner.open_files() {
+        guards.push((name, f.write_owned().await));
+    }
+    let inner2 = Arc::clone(inner);
+    tokio::task::spawn_blocking(move || flush_sync(&inner2, guards))
+        .await
+        .expect("flush task panicked")
+}
+
+fn flush_sync(inner: &Inner, mut guards: WriteGuards) -> Result<()> {
+    let was_dirty = inner.dirty.swap(false, Ordering::SeqCst);
+    if !was_dirty && !guards.iter().any(|(_, g)| g.has_pending()) {
+        return Ok(());
+    }
+    let storage = inner.storage.as_ref();
+    let mut prepared: Vec<(usize, PreparedLayer)> = Vec::new();
+    for (i, (_, g)) in guards.iter().enumerate() {
+        match g.write_pending() {
+            Ok(Some(p)) => prepared.push((i, p)),
+            Ok(None) => {}
+            Err(e) => {
+                remove_prepared(storage, &prepared);
+                inner.dirty.store(true, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        }
+    }
+    let (generation, arrays, dropped, bytes) = {
+        let live = inner.live.read();
+        let committed = inner.committed.lock();
+        let used: HashSet<&str> = live
+            .datasets
+            .values()
+            .flat_map(|d| d.arrays.keys().map(String::as_str))
+            .collect();
+        let mut arrays: IndexMap<String, Vec<LayerId>> = IndexMap::new();
+        for (name, layers) in &committed.arrays {
+            if used.contains(name.as_str()) {
+                arrays.insert(name.clone(), layers.clone());
+            }
+        }
+        for (i, p) in &prepared {
+            let name = &guards[*i].0;
+            if used.contains(name.as_str()) {
+                arrays.entry(name.clone()).or_default().push(p.id());
+            }
+        }
+        let dropped: Vec<(String, Vec<LayerId>)> = committed
+            .arrays
+            .iter()
+            .filter(|(n, _)| !arrays.contains_key(*n))
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect();
+        let generation = committed.generation + 1;
+        let bytes = encode_parts(
+            generation,
+            inner.compression,
+            inner.meta_format,
+            &arrays,
+            &live.datasets,
+        );
+        (generation, arrays, dropped, bytes)
+    };
+    match write_registry_bytes(storage, &inner.root, &bytes) {
+        Ok(()) => {}
+        Err(CommitError::Before(e)) => {
+            remove_prepared(storage, &prepared);
+            inner.dirty.store(true, Ordering::SeqCst);
+            return Err(e.into());
+        }
+        Err(CommitError::Unknown(e)) => {
+            inner.poisoned.store(true, Ordering::SeqCst);
+            return Err(e.into());
+        }
+    }
+    // Committed. Make memory match.
+    for (i, p) in prepared {
+        if let Err(e) = guards[i].1.install(p) {
+            inner.poisoned.store(true, Ordering::SeqCst);
+            return Err(e.into());
+        }
+    }
+    {
+        let mut c = inner.committed.lock();
+        c.generation = generation;
+        c.arrays = arrays;
+    }
+    // Arrays no dataset uses any more: their files are now garbage.
+    let dropped_names: HashSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
+    guards.retain(|(n, _)| !dropped_names.contains(n.as_str()));
+    drop(guards);
+    for (name, _) in &dropped {
+        inner.forget_file(name);
+    }
+    let committed_arrays = inner.committed.lock().arrays.clone();
+    for (name, _) in &dropped {
+        sweep_dir(storage, &inner.root, name, &committed_arrays);
+    }
+    Ok(())
+}
+
+fn sweep_dir(
+    storage: &dyn Storage,
+    root: &Path,
+    name: &str,
+    arrays: &IndexMap<String, Vec<LayerId>>,
+) {
+    let dir = root.join(name);
+    let Ok(files) = storage.list_dir(&dir) else {
+        return;
+    };
+    let live: HashSet<&str> = arrays
+        .get(name)
+        .map(|l| l.iter().map(LayerId::as_str).collect())
+        .unwrap_or_default();
+    for f in files {
+        if is_store_file(&f) && !live.contains(f.as_str()) {
+            let _ = storage.remove_file(&dir.join(f));
+        }
+    }
+    if !arrays.contains_key(name) {
+        let _ = storage.remove_dir(&dir);
+    }
+}
+
+pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
+    flush(inner).await?;
+    inner.ensure_writer()?;
+    let _commit = inner.commit_lock.lock().await;
+    let targets: Vec<String> = inner
+        .committed
+        .lock()
+        .arrays
+        .iter()
+        .filter(|(_, l)| l.len() > 1)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    // Phase 1: write new bases under read locks (readers keep going).
+    let mut reads: Vec<(String, OwnedRwLockReadGuard<ArrayFile>)> = Vec::new();
+    let mut handles = Vec::new();
+    for name in targets {
+        let f = inner.file(&name)?.expect("committed arrays have files");
+        handles.push((name.clone(), Arc::clone(&f)));
+        reads.push((name, f.read_owned().await));
+    }
+    let inner2 = Arc::clone(inner);
+    let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<(String, PreparedLayer)>> {
+        let mut out: Vec<(String, PreparedLayer)> = Vec::new();
+        for (name, g) in &reads {
+            match g.compact_prepare() {
+                Ok(p) => out.push((name.clone(), p)),
+                Err(e) => {
+                    for (_, p) in &out {
+                        let _ = inner2.storage.remove_file(p.path());
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .expect("compaction task panicked")?;
+    // Phase 2: commit the new layer lists; the datasets are the committed ones
+    // (read back from atlas.json), not the live ones, which may hold
+    // uncommitted changes.
+    let inner2 = Arc::clone(inner);
+    let new_ids: Vec<(String, LayerId)> =
+        prepared.iter().map(|(n, p)| (n.clone(), p.id())).collect();
+    let installed_ids = new_ids.clone();
+    let paths: Vec<std::path::PathBuf> =
+        prepared.iter().map(|(_, p)| p.path().to_owned()).collect();
+    let generation = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let storage = inner2.storage.as_ref();
+        let cleanup = || {
+            for p in &paths {
+                let _ = storage.remove_file(p);
+            }
+        };
+        let reg_path = inner2.root.join(REGISTRY_FILE);
+        let mut reg = match storage
+            .read_all(&reg_path)
+            .map_err(Error::from)
+            .and_then(|b| Registry::decode(&b, &reg_path))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                cleanup();
+                return Err(e);
+            }
+        };
+        if reg.generation != inner2.committed.lock().generation {
+            cleanup();
+            inner2.poisoned.store(true, Ordering::SeqCst);
+            return Err(Error::StaleHandle {
+                path: inner2.root.clone(),
+            });
+        }
+        reg.generation += 1;
+        for (name, id) in &new_ids {
+            reg.arrays.insert(name.clone(), vec![id.clone()]);
+        }
+        match write_registry(storage, &inner2.root, &reg) {
+            Ok(()) => Ok(reg.generation),
+            Err(CommitError::Before(e)) => {
+                cleanup();
+                Err(e.into())
+            }
+            Err(CommitError::Unknown(e)) => {
+                inner2.poisoned.store(true, Ordering::SeqCst);
+                Err(e.into())
+            }
+        }
+    })
+    .await
+    .expect("compaction task panicked")?;
+    // Phase 3: install, then retire the old layers.
+    let mut retired = Vec::new();
+    for ((name, p), (_, f)) in prepared.into_iter().zip(handles) {
+        let mut g = f.write().await;
+        match g.install_compacted(p) {
+            Ok(old) => retired.push((name, old)),
+            Err(e) => {
+                inner.poisoned.store(true, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        }
+    }
+    {
+        let mut c = inner.committed.lock();
+        c.generation = generation;
+        for (name, id) in installed_ids {
+            c.arrays.insert(name, vec![id]);
+        }
+    }
+    for (name, old) in retired {
+        let dir = inner.root.join(&name);
+        for id in old {
+            let _ = inner.storage.remove_file(&dir.join(id.as_str()));
+        }
+    }
+    Ok(())
+}

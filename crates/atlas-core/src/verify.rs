@@ -1,0 +1,124 @@
+//! Whole-store verification: every checksum, and registry ↔ files agreement.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use array_format::{ArrayFile, ArrayFileOptions, DeltaCache, DeltaCacheConfig};
+
+use crate::registry::Registry;
+use crate::store::{Atlas, REGISTRY_FILE};
+
+/// One problem found by [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file concerned.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Array files checked.
+    pub n_arrays: u64,
+    /// Layer files checked.
+    pub n_layers: u64,
+    /// Chunks whose checksum and decoding were checked.
+    pub n_chunks: u64,
+    /// Everything found wrong; empty means the store is sound.
+    pub problems: Vec<Problem>,
+}
+
+/// Checks the committed state of the store at `atlas.root()`: decodes the
+/// registry, opens every named layer (footer checksums), reads and decodes every
+/// live chunk (block checksums), and checks that each dataset's arrays exist in
+/// their files with the same schema and that files hold no unregistered arrays.
+/// `progress` is called after each array file with (done, total).
+pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
+    let root = atlas.root().to_owned();
+    let storage = atlas.inner.storage.clone();
+    let mut report = Report::default();
+    let reg_path = root.join(REGISTRY_FILE);
+    let reg = match storage
+        .read_all(&reg_path)
+        .map_err(crate::Error::from)
+        .and_then(|b| Registry::decode(&b, &reg_path))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            report.problems.push(Problem {
+                path: reg_path,
+                message: e.to_string(),
+            });
+            return report;
+        }
+    };
+    let total = reg.arrays.len() as u64;
+    for (i, (array, layers)) in reg.arrays.iter().enumerate() {
+        let dir = root.join(array);
+        report.n_arrays += 1;
+        report.n_layers += layers.len() as u64;
+        // A private cache with no decoded level, so every chunk is really read.
+        let cache = std::sync::Arc::new(DeltaCache::new(DeltaCacheConfig {
+            raw_capacity_bytes: 0,
+            decoded_capacity_bytes: 0,
+        }));
+        let file = match ArrayFile::open(
+            storage.clone(),
+            &dir,
+            layers,
+            ArrayFileOptions::default(),
+            cache,
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                report.problems.push(Problem {
+                    path: dir,
+                    message: e.to_string(),
+                });
+                progress(i as u64 + 1, total);
+                continue;
+            }
+        };
+        match file.verify() {
+            Ok(n) => report.n_chunks += n,
+            Err(e) => report.problems.push(Problem {
+                path: dir.clone(),
+                message: e.to_string(),
+            }),
+        }
+        let mut expected = HashSet::new();
+        for (ds_name, ds) in &reg.datasets {
+            let Some(entry) = ds.arrays.get(array) else {
+                continue;
+            };
+            expected.insert(ds_name.as_str());
+            match file.schema(ds_name) {
+                None => report.problems.push(Problem {
+                    path: dir.clone(),
+                    message: format!(
+                        "registry lists {ds_name}/{array} but the array file lacks it"
+                    ),
+                }),
+                Some(s) if *s != *entry.schema => report.problems.push(Problem {
+                    path: dir.clone(),
+                    message: format!(
+                        "schema of {ds_name}/{array} differs between registry and array file"
+                    ),
+                }),
+                Some(_) => {}
+            }
+        }
+        for name in file.list_arrays() {
+            if !expected.contains(name.as_str()) {
+                report.problems.push(Problem {
+                    path: dir.clone(),
+                    message: format!("array file holds {name:?}, which the registry does not list"),
+                });
+            }
+        }
+        progress(i as u64 + 1, total);
+    }
+    report
+}
