@@ -19,6 +19,10 @@
 //! instrument data. The ratio (raw / stored block bytes) is printed once per
 //! configuration on stderr.
 //!
+//! `codec_only/*` is a baseline: LZ4 and Zstd-1 alone (called directly, reused
+//! buffers and context) on the same byte-shuffled data, in 256 KiB and 4 KiB
+//! blocks, so the cost the read path adds on top of the codec is visible.
+//!
 //! Run: `cargo bench -p array-format --bench codecs` (add `--features blosc2`
 //! for Blosc2; `-- --test` runs every case once as a smoke test).
 
@@ -179,12 +183,70 @@ fn bench_codecs(c: &mut Criterion) {
     group.finish();
 }
 
+/// Byte shuffle of 4-byte cells (the same layout as the crate's filter).
+fn shuffle4(raw: &[u8]) -> Vec<u8> {
+    let n = raw.len() / 4;
+    let mut out = vec![0u8; raw.len()];
+    for (i, cell) in raw.chunks_exact(4).enumerate() {
+        for (b, &byte) in cell.iter().enumerate() {
+            out[b * n + i] = byte;
+        }
+    }
+    out
+}
+
+/// Baseline: the codecs alone (no CRC, unshuffle, cell decoding or copies; reused
+/// buffers and a reused zstd context) on the same shuffled bytes, in blocks of
+/// 256 KiB (one chunk) and 4 KiB (one row, the size of a small per-dataset array).
+/// The gap to `codecs/decode/*+shuffle` is what the read path adds.
+fn bench_codec_only(c: &mut Criterion) {
+    let field = ocean_field();
+    let raw: Vec<u8> = field.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut group = c.benchmark_group("codec_only");
+    group.throughput(Throughput::Bytes(raw.len() as u64));
+    for (label, block_bytes) in [
+        ("256KiB", CHUNK_ROWS as usize * COLS * 4),
+        ("4KiB", COLS * 4),
+    ] {
+        let shuffled: Vec<Vec<u8>> = raw.chunks(block_bytes).map(shuffle4).collect();
+        let lz4: Vec<Vec<u8>> = shuffled
+            .iter()
+            .map(|b| lz4_flex::block::compress(b))
+            .collect();
+        let zstd1: Vec<Vec<u8>> = shuffled
+            .iter()
+            .map(|b| zstd::bulk::compress(b, 1).expect("zstd"))
+            .collect();
+        let mut out = vec![0u8; block_bytes];
+        group.bench_function(format!("decode/lz4/{label}"), |b| {
+            b.iter(|| {
+                for block in &lz4 {
+                    let n = lz4_flex::block::decompress_into(block, &mut out).expect("lz4");
+                    black_box(&out[..n]);
+                }
+            });
+        });
+        let mut dctx = zstd::bulk::Decompressor::new().expect("zstd context");
+        let mut out = Vec::with_capacity(block_bytes);
+        group.bench_function(format!("decode/zstd:1/{label}"), |b| {
+            b.iter(|| {
+                for block in &zstd1 {
+                    out.clear();
+                    dctx.decompress_to_buffer(block, &mut out).expect("zstd");
+                    black_box(&out);
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_codecs
+    targets = bench_codecs, bench_codec_only
 }
 criterion_main!(benches);

@@ -1,1 +1,157 @@
-fn main() {}
+//! `atlas`: the command-line tool of the ATLAS store.
+//!
+//! Exit codes: 0 success, 1 failure (including damage found by `verify`),
+//! 2 bad usage.
+
+mod cells;
+mod demo;
+mod ops;
+mod show;
+mod util;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ATLAS: one store for thousands to millions of named N-d datasets.
+#[derive(Parser, Debug)]
+#[command(name = "atlas", version, about, long_about = None)]
+struct Cli {
+    /// Print no progress bars or follow-up hints.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build a realistic sample store: ocean profiles plus gridded fields.
+    Demo {
+        /// Directory to create the store in (must not hold a store yet).
+        dir: PathBuf,
+        /// Number of ocean-profile datasets.
+        #[arg(long, default_value_t = 3000)]
+        datasets: usize,
+        /// Number of gridded sea-surface-temperature datasets.
+        #[arg(long, default_value_t = 12)]
+        grids: usize,
+    },
+    /// List datasets (optionally matching a glob pattern with `*` and `?`).
+    Ls {
+        /// The store directory.
+        store: PathBuf,
+        /// Only datasets whose name matches this pattern.
+        pattern: Option<String>,
+        /// Also list each dataset's arrays with dtype and shape.
+        #[arg(short, long)]
+        arrays: bool,
+        /// Output JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarise the store, or show one dataset like `ncdump -h`.
+    Info {
+        /// The store directory.
+        store: PathBuf,
+        /// A dataset to describe.
+        dataset: Option<String>,
+        /// Output JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the values of one array (or a hyperslab of it).
+    Cat {
+        /// The store directory.
+        store: PathBuf,
+        /// Dataset name.
+        dataset: String,
+        /// Array name.
+        array: String,
+        /// Start of the hyperslab, comma-separated (default: the origin).
+        #[arg(long, value_delimiter = ',')]
+        start: Vec<u64>,
+        /// Extent of the hyperslab, comma-separated (default: to the end).
+        #[arg(long, value_delimiter = ',')]
+        count: Vec<u64>,
+        /// Output JSON (NaN and infinities as null).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-dataset min/max/null counts of one array and the totals, from stored statistics.
+    Stats {
+        /// The store directory.
+        store: PathBuf,
+        /// Array name.
+        array: String,
+        /// Output JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read one array across every dataset and report the throughput.
+    Scan {
+        /// The store directory.
+        store: PathBuf,
+        /// Array name.
+        array: String,
+    },
+    /// Merge every array's delta layers into a new base.
+    Compact {
+        /// The store directory.
+        store: PathBuf,
+    },
+    /// Check every checksum and that the registry and the files agree.
+    Verify {
+        /// The store directory.
+        store: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let quiet = cli.quiet;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo {
+                dir,
+                datasets,
+                grids,
+            } => demo::run(&dir, datasets, grids, quiet).await,
+            Command::Ls {
+                store,
+                pattern,
+                arrays,
+                json,
+            } => show::ls(&store, pattern.as_deref(), arrays, json).await,
+            Command::Info {
+                store,
+                dataset,
+                json,
+            } => show::info(&store, dataset.as_deref(), json).await,
+            Command::Cat {
+                store,
+                dataset,
+                array,
+                start,
+                count,
+                json,
+            } => show::cat(&store, &dataset, &array, start, count, json).await,
+            Command::Stats { store, array, json } => show::stats(&store, &array, json).await,
+            Command::Scan { store, array } => ops::scan(&store, &array, quiet).await,
+            Command::Compact { store } => ops::compact(&store, quiet).await,
+            Command::Verify { store } => ops::verify(&store, quiet).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

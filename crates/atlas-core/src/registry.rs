@@ -67,6 +67,10 @@ struct FileRepr {
     shuffle: bool,
     arrays: IndexMap<String, ArrayFileRepr>,
     schemas: Vec<SchemaRepr>,
+    /// Distinct per-array attribute sets, referenced by index (shared by the
+    /// many datasets whose arrays carry the same units, names, ranges…).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    attr_sets: Vec<IndexMap<String, Attr>>,
     datasets: Vec<DatasetRepr>,
 }
 
@@ -97,8 +101,8 @@ struct DatasetRepr {
 #[derive(Serialize, Deserialize)]
 struct DsArrayRepr {
     schema: usize,
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
-    attrs: IndexMap<String, Attr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attrs: Option<usize>,
 }
 
 fn fill_to_attr(f: &FillValue) -> Attr {
@@ -196,6 +200,8 @@ pub(crate) fn encode_parts(
     let mut schemas: Vec<SchemaRepr> = Vec::new();
     let mut index: HashMap<SchemaKey<'_>, usize> = HashMap::new();
     let mut by_ptr: HashMap<*const ArraySchema, usize> = HashMap::new();
+    let mut attr_sets: Vec<IndexMap<String, Attr>> = Vec::new();
+    let mut attr_index: HashMap<String, usize> = HashMap::new();
     let mut datasets = Vec::with_capacity(datasets_in.len());
     for (name, ds) in datasets_in {
         let mut arrays = IndexMap::with_capacity(ds.arrays.len());
@@ -214,13 +220,14 @@ pub(crate) fn encode_parts(
                     schemas.len() - 1
                 })
             });
-            arrays.insert(
-                aname.clone(),
-                DsArrayRepr {
-                    schema: idx,
-                    attrs: entry.attributes.clone(),
-                },
-            );
+            let attrs = (!entry.attributes.is_empty()).then(|| {
+                let key = serde_json::to_string(&entry.attributes).expect("attributes serialize");
+                *attr_index.entry(key).or_insert_with(|| {
+                    attr_sets.push(entry.attributes.clone());
+                    attr_sets.len() - 1
+                })
+            });
+            arrays.insert(aname.clone(), DsArrayRepr { schema: idx, attrs });
         }
         datasets.push(DatasetRepr {
             name: name.clone(),
@@ -246,11 +253,12 @@ pub(crate) fn encode_parts(
             })
             .collect(),
         schemas,
+        attr_sets,
         datasets,
     };
     match meta_format {
         MetaFormat::Json => {
-            let mut out = serde_json::to_vec_pretty(&repr).expect("registry serializes");
+            let mut out = serde_json::to_vec(&repr).expect("registry serializes");
             out.push(b'\n');
             out
         }
@@ -370,13 +378,14 @@ impl Registry {
                     .get(a.schema)
                     .cloned()
                     .ok_or_else(|| corrupt(format!("schema index {} out of range", a.schema)))?;
-                ds_arrays.insert(
-                    aname,
-                    ArrayEntry {
-                        schema,
-                        attributes: a.attrs,
-                    },
-                );
+                let attributes =
+                    match a.attrs {
+                        None => IndexMap::new(),
+                        Some(i) => repr.attr_sets.get(i).cloned().ok_or_else(|| {
+                            corrupt(format!("attribute set index {i} out of range"))
+                        })?,
+                    };
+                ds_arrays.insert(aname, ArrayEntry { schema, attributes });
             }
             let prev = datasets.insert(
                 d.name.clone(),
@@ -462,8 +471,10 @@ mod tests {
         }
         let text = String::from_utf8(bytes).unwrap();
         let evil = text.replace("d-0000", "../../0");
+        assert_ne!(evil, text);
         assert!(Registry::decode(evil.as_bytes(), Path::new("a")).is_err());
-        let future = text.replace("\"version\": 1", "\"version\": 9");
+        let future = text.replace("\"version\":1", "\"version\":9");
+        assert_ne!(future, text);
         assert!(matches!(
             Registry::decode(future.as_bytes(), Path::new("a")),
             Err(Error::UnsupportedRegistry { version: 9, .. })

@@ -102,3 +102,8 @@ pub use atlas_core::{
 
 /// The layer-file crate, for direct use of `.af` files without a store.
 pub use array_format;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -8,5 +8,9 @@
 #![allow(clippy::float_cmp)]
 
 mod common;
+mod corruption;
+mod errors;
+mod faults;
 mod model;
+mod regressions;
 mod roundtrip;

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use array_format::{
-    ArrayFile, ArrayFileOptions, ArrayStats, Codec, Compression, DType, DeltaCache, Error,
-    FillValue, MemoryStorage, StatValue,
+    ArrayFile, ArrayFileOptions, ArrayStats, Codec, Compression, DType, DeltaCache,
+    DeltaCacheConfig, Error, FillValue, MemoryStorage, StatValue,
 };
 use proptest::prelude::*;
 
@@ -39,8 +39,14 @@ enum Op {
     Delete {
         name: usize,
     },
-    Flush,
-    Compact,
+    /// `flush()`, or `write_pending()` + `install()` when `two_phase`.
+    Flush {
+        two_phase: bool,
+    },
+    /// `compact()`, or `compact_prepare()` + `install_compacted()` when `two_phase`.
+    Compact {
+        two_phase: bool,
+    },
     Reopen,
     Read {
         name: usize,
@@ -68,8 +74,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         6 => (name.clone(), prop::collection::vec(any::<u64>(), 4), any::<u64>())
             .prop_map(|(name, region, data)| Op::Write { name, region, data }),
         2 => name.clone().prop_map(|name| Op::Delete { name }),
-        2 => Just(Op::Flush),
-        1 => Just(Op::Compact),
+        2 => any::<bool>().prop_map(|two_phase| Op::Flush { two_phase }),
+        1 => any::<bool>().prop_map(|two_phase| Op::Compact { two_phase }),
         1 => Just(Op::Reopen),
         2 => (name, prop::collection::vec(any::<u64>(), 4))
             .prop_map(|(name, region)| Op::Read { name, region }),
@@ -206,6 +212,19 @@ fn check(f: &ArrayFile, model: &Model, ctx: &str) {
     }
 }
 
+/// Cells of chunk `idx` (row-major over the chunk grid, edge chunks clipped).
+fn chunk_cells(shape: &[u64], chunk: &[u64], idx: u64) -> u64 {
+    let mut rem = idx;
+    let mut cells = 1;
+    for a in (0..shape.len()).rev() {
+        let grid = shape[a].div_ceil(chunk[a]);
+        let origin = (rem % grid) * chunk[a];
+        rem /= grid;
+        cells *= chunk[a].min(shape[a] - origin);
+    }
+    cells
+}
+
 fn values(int: bool, seed: u64, n: u64) -> Vec<f32> {
     let mut r = Rng::new(seed);
     (0..n)
@@ -220,11 +239,13 @@ fn values(int: bool, seed: u64, n: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Configuration of one run: codec and pending budget (0 spills every write).
+/// Configuration of one run: codec, pending budget (0 spills every write) and
+/// whether the shared block cache is tiny (so it evicts all the time).
 #[derive(Clone, Debug)]
 struct RunConfig {
     codec: usize,
     budget: u64,
+    tiny_cache: bool,
 }
 
 fn run(cfg: &RunConfig, ops: &[Op]) {
@@ -238,7 +259,14 @@ fn run(cfg: &RunConfig, ops: &[Op]) {
     };
     let storage = Arc::new(MemoryStorage::new());
     let dir = Path::new(MEM_DIR);
-    let cache = Arc::new(DeltaCache::default());
+    let cache = Arc::new(if cfg.tiny_cache {
+        DeltaCache::new(DeltaCacheConfig {
+            raw_capacity_bytes: 200,
+            decoded_capacity_bytes: 300,
+        })
+    } else {
+        DeltaCache::default()
+    });
     let mut f = ArrayFile::create(storage.clone(), dir, opts, cache.clone()).expect("create");
     let mut live = Model::new();
     let mut committed = Model::new();
@@ -334,10 +362,20 @@ fn run(cfg: &RunConfig, ops: &[Op]) {
                     );
                 }
             }
-            Op::Flush => {
+            Op::Flush { two_phase } => {
                 let had = f.has_pending();
                 let before = f.layers();
-                let r = f.flush().expect("flush");
+                let r = if *two_phase {
+                    let p = f.write_pending().expect("write_pending");
+                    p.map(|p| {
+                        let id = p.id();
+                        assert_eq!(p.path(), dir.join(id.as_str()));
+                        f.install(p).expect("install");
+                        id
+                    })
+                } else {
+                    f.flush().expect("flush")
+                };
                 assert_eq!(r.is_some(), had, "{ctx}: flush result vs has_pending");
                 let after = f.layers();
                 match r {
@@ -354,9 +392,14 @@ fn run(cfg: &RunConfig, ops: &[Op]) {
                     .expect("open the flushed list");
                 check(&g, &committed, &format!("{ctx}: reopened after flush"));
             }
-            Op::Compact => {
+            Op::Compact { two_phase } => {
                 let before = f.layers();
-                let retired = f.compact().expect("compact");
+                let retired = if *two_phase {
+                    let p = f.compact_prepare().expect("compact_prepare");
+                    f.install_compacted(p).expect("install_compacted")
+                } else {
+                    f.compact().expect("compact")
+                };
                 assert_eq!(retired, before, "{ctx}: retired layers");
                 assert_eq!(f.layers().len(), 1, "{ctx}: one base after compaction");
                 let g = ArrayFile::open(storage.clone(), dir, &f.layers(), opts, cache.clone())
@@ -392,9 +435,10 @@ proptest! {
     fn model_sequences(
         codec in 0..3usize,
         budget in prop_oneof![Just(256u64 << 20), Just(0u64), Just(100u64)],
+        tiny_cache in any::<bool>(),
         ops in prop::collection::vec(op_strategy(), 1..=40),
     ) {
-        run(&RunConfig { codec, budget }, &ops);
+        run(&RunConfig { codec, budget, tiny_cache }, &ops);
     }
 }
 
@@ -419,7 +463,7 @@ fn model_fixed_sequence() {
         write(0, 1),
         def(1, true, vec![3], None),
         write(1, 2),
-        Op::Flush,
+        Op::Flush { two_phase: false },
         Op::Delete { name: 0 },
         def(0, true, vec![4, 4], Some(0)),
         write(0, 3),
@@ -427,28 +471,37 @@ fn model_fixed_sequence() {
             name: 0,
             region: vec![1, 1, 2, 2],
         },
-        Op::Compact,
+        Op::Compact { two_phase: false },
         Op::Reopen,
         def(0, true, vec![4, 4], Some(0)),
         write(0, 4),
-        Op::Flush,
+        Op::Flush { two_phase: true },
         Op::Delete { name: 0 },
-        Op::Flush,
+        Op::Flush { two_phase: false },
         def(0, false, vec![5, 4], Some(4)),
-        Op::Flush,
-        Op::Compact,
+        Op::Flush { two_phase: true },
+        Op::Compact { two_phase: true },
         write(0, 5),
         Op::Reopen,
         Op::Delete { name: 1 },
         def(1, false, vec![], None),
         write(1, 6),
-        Op::Flush,
-        Op::Compact,
+        Op::Flush { two_phase: false },
+        Op::Compact { two_phase: false },
         Op::Reopen,
     ];
     for codec in 0..3 {
         for budget in [0, 100, 256 << 20] {
-            run(&RunConfig { codec, budget }, &ops);
+            for tiny_cache in [false, true] {
+                run(
+                    &RunConfig {
+                        codec,
+                        budget,
+                        tiny_cache,
+                    },
+                    &ops,
+                );
+            }
         }
     }
 }

@@ -1,0 +1,608 @@
+//! Regressions: stale cached reads after compaction or across files sharing a
+//! cache, deleted arrays coming back, repeated writes stored repeatedly, pending
+//! data spilling to a scratch file, reads over many layers, and stale two-phase
+//! installs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use array_format::{
+    ArrayFile, ArrayFileOptions, Codec, Compression, DeltaCache, Error, FillValue, LayerId,
+    LocalStorage, MemoryStorage, Storage,
+};
+
+use crate::common::{dims, dump, mem_file, mem_open, nd, Rng, MEM_DIR};
+
+fn read_f32(f: &ArrayFile, name: &str) -> Vec<f32> {
+    f.read_array::<f32>(name, &[], &[])
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}
+
+fn stale_read_after_compact(storage: Arc<dyn Storage>, dir: &Path) {
+    let cache = Arc::new(DeltaCache::default());
+    let opts = ArrayFileOptions::default();
+    let mut f = ArrayFile::create(storage.clone(), dir, opts, cache.clone()).unwrap();
+    f.define_array::<f32>("a", dims(1), vec![4], Some(vec![4]), None)
+        .unwrap();
+    f.write_array("a", &[], nd(&[4], vec![1.0f32; 4]).view())
+        .unwrap();
+    f.flush().unwrap();
+    let v1_layers = f.layers();
+    assert_eq!(read_f32(&f, "a"), vec![1.0; 4]); // now cached
+    f.write_array("a", &[], nd(&[4], vec![2.0f32; 4]).view())
+        .unwrap();
+    assert_eq!(read_f32(&f, "a"), vec![2.0; 4], "pending v2");
+    f.flush().unwrap();
+    assert_eq!(read_f32(&f, "a"), vec![2.0; 4], "flushed v2");
+    f.compact().unwrap();
+    assert_eq!(read_f32(&f, "a"), vec![2.0; 4], "compacted v2");
+    // A partial write merges with the compacted chunk, not the cached v1.
+    f.write_array("a", &[1], nd(&[1], vec![3.0f32]).view())
+        .unwrap();
+    assert_eq!(read_f32(&f, "a"), vec![2.0, 3.0, 2.0, 2.0]);
+    f.flush().unwrap();
+    f.compact().unwrap();
+    let g = ArrayFile::open(storage.clone(), dir, &f.layers(), opts, cache.clone()).unwrap();
+    assert_eq!(read_f32(&g, "a"), vec![2.0, 3.0, 2.0, 2.0], "reopened");
+    // The old list is still a consistent snapshot (its files were not removed).
+    let old = ArrayFile::open(storage, dir, &v1_layers, opts, cache).unwrap();
+    assert_eq!(read_f32(&old, "a"), vec![1.0; 4], "old snapshot");
+    assert_eq!(
+        read_f32(&g, "a"),
+        vec![2.0, 3.0, 2.0, 2.0],
+        "after the old snapshot"
+    );
+}
+
+#[test]
+fn no_stale_read_after_compact_in_memory() {
+    stale_read_after_compact(Arc::new(MemoryStorage::new()), Path::new(MEM_DIR));
+}
+
+#[test]
+fn no_stale_read_after_compact_on_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    stale_read_after_compact(Arc::new(LocalStorage), tmp.path());
+}
+
+/// Two array files in different directories share one cache; the second one's
+/// layer is renamed to the first one's layer name. Same name, same offsets,
+/// different bytes: neither may see the other's data.
+fn shared_cache_same_names(storage: &Arc<dyn Storage>, x: &Path, y: &Path) {
+    let cache = Arc::new(DeltaCache::default());
+    let opts = ArrayFileOptions::default();
+    let write = |dir: &Path, v: f32| -> LayerId {
+        let mut f = ArrayFile::create(storage.clone(), dir, opts, cache.clone()).unwrap();
+        f.define_array::<f32>("a", dims(1), vec![8], None, None)
+            .unwrap();
+        f.write_array("a", &[], nd(&[8], vec![v; 8]).view())
+            .unwrap();
+        let id = f.flush().unwrap().unwrap();
+        assert_eq!(read_f32(&f, "a"), vec![v; 8]);
+        id
+    };
+    let id_x = write(x, 1.0);
+    let id_y = write(y, 2.0);
+    storage
+        .rename(&y.join(id_y.as_str()), &y.join(id_x.as_str()))
+        .unwrap();
+    let list = std::slice::from_ref(&id_x);
+    let fx = ArrayFile::open(storage.clone(), x, list, opts, cache.clone()).unwrap();
+    let fy = ArrayFile::open(storage.clone(), y, list, opts, cache.clone()).unwrap();
+    for _ in 0..2 {
+        assert_eq!(read_f32(&fx, "a"), vec![1.0; 8], "file in {}", x.display());
+        assert_eq!(read_f32(&fy, "a"), vec![2.0; 8], "file in {}", y.display());
+    }
+}
+
+#[test]
+fn files_sharing_a_cache_never_see_each_others_bytes() {
+    let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    shared_cache_same_names(&mem, Path::new("/x"), Path::new("/y"));
+    let tmp = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Storage> = Arc::new(LocalStorage);
+    shared_cache_same_names(&local, &tmp.path().join("x"), &tmp.path().join("y"));
+}
+
+/// Checks that `a` reads as freshly defined (all fill) in `f`, after flush,
+/// compaction and reopening of both lists.
+fn assert_all_fill(
+    f: &mut ArrayFile,
+    storage: &Arc<MemoryStorage>,
+    fill: f32,
+    n: usize,
+    ctx: &str,
+) {
+    let check = |f: &ArrayFile, when: &str| {
+        assert_eq!(read_f32(f, "a"), vec![fill; n], "{ctx}: {when}");
+        let st = f.array_stats("a").unwrap();
+        assert_eq!(
+            (st.null_count, st.row_count),
+            (n as u64, n as u64),
+            "{ctx}: {when}: stats"
+        );
+        assert_eq!(st.min, None, "{ctx}: {when}: min");
+    };
+    check(f, "before flush");
+    f.flush().unwrap();
+    check(f, "after flush");
+    check(
+        &mem_open(storage, &f.layers()).unwrap(),
+        "reopened after flush",
+    );
+    f.compact().unwrap();
+    check(f, "after compact");
+    check(
+        &mem_open(storage, &f.layers()).unwrap(),
+        "reopened after compact",
+    );
+}
+
+#[test]
+fn delete_then_redefine_never_resurrects_chunks() {
+    let old = || nd(&[6], vec![5.0f32; 6]);
+    // Defined, written and flushed; deleted and redefined before the next flush.
+    {
+        let (storage, mut f) = mem_file(ArrayFileOptions::default());
+        f.define_array::<f32>("a", dims(1), vec![6], Some(vec![2]), None)
+            .unwrap();
+        f.write_array("a", &[], old().view()).unwrap();
+        f.flush().unwrap();
+        f.delete_array("a").unwrap();
+        f.define_array::<f32>("a", dims(1), vec![6], Some(vec![2]), None)
+            .unwrap();
+        assert_all_fill(&mut f, &storage, 0.0, 6, "redefined in the next batch");
+    }
+    // Delete and redefine in separate flushes, then a partial write (which must
+    // merge with the fill value, not the old chunk).
+    {
+        let (storage, mut f) = mem_file(ArrayFileOptions::default());
+        f.define_array::<f32>("a", dims(1), vec![6], Some(vec![2]), None)
+            .unwrap();
+        f.write_array("a", &[], old().view()).unwrap();
+        f.flush().unwrap();
+        f.delete_array("a").unwrap();
+        f.flush().unwrap();
+        assert!(matches!(
+            f.read_array::<f32>("a", &[], &[]),
+            Err(Error::ArrayNotFound { .. })
+        ));
+        f.define_array::<f32>(
+            "a",
+            dims(1),
+            vec![6],
+            Some(vec![2]),
+            Some(FillValue::Float32(-1.0)),
+        )
+        .unwrap();
+        f.flush().unwrap();
+        assert_all_fill(&mut f, &storage, -1.0, 6, "redefined in a later layer");
+        f.write_array("a", &[1], nd(&[1], vec![7.0f32]).view())
+            .unwrap();
+        let want = vec![-1.0, 7.0, -1.0, -1.0, -1.0, -1.0];
+        assert_eq!(read_f32(&f, "a"), want, "partial write after redefinition");
+        f.flush().unwrap();
+        assert_eq!(
+            read_f32(&mem_open(&storage, &f.layers()).unwrap(), "a"),
+            want
+        );
+    }
+    // Everything within one pending batch, including pending chunks of the old
+    // definition, and a redefinition with a different chunking.
+    {
+        let (storage, mut f) = mem_file(ArrayFileOptions::default());
+        f.define_array::<f32>("a", dims(1), vec![6], Some(vec![2]), None)
+            .unwrap();
+        f.write_array("a", &[], old().view()).unwrap();
+        f.flush().unwrap();
+        f.write_array("a", &[0], nd(&[3], vec![6.0f32; 3]).view())
+            .unwrap();
+        f.delete_array("a").unwrap();
+        f.define_array::<f32>("a", dims(1), vec![6], Some(vec![3]), None)
+            .unwrap();
+        f.write_array("a", &[4], nd(&[1], vec![8.0f32]).view())
+            .unwrap();
+        f.delete_array("a").unwrap();
+        assert!(!f.contains("a"));
+        f.define_array::<f32>("a", dims(1), vec![6], Some(vec![4]), None)
+            .unwrap();
+        assert_all_fill(&mut f, &storage, 0.0, 6, "redefined twice in one batch");
+    }
+    // Across a reopen: the pending deletion is lost with the pending layer, and
+    // a deletion that was flushed stays.
+    {
+        let (storage, mut f) = mem_file(ArrayFileOptions::default());
+        f.define_array::<f32>("a", dims(1), vec![6], Some(vec![2]), None)
+            .unwrap();
+        f.write_array("a", &[], old().view()).unwrap();
+        f.flush().unwrap();
+        f.delete_array("a").unwrap();
+        f.define_array::<f32>("a", dims(1), vec![6], Some(vec![2]), None)
+            .unwrap();
+        f.flush().unwrap();
+        let mut g = mem_open(&storage, &f.layers()).unwrap();
+        assert_all_fill(&mut g, &storage, 0.0, 6, "after reopen");
+    }
+}
+
+#[test]
+fn writing_one_chunk_many_times_stores_it_once() {
+    let opts = ArrayFileOptions {
+        compression: Compression {
+            codec: Codec::None,
+            shuffle: false,
+        },
+        ..ArrayFileOptions::default()
+    };
+    let size_after = |writes: u32, budget: u64| -> (u64, Vec<f64>) {
+        let (storage, mut f) = mem_file(ArrayFileOptions {
+            pending_budget_bytes: budget,
+            ..opts
+        });
+        f.define_array::<f64>("a", dims(1), vec![16], Some(vec![16]), None)
+            .unwrap();
+        let mut last = Vec::new();
+        for i in 0..writes {
+            last = (0..16).map(|k| f64::from(i * 100 + k)).collect();
+            f.write_array("a", &[], nd(&[16], last.clone()).view())
+                .unwrap();
+            assert!(
+                f.pending_mem_bytes() <= 16 * 8,
+                "pending memory grows with rewrites"
+            );
+        }
+        let id = f.flush().unwrap().unwrap();
+        let bytes = storage
+            .contents(&Path::new(MEM_DIR).join(id.as_str()))
+            .unwrap();
+        let read: Vec<f64> = f
+            .read_array::<f64>("a", &[], &[])
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(read, last);
+        let reopened = mem_open(&storage, &f.layers()).unwrap();
+        assert_eq!(dump(&reopened).unwrap(), dump(&f).unwrap());
+        (bytes.len() as u64, read)
+    };
+    let (once, _) = size_after(1, 256 << 20);
+    let (many, _) = size_after(1000, 256 << 20);
+    let (many_spilled, _) = size_after(1000, 0);
+    assert!(once < 16 * 8 + 400, "one chunk file is {once} bytes");
+    assert_eq!(
+        many, once,
+        "1000 writes of one chunk: {many} bytes vs {once}"
+    );
+    assert_eq!(many_spilled, once, "1000 spilled writes of one chunk");
+}
+
+fn scratch_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("scratch-") && n.ends_with(".tmp"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn pending_data_spills_to_a_scratch_file_and_it_is_removed_after_flush() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let opts = ArrayFileOptions {
+        pending_budget_bytes: 100,
+        ..ArrayFileOptions::default()
+    };
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage);
+    let mut f =
+        ArrayFile::create(storage.clone(), dir, opts, Arc::new(DeltaCache::default())).unwrap();
+    f.define_array::<f64>(
+        "a",
+        dims(2),
+        vec![10, 10],
+        Some(vec![3, 3]),
+        Some(FillValue::Float64(-9.0)),
+    )
+    .unwrap();
+    let mut model = vec![-9.0f64; 100];
+    let mut rng = Rng::new(7);
+    assert!(scratch_files(dir).is_empty());
+    for round in 0..2 {
+        for _ in 0..30 {
+            let (r, c) = (rng.below(9), rng.below(9));
+            let (h, w) = (1 + rng.below(10 - r).min(3), 1 + rng.below(10 - c).min(3));
+            let vals: Vec<f64> = (0..h * w).map(|_| rng.below(1000) as f64).collect();
+            f.write_array("a", &[r, c], nd(&[h, w], vals.clone()).view())
+                .unwrap();
+            let mut it = vals.into_iter();
+            for i in r..r + h {
+                for j in c..c + w {
+                    model[(i * 10 + j) as usize] = it.next().unwrap();
+                }
+            }
+            assert!(f.pending_mem_bytes() <= 100, "pending memory over budget");
+        }
+        let scratch = scratch_files(dir);
+        assert_eq!(
+            scratch.len(),
+            1,
+            "round {round}: one scratch file: {scratch:?}"
+        );
+        let got: Vec<f64> = f
+            .read_array::<f64>("a", &[], &[])
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(got, model, "round {round}: reads before flush");
+        f.flush().unwrap();
+        assert!(
+            scratch_files(dir).is_empty(),
+            "round {round}: scratch left after flush"
+        );
+        let got: Vec<f64> = f
+            .read_array::<f64>("a", &[], &[])
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(got, model, "round {round}: reads after flush");
+        let g = ArrayFile::open(
+            storage.clone(),
+            dir,
+            &f.layers(),
+            opts,
+            Arc::new(DeltaCache::default()),
+        )
+        .unwrap();
+        let got: Vec<f64> = g
+            .read_array::<f64>("a", &[], &[])
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(got, model, "round {round}: reads after reopen");
+    }
+}
+
+#[test]
+fn reads_over_1_10_and_100_layers_match_the_compacted_file() {
+    let (storage, mut f) = mem_file(ArrayFileOptions::default());
+    f.define_array::<i32>(
+        "a",
+        dims(2),
+        vec![10, 10],
+        Some(vec![3, 3]),
+        Some(FillValue::Int32(-1)),
+    )
+    .unwrap();
+    f.define_array::<String>("s", dims(1), vec![7], Some(vec![2]), None)
+        .unwrap();
+    let mut model = vec![-1i32; 100];
+    let mut rng = Rng::new(100);
+    for layer in 1..=100u32 {
+        let (r, c) = (rng.below(10), rng.below(10));
+        let (h, w) = (1 + rng.below(10 - r), 1 + rng.below(10 - c));
+        let vals: Vec<i32> = (0..h * w)
+            .map(|k| (layer * 1000) as i32 + k as i32)
+            .collect();
+        f.write_array("a", &[r, c], nd(&[h, w], vals.clone()).view())
+            .unwrap();
+        let mut it = vals.into_iter();
+        for i in r..r + h {
+            for j in c..c + w {
+                model[(i * 10 + j) as usize] = it.next().unwrap();
+            }
+        }
+        let at = rng.below(7);
+        f.write_array("s", &[at], nd(&[1], vec![format!("layer {layer}")]).view())
+            .unwrap();
+        f.flush().unwrap();
+        assert_eq!(f.layers().len(), layer as usize);
+        if [1, 10, 100].contains(&layer) {
+            let layered = mem_open(&storage, &f.layers()).unwrap();
+            let got: Vec<i32> = layered
+                .read_array::<i32>("a", &[], &[])
+                .unwrap()
+                .iter()
+                .copied()
+                .collect();
+            assert_eq!(got, model, "{layer} layers");
+            let mut compacted = mem_open(&storage, &f.layers()).unwrap();
+            compacted.compact().unwrap();
+            assert_eq!(compacted.layers().len(), 1);
+            assert_eq!(
+                dump(&layered).unwrap(),
+                dump(&compacted).unwrap(),
+                "{layer} layers vs compacted"
+            );
+            // Same again for a few regions straddling chunk edges.
+            for (start, count) in [
+                ([2u64, 2u64], [5u64, 5u64]),
+                ([9, 0], [1, 10]),
+                ([0, 8], [10, 2]),
+            ] {
+                let a = layered.read_array::<i32>("a", &start, &count).unwrap();
+                let b = compacted.read_array::<i32>("a", &start, &count).unwrap();
+                assert_eq!(a, b, "{layer} layers: region {start:?}+{count:?}");
+            }
+            assert_eq!(
+                layered.array_stats("a").unwrap(),
+                compacted.array_stats("a").unwrap()
+            );
+        }
+    }
+}
+
+/// `compact_prepare` copies the committed state; if a flush commits more
+/// before `install_compacted`, installing the stale base would silently drop
+/// the flushed layer. It must be refused (or keep the flushed data).
+#[test]
+fn a_stale_compacted_layer_never_drops_flushed_data() {
+    let (storage, mut f) = mem_file(ArrayFileOptions::default());
+    f.define_array::<f32>("a", dims(1), vec![4], None, None)
+        .unwrap();
+    f.write_array("a", &[], nd(&[4], vec![1.0f32; 4]).view())
+        .unwrap();
+    f.flush().unwrap();
+    let prepared = f.compact_prepare().unwrap();
+    f.write_array("a", &[], nd(&[4], vec![2.0f32; 4]).view())
+        .unwrap();
+    f.define_array::<f32>("b", dims(1), vec![1], None, None)
+        .unwrap();
+    f.flush().unwrap();
+    let before = dump(&f).unwrap();
+    match f.install_compacted(prepared) {
+        Err(e) => assert!(matches!(e, Error::StalePreparedLayer), "{e:?}"),
+        Ok(_) => {
+            assert_eq!(
+                dump(&f).unwrap(),
+                before,
+                "installing a stale base lost flushed data"
+            );
+        }
+    }
+    assert_eq!(read_f32(&f, "a"), vec![2.0; 4]);
+    assert_eq!(
+        dump(&mem_open(&storage, &f.layers()).unwrap()).unwrap(),
+        before
+    );
+}
+
+/// A layer from `write_pending` is refused once the pending changes moved on.
+#[test]
+fn a_stale_pending_layer_is_refused() {
+    let (storage, mut f) = mem_file(ArrayFileOptions::default());
+    f.define_array::<f32>("a", dims(1), vec![4], None, None)
+        .unwrap();
+    f.write_array("a", &[], nd(&[4], vec![1.0f32; 4]).view())
+        .unwrap();
+    let p = f.write_pending().unwrap().unwrap();
+    f.write_array("a", &[0], nd(&[1], vec![2.0f32]).view())
+        .unwrap();
+    assert!(matches!(f.install(p), Err(Error::StalePreparedLayer)));
+    assert!(f.layers().is_empty());
+    assert_eq!(read_f32(&f, "a"), vec![2.0, 1.0, 1.0, 1.0]);
+    // A compaction in between leaves the pending changes alone: the prepared
+    // layer either installs on top of the new base or is refused as stale.
+    f.flush().unwrap();
+    f.write_array("a", &[3], nd(&[1], vec![4.0f32]).view())
+        .unwrap();
+    let p = f.write_pending().unwrap().unwrap();
+    f.compact().unwrap();
+    match f.install(p) {
+        Ok(()) => assert!(!f.has_pending()),
+        Err(e) => {
+            assert!(matches!(e, Error::StalePreparedLayer), "{e:?}");
+            f.flush().unwrap();
+        }
+    }
+    let g = mem_open(&storage, &f.layers()).unwrap();
+    assert_eq!(read_f32(&g, "a"), vec![2.0, 1.0, 1.0, 4.0]);
+}
+
+/// When the pending changes that spilled are dropped again (the only array
+/// written was new and then deleted), a flush has nothing to write; the
+/// scratch file holding the dropped data must not outlive it.
+#[test]
+fn no_scratch_file_remains_after_a_flush_with_nothing_left_to_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let opts = ArrayFileOptions {
+        pending_budget_bytes: 0,
+        ..ArrayFileOptions::default()
+    };
+    let mut f = ArrayFile::create(
+        Arc::new(LocalStorage),
+        dir,
+        opts,
+        Arc::new(DeltaCache::default()),
+    )
+    .unwrap();
+    f.define_array::<f64>("tmp", dims(1), vec![64], Some(vec![8]), None)
+        .unwrap();
+    f.write_array("tmp", &[], nd(&[64], vec![1.5f64; 64]).view())
+        .unwrap();
+    assert_eq!(scratch_files(dir).len(), 1, "the write spilled");
+    f.delete_array("tmp").unwrap();
+    assert!(!f.has_pending());
+    assert_eq!(f.flush().unwrap(), None);
+    assert!(
+        scratch_files(dir).is_empty(),
+        "scratch file left after flush: {:?}",
+        scratch_files(dir)
+    );
+}
+
+/// Several threads reading one file (pending, delta and base chunks) through a
+/// small shared cache all see the right cells.
+#[test]
+fn concurrent_readers_see_the_right_cells() {
+    let cache = Arc::new(DeltaCache::new(array_format::DeltaCacheConfig {
+        raw_capacity_bytes: 2_000,
+        decoded_capacity_bytes: 3_000,
+    }));
+    let storage = Arc::new(MemoryStorage::new());
+    let mut f = ArrayFile::create(
+        storage,
+        Path::new(MEM_DIR),
+        ArrayFileOptions::default(),
+        cache,
+    )
+    .unwrap();
+    f.define_array::<i64>("a", dims(2), vec![20, 20], Some(vec![4, 4]), None)
+        .unwrap();
+    let cell = |i: u64, j: u64, gen: u64| (gen * 1000 + i * 20 + j) as i64;
+    let mut want = vec![0i64; 400];
+    for (gen, rows) in [(1u64, 0..20u64), (2, 5..12), (3, 10..20)] {
+        let vals: Vec<i64> = rows
+            .clone()
+            .flat_map(|i| (0..20).map(move |j| cell(i, j, gen)))
+            .collect();
+        let n = rows.end - rows.start;
+        f.write_array("a", &[rows.start, 0], nd(&[n, 20], vals).view())
+            .unwrap();
+        for i in rows {
+            for j in 0..20 {
+                want[(i * 20 + j) as usize] = cell(i, j, gen);
+            }
+        }
+        match gen {
+            1 => {
+                f.flush().unwrap();
+                f.compact().unwrap();
+            }
+            2 => {
+                f.flush().unwrap();
+            }
+            _ => {} // stays pending
+        }
+    }
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let f = &f;
+            let want = &want;
+            s.spawn(move || {
+                let mut rng = Rng::new(t);
+                for _ in 0..200 {
+                    let (r, c) = (rng.below(20), rng.below(20));
+                    let (h, w) = (1 + rng.below(20 - r), 1 + rng.below(20 - c));
+                    let got = f.read_array::<i64>("a", &[r, c], &[h, w]).unwrap();
+                    for (k, v) in got.iter().enumerate() {
+                        let (i, j) = (r + k as u64 / w, c + k as u64 % w);
+                        assert_eq!(
+                            *v,
+                            want[(i * 20 + j) as usize],
+                            "thread {t} cell ({i}, {j})"
+                        );
+                    }
+                }
+            });
+        }
+    });
+}

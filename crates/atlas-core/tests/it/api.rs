@@ -1,0 +1,1003 @@
+//! Every public method of `Atlas` and `DatasetView`, with asserted results,
+//! on `LocalStorage` (temp dir) and `MemoryStorage`; every dtype round trip;
+//! statistics; layer bookkeeping; `verify` on healthy and damaged stores.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use atlas_core::verify::verify;
+use atlas_core::{
+    ArrayElement, ArraySchema, Atlas, Attr, Codec, DType, Error, FillValue, MemoryStorage,
+    MetaFormat, OpenOptions, StatValue, StoreConfig, TimestampNs, REGISTRY_FILE,
+};
+use indexmap::IndexMap;
+
+use crate::common::{
+    arr, arr1, cells, create_mem, full, mem_root, newest_layer, reopen_mem, snapshot, strings,
+};
+
+#[tokio::test]
+async fn local_store_lifecycle_and_dataset_listing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("nested").join("store");
+    let s = Atlas::create_path(&root, StoreConfig::default())
+        .await
+        .unwrap();
+    assert!(
+        root.join(REGISTRY_FILE).is_file(),
+        "create_path writes atlas.json"
+    );
+    assert_eq!(s.root(), root.as_path());
+    assert!(s.is_writer(), "the creator holds the writer lock");
+    assert_eq!(s.generation(), 1);
+    assert_eq!(s.meta_format(), MetaFormat::Json);
+    assert_eq!(s.compression(), atlas_core::Compression::default());
+    assert!(s.list_datasets().is_empty());
+    assert!(s.list_arrays().is_empty());
+    assert_eq!(s.n_datasets(), 0);
+
+    // Insertion order, deliberately not sorted.
+    let names = ["zulu", "alpha", "mike", "bravo", "echo"];
+    for n in names {
+        let ds = s.create_dataset(n).await.unwrap();
+        assert_eq!(ds.name(), n);
+    }
+    assert_eq!(s.list_datasets(), strings(&names));
+    assert_eq!(s.n_datasets(), names.len());
+    assert!(s.dataset_exists("mike"));
+    assert!(!s.dataset_exists("november"));
+    assert!(matches!(
+        s.create_dataset("alpha").await,
+        Err(Error::DatasetExists { name }) if name == "alpha"
+    ));
+
+    let zulu = s.open_dataset("zulu").await.unwrap();
+    zulu.define_array::<f32>("temp", strings(&["y", "x"]), vec![2, 3], None, None)
+        .await
+        .unwrap();
+    zulu.define_array::<i32>("sal", strings(&["z"]), vec![4], Some(vec![2]), None)
+        .await
+        .unwrap();
+    let alpha = s.open_dataset("alpha").await.unwrap();
+    alpha
+        .define_array::<i32>("sal", strings(&["z"]), vec![4], Some(vec![2]), None)
+        .await
+        .unwrap();
+    alpha
+        .define_array::<f64>("depth", strings(&["z"]), vec![3], None, None)
+        .await
+        .unwrap();
+    assert_eq!(s.list_arrays(), strings(&["temp", "sal", "depth"]));
+    assert_eq!(zulu.list_arrays().unwrap(), strings(&["temp", "sal"]));
+    assert_eq!(alpha.list_arrays().unwrap(), strings(&["sal", "depth"]));
+    let meta = s.dataset_meta("zulu").unwrap();
+    assert_eq!(
+        meta.arrays.keys().cloned().collect::<Vec<_>>(),
+        strings(&["temp", "sal"])
+    );
+    assert_eq!(meta.arrays["temp"].schema.shape, vec![2, 3]);
+    assert!(s.dataset_meta("nope").is_none());
+
+    let t = arr(&[2, 3], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    zulu.write_array("temp", vec![0, 0], t.view())
+        .await
+        .unwrap();
+    alpha
+        .write_array("sal", vec![], arr1(vec![7i32, 8, 9, 10]).view())
+        .await
+        .unwrap();
+    zulu.set_attribute("title", Attr::from("zulu data"))
+        .unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.generation(), 2);
+    // A flush with nothing to commit changes nothing.
+    s.flush().await.unwrap();
+    assert_eq!(s.generation(), 2, "an empty flush must not commit");
+
+    let before = snapshot(&s).await;
+    drop((zulu, alpha));
+    drop(s);
+
+    let r = Atlas::open_path(&root).await.unwrap();
+    assert!(
+        !r.is_writer(),
+        "open_path is read-only until the first mutation"
+    );
+    assert_eq!(r.generation(), 2);
+    assert_eq!(r.list_datasets(), strings(&names), "order survives reopen");
+    assert_eq!(r.list_arrays(), strings(&["temp", "sal", "depth"]));
+    assert_eq!(snapshot(&r).await, before);
+    let z = r.open_dataset("zulu").await.unwrap();
+    let got = z
+        .read_array::<f32>("temp", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, t);
+    assert!(
+        r.cache().decoded_stats().misses + r.cache().decoded_stats().hits >= 1,
+        "reads go through the handle's cache"
+    );
+    assert_eq!(z.get_attribute("title"), Some(Attr::from("zulu data")));
+
+    // Mutating takes the writer lock.
+    r.delete_dataset("mike").await.unwrap();
+    assert!(r.is_writer());
+    assert!(!r.dataset_exists("mike"));
+    assert!(matches!(
+        r.open_dataset("mike").await,
+        Err(Error::DatasetNotFound { name }) if name == "mike"
+    ));
+    // Deleting the only user of `depth`... is `alpha`; delete it too.
+    r.delete_dataset("alpha").await.unwrap();
+    assert_eq!(r.list_arrays(), strings(&["temp", "sal"]));
+    r.flush().await.unwrap();
+    assert!(
+        r.array_layers("depth").is_empty(),
+        "array no dataset uses is dropped from the registry"
+    );
+    drop((z, r));
+
+    let r2 = Atlas::open_path(&root).await.unwrap();
+    assert_eq!(r2.list_datasets(), strings(&["zulu", "bravo", "echo"]));
+    assert_eq!(r2.generation(), 3);
+    assert!(
+        !root.join("depth").exists(),
+        "the dropped array's directory is removed after the commit"
+    );
+}
+
+#[tokio::test]
+async fn memory_store_create_with_and_open_with_options() {
+    let storage = MemoryStorage::new();
+    let cfg = StoreConfig {
+        codec: Codec::Zstd { level: 3 },
+        shuffle: false,
+        meta_format: MetaFormat::Binary,
+        ..StoreConfig::default()
+    };
+    let s = create_mem(&storage, cfg).await;
+    assert_eq!(s.root(), mem_root().as_path());
+    let ds = s.create_dataset("d").await.unwrap();
+    ds.define_array::<u16>("v", strings(&["i"]), vec![5], Some(vec![2]), None)
+        .await
+        .unwrap();
+    ds.write_array("v", vec![1], arr1(vec![3u16, 4, 5]).view())
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    drop((ds, s));
+    // Creating again over the same storage fails.
+    assert!(matches!(
+        Atlas::create_with(
+            Arc::new(storage.clone()),
+            &mem_root(),
+            StoreConfig::default()
+        )
+        .await,
+        Err(Error::StoreExists { .. })
+    ));
+    let w = Atlas::open_with(
+        Arc::new(storage.clone()),
+        &mem_root(),
+        OpenOptions {
+            write: true,
+            ..OpenOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(w.is_writer(), "OpenOptions::write takes the lock at open");
+    assert_eq!(
+        w.compression(),
+        atlas_core::Compression {
+            codec: Codec::Zstd { level: 3 },
+            shuffle: false
+        },
+        "codec persists in the store"
+    );
+    assert_eq!(
+        w.meta_format(),
+        MetaFormat::Binary,
+        "format detected on open"
+    );
+    let d = w.open_dataset("d").await.unwrap();
+    let v = d
+        .read_array::<u16>("v", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&v), vec![0, 3, 4, 5, 0]);
+    // A second handle cannot take the lock while `w` has it.
+    let other = reopen_mem(&storage, "second handle").await;
+    assert!(!other.is_writer());
+    assert!(matches!(
+        other.create_dataset("x").await,
+        Err(Error::Locked { path }) if path == mem_root()
+    ));
+}
+
+/// Defines `name` of type `T` with shape `[6]`, chunk `[4]` (two chunks), writes
+/// `vals` (two cells) at `[1..3]`, and checks reads before and after flush and
+/// reopen: written cells round trip, unwritten ones read as the fill value
+/// (the type's zero without one).
+async fn dtype_round_trip<T: ArrayElement + PartialEq>(
+    storage: &MemoryStorage,
+    atlas: &Atlas,
+    name: &str,
+    fill: Option<T>,
+    vals: [T; 2],
+) {
+    let ds = atlas.open_dataset("types").await.unwrap();
+    ds.define_array::<T>(
+        name,
+        strings(&["i"]),
+        vec![6],
+        Some(vec![4]),
+        fill.as_ref().map(ArrayElement::to_fill),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("define {name}: {e}"));
+    let f = fill.clone().unwrap_or_default();
+    let fresh = ds
+        .read_array::<T>(name, vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cells(&fresh),
+        vec![f.clone(); 6],
+        "{name}: unwritten reads as fill"
+    );
+    ds.write_array(name, vec![1], arr1(vals.to_vec()).view())
+        .await
+        .unwrap();
+    let want = vec![
+        f.clone(),
+        vals[0].clone(),
+        vals[1].clone(),
+        f.clone(),
+        f.clone(),
+        f.clone(),
+    ];
+    let got = ds
+        .read_array::<T>(name, vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&got), want, "{name}: before flush");
+    let part = ds
+        .read_array::<T>(name, vec![2], vec![3])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&part), want[2..5].to_vec(), "{name}: hyperslab read");
+    atlas.flush().await.unwrap();
+    let got = ds
+        .read_array::<T>(name, vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&got), want, "{name}: after flush");
+    let r = reopen_mem(storage, name).await;
+    let rd = r.open_dataset("types").await.unwrap();
+    let got = rd
+        .read_array::<T>(name, vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&got), want, "{name}: after reopen");
+    let schema = rd.array_schema(name).unwrap().unwrap();
+    assert_eq!(schema.dtype, T::DTYPE);
+    assert_eq!(schema.fill_value, fill.as_ref().map(ArrayElement::to_fill));
+    assert_eq!(schema.chunk_shape, vec![4]);
+}
+
+#[tokio::test]
+async fn every_dtype_round_trips_with_and_without_fill() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    s.create_dataset("types").await.unwrap();
+    dtype_round_trip(&storage, &s, "b", None, [true, false]).await;
+    dtype_round_trip(&storage, &s, "b_fill", Some(true), [false, true]).await;
+    dtype_round_trip(&storage, &s, "i8", None, [i8::MIN, 5]).await;
+    dtype_round_trip(&storage, &s, "i8_fill", Some(-7i8), [i8::MAX, 0]).await;
+    dtype_round_trip(&storage, &s, "i16", None, [i16::MIN, -1]).await;
+    dtype_round_trip(&storage, &s, "i16_fill", Some(-300i16), [i16::MAX, 1]).await;
+    dtype_round_trip(&storage, &s, "i32", None, [i32::MIN, 2]).await;
+    dtype_round_trip(&storage, &s, "i32_fill", Some(-99_999i32), [i32::MAX, 3]).await;
+    dtype_round_trip(&storage, &s, "i64", None, [i64::MIN, 4]).await;
+    dtype_round_trip(&storage, &s, "i64_fill", Some(i64::MIN), [i64::MAX, 5]).await;
+    dtype_round_trip(&storage, &s, "u8", None, [u8::MAX, 6]).await;
+    dtype_round_trip(&storage, &s, "u8_fill", Some(255u8), [1, 7]).await;
+    dtype_round_trip(&storage, &s, "u16", None, [u16::MAX, 8]).await;
+    dtype_round_trip(&storage, &s, "u16_fill", Some(65_535u16), [2, 9]).await;
+    dtype_round_trip(&storage, &s, "u32", None, [u32::MAX, 10]).await;
+    dtype_round_trip(&storage, &s, "u32_fill", Some(4_000_000_000u32), [3, 11]).await;
+    dtype_round_trip(&storage, &s, "u64", None, [u64::MAX, 12]).await;
+    dtype_round_trip(&storage, &s, "u64_fill", Some(u64::MAX), [4, 13]).await;
+    dtype_round_trip(&storage, &s, "f32", None, [-0.0f32, f32::INFINITY]).await;
+    dtype_round_trip(&storage, &s, "f32_fill", Some(-9999.5f32), [1.5, f32::MIN]).await;
+    dtype_round_trip(&storage, &s, "f64", None, [f64::MAX, f64::NEG_INFINITY]).await;
+    dtype_round_trip(&storage, &s, "f64_fill", Some(1e300f64), [5e-324, -2.5]).await;
+    dtype_round_trip(
+        &storage,
+        &s,
+        "str",
+        None,
+        ["héllo wörld".to_owned(), String::new()],
+    )
+    .await;
+    dtype_round_trip(
+        &storage,
+        &s,
+        "str_fill",
+        Some("<missing>".to_owned()),
+        ["x".repeat(1000), "2024-01-01".to_owned()],
+    )
+    .await;
+    dtype_round_trip(
+        &storage,
+        &s,
+        "ts",
+        None,
+        [
+            TimestampNs(i64::MIN),
+            TimestampNs(1_704_067_200_000_000_000),
+        ],
+    )
+    .await;
+    dtype_round_trip(
+        &storage,
+        &s,
+        "ts_fill",
+        Some(TimestampNs(-1)),
+        [TimestampNs(0), TimestampNs(i64::MAX)],
+    )
+    .await;
+    // A NaN fill value survives the registry (compared bitwise).
+    let ds = s.open_dataset("types").await.unwrap();
+    ds.define_array::<f32>(
+        "nanfill",
+        strings(&["i"]),
+        vec![3],
+        None,
+        Some(FillValue::Float32(f32::NAN)),
+    )
+    .await
+    .unwrap();
+    s.flush().await.unwrap();
+    let r = reopen_mem(&storage, "nan fill").await;
+    let v = r
+        .open_dataset("types")
+        .await
+        .unwrap()
+        .read_array::<f32>("nanfill", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(v.iter().all(|x| x.is_nan()), "NaN fill reads as NaN: {v:?}");
+    assert_eq!(r.list_arrays().len(), 27);
+    assert_eq!(snapshot(&r).await, snapshot(&s).await);
+}
+
+#[tokio::test]
+async fn multi_dimensional_partial_hyperslabs_merge_into_chunks() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let ds = s.create_dataset("grid").await.unwrap();
+    ds.define_array::<i32>(
+        "g",
+        strings(&["t", "y", "x"]),
+        vec![3, 4, 5],
+        Some(vec![2, 3, 2]),
+        Some(FillValue::Int32(-1)),
+    )
+    .await
+    .unwrap();
+    let mut model = vec![-1i32; 60];
+    let idx = |t: usize, y: usize, x: usize| (t * 4 + y) * 5 + x;
+    // Three overlapping writes crossing chunk boundaries, two across a flush.
+    let writes: [([u64; 3], [usize; 3], i32); 3] = [
+        ([0, 1, 1], [2, 3, 3], 100),
+        ([1, 0, 0], [2, 2, 5], 200),
+        ([2, 3, 4], [1, 1, 1], 300),
+    ];
+    for (k, (start, shape, base)) in writes.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let data: Vec<i32> = (0..n as i32).map(|i| base + i).collect();
+        ds.write_array("g", start.to_vec(), arr(shape, data.clone()).view())
+            .await
+            .unwrap();
+        let mut i = 0;
+        for t in 0..shape[0] {
+            for y in 0..shape[1] {
+                for x in 0..shape[2] {
+                    model[idx(
+                        start[0] as usize + t,
+                        start[1] as usize + y,
+                        start[2] as usize + x,
+                    )] = data[i];
+                    i += 1;
+                }
+            }
+        }
+        if k == 1 {
+            s.flush().await.unwrap();
+        }
+        let got = ds
+            .read_array::<i32>("g", vec![], vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cells(&got), model, "after write {k}");
+    }
+    // A hyperslab read crossing chunks.
+    let got = ds
+        .read_array::<i32>("g", vec![1, 1, 1], vec![2, 2, 3])
+        .await
+        .unwrap()
+        .unwrap();
+    let mut want = Vec::new();
+    for t in 1..3 {
+        for y in 1..3 {
+            for x in 1..4 {
+                want.push(model[idx(t, y, x)]);
+            }
+        }
+    }
+    assert_eq!(got.shape(), &[2, 2, 3]);
+    assert_eq!(cells(&got), want);
+    // Zero-sized reads are fine and empty.
+    let empty = ds
+        .read_array::<i32>("g", vec![0, 0, 0], vec![0, 2, 2])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(empty.shape(), &[0, 2, 2]);
+    s.flush().await.unwrap();
+    let r = reopen_mem(&storage, "hyperslab").await;
+    let got = r
+        .open_dataset("grid")
+        .await
+        .unwrap()
+        .read_array::<i32>("g", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&got), model, "after reopen");
+}
+
+#[tokio::test]
+async fn dataset_view_attributes_schema_stats_meta_and_delete() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let ds = s.create_dataset("d").await.unwrap();
+
+    // Dataset attributes: order, replace-in-place, delete.
+    ds.set_attribute("z_first", Attr::Int64(1)).unwrap();
+    ds.set_attribute("a_second", Attr::from("two")).unwrap();
+    ds.set_attribute("m_third", Attr::Float64(3.5)).unwrap();
+    ds.set_attribute("z_first", Attr::Bool(true)).unwrap();
+    let keys: Vec<String> = ds.attributes().keys().cloned().collect();
+    assert_eq!(keys, strings(&["z_first", "a_second", "m_third"]));
+    assert_eq!(ds.get_attribute("z_first"), Some(Attr::Bool(true)));
+    assert_eq!(ds.get_attribute("missing"), None);
+    assert_eq!(
+        ds.delete_attribute("a_second").unwrap(),
+        Some(Attr::from("two"))
+    );
+    assert_eq!(ds.delete_attribute("a_second").unwrap(), None);
+    let keys: Vec<String> = ds.attributes().keys().cloned().collect();
+    assert_eq!(keys, strings(&["z_first", "m_third"]));
+    assert!(matches!(
+        ds.set_attribute("", Attr::Int64(0)),
+        Err(Error::InvalidName {
+            kind: "attribute",
+            ..
+        })
+    ));
+
+    // define_array_schema with a schema built by hand.
+    let schema = ArraySchema::new(
+        "temp",
+        DType::Float32,
+        strings(&["i"]),
+        vec![10],
+        Some(vec![4]),
+        Some(FillValue::Float32(-9.0)),
+    )
+    .unwrap();
+    ds.define_array_schema("temp", schema.clone())
+        .await
+        .unwrap();
+    assert_eq!(ds.array_schema("temp").unwrap(), Some(schema.clone()));
+    assert_eq!(ds.array_schema("nope").unwrap(), None);
+
+    // Array attributes.
+    ds.set_array_attribute("temp", "units", Attr::from("degC"))
+        .unwrap();
+    ds.set_array_attribute("temp", "valid_range", Attr::Float64List(vec![-5.0, 40.0]))
+        .unwrap();
+    ds.set_array_attribute("temp", "long_name", Attr::from("temperature"))
+        .unwrap();
+    assert_eq!(
+        ds.get_array_attribute("temp", "units"),
+        Some(Attr::from("degC"))
+    );
+    assert_eq!(ds.get_array_attribute("temp", "nope"), None);
+    assert_eq!(ds.get_array_attribute("nope", "units"), None);
+    assert_eq!(
+        ds.delete_array_attribute("temp", "long_name").unwrap(),
+        Some(Attr::from("temperature"))
+    );
+    assert_eq!(
+        ds.delete_array_attribute("temp", "long_name").unwrap(),
+        None
+    );
+    let aattrs: IndexMap<String, Attr> = ds.array_attributes("temp").unwrap();
+    assert_eq!(
+        aattrs.keys().cloned().collect::<Vec<_>>(),
+        strings(&["units", "valid_range"])
+    );
+    assert!(matches!(
+        ds.set_array_attribute("nope", "k", Attr::Int64(1)),
+        Err(Error::ArrayNotFound { array, .. }) if array == "nope"
+    ));
+    assert!(matches!(
+        ds.array_attributes("nope"),
+        Err(Error::ArrayNotFound { .. })
+    ));
+    assert!(matches!(
+        ds.delete_array_attribute("nope", "k"),
+        Err(Error::ArrayNotFound { .. })
+    ));
+
+    // Statistics: 10 cells in chunks of 4; write [1.0, NaN, -9.0 (fill), 3.5]
+    // at 2..6 (chunks 0 and 1); chunk 2 (cells 8, 9) stays unwritten.
+    // Nulls: cells 0, 1 (unwritten in a written chunk read as fill), NaN,
+    // fill, cells 6, 7 (fill in chunk 1), 8, 9 (unwritten chunk) = 8.
+    let stats0 = ds.array_stats("temp").await.unwrap().unwrap();
+    assert_eq!(stats0.row_count, 10);
+    assert_eq!(stats0.null_count, 10, "a fresh array is all null");
+    assert_eq!((stats0.min, stats0.max), (None, None));
+    ds.write_array(
+        "temp",
+        vec![2],
+        arr1(vec![1.0f32, f32::NAN, -9.0, 3.5]).view(),
+    )
+    .await
+    .unwrap();
+    let check = |st: &atlas_core::ArrayStats, when: &str| {
+        assert_eq!(st.row_count, 10, "{when}");
+        assert_eq!(st.null_count, 8, "{when}: {st:?}");
+        assert_eq!(st.min, Some(StatValue::Float(1.0)), "{when}");
+        assert_eq!(st.max, Some(StatValue::Float(3.5)), "{when}");
+    };
+    check(&ds.array_stats("temp").await.unwrap().unwrap(), "pending");
+    let meta = ds.array_meta("temp").await.unwrap().unwrap();
+    assert_eq!(meta.n_chunks_stored, 2);
+    assert_eq!(meta.schema, schema);
+    assert_eq!(meta.name, "temp");
+    check(&meta.stats, "array_meta");
+    s.flush().await.unwrap();
+    check(&ds.array_stats("temp").await.unwrap().unwrap(), "flushed");
+    assert_eq!(ds.array_stats("nope").await.unwrap(), None);
+    assert_eq!(ds.array_meta("nope").await.unwrap(), None);
+
+    // Integer stats with no fill: zeros of unwritten chunks count as null.
+    ds.define_array::<i64>("n", strings(&["i"]), vec![6], Some(vec![3]), None)
+        .await
+        .unwrap();
+    ds.write_array("n", vec![0], arr1(vec![-4i64, 0, 9]).view())
+        .await
+        .unwrap();
+    let st = ds.array_stats("n").await.unwrap().unwrap();
+    assert_eq!(st.row_count, 6);
+    assert_eq!(st.null_count, 3, "{st:?}");
+    assert_eq!(st.min, Some(StatValue::Int(-4)));
+    assert_eq!(st.max, Some(StatValue::Int(9)));
+
+    // read_array of a missing array is Ok(None).
+    assert!(ds
+        .read_array::<f32>("absent", vec![], vec![])
+        .await
+        .unwrap()
+        .is_none());
+
+    // Everything survives reopen.
+    s.flush().await.unwrap();
+    let before = snapshot(&s).await;
+    let r = reopen_mem(&storage, "attrs").await;
+    assert_eq!(snapshot(&r).await, before);
+    let rd = r.open_dataset("d").await.unwrap();
+    assert_eq!(
+        rd.attributes().keys().cloned().collect::<Vec<_>>(),
+        strings(&["z_first", "m_third"])
+    );
+    assert_eq!(rd.array_attributes("temp").unwrap(), aattrs);
+    drop((rd, r));
+
+    // delete_array.
+    ds.delete_array("n").await.unwrap();
+    assert_eq!(ds.list_arrays().unwrap(), strings(&["temp"]));
+    assert!(ds
+        .read_array::<i64>("n", vec![], vec![])
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(ds.array_schema("n").unwrap(), None);
+    assert!(matches!(
+        ds.delete_array("n").await,
+        Err(Error::ArrayNotFound { array, .. }) if array == "n"
+    ));
+    s.flush().await.unwrap();
+    let r = reopen_mem(&storage, "after delete_array").await;
+    assert_eq!(
+        r.open_dataset("d").await.unwrap().list_arrays().unwrap(),
+        strings(&["temp"])
+    );
+    assert!(r.array_layers("n").is_empty());
+    assert!(
+        !storage
+            .files()
+            .iter()
+            .any(|p| p.starts_with(mem_root().join("n"))),
+        "files of a dropped array are removed: {:?}",
+        storage.files()
+    );
+}
+
+#[tokio::test]
+async fn read_array_across_and_stacked() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    for (name, has_temp, base) in [("a", true, 0.0f32), ("b", false, 0.0), ("c", true, 100.0)] {
+        let ds = s.create_dataset(name).await.unwrap();
+        if has_temp {
+            ds.define_array::<f32>(
+                "temp",
+                strings(&["y", "x"]),
+                vec![2, 3],
+                Some(vec![1, 2]),
+                None,
+            )
+            .await
+            .unwrap();
+            let v: Vec<f32> = (0..6).map(|i| base + i as f32).collect();
+            ds.write_array("temp", vec![], arr(&[2, 3], v).view())
+                .await
+                .unwrap();
+            ds.define_array::<String>("label", strings(&["k"]), vec![2], None, None)
+                .await
+                .unwrap();
+            ds.write_array(
+                "label",
+                vec![],
+                arr1(vec![format!("{name}0"), format!("{name}1")]).view(),
+            )
+            .await
+            .unwrap();
+        } else {
+            ds.define_array::<i8>("other", strings(&["k"]), vec![1], None, None)
+                .await
+                .unwrap();
+        }
+    }
+    let d = s.create_dataset("d").await.unwrap();
+    d.define_array::<f32>("temp", strings(&["y", "x"]), vec![3, 3], None, None)
+        .await
+        .unwrap();
+    d.write_array("temp", vec![], full(&[3, 3], 7.0f32).view())
+        .await
+        .unwrap();
+
+    for stage in ["pending", "flushed", "reopened"] {
+        let h = match stage {
+            "pending" => s.clone(),
+            "flushed" => {
+                s.flush().await.unwrap();
+                s.clone()
+            }
+            _ => reopen_mem(&storage, stage).await,
+        };
+        let got = h
+            .read_array_across::<f32, _>("temp", &["a", "b", "c"], vec![], vec![])
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            cells(got[0].as_ref().unwrap()),
+            vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+            "{stage}"
+        );
+        assert!(got[1].is_none(), "{stage}: b lacks temp");
+        assert_eq!(got[2].as_ref().unwrap()[[1, 2]], 105.0, "{stage}");
+        // A hyperslab across datasets, order as requested.
+        let got = h
+            .read_array_across::<f32, _>("temp", &["c", "a"], vec![1, 1], vec![1, 2])
+            .await
+            .unwrap();
+        assert_eq!(
+            cells(got[0].as_ref().unwrap()),
+            vec![104.0, 105.0],
+            "{stage}"
+        );
+        assert_eq!(cells(got[1].as_ref().unwrap()), vec![4.0, 5.0], "{stage}");
+        // Strings.
+        let labels = h
+            .read_array_across::<String, _>("label", &["a", "b", "c"], vec![], vec![])
+            .await
+            .unwrap();
+        assert_eq!(cells(labels[0].as_ref().unwrap()), strings(&["a0", "a1"]));
+        assert!(labels[1].is_none());
+        assert_eq!(cells(labels[2].as_ref().unwrap()), strings(&["c0", "c1"]));
+        // An array no dataset has: all None.
+        let none = h
+            .read_array_across::<f32, _>("ghost", &["a", "b"], vec![], vec![])
+            .await
+            .unwrap();
+        assert!(none.iter().all(Option::is_none));
+        // Unknown dataset.
+        assert!(matches!(
+            h.read_array_across::<f32, _>("temp", &["a", "zz"], vec![], vec![]).await,
+            Err(Error::DatasetNotFound { name }) if name == "zz"
+        ));
+
+        // Stacked: leading dataset axis.
+        let st = h
+            .read_array_across_stacked::<f32, _>("temp", &["c", "a"], vec![], vec![])
+            .await
+            .unwrap();
+        assert_eq!(st.shape(), &[2, 2, 3], "{stage}");
+        assert_eq!(st[[0, 0, 0]], 100.0);
+        assert_eq!(st[[1, 1, 2]], 5.0);
+        // A hyperslab makes differing shapes stackable.
+        let st = h
+            .read_array_across_stacked::<f32, _>("temp", &["a", "d"], vec![0, 1], vec![2, 2])
+            .await
+            .unwrap();
+        assert_eq!(st.shape(), &[2, 2, 2]);
+        assert_eq!(cells(&st), vec![1.0, 2.0, 4.0, 5.0, 7.0, 7.0, 7.0, 7.0]);
+        match h
+            .read_array_across_stacked::<f32, _>("temp", &["a", "c", "d"], vec![], vec![])
+            .await
+        {
+            Err(Error::ShapesDiffer {
+                array,
+                dataset,
+                expected,
+                actual,
+            }) => {
+                assert_eq!(array, "temp");
+                assert_eq!(dataset, "d");
+                assert_eq!(expected, vec![2, 3]);
+                assert_eq!(actual, vec![3, 3]);
+            }
+            other => panic!("{stage}: expected ShapesDiffer, got {other:?}"),
+        }
+        assert!(matches!(
+            h.read_array_across_stacked::<f32, _>("temp", &["a", "b"], vec![], vec![]).await,
+            Err(Error::ArrayNotFound { dataset, array }) if dataset == "b" && array == "temp"
+        ));
+        let st = h
+            .read_array_across_stacked::<String, _>("label", &["a", "c"], vec![], vec![])
+            .await
+            .unwrap();
+        assert_eq!(st.shape(), &[2, 2]);
+        assert_eq!(cells(&st), strings(&["a0", "a1", "c0", "c1"]));
+        // Mismatched dtype for a cross read is a typed error.
+        assert!(matches!(
+            h.read_array_across::<f64, _>("temp", &["a"], vec![], vec![]).await,
+            Err(Error::Array { dataset, .. }) if dataset == "a"
+        ));
+    }
+}
+
+#[tokio::test]
+async fn read_array_across_many_datasets_in_parallel_keeps_order() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let n = 300usize;
+    let mut names = Vec::new();
+    for i in 0..n {
+        // Reverse-sorted names so order is insertion, not lexical.
+        let name = format!("p{:04}", n - i);
+        let ds = s.create_dataset(&name).await.unwrap();
+        ds.define_array::<i64>("v", strings(&["k"]), vec![3], None, None)
+            .await
+            .unwrap();
+        ds.write_array("v", vec![], arr1(vec![i as i64, 2 * i as i64, 7]).view())
+            .await
+            .unwrap();
+        names.push(name);
+    }
+    s.flush().await.unwrap();
+    let r = reopen_mem(&storage, "parallel").await;
+    let got = r
+        .read_array_across::<i64, _>("v", &names, vec![0], vec![2])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), n);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(
+            cells(g.as_ref().unwrap()),
+            vec![i as i64, 2 * i as i64],
+            "dataset {i}"
+        );
+    }
+    let st = r
+        .read_array_across_stacked::<i64, _>("v", &names, vec![], vec![])
+        .await
+        .unwrap();
+    assert_eq!(st.shape(), &[n, 3]);
+    assert_eq!(st[[n - 1, 1]], 2 * (n as i64 - 1));
+    let empty: [&str; 0] = [];
+    let st = r
+        .read_array_across_stacked::<i64, _>("v", &empty, vec![], vec![])
+        .await
+        .unwrap();
+    assert_eq!(st.len(), 0);
+}
+
+#[tokio::test]
+async fn array_layers_grow_per_touching_flush_and_compact_to_one() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let ds = s.create_dataset("d").await.unwrap();
+    ds.define_array::<u32>("a", strings(&["i"]), vec![8], Some(vec![2]), None)
+        .await
+        .unwrap();
+    ds.define_array::<u32>("b", strings(&["i"]), vec![8], Some(vec![2]), None)
+        .await
+        .unwrap();
+    assert!(s.array_layers("a").is_empty(), "nothing committed yet");
+    s.flush().await.unwrap();
+    assert_eq!(s.array_layers("a").len(), 1);
+    assert_eq!(s.array_layers("b").len(), 1);
+    let g = s.generation();
+    for round in 0..4u32 {
+        ds.write_array(
+            "a",
+            vec![u64::from(round) * 2],
+            arr1(vec![round + 1; 2]).view(),
+        )
+        .await
+        .unwrap();
+        s.flush().await.unwrap();
+        assert_eq!(
+            s.array_layers("a").len(),
+            2 + round as usize,
+            "round {round}"
+        );
+        assert_eq!(s.array_layers("b").len(), 1, "b untouched in round {round}");
+        assert_eq!(s.generation(), g + 1 + u64::from(round));
+    }
+    // An attribute-only flush commits but adds no layer.
+    ds.set_attribute("k", Attr::Int64(1)).unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.array_layers("a").len(), 5);
+    let before = snapshot(&s).await;
+    let old_layers = s.array_layers("a");
+    s.compact().await.unwrap();
+    assert_eq!(s.array_layers("a").len(), 1, "compact leaves one base");
+    assert_eq!(s.array_layers("b").len(), 1);
+    assert!(
+        !old_layers.contains(&s.array_layers("a")[0]),
+        "a fresh name"
+    );
+    for l in &old_layers {
+        assert!(
+            storage
+                .contents(&mem_root().join("a").join(l.as_str()))
+                .is_none(),
+            "retired layer {l} removed"
+        );
+    }
+    assert_eq!(snapshot(&s).await, before, "compaction changes no value");
+    let r = reopen_mem(&storage, "compact").await;
+    assert_eq!(r.array_layers("a").len(), 1);
+    assert_eq!(r.array_layers("a"), s.array_layers("a"));
+    assert_eq!(r.generation(), s.generation());
+    assert_eq!(snapshot(&r).await, before);
+    let got = r
+        .open_dataset("d")
+        .await
+        .unwrap()
+        .read_array::<u32>("a", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&got), vec![1, 1, 2, 2, 3, 3, 4, 4]);
+    // Compacting a compact store is a no-op.
+    let g = s.generation();
+    s.compact().await.unwrap();
+    assert_eq!(s.generation(), g);
+}
+
+fn flip_bit(storage: &MemoryStorage, path: &Path, offset: usize) {
+    let mut bytes = storage.contents(path).expect("layer exists");
+    bytes[offset] ^= 0x10;
+    storage.overwrite(path, bytes);
+}
+
+#[tokio::test]
+async fn verify_reports_healthy_and_damaged_stores() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(
+        &storage,
+        StoreConfig {
+            codec: Codec::None,
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    for name in ["x", "y"] {
+        let ds = s.create_dataset(name).await.unwrap();
+        ds.define_array::<f64>("temp", strings(&["i"]), vec![64], Some(vec![16]), None)
+            .await
+            .unwrap();
+        ds.write_array(
+            "temp",
+            vec![],
+            arr1((0..64).map(f64::from).collect()).view(),
+        )
+        .await
+        .unwrap();
+        ds.define_array::<u8>("flag", strings(&["i"]), vec![4], None, None)
+            .await
+            .unwrap();
+        ds.write_array("flag", vec![], arr1(vec![1u8, 2, 3, 4]).view())
+            .await
+            .unwrap();
+    }
+    s.flush().await.unwrap();
+    let mut calls = Vec::new();
+    let report = verify(&s, |done, total| calls.push((done, total)));
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.n_arrays, 2);
+    assert_eq!(report.n_layers, 2);
+    assert_eq!(report.n_chunks, 2 * 4 + 2);
+    assert_eq!(calls.last(), Some(&(2, 2)));
+
+    // Flip one bit in the first block of the `temp` layer.
+    let layer = newest_layer(&s, &mem_root(), "temp");
+    flip_bit(&storage, &layer, 32 + 3);
+    let r = reopen_mem(&storage, "damaged").await;
+    let report = verify(&r, |_, _| {});
+    assert!(
+        !report.problems.is_empty(),
+        "a flipped bit must be reported"
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.path.starts_with(mem_root().join("temp"))),
+        "{:?}",
+        report.problems
+    );
+    // Reading the damaged chunk is a typed error naming the file, not a panic.
+    let err = r
+        .open_dataset("x")
+        .await
+        .unwrap()
+        .read_array::<f64>("temp", vec![], vec![])
+        .await
+        .expect_err("damaged chunk must not read");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(layer.file_name().unwrap().to_str().unwrap()),
+        "{msg}"
+    );
+    // The other array is unaffected.
+    let flag = r
+        .open_dataset("y")
+        .await
+        .unwrap()
+        .read_array::<u8>("flag", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&flag), vec![1, 2, 3, 4]);
+}

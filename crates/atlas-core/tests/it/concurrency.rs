@@ -1,0 +1,341 @@
+//! Concurrency on a multi-threaded runtime: readers beside a writer that
+//! rewrites, flushes and compacts in a loop never see a torn chunk set nor a
+//! version going backwards, and the run ends (a timeout proves no deadlock);
+//! readers on separate handles reopened in a loop see only committed
+//! versions; structural changes racing a flush never commit a registry that
+//! fails to open.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atlas_core::{Atlas, MemoryStorage, StoreConfig};
+
+use crate::common::{create_mem, full, reopen_mem, strings};
+
+const ROUNDS: u32 = 30;
+const READERS: usize = 8;
+const SHAPE: [usize; 2] = [8, 8];
+
+/// Checks one read: every cell the same version; returns it.
+fn one_version(cells: &ndarray::ArrayD<f64>, ctx: &str) -> f64 {
+    let first = cells[[0, 0]];
+    assert!(
+        cells.iter().all(|&c| c == first),
+        "{ctx}: torn read, versions {:?}",
+        {
+            let mut v: Vec<f64> = cells.iter().copied().collect();
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            v
+        }
+    );
+    first
+}
+
+async fn setup_array(s: &Atlas) {
+    let ds = s.create_dataset("d").await.unwrap();
+    // 4×4 = 16 chunks of 2×2.
+    ds.define_array::<f64>(
+        "v",
+        strings(&["y", "x"]),
+        vec![8, 8],
+        Some(vec![2, 2]),
+        None,
+    )
+    .await
+    .unwrap();
+    ds.write_array("v", vec![], full(&SHAPE, 0.0f64).view())
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_never_see_torn_or_backward_versions() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    setup_array(&s).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let run = async {
+        let mut readers = Vec::new();
+        for r in 0..READERS {
+            let s = s.clone();
+            let done = Arc::clone(&done);
+            readers.push(tokio::spawn(async move {
+                let ds = s.open_dataset("d").await.unwrap();
+                let mut last = 0.0f64;
+                let mut reads = 0u64;
+                loop {
+                    // Check the flag first so at least one read follows the
+                    // writer's last round.
+                    let finished = done.load(Ordering::SeqCst);
+                    let ctx = format!("reader {r}, read {reads}");
+                    let v = if r % 2 == 0 {
+                        let a = ds
+                            .read_array::<f64>("v", vec![], vec![])
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        one_version(&a, &ctx)
+                    } else {
+                        let a = s
+                            .read_array_across::<f64, _>("v", &["d"], vec![], vec![])
+                            .await
+                            .unwrap();
+                        one_version(a[0].as_ref().unwrap(), &ctx)
+                    };
+                    assert!(v >= last, "{ctx}: version went back from {last} to {v}");
+                    last = v;
+                    reads += 1;
+                    if finished {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                (last, reads)
+            }));
+        }
+        let writer = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let ds = s.open_dataset("d").await.unwrap();
+                for v in 1..=ROUNDS {
+                    ds.write_array("v", vec![], full(&SHAPE, f64::from(v)).view())
+                        .await
+                        .unwrap();
+                    s.flush().await.unwrap();
+                    if v % 5 == 0 {
+                        s.compact().await.unwrap();
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        writer.await.expect("writer panicked");
+        done.store(true, Ordering::SeqCst);
+        let mut results = Vec::new();
+        for r in readers {
+            results.push(r.await.expect("reader panicked"));
+        }
+        results
+    };
+    let results = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("deadlock: readers and writer did not finish within 60 s");
+    for (i, (last, reads)) in results.iter().enumerate() {
+        assert_eq!(
+            *last,
+            f64::from(ROUNDS),
+            "reader {i} ends on the last version"
+        );
+        assert!(*reads >= 1);
+    }
+    let r = reopen_mem(&storage, "end").await;
+    let a = r
+        .open_dataset("d")
+        .await
+        .unwrap()
+        .read_array::<f64>("v", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(one_version(&a, "final"), f64::from(ROUNDS));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reopened_readers_see_only_committed_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_owned();
+    let s = Atlas::create_path(&root, StoreConfig::default())
+        .await
+        .unwrap();
+    setup_array(&s).await;
+    // Versions whose flush has started / completed.
+    let started = Arc::new(AtomicU64::new(0));
+    let completed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let run = async {
+        let mut readers = Vec::new();
+        for r in 0..READERS {
+            let (root, started, completed, done) = (
+                root.clone(),
+                Arc::clone(&started),
+                Arc::clone(&completed),
+                Arc::clone(&done),
+            );
+            readers.push(tokio::spawn(async move {
+                let mut last = 0u64;
+                let mut reads = 0u64;
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    let lo = completed.load(Ordering::SeqCst);
+                    let h = Atlas::open_path(&root)
+                        .await
+                        .unwrap_or_else(|e| panic!("reader {r}: reopen failed: {e}"));
+                    assert!(!h.is_writer());
+                    let a = h
+                        .open_dataset("d")
+                        .await
+                        .unwrap()
+                        .read_array::<f64>("v", vec![], vec![])
+                        .await
+                        .unwrap_or_else(|e| panic!("reader {r}: read failed: {e}"))
+                        .unwrap();
+                    let hi = started.load(Ordering::SeqCst);
+                    let ctx = format!("reader {r}, read {reads}");
+                    let v = one_version(&a, &ctx) as u64;
+                    assert!(
+                        lo <= v && v <= hi,
+                        "{ctx}: saw version {v}, but only {lo}..={hi} can be committed"
+                    );
+                    assert!(v >= last, "{ctx}: version went back from {last} to {v}");
+                    // The snapshot holds while this handle lives, whatever the
+                    // writer does meanwhile.
+                    tokio::task::yield_now().await;
+                    let again = h
+                        .read_array_across::<f64, _>("v", &["d"], vec![], vec![])
+                        .await
+                        .unwrap_or_else(|e| panic!("{ctx}: second read failed: {e}"));
+                    assert_eq!(
+                        one_version(again[0].as_ref().unwrap(), &ctx) as u64,
+                        v,
+                        "{ctx}: snapshot changed under an open handle"
+                    );
+                    last = v;
+                    reads += 1;
+                    if finished {
+                        break;
+                    }
+                }
+                (last, reads)
+            }));
+        }
+        let writer = {
+            let s = s.clone();
+            let (started, completed) = (Arc::clone(&started), Arc::clone(&completed));
+            tokio::spawn(async move {
+                let ds = s.open_dataset("d").await.unwrap();
+                for v in 1..=u64::from(ROUNDS) {
+                    ds.write_array("v", vec![], full(&SHAPE, v as f64).view())
+                        .await
+                        .unwrap();
+                    started.store(v, Ordering::SeqCst);
+                    s.flush().await.unwrap();
+                    completed.store(v, Ordering::SeqCst);
+                    if v % 3 == 0 {
+                        s.compact().await.unwrap();
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        writer.await.expect("writer panicked");
+        done.store(true, Ordering::SeqCst);
+        let mut results = Vec::new();
+        for r in readers {
+            results.push(r.await.expect("reader panicked"));
+        }
+        results
+    };
+    let results = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("deadlock: readers and writer did not finish within 60 s");
+    for (i, (last, _)) in results.iter().enumerate() {
+        assert_eq!(
+            *last,
+            u64::from(ROUNDS),
+            "reader {i} ends on the last commit"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn defining_new_arrays_while_a_flush_runs_keeps_the_store_openable() {
+    // A flush snapshots the open array files, then writes their pending
+    // layers, then encodes the live registry. An array file created (by
+    // define_array of a new name) in between must not end up in a registry
+    // that names no file for it.
+    for round in 0..5u32 {
+        let storage = MemoryStorage::new();
+        let s = create_mem(&storage, StoreConfig::default()).await;
+        let ds = s.create_dataset("d").await.unwrap();
+        // Large pending data makes the flush's write phase long.
+        ds.define_array::<u64>(
+            "big",
+            strings(&["i"]),
+            vec![1 << 20],
+            Some(vec![1 << 16]),
+            None,
+        )
+        .await
+        .unwrap();
+        let data: Vec<u64> = (0..1u64 << 20)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        ds.write_array("big", vec![], crate::common::arr1(data).view())
+            .await
+            .unwrap();
+        let flushing = Arc::new(AtomicBool::new(true));
+        let definer = {
+            let ds = ds.clone();
+            let flushing = Arc::clone(&flushing);
+            async move {
+                let mut i = 0u32;
+                // Define new arrays until the flush returns.
+                while flushing.load(Ordering::SeqCst) || i == 0 {
+                    ds.define_array::<u8>(&format!("new{i}"), strings(&["k"]), vec![2], None, None)
+                        .await
+                        .unwrap();
+                    ds.write_array(
+                        &format!("new{i}"),
+                        vec![],
+                        crate::common::arr1(vec![1u8, 2]).view(),
+                    )
+                    .await
+                    .unwrap();
+                    i += 1;
+                    tokio::task::yield_now().await;
+                }
+                i
+            }
+        };
+        let flush = async {
+            let r = s.flush().await;
+            flushing.store(false, Ordering::SeqCst);
+            r
+        };
+        let (flushed, defined) = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::join!(flush, definer)
+        })
+        .await
+        .expect("deadlock");
+        flushed.unwrap();
+        let ctx = format!("round {round}: {defined} arrays defined during the flush");
+        // Whatever the first flush committed must open.
+        let r = match crate::common::open_mem(&storage).await {
+            Ok(r) => r,
+            Err(e) => panic!("{ctx}: the committed registry does not open: {e}"),
+        };
+        let report = atlas_core::verify::verify(&r, |_, _| {});
+        assert!(report.problems.is_empty(), "{ctx}: {:?}", report.problems);
+        drop(r);
+        // After a second flush everything is committed.
+        s.flush().await.unwrap();
+        let r = reopen_mem(&storage, &ctx).await;
+        let rd = r.open_dataset("d").await.unwrap();
+        assert_eq!(
+            rd.list_arrays().unwrap().len(),
+            1 + defined as usize,
+            "{ctx}"
+        );
+        for i in 0..defined {
+            let v = rd
+                .read_array::<u8>(&format!("new{i}"), vec![], vec![])
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(crate::common::cells(&v), vec![1, 2], "{ctx}: new{i}");
+        }
+    }
+}

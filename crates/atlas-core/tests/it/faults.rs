@@ -1,0 +1,333 @@
+//! Deterministic fault injection at every mutating storage operation of a
+//! flush and of a compaction, with both fault kinds.
+//!
+//! For n = 0, 1, …: build the same store, arm `Fault { nth: n, kind }`, run the
+//! operation. On error: a fresh handle on the same storage must see exactly the
+//! previous commit — or, only when the failing handle is poisoned (error after
+//! the rename), possibly the new one; and the failing handle must either commit
+//! on retry (failure before the rename) or refuse writes with `Poisoned`. Stop
+//! once the operation succeeds without reaching the fault.
+
+use array_format::storage::{Fault, FaultKind};
+use atlas_core::verify::verify;
+use atlas_core::{Atlas, Attr, Error, FillValue, MemoryStorage, StoreConfig};
+
+use crate::common::{arr, arr1, create_mem, full, reopen_mem, snapshot, strings, Snapshot};
+
+/// Upper bound on the steps of one operation, so a bug cannot loop forever.
+const MAX_STEPS: u64 = 500;
+
+/// A committed store with several arrays and datasets; `temp` and `sal` have
+/// two layers each so a compaction merges more than one file.
+async fn seeded(storage: &MemoryStorage) -> Atlas {
+    let s = create_mem(storage, StoreConfig::default()).await;
+    for name in ["keep", "gone", "edit"] {
+        let ds = s.create_dataset(name).await.unwrap();
+        ds.define_array::<f32>(
+            "temp",
+            strings(&["y", "x"]),
+            vec![4, 4],
+            Some(vec![2, 2]),
+            Some(FillValue::Float32(-1.0)),
+        )
+        .await
+        .unwrap();
+        ds.write_array("temp", vec![], full(&[4, 4], 1.0f32).view())
+            .await
+            .unwrap();
+        ds.define_array::<i32>("sal", strings(&["z"]), vec![6], Some(vec![4]), None)
+            .await
+            .unwrap();
+        ds.write_array("sal", vec![], arr1(vec![1i32, 2, 3, 4, 5, 6]).view())
+            .await
+            .unwrap();
+        ds.set_attribute("n", Attr::from(name)).unwrap();
+    }
+    s.open_dataset("keep")
+        .await
+        .unwrap()
+        .define_array::<String>("label", strings(&["k"]), vec![2], None, None)
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    for name in ["keep", "edit"] {
+        let ds = s.open_dataset(name).await.unwrap();
+        ds.write_array("temp", vec![1, 1], full(&[2, 2], 2.0f32).view())
+            .await
+            .unwrap();
+        ds.write_array("sal", vec![4], arr1(vec![50i32, 60]).view())
+            .await
+            .unwrap();
+    }
+    s.flush().await.unwrap();
+    s
+}
+
+/// Pending changes of every kind: a new dataset with a new array file, a
+/// deleted dataset, a deleted array (leaving `sal` with one user), writes,
+/// attributes.
+async fn mutate(s: &Atlas) {
+    let new = s.create_dataset("new").await.unwrap();
+    new.define_array::<u8>("fresh", strings(&["i"]), vec![5], Some(vec![2]), None)
+        .await
+        .unwrap();
+    new.write_array("fresh", vec![1], arr1(vec![9u8, 8, 7]).view())
+        .await
+        .unwrap();
+    new.define_array::<f32>("temp", strings(&["y", "x"]), vec![4, 4], None, None)
+        .await
+        .unwrap();
+    new.write_array("temp", vec![0, 0], arr(&[1, 2], vec![3.0f32, 4.0]).view())
+        .await
+        .unwrap();
+    s.delete_dataset("gone").await.unwrap();
+    let edit = s.open_dataset("edit").await.unwrap();
+    edit.delete_array("sal").await.unwrap();
+    edit.write_array("temp", vec![0, 2], full(&[2, 2], 5.0f32).view())
+        .await
+        .unwrap();
+    edit.set_attribute("n", Attr::from("edited")).unwrap();
+    let keep = s.open_dataset("keep").await.unwrap();
+    keep.set_array_attribute("temp", "units", Attr::from("K"))
+        .unwrap();
+    keep.write_array("label", vec![], arr1(strings(&["x", "y"])).view())
+        .await
+        .unwrap();
+}
+
+fn is_poisoned<T: std::fmt::Debug>(r: &Result<T, Error>) -> bool {
+    matches!(r, Err(Error::Poisoned { .. }))
+}
+
+/// Asserts a poisoned handle refuses every kind of write.
+async fn assert_refuses_writes(s: &Atlas, ctx: &str) {
+    assert!(
+        is_poisoned(&s.create_dataset("after").await),
+        "{ctx}: create_dataset"
+    );
+    assert!(
+        is_poisoned(&s.delete_dataset("keep").await),
+        "{ctx}: delete_dataset"
+    );
+    let keep = s.open_dataset("keep").await.unwrap();
+    assert!(
+        is_poisoned(&keep.set_attribute("x", Attr::Int64(1))),
+        "{ctx}: set_attribute"
+    );
+    assert!(
+        is_poisoned(
+            &keep
+                .write_array("temp", vec![], full(&[4, 4], 0.0f32).view())
+                .await
+        ),
+        "{ctx}: write_array"
+    );
+    assert!(is_poisoned(&s.flush().await), "{ctx}: flush");
+    assert!(is_poisoned(&s.compact().await), "{ctx}: compact");
+}
+
+fn assert_sound(s: &Atlas, ctx: &str) {
+    let report = verify(s, |_, _| {});
+    assert!(
+        report.problems.is_empty(),
+        "{ctx}: verify: {:?}",
+        report.problems
+    );
+}
+
+/// Describes which of two states a snapshot equals.
+fn which(got: &Snapshot, old: &Snapshot, new: &Snapshot) -> &'static str {
+    if got == old {
+        "old"
+    } else if got == new {
+        "new"
+    } else {
+        "neither"
+    }
+}
+
+#[tokio::test]
+async fn fault_at_every_step_of_flush() {
+    for kind in [FaultKind::Fail, FaultKind::Tear] {
+        let mut n = 0;
+        loop {
+            assert!(n < MAX_STEPS, "flush never completed");
+            let ctx = format!("flush, Fault {{ nth: {n}, kind: {kind:?} }}");
+            let storage = MemoryStorage::new();
+            let s = seeded(&storage).await;
+            let old = snapshot(&s).await;
+            mutate(&s).await;
+            let new = snapshot(&s).await;
+            assert_ne!(old, new);
+            storage.arm_fault(Fault { nth: n, kind });
+            let res = s.flush().await;
+            let reached = storage.ops() > n;
+            storage.disarm();
+            match res {
+                Ok(()) => {
+                    let r = reopen_mem(&storage, &ctx).await;
+                    let got = snapshot(&r).await;
+                    assert!(
+                        got == new,
+                        "{ctx}: flush succeeded but the store is {}",
+                        which(&got, &old, &new)
+                    );
+                    assert_sound(&r, &ctx);
+                    if !reached {
+                        break;
+                    }
+                    // The fault hit best-effort cleanup; the handle goes on.
+                    s.open_dataset("keep")
+                        .await
+                        .unwrap()
+                        .set_attribute("more", Attr::Int64(1))
+                        .unwrap();
+                    s.flush()
+                        .await
+                        .unwrap_or_else(|e| panic!("{ctx}: next flush: {e}"));
+                }
+                Err(e) => {
+                    assert!(reached, "{ctx}: flush failed without a fault: {e}");
+                    let r = reopen_mem(&storage, &ctx).await;
+                    let got = snapshot(&r).await;
+                    assert_sound(&r, &ctx);
+                    drop(r);
+                    let retry = s.flush().await;
+                    if is_poisoned(&retry) {
+                        assert!(
+                            got == old || got == new,
+                            "{ctx}: poisoned after {e}; store is {}",
+                            which(&got, &old, &new)
+                        );
+                        assert_refuses_writes(&s, &ctx).await;
+                    } else {
+                        assert!(
+                            got == old,
+                            "{ctx}: failed with {e} (not poisoned) but the store is {}",
+                            which(&got, &old, &new)
+                        );
+                        retry.unwrap_or_else(|e2| panic!("{ctx}: retry after {e} failed: {e2}"));
+                        assert_eq!(snapshot(&s).await, new, "{ctx}: live state after retry");
+                        let r = reopen_mem(&storage, &ctx).await;
+                        let got = snapshot(&r).await;
+                        assert!(
+                            got == new,
+                            "{ctx}: retried flush committed {}",
+                            which(&got, &old, &new)
+                        );
+                        assert_sound(&r, &ctx);
+                    }
+                }
+            }
+            n += 1;
+        }
+        eprintln!("flush with {kind:?}: {n} fault points covered");
+    }
+}
+
+#[tokio::test]
+async fn fault_at_every_step_of_compact() {
+    for kind in [FaultKind::Fail, FaultKind::Tear] {
+        let mut n = 0;
+        loop {
+            assert!(n < MAX_STEPS, "compact never completed");
+            let ctx = format!("compact, Fault {{ nth: {n}, kind: {kind:?} }}");
+            let storage = MemoryStorage::new();
+            let s = seeded(&storage).await;
+            let old = snapshot(&s).await;
+            assert!(s.array_layers("temp").len() > 1);
+            storage.arm_fault(Fault { nth: n, kind });
+            let res = s.compact().await;
+            let reached = storage.ops() > n;
+            storage.disarm();
+            let r = reopen_mem(&storage, &ctx).await;
+            let got = snapshot(&r).await;
+            assert!(
+                got == old,
+                "{ctx}: compaction ({res:?}) changed the store's contents"
+            );
+            assert_sound(&r, &ctx);
+            drop(r);
+            match res {
+                Ok(()) => {
+                    for a in ["temp", "sal", "label"] {
+                        assert_eq!(s.array_layers(a).len(), 1, "{ctx}: {a} compacted");
+                    }
+                    if !reached {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    assert!(reached, "{ctx}: compact failed without a fault: {e}");
+                    let retry = s.compact().await;
+                    if is_poisoned(&retry) {
+                        assert_refuses_writes(&s, &ctx).await;
+                    } else {
+                        retry.unwrap_or_else(|e2| panic!("{ctx}: retry after {e} failed: {e2}"));
+                        for a in ["temp", "sal", "label"] {
+                            assert_eq!(s.array_layers(a).len(), 1, "{ctx}: {a} after retry");
+                        }
+                        let r = reopen_mem(&storage, &ctx).await;
+                        assert_eq!(snapshot(&r).await, old, "{ctx}: after retry");
+                        assert_eq!(r.array_layers("temp").len(), 1, "{ctx}");
+                        assert_sound(&r, &ctx);
+                    }
+                }
+            }
+            // Whatever happened, the handle's view is still the old contents.
+            assert_eq!(snapshot(&s).await, old, "{ctx}: live view");
+            n += 1;
+        }
+        eprintln!("compact with {kind:?}: {n} fault points covered");
+    }
+}
+
+#[tokio::test]
+async fn fault_at_every_step_of_compact_with_pending_changes() {
+    // compact() flushes first; with pending changes the store must end at the
+    // old commit (flush part failed), or at the new contents.
+    for kind in [FaultKind::Fail, FaultKind::Tear] {
+        let mut n = 0;
+        loop {
+            assert!(n < MAX_STEPS, "compact never completed");
+            let ctx = format!("compact+flush, Fault {{ nth: {n}, kind: {kind:?} }}");
+            let storage = MemoryStorage::new();
+            let s = seeded(&storage).await;
+            let old = snapshot(&s).await;
+            mutate(&s).await;
+            let new = snapshot(&s).await;
+            storage.arm_fault(Fault { nth: n, kind });
+            let res = s.compact().await;
+            let reached = storage.ops() > n;
+            storage.disarm();
+            let r = reopen_mem(&storage, &ctx).await;
+            let got = snapshot(&r).await;
+            assert_sound(&r, &ctx);
+            drop(r);
+            match &res {
+                Ok(()) => {
+                    assert!(got == new, "{ctx}: store is {}", which(&got, &old, &new));
+                    if !reached {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    assert!(reached, "{ctx}: failed without a fault: {e}");
+                    assert!(
+                        got == old || got == new,
+                        "{ctx}: {e}: store is {}",
+                        which(&got, &old, &new)
+                    );
+                    let retry = s.compact().await;
+                    if !is_poisoned(&retry) {
+                        retry.unwrap_or_else(|e2| panic!("{ctx}: retry after {e}: {e2}"));
+                        let r = reopen_mem(&storage, &ctx).await;
+                        assert_eq!(snapshot(&r).await, new, "{ctx}: after retry");
+                    }
+                }
+            }
+            n += 1;
+        }
+        eprintln!("compact+flush with {kind:?}: {n} fault points covered");
+    }
+}

@@ -1,0 +1,53 @@
+//! The single integration-test binary of `atlas-core`.
+//!
+//! Each module covers one area of the contract in `SPEC.md` §2–4:
+//!
+//! - [`api`]: every public method of `Atlas` and `DatasetView`, every dtype.
+//! - [`attrs`]: exact attribute round trips in both registry formats.
+//! - [`bad_input`]: typed errors for every bad input, committed data intact.
+//! - [`deletes`]: deleted data never comes back.
+//! - [`faults`]: deterministic fault injection at every step of flush/compact.
+//! - [`model`]: a proptest model of the whole store.
+//! - [`concurrency`]: readers beside a flushing/compacting writer.
+//! - [`scale`]: a 20,000-dataset smoke test.
+//!
+//! Shared helpers live in [`common`].
+
+#![allow(
+    clippy::float_cmp,
+    reason = "tests compare stored floats bit-for-bit on purpose"
+)]
+#![allow(
+    clippy::unreadable_literal,
+    reason = "test values are chosen, not read"
+)]
+#![allow(
+    clippy::too_many_lines,
+    reason = "scenario tests read top to bottom as one story"
+)]
+#![allow(
+    clippy::similar_names,
+    reason = "before/after pairs are clearer with parallel names"
+)]
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test helpers panic on failure by design"
+)]
+#![allow(
+    clippy::items_after_statements,
+    reason = "small local helpers sit next to their use"
+)]
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "helpers take owned test data for readability"
+)]
+
+mod api;
+mod attrs;
+mod bad_input;
+mod common;
+mod concurrency;
+mod deletes;
+mod faults;
+mod model;
+mod scale;
