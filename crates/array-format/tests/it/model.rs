@@ -209,6 +209,19 @@ fn check(f: &ArrayFile, model: &Model, ctx: &str) {
             m.stats(),
             "{ctx}: stats"
         );
+        let meta = f.array_meta(name).expect("meta");
+        assert_eq!(meta.stats, m.stats(), "{ctx}: meta stats");
+        assert_eq!(
+            meta.n_chunks_stored,
+            m.written.len() as u64,
+            "{ctx}: stored chunks"
+        );
+        let raw: u64 = m
+            .written
+            .iter()
+            .map(|&c| chunk_cells(&m.shape, &m.chunk, c) * 4)
+            .sum();
+        assert_eq!(meta.raw_bytes, raw, "{ctx}: raw bytes");
     }
 }
 
