@@ -51,8 +51,8 @@ const MIN_DELAY_MS: u64 = 5;
 const MAX_DELAY_MS: u64 = 300;
 /// Every this many kills the store is removed and the child killed within
 /// `FRESH_MAX_DELAY_MS`, to hit the creation of a store.
-const FRESH_EVERY: u64 = 10;
-const FRESH_MAX_DELAY_MS: u64 = 25;
+const FRESH_EVERY: u64 = 8;
+const FRESH_MAX_DELAY_MS: u64 = 12;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -464,11 +464,14 @@ async fn write_slab(
     let dim = IxDyn(&count.iter().map(|&c| c as usize).collect::<Vec<_>>());
     match &mut am.cells {
         Cells::F32(cells) => {
-            // Exact in f32: < 2^22 with two fractional bits.
+            // Hash-like (so chunks compress poorly and the pending budget is
+            // really exceeded) and exact in f32: an integer below 2^22 plus
+            // quarters.
             let v: Vec<f32> = idx
                 .iter()
                 .map(|&g| {
-                    ((stamp % 1000) * 1000 + g as u64 % 1000) as f32 + ds_idx as f32 * 0.25 % 1.0
+                    let h = Rng(stamp << 32 ^ ds_idx << 24 ^ g as u64).next();
+                    (h % (1 << 22)) as f32 + (ds_idx % 4) as f32 * 0.25
                 })
                 .collect();
             for (&g, &x) in idx.iter().zip(&v) {
@@ -678,7 +681,7 @@ async fn child_loop(store: &Path, seed: u64) -> Res<()> {
     let mut model = load_model(&atlas).await?;
     loop {
         let base = atlas.generation();
-        for op in 0..1 + rng.below(6) {
+        for op in 0..=rng.below(6) {
             let stamp = (base + 1) * 16 + op;
             mutate(&atlas, &mut model, &mut rng, stamp).await?;
         }
@@ -751,7 +754,11 @@ async fn check_store(
     let atlas = match Atlas::open_path(store).await {
         Ok(a) => a,
         Err(atlas::Error::StoreNotFound { .. }) if st.committed.is_none() => {
-            return Ok((Outcome::Absent, None));
+            let outcome = st
+                .in_flight
+                .as_ref()
+                .map_or(Outcome::Absent, |p| Outcome::Old(Some(p.kind)));
+            return Ok((outcome, None));
         }
         Err(e) => return Err(format!("open failed: {e} ({e:?})")),
     };
@@ -785,6 +792,58 @@ async fn check_store(
     Ok((outcome, Some((generation, hash))))
 }
 
+/// After the last kill: a writer opening the store removes every file no commit
+/// names (SPEC §2: "the writer removes them later"), so only the registry, the
+/// lock file and the named layers remain.
+async fn check_garbage_swept(store: &Path) -> Result<(), String> {
+    if !store.join("atlas.json").exists() {
+        return Ok(());
+    }
+    let atlas = Atlas::open_with(
+        Arc::new(LocalStorage),
+        store,
+        OpenOptions {
+            write: true,
+            ..OpenOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| format!("final open for writing failed: {e}"))?;
+    let mut left = Vec::new();
+    for e in std::fs::read_dir(store).map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.path().is_dir() {
+            if name != "atlas.json" && name != "atlas.lock" {
+                left.push(name);
+            }
+            continue;
+        }
+        let live: Vec<String> = atlas
+            .array_layers(&name)
+            .iter()
+            .map(|l| l.as_str().to_owned())
+            .collect();
+        for f in std::fs::read_dir(e.path()).map_err(|e| e.to_string())? {
+            let f = f.map_err(|e| e.to_string())?;
+            let fname = f.file_name().to_string_lossy().into_owned();
+            if !live.contains(&fname) {
+                left.push(format!("{name}/{fname}"));
+            }
+        }
+        if live.is_empty() {
+            left.push(format!("{name}/ (directory of no live array)"));
+        }
+    }
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "files no commit names survived a writer's open: {left:?}"
+        ))
+    }
+}
+
 /// Cuts a torn last line off, so the next line the parent appends starts clean.
 fn read_and_trim_log(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -795,6 +854,22 @@ fn read_and_trim_log(path: &Path) -> String {
         f.sync_all().unwrap();
     }
     text[..keep].to_owned()
+}
+
+/// `scratch-*.tmp` files in the store's array directories.
+fn count_scratch_files(store: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(store) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_dir(e.path()).ok())
+        .flat_map(|d| d.filter_map(Result::ok))
+        .filter(|f| {
+            let n = f.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("scratch-") && n.ends_with(".tmp")
+        })
+        .count()
 }
 
 fn describe_store(store: &Path) -> String {
@@ -808,7 +883,7 @@ fn describe_store(store: &Path) -> String {
         entries.sort_by_key(std::fs::DirEntry::file_name);
         for e in entries {
             let p = e.path();
-            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            let len = e.metadata().map_or(0, |m| m.len());
             writeln!(
                 s,
                 "  {} ({len} bytes)",
@@ -862,6 +937,7 @@ fn sigkill_loop_keeps_store_at_a_commit() {
     let mut rng = Rng(seed);
     let mut counts: Vec<(Outcome, u64)> = Vec::new();
     let mut max_generation = 0;
+    let mut kills_with_scratch = 0u64;
     let started = Instant::now();
     let fail = |dir: tempfile::TempDir, k: u64, msg: String| -> ! {
         let kept = dir.keep();
@@ -906,14 +982,15 @@ fn sigkill_loop_keeps_store_at_a_commit() {
                 early = Some(status);
                 break;
             }
-            std::thread::sleep(Duration::from_millis(2).min(deadline - Instant::now()));
+            std::thread::sleep(
+                Duration::from_millis(2).min(deadline.saturating_duration_since(Instant::now())),
+            );
         }
-        let status = if let Some(s) = early {
-            s
-        } else {
+        if early.is_none() {
+            // SIGKILL on Unix.
             child.kill().unwrap();
-            child.wait().unwrap()
-        };
+        }
+        let status = child.wait().unwrap();
         if status.signal() != Some(9) {
             let err = std::fs::read_to_string(&err_path).unwrap_or_default();
             fail(
@@ -921,6 +998,11 @@ fn sigkill_loop_keeps_store_at_a_commit() {
                 k,
                 format!("the writer exited by itself ({status}):\n{err}"),
             );
+        }
+        // Scratch files of the killed writer's spilled pending data, if any:
+        // proof the spill path runs (they are garbage the next writer sweeps).
+        if count_scratch_files(&store) > 0 {
+            kills_with_scratch += 1;
         }
         let log_text = read_and_trim_log(&log_path);
         let st = parse_log(&log_text);
@@ -953,7 +1035,8 @@ fn sigkill_loop_keeps_store_at_a_commit() {
     let new = n(&|o| matches!(o, Outcome::New(_)));
     println!(
         "crash test: {kills} kills survived in {:.1} s, reaching generation {max_generation}; \
-         {old} saw the previous commit, {new} saw the in-flight commit",
+         {old} saw the previous commit, {new} saw the in-flight commit; \
+         {kills_with_scratch} left spilled scratch files behind",
         started.elapsed().as_secs_f64()
     );
     counts.sort_by_key(|(o, _)| format!("{o:?}"));
@@ -965,6 +1048,9 @@ fn sigkill_loop_keeps_store_at_a_commit() {
             Outcome::New(kind) => format!("in-flight {} landed", kind.name()),
         };
         println!("  {c:4} × {what}");
+    }
+    if let Err(msg) = rt.block_on(check_garbage_swept(&store)) {
+        fail(dir, kills, msg);
     }
     assert!(
         max_generation > 1,

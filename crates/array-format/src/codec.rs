@@ -117,6 +117,7 @@ pub(crate) enum DecodeError {
     /// The bytes are damaged.
     Damaged(String),
     /// The codec is known but compiled out of this build.
+    #[cfg_attr(feature = "blosc2", allow(dead_code))] // every codec is compiled in
     Unavailable {
         codec: &'static str,
         feature: &'static str,
@@ -181,10 +182,23 @@ pub(crate) fn decode_block(
             out
         }
         2 => {
+            thread_local! {
+                // One decompression context per thread: creating one per block
+                // dominated the decoding of small chunks.
+                static ZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
             let mut out = Vec::with_capacity(raw_len);
-            zstd::bulk::Decompressor::new()
-                .and_then(|mut d| d.decompress_to_buffer(stored, &mut out))
-                .map_err(|e| DecodeError::Damaged(format!("zstd: {e}")))?;
+            ZSTD.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(zstd::bulk::Decompressor::new()?);
+                }
+                slot.as_mut()
+                    .expect("set above")
+                    .decompress_to_buffer(stored, &mut out)
+            })
+            .map_err(|e| DecodeError::Damaged(format!("zstd: {e}")))?;
             out
         }
         3 => {
@@ -222,46 +236,82 @@ pub(crate) fn decode_block(
 
 /// Byte shuffle: byte `b` of cell `i` moves to `b * n + i`.
 pub(crate) fn shuffle(raw: &[u8], width: usize) -> Vec<u8> {
-    // Work in tiles of cells so both sides stay in cache.
-    const TILE: usize = 256;
-    let n = raw.len() / width;
     let mut out = vec![0u8; raw.len()];
-    for start in (0..n).step_by(TILE) {
-        let end = (start + TILE).min(n);
-        for b in 0..width {
-            let dst = &mut out[b * n + start..b * n + end];
-            for (d, cell) in dst
-                .iter_mut()
-                .zip(raw[start * width..end * width].chunks_exact(width))
-            {
-                *d = cell[b];
-            }
-        }
+    match width {
+        2 => shuffle_w::<2>(raw, &mut out),
+        4 => shuffle_w::<4>(raw, &mut out),
+        8 => shuffle_w::<8>(raw, &mut out),
+        _ => shuffle_any(raw, width, &mut out),
     }
-    // A trailing partial cell (never produced by fixed-width data) is kept as is.
-    out[n * width..].copy_from_slice(&raw[n * width..]);
     out
 }
 
 /// Inverse of [`shuffle`].
 pub(crate) fn unshuffle(shuffled: &[u8], width: usize) -> Vec<u8> {
-    const TILE: usize = 256;
-    let n = shuffled.len() / width;
     let mut out = vec![0u8; shuffled.len()];
+    match width {
+        2 => unshuffle_w::<2>(shuffled, &mut out),
+        4 => unshuffle_w::<4>(shuffled, &mut out),
+        8 => unshuffle_w::<8>(shuffled, &mut out),
+        _ => unshuffle_any(shuffled, width, &mut out),
+    }
+    out
+}
+
+/// Cells processed per tile: both sides of the transposition stay in L1.
+const TILE: usize = 1024;
+
+fn shuffle_w<const W: usize>(raw: &[u8], out: &mut [u8]) {
+    let n = raw.len() / W;
+    let (body, tail) = raw.split_at(n * W);
+    let (planes, out_tail) = out.split_at_mut(n * W);
+    out_tail.copy_from_slice(tail);
     for start in (0..n).step_by(TILE) {
         let end = (start + TILE).min(n);
-        for b in 0..width {
-            let src = &shuffled[b * n + start..b * n + end];
-            for (s, cell) in src
-                .iter()
-                .zip(out[start * width..end * width].chunks_exact_mut(width))
-            {
-                cell[b] = *s;
+        let cells = &body[start * W..end * W];
+        for b in 0..W {
+            let dst = &mut planes[b * n + start..b * n + end];
+            for (d, cell) in dst.iter_mut().zip(cells.chunks_exact(W)) {
+                *d = cell[b];
             }
         }
     }
+}
+
+fn unshuffle_w<const W: usize>(shuffled: &[u8], out: &mut [u8]) {
+    let n = shuffled.len() / W;
+    let (planes, tail) = shuffled.split_at(n * W);
+    let (body, out_tail) = out.split_at_mut(n * W);
+    out_tail.copy_from_slice(tail);
+    for start in (0..n).step_by(TILE) {
+        let end = (start + TILE).min(n);
+        let src: [&[u8]; W] = std::array::from_fn(|b| &planes[b * n + start..b * n + end]);
+        for (i, cell) in body[start * W..end * W].chunks_exact_mut(W).enumerate() {
+            for b in 0..W {
+                cell[b] = src[b][i];
+            }
+        }
+    }
+}
+
+fn shuffle_any(raw: &[u8], width: usize, out: &mut [u8]) {
+    let n = raw.len() / width;
+    for (i, cell) in raw[..n * width].chunks_exact(width).enumerate() {
+        for (b, &byte) in cell.iter().enumerate() {
+            out[b * n + i] = byte;
+        }
+    }
+    out[n * width..].copy_from_slice(&raw[n * width..]);
+}
+
+fn unshuffle_any(shuffled: &[u8], width: usize, out: &mut [u8]) {
+    let n = shuffled.len() / width;
+    for (i, cell) in out[..n * width].chunks_exact_mut(width).enumerate() {
+        for (b, byte) in cell.iter_mut().enumerate() {
+            *byte = shuffled[b * n + i];
+        }
+    }
     out[n * width..].copy_from_slice(&shuffled[n * width..]);
-    out
 }
 
 #[cfg(test)]
@@ -276,9 +326,16 @@ mod tests {
 
     #[test]
     fn shuffle_round_trips() {
-        for w in [2, 4, 8] {
-            let raw: Vec<u8> = (0..(w * 1000 + 3)).map(|i| (i * 7 % 251) as u8).collect();
-            assert_eq!(unshuffle(&shuffle(&raw, w), w), raw);
+        for w in [2, 3, 4, 8, 16] {
+            for n in [0, 1, 5, 1000, 3000] {
+                let raw: Vec<u8> = (0..=(w * n)).map(|i| (i * 7 % 251) as u8).collect();
+                let sh = shuffle(&raw, w);
+                assert_eq!(unshuffle(&sh, w), raw);
+                if n > 1 {
+                    // Byte 1 of cell 0 lands at plane 1.
+                    assert_eq!(sh[n], raw[1]);
+                }
+            }
         }
     }
 

@@ -50,7 +50,7 @@ pub fn proptest_config(test: &str, cases: u32) -> Config {
     cfg
 }
 
-/// SplitMix64: a tiny deterministic PRNG for data and fuzz inputs.
+/// `SplitMix64`: a tiny deterministic PRNG for data and fuzz inputs.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
@@ -186,7 +186,7 @@ pub fn region_from(shape: &[u64], seeds: &[u64]) -> (Vec<u64>, Vec<u64>) {
     for (a, &ext) in shape.iter().enumerate() {
         let s = seeds[2 * a] % (ext + 1);
         let room = ext - s;
-        let c = if room == 0 || seeds[2 * a + 1] % 16 == 0 {
+        let c = if room == 0 || seeds[2 * a + 1].is_multiple_of(16) {
             seeds[2 * a + 1] % (room + 1)
         } else {
             1 + (seeds[2 * a + 1] >> 4) % room

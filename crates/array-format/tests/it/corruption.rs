@@ -19,10 +19,8 @@ use crate::common::{
 
 /// Runs `f`, turning a panic into a test failure that names `what`.
 fn no_panic<R>(what: &str, f: impl FnOnce() -> R) -> R {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(_) => panic!("{what}: panicked (see the message above)"),
-    }
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| panic!("{what}: panicked (see the message above)"))
 }
 
 fn set_compression(f: &mut ArrayFile, codec: Codec, shuffle: bool) {
@@ -500,7 +498,7 @@ fn decode_footer_never_panics() {
     }
 }
 
-/// Valid stored blocks with how to decode them: (bytes, codec, filter, width, raw_len).
+/// Valid stored blocks with how to decode them: (bytes, codec, filter, width, raw length).
 fn valid_blocks() -> Vec<(Vec<u8>, u8, u8, usize, usize)> {
     let mut out = Vec::new();
     for (codec, id) in [

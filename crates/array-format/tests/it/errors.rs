@@ -264,17 +264,37 @@ fn bad_layer_lists_are_errors() {
     ));
     // The right list opens.
     assert!(mem_open(&storage, &[first, second]).is_ok());
-    // Layer ids must look like layer names, so a list cannot point elsewhere.
+}
+
+/// `docs/format.md`: layer names are `d-` or `b-`, 32 *lowercase* hex digits and
+/// `.af`, and a reader must reject any other name (so a registry cannot point
+/// outside the directory, nor at a second spelling of the same name on a
+/// case-insensitive filesystem).
+#[test]
+fn layer_ids_follow_the_format_spec() {
+    for good in [
+        "d-00000000000000000000000000000000.af",
+        "b-0123456789abcdef0123456789abcdef.af",
+    ] {
+        assert_eq!(
+            LayerId::new(good).map(|id| id.to_string()),
+            Some(good.to_owned())
+        );
+    }
     for bad in [
         "",
         "d-0.af",
         "../d-00000000000000000000000000000000.af",
+        "d-00000000000000000000000000000000.af/",
         "x-00000000000000000000000000000000.af",
+        "D-00000000000000000000000000000000.af",
         "d-0000000000000000000000000000000g.af",
         "d-00000000000000000000000000000000.afx",
+        "d-00000000000000000000000000000000.AF",
         "d-00000000000000000000000000000000.tmp",
+        "d-+0000000000000000000000000000000.af",
+        "b-0123456789ABCDEF0123456789abcdef.af",
     ] {
-        assert!(LayerId::new(bad).is_none(), "{bad:?}");
+        assert!(LayerId::new(bad).is_none(), "{bad:?} accepted");
     }
-    assert!(LayerId::new("b-0123456789abcdefABCDEF0123456789.af").is_some());
 }

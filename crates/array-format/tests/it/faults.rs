@@ -224,22 +224,19 @@ fn fault_loop(action: Action, budget: u64) {
                 "{action:?} (budget {budget}) with {kind:?} at op {n} {:?}",
                 log.get(n as usize)
             );
-            match r {
-                Err(e) => {
-                    assert!(matches!(e, Error::Io { .. }), "{what}: {e:?}");
-                    check_after_failure(&fx, &what);
-                    retry_and_finish(&mut fx, action, &what);
+            if let Err(e) = r {
+                assert!(matches!(e, Error::Io { .. }), "{what}: {e:?}");
+                check_after_failure(&fx, &what);
+                retry_and_finish(&mut fx, action, &what);
+            } else {
+                if ops > n {
+                    // The fault hit, yet the operation succeeded: only a
+                    // best-effort cleanup may swallow a failure.
+                    assert_eq!(log[n as usize].0, Op::Remove, "{what}: fault swallowed");
                 }
-                Ok(()) => {
-                    if ops > n {
-                        // The fault hit, yet the operation succeeded: only a
-                        // best-effort cleanup may swallow a failure.
-                        assert_eq!(log[n as usize].0, Op::Remove, "{what}: fault swallowed");
-                    }
-                    check_after_success(&fx, action, &what);
-                    if ops <= n {
-                        break;
-                    }
+                check_after_success(&fx, action, &what);
+                if ops <= n {
+                    break;
                 }
             }
             n += 1;
@@ -295,20 +292,17 @@ fn full_disk_loop(action: Action, budget: u64) {
         let r = act(&mut fx.f, action);
         fx.storage.set_capacity(None);
         let what = format!("{action:?} (budget {budget}) with {extra} bytes free");
-        match r {
-            Err(e) => {
-                assert!(
-                    matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull),
-                    "{what}: {e:?}"
-                );
-                failures += 1;
-                check_after_failure(&fx, &what);
-                retry_and_finish(&mut fx, action, &what);
-            }
-            Ok(()) => {
-                check_after_success(&fx, action, &what);
-                break;
-            }
+        if let Err(e) = r {
+            assert!(
+                matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull),
+                "{what}: {e:?}"
+            );
+            failures += 1;
+            check_after_failure(&fx, &what);
+            retry_and_finish(&mut fx, action, &what);
+        } else {
+            check_after_success(&fx, action, &what);
+            break;
         }
         assert!(extra < 1 << 20, "{what}: never succeeds");
     }
@@ -376,5 +370,42 @@ fn faults_while_spilling_keep_the_file_consistent() {
                 assert!(errors > 0, "{what}: fault hit but no write reported it");
             }
         }
+    }
+}
+
+/// A flush and a compaction create the layer with `create_new`, fsync it, then
+/// fsync the directory, and only then does the layer join the file.
+#[test]
+fn new_layers_are_fsynced_then_their_directory() {
+    for action in [Action::Flush, Action::Compact] {
+        let mut fx = if is_compaction(action) {
+            compact_fixture(256 << 20)
+        } else {
+            flush_fixture(256 << 20)
+        };
+        fx.storage.reset_ops();
+        act(&mut fx.f, action).unwrap();
+        let log = fx.storage.op_log();
+        let new = fx.f.layers().last().map(mem_layer_path).unwrap();
+        let pos = |op: Op, path: &std::path::Path| {
+            log.iter()
+                .position(|(o, p)| *o == op && p == path)
+                .unwrap_or_else(|| panic!("{action:?}: no {op:?} on {}: {log:?}", path.display()))
+        };
+        let create = pos(Op::Create, &new);
+        let sync = pos(Op::Sync, &new);
+        let sync_dir = pos(Op::SyncDir, std::path::Path::new(crate::common::MEM_DIR));
+        assert!(
+            create < sync && sync < sync_dir,
+            "{action:?}: order in {log:?}"
+        );
+        let last_write = log
+            .iter()
+            .rposition(|(o, p)| *o == Op::Write && *p == new)
+            .unwrap();
+        assert!(
+            last_write < sync,
+            "{action:?}: a write after the fsync: {log:?}"
+        );
     }
 }

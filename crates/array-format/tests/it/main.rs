@@ -6,6 +6,8 @@
 #![allow(clippy::cast_lossless)]
 // Exact float comparisons are the point of round-trip tests.
 #![allow(clippy::float_cmp)]
+// Index arithmetic over rows, columns, heights and widths reads best as i, j, r, c, h, w.
+#![allow(clippy::many_single_char_names, clippy::similar_names)]
 
 mod common;
 mod corruption;

@@ -182,7 +182,7 @@ fn run_case<T: TestElem>(c: &Case, plan: &Plan) {
     let storage = Arc::new(MemoryStorage::new());
     let dir = Path::new(MEM_DIR);
     // Half the cases share a tiny cache that evicts on almost every insert.
-    let cache = Arc::new(if c.data % 2 == 0 {
+    let cache = Arc::new(if c.data.is_multiple_of(2) {
         DeltaCache::new(DeltaCacheConfig {
             raw_capacity_bytes: 256,
             decoded_capacity_bytes: 512,
@@ -340,7 +340,7 @@ fn roundtrip_from_non_standard_layout_views() {
         let src = Array2::from_shape_fn((6, 4), |(j, i)| (10 * i + j) as i32);
         f.write_array("a", &[], src.t().into_dyn()).unwrap();
         let mut want: Vec<i32> = (0..4)
-            .flat_map(|i| (0..6).map(move |j| (10 * i + j) as i32))
+            .flat_map(|i| (0..6).map(move |j| 10 * i + j))
             .collect();
         // A reversed, strided view written at an offset (partly covered chunks).
         let big = Array2::from_shape_fn((6, 8), |(i, j)| (100 + 10 * i + j) as i32);

@@ -578,7 +578,6 @@ async fn dataset_view_attributes_schema_stats_meta_and_delete() {
     let meta = ds.array_meta("temp").await.unwrap().unwrap();
     assert_eq!(meta.n_chunks_stored, 2);
     assert_eq!(meta.schema, schema);
-    assert_eq!(meta.name, "temp");
     check(&meta.stats, "array_meta");
     s.flush().await.unwrap();
     check(&ds.array_stats("temp").await.unwrap().unwrap(), "flushed");
@@ -1000,4 +999,44 @@ async fn verify_reports_healthy_and_damaged_stores() {
         .unwrap()
         .unwrap();
     assert_eq!(cells(&flag), vec![1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn array_meta_names_the_array() {
+    // `MergedArrayMeta::name` is documented as the array name.
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let ds = s.create_dataset("d").await.unwrap();
+    ds.define_array::<f32>("temp", strings(&["i"]), vec![4], None, None)
+        .await
+        .unwrap();
+    let meta = ds.array_meta("temp").await.unwrap().unwrap();
+    assert_eq!(
+        meta.name, "temp",
+        "DatasetView::array_meta(\"temp\") on dataset \"d\" names {:?}",
+        meta.name
+    );
+}
+
+#[tokio::test]
+async fn stats_count_unwritten_cells_of_a_partly_written_chunk_without_fill() {
+    // SPEC §4: null_count = cells that are unwritten, equal to the fill value,
+    // or NaN; min/max over the rest. Without a declared fill value, the
+    // unwritten cells of a partly written chunk are still unwritten.
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let ds = s.create_dataset("d").await.unwrap();
+    ds.define_array::<f32>("v", strings(&["i"]), vec![4], Some(vec![4]), None)
+        .await
+        .unwrap();
+    ds.write_array("v", vec![1], arr1(vec![5.0f32]).view())
+        .await
+        .unwrap();
+    let st = ds.array_stats("v").await.unwrap().unwrap();
+    assert_eq!(st.row_count, 4);
+    assert_eq!(
+        (st.null_count, st.min.clone(), st.max.clone()),
+        (3, Some(StatValue::Float(5.0)), Some(StatValue::Float(5.0))),
+        "one cell written with 5.0, three never written: {st:?}"
+    );
 }

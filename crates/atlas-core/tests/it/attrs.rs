@@ -162,6 +162,7 @@ async fn round_trip(format: MetaFormat) {
     }
 
     let ctx = format.name();
+    drop((ds, ds2, s));
     let r = reopen_mem(&storage, ctx).await;
     assert_eq!(r.meta_format(), format, "format detected on open");
     let rd = r.open_dataset("d").await.unwrap();
