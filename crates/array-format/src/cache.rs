@@ -101,11 +101,18 @@ impl Level {
     fn get_or_load(
         &self,
         key: BlockKey,
+        fill: bool,
         load: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<Arc<Vec<u8>>> {
         if let Some(v) = self.lookup(&key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(v);
+        }
+        if !fill {
+            // Streaming reads (scans) use what is cached but never evict the
+            // working set of point reads with blocks they will not revisit.
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return load().map(Arc::new);
         }
         let cell: Cell = Arc::clone(self.inflight.lock().entry(key).or_default());
         let mut own_error = None;
@@ -225,7 +232,25 @@ impl DeltaCache {
         key: BlockKey,
         load: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<Arc<Vec<u8>>> {
-        self.raw.get_or_load(key, load)
+        self.raw.get_or_load(key, true, load)
+    }
+
+    /// Like [`DeltaCache::raw`], but a miss is not added to the cache (for scans).
+    pub fn raw_streaming(
+        &self,
+        key: BlockKey,
+        load: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Arc<Vec<u8>>> {
+        self.raw.get_or_load(key, false, load)
+    }
+
+    /// Like [`DeltaCache::decoded`], but a miss is not added to the cache (for scans).
+    pub fn decoded_streaming(
+        &self,
+        key: BlockKey,
+        load: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Arc<Vec<u8>>> {
+        self.decoded.get_or_load(key, false, load)
     }
 
     /// The decoded bytes of a block, decoding with `load` on a miss.
@@ -234,7 +259,7 @@ impl DeltaCache {
         key: BlockKey,
         load: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<Arc<Vec<u8>>> {
-        self.decoded.get_or_load(key, load)
+        self.decoded.get_or_load(key, true, load)
     }
 
     /// Counters of the stored-bytes level.

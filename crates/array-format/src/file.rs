@@ -501,7 +501,7 @@ impl ArrayFile {
     }
 
     /// Decoded raw bytes of a chunk's newest version.
-    fn chunk_raw(&self, src: &Source<'_>, width: usize) -> Result<Arc<Vec<u8>>> {
+    fn chunk_raw(&self, src: &Source<'_>, width: usize, fill_cache: bool) -> Result<Arc<Vec<u8>>> {
         match src {
             Source::Layer(loc) => {
                 let layer = &self.layers[loc.layer as usize];
@@ -510,14 +510,14 @@ impl ArrayFile {
                     layer_uid: layer.uid,
                     offset: e.offset,
                 };
-                self.cache.decoded(key, || {
-                    let stored = self.cache.raw(key, || {
-                        layer
-                            .handle
-                            .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)
-                    })?;
+                let read = || {
+                    layer
+                        .handle
+                        .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)
+                };
+                let decode = |stored: &[u8]| {
                     decode_checked(
-                        &stored,
+                        stored,
                         e.crc,
                         e.codec,
                         e.filter,
@@ -526,7 +526,13 @@ impl ArrayFile {
                         &layer.path,
                         e.offset,
                     )
-                })
+                };
+                if fill_cache {
+                    self.cache.decoded(key, || decode(&self.cache.raw(key, read)?))
+                } else {
+                    self.cache
+                        .decoded_streaming(key, || decode(&self.cache.raw_streaming(key, read)?))
+                }
             }
             Source::Pending(p) => {
                 let stored = self.pending.stored_bytes(p)?;
@@ -540,9 +546,9 @@ impl ArrayFile {
     }
 
     /// One chunk's cells as an array of its (edge-clipped) shape.
-    fn chunk_array<T: ArrayElement>(&self, src: &Source<'_>, shape: &[u64]) -> Result<ArrayD<T>> {
+    fn chunk_array<T: ArrayElement>(&self, src: &Source<'_>, shape: &[u64], fill_cache: bool) -> Result<ArrayD<T>> {
         let width = T::DTYPE.size_bytes().unwrap_or(0);
-        let raw = self.chunk_raw(src, width)?;
+        let raw = self.chunk_raw(src, width, fill_cache)?;
         let n: u64 = shape.iter().product();
         let path = match src {
             Source::Layer(l) => self.layers[l.layer as usize].path.clone(),
@@ -579,6 +585,28 @@ impl ArrayFile {
         start: &[u64],
         count: &[u64],
     ) -> Result<ArrayD<T>> {
+        self.read_array_with(name, start, count, true)
+    }
+
+    /// Like [`ArrayFile::read_array`], but blocks that miss the cache are not
+    /// added to it: for scans, which would otherwise evict the point-read
+    /// working set with blocks they never revisit.
+    pub fn read_array_streaming<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+    ) -> Result<ArrayD<T>> {
+        self.read_array_with(name, start, count, false)
+    }
+
+    fn read_array_with<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+        fill_cache: bool,
+    ) -> Result<ArrayD<T>> {
         let view = self.view_or_err(name)?;
         let schema = view.schema;
         Self::check_dtype::<T>(name, schema)?;
@@ -594,7 +622,7 @@ impl ArrayFile {
             let (origin, cshape) = schema.chunk_region(only);
             if origin == start && cshape == count {
                 return match view.source(only) {
-                    Some(src) => self.chunk_array(&src, &cshape),
+                    Some(src) => self.chunk_array(&src, &cshape, fill_cache),
                     None => Ok(ArrayD::from_elem(IxDyn(&dims), fill)),
                 };
             }
@@ -605,7 +633,7 @@ impl ArrayFile {
                 continue;
             };
             let (origin, cshape) = schema.chunk_region(idx);
-            let chunk = self.chunk_array::<T>(&src, &cshape)?;
+            let chunk = self.chunk_array::<T>(&src, &cshape, fill_cache)?;
             let ranges = slab::intersect(&origin, &cshape, &start, &count);
             let (cr, rr): (Vec<_>, Vec<_>) = ranges.into_iter().unzip();
             slab::copy_box(&mut out.view_mut(), &rr, &chunk.view(), &cr);
@@ -656,7 +684,7 @@ impl ArrayFile {
                 slab::extract(&data, &rr)
             } else {
                 let mut base = if let Some(src) = view.source(idx) {
-                    self.chunk_array::<T>(&src, &cshape)?
+                    self.chunk_array::<T>(&src, &cshape, true)?
                 } else {
                     let d: Vec<usize> = cshape.iter().map(|&s| s as usize).collect();
                     ArrayD::from_elem(IxDyn(&d), fill.clone())

@@ -430,7 +430,7 @@ impl Atlas {
                             return Ok(None);
                         }
                         guard
-                            .read_array::<T>(d, &start, &count)
+                            .read_array_streaming::<T>(d, &start, &count)
                             .map(Some)
                             .map_err(|e| Error::array(d, &array, e))
                     })

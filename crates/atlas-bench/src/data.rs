@@ -1,0 +1,49 @@
+//! Deterministic, realistic data: profile-shaped and grid-shaped fields.
+
+/// xorshift64* generator.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Next raw value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+/// A temperature profile of `n` levels for dataset `i` at version `v`: smooth
+/// decay with depth, small noise, rounded to 0.001 like instrument data.
+pub fn profile(i: u64, v: u64, n: usize) -> Vec<f32> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i.wrapping_mul(0x1000_0000_01b3) + v));
+    let surface = 25.0 - 20.0 * ((i % 97) as f64 / 97.0) + v as f64 * 0.01;
+    (0..n)
+        .map(|k| {
+            let z = 5.0 + 20.0 * k as f64;
+            let t = 2.0 + (surface - 2.0) * (-z / 600.0).exp() + rng.range(-0.01, 0.01);
+            ((t * 1000.0).round() / 1000.0) as f32
+        })
+        .collect()
+}
+
+/// A smooth 2-D field (lat × lon) for dataset `i`.
+pub fn grid(i: u64, n_lat: usize, n_lon: usize) -> Vec<f32> {
+    let mut rng = Rng(0x51_7cc1_b727_220a ^ i);
+    let mut v = Vec::with_capacity(n_lat * n_lon);
+    for a in 0..n_lat {
+        let lat = -90.0 + 180.0 * (a as f64 + 0.5) / n_lat as f64;
+        for b in 0..n_lon {
+            let lon = 360.0 * b as f64 / n_lon as f64;
+            let t = 28.0 * lat.to_radians().cos().powi(2) - 1.0 + 1.5 * (lon.to_radians() * 2.0 + i as f64).sin()
+                + rng.range(-0.02, 0.02);
+            v.push(((t * 1000.0).round() / 1000.0) as f32);
+        }
+    }
+    v
+}

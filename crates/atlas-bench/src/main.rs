@@ -1,0 +1,126 @@
+//! `atlas-bench`: whole-workload benchmarks, run by `cargo xtask bench`.
+//!
+//! Each workload builds deterministic, realistic data, checks every value it
+//! reads against the generator (nothing is timed on wrong data), reports the
+//! median of several runs with the min–max spread, and appends the figures to
+//! a JSON results file.
+
+mod data;
+mod workloads;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+
+/// Summary of repeated timings.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Median.
+    pub median: Duration,
+    /// Fastest run.
+    pub min: Duration,
+    /// Slowest run.
+    pub max: Duration,
+}
+
+impl Timing {
+    /// Runs `f` `runs` times (after one warm-up unless `warm` is false).
+    pub fn measure(runs: usize, warm: bool, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+        if warm {
+            f()?;
+        }
+        let mut v = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = Instant::now();
+            f()?;
+            v.push(t.elapsed());
+        }
+        v.sort();
+        Ok(Timing {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        })
+    }
+
+    /// Seconds of the median.
+    pub fn secs(&self) -> f64 {
+        self.median.as_secs_f64()
+    }
+
+    /// `12.3 ms (11.9–13.0)`.
+    pub fn show(&self) -> String {
+        format!("{} ({}–{})", fmt_dur(self.median), fmt_dur(self.min), fmt_dur(self.max))
+    }
+
+    /// As JSON seconds.
+    pub fn json(&self) -> Value {
+        json!({"median_s": self.median.as_secs_f64(), "min_s": self.min.as_secs_f64(), "max_s": self.max.as_secs_f64()})
+    }
+}
+
+/// Human duration.
+pub fn fmt_dur(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1e-3 {
+        format!("{:.1} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+/// Peak resident memory of this process in bytes (`VmHWM`).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resets the peak-RSS counter (Linux `clear_refs` 5); false if unsupported.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--full");
+    let quick = !full;
+    let mut out_path = std::path::PathBuf::from("target/bench-results.json");
+    let mut selected = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" | "--full" => {}
+            "--out" => out_path = it.next().map(Into::into).unwrap_or(out_path),
+            w if !w.starts_with('-') => selected.push(w.to_owned()),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut results = serde_json::Map::new();
+    results.insert("mode".into(), json!(if full { "full" } else { "quick" }));
+    for (name, f) in workloads::ALL {
+        if !selected.is_empty() && !selected.iter().any(|s| s == name) {
+            continue;
+        }
+        eprintln!("== {name}");
+        let t = Instant::now();
+        let v = rt.block_on(f(quick))?;
+        eprintln!("   ({name} took {:.1} s)", t.elapsed().as_secs_f64());
+        results.insert((*name).to_owned(), v);
+    }
+    if let Some(dir) = out_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out_path, serde_json::to_string_pretty(&Value::Object(results))?)?;
+    eprintln!("results written to {}", out_path.display());
+    Ok(())
+}
