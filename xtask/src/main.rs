@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask ci`: exactly what CI runs (format, lints with and without all
 //!   features, every test with and without all features, docs with warnings denied).
-//! - `cargo xtask bench [--quick|--full] [BENCH…]`: the benchmarks.
+//! - `cargo xtask bench [--quick|--full] [WORKLOAD…]`: the workloads of SPEC §6
+//!   (`atlas-bench`); `cargo xtask bench --criterion` runs the Criterion benches.
 
 use std::process::Command;
 use std::time::Instant;
@@ -77,21 +78,18 @@ fn ci() -> Result<()> {
 }
 
 fn bench(args: &[String]) -> Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let names: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
-    let mut cargo_args = vec!["bench", "-p", "array-format"];
-    for n in &names {
-        cargo_args.extend(["--bench", n]);
+    // `--criterion` runs the per-component Criterion benchmarks instead of the
+    // whole workloads of SPEC §6.
+    if args.iter().any(|a| a == "--criterion") {
+        let mut cargo_args = vec!["bench", "-p", "array-format"];
+        if args.iter().any(|a| a == "--quick") {
+            cargo_args.extend(["--", "--quick"]);
+        }
+        return run("criterion benchmarks", "cargo", &cargo_args, &[]);
     }
-    if quick {
-        // Criterion's smoke mode: every benchmark once, no measurement.
-        cargo_args.extend(["--", "--quick"]);
-    }
-    run("criterion benchmarks", "cargo", &cargo_args, &[])
+    let mut cargo_args = vec!["run", "--release", "-p", "atlas-bench", "--"];
+    cargo_args.extend(args.iter().map(String::as_str));
+    run("workload benchmarks", "cargo", &cargo_args, &[])
 }
 
 fn main() -> Result<()> {
@@ -100,7 +98,7 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [--quick|--full] [BENCH...]>");
+            eprintln!("usage: cargo xtask <ci | bench [--quick|--full|--criterion] [WORKLOAD...]>");
             std::process::exit(2);
         }
     }
