@@ -50,7 +50,9 @@ impl LayerId {
         let ok = name.len() == 37
             && (name.starts_with("d-") || name.starts_with("b-"))
             && name.as_bytes()[34..] == *b".af"
-            && name.as_bytes()[2..34].iter().all(u8::is_ascii_hexdigit);
+            && name.as_bytes()[2..34]
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
         ok.then_some(LayerId(name))
     }
 
@@ -123,7 +125,16 @@ struct Committed {
 pub struct PreparedLayer {
     layer: Arc<Layer>,
     footer: Footer,
-    generation: u64,
+    kind: PreparedKind,
+}
+
+/// What a prepared layer was built from, so it is installed only on that state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PreparedKind {
+    /// A delta of the pending changes at this pending generation.
+    Delta { generation: u64 },
+    /// A base merged from exactly these committed layers (by uid).
+    Base { sources: Vec<u128> },
 }
 
 impl PreparedLayer {
@@ -528,7 +539,8 @@ impl ArrayFile {
                     )
                 };
                 if fill_cache {
-                    self.cache.decoded(key, || decode(&self.cache.raw(key, read)?))
+                    self.cache
+                        .decoded(key, || decode(&self.cache.raw(key, read)?))
                 } else {
                     self.cache
                         .decoded_streaming(key, || decode(&self.cache.raw_streaming(key, read)?))
@@ -546,7 +558,12 @@ impl ArrayFile {
     }
 
     /// One chunk's cells as an array of its (edge-clipped) shape.
-    fn chunk_array<T: ArrayElement>(&self, src: &Source<'_>, shape: &[u64], fill_cache: bool) -> Result<ArrayD<T>> {
+    fn chunk_array<T: ArrayElement>(
+        &self,
+        src: &Source<'_>,
+        shape: &[u64],
+        fill_cache: bool,
+    ) -> Result<ArrayD<T>> {
         let width = T::DTYPE.size_bytes().unwrap_or(0);
         let raw = self.chunk_raw(src, width, fill_cache)?;
         let n: u64 = shape.iter().product();
@@ -706,7 +723,7 @@ impl ArrayFile {
                 stored,
                 meta,
                 self.options.pending_budget_bytes,
-                self.storage.as_ref(),
+                &self.storage,
                 &self.dir,
             )?;
         }
@@ -807,10 +824,15 @@ impl ArrayFile {
                 w.append_chunk(idx, &stored, &chunk.meta)?;
             }
         }
-        self.finish_layer(w, self.pending.generation)
+        self.finish_layer(
+            w,
+            PreparedKind::Delta {
+                generation: self.pending.generation,
+            },
+        )
     }
 
-    fn finish_layer(&self, w: LayerWriter, generation: u64) -> Result<PreparedLayer> {
+    fn finish_layer(&self, w: LayerWriter, kind: PreparedKind) -> Result<PreparedLayer> {
         let (path, uid, footer) = w.finish()?;
         self.storage.sync_dir(&self.dir)?;
         let handle = self.storage.open_read(&path)?;
@@ -827,18 +849,22 @@ impl ArrayFile {
                 handle,
             }),
             footer,
-            generation,
+            kind,
         })
     }
 
     /// Makes a layer from [`ArrayFile::write_pending`] part of the file and clears
     /// the pending changes it holds.
     pub fn install(&mut self, prepared: PreparedLayer) -> Result<()> {
-        if prepared.generation != self.pending.generation {
+        if prepared.kind
+            != (PreparedKind::Delta {
+                generation: self.pending.generation,
+            })
+        {
             return Err(Error::StalePreparedLayer);
         }
         self.apply(prepared.layer, prepared.footer)?;
-        self.pending.clear(self.storage.as_ref());
+        self.pending.clear();
         Ok(())
     }
 
@@ -893,12 +919,30 @@ impl ArrayFile {
                 w.append_chunk(idx, &stored, &meta)?;
             }
         }
-        self.finish_layer(w, self.pending.generation)
+        self.finish_layer(
+            w,
+            PreparedKind::Base {
+                sources: self.layer_uids(),
+            },
+        )
+    }
+
+    fn layer_uids(&self) -> Vec<u128> {
+        self.layers.iter().map(|l| l.uid).collect()
     }
 
     /// Replaces every committed layer by a base from [`ArrayFile::compact_prepare`];
     /// returns the retired layers, which the caller removes after committing.
     pub fn install_compacted(&mut self, prepared: PreparedLayer) -> Result<Vec<LayerId>> {
+        // Only onto the exact layer list it was merged from: a base built before
+        // a later flush would silently drop that flush's data.
+        if prepared.kind
+            != (PreparedKind::Base {
+                sources: self.layer_uids(),
+            })
+        {
+            return Err(Error::StalePreparedLayer);
+        }
         let retired = self.layers();
         let old_layers = std::mem::take(&mut self.layers);
         let old_committed = std::mem::take(&mut self.committed);
@@ -916,29 +960,32 @@ impl ArrayFile {
         self.install_compacted(p)
     }
 
-    /// Reads and decodes every chunk of every committed layer (live or not),
-    /// checking each checksum; returns the number of chunks checked.
+    /// Reads and decodes every chunk of every committed layer (live or
+    /// shadowed by a newer layer), checking footers and block checksums again;
+    /// returns the number of chunks checked.
     pub fn verify(&self) -> Result<u64> {
         let mut n = 0;
-        for c in self.committed.values() {
-            let width = c.schema.dtype.size_bytes().unwrap_or(0);
-            for loc in c.chunks.values() {
-                let layer = &self.layers[loc.layer as usize];
-                let e = &loc.entry;
-                let stored = layer
-                    .handle
-                    .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)?;
-                decode_checked(
-                    &stored,
-                    e.crc,
-                    e.codec,
-                    e.filter,
-                    width,
-                    e.raw_len,
-                    &layer.path,
-                    e.offset,
-                )?;
-                n += 1;
+        for layer in &self.layers {
+            let (_, footer) = open_layer_handle(Arc::clone(&layer.handle), &layer.path)?;
+            for rec in &footer.records {
+                let Some(schema) = &rec.schema else { continue };
+                let width = schema.dtype.size_bytes().unwrap_or(0);
+                for e in &rec.chunks {
+                    let stored = layer
+                        .handle
+                        .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)?;
+                    decode_checked(
+                        &stored,
+                        e.crc,
+                        e.codec,
+                        e.filter,
+                        width,
+                        e.raw_len,
+                        &layer.path,
+                        e.offset,
+                    )?;
+                    n += 1;
+                }
             }
         }
         Ok(n)

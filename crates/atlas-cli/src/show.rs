@@ -125,7 +125,7 @@ fn dataset_info(atlas: &Atlas, name: &str, json_out: bool) -> Result<ExitCode> {
             .iter()
             .map(|(a, e)| {
                 let mut v = schema_json(&e.schema);
-                v["attributes"] = serde_json::to_value(&e.attributes).unwrap_or(Value::Null);
+                v["attributes"] = serde_json::to_value(&*e.attributes).unwrap_or(Value::Null);
                 (a.clone(), v)
             })
             .collect();
@@ -172,7 +172,7 @@ fn dataset_info(atlas: &Atlas, name: &str, json_out: bool) -> Result<ExitCode> {
         if let Some(f) = &s.fill_value {
             println!("\t\t{a}:_FillValue = {f} ;");
         }
-        for (k, v) in &e.attributes {
+        for (k, v) in e.attributes.iter() {
             println!("\t\t{a}:{k} = {v} ;");
         }
         println!(

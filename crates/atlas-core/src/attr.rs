@@ -148,25 +148,40 @@ impl Serialize for F64 {
 
 impl<'de> Deserialize<'de> for F64 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Num(f64),
-            Str(String),
+        // A direct visitor: serde's `untagged` enums buffer every value, which
+        // made registry loading allocation-bound.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = F64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number or one of \"NaN\", \"inf\", \"-inf\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<F64, E> {
+                Ok(F64(v))
+            }
+            fn visit_f32<E: serde::de::Error>(self, v: f32) -> Result<F64, E> {
+                Ok(F64(f64::from(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<F64, E> {
+                Ok(F64(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<F64, E> {
+                Ok(F64(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<F64, E> {
+                match s {
+                    "NaN" => Ok(F64(f64::NAN)),
+                    "inf" => Ok(F64(f64::INFINITY)),
+                    "-inf" => Ok(F64(f64::NEG_INFINITY)),
+                    other => other
+                        .strip_prefix("NaN:")
+                        .and_then(|h| u64::from_str_radix(h, 16).ok())
+                        .map(|b| F64(f64::from_bits(b)))
+                        .ok_or_else(|| E::custom(format!("bad float {other:?}"))),
+                }
+            }
         }
-        match Repr::deserialize(d)? {
-            Repr::Num(v) => Ok(F64(v)),
-            Repr::Str(s) => match s.as_str() {
-                "NaN" => Ok(F64(f64::NAN)),
-                "inf" => Ok(F64(f64::INFINITY)),
-                "-inf" => Ok(F64(f64::NEG_INFINITY)),
-                other => other
-                    .strip_prefix("NaN:")
-                    .and_then(|h| u64::from_str_radix(h, 16).ok())
-                    .map(|b| F64(f64::from_bits(b)))
-                    .ok_or_else(|| serde::de::Error::custom(format!("bad float {other:?}"))),
-            },
-        }
+        d.deserialize_any(V)
     }
 }
 

@@ -119,7 +119,7 @@ impl DatasetView {
                 name.to_owned(),
                 ArrayEntry {
                     schema: Arc::new(schema),
-                    attributes: IndexMap::new(),
+                    attributes: Arc::default(),
                 },
             );
             Ok(())
@@ -244,7 +244,7 @@ impl DatasetView {
         let missing = self.array_not_found(array);
         self.with_meta_mut(|m| {
             let a = m.arrays.get_mut(array).ok_or(missing)?;
-            a.attributes.insert(key.to_owned(), value);
+            Arc::make_mut(&mut a.attributes).insert(key.to_owned(), value);
             Ok(())
         })
     }
@@ -262,7 +262,7 @@ impl DatasetView {
 
     /// Every attribute of one array, in insertion order.
     pub fn array_attributes(&self, array: &str) -> Result<IndexMap<String, Attr>> {
-        self.with_meta(|m| m.arrays.get(array).map(|a| a.attributes.clone()))?
+        self.with_meta(|m| m.arrays.get(array).map(|a| (*a.attributes).clone()))?
             .ok_or_else(|| self.array_not_found(array))
     }
 
@@ -270,11 +270,10 @@ impl DatasetView {
     pub fn delete_array_attribute(&self, array: &str, key: &str) -> Result<Option<Attr>> {
         let missing = self.array_not_found(array);
         self.with_meta_mut(|m| {
-            Ok(m.arrays
-                .get_mut(array)
-                .ok_or(missing)?
-                .attributes
-                .shift_remove(key))
+            Ok(
+                Arc::make_mut(&mut m.arrays.get_mut(array).ok_or(missing)?.attributes)
+                    .shift_remove(key),
+            )
         })
     }
 }

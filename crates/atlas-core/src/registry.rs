@@ -33,8 +33,9 @@ const MAX_DECODED_REGISTRY_BYTES: u64 = 16 << 30;
 pub struct ArrayEntry {
     /// The schema (shared between datasets with equal schemas).
     pub schema: Arc<ArraySchema>,
-    /// Per-array attributes, in insertion order.
-    pub attributes: IndexMap<String, Attr>,
+    /// Per-array attributes, in insertion order. Shared between datasets whose
+    /// arrays carry the same attributes (copied on write).
+    pub attributes: Arc<IndexMap<String, Attr>>,
 }
 
 /// Metadata for a single dataset: array schemas and per-dataset attributes.
@@ -202,6 +203,7 @@ pub(crate) fn encode_parts(
     let mut by_ptr: HashMap<*const ArraySchema, usize> = HashMap::new();
     let mut attr_sets: Vec<IndexMap<String, Attr>> = Vec::new();
     let mut attr_index: HashMap<String, usize> = HashMap::new();
+    let mut attr_by_ptr: HashMap<*const IndexMap<String, Attr>, usize> = HashMap::new();
     let mut datasets = Vec::with_capacity(datasets_in.len());
     for (name, ds) in datasets_in {
         let mut arrays = IndexMap::with_capacity(ds.arrays.len());
@@ -221,11 +223,17 @@ pub(crate) fn encode_parts(
                 })
             });
             let attrs = (!entry.attributes.is_empty()).then(|| {
-                let key = serde_json::to_string(&entry.attributes).expect("attributes serialize");
-                *attr_index.entry(key).or_insert_with(|| {
-                    attr_sets.push(entry.attributes.clone());
-                    attr_sets.len() - 1
-                })
+                // Shared maps are recognised by pointer; equal unshared ones by content.
+                *attr_by_ptr
+                    .entry(Arc::as_ptr(&entry.attributes))
+                    .or_insert_with(|| {
+                        let key = serde_json::to_string(&*entry.attributes)
+                            .expect("attributes serialize");
+                        *attr_index.entry(key).or_insert_with(|| {
+                            attr_sets.push((*entry.attributes).clone());
+                            attr_sets.len() - 1
+                        })
+                    })
             });
             arrays.insert(aname.clone(), DsArrayRepr { schema: idx, attrs });
         }
@@ -360,6 +368,14 @@ impl Registry {
             .map_err(|e| corrupt(format!("schema {i}: {e}")))?;
             schemas.push(Arc::new(schema));
         }
+        let empty_attrs = Arc::new(IndexMap::new());
+        let mut attr_sets = Vec::with_capacity(repr.attr_sets.len());
+        for set in repr.attr_sets {
+            for k in set.keys() {
+                validate_attribute_name(k).map_err(|e| corrupt(e.to_string()))?;
+            }
+            attr_sets.push(Arc::new(set));
+        }
         let mut datasets = IndexMap::with_capacity(repr.datasets.len());
         for d in repr.datasets {
             validate_dataset_name(&d.name).map_err(|e| corrupt(e.to_string()))?;
@@ -378,13 +394,13 @@ impl Registry {
                     .get(a.schema)
                     .cloned()
                     .ok_or_else(|| corrupt(format!("schema index {} out of range", a.schema)))?;
-                let attributes =
-                    match a.attrs {
-                        None => IndexMap::new(),
-                        Some(i) => repr.attr_sets.get(i).cloned().ok_or_else(|| {
-                            corrupt(format!("attribute set index {i} out of range"))
-                        })?,
-                    };
+                let attributes = match a.attrs {
+                    None => Arc::clone(&empty_attrs),
+                    Some(i) => attr_sets
+                        .get(i)
+                        .cloned()
+                        .ok_or_else(|| corrupt(format!("attribute set index {i} out of range")))?,
+                };
                 ds_arrays.insert(aname, ArrayEntry { schema, attributes });
             }
             let prev = datasets.insert(
@@ -438,7 +454,10 @@ mod tests {
                 "temp".into(),
                 ArrayEntry {
                     schema: Arc::clone(&schema),
-                    attributes: IndexMap::from([("units".to_owned(), Attr::from("degC"))]),
+                    attributes: Arc::new(IndexMap::from([(
+                        "units".to_owned(),
+                        Attr::from("degC"),
+                    )])),
                 },
             );
             r.datasets.insert(format!("ds{i}"), ds);

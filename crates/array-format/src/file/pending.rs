@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use parking_lot::Mutex;
@@ -43,6 +44,15 @@ pub(crate) struct PendingArray {
 struct Scratch {
     handle: Box<dyn WriteHandle>,
     path: PathBuf,
+    storage: Arc<dyn Storage>,
+}
+
+impl Drop for Scratch {
+    /// The scratch file lives exactly as long as some pending chunk is in it.
+    fn drop(&mut self) {
+        // Best effort: an unnamed file is garbage the store's writer removes later.
+        let _ = self.storage.remove_file(&self.path);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +60,8 @@ pub(crate) struct Pending {
     pub arrays: IndexMap<String, PendingArray>,
     scratch: Mutex<Option<Scratch>>,
     mem_bytes: u64,
+    /// Pending chunks stored in the scratch file; the file goes when this drops to 0.
+    scratch_chunks: u64,
     /// Bumped on every mutation, so a prepared layer can tell it is still current.
     pub generation: u64,
 }
@@ -69,8 +81,14 @@ impl Pending {
     }
 
     fn forget(&mut self, chunk: &PendingChunk) {
-        if let PendingData::Mem(b) = &chunk.data {
-            self.mem_bytes -= b.len() as u64;
+        match &chunk.data {
+            PendingData::Mem(b) => self.mem_bytes -= b.len() as u64,
+            PendingData::Scratch { .. } => {
+                self.scratch_chunks -= 1;
+                if self.scratch_chunks == 0 {
+                    *self.scratch.lock() = None;
+                }
+            }
         }
     }
 
@@ -112,7 +130,7 @@ impl Pending {
         stored: Vec<u8>,
         meta: BlockMeta,
         budget_bytes: u64,
-        storage: &dyn Storage,
+        storage: &Arc<dyn Storage>,
         dir: &Path,
     ) -> Result<()> {
         self.touch();
@@ -135,12 +153,16 @@ impl Pending {
     }
 
     /// Moves every in-memory chunk to the scratch file.
-    fn spill(&mut self, storage: &dyn Storage, dir: &Path) -> Result<()> {
+    fn spill(&mut self, storage: &Arc<dyn Storage>, dir: &Path) -> Result<()> {
         let mut guard = self.scratch.lock();
         if guard.is_none() {
             let path = dir.join(format!("scratch-{:032x}.tmp", crate::file::random_uid()));
             let handle = storage.create_new(&path)?;
-            *guard = Some(Scratch { handle, path });
+            *guard = Some(Scratch {
+                handle,
+                path,
+                storage: Arc::clone(storage),
+            });
         }
         let scratch = guard.as_mut().expect("created above");
         for arr in self.arrays.values_mut() {
@@ -150,6 +172,7 @@ impl Pending {
                     scratch.handle.append(bytes)?;
                     let len = bytes.len() as u64;
                     self.mem_bytes -= len;
+                    self.scratch_chunks += 1;
                     c.data = PendingData::Scratch { offset, len };
                 }
             }
@@ -172,13 +195,12 @@ impl Pending {
     }
 
     /// Clears everything (after a successful flush) and removes the scratch file.
-    pub(crate) fn clear(&mut self, storage: &dyn Storage) {
+    pub(crate) fn clear(&mut self) {
         self.arrays.clear();
         self.mem_bytes = 0;
+        self.scratch_chunks = 0;
         self.touch();
-        if let Some(s) = self.scratch.lock().take() {
-            // Best effort: an unnamed scratch file is garbage the store removes later.
-            let _ = storage.remove_file(&s.path);
-        }
+        // Dropping the scratch handle removes the file.
+        *self.scratch.lock() = None;
     }
 }

@@ -50,6 +50,16 @@ pub fn proptest_config(test: &str, cases: u32) -> Config {
     cfg
 }
 
+/// `base` scaled by the `AF_FUZZ_SCALE` environment variable (default 1), for
+/// longer fuzz runs by hand.
+pub fn fuzz_iters(base: u64) -> u64 {
+    let scale = std::env::var("AF_FUZZ_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1);
+    base * scale.max(1)
+}
+
 /// `SplitMix64`: a tiny deterministic PRNG for data and fuzz inputs.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);

@@ -14,7 +14,8 @@ use array_format::{
 use ndarray::ArrayD;
 
 use crate::common::{
-    crc32c, dims, dump, dump_bounded, footer_span, is_damage_error, nd, Rng, MEM_DIR,
+    crc32c, dims, dump, dump_bounded, footer_span, fuzz_iters, is_damage_error, nd, Rng, CODECS,
+    MEM_DIR,
 };
 
 /// Runs `f`, turning a panic into a test failure that names `what`.
@@ -271,7 +272,7 @@ fn two_array_layer(codec: Codec) -> (LayerId, Vec<u8>, usize) {
 
 #[test]
 fn a_bit_flip_in_a_block_fails_that_chunk_with_path_and_offset() {
-    for codec in [Codec::None, Codec::Lz4, Codec::Zstd { level: 1 }] {
+    for &codec in CODECS {
         let (id, bytes, block_end) = two_array_layer(codec);
         let path = Path::new(MEM_DIR).join(id.as_str());
         for pos in 32..block_end {
@@ -478,7 +479,7 @@ fn decode_footer_never_panics() {
     let footer = &bytes[off..off + len];
     assert!(fuzzing::decode_footer(footer), "the valid footer decodes");
     let mut rng = Rng::new(0xf007);
-    for i in 0..4000 {
+    for i in 0..fuzz_iters(4000) {
         let input = if i % 4 == 0 {
             let n = rng.below(300) as usize;
             rng.bytes(n)
@@ -501,11 +502,8 @@ fn decode_footer_never_panics() {
 /// Valid stored blocks with how to decode them: (bytes, codec, filter, width, raw length).
 fn valid_blocks() -> Vec<(Vec<u8>, u8, u8, usize, usize)> {
     let mut out = Vec::new();
-    for (codec, id) in [
-        (Codec::None, 0u8),
-        (Codec::Lz4, 1),
-        (Codec::Zstd { level: 1 }, 2),
-    ] {
+    for &codec in CODECS {
+        let id = codec.id();
         for shuffle in [false, true] {
             let storage = Arc::new(MemoryStorage::new());
             let mut f = ArrayFile::create(
@@ -543,7 +541,7 @@ fn decode_block_never_panics() {
         );
     }
     let mut rng = Rng::new(0xb10c);
-    for i in 0..4000 {
+    for i in 0..fuzz_iters(4000) {
         let (input, codec, filter, width, raw_len) = if i % 3 == 0 {
             let n = rng.below(200) as usize;
             let raw_len = if rng.below(50) == 0 {
@@ -584,7 +582,7 @@ fn open_layer_bytes_never_panics() {
     let (_, bytes, _) = mem_layer();
     assert!(fuzzing::open_layer_bytes(&bytes), "the valid layer opens");
     let mut rng = Rng::new(0x1a7e);
-    for i in 0..3000 {
+    for i in 0..fuzz_iters(3000) {
         let input = match i % 5 {
             0 => {
                 let n = rng.below(200) as usize;
@@ -617,7 +615,7 @@ fn resealed_footer_mutations_never_panic() {
     let footer = bytes[off..off + len].to_vec();
     let mut rng = Rng::new(0x5ea1);
     let mut opened = 0;
-    for i in 0..2500 {
+    for i in 0..fuzz_iters(2500) {
         let mut body = mutate(&mut rng, &footer);
         if rng.below(3) == 0 {
             // Keep the uid intact more often so decoding gets past it.
@@ -675,4 +673,92 @@ fn resealed_footer_mutations_never_panic() {
         crc32c(&footer).to_le_bytes(),
         bytes[bytes.len() - 16..bytes.len() - 12]
     );
+}
+
+/// A one-array, one-chunk layer ("x", f64, shape [8], no fill) and the offset of
+/// its chunk entry's codec byte within the file.
+fn single_chunk_layer(codec: Codec) -> (LayerId, Vec<u8>, usize) {
+    let storage = Arc::new(MemoryStorage::new());
+    let mut f = ArrayFile::create(
+        storage.clone(),
+        Path::new(MEM_DIR),
+        ArrayFileOptions {
+            compression: Compression {
+                codec,
+                shuffle: false,
+            },
+            ..ArrayFileOptions::default()
+        },
+        Arc::new(DeltaCache::default()),
+    )
+    .unwrap();
+    f.define_array::<f64>("x", vec!["d0".into()], vec![8], None, None)
+        .unwrap();
+    let v: Vec<f64> = (0..8).map(f64::from).collect();
+    f.write_array("x", &[], nd(&[8], v).view()).unwrap();
+    let id = f.flush().unwrap().unwrap();
+    let bytes = storage
+        .contents(&Path::new(MEM_DIR).join(id.as_str()))
+        .unwrap();
+    let (off, _) = footer_span(&bytes);
+    // uid 16, n_records 4, name 4+1, kind 1, dtype 1, rank 4, dim 4+2, shape 8,
+    // chunk shape 8, has_fill 1, n_chunks 8; then idx, offset, stored, raw (4×8).
+    let codec_at = off + 16 + 4 + 5 + 1 + 1 + 4 + 6 + 8 + 8 + 1 + 8 + 32;
+    (id, bytes, codec_at)
+}
+
+/// Replaces the footer CRC so a deliberate footer edit gets past it.
+fn reseal(bytes: &mut [u8]) {
+    let (off, len) = footer_span(bytes);
+    let crc = crc32c(&bytes[off..off + len]);
+    let at = bytes.len() - 16;
+    bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Footer fields edited on purpose (footer CRC re-sealed) give typed errors: an
+/// unknown codec id is corruption at open, a codec this build lacks is
+/// `CodecUnavailable` on read, a mismatched codec is corruption on read.
+#[test]
+fn tampered_codec_ids_give_typed_errors() {
+    let (id, bytes, codec_at) = single_chunk_layer(Codec::Lz4);
+    assert_eq!(bytes[codec_at], 1, "the codec byte of an LZ4 block");
+    assert!(open_bytes(&id, &bytes).is_ok());
+
+    let mut b = bytes.clone();
+    b[codec_at] = 9;
+    reseal(&mut b);
+    let r = open_bytes(&id, &b);
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+
+    #[cfg(not(feature = "blosc2"))]
+    {
+        let mut b = bytes.clone();
+        b[codec_at] = 3;
+        reseal(&mut b);
+        let r = open_bytes(&id, &b);
+        assert!(
+            matches!(
+                r,
+                Err(Error::CodecUnavailable {
+                    codec: "blosc2",
+                    feature: "blosc2",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert!(r.unwrap_err().is_corruption());
+    }
+
+    // LZ4 bytes declared as Zstandard or as stored: the decoder rejects them.
+    for other in [0u8, 2] {
+        let mut b = bytes.clone();
+        b[codec_at] = other;
+        reseal(&mut b);
+        let r = open_bytes(&id, &b);
+        assert!(
+            matches!(r, Err(Error::Corrupt { .. })),
+            "codec {other}: {r:?}"
+        );
+    }
 }

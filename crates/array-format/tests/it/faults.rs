@@ -242,6 +242,7 @@ fn fault_loop(action: Action, budget: u64) {
             n += 1;
             assert!(n < 10_000, "{what}: the operation never completes");
         }
+        eprintln!("{action:?} (budget {budget}), {kind:?}: {n} fault points");
         assert!(n >= 5, "{action:?}: only {n} faults were injected");
     }
 }

@@ -441,7 +441,7 @@ fn run(cfg: &RunConfig, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(proptest_config("model_sequences", 160))]
+    #![proptest_config(proptest_config("model_sequences", 256))]
 
     /// Random operation sequences agree with the model after every step.
     #[test]

@@ -488,7 +488,13 @@ fn a_stale_pending_layer_is_refused() {
     f.write_array("a", &[0], nd(&[1], vec![2.0f32]).view())
         .unwrap();
     assert!(matches!(f.install(p), Err(Error::StalePreparedLayer)));
-    assert!(f.layers().is_empty());
+    // Two layers prepared from the same changes: only the first installs.
+    let p1 = f.write_pending().unwrap().unwrap();
+    let p2 = f.write_pending().unwrap().unwrap();
+    assert_ne!(p1.id(), p2.id());
+    f.install(p1).unwrap();
+    assert!(matches!(f.install(p2), Err(Error::StalePreparedLayer)));
+    assert_eq!(f.layers().len(), 1);
     assert_eq!(read_f32(&f, "a"), vec![2.0, 1.0, 1.0, 1.0]);
     // A compaction in between leaves the pending changes alone: the prepared
     // layer either installs on top of the new base or is refused as stale.

@@ -266,7 +266,7 @@ fn run(c: &Case, plan: &Plan) {
 }
 
 proptest! {
-    #![proptest_config(proptest_config("roundtrip_random_regions", 200))]
+    #![proptest_config(proptest_config("roundtrip_random_regions", 256))]
 
     /// Random shape, chunking, fill, two region writes and a region read.
     #[test]
