@@ -1,5 +1,7 @@
 //! Deterministic, realistic data: profile-shaped and grid-shaped fields.
 
+#![allow(clippy::many_single_char_names)] // formulas read best with their usual letters
+
 /// xorshift64* generator.
 pub struct Rng(pub u64);
 
@@ -40,7 +42,8 @@ pub fn grid(i: u64, n_lat: usize, n_lon: usize) -> Vec<f32> {
         let lat = -90.0 + 180.0 * (a as f64 + 0.5) / n_lat as f64;
         for b in 0..n_lon {
             let lon = 360.0 * b as f64 / n_lon as f64;
-            let t = 28.0 * lat.to_radians().cos().powi(2) - 1.0 + 1.5 * (lon.to_radians() * 2.0 + i as f64).sin()
+            let t = 28.0 * lat.to_radians().cos().powi(2) - 1.0
+                + 1.5 * (lon.to_radians() * 2.0 + i as f64).sin()
                 + rng.range(-0.02, 0.02);
             v.push(((t * 1000.0).round() / 1000.0) as f32);
         }

@@ -51,7 +51,12 @@ impl Timing {
 
     /// `12.3 ms (11.9–13.0)`.
     pub fn show(&self) -> String {
-        format!("{} ({}–{})", fmt_dur(self.median), fmt_dur(self.min), fmt_dur(self.max))
+        format!(
+            "{} ({}–{})",
+            fmt_dur(self.median),
+            fmt_dur(self.min),
+            fmt_dur(self.max)
+        )
     }
 
     /// As JSON seconds.
@@ -104,7 +109,9 @@ fn main() -> Result<()> {
             other => bail!("unknown option {other}"),
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut results = serde_json::Map::new();
     results.insert("mode".into(), json!(if full { "full" } else { "quick" }));
     for (name, f) in workloads::ALL {
@@ -120,7 +127,10 @@ fn main() -> Result<()> {
     if let Some(dir) = out_path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&out_path, serde_json::to_string_pretty(&Value::Object(results))?)?;
+    std::fs::write(
+        &out_path,
+        serde_json::to_string_pretty(&Value::Object(results))?,
+    )?;
     eprintln!("results written to {}", out_path.display());
     Ok(())
 }

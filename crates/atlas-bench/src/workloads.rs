@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use array_format::{ArrayFile, ArrayFileOptions, DeltaCache, DeltaCacheConfig, LayerId, LocalStorage};
+use array_format::{
+    ArrayFile, ArrayFileOptions, DeltaCache, DeltaCacheConfig, LayerId, LocalStorage,
+};
 use atlas::{Atlas, Attr, OpenOptions, StoreConfig};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::{json, Value};
@@ -40,8 +42,10 @@ async fn ingest(path: &Path, n: u64) -> Result<(Atlas, f64, f64)> {
         ds.set_attribute("cycle_number", Attr::Int64(i as i64))?;
         ds.set_attribute("latitude", Attr::Float64((i % 180) as f64 - 90.0))?;
         for (k, a) in ARRAYS.iter().enumerate() {
-            ds.define_array::<f32>(a, vec!["N_LEVELS".into()], vec![LEVELS as u64], None, None).await?;
-            ds.write_array(a, vec![0], arr(profile(i * 3 + k as u64, 0, LEVELS)).view()).await?;
+            ds.define_array::<f32>(a, vec!["N_LEVELS".into()], vec![LEVELS as u64], None, None)
+                .await?;
+            ds.write_array(a, vec![0], arr(profile(i * 3 + k as u64, 0, LEVELS)).view())
+                .await?;
         }
     }
     let t_ingest = t.elapsed().as_secs_f64();
@@ -53,7 +57,17 @@ async fn ingest(path: &Path, n: u64) -> Result<(Atlas, f64, f64)> {
 /// W1/W2/W3/W4/W6 and the flush-scaling curve: stores of 10k, 30k, 100k datasets.
 async fn scale(_quick: bool) -> Result<Value> {
     let mut rows = Vec::new();
-    println!("{:>8} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12} {:>12}", "datasets", "ingest", "flush", "flush/ds", "reopen+read", "read ds", "scan TEMP", "flush 1%");
+    println!(
+        "{:>8} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "datasets",
+        "ingest",
+        "flush",
+        "flush/ds",
+        "reopen+read",
+        "read ds",
+        "scan TEMP",
+        "flush 1%"
+    );
     for n in [10_000u64, 30_000, 100_000] {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("store");
@@ -66,8 +80,15 @@ async fn scale(_quick: bool) -> Result<Value> {
             tokio::task::block_in_place(|| {
                 rt.block_on(async {
                     let s = Atlas::open_path(&path).await?;
-                    let a = s.open_dataset(&probe).await?.read_array::<f32>("TEMP", vec![], vec![]).await?;
-                    ensure!(a.is_some_and(|a| a.iter().copied().eq(profile((n / 2) * 3, 0, LEVELS))), "wrong data");
+                    let a = s
+                        .open_dataset(&probe)
+                        .await?
+                        .read_array::<f32>("TEMP", vec![], vec![])
+                        .await?;
+                    ensure!(
+                        a.is_some_and(|a| a.iter().copied().eq(profile((n / 2) * 3, 0, LEVELS))),
+                        "wrong data"
+                    );
                     Ok(())
                 })
             })
@@ -80,7 +101,10 @@ async fn scale(_quick: bool) -> Result<Value> {
             tokio::task::block_in_place(|| {
                 rt.block_on(async {
                     for a in ARRAYS {
-                        ensure!(ds.read_array::<f32>(a, vec![], vec![]).await?.is_some(), "missing");
+                        ensure!(
+                            ds.read_array::<f32>(a, vec![], vec![]).await?.is_some(),
+                            "missing"
+                        );
                     }
                     Ok(())
                 })
@@ -91,21 +115,35 @@ async fn scale(_quick: bool) -> Result<Value> {
         let t = Instant::now();
         let mut cells = 0usize;
         for (b, batch) in names.chunks(4096).enumerate() {
-            let parts = s.read_array_across::<f32, _>("TEMP", batch, vec![], vec![]).await?;
+            let parts = s
+                .read_array_across::<f32, _>("TEMP", batch, vec![], vec![])
+                .await?;
             for (j, p) in parts.into_iter().enumerate() {
                 let i = (b * 4096 + j) as u64;
                 let p = p.expect("every dataset has TEMP");
-                ensure!(p.iter().copied().eq(profile(i * 3, 0, LEVELS)), "wrong scan data");
+                ensure!(
+                    p.iter().copied().eq(profile(i * 3, 0, LEVELS)),
+                    "wrong scan data"
+                );
                 cells += p.len();
             }
         }
         let t_scan = t.elapsed().as_secs_f64();
         drop(s);
         // W6: change 1% of datasets, flush.
-        let s = Atlas::open_with(Arc::new(LocalStorage), &path, OpenOptions { write: true, ..OpenOptions::default() }).await?;
+        let s = Atlas::open_with(
+            Arc::new(LocalStorage),
+            &path,
+            OpenOptions {
+                write: true,
+                ..OpenOptions::default()
+            },
+        )
+        .await?;
         for i in (0..n).step_by(100) {
             let ds = s.open_dataset(&format!("profile_{i:07}")).await?;
-            ds.write_array("TEMP", vec![0], arr(profile(i * 3, 1, LEVELS)).view()).await?;
+            ds.write_array("TEMP", vec![0], arr(profile(i * 3, 1, LEVELS)).view())
+                .await?;
         }
         let t = Instant::now();
         s.flush().await?;
@@ -137,20 +175,39 @@ fn no_cache() -> Arc<DeltaCache> {
     }))
 }
 
+#[allow(clippy::unused_async)] // every workload has the same async signature
 /// W7: read latency with 1, 10 and 100 layers against the compacted file.
 async fn layers(quick: bool) -> Result<Value> {
     const N: u64 = 2_000;
     const LEN: usize = 1_000;
     let storage = Arc::new(LocalStorage);
     let mut out = Vec::new();
-    println!("{:>7} {:>16} {:>16} {:>16} {:>16}", "layers", "read one", "compacted", "ratio", "scan all");
-    let depths: &[u64] = if quick { &[1, 10, 100] } else { &[1, 10, 100, 300] };
+    println!(
+        "{:>7} {:>16} {:>16} {:>16} {:>16}",
+        "layers", "read one", "compacted", "ratio", "scan all"
+    );
+    let depths: &[u64] = if quick {
+        &[1, 10, 100]
+    } else {
+        &[1, 10, 100, 300]
+    };
     for &n_layers in depths {
         let dir = tempfile::tempdir()?;
-        let mut f = ArrayFile::create(storage.clone(), dir.path(), ArrayFileOptions::default(), no_cache())?;
+        let mut f = ArrayFile::create(
+            storage.clone(),
+            dir.path(),
+            ArrayFileOptions::default(),
+            no_cache(),
+        )?;
         let mut version = vec![0u64; N as usize];
         for i in 0..N {
-            f.define_array::<f32>(&format!("p{i}"), vec!["z".into()], vec![LEN as u64], None, None)?;
+            f.define_array::<f32>(
+                &format!("p{i}"),
+                vec!["z".into()],
+                vec![LEN as u64],
+                None,
+                None,
+            )?;
             f.write_array(&format!("p{i}"), &[0], arr(profile(i, 0, LEN)).view())?;
         }
         f.flush()?;
@@ -166,18 +223,33 @@ async fn layers(quick: bool) -> Result<Value> {
         }
         ensure!(f.layers().len() as u64 == n_layers, "layer count");
         let layers: Vec<LayerId> = f.layers();
-        let opened = ArrayFile::open(storage.clone(), dir.path(), &layers, ArrayFileOptions::default(), no_cache())?;
+        let opened = ArrayFile::open(
+            storage.clone(),
+            dir.path(),
+            &layers,
+            ArrayFileOptions::default(),
+            no_cache(),
+        )?;
         let read_one = |file: &ArrayFile, seed: u64| -> Result<()> {
             let mut r = Rng(seed);
             for _ in 0..200 {
                 let i = r.next_u64() % N;
                 let a = file.read_array::<f32>(&format!("p{i}"), &[], &[])?;
-                ensure!(a.iter().copied().eq(profile(i, version[i as usize], LEN)), "wrong data");
+                ensure!(
+                    a.iter().copied().eq(profile(i, version[i as usize], LEN)),
+                    "wrong data"
+                );
             }
             Ok(())
         };
         let stacked = Timing::measure(7, true, || read_one(&opened, 7))?;
-        let mut c = ArrayFile::open(storage.clone(), dir.path(), &layers, ArrayFileOptions::default(), no_cache())?;
+        let mut c = ArrayFile::open(
+            storage.clone(),
+            dir.path(),
+            &layers,
+            ArrayFileOptions::default(),
+            no_cache(),
+        )?;
         c.compact()?;
         let compacted = Timing::measure(7, true, || read_one(&c, 7))?;
         let scan = Timing::measure(3, true, || {
@@ -200,6 +272,7 @@ async fn layers(quick: bool) -> Result<Value> {
     Ok(json!(out))
 }
 
+#[allow(clippy::unused_async)] // every workload has the same async signature
 /// W8: compaction throughput and peak memory on a file larger than the cache.
 async fn compact(quick: bool) -> Result<Value> {
     let (n_arrays, n_layers) = if quick { (400u64, 10u64) } else { (1_600, 20) };
@@ -218,14 +291,24 @@ async fn compact(quick: bool) -> Result<Value> {
     for l in 0..n_layers {
         for i in (l..n_arrays).step_by(n_layers as usize) {
             let name = format!("g{i}");
-            f.define_array::<f32>(&name, vec!["lat".into(), "lon".into()], vec![n_lat as u64, n_lon as u64], Some(vec![64, 256]), None)?;
+            f.define_array::<f32>(
+                &name,
+                vec!["lat".into(), "lon".into()],
+                vec![n_lat as u64, n_lon as u64],
+                Some(vec![64, 256]),
+                None,
+            )?;
             let v = ArrayD::from_shape_vec(IxDyn(&[n_lat, n_lon]), grid(i, n_lat, n_lon))?;
             f.write_array(&name, &[], v.view())?;
         }
         f.flush()?;
     }
     let raw = n_arrays * (n_lat * n_lon * 4) as u64;
-    let on_disk: u64 = std::fs::read_dir(dir.path())?.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum();
+    let on_disk: u64 = std::fs::read_dir(dir.path())?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     let layers = f.layers();
     drop(f);
     let mut g = ArrayFile::open(storage.clone(), dir.path(), &layers, opts, cache)?;
@@ -238,7 +321,10 @@ async fn compact(quick: bool) -> Result<Value> {
     // Spot-check the compacted data.
     for i in [0, n_arrays / 2, n_arrays - 1] {
         let a = g.read_array::<f32>(&format!("g{i}"), &[], &[])?;
-        ensure!(a.iter().copied().eq(grid(i, n_lat, n_lon)), "compacted data differs");
+        ensure!(
+            a.iter().copied().eq(grid(i, n_lat, n_lon)),
+            "compacted data differs"
+        );
     }
     println!(
         "compacted {n_layers} layers, {} arrays: {:.0} MB raw / {:.0} MB stored in {} = {:.0} MB/s stored ({:.0} MB/s raw); peak RSS {:.0} MB -> {:.0} MB{}",
@@ -252,6 +338,8 @@ async fn compact(quick: bool) -> Result<Value> {
         rss_peak as f64 / 1e6,
         if rss_reset { "" } else { " (peak counter could not be reset)" }
     );
-    Ok(json!({"arrays": n_arrays, "layers": n_layers, "raw_bytes": raw, "stored_bytes": on_disk, "seconds": secs,
-        "stored_mb_s": on_disk as f64 / secs / 1e6, "rss_before_bytes": rss_before, "rss_peak_bytes": rss_peak, "rss_reset": rss_reset}))
+    Ok(
+        json!({"arrays": n_arrays, "layers": n_layers, "raw_bytes": raw, "stored_bytes": on_disk, "seconds": secs,
+        "stored_mb_s": on_disk as f64 / secs / 1e6, "rss_before_bytes": rss_before, "rss_peak_bytes": rss_peak, "rss_reset": rss_reset}),
+    )
 }

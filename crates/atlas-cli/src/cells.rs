@@ -130,18 +130,18 @@ pub(crate) use with_dtype;
 
 /// Nested JSON arrays in C order.
 pub fn to_json<T: Cell>(a: &ArrayD<T>) -> Value {
-    fn rec<T: Cell>(v: ndarray::ArrayViewD<'_, T>) -> Value {
+    fn rec<T: Cell>(v: &ndarray::ArrayViewD<'_, T>) -> Value {
         if v.ndim() == 0 {
             return v.first().map_or(Value::Null, Cell::json);
         }
-        Value::Array(v.outer_iter().map(rec).collect())
+        Value::Array(v.outer_iter().map(|sub| rec(&sub)).collect())
     }
-    rec(a.view())
+    rec(&a.view())
 }
 
 /// Nested bracketed text in C order, one innermost row per line.
 pub fn to_text<T: Cell>(a: &ArrayD<T>) -> String {
-    fn rec<T: Cell>(v: ndarray::ArrayViewD<'_, T>, out: &mut String, depth: usize) {
+    fn rec<T: Cell>(v: &ndarray::ArrayViewD<'_, T>, out: &mut String, depth: usize) {
         match v.ndim() {
             0 => out.push_str(&v.first().map(Cell::text).unwrap_or_default()),
             1 => {
@@ -157,13 +157,13 @@ pub fn to_text<T: Cell>(a: &ArrayD<T>) -> String {
                         out.push_str(",\n");
                         out.push_str(&" ".repeat(depth + 1));
                     }
-                    rec(sub, out, depth + 1);
+                    rec(&sub, out, depth + 1);
                 }
                 out.push(']');
             }
         }
     }
     let mut s = String::new();
-    rec(a.view(), &mut s, 0);
+    rec(&a.view(), &mut s, 0);
     s
 }

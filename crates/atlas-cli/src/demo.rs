@@ -220,7 +220,10 @@ pub async fn run(dir: &Path, n_profiles: usize, n_grids: usize, quiet: bool) -> 
         ds.set_attribute("time", Attr::Timestamp(TimestampNs(t * 1_000_000_000)))?;
         ds.set_attribute("latitude", Attr::Float64(lat))?;
         ds.set_attribute("longitude", Attr::Float64(lon))?;
-        ds.set_attribute("data_mode", s(if cycle % 7 == 0 { "D" } else { "R" }))?;
+        ds.set_attribute(
+            "data_mode",
+            s(if cycle.is_multiple_of(7) { "D" } else { "R" }),
+        )?;
         define_profile_arrays(&ds, n).await?;
         for (array, values) in [("PRES", p.pres), ("TEMP", p.temp), ("PSAL", p.psal)] {
             raw += values.len() as u64 * 4;

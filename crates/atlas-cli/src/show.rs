@@ -111,7 +111,7 @@ pub async fn info(store: &Path, dataset: Option<&str>, json: bool) -> Result<Exi
     let atlas = open(store).await?;
     match dataset {
         Some(d) => dataset_info(&atlas, d, json),
-        None => store_info(&atlas, store, json).await,
+        None => store_info(&atlas, store, json),
     }
 }
 
@@ -195,7 +195,7 @@ fn dataset_info(atlas: &Atlas, name: &str, json_out: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn store_info(atlas: &Atlas, store: &Path, json_out: bool) -> Result<ExitCode> {
+fn store_info(atlas: &Atlas, store: &Path, json_out: bool) -> Result<ExitCode> {
     let datasets = atlas.list_datasets();
     let arrays = atlas.list_arrays();
     let mut rows = Vec::new();
