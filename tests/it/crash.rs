@@ -1057,3 +1057,28 @@ fn sigkill_loop_keeps_store_at_a_commit() {
         "the writer never committed: kills too early?"
     );
 }
+
+#[test]
+fn commit_log_parsing() {
+    assert_eq!(parse_log(""), LogState::default());
+    let st = parse_log("pending create 1 h0\ncommitted 1\npending flush 1 h1\ncommitted 2\npending compact 2 h2\ncomm");
+    assert_eq!(st.committed, Some((2, "h1".to_owned())));
+    assert_eq!(
+        st.in_flight,
+        Some(Pending {
+            kind: Kind::Compact,
+            max_step: 2,
+            hash: "h2".to_owned()
+        })
+    );
+    let st = parse_log("pending create 1 h0\ncommitted 1\nstate 7 h7\npending flu");
+    assert_eq!(st.committed, Some((7, "h7".to_owned())));
+    assert_eq!(st.in_flight, None);
+    assert_eq!(parse_log("state 3 h\nabsent\n"), LogState::default());
+}
+
+#[test]
+fn slab_indices_are_row_major() {
+    assert_eq!(slab_indices(&[3, 4], &[1, 2], &[2, 2]), vec![6, 7, 10, 11]);
+    assert_eq!(slab_indices(&[5], &[4], &[1]), vec![4]);
+}

@@ -712,22 +712,23 @@ impl ArrayFile {
             let values = chunk.as_slice().expect("standard layout");
             encoded.push((idx, self.encode_chunk(name, &schema, values)?));
         }
-        if !self.pending.arrays.contains_key(name) {
+        let created_record = !self.pending.arrays.contains_key(name);
+        if created_record {
             self.pending
                 .set_record(name, RecordKind::Update, Some(schema));
         }
-        for (idx, (stored, meta)) in encoded {
-            self.pending.put_chunk(
-                name,
-                idx,
-                stored,
-                meta,
-                self.options.pending_budget_bytes,
-                &self.storage,
-                &self.dir,
-            )?;
-        }
-        Ok(())
+        let chunks = encoded
+            .into_iter()
+            .map(|(idx, (stored, meta))| (idx, stored, meta))
+            .collect();
+        self.pending.put_chunks(
+            name,
+            chunks,
+            created_record,
+            self.options.pending_budget_bytes,
+            &self.storage,
+            &self.dir,
+        )
     }
 
     fn encode_chunk<T: ArrayElement>(

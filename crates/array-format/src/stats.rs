@@ -22,7 +22,8 @@ pub struct ArrayStats {
     /// Largest non-null cell, `None` if every cell is null.
     pub max: Option<StatValue>,
     /// Cells that are null: in a chunk never written, equal to the declared fill
-    /// value, or NaN.
+    /// value, or NaN. Without a declared fill value, the unwritten cells of a
+    /// partly written chunk read as zero and count as values.
     pub null_count: u64,
     /// Number of cells in the array.
     pub row_count: u64,

@@ -202,9 +202,12 @@ impl DatasetView {
             return Ok(None);
         };
         let f = file.read().await;
-        f.array_meta(&self.name)
-            .map(Some)
-            .map_err(|e| Error::array(&self.name, name, e))
+        let mut meta = f
+            .array_meta(&self.name)
+            .map_err(|e| Error::array(&self.name, name, e))?;
+        // The array file keys arrays by dataset; callers know them by array name.
+        meta.name = name.to_owned();
+        Ok(Some(meta))
     }
 
     /// A copy of the dataset's metadata.

@@ -120,34 +120,54 @@ impl Pending {
         }
     }
 
-    /// Stores a chunk (replacing an earlier pending version) and spills to the
-    /// scratch file when over budget.
-    #[allow(clippy::too_many_arguments)] // all are distinct inputs of one step
-    pub(crate) fn put_chunk(
+    /// Stores the chunks of one write (replacing earlier pending versions) and
+    /// spills to the scratch file when over budget. All or nothing: if the
+    /// spill fails, the earlier versions are restored and the error returned.
+    pub(crate) fn put_chunks(
         &mut self,
         name: &str,
-        chunk_idx: u64,
-        stored: Vec<u8>,
-        meta: BlockMeta,
+        chunks: Vec<(u64, Vec<u8>, BlockMeta)>,
+        created_record: bool,
         budget_bytes: u64,
         storage: &Arc<dyn Storage>,
         dir: &Path,
     ) -> Result<()> {
         self.touch();
-        self.mem_bytes += stored.len() as u64;
-        let arr = self.arrays.get_mut(name).expect("record set before chunks");
-        let old = arr.chunks.insert(
-            chunk_idx,
-            PendingChunk {
-                data: PendingData::Mem(stored),
-                meta,
-            },
-        );
-        if let Some(old) = old {
-            self.forget(&old);
+        // Replaced versions stay accounted for until the write is known to stick.
+        let mut replaced: Vec<(u64, Option<PendingChunk>)> = Vec::with_capacity(chunks.len());
+        for (idx, stored, meta) in chunks {
+            self.mem_bytes += stored.len() as u64;
+            let arr = self.arrays.get_mut(name).expect("record set before chunks");
+            let prev = arr.chunks.insert(
+                idx,
+                PendingChunk {
+                    data: PendingData::Mem(stored),
+                    meta,
+                },
+            );
+            replaced.push((idx, prev));
         }
         if self.mem_bytes > budget_bytes {
-            self.spill(storage, dir)?;
+            if let Err(e) = self.spill(storage, dir) {
+                for (idx, prev) in replaced.into_iter().rev() {
+                    let arr = self.arrays.get_mut(name).expect("record set before chunks");
+                    let new = match prev {
+                        Some(p) => arr.chunks.insert(idx, p),
+                        None => arr.chunks.remove(&idx),
+                    }
+                    .expect("inserted above");
+                    self.forget(&new);
+                }
+                if created_record {
+                    self.arrays.shift_remove(name);
+                }
+                return Err(e);
+            }
+        }
+        for (_, prev) in replaced {
+            if let Some(p) = prev {
+                self.forget(&p);
+            }
         }
         Ok(())
     }

@@ -138,6 +138,10 @@ pub(crate) async fn flush(inner: &Arc<Inner>) -> Result<()> {
         // Never mutated through this handle: nothing to commit.
         return Ok(());
     }
+    // Hold the structure lock for the whole flush: a dataset or array defined or
+    // deleted meanwhile (possibly opening an array file this flush did not
+    // lock) must land wholly in this commit or wholly in the next.
+    let _structure = inner.structure.lock().await;
     let mut guards: WriteGuards = Vec::new();
     for (name, f) in inner.open_files() {
         guards.push((name, f.write_owned().await));

@@ -376,7 +376,10 @@ async fn every_dtype_round_trips_with_and_without_fill() {
         .await
         .unwrap()
         .unwrap();
-    assert!(v.iter().all(|x| x.is_nan()), "NaN fill reads as NaN: {v:?}");
+    assert!(
+        v.iter().all(|x: &f32| x.is_nan()),
+        "NaN fill reads as NaN: {v:?}"
+    );
     assert_eq!(r.list_arrays().len(), 27);
     assert_eq!(snapshot(&r).await, snapshot(&s).await);
 }
@@ -1019,24 +1022,398 @@ async fn array_meta_names_the_array() {
 }
 
 #[tokio::test]
-async fn stats_count_unwritten_cells_of_a_partly_written_chunk_without_fill() {
+async fn stats_count_unwritten_cells_exactly_with_a_fill_value_and_per_chunk_without() {
     // SPEC §4: null_count = cells that are unwritten, equal to the fill value,
-    // or NaN; min/max over the rest. Without a declared fill value, the
-    // unwritten cells of a partly written chunk are still unwritten.
+    // or NaN. With a declared fill value, unwritten cells hold the fill value
+    // and are counted cell by cell. Without one, ATLAS tracks "unwritten" per
+    // chunk (documented in ARCHITECTURE.md, "Null counts"): a never-written
+    // chunk is all null, while the unwritten cells of a partly written chunk
+    // read as zero and count as values.
     let storage = MemoryStorage::new();
     let s = create_mem(&storage, StoreConfig::default()).await;
     let ds = s.create_dataset("d").await.unwrap();
-    ds.define_array::<f32>("v", strings(&["i"]), vec![4], Some(vec![4]), None)
+    ds.define_array::<f32>(
+        "filled",
+        strings(&["i"]),
+        vec![8],
+        Some(vec![4]),
+        Some(FillValue::Float32(-1.0)),
+    )
+    .await
+    .unwrap();
+    ds.write_array("filled", vec![1], arr1(vec![5.0f32]).view())
         .await
         .unwrap();
-    ds.write_array("v", vec![1], arr1(vec![5.0f32]).view())
-        .await
-        .unwrap();
-    let st = ds.array_stats("v").await.unwrap().unwrap();
-    assert_eq!(st.row_count, 4);
+    let st = ds.array_stats("filled").await.unwrap().unwrap();
     assert_eq!(
-        (st.null_count, st.min.clone(), st.max.clone()),
-        (3, Some(StatValue::Float(5.0)), Some(StatValue::Float(5.0))),
-        "one cell written with 5.0, three never written: {st:?}"
+        (st.row_count, st.null_count, st.min.clone(), st.max.clone()),
+        (
+            8,
+            7,
+            Some(StatValue::Float(5.0)),
+            Some(StatValue::Float(5.0))
+        ),
+        "one cell written with 5.0, seven never written: {st:?}"
+    );
+    ds.define_array::<f32>("plain", strings(&["i"]), vec![8], Some(vec![4]), None)
+        .await
+        .unwrap();
+    ds.write_array("plain", vec![1], arr1(vec![5.0f32]).view())
+        .await
+        .unwrap();
+    let st = ds.array_stats("plain").await.unwrap().unwrap();
+    assert_eq!(
+        (st.row_count, st.null_count, st.min.clone(), st.max.clone()),
+        (
+            8,
+            4,
+            Some(StatValue::Float(0.0)),
+            Some(StatValue::Float(5.0))
+        ),
+        "chunk 1 never written (4 nulls); chunk 0 written, its other cells read as 0.0: {st:?}"
+    );
+}
+
+fn scratch_files(storage: &MemoryStorage) -> Vec<std::path::PathBuf> {
+    storage
+        .files()
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("scratch-"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pending_data_spills_to_scratch_and_round_trips() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(
+        &storage,
+        StoreConfig {
+            pending_budget_bytes: 64,
+            codec: Codec::None,
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    let ds = s.create_dataset("d").await.unwrap();
+    ds.define_array::<f64>("v", strings(&["i"]), vec![64], Some(vec![8]), None)
+        .await
+        .unwrap();
+    let data: Vec<f64> = (0..64).map(|i| f64::from(i) * 0.5).collect();
+    ds.write_array("v", vec![], arr1(data.clone()).view())
+        .await
+        .unwrap();
+    assert!(
+        !scratch_files(&storage).is_empty(),
+        "over budget: data spilled"
+    );
+    // Overwrite part of a spilled chunk: merged with the spilled bytes.
+    ds.write_array("v", vec![3], arr1(vec![-1.0f64, -2.0]).view())
+        .await
+        .unwrap();
+    let mut want = data.clone();
+    want[3] = -1.0;
+    want[4] = -2.0;
+    let got = ds
+        .read_array::<f64>("v", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&got), want, "reads see spilled pending data");
+    s.flush().await.unwrap();
+    assert!(
+        scratch_files(&storage).is_empty(),
+        "flush removes the scratch file"
+    );
+    let r = reopen_mem(&storage, "spilled").await;
+    let got = r
+        .open_dataset("d")
+        .await
+        .unwrap()
+        .read_array::<f64>("v", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&got), want);
+    drop(r);
+    // Spill again and abandon the handle: the data is not committed, and the
+    // next writer removes the scratch file.
+    ds.write_array("v", vec![], full(&[64], 9.0f64).view())
+        .await
+        .unwrap();
+    assert!(!scratch_files(&storage).is_empty());
+    drop((ds, s));
+    let r = reopen_mem(&storage, "abandoned").await;
+    let rd = r.open_dataset("d").await.unwrap();
+    let got = rd
+        .read_array::<f64>("v", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&got), want, "abandoned pending data is not committed");
+    rd.set_attribute("k", Attr::Int64(1)).unwrap();
+    assert!(
+        scratch_files(&storage).is_empty(),
+        "the next writer sweeps abandoned scratch files: {:?}",
+        scratch_files(&storage)
+    );
+}
+
+#[tokio::test]
+async fn unusual_fill_values_survive_the_registry_bit_for_bit() {
+    let storage = MemoryStorage::new();
+    for fmt in [MetaFormat::Json, MetaFormat::Binary] {
+        let storage = if fmt == MetaFormat::Json {
+            storage.clone()
+        } else {
+            MemoryStorage::new()
+        };
+        let s = create_mem(
+            &storage,
+            StoreConfig {
+                meta_format: fmt,
+                ..StoreConfig::default()
+            },
+        )
+        .await;
+        let ds = s.create_dataset("d").await.unwrap();
+        let fills = [
+            (
+                "f32_payload_nan",
+                FillValue::Float32(f32::from_bits(0x7fc0_0001)),
+            ),
+            ("f32_neg_zero", FillValue::Float32(-0.0)),
+            ("f32_tenth", FillValue::Float32(0.1)),
+            (
+                "f64_payload_nan",
+                FillValue::Float64(f64::from_bits(0x7ff8_0000_0000_0abc)),
+            ),
+            ("f64_neg_zero", FillValue::Float64(-0.0)),
+            ("f64_inf", FillValue::Float64(f64::NEG_INFINITY)),
+            ("str_fill", FillValue::String("NaN".into())),
+        ];
+        for (name, fill) in &fills {
+            let dtype = fill.dtype();
+            let schema = ArraySchema::new(
+                name,
+                dtype,
+                strings(&["i"]),
+                vec![3],
+                None,
+                Some(fill.clone()),
+            )
+            .unwrap();
+            ds.define_array_schema(name, schema).await.unwrap();
+        }
+        // Same shapes with plain fills share nothing with the unusual ones.
+        ds.define_array::<f32>(
+            "f32_zero",
+            strings(&["i"]),
+            vec![3],
+            None,
+            Some(FillValue::Float32(0.0)),
+        )
+        .await
+        .unwrap();
+        s.flush().await.unwrap();
+        let r = reopen_mem(&storage, fmt.name()).await;
+        let rd = r.open_dataset("d").await.unwrap();
+        for (name, fill) in &fills {
+            let got = rd.array_schema(name).unwrap().unwrap().fill_value.unwrap();
+            assert!(got.same_as(fill), "{fmt:?} {name}: {got:?} vs {fill:?}");
+        }
+        let z = rd
+            .array_schema("f32_zero")
+            .unwrap()
+            .unwrap()
+            .fill_value
+            .unwrap();
+        assert!(
+            z.same_as(&FillValue::Float32(0.0)),
+            "{fmt:?}: +0.0 fill became {z:?}"
+        );
+        let v = rd
+            .read_array::<f32>("f32_neg_zero", vec![], vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            v.iter().all(|x| x.to_bits() == (-0.0f32).to_bits()),
+            "{v:?}"
+        );
+        let report = verify(&r, |_, _| {});
+        assert!(report.problems.is_empty(), "{fmt:?}: {:?}", report.problems);
+    }
+}
+
+#[tokio::test]
+async fn edge_shapes_scalars_empty_axes_and_oversized_chunks() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let ds = s.create_dataset("d").await.unwrap();
+    // A rank-0 scalar (NetCDF scalar variables are common).
+    ds.define_array::<f64>(
+        "scalar",
+        vec![],
+        vec![],
+        None,
+        Some(FillValue::Float64(-1.0)),
+    )
+    .await
+    .unwrap();
+    let v = ds
+        .read_array::<f64>("scalar", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v.ndim(), cells(&v)), (0, vec![-1.0]), "unwritten scalar");
+    ds.write_array("scalar", vec![], ndarray::arr0(2.5f64).into_dyn().view())
+        .await
+        .unwrap();
+    // An axis of extent zero.
+    ds.define_array::<i32>("empty", strings(&["n", "k"]), vec![0, 3], None, None)
+        .await
+        .unwrap();
+    ds.write_array("empty", vec![], arr(&[0, 3], Vec::<i32>::new()).view())
+        .await
+        .unwrap();
+    // A chunk shape larger than the shape.
+    ds.define_array::<u16>("wide", strings(&["i"]), vec![3], Some(vec![100]), None)
+        .await
+        .unwrap();
+    ds.write_array("wide", vec![2], arr1(vec![9u16]).view())
+        .await
+        .unwrap();
+    // String, bool and timestamp statistics.
+    ds.define_array::<String>("s", strings(&["i"]), vec![3], None, None)
+        .await
+        .unwrap();
+    ds.write_array("s", vec![], arr1(strings(&["b", "a", "c"])).view())
+        .await
+        .unwrap();
+    ds.define_array::<bool>("b", strings(&["i"]), vec![2], None, None)
+        .await
+        .unwrap();
+    ds.write_array("b", vec![], arr1(vec![true, false]).view())
+        .await
+        .unwrap();
+    ds.define_array::<TimestampNs>("t", strings(&["i"]), vec![2], None, None)
+        .await
+        .unwrap();
+    ds.write_array(
+        "t",
+        vec![],
+        arr1(vec![TimestampNs(5), TimestampNs(-5)]).view(),
+    )
+    .await
+    .unwrap();
+    for stage in ["pending", "reopened"] {
+        let h = if stage == "pending" {
+            s.clone()
+        } else {
+            s.flush().await.unwrap();
+            reopen_mem(&storage, stage).await
+        };
+        let d = h.open_dataset("d").await.unwrap();
+        let v = d
+            .read_array::<f64>("scalar", vec![], vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((v.ndim(), cells(&v)), (0, vec![2.5]), "{stage}: scalar");
+        let st = d.array_stats("scalar").await.unwrap().unwrap();
+        assert_eq!(
+            (st.row_count, st.null_count),
+            (1, 0),
+            "{stage}: scalar stats"
+        );
+        let e = d
+            .read_array::<i32>("empty", vec![], vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.shape(), &[0, 3], "{stage}: empty");
+        let st = d.array_stats("empty").await.unwrap().unwrap();
+        assert_eq!(
+            (st.row_count, st.null_count),
+            (0, 0),
+            "{stage}: empty stats"
+        );
+        let w = d
+            .read_array::<u16>("wide", vec![], vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cells(&w), vec![0, 0, 9], "{stage}: oversized chunk");
+        let st = d.array_stats("s").await.unwrap().unwrap();
+        assert_eq!(
+            (st.min, st.max),
+            (
+                Some(StatValue::Str("a".into())),
+                Some(StatValue::Str("c".into()))
+            ),
+            "{stage}: string stats"
+        );
+        let st = d.array_stats("b").await.unwrap().unwrap();
+        assert_eq!(
+            (st.min, st.max),
+            (Some(StatValue::Bool(false)), Some(StatValue::Bool(true))),
+            "{stage}: bool stats"
+        );
+        let st = d.array_stats("t").await.unwrap().unwrap();
+        assert_eq!(
+            (st.min, st.max),
+            (
+                Some(StatValue::Timestamp(TimestampNs(-5))),
+                Some(StatValue::Timestamp(TimestampNs(5)))
+            ),
+            "{stage}: timestamp stats"
+        );
+        let across = h
+            .read_array_across_stacked::<f64, _>("scalar", &["d"], vec![], vec![])
+            .await
+            .unwrap();
+        assert_eq!((across.shape(), cells(&across)), (&[1usize][..], vec![2.5]));
+    }
+    let report = verify(&s, |_, _| {});
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn repeated_writes_are_written_once_and_flush_touches_only_changed_arrays() {
+    async fn layer_size(writes: u32) -> usize {
+        let storage = MemoryStorage::new();
+        let s = create_mem(&storage, StoreConfig::default()).await;
+        let ds = s.create_dataset("d").await.unwrap();
+        for name in ["a", "b"] {
+            ds.define_array::<i64>(name, strings(&["i"]), vec![256], Some(vec![64]), None)
+                .await
+                .unwrap();
+        }
+        s.flush().await.unwrap();
+        for w in 0..writes {
+            let v: Vec<i64> = (0..256)
+                .map(|i| i * 7 + i64::from(w == writes - 1))
+                .collect();
+            ds.write_array("a", vec![], arr1(v).view()).await.unwrap();
+        }
+        storage.reset_ops();
+        s.flush().await.unwrap();
+        let log = storage.op_log();
+        assert!(
+            !log.iter().any(|(_, p)| p.starts_with(mem_root().join("b"))),
+            "flush touched the unchanged array b: {log:?}"
+        );
+        let layer = newest_layer(&s, &mem_root(), "a");
+        storage.contents(&layer).unwrap().len()
+    }
+    let one = layer_size(1).await;
+    let many = layer_size(50).await;
+    assert_eq!(
+        one, many,
+        "50 writes of the same chunks must flush the same bytes as one"
     );
 }

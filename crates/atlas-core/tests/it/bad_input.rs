@@ -634,6 +634,30 @@ async fn registry_naming_a_missing_or_damaged_layer_errors_without_panic() {
             "cut {cut}: {msg}"
         );
     }
+    // A layer from an unknown format version: a typed error naming the file.
+    let mut future = saved.clone();
+    future[8..12].copy_from_slice(&99u32.to_le_bytes());
+    storage.overwrite(&layer, future);
+    let res = match crate::common::open_mem(&storage).await {
+        Err(e) => Err(e),
+        Ok(r) => r
+            .open_dataset("d1")
+            .await
+            .unwrap()
+            .read_array::<i32>("sal", vec![], vec![])
+            .await
+            .map(|_| ()),
+    };
+    match res {
+        Err(Error::Storage(e) | Error::Array { error: e, .. }) => {
+            assert!(
+                matches!(&*e, array_format::Error::UnsupportedVersion { version: 99, path, .. }
+                    if *path == layer),
+                "{e:?}"
+            );
+        }
+        other => panic!("unknown layer version gave {other:?}"),
+    }
     storage.overwrite(&layer, saved);
     // Other arrays were never affected; the restored store reads fully.
     let r = reopen_mem(&storage, "restored").await;
@@ -656,7 +680,7 @@ async fn second_writer_gets_locked_and_reader_keeps_its_snapshot() {
         .await
         .unwrap();
     let ds = s.create_dataset("d").await.unwrap();
-    for name in ["a", "b"] {
+    for name in ["a", "b", "c"] {
         ds.define_array::<f64>(name, strings(&["i"]), vec![8], Some(vec![2]), None)
             .await
             .unwrap();
@@ -722,7 +746,10 @@ async fn second_writer_gets_locked_and_reader_keeps_its_snapshot() {
             .await
             .unwrap();
     }
+    // `c` loses its only user: its whole directory is retired.
+    ds.delete_array("c").await.unwrap();
     s.flush().await.unwrap();
+    assert!(!root.join("c").exists(), "dropped array directory removed");
     s.compact().await.unwrap();
     for p in &layers_before {
         assert!(!p.exists(), "retired layer {} must be removed", p.display());
@@ -746,6 +773,16 @@ async fn second_writer_gets_locked_and_reader_keeps_its_snapshot() {
         .await
         .unwrap();
     assert_eq!(cells(across[0].as_ref().unwrap()), vec![1.0, 1.0]);
+    let c = ds2
+        .read_array::<f64>("c", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cells(&c),
+        vec![1.0; 8],
+        "reader keeps its snapshot of a dropped array"
+    );
     let stats = ds2.array_stats("b").await.unwrap().unwrap();
     assert_eq!(stats.max, Some(atlas_core::StatValue::Float(1.0)));
 
@@ -868,4 +905,150 @@ async fn full_disk_during_flush_keeps_the_last_commit() {
         .unwrap()
         .unwrap();
     assert_eq!(cells(&big), data);
+}
+
+#[tokio::test]
+async fn full_disk_while_spilling_a_write_never_applies_part_of_it() {
+    // With a tiny pending budget every chunk spills to a scratch file as it
+    // is written; a full disk part-way through one write_array call must not
+    // leave some of its chunks applied (a later flush would commit them).
+    let mut failures = 0;
+    for headroom in 0..400u64 {
+        let ctx = format!("headroom {headroom}");
+        let storage = MemoryStorage::new();
+        let s = create_mem(
+            &storage,
+            StoreConfig {
+                pending_budget_bytes: 1,
+                ..StoreConfig::default()
+            },
+        )
+        .await;
+        let ds = s.create_dataset("d").await.unwrap();
+        ds.define_array::<f32>("v", strings(&["i"]), vec![8], Some(vec![1]), None)
+            .await
+            .unwrap();
+        ds.write_array("v", vec![], full(&[8], 1.0f32).view())
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        storage.set_capacity(Some(used_bytes(&storage) + headroom));
+        let res = ds.write_array("v", vec![], full(&[8], 2.0f32).view()).await;
+        storage.set_capacity(None);
+        let got = cells(
+            &ds.read_array::<f32>("v", vec![], vec![])
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+        match res {
+            Ok(()) => {
+                assert_eq!(got, vec![2.0; 8], "{ctx}: successful write");
+                break;
+            }
+            Err(e) => {
+                failures += 1;
+                assert_eq!(
+                    got,
+                    vec![1.0; 8],
+                    "{ctx}: write_array failed ({e}) but part of it is visible"
+                );
+                s.flush().await.unwrap();
+                let r = reopen_mem(&storage, &ctx).await;
+                let got = cells(
+                    &r.open_dataset("d")
+                        .await
+                        .unwrap()
+                        .read_array::<f32>("v", vec![], vec![])
+                        .await
+                        .unwrap()
+                        .unwrap(),
+                );
+                assert_eq!(
+                    got,
+                    vec![1.0; 8],
+                    "{ctx}: a failed write was committed in part"
+                );
+            }
+        }
+    }
+    assert!(failures > 0, "the disk never filled up");
+}
+
+#[tokio::test]
+async fn hostile_registry_contents_are_corrupt_not_panics() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    for name in ["a", "b"] {
+        let ds = s.create_dataset(name).await.unwrap();
+        ds.define_array::<f32>("t", strings(&["i"]), vec![2], None, None)
+            .await
+            .unwrap();
+        ds.set_array_attribute("t", "units", Attr::from("K"))
+            .unwrap();
+    }
+    s.flush().await.unwrap();
+    drop(s);
+    let reg = mem_root().join(REGISTRY_FILE);
+    let good: serde_json::Value = serde_json::from_slice(&storage.contents(&reg).unwrap()).unwrap();
+    type Edit = fn(&mut serde_json::Value);
+    let edits: Vec<(&str, Edit)> = vec![
+        ("format tag", |v| v["format"] = "something-else".into()),
+        ("unknown codec", |v| v["codec"] = "brotli".into()),
+        ("layer outside the directory", |v| {
+            v["arrays"]["t"]["layers"][0] = "../../etc/passwd".into();
+        }),
+        ("layer with a bad name", |v| {
+            v["arrays"]["t"]["layers"][0] = "d-zz.af".into();
+        }),
+        ("array name with a slash", |v| {
+            let t = v["arrays"]["t"].take();
+            v["arrays"] = serde_json::json!({ "../t": t });
+        }),
+        ("unknown dtype", |v| v["schemas"][0]["dtype"] = "f16".into()),
+        ("zero chunk", |v| {
+            v["schemas"][0]["chunk_shape"] = serde_json::json!([0]);
+        }),
+        ("fill of wrong type", |v| {
+            v["schemas"][0]["fill_value"] = serde_json::json!({ "str": "x" });
+        }),
+        ("schema index out of range", |v| {
+            v["datasets"][0]["arrays"]["t"]["schema"] = 99.into();
+        }),
+        ("dataset named ..", |v| {
+            v["datasets"][0]["name"] = "..".into();
+        }),
+        ("dataset twice", |v| v["datasets"][1]["name"] = "a".into()),
+        ("dataset uses an array with no file", |v| {
+            let t = v["datasets"][0]["arrays"]["t"].clone();
+            v["datasets"][0]["arrays"]["ghost"] = t;
+        }),
+        ("datasets not a list", |v| v["datasets"] = 5.into()),
+        ("negative generation", |v| v["generation"] = (-1).into()),
+    ];
+    for (what, edit) in edits {
+        let mut v = good.clone();
+        edit(&mut v);
+        storage.overwrite(&reg, serde_json::to_vec(&v).unwrap());
+        match crate::common::open_mem(&storage).await {
+            Err(Error::CorruptRegistry { path, .. }) => assert_eq!(path, reg, "{what}"),
+            other => panic!("{what}: expected CorruptRegistry, got {other:?}"),
+        }
+    }
+    // An attribute-set index out of range, if the registry shares them.
+    if good["datasets"][0]["arrays"]["t"]
+        .get("attrs")
+        .is_some_and(serde_json::Value::is_u64)
+    {
+        let mut v = good.clone();
+        v["datasets"][0]["arrays"]["t"]["attrs"] = 99.into();
+        storage.overwrite(&reg, serde_json::to_vec(&v).unwrap());
+        assert!(matches!(
+            crate::common::open_mem(&storage).await,
+            Err(Error::CorruptRegistry { .. })
+        ));
+    }
+    storage.overwrite(&reg, serde_json::to_vec(&good).unwrap());
+    let r = reopen_mem(&storage, "restored").await;
+    assert_eq!(r.list_datasets(), strings(&["a", "b"]));
 }

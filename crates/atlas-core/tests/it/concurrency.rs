@@ -14,6 +14,8 @@ use atlas_core::{Atlas, MemoryStorage, StoreConfig};
 use crate::common::{create_mem, full, reopen_mem, strings};
 
 const ROUNDS: u32 = 30;
+/// Generous bound proving the runs end (no deadlock).
+const TIMEOUT: Duration = Duration::from_mins(1);
 const READERS: usize = 8;
 const SHAPE: [usize; 2] = [8, 8];
 
@@ -120,7 +122,7 @@ async fn readers_never_see_torn_or_backward_versions() {
         }
         results
     };
-    let results = tokio::time::timeout(Duration::from_secs(60), run)
+    let results = tokio::time::timeout(TIMEOUT, run)
         .await
         .expect("deadlock: readers and writer did not finish within 60 s");
     for (i, (last, reads)) in results.iter().enumerate() {
@@ -238,7 +240,7 @@ async fn reopened_readers_see_only_committed_versions() {
         }
         results
     };
-    let results = tokio::time::timeout(Duration::from_secs(60), run)
+    let results = tokio::time::timeout(TIMEOUT, run)
         .await
         .expect("deadlock: readers and writer did not finish within 60 s");
     for (i, (last, _)) in results.iter().enumerate() {
@@ -305,11 +307,10 @@ async fn defining_new_arrays_while_a_flush_runs_keeps_the_store_openable() {
             flushing.store(false, Ordering::SeqCst);
             r
         };
-        let (flushed, defined) = tokio::time::timeout(Duration::from_secs(60), async {
-            tokio::join!(flush, definer)
-        })
-        .await
-        .expect("deadlock");
+        let (flushed, defined) =
+            tokio::time::timeout(TIMEOUT, async { tokio::join!(flush, definer) })
+                .await
+                .expect("deadlock");
         flushed.unwrap();
         let ctx = format!("round {round}: {defined} arrays defined during the flush");
         // Whatever the first flush committed must open.
@@ -338,4 +339,204 @@ async fn defining_new_arrays_while_a_flush_runs_keeps_the_store_openable() {
             assert_eq!(crate::common::cells(&v), vec![1, 2], "{ctx}: new{i}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn structural_changes_to_unopened_files_racing_a_flush_stay_consistent() {
+    // Like the test above, but the racing changes go to an array file that
+    // is committed and not yet opened by this handle (so the flush did not
+    // lock it): new datasets define `cold`, and a dataset using `cold` is
+    // deleted. The first flush's commit must be consistent with the files.
+    for round in 0..5u32 {
+        let storage = MemoryStorage::new();
+        {
+            let s = create_mem(&storage, StoreConfig::default()).await;
+            for name in ["victim", "other"] {
+                let ds = s.create_dataset(name).await.unwrap();
+                ds.define_array::<u8>("cold", strings(&["k"]), vec![2], None, None)
+                    .await
+                    .unwrap();
+                ds.write_array("cold", vec![], crate::common::arr1(vec![5u8, 6]).view())
+                    .await
+                    .unwrap();
+            }
+            s.flush().await.unwrap();
+        }
+        let s = reopen_mem(&storage, "reopen").await;
+        let ds = s.create_dataset("d").await.unwrap();
+        ds.define_array::<u64>(
+            "big",
+            strings(&["i"]),
+            vec![1 << 20],
+            Some(vec![1 << 16]),
+            None,
+        )
+        .await
+        .unwrap();
+        let data: Vec<u64> = (0..1u64 << 20)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        ds.write_array("big", vec![], crate::common::arr1(data).view())
+            .await
+            .unwrap();
+        let flushing = Arc::new(AtomicBool::new(true));
+        let changer = {
+            let s = s.clone();
+            let flushing = Arc::clone(&flushing);
+            async move {
+                s.delete_dataset("victim").await.unwrap();
+                let mut i = 0u32;
+                while flushing.load(Ordering::SeqCst) || i == 0 {
+                    let n = s.create_dataset(&format!("n{i}")).await.unwrap();
+                    n.define_array::<u8>("cold", strings(&["k"]), vec![2], None, None)
+                        .await
+                        .unwrap();
+                    n.write_array("cold", vec![], crate::common::arr1(vec![7u8, 8]).view())
+                        .await
+                        .unwrap();
+                    i += 1;
+                    tokio::task::yield_now().await;
+                }
+                i
+            }
+        };
+        let flush = async {
+            let r = s.flush().await;
+            flushing.store(false, Ordering::SeqCst);
+            r
+        };
+        let (flushed, created) =
+            tokio::time::timeout(TIMEOUT, async { tokio::join!(flush, changer) })
+                .await
+                .expect("deadlock");
+        flushed.unwrap();
+        let ctx = format!("round {round}: {created} datasets created during the flush");
+        let r = match crate::common::open_mem(&storage).await {
+            Ok(r) => r,
+            Err(e) => panic!("{ctx}: the committed registry does not open: {e}"),
+        };
+        let report = atlas_core::verify::verify(&r, |_, _| {});
+        assert!(
+            report.problems.is_empty(),
+            "{ctx}: first commit inconsistent: {:?}",
+            report.problems
+        );
+        for name in r.list_datasets() {
+            let d = r.open_dataset(&name).await.unwrap();
+            if d.list_arrays().unwrap().contains(&"cold".to_owned()) {
+                d.read_array::<u8>("cold", vec![], vec![])
+                    .await
+                    .unwrap_or_else(|e| panic!("{ctx}: committed {name}/cold unreadable: {e}"));
+            }
+        }
+        drop(r);
+        s.flush().await.unwrap();
+        let r = reopen_mem(&storage, &ctx).await;
+        assert!(!r.dataset_exists("victim"), "{ctx}");
+        for i in 0..created {
+            let v = r
+                .open_dataset(&format!("n{i}"))
+                .await
+                .unwrap()
+                .read_array::<u8>("cold", vec![], vec![])
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(crate::common::cells(&v), vec![7, 8], "{ctx}: n{i}");
+        }
+    }
+}
+
+fn assert_send<T: Send>(t: T) -> T {
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_async_call_is_send_and_spawnable() {
+    // Each API future is spawned on the multi-threaded runtime, which needs
+    // it to be `Send` (no lock guard held across an await).
+    let storage = MemoryStorage::new();
+    let s = assert_send(Atlas::create_with(
+        Arc::new(storage.clone()),
+        &crate::common::mem_root(),
+        StoreConfig::default(),
+    ))
+    .await
+    .unwrap();
+    let s2 = s.clone();
+    let ds = tokio::spawn(async move { s2.create_dataset("d").await })
+        .await
+        .unwrap()
+        .unwrap();
+    let d2 = ds.clone();
+    tokio::spawn(async move {
+        d2.define_array::<f32>("v", strings(&["i"]), vec![4], None, None)
+            .await
+            .unwrap();
+        d2.define_array_schema(
+            "w",
+            atlas_core::ArraySchema::new(
+                "w",
+                atlas_core::DType::Int8,
+                strings(&["i"]),
+                vec![2],
+                None,
+                None,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let data = crate::common::arr1(vec![1.0f32; 4]);
+        d2.write_array("v", vec![], data.view()).await.unwrap();
+        d2.read_array::<f32>("v", vec![], vec![]).await.unwrap();
+        d2.array_stats("v").await.unwrap();
+        d2.array_meta("v").await.unwrap();
+        d2.delete_array("w").await.unwrap();
+    })
+    .await
+    .unwrap();
+    let s2 = s.clone();
+    tokio::spawn(async move {
+        s2.open_dataset("d").await.unwrap();
+        s2.read_array_across::<f32, _>("v", &["d"], vec![], vec![])
+            .await
+            .unwrap();
+        s2.read_array_across_stacked::<f32, _>("v", &["d"], vec![], vec![])
+            .await
+            .unwrap();
+        s2.flush().await.unwrap();
+        s2.compact().await.unwrap();
+        s2.create_dataset("gone").await.unwrap();
+        s2.delete_dataset("gone").await.unwrap();
+        s2.flush().await.unwrap();
+    })
+    .await
+    .unwrap();
+    let st = storage.clone();
+    let r = tokio::spawn(async move {
+        Atlas::open_with(
+            Arc::new(st),
+            &crate::common::mem_root(),
+            atlas_core::OpenOptions::default(),
+        )
+        .await
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.list_datasets(), strings(&["d"]));
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().to_owned();
+    tokio::spawn(async move {
+        Atlas::create_path(&p, StoreConfig::default())
+            .await
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let p = tmp.path().to_owned();
+    tokio::spawn(async move { Atlas::open_path(&p).await.unwrap() })
+        .await
+        .unwrap();
 }

@@ -150,6 +150,7 @@ fn which(got: &Snapshot, old: &Snapshot, new: &Snapshot) -> &'static str {
 async fn fault_at_every_step_of_flush() {
     for kind in [FaultKind::Fail, FaultKind::Tear] {
         let mut n = 0;
+        let mut poisoned = 0;
         loop {
             assert!(n < MAX_STEPS, "flush never completed");
             let ctx = format!("flush, Fault {{ nth: {n}, kind: {kind:?} }}");
@@ -200,6 +201,17 @@ async fn fault_at_every_step_of_flush() {
                             which(&got, &old, &new)
                         );
                         assert_refuses_writes(&s, &ctx).await;
+                        poisoned += 1;
+                        // Once the poisoned handle is gone, a new one writes.
+                        drop(s);
+                        let w = reopen_mem(&storage, &ctx).await;
+                        w.create_dataset("post").await.unwrap_or_else(|e| {
+                            panic!("{ctx}: new handle after a poisoned one: {e}")
+                        });
+                        w.flush().await.unwrap();
+                        let r = reopen_mem(&storage, &ctx).await;
+                        assert!(r.dataset_exists("post"), "{ctx}");
+                        assert_sound(&r, &ctx);
                     } else {
                         assert!(
                             got == old,
@@ -221,7 +233,7 @@ async fn fault_at_every_step_of_flush() {
             }
             n += 1;
         }
-        eprintln!("flush with {kind:?}: {n} fault points covered");
+        eprintln!("flush with {kind:?}: {n} fault points covered, {poisoned} poisoned");
     }
 }
 

@@ -34,6 +34,10 @@
     reason = "test helpers panic on failure by design"
 )]
 #![allow(
+    clippy::many_single_char_names,
+    reason = "s, r, n, v for store, reader, step and value keep scenarios short"
+)]
+#![allow(
     clippy::items_after_statements,
     reason = "small local helpers sit next to their use"
 )]

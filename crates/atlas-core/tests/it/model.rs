@@ -38,6 +38,10 @@ enum Op {
     },
     DeleteArray(usize, usize),
     SetAttribute(usize, usize, i64),
+    DeleteAttribute(usize, usize),
+    /// Opens a read-only handle that must keep seeing the committed state of
+    /// the moment, whatever the writer does afterwards.
+    OpenReader,
     Flush,
     Compact,
     DropWithoutFlush,
@@ -54,7 +58,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         6 => (ds.clone(), array.clone(), any::<[(u8, u8); 2]>())
             .prop_map(|(ds, array, region)| Op::Write { ds, array, region }),
         1 => (ds.clone(), array).prop_map(|(d, a)| Op::DeleteArray(d, a)),
-        2 => (ds, 0..ATTR_KEYS.len(), any::<i64>()).prop_map(|(d, k, v)| Op::SetAttribute(d, k, v)),
+        2 => (ds.clone(), 0..ATTR_KEYS.len(), any::<i64>())
+            .prop_map(|(d, k, v)| Op::SetAttribute(d, k, v)),
+        1 => (ds, 0..ATTR_KEYS.len()).prop_map(|(d, k)| Op::DeleteAttribute(d, k)),
+        1 => Just(Op::OpenReader),
         2 => Just(Op::Flush),
         1 => Just(Op::Compact),
         1 => Just(Op::DropWithoutFlush),
@@ -175,6 +182,8 @@ async fn run(ops: Vec<Op>) {
     let mut atlas = create_mem(&storage, StoreConfig::default()).await;
     let mut live: Model = IndexMap::new();
     let mut committed: Model = IndexMap::new();
+    // Read-only handles with the committed model they opened on.
+    let mut readers: Vec<(Atlas, Model, usize)> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
         let ctx = format!("step {step} {op:?}");
         let value = (step + 1) as f32;
@@ -293,6 +302,28 @@ async fn run(ops: Vec<Op>) {
                     .unwrap_or_else(|e| panic!("{ctx}: {e}"));
                 m.attrs.insert(ATTR_KEYS[*k].to_owned(), *v);
             }
+            Op::DeleteAttribute(d, k) => {
+                let name = DATASETS[*d];
+                let Some(m) = live.get_mut(name) else {
+                    continue;
+                };
+                let got = atlas
+                    .open_dataset(name)
+                    .await
+                    .unwrap()
+                    .delete_attribute(ATTR_KEYS[*k])
+                    .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                let want = m.attrs.shift_remove(ATTR_KEYS[*k]).map(Attr::Int64);
+                assert_eq!(got, want, "{ctx}: deleted value");
+            }
+            Op::OpenReader => {
+                let r = reopen_mem(&storage, &ctx).await;
+                check(&r, &committed, &format!("{ctx}: new reader")).await;
+                if readers.len() == 2 {
+                    readers.remove(0);
+                }
+                readers.push((r, committed.clone(), step));
+            }
             Op::Flush => {
                 atlas.flush().await.unwrap_or_else(|e| panic!("{ctx}: {e}"));
                 committed = live.clone();
@@ -323,6 +354,9 @@ async fn run(ops: Vec<Op>) {
             }
         }
         check(&atlas, &live, &ctx).await;
+        for (r, m, opened) in &readers {
+            check(r, m, &format!("{ctx}: reader opened at step {opened}")).await;
+        }
     }
     // Finally: whatever is committed is what a fresh handle sees.
     let fresh = reopen_mem(&storage, "final").await;
@@ -337,7 +371,7 @@ async fn run(ops: Vec<Op>) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 48,
+        cases: 128,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -68,8 +68,8 @@ async fn twenty_thousand_datasets() {
     assert_eq!(cells(&one)[0], (N / 2) as i32);
     eprintln!(
         "scale: created {created:?}, flushed {:?}, reopened {:?}, read all {:?}",
-        flushed - created,
-        opened - flushed,
-        t0.elapsed() - opened
+        flushed.saturating_sub(created),
+        opened.saturating_sub(flushed),
+        t0.elapsed().saturating_sub(opened)
     );
 }
