@@ -206,7 +206,7 @@ impl DatasetView {
             .array_meta(&self.name)
             .map_err(|e| Error::array(&self.name, name, e))?;
         // The array file keys arrays by dataset; callers know them by array name.
-        meta.name = name.to_owned();
+        name.clone_into(&mut meta.name);
         Ok(Some(meta))
     }
 
