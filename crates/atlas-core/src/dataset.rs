@@ -71,6 +71,7 @@ impl DatasetView {
             .get_mut(&self.name)
             .ok_or_else(|| self.not_found())?;
         let r = f(ds)?;
+        live.touch(&self.name);
         self.inner.dirty.store(true, Ordering::SeqCst);
         Ok(r)
     }

@@ -5,8 +5,9 @@ use crate::error::{Error, Result};
 /// Longest dataset, array or attribute name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
-/// File names at the store root that array directories must not take.
-const RESERVED: [&str; 2] = ["atlas.json", "atlas.lock"];
+/// Prefix of the store's own files at its root (`atlas.json`, `atlas.lock`,
+/// `atlas.meta/`), which array directories must not take.
+const RESERVED_PREFIX: &str = "atlas.";
 
 fn common(kind: &'static str, name: &str) -> Result<()> {
     let reason = if name.is_empty() {
@@ -47,13 +48,14 @@ pub fn validate_dataset_name(name: &str) -> Result<()> {
 }
 
 /// Checks an array name. Arrays name directories in the store, so on top of the
-/// dataset rules a name may not start with `.` nor be `atlas.json`/`atlas.lock`.
+/// dataset rules a name may not start with `.` nor with `atlas.` (the store's
+/// own files).
 pub fn validate_array_name(name: &str) -> Result<()> {
     path_safe("array", name)?;
     let reason = if name.starts_with('.') {
         "starts with `.` (reserved for store files)"
-    } else if RESERVED.contains(&name) {
-        "is a reserved store file name"
+    } else if name.starts_with(RESERVED_PREFIX) {
+        "starts with `atlas.` (reserved for store files)"
     } else {
         return Ok(());
     };
@@ -79,7 +81,7 @@ mod tests {
             assert!(validate_dataset_name(bad).is_err(), "{bad:?}");
             assert!(validate_array_name(bad).is_err(), "{bad:?}");
         }
-        for bad in [".hidden", "atlas.json", "atlas.lock"] {
+        for bad in [".hidden", "atlas.json", "atlas.lock", "atlas.meta"] {
             assert!(validate_array_name(bad).is_err(), "{bad:?}");
             assert!(validate_dataset_name(bad).is_ok(), "{bad:?}");
         }

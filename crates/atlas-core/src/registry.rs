@@ -1,12 +1,20 @@
-//! The registry (`atlas.json`): datasets, their arrays' schemas and attributes,
-//! and for every array file the exact ordered list of layer files that make it
-//! up. Replacing this file atomically is the store's only commit point.
+//! The registry: which datasets exist, their arrays' schemas and attributes,
+//! and for every array file the exact ordered list of layer files.
 //!
-//! **Invariant:** decoding validates every name, schema index and layer name,
-//! so a damaged or hostile registry is an error, never a panic or a path
-//! outside the store.
+//! It has two parts. `atlas.json` is the **manifest** and the store's only
+//! commit point: codec, generation, every array file's layer list, and the
+//! ordered list of registry **segments**. A segment (`atlas.meta/s-<uid>.json`
+//! or `.bin`) is an immutable batch of dataset records: upserts of every dataset
+//! changed since the previous flush and tombstones of deleted ones. Replaying the
+//! segments in order gives the dataset map, so a flush writes only what changed
+//! (plus the small manifest); every [`MAX_SEGMENTS`] flushes, and on compaction,
+//! one *snapshot* segment replaces them all.
+//!
+//! **Invariant:** decoding validates every name, schema index, layer and
+//! segment name, so a damaged or hostile registry is an error, never a panic
+//! or a path outside the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
@@ -20,13 +28,20 @@ use crate::config::MetaFormat;
 use crate::error::{Error, Result};
 use crate::name::{validate_array_name, validate_attribute_name, validate_dataset_name};
 
-/// The registry format version this build writes and reads.
-pub const REGISTRY_VERSION: u32 = 1;
-/// Magic at the start of a binary registry.
-pub const BINARY_MAGIC: [u8; 8] = *b"ATLASREG";
+/// The manifest format version this build writes and reads.
+pub const REGISTRY_VERSION: u32 = 2;
+/// The segment format version this build writes and reads.
+pub const SEGMENT_VERSION: u32 = 1;
+/// Magic at the start of a binary segment.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"ATLASSEG";
+/// Directory of registry segments inside the store.
+pub const META_DIR: &str = "atlas.meta";
+/// Segments after which a flush writes one snapshot segment instead of a delta.
+pub const MAX_SEGMENTS: usize = 16;
 const FORMAT_TAG: &str = "atlas-registry";
-/// Largest decoded binary registry accepted (a bound against hostile frames).
-const MAX_DECODED_REGISTRY_BYTES: u64 = 16 << 30;
+const SEGMENT_TAG: &str = "atlas-registry-segment";
+/// Largest decoded binary segment accepted (a bound against hostile frames).
+const MAX_DECODED_SEGMENT_BYTES: u64 = 16 << 30;
 
 /// One array of a dataset: its schema and attributes.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,36 +63,90 @@ pub struct DatasetMeta {
     pub arrays: IndexMap<String, ArrayEntry>,
 }
 
-/// The decoded registry.
+/// The name of one registry segment file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SegmentId(String);
+
+impl SegmentId {
+    /// Validates a segment file name: `s-<32 lowercase hex>.json` or `.bin`.
+    pub fn new(name: impl Into<String>) -> Option<SegmentId> {
+        let name = name.into();
+        let b = name.as_bytes();
+        let hex_ok = |h: &[u8]| {
+            h.len() == 32
+                && h.iter()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        };
+        let ok = b.starts_with(b"s-")
+            && ((b.len() == 39 && b.ends_with(b".json") && hex_ok(&b[2..34]))
+                || (b.len() == 38 && b.ends_with(b".bin") && hex_ok(&b[2..34])));
+        ok.then_some(SegmentId(name))
+    }
+
+    /// A fresh, never used name for a segment in `format`.
+    pub(crate) fn fresh(format: MetaFormat) -> SegmentId {
+        let ext = match format {
+            MetaFormat::Json => "json",
+            MetaFormat::Binary => "bin",
+        };
+        SegmentId(format!("s-{:032x}.{ext}", array_format::random_uid()))
+    }
+
+    /// The file name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The decoded manifest (`atlas.json`).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Registry {
+pub(crate) struct Manifest {
     pub generation: u64,
     pub compression: Compression,
     pub meta_format: MetaFormat,
     /// Array name → layer files, oldest first.
     pub arrays: IndexMap<String, Vec<LayerId>>,
-    pub datasets: IndexMap<String, DatasetMeta>,
+    /// Registry segments, oldest first.
+    pub segments: Vec<SegmentId>,
+}
+
+/// The first fields of a manifest, read first so a future version is reported as such.
+#[derive(Deserialize)]
+struct Head {
+    format: String,
+    version: u32,
 }
 
 #[derive(Serialize, Deserialize)]
-struct FileRepr {
+struct ManifestRepr {
     format: String,
     version: u32,
     generation: u64,
     codec: String,
     shuffle: bool,
+    meta_format: String,
     arrays: IndexMap<String, ArrayFileRepr>,
-    schemas: Vec<SchemaRepr>,
-    /// Distinct per-array attribute sets, referenced by index (shared by the
-    /// many datasets whose arrays carry the same units, names, ranges…).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    attr_sets: Vec<IndexMap<String, Attr>>,
-    datasets: Vec<DatasetRepr>,
+    segments: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct ArrayFileRepr {
     layers: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SegmentRepr {
+    format: String,
+    version: u32,
+    /// True when this segment holds every dataset (earlier segments are void).
+    snapshot: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    deleted: Vec<String>,
+    schemas: Vec<SchemaRepr>,
+    /// Distinct per-array attribute sets, referenced by index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    attr_sets: Vec<IndexMap<String, Attr>>,
+    datasets: Vec<DatasetRepr>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -166,37 +235,108 @@ impl PartialEq for SchemaKey<'_> {
 
 impl Eq for SchemaKey<'_> {}
 
-impl Registry {
+impl Manifest {
     pub(crate) fn new(compression: Compression, meta_format: MetaFormat) -> Self {
-        Registry {
+        Manifest {
             generation: 0,
             compression,
             meta_format,
             arrays: IndexMap::new(),
-            datasets: IndexMap::new(),
+            segments: Vec::new(),
         }
     }
 
-    /// Encodes in `self.meta_format`.
+    /// Encodes as (human-readable) JSON.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        encode_parts(
-            self.generation,
-            self.compression,
-            self.meta_format,
-            &self.arrays,
-            &self.datasets,
-        )
+        let repr = ManifestRepr {
+            format: FORMAT_TAG.to_owned(),
+            version: REGISTRY_VERSION,
+            generation: self.generation,
+            codec: self.compression.codec.to_string(),
+            shuffle: self.compression.shuffle,
+            meta_format: self.meta_format.name().to_owned(),
+            arrays: self
+                .arrays
+                .iter()
+                .map(|(k, v)| {
+                    let layers = v.iter().map(|l| l.as_str().to_owned()).collect();
+                    (k.clone(), ArrayFileRepr { layers })
+                })
+                .collect(),
+            segments: self.segments.iter().map(|s| s.0.clone()).collect(),
+        };
+        let mut out = serde_json::to_vec_pretty(&repr).expect("manifest serializes");
+        out.push(b'\n');
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Manifest> {
+        let corrupt = |reason: String| Error::CorruptRegistry {
+            path: path.to_owned(),
+            reason,
+        };
+        let head: Head =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
+        if head.format != FORMAT_TAG {
+            return Err(corrupt(format!(
+                "format tag {:?} is not {FORMAT_TAG:?}",
+                head.format
+            )));
+        }
+        if head.version != REGISTRY_VERSION {
+            return Err(Error::UnsupportedRegistry {
+                path: path.to_owned(),
+                version: head.version,
+                supported: REGISTRY_VERSION,
+            });
+        }
+        let repr: ManifestRepr =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
+        let codec = Codec::parse(&repr.codec)
+            .ok_or_else(|| corrupt(format!("unknown codec {:?}", repr.codec)))?;
+        let meta_format = match repr.meta_format.as_str() {
+            "json" => MetaFormat::Json,
+            "binary" => MetaFormat::Binary,
+            other => return Err(corrupt(format!("unknown metadata format {other:?}"))),
+        };
+        let mut arrays = IndexMap::with_capacity(repr.arrays.len());
+        for (name, a) in repr.arrays {
+            validate_array_name(&name).map_err(|e| corrupt(e.to_string()))?;
+            let layers = a
+                .layers
+                .into_iter()
+                .map(|l| {
+                    LayerId::new(l.clone()).ok_or_else(|| corrupt(format!("bad layer name {l:?}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            arrays.insert(name, layers);
+        }
+        let segments = repr
+            .segments
+            .into_iter()
+            .map(|s| {
+                SegmentId::new(s.clone()).ok_or_else(|| corrupt(format!("bad segment name {s:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Manifest {
+            generation: repr.generation,
+            compression: Compression {
+                codec,
+                shuffle: repr.shuffle,
+            },
+            meta_format,
+            arrays,
+            segments,
+        })
     }
 }
 
-/// Encodes a registry from its parts, so a flush encodes straight from the live
-/// dataset map without copying it.
-pub(crate) fn encode_parts(
-    generation: u64,
-    compression: Compression,
+/// Encodes a segment: `deleted` tombstones, then `datasets` upserts in order.
+pub(crate) fn encode_segment<'a>(
     meta_format: MetaFormat,
-    arrays: &IndexMap<String, Vec<LayerId>>,
-    datasets_in: &IndexMap<String, DatasetMeta>,
+    snapshot: bool,
+    deleted: Vec<String>,
+    datasets_in: impl Iterator<Item = (&'a String, &'a DatasetMeta)>,
 ) -> Vec<u8> {
     let mut schemas: Vec<SchemaRepr> = Vec::new();
     let mut index: HashMap<SchemaKey<'_>, usize> = HashMap::new();
@@ -204,12 +344,11 @@ pub(crate) fn encode_parts(
     let mut attr_sets: Vec<IndexMap<String, Attr>> = Vec::new();
     let mut attr_index: HashMap<String, usize> = HashMap::new();
     let mut attr_by_ptr: HashMap<*const IndexMap<String, Attr>, usize> = HashMap::new();
-    let mut datasets = Vec::with_capacity(datasets_in.len());
+    let mut datasets = Vec::with_capacity(datasets_in.size_hint().0);
     for (name, ds) in datasets_in {
         let mut arrays = IndexMap::with_capacity(ds.arrays.len());
         for (aname, entry) in &ds.arrays {
-            let ptr = Arc::as_ptr(&entry.schema);
-            let idx = *by_ptr.entry(ptr).or_insert_with(|| {
+            let idx = *by_ptr.entry(Arc::as_ptr(&entry.schema)).or_insert_with(|| {
                 *index.entry(SchemaKey(&entry.schema)).or_insert_with(|| {
                     let s = &entry.schema;
                     schemas.push(SchemaRepr {
@@ -243,199 +382,204 @@ pub(crate) fn encode_parts(
             arrays,
         });
     }
-    let repr = FileRepr {
-        format: FORMAT_TAG.to_owned(),
-        version: REGISTRY_VERSION,
-        generation,
-        codec: compression.codec.to_string(),
-        shuffle: compression.shuffle,
-        arrays: arrays
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    ArrayFileRepr {
-                        layers: v.iter().map(|l| l.as_str().to_owned()).collect(),
-                    },
-                )
-            })
-            .collect(),
+    let repr = SegmentRepr {
+        format: SEGMENT_TAG.to_owned(),
+        version: SEGMENT_VERSION,
+        snapshot,
+        deleted,
         schemas,
         attr_sets,
         datasets,
     };
     match meta_format {
         MetaFormat::Json => {
-            let mut out = serde_json::to_vec(&repr).expect("registry serializes");
+            let mut out = serde_json::to_vec(&repr).expect("segment serializes");
             out.push(b'\n');
             out
         }
         MetaFormat::Binary => {
-            let packed = rmp_serde::to_vec_named(&repr).expect("registry serializes");
+            let packed = rmp_serde::to_vec_named(&repr).expect("segment serializes");
             let mut out = Vec::with_capacity(packed.len() / 3 + 16);
-            out.extend_from_slice(&BINARY_MAGIC);
-            out.extend_from_slice(&REGISTRY_VERSION.to_le_bytes());
+            out.extend_from_slice(&SEGMENT_MAGIC);
+            out.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
             out.extend_from_slice(&zstd::bulk::compress(&packed, 3).expect("in-memory zstd"));
             out
         }
     }
 }
 
-impl Registry {
-    /// Decodes either format (detected from the first bytes).
-    pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Registry> {
-        let corrupt = |reason: String| Error::CorruptRegistry {
-            path: path.to_owned(),
-            reason,
-        };
-        let (repr, meta_format): (FileRepr, _) = if bytes.starts_with(&BINARY_MAGIC) {
-            let v = bytes
-                .get(8..12)
-                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .ok_or_else(|| corrupt("truncated binary header".into()))?;
-            if v != REGISTRY_VERSION {
-                return Err(Error::UnsupportedRegistry {
-                    path: path.to_owned(),
-                    version: v,
-                    supported: REGISTRY_VERSION,
-                });
-            }
-            // Stream-decode with a bound, so a hostile frame cannot claim memory
-            // beyond what a real registry could need.
-            let mut packed = Vec::new();
-            let limit = MAX_DECODED_REGISTRY_BYTES
-                .min((bytes.len() as u64).saturating_mul(1000).max(1 << 20));
-            zstd::stream::read::Decoder::new(&bytes[12..])
-                .and_then(|d| {
-                    std::io::Read::read_to_end(&mut std::io::Read::take(d, limit + 1), &mut packed)
-                })
-                .map_err(|e| corrupt(format!("zstd: {e}")))?;
-            if packed.len() as u64 > limit {
-                return Err(corrupt(format!("decompresses to more than {limit} bytes")));
-            }
-            let repr =
-                rmp_serde::from_slice(&packed).map_err(|e| corrupt(format!("msgpack: {e}")))?;
-            (repr, MetaFormat::Binary)
-        } else {
-            let repr = serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
-            (repr, MetaFormat::Json)
-        };
-        if repr.format != FORMAT_TAG {
-            return Err(corrupt(format!(
-                "format tag {:?} is not {FORMAT_TAG:?}",
-                repr.format
-            )));
+/// A decoded segment.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Segment {
+    pub snapshot: bool,
+    pub deleted: Vec<String>,
+    pub datasets: Vec<(String, DatasetMeta)>,
+}
+
+impl Segment {
+    /// Replays this segment onto a dataset map: a snapshot replaces it; a delta
+    /// removes the tombstoned names, then updates datasets in place or appends
+    /// new ones, which reproduces the live insertion order.
+    pub(crate) fn apply(self, map: &mut IndexMap<String, DatasetMeta>) {
+        if self.snapshot {
+            map.clear();
         }
-        if repr.version != REGISTRY_VERSION {
+        if !self.deleted.is_empty() {
+            let gone: HashSet<&String> = self.deleted.iter().collect();
+            map.retain(|k, _| !gone.contains(k));
+        }
+        for (name, meta) in self.datasets {
+            map.insert(name, meta);
+        }
+    }
+}
+
+/// Decodes either segment format (detected from the first bytes).
+pub(crate) fn decode_segment(bytes: &[u8], path: &Path) -> Result<Segment> {
+    let corrupt = |reason: String| Error::CorruptRegistry {
+        path: path.to_owned(),
+        reason,
+    };
+    let repr: SegmentRepr = if bytes.starts_with(&SEGMENT_MAGIC) {
+        let v = bytes
+            .get(8..12)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .ok_or_else(|| corrupt("truncated binary header".into()))?;
+        if v != SEGMENT_VERSION {
             return Err(Error::UnsupportedRegistry {
                 path: path.to_owned(),
-                version: repr.version,
-                supported: REGISTRY_VERSION,
+                version: v,
+                supported: SEGMENT_VERSION,
             });
         }
-        let codec = Codec::parse(&repr.codec)
-            .ok_or_else(|| corrupt(format!("unknown codec {:?}", repr.codec)))?;
-        let mut arrays = IndexMap::with_capacity(repr.arrays.len());
-        for (name, a) in repr.arrays {
-            validate_array_name(&name).map_err(|e| corrupt(e.to_string()))?;
-            let layers = a
-                .layers
-                .into_iter()
-                .map(|l| {
-                    LayerId::new(l.clone()).ok_or_else(|| corrupt(format!("bad layer name {l:?}")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            arrays.insert(name, layers);
+        // Stream-decode with a bound, so a hostile frame cannot claim memory
+        // beyond what a real registry could need.
+        let mut packed = Vec::new();
+        let limit =
+            MAX_DECODED_SEGMENT_BYTES.min((bytes.len() as u64).saturating_mul(1000).max(1 << 20));
+        zstd::stream::read::Decoder::new(&bytes[12..])
+            .and_then(|d| {
+                std::io::Read::read_to_end(&mut std::io::Read::take(d, limit + 1), &mut packed)
+            })
+            .map_err(|e| corrupt(format!("zstd: {e}")))?;
+        if packed.len() as u64 > limit {
+            return Err(corrupt(format!("decompresses to more than {limit} bytes")));
         }
-        let mut schemas = Vec::with_capacity(repr.schemas.len());
-        for (i, s) in repr.schemas.into_iter().enumerate() {
-            let dtype = DType::from_name(&s.dtype)
-                .ok_or_else(|| corrupt(format!("unknown dtype {:?}", s.dtype)))?;
-            let fill = match &s.fill_value {
+        rmp_serde::from_slice(&packed).map_err(|e| corrupt(format!("msgpack: {e}")))?
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?
+    };
+    if repr.format != SEGMENT_TAG {
+        return Err(corrupt(format!(
+            "format tag {:?} is not {SEGMENT_TAG:?}",
+            repr.format
+        )));
+    }
+    if repr.version != SEGMENT_VERSION {
+        return Err(Error::UnsupportedRegistry {
+            path: path.to_owned(),
+            version: repr.version,
+            supported: SEGMENT_VERSION,
+        });
+    }
+    let mut schemas = Vec::with_capacity(repr.schemas.len());
+    for (i, s) in repr.schemas.into_iter().enumerate() {
+        let dtype = DType::from_name(&s.dtype)
+            .ok_or_else(|| corrupt(format!("unknown dtype {:?}", s.dtype)))?;
+        let fill =
+            match &s.fill_value {
                 None => None,
                 Some(a) => Some(attr_to_fill(a, dtype).ok_or_else(|| {
                     corrupt(format!("schema {i}: fill value {a} is not a {dtype}"))
                 })?),
             };
-            let schema = ArraySchema::new(
-                "<registry>",
-                dtype,
-                s.dims,
-                s.shape,
-                Some(s.chunk_shape),
-                fill,
-            )
-            .map_err(|e| corrupt(format!("schema {i}: {e}")))?;
-            schemas.push(Arc::new(schema));
-        }
-        let empty_attrs = Arc::new(IndexMap::new());
-        let mut attr_sets = Vec::with_capacity(repr.attr_sets.len());
-        for set in repr.attr_sets {
-            for k in set.keys() {
-                validate_attribute_name(k).map_err(|e| corrupt(e.to_string()))?;
-            }
-            attr_sets.push(Arc::new(set));
-        }
-        let mut datasets = IndexMap::with_capacity(repr.datasets.len());
-        for d in repr.datasets {
-            validate_dataset_name(&d.name).map_err(|e| corrupt(e.to_string()))?;
-            for k in d.attrs.keys() {
-                validate_attribute_name(k).map_err(|e| corrupt(e.to_string()))?;
-            }
-            let mut ds_arrays = IndexMap::with_capacity(d.arrays.len());
-            for (aname, a) in d.arrays {
-                if !arrays.contains_key(&aname) {
-                    return Err(corrupt(format!(
-                        "dataset {:?} uses array {aname:?}, which has no file",
-                        d.name
-                    )));
-                }
-                let schema = schemas
-                    .get(a.schema)
-                    .cloned()
-                    .ok_or_else(|| corrupt(format!("schema index {} out of range", a.schema)))?;
-                let attributes = match a.attrs {
-                    None => Arc::clone(&empty_attrs),
-                    Some(i) => attr_sets
-                        .get(i)
-                        .cloned()
-                        .ok_or_else(|| corrupt(format!("attribute set index {i} out of range")))?,
-                };
-                ds_arrays.insert(aname, ArrayEntry { schema, attributes });
-            }
-            let prev = datasets.insert(
-                d.name.clone(),
-                DatasetMeta {
-                    attributes: d.attrs,
-                    arrays: ds_arrays,
-                },
-            );
-            if prev.is_some() {
-                return Err(corrupt(format!("dataset {:?} appears twice", d.name)));
-            }
-        }
-        Ok(Registry {
-            generation: repr.generation,
-            compression: Compression {
-                codec,
-                shuffle: repr.shuffle,
-            },
-            meta_format,
-            arrays,
-            datasets,
-        })
+        let schema = ArraySchema::new(
+            "<registry>",
+            dtype,
+            s.dims,
+            s.shape,
+            Some(s.chunk_shape),
+            fill,
+        )
+        .map_err(|e| corrupt(format!("schema {i}: {e}")))?;
+        schemas.push(Arc::new(schema));
     }
+    let empty_attrs = Arc::new(IndexMap::new());
+    let mut attr_sets = Vec::with_capacity(repr.attr_sets.len());
+    for set in repr.attr_sets {
+        for k in set.keys() {
+            validate_attribute_name(k).map_err(|e| corrupt(e.to_string()))?;
+        }
+        attr_sets.push(Arc::new(set));
+    }
+    for d in &repr.deleted {
+        validate_dataset_name(d).map_err(|e| corrupt(e.to_string()))?;
+    }
+    let mut seen = HashSet::with_capacity(repr.datasets.len());
+    let mut datasets = Vec::with_capacity(repr.datasets.len());
+    for d in repr.datasets {
+        validate_dataset_name(&d.name).map_err(|e| corrupt(e.to_string()))?;
+        for k in d.attrs.keys() {
+            validate_attribute_name(k).map_err(|e| corrupt(e.to_string()))?;
+        }
+        let mut ds_arrays = IndexMap::with_capacity(d.arrays.len());
+        for (aname, a) in d.arrays {
+            validate_array_name(&aname).map_err(|e| corrupt(e.to_string()))?;
+            let schema = schemas
+                .get(a.schema)
+                .cloned()
+                .ok_or_else(|| corrupt(format!("schema index {} out of range", a.schema)))?;
+            let attributes = match a.attrs {
+                None => Arc::clone(&empty_attrs),
+                Some(i) => attr_sets
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| corrupt(format!("attribute set index {i} out of range")))?,
+            };
+            ds_arrays.insert(aname, ArrayEntry { schema, attributes });
+        }
+        if !seen.insert(d.name.clone()) {
+            return Err(corrupt(format!("dataset {:?} appears twice", d.name)));
+        }
+        datasets.push((
+            d.name,
+            DatasetMeta {
+                attributes: d.attrs,
+                arrays: ds_arrays,
+            },
+        ));
+    }
+    Ok(Segment {
+        snapshot: repr.snapshot,
+        deleted: repr.deleted,
+        datasets,
+    })
+}
+
+/// Checks that every array a dataset uses has a file in the manifest.
+pub(crate) fn check_arrays(
+    datasets: &IndexMap<String, DatasetMeta>,
+    manifest: &Manifest,
+    path: &Path,
+) -> Result<()> {
+    for (name, ds) in datasets {
+        for a in ds.arrays.keys() {
+            if !manifest.arrays.contains_key(a) {
+                return Err(Error::CorruptRegistry {
+                    path: path.to_owned(),
+                    reason: format!("dataset {name:?} uses array {a:?}, which has no file"),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample(fmt: MetaFormat) -> Registry {
-        let mut r = Registry::new(Compression::default(), fmt);
-        r.generation = 3;
-        let layer = LayerId::new(format!("d-{:032x}.af", 42)).unwrap();
-        r.arrays.insert("temp".into(), vec![layer]);
+    fn sample() -> IndexMap<String, DatasetMeta> {
         let schema = Arc::new(
             ArraySchema::new(
                 "x",
@@ -447,6 +591,8 @@ mod tests {
             )
             .unwrap(),
         );
+        let attrs = Arc::new(IndexMap::from([("units".to_owned(), Attr::from("degC"))]));
+        let mut map = IndexMap::new();
         for i in 0..3 {
             let mut ds = DatasetMeta::default();
             ds.attributes.insert("month".into(), Attr::Int64(i));
@@ -454,53 +600,102 @@ mod tests {
                 "temp".into(),
                 ArrayEntry {
                     schema: Arc::clone(&schema),
-                    attributes: Arc::new(IndexMap::from([(
-                        "units".to_owned(),
-                        Attr::from("degC"),
-                    )])),
+                    attributes: Arc::clone(&attrs),
                 },
             );
-            r.datasets.insert(format!("ds{i}"), ds);
+            map.insert(format!("ds{i}"), ds);
         }
-        r
+        map
     }
 
     #[test]
-    fn both_formats_round_trip_and_share_schemas() {
+    fn segments_round_trip_in_both_formats_and_share_schemas() {
+        let map = sample();
         for fmt in [MetaFormat::Json, MetaFormat::Binary] {
-            let r = sample(fmt);
-            let bytes = r.encode();
-            let back = Registry::decode(&bytes, Path::new("atlas.json")).unwrap();
-            assert_eq!(back, r);
+            let bytes = encode_segment(fmt, true, vec![], map.iter());
+            let seg = decode_segment(&bytes, Path::new("s")).unwrap();
+            let mut back = IndexMap::new();
+            seg.apply(&mut back);
+            assert_eq!(back, map);
             if fmt == MetaFormat::Json {
                 let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
                 assert_eq!(v["schemas"].as_array().unwrap().len(), 1);
+                assert_eq!(v["attr_sets"].as_array().unwrap().len(), 1);
             }
         }
     }
 
     #[test]
-    fn damaged_registries_are_errors() {
-        let bytes = sample(MetaFormat::Json).encode();
+    fn deltas_replay_to_the_live_order() {
+        // Live history: ds0 ds1 ds2 committed; then ds1 deleted, ds0 changed,
+        // ds1 re-created, ds3 created. Live order: ds0 ds2 ds1 ds3.
+        let mut live = sample();
+        let mut committed = live.clone();
+        live.shift_remove("ds1");
+        live.get_mut("ds0")
+            .unwrap()
+            .attributes
+            .insert("x".into(), Attr::Bool(true));
+        live.insert("ds1".into(), DatasetMeta::default());
+        live.insert("ds3".into(), DatasetMeta::default());
+        let dirty = ["ds0", "ds1", "ds3"];
+        let bytes = encode_segment(
+            MetaFormat::Json,
+            false,
+            vec!["ds1".into()],
+            live.iter().filter(|(k, _)| dirty.contains(&k.as_str())),
+        );
+        decode_segment(&bytes, Path::new("s"))
+            .unwrap()
+            .apply(&mut committed);
+        assert_eq!(committed, live);
+        assert_eq!(
+            committed.keys().collect::<Vec<_>>(),
+            ["ds0", "ds2", "ds1", "ds3"]
+        );
+    }
+
+    #[test]
+    fn manifests_round_trip_and_reject_damage() {
+        let mut m = Manifest::new(Compression::default(), MetaFormat::Binary);
+        m.generation = 4;
+        m.arrays.insert(
+            "temp".into(),
+            vec![LayerId::new(format!("d-{:032x}.af", 42)).unwrap()],
+        );
+        m.segments.push(SegmentId::fresh(MetaFormat::Binary));
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes, Path::new("a")).unwrap(), m);
         for cut in [0, 1, bytes.len() / 2, bytes.len() - 3] {
             assert!(matches!(
-                Registry::decode(&bytes[..cut], Path::new("a")),
+                Manifest::decode(&bytes[..cut], Path::new("a")),
                 Err(Error::CorruptRegistry { .. })
             ));
         }
         let text = String::from_utf8(bytes).unwrap();
         let evil = text.replace("d-0000", "../../0");
         assert_ne!(evil, text);
-        assert!(Registry::decode(evil.as_bytes(), Path::new("a")).is_err());
-        let future = text.replace("\"version\":1", "\"version\":9");
+        assert!(Manifest::decode(evil.as_bytes(), Path::new("a")).is_err());
+        let future = text.replace("\"version\": 2", "\"version\": 9");
         assert_ne!(future, text);
         assert!(matches!(
-            Registry::decode(future.as_bytes(), Path::new("a")),
+            Manifest::decode(future.as_bytes(), Path::new("a")),
             Err(Error::UnsupportedRegistry { version: 9, .. })
         ));
-        let bin = sample(MetaFormat::Binary).encode();
-        for cut in [8, 12, bin.len() - 1] {
-            assert!(Registry::decode(&bin[..cut], Path::new("a")).is_err());
+        assert!(SegmentId::new("s-../../etc/passwd.json").is_none());
+    }
+
+    #[test]
+    fn damaged_segments_are_errors() {
+        let map = sample();
+        for fmt in [MetaFormat::Json, MetaFormat::Binary] {
+            let bytes = encode_segment(fmt, true, vec![], map.iter());
+            for cut in [0, 1, 8, 12, bytes.len() / 2, bytes.len() - 2] {
+                assert!(
+                    decode_segment(&bytes[..cut], Path::new("s")).is_err(),
+                    "{fmt:?} cut {cut}"
+                );
+            }
         }
     }
 }

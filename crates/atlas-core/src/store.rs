@@ -27,7 +27,7 @@ use crate::config::{MetaFormat, OpenOptions, StoreConfig};
 use crate::dataset::DatasetView;
 use crate::error::{Error, Result};
 use crate::name::validate_dataset_name;
-use crate::registry::{DatasetMeta, Registry};
+use crate::registry::{check_arrays, decode_segment, DatasetMeta, Manifest, SegmentId, META_DIR};
 
 /// Name of the registry file, the store's commit point.
 pub const REGISTRY_FILE: &str = "atlas.json";
@@ -47,6 +47,19 @@ enum FileSlot {
 
 pub(crate) struct Live {
     pub datasets: IndexMap<String, DatasetMeta>,
+    /// Datasets created or changed since the last commit.
+    pub dirty: std::collections::HashSet<String>,
+    /// Datasets deleted since the last commit (they may exist again if re-created).
+    pub deleted: std::collections::HashSet<String>,
+}
+
+impl Live {
+    /// Marks a dataset as changed since the last commit.
+    pub(crate) fn touch(&mut self, name: &str) {
+        if !self.dirty.contains(name) {
+            self.dirty.insert(name.to_owned());
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -74,6 +87,7 @@ pub(crate) struct Inner {
 pub(crate) struct Committed {
     pub generation: u64,
     pub arrays: IndexMap<String, Vec<LayerId>>,
+    pub segments: Vec<SegmentId>,
 }
 
 /// Handle to an opened or newly created atlas store.
@@ -141,11 +155,19 @@ impl Atlas {
         if storage.exists(&reg_path)? {
             return Err(Error::StoreExists { path: root });
         }
-        let mut reg = Registry::new(config.compression(), config.meta_format);
-        reg.generation = 1;
-        commit::write_registry(storage.as_ref(), &root, &reg)
+        storage.create_dir_all(&root.join(META_DIR))?;
+        let mut manifest = Manifest::new(config.compression(), config.meta_format);
+        manifest.generation = 1;
+        commit::write_manifest(storage.as_ref(), &root, &manifest)
             .map_err(commit::CommitError::into_error)?;
-        let atlas = Self::from_registry(storage, root, reg, HashMap::new(), config.open_options());
+        let atlas = Self::from_parts(
+            storage,
+            root,
+            manifest,
+            IndexMap::new(),
+            HashMap::new(),
+            config.open_options(),
+        );
         *atlas.inner.writer.lock() = Some(guard);
         Ok(atlas)
     }
@@ -177,21 +199,25 @@ impl Atlas {
         let root = path.to_owned();
         let reg_path = root.join(REGISTRY_FILE);
         let mut attempt = 0;
-        let (reg, handles) = loop {
+        let (manifest, datasets, handles) = loop {
             if !storage.exists(&reg_path)? {
                 return Err(Error::StoreNotFound { path: root });
             }
-            let bytes = storage.read_all(&reg_path)?;
-            let reg = Registry::decode(&bytes, &reg_path)?;
-            match Self::pin_layers(storage.as_ref(), &root, &reg) {
-                Ok(h) => break (reg, h),
-                // A commit retired a file between reading the registry and
-                // opening it: read the newer registry.
-                Err(e) if is_not_found(&e) && attempt < 8 => attempt += 1,
-                Err(e) => return Err(e.into()),
+            match load(storage.as_ref(), &root) {
+                Ok((manifest, datasets)) => {
+                    match Self::pin_layers(storage.as_ref(), &root, &manifest) {
+                        Ok(h) => break (manifest, datasets, h),
+                        // A commit retired a file between reading the manifest and
+                        // opening it: read the newer manifest.
+                        Err(e) if is_not_found(&e) && attempt < 8 => attempt += 1,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(Error::Storage(e)) if is_not_found(&e) && attempt < 8 => attempt += 1,
+                Err(e) => return Err(e),
             }
         };
-        let atlas = Self::from_registry(storage, root, reg, handles, options);
+        let atlas = Self::from_parts(storage, root, manifest, datasets, handles, options);
         if options.write {
             atlas.inner.ensure_writer()?;
         }
@@ -201,9 +227,10 @@ impl Atlas {
     fn pin_layers(
         storage: &dyn Storage,
         root: &Path,
-        reg: &Registry,
+        manifest: &Manifest,
     ) -> array_format::Result<HashMap<String, PinnedLayers>> {
-        reg.arrays
+        manifest
+            .arrays
             .iter()
             .map(|(name, layers)| {
                 Ok((
@@ -214,10 +241,11 @@ impl Atlas {
             .collect()
     }
 
-    fn from_registry(
+    fn from_parts(
         storage: Arc<dyn Storage>,
         root: PathBuf,
-        reg: Registry,
+        manifest: Manifest,
+        datasets: IndexMap<String, DatasetMeta>,
         handles: HashMap<String, PinnedLayers>,
         options: OpenOptions,
     ) -> Atlas {
@@ -231,14 +259,17 @@ impl Atlas {
                 storage,
                 cache: Arc::new(DeltaCache::new(options.cache)),
                 options,
-                compression: reg.compression,
-                meta_format: reg.meta_format,
+                compression: manifest.compression,
+                meta_format: manifest.meta_format,
                 live: RwLock::new(Live {
-                    datasets: reg.datasets,
+                    datasets,
+                    dirty: std::collections::HashSet::new(),
+                    deleted: std::collections::HashSet::new(),
                 }),
                 committed: Mutex::new(Committed {
-                    generation: reg.generation,
-                    arrays: reg.arrays,
+                    generation: manifest.generation,
+                    arrays: manifest.arrays,
+                    segments: manifest.segments,
                 }),
                 files: Mutex::new(files),
                 writer: Mutex::new(None),
@@ -293,6 +324,7 @@ impl Atlas {
         }
         live.datasets
             .insert(name.to_owned(), DatasetMeta::default());
+        live.touch(name);
         self.inner.dirty.store(true, Ordering::SeqCst);
         Ok(DatasetView::new(Arc::clone(&self.inner), name))
     }
@@ -332,7 +364,12 @@ impl Atlas {
                 }
             }
         }
-        self.inner.live.write().datasets.shift_remove(name);
+        {
+            let mut live = self.inner.live.write();
+            live.datasets.shift_remove(name);
+            live.dirty.remove(name);
+            live.deleted.insert(name.to_owned());
+        }
         self.inner.dirty.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -580,14 +617,30 @@ impl Inner {
                 path: self.root.clone(),
             })?;
         let reg_path = self.root.join(REGISTRY_FILE);
-        let on_disk = Registry::decode(&self.storage.read_all(&reg_path)?, &reg_path)?;
+        let on_disk = Manifest::decode(&self.storage.read_all(&reg_path)?, &reg_path)?;
         if on_disk.generation != self.committed.lock().generation {
             return Err(Error::StaleHandle {
                 path: self.root.clone(),
             });
         }
-        commit::sweep_orphans(self.storage.as_ref(), &self.root, &on_disk.arrays);
+        commit::sweep_orphans(self.storage.as_ref(), &self.root, &on_disk);
         *w = Some(guard);
         Ok(())
     }
+}
+
+/// Reads the manifest and replays its segments into the dataset map.
+pub(crate) fn load(
+    storage: &dyn Storage,
+    root: &Path,
+) -> Result<(Manifest, IndexMap<String, DatasetMeta>)> {
+    let reg_path = root.join(REGISTRY_FILE);
+    let manifest = Manifest::decode(&storage.read_all(&reg_path)?, &reg_path)?;
+    let mut datasets = IndexMap::new();
+    for seg in &manifest.segments {
+        let path = root.join(META_DIR).join(seg.as_str());
+        decode_segment(&storage.read_all(&path)?, &path)?.apply(&mut datasets);
+    }
+    check_arrays(&datasets, &manifest, &reg_path)?;
+    Ok((manifest, datasets))
 }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use array_format::{ArrayFile, ArrayFileOptions, DeltaCache, DeltaCacheConfig};
 
-use crate::registry::Registry;
 use crate::store::{Atlas, REGISTRY_FILE};
 
 /// One problem found by [`verify`].
@@ -40,11 +39,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
     let storage = atlas.inner.storage.clone();
     let mut report = Report::default();
     let reg_path = root.join(REGISTRY_FILE);
-    let reg = match storage
-        .read_all(&reg_path)
-        .map_err(crate::Error::from)
-        .and_then(|b| Registry::decode(&b, &reg_path))
-    {
+    let (manifest, datasets) = match crate::store::load(storage.as_ref(), &root) {
         Ok(r) => r,
         Err(e) => {
             report.problems.push(Problem {
@@ -54,8 +49,8 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
             return report;
         }
     };
-    let total = reg.arrays.len() as u64;
-    for (i, (array, layers)) in reg.arrays.iter().enumerate() {
+    let total = manifest.arrays.len() as u64;
+    for (i, (array, layers)) in manifest.arrays.iter().enumerate() {
         let dir = root.join(array);
         report.n_arrays += 1;
         report.n_layers += layers.len() as u64;
@@ -89,7 +84,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
             }),
         }
         let mut expected = HashSet::new();
-        for (ds_name, ds) in &reg.datasets {
+        for (ds_name, ds) in &datasets {
             let Some(entry) = ds.arrays.get(array) else {
                 continue;
             };

@@ -25,7 +25,7 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 
 use super::{Inner, REGISTRY_FILE};
 use crate::error::{Error, Result};
-use crate::registry::{encode_parts, Registry};
+use crate::registry::{encode_segment, Manifest, SegmentId, MAX_SEGMENTS, META_DIR};
 
 /// How a registry write failed.
 pub(crate) enum CommitError {
@@ -64,12 +64,12 @@ pub(crate) fn write_registry_bytes(
     storage.sync_dir(root).map_err(CommitError::Unknown)
 }
 
-pub(crate) fn write_registry(
+pub(crate) fn write_manifest(
     storage: &dyn Storage,
     root: &Path,
-    reg: &Registry,
+    m: &Manifest,
 ) -> Result<(), CommitError> {
-    write_registry_bytes(storage, root, &reg.encode())
+    write_registry_bytes(storage, root, &m.encode())
 }
 
 fn is_store_file(name: &str) -> bool {
@@ -81,13 +81,10 @@ fn is_store_file(name: &str) -> bool {
 }
 
 /// Removes files no commit names: layers and scratch files left by crashed or
-/// failed flushes, temporary registries, directories of dropped arrays. Only a
-/// writer calls this; errors are ignored (garbage is harmless, just retried later).
-pub(crate) fn sweep_orphans(
-    storage: &dyn Storage,
-    root: &Path,
-    arrays: &IndexMap<String, Vec<LayerId>>,
-) {
+/// failed flushes, unnamed registry segments, temporary manifests, directories of
+/// dropped arrays. Only a writer calls this; errors are ignored (garbage is
+/// harmless, just retried later).
+pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manifest) {
     let Ok(entries) = storage.list_dir(root) else {
         return;
     };
@@ -96,11 +93,17 @@ pub(crate) fn sweep_orphans(
             let _ = storage.remove_file(&root.join(&name));
             continue;
         }
+        if name == META_DIR {
+            let live: HashSet<&str> = manifest.segments.iter().map(SegmentId::as_str).collect();
+            sweep_segments(storage, &root.join(META_DIR), &live);
+            continue;
+        }
         let dir = root.join(&name);
         let Ok(files) = storage.list_dir(&dir) else {
             continue;
         };
-        let live: HashSet<&str> = arrays
+        let live: HashSet<&str> = manifest
+            .arrays
             .get(&name)
             .map(|l| l.iter().map(LayerId::as_str).collect())
             .unwrap_or_default();
@@ -113,8 +116,19 @@ pub(crate) fn sweep_orphans(
                 remaining -= 1;
             }
         }
-        if remaining == 0 && !arrays.contains_key(&name) {
+        if remaining == 0 && !manifest.arrays.contains_key(&name) {
             let _ = storage.remove_dir(&dir);
+        }
+    }
+}
+
+fn sweep_segments(storage: &dyn Storage, dir: &Path, live: &HashSet<&str>) {
+    let Ok(files) = storage.list_dir(dir) else {
+        return;
+    };
+    for f in files {
+        if SegmentId::new(f.clone()).is_some() && !live.contains(f.as_str()) {
+            let _ = storage.remove_file(&dir.join(f));
         }
     }
 }
@@ -128,6 +142,12 @@ fn remove_prepared(storage: &dyn Storage, prepared: &[(usize, PreparedLayer)]) {
 type WriteGuards = Vec<(String, OwnedRwLockWriteGuard<ArrayFile>)>;
 
 pub(crate) async fn flush(inner: &Arc<Inner>) -> Result<()> {
+    flush_with(inner, false).await
+}
+
+/// Flushes; with `snapshot`, the registry is rewritten as one snapshot segment
+/// even if nothing changed (compaction of the registry).
+async fn flush_with(inner: &Arc<Inner>, snapshot: bool) -> Result<()> {
     let _commit = inner.commit_lock.lock().await;
     if inner.poisoned.load(Ordering::SeqCst) {
         return Err(Error::Poisoned {
@@ -147,17 +167,32 @@ pub(crate) async fn flush(inner: &Arc<Inner>) -> Result<()> {
         guards.push((name, f.write_owned().await));
     }
     let inner2 = Arc::clone(inner);
-    tokio::task::spawn_blocking(move || flush_sync(&inner2, guards))
+    tokio::task::spawn_blocking(move || flush_sync(&inner2, guards, snapshot))
         .await
         .expect("flush task panicked")
 }
 
-fn flush_sync(inner: &Inner, mut guards: WriteGuards) -> Result<()> {
+fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> Result<()> {
     let was_dirty = inner.dirty.swap(false, Ordering::SeqCst);
-    if !was_dirty && !guards.iter().any(|(_, g)| g.has_pending()) {
+    let compact_registry = force_snapshot && inner.committed.lock().segments.len() > 1;
+    if !was_dirty && !compact_registry && !guards.iter().any(|(_, g)| g.has_pending()) {
         return Ok(());
     }
     let storage = inner.storage.as_ref();
+    // The datasets changed since the last commit; given back if the flush fails.
+    let (dirty, deleted) = {
+        let mut live = inner.live.write();
+        (
+            std::mem::take(&mut live.dirty),
+            std::mem::take(&mut live.deleted),
+        )
+    };
+    let give_back = |dirty: HashSet<String>, deleted: HashSet<String>| {
+        let mut live = inner.live.write();
+        live.dirty.extend(dirty);
+        live.deleted.extend(deleted);
+        inner.dirty.store(true, Ordering::SeqCst);
+    };
     let mut prepared: Vec<(usize, PreparedLayer)> = Vec::new();
     for (i, (_, g)) in guards.iter().enumerate() {
         match g.write_pending() {
@@ -165,12 +200,13 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards) -> Result<()> {
             Ok(None) => {}
             Err(e) => {
                 remove_prepared(storage, &prepared);
-                inner.dirty.store(true, Ordering::SeqCst);
+                give_back(dirty, deleted);
                 return Err(e.into());
             }
         }
     }
-    let (generation, arrays, dropped, bytes) = {
+    let meta_dir = inner.root.join(META_DIR);
+    let (manifest, dropped, segment, retired_segments) = {
         let live = inner.live.read();
         let committed = inner.committed.lock();
         let used: HashSet<&str> = live
@@ -196,21 +232,72 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards) -> Result<()> {
             .filter(|(n, _)| !arrays.contains_key(*n))
             .map(|(n, l)| (n.clone(), l.clone()))
             .collect();
-        let generation = committed.generation + 1;
-        let bytes = encode_parts(
-            generation,
-            inner.compression,
-            inner.meta_format,
-            &arrays,
-            &live.datasets,
-        );
-        (generation, arrays, dropped, bytes)
+        // A delta segment of what changed, or a snapshot of everything when the
+        // segment list is long (or compaction asks for it).
+        // (A registry of one segment is already compact.)
+        let snapshot = (force_snapshot && committed.segments.len() > 1)
+            || committed.segments.len() >= MAX_SEGMENTS;
+        let (segment, segments, retired) = if snapshot {
+            let id = SegmentId::fresh(inner.meta_format);
+            let bytes = encode_segment(inner.meta_format, true, Vec::new(), live.datasets.iter());
+            (
+                Some((id.clone(), bytes)),
+                vec![id],
+                committed.segments.clone(),
+            )
+        } else if dirty.is_empty() && deleted.is_empty() {
+            (None, committed.segments.clone(), Vec::new())
+        } else {
+            let mut upserts: Vec<(usize, &String, &crate::registry::DatasetMeta)> = dirty
+                .iter()
+                .filter_map(|n| live.datasets.get_full(n))
+                .collect();
+            upserts.sort_unstable_by_key(|(i, _, _)| *i);
+            let mut tombstones: Vec<String> = deleted.iter().cloned().collect();
+            tombstones.sort_unstable();
+            let id = SegmentId::fresh(inner.meta_format);
+            let bytes = encode_segment(
+                inner.meta_format,
+                false,
+                tombstones,
+                upserts.into_iter().map(|(_, k, v)| (k, v)),
+            );
+            let mut segments = committed.segments.clone();
+            segments.push(id.clone());
+            (Some((id, bytes)), segments, Vec::new())
+        };
+        let manifest = Manifest {
+            generation: committed.generation + 1,
+            compression: inner.compression,
+            meta_format: inner.meta_format,
+            arrays,
+            segments,
+        };
+        (manifest, dropped, segment, retired)
     };
-    match write_registry_bytes(storage, &inner.root, &bytes) {
+    let fail_before = |e: array_format::Error, seg: Option<&SegmentId>| {
+        remove_prepared(storage, &prepared);
+        if let Some(id) = seg {
+            let _ = storage.remove_file(&meta_dir.join(id.as_str()));
+        }
+        e
+    };
+    if let Some((id, bytes)) = &segment {
+        let written = storage
+            .create_dir_all(&meta_dir)
+            .and_then(|()| storage.write_new_synced(&meta_dir.join(id.as_str()), bytes))
+            .and_then(|()| storage.sync_dir(&meta_dir));
+        if let Err(e) = written {
+            let e = fail_before(e, Some(id));
+            give_back(dirty, deleted);
+            return Err(e.into());
+        }
+    }
+    match write_manifest(storage, &inner.root, &manifest) {
         Ok(()) => {}
         Err(CommitError::Before(e)) => {
-            remove_prepared(storage, &prepared);
-            inner.dirty.store(true, Ordering::SeqCst);
+            let e = fail_before(e, segment.as_ref().map(|(id, _)| id));
+            give_back(dirty, deleted);
             return Err(e.into());
         }
         Err(CommitError::Unknown(e)) => {
@@ -227,8 +314,12 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards) -> Result<()> {
     }
     {
         let mut c = inner.committed.lock();
-        c.generation = generation;
-        c.arrays = arrays;
+        c.generation = manifest.generation;
+        c.arrays = manifest.arrays;
+        c.segments = manifest.segments;
+    }
+    for id in retired_segments {
+        let _ = storage.remove_file(&meta_dir.join(id.as_str()));
     }
     // Arrays no dataset uses any more: their files are now garbage.
     let dropped_names: HashSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
@@ -269,7 +360,9 @@ fn sweep_dir(
 }
 
 pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
-    flush(inner).await?;
+    // Commit pending changes and rewrite the registry as one snapshot segment.
+    inner.ensure_writer()?;
+    flush_with(inner, true).await?;
     inner.ensure_writer()?;
     let _commit = inner.commit_lock.lock().await;
     let targets: Vec<String> = inner
@@ -325,31 +418,33 @@ pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
                 let _ = storage.remove_file(p);
             }
         };
+        // The manifest on disk is exactly this handle's last commit (it holds
+        // the writer lock); only the compacted arrays' layer lists change.
         let reg_path = inner2.root.join(REGISTRY_FILE);
-        let mut reg = match storage
+        let mut manifest = match storage
             .read_all(&reg_path)
             .map_err(Error::from)
-            .and_then(|b| Registry::decode(&b, &reg_path))
+            .and_then(|b| Manifest::decode(&b, &reg_path))
         {
-            Ok(r) => r,
+            Ok(m) => m,
             Err(e) => {
                 cleanup();
                 return Err(e);
             }
         };
-        if reg.generation != inner2.committed.lock().generation {
+        if manifest.generation != inner2.committed.lock().generation {
             cleanup();
             inner2.poisoned.store(true, Ordering::SeqCst);
             return Err(Error::StaleHandle {
                 path: inner2.root.clone(),
             });
         }
-        reg.generation += 1;
+        manifest.generation += 1;
         for (name, id) in &new_ids {
-            reg.arrays.insert(name.clone(), vec![id.clone()]);
+            manifest.arrays.insert(name.clone(), vec![id.clone()]);
         }
-        match write_registry(storage, &inner2.root, &reg) {
-            Ok(()) => Ok(reg.generation),
+        match write_manifest(storage, &inner2.root, &manifest) {
+            Ok(()) => Ok(manifest.generation),
             Err(CommitError::Before(e)) => {
                 cleanup();
                 Err(e.into())

@@ -149,16 +149,23 @@ async fn round_trip(format: MetaFormat) {
     assert_same(&ds.attributes(), &want, "live");
     s.flush().await.unwrap();
 
-    let reg = storage
+    // The manifest is always JSON; the segments holding the datasets use the
+    // configured format.
+    let manifest = storage
         .contents(&mem_root().join(REGISTRY_FILE))
         .expect("atlas.json exists");
+    let v: serde_json::Value = serde_json::from_slice(&manifest).expect("valid JSON manifest");
+    assert_eq!(v["meta_format"], format.name());
+    let segments = crate::common::segment_files(&storage);
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let seg = storage.contents(&segments[0]).unwrap();
     match format {
         MetaFormat::Json => {
-            assert_eq!(reg.first(), Some(&b'{'), "JSON registry is text");
-            let v: serde_json::Value = serde_json::from_slice(&reg).expect("valid JSON");
+            assert_eq!(seg.first(), Some(&b'{'), "JSON segment is text");
+            let v: serde_json::Value = serde_json::from_slice(&seg).expect("valid JSON");
             assert!(v.is_object());
         }
-        MetaFormat::Binary => assert!(reg.starts_with(b"ATLASREG"), "binary registry magic"),
+        MetaFormat::Binary => assert!(seg.starts_with(b"ATLASSEG"), "binary segment magic"),
     }
 
     let ctx = format.name();

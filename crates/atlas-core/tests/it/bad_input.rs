@@ -497,57 +497,59 @@ async fn corrupt_registry_is_a_typed_error_naming_the_file() {
         ds.set_attribute("a", Attr::from("x")).unwrap();
         s.flush().await.unwrap();
         drop((ds, s));
-        let reg = mem_root().join(REGISTRY_FILE);
-        let good = storage.contents(&reg).unwrap();
-        let mut variants: Vec<(String, Vec<u8>)> = vec![
-            ("empty".into(), Vec::new()),
-            ("not json".into(), b"hello, I am not a registry".to_vec()),
-            ("json array".into(), b"[1, 2, 3]".to_vec()),
-            ("json null".into(), b"null".to_vec()),
-            ("binary garbage".into(), vec![0xff, 0x00, 0x13, 0x37]),
-            ("magic only".into(), b"ATLASREG".to_vec()),
-        ];
-        for cut in [1, 8, 12, good.len() / 3, good.len() / 2, good.len() - 2] {
-            variants.push((format!("truncated to {cut}"), good[..cut].to_vec()));
-        }
-        for (what, bytes) in variants {
-            storage.overwrite(&reg, bytes);
-            match crate::common::open_mem(&storage).await {
-                Err(Error::CorruptRegistry { path, reason }) => {
-                    assert_eq!(path, reg, "{fmt:?} {what}");
-                    assert!(!reason.is_empty());
-                    let msg = Error::CorruptRegistry { path, reason }.to_string();
-                    assert!(msg.contains("atlas.json"), "{what}: {msg}");
-                }
-                Err(Error::UnsupportedRegistry { path, .. }) => {
-                    // Acceptable for a damaged binary header.
-                    assert_eq!(path, reg, "{fmt:?} {what}");
-                }
-                other => panic!("{fmt:?} {what}: expected CorruptRegistry, got {other:?}"),
+        // Damage the manifest (atlas.json) and, separately, the segment holding
+        // the datasets: each is a typed error naming the damaged file.
+        let manifest = mem_root().join(REGISTRY_FILE);
+        let segment = crate::common::segment_files(&storage)[0].clone();
+        for reg in [manifest, segment] {
+            let good = storage.contents(&reg).unwrap();
+            let mut variants: Vec<(String, Vec<u8>)> = vec![
+                ("empty".into(), Vec::new()),
+                ("not json".into(), b"hello, I am not a registry".to_vec()),
+                ("json array".into(), b"[1, 2, 3]".to_vec()),
+                ("json null".into(), b"null".to_vec()),
+                ("binary garbage".into(), vec![0xff, 0x00, 0x13, 0x37]),
+                ("magic only".into(), b"ATLASSEG".to_vec()),
+            ];
+            for cut in [1, 8, 12, good.len() / 3, good.len() / 2, good.len() - 2] {
+                variants.push((format!("truncated to {cut}"), good[..cut].to_vec()));
             }
+            for (what, bytes) in variants {
+                storage.overwrite(&reg, bytes);
+                match crate::common::open_mem(&storage).await {
+                    Err(Error::CorruptRegistry { path, reason }) => {
+                        assert_eq!(path, reg, "{fmt:?} {what}");
+                        assert!(!reason.is_empty());
+                        let msg = Error::CorruptRegistry { path, reason }.to_string();
+                        assert!(msg.contains(reg.to_str().unwrap()), "{what}: {msg}");
+                    }
+                    Err(Error::UnsupportedRegistry { path, .. }) => {
+                        // Acceptable for a damaged binary header.
+                        assert_eq!(path, reg, "{fmt:?} {what}");
+                    }
+                    other => panic!("{fmt:?} {what}: expected CorruptRegistry, got {other:?}"),
+                }
+            }
+            // An unknown version is its own typed error.
+            if reg.ends_with(REGISTRY_FILE) || fmt == MetaFormat::Json {
+                let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+                v["version"] = serde_json::json!(99);
+                storage.overwrite(&reg, serde_json::to_vec(&v).unwrap());
+                assert!(matches!(
+                    crate::common::open_mem(&storage).await,
+                    Err(Error::UnsupportedRegistry { version: 99, .. })
+                ));
+            } else {
+                let mut b = good.clone();
+                b[8..12].copy_from_slice(&99u32.to_le_bytes());
+                storage.overwrite(&reg, b);
+                assert!(matches!(
+                    crate::common::open_mem(&storage).await,
+                    Err(Error::UnsupportedRegistry { version: 99, .. })
+                ));
+            }
+            storage.overwrite(&reg, good);
         }
-        // An unknown version is its own typed error.
-        if fmt == MetaFormat::Json {
-            let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
-            v["version"] = serde_json::json!(99);
-            storage.overwrite(&reg, serde_json::to_vec(&v).unwrap());
-            assert!(matches!(
-                crate::common::open_mem(&storage).await,
-                Err(Error::UnsupportedRegistry { version: 99, .. })
-            ));
-        } else {
-            let mut b = good.clone();
-            b[8..12].copy_from_slice(&99u32.to_le_bytes());
-            storage.overwrite(&reg, b);
-            assert!(matches!(
-                crate::common::open_mem(&storage).await,
-                Err(Error::UnsupportedRegistry { version: 99, .. })
-            ));
-        }
-        // Restoring the bytes restores the store.
-        storage.overwrite(&reg, good);
-        let r = reopen_mem(&storage, "restored").await;
-        assert_eq!(r.list_datasets(), strings(&["d"]));
     }
 }
 
@@ -989,8 +991,14 @@ async fn hostile_registry_contents_are_corrupt_not_panics() {
     }
     s.flush().await.unwrap();
     drop(s);
-    let reg = mem_root().join(REGISTRY_FILE);
-    let good: serde_json::Value = serde_json::from_slice(&storage.contents(&reg).unwrap()).unwrap();
+    // Fields of the manifest (atlas.json) and of the segment holding the
+    // datasets (atlas.meta/s-….json) are damaged in the file that holds them.
+    let manifest = mem_root().join(REGISTRY_FILE);
+    let segment = crate::common::segment_files(&storage)[0].clone();
+    let good_manifest: serde_json::Value =
+        serde_json::from_slice(&storage.contents(&manifest).unwrap()).unwrap();
+    let good_segment: serde_json::Value =
+        serde_json::from_slice(&storage.contents(&segment).unwrap()).unwrap();
     type Edit = fn(&mut serde_json::Value);
     let edits: Vec<(&str, Edit)> = vec![
         ("format tag", |v| v["format"] = "something-else".into()),
@@ -1026,29 +1034,50 @@ async fn hostile_registry_contents_are_corrupt_not_panics() {
         ("datasets not a list", |v| v["datasets"] = 5.into()),
         ("negative generation", |v| v["generation"] = (-1).into()),
     ];
+    let in_manifest = [
+        "format tag",
+        "unknown codec",
+        "layer outside the directory",
+        "layer with a bad name",
+        "array name with a slash",
+        "negative generation",
+    ];
     for (what, edit) in edits {
+        let (reg, good) = if in_manifest.contains(&what) {
+            (&manifest, &good_manifest)
+        } else {
+            (&segment, &good_segment)
+        };
         let mut v = good.clone();
         edit(&mut v);
-        storage.overwrite(&reg, serde_json::to_vec(&v).unwrap());
+        storage.overwrite(reg, serde_json::to_vec(&v).unwrap());
         match crate::common::open_mem(&storage).await {
-            Err(Error::CorruptRegistry { path, .. }) => assert_eq!(path, reg, "{what}"),
+            // A dataset naming an array without a file is caught when the
+            // replayed datasets are checked against the manifest.
+            Err(Error::CorruptRegistry { path, .. })
+                if what == "dataset uses an array with no file" =>
+            {
+                assert_eq!(path, manifest, "{what}");
+            }
+            Err(Error::CorruptRegistry { path, .. }) => assert_eq!(&path, reg, "{what}"),
             other => panic!("{what}: expected CorruptRegistry, got {other:?}"),
         }
+        storage.overwrite(reg, serde_json::to_vec(good).unwrap());
     }
     // An attribute-set index out of range, if the registry shares them.
-    if good["datasets"][0]["arrays"]["t"]
+    if good_segment["datasets"][0]["arrays"]["t"]
         .get("attrs")
         .is_some_and(serde_json::Value::is_u64)
     {
-        let mut v = good.clone();
+        let mut v = good_segment.clone();
         v["datasets"][0]["arrays"]["t"]["attrs"] = 99.into();
-        storage.overwrite(&reg, serde_json::to_vec(&v).unwrap());
+        storage.overwrite(&segment, serde_json::to_vec(&v).unwrap());
         assert!(matches!(
             crate::common::open_mem(&storage).await,
             Err(Error::CorruptRegistry { .. })
         ));
     }
-    storage.overwrite(&reg, serde_json::to_vec(&good).unwrap());
+    storage.overwrite(&segment, serde_json::to_vec(&good_segment).unwrap());
     let r = reopen_mem(&storage, "restored").await;
     assert_eq!(r.list_datasets(), strings(&["a", "b"]));
 }

@@ -27,6 +27,16 @@ pub async fn create_mem(storage: &MemoryStorage, config: StoreConfig) -> Atlas {
 }
 
 /// Opens (read-only until the first mutation) the store at [`MEM_ROOT`].
+/// The registry segment files of the in-memory store, oldest name first.
+pub fn segment_files(storage: &MemoryStorage) -> Vec<PathBuf> {
+    let dir = mem_root().join("atlas.meta");
+    storage
+        .files()
+        .into_iter()
+        .filter(|p| p.parent() == Some(dir.as_path()))
+        .collect()
+}
+
 pub async fn open_mem(storage: &MemoryStorage) -> Result<Atlas, Error> {
     Atlas::open_with(
         Arc::new(storage.clone()),
