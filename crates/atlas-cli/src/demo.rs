@@ -193,9 +193,19 @@ async fn add_grid(store: &Atlas, month: usize, rng: &mut Rng) -> Result<u64> {
 /// Builds the demo store in `dir`.
 pub async fn run(dir: &Path, n_profiles: usize, n_grids: usize, quiet: bool) -> Result<ExitCode> {
     let t0 = Instant::now();
-    let store = Atlas::create_path(dir, StoreConfig::default())
-        .await
-        .with_context(|| format!("cannot create a store in {}", dir.display()))?;
+    let store = match Atlas::create_path(dir, StoreConfig::default()).await {
+        Ok(s) => s,
+        Err(e @ atlas::Error::StoreExists { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the demo builds a new store; remove {0} or pass another directory",
+                dir.display()
+            )));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot create a store in {}", dir.display())));
+        }
+    };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let pb = util::progress((n_profiles + n_grids) as u64, "ingest", quiet);
     let mut raw = 0u64;
