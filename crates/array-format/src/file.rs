@@ -566,20 +566,11 @@ impl ArrayFile {
     ) -> Result<ArrayD<T>> {
         let width = T::DTYPE.size_bytes().unwrap_or(0);
         let raw = self.chunk_raw(src, width, fill_cache)?;
-        let n: u64 = shape.iter().product();
-        let path = match src {
-            Source::Layer(l) => self.layers[l.layer as usize].path.clone(),
-            Source::Pending(_) => self.dir.clone(),
+        let (path, offset) = match src {
+            Source::Layer(l) => (&self.layers[l.layer as usize].path, l.entry.offset),
+            Source::Pending(_) => (&self.dir, 0),
         };
-        let cells = decode_cells::<T>(&raw, n as usize).ok_or_else(|| {
-            Error::corrupt(
-                &path,
-                0,
-                format!("chunk cells do not decode as {}", T::DTYPE),
-            )
-        })?;
-        let dims: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
-        Ok(ArrayD::from_shape_vec(IxDyn(&dims), cells).expect("cell count matches shape"))
+        cells_array(&raw, shape, path, offset)
     }
 
     fn check_dtype<T: ArrayElement>(name: &str, schema: &ArraySchema) -> Result<()> {
@@ -624,6 +615,19 @@ impl ArrayFile {
         count: &[u64],
         fill_cache: bool,
     ) -> Result<ArrayD<T>> {
+        self.read_with(name, start, count, |src, cshape| {
+            self.chunk_array(src, cshape, fill_cache)
+        })
+    }
+
+    /// Assembles a hyperslab, getting each stored chunk from `load`.
+    fn read_with<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+        mut load: impl FnMut(&Source<'_>, &[u64]) -> Result<ArrayD<T>>,
+    ) -> Result<ArrayD<T>> {
         let view = self.view_or_err(name)?;
         let schema = view.schema;
         Self::check_dtype::<T>(name, schema)?;
@@ -639,7 +643,7 @@ impl ArrayFile {
             let (origin, cshape) = schema.chunk_region(only);
             if origin == start && cshape == count {
                 return match view.source(only) {
-                    Some(src) => self.chunk_array(&src, &cshape, fill_cache),
+                    Some(src) => load(&src, &cshape),
                     None => Ok(ArrayD::from_elem(IxDyn(&dims), fill)),
                 };
             }
@@ -650,12 +654,113 @@ impl ArrayFile {
                 continue;
             };
             let (origin, cshape) = schema.chunk_region(idx);
-            let chunk = self.chunk_array::<T>(&src, &cshape, fill_cache)?;
+            let chunk = load(&src, &cshape)?;
             let ranges = slab::intersect(&origin, &cshape, &start, &count);
             let (cr, rr): (Vec<_>, Vec<_>) = ranges.into_iter().unzip();
             slab::copy_box(&mut out.view_mut(), &rr, &chunk.view(), &cr);
         }
         Ok(out)
+    }
+
+    /// Reads the same hyperslab of many arrays in one pass: the stored blocks
+    /// they need are sorted by file position and fetched with a few large reads
+    /// (neighbouring blocks coalesced), then decoded. This is how a scan of one
+    /// variable across many datasets reads the file: sequentially, once. Like
+    /// [`ArrayFile::read_array_streaming`], it does not fill the cache. One
+    /// result per name, in order.
+    pub fn read_many_streaming<T: ArrayElement>(
+        &self,
+        names: &[&str],
+        start: &[u64],
+        count: &[u64],
+    ) -> Vec<Result<ArrayD<T>>> {
+        /// Blocks closer than this are fetched in one read (the gap is read too).
+        const MAX_GAP_BYTES: u64 = 64 << 10;
+        /// Largest single read.
+        const MAX_READ_BYTES: u64 = 8 << 20;
+        // 1. Every committed block the reads need. Errors are left to step 3.
+        let mut wanted: Vec<(u32, u64, u64)> = Vec::new();
+        for name in names {
+            let Some(view) = self.view(name) else {
+                continue;
+            };
+            let schema = view.schema;
+            if schema.dtype != T::DTYPE {
+                continue;
+            }
+            let Ok((st, ct)) = schema.resolve_region(name, start, count) else {
+                continue;
+            };
+            if ct.contains(&0) {
+                continue;
+            }
+            for idx in schema.chunks_touching(&st, &ct) {
+                if let Some(Source::Layer(loc)) = view.source(idx) {
+                    wanted.push((loc.layer, loc.entry.offset, loc.entry.stored_len));
+                }
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        // 2. Coalesced reads. A failed read leaves its blocks to the per-chunk
+        // path, which reports the error properly.
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let mut blocks: std::collections::HashMap<(u32, u64), (usize, usize, usize)> =
+            std::collections::HashMap::with_capacity(wanted.len());
+        let mut i = 0;
+        while i < wanted.len() {
+            let (layer, first, len) = wanted[i];
+            let mut end = first + len;
+            let mut j = i + 1;
+            while j < wanted.len() {
+                let (l, o, n) = wanted[j];
+                if l != layer || o > end + MAX_GAP_BYTES || o + n - first > MAX_READ_BYTES {
+                    break;
+                }
+                end = end.max(o + n);
+                j += 1;
+            }
+            let handle = &self.layers[layer as usize].handle;
+            if let Ok(buf) = usize::try_from(end - first)
+                .map_err(|_| ())
+                .and_then(|n| handle.read_vec_at(first, n).map_err(|_| ()))
+            {
+                let b = buffers.len();
+                for &(_, o, n) in &wanted[i..j] {
+                    blocks.insert((layer, o), (b, (o - first) as usize, n as usize));
+                }
+                buffers.push(buf);
+            }
+            i = j;
+        }
+        // 3. Decode and assemble.
+        let width = T::DTYPE.size_bytes().unwrap_or(0);
+        names
+            .iter()
+            .map(|name| {
+                self.read_with(name, start, count, |src, cshape| match src {
+                    Source::Layer(loc) => match blocks.get(&(loc.layer, loc.entry.offset)) {
+                        Some(&(b, at, n)) => {
+                            let layer = &self.layers[loc.layer as usize];
+                            let e = &loc.entry;
+                            let raw = decode_checked(
+                                &buffers[b][at..at + n],
+                                e.crc,
+                                e.codec,
+                                e.filter,
+                                width,
+                                e.raw_len,
+                                &layer.path,
+                                e.offset,
+                            )?;
+                            cells_array(&raw, cshape, &layer.path, e.offset)
+                        }
+                        None => self.chunk_array(src, cshape, false),
+                    },
+                    Source::Pending(_) => self.chunk_array(src, cshape, false),
+                })
+            })
+            .collect()
     }
 
     /// Writes `data` at `start` (empty `start` means the origin). Chunks only
@@ -996,6 +1101,25 @@ impl ArrayFile {
     pub fn dtype(&self, name: &str) -> Option<DType> {
         self.schema(name).map(|s| s.dtype)
     }
+}
+
+/// Decoded chunk bytes as an array of `shape`.
+fn cells_array<T: ArrayElement>(
+    raw: &[u8],
+    shape: &[u64],
+    path: &Path,
+    offset: u64,
+) -> Result<ArrayD<T>> {
+    let n: u64 = shape.iter().product();
+    let cells = decode_cells::<T>(raw, n as usize).ok_or_else(|| {
+        Error::corrupt(
+            path,
+            offset,
+            format!("chunk cells do not decode as {}", T::DTYPE),
+        )
+    })?;
+    let dims: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
+    Ok(ArrayD::from_shape_vec(IxDyn(&dims), cells).expect("cell count matches shape"))
 }
 
 fn to_usize(n: u64, path: &Path, offset: u64) -> Result<usize> {

@@ -17,15 +17,7 @@ const SCAN_BATCH: usize = 2048;
 /// `atlas scan`.
 pub async fn scan(store: &Path, array: &str, quiet: bool) -> Result<ExitCode> {
     let atlas = open(store).await?;
-    let names: Vec<String> = atlas
-        .list_datasets()
-        .into_iter()
-        .filter(|n| {
-            atlas
-                .dataset_meta(n)
-                .is_some_and(|m| m.arrays.contains_key(array))
-        })
-        .collect();
+    let names = atlas.datasets_with_array(array);
     let first = names
         .first()
         .with_context(|| format!("no dataset has an array {array:?}"))?;

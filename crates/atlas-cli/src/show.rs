@@ -207,14 +207,7 @@ fn store_info(atlas: &Atlas, store: &Path, json_out: bool) -> Result<ExitCode> {
             .filter_map(|l| std::fs::metadata(dir.join(l.as_str())).ok())
             .map(|m| m.len())
             .sum();
-        let n_ds = datasets
-            .iter()
-            .filter(|d| {
-                atlas
-                    .dataset_meta(d)
-                    .is_some_and(|m| m.arrays.contains_key(a))
-            })
-            .count();
+        let n_ds = atlas.datasets_with_array(a).len();
         rows.push((a.clone(), n_ds, layers.len(), on_disk));
     }
     let total = util::disk_usage(store);
@@ -322,7 +315,7 @@ pub async fn stats(store: &Path, array: &str, json_out: bool) -> Result<ExitCode
     let (mut cells, mut nulls) = (0u64, 0u64);
     let (mut min, mut max): (Option<StatValue>, Option<StatValue>) = (None, None);
     let mut dtype = DType::Float64;
-    for name in atlas.list_datasets() {
+    for name in atlas.datasets_with_array(array) {
         let ds = atlas.open_dataset(&name).await?;
         let Some(st) = ds.array_stats(array).await? else {
             continue;

@@ -394,6 +394,18 @@ impl Atlas {
         self.inner.live.read().datasets.get(name).cloned()
     }
 
+    /// Names of the datasets that have `array`, in dataset order.
+    pub fn datasets_with_array(&self, array: &str) -> Vec<String> {
+        self.inner
+            .live
+            .read()
+            .datasets
+            .iter()
+            .filter(|(_, d)| d.arrays.contains_key(array))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Distinct array names over all datasets, in order of first appearance.
     pub fn list_arrays(&self) -> Vec<String> {
         let live = self.inner.live.read();
@@ -460,14 +472,24 @@ impl Atlas {
         tokio::task::spawn_blocking(move || {
             let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
             let per = has.len().div_ceil(threads).max(64);
+            // Each part is read in one pass over the file (blocks sorted by
+            // position, neighbours fetched together).
             let read_part = |part: &[(String, bool)]| -> Result<Vec<Option<ArrayD<T>>>> {
+                let names: Vec<&str> = part
+                    .iter()
+                    .filter(|(_, present)| *present)
+                    .map(|(d, _)| d.as_str())
+                    .collect();
+                let mut got = guard
+                    .read_many_streaming::<T>(&names, &start, &count)
+                    .into_iter();
                 part.iter()
                     .map(|(d, present)| {
                         if !present {
                             return Ok(None);
                         }
-                        guard
-                            .read_array_streaming::<T>(d, &start, &count)
+                        got.next()
+                            .expect("one result per name")
                             .map(Some)
                             .map_err(|e| Error::array(d, &array, e))
                     })

@@ -684,3 +684,74 @@ fn an_open_file_survives_removal_of_its_layer_files() {
     let tmp = tempfile::tempdir().unwrap();
     check(Arc::new(LocalStorage), tmp.path());
 }
+
+/// `read_many_streaming` (the scan path) gives exactly what one `read_array`
+/// per name gives: committed chunks from several layers, pending chunks,
+/// unwritten chunks, partial regions, unknown names and wrong dtypes.
+#[test]
+fn read_many_streaming_matches_single_reads() {
+    let (storage, mut f) = mem_file(ArrayFileOptions::default());
+    let names: Vec<String> = (0..40).map(|i| format!("a{i:02}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        f.define_array::<f32>(n, dims(2), vec![6, 5], Some(vec![4, 2]), None)
+            .unwrap();
+        if i % 5 != 4 {
+            let v: Vec<f32> = (0..30).map(|c| (i * 100 + c) as f32).collect();
+            f.write_array(n, &[], nd(&[6, 5], v).view()).unwrap();
+        }
+        if i % 10 == 0 {
+            f.flush().unwrap();
+        }
+    }
+    f.flush().unwrap();
+    // Some chunks rewritten in a later layer, some left pending.
+    for n in names.iter().step_by(3) {
+        f.write_array(n, &[1, 1], nd(&[2, 2], vec![-1.0f32; 4]).view())
+            .unwrap();
+    }
+    f.flush().unwrap();
+    for n in names.iter().step_by(7) {
+        f.write_array(n, &[4, 3], nd(&[2, 2], vec![-2.0f32; 4]).view())
+            .unwrap();
+    }
+    let mut asked: Vec<&str> = names.iter().map(String::as_str).collect();
+    asked.push("missing");
+    for (start, count) in [
+        (vec![], vec![]),
+        (vec![1, 1], vec![4, 3]),
+        (vec![5, 4], vec![1, 1]),
+    ] {
+        let many = f.read_many_streaming::<f32>(&asked, &start, &count);
+        assert_eq!(many.len(), asked.len());
+        for (n, got) in asked.iter().zip(many) {
+            match (f.read_array::<f32>(n, &start, &count), got) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{n} {start:?} {count:?}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => panic!("{n}: single {a:?} vs many {b:?}"),
+            }
+        }
+    }
+    // A region outside some arrays and a wrong dtype are per-name errors.
+    let bad = f.read_many_streaming::<f32>(&["a00"], &[9, 9], &[1, 1]);
+    assert!(matches!(bad[0], Err(Error::OutOfBounds { .. })));
+    let wrong = f.read_many_streaming::<i32>(&["a00"], &[], &[]);
+    assert!(matches!(wrong[0], Err(Error::DTypeMismatch { .. })));
+    // A damaged block is a typed error for that array only.
+    f.flush().unwrap();
+    let layers = f.layers();
+    let g = mem_open(&storage, &layers).unwrap();
+    let victim = layers.last().unwrap();
+    let path = std::path::Path::new(MEM_DIR).join(victim.as_str());
+    let mut bytes = storage.contents(&path).unwrap();
+    bytes[40] ^= 0xff;
+    storage.overwrite(&path, bytes);
+    let h = mem_open(&storage, &layers).unwrap();
+    let got = h.read_many_streaming::<f32>(&asked[..40], &[], &[]);
+    let n_err = got.iter().filter(|r| r.is_err()).count();
+    assert!(n_err >= 1, "the damaged block must be reported");
+    for (n, r) in asked.iter().zip(&got) {
+        if let Ok(a) = r {
+            assert_eq!(a, &g.read_array::<f32>(n, &[], &[]).unwrap(), "{n}");
+        }
+    }
+}
