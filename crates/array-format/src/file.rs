@@ -668,6 +668,7 @@ impl ArrayFile {
     /// variable across many datasets reads the file: sequentially, once. Like
     /// [`ArrayFile::read_array_streaming`], it does not fill the cache. One
     /// result per name, in order.
+    #[allow(clippy::many_single_char_names)] // offsets and lengths of a coalescing loop
     pub fn read_many_streaming<T: ArrayElement>(
         &self,
         names: &[&str],

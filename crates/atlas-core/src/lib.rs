@@ -13,6 +13,7 @@ mod attr;
 mod config;
 mod dataset;
 mod error;
+pub mod fuzzing;
 mod name;
 mod registry;
 mod store;
