@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use atlas::{Atlas, Attr, FillValue, StoreConfig, TimestampNs};
 use ndarray::{Array1, Array2};
 
