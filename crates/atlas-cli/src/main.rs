@@ -5,6 +5,7 @@
 
 mod cells;
 mod demo;
+mod netcdf_cmd;
 mod ops;
 mod show;
 mod util;
@@ -106,6 +107,44 @@ enum Command {
         /// The store directory.
         store: PathBuf,
     },
+    /// Import netcdf files (and directories of them, recursively): one dataset
+    /// per file. Creates the store if needed; exit 1 if any file failed.
+    Import {
+        /// The store directory (created if it holds no store yet).
+        store: PathBuf,
+        /// Files and directories to import.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Replace datasets that already exist (default: skip their files).
+        #[arg(long)]
+        replace: bool,
+        /// Dataset name (when importing one file; default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// Prefix for every dataset name.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Decoder threads (default: one per CPU but one).
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+        /// Also trim trailing spaces from strings of char variables (default:
+        /// only trailing NULs, which keeps export exact).
+        #[arg(long)]
+        trim_spaces: bool,
+    },
+    /// Export one dataset to a netcdf classic file.
+    Export {
+        /// The store directory.
+        store: PathBuf,
+        /// Dataset name.
+        dataset: String,
+        /// Output file.
+        out: PathBuf,
+        /// classic (cdf1), cdf2 (64-bit offset) or cdf5 (default: the imported
+        /// file's format, raised to cdf5 only when a type needs it).
+        #[arg(long, value_parser = netcdf_cmd::parse_format)]
+        format: Option<atlas_netcdf::NcFormat>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -145,6 +184,30 @@ fn main() -> ExitCode {
             Command::Scan { store, array } => ops::scan(&store, &array, quiet).await,
             Command::Compact { store } => ops::compact(&store, quiet).await,
             Command::Verify { store } => ops::verify(&store, quiet).await,
+            Command::Import {
+                store,
+                paths,
+                replace,
+                name,
+                prefix,
+                jobs,
+                trim_spaces,
+            } => {
+                let opts = netcdf_cmd::Import {
+                    replace,
+                    name,
+                    prefix,
+                    jobs,
+                    trim_spaces,
+                };
+                netcdf_cmd::import(&store, &paths, opts, quiet).await
+            }
+            Command::Export {
+                store,
+                dataset,
+                out,
+                format,
+            } => netcdf_cmd::export(&store, &dataset, &out, format).await,
         }
     });
     match result {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+mod netcdf;
+
 fn atlas(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_atlas"))
         .args(args)

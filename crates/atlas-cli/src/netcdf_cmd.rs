@@ -1,0 +1,151 @@
+//! `atlas import` and `atlas export`: netcdf in and out (crate `atlas-netcdf`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use atlas::{Atlas, StoreConfig};
+use atlas_netcdf::bulk::collect_files;
+use atlas_netcdf::{BulkOptions, ExportOptions, FileOutcome, ImportOptions, NcFormat};
+
+use crate::util;
+
+/// Options of `atlas import`.
+#[derive(Debug)]
+pub struct Import {
+    /// Replace datasets that already exist.
+    pub replace: bool,
+    /// Dataset name (one file only).
+    pub name: Option<String>,
+    /// Prefix of every dataset name.
+    pub prefix: String,
+    /// Decoder threads (0 = automatic).
+    pub jobs: usize,
+    /// Also trim trailing spaces of `char` strings.
+    pub trim_spaces: bool,
+}
+
+/// Opens the store, creating it when `store` holds none yet.
+async fn open_or_create(store: &Path) -> Result<(Atlas, bool)> {
+    match Atlas::open_path(store).await {
+        Ok(a) => Ok((a, false)),
+        Err(atlas::Error::StoreNotFound { .. }) => {
+            let a = Atlas::create_path(store, StoreConfig::default())
+                .await
+                .with_context(|| format!("cannot create store {}", store.display()))?;
+            Ok((a, true))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open store {}", store.display())),
+    }
+}
+
+/// `atlas import STORE PATH…`: exit 1 when any file failed (the others are
+/// imported and committed all the same).
+pub async fn import(
+    store: &Path,
+    paths: &[PathBuf],
+    opts: Import,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let files = collect_files(paths)?;
+    if files.is_empty() {
+        bail!(
+            "no netcdf files found (directories are searched for .nc, .nc3, .nc4, .cdf, .netcdf)"
+        );
+    }
+    let (atlas, created) = open_or_create(store).await?;
+    let before = util::disk_usage(store);
+    let pb = util::progress(files.len() as u64, "import", quiet);
+    let bulk = BulkOptions {
+        import: ImportOptions {
+            trim_spaces: opts.trim_spaces,
+            ..ImportOptions::default()
+        },
+        replace: opts.replace,
+        jobs: opts.jobs,
+        prefix: opts.prefix,
+        name: opts.name,
+        flush: true,
+    };
+    let report = atlas_netcdf::import_paths(&atlas, &files, &bulk, |_, outcome| {
+        if let FileOutcome::Failed(e) = outcome {
+            pb.suspend(|| eprintln!("skipped: {e}"));
+        }
+        pb.inc(1);
+    })
+    .await?;
+    pb.finish_and_clear();
+    let after = util::disk_usage(store);
+    let secs = report.elapsed;
+    println!(
+        "imported {} file{} ({}) into {}{} in {} ({})",
+        report.imported,
+        if report.imported == 1 { "" } else { "s" },
+        util::bytes(report.bytes_in),
+        store.display(),
+        if created { " (new store)" } else { "" },
+        util::duration(secs),
+        util::rate(report.bytes_in, secs),
+    );
+    let grown = after.saturating_sub(before);
+    if report.imported > 0 {
+        println!(
+            "stored {} for {} of netcdf ({:.1}%); the store now holds {} in {} datasets",
+            util::bytes(grown),
+            util::bytes(report.bytes_in),
+            100.0 * grown as f64 / report.bytes_in.max(1) as f64,
+            util::bytes(after),
+            atlas.n_datasets()
+        );
+    }
+    if report.skipped > 0 {
+        println!(
+            "skipped {} file{} whose dataset already exists (use --replace to overwrite)",
+            report.skipped,
+            if report.skipped == 1 { "" } else { "s" }
+        );
+    }
+    if report.failed > 0 {
+        println!(
+            "failed {} file{}:",
+            report.failed,
+            if report.failed == 1 { "" } else { "s" }
+        );
+        for (_, e) in report.failures() {
+            println!("  {e}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `--format`.
+pub fn parse_format(s: &str) -> Result<NcFormat, String> {
+    match s {
+        "classic" | "cdf1" => Ok(NcFormat::Classic),
+        "cdf2" | "64bit_offset" | "64bit" => Ok(NcFormat::Offset64),
+        "cdf5" | "64bit_data" => Ok(NcFormat::Cdf5),
+        other => Err(format!("unknown format {other:?} (classic, cdf2 or cdf5)")),
+    }
+}
+
+/// `atlas export STORE DATASET OUT.nc`.
+pub async fn export(
+    store: &Path,
+    dataset: &str,
+    out: &Path,
+    format: Option<NcFormat>,
+) -> Result<ExitCode> {
+    let atlas = crate::show::open(store).await?;
+    let s = atlas_netcdf::export_dataset(&atlas, dataset, out, ExportOptions { format })
+        .await
+        .with_context(|| format!("cannot export {dataset:?} to {}", out.display()))?;
+    println!(
+        "wrote {}: {} format, {} variables, {}",
+        out.display(),
+        s.format,
+        s.variables,
+        util::bytes(s.bytes)
+    );
+    Ok(ExitCode::SUCCESS)
+}

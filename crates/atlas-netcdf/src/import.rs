@@ -1,0 +1,591 @@
+//! NetCDF → ATLAS: turning an [`NcFile`] into a [`DatasetPlan`] (pure,
+//! validated, no store access) and writing a plan into a store.
+//!
+//! The rules are documented in `docs/netcdf.md`; the reserved attribute
+//! names are the constants of [`reserved`].
+
+use std::path::Path;
+
+use atlas::{ArraySchema, Atlas, Attr, DType, FillValue};
+use indexmap::IndexMap;
+use ndarray::{ArrayD, IxDyn};
+
+use crate::error::{Error, Result};
+use crate::model::{default_fill, NcAttr, NcFile, NcType, NcValues, NcVar};
+
+/// Names of the reserved attributes that record what ATLAS's types cannot
+/// (all start with `_nc_`; export never writes them to NetCDF).
+pub mod reserved {
+    /// Dataset: the source format (`classic`, `64bit_offset`, `cdf5`, `netcdf4`).
+    pub const FORMAT: &str = "_nc_format";
+    /// Dataset: every dimension's name, in file order.
+    pub const DIMS: &str = "_nc_dims";
+    /// Dataset: every dimension's length, parallel to [`DIMS`].
+    pub const DIM_LENS: &str = "_nc_dim_lens";
+    /// Dataset: names of the unlimited dimensions (absent when none).
+    pub const UNLIMITED: &str = "_nc_unlimited";
+    /// Array: the variable's NetCDF type (`float`, `char`, …, or `char_latin1`).
+    pub const TYPE: &str = "_nc_type";
+    /// Array: the name of the trailing `char` dimension folded into strings.
+    pub const CHAR_DIM: &str = "_nc_char_dim";
+    /// Dataset and array: `"type:name"` for every attribute whose NetCDF type
+    /// is not the one export would choose by default.
+    pub const ATTR_TYPES: &str = "_nc_attr_types";
+    /// Prefix of every reserved name.
+    pub const PREFIX: &str = "_nc_";
+}
+
+/// The pseudo type recorded for `char` data that is not UTF-8 (decoded as ISO-8859-1).
+pub const CHAR_LATIN1: &str = "char_latin1";
+
+/// Default chunk size target: a variable up to this size is one chunk.
+pub const DEFAULT_CHUNK_BYTES: u64 = 1 << 20;
+
+/// How files become datasets.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// Also trim trailing spaces from strings made of `char` arrays (by
+    /// default only trailing NULs are trimmed, which keeps export exact).
+    pub trim_spaces: bool,
+    /// Variables up to this many bytes are stored as one chunk; larger ones
+    /// are split along their leading dimension(s).
+    pub chunk_bytes: u64,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            trim_spaces: false,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+        }
+    }
+}
+
+/// Typed values of one array, ready to write.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)] // one variant per element type
+pub enum ArrayData {
+    I8(ArrayD<i8>),
+    I16(ArrayD<i16>),
+    I32(ArrayD<i32>),
+    I64(ArrayD<i64>),
+    U8(ArrayD<u8>),
+    U16(ArrayD<u16>),
+    U32(ArrayD<u32>),
+    U64(ArrayD<u64>),
+    F32(ArrayD<f32>),
+    F64(ArrayD<f64>),
+    Str(ArrayD<String>),
+}
+
+/// One array of a [`DatasetPlan`].
+#[derive(Clone, Debug)]
+pub struct ArrayPlan {
+    /// Array name (the variable's name).
+    pub name: String,
+    /// Validated schema.
+    pub schema: ArraySchema,
+    /// Attributes, reserved ones included.
+    pub attrs: IndexMap<String, Attr>,
+    /// Values.
+    pub data: ArrayData,
+}
+
+/// Everything one file becomes, validated against ATLAS's rules before the
+/// store is touched.
+#[derive(Clone, Debug)]
+pub struct DatasetPlan {
+    /// Dataset name.
+    pub name: String,
+    /// Dataset attributes, reserved ones included.
+    pub attrs: IndexMap<String, Attr>,
+    /// Arrays in file order.
+    pub arrays: Vec<ArrayPlan>,
+}
+
+impl DatasetPlan {
+    /// Bytes of cell data (strings count their UTF-8 bytes).
+    pub fn data_bytes(&self) -> u64 {
+        self.arrays
+            .iter()
+            .map(|a| match &a.data {
+                ArrayData::I8(v) => v.len() as u64,
+                ArrayData::U8(v) => v.len() as u64,
+                ArrayData::I16(v) => 2 * v.len() as u64,
+                ArrayData::U16(v) => 2 * v.len() as u64,
+                ArrayData::I32(v) => 4 * v.len() as u64,
+                ArrayData::U32(v) => 4 * v.len() as u64,
+                ArrayData::F32(v) => 4 * v.len() as u64,
+                ArrayData::I64(v) => 8 * v.len() as u64,
+                ArrayData::U64(v) => 8 * v.len() as u64,
+                ArrayData::F64(v) => 8 * v.len() as u64,
+                ArrayData::Str(v) => v.iter().map(|s| s.len() as u64).sum(),
+            })
+            .sum()
+    }
+}
+
+/// The NetCDF type export chooses for an attribute value when no type is
+/// recorded for it.
+pub fn default_attr_type(a: &Attr) -> NcType {
+    let int_fits = |v: i64| i32::try_from(v).is_ok();
+    match a {
+        Attr::Bool(_) | Attr::BoolList(_) => NcType::Byte,
+        Attr::Int64(v) if int_fits(*v) => NcType::Int,
+        Attr::Int64List(v) if v.iter().all(|&x| int_fits(x)) => NcType::Int,
+        Attr::Int64(_) | Attr::Int64List(_) | Attr::Timestamp(_) | Attr::TimestampList(_) => {
+            NcType::Int64
+        }
+        Attr::UInt64(v) if i32::try_from(*v).is_ok() => NcType::Int,
+        Attr::UInt64List(v) if v.iter().all(|&x| i32::try_from(x).is_ok()) => NcType::Int,
+        Attr::UInt64(_) | Attr::UInt64List(_) => NcType::UInt64,
+        Attr::Float64(_) | Attr::Float64List(_) => NcType::Double,
+        Attr::String(_) => NcType::Char,
+        Attr::StringList(_) => NcType::String,
+    }
+}
+
+/// Decodes NetCDF text: UTF-8 when valid, else ISO-8859-1 (`latin1` = true).
+pub(crate) fn decode_text(bytes: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_owned(), false),
+        Err(_) => (bytes.iter().map(|&b| char::from(b)).collect(), true),
+    }
+}
+
+/// An attribute's value as an [`Attr`] and the type tag to record (if any).
+pub fn attr_from_nc(a: &NcAttr) -> (Attr, Option<String>) {
+    fn ints<T: Copy + Into<i64>>(v: &[T]) -> Attr {
+        match v {
+            [x] => Attr::Int64((*x).into()),
+            _ => Attr::Int64List(v.iter().map(|&x| x.into()).collect()),
+        }
+    }
+    fn uints<T: Copy + Into<u64>>(v: &[T]) -> Attr {
+        match v {
+            [x] => Attr::UInt64((*x).into()),
+            _ => Attr::UInt64List(v.iter().map(|&x| x.into()).collect()),
+        }
+    }
+    fn floats<T: Copy + Into<f64>>(v: &[T]) -> Attr {
+        match v {
+            [x] => Attr::Float64((*x).into()),
+            _ => Attr::Float64List(v.iter().map(|&x| x.into()).collect()),
+        }
+    }
+    let mut latin1 = false;
+    let attr = match &a.value {
+        NcValues::Byte(v) => ints(v),
+        NcValues::Short(v) => ints(v),
+        NcValues::Int(v) => ints(v),
+        NcValues::Int64(v) => ints(v),
+        NcValues::UByte(v) => uints(v),
+        NcValues::UShort(v) => uints(v),
+        NcValues::UInt(v) => uints(v),
+        NcValues::UInt64(v) => uints(v),
+        NcValues::Float(v) => floats(v),
+        NcValues::Double(v) => floats(v),
+        NcValues::Char(v) => {
+            let (s, l) = decode_text(v);
+            latin1 = l;
+            Attr::String(s)
+        }
+        NcValues::String(v) if v.len() == 1 => Attr::String(v[0].clone()),
+        NcValues::String(v) => Attr::StringList(v.clone()),
+    };
+    let t = a.value.nc_type();
+    let tag = if latin1 {
+        Some(CHAR_LATIN1.to_owned())
+    } else if default_attr_type(&attr) == t {
+        None
+    } else {
+        Some(t.name().to_owned())
+    };
+    (attr, tag)
+}
+
+/// Converts a list of NetCDF attributes, returning the map and the
+/// `_nc_attr_types` entries.
+fn convert_attrs(
+    attrs: &[NcAttr],
+    path: &Path,
+    owner: &str,
+) -> Result<(IndexMap<String, Attr>, Vec<String>)> {
+    let mut map = IndexMap::with_capacity(attrs.len() + 3);
+    let mut types = Vec::new();
+    for a in attrs {
+        if a.name.starts_with(reserved::PREFIX) {
+            return Err(mapping(
+                path,
+                format!(
+                    "{owner} attribute {:?} uses the reserved prefix {:?}",
+                    a.name,
+                    reserved::PREFIX
+                ),
+            ));
+        }
+        atlas_core::validate_attribute_name(&a.name)
+            .map_err(|e| mapping(path, format!("{owner}: {e}")))?;
+        let (attr, tag) = attr_from_nc(a);
+        if let Some(t) = tag {
+            types.push(format!("{t}:{}", a.name));
+        }
+        map.insert(a.name.clone(), attr);
+    }
+    Ok((map, types))
+}
+
+fn mapping(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Mapping {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Chunk shape for an array: whole when it fits `target` bytes, else the
+/// leading dimension is split (and, if one step of it is still too large, the
+/// next one, and so on).
+pub fn chunk_shape(shape: &[u64], cell_bytes: u64, target: u64) -> Vec<u64> {
+    let mut chunk: Vec<u64> = shape.iter().map(|&s| s.max(1)).collect();
+    let bytes = |c: &[u64]| {
+        c.iter()
+            .fold(cell_bytes.max(1), |a, &x| a.saturating_mul(x))
+    };
+    for i in 0..chunk.len() {
+        if bytes(&chunk) <= target {
+            break;
+        }
+        let inner = bytes(&chunk[i + 1..]);
+        chunk[i] = (target / inner).clamp(1, chunk[i]);
+    }
+    chunk
+}
+
+/// Trims a `char` string as the import rule says: trailing NULs, and trailing
+/// spaces too when `trim_spaces`.
+fn trim_char(bytes: &[u8], trim_spaces: bool) -> &[u8] {
+    let mut end = bytes.len();
+    while end > 0 && (bytes[end - 1] == 0 || (trim_spaces && bytes[end - 1] == b' ')) {
+        end -= 1;
+    }
+    &bytes[..end]
+}
+
+fn fill_of(var: &NcVar) -> Option<&NcValues> {
+    var.attr("_FillValue")
+        .map(|a| &a.value)
+        .filter(|v| !v.is_empty())
+}
+
+/// The first value of a `_FillValue` attribute as `T`, when it converts exactly.
+macro_rules! fill_num {
+    ($fill:expr, $t:ty, $default:expr) => {{
+        let v: Option<$t> = match $fill {
+            None => Some($default),
+            Some(NcValues::Byte(v)) => <$t>::try_from(v[0]).ok(),
+            Some(NcValues::Short(v)) => <$t>::try_from(v[0]).ok(),
+            Some(NcValues::Int(v)) => <$t>::try_from(v[0]).ok(),
+            Some(NcValues::Int64(v)) => <$t>::try_from(v[0]).ok(),
+            Some(NcValues::UByte(v)) => <$t>::try_from(v[0]).ok(),
+            Some(NcValues::UShort(v)) => <$t>::try_from(v[0]).ok(),
+            Some(NcValues::UInt(v)) => <$t>::try_from(v[0]).ok(),
+            Some(NcValues::UInt64(v)) => <$t>::try_from(v[0]).ok(),
+            _ => None,
+        };
+        v
+    }};
+}
+
+fn float_fill(fill: Option<&NcValues>, is_f32: bool) -> Option<FillValue> {
+    let v = match fill {
+        None => {
+            return Some(if is_f32 {
+                FillValue::Float32(default_fill::FLOAT)
+            } else {
+                FillValue::Float64(default_fill::DOUBLE)
+            })
+        }
+        Some(NcValues::Float(v)) => f64::from(v[0]),
+        Some(NcValues::Double(v)) => v[0],
+        _ => return None,
+    };
+    if is_f32 {
+        let f = v as f32;
+        (f64::from(f).to_bits() == v.to_bits() || v.is_nan()).then_some(FillValue::Float32(f))
+    } else {
+        Some(FillValue::Float64(v))
+    }
+}
+
+fn shaped<T>(shape: &[u64], v: Vec<T>) -> ArrayD<T> {
+    let shape: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), v).expect("value count checked against the shape")
+}
+
+/// Builds the plan for one file. Pure: validates names and shapes, converts
+/// every variable; the store is not touched.
+#[allow(clippy::too_many_lines)]
+pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Result<DatasetPlan> {
+    atlas_core::validate_dataset_name(name).map_err(|e| mapping(path, e.to_string()))?;
+    let (mut attrs, types) = convert_attrs(&nc.attrs, path, "global")?;
+    attrs.insert(
+        reserved::FORMAT.into(),
+        Attr::String(nc.format.name().into()),
+    );
+    attrs.insert(
+        reserved::DIMS.into(),
+        Attr::StringList(nc.dims.iter().map(|d| d.name.clone()).collect()),
+    );
+    attrs.insert(
+        reserved::DIM_LENS.into(),
+        Attr::UInt64List(nc.dims.iter().map(|d| d.len).collect()),
+    );
+    let unlimited: Vec<String> = nc
+        .dims
+        .iter()
+        .filter(|d| d.unlimited)
+        .map(|d| d.name.clone())
+        .collect();
+    if !unlimited.is_empty() {
+        attrs.insert(reserved::UNLIMITED.into(), Attr::StringList(unlimited));
+    }
+    if !types.is_empty() {
+        attrs.insert(reserved::ATTR_TYPES.into(), Attr::StringList(types));
+    }
+
+    let mut arrays = Vec::with_capacity(nc.vars.len());
+    for var in &nc.vars {
+        atlas_core::validate_array_name(&var.name).map_err(|e| mapping(path, e.to_string()))?;
+        let owner = format!("variable {:?}", var.name);
+        let (mut vattrs, vtypes) = convert_attrs(&var.attrs, path, &owner)?;
+        let mut shape = nc.shape(var);
+        let mut dims: Vec<String> = var.dims.iter().map(|&d| nc.dims[d].name.clone()).collect();
+        let n: u64 = shape.iter().product();
+        if n != var.values.len() as u64 {
+            return Err(mapping(
+                path,
+                format!(
+                    "{owner} has {} values for shape {shape:?}",
+                    var.values.len()
+                ),
+            ));
+        }
+        let t = var.nc_type();
+        let mut type_tag = t.name().to_owned();
+        let fill = fill_of(var);
+        let mismatch = || {
+            mapping(
+                path,
+                format!("{owner}: _FillValue does not convert to the variable's type"),
+            )
+        };
+        let (dtype, data, fill_value, cell_bytes) = match &var.values {
+            NcValues::Byte(v) => {
+                let f = fill_num!(fill, i8, default_fill::BYTE).ok_or_else(mismatch)?;
+                (
+                    DType::Int8,
+                    ArrayData::I8(shaped(&shape, v.clone())),
+                    FillValue::Int8(f),
+                    1,
+                )
+            }
+            NcValues::Short(v) => {
+                let f = fill_num!(fill, i16, default_fill::SHORT).ok_or_else(mismatch)?;
+                (
+                    DType::Int16,
+                    ArrayData::I16(shaped(&shape, v.clone())),
+                    FillValue::Int16(f),
+                    2,
+                )
+            }
+            NcValues::Int(v) => {
+                let f = fill_num!(fill, i32, default_fill::INT).ok_or_else(mismatch)?;
+                (
+                    DType::Int32,
+                    ArrayData::I32(shaped(&shape, v.clone())),
+                    FillValue::Int32(f),
+                    4,
+                )
+            }
+            NcValues::Int64(v) => {
+                let f = fill_num!(fill, i64, default_fill::INT64).ok_or_else(mismatch)?;
+                (
+                    DType::Int64,
+                    ArrayData::I64(shaped(&shape, v.clone())),
+                    FillValue::Int64(f),
+                    8,
+                )
+            }
+            NcValues::UByte(v) => {
+                let f = fill_num!(fill, u8, default_fill::UBYTE).ok_or_else(mismatch)?;
+                (
+                    DType::UInt8,
+                    ArrayData::U8(shaped(&shape, v.clone())),
+                    FillValue::UInt8(f),
+                    1,
+                )
+            }
+            NcValues::UShort(v) => {
+                let f = fill_num!(fill, u16, default_fill::USHORT).ok_or_else(mismatch)?;
+                (
+                    DType::UInt16,
+                    ArrayData::U16(shaped(&shape, v.clone())),
+                    FillValue::UInt16(f),
+                    2,
+                )
+            }
+            NcValues::UInt(v) => {
+                let f = fill_num!(fill, u32, default_fill::UINT).ok_or_else(mismatch)?;
+                (
+                    DType::UInt32,
+                    ArrayData::U32(shaped(&shape, v.clone())),
+                    FillValue::UInt32(f),
+                    4,
+                )
+            }
+            NcValues::UInt64(v) => {
+                let f = fill_num!(fill, u64, default_fill::UINT64).ok_or_else(mismatch)?;
+                (
+                    DType::UInt64,
+                    ArrayData::U64(shaped(&shape, v.clone())),
+                    FillValue::UInt64(f),
+                    8,
+                )
+            }
+            NcValues::Float(v) => (
+                DType::Float32,
+                ArrayData::F32(shaped(&shape, v.clone())),
+                float_fill(fill, true).ok_or_else(mismatch)?,
+                4,
+            ),
+            NcValues::Double(v) => (
+                DType::Float64,
+                ArrayData::F64(shaped(&shape, v.clone())),
+                float_fill(fill, false).ok_or_else(mismatch)?,
+                8,
+            ),
+            NcValues::String(v) => {
+                let f = match fill {
+                    None => String::new(),
+                    Some(NcValues::String(f)) => f[0].clone(),
+                    Some(NcValues::Char(f)) => decode_text(trim_char(f, false)).0,
+                    Some(_) => return Err(mismatch()),
+                };
+                let width = v.iter().map(String::len).max().unwrap_or(1).max(1) as u64;
+                (
+                    DType::String,
+                    ArrayData::Str(shaped(&shape, v.clone())),
+                    FillValue::String(f),
+                    width,
+                )
+            }
+            NcValues::Char(bytes) => {
+                // A trailing char dimension folds into strings; a scalar char is
+                // a one-character string.
+                let strlen = if let Some(last) = dims.pop() {
+                    vattrs.insert(reserved::CHAR_DIM.into(), Attr::String(last));
+                    shape.pop().unwrap_or(1)
+                } else {
+                    1
+                } as usize;
+                let cells = shape.iter().product::<u64>() as usize;
+                let trim = |s| trim_char(s, opts.trim_spaces);
+                let latin1 = strlen > 0
+                    && bytes
+                        .chunks(strlen)
+                        .any(|s| std::str::from_utf8(trim(s)).is_err());
+                let text = |s: &[u8]| -> String {
+                    if latin1 {
+                        s.iter().map(|&b| char::from(b)).collect()
+                    } else {
+                        String::from_utf8_lossy(s).into_owned()
+                    }
+                };
+                let strings: Vec<String> = if strlen == 0 {
+                    vec![String::new(); cells]
+                } else {
+                    bytes.chunks(strlen).map(|s| text(trim(s))).collect()
+                };
+                if latin1 {
+                    CHAR_LATIN1.clone_into(&mut type_tag);
+                }
+                let fill_char = match fill {
+                    None => default_fill::CHAR,
+                    Some(NcValues::Char(f)) => f[0],
+                    Some(_) => return Err(mismatch()),
+                };
+                let fill_bytes = vec![fill_char; strlen];
+                let f = if latin1 || std::str::from_utf8(trim(&fill_bytes)).is_ok() {
+                    text(trim(&fill_bytes))
+                } else {
+                    // A non-UTF-8 fill byte in UTF-8 text: no fill string.
+                    String::new()
+                };
+                (
+                    DType::String,
+                    ArrayData::Str(shaped(&shape, strings)),
+                    FillValue::String(f),
+                    strlen.max(1) as u64,
+                )
+            }
+        };
+        let chunk = chunk_shape(&shape, cell_bytes, opts.chunk_bytes);
+        let schema = ArraySchema::new(&var.name, dtype, dims, shape, Some(chunk), Some(fill_value))
+            .map_err(|e| mapping(path, format!("{owner}: {e}")))?;
+        vattrs.insert(reserved::TYPE.into(), Attr::String(type_tag));
+        if !vtypes.is_empty() {
+            vattrs.insert(reserved::ATTR_TYPES.into(), Attr::StringList(vtypes));
+        }
+        arrays.push(ArrayPlan {
+            name: var.name.clone(),
+            schema,
+            attrs: vattrs,
+            data,
+        });
+    }
+    Ok(DatasetPlan {
+        name: name.to_owned(),
+        attrs,
+        arrays,
+    })
+}
+
+async fn write_arrays(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
+    let ds = store.create_dataset(&plan.name).await?;
+    for (k, v) in &plan.attrs {
+        ds.set_attribute(k, v.clone())?;
+    }
+    for a in &plan.arrays {
+        ds.define_array_schema(&a.name, a.schema.clone()).await?;
+        let origin = vec![0; a.schema.rank()];
+        match &a.data {
+            ArrayData::I8(v) => ds.write_array(&a.name, origin, v.view()).await?,
+            ArrayData::I16(v) => ds.write_array(&a.name, origin, v.view()).await?,
+            ArrayData::I32(v) => ds.write_array(&a.name, origin, v.view()).await?,
+            ArrayData::I64(v) => ds.write_array(&a.name, origin, v.view()).await?,
+            ArrayData::U8(v) => ds.write_array(&a.name, origin, v.view()).await?,
+            ArrayData::U16(v) => ds.write_array(&a.name, origin, v.view()).await?,
+            ArrayData::U32(v) => ds.write_array(&a.name, origin, v.view()).await?,
+            ArrayData::U64(v) => ds.write_array(&a.name, origin, v.view()).await?,
+            ArrayData::F32(v) => ds.write_array(&a.name, origin, v.view()).await?,
+            ArrayData::F64(v) => ds.write_array(&a.name, origin, v.view()).await?,
+            ArrayData::Str(v) => ds.write_array(&a.name, origin, v.view()).await?,
+        }
+        for (k, v) in &a.attrs {
+            ds.set_array_attribute(&a.name, k, v.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a plan as a new dataset. If anything fails part-way, the partly
+/// written dataset is deleted again, so the store is as before (nothing is
+/// flushed here).
+pub async fn write_plan(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
+    let r = write_arrays(store, plan).await;
+    if r.is_err() && store.dataset_exists(&plan.name) {
+        // Best effort: the error being reported is the original one.
+        let _ = store.delete_dataset(&plan.name).await;
+    }
+    r
+}
