@@ -256,15 +256,15 @@ pub async fn run(dir: &Path, n_profiles: usize, n_grids: usize, quiet: bool) -> 
     let arrays = store.list_arrays();
     let c = store.compression();
     let n = n_profiles + n_grids;
-    println!("built demo store {}", dir.display());
-    println!("  {n_profiles} ocean profiles (PRES, TEMP, PSAL on 60-120 levels) + {n_grids} gridded SST fields");
-    println!(
+    say!("built demo store {}", dir.display());
+    say!("  {n_profiles} ocean profiles (PRES, TEMP, PSAL on 60-120 levels) + {n_grids} gridded SST fields");
+    say!(
         "  {} datasets, {} arrays: {}",
         n,
         arrays.len(),
         arrays.join(", ")
     );
-    println!(
+    say!(
         "  {} of values -> {} on disk (codec {}{}, ratio {:.2})",
         util::bytes(raw),
         util::bytes(on_disk),
@@ -272,7 +272,7 @@ pub async fn run(dir: &Path, n_profiles: usize, n_grids: usize, quiet: bool) -> 
         if c.shuffle { "+shuffle" } else { "" },
         raw as f64 / on_disk.max(1) as f64
     );
-    println!(
+    say!(
         "  ingest {}, flush {}, total {} ({:.0} datasets/s)",
         util::duration(t_ingest),
         util::duration(t_flush),
@@ -281,17 +281,17 @@ pub async fn run(dir: &Path, n_profiles: usize, n_grids: usize, quiet: bool) -> 
     );
     if !quiet {
         let d = dir.display();
-        println!();
-        println!("try:");
-        println!("  atlas ls {d} 'argo_6900001_*'");
-        println!("  atlas info {d}");
-        println!("  atlas info {d} argo_6900001_001");
-        println!("  atlas cat {d} argo_6900001_001 TEMP --start 0 --count 10");
-        println!("  atlas stats {d} TEMP");
-        println!("  atlas scan {d} TEMP");
-        println!("  atlas verify {d}");
-        println!("  atlas compact {d}");
-        println!("(with cargo: cargo run --release -p atlas-cli -- <command>)");
+        say!("");
+        say!("try:");
+        say!("  atlas ls {d} 'argo_6900001_*'");
+        say!("  atlas info {d}");
+        say!("  atlas info {d} argo_6900001_001");
+        say!("  atlas cat {d} argo_6900001_001 TEMP --start 0 --count 10");
+        say!("  atlas stats {d} TEMP");
+        say!("  atlas scan {d} TEMP");
+        say!("  atlas verify {d}");
+        say!("  atlas compact {d}");
+        say!("(with cargo: cargo run --release -p atlas-cli -- <command>)");
     }
     Ok(ExitCode::SUCCESS)
 }

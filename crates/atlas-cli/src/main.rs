@@ -3,6 +3,15 @@
 //! Exit codes: 0 success, 1 failure (including damage found by `verify`),
 //! 2 bad usage.
 
+/// `println!` that returns an error instead of panicking when stdout is gone
+/// (for example `atlas ls STORE | head`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 mod cells;
 mod demo;
 mod netcdf_cmd;
@@ -212,6 +221,15 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        // A closed pipe (`atlas ls STORE | head`) is not an error of ours.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

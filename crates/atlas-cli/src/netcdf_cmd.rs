@@ -77,7 +77,7 @@ pub async fn import(
     pb.finish_and_clear();
     let after = util::disk_usage(store);
     let secs = report.elapsed;
-    println!(
+    say!(
         "imported {} file{} ({}) into {}{} in {} ({})",
         report.imported,
         if report.imported == 1 { "" } else { "s" },
@@ -89,7 +89,7 @@ pub async fn import(
     );
     let grown = after.saturating_sub(before);
     if report.imported > 0 {
-        println!(
+        say!(
             "stored {} for {} of netcdf ({:.1}%); the store now holds {} in {} datasets",
             util::bytes(grown),
             util::bytes(report.bytes_in),
@@ -99,20 +99,20 @@ pub async fn import(
         );
     }
     if report.skipped > 0 {
-        println!(
+        say!(
             "skipped {} file{} whose dataset already exists (use --replace to overwrite)",
             report.skipped,
             if report.skipped == 1 { "" } else { "s" }
         );
     }
     if report.failed > 0 {
-        println!(
+        say!(
             "failed {} file{}:",
             report.failed,
             if report.failed == 1 { "" } else { "s" }
         );
         for (_, e) in report.failures() {
-            println!("  {e}");
+            say!("  {e}");
         }
         return Ok(ExitCode::FAILURE);
     }
@@ -140,7 +140,7 @@ pub async fn export(
     let s = atlas_netcdf::export_dataset(&atlas, dataset, out, ExportOptions { format })
         .await
         .with_context(|| format!("cannot export {dataset:?} to {}", out.display()))?;
-    println!(
+    say!(
         "wrote {}: {} format, {} variables, {}",
         out.display(),
         s.format,

@@ -42,7 +42,7 @@ pub async fn scan(store: &Path, array: &str, quiet: bool) -> Result<ExitCode> {
     });
     let dt = t0.elapsed();
     pb.finish_and_clear();
-    println!(
+    say!(
         "scanned {array} across {} datasets: {cells} cells, {} in {} ({}, {:.0} datasets/s)",
         names.len(),
         util::bytes(raw_bytes),
@@ -72,7 +72,7 @@ pub async fn compact(store: &Path, quiet: bool) -> Result<ExitCode> {
     let dt = t0.elapsed();
     pb.finish_and_clear();
     let after = util::disk_usage(store);
-    println!(
+    say!(
         "compacted {}: {before_layers} layers -> {}, {} -> {} on disk, in {}",
         store.display(),
         layer_count(&atlas),
@@ -88,7 +88,7 @@ pub async fn verify(store: &Path, quiet: bool) -> Result<ExitCode> {
     let atlas = match Atlas::open_path(store).await {
         Ok(a) => a,
         Err(e) => {
-            println!("DAMAGED {}: {e}", store.display());
+            say!("DAMAGED {}: {e}", store.display());
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -102,7 +102,7 @@ pub async fn verify(store: &Path, quiet: bool) -> Result<ExitCode> {
     .await?;
     pb.finish_and_clear();
     if report.problems.is_empty() {
-        println!(
+        say!(
             "ok: {} datasets, {} array files, {} layers, {} chunks checked in {}",
             atlas.list_datasets().len(),
             report.n_arrays,
@@ -112,13 +112,13 @@ pub async fn verify(store: &Path, quiet: bool) -> Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!(
+        say!(
             "DAMAGED {}: {} problem(s)",
             store.display(),
             report.problems.len()
         );
         for p in &report.problems {
-            println!("  {}: {}", p.path.display(), p.message);
+            say!("  {}: {}", p.path.display(), p.message);
         }
         Ok(ExitCode::FAILURE)
     }

@@ -134,7 +134,7 @@ fn dataset_info(atlas: &Atlas, name: &str, json_out: bool) -> Result<ExitCode> {
             "attributes": serde_json::to_value(&meta.attributes)?,
             "arrays": arrays,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        say!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     // ncdump -h style.
@@ -144,12 +144,12 @@ fn dataset_info(atlas: &Atlas, name: &str, json_out: bool) -> Result<ExitCode> {
             dims.entry(d.as_str()).or_insert(*n);
         }
     }
-    println!("dataset {name} {{");
-    println!("dimensions:");
+    say!("dataset {name} {{");
+    say!("dimensions:");
     for (d, n) in &dims {
-        println!("\t{d} = {n} ;");
+        say!("\t{d} = {n} ;");
     }
-    println!("variables:");
+    say!("variables:");
     for (a, e) in &meta.arrays {
         let s = &e.schema;
         let ty = match s.dtype {
@@ -168,14 +168,19 @@ fn dataset_info(atlas: &Atlas, name: &str, json_out: bool) -> Result<ExitCode> {
             DType::Timestamp => "timestamp",
             _ => "unknown",
         };
-        println!("\t{ty} {a}({}) ;", s.dims.join(", "));
+        say!("\t{ty} {a}({}) ;", s.dims.join(", "));
         if let Some(f) = &s.fill_value {
-            println!("\t\t{a}:_FillValue = {f} ;");
+            say!("\t\t{a}:_FillValue = {f} ;");
         }
+        // The schema's fill value is printed above; `_nc_*` attributes are
+        // import bookkeeping (see docs/netcdf.md), shown by `--json`.
         for (k, v) in e.attributes.iter() {
-            println!("\t\t{a}:{k} = {v} ;");
+            if k == "_FillValue" || k.starts_with("_nc_") {
+                continue;
+            }
+            say!("\t\t{a}:{k} = {v} ;");
         }
-        println!(
+        say!(
             "\t\t// chunks: [{}]",
             s.chunk_shape
                 .iter()
@@ -185,13 +190,16 @@ fn dataset_info(atlas: &Atlas, name: &str, json_out: bool) -> Result<ExitCode> {
         );
     }
     if !meta.attributes.is_empty() {
-        println!();
-        println!("// global attributes:");
+        say!("");
+        say!("// global attributes:");
         for (k, v) in &meta.attributes {
-            println!("\t\t:{k} = {v} ;");
+            if k.starts_with("_nc_") {
+                continue;
+            }
+            say!("\t\t:{k} = {v} ;");
         }
     }
-    println!("}}");
+    say!("}}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -225,30 +233,33 @@ fn store_info(atlas: &Atlas, store: &Path, json_out: bool) -> Result<ExitCode> {
             "bytes_on_disk": total,
             "arrays": rows.iter().map(|(a, n, l, b)| json!({"name": a, "datasets": n, "layers": l, "bytes": b})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        say!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("store {}", store.display());
-    println!("  datasets     {}", datasets.len());
-    println!("  generation   {}", atlas.generation());
-    println!(
+    say!("store {}", store.display());
+    say!("  datasets     {}", datasets.len());
+    say!("  generation   {}", atlas.generation());
+    say!(
         "  codec        {}{}",
         c.codec,
         if c.shuffle { " + byte shuffle" } else { "" }
     );
-    println!(
+    say!(
         "  registry     {} ({})",
         util::bytes(registry_bytes),
         atlas.meta_format().name()
     );
-    println!("  on disk      {}", util::bytes(total));
-    println!("  arrays       {}", arrays.len());
-    println!(
+    say!("  on disk      {}", util::bytes(total));
+    say!("  arrays       {}", arrays.len());
+    say!(
         "    {:<24} {:>9} {:>7} {:>11}",
-        "name", "datasets", "layers", "bytes"
+        "name",
+        "datasets",
+        "layers",
+        "bytes"
     );
     for (a, n, l, b) in &rows {
-        println!("    {a:<24} {n:>9} {l:>7} {:>11}", util::bytes(*b));
+        say!("    {a:<24} {n:>9} {l:>7} {:>11}", util::bytes(*b));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -300,9 +311,9 @@ pub async fn cat(
                 "shape": a.shape(),
                 "data": to_json(&a),
             });
-            println!("{}", serde_json::to_string(&v)?);
+            say!("{}", serde_json::to_string(&v)?);
         } else {
-            println!("{}", to_text(&a));
+            say!("{}", to_text(&a));
         }
     });
     Ok(ExitCode::SUCCESS)
