@@ -1,11 +1,21 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! - `cargo xtask ci`: exactly what CI runs (format, lints with and without all
-//!   features, every test with and without all features, docs with warnings denied).
+//!   features, every test with and without all features, docs with warnings denied;
+//!   the crash loop with 200 kills; with `ATLAS_CI_FUZZ=1`, 10 s per fuzz target).
 //! - `cargo xtask bench [--quick|--full] [WORKLOAD…]`: the workloads of SPEC §6
 //!   (`atlas-bench`); `cargo xtask bench --criterion` runs the Criterion benches.
+//! - `cargo xtask crash [--kills N]`: the SIGKILL crash loop (`tests/it/crash.rs`)
+//!   in release mode, `N` kills (default 2000).
+//! - `cargo xtask fuzz [--seconds N] [TARGET…]`: every `cargo fuzz` target of
+//!   `fuzz/` (or the named ones) for `N` seconds each (default 60), installing
+//!   `cargo-fuzz` if missing; prints the executions per target.
+//! - `cargo xtask fuzz-corpus`: regenerates the seed corpora `fuzz/corpus/*/seed-*`
+//!   from real stores.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -55,11 +65,14 @@ fn ci() -> Result<()> {
         ],
         &[],
     )?;
+    // The crash loop runs 200 kills here (≈ 31 s in debug on the 2-core CI
+    // machine, measured); `cargo xtask crash` runs thousands in release mode.
+    let kills = std::env::var(CRASH_KILLS_ENV).unwrap_or_else(|_| CI_CRASH_KILLS.to_owned());
     run(
         "tests (default features)",
         "cargo",
         &["test", "--workspace"],
-        &[],
+        &[(CRASH_KILLS_ENV, &kills)],
     )?;
     run(
         "tests (all features)",
@@ -73,6 +86,11 @@ fn ci() -> Result<()> {
         &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    if std::env::var(CI_FUZZ_ENV).is_ok_and(|v| v == "1") {
+        fuzz(CI_FUZZ_SECONDS, &[])?;
+    } else {
+        eprintln!("==> fuzz smoke skipped (set {CI_FUZZ_ENV}=1 to run it)");
+    }
     eprintln!("==> ci passed in {:.0} s", t.elapsed().as_secs_f64());
     Ok(())
 }
@@ -92,13 +110,262 @@ fn bench(args: &[String]) -> Result<()> {
     run("workload benchmarks", "cargo", &cargo_args, &[])
 }
 
+/// The crash test's kill count (read by `tests/it/crash.rs`).
+const CRASH_KILLS_ENV: &str = "ATLAS_CRASH_KILLS";
+/// Kills in CI (debug build).
+const CI_CRASH_KILLS: &str = "200";
+/// Kills of `cargo xtask crash` (release build).
+const DEFAULT_CRASH_KILLS: u64 = 2000;
+/// Set to 1 to make `cargo xtask ci` run the fuzz smoke test (`.ci/run` does).
+const CI_FUZZ_ENV: &str = "ATLAS_CI_FUZZ";
+/// Seconds per fuzz target in CI.
+const CI_FUZZ_SECONDS: u64 = 10;
+/// Seconds per fuzz target of `cargo xtask fuzz`.
+const DEFAULT_FUZZ_SECONDS: u64 = 60;
+/// Every target in `fuzz/fuzz_targets/`.
+const FUZZ_TARGETS: [&str; 6] = [
+    "footer",
+    "block",
+    "layer_file",
+    "manifest",
+    "segment_json",
+    "segment_binary",
+];
+
+/// The workspace root (this crate lives in `ROOT/xtask`).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_owned()
+}
+
+/// The value of `--flag N` in `args`, if present.
+fn flag_value(args: &[String], flag: &str) -> Result<Option<u64>> {
+    let Some(i) = args.iter().position(|a| a == flag) else {
+        return Ok(None);
+    };
+    let v = args
+        .get(i + 1)
+        .with_context(|| format!("{flag} needs a number"))?;
+    Ok(Some(
+        v.parse()
+            .with_context(|| format!("{flag} {v}: not a number"))?,
+    ))
+}
+
+/// `cargo xtask crash [--kills N]`.
+fn crash(args: &[String]) -> Result<()> {
+    let kills = flag_value(args, "--kills")?.unwrap_or(DEFAULT_CRASH_KILLS);
+    run(
+        &format!("crash loop, {kills} kills (release)"),
+        "cargo",
+        &[
+            "test",
+            "--release",
+            "-p",
+            "atlas-tests",
+            "--test",
+            "it",
+            "crash",
+            "--",
+            "--nocapture",
+        ],
+        &[(CRASH_KILLS_ENV, &kills.to_string())],
+    )
+}
+
+/// `cargo xtask fuzz-corpus`: the generator test in `tests/it/hostile.rs`,
+/// pointed at `fuzz/corpus`.
+fn fuzz_corpus() -> Result<()> {
+    let corpus = root().join("fuzz").join("corpus").display().to_string();
+    run(
+        "fuzz seed corpora",
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "atlas-tests",
+            "--test",
+            "it",
+            "hostile::write_fuzz_seed_corpus",
+            "--",
+            "--exact",
+            "--nocapture",
+        ],
+        &[("ATLAS_FUZZ_CORPUS", &corpus)],
+    )
+}
+
+/// Installs `cargo-fuzz` unless `cargo fuzz` already runs.
+fn ensure_cargo_fuzz() -> Result<()> {
+    let present = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    run(
+        "install cargo-fuzz",
+        "cargo",
+        &["install", "cargo-fuzz", "--locked"],
+        &[],
+    )
+}
+
+/// What one fuzz target's run gave.
+struct FuzzOutcome {
+    target: &'static str,
+    runs: u64,
+    seconds: f64,
+    /// libFuzzer's final coverage line (`#N DONE cov: … ft: … corp: …`).
+    done: String,
+    /// The failure, with the tail of libFuzzer's output, if it found one.
+    failure: Option<String>,
+}
+
+/// Runs one target for `seconds`: new inputs go to `fuzz/target/corpus-work/`
+/// (not committed), the committed seeds are read from `fuzz/corpus/TARGET/`.
+/// Any crash, timeout (10 s per input), allocation over 256 MiB or RSS over
+/// 2 GiB is a failure; its reproducer lands in `fuzz/artifacts/TARGET/`.
+fn fuzz_target(target: &'static str, seconds: u64) -> Result<FuzzOutcome> {
+    let fuzz_dir = root().join("fuzz");
+    let work = fuzz_dir.join("target").join("corpus-work").join(target);
+    let seeds = fuzz_dir.join("corpus").join(target);
+    std::fs::create_dir_all(&work)?;
+    std::fs::create_dir_all(&seeds)?;
+    eprintln!("==> fuzz {target} for {seconds} s");
+    let t = Instant::now();
+    let mut child = Command::new("cargo")
+        .current_dir(&fuzz_dir)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "run", target])
+        .arg(&work)
+        .arg(&seeds)
+        .args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-timeout=10",
+            "-malloc_limit_mb=256",
+            "-rss_limit_mb=2048",
+            "-print_final_stats=1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo fuzz")?;
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
+        lines.push(line?);
+    }
+    let status = child.wait()?;
+    let runs = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let done = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains(" DONE ") || l.contains(" cov: "))
+        .cloned()
+        .unwrap_or_default();
+    let failure = (!status.success()).then(|| {
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!("{target} failed ({status}):\n{tail}")
+    });
+    Ok(FuzzOutcome {
+        target,
+        runs,
+        seconds: t.elapsed().as_secs_f64(),
+        done,
+        failure,
+    })
+}
+
+/// `cargo xtask fuzz`: builds the targets once, runs each, prints executions.
+fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
+    let t = Instant::now();
+    ensure_cargo_fuzz()?;
+    let targets: Vec<&'static str> = FUZZ_TARGETS
+        .into_iter()
+        .filter(|t| only.is_empty() || only.iter().any(|o| o == t))
+        .collect();
+    if targets.is_empty() {
+        bail!("no such fuzz target; targets: {}", FUZZ_TARGETS.join(", "));
+    }
+    let fuzz_dir = root().join("fuzz");
+    eprintln!(
+        "==> fuzz build: cargo fuzz build (in {})",
+        fuzz_dir.display()
+    );
+    let tb = Instant::now();
+    let status = Command::new("cargo")
+        .current_dir(&fuzz_dir)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "build"])
+        .status()
+        .context("cannot run cargo fuzz build")?;
+    if !status.success() {
+        bail!("cargo fuzz build failed ({status})");
+    }
+    eprintln!("    fuzz build ok in {:.1} s", tb.elapsed().as_secs_f64());
+    let mut outcomes = Vec::new();
+    for target in targets {
+        outcomes.push(fuzz_target(target, seconds)?);
+    }
+    eprintln!("==> fuzz results ({seconds} s per target):");
+    for o in &outcomes {
+        eprintln!(
+            "    {:<15} {:>12} runs in {:>5.1} s ({:>9.0}/s){}  {}",
+            o.target,
+            o.runs,
+            o.seconds,
+            o.runs as f64 / o.seconds.max(0.001),
+            if o.failure.is_some() { "  FAILED" } else { "" },
+            o.done.trim()
+        );
+    }
+    let failures: Vec<&String> = outcomes.iter().filter_map(|o| o.failure.as_ref()).collect();
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("{f}");
+        }
+        bail!(
+            "{} fuzz target(s) failed; reproducers are in fuzz/artifacts/",
+            failures.len()
+        );
+    }
+    eprintln!("    fuzz ok in {:.1} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("crash") => crash(&args[1..]),
+        Some("fuzz") => {
+            let rest = &args[1..];
+            let seconds = flag_value(rest, "--seconds")?.unwrap_or(DEFAULT_FUZZ_SECONDS);
+            let targets: Vec<String> = rest
+                .iter()
+                .enumerate()
+                .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || rest[i - 1] != "--seconds"))
+                .map(|(_, a)| a.clone())
+                .collect();
+            fuzz(seconds, &targets)
+        }
+        Some("fuzz-corpus") => fuzz_corpus(),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [--quick|--full|--criterion] [WORKLOAD...]>");
+            eprintln!(
+                "usage: cargo xtask <ci | bench [--quick|--full|--criterion] [WORKLOAD...] \
+                 | crash [--kills N] | fuzz [--seconds N] [TARGET...] | fuzz-corpus>"
+            );
             std::process::exit(2);
         }
     }

@@ -117,6 +117,8 @@ struct Loc {
 struct Committed {
     schema: ArraySchema,
     chunks: BTreeMap<u64, Loc>,
+    /// The layer whose `Define` record gave the schema.
+    defined_in: u32,
 }
 
 /// A layer written to storage but not yet part of the file's state; see
@@ -340,6 +342,7 @@ impl ArrayFile {
                     let c = Committed {
                         schema,
                         chunks: locs.collect(),
+                        defined_in: idx,
                     };
                     // A redefinition moves the name to the end, like a new array.
                     self.committed.shift_remove(&rec.name);
@@ -466,6 +469,25 @@ impl ArrayFile {
     /// True when no array is defined.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The file that gave an array its schema: the layer holding its `Define`
+    /// record, or the directory while the definition is still pending.
+    pub fn schema_origin(&self, name: &str) -> Option<&Path> {
+        let view = self.view(name)?;
+        Some(match view.committed {
+            Some(c)
+                if view.pending.is_none_or(|_| {
+                    self.pending
+                        .arrays
+                        .get(name)
+                        .is_none_or(|p| p.kind != RecordKind::Define)
+                }) =>
+            {
+                &self.layers[c.defined_in as usize].path
+            }
+            _ => &self.dir,
+        })
     }
 
     /// The schema of an array.
@@ -637,6 +659,9 @@ impl ArrayFile {
         if count.contains(&0) {
             return Ok(ArrayD::from_elem(IxDyn(&dims), fill));
         }
+        // A region must fit in memory: refuse it up front, before enumerating
+        // its chunks, rather than aborting on an impossible allocation.
+        region_fits::<T>(name, &count)?;
         let touched = schema.chunks_touching(&start, &count);
         // Fast path: the region is exactly one stored chunk.
         if let [only] = touched[..] {
@@ -648,7 +673,7 @@ impl ArrayFile {
                 };
             }
         }
-        let mut out = ArrayD::from_elem(IxDyn(&dims), fill);
+        let mut out = filled_array(name, &dims, fill)?;
         for idx in touched {
             let Some(src) = view.source(idx) else {
                 continue;
@@ -1102,6 +1127,39 @@ impl ArrayFile {
     pub fn dtype(&self, name: &str) -> Option<DType> {
         self.schema(name).map(|s| s.dtype)
     }
+}
+
+/// Checks that a region of `count` cells can be allocated (as `T` cells).
+fn region_fits<T>(name: &str, count: &[u64]) -> Result<()> {
+    let too_large = || Error::Unrepresentable {
+        name: name.to_owned(),
+        reason: "the requested region does not fit in memory; read it in parts",
+    };
+    let cells = count
+        .iter()
+        .try_fold(1u64, |a, &c| a.checked_mul(c))
+        .ok_or_else(too_large)?;
+    let cells = usize::try_from(cells).map_err(|_| too_large())?;
+    // Small regions always fit; only probe the allocator for big ones.
+    if cells.saturating_mul(size_of::<T>()) <= 64 << 20 {
+        return Ok(());
+    }
+    let mut probe: Vec<T> = Vec::new();
+    probe.try_reserve_exact(cells).map_err(|_| too_large())?;
+    Ok(())
+}
+
+/// An array of `dims` filled with `fill`, allocated fallibly.
+fn filled_array<T: Clone>(name: &str, dims: &[usize], fill: T) -> Result<ArrayD<T>> {
+    let cells: usize = dims.iter().product();
+    let mut v = Vec::new();
+    v.try_reserve_exact(cells)
+        .map_err(|_| Error::Unrepresentable {
+            name: name.to_owned(),
+            reason: "the requested region does not fit in memory; read it in parts",
+        })?;
+    v.resize(cells, fill);
+    Ok(ArrayD::from_shape_vec(IxDyn(dims), v).expect("cell count matches shape"))
 }
 
 /// Decoded chunk bytes as an array of `shape`.

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use array_format::{ArrayElement, ArraySchema, ArrayStats, FillValue, MergedArrayMeta};
+use array_format::{ArrayElement, ArrayFile, ArraySchema, ArrayStats, FillValue, MergedArrayMeta};
 use indexmap::IndexMap;
 use ndarray::{ArrayD, ArrayViewD};
 
@@ -84,6 +84,29 @@ impl DatasetView {
         self.inner.file(array)
     }
 
+    /// Checks that the array file describes the array as the registry does. A
+    /// difference means one of the two was damaged or tampered with: reading on
+    /// would trust sizes the registry never agreed to.
+    fn check_schema(&self, array: &str, file: &ArrayFile) -> Result<()> {
+        let registry = self.with_meta(|m| m.arrays.get(array).map(|a| Arc::clone(&a.schema)))?;
+        match (registry, file.schema(&self.name)) {
+            (Some(r), Some(f)) if *r == *f => Ok(()),
+            (Some(_), _) => Err(Error::array(
+                &self.name,
+                array,
+                array_format::Error::corrupt(
+                    file.schema_origin(&self.name).unwrap_or(file.dir()),
+                    0,
+                    format!(
+                        "the array file's schema of {:?} differs from the registry's",
+                        self.name
+                    ),
+                ),
+            )),
+            (None, _) => Err(self.array_not_found(array)),
+        }
+    }
+
     /// Defines an array of element type `T`. `chunk_shape = None` means one chunk
     /// of the full shape; `fill_value = None` means unwritten cells read as zero.
     pub async fn define_array<T: ArrayElement>(
@@ -158,6 +181,7 @@ impl DatasetView {
             return Ok(None);
         };
         let f = file.read().await;
+        self.check_schema(name, &f)?;
         f.read_array::<T>(&self.name, &start, &count)
             .map(Some)
             .map_err(|e| Error::array(&self.name, name, e))

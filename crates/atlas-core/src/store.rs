@@ -468,6 +468,32 @@ impl Atlas {
             return Ok(vec![None; datasets.len()]);
         };
         let guard = file.read_owned().await;
+        // As in `DatasetView::read_array`: never read with sizes the registry
+        // did not agree to.
+        {
+            let live = self.inner.live.read();
+            for (d, present) in &has {
+                if !present {
+                    continue;
+                }
+                let registry = live
+                    .datasets
+                    .get(d)
+                    .and_then(|m| m.arrays.get(array))
+                    .map(|a| &a.schema);
+                if registry.is_some_and(|r| guard.schema(d).is_none_or(|f| **r != *f)) {
+                    return Err(Error::array(
+                        d,
+                        array,
+                        array_format::Error::corrupt(
+                            guard.schema_origin(d).unwrap_or(guard.dir()),
+                            0,
+                            format!("the array file's schema of {d:?} differs from the registry's"),
+                        ),
+                    ));
+                }
+            }
+        }
         let array = array.to_owned();
         tokio::task::spawn_blocking(move || {
             let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);

@@ -97,7 +97,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
                     ),
                 }),
                 Some(s) if *s != *entry.schema => report.problems.push(Problem {
-                    path: dir.clone(),
+                    path: file.schema_origin(ds_name).unwrap_or(&dir).to_owned(),
                     message: format!(
                         "schema of {ds_name}/{array} differs between registry and array file"
                     ),
