@@ -148,9 +148,7 @@ impl Atlas {
         if storage.exists(&reg_path)? {
             return Err(Error::StoreExists { path: root });
         }
-        let guard = storage
-            .try_lock(&root.join(LOCK_FILE))?
-            .ok_or_else(|| Error::Locked { path: root.clone() })?;
+        let guard = acquire_writer_lock(storage.as_ref(), &root)?;
         // Re-check under the lock: another creator may have won the race.
         if storage.exists(&reg_path)? {
             return Err(Error::StoreExists { path: root });
@@ -658,12 +656,7 @@ impl Inner {
         if w.is_some() {
             return Ok(());
         }
-        let guard = self
-            .storage
-            .try_lock(&self.root.join(LOCK_FILE))?
-            .ok_or_else(|| Error::Locked {
-                path: self.root.clone(),
-            })?;
+        let guard = acquire_writer_lock(self.storage.as_ref(), &self.root)?;
         let reg_path = self.root.join(REGISTRY_FILE);
         let on_disk = Manifest::decode(&self.storage.read_all(&reg_path)?, &reg_path)?;
         if on_disk.generation != self.committed.lock().generation {
@@ -674,6 +667,32 @@ impl Inner {
         commit::sweep_orphans(self.storage.as_ref(), &self.root, &on_disk);
         *w = Some(guard);
         Ok(())
+    }
+}
+
+/// How long a would-be writer waits for the lock before reporting `Locked`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Takes the store's writer lock, waiting up to [`LOCK_WAIT`]: a lock released
+/// an instant ago can still look held (for example while a process spawned
+/// concurrently briefly shares this process's descriptors before `exec`), and
+/// a second writer should not fail on that. A lock held for longer is `Locked`.
+fn acquire_writer_lock(
+    storage: &dyn Storage,
+    root: &Path,
+) -> Result<Box<dyn array_format::LockGuard>> {
+    let path = root.join(LOCK_FILE);
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        if let Some(guard) = storage.try_lock(&path)? {
+            return Ok(guard);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Locked {
+                path: root.to_owned(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
