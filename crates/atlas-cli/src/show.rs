@@ -219,7 +219,9 @@ fn store_info(atlas: &Atlas, store: &Path, json_out: bool) -> Result<ExitCode> {
         rows.push((a.clone(), n_ds, layers.len(), on_disk));
     }
     let total = util::disk_usage(store);
-    let registry_bytes = std::fs::metadata(store.join("atlas.json")).map_or(0, |m| m.len());
+    // The manifest plus the registry segments.
+    let registry_bytes = std::fs::metadata(store.join("atlas.json")).map_or(0, |m| m.len())
+        + util::disk_usage(&store.join("atlas.meta"));
     let c = atlas.compression();
     if json_out {
         let v = json!({
