@@ -97,7 +97,7 @@ pub struct Compression {
 }
 
 impl Default for Compression {
-    /// LZ4 with byte shuffle: chosen by the codec benchmark (see `docs/BENCHMARKS.md`).
+    /// LZ4 with byte shuffle: chosen by the codec benchmark (`ARCHITECTURE.md`, "Default codec").
     fn default() -> Self {
         Compression {
             codec: Codec::Lz4,
