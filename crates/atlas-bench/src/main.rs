@@ -6,6 +6,7 @@
 //! a JSON results file.
 
 mod data;
+mod netcdf;
 mod workloads;
 
 use std::time::{Duration, Instant};

@@ -24,6 +24,10 @@ pub const ALL: &[(&str, Workload)] = &[
     ("scale", |q| Box::pin(scale(q))),
     ("layers", |q| Box::pin(layers(q))),
     ("compact", |q| Box::pin(compact(q))),
+    ("w9_import", |q| Box::pin(crate::netcdf::w9_import(q))),
+    ("w10_read_temp", |q| {
+        Box::pin(crate::netcdf::w10_read_temp(q))
+    }),
 ];
 
 const LEVELS: usize = 50;
