@@ -57,6 +57,10 @@ fn ci() -> Result<()> {
         &[
             "clippy",
             "--workspace",
+            // The bench's `peers` feature builds zarrs and atlas-rust (~14 min):
+            // product features only here; `cargo xtask bench` builds the peers.
+            "--exclude",
+            "atlas-bench",
             "--all-targets",
             "--all-features",
             "--",
@@ -77,13 +81,26 @@ fn ci() -> Result<()> {
     run(
         "tests (all features)",
         "cargo",
-        &["test", "--workspace", "--all-features"],
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "atlas-bench",
+            "--all-features",
+        ],
         &[],
     )?;
     run(
         "docs",
         "cargo",
-        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[
+            "doc",
+            "--workspace",
+            "--exclude",
+            "atlas-bench",
+            "--no-deps",
+            "--all-features",
+        ],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     if std::env::var(CI_FUZZ_ENV).is_ok_and(|v| v == "1") {
@@ -105,7 +122,15 @@ fn bench(args: &[String]) -> Result<()> {
         }
         return run("criterion benchmarks", "cargo", &cargo_args, &[]);
     }
-    let mut cargo_args = vec!["run", "--release", "-p", "atlas-bench", "--"];
+    let mut cargo_args = vec![
+        "run",
+        "--release",
+        "-p",
+        "atlas-bench",
+        "--features",
+        "peers",
+        "--",
+    ];
     cargo_args.extend(args.iter().map(String::as_str));
     run("workload benchmarks", "cargo", &cargo_args, &[])
 }

@@ -5,8 +5,11 @@
 //! median of several runs with the min–max spread, and appends the figures to
 //! a JSON results file.
 
+mod compare;
 mod data;
+mod limits;
 mod netcdf;
+mod peers;
 mod workloads;
 
 use std::time::{Duration, Instant};
@@ -37,12 +40,18 @@ impl Timing {
             f()?;
             v.push(t.elapsed());
         }
+        Ok(Timing::from_samples(v))
+    }
+
+    /// Summary of samples taken elsewhere (e.g. alternating runs of several systems).
+    pub fn from_samples(mut v: Vec<Duration>) -> Timing {
+        assert!(!v.is_empty(), "no samples");
         v.sort();
-        Ok(Timing {
+        Timing {
             median: v[v.len() / 2],
             min: v[0],
             max: v[v.len() - 1],
-        })
+        }
     }
 
     /// Seconds of the median.
@@ -124,6 +133,10 @@ fn main() -> Result<()> {
         let v = rt.block_on(f(quick))?;
         eprintln!("   ({name} took {:.1} s)", t.elapsed().as_secs_f64());
         results.insert((*name).to_owned(), v);
+    }
+    let summary = compare::summary(&results);
+    if !summary.is_null() {
+        results.insert("summary".into(), summary);
     }
     if let Some(dir) = out_path.parent() {
         std::fs::create_dir_all(dir)?;
