@@ -543,11 +543,7 @@ impl ArrayFile {
                     layer_uid: layer.uid,
                     offset: e.offset,
                 };
-                let read = || {
-                    layer
-                        .handle
-                        .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)
-                };
+                let read = || read_stored(layer, e);
                 let decode = |stored: &[u8]| {
                     decode_checked(
                         stored,
@@ -1031,9 +1027,7 @@ impl ArrayFile {
             for (&idx, loc) in &c.chunks {
                 let layer = &self.layers[loc.layer as usize];
                 let e = &loc.entry;
-                let stored = layer
-                    .handle
-                    .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)?;
+                let stored = read_stored(layer, e)?;
                 if crc32c::crc32c(&stored) != e.crc {
                     return Err(Error::corrupt(
                         &layer.path,
@@ -1103,9 +1097,7 @@ impl ArrayFile {
                 let Some(schema) = &rec.schema else { continue };
                 let width = schema.dtype.size_bytes().unwrap_or(0);
                 for e in &rec.chunks {
-                    let stored = layer
-                        .handle
-                        .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)?;
+                    let stored = read_stored(layer, e)?;
                     decode_checked(
                         &stored,
                         e.crc,
@@ -1179,6 +1171,13 @@ fn cells_array<T: ArrayElement>(
     })?;
     let dims: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
     Ok(ArrayD::from_shape_vec(IxDyn(&dims), cells).expect("cell count matches shape"))
+}
+
+/// The stored (still compressed) bytes of one block.
+fn read_stored(layer: &Layer, e: &ChunkEntry) -> Result<Vec<u8>> {
+    layer
+        .handle
+        .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)
 }
 
 fn to_usize(n: u64, path: &Path, offset: u64) -> Result<usize> {
