@@ -1349,7 +1349,7 @@ api_case!(
 api_case!(
     unknown_dataset_in_a_cross_dataset_read,
     |s, ds| s
-        .read_array_across::<f32, _>("TEMP", &["argo_1", "argo_404"], vec![], vec![])
+        .read_array_across::<f32>("TEMP", &["argo_1", "argo_404"], vec![], vec![])
         .await,
     Error::DatasetNotFound { .. }
 );

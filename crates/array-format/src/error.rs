@@ -168,6 +168,28 @@ impl Error {
         }
     }
 
+    /// What the caller can do about this error; stable across releases.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::ArrayNotFound { .. } => ErrorKind::NotFound,
+            Error::ArrayExists { .. } => ErrorKind::AlreadyExists,
+            Error::InvalidName { .. }
+            | Error::InvalidSchema { .. }
+            | Error::DTypeMismatch { .. }
+            | Error::RankMismatch { .. }
+            | Error::OutOfBounds { .. }
+            | Error::ShapeMismatch { .. }
+            | Error::FillMismatch { .. }
+            | Error::Unrepresentable { .. } => ErrorKind::InvalidInput,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::UnsupportedVersion { .. } | Error::CodecUnavailable { .. } => {
+                ErrorKind::Unsupported
+            }
+            Error::StalePreparedLayer => ErrorKind::Conflict,
+            Error::Io { source, .. } => ErrorKind::of_io(source),
+        }
+    }
+
     /// True for errors that mean the stored bytes are damaged or unreadable by this build.
     pub fn is_corruption(&self) -> bool {
         matches!(
@@ -176,6 +198,80 @@ impl Error {
                 | Error::UnsupportedVersion { .. }
                 | Error::CodecUnavailable { .. }
         )
+    }
+}
+
+/// What the caller can do about an error: the stable, coarse grouping under the
+/// detailed variants (as `object_store` and `std::io::ErrorKind` do).
+///
+/// | kind | meaning | what to do |
+/// |---|---|---|
+/// | `NotFound` | a store, dataset, array, tag… does not exist | check the name |
+/// | `AlreadyExists` | the name is in use | pick another name or open it |
+/// | `InvalidInput` | the call is wrong (name, dtype, rank, bounds, schema) | fix the call |
+/// | `Conflict` | another writer holds the store or committed first | reopen and retry |
+/// | `Corrupt` | stored bytes are damaged | restore from a copy; run `atlas verify` |
+/// | `Unsupported` | written by a newer version or needs a missing feature | upgrade or enable the feature |
+/// | `ResourceExhausted` | out of descriptors, memory or disk | raise the limit, free space, retry |
+/// | `Io` | any other storage failure | look at the environment, retry |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The named thing does not exist.
+    NotFound,
+    /// The name is already in use.
+    AlreadyExists,
+    /// The caller passed something that cannot be used.
+    InvalidInput,
+    /// Another writer holds the store or committed first.
+    Conflict,
+    /// Stored bytes are damaged.
+    Corrupt,
+    /// Written by an unknown version, or needs a feature this build lacks.
+    Unsupported,
+    /// Out of file descriptors, memory or disk space: the data is fine.
+    ResourceExhausted,
+    /// Any other storage failure.
+    Io,
+}
+
+impl ErrorKind {
+    /// The kind of an operating-system error: running out of descriptors,
+    /// memory or space is a resource error, never damage.
+    pub fn of_io(e: &std::io::Error) -> ErrorKind {
+        // EMFILE 24, ENFILE 23, ENOMEM 12, ENOSPC 28, EDQUOT 122 on Linux.
+        match e.raw_os_error() {
+            Some(12 | 23 | 24 | 28 | 122) => return ErrorKind::ResourceExhausted,
+            _ => {}
+        }
+        match e.kind() {
+            std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+            std::io::ErrorKind::OutOfMemory
+            | std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::QuotaExceeded => ErrorKind::ResourceExhausted,
+            _ => ErrorKind::Io,
+        }
+    }
+
+    /// A short stable name (`"not_found"`, `"corrupt"`, …) for logs, JSON and
+    /// language bindings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::ResourceExhausted => "resource_exhausted",
+            ErrorKind::Io => "io",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -36,6 +36,7 @@ use crate::layer::{
 use crate::schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES};
 use crate::stats::{ArrayStats, ChunkStats};
 use crate::storage::{ReadHandle, Storage};
+pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};
 
 /// The name of one layer file inside an array file's directory.
@@ -261,6 +262,7 @@ impl ArrayFile {
         options: ArrayFileOptions,
         cache: Arc<DeltaCache>,
     ) -> Result<Self> {
+        options.compression.codec.check_available(dir)?;
         storage.create_dir_all(dir)?;
         Ok(ArrayFile {
             storage,
@@ -269,7 +271,9 @@ impl ArrayFile {
             cache,
             layers: Vec::new(),
             committed: IndexMap::new(),
-            pending: Pending::default(),
+            pending: Pending::with_budget(Arc::new(PendingBudget::new(
+                options.pending_budget_bytes,
+            ))),
         })
     }
 
@@ -307,6 +311,7 @@ impl ArrayFile {
         options: ArrayFileOptions,
         cache: Arc<DeltaCache>,
     ) -> Result<Self> {
+        options.compression.codec.check_available(dir)?;
         let mut f = ArrayFile {
             storage,
             dir: dir.to_owned(),
@@ -314,7 +319,9 @@ impl ArrayFile {
             cache,
             layers: Vec::with_capacity(layers.len()),
             committed: IndexMap::new(),
-            pending: Pending::default(),
+            pending: Pending::with_budget(Arc::new(PendingBudget::new(
+                options.pending_budget_bytes,
+            ))),
         };
         for (id, handle) in layers {
             let (layer, footer) = open_layer_handle(handle, &dir.join(id.as_str()))?;
@@ -394,9 +401,24 @@ impl ArrayFile {
         self.options
     }
 
-    /// Changes the write-side settings (existing chunks keep their codec).
-    pub fn set_options(&mut self, options: ArrayFileOptions) {
+    /// Counts this file's pending memory against `budget`, shared with other
+    /// files (a store shares one budget between all its array files), instead
+    /// of the private budget of `ArrayFileOptions::pending_budget_bytes`.
+    pub fn share_budget(&mut self, budget: Arc<PendingBudget>) {
+        self.pending.set_budget(budget);
+    }
+
+    /// Changes the write-side settings (existing chunks keep their codec);
+    /// `CodecUnavailable` for a codec this build lacks.
+    /// A new `pending_budget_bytes` gives the file a private budget of that size.
+    pub fn set_options(&mut self, options: ArrayFileOptions) -> Result<()> {
+        options.compression.codec.check_available(&self.dir)?;
+        if options.pending_budget_bytes != self.options.pending_budget_bytes {
+            self.pending
+                .set_budget(Arc::new(PendingBudget::new(options.pending_budget_bytes)));
+        }
         self.options = options;
+        Ok(())
     }
 
     /// True when there are unflushed changes.
@@ -511,6 +533,7 @@ impl ArrayFile {
     /// Defines a new array from a ready schema (dtype chosen at run time).
     pub fn define(&mut self, name: &str, schema: ArraySchema) -> Result<()> {
         validate_array_name(name)?;
+        schema.validate(name)?;
         if self.contains(name) {
             return Err(Error::ArrayExists {
                 name: name.to_owned(),
@@ -848,14 +871,8 @@ impl ArrayFile {
             .into_iter()
             .map(|(idx, (stored, meta))| (idx, stored, meta))
             .collect();
-        self.pending.put_chunks(
-            name,
-            chunks,
-            created_record,
-            self.options.pending_budget_bytes,
-            &self.storage,
-            &self.dir,
-        )
+        self.pending
+            .put_chunks(name, chunks, created_record, &self.storage, &self.dir)
     }
 
     fn encode_chunk<T: ArrayElement>(

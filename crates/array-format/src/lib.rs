@@ -45,8 +45,10 @@ pub use cache::{BlockKey, DeltaCache, DeltaCacheConfig, LevelStats};
 pub use codec::{Codec, Compression};
 pub use dtype::{DType, FillValue, StatValue, TimestampNs};
 pub use element::ArrayElement;
-pub use error::{Error, Result};
-pub use file::{random_uid, ArrayFile, ArrayFileOptions, LayerId, MergedArrayMeta, PreparedLayer};
+pub use error::{Error, ErrorKind, Result};
+pub use file::{
+    random_uid, ArrayFile, ArrayFileOptions, LayerId, MergedArrayMeta, PendingBudget, PreparedLayer,
+};
 pub use schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES, MAX_NAME_BYTES, MAX_RANK};
 pub use stats::{ArrayStats, ChunkStats};
 pub use storage::{LocalStorage, LockGuard, MemoryStorage, ReadHandle, Storage, WriteHandle};

@@ -133,6 +133,23 @@ impl ArraySchema {
         })
     }
 
+    /// Checks a schema built by hand (its fields are public) with exactly the
+    /// rules of [`ArraySchema::new`]: every entry point that accepts a schema
+    /// calls this, so a zero chunk extent or a rank mismatch is an
+    /// `InvalidSchema` error, never a panic in the chunk grid or a registry
+    /// that no longer opens.
+    pub fn validate(&self, name: &str) -> Result<()> {
+        ArraySchema::new(
+            name,
+            self.dtype,
+            self.dims.clone(),
+            self.shape.clone(),
+            Some(self.chunk_shape.clone()),
+            self.fill_value.clone(),
+        )
+        .map(|_| ())
+    }
+
     /// Number of axes.
     pub fn rank(&self) -> usize {
         self.shape.len()

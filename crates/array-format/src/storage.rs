@@ -41,13 +41,28 @@ pub trait ReadHandle: Send + Sync + Debug {
     }
 }
 
+/// The error of every call on a write handle after one of its writes failed.
+pub(crate) fn poisoned_error(path: &Path) -> crate::Error {
+    crate::Error::io(
+        "write",
+        path,
+        std::io::Error::other("an earlier write to this file failed; it takes no more writes"),
+    )
+}
+
 /// A new file being written sequentially (it can also read back what it wrote,
 /// which the pending-data scratch file needs).
+///
+/// **Invariant:** after an `append` or `sync` fails, the handle is poisoned:
+/// every later `append` and `sync` fails too. A partial write leaves the file
+/// longer than [`WriteHandle::position`] says, so appending more would record
+/// wrong offsets; callers start a new file instead.
 pub trait WriteHandle: Send + Sync + Debug {
     /// Appends `buf`.
     fn append(&mut self, buf: &[u8]) -> Result<()>;
 
-    /// Bytes appended so far.
+    /// Bytes appended successfully so far (after a failed append the file may
+    /// hold more: part of the failed write).
     fn position(&self) -> u64;
 
     /// Makes everything appended durable (fsync).

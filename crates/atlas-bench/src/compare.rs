@@ -76,7 +76,7 @@ impl System for AtlasSys {
         let s = self.store.as_ref().context("open first")?;
         let mut out = Vec::with_capacity(names.len());
         for batch in names.chunks(4096) {
-            for p in block(s.read_array_across::<f32, _>(array, batch, vec![], vec![]))? {
+            for p in block(s.read_array_across::<f32>(array, batch, vec![], vec![]))? {
                 out.push(to_vec(p.context("missing array")?));
             }
         }

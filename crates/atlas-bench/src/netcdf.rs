@@ -170,7 +170,7 @@ pub async fn w10_read_temp(quick: bool) -> Result<Value> {
     };
     let store = Atlas::open_path(&store_path).await?;
     let all = store
-        .read_array_across::<f32, _>("TEMP", &names, vec![], vec![])
+        .read_array_across::<f32>("TEMP", &names, vec![], vec![])
         .await?;
     let mut cells = 0usize;
     for ((f, got), n) in files.iter().zip(&all).zip(&names) {
@@ -198,7 +198,7 @@ pub async fn w10_read_temp(quick: bool) -> Result<Value> {
             rt.block_on(async {
                 let s = Atlas::open_path(&store_path).await?;
                 let parts = s
-                    .read_array_across::<f32, _>("TEMP", &names, vec![], vec![])
+                    .read_array_across::<f32>("TEMP", &names, vec![], vec![])
                     .await?;
                 ensure!(parts.iter().all(Option::is_some), "missing TEMP");
                 Ok(())
@@ -211,7 +211,7 @@ pub async fn w10_read_temp(quick: bool) -> Result<Value> {
         tokio::task::block_in_place(|| {
             rt.block_on(async {
                 let parts = s
-                    .read_array_across::<f32, _>("TEMP", &names, vec![], vec![])
+                    .read_array_across::<f32>("TEMP", &names, vec![], vec![])
                     .await?;
                 ensure!(parts.len() == names.len(), "missing TEMP");
                 Ok(())

@@ -136,7 +136,7 @@ async fn scale(quick: bool) -> Result<Value> {
         let mut parts = Vec::with_capacity(names.len());
         for batch in names.chunks(4096) {
             parts.extend(
-                s.read_array_across::<f32, _>("TEMP", batch, vec![], vec![])
+                s.read_array_across::<f32>("TEMP", batch, vec![], vec![])
                     .await?,
             );
         }

@@ -35,7 +35,8 @@ pub struct StoreConfig {
     pub meta_format: MetaFormat,
     /// Cache sizes of the handle.
     pub cache: DeltaCacheConfig,
-    /// Unflushed chunk bytes held in memory per array before spilling to scratch files.
+    /// Unflushed chunk bytes held in memory, for the whole store (all arrays
+    /// together), before the writing array spills to a scratch file.
     pub pending_budget_bytes: u64,
 }
 
@@ -74,7 +75,8 @@ impl StoreConfig {
 pub struct OpenOptions {
     /// Cache sizes.
     pub cache: DeltaCacheConfig,
-    /// Unflushed chunk bytes held in memory per array before spilling.
+    /// Unflushed chunk bytes held in memory by the whole handle (all arrays
+    /// together) before spilling.
     pub pending_budget_bytes: u64,
     /// Take the writer lock at open instead of at the first mutation.
     pub write: bool,

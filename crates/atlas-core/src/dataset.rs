@@ -126,6 +126,9 @@ impl DatasetView {
     /// Defines an array from a ready schema (element type chosen at run time).
     pub async fn define_array_schema(&self, name: &str, schema: ArraySchema) -> Result<()> {
         validate_array_name(name)?;
+        schema
+            .validate(name)
+            .map_err(|e| Error::array(&self.name, name, e))?;
         self.inner.ensure_writer()?;
         let _s = self.inner.structure.lock().await;
         if self.with_meta(|m| m.arrays.contains_key(name))? {

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use array_format::ErrorKind;
+
 /// Every error returned by `atlas-core`, grouped by what the caller can do.
 ///
 /// - *Not found / already exists*: check names (`StoreNotFound`, `DatasetNotFound`,
@@ -143,6 +145,30 @@ pub enum Error {
 }
 
 impl Error {
+    /// What the caller can do about this error; stable across releases (see
+    /// [`ErrorKind`] for the table). Detailed variants may be added; kinds are
+    /// the contract.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::StoreNotFound { .. }
+            | Error::DatasetNotFound { .. }
+            | Error::ArrayNotFound { .. } => ErrorKind::NotFound,
+            Error::StoreExists { .. } | Error::DatasetExists { .. } | Error::ArrayExists { .. } => {
+                ErrorKind::AlreadyExists
+            }
+            Error::InvalidName { .. } | Error::ShapesDiffer { .. } => ErrorKind::InvalidInput,
+            Error::Locked { .. } | Error::StaleHandle { .. } | Error::Poisoned { .. } => {
+                ErrorKind::Conflict
+            }
+            Error::CorruptRegistry { .. } => ErrorKind::Corrupt,
+            Error::UnsupportedRegistry { .. } | Error::CodecUnavailable { .. } => {
+                ErrorKind::Unsupported
+            }
+            Error::Array { error, .. } => error.kind(),
+            Error::Storage(error) => error.kind(),
+        }
+    }
+
     pub(crate) fn array(dataset: &str, array: &str, error: array_format::Error) -> Self {
         Error::Array {
             dataset: dataset.to_owned(),

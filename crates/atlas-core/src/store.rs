@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     pub dirty: AtomicBool,
     /// Serialises flush and compact.
     pub commit_lock: tokio::sync::Mutex<()>,
+    /// One pending-memory budget for every array file of the store.
+    pending_budget: Arc<array_format::PendingBudget>,
     /// Serialises structural changes (datasets and array definitions) so that
     /// registry and array files change together.
     pub structure: tokio::sync::Mutex<()>,
@@ -274,6 +276,9 @@ impl Atlas {
                 poisoned: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
                 commit_lock: tokio::sync::Mutex::new(()),
+                pending_budget: Arc::new(array_format::PendingBudget::new(
+                    options.pending_budget_bytes,
+                )),
                 structure: tokio::sync::Mutex::new(()),
             }),
         }
@@ -443,10 +448,13 @@ impl Atlas {
     /// Reads one array from many datasets, decoding in parallel. One result per
     /// dataset, `None` where a dataset lacks the array. Empty `start` and
     /// `count` read whole arrays.
-    pub async fn read_array_across<T: ArrayElement, S: AsRef<str>>(
+    ///
+    /// `datasets` is any slice of names (`&[String]`, `&[&str]`), so the one
+    /// type argument reads as `read_array_across::<f32>(…)`.
+    pub async fn read_array_across<T: ArrayElement>(
         &self,
         array: &str,
-        datasets: &[S],
+        datasets: &[impl AsRef<str>],
         start: Vec<u64>,
         count: Vec<u64>,
     ) -> Result<Vec<Option<ArrayD<T>>>> {
@@ -540,15 +548,15 @@ impl Atlas {
 
     /// Like [`Atlas::read_array_across`], stacked into one array with a leading
     /// dataset axis. Every dataset must have the array, with equal shapes.
-    pub async fn read_array_across_stacked<T: ArrayElement, S: AsRef<str>>(
+    pub async fn read_array_across_stacked<T: ArrayElement>(
         &self,
         array: &str,
-        datasets: &[S],
+        datasets: &[impl AsRef<str>],
         start: Vec<u64>,
         count: Vec<u64>,
     ) -> Result<ArrayD<T>> {
         let parts = self
-            .read_array_across::<T, S>(array, datasets, start, count)
+            .read_array_across::<T>(array, datasets, start, count)
             .await?;
         let mut views = Vec::with_capacity(parts.len());
         for (d, p) in datasets.iter().zip(&parts) {
@@ -593,13 +601,14 @@ impl Inner {
         match slot {
             FileSlot::Open(f) => Ok(Some(Arc::clone(f))),
             FileSlot::Unopened(handles) => {
-                let f = ArrayFile::open_with_handles(
+                let mut f = ArrayFile::open_with_handles(
                     Arc::clone(&self.storage),
                     &self.root.join(array),
                     handles.clone(),
                     self.file_options(),
                     Arc::clone(&self.cache),
                 )?;
+                f.share_budget(Arc::clone(&self.pending_budget));
                 let f = Arc::new(tokio::sync::RwLock::new(f));
                 *slot = FileSlot::Open(Arc::clone(&f));
                 Ok(Some(f))
@@ -612,12 +621,13 @@ impl Inner {
         if let Some(f) = self.file(array)? {
             return Ok(f);
         }
-        let f = ArrayFile::create(
+        let mut f = ArrayFile::create(
             Arc::clone(&self.storage),
             &self.root.join(array),
             self.file_options(),
             Arc::clone(&self.cache),
         )?;
+        f.share_budget(Arc::clone(&self.pending_budget));
         let f = Arc::new(tokio::sync::RwLock::new(f));
         self.files
             .lock()

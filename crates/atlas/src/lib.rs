@@ -68,7 +68,7 @@
 //! }
 //! s.flush().await?;
 //! let names = s.list_datasets();
-//! let all = s.read_array_across_stacked::<f32, _>("TEMP", &names, vec![], vec![]).await?;
+//! let all = s.read_array_across_stacked::<f32>("TEMP", &names, vec![], vec![]).await?;
 //! assert_eq!(all.shape(), &[3, 5]);
 //! assert_eq!(all[[2, 4]], 12.0);
 //! # Ok(()) }
@@ -95,10 +95,25 @@
 
 pub use atlas_core::{
     verify, ArrayElement, ArrayEntry, ArraySchema, ArrayStats, Atlas, Attr, Codec, Compression,
-    DType, DatasetMeta, DatasetView, DeltaCache, DeltaCacheConfig, Error, FillValue, LayerId,
-    LocalStorage, MemoryStorage, MergedArrayMeta, MetaFormat, OpenOptions, Result, StatValue,
-    Storage, StoreConfig, TimestampNs,
+    DType, DatasetMeta, DatasetView, DeltaCache, DeltaCacheConfig, Error, ErrorKind, FillValue,
+    LayerId, LocalStorage, MemoryStorage, MergedArrayMeta, MetaFormat, OpenOptions, Result,
+    StatValue, Storage, StoreConfig, TimestampNs,
 };
+
+/// The `ndarray` release ATLAS takes and returns arrays of.
+///
+/// Array reads return `ndarray::ArrayD<T>` and writes take `ndarray::ArrayViewD<T>`
+/// of exactly this release. Two releases of `ndarray` have different array types,
+/// so a program that depends on another release gets type errors; name the
+/// types through `atlas::ndarray` (or depend on the same release, 0.17) and they
+/// always match:
+///
+/// ```
+/// use atlas::ndarray::Array2;
+/// let a = Array2::<f32>::zeros([2, 3]).into_dyn();
+/// assert_eq!(a.shape(), &[2, 3]);
+/// ```
+pub use ndarray;
 
 /// The layer-file crate, for direct use of `.af` files without a store.
 pub use array_format;

@@ -4,9 +4,17 @@
 //! file in the array directory, so pending data never grows RAM without bound.
 //! The scratch file is never named by any registry, so after a crash it is
 //! garbage like any other unnamed file.
+//!
+//! **Invariant:** a scratch file whose append failed is *poisoned*: nothing is
+//! appended to it again (a partial write leaves its length unknown, so later
+//! offsets would drift); the next spill starts a new file. Bytes read back
+//! from a scratch file are checked against the chunk's CRC-32C before they are
+//! decoded or copied into a layer, so a lost spill is an error, never a
+//! corrupt block committed under a valid checksum.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -22,7 +30,7 @@ use crate::storage::{Storage, WriteHandle};
 #[derive(Debug)]
 pub(crate) enum PendingData {
     Mem(Vec<u8>),
-    Scratch { offset: u64, len: u64 },
+    Scratch { file: usize, offset: u64, len: u64 },
 }
 
 #[derive(Debug)]
@@ -45,6 +53,10 @@ struct Scratch {
     handle: Box<dyn WriteHandle>,
     path: PathBuf,
     storage: Arc<dyn Storage>,
+    /// Pending chunks stored here; the file goes when this drops to 0.
+    n_chunks: u64,
+    /// An append failed: never append again.
+    poisoned: bool,
 }
 
 impl Drop for Scratch {
@@ -55,18 +67,100 @@ impl Drop for Scratch {
     }
 }
 
+/// A memory budget for pending chunk bytes, shared by every array file of a
+/// store (or private to one file): a 64-variable import holds at most about one
+/// budget in memory, not 64.
+///
+/// When a write takes the shared total over the limit, the writing file spills
+/// all of its in-memory chunks to its scratch file, so the total stays within
+/// the limit plus one write per file.
+#[derive(Debug)]
+pub struct PendingBudget {
+    limit_bytes: u64,
+    used_bytes: AtomicU64,
+}
+
+impl PendingBudget {
+    /// A budget of `limit_bytes` in memory.
+    pub fn new(limit_bytes: u64) -> Self {
+        PendingBudget {
+            limit_bytes,
+            used_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// The limit.
+    pub fn limit_bytes(&self) -> u64 {
+        self.limit_bytes
+    }
+
+    /// Pending bytes held in memory by every file sharing this budget.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: u64) {
+        self.used_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: u64) {
+        self.used_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn over(&self) -> bool {
+        self.used_bytes() > self.limit_bytes
+    }
+}
+
+impl Default for PendingBudget {
+    fn default() -> Self {
+        PendingBudget::new(u64::MAX)
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
+    /// The (possibly shared) budget `mem_bytes` counts against.
+    budget: Arc<PendingBudget>,
     pub arrays: IndexMap<String, PendingArray>,
-    scratch: Mutex<Option<Scratch>>,
+    /// Scratch files by index (`PendingData::Scratch::file`); `None` once empty.
+    scratch: Mutex<Vec<Option<Scratch>>>,
     mem_bytes: u64,
-    /// Pending chunks stored in the scratch file; the file goes when this drops to 0.
-    scratch_chunks: u64,
     /// Bumped on every mutation, so a prepared layer can tell it is still current.
     pub generation: u64,
 }
 
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.budget.sub(self.mem_bytes);
+    }
+}
+
 impl Pending {
+    /// Empty, counting against `budget`.
+    pub(crate) fn with_budget(budget: Arc<PendingBudget>) -> Self {
+        let mut p = Pending::default();
+        p.budget = budget;
+        p
+    }
+
+    /// Moves this pending layer's memory to another budget.
+    pub(crate) fn set_budget(&mut self, budget: Arc<PendingBudget>) {
+        self.budget.sub(self.mem_bytes);
+        budget.add(self.mem_bytes);
+        self.budget = budget;
+    }
+
+    fn add_mem(&mut self, n: u64) {
+        self.mem_bytes += n;
+        self.budget.add(n);
+    }
+
+    fn sub_mem(&mut self, n: u64) {
+        self.mem_bytes -= n;
+        self.budget.sub(n);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.arrays.is_empty()
     }
@@ -82,11 +176,15 @@ impl Pending {
 
     fn forget(&mut self, chunk: &PendingChunk) {
         match &chunk.data {
-            PendingData::Mem(b) => self.mem_bytes -= b.len() as u64,
-            PendingData::Scratch { .. } => {
-                self.scratch_chunks -= 1;
-                if self.scratch_chunks == 0 {
-                    *self.scratch.lock() = None;
+            PendingData::Mem(b) => self.sub_mem(b.len() as u64),
+            PendingData::Scratch { file, .. } => {
+                let mut files = self.scratch.lock();
+                let slot = &mut files[*file];
+                let s = slot.as_mut().expect("a scratch file outlives its chunks");
+                s.n_chunks -= 1;
+                if s.n_chunks == 0 {
+                    // Dropping the handle removes the file.
+                    *slot = None;
                 }
             }
         }
@@ -128,7 +226,6 @@ impl Pending {
         name: &str,
         chunks: Vec<(u64, Vec<u8>, BlockMeta)>,
         created_record: bool,
-        budget_bytes: u64,
         storage: &Arc<dyn Storage>,
         dir: &Path,
     ) -> Result<()> {
@@ -136,7 +233,7 @@ impl Pending {
         // Replaced versions stay accounted for until the write is known to stick.
         let mut replaced: Vec<(u64, Option<PendingChunk>)> = Vec::with_capacity(chunks.len());
         for (idx, stored, meta) in chunks {
-            self.mem_bytes += stored.len() as u64;
+            self.add_mem(stored.len() as u64);
             let arr = self.arrays.get_mut(name).expect("record set before chunks");
             let prev = arr.chunks.insert(
                 idx,
@@ -147,7 +244,7 @@ impl Pending {
             );
             replaced.push((idx, prev));
         }
-        if self.mem_bytes > budget_bytes {
+        if self.budget.over() {
             if let Err(e) = self.spill(storage, dir) {
                 for (idx, prev) in replaced.into_iter().rev() {
                     let arr = self.arrays.get_mut(name).expect("record set before chunks");
@@ -172,43 +269,78 @@ impl Pending {
         Ok(())
     }
 
-    /// Moves every in-memory chunk to the scratch file.
+    /// Moves every in-memory chunk to the scratch file. A failed append
+    /// poisons the file; chunks moved before the failure stay where they are
+    /// (their bytes are checked on read-back).
     fn spill(&mut self, storage: &Arc<dyn Storage>, dir: &Path) -> Result<()> {
-        let mut guard = self.scratch.lock();
-        if guard.is_none() {
-            let path = dir.join(format!("scratch-{:032x}.tmp", crate::file::random_uid()));
-            let handle = storage.create_new(&path)?;
-            *guard = Some(Scratch {
-                handle,
-                path,
-                storage: Arc::clone(storage),
-            });
-        }
-        let scratch = guard.as_mut().expect("created above");
+        let mut files = self.scratch.lock();
+        let current = match files
+            .iter()
+            .rposition(|f| f.as_ref().is_some_and(|s| !s.poisoned))
+        {
+            Some(i) => i,
+            None => {
+                let path = dir.join(format!("scratch-{:032x}.tmp", crate::file::random_uid()));
+                let handle = storage.create_new(&path)?;
+                files.push(Some(Scratch {
+                    handle,
+                    path,
+                    storage: Arc::clone(storage),
+                    n_chunks: 0,
+                    poisoned: false,
+                }));
+                files.len() - 1
+            }
+        };
+        let scratch = files[current].as_mut().expect("live scratch file");
         for arr in self.arrays.values_mut() {
             for c in arr.chunks.values_mut() {
                 if let PendingData::Mem(bytes) = &c.data {
                     let offset = scratch.handle.position();
-                    scratch.handle.append(bytes)?;
+                    if let Err(e) = scratch.handle.append(bytes) {
+                        scratch.poisoned = true;
+                        return Err(e);
+                    }
                     let len = bytes.len() as u64;
                     self.mem_bytes -= len;
-                    self.scratch_chunks += 1;
-                    c.data = PendingData::Scratch { offset, len };
+                    self.budget.sub(len);
+                    scratch.n_chunks += 1;
+                    c.data = PendingData::Scratch {
+                        file: current,
+                        offset,
+                        len,
+                    };
                 }
             }
+        }
+        if scratch.n_chunks == 0 {
+            files[current] = None;
         }
         Ok(())
     }
 
-    /// The stored bytes of a pending chunk.
+    /// The stored bytes of a pending chunk; bytes read back from a scratch
+    /// file must match the chunk's CRC-32C.
     pub(crate) fn stored_bytes(&self, chunk: &PendingChunk) -> Result<Vec<u8>> {
         match &chunk.data {
             PendingData::Mem(b) => Ok(b.clone()),
-            PendingData::Scratch { offset, len } => {
-                let mut guard = self.scratch.lock();
-                let s = guard.as_mut().expect("scratch exists for spilled chunks");
-                let mut buf = vec![0u8; *len as usize];
+            PendingData::Scratch { file, offset, len } => {
+                let mut files = self.scratch.lock();
+                let s = files[*file]
+                    .as_mut()
+                    .expect("scratch exists for spilled chunks");
+                let len = usize::try_from(*len).expect("a spilled chunk fitted in memory");
+                let mut buf = vec![0u8; len];
                 s.handle.read_exact_at(*offset, &mut buf)?;
+                if crc32c::crc32c(&buf) != chunk.meta.crc {
+                    return Err(crate::Error::corrupt(
+                        &s.path,
+                        *offset,
+                        "a spilled pending chunk does not match its checksum \
+                         (an earlier write to the scratch file failed); the unflushed \
+                         changes are lost, reopen the store",
+                    ));
+                }
                 Ok(buf)
             }
         }
@@ -217,10 +349,10 @@ impl Pending {
     /// Clears everything (after a successful flush) and removes the scratch file.
     pub(crate) fn clear(&mut self) {
         self.arrays.clear();
+        self.budget.sub(self.mem_bytes);
         self.mem_bytes = 0;
-        self.scratch_chunks = 0;
         self.touch();
-        // Dropping the scratch handle removes the file.
-        *self.scratch.lock() = None;
+        // Dropping the scratch handles removes the files.
+        self.scratch.lock().clear();
     }
 }

@@ -44,13 +44,27 @@ struct LocalWrite {
     out: BufWriter<File>,
     pos: u64,
     path: PathBuf,
+    /// An append or flush failed: the file's length is unknown, so nothing
+    /// more may be appended (offsets computed from `pos` would drift).
+    poisoned: bool,
+}
+
+impl LocalWrite {
+    fn check(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(super::poisoned_error(&self.path));
+        }
+        Ok(())
+    }
 }
 
 impl WriteHandle for LocalWrite {
     fn append(&mut self, buf: &[u8]) -> Result<()> {
-        self.out
-            .write_all(buf)
-            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.check()?;
+        if let Err(e) = self.out.write_all(buf) {
+            self.poisoned = true;
+            return Err(Error::io("write", &self.path, e));
+        }
         self.pos += buf.len() as u64;
         Ok(())
     }
@@ -60,9 +74,11 @@ impl WriteHandle for LocalWrite {
     }
 
     fn sync(&mut self) -> Result<()> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.check()?;
+        if let Err(e) = self.out.flush() {
+            self.poisoned = true;
+            return Err(Error::io("write", &self.path, e));
+        }
         self.out
             .get_ref()
             .sync_all()
@@ -70,9 +86,12 @@ impl WriteHandle for LocalWrite {
     }
 
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io("write", &self.path, e))?;
+        if !self.poisoned {
+            if let Err(e) = self.out.flush() {
+                self.poisoned = true;
+                return Err(Error::io("write", &self.path, e));
+            }
+        }
         self.out
             .get_ref()
             .read_exact_at(buf, offset)
@@ -112,6 +131,7 @@ impl Storage for LocalStorage {
             out: BufWriter::with_capacity(1 << 20, file),
             pos: 0,
             path: path.to_owned(),
+            poisoned: false,
         }))
     }
 

@@ -184,10 +184,50 @@ struct MemWrite {
     file: Arc<Mutex<Vec<u8>>>,
     state: Arc<Mutex<State>>,
     path: PathBuf,
+    /// Bytes appended successfully, as a real file handle counts them: after a
+    /// torn write the file is longer than this, exactly as on disk.
+    pos: u64,
+    poisoned: bool,
 }
 
 impl WriteHandle for MemWrite {
     fn append(&mut self, buf: &[u8]) -> Result<()> {
+        if self.poisoned {
+            return Err(super::poisoned_error(&self.path));
+        }
+        let r = self.append_inner(buf);
+        match r {
+            Ok(()) => self.pos += buf.len() as u64,
+            Err(_) => self.poisoned = true,
+        }
+        r
+    }
+
+    fn position(&self) -> u64 {
+        self.pos
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(super::poisoned_error(&self.path));
+        }
+        let r = match self.state.lock().tick(Op::Sync, &self.path) {
+            Some(_) => Err(injected("fsync", &self.path)),
+            None => Ok(()),
+        };
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_inner(offset, buf)
+    }
+}
+
+impl MemWrite {
+    fn append_inner(&mut self, buf: &[u8]) -> Result<()> {
         let mut s = self.state.lock();
         let fault = s.tick(Op::Write, &self.path);
         if let Some(cap) = s.capacity_bytes {
@@ -213,18 +253,7 @@ impl WriteHandle for MemWrite {
         }
     }
 
-    fn position(&self) -> u64 {
-        self.file.lock().len() as u64
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        match self.state.lock().tick(Op::Sync, &self.path) {
-            Some(_) => Err(injected("fsync", &self.path)),
-            None => Ok(()),
-        }
-    }
-
-    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+    fn read_inner(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let f = self.file.lock();
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         match start
@@ -292,6 +321,8 @@ impl Storage for MemoryStorage {
             file,
             state: Arc::clone(&self.state),
             path: path.to_owned(),
+            pos: 0,
+            poisoned: false,
         }))
     }
 
@@ -417,7 +448,12 @@ mod tests {
         let mut h = s.create_new(Path::new("/d/f")).unwrap();
         assert!(h.append(b"abcd").is_err());
         assert_eq!(s.contents(Path::new("/d/f")).unwrap(), b"ab");
-        assert!(h.append(b"ef").is_ok());
+        // Like a real file: the torn bytes are there, the handle counts only
+        // successful appends, and a poisoned handle takes no more writes.
+        assert_eq!(h.position(), 0);
+        assert!(h.append(b"ef").is_err());
+        assert!(h.sync().is_err());
+        assert_eq!(s.contents(Path::new("/d/f")).unwrap(), b"ab");
     }
 
     #[test]

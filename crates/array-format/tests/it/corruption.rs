@@ -28,7 +28,8 @@ fn set_compression(f: &mut ArrayFile, codec: Codec, shuffle: bool) {
     f.set_options(ArrayFileOptions {
         compression: Compression { codec, shuffle },
         ..f.options()
-    });
+    })
+    .expect("codec available in this build");
 }
 
 /// Writes a one-layer file with several arrays, dtypes and codecs into `dir`;

@@ -298,3 +298,81 @@ fn layer_ids_follow_the_format_spec() {
         assert!(LayerId::new(bad).is_none(), "{bad:?} accepted");
     }
 }
+
+/// A hand-built schema (public fields) goes through the same validation as
+/// `ArraySchema::new`: a zero chunk extent or a rank mismatch is `InvalidSchema`
+/// at `define`, never a panic at the next write.
+#[test]
+fn hand_built_schemas_are_validated_at_define() {
+    use array_format::ArraySchema;
+    let (_, mut f) = mem_file(ArrayFileOptions::default());
+    let good = ArraySchema::new(
+        "a",
+        DType::Float32,
+        dims(2),
+        vec![4, 6],
+        Some(vec![2, 3]),
+        None,
+    )
+    .unwrap();
+    let mut zero = good.clone();
+    zero.chunk_shape = vec![0, 3];
+    let mut rank = good.clone();
+    rank.chunk_shape = vec![2];
+    let mut dims_short = good.clone();
+    dims_short.dims.pop();
+    let mut fill = good.clone();
+    fill.fill_value = Some(FillValue::Int32(1));
+    for (what, bad) in [("zero", zero), ("rank", rank), ("dims", dims_short)] {
+        let r = f.define("a", bad);
+        assert!(
+            matches!(r, Err(Error::InvalidSchema { .. })),
+            "{what}: {r:?}"
+        );
+        assert_eq!(r.unwrap_err().kind(), array_format::ErrorKind::InvalidInput);
+    }
+    assert!(matches!(
+        f.define("a", fill),
+        Err(Error::FillMismatch { .. })
+    ));
+    assert!(!f.contains("a"), "a refused schema defines nothing");
+    f.define("a", good).unwrap();
+    f.write_array("a", &[0, 0], nd(&[1, 1], vec![1.0f32]).view())
+        .unwrap();
+}
+
+/// Blosc2 requested from a build without the `blosc2` feature is refused with
+/// `CodecUnavailable` (it used to be stored as Zstd without a word).
+#[cfg(not(feature = "blosc2"))]
+#[test]
+fn blosc2_without_the_feature_is_codec_unavailable() {
+    use array_format::{Codec, Compression};
+    let opts = ArrayFileOptions {
+        compression: Compression {
+            codec: Codec::Blosc2 { level: 5 },
+            shuffle: true,
+        },
+        ..ArrayFileOptions::default()
+    };
+    let storage: std::sync::Arc<dyn array_format::Storage> =
+        std::sync::Arc::new(array_format::MemoryStorage::new());
+    let cache = std::sync::Arc::new(array_format::DeltaCache::new(
+        array_format::DeltaCacheConfig::default(),
+    ));
+    let r = array_format::ArrayFile::create(storage, "/b".as_ref(), opts, cache);
+    let e = r.err().expect("refused");
+    assert!(
+        matches!(
+            e,
+            Error::CodecUnavailable {
+                codec: "blosc2",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), array_format::ErrorKind::Unsupported);
+    let (_, mut f) = mem_file(ArrayFileOptions::default());
+    let e = f.set_options(opts).unwrap_err();
+    assert!(matches!(e, Error::CodecUnavailable { .. }), "{e:?}");
+}

@@ -282,6 +282,14 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         }
         e
     };
+    // A directory created by this flush (a new array's, or the first
+    // `atlas.meta/`) must be durable before the manifest that names files in it:
+    // its entry lives in the root directory, which the manifest's own directory
+    // fsync covers only after the rename.
+    let new_dirs = prepared
+        .iter()
+        .any(|(i, _)| !inner.committed.lock().arrays.contains_key(&guards[*i].0))
+        || (segment.is_some() && inner.committed.lock().segments.is_empty());
     if let Some((id, bytes)) = &segment {
         let written = storage
             .create_dir_all(&meta_dir)
@@ -289,6 +297,13 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
             .and_then(|()| storage.sync_dir(&meta_dir));
         if let Err(e) = written {
             let e = fail_before(e, Some(id));
+            give_back(dirty, deleted);
+            return Err(e.into());
+        }
+    }
+    if new_dirs {
+        if let Err(e) = storage.sync_dir(&inner.root) {
+            let e = fail_before(e, segment.as_ref().map(|(id, _)| id));
             give_back(dirty, deleted);
             return Err(e.into());
         }

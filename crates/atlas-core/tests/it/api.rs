@@ -704,7 +704,7 @@ async fn read_array_across_and_stacked() {
             _ => reopen_mem(&storage, stage).await,
         };
         let got = h
-            .read_array_across::<f32, _>("temp", &["a", "b", "c"], vec![], vec![])
+            .read_array_across::<f32>("temp", &["a", "b", "c"], vec![], vec![])
             .await
             .unwrap();
         assert_eq!(got.len(), 3);
@@ -717,7 +717,7 @@ async fn read_array_across_and_stacked() {
         assert_eq!(got[2].as_ref().unwrap()[[1, 2]], 105.0, "{stage}");
         // A hyperslab across datasets, order as requested.
         let got = h
-            .read_array_across::<f32, _>("temp", &["c", "a"], vec![1, 1], vec![1, 2])
+            .read_array_across::<f32>("temp", &["c", "a"], vec![1, 1], vec![1, 2])
             .await
             .unwrap();
         assert_eq!(
@@ -728,7 +728,7 @@ async fn read_array_across_and_stacked() {
         assert_eq!(cells(got[1].as_ref().unwrap()), vec![4.0, 5.0], "{stage}");
         // Strings.
         let labels = h
-            .read_array_across::<String, _>("label", &["a", "b", "c"], vec![], vec![])
+            .read_array_across::<String>("label", &["a", "b", "c"], vec![], vec![])
             .await
             .unwrap();
         assert_eq!(cells(labels[0].as_ref().unwrap()), strings(&["a0", "a1"]));
@@ -736,19 +736,19 @@ async fn read_array_across_and_stacked() {
         assert_eq!(cells(labels[2].as_ref().unwrap()), strings(&["c0", "c1"]));
         // An array no dataset has: all None.
         let none = h
-            .read_array_across::<f32, _>("ghost", &["a", "b"], vec![], vec![])
+            .read_array_across::<f32>("ghost", &["a", "b"], vec![], vec![])
             .await
             .unwrap();
         assert!(none.iter().all(Option::is_none));
         // Unknown dataset.
         assert!(matches!(
-            h.read_array_across::<f32, _>("temp", &["a", "zz"], vec![], vec![]).await,
+            h.read_array_across::<f32>("temp", &["a", "zz"], vec![], vec![]).await,
             Err(Error::DatasetNotFound { name }) if name == "zz"
         ));
 
         // Stacked: leading dataset axis.
         let st = h
-            .read_array_across_stacked::<f32, _>("temp", &["c", "a"], vec![], vec![])
+            .read_array_across_stacked::<f32>("temp", &["c", "a"], vec![], vec![])
             .await
             .unwrap();
         assert_eq!(st.shape(), &[2, 2, 3], "{stage}");
@@ -756,13 +756,13 @@ async fn read_array_across_and_stacked() {
         assert_eq!(st[[1, 1, 2]], 5.0);
         // A hyperslab makes differing shapes stackable.
         let st = h
-            .read_array_across_stacked::<f32, _>("temp", &["a", "d"], vec![0, 1], vec![2, 2])
+            .read_array_across_stacked::<f32>("temp", &["a", "d"], vec![0, 1], vec![2, 2])
             .await
             .unwrap();
         assert_eq!(st.shape(), &[2, 2, 2]);
         assert_eq!(cells(&st), vec![1.0, 2.0, 4.0, 5.0, 7.0, 7.0, 7.0, 7.0]);
         match h
-            .read_array_across_stacked::<f32, _>("temp", &["a", "c", "d"], vec![], vec![])
+            .read_array_across_stacked::<f32>("temp", &["a", "c", "d"], vec![], vec![])
             .await
         {
             Err(Error::ShapesDiffer {
@@ -779,18 +779,18 @@ async fn read_array_across_and_stacked() {
             other => panic!("{stage}: expected ShapesDiffer, got {other:?}"),
         }
         assert!(matches!(
-            h.read_array_across_stacked::<f32, _>("temp", &["a", "b"], vec![], vec![]).await,
+            h.read_array_across_stacked::<f32>("temp", &["a", "b"], vec![], vec![]).await,
             Err(Error::ArrayNotFound { dataset, array }) if dataset == "b" && array == "temp"
         ));
         let st = h
-            .read_array_across_stacked::<String, _>("label", &["a", "c"], vec![], vec![])
+            .read_array_across_stacked::<String>("label", &["a", "c"], vec![], vec![])
             .await
             .unwrap();
         assert_eq!(st.shape(), &[2, 2]);
         assert_eq!(cells(&st), strings(&["a0", "a1", "c0", "c1"]));
         // Mismatched dtype for a cross read is a typed error.
         assert!(matches!(
-            h.read_array_across::<f64, _>("temp", &["a"], vec![], vec![]).await,
+            h.read_array_across::<f64>("temp", &["a"], vec![], vec![]).await,
             Err(Error::Array { dataset, .. }) if dataset == "a"
         ));
     }
@@ -817,7 +817,7 @@ async fn read_array_across_many_datasets_in_parallel_keeps_order() {
     s.flush().await.unwrap();
     let r = reopen_mem(&storage, "parallel").await;
     let got = r
-        .read_array_across::<i64, _>("v", &names, vec![0], vec![2])
+        .read_array_across::<i64>("v", &names, vec![0], vec![2])
         .await
         .unwrap();
     assert_eq!(got.len(), n);
@@ -829,14 +829,14 @@ async fn read_array_across_many_datasets_in_parallel_keeps_order() {
         );
     }
     let st = r
-        .read_array_across_stacked::<i64, _>("v", &names, vec![], vec![])
+        .read_array_across_stacked::<i64>("v", &names, vec![], vec![])
         .await
         .unwrap();
     assert_eq!(st.shape(), &[n, 3]);
     assert_eq!(st[[n - 1, 1]], 2 * (n as i64 - 1));
     let empty: [&str; 0] = [];
     let st = r
-        .read_array_across_stacked::<i64, _>("v", &empty, vec![], vec![])
+        .read_array_across_stacked::<i64>("v", &empty, vec![], vec![])
         .await
         .unwrap();
     assert_eq!(st.len(), 0);
@@ -1084,6 +1084,48 @@ fn scratch_files(storage: &MemoryStorage) -> Vec<std::path::PathBuf> {
                 .is_some_and(|n| n.starts_with("scratch-"))
         })
         .collect()
+}
+
+/// The pending-memory budget is store-wide: 16 arrays of 512 bytes each stay
+/// under a 2 KiB budget one by one, but not together, so the store spills.
+#[tokio::test]
+async fn the_pending_budget_is_store_wide() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(
+        &storage,
+        StoreConfig {
+            pending_budget_bytes: 2048,
+            codec: Codec::None,
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    let ds = s.create_dataset("d").await.unwrap();
+    let data: Vec<f64> = (0..64).map(|i| f64::from(i) * 0.25).collect();
+    for a in 0..16 {
+        let name = format!("v{a}");
+        ds.define_array::<f64>(&name, strings(&["i"]), vec![64], None, None)
+            .await
+            .unwrap();
+        ds.write_array(&name, vec![], arr1(data.clone()).view())
+            .await
+            .unwrap();
+    }
+    assert!(
+        !scratch_files(&storage).is_empty(),
+        "16 × 512 B pending against a 2 KiB store-wide budget must spill"
+    );
+    s.flush().await.unwrap();
+    let r = reopen_mem(&storage, "budget").await;
+    let d = r.open_dataset("d").await.unwrap();
+    for a in 0..16 {
+        let got = d
+            .read_array::<f64>(&format!("v{a}"), vec![], vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cells(&got), data);
+    }
 }
 
 #[tokio::test]
@@ -1373,7 +1415,7 @@ async fn edge_shapes_scalars_empty_axes_and_oversized_chunks() {
             "{stage}: timestamp stats"
         );
         let across = h
-            .read_array_across_stacked::<f64, _>("scalar", &["d"], vec![], vec![])
+            .read_array_across_stacked::<f64>("scalar", &["d"], vec![], vec![])
             .await
             .unwrap();
         assert_eq!((across.shape(), cells(&across)), (&[1usize][..], vec![2.5]));

@@ -378,11 +378,11 @@ async fn array_call_errors_are_typed_and_harmless() {
         Err(Error::DatasetNotFound { name }) if name == "ghost"
     ));
     assert!(matches!(
-        s.read_array_across::<f32, _>("temp", &["d1", "ghost"], vec![], vec![]).await,
+        s.read_array_across::<f32>("temp", &["d1", "ghost"], vec![], vec![]).await,
         Err(Error::DatasetNotFound { name }) if name == "ghost"
     ));
     assert!(matches!(
-        s.read_array_across_stacked::<f32, _>("temp", &["ghost"], vec![], vec![])
+        s.read_array_across_stacked::<f32>("temp", &["ghost"], vec![], vec![])
             .await,
         Err(Error::DatasetNotFound { .. })
     ));
@@ -771,7 +771,7 @@ async fn second_writer_gets_locked_and_reader_keeps_its_snapshot() {
         .unwrap();
     assert_eq!(cells(&b), vec![1.0; 8], "reader keeps its snapshot of b");
     let across = s2
-        .read_array_across::<f64, _>("b", &["d"], vec![0], vec![2])
+        .read_array_across::<f64>("b", &["d"], vec![0], vec![2])
         .await
         .unwrap();
     assert_eq!(cells(across[0].as_ref().unwrap()), vec![1.0, 1.0]);
@@ -1080,4 +1080,85 @@ async fn hostile_registry_contents_are_corrupt_not_panics() {
     storage.overwrite(&segment, serde_json::to_vec(&good_segment).unwrap());
     let r = reopen_mem(&storage, "restored").await;
     assert_eq!(r.list_datasets(), strings(&["a", "b"]));
+}
+
+/// A hand-built `ArraySchema` (its fields are public) with a zero chunk extent,
+/// a rank mismatch or missing dimension names is refused by
+/// `define_array_schema` with an invalid-input error; nothing is defined, the
+/// next write does not panic, and the store still flushes and reopens.
+#[tokio::test]
+async fn hand_built_schemas_are_validated() {
+    use atlas_core::{ArraySchema, DType, ErrorKind};
+    let storage = MemoryStorage::new();
+    let (s, before) = seed(&storage).await;
+    let good = ArraySchema::new(
+        "h",
+        DType::Float64,
+        strings(&["a", "b"]),
+        vec![4, 4],
+        None,
+        None,
+    )
+    .unwrap();
+    let mut zero = good.clone();
+    zero.chunk_shape = vec![0, 4];
+    let mut rank = good.clone();
+    rank.chunk_shape = vec![4];
+    let mut dims = good.clone();
+    dims.dims = strings(&["a"]);
+    let d1 = s.open_dataset("d1").await.unwrap();
+    for (what, bad) in [("zero chunk", zero), ("chunk rank", rank), ("dims", dims)] {
+        let e = d1.define_array_schema("h", bad).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+        assert!(
+            matches!(&e, Error::Array { error, .. } if matches!(**error, array_format::Error::InvalidSchema { .. })),
+            "{what}: {e:?}"
+        );
+        let w = d1
+            .write_array("h", vec![0, 0], arr(&[1, 1], vec![1.0f64]).view())
+            .await;
+        assert!(
+            matches!(w, Err(Error::ArrayNotFound { .. })),
+            "{what}: nothing was defined: {w:?}"
+        );
+    }
+    assert_intact(&s, &storage, &before, "hand-built schemas").await;
+}
+
+/// Every error has a stable kind grouped by what the caller can do.
+#[tokio::test]
+async fn errors_have_stable_kinds() {
+    use atlas_core::ErrorKind;
+    let storage = MemoryStorage::new();
+    let (s, _) = seed(&storage).await;
+    let nf = s.open_dataset("ghost").await.unwrap_err();
+    assert_eq!(nf.kind(), ErrorKind::NotFound);
+    assert_eq!(nf.kind().as_str(), "not_found");
+    let ex = s.create_dataset("d1").await.unwrap_err();
+    assert_eq!(ex.kind(), ErrorKind::AlreadyExists);
+    let bad = s.create_dataset("").await.unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidInput);
+    let d1 = s.open_dataset("d1").await.unwrap();
+    let dt = d1
+        .read_array::<f64>("temp", vec![], vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(dt.kind(), ErrorKind::InvalidInput, "{dt}");
+    let oob = d1
+        .read_array::<f32>("temp", vec![5, 0], vec![1, 1])
+        .await
+        .unwrap_err();
+    assert_eq!(oob.kind(), ErrorKind::InvalidInput, "{oob}");
+    let gone = Atlas::open_with(
+        Arc::new(storage.clone()),
+        Path::new("/nowhere"),
+        OpenOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+    let full_disk = std::io::Error::from_raw_os_error(28);
+    assert_eq!(ErrorKind::of_io(&full_disk), ErrorKind::ResourceExhausted);
+    let emfile = std::io::Error::from_raw_os_error(24);
+    assert_eq!(ErrorKind::of_io(&emfile), ErrorKind::ResourceExhausted);
 }

@@ -82,7 +82,7 @@ async fn readers_never_see_torn_or_backward_versions() {
                         one_version(&a, &ctx)
                     } else {
                         let a = s
-                            .read_array_across::<f64, _>("v", &["d"], vec![], vec![])
+                            .read_array_across::<f64>("v", &["d"], vec![], vec![])
                             .await
                             .unwrap();
                         one_version(a[0].as_ref().unwrap(), &ctx)
@@ -196,7 +196,7 @@ async fn reopened_readers_see_only_committed_versions() {
                     // writer does meanwhile.
                     tokio::task::yield_now().await;
                     let again = h
-                        .read_array_across::<f64, _>("v", &["d"], vec![], vec![])
+                        .read_array_across::<f64>("v", &["d"], vec![], vec![])
                         .await
                         .unwrap_or_else(|e| panic!("{ctx}: second read failed: {e}"));
                     assert_eq!(
@@ -499,10 +499,10 @@ async fn every_async_call_is_send_and_spawnable() {
     let s2 = s.clone();
     tokio::spawn(async move {
         s2.open_dataset("d").await.unwrap();
-        s2.read_array_across::<f32, _>("v", &["d"], vec![], vec![])
+        s2.read_array_across::<f32>("v", &["d"], vec![], vec![])
             .await
             .unwrap();
-        s2.read_array_across_stacked::<f32, _>("v", &["d"], vec![], vec![])
+        s2.read_array_across_stacked::<f32>("v", &["d"], vec![], vec![])
             .await
             .unwrap();
         s2.flush().await.unwrap();

@@ -178,7 +178,7 @@ async fn scenario(stage: Stage, what: What, with_other: bool, flush_between: boo
                 );
             }
             let across = a
-                .read_array_across::<f32, _>("v", &["d"], vec![], vec![])
+                .read_array_across::<f32>("v", &["d"], vec![], vec![])
                 .await
                 .unwrap();
             assert_eq!(

@@ -45,7 +45,7 @@ async fn twenty_thousand_datasets() {
     assert_eq!(r.list_arrays(), vec!["v".to_owned()]);
     assert_eq!(r.array_layers("v").len(), 1);
     let all = r
-        .read_array_across::<i32, _>("v", &names, vec![], vec![])
+        .read_array_across::<i32>("v", &names, vec![], vec![])
         .await
         .unwrap();
     for (i, a) in all.iter().enumerate() {
