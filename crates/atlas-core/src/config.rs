@@ -1,5 +1,6 @@
 //! [`StoreConfig`], [`OpenOptions`] and [`MetaFormat`].
 
+use crate::registry::Policy;
 use array_format::{Codec, Compression, DeltaCacheConfig};
 
 /// On-disk encoding of the registry (`atlas.json`). Detected on open.
@@ -38,6 +39,9 @@ pub struct StoreConfig {
     /// Unflushed chunk bytes held in memory, for the whole store (all arrays
     /// together), before the writing array spills to a scratch file.
     pub pending_budget_bytes: u64,
+    /// Layer-merge trigger and garbage-collection grace period, stored in the
+    /// manifest (every later writer follows it).
+    pub policy: Policy,
 }
 
 impl Default for StoreConfig {
@@ -49,6 +53,7 @@ impl Default for StoreConfig {
             meta_format: MetaFormat::Json,
             cache: DeltaCacheConfig::default(),
             pending_budget_bytes: 256 << 20,
+            policy: Policy::default(),
         }
     }
 }

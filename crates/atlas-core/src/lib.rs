@@ -29,5 +29,5 @@ pub use config::{MetaFormat, OpenOptions, StoreConfig};
 pub use dataset::DatasetView;
 pub use error::{Error, ErrorKind, Result};
 pub use name::{validate_array_name, validate_attribute_name, validate_dataset_name, MAX_NAME_LEN};
-pub use registry::{ArrayEntry, DatasetMeta, REGISTRY_VERSION};
+pub use registry::{ArrayEntry, DatasetMeta, Policy, REGISTRY_VERSION};
 pub use store::{Atlas, LOCK_FILE, REGISTRY_FILE};

@@ -108,6 +108,61 @@ pub(crate) struct Manifest {
     pub arrays: IndexMap<String, Vec<LayerId>>,
     /// Registry segments, oldest first.
     pub segments: Vec<SegmentId>,
+    /// The store's maintenance policy.
+    pub policy: Policy,
+    /// Files no longer named as live, kept until their grace period passes
+    /// (readers of older generations may still read them).
+    pub retired: Vec<Retired>,
+}
+
+/// The store's maintenance policy, kept in the manifest (`StoreConfig` sets it
+/// at creation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// A flush that leaves an array file with more layers than this merges
+    /// that file's layers into one base (an LSM's size trigger), so layer and
+    /// descriptor counts stay bounded without the user running `compact`.
+    pub max_layers_per_array: u32,
+    /// Retired layers and registry segments are deleted only this long after
+    /// the commit that retired them: readers that opened an older generation
+    /// (in other processes or on other machines) keep working that long.
+    pub gc_grace_secs: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_layers_per_array: 16,
+            gc_grace_secs: 3600,
+        }
+    }
+}
+
+/// A file retired by a commit, deleted once its grace period has passed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Retired {
+    /// Directory under the store root: an array's name, or `atlas.meta`.
+    pub dir: String,
+    /// File name in it (a layer or segment id).
+    pub file: String,
+    /// Commit time that retired it, milliseconds since the Unix epoch.
+    pub since_ms: u64,
+}
+
+impl Retired {
+    pub(crate) fn expired(&self, now_ms: u64, policy: Policy) -> bool {
+        now_ms
+            >= self
+                .since_ms
+                .saturating_add(policy.gc_grace_secs.saturating_mul(1000))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The first fields of a manifest, read first so a future version is reported as such.
@@ -127,6 +182,11 @@ struct ManifestRepr {
     meta_format: String,
     arrays: IndexMap<String, ArrayFileRepr>,
     segments: Vec<String>,
+    /// Absent in stores written before the policy existed: the default.
+    #[serde(default)]
+    policy: Policy,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    retired: Vec<Retired>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -243,6 +303,8 @@ impl Manifest {
             meta_format,
             arrays: IndexMap::new(),
             segments: Vec::new(),
+            policy: Policy::default(),
+            retired: Vec::new(),
         }
     }
 
@@ -264,6 +326,8 @@ impl Manifest {
                 })
                 .collect(),
             segments: self.segments.iter().map(|s| s.0.clone()).collect(),
+            policy: self.policy,
+            retired: self.retired.clone(),
         };
         let mut out = serde_json::to_vec_pretty(&repr).expect("manifest serializes");
         out.push(b'\n');
@@ -327,6 +391,25 @@ impl Manifest {
             meta_format,
             arrays,
             segments,
+            policy: repr.policy,
+            retired: repr
+                .retired
+                .into_iter()
+                .map(|r| {
+                    let ok = (r.dir == META_DIR || validate_array_name(&r.dir).is_ok())
+                        && !r.dir.contains('/')
+                        && (LayerId::new(r.file.clone()).is_some()
+                            || SegmentId::new(r.file.clone()).is_some());
+                    if ok {
+                        Ok(r)
+                    } else {
+                        Err(corrupt(format!(
+                            "bad retired file {:?}/{:?}",
+                            r.dir, r.file
+                        )))
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?,
         })
     }
 }

@@ -27,7 +27,9 @@ use crate::config::{MetaFormat, OpenOptions, StoreConfig};
 use crate::dataset::DatasetView;
 use crate::error::{Error, Result};
 use crate::name::validate_dataset_name;
-use crate::registry::{check_arrays, decode_segment, DatasetMeta, Manifest, SegmentId, META_DIR};
+use crate::registry::{
+    check_arrays, decode_segment, DatasetMeta, Manifest, Policy, Retired, SegmentId, META_DIR,
+};
 
 /// Name of the registry file, the store's commit point.
 pub const REGISTRY_FILE: &str = "atlas.json";
@@ -90,6 +92,8 @@ pub(crate) struct Committed {
     pub generation: u64,
     pub arrays: IndexMap<String, Vec<LayerId>>,
     pub segments: Vec<SegmentId>,
+    pub policy: Policy,
+    pub retired: Vec<Retired>,
 }
 
 /// Handle to an opened or newly created atlas store.
@@ -158,6 +162,7 @@ impl Atlas {
         storage.create_dir_all(&root.join(META_DIR))?;
         let mut manifest = Manifest::new(config.compression(), config.meta_format);
         manifest.generation = 1;
+        manifest.policy = config.policy;
         commit::write_manifest(storage.as_ref(), &root, &manifest)
             .map_err(commit::CommitError::into_error)?;
         let atlas = Self::from_parts(
@@ -270,6 +275,8 @@ impl Atlas {
                     generation: manifest.generation,
                     arrays: manifest.arrays,
                     segments: manifest.segments,
+                    policy: manifest.policy,
+                    retired: manifest.retired,
                 }),
                 files: Mutex::new(files),
                 writer: Mutex::new(None),
@@ -435,8 +442,12 @@ impl Atlas {
     }
 
     /// Commits every pending change atomically: the single durability boundary.
+    ///
+    /// An array file left with more layers than the store policy's
+    /// `max_layers_per_array` then has its layers merged (a second commit), so
+    /// repeated small flushes never pile up layers.
     pub async fn flush(&self) -> Result<()> {
-        commit::flush(&self.inner).await
+        commit::flush_and_merge(&self.inner).await
     }
 
     /// Flushes, then merges each array's layers into one new base layer.
@@ -651,6 +662,16 @@ impl Inner {
 
     pub(crate) fn forget_file(&self, array: &str) {
         self.files.lock().remove(array);
+    }
+
+    /// True when this handle has an array file (open or not) for `array`.
+    pub(crate) fn has_file(&self, array: &str) -> bool {
+        self.files.lock().contains_key(array)
+    }
+
+    /// True when this handle holds the writer lock.
+    pub(crate) fn writer_held(&self) -> bool {
+        self.writer.lock().is_some()
     }
 
     /// Takes the writer lock if this handle does not hold it yet. Fails if

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use array_format::{ArrayFile, ArrayFileOptions, DeltaCache, DeltaCacheConfig};
 
+use crate::error::ErrorKind;
 use crate::store::{Atlas, REGISTRY_FILE};
 
 /// One problem found by [`verify`].
@@ -14,6 +15,17 @@ pub struct Problem {
     pub path: PathBuf,
     /// What is wrong.
     pub message: String,
+    /// `Corrupt` or `Unsupported` for damage; `ResourceExhausted` or `Io` when
+    /// the check itself could not run (out of descriptors, memory, a failing
+    /// disk): the data may be fine.
+    pub kind: ErrorKind,
+}
+
+impl Problem {
+    /// True when the problem is damage to stored data (not a failure to check).
+    pub fn is_damage(&self) -> bool {
+        !matches!(self.kind, ErrorKind::ResourceExhausted | ErrorKind::Io)
+    }
 }
 
 /// The outcome of [`verify`].
@@ -27,6 +39,19 @@ pub struct Report {
     pub n_chunks: u64,
     /// Everything found wrong; empty means the store is sound.
     pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// True when some stored data is damaged.
+    pub fn is_damaged(&self) -> bool {
+        self.problems.iter().any(Problem::is_damage)
+    }
+
+    /// True when some part could not be checked (resource or I/O failure)
+    /// and nothing checked was damaged.
+    pub fn is_incomplete(&self) -> bool {
+        !self.is_damaged() && !self.problems.is_empty()
+    }
 }
 
 /// Checks the committed state of the store at `atlas.root()`: decodes the
@@ -45,6 +70,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
             report.problems.push(Problem {
                 path: reg_path,
                 message: e.to_string(),
+                kind: e.kind(),
             });
             return report;
         }
@@ -71,6 +97,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
                 report.problems.push(Problem {
                     path: dir,
                     message: e.to_string(),
+                    kind: e.kind(),
                 });
                 progress(i as u64 + 1, total);
                 continue;
@@ -81,6 +108,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
             Err(e) => report.problems.push(Problem {
                 path: dir.clone(),
                 message: e.to_string(),
+                kind: e.kind(),
             }),
         }
         let mut expected = HashSet::new();
@@ -95,12 +123,14 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
                     message: format!(
                         "registry lists {ds_name}/{array} but the array file lacks it"
                     ),
+                    kind: ErrorKind::Corrupt,
                 }),
                 Some(s) if *s != *entry.schema => report.problems.push(Problem {
                     path: file.schema_origin(ds_name).unwrap_or(&dir).to_owned(),
                     message: format!(
                         "schema of {ds_name}/{array} differs between registry and array file"
                     ),
+                    kind: ErrorKind::Corrupt,
                 }),
                 Some(_) => {}
             }
@@ -110,6 +140,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
                 report.problems.push(Problem {
                     path: dir.clone(),
                     message: format!("array file holds {name:?}, which the registry does not list"),
+                    kind: ErrorKind::Corrupt,
                 });
             }
         }

@@ -1,5 +1,7 @@
 //! The local filesystem backend.
 
+mod descriptors;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -10,6 +12,13 @@ use super::{LockGuard, ReadHandle, Storage, WriteHandle};
 use crate::error::{Error, Result};
 
 /// Files on the local filesystem (Unix), with real `fsync`s.
+///
+/// Read handles share one bounded, process-wide descriptor table: any number
+/// of layer files can be open as handles while at most
+/// [`LocalStorage::max_open_files`] descriptors are held (a quarter of the
+/// soft `ulimit -n` by default, or `ATLAS_MAX_OPEN_FILES`). A handle whose
+/// descriptor was evicted reopens its file by path on the next read and checks
+/// it is the same file.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LocalStorage;
 
@@ -18,13 +27,44 @@ impl LocalStorage {
     pub fn new() -> Self {
         LocalStorage
     }
+
+    /// Descriptors the process-wide table may hold.
+    pub fn max_open_files() -> usize {
+        descriptors::global().capacity()
+    }
+
+    /// Sets the process-wide descriptor budget (at least 1), closing the
+    /// least recently used descriptors beyond it.
+    pub fn set_max_open_files(n: usize) {
+        descriptors::global().set_capacity(n);
+    }
+
+    /// Descriptors the table holds right now.
+    pub fn open_files() -> usize {
+        descriptors::global().open_count()
+    }
 }
 
-#[derive(Debug)]
 struct LocalRead {
-    file: File,
+    id: u64,
+    identity: descriptors::FileIdentity,
     len: u64,
     path: PathBuf,
+}
+
+impl std::fmt::Debug for LocalRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRead")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LocalRead {
+    fn drop(&mut self) {
+        descriptors::global().remove(self.id);
+    }
 }
 
 impl ReadHandle for LocalRead {
@@ -33,8 +73,8 @@ impl ReadHandle for LocalRead {
     }
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.file
-            .read_exact_at(buf, offset)
+        let file = descriptors::global().get(self.id, &self.path, self.identity)?;
+        file.read_exact_at(buf, offset)
             .map_err(|e| Error::io("read", &self.path, e))
     }
 }
@@ -108,13 +148,14 @@ impl LockGuard for LocalLock {}
 
 impl Storage for LocalStorage {
     fn open_read(&self, path: &Path) -> Result<Arc<dyn ReadHandle>> {
-        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", path, e))?
-            .len();
+        let table = descriptors::global();
+        let file = table.open_file(path)?;
+        let (identity, len) = descriptors::FileIdentity::of(&file, path)?;
+        let id = table.new_id();
+        table.insert(id, Arc::new(file));
         Ok(Arc::new(LocalRead {
-            file,
+            id,
+            identity,
             len,
             path: path.to_owned(),
         }))

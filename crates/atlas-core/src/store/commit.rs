@@ -25,7 +25,9 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 
 use super::{Inner, REGISTRY_FILE};
 use crate::error::{Error, Result};
-use crate::registry::{encode_segment, Manifest, SegmentId, MAX_SEGMENTS, META_DIR};
+use crate::registry::{
+    encode_segment, now_ms, Manifest, Policy, Retired, SegmentId, MAX_SEGMENTS, META_DIR,
+};
 
 /// How a registry write failed.
 pub(crate) enum CommitError {
@@ -88,13 +90,30 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
     let Ok(entries) = storage.list_dir(root) else {
         return;
     };
+    // Retired files are still live for readers of older generations until
+    // their grace period passes.
+    let retired: HashSet<(&str, &str)> = manifest
+        .retired
+        .iter()
+        .map(|r| (r.dir.as_str(), r.file.as_str()))
+        .collect();
     for name in entries {
         if name.starts_with(".atlas.json.tmp-") {
             let _ = storage.remove_file(&root.join(&name));
             continue;
         }
         if name == META_DIR {
-            let live: HashSet<&str> = manifest.segments.iter().map(SegmentId::as_str).collect();
+            let live: HashSet<&str> = manifest
+                .segments
+                .iter()
+                .map(SegmentId::as_str)
+                .chain(
+                    retired
+                        .iter()
+                        .filter(|(d, _)| *d == META_DIR)
+                        .map(|(_, f)| *f),
+                )
+                .collect();
             sweep_segments(storage, &root.join(META_DIR), &live);
             continue;
         }
@@ -102,11 +121,17 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
         let Ok(files) = storage.list_dir(&dir) else {
             continue;
         };
-        let live: HashSet<&str> = manifest
+        let mut live: HashSet<&str> = manifest
             .arrays
             .get(&name)
             .map(|l| l.iter().map(LayerId::as_str).collect())
             .unwrap_or_default();
+        live.extend(
+            retired
+                .iter()
+                .filter(|(d, _)| *d == name.as_str())
+                .map(|(_, f)| *f),
+        );
         let mut remaining = files.len();
         for f in &files {
             if is_store_file(f)
@@ -140,10 +165,6 @@ fn remove_prepared(storage: &dyn Storage, prepared: &[(usize, PreparedLayer)]) {
 }
 
 type WriteGuards = Vec<(String, OwnedRwLockWriteGuard<ArrayFile>)>;
-
-pub(crate) async fn flush(inner: &Arc<Inner>) -> Result<()> {
-    flush_with(inner, false).await
-}
 
 /// Flushes; with `snapshot`, the registry is rewritten as one snapshot segment
 /// even if nothing changed (compaction of the registry).
@@ -206,7 +227,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         }
     }
     let meta_dir = inner.root.join(META_DIR);
-    let (manifest, dropped, segment, retired_segments) = {
+    let (manifest, dropped, segment, expired) = {
         let live = inner.live.read();
         let committed = inner.committed.lock();
         let used: HashSet<&str> = live
@@ -220,10 +241,19 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 arrays.insert(name.clone(), layers.clone());
             }
         }
+        // Layers written for arrays no dataset uses any more are never named
+        // by a commit: deleted right after this one.
+        let mut unnamed: Vec<Retired> = Vec::new();
         for (i, p) in &prepared {
             let name = &guards[*i].0;
             if used.contains(name.as_str()) {
                 arrays.entry(name.clone()).or_default().push(p.id());
+            } else {
+                unnamed.push(Retired {
+                    dir: name.clone(),
+                    file: p.id().as_str().to_owned(),
+                    since_ms: 0,
+                });
             }
         }
         let dropped: Vec<(String, Vec<LayerId>)> = committed
@@ -266,14 +296,34 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
             segments.push(id.clone());
             (Some((id, bytes)), segments, Vec::new())
         };
+        let now = now_ms();
+        let (mut expired, mut kept) = split_expired(&committed.retired, now, committed.policy);
+        let newly = dropped
+            .iter()
+            .flat_map(|(name, layers)| {
+                layers.iter().map(move |l| Retired {
+                    dir: name.clone(),
+                    file: l.as_str().to_owned(),
+                    since_ms: now,
+                })
+            })
+            .chain(retired.iter().map(|id| Retired {
+                dir: META_DIR.to_owned(),
+                file: id.as_str().to_owned(),
+                since_ms: now,
+            }));
+        retire(newly, committed.policy, &mut kept, &mut expired);
+        expired.extend(unnamed);
         let manifest = Manifest {
             generation: committed.generation + 1,
             compression: inner.compression,
             meta_format: inner.meta_format,
             arrays,
             segments,
+            policy: committed.policy,
+            retired: kept,
         };
-        (manifest, dropped, segment, retired)
+        (manifest, dropped, segment, expired)
     };
     let fail_before = |e: array_format::Error, seg: Option<&SegmentId>| {
         remove_prepared(storage, &prepared);
@@ -332,45 +382,66 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         c.generation = manifest.generation;
         c.arrays = manifest.arrays;
         c.segments = manifest.segments;
+        c.retired = manifest.retired;
     }
-    for id in retired_segments {
-        let _ = storage.remove_file(&meta_dir.join(id.as_str()));
-    }
-    // Arrays no dataset uses any more: their files are now garbage.
+    // Arrays no dataset uses any more: their layers are retired (deleted after
+    // the grace period), their in-memory files forgotten now.
     let dropped_names: HashSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
     guards.retain(|(n, _)| !dropped_names.contains(n.as_str()));
     drop(guards);
     for (name, _) in &dropped {
         inner.forget_file(name);
     }
-    let committed_arrays = inner.committed.lock().arrays.clone();
-    for (name, _) in &dropped {
-        sweep_dir(storage, &inner.root, name, &committed_arrays);
-    }
+    delete_expired(inner, &expired);
     Ok(())
 }
 
-fn sweep_dir(
-    storage: &dyn Storage,
-    root: &Path,
-    name: &str,
-    arrays: &IndexMap<String, Vec<LayerId>>,
+/// Files retired by this commit: listed in the manifest until the grace period
+/// passes, or (with a grace period of 0) deleted right after this commit.
+fn retire(
+    newly: impl Iterator<Item = Retired>,
+    policy: Policy,
+    kept: &mut Vec<Retired>,
+    expired: &mut Vec<Retired>,
 ) {
-    let dir = root.join(name);
-    let Ok(files) = storage.list_dir(&dir) else {
-        return;
-    };
-    let live: HashSet<&str> = arrays
-        .get(name)
-        .map(|l| l.iter().map(LayerId::as_str).collect())
-        .unwrap_or_default();
-    for f in files {
-        if is_store_file(&f) && !live.contains(f.as_str()) {
-            let _ = storage.remove_file(&dir.join(f));
-        }
+    if policy.gc_grace_secs == 0 {
+        expired.extend(newly);
+    } else {
+        kept.extend(newly);
     }
-    if !arrays.contains_key(name) {
-        let _ = storage.remove_dir(&dir);
+}
+
+/// Splits retired files into those whose grace period has passed and the rest.
+fn split_expired(retired: &[Retired], now: u64, policy: Policy) -> (Vec<Retired>, Vec<Retired>) {
+    retired
+        .iter()
+        .cloned()
+        .partition(|r| r.expired(now, policy))
+}
+
+/// Deletes files a commit just dropped from the retired list (it is durable,
+/// so no retained generation names them), then directories of arrays that no
+/// longer exist and hold nothing. Best effort: what is left is an orphan the
+/// next sweep removes.
+fn delete_expired(inner: &Inner, expired: &[Retired]) {
+    if expired.is_empty() {
+        return;
+    }
+    let storage = inner.storage.as_ref();
+    for r in expired {
+        let _ = storage.remove_file(&inner.root.join(&r.dir).join(&r.file));
+    }
+    let committed = inner.committed.lock();
+    let dirs: HashSet<&str> = expired.iter().map(|r| r.dir.as_str()).collect();
+    for dir in dirs {
+        let in_use = dir == META_DIR
+            || committed.arrays.contains_key(dir)
+            || inner.has_file(dir)
+            || committed.retired.iter().any(|r| r.dir == dir);
+        if !in_use {
+            // Fails harmlessly if a scratch file or a new array is in it.
+            let _ = storage.remove_dir(&inner.root.join(dir));
+        }
     }
 }
 
@@ -378,6 +449,23 @@ pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
     // Commit pending changes and rewrite the registry as one snapshot segment.
     inner.ensure_writer()?;
     flush_with(inner, true).await?;
+    compact_over(inner, 1).await
+}
+
+/// Flushes, then merges the layers of every array file left with more than
+/// the policy's `max_layers_per_array` (bounded layer and descriptor counts
+/// without the user's help).
+pub(crate) async fn flush_and_merge(inner: &Arc<Inner>) -> Result<()> {
+    flush_with(inner, false).await?;
+    if inner.writer_held() {
+        let max = inner.committed.lock().policy.max_layers_per_array as usize;
+        compact_over(inner, max.max(1)).await?;
+    }
+    Ok(())
+}
+
+/// Compacts every array file with more than `max_layers` layers.
+async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
     inner.ensure_writer()?;
     let _commit = inner.commit_lock.lock().await;
     let targets: Vec<String> = inner
@@ -385,7 +473,7 @@ pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
         .lock()
         .arrays
         .iter()
-        .filter(|(_, l)| l.len() > 1)
+        .filter(|(_, l)| l.len() > max_layers)
         .map(|(n, _)| n.clone())
         .collect();
     if targets.is_empty() {
@@ -426,62 +514,70 @@ pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
     let installed_ids = new_ids.clone();
     let paths: Vec<std::path::PathBuf> =
         prepared.iter().map(|(_, p)| p.path().to_owned()).collect();
-    let generation = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let storage = inner2.storage.as_ref();
-        let cleanup = || {
-            for p in &paths {
-                let _ = storage.remove_file(p);
-            }
-        };
-        // The manifest on disk is exactly this handle's last commit (it holds
-        // the writer lock); only the compacted arrays' layer lists change.
-        let reg_path = inner2.root.join(REGISTRY_FILE);
-        let mut manifest = match storage
-            .read_all(&reg_path)
-            .map_err(Error::from)
-            .and_then(|b| Manifest::decode(&b, &reg_path))
-        {
-            Ok(m) => m,
-            Err(e) => {
+    let (generation, retired_now, expired) =
+        tokio::task::spawn_blocking(move || -> Result<(u64, Vec<Retired>, Vec<Retired>)> {
+            let storage = inner2.storage.as_ref();
+            let cleanup = || {
+                for p in &paths {
+                    let _ = storage.remove_file(p);
+                }
+            };
+            // The manifest on disk is exactly this handle's last commit (it holds
+            // the writer lock); only the compacted arrays' layer lists change.
+            let reg_path = inner2.root.join(REGISTRY_FILE);
+            let mut manifest = match storage
+                .read_all(&reg_path)
+                .map_err(Error::from)
+                .and_then(|b| Manifest::decode(&b, &reg_path))
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    cleanup();
+                    return Err(e);
+                }
+            };
+            if manifest.generation != inner2.committed.lock().generation {
                 cleanup();
-                return Err(e);
-            }
-        };
-        if manifest.generation != inner2.committed.lock().generation {
-            cleanup();
-            inner2.poisoned.store(true, Ordering::SeqCst);
-            return Err(Error::StaleHandle {
-                path: inner2.root.clone(),
-            });
-        }
-        manifest.generation += 1;
-        for (name, id) in &new_ids {
-            manifest.arrays.insert(name.clone(), vec![id.clone()]);
-        }
-        match write_manifest(storage, &inner2.root, &manifest) {
-            Ok(()) => Ok(manifest.generation),
-            Err(CommitError::Before(e)) => {
-                cleanup();
-                Err(e.into())
-            }
-            Err(CommitError::Unknown(e)) => {
                 inner2.poisoned.store(true, Ordering::SeqCst);
-                Err(e.into())
+                return Err(Error::StaleHandle {
+                    path: inner2.root.clone(),
+                });
             }
-        }
-    })
-    .await
-    .expect("compaction task panicked")?;
-    // Phase 3: install, then retire the old layers.
-    let mut retired = Vec::new();
-    for ((name, p), (_, f)) in prepared.into_iter().zip(handles) {
+            manifest.generation += 1;
+            let now = now_ms();
+            let (expired, kept) = split_expired(&manifest.retired, now, manifest.policy);
+            let (mut expired, mut kept) = (expired, kept);
+            for (name, id) in &new_ids {
+                let old = manifest.arrays.insert(name.clone(), vec![id.clone()]);
+                let newly = old.into_iter().flatten().map(|l| Retired {
+                    dir: name.clone(),
+                    file: l.as_str().to_owned(),
+                    since_ms: now,
+                });
+                retire(newly, manifest.policy, &mut kept, &mut expired);
+            }
+            manifest.retired = kept;
+            match write_manifest(storage, &inner2.root, &manifest) {
+                Ok(()) => Ok((manifest.generation, manifest.retired, expired)),
+                Err(CommitError::Before(e)) => {
+                    cleanup();
+                    Err(e.into())
+                }
+                Err(CommitError::Unknown(e)) => {
+                    inner2.poisoned.store(true, Ordering::SeqCst);
+                    Err(e.into())
+                }
+            }
+        })
+        .await
+        .expect("compaction task panicked")?;
+    // Phase 3: install; the old layers are retired (deleted after the grace
+    // period by a later commit).
+    for ((_, p), (_, f)) in prepared.into_iter().zip(handles) {
         let mut g = f.write().await;
-        match g.install_compacted(p) {
-            Ok(old) => retired.push((name, old)),
-            Err(e) => {
-                inner.poisoned.store(true, Ordering::SeqCst);
-                return Err(e.into());
-            }
+        if let Err(e) = g.install_compacted(p) {
+            inner.poisoned.store(true, Ordering::SeqCst);
+            return Err(e.into());
         }
     }
     {
@@ -490,12 +586,12 @@ pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
         for (name, id) in installed_ids {
             c.arrays.insert(name, vec![id]);
         }
+        c.retired = retired_now;
     }
-    for (name, old) in retired {
-        let dir = inner.root.join(&name);
-        for id in old {
-            let _ = inner.storage.remove_file(&dir.join(id.as_str()));
-        }
+    if !expired.is_empty() {
+        // Under the structure lock: no array directory is being created.
+        let _structure = inner.structure.lock().await;
+        delete_expired(inner, &expired);
     }
     Ok(())
 }

@@ -13,16 +13,15 @@ use atlas_core::{
 use indexmap::IndexMap;
 
 use crate::common::{
-    arr, arr1, cells, create_mem, full, mem_root, newest_layer, reopen_mem, snapshot, strings,
+    arr, arr1, cells, create_mem, full, mem_root, newest_layer, no_grace, reopen_mem, snapshot,
+    strings,
 };
 
 #[tokio::test]
 async fn local_store_lifecycle_and_dataset_listing() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("nested").join("store");
-    let s = Atlas::create_path(&root, StoreConfig::default())
-        .await
-        .unwrap();
+    let s = Atlas::create_path(&root, no_grace()).await.unwrap();
     assert!(
         root.join(REGISTRY_FILE).is_file(),
         "create_path writes atlas.json"
@@ -474,7 +473,7 @@ async fn multi_dimensional_partial_hyperslabs_merge_into_chunks() {
 #[tokio::test]
 async fn dataset_view_attributes_schema_stats_meta_and_delete() {
     let storage = MemoryStorage::new();
-    let s = create_mem(&storage, StoreConfig::default()).await;
+    let s = create_mem(&storage, no_grace()).await;
     let ds = s.create_dataset("d").await.unwrap();
 
     // Dataset attributes: order, replace-in-place, delete.
@@ -845,7 +844,7 @@ async fn read_array_across_many_datasets_in_parallel_keeps_order() {
 #[tokio::test]
 async fn array_layers_grow_per_touching_flush_and_compact_to_one() {
     let storage = MemoryStorage::new();
-    let s = create_mem(&storage, StoreConfig::default()).await;
+    let s = create_mem(&storage, no_grace()).await;
     let ds = s.create_dataset("d").await.unwrap();
     ds.define_array::<u32>("a", strings(&["i"]), vec![8], Some(vec![2]), None)
         .await
@@ -1458,4 +1457,107 @@ async fn repeated_writes_are_written_once_and_flush_touches_only_changed_arrays(
         one, many,
         "50 writes of the same chunks must flush the same bytes as one"
     );
+}
+
+/// Layer counts stay bounded without the user's help: a flush that leaves an
+/// array file with more layers than the policy allows merges them.
+#[tokio::test]
+async fn flushes_merge_layers_past_the_policy_threshold() {
+    let storage = MemoryStorage::new();
+    let config = StoreConfig {
+        policy: atlas_core::Policy {
+            max_layers_per_array: 4,
+            ..atlas_core::Policy::default()
+        },
+        ..StoreConfig::default()
+    };
+    let s = create_mem(&storage, config).await;
+    let mut max_seen = 0;
+    for i in 0..50u32 {
+        let ds = s.create_dataset(&format!("p{i}")).await.unwrap();
+        ds.define_array::<u32>("v", strings(&["i"]), vec![3], None, None)
+            .await
+            .unwrap();
+        ds.write_array("v", vec![], arr1(vec![i, i + 1, i + 2]).view())
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        let n = s.array_layers("v").len();
+        assert!(n <= 4, "flush {i}: {n} layers, policy allows 4");
+        max_seen = max_seen.max(n);
+    }
+    assert_eq!(max_seen, 4, "layers accumulate up to the threshold");
+    let r = reopen_mem(&storage, "merged").await;
+    for i in 0..50u32 {
+        let got = r
+            .open_dataset(&format!("p{i}"))
+            .await
+            .unwrap()
+            .read_array::<u32>("v", vec![], vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cells(&got), vec![i, i + 1, i + 2]);
+    }
+    let report = atlas_core::verify::verify(&r, |_, _| {});
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Retired layers stay on storage, listed in the manifest, for the grace
+/// period; a later commit past it deletes them, and the orphan sweep never
+/// deletes a retired file early.
+#[tokio::test]
+async fn retired_layers_outlive_their_commit_by_the_grace_period() {
+    let storage = MemoryStorage::new();
+    let config = StoreConfig {
+        policy: atlas_core::Policy {
+            gc_grace_secs: 1,
+            ..atlas_core::Policy::default()
+        },
+        ..StoreConfig::default()
+    };
+    let s = create_mem(&storage, config).await;
+    let ds = s.create_dataset("d").await.unwrap();
+    ds.define_array::<u32>("v", strings(&["i"]), vec![4], Some(vec![2]), None)
+        .await
+        .unwrap();
+    for k in 0..3u32 {
+        ds.write_array("v", vec![0], arr1(vec![k, k]).view())
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+    }
+    let old: Vec<_> = s.array_layers("v");
+    assert_eq!(old.len(), 3);
+    s.compact().await.unwrap();
+    let files = storage.files();
+    let root = mem_root();
+    for l in &old {
+        let p = root.join("v").join(l.as_str());
+        assert!(
+            files.contains(&p),
+            "retired {l} kept within the grace period"
+        );
+    }
+    let manifest = String::from_utf8(storage.contents(&root.join(REGISTRY_FILE)).unwrap()).unwrap();
+    assert!(manifest.contains("\"retired\""), "{manifest}");
+    drop(ds);
+    drop(s);
+    // A new writer sweeps orphans: retired files are not orphans.
+    let w = reopen_mem(&storage, "sweep").await;
+    w.create_dataset("e").await.unwrap();
+    for l in &old {
+        assert!(storage.files().contains(&root.join("v").join(l.as_str())));
+    }
+    // Past the grace period, the next commit deletes them.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    w.flush().await.unwrap();
+    for l in &old {
+        assert!(
+            !storage.files().contains(&root.join("v").join(l.as_str())),
+            "{l} deleted after the grace period"
+        );
+    }
+    let manifest = String::from_utf8(storage.contents(&root.join(REGISTRY_FILE)).unwrap()).unwrap();
+    assert!(!manifest.contains("\"retired\""), "{manifest}");
 }

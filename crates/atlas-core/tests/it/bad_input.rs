@@ -11,8 +11,8 @@ use atlas_core::{
 };
 
 use crate::common::{
-    arr, arr1, cells, create_mem, full, mem_root, newest_layer, reopen_mem, snapshot, strings,
-    used_bytes, Snapshot,
+    arr, arr1, cells, create_mem, full, mem_root, newest_layer, no_grace, reopen_mem, snapshot,
+    strings, used_bytes, Snapshot,
 };
 
 /// A store with committed data: `d1` (f32 `temp` 2×3, i32 `sal`, attribute)
@@ -678,9 +678,7 @@ async fn registry_naming_a_missing_or_damaged_layer_errors_without_panic() {
 async fn second_writer_gets_locked_and_reader_keeps_its_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let s = Atlas::create_path(root, StoreConfig::default())
-        .await
-        .unwrap();
+    let s = Atlas::create_path(root, no_grace()).await.unwrap();
     let ds = s.create_dataset("d").await.unwrap();
     for name in ["a", "b", "c"] {
         ds.define_array::<f64>(name, strings(&["i"]), vec![8], Some(vec![2]), None)

@@ -15,6 +15,18 @@ use ndarray::{ArrayD, IxDyn};
 pub const MEM_ROOT: &str = "/store";
 
 /// The in-memory root as a path.
+/// The default config, but retired files are deleted right after the commit
+/// that retires them (no grace period): for tests of file removal.
+pub fn no_grace() -> StoreConfig {
+    StoreConfig {
+        policy: atlas_core::Policy {
+            gc_grace_secs: 0,
+            ..atlas_core::Policy::default()
+        },
+        ..StoreConfig::default()
+    }
+}
+
 pub fn mem_root() -> PathBuf {
     PathBuf::from(MEM_ROOT)
 }
