@@ -29,9 +29,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atlas::array_format::LocalStorage;
 use atlas::{
-    ArraySchema, Atlas, Attr, DType, DatasetView, FillValue, LocalStorage, OpenOptions,
-    StoreConfig, TimestampNs,
+    ArraySchema, Atlas, Attr, DType, DatasetView, FillValue, OpenOptions, StoreConfig, TimestampNs,
 };
 use ndarray::{ArrayD, IxDyn};
 

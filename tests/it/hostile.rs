@@ -31,9 +31,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use atlas::array_format::Error as AfError;
+use atlas::array_format::LocalStorage;
 use atlas::{
-    Atlas, Attr, Codec, DatasetView, Error, FillValue, LocalStorage, MetaFormat, OpenOptions,
-    StoreConfig, TimestampNs,
+    Atlas, Attr, Codec, DatasetView, Error, FillValue, MetaFormat, OpenOptions, StoreConfig,
+    TimestampNs,
 };
 use ndarray::{ArrayD, IxDyn};
 

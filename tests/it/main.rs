@@ -1,4 +1,5 @@
 //! Integration tests.
 
 mod crash;
+mod descriptors;
 mod hostile;

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use atlas::{Atlas, DatasetView, DeltaCacheConfig, LocalStorage, OpenOptions, StoreConfig};
+use atlas::array_format::LocalStorage;
+use atlas::{Atlas, DatasetView, DeltaCacheConfig, OpenOptions, StoreConfig};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::{json, Value};
 

@@ -134,6 +134,14 @@ pub enum Error {
     /// A storage or layer-file failure outside one dataset's array.
     #[error(transparent)]
     Storage(Box<array_format::Error>),
+    /// A store location (URL) this build cannot open.
+    #[error("cannot use {location:?}: {reason}")]
+    UnsupportedLocation {
+        /// The location as given.
+        location: String,
+        /// Why, and what to use instead.
+        reason: String,
+    },
     /// The store was created with a codec this build lacks.
     #[error("codec {codec} is not available in this build (enable the `{feature}` feature)")]
     CodecUnavailable {
@@ -161,9 +169,9 @@ impl Error {
                 ErrorKind::Conflict
             }
             Error::CorruptRegistry { .. } => ErrorKind::Corrupt,
-            Error::UnsupportedRegistry { .. } | Error::CodecUnavailable { .. } => {
-                ErrorKind::Unsupported
-            }
+            Error::UnsupportedRegistry { .. }
+            | Error::CodecUnavailable { .. }
+            | Error::UnsupportedLocation { .. } => ErrorKind::Unsupported,
             Error::Array { error, .. } => error.kind(),
             Error::Storage(error) => error.kind(),
         }

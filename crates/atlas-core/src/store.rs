@@ -123,6 +123,20 @@ fn is_not_found(e: &array_format::Error) -> bool {
 }
 
 impl Atlas {
+    /// Creates a store at `location` (a path or a `file://` URL; the directory
+    /// is made if missing). Errors if a store already exists there, and with
+    /// `UnsupportedLocation` for object-store URLs until that backend exists.
+    pub async fn create(location: &str, config: StoreConfig) -> Result<Atlas> {
+        Self::create_path(crate::local_path(location)?, config).await
+    }
+
+    /// Opens the store at `location` (a path or a `file://` URL; object-store
+    /// URLs are refused with `UnsupportedLocation` until that backend exists),
+    /// read-only until the first mutation.
+    pub async fn open(location: &str) -> Result<Atlas> {
+        Self::open_path(crate::local_path(location)?).await
+    }
+
     /// Creates a store in `path` (made if missing) on the local filesystem.
     /// Errors if a store already exists there.
     pub async fn create_path(path: impl AsRef<Path>, config: StoreConfig) -> Result<Atlas> {

@@ -94,10 +94,10 @@
 //! mutation) and any number of readers, each keeping the snapshot it opened.
 
 pub use atlas_core::{
-    verify, ArrayElement, ArrayEntry, ArraySchema, ArrayStats, Atlas, Attr, Codec, Compression,
-    DType, DatasetMeta, DatasetView, DeltaCache, DeltaCacheConfig, Error, ErrorKind, FillValue,
-    LayerId, LocalStorage, MemoryStorage, MergedArrayMeta, MetaFormat, OpenOptions, Result,
-    StatValue, Storage, StoreConfig, TimestampNs,
+    local_path, verify, ArrayElement, ArrayEntry, ArraySchema, ArrayStats, Atlas, Attr, Codec,
+    Compression, DType, DatasetMeta, DatasetView, DeltaCache, DeltaCacheConfig, Error, ErrorKind,
+    FillValue, LayerId, MergedArrayMeta, MetaFormat, OpenOptions, Policy, Result, StatValue,
+    StoreConfig, TimestampNs,
 };
 
 /// The `ndarray` release ATLAS takes and returns arrays of.
