@@ -12,10 +12,15 @@
 //!   `cargo-fuzz` if missing; prints the executions per target.
 //! - `cargo xtask fuzz-corpus`: regenerates the seed corpora `fuzz/corpus/*/seed-*`
 //!   from real stores.
+//!
+//! `cargo xtask --help` and `cargo xtask COMMAND --help` (or `-h`) print the
+//! usage; a mistake on the command line is one line on stderr and exit 2.
+
+mod cli;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -112,12 +117,12 @@ fn ci() -> Result<()> {
     Ok(())
 }
 
-fn bench(args: &[String]) -> Result<()> {
+fn bench(b: &cli::Bench) -> Result<()> {
     // `--criterion` runs the per-component Criterion benchmarks instead of the
     // whole workloads of SPEC §6.
-    if args.iter().any(|a| a == "--criterion") {
+    if b.criterion {
         let mut cargo_args = vec!["bench", "-p", "array-format"];
-        if args.iter().any(|a| a == "--quick") {
+        if b.quick {
             cargo_args.extend(["--", "--quick"]);
         }
         return run("criterion benchmarks", "cargo", &cargo_args, &[]);
@@ -131,7 +136,7 @@ fn bench(args: &[String]) -> Result<()> {
         "peers",
         "--",
     ];
-    cargo_args.extend(args.iter().map(String::as_str));
+    cargo_args.extend(b.workload_args());
     run("workload benchmarks", "cargo", &cargo_args, &[])
 }
 
@@ -165,23 +170,8 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
-/// The value of `--flag N` in `args`, if present.
-fn flag_value(args: &[String], flag: &str) -> Result<Option<u64>> {
-    let Some(i) = args.iter().position(|a| a == flag) else {
-        return Ok(None);
-    };
-    let v = args
-        .get(i + 1)
-        .with_context(|| format!("{flag} needs a number"))?;
-    Ok(Some(
-        v.parse()
-            .with_context(|| format!("{flag} {v}: not a number"))?,
-    ))
-}
-
 /// `cargo xtask crash [--kills N]`.
-fn crash(args: &[String]) -> Result<()> {
-    let kills = flag_value(args, "--kills")?.unwrap_or(DEFAULT_CRASH_KILLS);
+fn crash(kills: u64) -> Result<()> {
     run(
         &format!("crash loop, {kills} kills (release)"),
         "cargo",
@@ -368,30 +358,33 @@ fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("ci") => ci(),
-        Some("bench") => bench(&args[1..]),
-        Some("crash") => crash(&args[1..]),
-        Some("fuzz") => {
-            let rest = &args[1..];
-            let seconds = flag_value(rest, "--seconds")?.unwrap_or(DEFAULT_FUZZ_SECONDS);
-            let targets: Vec<String> = rest
-                .iter()
-                .enumerate()
-                .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || rest[i - 1] != "--seconds"))
-                .map(|(_, a)| a.clone())
-                .collect();
-            fuzz(seconds, &targets)
+    let task = match cli::parse(&args) {
+        Ok(task) => task,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
-        Some("fuzz-corpus") => fuzz_corpus(),
-        _ => {
-            eprintln!(
-                "usage: cargo xtask <ci | bench [--quick|--full|--criterion] [WORKLOAD...] \
-                 | crash [--kills N] | fuzz [--seconds N] [TARGET...] | fuzz-corpus>"
-            );
-            std::process::exit(2);
+    };
+    let result = match task {
+        cli::Task::Help(usage) => {
+            // A closed stdout (`cargo xtask --help | head -1`) is no failure.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), usage.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        cli::Task::Ci => ci(),
+        cli::Task::Bench(b) => bench(&b),
+        cli::Task::Crash { kills } => crash(kills),
+        cli::Task::Fuzz { seconds, targets } => fuzz(seconds, &targets),
+        cli::Task::FuzzCorpus => fuzz_corpus(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `{:#}`, not `{:?}`: one line of causes, never a backtrace.
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -4,7 +4,11 @@
 //! reads against the generator (nothing is timed on wrong data), reports the
 //! median of several runs with the min–max spread, and appends the figures to
 //! a JSON results file.
+//!
+//! `atlas-bench --help` lists the options and workloads; a mistake on the
+//! command line is one line on stderr and exit 2.
 
+mod args;
 mod compare;
 mod data;
 mod limits;
@@ -12,9 +16,10 @@ mod netcdf;
 mod peers;
 mod workloads;
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 
 /// Summary of repeated timings.
@@ -104,28 +109,43 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let full = args.iter().any(|a| a == "--full");
-    let quick = !full;
-    let mut out_path = std::path::PathBuf::from("target/bench-results.json");
-    let mut selected = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" | "--full" => {}
-            "--out" => out_path = it.next().map(Into::into).unwrap_or(out_path),
-            w if !w.starts_with('-') => selected.push(w.to_owned()),
-            other => bail!("unknown option {other}"),
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let names: Vec<&str> = workloads::ALL.iter().map(|(name, _)| *name).collect();
+    let opts = match args::parse(&argv, &names) {
+        Ok(args::Parsed::Run(opts)) => opts,
+        Ok(args::Parsed::Help) => {
+            // A closed stdout (`atlas-bench --help | head -1`) is no failure.
+            let _ =
+                std::io::Write::write_all(&mut std::io::stdout(), args::usage(&names).as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e} (see `atlas-bench --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `{:#}`, not `{:?}`: one line of causes, never a backtrace.
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the selected workloads and writes the results file.
+fn run(opts: &args::Options) -> Result<()> {
+    let full = opts.full;
+    let quick = !full;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let mut results = serde_json::Map::new();
     results.insert("mode".into(), json!(if full { "full" } else { "quick" }));
     for (name, f) in workloads::ALL {
-        if !selected.is_empty() && !selected.iter().any(|s| s == name) {
+        if !opts.workloads.is_empty() && !opts.workloads.iter().any(|s| s == name) {
             continue;
         }
         eprintln!("== {name}");
@@ -138,13 +158,13 @@ fn main() -> Result<()> {
     if !summary.is_null() {
         results.insert("summary".into(), summary);
     }
-    if let Some(dir) = out_path.parent() {
+    if let Some(dir) = opts.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(
-        &out_path,
+        &opts.out,
         serde_json::to_string_pretty(&Value::Object(results))?,
     )?;
-    eprintln!("results written to {}", out_path.display());
+    eprintln!("results written to {}", opts.out.display());
     Ok(())
 }

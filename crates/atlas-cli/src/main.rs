@@ -1,14 +1,18 @@
 //! `atlas`: the command-line tool of the ATLAS store.
 //!
 //! Exit codes: 0 success, 1 failure (including damage found by `verify`),
-//! 2 bad usage.
+//! 2 bad usage. A reader that closes stdout early (`atlas ls STORE | head`)
+//! ends the command quietly with 0, as `ls` does.
 
-/// `println!` that returns an error instead of panicking when stdout is gone
-/// (for example `atlas ls STORE | head`).
+// Every write to stdout goes through `output::stdout` (see `output.rs`).
+#![deny(clippy::print_stdout)]
+
+/// `println!` through [`output::stdout`]: returns an error instead of
+/// panicking when stdout is gone (for example `atlas ls STORE | head`).
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)?;
+        writeln!($crate::output::stdout(), $($arg)*)?;
     }};
 }
 
@@ -16,6 +20,7 @@ mod cells;
 mod demo;
 mod netcdf_cmd;
 mod ops;
+mod output;
 mod show;
 mod util;
 
@@ -219,17 +224,17 @@ fn main() -> ExitCode {
             } => netcdf_cmd::export(&store, &dataset, &out, format).await,
         }
     });
+    // Output still buffered is written here, where its failure is handled
+    // like any other write's (std would drop it silently at exit).
+    let result = result.and_then(|code| {
+        std::io::Write::flush(&mut output::stdout())?;
+        Ok(code)
+    });
     match result {
         Ok(code) => code,
-        // A closed pipe (`atlas ls STORE | head`) is not an error of ours.
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
+        // The reader closed the pipe (`atlas ls STORE | head`): not an error
+        // of ours, whatever error the failed write became on its way up.
+        Err(_) if output::closed() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

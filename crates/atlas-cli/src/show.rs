@@ -9,7 +9,7 @@ use atlas::{ArraySchema, Atlas, DType, StatValue};
 use serde_json::{json, Value};
 
 use crate::cells::{to_json, to_text, with_dtype};
-use crate::util;
+use crate::{output, util};
 
 pub async fn open(store: &Path) -> Result<Atlas> {
     Atlas::open_path(store)
@@ -68,8 +68,7 @@ pub async fn ls(store: &Path, pattern: Option<&str>, arrays: bool, json: bool) -
     let atlas = open(store).await?;
     let names = atlas.list_datasets();
     let matches = |n: &str| pattern.is_none_or(|p| util::glob(p, n));
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let mut out = BufWriter::new(output::stdout());
     if json {
         let mut list = Vec::new();
         for n in names.iter().filter(|n| matches(n)) {
@@ -359,8 +358,7 @@ pub async fn stats(store: &Path, array: &str, json_out: bool) -> Result<ExitCode
     if rows.is_empty() {
         anyhow::bail!("no dataset has an array {array:?}");
     }
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let mut out = BufWriter::new(output::stdout());
     if json_out {
         let v = json!({
             "array": array,

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 mod netcdf;
+mod pipe;
 
 fn atlas(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_atlas"))

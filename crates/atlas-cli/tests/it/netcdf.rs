@@ -7,7 +7,8 @@ use atlas_netcdf::model::{NcAttr, NcDim, NcFile, NcFormat, NcValues, NcVar};
 
 use super::{atlas, ok, s};
 
-fn synthetic(i: i32) -> NcFile {
+/// A small classic file with one `TEMP` variable whose last value is `i`.
+pub(crate) fn synthetic(i: i32) -> NcFile {
     NcFile {
         format: NcFormat::Classic,
         dims: vec![NcDim {
