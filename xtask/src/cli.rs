@@ -17,6 +17,7 @@ Commands:
   crash        The SIGKILL crash loop in release mode
   fuzz         Every cargo-fuzz target (or the named ones) for a while each
   fuzz-corpus  Regenerate the fuzz seed corpora from real stores
+  outside-user Build and run the README quick start as an outside crate would
   help         Print this text, or a command's (`cargo xtask help bench`)
 
 Run `cargo xtask <COMMAND> --help` for a command's options.
@@ -91,6 +92,19 @@ Options:
   -h, --help  Print this text
 ";
 
+/// `cargo xtask outside-user --help`.
+pub const OUTSIDE_USER_USAGE: &str = "\
+Build and run the README's library quick start the way an outside user does:
+a fresh crate in target/outside-user/ depending on `atlas` by path, with
+ndarray, tokio and tempfile added by `cargo add` (today's releases). Part of
+`cargo xtask ci`.
+
+Usage: cargo xtask outside-user
+
+Options:
+  -h, --help  Print this text
+";
+
 /// What `cargo xtask` was asked to do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Task {
@@ -98,6 +112,8 @@ pub enum Task {
     Help(&'static str),
     /// `cargo xtask ci`.
     Ci,
+    /// `cargo xtask outside-user`.
+    OutsideUser,
     /// `cargo xtask bench`.
     Bench(Bench),
     /// `cargo xtask crash`.
@@ -233,6 +249,10 @@ pub fn parse(args: &[String]) -> Result<Task, UsageError> {
             }
             Ok(Task::Fuzz { seconds, targets })
         }
+        "outside-user" => {
+            args.none()?;
+            Ok(Task::OutsideUser)
+        }
         _ => {
             args.none()?;
             Ok(Task::FuzzCorpus)
@@ -241,12 +261,13 @@ pub fn parse(args: &[String]) -> Result<Task, UsageError> {
 }
 
 /// The commands and their usage texts.
-const COMMANDS: [(&str, &str); 5] = [
+const COMMANDS: [(&str, &str); 6] = [
     ("ci", CI_USAGE),
     ("bench", BENCH_USAGE),
     ("crash", CRASH_USAGE),
     ("fuzz", FUZZ_USAGE),
     ("fuzz-corpus", FUZZ_CORPUS_USAGE),
+    ("outside-user", OUTSIDE_USER_USAGE),
 ];
 
 /// The usage text of `command`.

@@ -12,11 +12,14 @@
 //!   `cargo-fuzz` if missing; prints the executions per target.
 //! - `cargo xtask fuzz-corpus`: regenerates the seed corpora `fuzz/corpus/*/seed-*`
 //!   from real stores.
+//! - `cargo xtask outside-user`: builds and runs the README quick start as an
+//!   outside crate (`atlas` by path, ndarray from `cargo add`); part of `ci`.
 //!
 //! `cargo xtask --help` and `cargo xtask COMMAND --help` (or `-h`) print the
 //! usage; a mistake on the command line is one line on stderr and exit 2.
 
 mod cli;
+mod outside;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -108,6 +111,12 @@ fn ci() -> Result<()> {
         ],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    let t_outside = Instant::now();
+    outside::run(&root())?;
+    eprintln!(
+        "    outside-user quick start ok in {:.1} s",
+        t_outside.elapsed().as_secs_f64()
+    );
     if std::env::var(CI_FUZZ_ENV).is_ok_and(|v| v == "1") {
         fuzz(CI_FUZZ_SECONDS, &[])?;
     } else {
@@ -374,6 +383,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         cli::Task::Ci => ci(),
+        cli::Task::OutsideUser => outside::run(&root()),
         cli::Task::Bench(b) => bench(&b),
         cli::Task::Crash { kills } => crash(kills),
         cli::Task::Fuzz { seconds, targets } => fuzz(seconds, &targets),
