@@ -40,11 +40,19 @@ struct Cli {
     command: Command,
 }
 
+/// A store argument: a path or a `file://` URL. Object-store URLs are refused
+/// here, before anything runs, so `s3://bucket/x` never becomes a local
+/// directory named `s3:`.
+fn store_location(s: &str) -> Result<PathBuf, String> {
+    atlas::local_path(s).map_err(|e| e.to_string())
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build a realistic sample store: ocean profiles plus gridded fields.
     Demo {
         /// Directory to create the store in (must not hold a store yet).
+        #[arg(value_parser = store_location)]
         dir: PathBuf,
         /// Number of ocean-profile datasets.
         #[arg(long, default_value_t = 3000)]
@@ -56,6 +64,7 @@ enum Command {
     /// List datasets (optionally matching a glob pattern with `*` and `?`).
     Ls {
         /// The store directory.
+        #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Only datasets whose name matches this pattern.
         pattern: Option<String>,
@@ -69,6 +78,7 @@ enum Command {
     /// Summarise the store, or show one dataset like `ncdump -h`.
     Info {
         /// The store directory.
+        #[arg(value_parser = store_location)]
         store: PathBuf,
         /// A dataset to describe.
         dataset: Option<String>,
@@ -79,6 +89,7 @@ enum Command {
     /// Print the values of one array (or a hyperslab of it).
     Cat {
         /// The store directory.
+        #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Dataset name.
         dataset: String,
@@ -97,6 +108,7 @@ enum Command {
     /// Per-dataset min/max/null counts of one array and the totals, from stored statistics.
     Stats {
         /// The store directory.
+        #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Array name.
         array: String,
@@ -107,6 +119,7 @@ enum Command {
     /// Read one array across every dataset and report the throughput.
     Scan {
         /// The store directory.
+        #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Array name.
         array: String,
@@ -114,17 +127,20 @@ enum Command {
     /// Merge every array's delta layers into a new base.
     Compact {
         /// The store directory.
+        #[arg(value_parser = store_location)]
         store: PathBuf,
     },
     /// Check every checksum and that the registry and the files agree.
     Verify {
         /// The store directory.
+        #[arg(value_parser = store_location)]
         store: PathBuf,
     },
     /// Import netcdf files (and directories of them, recursively): one dataset
     /// per file. Creates the store if needed; exit 1 if any file failed.
     Import {
         /// The store directory (created if it holds no store yet).
+        #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Files and directories to import.
         #[arg(required = true)]
@@ -149,6 +165,7 @@ enum Command {
     /// Export one dataset to a netcdf classic file.
     Export {
         /// The store directory.
+        #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Dataset name.
         dataset: String,

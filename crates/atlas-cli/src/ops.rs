@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use atlas::Atlas;
+use atlas::{Atlas, ErrorKind};
 
 use crate::cells::with_dtype;
 use crate::show::open;
@@ -32,7 +32,7 @@ pub async fn scan(store: &Path, array: &str, quiet: bool) -> Result<ExitCode> {
     let (mut cells, mut raw_bytes) = (0u64, 0u64);
     with_dtype!(dtype, T => {
         for batch in names.chunks(SCAN_BATCH) {
-            let parts = atlas.read_array_across::<T, _>(array, batch, vec![], vec![]).await?;
+            let parts = atlas.read_array_across::<T>(array, batch, vec![], vec![]).await?;
             for p in parts.iter().flatten() {
                 cells += p.len() as u64;
                 raw_bytes += p.len() as u64 * dtype.size_bytes().unwrap_or(1) as u64;
@@ -83,13 +83,19 @@ pub async fn compact(store: &Path, quiet: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `atlas verify`: exit 1 when anything is damaged.
+/// `atlas verify`: exit 1 when anything is damaged, 2 when the check could
+/// not run to the end (out of descriptors, memory, an I/O failure): running
+/// out of a resource is never reported as damage.
 pub async fn verify(store: &Path, quiet: bool) -> Result<ExitCode> {
     let atlas = match Atlas::open_path(store).await {
         Ok(a) => a,
-        Err(e) => {
+        Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Unsupported) => {
             say!("DAMAGED {}: {e}", store.display());
             return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            say!("NOT CHECKED {}: {e} ({})", store.display(), e.kind());
+            return Ok(ExitCode::from(2));
         }
     };
     let pb = util::progress(atlas.list_arrays().len() as u64, "verify", quiet);
@@ -112,14 +118,20 @@ pub async fn verify(store: &Path, quiet: bool) -> Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     } else {
+        let damaged = report.is_damaged();
         say!(
-            "DAMAGED {}: {} problem(s)",
+            "{} {}: {} problem(s)",
+            if damaged { "DAMAGED" } else { "NOT CHECKED" },
             store.display(),
             report.problems.len()
         );
         for p in &report.problems {
-            say!("  {}: {}", p.path.display(), p.message);
+            say!("  {}: {} ({})", p.path.display(), p.message, p.kind);
         }
-        Ok(ExitCode::FAILURE)
+        Ok(if damaged {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::from(2)
+        })
     }
 }

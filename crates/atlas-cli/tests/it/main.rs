@@ -225,3 +225,47 @@ fn bad_arguments_and_missing_store_fail_clearly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
+
+/// An object-store URL is refused by every command with a clear message, and
+/// nothing is created locally (it used to import into a directory named `s3:`).
+#[test]
+fn object_store_urls_are_refused_not_created_locally() {
+    let t = tempfile::tempdir().unwrap();
+    let nc = t.path().join("x.nc");
+    std::fs::write(&nc, b"not read").unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["import", "s3://bucket/store", s(&nc)],
+        vec!["demo", "gs://bucket/demo"],
+        vec!["ls", "az://container/store"],
+        vec!["info", "s3://bucket/store"],
+        vec!["verify", "s3://bucket/store"],
+        vec!["compact", "s3://bucket/store"],
+        vec!["stats", "s3://bucket/store", "TEMP"],
+    ];
+    for args in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_atlas"))
+            .args(&args)
+            .current_dir(t.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not available in this build"),
+            "{args:?}: {err}"
+        );
+    }
+    let entries: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        entries,
+        vec![std::ffi::OsString::from("x.nc")],
+        "nothing created"
+    );
+    // file:// URLs are local stores.
+    let url = format!("file://{}", demo().display());
+    let out = ok(&["ls", &url, "argo_6900001_00*"]);
+    assert!(out.contains("argo_6900001_001"), "{out}");
+}
