@@ -240,9 +240,8 @@ impl ErrorKind {
     /// memory or space is a resource error, never damage.
     pub fn of_io(e: &std::io::Error) -> ErrorKind {
         // EMFILE 24, ENFILE 23, ENOMEM 12, ENOSPC 28, EDQUOT 122 on Linux.
-        match e.raw_os_error() {
-            Some(12 | 23 | 24 | 28 | 122) => return ErrorKind::ResourceExhausted,
-            _ => {}
+        if let Some(12 | 23 | 24 | 28 | 122) = e.raw_os_error() {
+            return ErrorKind::ResourceExhausted;
         }
         match e.kind() {
             std::io::ErrorKind::NotFound => ErrorKind::NotFound,

@@ -129,7 +129,7 @@ impl DatasetView {
         schema
             .validate(name)
             .map_err(|e| Error::array(&self.name, name, e))?;
-        self.inner.ensure_writer()?;
+        self.inner.ensure_writer_async().await?;
         let _s = self.inner.structure.lock().await;
         if self.with_meta(|m| m.arrays.contains_key(name))? {
             return Err(Error::ArrayExists {
@@ -161,7 +161,7 @@ impl DatasetView {
         start: Vec<u64>,
         data: ArrayViewD<'_, T>,
     ) -> Result<()> {
-        self.inner.ensure_writer()?;
+        self.inner.ensure_writer_async().await?;
         let file = self
             .array_file(name)?
             .ok_or_else(|| self.array_not_found(name))?;
@@ -192,7 +192,7 @@ impl DatasetView {
 
     /// Deletes an array of this dataset.
     pub async fn delete_array(&self, name: &str) -> Result<()> {
-        self.inner.ensure_writer()?;
+        self.inner.ensure_writer_async().await?;
         let _s = self.inner.structure.lock().await;
         let file = self
             .array_file(name)?

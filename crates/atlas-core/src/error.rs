@@ -172,8 +172,7 @@ impl Error {
             Error::UnsupportedRegistry { .. }
             | Error::CodecUnavailable { .. }
             | Error::UnsupportedLocation { .. } => ErrorKind::Unsupported,
-            Error::Array { error, .. } => error.kind(),
-            Error::Storage(error) => error.kind(),
+            Error::Array { error, .. } | Error::Storage(error) => error.kind(),
         }
     }
 

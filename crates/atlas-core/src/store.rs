@@ -338,7 +338,7 @@ impl Atlas {
     /// Creates an empty dataset.
     pub async fn create_dataset(&self, name: &str) -> Result<DatasetView> {
         validate_dataset_name(name)?;
-        self.inner.ensure_writer()?;
+        self.inner.ensure_writer_async().await?;
         let _s = self.inner.structure.lock().await;
         let mut live = self.inner.live.write();
         if live.datasets.contains_key(name) {
@@ -367,7 +367,7 @@ impl Atlas {
     /// Deletes a dataset and all its arrays. Re-creating the name later never
     /// brings the old data back.
     pub async fn delete_dataset(&self, name: &str) -> Result<()> {
-        self.inner.ensure_writer()?;
+        self.inner.ensure_writer_async().await?;
         let _s = self.inner.structure.lock().await;
         let arrays: Vec<String> = {
             let live = self.inner.live.read();
@@ -686,6 +686,19 @@ impl Inner {
     /// True when this handle holds the writer lock.
     pub(crate) fn writer_held(&self) -> bool {
         self.writer.lock().is_some()
+    }
+
+    /// [`Inner::ensure_writer`] for async callers: the lock wait (up to
+    /// 250 ms, with sleeps) and the manifest read run on the blocking pool,
+    /// never on a runtime worker thread.
+    pub(crate) async fn ensure_writer_async(self: &Arc<Self>) -> Result<()> {
+        if self.writer_held() && !self.poisoned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let inner = Arc::clone(self);
+        tokio::task::spawn_blocking(move || inner.ensure_writer())
+            .await
+            .expect("writer-lock task panicked")
     }
 
     /// Takes the writer lock if this handle does not hold it yet. Fails if

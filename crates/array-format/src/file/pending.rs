@@ -274,23 +274,22 @@ impl Pending {
     /// (their bytes are checked on read-back).
     fn spill(&mut self, storage: &Arc<dyn Storage>, dir: &Path) -> Result<()> {
         let mut files = self.scratch.lock();
-        let current = match files
+        let live = files
             .iter()
-            .rposition(|f| f.as_ref().is_some_and(|s| !s.poisoned))
-        {
-            Some(i) => i,
-            None => {
-                let path = dir.join(format!("scratch-{:032x}.tmp", crate::file::random_uid()));
-                let handle = storage.create_new(&path)?;
-                files.push(Some(Scratch {
-                    handle,
-                    path,
-                    storage: Arc::clone(storage),
-                    n_chunks: 0,
-                    poisoned: false,
-                }));
-                files.len() - 1
-            }
+            .rposition(|f| f.as_ref().is_some_and(|s| !s.poisoned));
+        let current = if let Some(i) = live {
+            i
+        } else {
+            let path = dir.join(format!("scratch-{:032x}.tmp", crate::file::random_uid()));
+            let handle = storage.create_new(&path)?;
+            files.push(Some(Scratch {
+                handle,
+                path,
+                storage: Arc::clone(storage),
+                n_chunks: 0,
+                poisoned: false,
+            }));
+            files.len() - 1
         };
         let scratch = files[current].as_mut().expect("live scratch file");
         for arr in self.arrays.values_mut() {

@@ -447,7 +447,7 @@ fn delete_expired(inner: &Inner, expired: &[Retired]) {
 
 pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
     // Commit pending changes and rewrite the registry as one snapshot segment.
-    inner.ensure_writer()?;
+    inner.ensure_writer_async().await?;
     flush_with(inner, true).await?;
     compact_over(inner, 1).await
 }
@@ -466,7 +466,7 @@ pub(crate) async fn flush_and_merge(inner: &Arc<Inner>) -> Result<()> {
 
 /// Compacts every array file with more than `max_layers` layers.
 async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
-    inner.ensure_writer()?;
+    inner.ensure_writer_async().await?;
     let _commit = inner.commit_lock.lock().await;
     let targets: Vec<String> = inner
         .committed
