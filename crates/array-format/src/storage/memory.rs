@@ -1,6 +1,6 @@
 //! An in-memory backend with deterministic fault injection.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,6 +33,17 @@ pub enum FaultKind {
     Fail,
     /// A write stores only its first half, then fails (other operations just fail).
     Tear,
+    /// Power loss at this operation: the storage drops everything not yet
+    /// durable (file bytes not fsynced, directory entries whose directory was
+    /// not fsynced) and every later operation fails, as for a machine that
+    /// went down, until [`MemoryStorage::power_on`].
+    PowerLoss,
+    /// A harsher power loss: renames not yet made durable by a directory
+    /// fsync persist anyway (as a journal may commit them), while new files
+    /// and directories whose entries were never fsynced are lost. Catches a
+    /// commit that relies on a later directory fsync to make an earlier
+    /// creation durable.
+    PowerLossKeepRenames,
 }
 
 /// A fault armed on a [`MemoryStorage`]: the `nth` (0-based) mutating operation
@@ -45,10 +56,33 @@ pub struct Fault {
     pub kind: FaultKind,
 }
 
+type Inode = Arc<Mutex<Vec<u8>>>;
+
+/// What survives a power loss: the directory entries made durable by
+/// `sync_dir`, and for each file the bytes made durable by `sync`.
+#[derive(Debug, Default)]
+struct Durable {
+    files: BTreeMap<PathBuf, Inode>,
+    dirs: BTreeSet<PathBuf>,
+    /// Durable bytes per inode (keyed by the inode's address).
+    data: HashMap<usize, Vec<u8>>,
+}
+
+fn inode_key(f: &Inode) -> usize {
+    Arc::as_ptr(f) as usize
+}
+
 #[derive(Debug, Default)]
 struct State {
-    files: BTreeMap<PathBuf, Arc<Mutex<Vec<u8>>>>,
+    files: BTreeMap<PathBuf, Inode>,
     dirs: BTreeSet<PathBuf>,
+    durable: Durable,
+    /// After a power loss: every operation fails until `power_on`.
+    down: bool,
+    /// Bumped by each power loss: locks of the dead "process" are void.
+    epoch: u64,
+    /// Renames since the last fsync of their directory: (from, to, inode).
+    unsynced_renames: Vec<(PathBuf, PathBuf, Inode)>,
     locks: BTreeSet<PathBuf>,
     ops: u64,
     fault: Option<Fault>,
@@ -62,14 +96,103 @@ impl State {
         self.files.values().map(|f| f.lock().len() as u64).sum()
     }
 
-    /// Counts a mutating op and returns the fault to apply to it, if any.
+    /// Counts a mutating op and returns the fault to apply to it, if any. A
+    /// power loss is applied here; the storage is down from then on.
     fn tick(&mut self, op: Op, path: &Path) -> Option<FaultKind> {
+        if self.down {
+            return Some(FaultKind::PowerLoss);
+        }
         let n = self.ops;
         self.ops += 1;
         self.log.push((op, path.to_owned()));
         match self.fault {
-            Some(f) if f.nth == n => Some(f.kind),
+            Some(f) if f.nth == n => {
+                match f.kind {
+                    FaultKind::PowerLoss => self.lose_power(),
+                    FaultKind::PowerLossKeepRenames => {
+                        for (from, to, inode) in std::mem::take(&mut self.unsynced_renames) {
+                            if self.durable.files.remove(&from).is_some() {
+                                self.durable.files.insert(to, inode);
+                            } else {
+                                // Renaming a file whose own entry was never
+                                // durable: the entry appears under the new name.
+                                self.durable.files.insert(to, inode);
+                            }
+                        }
+                        self.lose_power();
+                    }
+                    FaultKind::Fail | FaultKind::Tear => {}
+                }
+                Some(f.kind)
+            }
             _ => None,
+        }
+    }
+
+    /// Drops everything not durable: the namespace becomes the durable one,
+    /// each file holds its durable bytes, and files whose directory is not
+    /// durable are gone.
+    fn lose_power(&mut self) {
+        let mut files = BTreeMap::new();
+        for (path, inode) in &self.durable.files {
+            let parent_ok = path
+                .parent()
+                .is_none_or(|p| p.as_os_str().is_empty() || self.durable.dirs.contains(p));
+            if parent_ok {
+                let bytes = self
+                    .durable
+                    .data
+                    .get(&inode_key(inode))
+                    .cloned()
+                    .unwrap_or_default();
+                files.insert(path.clone(), bytes);
+            }
+        }
+        // Fresh inodes: handles of the dead "process" no longer reach them.
+        self.files = files
+            .into_iter()
+            .map(|(p, b)| (p, Arc::new(Mutex::new(b))))
+            .collect();
+        self.dirs = self.durable.dirs.clone();
+        self.durable = Durable::default();
+        self.unsynced_renames.clear();
+        self.make_all_durable();
+        self.locks.clear();
+        self.epoch += 1;
+        self.down = true;
+    }
+
+    fn make_all_durable(&mut self) {
+        self.durable.files = self.files.clone();
+        self.durable.dirs = self.dirs.clone();
+        self.durable.data = self
+            .files
+            .values()
+            .map(|f| (inode_key(f), f.lock().clone()))
+            .collect();
+    }
+
+    /// `sync_dir(dir)`: the current entries of `dir` become durable.
+    fn sync_entries(&mut self, dir: &Path) {
+        self.unsynced_renames
+            .retain(|(_, to, _)| to.parent() != Some(dir));
+        let State {
+            files,
+            dirs,
+            durable,
+            ..
+        } = self;
+        durable
+            .files
+            .retain(|p, _| p.parent() != Some(dir) || files.contains_key(p));
+        for (p, f) in files.iter().filter(|(p, _)| p.parent() == Some(dir)) {
+            durable.files.insert(p.clone(), Arc::clone(f));
+        }
+        durable
+            .dirs
+            .retain(|d| d.parent() != Some(dir) || dirs.contains(d));
+        for d in dirs.iter().filter(|d| d.parent() == Some(dir)) {
+            durable.dirs.insert(d.clone());
         }
     }
 }
@@ -107,6 +230,25 @@ impl MemoryStorage {
     /// Disarms faults.
     pub fn disarm(&self) {
         self.state.lock().fault = None;
+    }
+
+    /// Marks everything as durable now (as after a clean shutdown): the
+    /// starting point of a power-loss test.
+    pub fn sync_all(&self) {
+        self.state.lock().make_all_durable();
+    }
+
+    /// True after a [`FaultKind::PowerLoss`] until [`MemoryStorage::power_on`].
+    pub fn is_down(&self) -> bool {
+        self.state.lock().down
+    }
+
+    /// Brings the storage back after a power loss (with what was durable) and
+    /// disarms faults: the next process "boots".
+    pub fn power_on(&self) {
+        let mut s = self.state.lock();
+        s.down = false;
+        s.fault = None;
     }
 
     /// Mutating operations counted since the last [`MemoryStorage::arm_fault`] or
@@ -188,11 +330,14 @@ struct MemWrite {
     /// torn write the file is longer than this, exactly as on disk.
     pos: u64,
     poisoned: bool,
+    /// The power epoch it was created in; a handle of a "process" that died
+    /// in a power loss fails.
+    epoch: u64,
 }
 
 impl WriteHandle for MemWrite {
     fn append(&mut self, buf: &[u8]) -> Result<()> {
-        if self.poisoned {
+        if self.poisoned || self.state.lock().epoch != self.epoch {
             return Err(super::poisoned_error(&self.path));
         }
         let r = self.append_inner(buf);
@@ -208,12 +353,19 @@ impl WriteHandle for MemWrite {
     }
 
     fn sync(&mut self) -> Result<()> {
-        if self.poisoned {
+        if self.poisoned || self.state.lock().epoch != self.epoch {
             return Err(super::poisoned_error(&self.path));
         }
-        let r = match self.state.lock().tick(Op::Sync, &self.path) {
-            Some(_) => Err(injected("fsync", &self.path)),
-            None => Ok(()),
+        let r = {
+            let mut s = self.state.lock();
+            match s.tick(Op::Sync, &self.path) {
+                Some(_) => Err(injected("fsync", &self.path)),
+                None => {
+                    let bytes = self.file.lock().clone();
+                    s.durable.data.insert(inode_key(&self.file), bytes);
+                    Ok(())
+                }
+            }
         };
         if r.is_err() {
             self.poisoned = true;
@@ -241,7 +393,9 @@ impl MemWrite {
         }
         drop(s);
         match fault {
-            Some(FaultKind::Fail) => Err(injected("write", &self.path)),
+            Some(FaultKind::Fail | FaultKind::PowerLoss | FaultKind::PowerLossKeepRenames) => {
+                Err(injected("write", &self.path))
+            }
             Some(FaultKind::Tear) => {
                 self.file.lock().extend_from_slice(&buf[..buf.len() / 2]);
                 Err(injected("write", &self.path))
@@ -277,19 +431,27 @@ impl MemWrite {
 struct MemLock {
     state: Arc<Mutex<State>>,
     path: PathBuf,
+    epoch: u64,
 }
 
 impl LockGuard for MemLock {}
 
 impl Drop for MemLock {
     fn drop(&mut self) {
-        self.state.lock().locks.remove(&self.path);
+        let mut s = self.state.lock();
+        // A lock of a process that "died" in a power loss is already gone.
+        if s.epoch == self.epoch {
+            s.locks.remove(&self.path);
+        }
     }
 }
 
 impl Storage for MemoryStorage {
     fn open_read(&self, path: &Path) -> Result<Arc<dyn ReadHandle>> {
         let s = self.state.lock();
+        if s.down {
+            return Err(injected("open", path));
+        }
         let file = s.files.get(path).ok_or_else(|| not_found("open", path))?;
         let bytes = Arc::new(file.lock().clone());
         Ok(Arc::new(MemRead {
@@ -317,12 +479,14 @@ impl Storage for MemoryStorage {
         }
         let file = Arc::new(Mutex::new(Vec::new()));
         s.files.insert(path.to_owned(), Arc::clone(&file));
+        let epoch = s.epoch;
         Ok(Box::new(MemWrite {
             file,
             state: Arc::clone(&self.state),
             path: path.to_owned(),
             pos: 0,
             poisoned: false,
+            epoch,
         }))
     }
 
@@ -335,6 +499,8 @@ impl Storage for MemoryStorage {
             .files
             .remove(from)
             .ok_or_else(|| not_found("rename", from))?;
+        s.unsynced_renames
+            .push((from.to_owned(), to.to_owned(), Arc::clone(&file)));
         s.files.insert(to.to_owned(), file);
         Ok(())
     }
@@ -373,6 +539,9 @@ impl Storage for MemoryStorage {
 
     fn create_dir_all(&self, path: &Path) -> Result<()> {
         let mut s = self.state.lock();
+        if s.down {
+            return Err(injected("create directory", path));
+        }
         for anc in path.ancestors() {
             if !anc.as_os_str().is_empty() {
                 s.dirs.insert(anc.to_owned());
@@ -382,9 +551,13 @@ impl Storage for MemoryStorage {
     }
 
     fn sync_dir(&self, path: &Path) -> Result<()> {
-        match self.state.lock().tick(Op::SyncDir, path) {
+        let mut s = self.state.lock();
+        match s.tick(Op::SyncDir, path) {
             Some(_) => Err(injected("fsync directory", path)),
-            None => Ok(()),
+            None => {
+                s.sync_entries(path);
+                Ok(())
+            }
         }
     }
 
@@ -411,12 +584,17 @@ impl Storage for MemoryStorage {
 
     fn try_lock(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>> {
         let mut s = self.state.lock();
+        if s.down {
+            return Err(injected("lock", path));
+        }
         if !s.locks.insert(path.to_owned()) {
             return Ok(None);
         }
+        let epoch = s.epoch;
         Ok(Some(Box::new(MemLock {
             state: Arc::clone(&self.state),
             path: path.to_owned(),
+            epoch,
         })))
     }
 }
@@ -454,6 +632,40 @@ mod tests {
         assert!(h.append(b"ef").is_err());
         assert!(h.sync().is_err());
         assert_eq!(s.contents(Path::new("/d/f")).unwrap(), b"ab");
+    }
+
+    #[test]
+    fn power_loss_keeps_only_what_was_made_durable() {
+        let s = MemoryStorage::new();
+        s.create_dir_all(Path::new("/d")).unwrap();
+        s.sync_all();
+        let mut a = s.create_new(Path::new("/d/a")).unwrap();
+        a.append(b"synced").unwrap();
+        a.sync().unwrap();
+        s.sync_dir(Path::new("/d")).unwrap();
+        a.append(b" and not").unwrap();
+        let mut b = s.create_new(Path::new("/d/b")).unwrap();
+        b.append(b"file synced, entry not").unwrap();
+        b.sync().unwrap();
+        s.rename(Path::new("/d/a"), Path::new("/d/c")).unwrap();
+        s.arm_fault(Fault {
+            nth: 0,
+            kind: FaultKind::PowerLoss,
+        });
+        assert!(
+            s.sync_dir(Path::new("/d")).is_err(),
+            "power lost at this op"
+        );
+        assert!(s.is_down());
+        assert!(
+            s.create_new(Path::new("/d/x")).is_err(),
+            "down until power_on"
+        );
+        s.power_on();
+        // The rename was never made durable: `a` is back with its synced bytes.
+        assert_eq!(s.files(), vec![PathBuf::from("/d/a")]);
+        assert_eq!(s.contents(Path::new("/d/a")).unwrap(), b"synced");
+        assert!(a.append(b"x").is_err(), "the dead process's handle is gone");
     }
 
     #[test]
