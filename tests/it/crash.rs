@@ -812,6 +812,22 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
     .await
     .map_err(|e| format!("final open for writing failed: {e}"))?;
     let mut left = Vec::new();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.join("atlas.json")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    // Retired files stay, listed in the manifest, for the grace period.
+    let retired_in = |dir: &str| -> Vec<String> {
+        manifest["retired"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter(|r| r["dir"].as_str() == Some(dir))
+                    .filter_map(|r| r["file"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     for e in std::fs::read_dir(store).map_err(|e| e.to_string())? {
         let e = e.map_err(|e| e.to_string())?;
         let name = e.file_name().to_string_lossy().into_owned();
@@ -821,12 +837,8 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
             }
             continue;
         }
-        let live: Vec<String> = if name == "atlas.meta" {
+        let mut live: Vec<String> = if name == "atlas.meta" {
             // Registry segments: live when the manifest names them.
-            let manifest: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(store.join("atlas.json")).map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?;
             manifest["segments"]
                 .as_array()
                 .map(|v| {
@@ -842,6 +854,7 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
                 .map(|l| l.as_str().to_owned())
                 .collect()
         };
+        live.extend(retired_in(&name));
         for f in std::fs::read_dir(e.path()).map_err(|e| e.to_string())? {
             let f = f.map_err(|e| e.to_string())?;
             let fname = f.file_name().to_string_lossy().into_owned();
