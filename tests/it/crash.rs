@@ -848,11 +848,22 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
                 })
                 .unwrap_or_default()
         } else {
-            atlas
-                .array_layers(&name)
-                .iter()
-                .map(|l| l.as_str().to_owned())
-                .collect()
+            // The array whose directory this is (directories are ids).
+            manifest["arrays"]
+                .as_object()
+                .and_then(|arrays| {
+                    arrays
+                        .iter()
+                        .find(|(a, v)| v["dir"].as_str().unwrap_or(a.as_str()) == name)
+                })
+                .map(|(a, _)| {
+                    atlas
+                        .array_layers(a)
+                        .iter()
+                        .map(|l| l.as_str().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         live.extend(retired_in(&name));
         for f in std::fs::read_dir(e.path()).map_err(|e| e.to_string())? {

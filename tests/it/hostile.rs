@@ -145,7 +145,12 @@ impl Fixture {
             .as_array()
             .unwrap()
             .iter()
-            .map(|l| self.root.join(array).join(l.as_str().unwrap()))
+            .map(|l| {
+                let dir = self.manifest_json()["arrays"][array]["dir"]
+                    .as_str()
+                    .map_or_else(|| array.to_owned(), str::to_owned);
+                self.root.join(dir).join(l.as_str().unwrap())
+            })
             .collect()
     }
 
@@ -701,8 +706,9 @@ async fn huge_declared_raw_len_of_a_string_chunk() {
             .await
             .unwrap();
         s.flush().await.unwrap();
-        let layer = root
-            .join("PLATFORM")
+        let layer = s
+            .array_dir("PLATFORM")
+            .unwrap()
             .join(s.array_layers("PLATFORM")[0].as_str());
         drop((ds, s));
         let mut b = std::fs::read(&layer).unwrap();
@@ -894,7 +900,10 @@ async fn manifest_naming_a_missing_layer() {
     let mut v = fx.manifest_json();
     let ghost = "d-0123456789abcdef0123456789abcdef.af";
     v["arrays"]["PSAL"]["layers"][0] = ghost.into();
-    let named = fx.root.join("PSAL").join(ghost);
+    let named = fx
+        .root
+        .join(v["arrays"]["PSAL"]["dir"].as_str().unwrap())
+        .join(ghost);
     open_case_named(
         &fx,
         &m,

@@ -208,7 +208,7 @@ fn store_info(atlas: &Atlas, store: &Path, json_out: bool) -> Result<ExitCode> {
     let mut rows = Vec::new();
     for a in &arrays {
         let layers = atlas.array_layers(a);
-        let dir = store.join(a);
+        let dir = atlas.array_dir(a).unwrap_or_else(|| store.join(a));
         let on_disk: u64 = layers
             .iter()
             .filter_map(|l| std::fs::metadata(dir.join(l.as_str())).ok())

@@ -54,8 +54,11 @@ pub fn validate_array_name(name: &str) -> Result<()> {
     path_safe("array", name)?;
     let reason = if name.starts_with('.') {
         "starts with `.` (reserved for store files)"
-    } else if name.starts_with(RESERVED_PREFIX) {
-        "starts with `atlas.` (reserved for store files)"
+    } else if name
+        .get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
+    {
+        "starts with `atlas.` in any letter case (reserved for store files)"
     } else {
         return Ok(());
     };

@@ -106,6 +106,12 @@ pub(crate) struct Manifest {
     pub meta_format: MetaFormat,
     /// Array name → layer files, oldest first.
     pub arrays: IndexMap<String, Vec<LayerId>>,
+    /// Array name → its directory under the root: an id the manifest assigned
+    /// (`atlas.a<N>`), or the array's own name in stores written before ids
+    /// existed. Every array of `arrays` has one; no two share one.
+    pub dirs: IndexMap<String, String>,
+    /// The next directory id to assign (never reused).
+    pub next_dir: u64,
     /// Registry segments, oldest first.
     pub segments: Vec<SegmentId>,
     /// The store's maintenance policy.
@@ -182,6 +188,9 @@ struct ManifestRepr {
     meta_format: String,
     arrays: IndexMap<String, ArrayFileRepr>,
     segments: Vec<String>,
+    /// Absent before directory ids: 0.
+    #[serde(default)]
+    next_dir: u64,
     /// Absent in stores written before the policy existed: the default.
     #[serde(default)]
     policy: Policy,
@@ -191,7 +200,26 @@ struct ManifestRepr {
 
 #[derive(Serialize, Deserialize)]
 struct ArrayFileRepr {
+    /// Absent in stores written before directory ids: the array's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dir: Option<String>,
     layers: Vec<String>,
+}
+
+/// Prefix of the directory ids the manifest assigns. Array names may not start
+/// with `atlas.` (in any letter case), so an id never equals an array's name
+/// nor, on a case-insensitive file system, collides with one.
+pub(crate) const DIR_ID_PREFIX: &str = "atlas.a";
+
+/// The directory name of id `n`.
+pub(crate) fn dir_id(n: u64) -> String {
+    format!("{DIR_ID_PREFIX}{n}")
+}
+
+/// True for a directory id (`atlas.a` + decimal digits).
+pub(crate) fn is_dir_id(s: &str) -> bool {
+    s.strip_prefix(DIR_ID_PREFIX)
+        .is_some_and(|d| !d.is_empty() && d.len() <= 20 && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -302,6 +330,8 @@ impl Manifest {
             compression,
             meta_format,
             arrays: IndexMap::new(),
+            dirs: IndexMap::new(),
+            next_dir: 0,
             segments: Vec::new(),
             policy: Policy::default(),
             retired: Vec::new(),
@@ -322,10 +352,12 @@ impl Manifest {
                 .iter()
                 .map(|(k, v)| {
                     let layers = v.iter().map(|l| l.as_str().to_owned()).collect();
-                    (k.clone(), ArrayFileRepr { layers })
+                    let dir = self.dirs.get(k).cloned();
+                    (k.clone(), ArrayFileRepr { dir, layers })
                 })
                 .collect(),
             segments: self.segments.iter().map(|s| s.0.clone()).collect(),
+            next_dir: self.next_dir,
             policy: self.policy,
             retired: self.retired.clone(),
         };
@@ -364,8 +396,26 @@ impl Manifest {
             other => return Err(corrupt(format!("unknown metadata format {other:?}"))),
         };
         let mut arrays = IndexMap::with_capacity(repr.arrays.len());
+        let mut dirs: IndexMap<String, String> = IndexMap::with_capacity(repr.arrays.len());
+        let mut dirs_seen = std::collections::HashSet::new();
         for (name, a) in repr.arrays {
             validate_array_name(&name).map_err(|e| corrupt(e.to_string()))?;
+            let dir = a.dir.unwrap_or_else(|| name.clone());
+            if dir != name && !is_dir_id(&dir) {
+                return Err(corrupt(format!("bad directory {dir:?} for array {name:?}")));
+            }
+            if is_dir_id(&dir)
+                && dir[DIR_ID_PREFIX.len()..].parse::<u64>().ok() >= Some(repr.next_dir)
+            {
+                return Err(corrupt(format!(
+                    "directory {dir:?} is not below next_dir {}",
+                    repr.next_dir
+                )));
+            }
+            if !dirs_seen.insert(dir.clone()) {
+                return Err(corrupt(format!("two arrays share directory {dir:?}")));
+            }
+            dirs.insert(name.clone(), dir);
             let layers = a
                 .layers
                 .into_iter()
@@ -390,13 +440,17 @@ impl Manifest {
             },
             meta_format,
             arrays,
+            dirs,
+            next_dir: repr.next_dir,
             segments,
             policy: repr.policy,
             retired: repr
                 .retired
                 .into_iter()
                 .map(|r| {
-                    let ok = (r.dir == META_DIR || validate_array_name(&r.dir).is_ok())
+                    let ok = (r.dir == META_DIR
+                        || is_dir_id(&r.dir)
+                        || validate_array_name(&r.dir).is_ok())
                         && !r.dir.contains('/')
                         && (LayerId::new(r.file.clone()).is_some()
                             || SegmentId::new(r.file.clone()).is_some());
@@ -746,9 +800,19 @@ mod tests {
             "temp".into(),
             vec![LayerId::new(format!("d-{:032x}.af", 42)).unwrap()],
         );
+        m.dirs.insert("temp".into(), dir_id(3));
+        m.next_dir = 4;
         m.segments.push(SegmentId::fresh(MetaFormat::Binary));
         let bytes = m.encode();
         assert_eq!(Manifest::decode(&bytes, Path::new("a")).unwrap(), m);
+        // A directory id at or past next_dir, or shared by two arrays, is damage.
+        let mut bad = m.clone();
+        bad.next_dir = 3;
+        assert!(Manifest::decode(&bad.encode(), Path::new("a")).is_err());
+        let mut shared = m.clone();
+        shared.arrays.insert("sal".into(), Vec::new());
+        shared.dirs.insert("sal".into(), dir_id(3));
+        assert!(Manifest::decode(&shared.encode(), Path::new("a")).is_err());
         for cut in [0, 1, bytes.len() / 2, bytes.len() - 3] {
             assert!(matches!(
                 Manifest::decode(&bytes[..cut], Path::new("a")),

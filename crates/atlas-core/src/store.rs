@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     /// Layer lists and generation of the last commit this handle knows.
     pub committed: Mutex<Committed>,
     files: Mutex<HashMap<String, FileSlot>>,
+    /// Array name → directory, committed and assigned since.
+    dirs: Mutex<DirTable>,
     writer: Mutex<Option<Box<dyn LockGuard>>>,
     pub poisoned: AtomicBool,
     /// Set by every mutation; cleared when a flush commits.
@@ -86,6 +88,12 @@ pub(crate) struct Inner {
     /// Serialises structural changes (datasets and array definitions) so that
     /// registry and array files change together.
     pub structure: tokio::sync::Mutex<()>,
+}
+
+/// The directory of every array this handle knows, and the next id to assign.
+pub(crate) struct DirTable {
+    pub by_array: HashMap<String, String>,
+    pub next: u64,
 }
 
 pub(crate) struct Committed {
@@ -254,7 +262,7 @@ impl Atlas {
             .map(|(name, layers)| {
                 Ok((
                     name.clone(),
-                    ArrayFile::open_handles(storage, &root.join(name), layers)?,
+                    ArrayFile::open_handles(storage, &root.join(&manifest.dirs[name]), layers)?,
                 ))
             })
             .collect()
@@ -272,6 +280,14 @@ impl Atlas {
             .into_iter()
             .map(|(k, v)| (k, FileSlot::Unopened(v)))
             .collect();
+        let dirs = DirTable {
+            by_array: manifest
+                .dirs
+                .iter()
+                .map(|(a, d)| (a.clone(), d.clone()))
+                .collect(),
+            next: manifest.next_dir,
+        };
         Atlas {
             inner: Arc::new(Inner {
                 root,
@@ -293,6 +309,7 @@ impl Atlas {
                     retired: manifest.retired,
                 }),
                 files: Mutex::new(files),
+                dirs: Mutex::new(dirs),
                 writer: Mutex::new(None),
                 poisoned: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
@@ -470,6 +487,16 @@ impl Atlas {
         commit::compact(&self.inner).await
     }
 
+    /// The directory holding `array`'s layer files, if the array exists.
+    ///
+    /// Directories are named by ids the manifest assigns (`atlas.a<N>`), not by
+    /// array names, so names that differ only in letter case (`TEMP`, `temp`)
+    /// never share a directory on a case-insensitive file system. Stores
+    /// written before ids existed keep their name-named directories.
+    pub fn array_dir(&self, array: &str) -> Option<PathBuf> {
+        self.inner.dir_of(array).map(|d| self.inner.root.join(d))
+    }
+
     /// Reads one array from many datasets, decoding in parallel. One result per
     /// dataset, `None` where a dataset lacks the array. Empty `start` and
     /// `count` read whole arrays.
@@ -626,9 +653,12 @@ impl Inner {
         match slot {
             FileSlot::Open(f) => Ok(Some(Arc::clone(f))),
             FileSlot::Unopened(handles) => {
+                let dir = self
+                    .dir_of(array)
+                    .expect("a committed array has a directory");
                 let mut f = ArrayFile::open_with_handles(
                     Arc::clone(&self.storage),
-                    &self.root.join(array),
+                    &self.root.join(dir),
                     handles.clone(),
                     self.file_options(),
                     Arc::clone(&self.cache),
@@ -646,9 +676,10 @@ impl Inner {
         if let Some(f) = self.file(array)? {
             return Ok(f);
         }
+        let dir = self.dir_or_assign(array);
         let mut f = ArrayFile::create(
             Arc::clone(&self.storage),
-            &self.root.join(array),
+            &self.root.join(dir),
             self.file_options(),
             Arc::clone(&self.cache),
         )?;
@@ -678,9 +709,51 @@ impl Inner {
         self.files.lock().remove(array);
     }
 
-    /// True when this handle has an array file (open or not) for `array`.
-    pub(crate) fn has_file(&self, array: &str) -> bool {
-        self.files.lock().contains_key(array)
+    /// The directory of `array` (relative to the root), if it has one.
+    pub(crate) fn dir_of(&self, array: &str) -> Option<String> {
+        self.dirs.lock().by_array.get(array).cloned()
+    }
+
+    /// The directory of `array`, assigning a fresh id (never used before in
+    /// this store) to a new array.
+    pub(crate) fn dir_or_assign(&self, array: &str) -> String {
+        let mut t = self.dirs.lock();
+        if let Some(d) = t.by_array.get(array) {
+            return d.clone();
+        }
+        let d = crate::registry::dir_id(t.next);
+        t.next += 1;
+        t.by_array.insert(array.to_owned(), d.clone());
+        d
+    }
+
+    /// Forgets the directory of an array that was dropped: if the name is used
+    /// again, it gets a new directory.
+    pub(crate) fn forget_dir(&self, array: &str) {
+        self.dirs.lock().by_array.remove(array);
+    }
+
+    /// True when some array this handle knows lives in `dir`.
+    pub(crate) fn dir_in_use(&self, dir: &str) -> bool {
+        self.dirs.lock().by_array.values().any(|d| d == dir)
+    }
+
+    /// Directories of `arrays` and the next id, for a new manifest.
+    pub(crate) fn dirs_for<'a>(
+        &self,
+        arrays: impl Iterator<Item = &'a String>,
+    ) -> (IndexMap<String, String>, u64) {
+        let t = self.dirs.lock();
+        let dirs = arrays
+            .map(|a| {
+                let d = t
+                    .by_array
+                    .get(a)
+                    .expect("every array in a commit has a directory");
+                (a.clone(), d.clone())
+            })
+            .collect();
+        (dirs, t.next)
     }
 
     /// True when this handle holds the writer lock.

@@ -77,7 +77,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
     };
     let total = manifest.arrays.len() as u64;
     for (i, (array, layers)) in manifest.arrays.iter().enumerate() {
-        let dir = root.join(array);
+        let dir = root.join(&manifest.dirs[array]);
         report.n_arrays += 1;
         report.n_layers += layers.len() as u64;
         // A private cache with no decoded level, so every chunk is really read.
@@ -96,7 +96,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
             Err(e) => {
                 report.problems.push(Problem {
                     path: dir,
-                    message: e.to_string(),
+                    message: format!("array {array:?}: {e}"),
                     kind: e.kind(),
                 });
                 progress(i as u64 + 1, total);
@@ -107,7 +107,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
             Ok(n) => report.n_chunks += n,
             Err(e) => report.problems.push(Problem {
                 path: dir.clone(),
-                message: e.to_string(),
+                message: format!("array {array:?}: {e}"),
                 kind: e.kind(),
             }),
         }

@@ -163,12 +163,14 @@ fn verify_compact_and_damage_detection() {
     let out = ok(&["compact", s(&d)]);
     assert!(out.contains("compacted"), "{out}");
     // Flip one bit in the middle of a TEMP block.
-    let layer = std::fs::read_dir(d.join("TEMP"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    // The live layer, from the manifest (the directory is an id, and retired
+    // layers stay beside it for the grace period).
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("atlas.json")).unwrap()).unwrap();
+    let temp = &manifest["arrays"]["TEMP"];
+    let layer = d
+        .join(temp["dir"].as_str().unwrap())
+        .join(temp["layers"][0].as_str().unwrap());
     let mut bytes = std::fs::read(&layer).unwrap();
     bytes[100] ^= 0x10;
     std::fs::write(&layer, &bytes).unwrap();
@@ -178,12 +180,10 @@ fn verify_compact_and_damage_detection() {
     assert!(report.contains("DAMAGED"), "{report}");
     assert!(report.contains("checksum"), "{report}");
     // A truncated layer file.
-    let layer = std::fs::read_dir(d.join("PSAL"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let psal = &manifest["arrays"]["PSAL"];
+    let layer = d
+        .join(psal["dir"].as_str().unwrap())
+        .join(psal["layers"][0].as_str().unwrap());
     let len = std::fs::metadata(&layer).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)

@@ -121,9 +121,13 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
         let Ok(files) = storage.list_dir(&dir) else {
             continue;
         };
-        let mut live: HashSet<&str> = manifest
-            .arrays
-            .get(&name)
+        let array = manifest
+            .dirs
+            .iter()
+            .find(|(_, d)| **d == name)
+            .map(|(a, _)| a.as_str());
+        let mut live: HashSet<&str> = array
+            .and_then(|a| manifest.arrays.get(a))
             .map(|l| l.iter().map(LayerId::as_str).collect())
             .unwrap_or_default();
         live.extend(
@@ -141,7 +145,7 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
                 remaining -= 1;
             }
         }
-        if remaining == 0 && !manifest.arrays.contains_key(&name) {
+        if remaining == 0 && array.is_none() {
             let _ = storage.remove_dir(&dir);
         }
     }
@@ -250,7 +254,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 arrays.entry(name.clone()).or_default().push(p.id());
             } else {
                 unnamed.push(Retired {
-                    dir: name.clone(),
+                    dir: inner.dir_or_assign(name),
                     file: p.id().as_str().to_owned(),
                     since_ms: 0,
                 });
@@ -301,8 +305,11 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         let newly = dropped
             .iter()
             .flat_map(|(name, layers)| {
+                let dir = inner
+                    .dir_of(name)
+                    .expect("a committed array has a directory");
                 layers.iter().map(move |l| Retired {
-                    dir: name.clone(),
+                    dir: dir.clone(),
                     file: l.as_str().to_owned(),
                     since_ms: now,
                 })
@@ -314,11 +321,14 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
             }));
         retire(newly, committed.policy, &mut kept, &mut expired);
         expired.extend(unnamed);
+        let (dirs, next_dir) = inner.dirs_for(arrays.keys());
         let manifest = Manifest {
             generation: committed.generation + 1,
             compression: inner.compression,
             meta_format: inner.meta_format,
             arrays,
+            dirs,
+            next_dir,
             segments,
             policy: committed.policy,
             retired: kept,
@@ -391,6 +401,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     drop(guards);
     for (name, _) in &dropped {
         inner.forget_file(name);
+        inner.forget_dir(name);
     }
     delete_expired(inner, &expired);
     Ok(())
@@ -435,8 +446,7 @@ fn delete_expired(inner: &Inner, expired: &[Retired]) {
     let dirs: HashSet<&str> = expired.iter().map(|r| r.dir.as_str()).collect();
     for dir in dirs {
         let in_use = dir == META_DIR
-            || committed.arrays.contains_key(dir)
-            || inner.has_file(dir)
+            || inner.dir_in_use(dir)
             || committed.retired.iter().any(|r| r.dir == dir);
         if !in_use {
             // Fails harmlessly if a scratch file or a new array is in it.
@@ -549,8 +559,9 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
             let (mut expired, mut kept) = (expired, kept);
             for (name, id) in &new_ids {
                 let old = manifest.arrays.insert(name.clone(), vec![id.clone()]);
+                let dir = manifest.dirs[name].clone();
                 let newly = old.into_iter().flatten().map(|l| Retired {
-                    dir: name.clone(),
+                    dir: dir.clone(),
                     file: l.as_str().to_owned(),
                     since_ms: now,
                 });

@@ -128,6 +128,7 @@ async fn local_store_lifecycle_and_dataset_listing() {
         Err(Error::DatasetNotFound { name }) if name == "mike"
     ));
     // Deleting the only user of `depth`... is `alpha`; delete it too.
+    let depth_dir = r.array_dir("depth").expect("depth has a directory");
     r.delete_dataset("alpha").await.unwrap();
     assert_eq!(r.list_arrays(), strings(&["temp", "sal"]));
     r.flush().await.unwrap();
@@ -141,7 +142,7 @@ async fn local_store_lifecycle_and_dataset_listing() {
     assert_eq!(r2.list_datasets(), strings(&["zulu", "bravo", "echo"]));
     assert_eq!(r2.generation(), 3);
     assert!(
-        !root.join("depth").exists(),
+        !depth_dir.exists(),
         "the dropped array's directory is removed after the commit"
     );
 }
@@ -632,6 +633,9 @@ async fn dataset_view_attributes_schema_stats_meta_and_delete() {
         ds.delete_array("n").await,
         Err(Error::ArrayNotFound { array, .. }) if array == "n"
     ));
+    let n_dir = s
+        .array_dir("n")
+        .expect("n still has its directory until the flush");
     s.flush().await.unwrap();
     let r = reopen_mem(&storage, "after delete_array").await;
     assert_eq!(
@@ -640,10 +644,7 @@ async fn dataset_view_attributes_schema_stats_meta_and_delete() {
     );
     assert!(r.array_layers("n").is_empty());
     assert!(
-        !storage
-            .files()
-            .iter()
-            .any(|p| p.starts_with(mem_root().join("n"))),
+        !storage.files().iter().any(|p| p.starts_with(&n_dir)),
         "files of a dropped array are removed: {:?}",
         storage.files()
     );
@@ -974,7 +975,7 @@ async fn verify_reports_healthy_and_damaged_stores() {
         report
             .problems
             .iter()
-            .any(|p| p.path.starts_with(mem_root().join("temp"))),
+            .any(|p| p.path.starts_with(s.array_dir("temp").unwrap())),
         "{:?}",
         report.problems
     );
@@ -1528,12 +1529,13 @@ async fn retired_layers_outlive_their_commit_by_the_grace_period() {
         s.flush().await.unwrap();
     }
     let old: Vec<_> = s.array_layers("v");
+    let v_dir = s.array_dir("v").unwrap();
     assert_eq!(old.len(), 3);
     s.compact().await.unwrap();
     let files = storage.files();
     let root = mem_root();
     for l in &old {
-        let p = root.join("v").join(l.as_str());
+        let p = v_dir.join(l.as_str());
         assert!(
             files.contains(&p),
             "retired {l} kept within the grace period"
@@ -1547,17 +1549,163 @@ async fn retired_layers_outlive_their_commit_by_the_grace_period() {
     let w = reopen_mem(&storage, "sweep").await;
     w.create_dataset("e").await.unwrap();
     for l in &old {
-        assert!(storage.files().contains(&root.join("v").join(l.as_str())));
+        assert!(storage.files().contains(&v_dir.join(l.as_str())));
     }
     // Past the grace period, the next commit deletes them.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     w.flush().await.unwrap();
     for l in &old {
         assert!(
-            !storage.files().contains(&root.join("v").join(l.as_str())),
+            !storage.files().contains(&v_dir.join(l.as_str())),
             "{l} deleted after the grace period"
         );
     }
     let manifest = String::from_utf8(storage.contents(&root.join(REGISTRY_FILE)).unwrap()).unwrap();
     assert!(!manifest.contains("\"retired\""), "{manifest}");
+}
+
+/// Array directories are ids the manifest assigns, never array names: `TEMP`
+/// and `temp` (one directory on a case-insensitive file system if named by
+/// name) get different directories, and a dropped array re-created under the
+/// same name gets a new one, so the orphan sweep can never mix them up.
+#[tokio::test]
+async fn array_directories_are_manifest_ids_not_names() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, no_grace()).await;
+    let ds = s.create_dataset("d").await.unwrap();
+    for name in ["TEMP", "temp", "Temp"] {
+        ds.define_array::<u8>(name, strings(&["i"]), vec![2], None, None)
+            .await
+            .unwrap();
+        ds.write_array(name, vec![], arr1(vec![1u8, 2]).view())
+            .await
+            .unwrap();
+    }
+    s.flush().await.unwrap();
+    let dirs: Vec<_> = ["TEMP", "temp", "Temp"]
+        .iter()
+        .map(|n| s.array_dir(n).unwrap())
+        .collect();
+    for d in &dirs {
+        let name = d.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("atlas.a"), "{name}");
+        assert_eq!(name, name.to_ascii_lowercase(), "ids are case-proof");
+    }
+    assert_ne!(dirs[0], dirs[1]);
+    assert_ne!(dirs[1], dirs[2]);
+    ds.delete_array("temp").await.unwrap();
+    s.flush().await.unwrap();
+    assert!(s.array_dir("temp").is_none());
+    ds.define_array::<u8>("temp", strings(&["i"]), vec![3], None, None)
+        .await
+        .unwrap();
+    ds.write_array("temp", vec![], arr1(vec![7u8, 8, 9]).view())
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let again = s.array_dir("temp").unwrap();
+    assert!(
+        !dirs.contains(&again),
+        "a re-created array gets a new directory"
+    );
+    drop(ds);
+    drop(s);
+    let r = reopen_mem(&storage, "ids").await;
+    r.create_dataset("w").await.unwrap(); // takes the writer lock: orphan sweep
+    let d = r.open_dataset("d").await.unwrap();
+    for (name, want) in [
+        ("TEMP", vec![1u8, 2]),
+        ("Temp", vec![1, 2]),
+        ("temp", vec![7, 8, 9]),
+    ] {
+        let got = d
+            .read_array::<u8>(name, vec![], vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cells(&got), want, "{name}");
+    }
+    assert_eq!(r.array_dir("temp").unwrap(), again);
+    let report = atlas_core::verify::verify(&r, |_, _| {});
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// A store written before directory ids, the policy and the retired list
+/// (arrays in directories named by the array, none of those manifest fields)
+/// still opens, reads, takes writes (new arrays get id directories) and
+/// verifies. The legacy layout is made from a current store by renaming each
+/// array directory to the array's name and deleting the new manifest fields.
+#[tokio::test]
+async fn stores_without_directory_ids_still_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("legacy");
+    {
+        let s = Atlas::create_path(&root, StoreConfig::default())
+            .await
+            .unwrap();
+        let ds = s.create_dataset("d").await.unwrap();
+        ds.define_array::<i32>("TEMP", strings(&["z"]), vec![3], None, None)
+            .await
+            .unwrap();
+        ds.write_array("TEMP", vec![], arr1(vec![1i32, 2, 3]).view())
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+    }
+    let reg = root.join(REGISTRY_FILE);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&reg).unwrap()).unwrap();
+    let obj = m.as_object_mut().unwrap();
+    obj.remove("next_dir");
+    obj.remove("policy");
+    obj.remove("retired");
+    for (name, a) in obj["arrays"].as_object_mut().unwrap() {
+        let dir = a.as_object_mut().unwrap().remove("dir").unwrap();
+        std::fs::rename(root.join(dir.as_str().unwrap()), root.join(name)).unwrap();
+    }
+    std::fs::write(&reg, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+
+    let s = Atlas::open_path(&root).await.unwrap();
+    assert_eq!(s.array_dir("TEMP").unwrap(), root.join("TEMP"));
+    let ds = s.open_dataset("d").await.unwrap();
+    let got = ds
+        .read_array::<i32>("TEMP", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&got), vec![1, 2, 3]);
+    ds.write_array("TEMP", vec![0], arr1(vec![9i32]).view())
+        .await
+        .unwrap();
+    ds.define_array::<i32>("PSAL", strings(&["z"]), vec![1], None, None)
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    s.compact().await.unwrap();
+    drop(ds);
+    drop(s);
+    let r = Atlas::open_path(&root).await.unwrap();
+    assert_eq!(
+        r.array_dir("TEMP").unwrap(),
+        root.join("TEMP"),
+        "legacy directory kept"
+    );
+    assert!(r
+        .array_dir("PSAL")
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("atlas.a"));
+    let got = r
+        .open_dataset("d")
+        .await
+        .unwrap()
+        .read_array::<i32>("TEMP", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cells(&got), vec![9, 2, 3]);
+    let report = atlas_core::verify::verify(&r, |_, _| {});
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }

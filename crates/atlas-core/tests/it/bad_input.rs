@@ -738,7 +738,8 @@ async fn second_writer_gets_locked_and_reader_keeps_its_snapshot() {
         .flat_map(|n| {
             s.array_layers(n)
                 .into_iter()
-                .map(move |l| root.join(n).join(l.as_str()))
+                .map(|l| s.array_dir(n).unwrap().join(l.as_str()))
+                .collect::<Vec<_>>()
         })
         .collect();
     for name in ["a", "b"] {
@@ -747,9 +748,10 @@ async fn second_writer_gets_locked_and_reader_keeps_its_snapshot() {
             .unwrap();
     }
     // `c` loses its only user: its whole directory is retired.
+    let c_dir = s.array_dir("c").unwrap();
     ds.delete_array("c").await.unwrap();
     s.flush().await.unwrap();
-    assert!(!root.join("c").exists(), "dropped array directory removed");
+    assert!(!c_dir.exists(), "dropped array directory removed");
     s.compact().await.unwrap();
     for p in &layers_before {
         assert!(!p.exists(), "retired layer {} must be removed", p.display());

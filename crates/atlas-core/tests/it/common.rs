@@ -213,5 +213,12 @@ pub fn newest_layer(atlas: &Atlas, root: &Path, array: &str) -> PathBuf {
     let last = layers
         .last()
         .unwrap_or_else(|| panic!("array {array} has no committed layer"));
-    root.join(array).join(last.as_str())
+    let dir = atlas.array_dir(array).expect("the array has a directory");
+    assert!(
+        dir.starts_with(root),
+        "{} is under {}",
+        dir.display(),
+        root.display()
+    );
+    dir.join(last.as_str())
 }
