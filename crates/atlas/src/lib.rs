@@ -13,10 +13,11 @@
 //! my_store/
 //! ├── atlas.json      registry: datasets, schemas, attributes, the live layer list (the commit point)
 //! ├── atlas.lock      writer lock
-//! ├── temperature/
+//! ├── atlas.meta/     registry segments (dataset records)
+//! ├── atlas.a0/       the `temperature` array file (directories are ids the manifest assigns)
 //! │   ├── b-<uid>.af  base layer: every dataset's `temperature`, keyed by dataset name
 //! │   └── d-<uid>.af  delta layers written by later flushes, each under a fresh name
-//! └── latitude/
+//! └── atlas.a1/       the `latitude` array file
 //!     └── d-<uid>.af
 //! ```
 //!
