@@ -1134,6 +1134,29 @@ async fn segment_declaring_a_huge_schema() {
                 }
             }
             assert!(refused > 0, "the edited schema went unnoticed");
+            // Statistics, merged metadata and writes refuse the disagreement
+            // the same way (one check, every path).
+            let ds = s.open_dataset("argo_1").await.unwrap();
+            let mut refused_other = 0;
+            for a in ARRAYS {
+                if read(&s, "argo_1", a).await.is_ok() {
+                    continue;
+                }
+                let stats = ds.array_stats(a).await;
+                assert!(
+                    matches!(&stats, Err(e) if e.kind() == atlas::ErrorKind::Corrupt),
+                    "argo_1/{a} stats: {stats:?}"
+                );
+                let meta = ds.array_meta(a).await;
+                assert!(
+                    matches!(&meta, Err(e) if e.kind() == atlas::ErrorKind::Corrupt),
+                    "argo_1/{a} meta: {:?}",
+                    meta.err()
+                );
+                refused_other += 1;
+            }
+            assert_eq!(refused_other, refused);
+            drop(ds);
             let (code, text) = atlas_verify(&fx.root).await;
             assert_eq!(code, 1, "{text}");
             for a in ARRAYS {

@@ -165,8 +165,16 @@ impl DatasetView {
         let file = self
             .array_file(name)?
             .ok_or_else(|| self.array_not_found(name))?;
-        let mut f = file.write().await;
-        f.write_array(&self.name, &start, data)
+        let mut f = file.write_owned().await;
+        self.check_schema(name, &f)?;
+        // Encoding (and merging partly covered chunks) is CPU work: it runs on
+        // the blocking pool, never on a runtime worker thread. The view is
+        // copied to move it there (a memcpy, ~10× faster than the encode).
+        let data = data.to_owned();
+        let dataset = self.name.clone();
+        tokio::task::spawn_blocking(move || f.write_array(&dataset, &start, data.view()))
+            .await
+            .expect("write task panicked")
             .map_err(|e| Error::array(&self.name, name, e))?;
         self.inner.dirty.store(true, Ordering::SeqCst);
         Ok(())
@@ -183,9 +191,13 @@ impl DatasetView {
         let Some(file) = self.array_file(name)? else {
             return Ok(None);
         };
-        let f = file.read().await;
+        let f = file.read_owned().await;
         self.check_schema(name, &f)?;
-        f.read_array::<T>(&self.name, &start, &count)
+        // Fetching and decoding run on the blocking pool.
+        let dataset = self.name.clone();
+        tokio::task::spawn_blocking(move || f.read_array::<T>(&dataset, &start, &count))
+            .await
+            .expect("read task panicked")
             .map(Some)
             .map_err(|e| Error::array(&self.name, name, e))
     }
@@ -230,6 +242,7 @@ impl DatasetView {
             return Ok(None);
         };
         let f = file.read().await;
+        self.check_schema(name, &f)?;
         let mut meta = f
             .array_meta(&self.name)
             .map_err(|e| Error::array(&self.name, name, e))?;
