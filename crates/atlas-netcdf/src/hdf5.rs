@@ -1,10 +1,13 @@
 //! NetCDF-4/HDF5 (and anything else libnetcdf opens) through the `netcdf`
 //! crate (feature `netcdf4`). Only the root group is read: a file with
-//! subgroups or user-defined types is reported as unsupported.
+//! subgroups, or with variables or attributes of user-defined types
+//! (compound, opaque, enum, vlen), is reported as unsupported, and the error
+//! names every such group, variable and attribute.
 //!
 //! Limits of this route (those of the `netcdf` crate): a `char` attribute is
 //! read up to its first NUL and non-UTF-8 bytes are replaced.
 
+use std::cell::Cell;
 use std::path::Path;
 
 use netcdf::types::{FloatType, IntType, NcVariableType};
@@ -64,16 +67,114 @@ fn attrs<'a>(path: &Path, it: impl Iterator<Item = netcdf::Attribute<'a>>) -> Re
     .collect()
 }
 
+/// The kind and name of a user-defined type; `None` for the types ATLAS imports.
+fn describe_type(t: &NcVariableType) -> Option<String> {
+    match t {
+        NcVariableType::Compound(c) => Some(format!("compound type {:?}", c.name)),
+        NcVariableType::Opaque(o) => Some(format!("opaque type {:?}", o.name)),
+        NcVariableType::Enum(e) => Some(format!("enum type {:?}", e.name)),
+        NcVariableType::Vlen(v) => Some(format!("vlen type {:?}", v.name)),
+        NcVariableType::String
+        | NcVariableType::Int(_)
+        | NcVariableType::Float(_)
+        | NcVariableType::Char => None,
+    }
+}
+
+/// Appends every group below `group` (depth first, as `/a`, `/a/b`) with
+/// the variables it holds.
+fn list_groups(group: &netcdf::Group<'_>, parent: &str, out: &mut Vec<String>) {
+    for g in group.groups() {
+        let path = format!("{parent}/{}", g.name());
+        let vars: Vec<String> = g.variables().map(|v| format!("{:?}", v.name())).collect();
+        out.push(if vars.is_empty() {
+            format!("group {path:?}")
+        } else {
+            format!("group {path:?} (variables {})", vars.join(", "))
+        });
+        list_groups(&g, &path, out);
+    }
+}
+
+/// Appends the attributes among `it` whose type libnetcdf's typed getters
+/// do not know (user-defined types).
+fn list_typed_attrs<'a>(
+    owner: &str,
+    it: impl Iterator<Item = netcdf::Attribute<'a>>,
+    out: &mut Vec<String>,
+) {
+    for a in it {
+        if let Err(netcdf::Error::TypeUnknown(t)) = a.value() {
+            out.push(format!(
+                "{owner} attribute {:?} (user-defined type id {t})",
+                a.name()
+            ));
+        }
+    }
+}
+
+/// Everything in `file` that ATLAS does not import: subgroups (with their
+/// variables), root variables and attributes of user-defined types.
+fn not_importable(file: &netcdf::File, root: &netcdf::Group<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    list_groups(root, "", &mut out);
+    list_typed_attrs("global", file.attributes(), &mut out);
+    for v in file.variables() {
+        if let Some(t) = describe_type(&v.vartype()) {
+            out.push(format!("variable {:?} of {t}", v.name()));
+        }
+        list_typed_attrs(
+            &format!("variable {:?}", v.name()),
+            v.attributes(),
+            &mut out,
+        );
+    }
+    out
+}
+
+/// Turns off HDF5's automatic printing of error stacks for the calling
+/// thread, once per thread.
+///
+/// libnetcdf expects HDF5 calls to fail quietly (4.9.0 probes every variable
+/// for the `_Quantize*` attributes with `H5Aopen_by_name`), and turns the
+/// printing off when it initialises; but a thread-safe HDF5 keeps that
+/// setting per thread, so without this every decoder thread but the first
+/// printed thousands of `HDF5-DIAG` lines for ordinary CMIP6 files. Errors
+/// are still returned to libnetcdf and from it to us.
+#[allow(unsafe_code)]
+fn quiet_hdf5_errors() {
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+    QUIET.with(|quiet| {
+        if !quiet.get() {
+            let _lock = hdf5_sys::LOCK.lock();
+            // SAFETY: H5Eset_auto2 with the default stack, no callback and no
+            // client data is valid at any time (it initialises HDF5 when
+            // needed); HDF5 calls are serialised by the lock `netcdf` uses.
+            unsafe {
+                hdf5_sys::h5e::H5Eset_auto2(hdf5_sys::h5e::H5E_DEFAULT, None, std::ptr::null_mut());
+            }
+            quiet.set(true);
+        }
+    });
+}
+
 /// Reads a whole file through libnetcdf.
 pub(crate) fn read(path: &Path) -> Result<NcFile> {
+    quiet_hdf5_errors();
     let file = netcdf::open(path).map_err(|e| lib(path, &e))?;
     let root = file
         .root()
         .ok_or_else(|| unsupported(path, "a file without a root group".into()))?;
-    if let Some(g) = root.groups().next() {
+    let rejected = not_importable(&file, &root);
+    if !rejected.is_empty() {
         return Err(unsupported(
             path,
-            format!("netcdf-4 groups (found group {:?})", g.name()),
+            format!(
+                "netcdf-4 features ATLAS does not import: {}",
+                rejected.join("; ")
+            ),
         ));
     }
     let dims: Vec<NcDim> = file
@@ -131,10 +232,14 @@ pub(crate) fn read(path: &Path) -> Result<NcFile> {
                 NcValues::String(out)
             }
             other => {
+                // Rejected by `not_importable` above.
                 return Err(unsupported(
                     path,
-                    format!("variable {name:?} has the user-defined type {other:?}"),
-                ))
+                    format!(
+                        "variable {name:?} of {}",
+                        describe_type(&other).unwrap_or_default()
+                    ),
+                ));
             }
         };
         vars.push(NcVar {

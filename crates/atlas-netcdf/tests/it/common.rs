@@ -9,22 +9,46 @@ use atlas::{Atlas, Attr, DType, FillValue};
 use atlas_netcdf::model::{NcAttr, NcDim, NcFile, NcFormat, NcValues, NcVar};
 use indexmap::IndexMap;
 
+/// True when the real-data tests must run: in CI (`CI` set) or when
+/// `ATLAS_REQUIRE_REALDATA` is set. Then missing data fails the tests.
+pub fn realdata_required() -> bool {
+    ["CI", "ATLAS_REQUIRE_REALDATA"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
+/// Reports that real-data tests cannot run: a panic when they are required
+/// ([`realdata_required`]), else a loud message (the caller then skips),
+/// written to stderr directly so the test harness does not capture it.
+pub fn skip_or_fail(why: &str) {
+    use std::io::Write as _;
+    assert!(
+        !realdata_required(),
+        "real data required (CI or ATLAS_REQUIRE_REALDATA is set) but {why}"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED: {why};\n\
+         !!! the real-data tests did not run.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+}
+
 /// The unpacked Argo profiles, or `None` (with a loud message) when the
-/// archive is absent. Unpacking failures panic: the archive is there, so the
-/// test must not pass silently.
+/// archive is absent and [`realdata_required`] is false. Unpacking failures
+/// panic: the archive is there, so the test must not pass silently.
 pub fn argo() -> Option<&'static [PathBuf]> {
     static FILES: OnceLock<Option<Vec<PathBuf>>> = OnceLock::new();
     FILES
         .get_or_init(|| {
             let dir = atlas_netcdf::realdata::argo_dir().expect("unpack the Argo archive");
             let Some(dir) = dir else {
-                eprintln!(
-                    "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                     !!! SKIPPED: the Argo archive ../shared/data/{} is absent;\n\
-                     !!! the real-data tests did not run.\n\
-                     !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
-                    atlas_netcdf::realdata::ARGO_ARCHIVE
-                );
+                skip_or_fail(&format!(
+                    "the Argo archive {} is in none of {:?}",
+                    atlas_netcdf::realdata::ARGO_ARCHIVE,
+                    atlas_netcdf::realdata::data_dirs()
+                ));
                 return None;
             };
             let files = atlas_netcdf::realdata::nc_files(&dir).expect("list the Argo files");

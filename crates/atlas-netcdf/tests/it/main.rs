@@ -1,5 +1,6 @@
-//! Integration tests of `atlas-netcdf`: real Argo profiles, synthetic files
-//! of every type, hostile input, and (feature `netcdf4`) libnetcdf.
+//! Integration tests of `atlas-netcdf`: real Argo profiles, the Iris and
+//! ESMValTool sample files against netCDF4-python, synthetic files of every
+//! type, hostile input, and (feature `netcdf4`) libnetcdf.
 
 // Tests panic by design, are long, and name their values briefly.
 #![allow(
@@ -15,3 +16,4 @@ mod hostile;
 #[cfg(feature = "netcdf4")]
 mod netcdf4;
 mod roundtrip;
+mod samples;

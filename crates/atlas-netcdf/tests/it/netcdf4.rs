@@ -270,11 +270,67 @@ fn netcdf4_groups_are_reported_unsupported() {
     let p = dir.path().join("groups.nc");
     {
         let mut f = netcdf::create(&p).unwrap();
-        f.add_group("inner").unwrap();
+        f.add_dimension("x", 2).unwrap();
+        f.add_group("inner")
+            .unwrap()
+            .add_variable::<f32>("t", &["x"])
+            .unwrap();
+        f.add_group("empty").unwrap();
     }
     let e = atlas_netcdf::read_file(&p).unwrap_err();
+    let msg = e.to_string();
     assert!(
-        e.to_string().contains("unsupported: netcdf-4 groups"),
-        "{e}"
+        msg.contains("unsupported: netcdf-4 features ATLAS does not import: "),
+        "{msg}"
     );
+    assert!(msg.contains(r#"group "/inner" (variables "t")"#), "{msg}");
+    assert!(msg.contains(r#"group "/empty""#), "{msg}");
+}
+
+/// Set in the child process of the test below.
+const CHILD: &str = "ATLAS_NETCDF_TEST_CHILD";
+
+/// libnetcdf leaves HDF5's error printing on in every thread but the one
+/// that initialised it; a bulk import decodes on several threads, and must
+/// not print `HDF5-DIAG` stacks for ordinary files. Runs itself as a child
+/// process to see the C library's stderr.
+#[test]
+fn reading_on_many_threads_prints_no_hdf5_diagnostics() {
+    if std::env::var_os(CHILD).is_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("plain.nc");
+        {
+            let mut f = netcdf::create(&p).unwrap();
+            f.add_dimension("x", 3).unwrap();
+            let mut v = f.add_variable::<f32>("t", &["x"]).unwrap();
+            v.put_values(&[1.0f32, 2.0, 3.0], ..).unwrap();
+        }
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || atlas_netcdf::read_file(&p).unwrap())
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(
+                t.join().unwrap().var("t").unwrap().values,
+                NcValues::Float(vec![1.0, 2.0, 3.0])
+            );
+        }
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "netcdf4::reading_on_many_threads_prints_no_hdf5_diagnostics",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    assert!(!stderr.contains("HDF5-DIAG"), "{stderr}");
 }
