@@ -21,12 +21,19 @@ use std::sync::Arc;
 
 use array_format::{ArrayFile, LayerId, PreparedLayer, Storage};
 use indexmap::IndexMap;
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
+use tokio::sync::OwnedRwLockWriteGuard;
+
+mod compact;
+mod gc;
+
+pub(crate) use compact::{compact, flush_and_merge};
+pub(crate) use gc::sweep_orphans;
+use gc::{delete_expired, retire, split_expired};
 
 use super::{Inner, REGISTRY_FILE};
 use crate::error::{Error, Result};
 use crate::registry::{
-    encode_segment, now_ms, Manifest, Policy, Retired, SegmentId, MAX_SEGMENTS, META_DIR,
+    encode_segment, now_ms, Manifest, Retired, SegmentId, MAX_SEGMENTS, META_DIR,
 };
 
 /// How a registry write failed.
@@ -72,94 +79,6 @@ pub(crate) fn write_manifest(
     m: &Manifest,
 ) -> Result<(), CommitError> {
     write_registry_bytes(storage, root, &m.encode())
-}
-
-fn is_store_file(name: &str) -> bool {
-    LayerId::new(name).is_some()
-        || (name.starts_with("scratch-")
-            && std::path::Path::new(name)
-                .extension()
-                .is_some_and(|e| e == "tmp"))
-}
-
-/// Removes files no commit names: layers and scratch files left by crashed or
-/// failed flushes, unnamed registry segments, temporary manifests, directories of
-/// dropped arrays. Only a writer calls this; errors are ignored (garbage is
-/// harmless, just retried later).
-pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manifest) {
-    let Ok(entries) = storage.list_dir(root) else {
-        return;
-    };
-    // Retired files are still live for readers of older generations until
-    // their grace period passes.
-    let retired: HashSet<(&str, &str)> = manifest
-        .retired
-        .iter()
-        .map(|r| (r.dir.as_str(), r.file.as_str()))
-        .collect();
-    for name in entries {
-        if name.starts_with(".atlas.json.tmp-") {
-            let _ = storage.remove_file(&root.join(&name));
-            continue;
-        }
-        if name == META_DIR {
-            let live: HashSet<&str> = manifest
-                .segments
-                .iter()
-                .map(SegmentId::as_str)
-                .chain(
-                    retired
-                        .iter()
-                        .filter(|(d, _)| *d == META_DIR)
-                        .map(|(_, f)| *f),
-                )
-                .collect();
-            sweep_segments(storage, &root.join(META_DIR), &live);
-            continue;
-        }
-        let dir = root.join(&name);
-        let Ok(files) = storage.list_dir(&dir) else {
-            continue;
-        };
-        let array = manifest
-            .dirs
-            .iter()
-            .find(|(_, d)| **d == name)
-            .map(|(a, _)| a.as_str());
-        let mut live: HashSet<&str> = array
-            .and_then(|a| manifest.arrays.get(a))
-            .map(|l| l.iter().map(LayerId::as_str).collect())
-            .unwrap_or_default();
-        live.extend(
-            retired
-                .iter()
-                .filter(|(d, _)| *d == name.as_str())
-                .map(|(_, f)| *f),
-        );
-        let mut remaining = files.len();
-        for f in &files {
-            if is_store_file(f)
-                && !live.contains(f.as_str())
-                && storage.remove_file(&dir.join(f)).is_ok()
-            {
-                remaining -= 1;
-            }
-        }
-        if remaining == 0 && array.is_none() {
-            let _ = storage.remove_dir(&dir);
-        }
-    }
-}
-
-fn sweep_segments(storage: &dyn Storage, dir: &Path, live: &HashSet<&str>) {
-    let Ok(files) = storage.list_dir(dir) else {
-        return;
-    };
-    for f in files {
-        if SegmentId::new(f.clone()).is_some() && !live.contains(f.as_str()) {
-            let _ = storage.remove_file(&dir.join(f));
-        }
-    }
 }
 
 fn remove_prepared(storage: &dyn Storage, prepared: &[(usize, PreparedLayer)]) {
@@ -404,205 +323,5 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         inner.forget_dir(name);
     }
     delete_expired(inner, &expired);
-    Ok(())
-}
-
-/// Files retired by this commit: listed in the manifest until the grace period
-/// passes, or (with a grace period of 0) deleted right after this commit.
-fn retire(
-    newly: impl Iterator<Item = Retired>,
-    policy: Policy,
-    kept: &mut Vec<Retired>,
-    expired: &mut Vec<Retired>,
-) {
-    if policy.gc_grace_secs == 0 {
-        expired.extend(newly);
-    } else {
-        kept.extend(newly);
-    }
-}
-
-/// Splits retired files into those whose grace period has passed and the rest.
-fn split_expired(retired: &[Retired], now: u64, policy: Policy) -> (Vec<Retired>, Vec<Retired>) {
-    retired
-        .iter()
-        .cloned()
-        .partition(|r| r.expired(now, policy))
-}
-
-/// Deletes files a commit just dropped from the retired list (it is durable,
-/// so no retained generation names them), then directories of arrays that no
-/// longer exist and hold nothing. Best effort: what is left is an orphan the
-/// next sweep removes.
-fn delete_expired(inner: &Inner, expired: &[Retired]) {
-    if expired.is_empty() {
-        return;
-    }
-    let storage = inner.storage.as_ref();
-    for r in expired {
-        let _ = storage.remove_file(&inner.root.join(&r.dir).join(&r.file));
-    }
-    let committed = inner.committed.lock();
-    let dirs: HashSet<&str> = expired.iter().map(|r| r.dir.as_str()).collect();
-    for dir in dirs {
-        let in_use = dir == META_DIR
-            || inner.dir_in_use(dir)
-            || committed.retired.iter().any(|r| r.dir == dir);
-        if !in_use {
-            // Fails harmlessly if a scratch file or a new array is in it.
-            let _ = storage.remove_dir(&inner.root.join(dir));
-        }
-    }
-}
-
-pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
-    // Commit pending changes and rewrite the registry as one snapshot segment.
-    inner.ensure_writer_async().await?;
-    flush_with(inner, true).await?;
-    compact_over(inner, 1).await
-}
-
-/// Flushes, then merges the layers of every array file left with more than
-/// the policy's `max_layers_per_array` (bounded layer and descriptor counts
-/// without the user's help).
-pub(crate) async fn flush_and_merge(inner: &Arc<Inner>) -> Result<()> {
-    flush_with(inner, false).await?;
-    if inner.writer_held() {
-        let max = inner.committed.lock().policy.max_layers_per_array as usize;
-        compact_over(inner, max.max(1)).await?;
-    }
-    Ok(())
-}
-
-/// Compacts every array file with more than `max_layers` layers.
-async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
-    inner.ensure_writer_async().await?;
-    let _commit = inner.commit_lock.lock().await;
-    let targets: Vec<String> = inner
-        .committed
-        .lock()
-        .arrays
-        .iter()
-        .filter(|(_, l)| l.len() > max_layers)
-        .map(|(n, _)| n.clone())
-        .collect();
-    if targets.is_empty() {
-        return Ok(());
-    }
-    // Phase 1: write new bases under read locks (readers keep going).
-    let mut reads: Vec<(String, OwnedRwLockReadGuard<ArrayFile>)> = Vec::new();
-    let mut handles = Vec::new();
-    for name in targets {
-        let f = inner.file(&name)?.expect("committed arrays have files");
-        handles.push((name.clone(), Arc::clone(&f)));
-        reads.push((name, f.read_owned().await));
-    }
-    let inner2 = Arc::clone(inner);
-    let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<(String, PreparedLayer)>> {
-        let mut out: Vec<(String, PreparedLayer)> = Vec::new();
-        for (name, g) in &reads {
-            match g.compact_prepare() {
-                Ok(p) => out.push((name.clone(), p)),
-                Err(e) => {
-                    for (_, p) in &out {
-                        let _ = inner2.storage.remove_file(p.path());
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(out)
-    })
-    .await
-    .expect("compaction task panicked")?;
-    // Phase 2: commit the new layer lists; the datasets are the committed ones
-    // (read back from atlas.json), not the live ones, which may hold
-    // uncommitted changes.
-    let inner2 = Arc::clone(inner);
-    let new_ids: Vec<(String, LayerId)> =
-        prepared.iter().map(|(n, p)| (n.clone(), p.id())).collect();
-    let installed_ids = new_ids.clone();
-    let paths: Vec<std::path::PathBuf> =
-        prepared.iter().map(|(_, p)| p.path().to_owned()).collect();
-    let (generation, retired_now, expired) =
-        tokio::task::spawn_blocking(move || -> Result<(u64, Vec<Retired>, Vec<Retired>)> {
-            let storage = inner2.storage.as_ref();
-            let cleanup = || {
-                for p in &paths {
-                    let _ = storage.remove_file(p);
-                }
-            };
-            // The manifest on disk is exactly this handle's last commit (it holds
-            // the writer lock); only the compacted arrays' layer lists change.
-            let reg_path = inner2.root.join(REGISTRY_FILE);
-            let mut manifest = match storage
-                .read_all(&reg_path)
-                .map_err(Error::from)
-                .and_then(|b| Manifest::decode(&b, &reg_path))
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    cleanup();
-                    return Err(e);
-                }
-            };
-            if manifest.generation != inner2.committed.lock().generation {
-                cleanup();
-                inner2.poisoned.store(true, Ordering::SeqCst);
-                return Err(Error::StaleHandle {
-                    path: inner2.root.clone(),
-                });
-            }
-            manifest.generation += 1;
-            let now = now_ms();
-            let (expired, kept) = split_expired(&manifest.retired, now, manifest.policy);
-            let (mut expired, mut kept) = (expired, kept);
-            for (name, id) in &new_ids {
-                let old = manifest.arrays.insert(name.clone(), vec![id.clone()]);
-                let dir = manifest.dirs[name].clone();
-                let newly = old.into_iter().flatten().map(|l| Retired {
-                    dir: dir.clone(),
-                    file: l.as_str().to_owned(),
-                    since_ms: now,
-                });
-                retire(newly, manifest.policy, &mut kept, &mut expired);
-            }
-            manifest.retired = kept;
-            match write_manifest(storage, &inner2.root, &manifest) {
-                Ok(()) => Ok((manifest.generation, manifest.retired, expired)),
-                Err(CommitError::Before(e)) => {
-                    cleanup();
-                    Err(e.into())
-                }
-                Err(CommitError::Unknown(e)) => {
-                    inner2.poisoned.store(true, Ordering::SeqCst);
-                    Err(e.into())
-                }
-            }
-        })
-        .await
-        .expect("compaction task panicked")?;
-    // Phase 3: install; the old layers are retired (deleted after the grace
-    // period by a later commit).
-    for ((_, p), (_, f)) in prepared.into_iter().zip(handles) {
-        let mut g = f.write().await;
-        if let Err(e) = g.install_compacted(p) {
-            inner.poisoned.store(true, Ordering::SeqCst);
-            return Err(e.into());
-        }
-    }
-    {
-        let mut c = inner.committed.lock();
-        c.generation = generation;
-        for (name, id) in installed_ids {
-            c.arrays.insert(name, vec![id]);
-        }
-        c.retired = retired_now;
-    }
-    if !expired.is_empty() {
-        // Under the structure lock: no array directory is being created.
-        let _structure = inner.structure.lock().await;
-        delete_expired(inner, &expired);
-    }
     Ok(())
 }

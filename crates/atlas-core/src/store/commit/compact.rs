@@ -1,0 +1,165 @@
+//! Compaction: every array file (or those past the policy's layer count)
+//! rewritten as one base layer, committed like a flush.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use array_format::{ArrayFile, LayerId, PreparedLayer};
+use tokio::sync::OwnedRwLockReadGuard;
+
+use super::{delete_expired, flush_with, retire, split_expired, write_manifest, CommitError};
+use crate::error::{Error, Result};
+use crate::registry::{now_ms, Manifest, Retired};
+use crate::store::{Inner, REGISTRY_FILE};
+
+pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
+    // Commit pending changes and rewrite the registry as one snapshot segment.
+    inner.ensure_writer_async().await?;
+    flush_with(inner, true).await?;
+    compact_over(inner, 1).await
+}
+
+/// Flushes, then merges the layers of every array file left with more than
+/// the policy's `max_layers_per_array` (bounded layer and descriptor counts
+/// without the user's help).
+pub(crate) async fn flush_and_merge(inner: &Arc<Inner>) -> Result<()> {
+    flush_with(inner, false).await?;
+    if inner.writer_held() {
+        let max = inner.committed.lock().policy.max_layers_per_array as usize;
+        compact_over(inner, max.max(1)).await?;
+    }
+    Ok(())
+}
+
+/// Compacts every array file with more than `max_layers` layers.
+async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
+    inner.ensure_writer_async().await?;
+    let _commit = inner.commit_lock.lock().await;
+    let targets: Vec<String> = inner
+        .committed
+        .lock()
+        .arrays
+        .iter()
+        .filter(|(_, l)| l.len() > max_layers)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    // Phase 1: write new bases under read locks (readers keep going).
+    let mut reads: Vec<(String, OwnedRwLockReadGuard<ArrayFile>)> = Vec::new();
+    let mut handles = Vec::new();
+    for name in targets {
+        let f = inner.file(&name)?.expect("committed arrays have files");
+        handles.push((name.clone(), Arc::clone(&f)));
+        reads.push((name, f.read_owned().await));
+    }
+    let inner2 = Arc::clone(inner);
+    let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<(String, PreparedLayer)>> {
+        let mut out: Vec<(String, PreparedLayer)> = Vec::new();
+        for (name, g) in &reads {
+            match g.compact_prepare() {
+                Ok(p) => out.push((name.clone(), p)),
+                Err(e) => {
+                    for (_, p) in &out {
+                        let _ = inner2.storage.remove_file(p.path());
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .expect("compaction task panicked")?;
+    // Phase 2: commit the new layer lists; the datasets are the committed ones
+    // (read back from atlas.json), not the live ones, which may hold
+    // uncommitted changes.
+    let inner2 = Arc::clone(inner);
+    let new_ids: Vec<(String, LayerId)> =
+        prepared.iter().map(|(n, p)| (n.clone(), p.id())).collect();
+    let installed_ids = new_ids.clone();
+    let paths: Vec<std::path::PathBuf> =
+        prepared.iter().map(|(_, p)| p.path().to_owned()).collect();
+    let (generation, retired_now, expired) =
+        tokio::task::spawn_blocking(move || -> Result<(u64, Vec<Retired>, Vec<Retired>)> {
+            let storage = inner2.storage.as_ref();
+            let cleanup = || {
+                for p in &paths {
+                    let _ = storage.remove_file(p);
+                }
+            };
+            // The manifest on disk is exactly this handle's last commit (it holds
+            // the writer lock); only the compacted arrays' layer lists change.
+            let reg_path = inner2.root.join(REGISTRY_FILE);
+            let mut manifest = match storage
+                .read_all(&reg_path)
+                .map_err(Error::from)
+                .and_then(|b| Manifest::decode(&b, &reg_path))
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    cleanup();
+                    return Err(e);
+                }
+            };
+            if manifest.generation != inner2.committed.lock().generation {
+                cleanup();
+                inner2.poisoned.store(true, Ordering::SeqCst);
+                return Err(Error::StaleHandle {
+                    path: inner2.root.clone(),
+                });
+            }
+            manifest.generation += 1;
+            let now = now_ms();
+            let (expired, kept) = split_expired(&manifest.retired, now, manifest.policy);
+            let (mut expired, mut kept) = (expired, kept);
+            for (name, id) in &new_ids {
+                let old = manifest.arrays.insert(name.clone(), vec![id.clone()]);
+                let dir = manifest.dirs[name].clone();
+                let newly = old.into_iter().flatten().map(|l| Retired {
+                    dir: dir.clone(),
+                    file: l.as_str().to_owned(),
+                    since_ms: now,
+                });
+                retire(newly, manifest.policy, &mut kept, &mut expired);
+            }
+            manifest.retired = kept;
+            match write_manifest(storage, &inner2.root, &manifest) {
+                Ok(()) => Ok((manifest.generation, manifest.retired, expired)),
+                Err(CommitError::Before(e)) => {
+                    cleanup();
+                    Err(e.into())
+                }
+                Err(CommitError::Unknown(e)) => {
+                    inner2.poisoned.store(true, Ordering::SeqCst);
+                    Err(e.into())
+                }
+            }
+        })
+        .await
+        .expect("compaction task panicked")?;
+    // Phase 3: install; the old layers are retired (deleted after the grace
+    // period by a later commit).
+    for ((_, p), (_, f)) in prepared.into_iter().zip(handles) {
+        let mut g = f.write().await;
+        if let Err(e) = g.install_compacted(p) {
+            inner.poisoned.store(true, Ordering::SeqCst);
+            return Err(e.into());
+        }
+    }
+    {
+        let mut c = inner.committed.lock();
+        c.generation = generation;
+        for (name, id) in installed_ids {
+            c.arrays.insert(name, vec![id]);
+        }
+        c.retired = retired_now;
+    }
+    if !expired.is_empty() {
+        // Under the structure lock: no array directory is being created.
+        let _structure = inner.structure.lock().await;
+        delete_expired(inner, &expired);
+    }
+    Ok(())
+}

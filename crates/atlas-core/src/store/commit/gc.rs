@@ -1,0 +1,150 @@
+//! Garbage: the orphan sweep, and retired files kept for the grace period
+//! then deleted after the commit that stops listing them.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use array_format::{LayerId, Storage};
+
+use crate::registry::{Manifest, Policy, Retired, SegmentId, META_DIR};
+use crate::store::Inner;
+
+fn is_store_file(name: &str) -> bool {
+    LayerId::new(name).is_some()
+        || (name.starts_with("scratch-")
+            && std::path::Path::new(name)
+                .extension()
+                .is_some_and(|e| e == "tmp"))
+}
+
+/// Removes files no commit names: layers and scratch files left by crashed or
+/// failed flushes, unnamed registry segments, temporary manifests, directories of
+/// dropped arrays. Only a writer calls this; errors are ignored (garbage is
+/// harmless, just retried later).
+pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manifest) {
+    let Ok(entries) = storage.list_dir(root) else {
+        return;
+    };
+    // Retired files are still live for readers of older generations until
+    // their grace period passes.
+    let retired: HashSet<(&str, &str)> = manifest
+        .retired
+        .iter()
+        .map(|r| (r.dir.as_str(), r.file.as_str()))
+        .collect();
+    for name in entries {
+        if name.starts_with(".atlas.json.tmp-") {
+            let _ = storage.remove_file(&root.join(&name));
+            continue;
+        }
+        if name == META_DIR {
+            let live: HashSet<&str> = manifest
+                .segments
+                .iter()
+                .map(SegmentId::as_str)
+                .chain(
+                    retired
+                        .iter()
+                        .filter(|(d, _)| *d == META_DIR)
+                        .map(|(_, f)| *f),
+                )
+                .collect();
+            sweep_segments(storage, &root.join(META_DIR), &live);
+            continue;
+        }
+        let dir = root.join(&name);
+        let Ok(files) = storage.list_dir(&dir) else {
+            continue;
+        };
+        let array = manifest
+            .dirs
+            .iter()
+            .find(|(_, d)| **d == name)
+            .map(|(a, _)| a.as_str());
+        let mut live: HashSet<&str> = array
+            .and_then(|a| manifest.arrays.get(a))
+            .map(|l| l.iter().map(LayerId::as_str).collect())
+            .unwrap_or_default();
+        live.extend(
+            retired
+                .iter()
+                .filter(|(d, _)| *d == name.as_str())
+                .map(|(_, f)| *f),
+        );
+        let mut remaining = files.len();
+        for f in &files {
+            if is_store_file(f)
+                && !live.contains(f.as_str())
+                && storage.remove_file(&dir.join(f)).is_ok()
+            {
+                remaining -= 1;
+            }
+        }
+        if remaining == 0 && array.is_none() {
+            let _ = storage.remove_dir(&dir);
+        }
+    }
+}
+
+fn sweep_segments(storage: &dyn Storage, dir: &Path, live: &HashSet<&str>) {
+    let Ok(files) = storage.list_dir(dir) else {
+        return;
+    };
+    for f in files {
+        if SegmentId::new(f.clone()).is_some() && !live.contains(f.as_str()) {
+            let _ = storage.remove_file(&dir.join(f));
+        }
+    }
+}
+
+/// Files retired by this commit: listed in the manifest until the grace period
+/// passes, or (with a grace period of 0) deleted right after this commit.
+pub(super) fn retire(
+    newly: impl Iterator<Item = Retired>,
+    policy: Policy,
+    kept: &mut Vec<Retired>,
+    expired: &mut Vec<Retired>,
+) {
+    if policy.gc_grace_secs == 0 {
+        expired.extend(newly);
+    } else {
+        kept.extend(newly);
+    }
+}
+
+/// Splits retired files into those whose grace period has passed and the rest.
+pub(super) fn split_expired(
+    retired: &[Retired],
+    now: u64,
+    policy: Policy,
+) -> (Vec<Retired>, Vec<Retired>) {
+    retired
+        .iter()
+        .cloned()
+        .partition(|r| r.expired(now, policy))
+}
+
+/// Deletes files a commit just dropped from the retired list (it is durable,
+/// so no retained generation names them), then directories of arrays that no
+/// longer exist and hold nothing. Best effort: what is left is an orphan the
+/// next sweep removes.
+pub(super) fn delete_expired(inner: &Inner, expired: &[Retired]) {
+    if expired.is_empty() {
+        return;
+    }
+    let storage = inner.storage.as_ref();
+    for r in expired {
+        let _ = storage.remove_file(&inner.root.join(&r.dir).join(&r.file));
+    }
+    let committed = inner.committed.lock();
+    let dirs: HashSet<&str> = expired.iter().map(|r| r.dir.as_str()).collect();
+    for dir in dirs {
+        let in_use = dir == META_DIR
+            || inner.dir_in_use(dir)
+            || committed.retired.iter().any(|r| r.dir == dir);
+        if !in_use {
+            // Fails harmlessly if a scratch file or a new array is in it.
+            let _ = storage.remove_dir(&inner.root.join(dir));
+        }
+    }
+}

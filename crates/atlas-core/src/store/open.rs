@@ -1,0 +1,232 @@
+//! Creating and opening stores: the manifest and segment replay, taking
+//! read handles on every named layer, building the handle.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use array_format::{ArrayFile, Codec, DeltaCache, LocalStorage, Storage};
+use indexmap::IndexMap;
+use parking_lot::{Mutex, RwLock};
+
+use super::writer::acquire_writer_lock;
+use super::{
+    commit, Atlas, Committed, DirTable, FileSlot, Inner, Live, PinnedLayers, REGISTRY_FILE,
+};
+use crate::config::{OpenOptions, StoreConfig};
+use crate::error::{Error, Result};
+use crate::registry::{check_arrays, decode_segment, DatasetMeta, Manifest, META_DIR};
+
+fn is_not_found(e: &array_format::Error) -> bool {
+    matches!(e, array_format::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+impl Atlas {
+    /// Creates a store at `location` (a path or a `file://` URL; the directory
+    /// is made if missing). Errors if a store already exists there, and with
+    /// `UnsupportedLocation` for object-store URLs until that backend exists.
+    pub async fn create(location: &str, config: StoreConfig) -> Result<Atlas> {
+        Self::create_path(crate::local_path(location)?, config).await
+    }
+
+    /// Opens the store at `location` (a path or a `file://` URL; object-store
+    /// URLs are refused with `UnsupportedLocation` until that backend exists),
+    /// read-only until the first mutation.
+    pub async fn open(location: &str) -> Result<Atlas> {
+        Self::open_path(crate::local_path(location)?).await
+    }
+
+    /// Creates a store in `path` (made if missing) on the local filesystem.
+    /// Errors if a store already exists there.
+    pub async fn create_path(path: impl AsRef<Path>, config: StoreConfig) -> Result<Atlas> {
+        Self::create_with(Arc::new(LocalStorage), path.as_ref(), config).await
+    }
+
+    /// Creates a store on any storage backend.
+    pub async fn create_with(
+        storage: Arc<dyn Storage>,
+        path: &Path,
+        config: StoreConfig,
+    ) -> Result<Atlas> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::create_sync(storage, &path, config))
+            .await
+            .expect("create task panicked")
+    }
+
+    fn create_sync(storage: Arc<dyn Storage>, path: &Path, config: StoreConfig) -> Result<Atlas> {
+        if matches!(config.codec, Codec::Blosc2 { .. }) && !cfg!(feature = "blosc2") {
+            return Err(Error::CodecUnavailable {
+                codec: config.codec.to_string(),
+                feature: "blosc2",
+            });
+        }
+        let root = path.to_owned();
+        storage.create_dir_all(&root)?;
+        let reg_path = root.join(REGISTRY_FILE);
+        if storage.exists(&reg_path)? {
+            return Err(Error::StoreExists { path: root });
+        }
+        let guard = acquire_writer_lock(storage.as_ref(), &root)?;
+        // Re-check under the lock: another creator may have won the race.
+        if storage.exists(&reg_path)? {
+            return Err(Error::StoreExists { path: root });
+        }
+        storage.create_dir_all(&root.join(META_DIR))?;
+        let mut manifest = Manifest::new(config.compression(), config.meta_format);
+        manifest.generation = 1;
+        manifest.policy = config.policy;
+        commit::write_manifest(storage.as_ref(), &root, &manifest)
+            .map_err(commit::CommitError::into_error)?;
+        let atlas = Self::from_parts(
+            storage,
+            root,
+            manifest,
+            IndexMap::new(),
+            HashMap::new(),
+            config.open_options(),
+        );
+        *atlas.inner.writer.lock() = Some(guard);
+        Ok(atlas)
+    }
+
+    /// Opens the store in `path` on the local filesystem, read-only until the
+    /// first mutation. Errors if there is no store.
+    pub async fn open_path(path: impl AsRef<Path>) -> Result<Atlas> {
+        Self::open_with(
+            Arc::new(LocalStorage),
+            path.as_ref(),
+            OpenOptions::default(),
+        )
+        .await
+    }
+
+    /// Opens a store on any storage backend with per-handle options.
+    pub async fn open_with(
+        storage: Arc<dyn Storage>,
+        path: &Path,
+        options: OpenOptions,
+    ) -> Result<Atlas> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_sync(storage, &path, options))
+            .await
+            .expect("open task panicked")
+    }
+
+    fn open_sync(storage: Arc<dyn Storage>, path: &Path, options: OpenOptions) -> Result<Atlas> {
+        let root = path.to_owned();
+        let reg_path = root.join(REGISTRY_FILE);
+        let mut attempt = 0;
+        let (manifest, datasets, handles) = loop {
+            if !storage.exists(&reg_path)? {
+                return Err(Error::StoreNotFound { path: root });
+            }
+            match load(storage.as_ref(), &root) {
+                Ok((manifest, datasets)) => {
+                    match Self::pin_layers(storage.as_ref(), &root, &manifest) {
+                        Ok(h) => break (manifest, datasets, h),
+                        // A commit retired a file between reading the manifest and
+                        // opening it: read the newer manifest.
+                        Err(e) if is_not_found(&e) && attempt < 8 => attempt += 1,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(Error::Storage(e)) if is_not_found(&e) && attempt < 8 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        let atlas = Self::from_parts(storage, root, manifest, datasets, handles, options);
+        if options.write {
+            atlas.inner.ensure_writer()?;
+        }
+        Ok(atlas)
+    }
+
+    fn pin_layers(
+        storage: &dyn Storage,
+        root: &Path,
+        manifest: &Manifest,
+    ) -> array_format::Result<HashMap<String, PinnedLayers>> {
+        manifest
+            .arrays
+            .iter()
+            .map(|(name, layers)| {
+                Ok((
+                    name.clone(),
+                    ArrayFile::open_handles(storage, &root.join(&manifest.dirs[name]), layers)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn from_parts(
+        storage: Arc<dyn Storage>,
+        root: PathBuf,
+        manifest: Manifest,
+        datasets: IndexMap<String, DatasetMeta>,
+        handles: HashMap<String, PinnedLayers>,
+        options: OpenOptions,
+    ) -> Atlas {
+        let files = handles
+            .into_iter()
+            .map(|(k, v)| (k, FileSlot::Unopened(v)))
+            .collect();
+        let dirs = DirTable {
+            by_array: manifest
+                .dirs
+                .iter()
+                .map(|(a, d)| (a.clone(), d.clone()))
+                .collect(),
+            next: manifest.next_dir,
+        };
+        Atlas {
+            inner: Arc::new(Inner {
+                root,
+                storage,
+                cache: Arc::new(DeltaCache::new(options.cache)),
+                options,
+                compression: manifest.compression,
+                meta_format: manifest.meta_format,
+                live: RwLock::new(Live {
+                    datasets,
+                    dirty: std::collections::HashSet::new(),
+                    deleted: std::collections::HashSet::new(),
+                }),
+                committed: Mutex::new(Committed {
+                    generation: manifest.generation,
+                    arrays: manifest.arrays,
+                    segments: manifest.segments,
+                    policy: manifest.policy,
+                    retired: manifest.retired,
+                }),
+                files: Mutex::new(files),
+                dirs: Mutex::new(dirs),
+                writer: Mutex::new(None),
+                poisoned: AtomicBool::new(false),
+                dirty: AtomicBool::new(false),
+                commit_lock: tokio::sync::Mutex::new(()),
+                pending_budget: Arc::new(array_format::PendingBudget::new(
+                    options.pending_budget_bytes,
+                )),
+                structure: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+}
+
+/// Reads the manifest and replays its segments into the dataset map.
+pub(crate) fn load(
+    storage: &dyn Storage,
+    root: &Path,
+) -> Result<(Manifest, IndexMap<String, DatasetMeta>)> {
+    let reg_path = root.join(REGISTRY_FILE);
+    let manifest = Manifest::decode(&storage.read_all(&reg_path)?, &reg_path)?;
+    let mut datasets = IndexMap::new();
+    for seg in &manifest.segments {
+        let path = root.join(META_DIR).join(seg.as_str());
+        decode_segment(&storage.read_all(&path)?, &path)?.apply(&mut datasets);
+    }
+    check_arrays(&datasets, &manifest, &reg_path)?;
+    Ok((manifest, datasets))
+}

@@ -1,0 +1,84 @@
+//! The writer rule: one writer per store, the lock taken at the first
+//! mutation, off the runtime threads.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use array_format::Storage;
+
+use super::{commit, Inner, LOCK_FILE, REGISTRY_FILE};
+use crate::error::{Error, Result};
+use crate::registry::Manifest;
+
+impl Inner {
+    /// True when this handle holds the writer lock.
+    pub(crate) fn writer_held(&self) -> bool {
+        self.writer.lock().is_some()
+    }
+
+    /// [`Inner::ensure_writer`] for async callers: the lock wait (up to
+    /// 250 ms, with sleeps) and the manifest read run on the blocking pool,
+    /// never on a runtime worker thread.
+    pub(crate) async fn ensure_writer_async(self: &Arc<Self>) -> Result<()> {
+        if self.writer_held() && !self.poisoned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let inner = Arc::clone(self);
+        tokio::task::spawn_blocking(move || inner.ensure_writer())
+            .await
+            .expect("writer-lock task panicked")
+    }
+
+    /// Takes the writer lock if this handle does not hold it yet. Fails if
+    /// another writer holds it, if the store moved past this handle's snapshot,
+    /// or after a commit whose durability is unknown.
+    pub(crate) fn ensure_writer(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned {
+                path: self.root.clone(),
+            });
+        }
+        let mut w = self.writer.lock();
+        if w.is_some() {
+            return Ok(());
+        }
+        let guard = acquire_writer_lock(self.storage.as_ref(), &self.root)?;
+        let reg_path = self.root.join(REGISTRY_FILE);
+        let on_disk = Manifest::decode(&self.storage.read_all(&reg_path)?, &reg_path)?;
+        if on_disk.generation != self.committed.lock().generation {
+            return Err(Error::StaleHandle {
+                path: self.root.clone(),
+            });
+        }
+        commit::sweep_orphans(self.storage.as_ref(), &self.root, &on_disk);
+        *w = Some(guard);
+        Ok(())
+    }
+}
+
+/// How long a would-be writer waits for the lock before reporting `Locked`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Takes the store's writer lock, waiting up to [`LOCK_WAIT`]: a lock released
+/// an instant ago can still look held (for example while a process spawned
+/// concurrently briefly shares this process's descriptors before `exec`), and
+/// a second writer should not fail on that. A lock held for longer is `Locked`.
+pub(super) fn acquire_writer_lock(
+    storage: &dyn Storage,
+    root: &Path,
+) -> Result<Box<dyn array_format::LockGuard>> {
+    let path = root.join(LOCK_FILE);
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        if let Some(guard) = storage.try_lock(&path)? {
+            return Ok(guard);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Locked {
+                path: root.to_owned(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
