@@ -358,13 +358,12 @@ impl WriteHandle for MemWrite {
         }
         let r = {
             let mut s = self.state.lock();
-            match s.tick(Op::Sync, &self.path) {
-                Some(_) => Err(injected("fsync", &self.path)),
-                None => {
-                    let bytes = self.file.lock().clone();
-                    s.durable.data.insert(inode_key(&self.file), bytes);
-                    Ok(())
-                }
+            if s.tick(Op::Sync, &self.path).is_some() {
+                Err(injected("fsync", &self.path))
+            } else {
+                let bytes = self.file.lock().clone();
+                s.durable.data.insert(inode_key(&self.file), bytes);
+                Ok(())
             }
         };
         if r.is_err() {
@@ -552,13 +551,11 @@ impl Storage for MemoryStorage {
 
     fn sync_dir(&self, path: &Path) -> Result<()> {
         let mut s = self.state.lock();
-        match s.tick(Op::SyncDir, path) {
-            Some(_) => Err(injected("fsync directory", path)),
-            None => {
-                s.sync_entries(path);
-                Ok(())
-            }
+        if s.tick(Op::SyncDir, path).is_some() {
+            return Err(injected("fsync directory", path));
         }
+        s.sync_entries(path);
+        Ok(())
     }
 
     fn exists(&self, path: &Path) -> Result<bool> {
