@@ -11,7 +11,6 @@
 
 mod attr;
 mod config;
-mod dataset;
 mod error;
 pub mod fuzzing;
 mod location;
@@ -27,9 +26,9 @@ pub use array_format::{
 };
 pub use attr::Attr;
 pub use config::{MetaFormat, OpenOptions, StoreConfig};
-pub use dataset::DatasetView;
 pub use error::{Error, ErrorKind, Result};
 pub use location::local_path;
 pub use name::{validate_array_name, validate_attribute_name, validate_dataset_name, MAX_NAME_LEN};
 pub use registry::{ArrayEntry, DatasetMeta, Policy, REGISTRY_VERSION};
+pub use store::DatasetView;
 pub use store::{Atlas, LOCK_FILE, REGISTRY_FILE};

@@ -10,10 +10,12 @@
 
 mod across;
 mod commit;
+mod dataset;
 mod files;
 mod open;
 mod writer;
 
+pub use dataset::DatasetView;
 pub(crate) use open::load;
 
 use std::collections::HashMap;
@@ -26,7 +28,6 @@ use indexmap::IndexMap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{MetaFormat, OpenOptions};
-use crate::dataset::DatasetView;
 use crate::error::{Error, Result};
 use crate::name::validate_dataset_name;
 use crate::registry::{DatasetMeta, Policy, Retired, SegmentId};
@@ -57,10 +58,78 @@ pub(crate) struct Live {
 
 impl Live {
     /// Marks a dataset as changed since the last commit.
-    pub(crate) fn touch(&mut self, name: &str) {
+    fn touch(&mut self, name: &str) {
         if !self.dirty.contains(name) {
             self.dirty.insert(name.to_owned());
         }
+    }
+}
+
+/// The live dataset map's rules, enforced here once: every mutation marks the
+/// dataset changed (so the next flush writes it) and the handle dirty (so the
+/// next flush commits), and a deleted dataset is remembered as a tombstone.
+impl Inner {
+    /// Reads one dataset's metadata.
+    pub(crate) fn with_dataset<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&DatasetMeta) -> R,
+    ) -> Option<R> {
+        self.live.read().datasets.get(name).map(f)
+    }
+
+    /// Reads the whole dataset map.
+    pub(crate) fn with_datasets<R>(
+        &self,
+        f: impl FnOnce(&IndexMap<String, DatasetMeta>) -> R,
+    ) -> R {
+        f(&self.live.read().datasets)
+    }
+
+    /// Changes one dataset's metadata; `None` if it does not exist. The caller
+    /// must hold the writer lock.
+    pub(crate) fn update_dataset<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut DatasetMeta) -> Result<R>,
+    ) -> Option<Result<R>> {
+        let mut live = self.live.write();
+        let ds = live.datasets.get_mut(name)?;
+        let r = f(ds);
+        if r.is_ok() {
+            live.touch(name);
+            self.dirty.store(true, Ordering::SeqCst);
+        }
+        Some(r)
+    }
+
+    /// Adds an empty dataset; `DatasetExists` if the name is taken.
+    pub(crate) fn insert_dataset(&self, name: &str) -> Result<()> {
+        let mut live = self.live.write();
+        if live.datasets.contains_key(name) {
+            return Err(Error::DatasetExists {
+                name: name.to_owned(),
+            });
+        }
+        live.datasets
+            .insert(name.to_owned(), DatasetMeta::default());
+        live.touch(name);
+        self.dirty.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Removes a dataset, leaving a tombstone for the next flush.
+    pub(crate) fn remove_dataset(&self, name: &str) {
+        let mut live = self.live.write();
+        live.datasets.shift_remove(name);
+        live.dirty.remove(name);
+        live.deleted.insert(name.to_owned());
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks the handle as holding uncommitted changes (array data written).
+    pub(crate) fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
     }
 }
 
@@ -71,7 +140,7 @@ pub(crate) struct Inner {
     pub options: OpenOptions,
     pub compression: Compression,
     pub meta_format: MetaFormat,
-    pub live: RwLock<Live>,
+    live: RwLock<Live>,
     /// Layer lists and generation of the last commit this handle knows.
     pub committed: Mutex<Committed>,
     files: Mutex<HashMap<String, FileSlot>>,
@@ -80,7 +149,7 @@ pub(crate) struct Inner {
     writer: Mutex<Option<Box<dyn LockGuard>>>,
     pub poisoned: AtomicBool,
     /// Set by every mutation; cleared when a flush commits.
-    pub dirty: AtomicBool,
+    dirty: AtomicBool,
     /// Serialises flush and compact.
     pub commit_lock: tokio::sync::Mutex<()>,
     /// One pending-memory budget for every array file of the store.
@@ -162,16 +231,7 @@ impl Atlas {
         validate_dataset_name(name)?;
         self.inner.ensure_writer_async().await?;
         let _s = self.inner.structure.lock().await;
-        let mut live = self.inner.live.write();
-        if live.datasets.contains_key(name) {
-            return Err(Error::DatasetExists {
-                name: name.to_owned(),
-            });
-        }
-        live.datasets
-            .insert(name.to_owned(), DatasetMeta::default());
-        live.touch(name);
-        self.inner.dirty.store(true, Ordering::SeqCst);
+        self.inner.insert_dataset(name)?;
         Ok(DatasetView::new(Arc::clone(&self.inner), name))
     }
 
@@ -191,16 +251,12 @@ impl Atlas {
     pub async fn delete_dataset(&self, name: &str) -> Result<()> {
         self.inner.ensure_writer_async().await?;
         let _s = self.inner.structure.lock().await;
-        let arrays: Vec<String> = {
-            let live = self.inner.live.read();
-            let ds = live
-                .datasets
-                .get(name)
-                .ok_or_else(|| Error::DatasetNotFound {
-                    name: name.to_owned(),
-                })?;
-            ds.arrays.keys().cloned().collect()
-        };
+        let arrays: Vec<String> = self
+            .inner
+            .with_dataset(name, |ds| ds.arrays.keys().cloned().collect())
+            .ok_or_else(|| Error::DatasetNotFound {
+                name: name.to_owned(),
+            })?;
         for array in &arrays {
             if let Some(file) = self.inner.file(array)? {
                 let mut f = file.write().await;
@@ -210,34 +266,28 @@ impl Atlas {
                 }
             }
         }
-        {
-            let mut live = self.inner.live.write();
-            live.datasets.shift_remove(name);
-            live.dirty.remove(name);
-            live.deleted.insert(name.to_owned());
-        }
-        self.inner.dirty.store(true, Ordering::SeqCst);
+        self.inner.remove_dataset(name);
         Ok(())
     }
 
     /// Dataset names in insertion order.
     pub fn list_datasets(&self) -> Vec<String> {
-        self.inner.live.read().datasets.keys().cloned().collect()
+        self.inner.with_datasets(|d| d.keys().cloned().collect())
     }
 
     /// Number of datasets.
     pub fn n_datasets(&self) -> usize {
-        self.inner.live.read().datasets.len()
+        self.inner.with_datasets(IndexMap::len)
     }
 
     /// True when the dataset exists.
     pub fn dataset_exists(&self, name: &str) -> bool {
-        self.inner.live.read().datasets.contains_key(name)
+        self.inner.with_datasets(|d| d.contains_key(name))
     }
 
     /// A copy of one dataset's metadata (schemas and attributes).
     pub fn dataset_meta(&self, name: &str) -> Option<DatasetMeta> {
-        self.inner.live.read().datasets.get(name).cloned()
+        self.inner.with_dataset(name, Clone::clone)
     }
 
     /// Names of the datasets that have `array`, in dataset order.

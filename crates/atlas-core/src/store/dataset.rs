@@ -1,6 +1,5 @@
 //! [`DatasetView`]: a handle to one dataset.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use array_format::{ArrayElement, ArrayFile, ArraySchema, ArrayStats, FillValue, MergedArrayMeta};
@@ -56,24 +55,16 @@ impl DatasetView {
     }
 
     fn with_meta<R>(&self, f: impl FnOnce(&DatasetMeta) -> R) -> Result<R> {
-        let live = self.inner.live.read();
-        live.datasets
-            .get(&self.name)
-            .map(f)
+        self.inner
+            .with_dataset(&self.name, f)
             .ok_or_else(|| self.not_found())
     }
 
     fn with_meta_mut<R>(&self, f: impl FnOnce(&mut DatasetMeta) -> Result<R>) -> Result<R> {
         self.inner.ensure_writer()?;
-        let mut live = self.inner.live.write();
-        let ds = live
-            .datasets
-            .get_mut(&self.name)
-            .ok_or_else(|| self.not_found())?;
-        let r = f(ds)?;
-        live.touch(&self.name);
-        self.inner.dirty.store(true, Ordering::SeqCst);
-        Ok(r)
+        self.inner
+            .update_dataset(&self.name, f)
+            .ok_or_else(|| self.not_found())?
     }
 
     /// The array's file, if this dataset has the array (`Ok(None)` if not).
@@ -176,7 +167,7 @@ impl DatasetView {
             .await
             .expect("write task panicked")
             .map_err(|e| Error::array(&self.name, name, e))?;
-        self.inner.dirty.store(true, Ordering::SeqCst);
+        self.inner.mark_dirty();
         Ok(())
     }
 
