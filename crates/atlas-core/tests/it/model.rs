@@ -1,9 +1,11 @@
 //! A proptest model of the whole store: random sequences of structural
-//! changes, hyperslab writes, attributes, flush, compact, drop-without-flush
-//! and reopen, checked after every step against an in-memory model (a live
-//! model, and the committed model a reopen falls back to).
+//! changes, hyperslab writes, attributes, flush, compact, drop-without-flush,
+//! reopen and power cuts at a random step of a flush or compaction, checked
+//! after every step against an in-memory model (a live model, and the
+//! committed model a reopen falls back to).
 
-use atlas_core::{Atlas, Attr, Error, FillValue, MemoryStorage, StoreConfig};
+use array_format::storage::{Fault, FaultKind};
+use atlas_core::{Atlas, Attr, Error, FillValue, MemoryStorage, Storage, StoreConfig};
 use indexmap::IndexMap;
 use proptest::prelude::*;
 
@@ -46,6 +48,14 @@ enum Op {
     Compact,
     DropWithoutFlush,
     Reopen,
+    /// Power loss at the `at`-th storage operation of a flush (or a compaction),
+    /// or right after it returns: afterwards the store is at the previous
+    /// commit or the new one, and at the new one if the call returned `Ok`.
+    PowerCut {
+        at: u8,
+        compact: bool,
+        keep_renames: bool,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -66,6 +76,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::Compact),
         1 => Just(Op::DropWithoutFlush),
         1 => Just(Op::Reopen),
+        2 => (any::<u8>(), any::<bool>(), any::<bool>())
+            .prop_map(|(at, compact, keep_renames)| Op::PowerCut { at, compact, keep_renames }),
     ]
 }
 
@@ -109,6 +121,33 @@ fn apply_write(cells_: &mut [f32], array: usize, start: &[u64], count: &[u64], v
             }
         }
     }
+}
+
+/// What a store holds, in the model's terms.
+async fn observe(atlas: &Atlas) -> Model {
+    let mut m = Model::new();
+    for name in atlas.list_datasets() {
+        let ds = atlas.open_dataset(&name).await.unwrap();
+        let attrs = ds
+            .attributes()
+            .into_iter()
+            .map(|(k, v)| match v {
+                Attr::Int64(i) => (k, i),
+                other => panic!("unexpected attribute {other:?}"),
+            })
+            .collect();
+        let mut arrays = IndexMap::new();
+        for a in ds.list_arrays().unwrap() {
+            let got = ds
+                .read_array::<f32>(&a, vec![], vec![])
+                .await
+                .unwrap()
+                .unwrap();
+            arrays.insert(a, cells(&got));
+        }
+        m.insert(name, DsModel { attrs, arrays });
+    }
+    m
 }
 
 async fn check(atlas: &Atlas, model: &Model, ctx: &str) {
@@ -180,6 +219,9 @@ async fn check(atlas: &Atlas, model: &Model, ctx: &str) {
 async fn run(ops: Vec<Op>) {
     let storage = MemoryStorage::new();
     let mut atlas = create_mem(&storage, StoreConfig::default()).await;
+    // The store's creation is durable (a clean start); from here on only
+    // what the store fsyncs survives a power cut.
+    storage.sync_all();
     let mut live: Model = IndexMap::new();
     let mut committed: Model = IndexMap::new();
     // Read-only handles with the committed model they opened on.
@@ -351,6 +393,52 @@ async fn run(ops: Vec<Op>) {
                 committed = live.clone();
                 drop(atlas);
                 atlas = reopen_mem(&storage, &ctx).await;
+            }
+            Op::PowerCut {
+                at,
+                compact,
+                keep_renames,
+            } => {
+                let kind = if *keep_renames {
+                    FaultKind::PowerLossKeepRenames
+                } else {
+                    FaultKind::PowerLoss
+                };
+                storage.arm_fault(Fault {
+                    nth: u64::from(*at % 48),
+                    kind,
+                });
+                let res = if *compact {
+                    atlas.compact().await
+                } else {
+                    atlas.flush().await
+                };
+                if !storage.is_down() {
+                    // The cut comes right after the call returned.
+                    storage.arm_fault(Fault { nth: 0, kind });
+                    assert!(storage.sync_dir(std::path::Path::new("/")).is_err());
+                }
+                // Every handle of the "machine" that lost power is gone.
+                drop(atlas);
+                readers.clear();
+                storage.power_on();
+                let fresh = reopen_mem(&storage, &ctx).await;
+                let seen = observe(&fresh).await;
+                match &res {
+                    Ok(()) => assert!(
+                        seen == live,
+                        "{ctx}: returned Ok but the store lost it: {seen:?}"
+                    ),
+                    Err(e) => assert!(
+                        seen == committed || seen == live,
+                        "{ctx}: failed ({e}) and the store is neither state: {seen:?}"
+                    ),
+                }
+                let report = atlas_core::verify::verify(&fresh, |_, _| {});
+                assert!(report.problems.is_empty(), "{ctx}: {:?}", report.problems);
+                committed = seen.clone();
+                live = seen;
+                atlas = fresh;
             }
         }
         check(&atlas, &live, &ctx).await;
