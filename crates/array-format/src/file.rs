@@ -13,14 +13,8 @@
 //! **Invariant:** this module never lists a directory to find layers; the
 //! caller passes the exact ordered list (the registry's commit point).
 
-mod compact;
-mod flush;
 mod pending;
-mod read;
 mod slab;
-mod stats;
-mod verify;
-mod write;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,7 +38,6 @@ use crate::stats::{ArrayStats, ChunkStats};
 use crate::storage::{ReadHandle, Storage};
 pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};
-use read::{decode_checked, read_stored};
 
 /// The name of one layer file inside an array file's directory.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -563,8 +556,672 @@ impl ArrayFile {
         Ok(())
     }
 
+    /// Decoded raw bytes of a chunk's newest version.
+    fn chunk_raw(&self, src: &Source<'_>, width: usize, fill_cache: bool) -> Result<Arc<Vec<u8>>> {
+        match src {
+            Source::Layer(loc) => {
+                let layer = &self.layers[loc.layer as usize];
+                let e = &loc.entry;
+                let key = BlockKey {
+                    layer_uid: layer.uid,
+                    offset: e.offset,
+                };
+                let read = || read_stored(layer, e);
+                let decode = |stored: &[u8]| {
+                    decode_checked(
+                        stored,
+                        e.crc,
+                        e.codec,
+                        e.filter,
+                        width,
+                        e.raw_len,
+                        &layer.path,
+                        e.offset,
+                    )
+                };
+                if fill_cache {
+                    self.cache
+                        .decoded(key, || decode(&self.cache.raw(key, read)?))
+                } else {
+                    self.cache
+                        .decoded_streaming(key, || decode(&self.cache.raw_streaming(key, read)?))
+                }
+            }
+            Source::Pending(p) => {
+                let stored = self.pending.stored_bytes(p)?;
+                let m = &p.meta;
+                decode_checked(
+                    &stored, m.crc, m.codec, m.filter, width, m.raw_len, &self.dir, 0,
+                )
+                .map(Arc::new)
+            }
+        }
+    }
+
+    /// One chunk's cells as an array of its (edge-clipped) shape.
+    fn chunk_array<T: ArrayElement>(
+        &self,
+        src: &Source<'_>,
+        shape: &[u64],
+        fill_cache: bool,
+    ) -> Result<ArrayD<T>> {
+        let width = T::DTYPE.size_bytes().unwrap_or(0);
+        let raw = self.chunk_raw(src, width, fill_cache)?;
+        let (path, offset) = match src {
+            Source::Layer(l) => (&self.layers[l.layer as usize].path, l.entry.offset),
+            Source::Pending(_) => (&self.dir, 0),
+        };
+        cells_array(&raw, shape, path, offset)
+    }
+
+    fn check_dtype<T: ArrayElement>(name: &str, schema: &ArraySchema) -> Result<()> {
+        if schema.dtype == T::DTYPE {
+            Ok(())
+        } else {
+            Err(Error::DTypeMismatch {
+                name: name.to_owned(),
+                stored: schema.dtype,
+                requested: T::DTYPE,
+            })
+        }
+    }
+
+    /// Reads a hyperslab; empty `start` and `count` read the whole array.
+    /// Cells never written read as the fill value (the type's zero without one).
+    pub fn read_array<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+    ) -> Result<ArrayD<T>> {
+        self.read_array_with(name, start, count, true)
+    }
+
+    /// Like [`ArrayFile::read_array`], but blocks that miss the cache are not
+    /// added to it: for scans, which would otherwise evict the point-read
+    /// working set with blocks they never revisit.
+    pub fn read_array_streaming<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+    ) -> Result<ArrayD<T>> {
+        self.read_array_with(name, start, count, false)
+    }
+
+    fn read_array_with<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+        fill_cache: bool,
+    ) -> Result<ArrayD<T>> {
+        self.read_with(name, start, count, |src, cshape| {
+            self.chunk_array(src, cshape, fill_cache)
+        })
+    }
+
+    /// Assembles a hyperslab, getting each stored chunk from `load`.
+    fn read_with<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+        mut load: impl FnMut(&Source<'_>, &[u64]) -> Result<ArrayD<T>>,
+    ) -> Result<ArrayD<T>> {
+        let view = self.view_or_err(name)?;
+        let schema = view.schema;
+        Self::check_dtype::<T>(name, schema)?;
+        let (start, count) = schema.resolve_region(name, start, count)?;
+        let dims: Vec<usize> = count.iter().map(|&c| c as usize).collect();
+        let fill: T = fill_of(schema);
+        if count.contains(&0) {
+            return Ok(ArrayD::from_elem(IxDyn(&dims), fill));
+        }
+        // A region must fit in memory: refuse it up front, before enumerating
+        // its chunks, rather than aborting on an impossible allocation.
+        region_fits::<T>(name, &count)?;
+        let touched = schema.chunks_touching(&start, &count);
+        // Fast path: the region is exactly one stored chunk.
+        if let [only] = touched[..] {
+            let (origin, cshape) = schema.chunk_region(only);
+            if origin == start && cshape == count {
+                return match view.source(only) {
+                    Some(src) => load(&src, &cshape),
+                    None => Ok(ArrayD::from_elem(IxDyn(&dims), fill)),
+                };
+            }
+        }
+        let mut out = filled_array(name, &dims, fill)?;
+        for idx in touched {
+            let Some(src) = view.source(idx) else {
+                continue;
+            };
+            let (origin, cshape) = schema.chunk_region(idx);
+            let chunk = load(&src, &cshape)?;
+            let ranges = slab::intersect(&origin, &cshape, &start, &count);
+            let (cr, rr): (Vec<_>, Vec<_>) = ranges.into_iter().unzip();
+            slab::copy_box(&mut out.view_mut(), &rr, &chunk.view(), &cr);
+        }
+        Ok(out)
+    }
+
+    /// Reads the same hyperslab of many arrays in one pass: the stored blocks
+    /// they need are sorted by file position and fetched with a few large reads
+    /// (neighbouring blocks coalesced), then decoded. This is how a scan of one
+    /// variable across many datasets reads the file: sequentially, once. Like
+    /// [`ArrayFile::read_array_streaming`], it does not fill the cache. One
+    /// result per name, in order.
+    #[allow(clippy::many_single_char_names)] // offsets and lengths of a coalescing loop
+    pub fn read_many_streaming<T: ArrayElement>(
+        &self,
+        names: &[&str],
+        start: &[u64],
+        count: &[u64],
+    ) -> Vec<Result<ArrayD<T>>> {
+        /// Blocks closer than this are fetched in one read (the gap is read too).
+        const MAX_GAP_BYTES: u64 = 64 << 10;
+        /// Largest single read.
+        const MAX_READ_BYTES: u64 = 8 << 20;
+        // 1. Every committed block the reads need. Errors are left to step 3.
+        let mut wanted: Vec<(u32, u64, u64)> = Vec::new();
+        for name in names {
+            let Some(view) = self.view(name) else {
+                continue;
+            };
+            let schema = view.schema;
+            if schema.dtype != T::DTYPE {
+                continue;
+            }
+            let Ok((st, ct)) = schema.resolve_region(name, start, count) else {
+                continue;
+            };
+            if ct.contains(&0) {
+                continue;
+            }
+            for idx in schema.chunks_touching(&st, &ct) {
+                if let Some(Source::Layer(loc)) = view.source(idx) {
+                    wanted.push((loc.layer, loc.entry.offset, loc.entry.stored_len));
+                }
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        // 2. Coalesced reads. A failed read leaves its blocks to the per-chunk
+        // path, which reports the error properly.
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let mut blocks: std::collections::HashMap<(u32, u64), (usize, usize, usize)> =
+            std::collections::HashMap::with_capacity(wanted.len());
+        let mut i = 0;
+        while i < wanted.len() {
+            let (layer, first, len) = wanted[i];
+            let mut end = first + len;
+            let mut j = i + 1;
+            while j < wanted.len() {
+                let (l, o, n) = wanted[j];
+                if l != layer || o > end + MAX_GAP_BYTES || o + n - first > MAX_READ_BYTES {
+                    break;
+                }
+                end = end.max(o + n);
+                j += 1;
+            }
+            let handle = &self.layers[layer as usize].handle;
+            if let Ok(buf) = usize::try_from(end - first)
+                .map_err(|_| ())
+                .and_then(|n| handle.read_vec_at(first, n).map_err(|_| ()))
+            {
+                let b = buffers.len();
+                for &(_, o, n) in &wanted[i..j] {
+                    blocks.insert((layer, o), (b, (o - first) as usize, n as usize));
+                }
+                buffers.push(buf);
+            }
+            i = j;
+        }
+        // 3. Decode and assemble.
+        let width = T::DTYPE.size_bytes().unwrap_or(0);
+        names
+            .iter()
+            .map(|name| {
+                self.read_with(name, start, count, |src, cshape| match src {
+                    Source::Layer(loc) => match blocks.get(&(loc.layer, loc.entry.offset)) {
+                        Some(&(b, at, n)) => {
+                            let layer = &self.layers[loc.layer as usize];
+                            let e = &loc.entry;
+                            let raw = decode_checked(
+                                &buffers[b][at..at + n],
+                                e.crc,
+                                e.codec,
+                                e.filter,
+                                width,
+                                e.raw_len,
+                                &layer.path,
+                                e.offset,
+                            )?;
+                            cells_array(&raw, cshape, &layer.path, e.offset)
+                        }
+                        None => self.chunk_array(src, cshape, false),
+                    },
+                    Source::Pending(_) => self.chunk_array(src, cshape, false),
+                })
+            })
+            .collect()
+    }
+
+    /// Writes `data` at `start` (empty `start` means the origin). Chunks only
+    /// partly covered are merged with their current contents.
+    #[allow(clippy::needless_pass_by_value)] // views are cheap; by value matches `arr.view()` call sites
+    pub fn write_array<T: ArrayElement>(
+        &mut self,
+        name: &str,
+        start: &[u64],
+        data: ArrayViewD<'_, T>,
+    ) -> Result<()> {
+        let view = self.view_or_err(name)?;
+        let schema = view.schema.clone();
+        Self::check_dtype::<T>(name, &schema)?;
+        if data.ndim() != schema.rank() {
+            return Err(Error::RankMismatch {
+                name: name.to_owned(),
+                expected: schema.rank(),
+                actual: data.ndim(),
+            });
+        }
+        let start = if start.is_empty() {
+            vec![0; schema.rank()]
+        } else {
+            start.to_vec()
+        };
+        let count: Vec<u64> = data.shape().iter().map(|&s| s as u64).collect();
+        let (start, count) = schema.resolve_region(name, &start, &count)?;
+        if count.contains(&0) {
+            return Ok(());
+        }
+        let fill: T = fill_of(&schema);
+        let mut encoded = Vec::new();
+        for idx in schema.chunks_touching(&start, &count) {
+            let (origin, cshape) = schema.chunk_region(idx);
+            let ranges = slab::intersect(&origin, &cshape, &start, &count);
+            let (cr, rr): (Vec<_>, Vec<_>) = ranges.into_iter().unzip();
+            let covered = cr
+                .iter()
+                .zip(&cshape)
+                .all(|(&(a, b), &s)| a == 0 && b as u64 == s);
+            let chunk = if covered {
+                slab::extract(&data, &rr)
+            } else {
+                let mut base = if let Some(src) = view.source(idx) {
+                    self.chunk_array::<T>(&src, &cshape, true)?
+                } else {
+                    let d: Vec<usize> = cshape.iter().map(|&s| s as usize).collect();
+                    ArrayD::from_elem(IxDyn(&d), fill.clone())
+                };
+                slab::copy_box(&mut base.view_mut(), &cr, &data, &rr);
+                base
+            };
+            let values = chunk.as_slice().expect("standard layout");
+            encoded.push((idx, self.encode_chunk(name, &schema, values)?));
+        }
+        let created_record = !self.pending.arrays.contains_key(name);
+        if created_record {
+            self.pending
+                .set_record(name, RecordKind::Update, Some(schema));
+        }
+        let chunks = encoded
+            .into_iter()
+            .map(|(idx, (stored, meta))| (idx, stored, meta))
+            .collect();
+        self.pending
+            .put_chunks(name, chunks, created_record, &self.storage, &self.dir)
+    }
+
+    fn encode_chunk<T: ArrayElement>(
+        &self,
+        name: &str,
+        schema: &ArraySchema,
+        values: &[T],
+    ) -> Result<(Vec<u8>, BlockMeta)> {
+        let raw = encode_cells(values).ok_or_else(|| Error::Unrepresentable {
+            name: name.to_owned(),
+            reason: "a string longer than 4 GiB",
+        })?;
+        if raw.len() as u64 > MAX_CHUNK_BYTES {
+            return Err(Error::Unrepresentable {
+                name: name.to_owned(),
+                reason: "a chunk whose encoding exceeds 2 GiB; use a smaller chunk shape",
+            });
+        }
+        let width = T::DTYPE.size_bytes().unwrap_or(0);
+        let (stored, codec, filter) = encode_block(&raw, width, self.options.compression);
+        let fill: Option<T> = schema.fill_value.as_ref().and_then(T::from_fill);
+        let meta = BlockMeta {
+            raw_len: raw.len() as u64,
+            codec,
+            filter,
+            crc: crc32c::crc32c(&stored),
+            stats: ChunkStats::compute(values, fill.as_ref()),
+        };
+        Ok((stored, meta))
+    }
+
+    /// Statistics of an array, merged from per-chunk statistics (no data is read).
+    pub fn array_stats(&self, name: &str) -> Result<ArrayStats> {
+        Ok(self.array_meta(name)?.stats)
+    }
+
+    /// Merged metadata of an array (schema, statistics, storage sizes).
+    pub fn array_meta(&self, name: &str) -> Result<MergedArrayMeta> {
+        let view = self.view_or_err(name)?;
+        let schema = view.schema;
+        let mut stats = ArrayStats::all_null(schema.n_cells());
+        let (mut stored_bytes, mut raw_bytes, mut n) = (0, 0, 0);
+        for idx in view.stored_chunks() {
+            let src = view.source(idx).expect("listed chunks exist");
+            let (raw_len, cs) = src.meta();
+            stats.add_chunk(schema.chunk_cells(idx), cs);
+            raw_bytes += raw_len;
+            stored_bytes += match &src {
+                Source::Layer(l) => l.entry.stored_len,
+                Source::Pending(p) => match &p.data {
+                    pending::PendingData::Mem(b) => b.len() as u64,
+                    pending::PendingData::Scratch { len, .. } => *len,
+                },
+            };
+            n += 1;
+        }
+        Ok(MergedArrayMeta {
+            name: name.to_owned(),
+            schema: schema.clone(),
+            stats,
+            n_chunks_stored: n,
+            stored_bytes,
+            raw_bytes,
+        })
+    }
+
+    fn new_layer_path(&self, prefix: char) -> (PathBuf, u128) {
+        let uid = random_uid();
+        (self.dir.join(format!("{prefix}-{uid:032x}.af")), uid)
+    }
+
+    /// Writes the pending changes as a new layer file (fsynced, with its directory
+    /// entry fsynced) without changing this file's state. `None` when nothing is pending.
+    /// Install it with [`ArrayFile::install`] once the caller has committed it.
+    pub fn write_pending(&self) -> Result<Option<PreparedLayer>> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let (path, uid) = self.new_layer_path('d');
+        let result = self.write_pending_to(&path, uid);
+        if result.is_err() {
+            // Best effort: an unnamed file is garbage either way.
+            let _ = self.storage.remove_file(&path);
+        }
+        result.map(Some)
+    }
+
+    fn write_pending_to(&self, path: &Path, uid: u128) -> Result<PreparedLayer> {
+        let mut w = LayerWriter::create(self.storage.as_ref(), path, uid)?;
+        for (name, arr) in &self.pending.arrays {
+            w.begin_array(name, arr.kind, arr.schema.clone());
+            for (&idx, chunk) in &arr.chunks {
+                let stored = self.pending.stored_bytes(chunk)?;
+                w.append_chunk(idx, &stored, &chunk.meta)?;
+            }
+        }
+        self.finish_layer(
+            w,
+            PreparedKind::Delta {
+                generation: self.pending.generation,
+            },
+        )
+    }
+
+    fn finish_layer(&self, w: LayerWriter, kind: PreparedKind) -> Result<PreparedLayer> {
+        let (path, uid, footer) = w.finish()?;
+        self.storage.sync_dir(&self.dir)?;
+        let handle = self.storage.open_read(&path)?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(PreparedLayer {
+            layer: Arc::new(Layer {
+                name,
+                path,
+                uid,
+                handle,
+            }),
+            footer,
+            kind,
+        })
+    }
+
+    /// Makes a layer from [`ArrayFile::write_pending`] part of the file and clears
+    /// the pending changes it holds.
+    pub fn install(&mut self, prepared: PreparedLayer) -> Result<()> {
+        if prepared.kind
+            != (PreparedKind::Delta {
+                generation: self.pending.generation,
+            })
+        {
+            return Err(Error::StalePreparedLayer);
+        }
+        self.apply(prepared.layer, prepared.footer)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes and installs the pending changes; returns the new layer, or `None`
+    /// when nothing was pending. The caller must record the new layer list
+    /// ([`ArrayFile::layers`]) to reopen this state.
+    pub fn flush(&mut self) -> Result<Option<LayerId>> {
+        let Some(p) = self.write_pending()? else {
+            return Ok(None);
+        };
+        let id = p.id();
+        self.install(p)?;
+        Ok(Some(id))
+    }
+
+    /// Writes the committed state (not the pending changes) as one new base layer.
+    /// Stored chunks are copied as they are, one at a time, without decoding, so
+    /// memory stays bounded whatever the file size. No input layer is changed.
+    pub fn compact_prepare(&self) -> Result<PreparedLayer> {
+        let (path, uid) = self.new_layer_path('b');
+        let result = self.compact_to(&path, uid);
+        if result.is_err() {
+            let _ = self.storage.remove_file(&path);
+        }
+        result
+    }
+
+    fn compact_to(&self, path: &Path, uid: u128) -> Result<PreparedLayer> {
+        let mut w = LayerWriter::create(self.storage.as_ref(), path, uid)?;
+        for (name, c) in &self.committed {
+            w.begin_array(name, RecordKind::Define, Some(c.schema.clone()));
+            for (&idx, loc) in &c.chunks {
+                let layer = &self.layers[loc.layer as usize];
+                let e = &loc.entry;
+                let stored = read_stored(layer, e)?;
+                if crc32c::crc32c(&stored) != e.crc {
+                    return Err(Error::corrupt(
+                        &layer.path,
+                        e.offset,
+                        "block checksum mismatch",
+                    ));
+                }
+                let meta = BlockMeta {
+                    raw_len: e.raw_len,
+                    codec: e.codec,
+                    filter: e.filter,
+                    crc: e.crc,
+                    stats: e.stats.clone(),
+                };
+                w.append_chunk(idx, &stored, &meta)?;
+            }
+        }
+        self.finish_layer(
+            w,
+            PreparedKind::Base {
+                sources: self.layer_uids(),
+            },
+        )
+    }
+
+    fn layer_uids(&self) -> Vec<u128> {
+        self.layers.iter().map(|l| l.uid).collect()
+    }
+
+    /// Replaces every committed layer by a base from [`ArrayFile::compact_prepare`];
+    /// returns the retired layers, which the caller removes after committing.
+    pub fn install_compacted(&mut self, prepared: PreparedLayer) -> Result<Vec<LayerId>> {
+        // Only onto the exact layer list it was merged from: a base built before
+        // a later flush would silently drop that flush's data.
+        if prepared.kind
+            != (PreparedKind::Base {
+                sources: self.layer_uids(),
+            })
+        {
+            return Err(Error::StalePreparedLayer);
+        }
+        let retired = self.layers();
+        let old_layers = std::mem::take(&mut self.layers);
+        let old_committed = std::mem::take(&mut self.committed);
+        if let Err(e) = self.apply(prepared.layer, prepared.footer) {
+            self.layers = old_layers;
+            self.committed = old_committed;
+            return Err(e);
+        }
+        Ok(retired)
+    }
+
+    /// Compacts and installs in one step; returns the retired layers.
+    pub fn compact(&mut self) -> Result<Vec<LayerId>> {
+        let p = self.compact_prepare()?;
+        self.install_compacted(p)
+    }
+
+    /// Reads and decodes every chunk of every committed layer (live or
+    /// shadowed by a newer layer), checking footers and block checksums again;
+    /// returns the number of chunks checked.
+    pub fn verify(&self) -> Result<u64> {
+        let mut n = 0;
+        for layer in &self.layers {
+            let (_, footer) = open_layer_handle(Arc::clone(&layer.handle), &layer.path)?;
+            for rec in &footer.records {
+                let Some(schema) = &rec.schema else { continue };
+                let width = schema.dtype.size_bytes().unwrap_or(0);
+                for e in &rec.chunks {
+                    let stored = read_stored(layer, e)?;
+                    decode_checked(
+                        &stored,
+                        e.crc,
+                        e.codec,
+                        e.filter,
+                        width,
+                        e.raw_len,
+                        &layer.path,
+                        e.offset,
+                    )?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// The dtype of an array, if defined.
     pub fn dtype(&self, name: &str) -> Option<DType> {
         self.schema(name).map(|s| s.dtype)
     }
+}
+
+/// Checks that a region of `count` cells can be allocated (as `T` cells).
+fn region_fits<T>(name: &str, count: &[u64]) -> Result<()> {
+    let too_large = || Error::Unrepresentable {
+        name: name.to_owned(),
+        reason: "the requested region does not fit in memory; read it in parts",
+    };
+    let cells = count
+        .iter()
+        .try_fold(1u64, |a, &c| a.checked_mul(c))
+        .ok_or_else(too_large)?;
+    let cells = usize::try_from(cells).map_err(|_| too_large())?;
+    // Small regions always fit; only probe the allocator for big ones.
+    if cells.saturating_mul(size_of::<T>()) <= 64 << 20 {
+        return Ok(());
+    }
+    let mut probe: Vec<T> = Vec::new();
+    probe.try_reserve_exact(cells).map_err(|_| too_large())?;
+    Ok(())
+}
+
+/// An array of `dims` filled with `fill`, allocated fallibly.
+fn filled_array<T: Clone>(name: &str, dims: &[usize], fill: T) -> Result<ArrayD<T>> {
+    let cells: usize = dims.iter().product();
+    let mut v = Vec::new();
+    v.try_reserve_exact(cells)
+        .map_err(|_| Error::Unrepresentable {
+            name: name.to_owned(),
+            reason: "the requested region does not fit in memory; read it in parts",
+        })?;
+    v.resize(cells, fill);
+    Ok(ArrayD::from_shape_vec(IxDyn(dims), v).expect("cell count matches shape"))
+}
+
+/// Decoded chunk bytes as an array of `shape`.
+fn cells_array<T: ArrayElement>(
+    raw: &[u8],
+    shape: &[u64],
+    path: &Path,
+    offset: u64,
+) -> Result<ArrayD<T>> {
+    let n: u64 = shape.iter().product();
+    let cells = decode_cells::<T>(raw, n as usize).ok_or_else(|| {
+        Error::corrupt(
+            path,
+            offset,
+            format!("chunk cells do not decode as {}", T::DTYPE),
+        )
+    })?;
+    let dims: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
+    Ok(ArrayD::from_shape_vec(IxDyn(&dims), cells).expect("cell count matches shape"))
+}
+
+/// The stored (still compressed) bytes of one block.
+fn read_stored(layer: &Layer, e: &ChunkEntry) -> Result<Vec<u8>> {
+    layer
+        .handle
+        .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)
+}
+
+fn to_usize(n: u64, path: &Path, offset: u64) -> Result<usize> {
+    usize::try_from(n).map_err(|_| Error::corrupt(path, offset, "block larger than memory"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decode_checked(
+    stored: &[u8],
+    crc: u32,
+    codec: u8,
+    filter: u8,
+    width: usize,
+    raw_len: u64,
+    path: &Path,
+    offset: u64,
+) -> Result<Vec<u8>> {
+    if crc32c::crc32c(stored) != crc {
+        return Err(Error::corrupt(path, offset, "block checksum mismatch"));
+    }
+    let raw_len = to_usize(raw_len, path, offset)?;
+    decode_block(stored, codec, filter, width, raw_len).map_err(|e| match e {
+        DecodeError::Damaged(reason) => Error::corrupt(path, offset, reason),
+        DecodeError::Unavailable { codec, feature } => Error::CodecUnavailable {
+            path: path.to_owned(),
+            codec,
+            feature,
+        },
+    })
 }

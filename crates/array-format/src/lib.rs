@@ -41,7 +41,7 @@ mod schema;
 mod stats;
 pub mod storage;
 
-pub use cache::{BlockKey, DeltaCache, DeltaCacheConfig, LevelStats};
+pub use cache::{DeltaCache, DeltaCacheConfig, LevelStats};
 pub use codec::{Codec, Compression};
 pub use dtype::{DType, FillValue, StatValue, TimestampNs};
 pub use element::ArrayElement;
