@@ -27,8 +27,10 @@ Run `cargo xtask <COMMAND> --help` for a command's options.
 pub const CI_USAGE: &str = "\
 Run exactly what CI runs: `cargo fmt --check`, clippy with warnings denied
 (default and all features), every test (default and all features; the crash
-loop with 200 kills, or $ATLAS_CRASH_KILLS), docs with warnings denied, and
-with ATLAS_CI_FUZZ=1 a 10 s smoke run of every fuzz target.
+loop with 200 kills, or $ATLAS_CRASH_KILLS), docs with warnings denied, the
+Python package (built into .venv by maturin, then its pytest suite; .venv comes
+from `bash .ci/setup`), and with ATLAS_CI_FUZZ=1 a 10 s smoke run of every fuzz
+target.
 
 Usage: cargo xtask ci
 
@@ -75,7 +77,8 @@ installing cargo-fuzz if missing, and print the executions per target.
 Usage: cargo xtask fuzz [--seconds N] [TARGET...]
 
 Arguments:
-  [TARGET...]  footer, block, layer_file, manifest, segment_json, segment_binary
+  [TARGET...]  footer, block, chunk_cells, layer_file, manifest, segment_json,
+               segment_binary, netcdf_classic
 
 Options:
       --seconds N  Seconds per target (default: 60)

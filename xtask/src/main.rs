@@ -111,6 +111,7 @@ fn ci() -> Result<()> {
         ],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    python_tests(&root())?;
     let t_outside = Instant::now();
     outside::run(&root())?;
     eprintln!(
@@ -123,6 +124,52 @@ fn ci() -> Result<()> {
         eprintln!("==> fuzz smoke skipped (set {CI_FUZZ_ENV}=1 to run it)");
     }
     eprintln!("==> ci passed in {:.0} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The Python package `crates/atlas-python`: builds the extension into the
+/// repository's `.venv` (`maturin develop --release`) and runs its pytest suite.
+/// pytest's exit code 5 ("no tests collected") is a failure, so a suite that
+/// silently stopped collecting cannot pass.
+fn python_tests(root: &Path) -> Result<()> {
+    let t = Instant::now();
+    let bin = root.join(".venv").join("bin");
+    let (python, maturin) = (bin.join("python"), bin.join("maturin"));
+    if !python.is_file() || !maturin.is_file() {
+        bail!(
+            "the Python tests need {} with maturin (requirements-ci.txt): run `bash .ci/setup`",
+            bin.display()
+        );
+    }
+    let manifest = root.join("crates").join("atlas-python").join("Cargo.toml");
+    run(
+        "python extension (maturin develop --release)",
+        &maturin.to_string_lossy(),
+        &[
+            "develop",
+            "--release",
+            "--quiet",
+            "-m",
+            &manifest.to_string_lossy(),
+        ],
+        &[],
+    )?;
+    let tests = root.join("crates").join("atlas-python").join("tests");
+    eprintln!("==> python tests: pytest {}", tests.display());
+    let status = Command::new(&python)
+        .args(["-m", "pytest", &tests.to_string_lossy(), "-q"])
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    match status.code() {
+        Some(0) => {}
+        Some(5) => bail!("python tests: pytest collected no tests (exit 5)"),
+        _ => bail!("python tests failed ({status})"),
+    }
+    eprintln!(
+        "    python extension build + tests ok in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -1,0 +1,354 @@
+//! Reads: resolving chunks to their newest version, fetching and decoding
+//! blocks (through the cache), and the one-pass scan of many arrays.
+
+use super::{
+    decode_block, decode_cells, fill_of, slab, Arc, ArrayD, ArrayElement, ArrayFile, ArraySchema,
+    BlockKey, ChunkEntry, DecodeError, Error, IxDyn, Layer, Path, Result, Source,
+};
+
+impl ArrayFile {
+    /// Decoded raw bytes of a chunk's newest version.
+    pub(super) fn chunk_raw(
+        &self,
+        src: &Source<'_>,
+        width: usize,
+        fill_cache: bool,
+    ) -> Result<Arc<Vec<u8>>> {
+        match src {
+            Source::Layer(loc) => {
+                let layer = &self.layers[loc.layer as usize];
+                let e = &loc.entry;
+                let key = BlockKey {
+                    layer_uid: layer.uid,
+                    offset: e.offset,
+                };
+                let read = || read_stored(layer, e);
+                let decode = |stored: &[u8]| {
+                    decode_checked(
+                        stored,
+                        e.crc,
+                        e.codec,
+                        e.filter,
+                        width,
+                        e.raw_len,
+                        &layer.path,
+                        e.offset,
+                    )
+                };
+                if fill_cache {
+                    self.cache
+                        .decoded(key, || decode(&self.cache.raw(key, read)?))
+                } else {
+                    self.cache
+                        .decoded_streaming(key, || decode(&self.cache.raw_streaming(key, read)?))
+                }
+            }
+            Source::Pending(p) => {
+                let stored = self.pending.stored_bytes(p)?;
+                let m = &p.meta;
+                decode_checked(
+                    &stored, m.crc, m.codec, m.filter, width, m.raw_len, &self.dir, 0,
+                )
+                .map(Arc::new)
+            }
+        }
+    }
+
+    /// One chunk's cells as an array of its (edge-clipped) shape.
+    pub(super) fn chunk_array<T: ArrayElement>(
+        &self,
+        src: &Source<'_>,
+        shape: &[u64],
+        fill_cache: bool,
+    ) -> Result<ArrayD<T>> {
+        let width = T::DTYPE.size_bytes().unwrap_or(0);
+        let raw = self.chunk_raw(src, width, fill_cache)?;
+        let (path, offset) = match src {
+            Source::Layer(l) => (&self.layers[l.layer as usize].path, l.entry.offset),
+            Source::Pending(_) => (&self.dir, 0),
+        };
+        cells_array(&raw, shape, path, offset)
+    }
+
+    pub(super) fn check_dtype<T: ArrayElement>(name: &str, schema: &ArraySchema) -> Result<()> {
+        if schema.dtype == T::DTYPE {
+            Ok(())
+        } else {
+            Err(Error::DTypeMismatch {
+                name: name.to_owned(),
+                stored: schema.dtype,
+                requested: T::DTYPE,
+            })
+        }
+    }
+
+    /// Reads a hyperslab; empty `start` and `count` read the whole array.
+    /// Cells never written read as the fill value (the type's zero without one).
+    pub fn read_array<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+    ) -> Result<ArrayD<T>> {
+        self.read_array_with(name, start, count, true)
+    }
+
+    /// Like [`ArrayFile::read_array`], but blocks that miss the cache are not
+    /// added to it: for scans, which would otherwise evict the point-read
+    /// working set with blocks they never revisit.
+    pub fn read_array_streaming<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+    ) -> Result<ArrayD<T>> {
+        self.read_array_with(name, start, count, false)
+    }
+
+    pub(super) fn read_array_with<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+        fill_cache: bool,
+    ) -> Result<ArrayD<T>> {
+        self.read_with(name, start, count, |src, cshape| {
+            self.chunk_array(src, cshape, fill_cache)
+        })
+    }
+
+    /// Assembles a hyperslab, getting each stored chunk from `load`.
+    pub(super) fn read_with<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+        mut load: impl FnMut(&Source<'_>, &[u64]) -> Result<ArrayD<T>>,
+    ) -> Result<ArrayD<T>> {
+        let view = self.view_or_err(name)?;
+        let schema = view.schema;
+        Self::check_dtype::<T>(name, schema)?;
+        let (start, count) = schema.resolve_region(name, start, count)?;
+        let dims: Vec<usize> = count.iter().map(|&c| c as usize).collect();
+        let fill: T = fill_of(schema);
+        if count.contains(&0) {
+            return Ok(ArrayD::from_elem(IxDyn(&dims), fill));
+        }
+        // A region must fit in memory: refuse it up front, before enumerating
+        // its chunks, rather than aborting on an impossible allocation.
+        region_fits::<T>(name, &count)?;
+        let touched = schema.chunks_touching(&start, &count);
+        // Fast path: the region is exactly one stored chunk.
+        if let [only] = touched[..] {
+            let (origin, cshape) = schema.chunk_region(only);
+            if origin == start && cshape == count {
+                return match view.source(only) {
+                    Some(src) => load(&src, &cshape),
+                    None => Ok(ArrayD::from_elem(IxDyn(&dims), fill)),
+                };
+            }
+        }
+        let mut out = filled_array(name, &dims, fill)?;
+        for idx in touched {
+            let Some(src) = view.source(idx) else {
+                continue;
+            };
+            let (origin, cshape) = schema.chunk_region(idx);
+            let chunk = load(&src, &cshape)?;
+            let ranges = slab::intersect(&origin, &cshape, &start, &count);
+            let (cr, rr): (Vec<_>, Vec<_>) = ranges.into_iter().unzip();
+            slab::copy_box(&mut out.view_mut(), &rr, &chunk.view(), &cr);
+        }
+        Ok(out)
+    }
+
+    /// Reads the same hyperslab of many arrays in one pass: the stored blocks
+    /// they need are sorted by file position and fetched with a few large reads
+    /// (neighbouring blocks coalesced), then decoded. This is how a scan of one
+    /// variable across many datasets reads the file: sequentially, once. Like
+    /// [`ArrayFile::read_array_streaming`], it does not fill the cache. One
+    /// result per name, in order.
+    #[allow(clippy::many_single_char_names)] // offsets and lengths of a coalescing loop
+    pub fn read_many_streaming<T: ArrayElement>(
+        &self,
+        names: &[&str],
+        start: &[u64],
+        count: &[u64],
+    ) -> Vec<Result<ArrayD<T>>> {
+        /// Blocks closer than this are fetched in one read (the gap is read too).
+        const MAX_GAP_BYTES: u64 = 64 << 10;
+        /// Largest single read.
+        const MAX_READ_BYTES: u64 = 8 << 20;
+        // 1. Every committed block the reads need. Errors are left to step 3.
+        let mut wanted: Vec<(u32, u64, u64)> = Vec::new();
+        for name in names {
+            let Some(view) = self.view(name) else {
+                continue;
+            };
+            let schema = view.schema;
+            if schema.dtype != T::DTYPE {
+                continue;
+            }
+            let Ok((st, ct)) = schema.resolve_region(name, start, count) else {
+                continue;
+            };
+            if ct.contains(&0) {
+                continue;
+            }
+            for idx in schema.chunks_touching(&st, &ct) {
+                if let Some(Source::Layer(loc)) = view.source(idx) {
+                    wanted.push((loc.layer, loc.entry.offset, loc.entry.stored_len));
+                }
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        // 2. Coalesced reads. A failed read leaves its blocks to the per-chunk
+        // path, which reports the error properly.
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let mut blocks: std::collections::HashMap<(u32, u64), (usize, usize, usize)> =
+            std::collections::HashMap::with_capacity(wanted.len());
+        let mut i = 0;
+        while i < wanted.len() {
+            let (layer, first, len) = wanted[i];
+            let mut end = first + len;
+            let mut j = i + 1;
+            while j < wanted.len() {
+                let (l, o, n) = wanted[j];
+                if l != layer || o > end + MAX_GAP_BYTES || o + n - first > MAX_READ_BYTES {
+                    break;
+                }
+                end = end.max(o + n);
+                j += 1;
+            }
+            let handle = &self.layers[layer as usize].handle;
+            if let Ok(buf) = usize::try_from(end - first)
+                .map_err(|_| ())
+                .and_then(|n| handle.read_vec_at(first, n).map_err(|_| ()))
+            {
+                let b = buffers.len();
+                for &(_, o, n) in &wanted[i..j] {
+                    blocks.insert((layer, o), (b, (o - first) as usize, n as usize));
+                }
+                buffers.push(buf);
+            }
+            i = j;
+        }
+        // 3. Decode and assemble.
+        let width = T::DTYPE.size_bytes().unwrap_or(0);
+        names
+            .iter()
+            .map(|name| {
+                self.read_with(name, start, count, |src, cshape| match src {
+                    Source::Layer(loc) => match blocks.get(&(loc.layer, loc.entry.offset)) {
+                        Some(&(b, at, n)) => {
+                            let layer = &self.layers[loc.layer as usize];
+                            let e = &loc.entry;
+                            let raw = decode_checked(
+                                &buffers[b][at..at + n],
+                                e.crc,
+                                e.codec,
+                                e.filter,
+                                width,
+                                e.raw_len,
+                                &layer.path,
+                                e.offset,
+                            )?;
+                            cells_array(&raw, cshape, &layer.path, e.offset)
+                        }
+                        None => self.chunk_array(src, cshape, false),
+                    },
+                    Source::Pending(_) => self.chunk_array(src, cshape, false),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Checks that a region of `count` cells can be allocated (as `T` cells).
+pub(super) fn region_fits<T>(name: &str, count: &[u64]) -> Result<()> {
+    let too_large = || Error::Unrepresentable {
+        name: name.to_owned(),
+        reason: "the requested region does not fit in memory; read it in parts",
+    };
+    let cells = count
+        .iter()
+        .try_fold(1u64, |a, &c| a.checked_mul(c))
+        .ok_or_else(too_large)?;
+    let cells = usize::try_from(cells).map_err(|_| too_large())?;
+    // Small regions always fit; only probe the allocator for big ones.
+    if cells.saturating_mul(size_of::<T>()) <= 64 << 20 {
+        return Ok(());
+    }
+    let mut probe: Vec<T> = Vec::new();
+    probe.try_reserve_exact(cells).map_err(|_| too_large())?;
+    Ok(())
+}
+
+/// An array of `dims` filled with `fill`, allocated fallibly.
+pub(super) fn filled_array<T: Clone>(name: &str, dims: &[usize], fill: T) -> Result<ArrayD<T>> {
+    let cells: usize = dims.iter().product();
+    let mut v = Vec::new();
+    v.try_reserve_exact(cells)
+        .map_err(|_| Error::Unrepresentable {
+            name: name.to_owned(),
+            reason: "the requested region does not fit in memory; read it in parts",
+        })?;
+    v.resize(cells, fill);
+    Ok(ArrayD::from_shape_vec(IxDyn(dims), v).expect("cell count matches shape"))
+}
+
+/// Decoded chunk bytes as an array of `shape`.
+pub(super) fn cells_array<T: ArrayElement>(
+    raw: &[u8],
+    shape: &[u64],
+    path: &Path,
+    offset: u64,
+) -> Result<ArrayD<T>> {
+    let n: u64 = shape.iter().product();
+    let cells = decode_cells::<T>(raw, n as usize).ok_or_else(|| {
+        Error::corrupt(
+            path,
+            offset,
+            format!("chunk cells do not decode as {}", T::DTYPE),
+        )
+    })?;
+    let dims: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
+    Ok(ArrayD::from_shape_vec(IxDyn(&dims), cells).expect("cell count matches shape"))
+}
+
+/// The stored (still compressed) bytes of one block.
+pub(super) fn read_stored(layer: &Layer, e: &ChunkEntry) -> Result<Vec<u8>> {
+    layer
+        .handle
+        .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)
+}
+
+pub(super) fn to_usize(n: u64, path: &Path, offset: u64) -> Result<usize> {
+    usize::try_from(n).map_err(|_| Error::corrupt(path, offset, "block larger than memory"))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn decode_checked(
+    stored: &[u8],
+    crc: u32,
+    codec: u8,
+    filter: u8,
+    width: usize,
+    raw_len: u64,
+    path: &Path,
+    offset: u64,
+) -> Result<Vec<u8>> {
+    if crc32c::crc32c(stored) != crc {
+        return Err(Error::corrupt(path, offset, "block checksum mismatch"));
+    }
+    let raw_len = to_usize(raw_len, path, offset)?;
+    decode_block(stored, codec, filter, width, raw_len).map_err(|e| match e {
+        DecodeError::Damaged(reason) => Error::corrupt(path, offset, reason),
+        DecodeError::Unavailable { codec, feature } => Error::CodecUnavailable {
+            path: path.to_owned(),
+            codec,
+            feature,
+        },
+    })
+}

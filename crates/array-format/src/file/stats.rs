@@ -1,0 +1,40 @@
+//! Statistics and merged metadata, from stored per-chunk statistics only.
+
+use super::{pending, ArrayFile, ArrayStats, MergedArrayMeta, Result, Source};
+
+impl ArrayFile {
+    /// Statistics of an array, merged from per-chunk statistics (no data is read).
+    pub fn array_stats(&self, name: &str) -> Result<ArrayStats> {
+        Ok(self.array_meta(name)?.stats)
+    }
+
+    /// Merged metadata of an array (schema, statistics, storage sizes).
+    pub fn array_meta(&self, name: &str) -> Result<MergedArrayMeta> {
+        let view = self.view_or_err(name)?;
+        let schema = view.schema;
+        let mut stats = ArrayStats::all_null(schema.n_cells());
+        let (mut stored_bytes, mut raw_bytes, mut n) = (0, 0, 0);
+        for idx in view.stored_chunks() {
+            let src = view.source(idx).expect("listed chunks exist");
+            let (raw_len, cs) = src.meta();
+            stats.add_chunk(schema.chunk_cells(idx), cs);
+            raw_bytes += raw_len;
+            stored_bytes += match &src {
+                Source::Layer(l) => l.entry.stored_len,
+                Source::Pending(p) => match &p.data {
+                    pending::PendingData::Mem(b) => b.len() as u64,
+                    pending::PendingData::Scratch { len, .. } => *len,
+                },
+            };
+            n += 1;
+        }
+        Ok(MergedArrayMeta {
+            name: name.to_owned(),
+            schema: schema.clone(),
+            stats,
+            n_chunks_stored: n,
+            stored_bytes,
+            raw_bytes,
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! Writes: cutting a hyperslab into chunks, merging partly covered chunks,
+//! encoding and statistics, into the pending layer.
+
+use super::{
+    encode_block, encode_cells, fill_of, slab, ArrayD, ArrayElement, ArrayFile, ArraySchema,
+    ArrayViewD, BlockMeta, ChunkStats, Error, IxDyn, RecordKind, Result, MAX_CHUNK_BYTES,
+};
+
+impl ArrayFile {
+    /// Writes `data` at `start` (empty `start` means the origin). Chunks only
+    /// partly covered are merged with their current contents.
+    #[allow(clippy::needless_pass_by_value)] // views are cheap; by value matches `arr.view()` call sites
+    pub fn write_array<T: ArrayElement>(
+        &mut self,
+        name: &str,
+        start: &[u64],
+        data: ArrayViewD<'_, T>,
+    ) -> Result<()> {
+        let view = self.view_or_err(name)?;
+        let schema = view.schema.clone();
+        Self::check_dtype::<T>(name, &schema)?;
+        if data.ndim() != schema.rank() {
+            return Err(Error::RankMismatch {
+                name: name.to_owned(),
+                expected: schema.rank(),
+                actual: data.ndim(),
+            });
+        }
+        let start = if start.is_empty() {
+            vec![0; schema.rank()]
+        } else {
+            start.to_vec()
+        };
+        let count: Vec<u64> = data.shape().iter().map(|&s| s as u64).collect();
+        let (start, count) = schema.resolve_region(name, &start, &count)?;
+        if count.contains(&0) {
+            return Ok(());
+        }
+        let fill: T = fill_of(&schema);
+        let mut encoded = Vec::new();
+        for idx in schema.chunks_touching(&start, &count) {
+            let (origin, cshape) = schema.chunk_region(idx);
+            let ranges = slab::intersect(&origin, &cshape, &start, &count);
+            let (cr, rr): (Vec<_>, Vec<_>) = ranges.into_iter().unzip();
+            let covered = cr
+                .iter()
+                .zip(&cshape)
+                .all(|(&(a, b), &s)| a == 0 && b as u64 == s);
+            let chunk = if covered {
+                slab::extract(&data, &rr)
+            } else {
+                let mut base = if let Some(src) = view.source(idx) {
+                    self.chunk_array::<T>(&src, &cshape, true)?
+                } else {
+                    let d: Vec<usize> = cshape.iter().map(|&s| s as usize).collect();
+                    ArrayD::from_elem(IxDyn(&d), fill.clone())
+                };
+                slab::copy_box(&mut base.view_mut(), &cr, &data, &rr);
+                base
+            };
+            let values = chunk.as_slice().expect("standard layout");
+            encoded.push((idx, self.encode_chunk(name, &schema, values)?));
+        }
+        let created_record = !self.pending.arrays.contains_key(name);
+        if created_record {
+            self.pending
+                .set_record(name, RecordKind::Update, Some(schema));
+        }
+        let chunks = encoded
+            .into_iter()
+            .map(|(idx, (stored, meta))| (idx, stored, meta))
+            .collect();
+        self.pending
+            .put_chunks(name, chunks, created_record, &self.storage, &self.dir)
+    }
+
+    pub(super) fn encode_chunk<T: ArrayElement>(
+        &self,
+        name: &str,
+        schema: &ArraySchema,
+        values: &[T],
+    ) -> Result<(Vec<u8>, BlockMeta)> {
+        let raw = encode_cells(values).ok_or_else(|| Error::Unrepresentable {
+            name: name.to_owned(),
+            reason: "a string longer than 4 GiB",
+        })?;
+        if raw.len() as u64 > MAX_CHUNK_BYTES {
+            return Err(Error::Unrepresentable {
+                name: name.to_owned(),
+                reason: "a chunk whose encoding exceeds 2 GiB; use a smaller chunk shape",
+            });
+        }
+        let width = T::DTYPE.size_bytes().unwrap_or(0);
+        let (stored, codec, filter) = encode_block(&raw, width, self.options.compression);
+        let fill: Option<T> = schema.fill_value.as_ref().and_then(T::from_fill);
+        let meta = BlockMeta {
+            raw_len: raw.len() as u64,
+            codec,
+            filter,
+            crc: crc32c::crc32c(&stored),
+            stats: ChunkStats::compute(values, fill.as_ref()),
+        };
+        Ok((stored, meta))
+    }
+}

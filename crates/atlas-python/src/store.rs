@@ -1,0 +1,290 @@
+//! `atlas.Store`: a handle to one store.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use atlas::array_format::LocalStorage;
+use atlas::{Atlas, OpenOptions, StoreConfig};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+
+use crate::dataset::Dataset;
+use crate::errors::{invalid, raise, IntoPyResult};
+use crate::glob;
+use crate::runtime::block_on;
+
+/// A store opened read-only (`mode="r"`) or for appending (`mode="a"`, the
+/// writer lock taken at open). Handles record the pid that opened them: used
+/// in a `fork()`ed child they raise `ForkedHandleError` instead of hanging.
+#[pyclass(frozen, module = "atlas._atlas", name = "Store")]
+pub struct Store {
+    /// `None` once closed.
+    handle: Mutex<Option<Atlas>>,
+    /// The absolute store directory.
+    root: String,
+    writable: bool,
+    pid: u32,
+}
+
+/// A path argument: `str` or `os.PathLike`; also `file://` URLs.
+fn location(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    obj.py()
+        .import("os")?
+        .getattr("fspath")?
+        .call1((obj,))?
+        .extract()
+}
+
+impl Store {
+    fn new(atlas: Atlas, writable: bool) -> Self {
+        let root = std::path::absolute(atlas.root())
+            .unwrap_or_else(|_| atlas.root().to_owned())
+            .display()
+            .to_string();
+        Store {
+            handle: Mutex::new(Some(atlas)),
+            root,
+            writable,
+            pid: std::process::id(),
+        }
+    }
+
+    /// The live handle; errors in a forked child, after `close()`, and for a
+    /// write (`write`) through a read-only handle.
+    pub fn atlas(&self, write: bool) -> PyResult<Atlas> {
+        // The pid first: after fork() nothing else may be touched.
+        if std::process::id() != self.pid {
+            return Err(raise(
+                "ForkedHandleError",
+                format!(
+                    "this atlas.Store ({}) was opened in process {} and crossed fork() into process {}; \
+                     open the store again in the child (or use the 'spawn' start method)",
+                    self.root,
+                    self.pid,
+                    std::process::id()
+                ),
+            ));
+        }
+        let atlas = self
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| invalid(format!("store {} is closed", self.root)))?;
+        if write && !self.writable {
+            return Err(raise(
+                "ReadOnlyError",
+                format!(
+                    "store {} is open read-only; use atlas.Store.open(path, mode=\"a\") to write",
+                    self.root
+                ),
+            ));
+        }
+        Ok(atlas)
+    }
+
+    /// The absolute store directory.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Whether the handle was opened for writing.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+}
+
+#[pymethods]
+impl Store {
+    /// Creates a store at `path` (made if missing) and returns it open for writing.
+    #[staticmethod]
+    fn create(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Store> {
+        let loc = location(path)?;
+        let atlas = block_on(py, Atlas::create(&loc, StoreConfig::default())).py()?;
+        Ok(Store::new(atlas, true))
+    }
+
+    /// Opens the store at `path`: `mode="r"` read-only, `mode="a"` for writing.
+    #[staticmethod]
+    #[pyo3(signature = (path, mode = "r"))]
+    fn open(py: Python<'_>, path: &Bound<'_, PyAny>, mode: &str) -> PyResult<Store> {
+        let loc = location(path)?;
+        let writable = match mode {
+            "r" => false,
+            "a" => true,
+            other => {
+                return Err(invalid(format!(
+                "mode must be \"r\" or \"a\", not {other:?} (atlas.Store.create makes a new store)"
+            )))
+            }
+        };
+        let atlas = if writable {
+            let dir = atlas::local_path(&loc).py()?;
+            let options = OpenOptions {
+                write: true,
+                ..OpenOptions::default()
+            };
+            block_on(py, Atlas::open_with(Arc::new(LocalStorage), &dir, options)).py()?
+        } else {
+            block_on(py, Atlas::open(&loc)).py()?
+        };
+        Ok(Store::new(atlas, writable))
+    }
+
+    /// The absolute store directory.
+    #[getter]
+    fn path(&self) -> String {
+        self.root.clone()
+    }
+
+    /// `"r"` or `"a"`.
+    #[getter]
+    fn mode(&self) -> &'static str {
+        if self.writable {
+            "a"
+        } else {
+            "r"
+        }
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    /// The commit generation this handle's snapshot holds.
+    #[getter]
+    fn generation(&self) -> PyResult<u64> {
+        Ok(self.atlas(false)?.generation())
+    }
+
+    /// The dataset `name` (`DatasetNotFoundError`, a `KeyError`, if absent).
+    fn dataset(slf: &Bound<'_, Self>, name: &str) -> PyResult<Dataset> {
+        let py = slf.py();
+        let atlas = slf.get().atlas(false)?;
+        let view = block_on(py, atlas.open_dataset(name)).py()?;
+        Ok(Dataset::new(view, slf.clone().unbind()))
+    }
+
+    fn __getitem__(slf: &Bound<'_, Self>, name: &str) -> PyResult<Dataset> {
+        Self::dataset(slf, name)
+    }
+
+    /// Creates an empty dataset `name`.
+    fn create_dataset(slf: &Bound<'_, Self>, name: &str) -> PyResult<Dataset> {
+        let py = slf.py();
+        let atlas = slf.get().atlas(true)?;
+        let view = block_on(py, atlas.create_dataset(name)).py()?;
+        Ok(Dataset::new(view, slf.clone().unbind()))
+    }
+
+    /// Deletes the dataset `name` and its arrays.
+    fn delete_dataset(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let atlas = self.atlas(true)?;
+        block_on(py, atlas.delete_dataset(name)).py()
+    }
+
+    /// Dataset names in creation order, those matching `pattern` (`*` any run
+    /// of characters, `?` one character) when given.
+    #[pyo3(signature = (pattern = None))]
+    fn list(&self, pattern: Option<&str>) -> PyResult<Vec<String>> {
+        let names = self.atlas(false)?.list_datasets();
+        Ok(match pattern {
+            None => names,
+            Some(p) => names.into_iter().filter(|n| glob::matches(p, n)).collect(),
+        })
+    }
+
+    /// Every array name used by some dataset.
+    fn array_names(&self) -> PyResult<Vec<String>> {
+        Ok(self.atlas(false)?.list_arrays())
+    }
+
+    fn __contains__(&self, name: &str) -> PyResult<bool> {
+        Ok(self.atlas(false)?.dataset_exists(name))
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.atlas(false)?.n_datasets())
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let names = self.atlas(false)?.list_datasets();
+        PyList::new(py, names)?.call_method0("__iter__")
+    }
+
+    /// Commits every change since the last flush (the durability boundary).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.writable {
+            // Nothing to commit through a read-only handle.
+            self.atlas(false)?;
+            return Ok(());
+        }
+        let atlas = self.atlas(true)?;
+        block_on(py, atlas.flush()).py()
+    }
+
+    /// Merges every array file's layers into new bases.
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        let atlas = self.atlas(true)?;
+        block_on(py, atlas.compact()).py()
+    }
+
+    /// Drops the handle (pending writes are abandoned; the writer lock is
+    /// released once no dataset handle still refers to the store).
+    fn close(&self) {
+        self.handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Flushes (writable handles) only when the block ended normally, then closes.
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let result = if exc_type.is_none() && self.writable && !self.closed() {
+            self.flush(py)
+        } else {
+            Ok(())
+        };
+        self.close();
+        result.map(|()| false)
+    }
+
+    /// Read-only handles pickle as a recipe (path, generation) that reopens
+    /// read-only in the receiving process; writable ones refuse.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let atlas = self.atlas(false)?;
+        if self.writable {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "cannot pickle a writable atlas.Store ({}): flush it and pickle a read-only handle, \
+                 atlas.Store.open(path, mode=\"r\")",
+                self.root
+            )));
+        }
+        let reopen = py.import("atlas._pickle")?.getattr("reopen_store")?;
+        let args = (self.root.clone(), atlas.generation()).into_pyobject(py)?;
+        PyTuple::new(py, [reopen, args.into_any()])
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "atlas.Store({:?}, mode={:?}{})",
+            self.root,
+            self.mode(),
+            if self.closed() { ", closed" } else { "" }
+        )
+    }
+}

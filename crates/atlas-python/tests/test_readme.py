@@ -1,0 +1,16 @@
+"""The README's Python quick start, run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_readme_python_block_runs() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    assert len(blocks) == 1, f"expected one ```python block in README.md, found {len(blocks)}"
+    code = compile(blocks[0], str(ROOT / "README.md"), "exec")
+    exec(code, {"__name__": "readme"})  # noqa: S102 - the point of the test
