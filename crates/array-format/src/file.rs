@@ -15,6 +15,7 @@
 
 mod compact;
 mod flush;
+mod merge;
 mod pending;
 mod read;
 mod slab;
@@ -42,6 +43,7 @@ use crate::layer::{
 use crate::schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES};
 use crate::stats::{ArrayStats, ChunkStats};
 use crate::storage::{ReadHandle, Storage};
+pub use merge::MergePlan;
 pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};
 use read::{decode_checked, read_stored};
@@ -145,9 +147,23 @@ enum PreparedKind {
     Delta { generation: u64 },
     /// A base merged from exactly these committed layers (by uid).
     Base { sources: Vec<u128> },
+    /// A delta merging the layers from index `from` on, built on exactly these
+    /// committed layers (by uid).
+    Merge { sources: Vec<u128>, from: usize },
 }
 
 impl PreparedLayer {
+    /// The index of the first committed layer this one replaces once
+    /// installed: 0 for a base (it replaces all), the tail's start for a tail
+    /// merge, the layer count for a delta (it replaces none).
+    pub fn replaces_from(&self) -> usize {
+        match &self.kind {
+            PreparedKind::Base { .. } => 0,
+            PreparedKind::Merge { from, .. } => *from,
+            PreparedKind::Delta { .. } => usize::MAX,
+        }
+    }
+
     /// The new layer's id.
     pub fn id(&self) -> LayerId {
         LayerId(self.layer.name.clone())

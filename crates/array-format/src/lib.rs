@@ -47,7 +47,8 @@ pub use dtype::{DType, FillValue, StatValue, TimestampNs};
 pub use element::ArrayElement;
 pub use error::{Error, ErrorKind, Result};
 pub use file::{
-    random_uid, ArrayFile, ArrayFileOptions, LayerId, MergedArrayMeta, PendingBudget, PreparedLayer,
+    random_uid, ArrayFile, ArrayFileOptions, LayerId, MergePlan, MergedArrayMeta, PendingBudget,
+    PreparedLayer,
 };
 pub use schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES, MAX_NAME_BYTES, MAX_RANK};
 pub use stats::{ArrayStats, ChunkStats};

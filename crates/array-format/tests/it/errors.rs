@@ -360,7 +360,7 @@ fn blosc2_without_the_feature_is_codec_unavailable() {
         array_format::DeltaCacheConfig::default(),
     ));
     let r = array_format::ArrayFile::create(storage, "/b".as_ref(), opts, cache);
-    let e = r.err().expect("refused");
+    let e = r.expect_err("refused");
     assert!(
         matches!(
             e,

@@ -20,7 +20,11 @@ const MAX_STEPS: u64 = 500;
 /// A committed store with several arrays and datasets; `temp` and `sal` have
 /// two layers each so a compaction merges more than one file.
 async fn seeded(storage: &MemoryStorage) -> Atlas {
-    let s = create_mem(storage, StoreConfig::default()).await;
+    seeded_with(storage, StoreConfig::default()).await
+}
+
+async fn seeded_with(storage: &MemoryStorage, config: StoreConfig) -> Atlas {
+    let s = create_mem(storage, config).await;
     for name in ["keep", "gone", "edit"] {
         let ds = s.create_dataset(name).await.unwrap();
         ds.define_array::<f32>(
@@ -356,11 +360,17 @@ async fn fault_at_every_step_of_compact_with_pending_changes() {
 /// this test fail.
 async fn power_loss_table(what: &str, op: impl AsyncOp) {
     for kind in [FaultKind::PowerLoss, FaultKind::PowerLossKeepRenames] {
-        power_loss_table_of(&format!("{what} ({kind:?})"), &op, kind).await;
+        power_loss_table_of(
+            &format!("{what} ({kind:?})"),
+            &op,
+            kind,
+            StoreConfig::default(),
+        )
+        .await;
     }
 }
 
-async fn power_loss_table_of(what: &str, op: &impl AsyncOp, kind: FaultKind) {
+async fn power_loss_table_of(what: &str, op: &impl AsyncOp, kind: FaultKind, config: StoreConfig) {
     let mut n = 0;
     let mut outcomes = [0u32; 2];
     let mut distinct = false;
@@ -368,7 +378,7 @@ async fn power_loss_table_of(what: &str, op: &impl AsyncOp, kind: FaultKind) {
         assert!(n < MAX_STEPS, "{what} never completed");
         let ctx = format!("{what}, power loss at op {n}");
         let storage = MemoryStorage::new();
-        let s = seeded(&storage).await;
+        let s = seeded_with(&storage, config).await;
         // Durable up to here (a clean shutdown); the pending changes below
         // create directories whose durability the operation must ensure.
         storage.sync_all();
@@ -475,4 +485,33 @@ async fn power_loss_at_every_step_of_flush() {
 async fn power_loss_at_every_step_of_compact() {
     power_loss_table("compact", CompactOp { pending: false }).await;
     power_loss_table("compact with pending changes", CompactOp { pending: true }).await;
+}
+
+/// A flush that leaves `temp` and `sal` with 3 layers under a policy of 2
+/// merges them (a tail merge: the tail is smaller than the base) in a second
+/// commit; a power cut anywhere in it leaves the old state or the new one.
+#[tokio::test]
+async fn power_loss_at_every_step_of_a_merging_flush() {
+    let config = StoreConfig {
+        policy: atlas_core::Policy {
+            max_layers_per_array: 2,
+            ..atlas_core::Policy::default()
+        },
+        ..StoreConfig::default()
+    };
+    for kind in [FaultKind::PowerLoss, FaultKind::PowerLossKeepRenames] {
+        power_loss_table_of(&format!("merging flush ({kind:?})"), &FlushOp, kind, config).await;
+    }
+    // And the merge does happen: layer counts stay within the policy.
+    let storage = MemoryStorage::new();
+    let s = seeded_with(&storage, config).await;
+    mutate(&s).await;
+    s.flush().await.unwrap();
+    for a in s.list_arrays() {
+        assert!(
+            s.array_layers(&a).len() <= 2,
+            "{a}: {:?}",
+            s.array_layers(&a)
+        );
+    }
 }

@@ -218,7 +218,16 @@ async fn check(atlas: &Atlas, model: &Model, ctx: &str) {
 
 async fn run(ops: Vec<Op>) {
     let storage = MemoryStorage::new();
-    let mut atlas = create_mem(&storage, StoreConfig::default()).await;
+    // Flushes merge an array's layers past 3 (a tail merge or a new base), so
+    // the model also checks those merges, under power cuts too.
+    let config = StoreConfig {
+        policy: atlas_core::Policy {
+            max_layers_per_array: 3,
+            ..atlas_core::Policy::default()
+        },
+        ..StoreConfig::default()
+    };
+    let mut atlas = create_mem(&storage, config).await;
     // The store's creation is durable (a clean start); from here on only
     // what the store fsyncs survives a power cut.
     storage.sync_all();

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use array_format::{ArrayFile, LayerId, PreparedLayer};
+use array_format::{ArrayFile, LayerId, MergePlan, PreparedLayer};
 use tokio::sync::OwnedRwLockReadGuard;
 
 use super::{delete_expired, flush_with, retire, split_expired, write_manifest, CommitError};
@@ -31,7 +31,10 @@ pub(crate) async fn flush_and_merge(inner: &Arc<Inner>) -> Result<()> {
     Ok(())
 }
 
-/// Compacts every array file with more than `max_layers` layers.
+/// Brings every array file with more than `max_layers` layers back to at most
+/// that: a small tail of layers is merged into one delta (the base stays), a
+/// tail as large as the base is compacted with it into a new base.
+/// `max_layers == 1` (the explicit `compact`) always writes one base.
 async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
     inner.ensure_writer_async().await?;
     let _commit = inner.commit_lock.lock().await;
@@ -46,7 +49,8 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
     if targets.is_empty() {
         return Ok(());
     }
-    // Phase 1: write new bases under read locks (readers keep going).
+    // Phase 1: write new layers under read locks (readers keep going). Each
+    // prepared layer replaces the layers from `keep` on (0: all of them).
     let mut reads: Vec<(String, OwnedRwLockReadGuard<ArrayFile>)> = Vec::new();
     let mut handles = Vec::new();
     for name in targets {
@@ -58,7 +62,11 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
     let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<(String, PreparedLayer)>> {
         let mut out: Vec<(String, PreparedLayer)> = Vec::new();
         for (name, g) in &reads {
-            match g.compact_prepare() {
+            let made = match g.merge_plan(max_layers) {
+                Some(MergePlan::Tail(from)) => g.merge_tail_prepare(from),
+                _ => g.compact_prepare(),
+            };
+            match made {
                 Ok(p) => out.push((name.clone(), p)),
                 Err(e) => {
                     for (_, p) in &out {
@@ -76,8 +84,10 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
     // (read back from atlas.json), not the live ones, which may hold
     // uncommitted changes.
     let inner2 = Arc::clone(inner);
-    let new_ids: Vec<(String, LayerId)> =
-        prepared.iter().map(|(n, p)| (n.clone(), p.id())).collect();
+    let new_ids: Vec<(String, LayerId, usize)> = prepared
+        .iter()
+        .map(|(n, p)| (n.clone(), p.id(), p.replaces_from()))
+        .collect();
     let installed_ids = new_ids.clone();
     let paths: Vec<std::path::PathBuf> =
         prepared.iter().map(|(_, p)| p.path().to_owned()).collect();
@@ -114,10 +124,17 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
             let now = now_ms();
             let (expired, kept) = split_expired(&manifest.retired, now, manifest.policy);
             let (mut expired, mut kept) = (expired, kept);
-            for (name, id) in &new_ids {
-                let old = manifest.arrays.insert(name.clone(), vec![id.clone()]);
+            for (name, id, keep) in &new_ids {
+                let Some(layers) = manifest.arrays.get_mut(name) else {
+                    cleanup();
+                    return Err(Error::StaleHandle {
+                        path: inner2.root.clone(),
+                    });
+                };
+                let old = layers.split_off((*keep).min(layers.len()));
+                layers.push(id.clone());
                 let dir = manifest.dirs[name].clone();
-                let newly = old.into_iter().flatten().map(|l| Retired {
+                let newly = old.into_iter().map(|l| Retired {
                     dir: dir.clone(),
                     file: l.as_str().to_owned(),
                     since_ms: now,
@@ -143,7 +160,12 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
     // period by a later commit).
     for ((_, p), (_, f)) in prepared.into_iter().zip(handles) {
         let mut g = f.write().await;
-        if let Err(e) = g.install_compacted(p) {
+        let installed = if p.replaces_from() == 0 {
+            g.install_compacted(p)
+        } else {
+            g.install_merged(p)
+        };
+        if let Err(e) = installed {
             inner.poisoned.store(true, Ordering::SeqCst);
             return Err(e.into());
         }
@@ -151,8 +173,10 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
     {
         let mut c = inner.committed.lock();
         c.generation = generation;
-        for (name, id) in installed_ids {
-            c.arrays.insert(name, vec![id]);
+        for (name, id, keep) in installed_ids {
+            let layers = c.arrays.entry(name).or_default();
+            layers.truncate(keep);
+            layers.push(id);
         }
         c.retired = retired_now;
     }
