@@ -14,33 +14,40 @@ use crate::store::Store;
 
 /// A dataset: named N-d arrays with attributes. Obtained from
 /// `Store.dataset(name)`, `store[name]` or `Store.create_dataset(name)`.
+///
+/// It holds the name and the `Store`, not a Rust dataset handle: each call
+/// takes the store's live handle, so `Store.close()` really releases the store
+/// (and its writer lock) even while `Dataset` objects are alive.
 #[pyclass(frozen, module = "atlas._atlas", name = "Dataset")]
 pub struct Dataset {
-    view: DatasetView,
+    name: String,
     store: Py<Store>,
 }
 
 impl Dataset {
-    pub(crate) fn new(view: DatasetView, store: Py<Store>) -> Self {
-        Dataset { view, store }
+    pub(crate) fn new(view: &DatasetView, store: Py<Store>) -> Self {
+        Dataset {
+            name: view.name().to_owned(),
+            store,
+        }
     }
 
-    /// Checks the store handle (fork, closed, read-only for `write`).
-    fn check(&self, write: bool) -> PyResult<()> {
-        self.store.get().atlas(write).map(|_| ())
+    /// The dataset handle, after checking the store handle (fork, closed,
+    /// read-only for `write`).
+    fn view(&self, write: bool) -> PyResult<DatasetView> {
+        let atlas = self.store.get().atlas(write)?;
+        Python::attach(|py| block_on(py, atlas.open_dataset(&self.name)).py())
     }
 
     fn array_not_found(&self, array: &str) -> PyErr {
         to_py(&Error::ArrayNotFound {
-            dataset: self.view.name().to_owned(),
+            dataset: self.name.clone(),
             array: array.to_owned(),
         })
     }
 
-    fn schema(&self, name: &str) -> PyResult<ArraySchema> {
-        self.check(false)?;
-        self.view
-            .array_schema(name)
+    fn schema(&self, view: &DatasetView, name: &str) -> PyResult<ArraySchema> {
+        view.array_schema(name)
             .py()?
             .ok_or_else(|| self.array_not_found(name))
     }
@@ -51,7 +58,7 @@ impl Dataset {
     /// The dataset's name.
     #[getter]
     fn name(&self) -> &str {
-        self.view.name()
+        self.name.as_str()
     }
 
     /// The store this dataset belongs to.
@@ -62,18 +69,19 @@ impl Dataset {
 
     /// Array names, in definition order.
     fn arrays(&self) -> PyResult<Vec<String>> {
-        self.check(false)?;
-        self.view.list_arrays().py()
+        let view = self.view(false)?;
+        view.list_arrays().py()
     }
 
     fn __contains__(&self, name: &str) -> PyResult<bool> {
-        self.check(false)?;
-        Ok(self.view.array_schema(name).py()?.is_some())
+        let view = self.view(false)?;
+        Ok(view.array_schema(name).py()?.is_some())
     }
 
     /// `{"dtype", "dims", "shape", "chunks", "fill_value"}` of an array.
     fn array_info<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.schema(name)?;
+        let view = self.view(false)?;
+        let s = self.schema(&view, name)?;
         let d = PyDict::new(py);
         d.set_item("dtype", numpy_name(s.dtype))?;
         d.set_item("dims", PyTuple::new(py, &s.dims)?)?;
@@ -101,7 +109,7 @@ impl Dataset {
         chunks: Option<Vec<u64>>,
         fill_value: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        self.check(true)?;
+        let view = self.view(true)?;
         let dtype = parse_dtype(dtype)?;
         let fill = fill_value
             .filter(|f| !f.is_none())
@@ -109,12 +117,12 @@ impl Dataset {
             .transpose()?;
         let schema = ArraySchema::new(name, dtype, dims, shape, chunks, fill).map_err(|e| {
             to_py(&Error::Array {
-                dataset: self.view.name().to_owned(),
+                dataset: self.name.as_str().to_owned(),
                 array: name.to_owned(),
                 error: Box::new(e),
             })
         })?;
-        block_on(py, self.view.define_array_schema(name, schema)).py()
+        block_on(py, view.define_array_schema(name, schema)).py()
     }
 
     /// Writes `data` (anything numpy converts to the array's dtype without
@@ -127,9 +135,9 @@ impl Dataset {
         data: &Bound<'_, PyAny>,
         start: Option<Vec<u64>>,
     ) -> PyResult<()> {
-        self.check(true)?;
-        let dtype = self.schema(name)?.dtype;
-        array::write(py, &self.view, name, dtype, data, start.unwrap_or_default())
+        let view = self.view(true)?;
+        let dtype = self.schema(&view, name)?.dtype;
+        array::write(py, &view, name, dtype, data, start.unwrap_or_default())
     }
 
     /// Reads the hyperslab `start`/`count` (default: the whole array) as a
@@ -142,7 +150,8 @@ impl Dataset {
         start: Option<Vec<u64>>,
         count: Option<Vec<u64>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.schema(name)?;
+        let view = self.view(false)?;
+        let s = self.schema(&view, name)?;
         // A count without a start (or the reverse) means from the origin / to the end.
         let rank = s.shape.len();
         let start = start.unwrap_or_else(|| vec![0; rank]);
@@ -156,20 +165,20 @@ impl Dataset {
                 .collect(),
             None => Vec::new(),
         };
-        array::read(py, &self.view, name, s.dtype, start, count)
+        array::read(py, &view, name, s.dtype, start, count)
     }
 
     /// Deletes an array of this dataset.
     fn delete_array(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        self.check(true)?;
-        block_on(py, self.view.delete_array(name)).py()
+        let view = self.view(true)?;
+        block_on(py, view.delete_array(name)).py()
     }
 
     /// Statistics of an array from stored per-chunk statistics:
     /// `{"min", "max", "null_count", "row_count"}`.
     fn stats<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
-        self.check(false)?;
-        let s = block_on(py, self.view.array_stats(name))
+        let view = self.view(false)?;
+        let s = block_on(py, view.array_stats(name))
             .py()?
             .ok_or_else(|| self.array_not_found(name))?;
         stats_to_dict(py, &s)
@@ -178,8 +187,8 @@ impl Dataset {
     /// A copy of the dataset attributes, in insertion order.
     #[getter]
     fn attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.check(false)?;
-        attrs_to_dict(py, self.view.attributes())
+        let view = self.view(false)?;
+        attrs_to_dict(py, view.attributes())
     }
 
     /// A dataset attribute, `default` if absent.
@@ -190,8 +199,8 @@ impl Dataset {
         key: &str,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.check(false)?;
-        match self.view.get_attribute(key) {
+        let view = self.view(false)?;
+        match view.get_attribute(key) {
             Some(a) => crate::convert::attr_to_py(py, &a),
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
         }
@@ -199,46 +208,46 @@ impl Dataset {
 
     /// Sets a dataset attribute (bool, int, float, str, datetime, or a list of one of them).
     fn set_attr(&self, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.check(true)?;
+        let view = self.view(true)?;
         let a = attr_from_py(value)?;
-        self.view.set_attribute(key, a).py()
+        view.set_attribute(key, a).py()
     }
 
     /// Removes a dataset attribute (`NotFoundError`, a `KeyError`, if absent).
     fn delete_attr(&self, key: &str) -> PyResult<()> {
-        self.check(true)?;
-        match self.view.delete_attribute(key).py()? {
+        let view = self.view(true)?;
+        match view.delete_attribute(key).py()? {
             Some(_) => Ok(()),
             None => Err(raise(
                 "NotFoundError",
-                format!("dataset {:?} has no attribute {key:?}", self.view.name()),
+                format!("dataset {:?} has no attribute {key:?}", self.name.as_str()),
             )),
         }
     }
 
     /// A copy of one array's attributes, in insertion order.
     fn array_attrs<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
-        self.check(false)?;
-        attrs_to_dict(py, self.view.array_attributes(name).py()?)
+        let view = self.view(false)?;
+        attrs_to_dict(py, view.array_attributes(name).py()?)
     }
 
     /// Sets an attribute of one array.
     fn set_array_attr(&self, name: &str, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.check(true)?;
+        let view = self.view(true)?;
         let a = attr_from_py(value)?;
-        self.view.set_array_attribute(name, key, a).py()
+        view.set_array_attribute(name, key, a).py()
     }
 
     /// Removes an attribute of one array (`NotFoundError` if absent).
     fn delete_array_attr(&self, name: &str, key: &str) -> PyResult<()> {
-        self.check(true)?;
-        match self.view.delete_array_attribute(name, key).py()? {
+        let view = self.view(true)?;
+        match view.delete_array_attribute(name, key).py()? {
             Some(_) => Ok(()),
             None => Err(raise(
                 "NotFoundError",
                 format!(
                     "array {name:?} of dataset {:?} has no attribute {key:?}",
-                    self.view.name()
+                    self.name.as_str()
                 ),
             )),
         }
@@ -250,14 +259,14 @@ impl Dataset {
         let (reopen_store, store_args): (Bound<'py, PyAny>, Bound<'py, PyAny>) =
             store.call_method0("__reduce__")?.extract()?;
         let reopen = py.import("atlas._pickle")?.getattr("reopen_dataset")?;
-        let args = (reopen_store, store_args, self.view.name()).into_pyobject(py)?;
+        let args = (reopen_store, store_args, self.name.as_str()).into_pyobject(py)?;
         PyTuple::new(py, [reopen, args.into_any()])
     }
 
     fn __repr__(&self) -> String {
         format!(
             "atlas.Dataset({:?} in {:?})",
-            self.view.name(),
+            self.name.as_str(),
             self.store.get().root()
         )
     }

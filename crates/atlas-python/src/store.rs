@@ -166,7 +166,7 @@ impl Store {
         let py = slf.py();
         let atlas = slf.get().atlas(false)?;
         let view = block_on(py, atlas.open_dataset(name)).py()?;
-        Ok(Dataset::new(view, slf.clone().unbind()))
+        Ok(Dataset::new(&view, slf.clone().unbind()))
     }
 
     fn __getitem__(slf: &Bound<'_, Self>, name: &str) -> PyResult<Dataset> {
@@ -178,7 +178,7 @@ impl Store {
         let py = slf.py();
         let atlas = slf.get().atlas(true)?;
         let view = block_on(py, atlas.create_dataset(name)).py()?;
-        Ok(Dataset::new(view, slf.clone().unbind()))
+        Ok(Dataset::new(&view, slf.clone().unbind()))
     }
 
     /// Deletes the dataset `name` and its arrays.
@@ -233,8 +233,8 @@ impl Store {
         block_on(py, atlas.compact()).py()
     }
 
-    /// Drops the handle (pending writes are abandoned; the writer lock is
-    /// released once no dataset handle still refers to the store).
+    /// Drops the handle: pending writes are abandoned and the writer lock is
+    /// released (`Dataset` objects of this store then raise on use).
     fn close(&self) {
         self.handle
             .lock()

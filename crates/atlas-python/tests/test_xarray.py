@@ -152,3 +152,22 @@ def test_native_dataset_through_engine(store_path: Path) -> None:
     np.testing.assert_array_equal(got["t"].values, np.array([1, 2, 3], dtype="f4"))
     assert got["t"].attrs == {"units": "K"}
     assert got["label"].values.tolist() == ["a", "bb", "ccc"]
+
+
+def test_path_opens_reuse_the_handle_until_a_commit(store_path: Path) -> None:
+    from atlas import xarray_backend
+
+    with atlas.Store.create(store_path) as s:
+        ds = s.create_dataset("d")
+        ds.define_array("v", "i4", ["n"], [2])
+        ds.write("v", [1, 2])
+    first = xr.open_dataset(store_path, engine="atlas", group="d")
+    handle = xarray_backend._path_cache[str(store_path.resolve())][1]
+    xr.open_dataset(store_path, engine="atlas", group="d")
+    assert xarray_backend._path_cache[str(store_path.resolve())][1] is handle
+    with atlas.Store.open(store_path, mode="a") as w:
+        w["d"].write("v", [7, 8])
+    again = xr.open_dataset(store_path, engine="atlas", group="d")
+    assert again["v"].values.tolist() == [7, 8], "a commit must be seen by the next open"
+    assert xarray_backend._path_cache[str(store_path.resolve())][1] is not handle
+    assert first["v"].values.tolist() == [1, 2], "an open dataset keeps its snapshot"
