@@ -12,6 +12,8 @@
 mod attr;
 mod config;
 mod error;
+// Entry points for the fuzzers and the hostile-input tests, not an API.
+#[doc(hidden)]
 pub mod fuzzing;
 mod location;
 mod name;
