@@ -1030,16 +1030,18 @@ fn binary_segment(frame: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn segment_zstd_frame_claiming_huge_content() {
     // Frame header: magic, descriptor with an 8-byte content size, then a
-    // content size of 2^40 and one raw block of 5 bytes.
+    // content size of 2^40, or one byte over the 64 MiB a segment this small
+    // may decompress to, and one raw block of 5 bytes.
     let mut claims = Vec::new();
-    for single_segment in [true, false] {
+    for (single_segment, declared) in [(true, 1u64 << 40), (false, 1 << 40), (true, (64 << 20) + 1)]
+    {
         let mut f = vec![0x28, 0xb5, 0x2f, 0xfd];
         if single_segment {
             f.push(0xe0);
         } else {
             f.extend_from_slice(&[0xc0, 0x00]); // window descriptor: 1 KiB
         }
-        f.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        f.extend_from_slice(&declared.to_le_bytes());
         f.extend_from_slice(&[(5 << 3) | 1, 0, 0]);
         f.extend_from_slice(b"\x80\x80\x80\x80\x80");
         claims.push(f);
@@ -1053,13 +1055,19 @@ async fn segment_zstd_frame_claiming_huge_content() {
 
 #[tokio::test]
 async fn segment_zstd_decompression_bomb() {
-    // 256 MiB of zeros in a few kilobytes: decoding stops at the bound
-    // (1000 × the segment's size) instead of inflating it.
-    let frame = zstd::bulk::compress(&vec![0u8; 256 << 20], 3).unwrap();
-    assert!(frame.len() < 64 << 10, "{} bytes", frame.len());
-    let fx = Fixture::build(MetaFormat::Binary).await;
-    let seg = fx.segments()[0].clone();
-    open_case(&fx, &seg, Some(binary_segment(&frame)), OpenErr::Corrupt).await;
+    // 256 MiB of zeros in 8 KB, the size declared in the frame header: refused
+    // before decoding, as more than a segment under 16 KiB may decompress to
+    // (64 MiB). Then 64 MiB + 1 zeros from a streaming encoder, which declares
+    // no size: decoding stops one byte past the cap instead of inflating it.
+    let declared = zstd::bulk::compress(&vec![0u8; 256 << 20], 3).unwrap();
+    let zeros = std::io::Read::take(std::io::repeat(0), (64 << 20) + 1);
+    let streamed = zstd::stream::encode_all(zeros, 3).unwrap();
+    for frame in [declared, streamed] {
+        assert!(frame.len() < 16 << 10, "{} bytes", frame.len());
+        let fx = Fixture::build(MetaFormat::Binary).await;
+        let seg = fx.segments()[0].clone();
+        open_case(&fx, &seg, Some(binary_segment(&frame)), OpenErr::Corrupt).await;
+    }
 }
 
 #[tokio::test]
@@ -1394,6 +1402,7 @@ api_case!(
 struct Entry {
     /// Absolute file offset of the entry.
     at: usize,
+    chunk_idx: u64,
     offset: u64,
     stored_len: u64,
     raw_len: u64,
@@ -1407,6 +1416,9 @@ struct Record {
     dtype: u8,
     /// Absolute offset of the first shape entry (`u64`), if the record has one.
     shape_at: usize,
+    /// The shape and the chunk shape (empty for a `Delete` record).
+    shape: Vec<u64>,
+    chunk_shape: Vec<u64>,
     /// Absolute offset of `n_chunks`.
     n_chunks_at: usize,
     entries: Vec<Entry>,
@@ -1502,6 +1514,8 @@ impl Layout {
                 name,
                 dtype: 0,
                 shape_at: 0,
+                shape: Vec::new(),
+                chunk_shape: Vec::new(),
                 n_chunks_at: 0,
                 entries: Vec::new(),
             };
@@ -1512,14 +1526,15 @@ impl Layout {
                     c.str();
                 }
                 rec.shape_at = c.pos;
-                c.take(16 * rank);
+                rec.shape = (0..rank).map(|_| c.u64()).collect();
+                rec.chunk_shape = (0..rank).map(|_| c.u64()).collect();
                 if c.u8() == 1 {
                     c.value(rec.dtype);
                 }
                 rec.n_chunks_at = c.pos;
                 for _ in 0..c.u64() {
                     let at = c.pos;
-                    let _idx = c.u64();
+                    let chunk_idx = c.u64();
                     let offset = c.u64();
                     let stored_len = c.u64();
                     let raw_len = c.u64();
@@ -1533,6 +1548,7 @@ impl Layout {
                     }
                     rec.entries.push(Entry {
                         at,
+                        chunk_idx,
                         offset,
                         stored_len,
                         raw_len,
@@ -1555,6 +1571,21 @@ impl Layout {
 
     fn record(&self, name: &str) -> &Record {
         self.records.iter().find(|r| r.name == name).unwrap()
+    }
+}
+
+impl Record {
+    /// Cells of chunk `idx` (row-major over the chunk grid; edge chunks are
+    /// clipped to the shape).
+    fn chunk_cells(&self, mut idx: u64) -> u64 {
+        let mut cells = 1;
+        for (&s, &c) in self.shape.iter().zip(&self.chunk_shape).rev() {
+            let n = s.div_ceil(c);
+            let origin = (idx % n) * c;
+            idx /= n;
+            cells *= c.min(s - origin);
+        }
+        cells
     }
 }
 
@@ -1635,11 +1666,18 @@ impl Corpus {
                 _ => 0,
             };
             for e in &r.entries {
+                let at = e.offset as usize;
+                let stored = &bytes[at..at + e.stored_len as usize];
                 let mut seed = vec![e.codec, e.filter, w];
                 seed.extend_from_slice(&(e.raw_len as u32).to_le_bytes());
-                let at = e.offset as usize;
-                seed.extend_from_slice(&bytes[at..at + e.stored_len as usize]);
+                seed.extend_from_slice(stored);
                 self.add("block", seed);
+                // The chunk_cells target: dtype, codec, filter, cells, raw_len.
+                let mut seed = vec![r.dtype, e.codec, e.filter];
+                seed.extend_from_slice(&(r.chunk_cells(e.chunk_idx) as u32).to_le_bytes());
+                seed.extend_from_slice(&(e.raw_len as u32).to_le_bytes());
+                seed.extend_from_slice(stored);
+                self.add("chunk_cells", seed);
             }
         }
     }
@@ -1844,6 +1882,7 @@ async fn write_fuzz_seed_corpus() {
     for target in [
         "footer",
         "block",
+        "chunk_cells",
         "layer_file",
         "manifest",
         "segment_json",

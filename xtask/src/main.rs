@@ -209,13 +209,15 @@ const CI_FUZZ_SECONDS: u64 = 10;
 /// Seconds per fuzz target of `cargo xtask fuzz`.
 const DEFAULT_FUZZ_SECONDS: u64 = 60;
 /// Every target in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 6] = [
+const FUZZ_TARGETS: [&str; 8] = [
     "footer",
     "block",
+    "chunk_cells",
     "layer_file",
     "manifest",
     "segment_json",
     "segment_binary",
+    "netcdf_classic",
 ];
 
 /// The workspace root (this crate lives in `ROOT/xtask`).

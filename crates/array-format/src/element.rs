@@ -65,15 +65,18 @@ macro_rules! fixed_element {
 
             fn decode_fixed(bytes: &[u8], n: usize) -> Option<Vec<Self>> {
                 const W: usize = size_of::<$t>();
+                // The size check comes first: `n` cells are reserved only
+                // once the bytes are known to hold exactly that many.
                 if bytes.len() != n.checked_mul(W)? {
                     return None;
                 }
-                Some(
+                let mut out = reserve_cells(n)?;
+                out.extend(
                     bytes
                         .chunks_exact(W)
-                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk")))
-                        .collect(),
-                )
+                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk"))),
+                );
+                Some(out)
             }
 
             fn to_fill(&self) -> FillValue {
@@ -122,17 +125,13 @@ impl ArrayElement for bool {
     }
 
     fn decode_fixed(bytes: &[u8], n: usize) -> Option<Vec<Self>> {
-        if bytes.len() != n {
+        // Validate every byte before reserving the cells.
+        if bytes.len() != n || bytes.iter().any(|&b| b > 1) {
             return None;
         }
-        bytes
-            .iter()
-            .map(|&b| match b {
-                0 => Some(false),
-                1 => Some(true),
-                _ => None,
-            })
-            .collect()
+        let mut out = reserve_cells(n)?;
+        out.extend(bytes.iter().map(|&b| b == 1));
+        Some(out)
     }
 
     fn to_fill(&self) -> FillValue {
@@ -241,24 +240,59 @@ pub(crate) fn encode_cells<T: ArrayElement>(values: &[T]) -> Option<Vec<u8>> {
 }
 
 /// Decodes `n` cells from the raw chunk layout; `None` on any inconsistency.
+///
+/// `n` is the chunk's cell count from its schema (which the registry agreed
+/// to); `bytes` are the decoded block. Nothing is allocated until the bytes are
+/// known to hold exactly `n` cells: `n × width` bytes for fixed-width cells; for
+/// strings `4n` bytes of lengths that add up to exactly the bytes after them.
+/// So the cells are bounded by the schema and by the bytes at once (at most
+/// `bytes.len() / 4` strings whose contents total at most `bytes.len()`), and
+/// hostile lengths are `None` before any reservation. The reservation itself
+/// is fallible: cells that cannot fit in memory are `None`, never an abort.
 pub(crate) fn decode_cells<T: ArrayElement>(bytes: &[u8], n: usize) -> Option<Vec<T>> {
     if T::DTYPE != DType::String {
         return T::decode_fixed(bytes, n);
     }
-    let lens_end = n.checked_mul(4)?;
-    let lens = bytes.get(..lens_end)?;
-    let mut data = &bytes[lens_end..];
-    let mut out = Vec::with_capacity(n);
+    let (lens, mut data) = string_layout(bytes, n)?;
+    let mut out = reserve_cells(n)?;
     for l in lens.chunks_exact(4) {
         let len = u32::from_le_bytes(l.try_into().expect("exact chunk")) as usize;
-        if len > data.len() {
-            return None;
-        }
-        let (s, rest) = data.split_at(len);
-        out.push(T::from_string(std::str::from_utf8(s).ok()?.to_owned())?);
+        // In range: `string_layout` checked that the lengths add up to `data`.
+        let (s, rest) = (data.get(..len)?, data.get(len..)?);
+        let s = std::str::from_utf8(s).ok()?;
+        let mut owned = String::new();
+        owned.try_reserve_exact(s.len()).ok()?;
+        owned.push_str(s);
+        out.push(T::from_string(owned)?);
         data = rest;
     }
-    data.is_empty().then_some(out)
+    Some(out)
+}
+
+/// Splits the raw layout of `n` strings into its `4n` bytes of `u32` lengths
+/// and the string bytes, if the bytes hold the lengths and the lengths add up
+/// to exactly the bytes that follow them. Allocates nothing.
+fn string_layout(bytes: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
+    let lens_end = n.checked_mul(4)?;
+    if lens_end > bytes.len() {
+        return None;
+    }
+    let (lens, data) = bytes.split_at(lens_end);
+    let available = data.len() as u64;
+    // Stops at the first length that reaches past the end.
+    let total = lens.chunks_exact(4).try_fold(0u64, |sum, l| {
+        let len = u32::from_le_bytes(l.try_into().expect("exact chunk"));
+        Some(sum + u64::from(len)).filter(|&s| s <= available)
+    })?;
+    (total == available).then_some((lens, data))
+}
+
+/// An empty vector with room for `n` cells, or `None` if they cannot fit in
+/// memory (a fallible reservation: never an abort).
+fn reserve_cells<T>(n: usize) -> Option<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).ok()?;
+    Some(out)
 }
 
 /// Size in bytes of the raw encoding of `n` fixed-width cells, `None` for strings.
@@ -280,6 +314,43 @@ mod tests {
         let mut bad = raw.clone();
         bad[4] = 0xff; // length of the second string now points past the end
         assert!(decode_cells::<String>(&bad, 3).is_none());
+    }
+
+    #[test]
+    fn string_lengths_must_add_up_to_exactly_the_bytes_that_follow() {
+        let raw = encode_cells(&["ab".to_owned(), "é".to_owned()]).unwrap();
+        assert_eq!(
+            decode_cells::<String>(&raw, 2).unwrap(),
+            ["ab".to_owned(), "é".to_owned()]
+        );
+        // One byte more than the lengths account for.
+        assert!(decode_cells::<String>(&[&raw[..], b"x"].concat(), 2).is_none());
+        // Lengths 3 and 1: the same total, but "é" is cut in the middle.
+        let mut cut = raw.clone();
+        cut[..8].copy_from_slice(&[3, 0, 0, 0, 1, 0, 0, 0]);
+        assert!(decode_cells::<String>(&cut, 2).is_none());
+        // Four lengths claiming 16 GiB in all, and no string bytes.
+        let huge: Vec<u8> = std::iter::repeat_n(u32::MAX.to_le_bytes(), 4)
+            .flatten()
+            .collect();
+        assert!(decode_cells::<String>(&huge, 4).is_none());
+        // More cells than the bytes hold lengths for, and a count that
+        // overflows `n × 4`.
+        assert!(decode_cells::<String>(&raw, 3).is_none());
+        assert!(decode_cells::<String>(&raw, usize::MAX / 2).is_none());
+        assert_eq!(decode_cells::<String>(&[], 0), Some(vec![]));
+    }
+
+    #[test]
+    fn fixed_cells_need_exactly_n_times_width_bytes() {
+        assert_eq!(decode_cells::<u16>(&[1, 0, 2, 0], 2), Some(vec![1, 2]));
+        assert!(decode_cells::<u16>(&[1, 0, 2], 2).is_none());
+        assert!(decode_cells::<u16>(&[1, 0, 2, 0], 1).is_none());
+        assert!(decode_cells::<f64>(&[0; 8], usize::MAX).is_none());
+        assert_eq!(
+            decode_cells::<TimestampNs>(&(-5i64).to_le_bytes(), 1),
+            Some(vec![TimestampNs(-5)])
+        );
     }
 
     #[test]

@@ -75,4 +75,54 @@ pub mod fuzzing {
         s.overwrite(p, bytes.to_vec());
         crate::layer::open_layer(&s, p).is_ok()
     }
+
+    /// Decodes raw chunk bytes (a block after its codec and filter) as
+    /// `n_cells` cells of the dtype whose on-disk code is `dtype_code`, as a
+    /// read does; true if they are exactly such cells. An unknown code is
+    /// false. No size is capped here: the decoder must refuse, before any
+    /// allocation, a cell count the bytes cannot hold.
+    pub fn decode_cells(bytes: &[u8], dtype_code: u8, n_cells: u64) -> bool {
+        fn cells<T: crate::ArrayElement>(bytes: &[u8], n: usize) -> bool {
+            crate::element::decode_cells::<T>(bytes, n).is_some_and(|v| v.len() == n)
+        }
+        let (Some(dtype), Ok(n)) = (
+            crate::DType::from_code(dtype_code),
+            usize::try_from(n_cells),
+        ) else {
+            return false;
+        };
+        match dtype {
+            crate::DType::Bool => cells::<bool>(bytes, n),
+            crate::DType::Int8 => cells::<i8>(bytes, n),
+            crate::DType::Int16 => cells::<i16>(bytes, n),
+            crate::DType::Int32 => cells::<i32>(bytes, n),
+            crate::DType::Int64 => cells::<i64>(bytes, n),
+            crate::DType::UInt8 => cells::<u8>(bytes, n),
+            crate::DType::UInt16 => cells::<u16>(bytes, n),
+            crate::DType::UInt32 => cells::<u32>(bytes, n),
+            crate::DType::UInt64 => cells::<u64>(bytes, n),
+            crate::DType::Float32 => cells::<f32>(bytes, n),
+            crate::DType::Float64 => cells::<f64>(bytes, n),
+            crate::DType::String => cells::<String>(bytes, n),
+            crate::DType::Timestamp => cells::<crate::TimestampNs>(bytes, n),
+        }
+    }
+
+    /// Decodes a stored block into `n_cells` cells of the dtype whose code is
+    /// `dtype_code`, as a read does: the codec and filter (with the dtype's
+    /// width; `raw_len` capped at 16 MiB like [`decode_block`]), then the cells.
+    pub fn decode_chunk(
+        stored: &[u8],
+        codec: u8,
+        filter: u8,
+        dtype_code: u8,
+        n_cells: u64,
+        raw_len: usize,
+    ) -> bool {
+        let width = crate::DType::from_code(dtype_code)
+            .and_then(crate::DType::size_bytes)
+            .unwrap_or(0);
+        crate::codec::decode_block(stored, codec, filter, width, raw_len.min(1 << 24))
+            .is_ok_and(|raw| decode_cells(&raw, dtype_code, n_cells))
+    }
 }

@@ -40,8 +40,13 @@ pub const META_DIR: &str = "atlas.meta";
 pub const MAX_SEGMENTS: usize = 16;
 const FORMAT_TAG: &str = "atlas-registry";
 const SEGMENT_TAG: &str = "atlas-registry-segment";
-/// Largest decoded binary segment accepted (a bound against hostile frames).
+/// Largest decoded binary segment accepted, whatever its size.
 const MAX_DECODED_SEGMENT_BYTES: u64 = 16 << 30;
+/// Decoded size every binary segment may reach, whatever its compression ratio.
+const MIN_DECODED_SEGMENT_CAP: u64 = 64 << 20;
+/// Largest compression ratio accepted for a segment decoding past
+/// [`MIN_DECODED_SEGMENT_CAP`].
+const MAX_SEGMENT_RATIO: u64 = 4096;
 
 /// One array of a dataset: its schema and attributes.
 #[derive(Clone, Debug, PartialEq)]
@@ -589,19 +594,8 @@ pub(crate) fn decode_segment(bytes: &[u8], path: &Path) -> Result<Segment> {
                 supported: SEGMENT_VERSION,
             });
         }
-        // Stream-decode with a bound, so a hostile frame cannot claim memory
-        // beyond what a real registry could need.
-        let mut packed = Vec::new();
-        let limit =
-            MAX_DECODED_SEGMENT_BYTES.min((bytes.len() as u64).saturating_mul(1000).max(1 << 20));
-        zstd::stream::read::Decoder::new(&bytes[12..])
-            .and_then(|d| {
-                std::io::Read::read_to_end(&mut std::io::Read::take(d, limit + 1), &mut packed)
-            })
-            .map_err(|e| corrupt(format!("zstd: {e}")))?;
-        if packed.len() as u64 > limit {
-            return Err(corrupt(format!("decompresses to more than {limit} bytes")));
-        }
+        let cap = decoded_segment_cap(bytes.len() as u64);
+        let packed = decompress_segment(&bytes[12..], cap, path)?;
         rmp_serde::from_slice(&packed).map_err(|e| corrupt(format!("msgpack: {e}")))?
     } else {
         serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?
@@ -691,6 +685,85 @@ pub(crate) fn decode_segment(bytes: &[u8], path: &Path) -> Result<Segment> {
         deleted: repr.deleted,
         datasets,
     })
+}
+
+/// How many bytes the `MessagePack` document of a binary segment of `len` bytes
+/// may decompress to: `min(16 GiB, max(64 MiB, 4096 × len))`.
+///
+/// The ratio is generous because real registries compress very well: a
+/// dataset record that repeats the previous one but for its name costs zstd a
+/// few bytes, whatever its length. Measured with this writer (`MessagePack`,
+/// zstd level 3): 1,000,000 datasets of 20 arrays 204× (with two per-dataset
+/// attributes) to 288× (without); 100,000 datasets of 100 arrays 650–720×;
+/// 20,000 datasets of 1,000 arrays 4,006×. Refusing a segment makes the whole
+/// store unopenable, so the cap must stay above what the writer produces;
+/// every segment decoding to at most 64 MiB is accepted whatever its ratio.
+/// A hostile segment can thus make the reader hold at most 64 MiB, or 4096
+/// times its own size, never more than 16 GiB.
+fn decoded_segment_cap(len: u64) -> u64 {
+    len.saturating_mul(MAX_SEGMENT_RATIO)
+        .clamp(MIN_DECODED_SEGMENT_CAP, MAX_DECODED_SEGMENT_BYTES)
+}
+
+/// Decompresses the Zstandard frame of a binary segment, holding at most
+/// `cap` bytes: a frame whose header declares more is refused before anything
+/// is decoded, and the stream is read through a bound (`take`), never
+/// `decode_all`, so a frame that produces more is refused at `cap + 1` bytes.
+/// Buffers grow only as real bytes arrive (or at once to the declared size,
+/// which the writer always records), never past `cap`. Too much is
+/// `CorruptRegistry`; memory the process cannot get is `ResourceExhausted`.
+fn decompress_segment(frame: &[u8], cap: u64, path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let corrupt = |reason: String| Error::CorruptRegistry {
+        path: path.to_owned(),
+        reason,
+    };
+    let too_large = || {
+        corrupt(format!(
+            "decompresses to more than {cap} bytes, the cap for a segment of its size"
+        ))
+    };
+    let out_of_memory = || {
+        Error::Storage(Box::new(array_format::Error::io(
+            "decompress",
+            path,
+            std::io::ErrorKind::OutOfMemory.into(),
+        )))
+    };
+    let cap_len = usize::try_from(cap).unwrap_or(usize::MAX);
+    let mut packed = Vec::new();
+    // An unknown or unreadable size is left to the decoder to judge.
+    if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(frame) {
+        if declared > cap {
+            return Err(too_large());
+        }
+        // A failed reservation is not an error yet: the real bytes decide.
+        let _ = packed.try_reserve_exact(declared as usize);
+    }
+    let mut stream = zstd::stream::read::Decoder::with_buffer(frame)
+        .map_err(|e| corrupt(format!("zstd: {e}")))?
+        .take(cap.saturating_add(1));
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(format!("zstd: {e}"))),
+        };
+        let len = packed.len() + n;
+        if len > cap_len {
+            return Err(too_large());
+        }
+        if len > packed.capacity() {
+            let target = packed.capacity().saturating_mul(2).clamp(len, cap_len);
+            packed
+                .try_reserve_exact(target - packed.len())
+                .map_err(|_| out_of_memory())?;
+        }
+        packed.extend_from_slice(&buf[..n]);
+    }
+    Ok(packed)
 }
 
 /// Checks that every array a dataset uses has a file in the manifest.
@@ -844,5 +917,95 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A binary segment holding `frame`.
+    fn binary(frame: &[u8]) -> Vec<u8> {
+        [&SEGMENT_MAGIC[..], &SEGMENT_VERSION.to_le_bytes(), frame].concat()
+    }
+
+    /// The reason of a `CorruptRegistry` error.
+    fn corrupt_reason(r: Result<Segment>) -> String {
+        match r {
+            Err(Error::CorruptRegistry { reason, .. }) => reason,
+            other => panic!("expected CorruptRegistry, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_decoded_size_cap_follows_the_segment_size() {
+        assert_eq!(decoded_segment_cap(0), 64 << 20);
+        assert_eq!(decoded_segment_cap(16 << 10), 64 << 20);
+        assert_eq!(decoded_segment_cap((16 << 10) + 1), (64 << 20) + 4096);
+        assert_eq!(decoded_segment_cap(1 << 20), 4 << 30);
+        assert_eq!(decoded_segment_cap(4 << 20), 16 << 30);
+        assert_eq!(decoded_segment_cap(u64::MAX), 16 << 30);
+    }
+
+    #[test]
+    fn a_tiny_segment_claiming_a_huge_size_is_refused_before_decoding() {
+        // A 33-byte segment: a frame header declaring the content size, then
+        // one raw block of 5 bytes. The declared size alone is refused.
+        for declared in [(64u64 << 20) + 1, 1 << 40, 1 << 62] {
+            let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0xe0];
+            f.extend_from_slice(&declared.to_le_bytes());
+            f.extend_from_slice(&[(5 << 3) | 1, 0, 0]);
+            f.extend_from_slice(b"\x80\x80\x80\x80\x80");
+            assert_eq!(
+                zstd::zstd_safe::get_frame_content_size(&f).ok(),
+                Some(Some(declared))
+            );
+            let reason = corrupt_reason(decode_segment(&binary(&f), Path::new("s")));
+            assert!(reason.contains("more than 67108864 bytes"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_frame_producing_more_than_the_cap_is_cut_off_at_the_cap() {
+        // A streaming encoder does not declare the size: the bounded read is
+        // what stops it. 64 MiB of zeros fit in a few kilobytes.
+        let cap = decoded_segment_cap(0);
+        for (len, over) in [(cap + 1, true), (cap, false)] {
+            let zeros = std::io::Read::take(std::io::repeat(0), len);
+            let frame = zstd::stream::encode_all(zeros, 3).unwrap();
+            assert_eq!(
+                zstd::zstd_safe::get_frame_content_size(&frame).ok(),
+                Some(None)
+            );
+            assert!(frame.len() < 16 << 10, "{} bytes", frame.len());
+            let reason = corrupt_reason(decode_segment(&binary(&frame), Path::new("s")));
+            // At the cap the zeros decompress, and are no MessagePack map.
+            assert_eq!(reason.contains("more than"), over, "{reason}");
+        }
+    }
+
+    #[test]
+    fn wide_registries_compressing_past_1000x_still_decode() {
+        // 150 datasets of the same 1,000 arrays: each record after the first
+        // costs zstd a few bytes, so the segment compresses about 2,000×
+        // (a cap of 1,000× its size, over a 1 MiB floor, refused it).
+        let one = sample();
+        let entry = one["ds0"].arrays["temp"].clone();
+        let mut map = IndexMap::new();
+        for i in 0..150 {
+            let mut ds = DatasetMeta::default();
+            for a in 0..1000 {
+                ds.arrays.insert(format!("VAR{a:04}"), entry.clone());
+            }
+            map.insert(format!("argo_{i:06}"), ds);
+        }
+        let bytes = encode_segment(MetaFormat::Binary, true, vec![], map.iter());
+        let packed = zstd::stream::decode_all(&bytes[12..]).unwrap().len() as u64;
+        assert!(packed > 1 << 20, "{packed} bytes");
+        assert!(
+            packed > 1000 * bytes.len() as u64,
+            "{packed} bytes from {}",
+            bytes.len()
+        );
+        let mut back = IndexMap::new();
+        decode_segment(&bytes, Path::new("s"))
+            .unwrap()
+            .apply(&mut back);
+        assert_eq!(back, map);
     }
 }

@@ -52,6 +52,8 @@ pub mod bulk;
 pub mod classic;
 mod error;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "netcdf4")]
 mod hdf5;
 pub mod import;

@@ -763,3 +763,132 @@ fn tampered_codec_ids_give_typed_errors() {
         );
     }
 }
+
+/// Valid raw chunks (the layout after codec and filter) of every dtype:
+/// (dtype code, cells, bytes). Every bit pattern is a valid number, so the
+/// fixed-width ones are random bytes of the right length.
+fn valid_cells() -> Vec<(u8, u64, Vec<u8>)> {
+    let mut rng = Rng::new(0xce11);
+    let strings = ["", "a", "h\u{e9}llo", "\u{1f600}", ""];
+    let mut s: Vec<u8> = strings
+        .iter()
+        .flat_map(|x| (x.len() as u32).to_le_bytes())
+        .collect();
+    s.extend(strings.iter().flat_map(|x| x.bytes()));
+    let mut out = vec![(1, 4, vec![0, 1, 1, 0]), (12, 5, s)];
+    for (code, width) in [
+        (2u8, 1usize),
+        (3, 2),
+        (4, 4),
+        (5, 8),
+        (6, 1),
+        (7, 2),
+        (8, 4),
+        (9, 8),
+        (10, 4),
+        (11, 8),
+        (13, 8),
+    ] {
+        out.push((code, 3, rng.bytes(3 * width)));
+    }
+    out
+}
+
+#[test]
+fn decode_cells_never_panics() {
+    let valid = valid_cells();
+    for (code, n, raw) in &valid {
+        assert!(fuzzing::decode_cells(raw, *code, *n), "dtype {code}");
+        // Stored as is (codec 0, no filter): the block is the raw bytes.
+        assert!(
+            fuzzing::decode_chunk(raw, 0, 0, *code, *n, raw.len()),
+            "dtype {code} as a block"
+        );
+        assert!(!fuzzing::decode_cells(raw, *code, n + 1), "dtype {code}");
+        assert!(!fuzzing::decode_cells(raw, *code, u64::MAX), "dtype {code}");
+    }
+    assert!(!fuzzing::decode_cells(&[], 0, 0), "an unknown dtype code");
+    let mut rng = Rng::new(0xce12);
+    for i in 0..fuzz_iters(4000) {
+        let (code, n, raw) = &valid[rng.below(valid.len() as u64) as usize];
+        let input = mutate(&mut rng, raw);
+        let code = if rng.below(8) == 0 {
+            rng.below(16) as u8
+        } else {
+            *code
+        };
+        let n = match rng.below(6) {
+            0 => rng.below(64),
+            1 => [u64::MAX, 1 << 62, 1 << 32, u64::from(u32::MAX)][rng.below(4) as usize],
+            _ => *n,
+        };
+        let filter = rng.below(3) as u8;
+        no_panic(
+            &format!("decode_cells input {i}: dtype {code} cells {n} {input:?}"),
+            || {
+                fuzzing::decode_cells(&input, code, n);
+                fuzzing::decode_chunk(&input, 0, filter, code, n, input.len());
+            },
+        );
+    }
+}
+
+/// Set in the child process of
+/// [`a_hostile_string_chunk_is_refused_without_a_huge_reservation`].
+const HOSTILE_CELLS_CHILD: &str = "AF_HOSTILE_CELLS_CHILD";
+/// Cells of the hostile string chunks: 16 Mi, so 64 MiB of lengths, and
+/// 384 MiB to hold them as `String`s, more than the child may map.
+const HOSTILE_STRINGS: u64 = 16 << 20;
+
+/// The child half (does nothing unless [`HOSTILE_CELLS_CHILD`] is set): runs
+/// under `ulimit -v` (address space 256 MiB; the test binary needs under
+/// 64 MiB), where reserving the cells of the chunks below aborts the process.
+#[test]
+fn hostile_string_chunks_in_limited_memory() {
+    if std::env::var_os(HOSTILE_CELLS_CHILD).is_none() {
+        return;
+    }
+    let mut raw = vec![0u8; 4 * HOSTILE_STRINGS as usize];
+    // The first string claims one byte, or 4 GiB; no string bytes follow.
+    raw[0] = 1;
+    assert!(!fuzzing::decode_cells(&raw, 12, HOSTILE_STRINGS));
+    raw[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(!fuzzing::decode_cells(&raw, 12, HOSTILE_STRINGS));
+    // Consistent (32 Mi empty strings), but their cells cannot fit in the
+    // address space left: refused, not an abort.
+    raw[..4].fill(0);
+    assert!(!fuzzing::decode_cells(&raw, 12, HOSTILE_STRINGS));
+    // A small chunk still decodes in the same process.
+    assert!(fuzzing::decode_cells(&raw[..16], 12, 4));
+    println!("hostile cells child: ok");
+}
+
+/// A block decoding to 64 MiB of string lengths that do not add up (or to
+/// more cells than memory holds) is refused before the cells are reserved:
+/// decoding used to reserve 24 bytes per cell (384 MiB here) first. Checked in
+/// a child process whose address space is really limited (`ulimit -v`), where
+/// such a reservation aborts.
+#[test]
+fn a_hostile_string_chunk_is_refused_without_a_huge_reservation() {
+    if std::env::var_os(HOSTILE_CELLS_CHILD).is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "ulimit -v 262144 && exec \"$0\" corruption::hostile_string_chunks_in_limited_memory \
+             --exact --nocapture --test-threads=1",
+        )
+        .arg(&exe)
+        .env(HOSTILE_CELLS_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("hostile cells child: ok"),
+        "child under ulimit -v failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+}

@@ -455,6 +455,59 @@ fn layout(h: &mut Header, header_len: u64, file_len: u64, streaming: bool) -> HR
             return Err(HeaderError::Short(end));
         }
     }
+    check_no_overlap(h, numrecs)
+}
+
+/// Checks that no byte of the file belongs to two variables (netCDF-C refuses
+/// such files too, since 4.7: `NC_check_voffs`). Otherwise variables sharing
+/// their bytes would let a small file decode to many times its size. Run after
+/// every variable's extent has been checked against the file's length.
+fn check_no_overlap(h: &Header, numrecs: u64) -> HResult<()> {
+    // (start, end, name) of each extent; the record section is one extent.
+    let mut fixed: Vec<(u64, u64, &str)> = Vec::new();
+    let mut record: Vec<(u64, u64, &str)> = Vec::new();
+    for v in &h.vars {
+        // Sums `layout` checked (a record variable's only when it has records).
+        let span = || (v.begin, v.begin + h.slab_bytes(v), v.name.as_str());
+        if !h.is_record_var(v) {
+            fixed.push(span());
+        } else if numrecs > 0 {
+            record.push(span());
+        }
+    }
+    let overlap = |a: &str, b: &str, at: u64| {
+        HeaderError::Bad(at, format!("variables {a:?} and {b:?} overlap"))
+    };
+    record.sort_unstable();
+    for w in record.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(overlap(w[0].2, w[1].2, w[1].0));
+        }
+    }
+    if let (Some(first), Some(last_end)) = (record.first(), record.iter().map(|r| r.1).max()) {
+        // One record of every record variable fits in `recsize` bytes, so
+        // records do not overlap each other; `layout` checked the last one
+        // against the file's length.
+        if last_end - first.0 > h.recsize {
+            return Err(HeaderError::Bad(
+                first.0,
+                format!(
+                    "record variables span {} bytes, more than a record of {}",
+                    last_end - first.0,
+                    h.recsize
+                ),
+            ));
+        }
+        let end = (numrecs - 1) * h.recsize + last_end;
+        fixed.push((first.0, end, "(the records)"));
+    }
+    fixed.retain(|f| f.1 > f.0);
+    fixed.sort_unstable();
+    for w in fixed.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(overlap(w[0].2, w[1].2, w[1].0));
+        }
+    }
     Ok(())
 }
 
