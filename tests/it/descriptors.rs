@@ -7,6 +7,9 @@
 //! `sh -c 'ulimit -n 256; exec …'`, so the limit is real and applies to the
 //! whole process, not to a simulated table.
 
+// Stored values must come back bit for bit.
+#![allow(clippy::float_cmp)]
+
 use std::path::Path;
 use std::process::Command;
 
