@@ -1,9 +1,10 @@
 //! Locating the real-data corpora used by tests and benchmarks.
 //!
-//! The data lives beside the repository: in the directory named by the
-//! environment variable `ATLAS_REALDATA_DIR` when it is set, else in
-//! `../shared/data` relative to the workspace root ([`data_dirs`]). Nothing
-//! else is searched.
+//! The data is searched, in order, in the directory named by the environment
+//! variable `ATLAS_REALDATA_DIR` when it is set, in `../shared/data` relative
+//! to the workspace root (the workplace's shared folder), and in the
+//! repository's `.ci/data`, which holds copies so CI tests real data wherever
+//! its clone lives ([`data_dirs`]). Nothing else is searched.
 //!
 //! - The Argo archive `argo_core_profiles_DR.tar.zst`: [`argo_dir`] unpacks it
 //!   once into `target/realdata/argo` (with `zstd -dc FILE | tar -x -C DEST`)
@@ -53,6 +54,10 @@ pub fn data_dirs() -> Vec<PathBuf> {
         dirs.push(PathBuf::from(dir));
     }
     dirs.push(workspace_root().join("..").join("shared").join("data"));
+    // The repository's own copy of the Argo archive (5.3 MB, EUPL-1.2, with
+    // its licence) and of the sample-download script, so CI tests real data
+    // wherever the clone lives.
+    dirs.push(workspace_root().join(".ci").join("data"));
     dirs
 }
 

@@ -1,6 +1,6 @@
 """Fixtures: temporary stores, and a store of real Argo profiles imported by the
-`atlas` tool (the archive `../shared/data/argo_core_profiles_DR.tar.zst`, or
-`$ATLAS_REALDATA_DIR`, as the Rust real-data tests find it)."""
+`atlas` tool (the archive `argo_core_profiles_DR.tar.zst` in `.ci/data`, `../shared/data`,
+or `$ATLAS_REALDATA_DIR`, as the Rust real-data tests find it)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ ARGO_STRIDE = 300
 
 
 def _required() -> bool:
-    return bool(os.environ.get("CI") or os.environ.get("ATLAS_REQUIRE_REALDATA"))
+    return bool(os.environ.get("ATLAS_REQUIRE_REALDATA"))
 
 
 def _missing(what: str) -> None:
     if _required():
-        pytest.fail(f"{what} (required: CI or ATLAS_REQUIRE_REALDATA is set)")
+        pytest.fail(f"{what} (required: ATLAS_REQUIRE_REALDATA is set)")
     pytest.skip(f"SKIPPED: {what}")
 
 
@@ -52,7 +52,11 @@ def _argo_dir(tmp_factory: pytest.TempPathFactory) -> Path | None:
     unpacked = _target_dir() / "realdata" / "argo"
     if unpacked.is_dir():
         return unpacked
-    dirs = [os.environ.get("ATLAS_REALDATA_DIR"), str(ROOT.parent / "shared" / "data")]
+    dirs = [
+        os.environ.get("ATLAS_REALDATA_DIR"),
+        str(ROOT.parent / "shared" / "data"),
+        str(ROOT / ".ci" / "data"),
+    ]
     for d in dirs:
         if d and (Path(d) / ARCHIVE).is_file():
             dest = tmp_factory.mktemp("argo")
@@ -74,7 +78,7 @@ def store_path(tmp_path: Path) -> Path:
 def argo_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     d = _argo_dir(tmp_path_factory)
     if d is None:
-        _missing(f"no Argo archive {ARCHIVE} (../shared/data or $ATLAS_REALDATA_DIR)")
+        _missing(f"no Argo archive {ARCHIVE} (.ci/data, ../shared/data or $ATLAS_REALDATA_DIR)")
     assert d is not None
     files = sorted(d.rglob("*.nc"))
     assert len(files) >= ARGO_STRIDE, f"only {len(files)} Argo profiles in {d}"

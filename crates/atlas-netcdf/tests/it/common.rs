@@ -9,12 +9,11 @@ use atlas::{Atlas, Attr, DType, FillValue};
 use atlas_netcdf::model::{NcAttr, NcDim, NcFile, NcFormat, NcValues, NcVar};
 use indexmap::IndexMap;
 
-/// True when the real-data tests must run: in CI (`CI` set) or when
-/// `ATLAS_REQUIRE_REALDATA` is set. Then missing data fails the tests.
+/// True when the real-data tests must run: when `ATLAS_REQUIRE_REALDATA` is
+/// set (`.ci/run` sets it when it finds the data). Then missing data fails
+/// the tests.
 pub fn realdata_required() -> bool {
-    ["CI", "ATLAS_REQUIRE_REALDATA"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+    std::env::var_os("ATLAS_REQUIRE_REALDATA").is_some_and(|x| !x.is_empty())
 }
 
 /// Reports that real-data tests cannot run: a panic when they are required
@@ -24,7 +23,7 @@ pub fn skip_or_fail(why: &str) {
     use std::io::Write as _;
     assert!(
         !realdata_required(),
-        "real data required (CI or ATLAS_REQUIRE_REALDATA is set) but {why}"
+        "real data required (ATLAS_REQUIRE_REALDATA is set) but {why}"
     );
     let _ = writeln!(
         std::io::stderr(),
