@@ -1,13 +1,13 @@
 //! Python bindings of ATLAS: the extension module `atlas._atlas` behind
 //! `import atlas` (distribution `atlas-store`, built with maturin).
 //!
-//! The Python package (`python/atlas/`) re-exports [`store::Store`] and
-//! [`dataset::Dataset`] and adds the pure-Python parts: the exception tree
+//! The Python package (`python/atlas/`) re-exports `store::Store` and
+//! `dataset::Dataset` and adds the pure-Python parts: the exception tree
 //! (`atlas.errors`), value conversions (`atlas._convert`), the pickling recipe
 //! (`atlas._reopen`) and the xarray backend (`atlas.xarray_backend`).
 //!
 //! Every call is synchronous: it releases the GIL ([`Python::detach`]) and runs
-//! the async Rust API on one tokio runtime per process ([`runtime`]). Handles
+//! the async Rust API on one tokio runtime per process (module `runtime`). Handles
 //! record the pid that opened them and refuse to run in a `fork()`ed child,
 //! where the runtime's threads do not exist.
 //!
