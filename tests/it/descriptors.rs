@@ -13,6 +13,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use atlas::array_format::LocalStorage;
 use atlas::ndarray::Array1;
 use atlas::{Atlas, Policy, StoreConfig};
 
@@ -86,6 +87,10 @@ fn descriptor_probe_child() {
         let report = atlas::verify::verify(&s, |_, _| {});
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.n_layers as usize, N_ARRAYS * N_FLUSHES);
+        // The table's default is a quarter of the soft limit, and it holds no
+        // more than that however many layers were read.
+        assert_eq!(LocalStorage::max_open_files(), 64);
+        assert!(LocalStorage::open_files() <= LocalStorage::max_open_files());
     });
     println!("descriptor probe child: ok");
 }

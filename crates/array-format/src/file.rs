@@ -46,7 +46,7 @@ use crate::storage::{ReadHandle, Storage};
 pub use merge::MergePlan;
 pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};
-use read::{decode_checked, read_stored};
+use read::{decode_entry, read_stored};
 
 /// The name of one layer file inside an array file's directory.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -313,7 +313,9 @@ impl ArrayFile {
     }
 
     /// Opens read handles on `layers` without decoding anything. Holding them
-    /// pins a snapshot: the files stay readable even if they are removed later.
+    /// pins a snapshot: the files stay readable even if they are removed later
+    /// (on [`crate::LocalStorage`], while the descriptor table keeps their
+    /// descriptors; see the storage module's invariant).
     pub fn open_handles(
         storage: &dyn Storage,
         dir: &Path,

@@ -4,9 +4,12 @@
 //! Two backends ship: [`LocalStorage`] (the filesystem) and [`MemoryStorage`]
 //! (in memory, with deterministic fault injection for tests).
 //!
-//! **Invariant:** a [`ReadHandle`] keeps reading the bytes it was opened on even
-//! after the path is removed or replaced, so a reader's snapshot survives the
-//! writer retiring old layer files.
+//! **Invariant:** a [`ReadHandle`] reads the bytes it was opened on or fails:
+//! never other bytes. [`MemoryStorage`] handles are snapshots; [`LocalStorage`]
+//! handles keep their descriptor unless the bounded descriptor table evicts it,
+//! and then reopen the path only if it is still the same file (inode). A file
+//! removed while evicted is an error, which is why the store deletes retired
+//! files only after a grace period.
 
 mod local;
 mod memory;

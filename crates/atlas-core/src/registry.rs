@@ -111,6 +111,25 @@ impl SegmentId {
 }
 
 /// Checks that every array a dataset uses has a file in the manifest.
+/// Checks a registry file's format tag and version: another tag is damage,
+/// another version is `UnsupportedRegistry`.
+fn check_head(format: &str, version: u32, tag: &str, supported: u32, path: &Path) -> Result<()> {
+    if format != tag {
+        return Err(Error::CorruptRegistry {
+            path: path.to_owned(),
+            reason: format!("format tag {format:?} is not {tag:?}"),
+        });
+    }
+    if version != supported {
+        return Err(Error::UnsupportedRegistry {
+            path: path.to_owned(),
+            version,
+            supported,
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn check_arrays(
     datasets: &IndexMap<String, DatasetMeta>,
     manifest: &Manifest,

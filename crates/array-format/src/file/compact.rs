@@ -1,7 +1,7 @@
 //! Compaction: every live chunk copied, unchanged, into one new base layer.
 
 use super::{
-    read_stored, ArrayFile, BlockMeta, Error, LayerId, LayerWriter, Path, PreparedKind,
+    read_stored, ArrayFile, BlockMeta, Error, LayerId, LayerWriter, Loc, Path, PreparedKind,
     PreparedLayer, RecordKind, Result,
 };
 
@@ -23,24 +23,7 @@ impl ArrayFile {
         for (name, c) in &self.committed {
             w.begin_array(name, RecordKind::Define, Some(c.schema.clone()));
             for (&idx, loc) in &c.chunks {
-                let layer = &self.layers[loc.layer as usize];
-                let e = &loc.entry;
-                let stored = read_stored(layer, e)?;
-                if crc32c::crc32c(&stored) != e.crc {
-                    return Err(Error::corrupt(
-                        &layer.path,
-                        e.offset,
-                        "block checksum mismatch",
-                    ));
-                }
-                let meta = BlockMeta {
-                    raw_len: e.raw_len,
-                    codec: e.codec,
-                    filter: e.filter,
-                    crc: e.crc,
-                    stats: e.stats.clone(),
-                };
-                w.append_chunk(idx, &stored, &meta)?;
+                self.copy_chunk(&mut w, idx, loc)?;
             }
         }
         self.finish_layer(
@@ -49,6 +32,29 @@ impl ArrayFile {
                 sources: self.layer_uids(),
             },
         )
+    }
+
+    /// Copies one committed chunk's stored bytes, unchanged and checksum
+    /// checked, into a layer being written (compaction and tail merges).
+    pub(super) fn copy_chunk(&self, w: &mut LayerWriter, idx: u64, loc: &Loc) -> Result<()> {
+        let layer = &self.layers[loc.layer as usize];
+        let e = &loc.entry;
+        let stored = read_stored(layer, e)?;
+        if crc32c::crc32c(&stored) != e.crc {
+            return Err(Error::corrupt(
+                &layer.path,
+                e.offset,
+                "block checksum mismatch",
+            ));
+        }
+        let meta = BlockMeta {
+            raw_len: e.raw_len,
+            codec: e.codec,
+            filter: e.filter,
+            crc: e.crc,
+            stats: e.stats.clone(),
+        };
+        w.append_chunk(idx, &stored, &meta)
     }
 
     pub(super) fn layer_uids(&self) -> Vec<u128> {

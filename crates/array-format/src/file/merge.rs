@@ -6,8 +6,8 @@
 //! large as the base.
 
 use super::{
-    open_layer_handle, read_stored, ArrayFile, BlockMeta, Error, LayerId, LayerWriter, Loc, Path,
-    PreparedKind, PreparedLayer, RecordKind, Result,
+    open_layer_handle, ArrayFile, Error, LayerId, LayerWriter, Loc, Path, PreparedKind,
+    PreparedLayer, RecordKind, Result,
 };
 
 /// What to do with an array file that has too many layers.
@@ -83,24 +83,7 @@ impl ArrayFile {
             };
             w.begin_array(name, kind, Some(c.schema.clone()));
             for (&idx, loc) in c.chunks.iter().filter(|(_, l)| l.layer >= from_u32) {
-                let layer = &self.layers[loc.layer as usize];
-                let e = &loc.entry;
-                let stored = read_stored(layer, e)?;
-                if crc32c::crc32c(&stored) != e.crc {
-                    return Err(Error::corrupt(
-                        &layer.path,
-                        e.offset,
-                        "block checksum mismatch",
-                    ));
-                }
-                let meta = BlockMeta {
-                    raw_len: e.raw_len,
-                    codec: e.codec,
-                    filter: e.filter,
-                    crc: e.crc,
-                    stats: e.stats.clone(),
-                };
-                w.append_chunk(idx, &stored, &meta)?;
+                self.copy_chunk(&mut w, idx, loc)?;
             }
         }
         self.finish_layer(

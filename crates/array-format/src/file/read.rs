@@ -23,18 +23,7 @@ impl ArrayFile {
                     offset: e.offset,
                 };
                 let read = || read_stored(layer, e);
-                let decode = |stored: &[u8]| {
-                    decode_checked(
-                        stored,
-                        e.crc,
-                        e.codec,
-                        e.filter,
-                        width,
-                        e.raw_len,
-                        &layer.path,
-                        e.offset,
-                    )
-                };
+                let decode = |stored: &[u8]| decode_entry(stored, e, width, &layer.path);
                 if fill_cache {
                     self.cache
                         .decoded(key, || decode(&self.cache.raw(key, read)?))
@@ -244,16 +233,7 @@ impl ArrayFile {
                         Some(&(b, at, n)) => {
                             let layer = &self.layers[loc.layer as usize];
                             let e = &loc.entry;
-                            let raw = decode_checked(
-                                &buffers[b][at..at + n],
-                                e.crc,
-                                e.codec,
-                                e.filter,
-                                width,
-                                e.raw_len,
-                                &layer.path,
-                                e.offset,
-                            )?;
+                            let raw = decode_entry(&buffers[b][at..at + n], e, width, &layer.path)?;
                             cells_array(&raw, cshape, &layer.path, e.offset)
                         }
                         None => self.chunk_array(src, cshape, false),
@@ -322,6 +302,18 @@ pub(super) fn read_stored(layer: &Layer, e: &ChunkEntry) -> Result<Vec<u8>> {
     layer
         .handle
         .read_vec_at(e.offset, to_usize(e.stored_len, &layer.path, e.offset)?)
+}
+
+/// Decodes the stored bytes of one committed block (checksum, codec, filter).
+pub(super) fn decode_entry(
+    stored: &[u8],
+    e: &ChunkEntry,
+    width: usize,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    decode_checked(
+        stored, e.crc, e.codec, e.filter, width, e.raw_len, path, e.offset,
+    )
 }
 
 pub(super) fn to_usize(n: u64, path: &Path, offset: u64) -> Result<usize> {

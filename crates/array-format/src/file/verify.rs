@@ -1,6 +1,6 @@
 //! Verification: every live block read, checksummed and decoded.
 
-use super::{decode_checked, open_layer_handle, read_stored, Arc, ArrayFile, Result};
+use super::{decode_entry, open_layer_handle, read_stored, Arc, ArrayFile, Result};
 
 impl ArrayFile {
     /// Reads and decodes every chunk of every committed layer (live or
@@ -14,17 +14,7 @@ impl ArrayFile {
                 let Some(schema) = &rec.schema else { continue };
                 let width = schema.dtype.size_bytes().unwrap_or(0);
                 for e in &rec.chunks {
-                    let stored = read_stored(layer, e)?;
-                    decode_checked(
-                        &stored,
-                        e.crc,
-                        e.codec,
-                        e.filter,
-                        width,
-                        e.raw_len,
-                        &layer.path,
-                        e.offset,
-                    )?;
+                    decode_entry(&read_stored(layer, e)?, e, width, &layer.path)?;
                     n += 1;
                 }
             }

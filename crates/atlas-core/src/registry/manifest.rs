@@ -2,8 +2,8 @@
 //! with validation, the store policy, the retired list and directory ids.
 
 use super::{
-    validate_array_name, Codec, Compression, Deserialize, Error, IndexMap, LayerId, MetaFormat,
-    Path, Result, SegmentId, Serialize, FORMAT_TAG, META_DIR, REGISTRY_VERSION,
+    check_head, validate_array_name, Codec, Compression, Deserialize, Error, IndexMap, LayerId,
+    MetaFormat, Path, Result, SegmentId, Serialize, FORMAT_TAG, META_DIR, REGISTRY_VERSION,
 };
 
 /// The decoded manifest (`atlas.json`).
@@ -180,19 +180,13 @@ impl Manifest {
         };
         let head: Head =
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
-        if head.format != FORMAT_TAG {
-            return Err(corrupt(format!(
-                "format tag {:?} is not {FORMAT_TAG:?}",
-                head.format
-            )));
-        }
-        if head.version != REGISTRY_VERSION {
-            return Err(Error::UnsupportedRegistry {
-                path: path.to_owned(),
-                version: head.version,
-                supported: REGISTRY_VERSION,
-            });
-        }
+        check_head(
+            &head.format,
+            head.version,
+            FORMAT_TAG,
+            REGISTRY_VERSION,
+            path,
+        )?;
         let repr: ManifestRepr =
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
         let codec = Codec::parse(&repr.codec)

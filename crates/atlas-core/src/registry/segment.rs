@@ -3,10 +3,11 @@
 //! attribute-set deduplication, and bounded, validated decoding.
 
 use super::{
-    validate_array_name, validate_attribute_name, validate_dataset_name, Arc, ArrayEntry,
-    ArraySchema, Attr, DType, DatasetMeta, Deserialize, Error, FillValue, Hash, HashMap, HashSet,
-    Hasher, IndexMap, MetaFormat, Path, Result, Serialize, TimestampNs, MAX_DECODED_SEGMENT_BYTES,
-    MAX_SEGMENT_RATIO, MIN_DECODED_SEGMENT_CAP, SEGMENT_MAGIC, SEGMENT_TAG, SEGMENT_VERSION,
+    check_head, validate_array_name, validate_attribute_name, validate_dataset_name, Arc,
+    ArrayEntry, ArraySchema, Attr, DType, DatasetMeta, Deserialize, Error, FillValue, Hash,
+    HashMap, HashSet, Hasher, IndexMap, MetaFormat, Path, Result, Serialize, TimestampNs,
+    MAX_DECODED_SEGMENT_BYTES, MAX_SEGMENT_RATIO, MIN_DECODED_SEGMENT_CAP, SEGMENT_MAGIC,
+    SEGMENT_TAG, SEGMENT_VERSION,
 };
 
 #[derive(Serialize, Deserialize)]
@@ -237,19 +238,13 @@ pub(crate) fn decode_segment(bytes: &[u8], path: &Path) -> Result<Segment> {
     } else {
         serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?
     };
-    if repr.format != SEGMENT_TAG {
-        return Err(corrupt(format!(
-            "format tag {:?} is not {SEGMENT_TAG:?}",
-            repr.format
-        )));
-    }
-    if repr.version != SEGMENT_VERSION {
-        return Err(Error::UnsupportedRegistry {
-            path: path.to_owned(),
-            version: repr.version,
-            supported: SEGMENT_VERSION,
-        });
-    }
+    check_head(
+        &repr.format,
+        repr.version,
+        SEGMENT_TAG,
+        SEGMENT_VERSION,
+        path,
+    )?;
     let mut schemas = Vec::with_capacity(repr.schemas.len());
     for (i, s) in repr.schemas.into_iter().enumerate() {
         let dtype = DType::from_name(&s.dtype)

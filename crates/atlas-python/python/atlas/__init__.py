@@ -33,27 +33,5 @@ from .errors import (
     UnsupportedError,
 )
 
-__all__ = [
-    "AlreadyExistsError",
-    "ArrayNotFoundError",
-    "AtlasError",
-    "AtlasIOError",
-    "ConflictError",
-    "CorruptError",
-    "Dataset",
-    "DatasetNotFoundError",
-    "ErrorKind",
-    "ForkedHandleError",
-    "InvalidInputError",
-    "LockedError",
-    "NotFoundError",
-    "ReadOnlyError",
-    "ResourceExhaustedError",
-    "StaleHandleError",
-    "Store",
-    "StoreExistsError",
-    "StoreNotFoundError",
-    "UnsupportedError",
-    "__version__",
-    "errors",
-]
+__all__ = ["Dataset", "Store", "__version__", "errors"]
+__all__ += errors.__all__
