@@ -5,8 +5,10 @@
 //! ahead of it by the mutations since the last flush.
 //!
 //! **Invariant:** a handle opened on a snapshot holds read handles on every
-//! layer file that snapshot names, so the writer removing retired files never
-//! breaks it.
+//! layer file that snapshot names, and retired files are deleted only after
+//! the policy's grace period (`commit/gc.rs`), so the writer retiring files
+//! does not break it within that period, even when the bounded descriptor
+//! table has closed its descriptors.
 
 mod across;
 mod commit;

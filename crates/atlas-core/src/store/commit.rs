@@ -3,8 +3,9 @@
 //! A flush (1) writes each changed array file's pending layer under a fresh
 //! name and fsyncs it and its directory, (2) writes the new registry to a
 //! temporary file and fsyncs it, (3) renames it over `atlas.json` and fsyncs the
-//! root directory, and only then (4) installs the new layers in memory and
-//! removes files the commit retired.
+//! root directory, and only then (4) installs the new layers in memory. Files
+//! the commit retires are listed in its manifest and deleted after the first
+//! commit past their grace period (`commit/gc.rs`).
 //!
 //! **Invariant:** a failure before the rename leaves `atlas.json`, and so the
 //! store, exactly at the previous commit, and this handle's pending changes
