@@ -136,6 +136,17 @@ pub enum Error {
     /// A layer prepared before later changes was offered for installation.
     #[error("the prepared layer no longer matches the pending changes; flush again")]
     StalePreparedLayer,
+    /// A conditional replace found another version than expected: another
+    /// writer got there first. Nothing was changed.
+    #[error("{path} changed since it was read (expected version {}, found {}): another writer committed first", expected.as_deref().unwrap_or("none"), found.as_deref().unwrap_or("none"))]
+    Conflict {
+        /// The object.
+        path: PathBuf,
+        /// The version the caller expected (`None`: absent).
+        expected: Option<String>,
+        /// The version found (`None`: absent).
+        found: Option<String>,
+    },
     /// The underlying storage failed.
     #[error("i/o error while trying to {op} {path}")]
     Io {
@@ -157,6 +168,11 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// True when the storage reported that the file or object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
     /// Builds an [`Error::Corrupt`].
@@ -185,7 +201,7 @@ impl Error {
             Error::UnsupportedVersion { .. } | Error::CodecUnavailable { .. } => {
                 ErrorKind::Unsupported
             }
-            Error::StalePreparedLayer => ErrorKind::Conflict,
+            Error::StalePreparedLayer | Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Io { source, .. } => ErrorKind::of_io(source),
         }
     }

@@ -115,7 +115,7 @@ pub(crate) fn open_layer_handle(
     handle: Arc<dyn ReadHandle>,
     path: &Path,
 ) -> Result<(Layer, Footer)> {
-    let len = handle.len();
+    let len = handle.try_len()?;
     if len < HEADER_LEN + TRAILER_LEN {
         return Err(Error::corrupt(
             path,

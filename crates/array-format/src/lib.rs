@@ -52,7 +52,11 @@ pub use file::{
 };
 pub use schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES, MAX_NAME_BYTES, MAX_RANK};
 pub use stats::{ArrayStats, ChunkStats};
-pub use storage::{LocalStorage, LockGuard, MemoryStorage, ReadHandle, Storage, WriteHandle};
+pub use storage::{
+    Entry, LocalStorage, LockGuard, MemoryStorage, ReadHandle, Storage, Version, WriteHandle,
+};
+#[cfg(feature = "object-store")]
+pub use storage::{ObjectStorage, ObjectStoreStats};
 
 /// Fuzzing and hostile-input entry points: decode untrusted bytes, never panic.
 pub mod fuzzing {

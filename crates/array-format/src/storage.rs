@@ -1,8 +1,23 @@
 //! The storage seam: every byte `array-format` and the store read or write goes
 //! through [`Storage`].
 //!
-//! Two backends ship: [`LocalStorage`] (the filesystem) and [`MemoryStorage`]
-//! (in memory, with deterministic fault injection for tests).
+//! The seam is object-shaped: whole-object reads with a version
+//! ([`Storage::read_versioned`]), positional and batched ranged reads
+//! ([`ReadHandle::read_exact_at`], [`ReadHandle::read_ranges`]), new objects
+//! that exist only once complete ([`Storage::create_new`] + [`WriteHandle::sync`]),
+//! a conditional replace ([`Storage::replace_if`], the commit point), listing
+//! and deletion. Filesystem-only operations (directories, renames, locks) are
+//! no-ops or unsupported on object stores, and the store does not rely on them
+//! there ([`Storage::is_object_store`]).
+//!
+//! Backends: [`LocalStorage`] (the filesystem), [`MemoryStorage`] (in memory,
+//! with deterministic fault injection for tests) and, with the `object-store`
+//! feature, `ObjectStorage` (S3, GCS, Azure and in-memory object stores
+//! through the `object_store` crate).
+//!
+//! Calls are synchronous and may block: the store makes them from tokio's
+//! blocking pool, never from a runtime worker thread; `ObjectStorage` runs its
+//! requests on its own I/O runtime.
 //!
 //! **Invariant:** a [`ReadHandle`] reads the bytes it was opened on or fails:
 //! never other bytes. [`MemoryStorage`] handles are snapshots; [`LocalStorage`]
@@ -13,13 +28,19 @@
 
 mod local;
 mod memory;
+#[cfg(feature = "object-store")]
+mod object;
 
 use std::fmt::Debug;
-use std::path::Path;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 pub use local::LocalStorage;
 pub use memory::{Fault, FaultKind, MemoryStorage, Op};
+#[cfg(feature = "object-store")]
+pub use object::{ObjectStorage, ObjectStoreStats};
 
 use crate::error::Result;
 
@@ -42,6 +63,61 @@ pub trait ReadHandle: Send + Sync + Debug {
         self.read_exact_at(offset, &mut buf)?;
         Ok(buf)
     }
+
+    /// The length, fetching it if the handle was opened lazily (object
+    /// stores learn it from the first read). [`ReadHandle::len`] is exact once
+    /// this succeeded.
+    fn try_len(&self) -> Result<u64> {
+        Ok(self.len())
+    }
+
+    /// Reads several `(offset, len)` ranges; object stores issue them
+    /// concurrently. The result is in the order of `ranges`.
+    fn read_ranges(&self, ranges: &[(u64, usize)]) -> Result<Vec<Vec<u8>>> {
+        ranges
+            .iter()
+            .map(|&(offset, len)| self.read_vec_at(offset, len))
+            .collect()
+    }
+}
+
+/// An opaque version of a stored object, for [`Storage::replace_if`] (an
+/// ETag on object stores, a content hash on filesystems).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Version(pub(crate) String);
+
+impl Version {
+    /// The version as text (for messages and logs).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The version a filesystem backend gives `bytes`: a 128-bit hash of the
+    /// content (compared only within one process).
+    pub(crate) fn of_content(bytes: &[u8]) -> Version {
+        let mut a = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut a);
+        let mut b = std::collections::hash_map::DefaultHasher::new();
+        0xa71a_5u32.hash(&mut b);
+        bytes.hash(&mut b);
+        Version(format!(
+            "{:016x}{:016x}-{}",
+            a.finish(),
+            b.finish(),
+            bytes.len()
+        ))
+    }
+}
+
+/// One entry of [`Storage::list_entries`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The name within the listed directory or prefix.
+    pub name: String,
+    /// Size in bytes (0 for directories and prefixes).
+    pub len: u64,
+    /// Last modification, where the backend knows it.
+    pub modified: Option<SystemTime>,
 }
 
 /// The error of every call on a write handle after one of its writes failed.
@@ -110,8 +186,84 @@ pub trait Storage: Send + Sync + Debug {
     fn list_dir(&self, path: &Path) -> Result<Vec<String>>;
 
     /// Takes an exclusive lock on `path` (created if missing) without blocking;
-    /// `Ok(None)` when another holder has it.
+    /// `Ok(None)` when another holder has it. Object stores have no locks and
+    /// always grant it: there the conditional [`Storage::replace_if`] of the
+    /// manifest is the correctness mechanism.
     fn try_lock(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>>;
+
+    /// True for object stores: no directories, no renames, no locks, no
+    /// descriptors pinning a snapshot, and other machines may write
+    /// concurrently (so nothing unnamed may be deleted before a grace period).
+    fn is_object_store(&self) -> bool {
+        false
+    }
+
+    /// Entries of a directory (or prefix) with sizes and modification times.
+    fn list_entries(&self, path: &Path) -> Result<Vec<Entry>> {
+        Ok(self
+            .list_dir(path)?
+            .into_iter()
+            .map(|name| Entry {
+                name,
+                len: 0,
+                modified: None,
+            })
+            .collect())
+    }
+
+    /// Where scratch files (spilled pending data that never becomes part of
+    /// the store) go instead of `dir`: `None` keeps them beside the data.
+    /// Object stores put them on local disk.
+    fn scratch_location(&self, _dir: &Path) -> Option<(Arc<dyn Storage>, PathBuf)> {
+        None
+    }
+
+    /// Reads a whole object and its current [`Version`].
+    fn read_versioned(&self, path: &Path) -> Result<(Vec<u8>, Version)> {
+        let bytes = self.read_all(path)?;
+        let v = Version::of_content(&bytes);
+        Ok((bytes, v))
+    }
+
+    /// Replaces the object at `path` with `bytes` if its current version is
+    /// `expected` (`None`: only if nothing is there), durably, and returns the
+    /// new version. A different current version is [`crate::Error::Conflict`]
+    /// and changes nothing. Any other error leaves the outcome unknown (the
+    /// write may have landed): callers that must know read it back.
+    ///
+    /// On filesystems this is a temporary file, fsync, rename over `path` and
+    /// a directory fsync; the check and the rename are atomic only against
+    /// writers that hold the store's writer lock, which the store takes first.
+    fn replace_if(&self, path: &Path, bytes: &[u8], expected: Option<&Version>) -> Result<Version> {
+        let current = match self.read_all(path) {
+            Ok(b) => Some(Version::of_content(&b)),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        if current.as_ref() != expected {
+            return Err(crate::Error::Conflict {
+                path: path.to_owned(),
+                expected: expected.map(|v| v.0.clone()),
+                found: current.map(|v| v.0),
+            });
+        }
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        let tmp = dir.join(format!(".{name}.tmp-{:032x}", crate::file::random_uid()));
+        if let Err(e) = self.write_new_synced(&tmp, bytes) {
+            let _ = self.remove_file(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = self.rename(&tmp, path) {
+            let _ = self.remove_file(&tmp);
+            return Err(e);
+        }
+        self.sync_dir(dir)?;
+        Ok(Version::of_content(bytes))
+    }
 
     /// Reads a whole file.
     fn read_all(&self, path: &Path) -> Result<Vec<u8>> {

@@ -193,7 +193,7 @@ async fn add_grid(store: &Atlas, month: usize, rng: &mut Rng) -> Result<u64> {
 /// Builds the demo store in `dir`.
 pub async fn run(dir: &Path, n_profiles: usize, n_grids: usize, quiet: bool) -> Result<ExitCode> {
     let t0 = Instant::now();
-    let store = match Atlas::create_path(dir, StoreConfig::default()).await {
+    let store = match Atlas::create(&crate::util::location(dir), StoreConfig::default()).await {
         Ok(s) => s,
         Err(e @ atlas::Error::StoreExists { .. }) => {
             return Err(anyhow::Error::new(e).context(format!(

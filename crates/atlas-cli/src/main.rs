@@ -40,10 +40,14 @@ struct Cli {
     command: Command,
 }
 
-/// A store argument: a path or a `file://` URL. Object-store URLs are refused
-/// here, before anything runs, so `s3://bucket/x` never becomes a local
-/// directory named `s3:`.
+/// A store argument: a path, a `file://` URL or an object-store URL
+/// (`s3://bucket/prefix`, `gs://…`, `az://…`), kept as given for URLs so
+/// `s3://bucket/x` never becomes a local directory named `s3:`. Unknown URL
+/// schemes are refused here, before anything runs.
 fn store_location(s: &str) -> Result<PathBuf, String> {
+    if atlas::ObjectStorage::handles(s) {
+        return Ok(PathBuf::from(s));
+    }
     atlas::local_path(s).map_err(|e| e.to_string())
 }
 
@@ -51,7 +55,7 @@ fn store_location(s: &str) -> Result<PathBuf, String> {
 enum Command {
     /// Build a realistic sample store: ocean profiles plus gridded fields.
     Demo {
-        /// Directory to create the store in (must not hold a store yet).
+        /// Directory or object-store URL to create the store in (must not hold a store yet).
         #[arg(value_parser = store_location)]
         dir: PathBuf,
         /// Number of ocean-profile datasets.
@@ -63,7 +67,7 @@ enum Command {
     },
     /// List datasets (optionally matching a glob pattern with `*` and `?`).
     Ls {
-        /// The store directory.
+        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Only datasets whose name matches this pattern.
@@ -77,7 +81,7 @@ enum Command {
     },
     /// Summarise the store, or show one dataset like `ncdump -h`.
     Info {
-        /// The store directory.
+        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// A dataset to describe.
@@ -88,7 +92,7 @@ enum Command {
     },
     /// Print the values of one array (or a hyperslab of it).
     Cat {
-        /// The store directory.
+        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Dataset name.
@@ -107,7 +111,7 @@ enum Command {
     },
     /// Per-dataset min/max/null counts of one array and the totals, from stored statistics.
     Stats {
-        /// The store directory.
+        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Array name.
@@ -118,7 +122,7 @@ enum Command {
     },
     /// Read one array across every dataset and report the throughput.
     Scan {
-        /// The store directory.
+        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Array name.
@@ -126,20 +130,20 @@ enum Command {
     },
     /// Merge every array's delta layers into a new base.
     Compact {
-        /// The store directory.
+        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
         #[arg(value_parser = store_location)]
         store: PathBuf,
     },
     /// Check every checksum and that the registry and the files agree.
     Verify {
-        /// The store directory.
+        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
         #[arg(value_parser = store_location)]
         store: PathBuf,
     },
     /// Import netcdf files (and directories of them, recursively): one dataset
     /// per file. Creates the store if needed; exit 1 if any file failed.
     Import {
-        /// The store directory (created if it holds no store yet).
+        /// The store: a directory or an object-store URL (created if it holds no store yet).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Files and directories to import.
@@ -164,7 +168,7 @@ enum Command {
     },
     /// Export one dataset to a netcdf classic file.
     Export {
-        /// The store directory.
+        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Dataset name.

@@ -27,10 +27,10 @@ pub struct Import {
 
 /// Opens the store, creating it when `store` holds none yet.
 async fn open_or_create(store: &Path) -> Result<(Atlas, bool)> {
-    match Atlas::open_path(store).await {
+    match Atlas::open(&crate::util::location(store)).await {
         Ok(a) => Ok((a, false)),
         Err(atlas::Error::StoreNotFound { .. }) => {
-            let a = Atlas::create_path(store, StoreConfig::default())
+            let a = Atlas::create(&crate::util::location(store), StoreConfig::default())
                 .await
                 .with_context(|| format!("cannot create store {}", store.display()))?;
             Ok((a, true))

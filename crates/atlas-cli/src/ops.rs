@@ -87,7 +87,7 @@ pub async fn compact(store: &Path, quiet: bool) -> Result<ExitCode> {
 /// not run to the end (out of descriptors, memory, an I/O failure): running
 /// out of a resource is never reported as damage.
 pub async fn verify(store: &Path, quiet: bool) -> Result<ExitCode> {
-    let atlas = match Atlas::open_path(store).await {
+    let atlas = match Atlas::open(&crate::util::location(store)).await {
         Ok(a) => a,
         Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Unsupported) => {
             say!("DAMAGED {}: {e}", store.display());

@@ -12,7 +12,7 @@ use crate::cells::{to_json, to_text, with_dtype};
 use crate::{output, util};
 
 pub async fn open(store: &Path) -> Result<Atlas> {
-    Atlas::open_path(store)
+    Atlas::open(&crate::util::location(store))
         .await
         .with_context(|| format!("cannot open store {}", store.display()))
 }

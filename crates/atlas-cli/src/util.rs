@@ -119,3 +119,8 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
     }
 }
+
+/// A store argument as `Atlas::open` takes it: the URL as given, or the path.
+pub fn location(store: &Path) -> String {
+    store.to_string_lossy().into_owned()
+}

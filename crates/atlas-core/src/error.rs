@@ -106,6 +106,14 @@ pub enum Error {
         /// The store.
         path: PathBuf,
     },
+    /// Another writer committed first (object stores: the conditional write
+    /// of the manifest lost the race). Nothing of this flush was committed;
+    /// the handle keeps its pending changes and refuses further commits.
+    #[error("another writer committed to store {path} first; nothing of this flush was committed (the changes are still pending in this handle): reopen the store and apply them again")]
+    CommitConflict {
+        /// The store.
+        path: PathBuf,
+    },
     /// A commit failed in a way that leaves its durability unknown; this handle
     /// refuses further writes. Reopen the store to see what was committed.
     #[error("store {path} refuses writes after a failed commit; reopen it")]
@@ -165,9 +173,10 @@ impl Error {
                 ErrorKind::AlreadyExists
             }
             Error::InvalidName { .. } | Error::ShapesDiffer { .. } => ErrorKind::InvalidInput,
-            Error::Locked { .. } | Error::StaleHandle { .. } | Error::Poisoned { .. } => {
-                ErrorKind::Conflict
-            }
+            Error::Locked { .. }
+            | Error::StaleHandle { .. }
+            | Error::Poisoned { .. }
+            | Error::CommitConflict { .. } => ErrorKind::Conflict,
             Error::CorruptRegistry { .. } => ErrorKind::Corrupt,
             Error::UnsupportedRegistry { .. }
             | Error::CodecUnavailable { .. }

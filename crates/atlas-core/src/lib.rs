@@ -24,12 +24,14 @@ pub mod verify;
 pub use array_format::{
     ArrayElement, ArraySchema, ArrayStats, Codec, Compression, DType, DeltaCache, DeltaCacheConfig,
     FillValue, LayerId, LocalStorage, MemoryStorage, MergedArrayMeta, StatValue, Storage,
-    TimestampNs,
+    TimestampNs, Version,
 };
+#[cfg(feature = "object-store")]
+pub use array_format::{ObjectStorage, ObjectStoreStats};
 pub use attr::Attr;
 pub use config::{MetaFormat, OpenOptions, StoreConfig};
 pub use error::{Error, ErrorKind, Result};
-pub use location::local_path;
+pub use location::{local_path, storage_for};
 pub use name::{validate_array_name, validate_attribute_name, validate_dataset_name, MAX_NAME_LEN};
 pub use registry::{ArrayEntry, DatasetMeta, Policy, REGISTRY_VERSION};
 pub use store::DatasetView;

@@ -169,6 +169,9 @@ pub(crate) struct DirTable {
 
 pub(crate) struct Committed {
     pub generation: u64,
+    /// The storage version of the manifest this handle read or wrote last:
+    /// the next commit replaces the manifest only if it is still this one.
+    pub version: Option<array_format::Version>,
     pub arrays: IndexMap<String, Vec<LayerId>>,
     pub segments: Vec<SegmentId>,
     pub policy: Policy,

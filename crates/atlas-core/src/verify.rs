@@ -64,7 +64,7 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
     let storage = atlas.inner.storage.clone();
     let mut report = Report::default();
     let reg_path = root.join(REGISTRY_FILE);
-    let (manifest, datasets) = match crate::store::load(storage.as_ref(), &root) {
+    let (manifest, _, datasets) = match crate::store::load(storage.as_ref(), &root) {
         Ok(r) => r,
         Err(e) => {
             report.problems.push(Problem {

@@ -100,6 +100,9 @@ pub use atlas_core::{
     FillValue, LayerId, MergedArrayMeta, MetaFormat, OpenOptions, Policy, Result, StatValue,
     StoreConfig, TimestampNs,
 };
+pub use atlas_core::{storage_for, Storage, Version};
+#[cfg(feature = "object-store")]
+pub use atlas_core::{ObjectStorage, ObjectStoreStats};
 
 /// The `ndarray` release ATLAS takes and returns arrays of.
 ///

@@ -280,12 +280,16 @@ impl Pending {
         let current = if let Some(i) = live {
             i
         } else {
+            // Object stores keep scratch data on local disk.
+            let (storage, dir) = storage
+                .scratch_location(dir)
+                .unwrap_or_else(|| (Arc::clone(storage), dir.to_owned()));
             let path = dir.join(format!("scratch-{:032x}.tmp", crate::file::random_uid()));
             let handle = storage.create_new(&path)?;
             files.push(Some(Scratch {
                 handle,
                 path,
-                storage: Arc::clone(storage),
+                storage,
                 n_chunks: 0,
                 poisoned: false,
             }));

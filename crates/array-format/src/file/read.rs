@@ -192,11 +192,10 @@ impl ArrayFile {
         }
         wanted.sort_unstable();
         wanted.dedup();
-        // 2. Coalesced reads. A failed read leaves its blocks to the per-chunk
-        // path, which reports the error properly.
-        let mut buffers: Vec<Vec<u8>> = Vec::new();
-        let mut blocks: std::collections::HashMap<(u32, u64), (usize, usize, usize)> =
-            std::collections::HashMap::with_capacity(wanted.len());
+        // 2. Coalesced reads, batched per layer (object stores issue a
+        // layer's ranges concurrently). A failed read leaves its blocks to the
+        // per-chunk path, which reports the error properly.
+        let mut groups: Vec<(u32, u64, u64, std::ops::Range<usize>)> = Vec::new();
         let mut i = 0;
         while i < wanted.len() {
             let (layer, first, len) = wanted[i];
@@ -210,18 +209,34 @@ impl ArrayFile {
                 end = end.max(o + n);
                 j += 1;
             }
-            let handle = &self.layers[layer as usize].handle;
-            if let Ok(buf) = usize::try_from(end - first)
-                .map_err(|_| ())
-                .and_then(|n| handle.read_vec_at(first, n).map_err(|_| ()))
-            {
-                let b = buffers.len();
-                for &(_, o, n) in &wanted[i..j] {
-                    blocks.insert((layer, o), (b, (o - first) as usize, n as usize));
-                }
-                buffers.push(buf);
-            }
+            groups.push((layer, first, end, i..j));
             i = j;
+        }
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let mut blocks: std::collections::HashMap<(u32, u64), (usize, usize, usize)> =
+            std::collections::HashMap::with_capacity(wanted.len());
+        let mut g = 0;
+        while g < groups.len() {
+            let layer = groups[g].0;
+            let mut h = g;
+            while h < groups.len() && groups[h].0 == layer {
+                h += 1;
+            }
+            let ranges: Option<Vec<(u64, usize)>> = groups[g..h]
+                .iter()
+                .map(|&(_, first, end, _)| usize::try_from(end - first).ok().map(|n| (first, n)))
+                .collect();
+            let handle = &self.layers[layer as usize].handle;
+            if let Some(Ok(bufs)) = ranges.map(|r| handle.read_ranges(&r)) {
+                for ((_, first, _, members), buf) in groups[g..h].iter().zip(bufs) {
+                    let b = buffers.len();
+                    for &(_, o, n) in &wanted[members.clone()] {
+                        blocks.insert((layer, o), (b, (o - first) as usize, n as usize));
+                    }
+                    buffers.push(buf);
+                }
+            }
+            g = h;
         }
         // 3. Decode and assemble.
         let width = T::DTYPE.size_bytes().unwrap_or(0);

@@ -27,6 +27,10 @@ pub(crate) struct Manifest {
     /// Files no longer named as live, kept until their grace period passes
     /// (readers of older generations may still read them).
     pub retired: Vec<Retired>,
+    /// A random id written with each commit, so a writer whose conditional
+    /// write of the manifest timed out can read it back and tell whether its
+    /// own commit landed. Absent in stores written before object storage.
+    pub commit_id: Option<String>,
 }
 
 /// The store's maintenance policy, kept in the manifest (`StoreConfig` sets it
@@ -104,6 +108,8 @@ struct ManifestRepr {
     policy: Policy,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     retired: Vec<Retired>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    commit_id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -142,6 +148,7 @@ impl Manifest {
             segments: Vec::new(),
             policy: Policy::default(),
             retired: Vec::new(),
+            commit_id: None,
         }
     }
 
@@ -167,6 +174,7 @@ impl Manifest {
             next_dir: self.next_dir,
             policy: self.policy,
             retired: self.retired.clone(),
+            commit_id: self.commit_id.clone(),
         };
         let mut out = serde_json::to_vec_pretty(&repr).expect("manifest serializes");
         out.push(b'\n');
@@ -245,6 +253,9 @@ impl Manifest {
             next_dir: repr.next_dir,
             segments,
             policy: repr.policy,
+            commit_id: repr
+                .commit_id
+                .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit())),
             retired: repr
                 .retired
                 .into_iter()

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use array_format::{ArrayFile, LayerId, PreparedLayer, Storage};
+use array_format::{ArrayFile, LayerId, PreparedLayer, Storage, Version};
 use indexmap::IndexMap;
 use tokio::sync::OwnedRwLockWriteGuard;
 
@@ -39,47 +39,76 @@ use crate::registry::{
 
 /// How a registry write failed.
 pub(crate) enum CommitError {
-    /// Before the rename: the previous commit stands.
+    /// Before the manifest was replaced: the previous commit stands.
     Before(array_format::Error),
-    /// After the rename: the new commit may or may not be durable.
+    /// Another writer replaced the manifest first: the previous commit (of
+    /// the other writer) stands, nothing of this one does.
+    Conflict,
+    /// The new manifest may or may not be durable.
     Unknown(array_format::Error),
 }
 
 impl CommitError {
-    pub(crate) fn into_error(self) -> Error {
+    pub(crate) fn into_error(self, root: &Path) -> Error {
         match self {
             CommitError::Before(e) | CommitError::Unknown(e) => e.into(),
+            CommitError::Conflict => Error::CommitConflict {
+                path: root.to_owned(),
+            },
         }
     }
 }
 
-/// Steps (2) and (3) of the protocol.
-pub(crate) fn write_registry_bytes(
-    storage: &dyn Storage,
-    root: &Path,
-    bytes: &[u8],
-) -> Result<(), CommitError> {
-    let tmp = root.join(format!(
-        ".atlas.json.tmp-{:032x}",
-        array_format::random_uid()
-    ));
-    if let Err(e) = storage.write_new_synced(&tmp, bytes) {
-        let _ = storage.remove_file(&tmp);
-        return Err(CommitError::Before(e));
-    }
-    if let Err(e) = storage.rename(&tmp, &root.join(REGISTRY_FILE)) {
-        let _ = storage.remove_file(&tmp);
-        return Err(CommitError::Before(e));
-    }
-    storage.sync_dir(root).map_err(CommitError::Unknown)
-}
-
+/// Steps (2) and (3) of the protocol: replaces the manifest if it is still at
+/// `expected` (`None`: creates it), with a fresh random commit id in it, and
+/// returns the new version.
+///
+/// When the outcome is unknown (an error other than a conflict: a timeout, a
+/// lost response, a failed directory fsync), the manifest is read back: if it
+/// carries this commit's id the write landed (on object stores that is a
+/// success; on filesystems the failed fsync leaves durability unknown, so it
+/// stays `Unknown`), if it carries another the previous commit stands.
 pub(crate) fn write_manifest(
     storage: &dyn Storage,
     root: &Path,
-    m: &Manifest,
-) -> Result<(), CommitError> {
-    write_registry_bytes(storage, root, &m.encode())
+    m: &mut Manifest,
+    expected: Option<&Version>,
+) -> Result<Version, CommitError> {
+    let commit_id = format!("{:032x}", array_format::random_uid());
+    m.commit_id = Some(commit_id.clone());
+    let path = root.join(REGISTRY_FILE);
+    let e = match storage.replace_if(&path, &m.encode(), expected) {
+        Ok(v) => return Ok(v),
+        Err(array_format::Error::Conflict { .. }) if !storage.is_object_store() => {
+            return Err(CommitError::Conflict)
+        }
+        Err(e) => e,
+    };
+    let conflict = matches!(e, array_format::Error::Conflict { .. });
+    // An object-store client retries a request whose response was lost; the
+    // retry of a write that landed finds its own version and reports a
+    // conflict. The commit id tells.
+    match storage.read_versioned(&path) {
+        Ok((bytes, v)) if conflict => match Manifest::decode(&bytes, &path) {
+            Ok(found) if found.commit_id.as_deref() == Some(commit_id.as_str()) => Ok(v),
+            _ => Err(CommitError::Conflict),
+        },
+        Ok((bytes, v)) => match Manifest::decode(&bytes, &path) {
+            Ok(found) if found.commit_id.as_deref() == Some(commit_id.as_str()) => {
+                if storage.is_object_store() {
+                    Ok(v)
+                } else {
+                    Err(CommitError::Unknown(e))
+                }
+            }
+            Ok(_) => Err(CommitError::Before(e)),
+            Err(_) => Err(CommitError::Unknown(e)),
+        },
+        Err(read_err) if read_err.is_not_found() && expected.is_none() => {
+            Err(CommitError::Before(e))
+        }
+        Err(_) => Err(CommitError::Unknown(e)),
+    }
 }
 
 fn remove_prepared(storage: &dyn Storage, prepared: &[(usize, PreparedLayer)]) {
@@ -243,6 +272,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         expired.extend(unnamed);
         let (dirs, next_dir) = inner.dirs_for(arrays.keys());
         let manifest = Manifest {
+            commit_id: None,
             generation: committed.generation + 1,
             compression: inner.compression,
             meta_format: inner.meta_format,
@@ -288,18 +318,32 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
             return Err(e.into());
         }
     }
-    match write_manifest(storage, &inner.root, &manifest) {
-        Ok(()) => {}
+    let mut manifest = manifest;
+    let expected = inner.committed.lock().version.clone();
+    let version = match write_manifest(storage, &inner.root, &mut manifest, expected.as_ref()) {
+        Ok(v) => v,
         Err(CommitError::Before(e)) => {
             let e = fail_before(e, segment.as_ref().map(|(id, _)| id));
             give_back(dirty, deleted);
             return Err(e.into());
         }
+        Err(CommitError::Conflict) => {
+            // Another writer's commit stands: this handle's snapshot is stale
+            // and its changes stay pending (nothing here is named by a commit).
+            let _ = fail_before(
+                array_format::Error::StalePreparedLayer,
+                segment.as_ref().map(|(id, _)| id),
+            );
+            give_back(dirty, deleted);
+            return Err(Error::CommitConflict {
+                path: inner.root.clone(),
+            });
+        }
         Err(CommitError::Unknown(e)) => {
             inner.poisoned.store(true, Ordering::SeqCst);
             return Err(e.into());
         }
-    }
+    };
     // Committed. Make memory match.
     for (i, p) in prepared {
         if let Err(e) = guards[i].1.install(p) {
@@ -310,6 +354,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     {
         let mut c = inner.committed.lock();
         c.generation = manifest.generation;
+        c.version = Some(version);
         c.arrays = manifest.arrays;
         c.segments = manifest.segments;
         c.retired = manifest.retired;

@@ -23,18 +23,20 @@ fn is_not_found(e: &array_format::Error) -> bool {
 }
 
 impl Atlas {
-    /// Creates a store at `location` (a path or a `file://` URL; the directory
-    /// is made if missing). Errors if a store already exists there, and with
-    /// `UnsupportedLocation` for object-store URLs until that backend exists.
+    /// Creates a store at `location`: a path, a `file://` URL (the directory
+    /// is made if missing), or an object-store URL (`s3://bucket/prefix`,
+    /// `gs://…`, `az://…`, `memory://…`; settings from the environment, see
+    /// [`crate::storage_for`]). Errors if a store already exists there.
     pub async fn create(location: &str, config: StoreConfig) -> Result<Atlas> {
-        Self::create_path(crate::local_path(location)?, config).await
+        let (storage, root) = crate::storage_for(location, &[])?;
+        Self::create_with(storage, &root, config).await
     }
 
-    /// Opens the store at `location` (a path or a `file://` URL; object-store
-    /// URLs are refused with `UnsupportedLocation` until that backend exists),
-    /// read-only until the first mutation.
+    /// Opens the store at `location` (as for [`Atlas::create`]), read-only
+    /// until the first mutation.
     pub async fn open(location: &str) -> Result<Atlas> {
-        Self::open_path(crate::local_path(location)?).await
+        let (storage, root) = crate::storage_for(location, &[])?;
+        Self::open_with(storage, &root, OpenOptions::default()).await
     }
 
     /// Creates a store in `path` (made if missing) on the local filesystem.
@@ -77,12 +79,16 @@ impl Atlas {
         let mut manifest = Manifest::new(config.compression(), config.meta_format);
         manifest.generation = 1;
         manifest.policy = config.policy;
-        commit::write_manifest(storage.as_ref(), &root, &manifest)
-            .map_err(commit::CommitError::into_error)?;
+        let version = match commit::write_manifest(storage.as_ref(), &root, &mut manifest, None) {
+            Ok(v) => v,
+            // Another creator won the race (object stores: `If-None-Match`).
+            Err(commit::CommitError::Conflict) => return Err(Error::StoreExists { path: root }),
+            Err(e) => return Err(e.into_error(&root)),
+        };
         let atlas = Self::from_parts(
             storage,
             root,
-            manifest,
+            (manifest, Some(version)),
             IndexMap::new(),
             HashMap::new(),
             config.open_options(),
@@ -118,25 +124,38 @@ impl Atlas {
         let root = path.to_owned();
         let reg_path = root.join(REGISTRY_FILE);
         let mut attempt = 0;
-        let (manifest, datasets, handles) = loop {
-            if !storage.exists(&reg_path)? {
-                return Err(Error::StoreNotFound { path: root });
-            }
-            match load(storage.as_ref(), &root) {
-                Ok((manifest, datasets)) => {
+        let ((manifest, version), datasets, handles) = loop {
+            // One read of the manifest, one per registry segment (no listing,
+            // no probe first: object stores pay per request).
+            let not_found = match load(storage.as_ref(), &root) {
+                Ok((manifest, version, datasets)) => {
                     match Self::pin_layers(storage.as_ref(), &root, &manifest) {
-                        Ok(h) => break (manifest, datasets, h),
+                        Ok(h) => break ((manifest, version), datasets, h),
                         // A commit retired a file between reading the manifest and
                         // opening it: read the newer manifest.
-                        Err(e) if is_not_found(&e) && attempt < 8 => attempt += 1,
+                        Err(e) if is_not_found(&e) => Error::from(e),
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Err(Error::Storage(e)) if is_not_found(&e) && attempt < 8 => attempt += 1,
+                Err(Error::Storage(e)) if is_not_found(&e) => Error::Storage(e),
                 Err(e) => return Err(e),
+            };
+            if !storage.exists(&reg_path)? {
+                return Err(Error::StoreNotFound { path: root });
             }
+            if attempt >= 8 {
+                return Err(not_found);
+            }
+            attempt += 1;
         };
-        let atlas = Self::from_parts(storage, root, manifest, datasets, handles, options);
+        let atlas = Self::from_parts(
+            storage,
+            root,
+            (manifest, Some(version)),
+            datasets,
+            handles,
+            options,
+        );
         if options.write {
             atlas.inner.ensure_writer()?;
         }
@@ -163,7 +182,7 @@ impl Atlas {
     fn from_parts(
         storage: Arc<dyn Storage>,
         root: PathBuf,
-        manifest: Manifest,
+        (manifest, version): (Manifest, Option<array_format::Version>),
         datasets: IndexMap<String, DatasetMeta>,
         handles: HashMap<String, PinnedLayers>,
         options: OpenOptions,
@@ -195,6 +214,7 @@ impl Atlas {
                 }),
                 committed: Mutex::new(Committed {
                     generation: manifest.generation,
+                    version,
                     arrays: manifest.arrays,
                     segments: manifest.segments,
                     policy: manifest.policy,
@@ -215,18 +235,24 @@ impl Atlas {
     }
 }
 
-/// Reads the manifest and replays its segments into the dataset map.
+/// Reads the manifest (with its storage version) and replays its segments
+/// into the dataset map.
 pub(crate) fn load(
     storage: &dyn Storage,
     root: &Path,
-) -> Result<(Manifest, IndexMap<String, DatasetMeta>)> {
+) -> Result<(
+    Manifest,
+    array_format::Version,
+    IndexMap<String, DatasetMeta>,
+)> {
     let reg_path = root.join(REGISTRY_FILE);
-    let manifest = Manifest::decode(&storage.read_all(&reg_path)?, &reg_path)?;
+    let (bytes, version) = storage.read_versioned(&reg_path)?;
+    let manifest = Manifest::decode(&bytes, &reg_path)?;
     let mut datasets = IndexMap::new();
     for seg in &manifest.segments {
         let path = root.join(META_DIR).join(seg.as_str());
         decode_segment(&storage.read_all(&path)?, &path)?.apply(&mut datasets);
     }
     check_arrays(&datasets, &manifest, &reg_path)?;
-    Ok((manifest, datasets))
+    Ok((manifest, version, datasets))
 }

@@ -45,13 +45,23 @@ impl Inner {
         }
         let guard = acquire_writer_lock(self.storage.as_ref(), &self.root)?;
         let reg_path = self.root.join(REGISTRY_FILE);
-        let on_disk = Manifest::decode(&self.storage.read_all(&reg_path)?, &reg_path)?;
-        if on_disk.generation != self.committed.lock().generation {
-            return Err(Error::StaleHandle {
-                path: self.root.clone(),
-            });
+        let (bytes, version) = self.storage.read_versioned(&reg_path)?;
+        let on_disk = Manifest::decode(&bytes, &reg_path)?;
+        {
+            let mut committed = self.committed.lock();
+            if on_disk.generation != committed.generation {
+                return Err(Error::StaleHandle {
+                    path: self.root.clone(),
+                });
+            }
+            committed.version = Some(version);
         }
-        commit::sweep_orphans(self.storage.as_ref(), &self.root, &on_disk);
+        // On object stores other writers may be uploading right now and a
+        // sweep lists every directory: orphans there are left to compaction,
+        // which sweeps only files older than the grace period.
+        if !self.storage.is_object_store() {
+            commit::sweep_orphans(self.storage.as_ref(), &self.root, &on_disk);
+        }
         *w = Some(guard);
         Ok(())
     }

@@ -16,7 +16,25 @@ pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
     // Commit pending changes and rewrite the registry as one snapshot segment.
     inner.ensure_writer_async().await?;
     flush_with(inner, true).await?;
-    compact_over(inner, 1).await
+    compact_over(inner, 1).await?;
+    if inner.storage.is_object_store() {
+        // Object stores sweep orphans here, not when a writer starts: files
+        // older than the grace period that no commit names.
+        let inner2 = Arc::clone(inner);
+        tokio::task::spawn_blocking(move || {
+            let reg_path = inner2.root.join(REGISTRY_FILE);
+            if let Ok(bytes) = inner2.storage.read_all(&reg_path) {
+                if let Ok(m) = Manifest::decode(&bytes, &reg_path) {
+                    if m.generation == inner2.committed.lock().generation {
+                        super::sweep_orphans(inner2.storage.as_ref(), &inner2.root, &m);
+                    }
+                }
+            }
+        })
+        .await
+        .expect("orphan sweep panicked");
+    }
+    Ok(())
 }
 
 /// Flushes, then merges the layers of every array file left with more than
@@ -91,8 +109,8 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
     let installed_ids = new_ids.clone();
     let paths: Vec<std::path::PathBuf> =
         prepared.iter().map(|(_, p)| p.path().to_owned()).collect();
-    let (generation, retired_now, expired) =
-        tokio::task::spawn_blocking(move || -> Result<(u64, Vec<Retired>, Vec<Retired>)> {
+    let (generation, retired_now, expired, version) = tokio::task::spawn_blocking(
+        move || -> Result<(u64, Vec<Retired>, Vec<Retired>, array_format::Version)> {
             let storage = inner2.storage.as_ref();
             let cleanup = || {
                 for p in &paths {
@@ -102,10 +120,10 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
             // The manifest on disk is exactly this handle's last commit (it holds
             // the writer lock); only the compacted arrays' layer lists change.
             let reg_path = inner2.root.join(REGISTRY_FILE);
-            let mut manifest = match storage
-                .read_all(&reg_path)
+            let (mut manifest, on_disk_version) = match storage
+                .read_versioned(&reg_path)
                 .map_err(Error::from)
-                .and_then(|b| Manifest::decode(&b, &reg_path))
+                .and_then(|(b, v)| Ok((Manifest::decode(&b, &reg_path)?, v)))
             {
                 Ok(m) => m,
                 Err(e) => {
@@ -142,20 +160,27 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
                 retire(newly, manifest.policy, &mut kept, &mut expired);
             }
             manifest.retired = kept;
-            match write_manifest(storage, &inner2.root, &manifest) {
-                Ok(()) => Ok((manifest.generation, manifest.retired, expired)),
+            match write_manifest(storage, &inner2.root, &mut manifest, Some(&on_disk_version)) {
+                Ok(v) => Ok((manifest.generation, manifest.retired, expired, v)),
                 Err(CommitError::Before(e)) => {
                     cleanup();
                     Err(e.into())
+                }
+                Err(CommitError::Conflict) => {
+                    cleanup();
+                    Err(Error::CommitConflict {
+                        path: inner2.root.clone(),
+                    })
                 }
                 Err(CommitError::Unknown(e)) => {
                     inner2.poisoned.store(true, Ordering::SeqCst);
                     Err(e.into())
                 }
             }
-        })
-        .await
-        .expect("compaction task panicked")?;
+        },
+    )
+    .await
+    .expect("compaction task panicked")?;
     // Phase 3: install; the old layers are retired (deleted after the grace
     // period by a later commit).
     for ((_, p), (_, f)) in prepared.into_iter().zip(handles) {
@@ -173,6 +198,7 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
     {
         let mut c = inner.committed.lock();
         c.generation = generation;
+        c.version = Some(version);
         for (name, id, keep) in installed_ids {
             let layers = c.arrays.entry(name).or_default();
             layers.truncate(keep);

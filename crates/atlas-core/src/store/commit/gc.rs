@@ -21,9 +21,33 @@ fn is_store_file(name: &str) -> bool {
 /// failed flushes, unnamed registry segments, temporary manifests, directories of
 /// dropped arrays. Only a writer calls this; errors are ignored (garbage is
 /// harmless, just retried later).
+///
+/// On object stores other writers may be uploading files their next commit
+/// will name, so only files older than the policy's grace period are removed
+/// there (and files whose age the listing does not tell are kept).
 pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manifest) {
     let Ok(entries) = storage.list_dir(root) else {
         return;
+    };
+    let grace = std::time::Duration::from_secs(manifest.policy.gc_grace_secs);
+    let old_enough = |dir: &Path| -> Option<HashSet<String>> {
+        if !storage.is_object_store() {
+            return None;
+        }
+        let now = std::time::SystemTime::now();
+        Some(
+            storage
+                .list_entries(dir)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| {
+                    e.modified
+                        .and_then(|m| now.duration_since(m).ok())
+                        .is_some_and(|age| age >= grace)
+                })
+                .map(|e| e.name)
+                .collect(),
+        )
     };
     // Retired files are still live for readers of older generations until
     // their grace period passes.
@@ -33,7 +57,7 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
         .map(|r| (r.dir.as_str(), r.file.as_str()))
         .collect();
     for name in entries {
-        if name.starts_with(".atlas.json.tmp-") {
+        if name.starts_with(".atlas.json.tmp-") && !storage.is_object_store() {
             let _ = storage.remove_file(&root.join(&name));
             continue;
         }
@@ -49,13 +73,17 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
                         .map(|(_, f)| *f),
                 )
                 .collect();
-            sweep_segments(storage, &root.join(META_DIR), &live);
+            let old = old_enough(&root.join(META_DIR));
+            sweep_segments(storage, &root.join(META_DIR), &live, old.as_ref());
             continue;
         }
         let dir = root.join(&name);
-        let Ok(files) = storage.list_dir(&dir) else {
+        let Ok(mut files) = storage.list_dir(&dir) else {
             continue;
         };
+        if let Some(old) = old_enough(&dir) {
+            files.retain(|f| old.contains(f));
+        }
         let array = manifest
             .dirs
             .iter()
@@ -86,12 +114,20 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
     }
 }
 
-fn sweep_segments(storage: &dyn Storage, dir: &Path, live: &HashSet<&str>) {
+fn sweep_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+    live: &HashSet<&str>,
+    old_enough: Option<&HashSet<String>>,
+) {
     let Ok(files) = storage.list_dir(dir) else {
         return;
     };
     for f in files {
-        if SegmentId::new(f.clone()).is_some() && !live.contains(f.as_str()) {
+        if SegmentId::new(f.clone()).is_some()
+            && !live.contains(f.as_str())
+            && old_enough.is_none_or(|o| o.contains(&f))
+        {
             let _ = storage.remove_file(&dir.join(f));
         }
     }
