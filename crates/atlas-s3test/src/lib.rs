@@ -1,0 +1,63 @@
+//! An S3 server on 127.0.0.1 for tests and benchmarks, backed by memory.
+//!
+//! It speaks the real S3 protocol (through the [`s3s`] crate): `SigV4`-signed,
+//! path-style requests for objects (get with ranges, head, put, delete, list v2 with
+//! prefix, delimiter and pagination, multipart uploads) with conditional reads and
+//! writes by `ETag`. What a hosted service cannot give a test, it adds:
+//!
+//! - **an oracle for races**: a conditional write (`If-None-Match: *`, `If-Match`) checks
+//!   and writes under one lock, so of two writers racing from one version exactly one
+//!   wins;
+//! - **deterministic faults** ([`Fault`]): fail a request, delay it, apply it but drop
+//!   the answer, or cut an upload half way;
+//! - **a request log** ([`Request`]): every request with its operation, key, range,
+//!   bytes and status, for asserting request counts rather than timings;
+//! - **latency** added to every request, for benchmarks that model a remote store.
+//!
+//! The binary `atlas-s3-server` runs the same server until killed, for scripts.
+//!
+//! # Example
+//!
+//! ```
+//! use atlas_s3test::{Fault, FaultAction, OpKind, S3Server};
+//!
+//! let server = S3Server::start();
+//! server.create_bucket("data");
+//! server.put_object_direct("data", "a/1", b"hello".to_vec());
+//! assert_eq!(server.object("data", "a/1").as_deref(), Some(&b"hello"[..]));
+//! assert_eq!(server.keys("data"), ["a/1"]);
+//! assert!(server.endpoint().starts_with("http://127.0.0.1:"));
+//!
+//! // The next PutObject on a key containing "manifest" lands but is answered 500.
+//! server.inject(Fault::once(OpKind::Put, FaultAction::DropResponse).on_keys_containing("manifest"));
+//! assert!(server.requests().is_empty(), "direct access is not logged");
+//! ```
+//!
+//! Point an S3 client at [`S3Server::endpoint`] with [`ACCESS_KEY`], [`SECRET_KEY`],
+//! [`REGION`], path-style requests and plain HTTP allowed.
+//!
+//! **Invariant:** nothing becomes visible before the `PutObject` or
+//! `CompleteMultipartUpload` that publishes it succeeds; a failed or cut upload leaves
+//! the bucket as it was.
+
+mod backend;
+mod fault;
+mod route;
+mod server;
+mod store;
+
+pub use fault::{Fault, FaultAction, OpKind, Request};
+pub use server::S3Server;
+
+/// The access key id every request must be signed with.
+pub const ACCESS_KEY: &str = "atlas-test";
+
+/// The secret key every request must be signed with.
+pub const SECRET_KEY: &str = "atlas-test-secret";
+
+/// The region clients should sign for.
+pub const REGION: &str = "us-east-1";
+
+/// The smallest part `CompleteMultipartUpload` accepts, except for the last part
+/// (5 MiB, as in S3; smaller middle parts fail with `EntityTooSmall`).
+pub const MIN_PART_SIZE_BYTES: usize = store::MIN_PART_SIZE_BYTES;
