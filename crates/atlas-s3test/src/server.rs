@@ -134,7 +134,9 @@ impl S3Server {
         self.shared.store.ensure_bucket(name);
     }
 
-    /// Sets the latency added before answering every request (zero by default).
+    /// Sets the latency added to every request (zero by default): the server waits this
+    /// long before handling each request that arrives after the call, so before
+    /// answering it.
     pub fn set_latency(&self, per_request: Duration) {
         *self.shared.latency.lock() = per_request;
     }
