@@ -9,12 +9,13 @@ use bytes::Bytes;
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, Bucket, CommonPrefix,
     CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput,
-    CopyObjectResult, CopySource, CreateBucketInput, CreateBucketOutput,
+    CopyObjectResult, CopyPartResult, CopySource, CreateBucketInput, CreateBucketOutput,
     CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput,
     DeleteObjectsInput, DeleteObjectsOutput, DeletedObject, ETag, ETagCondition, GetObjectInput,
     GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
     ListBucketsInput, ListBucketsOutput, ListObjectsV2Input, ListObjectsV2Output, PutObjectInput,
-    PutObjectOutput, StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
+    PutObjectOutput, Range, StreamingBlob, Timestamp, UploadPartCopyInput, UploadPartCopyOutput,
+    UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
@@ -76,6 +77,17 @@ async fn read_body(body: Option<StreamingBlob>) -> S3Result<Bytes> {
             format!("reading the body: {err}"),
         )
     })
+}
+
+/// The bytes of `data` that `range` selects, and the span as `(first, end)`.
+fn slice(data: &Bytes, range: Range) -> S3Result<(Bytes, (u64, u64))> {
+    let span = range
+        .check(data.len() as u64)
+        .map_err(|_| S3Error::new(S3ErrorCode::InvalidRange))?;
+    Ok((
+        data.slice(span.start as usize..span.end as usize),
+        (span.start, span.end),
+    ))
 }
 
 #[async_trait::async_trait]
@@ -169,12 +181,8 @@ impl S3 for Backend {
         let (data, content_range) = match input.range {
             None => (object.data.clone(), None),
             Some(range) => {
-                let span = range
-                    .check(total)
-                    .map_err(|_| S3Error::new(S3ErrorCode::InvalidRange))?;
-                let data = object.data.slice(span.start as usize..span.end as usize);
-                let header = format!("bytes {}-{}/{total}", span.start, span.end - 1);
-                (data, Some(header))
+                let (data, (first, end)) = slice(&object.data, range)?;
+                (data, Some(format!("bytes {first}-{}/{total}", end - 1)))
             }
         };
         Ok(S3Response::new(GetObjectOutput {
@@ -313,6 +321,40 @@ impl S3 for Backend {
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(etag)),
             ..UploadPartOutput::default()
+        }))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        let CopySource::Bucket { bucket, key, .. } = input.copy_source else {
+            return Err(S3Error::new(S3ErrorCode::NotImplemented));
+        };
+        let source = self.store.get(&bucket, &key, &Conditions::default())?;
+        let data = match input.copy_source_range {
+            None => source.data,
+            Some(header) => {
+                let range = Range::parse(&header)
+                    .map_err(|_| S3Error::new(S3ErrorCode::InvalidArgument))?;
+                slice(&source.data, range)?.0
+            }
+        };
+        let etag = self.store.upload_part(
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            input.part_number,
+            data,
+        )?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(etag)),
+                last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
+                ..CopyPartResult::default()
+            }),
+            ..UploadPartCopyOutput::default()
         }))
     }
 

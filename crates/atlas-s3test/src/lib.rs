@@ -36,6 +36,19 @@
 //! Point an S3 client at [`S3Server::endpoint`] with [`ACCESS_KEY`], [`SECRET_KEY`],
 //! [`REGION`], path-style requests and plain HTTP allowed.
 //!
+//! # What an `object_store` client sees
+//!
+//! Checked by `tests/it/faults.rs` with `object_store` 0.14.2 (`AmazonS3`). The
+//! client retries 5xx answers always, and transport errors only for idempotent
+//! requests (an overwriting put, an upload part, a complete; not a `PutMode::Create`).
+//!
+//! | fault | retries off (`max_retries: 0`) | default retries |
+//! |---|---|---|
+//! | [`FaultAction::Fail`] (503 `SlowDown`) | `Error::Generic`; nothing applied | retried; `Ok` once the fault is used up |
+//! | [`FaultAction::Delay`] | `Ok`, late | `Ok`, late |
+//! | [`FaultAction::DropResponse`] (applied, then 500) | `Error::Generic`, **but the write landed** | resent: an overwrite lands twice and reports `Ok`; `PutMode::Create` gets 412 and reports `AlreadyExists` (its own object); `PutMode::Update` gets 412 and reports `Precondition`; `CompleteMultipartUpload` gets 404 `NoSuchUpload` and reports `NotFound` although the object was published |
+//! | [`FaultAction::TruncateUpload`] (connection cut, no answer) | `Error::Generic` ("error sending request"); nothing visible | an overwrite, a part or a complete is resent and reports `Ok`; `PutMode::Create` is not resent: `Error::Generic`, nothing visible |
+//!
 //! **Invariant:** nothing becomes visible before the `PutObject` or
 //! `CompleteMultipartUpload` that publishes it succeeds; a failed or cut upload leaves
 //! the bucket as it was.

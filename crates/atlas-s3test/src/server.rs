@@ -48,8 +48,11 @@ struct Shared {
 
 impl Shared {
     fn record(&self, target: &Target, content_range: Option<&str>, sizes: (u64, u64), status: u16) {
-        let range =
-            target.logged_range(content_range, self.store.size(&target.bucket, &target.key));
+        // Only a ranged request needs the object's size (to resolve `bytes=-N`).
+        let size = target
+            .range
+            .and_then(|_| self.store.size(&target.bucket, &target.key));
+        let range = target.logged_range(content_range, size);
         self.log.lock().push(Request {
             op: target.op,
             bucket: target.bucket.clone(),
@@ -130,11 +133,17 @@ impl S3Server {
     }
 
     /// Creates a bucket directly (no request, no log entry); a no-op if it exists.
+    ///
+    /// Panics if `name` is not a valid S3 bucket name (3 to 63 lowercase letters,
+    /// digits, dots and hyphens): requests naming it would be refused.
     pub fn create_bucket(&self, name: &str) {
+        assert_valid_bucket_name(name);
         self.shared.store.ensure_bucket(name);
     }
 
-    /// Sets the latency added before answering every request (zero by default).
+    /// Sets the latency added to every request (zero by default): the server waits this
+    /// long before handling each request that arrives after the call, so before
+    /// answering it.
     pub fn set_latency(&self, per_request: Duration) {
         *self.shared.latency.lock() = per_request;
     }
@@ -175,8 +184,10 @@ impl S3Server {
     }
 
     /// Writes an object directly (no request, no log entry), creating the bucket if
-    /// needed; it gets a fresh `ETag` like any write.
+    /// needed; it gets a fresh `ETag` like any write. Panics on an invalid bucket name,
+    /// as [`create_bucket`](Self::create_bucket) does.
     pub fn put_object_direct(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        assert_valid_bucket_name(bucket);
         self.shared.store.ensure_bucket(bucket);
         self.shared
             .store
@@ -193,6 +204,13 @@ impl S3Server {
     pub fn open_multipart_uploads(&self) -> usize {
         self.shared.store.n_open_uploads()
     }
+}
+
+fn assert_valid_bucket_name(name: &str) {
+    assert!(
+        s3s::path::check_bucket_name(name),
+        "{name:?} is not a valid S3 bucket name; requests naming it would be refused"
+    );
 }
 
 impl Drop for S3Server {

@@ -39,7 +39,13 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
                 let port = value()?;
                 options.port = port.parse().map_err(|_| format!("bad --port {port:?}"))?;
             }
-            "--bucket" => options.buckets.push(value()?),
+            "--bucket" => {
+                let name = value()?;
+                if !s3s::path::check_bucket_name(&name) {
+                    return Err(format!("bad --bucket {name:?}: not a valid S3 bucket name"));
+                }
+                options.buckets.push(name);
+            }
             "--latency-ms" => {
                 let ms = value()?;
                 let ms: u64 = ms.parse().map_err(|_| format!("bad --latency-ms {ms:?}"))?;

@@ -181,3 +181,65 @@ fn racing_conditional_updates_have_one_winner_per_round() {
         expected.into_bytes()
     );
 }
+
+/// `copy_if_not_exists` with `S3CopyIfNotExists::Multipart` copies through
+/// `UploadPartCopy` and completes with `If-None-Match: *`: the conditional complete,
+/// over HTTP.
+#[tokio::test]
+async fn copy_if_not_exists_through_a_conditional_complete() {
+    let server = server();
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(server.endpoint())
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .with_bucket_name(BUCKET)
+        .with_region(atlas_s3test::REGION)
+        .with_access_key_id(atlas_s3test::ACCESS_KEY)
+        .with_secret_access_key(atlas_s3test::SECRET_KEY)
+        .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart)
+        .with_retry(object_store::RetryConfig {
+            max_retries: 0,
+            ..object_store::RetryConfig::default()
+        })
+        .build()
+        .unwrap();
+    server.put_object_direct(BUCKET, "src", b"payload".to_vec());
+    store
+        .copy_if_not_exists(&path("src"), &path("dst"))
+        .await
+        .unwrap();
+    assert_eq!(
+        server.object(BUCKET, "dst").as_deref(),
+        Some(&b"payload"[..])
+    );
+
+    server.put_object_direct(BUCKET, "src", b"changed".to_vec());
+    let again = store.copy_if_not_exists(&path("src"), &path("dst")).await;
+    assert!(
+        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    assert_eq!(
+        server.object(BUCKET, "dst").as_deref(),
+        Some(&b"payload"[..])
+    );
+    assert_eq!(
+        server.open_multipart_uploads(),
+        0,
+        "the failed copy was aborted"
+    );
+    let complete_statuses: Vec<u16> = server
+        .requests()
+        .iter()
+        .filter(|r| r.op == atlas_s3test::OpKind::CompleteMultipart)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(complete_statuses, [200, 412]);
+
+    // A plain copy overwrites.
+    store.copy(&path("src"), &path("dst")).await.unwrap();
+    assert_eq!(
+        server.object(BUCKET, "dst").as_deref(),
+        Some(&b"changed"[..])
+    );
+}

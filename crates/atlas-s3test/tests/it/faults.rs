@@ -245,28 +245,6 @@ async fn truncated_put_without_retries_fails_and_leaves_the_old_version() {
     );
 }
 
-/// `object_store` resends a `PutObject` whose connection was cut (the request is
-/// idempotent), so with the default retries a single truncation is invisible to the
-/// caller: the retry lands the whole object.
-#[tokio::test]
-async fn truncated_put_with_default_retries_is_resent() {
-    let server = server();
-    let store = client(&server, Retries::Default);
-    server.inject(Fault::once(OpKind::Put, FaultAction::TruncateUpload));
-    let big = vec![7u8; 4 << 20];
-    let result = store
-        .put(&path("layer"), PutPayload::from(big.clone()))
-        .await;
-    let puts = statuses(&server, OpKind::Put);
-    match result {
-        Ok(_) => {
-            assert_eq!(puts, [0, 200]);
-            assert_eq!(server.object(BUCKET, "layer").unwrap(), big);
-        }
-        Err(err) => panic!("expected the retry to land; log {puts:?}, error {err}"),
-    }
-}
-
 #[tokio::test]
 async fn truncated_part_fails_the_upload_and_nothing_becomes_visible() {
     let server = server();
@@ -368,4 +346,106 @@ async fn latency_is_added_to_every_request() {
     );
     server.set_latency(Duration::ZERO);
     assert_eq!(count(&server, OpKind::Head), 4);
+}
+
+/// What the client reports for a faulted request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    Ok,
+    /// `Error::Generic`: a 5xx status or a transport error, after any retries.
+    Generic,
+    AlreadyExists,
+    NotFound,
+}
+
+fn seen<T>(result: &object_store::Result<T>) -> Seen {
+    match result {
+        Ok(_) => Seen::Ok,
+        Err(object_store::Error::Generic { .. }) => Seen::Generic,
+        Err(object_store::Error::AlreadyExists { .. }) => Seen::AlreadyExists,
+        Err(object_store::Error::NotFound { .. }) => Seen::NotFound,
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+/// One row of the put matrix: fault, mode, retries → seen, visible afterwards, the
+/// logged statuses.
+type PutCase = (FaultAction, PutMode, Retries, Seen, bool, &'static [u16]);
+
+/// The whole matrix for `PutObject` (1 MiB, so a truncation cuts a real body):
+/// fault × put mode × retry policy → what the client sees, whether the object is
+/// there afterwards, and the statuses the server logged (0 = connection cut).
+///
+/// `object_store` retries 5xx always, and transport errors only for idempotent
+/// requests: an `Overwrite` put is idempotent, a `Create` put is not.
+#[tokio::test]
+async fn put_fault_matrix() {
+    use FaultAction::{DropResponse, Fail, TruncateUpload};
+    use PutMode::{Create, Overwrite};
+    use Retries::{Default, None};
+    #[rustfmt::skip]
+    let cases: [PutCase; 12] = [
+        (Fail,           Overwrite, None,    Seen::Generic,       false, &[503]),
+        (Fail,           Create,    None,    Seen::Generic,       false, &[503]),
+        (Fail,           Overwrite, Default, Seen::Ok,            true,  &[503, 200]),
+        (Fail,           Create,    Default, Seen::Ok,            true,  &[503, 200]),
+        (DropResponse,   Overwrite, None,    Seen::Generic,       true,  &[500]),
+        (DropResponse,   Create,    None,    Seen::Generic,       true,  &[500]),
+        (DropResponse,   Overwrite, Default, Seen::Ok,            true,  &[500, 200]),
+        // The lost response: the retry finds the client's own object.
+        (DropResponse,   Create,    Default, Seen::AlreadyExists, true,  &[500, 412]),
+        (TruncateUpload, Overwrite, None,    Seen::Generic,       false, &[0]),
+        (TruncateUpload, Create,    None,    Seen::Generic,       false, &[0]),
+        (TruncateUpload, Overwrite, Default, Seen::Ok,            true,  &[0, 200]),
+        // Not idempotent, so a cut connection is not resent.
+        (TruncateUpload, Create,    Default, Seen::Generic,       false, &[0]),
+    ];
+    for (action, mode, retries, expected, visible, logged) in cases {
+        let case = format!("{action:?} {mode:?} {retries:?}");
+        let server = crate::server();
+        let store = client(&server, retries);
+        server.inject(Fault::once(OpKind::Put, action));
+        let payload = PutPayload::from(vec![9u8; 1 << 20]);
+        let result = store
+            .put_opts(&path("k"), payload, PutOptions::from(mode))
+            .await;
+        assert_eq!(seen(&result), expected, "{case}: {result:?}");
+        assert_eq!(server.object(BUCKET, "k").is_some(), visible, "{case}");
+        assert_eq!(statuses(&server, OpKind::Put), logged, "{case}");
+    }
+}
+
+/// Multipart under faults with the default retries: a cut part is resent; a lost
+/// `CompleteMultipartUpload` answer is retried, finds the upload gone (`NoSuchUpload`,
+/// 404) and reports `NotFound`, although the object was published.
+#[tokio::test]
+async fn multipart_faults_with_default_retries() {
+    let server = server();
+    let store = client(&server, Retries::Default);
+    server.inject(Fault::once(OpKind::UploadPart, FaultAction::TruncateUpload));
+    let mut upload = store.put_multipart(&path("a")).await.unwrap();
+    upload
+        .put_part(PutPayload::from(vec![1u8; 1 << 20]))
+        .await
+        .unwrap();
+    upload.complete().await.unwrap();
+    assert_eq!(server.object(BUCKET, "a").unwrap().len(), 1 << 20);
+    assert_eq!(statuses(&server, OpKind::UploadPart), [0, 200]);
+
+    server.inject(Fault::once(
+        OpKind::CompleteMultipart,
+        FaultAction::DropResponse,
+    ));
+    let mut upload = store.put_multipart(&path("b")).await.unwrap();
+    upload
+        .put_part(PutPayload::from_static(b"tiny"))
+        .await
+        .unwrap();
+    let result = upload.complete().await;
+    assert_eq!(seen(&result), Seen::NotFound, "{result:?}");
+    assert_eq!(server.object(BUCKET, "b").as_deref(), Some(&b"tiny"[..]));
+    assert_eq!(
+        statuses(&server, OpKind::CompleteMultipart),
+        [200, 500, 404]
+    );
 }

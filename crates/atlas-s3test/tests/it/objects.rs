@@ -351,3 +351,9 @@ fn works_outside_a_runtime_and_stops_on_drop() {
     let again = S3Server::start_on(port).expect("the dropped server released its port");
     assert_eq!(again.endpoint(), endpoint);
 }
+
+#[test]
+#[should_panic(expected = "not a valid S3 bucket name")]
+fn invalid_bucket_names_are_refused_up_front() {
+    S3Server::start().create_bucket("No_Such");
+}
