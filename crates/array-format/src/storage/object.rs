@@ -321,32 +321,34 @@ impl ObjectStorage {
                         ),
                     ));
                 }
-                let mut b = AmazonS3Builder::new().with_bucket_name(bucket);
+                // Client options first: the keys below (allow_http, …) refine them.
+                let mut b = AmazonS3Builder::new()
+                    .with_retry(knobs.retry())
+                    .with_client_options(knobs.client())
+                    .with_bucket_name(bucket);
                 for (k, v) in all {
                     if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
                         b = b.with_config(key, v);
                     }
                 }
-                let b = b
-                    .with_bucket_name(bucket)
-                    .with_retry(knobs.retry())
-                    .with_client_options(knobs.client());
+                let b = b.with_bucket_name(bucket);
                 Arc::new(b.build().map_err(|e| invalid(location, e))?)
             }
             "gs" => {
                 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
                 let mut all = env_options(&["GOOGLE_"]);
                 all.extend(explicit);
-                let mut b = GoogleCloudStorageBuilder::new().with_bucket_name(bucket);
+                // Client options first: the keys below (allow_http, …) refine them.
+                let mut b = GoogleCloudStorageBuilder::new()
+                    .with_retry(knobs.retry())
+                    .with_client_options(knobs.client())
+                    .with_bucket_name(bucket);
                 for (k, v) in all {
                     if let Ok(key) = k.to_ascii_lowercase().parse::<GoogleConfigKey>() {
                         b = b.with_config(key, v);
                     }
                 }
-                let b = b
-                    .with_bucket_name(bucket)
-                    .with_retry(knobs.retry())
-                    .with_client_options(knobs.client());
+                let b = b.with_bucket_name(bucket);
                 Arc::new(b.build().map_err(|e| {
                     invalid(
                         location,
@@ -360,16 +362,17 @@ impl ObjectStorage {
                 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
                 let mut all = env_options(&["AZURE_"]);
                 all.extend(explicit);
-                let mut b = MicrosoftAzureBuilder::new().with_container_name(bucket);
+                // Client options first: the keys below (allow_http, …) refine them.
+                let mut b = MicrosoftAzureBuilder::new()
+                    .with_retry(knobs.retry())
+                    .with_client_options(knobs.client())
+                    .with_container_name(bucket);
                 for (k, v) in all {
                     if let Ok(key) = k.to_ascii_lowercase().parse::<AzureConfigKey>() {
                         b = b.with_config(key, v);
                     }
                 }
-                let b = b
-                    .with_container_name(bucket)
-                    .with_retry(knobs.retry())
-                    .with_client_options(knobs.client());
+                let b = b.with_container_name(bucket);
                 Arc::new(b.build().map_err(|e| {
                     invalid(
                         location,

@@ -10,6 +10,8 @@
 //! - [`model`]: a proptest model of the whole store.
 //! - [`concurrency`]: readers beside a flushing/compacting writer.
 //! - [`scale`]: a 20,000-dataset smoke test.
+//! - [`object_store`]: the storage conformance suite on every backend and the
+//!   store on S3 (in-process `s3s` server; moto when CI starts one).
 //!
 //! Shared helpers live in [`common`].
 
@@ -54,4 +56,5 @@ mod concurrency;
 mod deletes;
 mod faults;
 mod model;
+mod object_store;
 mod scale;

@@ -1,0 +1,723 @@
+//! Object storage: the storage conformance suite on every backend (local,
+//! memory, `memory://` object store, S3 through the in-process `s3s` server,
+//! S3 through moto when `ATLAS_TEST_MOTO_ENDPOINT` names one), and the store
+//! on S3: the conditional-write commit, racing writers, lost responses, torn
+//! uploads, request counts, readers beside a writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use atlas_core::{Atlas, ErrorKind, OpenOptions, Storage, StoreConfig};
+use atlas_s3test::{Fault, FaultAction, OpKind, S3Server};
+use ndarray::{ArrayD, IxDyn};
+
+// ---------------------------------------------------------------------------
+// Backends
+
+/// Options for the in-process server (explicit, not from the environment).
+fn s3s_options(endpoint: &str) -> Vec<(String, String)> {
+    vec![
+        ("aws_endpoint".into(), endpoint.into()),
+        ("aws_allow_http".into(), "true".into()),
+        ("aws_access_key_id".into(), atlas_s3test::ACCESS_KEY.into()),
+        (
+            "aws_secret_access_key".into(),
+            atlas_s3test::SECRET_KEY.into(),
+        ),
+        ("aws_region".into(), atlas_s3test::REGION.into()),
+        ("aws_virtual_hosted_style_request".into(), "false".into()),
+        ("atlas_max_retries".into(), "3".into()),
+        ("atlas_retry_timeout_ms".into(), "10000".into()),
+    ]
+}
+
+/// The moto server CI starts (`ATLAS_TEST_MOTO_ENDPOINT`), with a fresh
+/// bucket; `None` when unset (required when `ATLAS_REQUIRE_S3` is set).
+fn moto() -> Option<(String, Vec<(String, String)>)> {
+    let Ok(endpoint) = std::env::var("ATLAS_TEST_MOTO_ENDPOINT") else {
+        assert!(
+            std::env::var_os("ATLAS_REQUIRE_S3").is_none(),
+            "ATLAS_REQUIRE_S3 is set but ATLAS_TEST_MOTO_ENDPOINT is not"
+        );
+        eprintln!("moto: ATLAS_TEST_MOTO_ENDPOINT unset, skipped");
+        return None;
+    };
+    let bucket = format!("atlas-{:x}", array_format::random_uid() as u64);
+    let mut opts = s3s_options(&endpoint);
+    opts.retain(|(k, _)| !k.starts_with("aws_access") && !k.starts_with("aws_secret"));
+    opts.push(("aws_access_key_id".into(), "moto".into()));
+    opts.push(("aws_secret_access_key".into(), "moto".into()));
+    // moto creates buckets on a signed PUT of the bucket.
+    let status = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .arg(format!("{endpoint}/{bucket}"))
+        .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "moto:moto"])
+        .output()
+        .expect("curl runs");
+    let code = String::from_utf8_lossy(&status.stdout).to_string();
+    assert_eq!(code, "200", "creating bucket {bucket} on moto");
+    Some((format!("s3://{bucket}"), opts))
+}
+
+struct S3 {
+    server: S3Server,
+    bucket: String,
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let server = S3Server::start();
+        let bucket = "atlas".to_owned();
+        server.create_bucket(&bucket);
+        S3 { server, bucket }
+    }
+
+    fn options(&self) -> Vec<(String, String)> {
+        s3s_options(&self.server.endpoint())
+    }
+
+    fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    fn storage(&self, prefix: &str) -> (Arc<dyn Storage>, PathBuf) {
+        atlas_core::storage_for(&self.url(prefix), &self.options()).expect("s3 storage")
+    }
+
+    fn count(&self, op: OpKind) -> usize {
+        self.server.requests().iter().filter(|r| r.op == op).count()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The conformance suite: one set of checks every backend passes.
+
+fn bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn conformance(storage: &dyn Storage, root: &Path) {
+    storage.create_dir_all(root).unwrap();
+    let a = root.join("a.bin");
+    let data = bytes(100_000, 7);
+    storage.write_new_synced(&a, &data).unwrap();
+    assert!(storage.exists(&a).unwrap());
+    assert_eq!(storage.read_all(&a).unwrap(), data);
+
+    // A second object at the same name is refused (at creation or at sync),
+    // and the first is unchanged.
+    let again = storage
+        .create_new(&a)
+        .and_then(|mut w| w.append(b"other").and_then(|()| w.sync()));
+    assert!(again.is_err(), "an existing object was overwritten");
+    assert_eq!(storage.read_all(&a).unwrap(), data);
+
+    // Positional and batched ranged reads.
+    let h = storage.open_read(&a).unwrap();
+    assert_eq!(h.try_len().unwrap(), data.len() as u64);
+    assert_eq!(h.len(), data.len() as u64);
+    assert_eq!(h.read_vec_at(10, 20).unwrap(), &data[10..30]);
+    assert_eq!(h.read_vec_at(0, 3).unwrap(), &data[..3]);
+    let ranges = [(0u64, 5usize), (50_000, 1000), (99_990, 10), (200, 0)];
+    let got = h.read_ranges(&ranges).unwrap();
+    for ((o, n), g) in ranges.iter().zip(&got) {
+        assert_eq!(g.as_slice(), &data[*o as usize..*o as usize + n]);
+    }
+    assert!(h.read_vec_at(99_995, 10).is_err(), "read past the end");
+
+    // A large object (several multipart parts on object stores).
+    let big_path = root.join("big.bin");
+    let big = bytes(40 << 20, 3);
+    let mut w = storage.create_new(&big_path).unwrap();
+    for piece in big.chunks(3 << 20) {
+        w.append(piece).unwrap();
+    }
+    assert_eq!(w.position(), big.len() as u64);
+    w.sync().unwrap();
+    drop(w);
+    let hb = storage.open_read(&big_path).unwrap();
+    assert_eq!(hb.try_len().unwrap(), big.len() as u64);
+    assert_eq!(
+        hb.read_vec_at(17 << 20, 4096).unwrap(),
+        &big[17 << 20..(17 << 20) + 4096]
+    );
+    assert_eq!(storage.read_all(&big_path).unwrap(), big);
+
+    // An object whose writer never finished is never visible (object stores;
+    // a filesystem shows the partial file, which the store never names).
+    if storage.is_object_store() {
+        let partial = root.join("partial.bin");
+        let mut w = storage.create_new(&partial).unwrap();
+        w.append(&bytes(20 << 20, 1)).unwrap();
+        drop(w);
+        assert!(
+            !storage.exists(&partial).unwrap(),
+            "an unfinished upload is visible"
+        );
+    }
+
+    // The conditional replace: create-if-absent, then replace-if-version.
+    let m = root.join("manifest.json");
+    let v1 = storage.replace_if(&m, b"one", None).unwrap();
+    let e = storage.replace_if(&m, b"two", None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let (got, v) = storage.read_versioned(&m).unwrap();
+    assert_eq!(got, b"one");
+    assert_eq!(v, v1);
+    let v2 = storage.replace_if(&m, b"two", Some(&v1)).unwrap();
+    assert_ne!(v1, v2);
+    let e = storage.replace_if(&m, b"three", Some(&v1)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert_eq!(
+        storage.read_versioned(&m).unwrap(),
+        (b"two".to_vec(), v2.clone())
+    );
+    let v3 = storage.replace_if(&m, b"three", Some(&v2)).unwrap();
+    assert_eq!(storage.read_all(&m).unwrap(), b"three");
+    assert_eq!(storage.read_versioned(&m).unwrap().1, v3);
+
+    // Listing with sizes.
+    let sub = root.join("sub");
+    storage.create_dir_all(&sub).unwrap();
+    storage.write_new_synced(&sub.join("x"), b"xx").unwrap();
+    let entries = storage.list_entries(root).unwrap();
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    for want in ["a.bin", "big.bin", "manifest.json", "sub"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let a_entry = entries.iter().find(|e| e.name == "a.bin").unwrap();
+    if storage.is_object_store() {
+        assert_eq!(a_entry.len, data.len() as u64);
+        assert!(a_entry.modified.is_some());
+    }
+    assert_eq!(storage.list_dir(&sub).unwrap(), vec!["x".to_owned()]);
+
+    // Deletion.
+    storage.remove_file(&a).unwrap();
+    assert!(!storage.exists(&a).unwrap());
+    let e = storage.read_all(&a).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert!(storage.open_read(&a).and_then(|h| h.try_len()).is_err());
+}
+
+#[test]
+fn conformance_local() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(&atlas_core::LocalStorage, &dir.path().join("root"));
+}
+
+#[test]
+fn conformance_memory() {
+    conformance(&atlas_core::MemoryStorage::new(), Path::new("/root"));
+}
+
+#[test]
+fn conformance_memory_object_store() {
+    let (storage, root) = atlas_core::storage_for("memory://conformance/root", &[]).unwrap();
+    assert!(storage.is_object_store());
+    conformance(storage.as_ref(), &root);
+}
+
+#[test]
+fn conformance_s3s() {
+    let s3 = S3::start();
+    let (storage, root) = s3.storage("conformance");
+    conformance(storage.as_ref(), &root);
+    assert_eq!(
+        s3.server.open_multipart_uploads(),
+        0,
+        "an upload was left open"
+    );
+}
+
+#[test]
+fn conformance_moto() {
+    let Some((url, opts)) = moto() else { return };
+    let (storage, root) = atlas_core::storage_for(&format!("{url}/conformance"), &opts).unwrap();
+    conformance(storage.as_ref(), &root);
+}
+
+// ---------------------------------------------------------------------------
+// The store on object storage
+
+fn profile(n: usize, seed: f32) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(IxDyn(&[n]), |i| seed + i[0] as f32 * 0.5)
+}
+
+async fn put_profile(atlas: &Atlas, name: &str, seed: f32) {
+    let ds = atlas.create_dataset(name).await.unwrap();
+    ds.define_array::<f32>(
+        "TEMP",
+        vec!["N_LEVELS".into()],
+        vec![64],
+        Some(vec![16]),
+        None,
+    )
+    .await
+    .unwrap();
+    ds.write_array("TEMP", vec![], profile(64, seed).view())
+        .await
+        .unwrap();
+}
+
+async fn read_temp(atlas: &Atlas, name: &str) -> ArrayD<f32> {
+    atlas
+        .open_dataset(name)
+        .await
+        .unwrap()
+        .read_array::<f32>("TEMP", vec![], vec![])
+        .await
+        .unwrap()
+        .expect("TEMP is defined")
+}
+
+async fn open_on(storage: &Arc<dyn Storage>, root: &Path) -> Atlas {
+    Atlas::open_with(Arc::clone(storage), root, OpenOptions::default())
+        .await
+        .unwrap()
+}
+
+/// The whole life of a store on one object-store location: create, write,
+/// flush, reopen, compact, verify, delete.
+async fn store_lifecycle(storage: Arc<dyn Storage>, root: &Path) {
+    let cfg = StoreConfig {
+        policy: atlas_core::Policy {
+            max_layers_per_array: 3,
+            gc_grace_secs: 0,
+        },
+        ..StoreConfig::default()
+    };
+    let atlas = Atlas::create_with(Arc::clone(&storage), root, cfg.clone())
+        .await
+        .unwrap();
+    let e = Atlas::create_with(Arc::clone(&storage), root, cfg)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    for round in 0..6 {
+        for i in 0..5 {
+            put_profile(&atlas, &format!("r{round}-p{i}"), (round * 10 + i) as f32).await;
+        }
+        atlas.flush().await.unwrap();
+        // Layer counts stay under the policy's threshold.
+        assert!(atlas.array_layers("TEMP").len() <= 3, "round {round}");
+    }
+    let reader = open_on(&storage, root).await;
+    assert_eq!(reader.n_datasets(), 30);
+    for round in 0..6 {
+        for i in 0..5 {
+            assert_eq!(
+                read_temp(&reader, &format!("r{round}-p{i}")).await,
+                profile(64, (round * 10 + i) as f32)
+            );
+        }
+    }
+    atlas.delete_dataset("r0-p0").await.unwrap();
+    atlas.compact().await.unwrap();
+    let after = open_on(&storage, root).await;
+    assert_eq!(after.n_datasets(), 29);
+    assert!(!after.dataset_exists("r0-p0"));
+    assert_eq!(read_temp(&after, "r5-p4").await, profile(64, 54.0));
+    let report = atlas_core::verify::verify(&after, |_, _| {});
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // The reader opened before compaction keeps reading its generation.
+    assert_eq!(read_temp(&reader, "r3-p2").await, profile(64, 32.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_on_memory_object_store() {
+    let (storage, root) = atlas_core::storage_for("memory://lifecycle/a/b", &[]).unwrap();
+    store_lifecycle(storage, &root).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_on_s3s() {
+    let s3 = S3::start();
+    let (storage, root) = s3.storage("stores/one");
+    store_lifecycle(storage, &root).await;
+    assert_eq!(s3.server.open_multipart_uploads(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_on_moto() {
+    let Some((url, opts)) = moto() else { return };
+    let (storage, root) = atlas_core::storage_for(&format!("{url}/life"), &opts).unwrap();
+    store_lifecycle(storage, &root).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_open_through_atlas_open() {
+    let atlas = Atlas::create("memory://urls/s", StoreConfig::default())
+        .await
+        .unwrap();
+    put_profile(&atlas, "p", 1.0).await;
+    atlas.flush().await.unwrap();
+    let again = Atlas::open("memory://urls/s").await.unwrap();
+    assert_eq!(read_temp(&again, "p").await, profile(64, 1.0));
+    let e = Atlas::open("memory://urls/nothing-here").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(matches!(e, atlas_core::Error::StoreNotFound { .. }), "{e}");
+}
+
+#[test]
+fn missing_credentials_name_the_variables() {
+    if std::env::vars().any(|(k, _)| k.starts_with("AWS_")) {
+        eprintln!("AWS_* variables set in this environment: skipped");
+        return;
+    }
+    let e = atlas_core::storage_for("s3://some-bucket/store", &[]).unwrap_err();
+    let text = format!(
+        "{e}: {}",
+        std::error::Error::source(&e)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
+    let e = atlas_core::storage_for("s3:///nobucket", &[]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_a_typed_error() {
+    let s3 = S3::start();
+    let mut opts = s3.options();
+    for (k, v) in &mut opts {
+        if k == "aws_secret_access_key" {
+            *v = "wrong".into();
+        }
+    }
+    opts.push(("atlas_max_retries".into(), "0".into()));
+    let (storage, root) = atlas_core::storage_for(&s3.url("x"), &opts).unwrap();
+    let e = Atlas::create_with(storage, &root, StoreConfig::default())
+        .await
+        .unwrap_err();
+    let text = format!("{e:?}");
+    assert!(
+        text.contains("AWS_SECRET_ACCESS_KEY") || text.contains("AWS_ACCESS_KEY_ID"),
+        "{text}"
+    );
+}
+
+/// Two writers race from the same generation, 100 rounds: exactly one commit
+/// lands each round, the loser gets a typed conflict with its changes still
+/// pending, reopens, applies them again and lands. No commit is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_exactly_one_wins() {
+    let s3 = S3::start();
+    let (storage, root) = s3.storage("race");
+    Atlas::create_with(Arc::clone(&storage), &root, StoreConfig::default())
+        .await
+        .unwrap();
+    let rounds = 100;
+    for round in 0..rounds {
+        let a = open_on(&storage, &root).await;
+        let b = open_on(&storage, &root).await;
+        let generation = a.generation();
+        put_profile(&a, &format!("a{round}"), round as f32).await;
+        put_profile(&b, &format!("b{round}"), -(round as f32)).await;
+        let (ra, rb) = tokio::join!(a.flush(), b.flush());
+        let (winner, loser, loser_result, loser_name, seed) = match (&ra, &rb) {
+            (Ok(()), Err(_)) => (&a, &b, rb, format!("b{round}"), -(round as f32)),
+            (Err(_), Ok(())) => (&b, &a, ra, format!("a{round}"), round as f32),
+            other => panic!("round {round}: exactly one must win, got {other:?}"),
+        };
+        let e = loser_result.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert!(matches!(e, atlas_core::Error::CommitConflict { .. }), "{e}");
+        // (A flush may add a second commit: the policy's layer merge.)
+        assert!(winner.generation() > generation);
+        // The loser's change is still pending in its handle...
+        assert_eq!(read_temp(loser, &loser_name).await, profile(64, seed));
+        // ...and nothing of it is committed.
+        let now = open_on(&storage, &root).await;
+        assert!(!now.dataset_exists(&loser_name));
+        // Reopen and retry: lands.
+        let retry = open_on(&storage, &root).await;
+        put_profile(&retry, &loser_name, seed).await;
+        retry.flush().await.unwrap();
+        assert!(retry.generation() > winner.generation());
+    }
+    let last = open_on(&storage, &root).await;
+    assert_eq!(last.n_datasets(), 2 * rounds);
+    for round in 0..rounds {
+        assert_eq!(
+            read_temp(&last, &format!("a{round}")).await,
+            profile(64, round as f32)
+        );
+        assert_eq!(
+            read_temp(&last, &format!("b{round}")).await,
+            profile(64, -(round as f32))
+        );
+    }
+}
+
+/// The manifest write lands but its response is lost: the client's retry
+/// finds the version moved; the commit id read back shows the commit is ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_response_on_the_manifest_is_a_success() {
+    let s3 = S3::start();
+    let (storage, root) = s3.storage("lost");
+    let atlas = Atlas::create_with(Arc::clone(&storage), &root, StoreConfig::default())
+        .await
+        .unwrap();
+    for (i, action) in [FaultAction::DropResponse, FaultAction::DropResponse]
+        .into_iter()
+        .enumerate()
+    {
+        put_profile(&atlas, &format!("p{i}"), i as f32).await;
+        let before = atlas.generation();
+        s3.server
+            .inject(Fault::once(OpKind::Put, action).on_keys_containing("atlas.json"));
+        atlas.flush().await.unwrap();
+        assert_eq!(atlas.generation(), before + 1);
+        let reopened = open_on(&storage, &root).await;
+        assert_eq!(reopened.generation(), before + 1);
+        assert_eq!(
+            read_temp(&reopened, &format!("p{i}")).await,
+            profile(64, i as f32)
+        );
+    }
+    // And the handle keeps committing.
+    put_profile(&atlas, "after", 9.0).await;
+    atlas.flush().await.unwrap();
+    assert!(open_on(&storage, &root).await.dataset_exists("after"));
+}
+
+/// A manifest write that fails before landing (every retry too) leaves the
+/// previous commit and the pending changes; the flush succeeds once the
+/// server recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_manifest_write_keeps_pending_changes() {
+    let s3 = S3::start();
+    let (storage, root) = s3.storage("fail");
+    let atlas = Atlas::create_with(Arc::clone(&storage), &root, StoreConfig::default())
+        .await
+        .unwrap();
+    put_profile(&atlas, "p", 3.0).await;
+    s3.server.inject(
+        Fault::once(OpKind::Put, FaultAction::Fail)
+            .on_keys_containing("atlas.json")
+            .times(10),
+    );
+    let e = atlas.flush().await.unwrap_err();
+    assert_ne!(e.kind(), ErrorKind::Corrupt, "{e}");
+    s3.server.clear_faults();
+    assert!(!open_on(&storage, &root).await.dataset_exists("p"));
+    atlas.flush().await.unwrap();
+    assert_eq!(
+        read_temp(&open_on(&storage, &root).await, "p").await,
+        profile(64, 3.0)
+    );
+}
+
+/// An upload cut off half way never becomes visible; the flush fails, the
+/// store stays at its last commit, and a retry lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_upload_never_becomes_visible() {
+    let s3 = S3::start();
+    let (storage, root) = s3.storage("torn");
+    let atlas = Atlas::create_with(Arc::clone(&storage), &root, StoreConfig::default())
+        .await
+        .unwrap();
+    put_profile(&atlas, "base", 1.0).await;
+    atlas.flush().await.unwrap();
+    let keys_before = s3.server.keys(&s3.bucket);
+    put_profile(&atlas, "p", 2.0).await;
+    s3.server.inject(
+        Fault::once(OpKind::Put, FaultAction::TruncateUpload)
+            .on_keys_containing(".af")
+            .times(10),
+    );
+    let e = atlas.flush().await.unwrap_err();
+    assert_ne!(e.kind(), ErrorKind::Corrupt, "{e}");
+    s3.server.clear_faults();
+    // Nothing new is visible but (possibly) a registry segment the failed
+    // flush could not remove; no layer object, whole or partial.
+    let keys_now = s3.server.keys(&s3.bucket);
+    for k in &keys_now {
+        if !keys_before.contains(k) {
+            assert!(!k.ends_with(".af"), "a torn layer {k} is visible");
+        }
+    }
+    let reader = open_on(&storage, &root).await;
+    assert!(!reader.dataset_exists("p"));
+    assert_eq!(read_temp(&reader, "base").await, profile(64, 1.0));
+    atlas.flush().await.unwrap();
+    assert_eq!(
+        read_temp(&open_on(&storage, &root).await, "p").await,
+        profile(64, 2.0)
+    );
+}
+
+/// Requests per operation, counted by the server (not timed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_counts() {
+    let s3 = S3::start();
+    let (storage, root) = s3.storage("counts");
+    let n = 300;
+    {
+        let atlas = Atlas::create_with(Arc::clone(&storage), &root, StoreConfig::default())
+            .await
+            .unwrap();
+        for i in 0..n {
+            put_profile(&atlas, &format!("p{i:04}"), i as f32).await;
+            let ds = atlas.open_dataset(&format!("p{i:04}")).await.unwrap();
+            ds.define_array::<f32>("PSAL", vec!["N_LEVELS".into()], vec![64], None, None)
+                .await
+                .unwrap();
+        }
+        atlas.compact().await.unwrap();
+    }
+    let total = |s3: &S3| s3.server.requests().len();
+
+    // Open: the manifest and the one registry segment; no listing, no layer.
+    s3.server.reset_log();
+    let atlas = open_on(&storage, &root).await;
+    let open_requests = total(&s3);
+    assert!(
+        open_requests <= 2,
+        "open made {open_requests} requests: {:?}",
+        s3.server.requests()
+    );
+    assert_eq!(s3.count(OpKind::List), 0);
+
+    // Read one array of one dataset: the layer's tail (trailer + footer),
+    // its header, the chunks (coalesced).
+    s3.server.reset_log();
+    let _ = read_temp(&atlas, "p0150").await;
+    let read_one = total(&s3);
+    assert!(
+        read_one <= 4,
+        "one read made {read_one} requests: {:?}",
+        s3.server.requests()
+    );
+
+    // Scan one variable across all datasets: bounded by the layers of that
+    // one array file, not by the number of datasets.
+    let fresh = open_on(&storage, &root).await;
+    s3.server.reset_log();
+    let names = fresh.datasets_with_array("TEMP");
+    assert_eq!(names.len(), n);
+    let all = fresh
+        .read_array_across::<f32>("TEMP", &names, vec![], vec![])
+        .await
+        .unwrap();
+    assert!(all.iter().all(Option::is_some));
+    let scan = total(&s3);
+    assert!(scan <= 8, "scanning {n} datasets made {scan} requests");
+
+    // Flush after changing 1% of the datasets: one layer per changed array
+    // file, one registry segment, the manifest (plus the writer's read of it).
+    let writer = open_on(&storage, &root).await;
+    s3.server.reset_log();
+    for i in 0..n / 100 {
+        let ds = writer
+            .open_dataset(&format!("p{:04}", i * 100))
+            .await
+            .unwrap();
+        ds.write_array("TEMP", vec![], profile(64, -1.0).view())
+            .await
+            .unwrap();
+    }
+    writer.flush().await.unwrap();
+    let puts = s3.count(OpKind::Put);
+    let flush_total = total(&s3);
+    assert!(puts <= 3, "flush after a 1% change made {puts} PUTs");
+    assert!(
+        flush_total <= 12,
+        "flush after a 1% change made {flush_total} requests: {:?}",
+        s3.server.requests()
+    );
+    eprintln!(
+        "requests: open {open_requests}, open+read one array {}, scan {n} datasets {scan}, \
+         flush after 1% {flush_total} ({puts} PUTs)",
+        open_requests + read_one
+    );
+}
+
+/// Readers opening while a writer flushes, compacts and deletes retired
+/// files always see a whole commit: dataset `counter` holds the number of
+/// `d*` datasets. Readers on other machines cannot pin files, so retired
+/// files are deleted only after the grace period (3 s here; the writer runs
+/// about 5 s, so deletions happen while readers read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_see_a_mixed_state() {
+    let s3 = S3::start();
+    let (storage, root) = s3.storage("mixed");
+    let cfg = StoreConfig {
+        policy: atlas_core::Policy {
+            max_layers_per_array: 2,
+            gc_grace_secs: 3,
+        },
+        ..StoreConfig::default()
+    };
+    let writer = Atlas::create_with(Arc::clone(&storage), &root, cfg)
+        .await
+        .unwrap();
+    let c = writer.create_dataset("counter").await.unwrap();
+    c.define_array::<f32>(
+        "TEMP",
+        vec!["N_LEVELS".into()],
+        vec![64],
+        Some(vec![16]),
+        None,
+    )
+    .await
+    .unwrap();
+    c.write_array("TEMP", vec![], profile(64, 0.0).view())
+        .await
+        .unwrap();
+    writer.flush().await.unwrap();
+    let commits = 50;
+    let w = async {
+        for i in 1..=commits {
+            put_profile(&writer, &format!("d{i}"), i as f32).await;
+            let c = writer.open_dataset("counter").await.unwrap();
+            c.write_array("TEMP", vec![], profile(64, i as f32).view())
+                .await
+                .unwrap();
+            if i % 7 == 0 {
+                writer.compact().await.unwrap();
+            } else {
+                writer.flush().await.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let r = async {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let reader = open_on(&storage, &root).await;
+            let n = reader
+                .list_datasets()
+                .iter()
+                .filter(|d| d.starts_with('d'))
+                .count();
+            let counter = read_temp(&reader, "counter").await;
+            assert_eq!(
+                counter,
+                profile(64, n as f32),
+                "mixed state at {n} datasets"
+            );
+            seen.push(n);
+            if n == commits || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        seen
+    };
+    let ((), mut seen) = tokio::join!(w, r);
+    seen.dedup();
+    assert!(seen.len() > 5, "readers saw only {seen:?}");
+    // Retired files were deleted while readers read.
+    let deletes = s3.count(OpKind::Delete);
+    assert!(deletes > 0, "no retired file was deleted during the test");
+    eprintln!(
+        "readers saw {} distinct commits; {deletes} delete requests",
+        seen.len()
+    );
+}
