@@ -82,7 +82,7 @@ pub trait ReadHandle: Send + Sync + Debug {
 }
 
 /// An opaque version of a stored object, for [`Storage::replace_if`] (an
-/// ETag on object stores, a content hash on filesystems).
+/// `ETag` on object stores, a content hash on filesystems).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Version(pub(crate) String);
 
@@ -98,7 +98,7 @@ impl Version {
         let mut a = std::collections::hash_map::DefaultHasher::new();
         bytes.hash(&mut a);
         let mut b = std::collections::hash_map::DefaultHasher::new();
-        0xa71a_5u32.hash(&mut b);
+        0x000a_71a5_u32.hash(&mut b);
         bytes.hash(&mut b);
         Version(format!(
             "{:016x}{:016x}-{}",

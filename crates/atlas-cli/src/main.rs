@@ -67,7 +67,7 @@ enum Command {
     },
     /// List datasets (optionally matching a glob pattern with `*` and `?`).
     Ls {
-        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
+        /// The store: a directory or an object-store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Only datasets whose name matches this pattern.
@@ -81,7 +81,7 @@ enum Command {
     },
     /// Summarise the store, or show one dataset like `ncdump -h`.
     Info {
-        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
+        /// The store: a directory or an object-store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// A dataset to describe.
@@ -92,7 +92,7 @@ enum Command {
     },
     /// Print the values of one array (or a hyperslab of it).
     Cat {
-        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
+        /// The store: a directory or an object-store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Dataset name.
@@ -111,7 +111,7 @@ enum Command {
     },
     /// Per-dataset min/max/null counts of one array and the totals, from stored statistics.
     Stats {
-        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
+        /// The store: a directory or an object-store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Array name.
@@ -122,7 +122,7 @@ enum Command {
     },
     /// Read one array across every dataset and report the throughput.
     Scan {
-        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
+        /// The store: a directory or an object-store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Array name.
@@ -130,13 +130,13 @@ enum Command {
     },
     /// Merge every array's delta layers into a new base.
     Compact {
-        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
+        /// The store: a directory or an object-store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
         #[arg(value_parser = store_location)]
         store: PathBuf,
     },
     /// Check every checksum and that the registry and the files agree.
     Verify {
-        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
+        /// The store: a directory or an object-store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
         #[arg(value_parser = store_location)]
         store: PathBuf,
     },
@@ -168,7 +168,7 @@ enum Command {
     },
     /// Export one dataset to a netcdf classic file.
     Export {
-        /// The store: a directory or an object-store URL (s3://bucket/prefix, gs://…, az://…).
+        /// The store: a directory or an object-store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
         #[arg(value_parser = store_location)]
         store: PathBuf,
         /// Dataset name.

@@ -84,6 +84,11 @@ pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
     pb
 }
 
+/// A store argument as `Atlas::open` takes it: the URL as given, or the path.
+pub fn location(store: &Path) -> String {
+    store.to_string_lossy().into_owned()
+}
+
 /// Total size of the files under `dir` (recursively).
 pub fn disk_usage(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -118,9 +123,4 @@ mod tests {
         assert_eq!(bytes(10), "10 B");
         assert_eq!(bytes(1536), "1.5 KiB");
     }
-}
-
-/// A store argument as `Atlas::open` takes it: the URL as given, or the path.
-pub fn location(store: &Path) -> String {
-    store.to_string_lossy().into_owned()
 }

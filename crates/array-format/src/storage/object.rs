@@ -10,7 +10,7 @@
 //! are one `PUT` (conditional on absence), large ones a multipart upload that
 //! is completed only by [`WriteHandle::sync`] and aborted if the handle is
 //! dropped first. The manifest is replaced only by a conditional `PUT`
-//! (`If-Match` on its ETag, or `If-None-Match: *` when creating).
+//! (`If-Match` on its `ETag`, or `If-None-Match: *` when creating).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -174,7 +174,7 @@ impl ClientKnobs {
     fn take(options: &mut Vec<(String, String)>) -> Result<ClientKnobs> {
         let mut k = ClientKnobs {
             max_retries: 10,
-            retry_timeout: Duration::from_secs(180),
+            retry_timeout: Duration::from_mins(3),
             request_timeout: Duration::from_secs(30),
         };
         let mut rest = Vec::new();
@@ -534,7 +534,7 @@ impl ObjectRead {
         Ok(())
     }
 
-    fn from_tail(&self, offset: u64, len: usize) -> Option<&[u8]> {
+    fn cached_tail(&self, offset: u64, len: usize) -> Option<&[u8]> {
         let (start, bytes) = self.tail.get()?;
         let end = offset.checked_add(len as u64)?;
         if offset >= *start && end <= start + bytes.len() as u64 {
@@ -584,7 +584,7 @@ impl ReadHandle for ObjectRead {
         }
         let mut out: Vec<Option<Vec<u8>>> = ranges
             .iter()
-            .map(|&(o, n)| self.from_tail(o, n).map(<[u8]>::to_vec))
+            .map(|&(o, n)| self.cached_tail(o, n).map(<[u8]>::to_vec))
             .collect();
         let missing: Vec<(usize, std::ops::Range<u64>)> = ranges
             .iter()
