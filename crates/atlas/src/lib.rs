@@ -126,3 +126,8 @@ pub use array_format;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The examples of `docs/object-storage.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/object-storage.md")]
+pub struct ObjectStorageDoctests;
