@@ -1,0 +1,90 @@
+//! Every command on a store in S3 (the in-process `s3s` server of
+//! `atlas-s3test`), configured the way users do: `AWS_*` variables.
+
+use std::process::{Command, Output};
+
+use atlas_s3test::S3Server;
+
+fn atlas_s3(server: &S3Server, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("AWS_ENDPOINT_URL", server.endpoint())
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", atlas_s3test::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", atlas_s3test::SECRET_KEY)
+        .env("AWS_REGION", atlas_s3test::REGION)
+        .args(args)
+        .output()
+        .expect("run atlas")
+}
+
+fn ok(server: &S3Server, args: &[&str]) -> String {
+    let out = atlas_s3(server, args);
+    assert!(
+        out.status.success(),
+        "atlas {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+#[test]
+fn every_command_works_on_s3() {
+    let server = S3Server::start();
+    server.create_bucket("ocean");
+    let url = "s3://ocean/stores/demo";
+    ok(
+        &server,
+        &["demo", url, "--datasets", "40", "--grids", "1", "-q"],
+    );
+    assert!(
+        server
+            .keys("ocean")
+            .iter()
+            .any(|k| k == "stores/demo/atlas.json"),
+        "the manifest is in the bucket"
+    );
+    let ls = ok(&server, &["ls", url]);
+    assert_eq!(ls.lines().count(), 41, "{ls}");
+    let info = ok(&server, &["info", url]);
+    assert!(info.contains("41"), "{info}");
+    let first = ls.lines().next().unwrap().trim().to_owned();
+    let cat = ok(&server, &["cat", url, &first, "TEMP", "--json"]);
+    assert!(cat.contains("\"data\""), "{cat}");
+    let stats = ok(&server, &["stats", url, "TEMP"]);
+    assert!(stats.contains(&first), "{stats}");
+    ok(&server, &["scan", url, "TEMP"]);
+    ok(&server, &["compact", url]);
+    let verify = ok(&server, &["verify", url]);
+    assert!(verify.contains("OK") || verify.contains("ok"), "{verify}");
+
+    // Export to a local NetCDF file, import it into a second store in S3.
+    let t = tempfile::tempdir().unwrap();
+    let nc = t.path().join("p.nc");
+    ok(&server, &["export", url, &first, nc.to_str().unwrap()]);
+    let url2 = "s3://ocean/stores/imported";
+    ok(&server, &["import", url2, nc.to_str().unwrap(), "-q"]);
+    let ls2 = ok(&server, &["ls", url2]);
+    assert_eq!(ls2.trim(), "p");
+    let data = |json: &str| {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v["data"].clone()
+    };
+    let a = ok(&server, &["cat", url, &first, "TEMP", "--json"]);
+    let b = ok(&server, &["cat", url2, "p", "TEMP", "--json"]);
+    assert_eq!(
+        data(&a),
+        data(&b),
+        "the round trip through NetCDF and S3 keeps the values"
+    );
+
+    // A prefix with no store is "not found", not an empty store.
+    let out = atlas_s3(&server, &["ls", "s3://ocean/nothing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no atlas store"));
+}
