@@ -13,6 +13,7 @@ mod compare;
 mod data;
 mod limits;
 mod netcdf;
+mod objects;
 mod peers;
 mod workloads;
 

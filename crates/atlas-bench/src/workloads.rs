@@ -34,6 +34,7 @@ pub const ALL: &[(&str, Workload)] = &[
     ("w10_read_temp", |q| {
         Box::pin(crate::netcdf::w10_read_temp(q))
     }),
+    ("object_store", |q| Box::pin(crate::objects::workload(q))),
 ];
 
 /// Levels of every profile array.
