@@ -209,17 +209,14 @@ fn store_info(atlas: &Atlas, store: &Path, json_out: bool) -> Result<ExitCode> {
     for a in &arrays {
         let layers = atlas.array_layers(a);
         let dir = atlas.array_dir(a).unwrap_or_else(|| store.join(a));
-        let on_disk: u64 = layers
-            .iter()
-            .filter_map(|l| std::fs::metadata(dir.join(l.as_str())).ok())
-            .map(|m| m.len())
-            .sum();
+        let names: Vec<&str> = layers.iter().map(|l| l.as_str()).collect();
+        let on_disk = util::file_sizes(store, &dir, &names);
         let n_ds = atlas.datasets_with_array(a).len();
         rows.push((a.clone(), n_ds, layers.len(), on_disk));
     }
     let total = util::disk_usage(store);
     // The manifest plus the registry segments.
-    let registry_bytes = std::fs::metadata(store.join("atlas.json")).map_or(0, |m| m.len())
+    let registry_bytes = util::file_sizes(store, atlas.root(), &["atlas.json"])
         + util::disk_usage(&store.join("atlas.meta"));
     let c = atlas.compression();
     if json_out {

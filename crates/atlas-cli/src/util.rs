@@ -89,8 +89,15 @@ pub fn location(store: &Path) -> String {
     store.to_string_lossy().into_owned()
 }
 
-/// Total size of the files under `dir` (recursively).
+/// Total size of the files under `dir` (recursively): a local directory, or
+/// the objects under an object-store URL's prefix.
 pub fn disk_usage(dir: &Path) -> u64 {
+    let loc = location(dir);
+    if atlas::ObjectStorage::handles(&loc) {
+        return atlas::storage_for(&loc, &[]).map_or(0, |(storage, root)| {
+            object_usage(storage.as_ref(), &root, 0)
+        });
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -101,6 +108,44 @@ pub fn disk_usage(dir: &Path) -> u64 {
             Ok(m) => m.len(),
             Err(_) => 0,
         })
+        .sum()
+}
+
+/// Sizes of the objects under `prefix` (a store is two levels deep).
+fn object_usage(storage: &dyn atlas::Storage, prefix: &Path, depth: u32) -> u64 {
+    storage
+        .list_entries(prefix)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            if e.modified.is_none() && depth < 3 {
+                object_usage(storage, &prefix.join(&e.name), depth + 1)
+            } else {
+                e.len
+            }
+        })
+        .sum()
+}
+
+/// Sizes of the files named `names` in directory `dir` of the store `store`.
+pub fn file_sizes(store: &Path, dir: &Path, names: &[&str]) -> u64 {
+    let loc = location(store);
+    if atlas::ObjectStorage::handles(&loc) {
+        let Ok((storage, _)) = atlas::storage_for(&loc, &[]) else {
+            return 0;
+        };
+        return storage
+            .list_entries(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| names.contains(&e.name.as_str()))
+            .map(|e| e.len)
+            .sum();
+    }
+    names
+        .iter()
+        .filter_map(|n| std::fs::metadata(dir.join(n)).ok())
+        .map(|m| m.len())
         .sum()
 }
 

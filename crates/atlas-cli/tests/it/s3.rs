@@ -51,8 +51,13 @@ fn every_command_works_on_s3() {
     );
     let ls = ok(&server, &["ls", url]);
     assert_eq!(ls.lines().count(), 41, "{ls}");
-    let info = ok(&server, &["info", url]);
-    assert!(info.contains("41"), "{info}");
+    let info = ok(&server, &["info", url, "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["datasets"], 41, "{info}");
+    // Sizes come from the bucket listing, not from a local directory.
+    assert!(info["bytes_on_disk"].as_u64().unwrap() > 10_000, "{info}");
+    assert!(info["registry_bytes"].as_u64().unwrap() > 100, "{info}");
+    assert!(info["arrays"][0]["bytes"].as_u64().unwrap() > 0, "{info}");
     let first = ls.lines().next().unwrap().trim().to_owned();
     let cat = ok(&server, &["cat", url, &first, "TEMP", "--json"]);
     assert!(cat.contains("\"data\""), "{cat}");
