@@ -209,7 +209,7 @@ fn store_info(atlas: &Atlas, store: &Path, json_out: bool) -> Result<ExitCode> {
     for a in &arrays {
         let layers = atlas.array_layers(a);
         let dir = atlas.array_dir(a).unwrap_or_else(|| store.join(a));
-        let names: Vec<&str> = layers.iter().map(|l| l.as_str()).collect();
+        let names: Vec<&str> = layers.iter().map(atlas::LayerId::as_str).collect();
         let on_disk = util::file_sizes(store, &dir, &names);
         let n_ds = atlas.datasets_with_array(a).len();
         rows.push((a.clone(), n_ds, layers.len(), on_disk));
