@@ -15,6 +15,7 @@
 //! `unsafe_code = "deny"`: `PyO3` 0.30's macros mark their generated FFI glue so
 //! the lint does not fire, and rust-numpy's constructors are safe wrappers.
 
+mod across;
 mod array;
 mod convert;
 mod dataset;

@@ -1,0 +1,348 @@
+"""Many datasets as one xarray object: :func:`open_stacked`.
+
+``atlas.open_stacked(store, ["TEMP", "PSAL"], datasets="D29*")`` returns one
+lazy ``xarray.Dataset`` whose variables have a leading dataset dimension. Ragged
+axes (profiles with different numbers of levels) are padded to the largest
+extent with the variable's ``_FillValue`` (so CF decoding masks them to NaN),
+the dataset names are the coordinate of the new dimension, and the true extent
+of every padded dimension is the coordinate ``<dim>_length``.
+
+A selection over (datasets × hyperslab) is one Rust call
+(``Store.read_across``, built on the core's parallel ``read_array_across``):
+with ``chunks=`` the dask graph has one task per chunk of datasets, not one
+per file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from xarray.backends.common import AbstractDataStore, BackendArray
+from xarray.backends.store import StoreBackendEntrypoint
+from xarray.core import indexing
+from xarray.core.dataset import Dataset as XrDataset
+from xarray.core.utils import FrozenDict
+from xarray.core.variable import Variable
+
+from ._atlas import Store
+from .errors import ArrayNotFoundError, InvalidInputError
+from .xarray_backend import _encode_strings, _store_of, _visible_attrs
+
+__all__ = ["StackedBackendArray", "open_stacked"]
+
+# Attributes that change how CF decoding reads raw values: a stacked variable
+# needs one value of each for all its datasets.
+_DECODING_ATTRS = frozenset(
+    {
+        "_FillValue",
+        "missing_value",
+        "scale_factor",
+        "add_offset",
+        "units",
+        "calendar",
+        "_Unsigned",
+        "dtype",
+        "_nc_type",
+        "_nc_char_dim",
+    }
+)
+_CHAR_TYPES = ("char", "char_latin1")
+
+
+class StackedBackendArray(BackendArray):
+    """One variable of many datasets, stacked along a new first axis.
+
+    A selection reads the chosen datasets (each once, in store order) and the
+    bounding box of the other axes in one ``Store.read_across`` call, then
+    indexes the result in numpy. Thread safe; picklable when the store handle
+    is read-only (a recipe, see ``atlas._pickle``).
+    """
+
+    __slots__ = ("char_encoding", "dtype", "fill", "name", "names", "shape", "store", "strlen")
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        names: tuple[str, ...],
+        shape: tuple[int, ...],
+        dtype: np.dtype[Any],
+        fill: Any = None,
+        strlen: int | None = None,
+        char_encoding: str = "utf-8",
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.names = names
+        self.shape = shape
+        self.dtype = dtype
+        self.fill = fill
+        self.strlen = strlen
+        self.char_encoding = char_encoding
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._raw_indexing_method
+        )
+
+    def _raw_indexing_method(self, key: tuple[Any, ...]) -> np.ndarray:
+        store_rank = len(self.shape) - (1 if self.strlen is not None else 0)
+        starts: list[int] = []
+        counts: list[int] = []
+        local: list[Any] = []
+        chosen: np.ndarray = np.arange(0)
+        for axis, (k, n) in enumerate(zip(key, self.shape, strict=True)):
+            if isinstance(k, (int, np.integer)):
+                idx = np.array([int(k) + n if k < 0 else int(k)])
+                squeeze = True
+            else:
+                idx = np.arange(n)[k] if isinstance(k, slice) else np.asarray(k, dtype=np.int64)
+                idx = np.where(idx < 0, idx + n, idx)
+                squeeze = False
+            if axis == 0:
+                # Each dataset read once, in store order; repeats and order by numpy.
+                chosen, inverse = np.unique(idx, return_inverse=True)
+                loc: Any = inverse.reshape(-1)
+                if len(chosen) == len(idx) and np.array_equal(chosen, idx):
+                    loc = slice(None)
+            elif idx.size == 0:
+                lo, cnt, loc = 0, 0, idx
+            else:
+                lo = int(idx.min())
+                cnt = int(idx.max()) - lo + 1
+                loc = idx - lo
+                if cnt == idx.size and np.array_equal(loc, np.arange(cnt)):
+                    loc = slice(None)
+            if 0 < axis < store_rank:
+                starts.append(lo)
+                counts.append(cnt)
+            local.append(0 if squeeze else loc)
+        box = self._read_box([self.names[i] for i in chosen], starts, counts, store_rank)
+        out = box
+        for axis in reversed(range(len(local))):
+            loc = local[axis]
+            if isinstance(loc, slice):
+                continue
+            out = np.take(out, loc, axis=axis)
+        return np.asarray(out)
+
+    def _read_box(
+        self, names: list[str], starts: list[int], counts: list[int], store_rank: int
+    ) -> np.ndarray:
+        if not names or any(c == 0 for c in counts):
+            shape = (len(names), *counts) + ((self.strlen,) if self.strlen is not None else ())
+            return np.empty(shape, dtype=self.dtype)
+        data, _lengths = self.store.read_across(
+            self.name, names, starts, counts, fill=self.fill
+        )
+        if self.strlen is None:
+            return data
+        return _encode_strings(np.asarray(data, dtype=object), self.strlen, self.char_encoding)
+
+
+def _dataset_names(store: Store, datasets: str | Iterable[str] | None) -> list[str]:
+    if datasets is None:
+        return store.list()
+    if isinstance(datasets, str):
+        return store.list(datasets)
+    return list(datasets)
+
+
+def _coord_values(values: list[Any]) -> np.ndarray:
+    """Per-dataset attribute values as an array: numbers as numbers (NaN where
+    missing), anything else as objects (``None`` where missing)."""
+    present = [v for v in values if v is not None]
+    numeric = all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        for v in present
+    )
+    if present and numeric:
+        if len(present) == len(values):
+            return np.asarray(values)
+        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+class StackedDataStore(AbstractDataStore):
+    """Raw (still CF-encoded) stacked variables for ``StoreBackendEntrypoint``."""
+
+    def __init__(
+        self,
+        store: Store,
+        variables: Sequence[str],
+        names: list[str],
+        dim: str,
+        attrs_as_coords: Sequence[str],
+    ) -> None:
+        self.store = store
+        self.names = tuple(names)
+        self.dim = dim
+        self._variables: dict[str, Variable] = {}
+        self.coord_names: list[str] = []
+        watch = sorted(_DECODING_ATTRS)
+        infos = {v: store.describe_across(v, names, watch) for v in variables}
+        for v, info in infos.items():
+            if not bool(np.any(info["present"])):
+                raise ArrayNotFoundError(
+                    f"none of the {len(names)} datasets has an array {v!r}"
+                )
+        needs_dims = any(
+            info["attrs"].get("_nc_type") in _CHAR_TYPES for info in infos.values()
+        )
+        keys = list(attrs_as_coords) + (["_nc_dims", "_nc_dim_lens"] if needs_dims else [])
+        per_dataset = store.dataset_attrs(list(names), keys) if keys else []
+        lengths: dict[str, np.ndarray] = {}
+        for v, info in infos.items():
+            self._variables[v] = self._variable(v, info, per_dataset, lengths)
+        self._variables[dim] = Variable((dim,), np.array(self.names, dtype=object))
+        for d, n in lengths.items():
+            self._variables[f"{d}_length"] = Variable((dim,), n)
+            self.coord_names.append(f"{d}_length")
+        for key in attrs_as_coords:
+            values = [a.get(key) for a in per_dataset]
+            self._variables[key] = Variable((dim,), _coord_values(values))
+            self.coord_names.append(key)
+
+    def _variable(
+        self,
+        v: str,
+        info: dict[str, Any],
+        per_dataset: list[dict[str, Any]],
+        lengths: dict[str, np.ndarray],
+    ) -> Variable:
+        differing = set(info["differing_attrs"])
+        clash = sorted((differing & _DECODING_ATTRS) - {"_nc_attr_types"})
+        if clash:
+            raise InvalidInputError(
+                f"array {v!r} has different {', '.join(clash)} in different datasets: "
+                "decoding them as one variable would be wrong; open fewer datasets"
+            )
+        raw_attrs = {
+            k: val for k, val in info["attrs"].items() if k not in differing or k == "_nc_attr_types"
+        }
+        visible = _visible_attrs(raw_attrs)
+        shapes: np.ndarray = info["shapes"]
+        store_dims = tuple(info["dims"])
+        extent = tuple(int(x) for x in shapes.max(axis=0)) if len(shapes) else (0,) * len(store_dims)
+        for axis, d in enumerate(store_dims):
+            n = shapes[:, axis].astype(np.int64)
+            lengths[d] = np.maximum(lengths[d], n) if d in lengths else n
+        dims = (self.dim, *store_dims)
+        shape = (len(self.names), *extent)
+        nc_type = raw_attrs.get("_nc_type")
+        char_dim = raw_attrs.get("_nc_char_dim")
+        strlen: int | None = None
+        fill: Any = None
+        if info["dtype"] == "str" and nc_type in _CHAR_TYPES and char_dim:
+            strlen = 0
+            for a in per_dataset:
+                dim_lens = dict(zip(a.get("_nc_dims", []), a.get("_nc_dim_lens", []), strict=False))
+                strlen = max(strlen, int(dim_lens.get(char_dim, 0)))
+            dims = (*dims, char_dim)
+            shape = (*shape, strlen)
+            dtype: np.dtype[Any] = np.dtype("S1")
+            fill = ""
+            if "_FillValue" in visible:
+                visible["_FillValue"] = np.bytes_(str(visible["_FillValue"]).encode("latin-1"))
+        elif info["dtype"] == "str":
+            from xarray.coding.strings import create_vlen_dtype
+
+            dtype = create_vlen_dtype(str)
+            fill = ""
+        else:
+            dtype = np.dtype(info["dtype"])
+            # Pad with what CF decoding masks, so padding reads as missing.
+            for key in ("_FillValue", "missing_value"):
+                value = visible.get(key)
+                if value is not None and np.ndim(value) == 0:
+                    fill = value
+                    break
+            if fill is not None and dtype.kind == "M":
+                fill = None
+        array = StackedBackendArray(
+            self.store,
+            v,
+            self.names,
+            shape,
+            dtype,
+            fill=fill,
+            strlen=strlen,
+            char_encoding="latin-1" if nc_type == "char_latin1" else "utf-8",
+        )
+        encoding = {"dtype": dtype, "original_shape": shape}
+        return Variable(dims, indexing.LazilyIndexedArray(array), visible, encoding)
+
+    def get_variables(self) -> FrozenDict[str, Variable]:
+        return FrozenDict(self._variables)
+
+    def get_attrs(self) -> FrozenDict[str, Any]:
+        return FrozenDict()
+
+    def get_dimensions(self) -> FrozenDict[str, int]:
+        return FrozenDict()
+
+    def close(self) -> None:
+        pass
+
+
+def open_stacked(
+    store: Store | str | os.PathLike[str],
+    variables: str | Sequence[str],
+    datasets: str | Iterable[str] | None = None,
+    *,
+    dim: str = "dataset",
+    attrs_as_coords: Sequence[str] = (),
+    chunks: int | Mapping[str, int] | None = None,
+    decode_cf: bool = True,
+    mask_and_scale: bool = True,
+    decode_times: bool = True,
+    concat_characters: bool = True,
+    decode_coords: bool = True,
+    use_cftime: bool | None = None,
+    decode_timedelta: bool | None = None,
+) -> XrDataset:
+    """``variables`` of many datasets as one lazy ``xarray.Dataset``.
+
+    ``store`` is a store path or a read-only ``atlas.Store``; ``datasets`` is
+    ``None`` (every dataset), a glob (``*``, ``?``) or a list of names. Each
+    variable gets the leading dimension ``dim``; other axes are padded to the
+    largest extent with the variable's ``_FillValue`` (NaN after CF decoding).
+    Coordinates: ``dim`` (the dataset names), ``<axis>_length`` (each
+    dataset's true extent of every stacked axis; 0 where it lacks the
+    variables) and one per key of ``attrs_as_coords`` (that dataset
+    attribute's value, NaN or ``None`` where missing). Variable attributes are
+    those the datasets share; attributes that steer decoding (``_FillValue``,
+    ``scale_factor``, ``units`` …) must agree, else ``InvalidInputError``.
+
+    ``chunks`` (an int: datasets per chunk; or a mapping of dimension to
+    chunk size) returns dask arrays with one task per chunk; the decoder flags
+    are ``xarray.open_dataset``'s.
+    """
+    handle = _store_of(store)
+    names = _dataset_names(handle, datasets)
+    wanted = [variables] if isinstance(variables, str) else list(variables)
+    if dim in wanted:
+        raise InvalidInputError(f"dim {dim!r} is also a variable name; choose another dim=")
+    data_store = StackedDataStore(handle, wanted, names, dim, attrs_as_coords)
+    if not decode_cf:
+        mask_and_scale = decode_times = concat_characters = decode_coords = False
+        decode_timedelta = False
+    ds = StoreBackendEntrypoint().open_dataset(
+        data_store,
+        mask_and_scale=mask_and_scale,
+        decode_times=decode_times,
+        concat_characters=concat_characters,
+        decode_coords=decode_coords,
+        use_cftime=use_cftime,
+        decode_timedelta=decode_timedelta,
+    )
+    ds = ds.set_coords(data_store.coord_names)
+    if chunks is not None:
+        spec = {dim: chunks} if isinstance(chunks, int) else dict(chunks)
+        ds = ds.chunk(spec)
+    return ds
