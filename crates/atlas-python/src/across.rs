@@ -32,7 +32,7 @@ pub fn describe<'py>(
     watch: &[String],
 ) -> PyResult<Bound<'py, PyDict>> {
     let views = py.detach(|| views(atlas, datasets))?;
-    let mut first: Option<(&str, ArraySchema, Vec<(String, Attr)>)> = None;
+    let mut first: Option<First<'_>> = None;
     let mut present = Vec::with_capacity(datasets.len());
     let mut shapes: Vec<Vec<u64>> = Vec::with_capacity(datasets.len());
     let mut differing: Vec<String> = Vec::new();
@@ -42,7 +42,12 @@ pub fn describe<'py>(
             shapes.push(Vec::new());
             continue;
         };
-        if let Some((first_name, f, attrs)) = &first {
+        if let Some(First {
+            name: first_name,
+            schema: f,
+            attrs,
+        }) = &first
+        {
             if f.dtype != schema.dtype || f.dims != schema.dims {
                 return Err(invalid(format!(
                     "array {array:?} is {} {:?} in dataset {first_name:?} but {} {:?} in {:?}: \
@@ -57,8 +62,7 @@ pub fn describe<'py>(
             // Attribute by attribute: the core hands out copies of whole
             // attribute maps only, and most values are equal.
             for (k, value) in attrs {
-                if !differing.contains(k)
-                    && v.get_array_attribute(array, k).as_ref() != Some(value)
+                if !differing.contains(k) && v.get_array_attribute(array, k).as_ref() != Some(value)
                 {
                     differing.push(k.clone());
                 }
@@ -76,10 +80,14 @@ pub fn describe<'py>(
         shapes.push(schema.shape.clone());
         if first.is_none() {
             let attrs = v.array_attributes(array).py()?.into_iter().collect();
-            first = Some((v.name(), schema, attrs));
+            first = Some(First {
+                name: v.name(),
+                schema,
+                attrs,
+            });
         }
     }
-    let rank = first.as_ref().map_or(0, |(_, f, _)| f.shape.len());
+    let rank = first.as_ref().map_or(0, |f| f.schema.shape.len());
     let mut flat = Vec::with_capacity(datasets.len() * rank);
     for s in &shapes {
         if s.is_empty() {
@@ -91,25 +99,19 @@ pub fn describe<'py>(
     let shapes = ArrayD::from_shape_vec(IxDyn(&[datasets.len(), rank]), flat)
         .map_err(|e| invalid(format!("shape table: {e}")))?;
     let out = PyDict::new(py);
-    match &first {
-        Some((_, f, attrs)) => {
-            out.set_item("dtype", numpy_name(f.dtype))?;
-            out.set_item("dims", PyTuple::new(py, &f.dims)?)?;
-            match &f.fill_value {
-                Some(v) => out.set_item("fill_value", fill_to_py(py, v)?)?,
-                None => out.set_item("fill_value", py.None())?,
-            }
-            out.set_item(
-                "attrs",
-                attrs_to_dict(py, attrs.iter().cloned())?,
-            )?;
+    if let Some(f) = &first {
+        out.set_item("dtype", numpy_name(f.schema.dtype))?;
+        out.set_item("dims", PyTuple::new(py, &f.schema.dims)?)?;
+        match &f.schema.fill_value {
+            Some(v) => out.set_item("fill_value", fill_to_py(py, v)?)?,
+            None => out.set_item("fill_value", py.None())?,
         }
-        None => {
-            out.set_item("dtype", py.None())?;
-            out.set_item("dims", PyTuple::empty(py))?;
-            out.set_item("fill_value", py.None())?;
-            out.set_item("attrs", PyDict::new(py))?;
-        }
+        out.set_item("attrs", attrs_to_dict(py, f.attrs.iter().cloned())?)?;
+    } else {
+        out.set_item("dtype", py.None())?;
+        out.set_item("dims", PyTuple::empty(py))?;
+        out.set_item("fill_value", py.None())?;
+        out.set_item("attrs", PyDict::new(py))?;
     }
     out.set_item("differing_attrs", PyList::new(py, differing)?)?;
     out.set_item("present", PyArray1::from_vec(py, present))?;
@@ -139,14 +141,25 @@ pub fn dataset_attrs<'py>(
     Ok(out)
 }
 
-/// The schema of `array` in the first dataset that has it, and each
-/// dataset's extent of it (`None` where absent). Looks up schemas only: a
+/// The first dataset (in the order asked) that has the array: its name, schema
+/// and attributes.
+struct First<'a> {
+    name: &'a str,
+    schema: ArraySchema,
+    attrs: Vec<(String, Attr)>,
+}
+
+/// An array's schema in the first dataset that has it, and each dataset's
+/// extent of it.
+struct Extents {
+    first: Option<ArraySchema>,
+    /// `None` where a dataset lacks the array.
+    shapes: Vec<Option<Vec<u64>>>,
+}
+
+/// The [`Extents`] of `array` in `datasets`. Looks up schemas only: a
 /// dataset's whole metadata is never copied.
-fn schemas(
-    atlas: &Atlas,
-    array: &str,
-    datasets: &[String],
-) -> PyResult<(Option<ArraySchema>, Vec<Option<Vec<u64>>>)> {
+fn schemas(atlas: &Atlas, array: &str, datasets: &[String]) -> PyResult<Extents> {
     let views = views(atlas, datasets)?;
     let mut first = None;
     let mut shapes = Vec::with_capacity(datasets.len());
@@ -157,7 +170,7 @@ fn schemas(
             first = s;
         }
     }
-    Ok((first, shapes))
+    Ok(Extents { first, shapes })
 }
 
 /// A view of each dataset (`DatasetNotFoundError` for a missing one).
@@ -260,7 +273,10 @@ fn read_stacked<T: ArrayElement>(
     buf.try_reserve_exact(cells).map_err(|_| {
         raise(
             "ResourceExhaustedError",
-            format!("cannot allocate {cells} cells for a stacked read of {:?}", req.array),
+            format!(
+                "cannot allocate {cells} cells for a stacked read of {:?}",
+                req.array
+            ),
         )
     })?;
     buf.resize(cells, fill);
@@ -351,7 +367,10 @@ pub fn read<'py>(
     count: Option<Vec<u64>>,
     fill: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let (schema, shapes) = py.detach(|| schemas(atlas, array, datasets))?;
+    let Extents {
+        first: schema,
+        shapes,
+    } = py.detach(|| schemas(atlas, array, datasets))?;
     let dtype = schema.as_ref().map_or(DType::Float64, |s| s.dtype);
     let fill = match fill.filter(|f| !f.is_none()) {
         Some(f) => Some(fill_from_py(dtype, f)?),
@@ -394,10 +413,11 @@ pub fn read<'py>(
         DType::String => {
             let p = pad::<String>(dtype, fill.as_ref())?;
             let s = py.detach(|| read_stacked::<String>(atlas, &req, p))?;
-            let objects = s
-                .data
-                .mapv(|v| PyString::new(py, &v).into_any().unbind());
-            (PyArray::from_owned_object_array(py, objects).into_any(), s.lengths)
+            let objects = s.data.mapv(|v| PyString::new(py, &v).into_any().unbind());
+            (
+                PyArray::from_owned_object_array(py, objects).into_any(),
+                s.lengths,
+            )
         }
         other => {
             return Err(invalid(format!(

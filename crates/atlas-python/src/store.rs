@@ -223,6 +223,7 @@ impl Store {
     /// `differing_attrs` also names each key of `watch` that the first
     /// dataset lacks and another has.
     #[pyo3(signature = (array, datasets, watch = Vec::new()))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts owned arguments
     fn describe_across<'py>(
         &self,
         py: Python<'py>,
@@ -235,6 +236,7 @@ impl Store {
 
     /// The dataset attributes of each of `datasets` (only `keys`, when given).
     #[pyo3(signature = (datasets, keys = None))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts owned arguments
     fn dataset_attrs<'py>(
         &self,
         py: Python<'py>,
@@ -252,6 +254,7 @@ impl Store {
     /// else NaN for floats and zero otherwise). `count=None` reaches the
     /// largest extent of any dataset.
     #[pyo3(signature = (array, datasets, start = None, count = None, fill = None))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts owned arguments
     fn read_across<'py>(
         &self,
         py: Python<'py>,
@@ -261,7 +264,15 @@ impl Store {
         count: Option<Vec<u64>>,
         fill: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        across::read(py, &self.atlas(false)?, array, &datasets, start, count, fill)
+        across::read(
+            py,
+            &self.atlas(false)?,
+            array,
+            &datasets,
+            start,
+            count,
+            fill,
+        )
     }
 
     /// Commits every change since the last flush (the durability boundary).

@@ -27,7 +27,7 @@ from xarray.core.dataset import Dataset as XrDataset
 from xarray.core.utils import FrozenDict
 from xarray.core.variable import Variable
 
-from ._atlas import Store
+from ._atlas import Dataset, Store
 from .errors import ArrayNotFoundError, InvalidInputError
 from .xarray_backend import _encode_strings, _store_of, _visible_attrs
 
@@ -108,6 +108,9 @@ class StackedBackendArray(BackendArray):
                 loc: Any = inverse.reshape(-1)
                 if len(chosen) == len(idx) and np.array_equal(chosen, idx):
                     loc = slice(None)
+            elif axis >= store_rank:
+                # The character axis: always read whole, indexed in numpy.
+                loc = slice(None) if np.array_equal(idx, np.arange(n)) else idx
             elif idx.size == 0:
                 lo, cnt, loc = 0, 0, idx
             else:
@@ -119,7 +122,9 @@ class StackedBackendArray(BackendArray):
             if 0 < axis < store_rank:
                 starts.append(lo)
                 counts.append(cnt)
-            local.append(0 if squeeze else loc)
+            if squeeze:  # an integer: drop the axis (its box has one cell, bar the char axis)
+                loc = 0 if isinstance(loc, slice) else int(np.asarray(loc).reshape(-1)[0])
+            local.append(loc)
         box = self._read_box([self.names[i] for i in chosen], starts, counts, store_rank)
         out = box
         for axis in reversed(range(len(local))):
@@ -168,6 +173,22 @@ def _coord_values(values: list[Any]) -> np.ndarray:
     return out
 
 
+def _stackable(dataset: Dataset, char_dim: str) -> bool:
+    """xarray's rule for concatenating characters, applied to one stored
+    dataset: ``char_dim`` is no variable and every array using it is a char
+    array with it as the character axis."""
+    for a in dataset.arrays():
+        if a == char_dim:
+            return False
+        attrs = dataset.array_attrs(a)
+        is_char = attrs.get("_nc_type") in _CHAR_TYPES and attrs.get("_nc_char_dim")
+        if char_dim in dataset.array_info(a)["dims"]:
+            return False  # used as a stored axis, so not the last one
+        if attrs.get("_nc_char_dim") == char_dim and not is_char:
+            return False
+    return True
+
+
 class StackedDataStore(AbstractDataStore):
     """Raw (still CF-encoded) stacked variables for ``StoreBackendEntrypoint``."""
 
@@ -178,8 +199,10 @@ class StackedDataStore(AbstractDataStore):
         names: list[str],
         dim: str,
         attrs_as_coords: Sequence[str],
+        nan_pad_times: bool = False,
     ) -> None:
         self.store = store
+        self.nan_pad_times = nan_pad_times
         self.names = tuple(names)
         self.dim = dim
         self._variables: dict[str, Variable] = {}
@@ -197,8 +220,15 @@ class StackedDataStore(AbstractDataStore):
         keys = list(attrs_as_coords) + (["_nc_dims", "_nc_dim_lens"] if needs_dims else [])
         per_dataset = store.dataset_attrs(list(names), keys) if keys else []
         lengths: dict[str, np.ndarray] = {}
+        # Whether xarray would concatenate each char variable's characters when
+        # opening one dataset: only if nothing else in it uses the char dim.
+        self.char_concat: dict[str, bool] = {}
         for v, info in infos.items():
             self._variables[v] = self._variable(v, info, per_dataset, lengths)
+            char_dim = info["attrs"].get("_nc_char_dim")
+            if info["attrs"].get("_nc_type") in _CHAR_TYPES and char_dim:
+                source = store.dataset(names[int(np.argmax(info["present"]))])
+                self.char_concat[v] = _stackable(source, char_dim)
         self._variables[dim] = Variable((dim,), np.array(self.names, dtype=object))
         for d, n in lengths.items():
             self._variables[f"{d}_length"] = Variable((dim,), n)
@@ -264,6 +294,11 @@ class StackedDataStore(AbstractDataStore):
                     break
             if fill is not None and dtype.kind == "M":
                 fill = None
+            # Unmasked times are still decoded: a fill value (999999 days) would
+            # not decode, so float times pad with NaN (NaT once decoded).
+            times = " since " in str(visible.get("units", ""))
+            if self.nan_pad_times and times and dtype.kind == "f":
+                fill = np.nan
         array = StackedBackendArray(
             self.store,
             v,
@@ -328,15 +363,25 @@ def open_stacked(
     wanted = [variables] if isinstance(variables, str) else list(variables)
     if dim in wanted:
         raise InvalidInputError(f"dim {dim!r} is also a variable name; choose another dim=")
-    data_store = StackedDataStore(handle, wanted, names, dim, attrs_as_coords)
     if not decode_cf:
         mask_and_scale = decode_times = concat_characters = decode_coords = False
         decode_timedelta = False
+    data_store = StackedDataStore(
+        handle,
+        wanted,
+        names,
+        dim,
+        attrs_as_coords,
+        nan_pad_times=decode_times and not mask_and_scale,
+    )
+    concat: bool | dict[str, bool] = concat_characters
+    if concat_characters and data_store.char_concat:
+        concat = {v: data_store.char_concat.get(v, True) for v in wanted}
     ds = StoreBackendEntrypoint().open_dataset(
         data_store,
         mask_and_scale=mask_and_scale,
         decode_times=decode_times,
-        concat_characters=concat_characters,
+        concat_characters=concat,  # type: ignore[arg-type]
         decode_coords=decode_coords,
         use_cftime=use_cftime,
         decode_timedelta=decode_timedelta,

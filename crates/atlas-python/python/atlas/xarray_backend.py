@@ -157,11 +157,16 @@ class AtlasBackendArray(BackendArray):
         for axis, (k, n) in enumerate(zip(key, self.shape, strict=True)):
             if isinstance(k, (int, np.integer)):
                 i = int(k) + n if k < 0 else int(k)
-                lo, cnt, loc = i, 1, 0
+                # The character axis is read whole; others read just cell i.
+                lo, cnt, loc = (0, n, i) if axis >= store_rank else (i, 1, 0)
             else:
                 idx = np.arange(n)[k] if isinstance(k, slice) else np.asarray(k, dtype=np.int64)
                 idx = np.where(idx < 0, idx + n, idx)
-                if idx.size == 0:
+                if axis >= store_rank:
+                    # The character axis: always read whole, indexed in numpy.
+                    lo, cnt = 0, n
+                    loc = slice(None) if np.array_equal(idx, np.arange(n)) else idx
+                elif idx.size == 0:
                     lo, cnt, loc = 0, 0, idx
                 else:
                     lo = int(idx.min())
