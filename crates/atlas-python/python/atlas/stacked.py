@@ -312,13 +312,13 @@ class StackedDataStore(AbstractDataStore):
         encoding = {"dtype": dtype, "original_shape": shape}
         return Variable(dims, indexing.LazilyIndexedArray(array), visible, encoding)
 
-    def get_variables(self) -> FrozenDict[str, Variable]:
+    def get_variables(self) -> Mapping[str, Variable]:
         return FrozenDict(self._variables)
 
-    def get_attrs(self) -> FrozenDict[str, Any]:
+    def get_attrs(self) -> Mapping[str, Any]:
         return FrozenDict()
 
-    def get_dimensions(self) -> FrozenDict[str, int]:
+    def get_dimensions(self) -> Mapping[str, int]:
         return FrozenDict()
 
     def close(self) -> None:

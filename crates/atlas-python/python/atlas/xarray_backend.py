@@ -155,6 +155,7 @@ class AtlasBackendArray(BackendArray):
         counts: list[int] = []
         local: list[Any] = []
         for axis, (k, n) in enumerate(zip(key, self.shape, strict=True)):
+            loc: Any
             if isinstance(k, (int, np.integer)):
                 i = int(k) + n if k < 0 else int(k)
                 # The character axis is read whole; others read just cell i.
