@@ -10,9 +10,9 @@
 //! dataset's extent this module reads those datasets whole and crops (the
 //! core has no per-dataset clipped read; see the issue-13 report).
 
-use atlas::ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn, Slice};
+use atlas::ndarray::{Array2, ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Slice};
 use atlas::{ArrayElement, ArraySchema, Atlas, Attr, DType, DatasetView, FillValue, TimestampNs};
-use numpy::{PyArray, PyArray1};
+use numpy::{PyArray, PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
@@ -197,19 +197,38 @@ struct Request<'a> {
     count: Option<Vec<u64>>,
 }
 
-/// The stacked array, `[n_datasets, count…]`, and the extents actually read
-/// per dataset, `[n_datasets, rank]`.
-struct Stacked<T> {
-    data: ArrayD<T>,
-    lengths: Array2<i64>,
+/// The shape of a stacked read, planned before any data is read.
+struct Plan {
+    rank: usize,
+    start: Vec<u64>,
+    /// Each dataset's part of the box `[start, start + count)`, clipped to its
+    /// extent; `None` where the dataset lacks the array.
+    clipped: Vec<Option<Vec<u64>>>,
+    /// `[n_datasets, count…]`.
+    dims: Vec<usize>,
+    count: Vec<u64>,
 }
 
-/// Reads `req` from every dataset and stacks it, padding with `fill`.
-fn read_stacked<T: ArrayElement>(
-    atlas: &Atlas,
-    req: &Request<'_>,
-    fill: T,
-) -> Result<Stacked<T>, PyErr> {
+impl Plan {
+    /// The extents read per dataset, `[n_datasets, rank]` (zeros where absent).
+    fn lengths(&self) -> Array2<i64> {
+        let flat: Vec<i64> = self
+            .clipped
+            .iter()
+            .flat_map(|c| match c {
+                Some(c) => c
+                    .iter()
+                    .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
+                    .collect(),
+                None => vec![0; self.rank],
+            })
+            .collect();
+        Array2::from_shape_vec((self.clipped.len(), self.rank), flat).expect("n × rank")
+    }
+}
+
+/// Plans `req`: the box, each dataset's part of it, the output shape.
+fn plan(req: &Request<'_>) -> PyResult<Plan> {
     let shapes = &req.shapes;
     let rank = shapes
         .iter()
@@ -248,27 +267,101 @@ fn read_stacked<T: ArrayElement>(
             })
             .collect(),
     };
-    // Each dataset's part of the box: [start, start + count) clipped to its extent.
     let clipped: Vec<Option<Vec<u64>>> = shapes
         .iter()
         .map(|s| {
             s.as_ref().map(|s| {
                 (0..rank)
-                    .map(|a| (start[a] + count[a]).min(s[a]).saturating_sub(start[a]))
+                    .map(|a| {
+                        start[a]
+                            .saturating_add(count[a])
+                            .min(s[a])
+                            .saturating_sub(start[a])
+                    })
                     .collect()
             })
         })
         .collect();
-    let n = req.datasets.len();
     let mut dims = Vec::with_capacity(rank + 1);
-    dims.push(n);
+    dims.push(req.datasets.len());
     for &c in &count {
         dims.push(usize::try_from(c).map_err(|_| invalid("count does not fit memory"))?);
     }
-    let cells = dims
-        .iter()
+    dims.iter()
         .try_fold(1_usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&cells| isize::try_from(cells).is_ok())
         .ok_or_else(|| invalid(format!("a stacked read of {dims:?} cells is too large")))?;
+    Ok(Plan {
+        rank,
+        start,
+        clipped,
+        dims,
+        count,
+    })
+}
+
+/// Fills `out` (shaped `plan.dims`) with `fill`, then copies each dataset's
+/// part of the box into its row. Runs without the GIL.
+fn read_into<T: ArrayElement>(
+    atlas: &Atlas,
+    req: &Request<'_>,
+    plan: &Plan,
+    fill: T,
+    mut out: ArrayViewMutD<'_, T>,
+) -> PyResult<()> {
+    out.fill(fill);
+    let with_array: Vec<&String> = req
+        .datasets
+        .iter()
+        .zip(&req.shapes)
+        .filter(|(_, s)| s.is_some())
+        .map(|(d, _)| d)
+        .collect();
+    if plan.count.contains(&0) || with_array.is_empty() {
+        return Ok(());
+    }
+    // One read of the box when it lies inside every dataset, else whole
+    // arrays, cropped below (the core reads one box for all datasets).
+    let inside = plan.clipped.iter().flatten().all(|c| *c == plan.count);
+    let (read_start, read_count, offset) = if inside {
+        (plan.start.clone(), plan.count.clone(), vec![0; plan.rank])
+    } else {
+        (Vec::new(), Vec::new(), plan.start.clone())
+    };
+    let parts = block_on_detached(atlas.read_array_across::<T>(
+        req.array,
+        &with_array,
+        read_start,
+        read_count,
+    ))?;
+    let mut parts = parts.into_iter();
+    for (i, c) in plan.clipped.iter().enumerate() {
+        let Some(c) = c else { continue };
+        let part = parts.next().expect("one result per dataset with the array");
+        let Some(part) = part else { continue };
+        if c.contains(&0) {
+            continue;
+        }
+        // Extents fit `isize`: `plan` checked the whole output does.
+        let span = |lo: u64, n: u64| Slice::from(lo as isize..(lo + n) as isize);
+        let src: ArrayViewD<'_, T> =
+            part.slice_each_axis(|ax| span(offset[ax.axis.index()], c[ax.axis.index()]));
+        let mut dst = out.index_axis_mut(Axis(0), i);
+        dst.slice_each_axis_mut(|ax| span(0, c[ax.axis.index()]))
+            .assign(&src);
+    }
+    Ok(())
+}
+
+/// [`read_into`] a new Rust array (strings and timestamps, which numpy does
+/// not hold as they are).
+fn read_owned<T: ArrayElement>(
+    atlas: &Atlas,
+    req: &Request<'_>,
+    plan: &Plan,
+    fill: T,
+) -> PyResult<ArrayD<T>> {
+    let cells: usize = plan.dims.iter().product();
     let mut buf: Vec<T> = Vec::new();
     buf.try_reserve_exact(cells).map_err(|_| {
         raise(
@@ -279,59 +372,10 @@ fn read_stacked<T: ArrayElement>(
             ),
         )
     })?;
-    buf.resize(cells, fill);
-    let mut data = ArrayD::from_shape_vec(IxDyn(&dims), buf).expect("cells match dims");
-
-    let any_cell = count.iter().all(|&c| c > 0);
-    let with_array: Vec<&String> = req
-        .datasets
-        .iter()
-        .zip(shapes)
-        .filter(|(_, s)| s.is_some())
-        .map(|(d, _)| d)
-        .collect();
-    if any_cell && !with_array.is_empty() {
-        // One read of the box when it lies inside every dataset, else whole
-        // arrays, cropped below.
-        let inside = clipped.iter().flatten().all(|c| *c == count);
-        let (read_start, read_count, offset) = if inside {
-            (start.clone(), count.clone(), vec![0; rank])
-        } else {
-            (Vec::new(), Vec::new(), start.clone())
-        };
-        let parts = block_on_detached(atlas.read_array_across::<T>(
-            req.array,
-            &with_array,
-            read_start,
-            read_count,
-        ))?;
-        let mut parts = parts.into_iter();
-        for (i, c) in clipped.iter().enumerate() {
-            let Some(c) = c else { continue };
-            let part = parts.next().expect("one result per dataset with the array");
-            let Some(part) = part else { continue };
-            if c.contains(&0) {
-                continue;
-            }
-            let src: ArrayViewD<'_, T> = part.slice_each_axis(|ax| {
-                let a = ax.axis.index();
-                let lo = offset[a] as isize;
-                Slice::from(lo..lo + c[a] as isize)
-            });
-            let mut dst = data.index_axis_mut(Axis(0), i);
-            dst.slice_each_axis_mut(|ax| Slice::from(0..c[ax.axis.index()] as isize))
-                .assign(&src);
-        }
-    }
-    let lengths: Vec<i64> = clipped
-        .iter()
-        .flat_map(|c| match c {
-            Some(c) => c.iter().map(|&v| v as i64).collect::<Vec<_>>(),
-            None => vec![0; rank],
-        })
-        .collect();
-    let lengths = Array2::from_shape_vec((n, rank), lengths).expect("n × rank");
-    Ok(Stacked { data, lengths })
+    buf.resize(cells, T::default());
+    let mut data = ArrayD::from_shape_vec(IxDyn(&plan.dims), buf).expect("cells match dims");
+    read_into(atlas, req, plan, fill, data.view_mut())?;
+    Ok(data)
 }
 
 /// Runs a core future on the process runtime; the caller has released the GIL.
@@ -383,14 +427,26 @@ pub fn read<'py>(
         start: start.unwrap_or_default(),
         count,
     };
+    let plan = plan(&req)?;
+    // Numbers go straight into a numpy array (numpy's allocator maps large
+    // arrays with huge pages; a fresh Rust buffer page-faults 4 KiB at a time).
     macro_rules! num {
         ($t:ty) => {{
             let p = pad::<$t>(dtype, fill.as_ref())?;
-            let s = py.detach(|| read_stacked::<$t>(atlas, &req, p))?;
-            (PyArray::from_owned_array(py, s.data).into_any(), s.lengths)
+            let arr: Bound<'py, PyArray<$t, IxDyn>> = py
+                .import("numpy")?
+                .getattr("empty")?
+                .call1((PyTuple::new(py, &plan.dims)?, numpy_name(dtype)))?
+                .cast_into()?;
+            {
+                let mut rw = arr.readwrite();
+                let view = rw.as_array_mut();
+                py.detach(|| read_into::<$t>(atlas, &req, &plan, p, view))?;
+            }
+            arr.into_any()
         }};
     }
-    let (data, lengths) = match dtype {
+    let data = match dtype {
         DType::Bool => num!(bool),
         DType::Int8 => num!(i8),
         DType::Int16 => num!(i16),
@@ -404,20 +460,16 @@ pub fn read<'py>(
         DType::Float64 => num!(f64),
         DType::Timestamp => {
             let p = pad::<TimestampNs>(dtype, fill.as_ref())?;
-            let s = py.detach(|| read_stacked::<TimestampNs>(atlas, &req, p))?;
-            let a = PyArray::from_owned_array(py, s.data.mapv(|t| t.0))
+            let a = py.detach(|| read_owned::<TimestampNs>(atlas, &req, &plan, p))?;
+            PyArray::from_owned_array(py, a.mapv(|t| t.0))
                 .into_any()
-                .call_method1("view", ("datetime64[ns]",))?;
-            (a, s.lengths)
+                .call_method1("view", ("datetime64[ns]",))?
         }
         DType::String => {
             let p = pad::<String>(dtype, fill.as_ref())?;
-            let s = py.detach(|| read_stacked::<String>(atlas, &req, p))?;
-            let objects = s.data.mapv(|v| PyString::new(py, &v).into_any().unbind());
-            (
-                PyArray::from_owned_object_array(py, objects).into_any(),
-                s.lengths,
-            )
+            let a = py.detach(|| read_owned::<String>(atlas, &req, &plan, p))?;
+            let objects = a.mapv(|v| PyString::new(py, &v).into_any().unbind());
+            PyArray::from_owned_object_array(py, objects).into_any()
         }
         other => {
             return Err(invalid(format!(
@@ -425,6 +477,6 @@ pub fn read<'py>(
             )))
         }
     };
-    let lengths = PyArray::from_owned_array(py, lengths).into_any();
+    let lengths = PyArray::from_owned_array(py, plan.lengths()).into_any();
     PyTuple::new(py, [data, lengths])
 }
