@@ -195,6 +195,8 @@ struct Request<'a> {
     start: Vec<u64>,
     /// `None`: to the largest extent of any dataset.
     count: Option<Vec<u64>>,
+    /// Values that read as NaN (float arrays only).
+    nan_where: Vec<f64>,
 }
 
 /// The shape of a stacked read, planned before any data is read.
@@ -309,6 +311,7 @@ fn read_into<T: ArrayElement>(
     fill: T,
     mut out: ArrayViewMutD<'_, T>,
 ) -> PyResult<()> {
+    let masked = Masked::<T>::new(&req.nan_where);
     out.fill(fill);
     let with_array: Vec<&String> = req
         .datasets
@@ -347,10 +350,47 @@ fn read_into<T: ArrayElement>(
         let src: ArrayViewD<'_, T> =
             part.slice_each_axis(|ax| span(offset[ax.axis.index()], c[ax.axis.index()]));
         let mut dst = out.index_axis_mut(Axis(0), i);
-        dst.slice_each_axis_mut(|ax| span(0, c[ax.axis.index()]))
-            .assign(&src);
+        let mut dst = dst.slice_each_axis_mut(|ax| span(0, c[ax.axis.index()]));
+        match &masked {
+            None => dst.assign(&src),
+            Some(m) => dst.zip_mut_with(&src, |d, v| *d = m.apply(v)),
+        }
     }
     Ok(())
+}
+
+/// Values that read as NaN (CF masking done while copying, so decoding need
+/// not pass over the whole padded array again). Floats only.
+struct Masked<T> {
+    values: Vec<T>,
+    nan: T,
+}
+
+impl<T: ArrayElement> Masked<T> {
+    fn new(nan_where: &[f64]) -> Option<Self> {
+        let nan = T::from_fill(&FillValue::Float64(f64::NAN))
+            .or_else(|| T::from_fill(&FillValue::Float32(f32::NAN)))?;
+        if nan_where.is_empty() {
+            return None;
+        }
+        #[allow(clippy::cast_possible_truncation)] // the f32 mask value is the f32 fill
+        let values = nan_where
+            .iter()
+            .filter_map(|&v| {
+                T::from_fill(&FillValue::Float64(v))
+                    .or_else(|| T::from_fill(&FillValue::Float32(v as f32)))
+            })
+            .collect();
+        Some(Masked { values, nan })
+    }
+
+    fn apply(&self, v: &T) -> T {
+        if self.values.iter().any(|m| m == v) {
+            self.nan.clone()
+        } else {
+            v.clone()
+        }
+    }
 }
 
 /// [`read_into`] a new Rust array (strings and timestamps, which numpy does
@@ -410,6 +450,7 @@ pub fn read<'py>(
     start: Option<Vec<u64>>,
     count: Option<Vec<u64>>,
     fill: Option<&Bound<'py, PyAny>>,
+    nan_where: Vec<f64>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let Extents {
         first: schema,
@@ -426,6 +467,7 @@ pub fn read<'py>(
         shapes,
         start: start.unwrap_or_default(),
         count,
+        nan_where,
     };
     let plan = plan(&req)?;
     // Numbers go straight into a numpy array (numpy's allocator maps large

@@ -252,9 +252,11 @@ impl Store {
     /// of the box dataset `i` holds (zeros where it lacks the array). Cells
     /// beyond a dataset's extent hold `fill` (default: the array's fill value,
     /// else NaN for floats and zero otherwise). `count=None` reaches the
-    /// largest extent of any dataset.
-    #[pyo3(signature = (array, datasets, start = None, count = None, fill = None))]
+    /// largest extent of any dataset. Cells of a float array equal to one of
+    /// `nan_where` read as NaN (CF masking of `_FillValue`/`missing_value`).
+    #[pyo3(signature = (array, datasets, start = None, count = None, fill = None, nan_where = Vec::new()))]
     #[allow(clippy::needless_pass_by_value)] // PyO3 extracts owned arguments
+    #[allow(clippy::too_many_arguments)] // the Python signature, one argument each
     fn read_across<'py>(
         &self,
         py: Python<'py>,
@@ -263,6 +265,7 @@ impl Store {
         start: Option<Vec<u64>>,
         count: Option<Vec<u64>>,
         fill: Option<&Bound<'py, PyAny>>,
+        nan_where: Vec<f64>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         across::read(
             py,
@@ -272,6 +275,7 @@ impl Store {
             start,
             count,
             fill,
+            nan_where,
         )
     }
 

@@ -220,5 +220,9 @@ def test_read_across_pads_and_reports_lengths(store_path: Path) -> None:
     data, lengths = store.read_across("t", ["st3", "st2"])
     np.testing.assert_array_equal(data, [[-1.0], [20.0]])  # the schema's fill value
     np.testing.assert_array_equal(lengths, [[0], [1]])
+    data, _ = store.read_across("t", ["st0", "st1"], count=[4], fill=np.nan, nan_where=[1.0, 13.0])
+    np.testing.assert_array_equal(data, [[0, np.nan, 2, np.nan], [10, 11, 12, np.nan]])
+    data, _ = store.read_across("k", ["st0"], nan_where=[1.0])  # ints are never masked
+    np.testing.assert_array_equal(data, [[1, 2, 3]])
     with pytest.raises(atlas.InvalidInputError):
         store.read_across("t", ["st0"], start=[0, 0])

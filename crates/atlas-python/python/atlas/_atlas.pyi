@@ -73,10 +73,12 @@ class Store:
         start: Sequence[int] | None = None,
         count: Sequence[int] | None = None,
         fill: Any = None,
+        nan_where: Sequence[float] = (),
     ) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
         """``(data, lengths)``: ``array`` of every dataset stacked along a new first axis
         in one parallel read, padded with ``fill``; ``lengths[i]`` is the extent dataset
-        ``i`` holds of the box (zeros where it lacks the array)."""
+        ``i`` holds of the box (zeros where it lacks the array). Cells of a float array
+        equal to one of ``nan_where`` read as NaN."""
     def flush(self) -> None: ...
     def compact(self) -> None: ...
     def close(self) -> None: ...

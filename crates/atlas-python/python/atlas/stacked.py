@@ -61,7 +61,17 @@ class StackedBackendArray(BackendArray):
     is read-only (a recipe, see ``atlas._pickle``).
     """
 
-    __slots__ = ("char_encoding", "dtype", "fill", "name", "names", "shape", "store", "strlen")
+    __slots__ = (
+        "char_encoding",
+        "dtype",
+        "fill",
+        "name",
+        "names",
+        "nan_where",
+        "shape",
+        "store",
+        "strlen",
+    )
 
     def __init__(
         self,
@@ -73,8 +83,10 @@ class StackedBackendArray(BackendArray):
         fill: Any = None,
         strlen: int | None = None,
         char_encoding: str = "utf-8",
+        nan_where: tuple[float, ...] = (),
     ) -> None:
         self.store = store
+        self.nan_where = nan_where
         self.name = name
         self.names = names
         self.shape = shape
@@ -141,7 +153,7 @@ class StackedBackendArray(BackendArray):
             shape = (len(names), *counts) + ((self.strlen,) if self.strlen is not None else ())
             return np.empty(shape, dtype=self.dtype)
         data, _lengths = self.store.read_across(
-            self.name, names, starts, counts, fill=self.fill
+            self.name, names, starts, counts, fill=self.fill, nan_where=list(self.nan_where)
         )
         if self.strlen is None:
             return data
@@ -200,9 +212,11 @@ class StackedDataStore(AbstractDataStore):
         dim: str,
         attrs_as_coords: Sequence[str],
         nan_pad_times: bool = False,
+        mask_floats: bool = False,
     ) -> None:
         self.store = store
         self.nan_pad_times = nan_pad_times
+        self.mask_floats = mask_floats
         self.names = tuple(names)
         self.dim = dim
         self._variables: dict[str, Variable] = {}
@@ -268,6 +282,8 @@ class StackedDataStore(AbstractDataStore):
         char_dim = raw_attrs.get("_nc_char_dim")
         strlen: int | None = None
         fill: Any = None
+        nan_where: tuple[float, ...] = ()
+        encoding: dict[str, Any] = {}
         if info["dtype"] == "str" and nc_type in _CHAR_TYPES and char_dim:
             strlen = 0
             for a in per_dataset:
@@ -299,6 +315,9 @@ class StackedDataStore(AbstractDataStore):
             times = " since " in str(visible.get("units", ""))
             if self.nan_pad_times and times and dtype.kind == "f":
                 fill = np.nan
+            nan_where = self._mask_in_rust(visible, dtype, encoding)
+            if nan_where:
+                fill = np.nan
         array = StackedBackendArray(
             self.store,
             v,
@@ -308,9 +327,33 @@ class StackedDataStore(AbstractDataStore):
             fill=fill,
             strlen=strlen,
             char_encoding="latin-1" if nc_type == "char_latin1" else "utf-8",
+            nan_where=nan_where,
         )
-        encoding = {"dtype": dtype, "original_shape": shape}
+        encoding.update({"dtype": dtype, "original_shape": shape})
         return Variable(dims, indexing.LazilyIndexedArray(array), visible, encoding)
+
+    def _mask_in_rust(
+        self, visible: dict[str, Any], dtype: np.dtype[Any], encoding: dict[str, Any]
+    ) -> tuple[float, ...]:
+        """For a float variable that CF decoding would only mask (no scale or
+        offset), the fill values the Rust read turns into NaN while copying;
+        they move from ``visible`` to ``encoding`` as xarray's decoding moves
+        them. Then decoding has nothing left to do, instead of a pass over the
+        whole padded array. Empty when xarray must decode it."""
+        if not self.mask_floats or dtype.kind != "f":
+            return ()
+        if "scale_factor" in visible or "add_offset" in visible:
+            return ()
+        values: list[float] = []
+        for key in ("_FillValue", "missing_value"):
+            if key in visible:
+                values.extend(float(x) for x in np.atleast_1d(visible[key]))
+        if not values:
+            return ()
+        for key in ("_FillValue", "missing_value"):
+            if key in visible:
+                encoding[key] = visible.pop(key)
+        return tuple(values)
 
     def get_variables(self) -> Mapping[str, Variable]:
         return FrozenDict(self._variables)
@@ -373,6 +416,7 @@ def open_stacked(
         dim,
         attrs_as_coords,
         nan_pad_times=decode_times and not mask_and_scale,
+        mask_floats=mask_and_scale,
     )
     concat: bool | dict[str, bool] = concat_characters
     if concat_characters and data_store.char_concat:
