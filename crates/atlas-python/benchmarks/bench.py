@@ -23,8 +23,9 @@ after one warm-up, wall clock, page cache warm:
 2. One profile: `xr.open_dataset(.., engine="atlas").TEMP.values` against the
    netcdf4 engine on the same file (median per profile over 20 profiles).
 3. Two Python threads against one doing the same total work: per-profile
-   `Dataset.read("TEMP")` calls (one small Rust read each, GIL released), and
-   `open_stacked(...).TEMP.values` (whose Rust read is already parallel).
+   `Dataset.read("TEMP")` calls (every profile three times; one small Rust
+   read each, GIL released), and four `open_stacked(...).TEMP.values` (whose
+   Rust read is already parallel).
 
 Prints a table with the issue's targets and writes the figures to --out.
 """
@@ -32,6 +33,7 @@ Prints a table with the issue's targets and writes the figures to --out.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -40,7 +42,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +67,12 @@ def timed(fn: Callable[[], Any], repeat: int, warm: bool = True) -> float:
     return statistics.median(times)
 
 
-def in_threads(n_threads: int, jobs: list[Callable[[], Any]]) -> float:
+def in_threads(n_threads: int, jobs: Sequence[Callable[[], Any]]) -> float:
     """Seconds for ``n_threads`` threads to run ``jobs`` (split evenly)."""
     parts = [jobs[i::n_threads] for i in range(n_threads)]
     barrier = threading.Barrier(n_threads + 1)
 
-    def run(part: list[Callable[[], Any]]) -> None:
+    def run(part: Sequence[Callable[[], Any]]) -> None:
         barrier.wait()
         for job in part:
             job()
@@ -188,7 +190,10 @@ def main() -> None:
     some = files[:: max(1, len(files) // 20)][:20]
     nc_one = timed(lambda: [xr.open_dataset(f, engine="netcdf4").TEMP.values for f in some], args.repeat)
     at_one = timed(
-        lambda: [xr.open_dataset(store, engine="atlas", group=f.stem).TEMP.values for f in some],
+        lambda: [
+            xr.open_dataset(store, engine="atlas", group=f.stem).TEMP.values  # type: ignore[arg-type]
+            for f in some
+        ],
         args.repeat,
     )
     r["one_profile_netcdf4_engine_ms"] = nc_one / len(some) * 1e3
@@ -196,7 +201,7 @@ def main() -> None:
 
     # 3. Threads.
     handles = [store[n] for n in names]
-    reads = [lambda d=d: d.read("TEMP") for d in handles] * 3
+    reads = [functools.partial(d.read, "TEMP") for d in handles] * 3
     in_threads(1, reads)  # warm
     one = statistics.median(in_threads(1, reads) for _ in range(args.repeat))
     two = statistics.median(in_threads(2, reads) for _ in range(args.repeat))
