@@ -3,6 +3,7 @@ sources are in ``crates/atlas-python/src``)."""
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -50,9 +51,9 @@ class Store:
     def __getitem__(self, name: str) -> Dataset: ...
     def create_dataset(self, name: str) -> Dataset: ...
     def delete_dataset(self, name: str) -> None: ...
-    def list(self, pattern: str | None = None) -> list[str]:
+    def list(self, pattern: str | None = None) -> builtins.list[str]:
         """Dataset names, those matching the glob ``pattern`` (``*``, ``?``) when given."""
-    def array_names(self) -> list[str]: ...
+    def array_names(self) -> builtins.list[str]: ...
     def __contains__(self, name: object) -> bool: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[str]: ...
@@ -64,7 +65,7 @@ class Store:
         ``differing_attrs``, ``present`` (bool array) and ``shapes`` (int64, one row each)."""
     def dataset_attrs(
         self, datasets: Sequence[str], keys: Sequence[str] | None = None
-    ) -> list[dict[str, AttrValue]]:
+    ) -> builtins.list[dict[str, AttrValue]]:
         """The dataset attributes of each of ``datasets`` (only ``keys`` when given)."""
     def read_across(
         self,
