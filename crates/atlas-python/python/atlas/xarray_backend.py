@@ -209,7 +209,7 @@ class AtlasDataStore(AbstractDataStore):
     def __init__(self, dataset: Dataset, variables: Iterable[str] | None = None) -> None:
         self.dataset = dataset
         self._only = None if variables is None else set(variables)
-        ds_attrs = dataset.attrs
+        ds_attrs: dict[str, Any] = dataset.attrs
         self._ds_attrs = ds_attrs
         dims = list(ds_attrs.get("_nc_dims", []) or [])
         lens = list(ds_attrs.get("_nc_dim_lens", []) or [])
@@ -218,7 +218,7 @@ class AtlasDataStore(AbstractDataStore):
     def _variable(self, name: str) -> Variable:
         ds = self.dataset
         info = ds.array_info(name)
-        attrs = ds.array_attrs(name)
+        attrs: dict[str, Any] = ds.array_attrs(name)
         dims = tuple(info["dims"])
         shape = tuple(int(n) for n in info["shape"])
         nc_type = attrs.get("_nc_type")
@@ -253,16 +253,16 @@ class AtlasDataStore(AbstractDataStore):
         encoding["preferred_chunks"] = dict(zip(info["dims"], info["chunks"], strict=True))
         return Variable(dims, indexing.LazilyIndexedArray(array), visible, encoding)
 
-    def get_variables(self) -> FrozenDict[str, Variable]:
+    def get_variables(self) -> Mapping[str, Variable]:
         names = self.dataset.arrays()
         if self._only is not None:
             names = [n for n in names if n in self._only]
         return FrozenDict((n, self._variable(n)) for n in names)
 
-    def get_attrs(self) -> FrozenDict[str, Any]:
+    def get_attrs(self) -> Mapping[str, Any]:
         return FrozenDict(_visible_attrs(self._ds_attrs))
 
-    def get_dimensions(self) -> FrozenDict[str, int]:
+    def get_dimensions(self) -> Mapping[str, int]:
         return FrozenDict(self._dim_lens)
 
     def get_encoding(self) -> dict[str, Any]:
