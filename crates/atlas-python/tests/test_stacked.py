@@ -39,6 +39,8 @@ def _compare_batch(
     """Every variable of every file against the stacked batch; returns the
     number of (file, variable) pairs compared."""
     names = [f.stem for f in files]
+    held = {v for n in names for v in store[n].arrays()}
+    variables = [v for v in variables if v in held]  # a variable no dataset has is an error
     stacked = atlas.open_stacked(store, variables, names, **decoding).load()
     assert stacked["dataset"].values.tolist() == names
     n_compared = 0
