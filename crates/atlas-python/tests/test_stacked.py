@@ -228,3 +228,20 @@ def test_read_across_pads_and_reports_lengths(store_path: Path) -> None:
     np.testing.assert_array_equal(data, [[1, 2, 3]])
     with pytest.raises(atlas.InvalidInputError):
         store.read_across("t", ["st0"], start=[0, 0])
+
+
+def test_shared_dimension_takes_the_largest_extent(store_path: Path) -> None:
+    """Two variables on one dimension, held by different datasets: one size."""
+    with atlas.Store.create(store_path) as s:
+        a = s.create_dataset("a")
+        a.define_array("p", "float32", ["z"], [5])
+        a.write("p", np.arange(5, dtype="f4"))
+        b = s.create_dataset("b")
+        b.define_array("p", "float32", ["z"], [2])
+        b.write("p", [7, 8])
+        b.define_array("q", "float32", ["z"], [2])
+        b.write("q", [1, 2])
+    got = atlas.open_stacked(store_path, ["p", "q"])
+    assert got.sizes["z"] == 5
+    np.testing.assert_array_equal(got["q"].values, [[np.nan] * 5, [1, 2, np.nan, np.nan, np.nan]])
+    assert got["z_length"].values.tolist() == [5, 2]

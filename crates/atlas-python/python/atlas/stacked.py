@@ -185,6 +185,15 @@ def _coord_values(values: list[Any]) -> np.ndarray:
     return out
 
 
+def _char_length(per_dataset: list[dict[str, Any]], char_dim: str) -> int:
+    """The largest length of ``char_dim`` any dataset records (``_nc_dim_lens``)."""
+    n = 0
+    for a in per_dataset:
+        dim_lens = dict(zip(a.get("_nc_dims", []), a.get("_nc_dim_lens", []), strict=False))
+        n = max(n, int(dim_lens.get(char_dim, 0)))
+    return n
+
+
 def _stackable(dataset: Dataset, char_dim: str) -> bool:
     """xarray's rule for concatenating characters, applied to one stored
     dataset: ``char_dim`` is no variable and every array using it is a char
@@ -234,6 +243,18 @@ class StackedDataStore(AbstractDataStore):
         keys = list(attrs_as_coords) + (["_nc_dims", "_nc_dim_lens"] if needs_dims else [])
         per_dataset = store.dataset_attrs(list(names), keys) if keys else []
         lengths: dict[str, np.ndarray] = {}
+        # One size per dimension, the largest any variable needs (variables
+        # held by different datasets would otherwise disagree).
+        self.sizes: dict[str, int] = {}
+        for info in infos.values():
+            shapes = info["shapes"]
+            for axis, d in enumerate(info["dims"]):
+                n = int(shapes[:, axis].max()) if len(shapes) else 0
+                self.sizes[d] = max(self.sizes.get(d, 0), n)
+            char_dim = info["attrs"].get("_nc_char_dim")
+            if info["attrs"].get("_nc_type") in _CHAR_TYPES and char_dim:
+                n = _char_length(per_dataset, char_dim)
+                self.sizes[char_dim] = max(self.sizes.get(char_dim, 0), n)
         # Whether xarray would concatenate each char variable's characters when
         # opening one dataset: only if nothing else in it uses the char dim.
         self.char_concat: dict[str, bool] = {}
@@ -244,8 +265,8 @@ class StackedDataStore(AbstractDataStore):
                 source = store.dataset(names[int(np.argmax(info["present"]))])
                 self.char_concat[v] = _stackable(source, char_dim)
         self._variables[dim] = Variable((dim,), np.array(self.names, dtype=object))
-        for d, n in lengths.items():
-            self._variables[f"{d}_length"] = Variable((dim,), n)
+        for d, per_dataset_length in lengths.items():
+            self._variables[f"{d}_length"] = Variable((dim,), per_dataset_length)
             self.coord_names.append(f"{d}_length")
         for key in attrs_as_coords:
             values = [a.get(key) for a in per_dataset]
@@ -272,7 +293,7 @@ class StackedDataStore(AbstractDataStore):
         visible = _visible_attrs(raw_attrs)
         shapes: np.ndarray = info["shapes"]
         store_dims = tuple(info["dims"])
-        extent = tuple(int(x) for x in shapes.max(axis=0)) if len(shapes) else (0,) * len(store_dims)
+        extent = tuple(self.sizes[d] for d in store_dims)
         for axis, d in enumerate(store_dims):
             n = shapes[:, axis].astype(np.int64)
             lengths[d] = np.maximum(lengths[d], n) if d in lengths else n
@@ -285,10 +306,7 @@ class StackedDataStore(AbstractDataStore):
         nan_where: tuple[float, ...] = ()
         encoding: dict[str, Any] = {}
         if info["dtype"] == "str" and nc_type in _CHAR_TYPES and char_dim:
-            strlen = 0
-            for a in per_dataset:
-                dim_lens = dict(zip(a.get("_nc_dims", []), a.get("_nc_dim_lens", []), strict=False))
-                strlen = max(strlen, int(dim_lens.get(char_dim, 0)))
+            strlen = self.sizes[char_dim]
             dims = (*dims, char_dim)
             shape = (*shape, strlen)
             dtype: np.dtype[Any] = np.dtype("S1")
