@@ -4,7 +4,9 @@
 //! The Python package (`python/atlas/`) re-exports `store::Store` and
 //! `dataset::Dataset` and adds the pure-Python parts: the exception tree
 //! (`atlas.errors`), value conversions (`atlas._convert`), the pickling recipe
-//! (`atlas._reopen`) and the xarray backend (`atlas.xarray_backend`).
+//! (`atlas._pickle`), the xarray backend (`atlas.xarray_backend`), many
+//! datasets as one xarray object (`atlas.stacked`, over the padded reads of
+//! module `across`) and writes from xarray (`atlas.writing`).
 //!
 //! Every call is synchronous: it releases the GIL ([`Python::detach`]) and runs
 //! the async Rust API on one tokio runtime per process (module `runtime`). Handles
@@ -15,6 +17,7 @@
 //! `unsafe_code = "deny"`: `PyO3` 0.30's macros mark their generated FFI glue so
 //! the lint does not fire, and rust-numpy's constructors are safe wrappers.
 
+mod across;
 mod array;
 mod convert;
 mod dataset;

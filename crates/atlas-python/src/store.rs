@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use atlas::array_format::LocalStorage;
 use atlas::{Atlas, OpenOptions, StoreConfig};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::across;
 use crate::dataset::Dataset;
 use crate::errors::{invalid, raise, IntoPyResult};
 use crate::glob;
@@ -214,6 +215,68 @@ impl Store {
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let names = self.atlas(false)?.list_datasets();
         PyList::new(py, names)?.call_method0("__iter__")
+    }
+
+    /// What the registry says about `array` in each of `datasets` (no data is
+    /// read): `dtype`, `dims`, `fill_value`, `attrs` of the first dataset that
+    /// has it, `differing_attrs`, `present` and `shapes` (see `atlas.open_stacked`).
+    /// `differing_attrs` also names each key of `watch` that the first
+    /// dataset lacks and another has.
+    #[pyo3(signature = (array, datasets, watch = Vec::new()))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts owned arguments
+    fn describe_across<'py>(
+        &self,
+        py: Python<'py>,
+        array: &str,
+        datasets: Vec<String>,
+        watch: Vec<String>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        across::describe(py, &self.atlas(false)?, array, &datasets, &watch)
+    }
+
+    /// The dataset attributes of each of `datasets` (only `keys`, when given).
+    #[pyo3(signature = (datasets, keys = None))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts owned arguments
+    fn dataset_attrs<'py>(
+        &self,
+        py: Python<'py>,
+        datasets: Vec<String>,
+        keys: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        across::dataset_attrs(py, &self.atlas(false)?, &datasets, keys.as_deref())
+    }
+
+    /// Reads `array` from every one of `datasets` in one parallel pass and
+    /// stacks the results along a new first axis: `(data, lengths)`, where
+    /// `data` has shape `(len(datasets), *count)` and `lengths[i]` is the part
+    /// of the box dataset `i` holds (zeros where it lacks the array). Cells
+    /// beyond a dataset's extent hold `fill` (default: the array's fill value,
+    /// else NaN for floats and zero otherwise). `count=None` reaches the
+    /// largest extent of any dataset. Cells of a float array equal to one of
+    /// `nan_where` read as NaN (CF masking of `_FillValue`/`missing_value`).
+    #[pyo3(signature = (array, datasets, start = None, count = None, fill = None, nan_where = Vec::new()))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts owned arguments
+    #[allow(clippy::too_many_arguments)] // the Python signature, one argument each
+    fn read_across<'py>(
+        &self,
+        py: Python<'py>,
+        array: &str,
+        datasets: Vec<String>,
+        start: Option<Vec<u64>>,
+        count: Option<Vec<u64>>,
+        fill: Option<&Bound<'py, PyAny>>,
+        nan_where: Vec<f64>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        across::read(
+            py,
+            &self.atlas(false)?,
+            array,
+            &datasets,
+            start,
+            count,
+            fill,
+            nan_where,
+        )
     }
 
     /// Commits every change since the last flush (the durability boundary).

@@ -10,6 +10,8 @@ xarray engine (``xr.open_dataset(path, engine="atlas", group=name)``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import errors
 from ._atlas import Dataset, Store, __version__
 from .errors import (
@@ -33,5 +35,24 @@ from .errors import (
     UnsupportedError,
 )
 
-__all__ = ["Dataset", "Store", "__version__", "errors"]
+if TYPE_CHECKING:
+    from .stacked import open_stacked
+    from .writing import to_atlas, write_many
+
+__all__ = ["Dataset", "Store", "__version__", "errors", "open_stacked", "to_atlas", "write_many"]
 __all__ += errors.__all__
+
+# The xarray functions import xarray, which `import atlas` does not: they are
+# loaded on first use (PEP 562).
+_LAZY = {"open_stacked": "stacked", "to_atlas": "writing", "write_many": "writing"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'atlas' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

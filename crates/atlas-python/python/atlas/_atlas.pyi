@@ -3,6 +3,7 @@ sources are in ``crates/atlas-python/src``)."""
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -50,12 +51,35 @@ class Store:
     def __getitem__(self, name: str) -> Dataset: ...
     def create_dataset(self, name: str) -> Dataset: ...
     def delete_dataset(self, name: str) -> None: ...
-    def list(self, pattern: str | None = None) -> list[str]:
+    def list(self, pattern: str | None = None) -> builtins.list[str]:
         """Dataset names, those matching the glob ``pattern`` (``*``, ``?``) when given."""
-    def array_names(self) -> list[str]: ...
+    def array_names(self) -> builtins.list[str]: ...
     def __contains__(self, name: object) -> bool: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[str]: ...
+    def describe_across(
+        self, array: str, datasets: Sequence[str], watch: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """What the registry says about ``array`` in each of ``datasets`` (no data read):
+        ``dtype``, ``dims``, ``fill_value``, ``attrs`` (of the first dataset that has it),
+        ``differing_attrs``, ``present`` (bool array) and ``shapes`` (int64, one row each)."""
+    def dataset_attrs(
+        self, datasets: Sequence[str], keys: Sequence[str] | None = None
+    ) -> builtins.list[dict[str, AttrValue]]:
+        """The dataset attributes of each of ``datasets`` (only ``keys`` when given)."""
+    def read_across(
+        self,
+        array: str,
+        datasets: Sequence[str],
+        start: Sequence[int] | None = None,
+        count: Sequence[int] | None = None,
+        fill: Any = None,
+        nan_where: Sequence[float] = (),
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+        """``(data, lengths)``: ``array`` of every dataset stacked along a new first axis
+        in one parallel read, padded with ``fill``; ``lengths[i]`` is the extent dataset
+        ``i`` holds of the box (zeros where it lacks the array). Cells of a float array
+        equal to one of ``nan_where`` read as NaN."""
     def flush(self) -> None: ...
     def compact(self) -> None: ...
     def close(self) -> None: ...

@@ -155,13 +155,19 @@ class AtlasBackendArray(BackendArray):
         counts: list[int] = []
         local: list[Any] = []
         for axis, (k, n) in enumerate(zip(key, self.shape, strict=True)):
+            loc: Any
             if isinstance(k, (int, np.integer)):
                 i = int(k) + n if k < 0 else int(k)
-                lo, cnt, loc = i, 1, 0
+                # The character axis is read whole; others read just cell i.
+                lo, cnt, loc = (0, n, i) if axis >= store_rank else (i, 1, 0)
             else:
                 idx = np.arange(n)[k] if isinstance(k, slice) else np.asarray(k, dtype=np.int64)
                 idx = np.where(idx < 0, idx + n, idx)
-                if idx.size == 0:
+                if axis >= store_rank:
+                    # The character axis: always read whole, indexed in numpy.
+                    lo, cnt = 0, n
+                    loc = slice(None) if np.array_equal(idx, np.arange(n)) else idx
+                elif idx.size == 0:
                     lo, cnt, loc = 0, 0, idx
                 else:
                     lo = int(idx.min())
@@ -203,7 +209,7 @@ class AtlasDataStore(AbstractDataStore):
     def __init__(self, dataset: Dataset, variables: Iterable[str] | None = None) -> None:
         self.dataset = dataset
         self._only = None if variables is None else set(variables)
-        ds_attrs = dataset.attrs
+        ds_attrs: dict[str, Any] = dataset.attrs
         self._ds_attrs = ds_attrs
         dims = list(ds_attrs.get("_nc_dims", []) or [])
         lens = list(ds_attrs.get("_nc_dim_lens", []) or [])
@@ -212,7 +218,7 @@ class AtlasDataStore(AbstractDataStore):
     def _variable(self, name: str) -> Variable:
         ds = self.dataset
         info = ds.array_info(name)
-        attrs = ds.array_attrs(name)
+        attrs: dict[str, Any] = ds.array_attrs(name)
         dims = tuple(info["dims"])
         shape = tuple(int(n) for n in info["shape"])
         nc_type = attrs.get("_nc_type")
@@ -247,16 +253,16 @@ class AtlasDataStore(AbstractDataStore):
         encoding["preferred_chunks"] = dict(zip(info["dims"], info["chunks"], strict=True))
         return Variable(dims, indexing.LazilyIndexedArray(array), visible, encoding)
 
-    def get_variables(self) -> FrozenDict[str, Variable]:
+    def get_variables(self) -> Mapping[str, Variable]:
         names = self.dataset.arrays()
         if self._only is not None:
             names = [n for n in names if n in self._only]
         return FrozenDict((n, self._variable(n)) for n in names)
 
-    def get_attrs(self) -> FrozenDict[str, Any]:
+    def get_attrs(self) -> Mapping[str, Any]:
         return FrozenDict(_visible_attrs(self._ds_attrs))
 
-    def get_dimensions(self) -> FrozenDict[str, int]:
+    def get_dimensions(self) -> Mapping[str, int]:
         return FrozenDict(self._dim_lens)
 
     def get_encoding(self) -> dict[str, Any]:
