@@ -73,7 +73,19 @@ pub fn raise(class: &str, message: String) -> PyErr {
 
 /// The Python exception for an ATLAS error.
 pub fn to_py(e: &Error) -> PyErr {
-    raise(class_of(e), e.to_string())
+    // The message with its causes ("i/o error while trying to open s3://b/p:
+    // no S3 credentials: set AWS_ACCESS_KEY_ID …"), as the CLI prints it.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    raise(class_of(e), message)
 }
 
 /// Converts ATLAS results to Python results.

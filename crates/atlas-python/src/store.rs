@@ -2,7 +2,6 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use atlas::array_format::LocalStorage;
 use atlas::{Atlas, OpenOptions, StoreConfig};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -36,11 +35,17 @@ fn location(obj: &Bound<'_, PyAny>) -> PyResult<String> {
 }
 
 impl Store {
-    fn new(atlas: Atlas, writable: bool) -> Self {
-        let root = std::path::absolute(atlas.root())
-            .unwrap_or_else(|_| atlas.root().to_owned())
-            .display()
-            .to_string();
+    /// `loc` is the location as the user gave it: an object-store URL is kept
+    /// as is (workers reopen it by that URL), a path made absolute.
+    fn new(atlas: Atlas, writable: bool, loc: &str) -> Self {
+        let root = if atlas::ObjectStorage::handles(loc) {
+            loc.to_owned()
+        } else {
+            std::path::absolute(atlas.root())
+                .unwrap_or_else(|_| atlas.root().to_owned())
+                .display()
+                .to_string()
+        };
         Store {
             handle: Mutex::new(Some(atlas)),
             root,
@@ -96,12 +101,14 @@ impl Store {
 
 #[pymethods]
 impl Store {
-    /// Creates a store at `path` (made if missing) and returns it open for writing.
+    /// Creates a store at `path` (a directory, made if missing, or an
+    /// object-store URL such as `s3://bucket/prefix`) and returns it open for
+    /// writing.
     #[staticmethod]
     fn create(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Store> {
         let loc = location(path)?;
         let atlas = block_on(py, Atlas::create(&loc, StoreConfig::default())).py()?;
-        Ok(Store::new(atlas, true))
+        Ok(Store::new(atlas, true, &loc))
     }
 
     /// Opens the store at `path`: `mode="r"` read-only, `mode="a"` for writing.
@@ -119,19 +126,19 @@ impl Store {
             }
         };
         let atlas = if writable {
-            let dir = atlas::local_path(&loc).py()?;
+            let (storage, root) = atlas::storage_for(&loc, &[]).py()?;
             let options = OpenOptions {
                 write: true,
                 ..OpenOptions::default()
             };
-            block_on(py, Atlas::open_with(Arc::new(LocalStorage), &dir, options)).py()?
+            block_on(py, Atlas::open_with(storage, &root, options)).py()?
         } else {
             block_on(py, Atlas::open(&loc)).py()?
         };
-        Ok(Store::new(atlas, writable))
+        Ok(Store::new(atlas, writable, &loc))
     }
 
-    /// The absolute store directory.
+    /// The absolute store directory, or the object-store URL.
     #[getter]
     fn path(&self) -> String {
         self.root.clone()

@@ -286,7 +286,15 @@ def _signature(path: str) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_mtime_ns, st.st_size, os.getpid())
 
 
+def _is_url(path: str) -> bool:
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.isascii() and scheme.replace("+", "").isalnum()
+
+
 def _open_by_path(path: str) -> Store:
+    if _is_url(path) and not path.startswith("file://"):
+        # An object store: no local commit point to watch, so no reuse.
+        return Store.open(path, mode="r")
     path = os.path.abspath(path)
     try:
         sig = _signature(path)
