@@ -150,6 +150,9 @@ pub enum Error {
         /// The cargo feature that provides it.
         feature: &'static str,
     },
+    /// A query that cannot run (see [`crate::query::Error`]).
+    #[error(transparent)]
+    Query(#[from] crate::query::Error),
 }
 
 impl Error {
@@ -173,6 +176,7 @@ impl Error {
             | Error::CodecUnavailable { .. }
             | Error::UnsupportedLocation { .. } => ErrorKind::Unsupported,
             Error::Array { error, .. } | Error::Storage(error) => error.kind(),
+            Error::Query(e) => e.kind(),
         }
     }
 
