@@ -198,8 +198,23 @@ impl Interval {
             }
     }
 
+    /// True when no value can lie inside (`between 5 and 1`).
+    fn is_empty(&self) -> bool {
+        match (&self.lo, &self.hi) {
+            (Some((lo, lo_incl)), Some((hi, hi_incl))) => match lo.cmp_val(hi) {
+                Some(Ordering::Greater) | None => true,
+                Some(Ordering::Equal) => !(*lo_incl && *hi_incl),
+                Some(Ordering::Less) => false,
+            },
+            _ => false,
+        }
+    }
+
     /// True when some value of `[min, max]` could lie inside (conservative).
     pub(crate) fn may_meet(&self, min: &Val, max: &Val) -> bool {
+        if self.is_empty() {
+            return false;
+        }
         let lo_ok = match &self.lo {
             None => true,
             Some((b, incl)) => match max.cmp_val(b) {

@@ -54,4 +54,5 @@ mod concurrency;
 mod deletes;
 mod faults;
 mod model;
+mod query;
 mod scale;
