@@ -116,6 +116,10 @@ pub use atlas_core::{
 /// ```
 pub use ndarray;
 
+/// Queries over stored statistics and attributes: [`query::Query`], run by
+/// [`Atlas::query`].
+pub use atlas_core::query;
+
 /// The layer-file crate, for direct use of `.af` files without a store.
 pub use array_format;
 

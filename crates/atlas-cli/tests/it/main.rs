@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 mod netcdf;
 mod pipe;
+mod query;
 
 fn atlas(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_atlas"))
