@@ -362,3 +362,64 @@ fn argo_counts_equal_a_full_read() {
         "the fixed queries should split the profiles"
     );
 }
+
+/// Splits a shell line into words: single and double quotes, no escapes
+/// (all docs/query.md uses).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quote = None;
+    let mut in_word = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+/// Every `atlas query` and `atlas stats` line of docs/query.md's first shell
+/// block runs, on the demo store instead of /tmp/atlas-demo.
+#[test]
+fn docs_examples_run() {
+    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/query.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    let block = doc
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a shell block");
+    let mut ran = 0;
+    for line in block.lines() {
+        let mut words = shell_words(line);
+        if words.len() < 3 || words[0] != "atlas" || !matches!(words[1].as_str(), "query" | "stats")
+        {
+            continue;
+        }
+        assert_eq!(words[2], "/tmp/atlas-demo", "{line}");
+        words[2] = s(demo()).to_owned();
+        let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+        let out = ok(&args);
+        assert!(!out.is_empty(), "{line}");
+        ran += 1;
+    }
+    assert!(ran >= 6, "{ran} examples found in {}", doc_path.display());
+}
