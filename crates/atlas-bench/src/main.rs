@@ -14,6 +14,7 @@ mod data;
 mod limits;
 mod netcdf;
 mod peers;
+mod query;
 mod workloads;
 
 use std::process::ExitCode;

@@ -34,6 +34,7 @@ pub const ALL: &[(&str, Workload)] = &[
     ("w10_read_temp", |q| {
         Box::pin(crate::netcdf::w10_read_temp(q))
     }),
+    ("query", |q| Box::pin(crate::query::workload(q))),
 ];
 
 /// Levels of every profile array.
