@@ -8,7 +8,7 @@
 //! let q = Query::parse("TEMP.max > 30 and LATITUDE between -10 and 10 and JULD in 2020")?;
 //! assert_eq!(
 //!     q.to_string(),
-//!     "(TEMP.max > 30 and LATITUDE between -10 and 10 and JULD in 2020)"
+//!     "TEMP.max > 30 and LATITUDE between -10 and 10 and JULD in 2020"
 //! );
 //! let e = Query::parse("TEMP.max >").unwrap_err();
 //! assert_eq!(e.to_string(), "column 11: expected a literal (number, 'string', true/false, timestamp), found the end of the query");
@@ -106,7 +106,7 @@ impl Query {
     /// Checks the limits a parsed query meets by construction (built queries
     /// can exceed them).
     pub(crate) fn check_limits(&self) -> Result<(), Error> {
-        if self.expr.depth() > MAX_DEPTH + 1 {
+        if self.expr.nesting() > MAX_DEPTH {
             return Err(Error::TooDeep {
                 column: 0,
                 limit: MAX_DEPTH,

@@ -306,20 +306,31 @@ impl fmt::Display for Test {
 }
 
 impl fmt::Display for Expr {
+    /// Parentheses only where precedence needs them (an `or` inside an `and`,
+    /// an `and`/`or` under `not`, a group nested in the same operator), so the
+    /// text nests no deeper than the query it was parsed from.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let join = |f: &mut fmt::Formatter<'_>, parts: &[Expr], op: &str| -> fmt::Result {
-            f.write_str("(")?;
             for (i, p) in parts.iter().enumerate() {
                 if i > 0 {
                     write!(f, " {op} ")?;
                 }
-                write!(f, "{p}")?;
+                let wrap = matches!(
+                    (op, p),
+                    ("or", Expr::Or(_)) | ("and", Expr::And(_) | Expr::Or(_))
+                );
+                if wrap {
+                    write!(f, "({p})")?;
+                } else {
+                    write!(f, "{p}")?;
+                }
             }
-            f.write_str(")")
+            Ok(())
         };
         match self {
             Expr::And(parts) => join(f, parts, "and"),
             Expr::Or(parts) => join(f, parts, "or"),
+            Expr::Not(e) if matches!(**e, Expr::And(_) | Expr::Or(_)) => write!(f, "not ({e})"),
             Expr::Not(e) => write!(f, "not {e}"),
             Expr::Has(a) => write!(f, "has({})", NameFmt(a)),
             Expr::Pred(Subject::Cells(q, a), t) => {
@@ -335,12 +346,23 @@ impl fmt::Display for Expr {
 }
 
 impl Expr {
-    /// Nesting depth (a leaf is 1).
-    pub(crate) fn depth(&self) -> usize {
+    /// Nesting as the parser counts it (parentheses and `not`) of the
+    /// display form; for a parsed query, at most what the parser counted.
+    pub(crate) fn nesting(&self) -> usize {
+        let grouped = |e: &Expr| usize::from(matches!(e, Expr::And(_) | Expr::Or(_)));
         match self {
-            Expr::And(p) | Expr::Or(p) => 1 + p.iter().map(Expr::depth).max().unwrap_or(0),
-            Expr::Not(e) => 1 + e.depth(),
-            Expr::Has(_) | Expr::Pred(..) => 1,
+            Expr::Or(p) => p
+                .iter()
+                .map(|e| e.nesting() + usize::from(matches!(e, Expr::Or(_))))
+                .max()
+                .unwrap_or(0),
+            Expr::And(p) => p
+                .iter()
+                .map(|e| e.nesting() + grouped(e))
+                .max()
+                .unwrap_or(0),
+            Expr::Not(e) => 1 + e.nesting() + grouped(e),
+            Expr::Has(_) | Expr::Pred(..) => 0,
         }
     }
 

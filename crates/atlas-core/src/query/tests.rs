@@ -71,6 +71,24 @@ fn nesting_and_lists_are_bounded() {
     ));
     let terms = vec!["a = 1"; MAX_TERMS + 1].join(" or ");
     assert!(matches!(Query::parse(&terms), Err(Error::TooLarge { .. })));
+    // At the limit, with precedence doing the grouping, the display form
+    // still parses: it adds no parentheses the input did not have.
+    let implicit = format!(
+        "{}a = 1 or b = 2 and not c = 3{}",
+        "(".repeat(MAX_DEPTH - 1),
+        ")".repeat(MAX_DEPTH - 1)
+    );
+    round_trip(&implicit);
+    let q = Query::parse("a = 1 or b = 2 and (c = 3 or d = 4)").unwrap();
+    assert_eq!(q.to_string(), "a = 1 or b = 2 and (c = 3 or d = 4)");
+    // Built queries meet the same limit when they run.
+    let mut built = has("x");
+    for _ in 0..=MAX_DEPTH {
+        built = built.not();
+    }
+    assert!(matches!(built.check_limits(), Err(Error::TooDeep { .. })));
+    let wide = col("x").is_in(0..=MAX_IN_LIST as u64);
+    assert!(matches!(wide.check_limits(), Err(Error::TooLarge { .. })));
 }
 
 #[test]
