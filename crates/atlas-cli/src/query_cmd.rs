@@ -15,7 +15,7 @@ use crate::{output, show};
 
 /// What `atlas query` prints.
 pub struct Options {
-    /// Only the number of matches.
+    /// Only the number of matches (nothing is read).
     pub count: bool,
     /// JSON instead of text.
     pub json: bool,
@@ -67,7 +67,11 @@ pub async fn query(store: &Path, expr: &str, opts: Options) -> Result<ExitCode> 
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    let reads = read_matches(&atlas, r.names(), &opts.read).await?;
+    let reads = if opts.count {
+        Reads::new()
+    } else {
+        read_matches(&atlas, r.names(), &opts.read).await?
+    };
     let mut out = BufWriter::new(output::stdout());
     if opts.json {
         let mut v = json!({ "query": r.explain().query, "count": r.len() });
