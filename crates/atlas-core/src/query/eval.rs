@@ -47,22 +47,28 @@ pub(crate) fn evaluate(
 ) -> Result<Outcome> {
     let mut universe = RoaringBitmap::new();
     universe.insert_range(0..stats.n_datasets());
-    let mut answers = Vec::with_capacity(bound.terms.len());
-    let mut pendings = Vec::with_capacity(bound.terms.len());
-    let mut reports = Vec::with_capacity(bound.terms.len());
-    for (term, text) in bound.terms.iter().zip(&bound.texts) {
-        let mut report = TermExplain {
-            term: text.clone(),
-            ..TermExplain::default()
-        };
-        let (answer, pending) = dataset_level(term, text, stats, &universe, &mut report)?;
-        report.yes = answer.yes.len();
-        report.maybe = answer.maybe.len();
-        report.exact = answer.maybe.is_empty();
-        answers.push(answer);
-        pendings.push(pending);
-        reports.push(report);
-    }
+    let mut pass = FirstPass {
+        bound,
+        src: stats,
+        universe: &universe,
+        answers: vec![Answer::default(); bound.terms.len()],
+        pendings: (0..bound.terms.len()).map(|_| None).collect(),
+        reports: bound
+            .texts
+            .iter()
+            .map(|t| TermExplain {
+                term: t.clone(),
+                ..TermExplain::default()
+            })
+            .collect(),
+    };
+    pass.node(&bound.root, &universe)?;
+    let FirstPass {
+        mut answers,
+        pendings,
+        mut reports,
+        ..
+    } = pass;
     // Resolve undecided datasets one term at a time, only where the whole
     // expression is still undecided.
     loop {
@@ -96,6 +102,77 @@ pub(crate) fn evaluate(
         }
         answers[i].yes |= yes;
         answers[i].maybe -= &candidates;
+    }
+}
+
+/// The dataset-level pass. Each node is evaluated only over its candidates:
+/// the datasets where its value can still change its parent's (for an `and`,
+/// those every earlier operand left possible; for an `or`, those no earlier
+/// operand proved). A term's answer outside its candidates is "no" and never
+/// consulted: its parent is already decided there by an earlier operand, so
+/// the root is exact everywhere. Type checks still cover the whole column.
+struct FirstPass<'a> {
+    bound: &'a Bound,
+    src: &'a dyn StatsSource,
+    universe: &'a RoaringBitmap,
+    answers: Vec<Answer>,
+    pendings: Vec<Option<Pending>>,
+    reports: Vec<TermExplain>,
+}
+
+impl FirstPass<'_> {
+    fn node(&mut self, node: &Node, candidates: &RoaringBitmap) -> Result<Answer> {
+        Ok(match node {
+            Node::Leaf(i) => {
+                let (term, text) = (&self.bound.terms[*i], &self.bound.texts[*i]);
+                let report = &mut self.reports[*i];
+                let (mut answer, pending) =
+                    dataset_level(term, text, self.src, self.universe, candidates, report)?;
+                answer.yes &= candidates;
+                answer.maybe &= candidates;
+                report.yes = answer.yes.len();
+                report.maybe = answer.maybe.len();
+                report.exact = answer.maybe.is_empty();
+                self.answers[*i] = answer.clone();
+                self.pendings[*i] = pending;
+                answer
+            }
+            Node::And(parts) => {
+                let mut possible = candidates.clone();
+                let mut yes = candidates.clone();
+                for p in parts {
+                    let a = self.node(p, &possible)?;
+                    possible &= &a.yes | &a.maybe;
+                    yes &= a.yes;
+                }
+                Answer {
+                    maybe: possible - &yes,
+                    yes,
+                }
+            }
+            Node::Or(parts) => {
+                let mut open = candidates.clone();
+                let mut yes = RoaringBitmap::new();
+                let mut maybe = RoaringBitmap::new();
+                for p in parts {
+                    let a = self.node(p, &open)?;
+                    open -= &a.yes;
+                    yes |= a.yes;
+                    maybe |= a.maybe;
+                }
+                Answer {
+                    maybe: maybe - &yes,
+                    yes,
+                }
+            }
+            Node::Not(inner) => {
+                let a = self.node(inner, candidates)?;
+                Answer {
+                    yes: candidates - &a.yes - &a.maybe,
+                    maybe: a.maybe,
+                }
+            }
+        })
     }
 }
 
@@ -160,79 +237,87 @@ fn is_null(
     }
 }
 
+#[allow(clippy::too_many_lines)] // one arm per kind of term, each short
 fn dataset_level(
     term: &Term,
     text: &str,
     src: &dyn StatsSource,
     universe: &RoaringBitmap,
+    candidates: &RoaringBitmap,
     report: &mut TermExplain,
 ) -> Result<(Answer, Option<Pending>)> {
     let mut answer = Answer::default();
+    let mismatch_at = |m: &str, pos: u32| mismatch(text, m, src.name(pos));
     match term {
         Term::Has(a) => {
-            answer.yes = src.array_positions(a);
-            report.rows = answer.yes.len();
+            let entries = src.array_entries(a);
+            report.rows = entries.len() as u64;
+            answer.yes = entries.iter().map(|e| e.pos).collect();
         }
         Term::Stat { array, stat, test } => {
-            let rows = src.array_rows(array)?;
-            report.rows = rows.len() as u64;
+            // Types over the whole column; statistics for candidates only.
+            let entries = src.array_entries(array);
+            let mut sets = HashMap::new();
             let mut present = RoaringBitmap::new();
-            let mut null_at = RoaringBitmap::new();
-            for row in &rows {
-                present.insert(row.pos);
-                let (value, class) = match stat {
-                    Stat::Min | Stat::Max => {
-                        let v = if *stat == Stat::Min {
-                            &row.stats.min
-                        } else {
-                            &row.stats.max
-                        };
-                        (v.as_ref().map(Val::from_stat), Class::of_dtype(row.dtype))
-                    }
-                    Stat::Nulls => (
-                        Some(Val::Num(Num::I(row.stats.null_count.into()))),
-                        Class::Num,
-                    ),
-                    Stat::Cells => (
-                        Some(Val::Num(Num::I(row.stats.row_count.into()))),
-                        Class::Num,
-                    ),
-                    Stat::Valid => (
-                        Some(Val::Num(Num::I(
-                            i128::from(row.stats.row_count) - i128::from(row.stats.null_count),
-                        ))),
-                        Class::Num,
-                    ),
+            for e in &entries {
+                present.insert(e.pos);
+                let class = match stat {
+                    Stat::Min | Stat::Max => Class::of_dtype(e.dtype),
+                    Stat::Nulls | Stat::Cells | Stat::Valid => Class::Num,
                 };
-                if value.is_none() {
-                    null_at.insert(row.pos);
-                }
-                if let Test::IsNull { .. } = test {
-                    continue;
-                }
-                if let Test::Contains { .. } = test {
-                    return Err(mismatch(
-                        text,
-                        "`contains` needs a list attribute, not a statistic",
-                        src.name(row.pos),
-                    ));
+                match test {
+                    Test::IsNull { .. } => continue,
+                    Test::Contains { .. } => {
+                        return Err(mismatch_at(
+                            "`contains` needs a list attribute, not a statistic",
+                            e.pos,
+                        ));
+                    }
+                    _ => {}
                 }
                 let units = if class == Class::Num
                     && matches!(stat, Stat::Min | Stat::Max)
                     && has_time_literal(test)
                 {
-                    cf_units(&row.attrs).map_err(|m| mismatch(text, &m, src.name(row.pos)))?
+                    cf_units(&e.attrs).map_err(|m| mismatch_at(&m, e.pos))?
                 } else {
                     None
                 };
-                let set = value_set(test, class, units)
-                    .map_err(|m| mismatch(text, &m, src.name(row.pos)))?;
-                if value.is_some_and(|v| set.member(&v)) {
-                    answer.yes.insert(row.pos);
+                let set = value_set(test, class, units).map_err(|m| mismatch_at(&m, e.pos))?;
+                if candidates.contains(e.pos) {
+                    sets.insert(e.pos, set);
+                }
+            }
+            let rows = src.array_stats(array, &(&present & candidates))?;
+            report.rows = rows.len() as u64;
+            let mut null_at = RoaringBitmap::new();
+            for (pos, st) in &rows {
+                let value = match stat {
+                    Stat::Min => st.min.as_ref().map(Val::from_stat),
+                    Stat::Max => st.max.as_ref().map(Val::from_stat),
+                    Stat::Nulls => Some(Val::Num(Num::I(st.null_count.into()))),
+                    Stat::Cells => Some(Val::Num(Num::I(st.row_count.into()))),
+                    Stat::Valid => Some(Val::Num(Num::I(
+                        i128::from(st.row_count) - i128::from(st.null_count),
+                    ))),
+                };
+                match value {
+                    None => {
+                        null_at.insert(*pos);
+                    }
+                    Some(v) => {
+                        if sets.get(pos).is_some_and(|set| set.member(&v)) {
+                            answer.yes.insert(*pos);
+                        }
+                    }
                 }
             }
             if let Test::IsNull { negated } = test {
-                answer = is_null(*negated, &present, &null_at, universe);
+                // Without a row (no such array, or its file no longer holds it)
+                // the statistic is null, as when it is undefined.
+                let with_row: RoaringBitmap = rows.iter().map(|(p, _)| *p).collect();
+                let null = (candidates - &with_row) | null_at;
+                answer.yes = if *negated { candidates - &null } else { null };
             }
         }
         Term::DatasetAttr { key, test } => {
@@ -247,12 +332,12 @@ fn dataset_level(
             )?;
         }
         Term::ArrayAttr { array, key, test } => {
-            let rows = src.array_rows(array)?;
-            report.rows = rows.len() as u64;
-            if !rows.iter().any(|r| r.attrs.contains_key(key)) {
-                let mut keys: Vec<&str> = rows
+            let entries = src.array_entries(array);
+            report.rows = entries.len() as u64;
+            if !entries.iter().any(|e| e.attrs.contains_key(key)) {
+                let mut keys: Vec<&str> = entries
                     .iter()
-                    .flat_map(|r| r.attrs.keys().map(String::as_str))
+                    .flat_map(|e| e.attrs.keys().map(String::as_str))
                     .collect();
                 keys.sort_unstable();
                 keys.dedup();
@@ -265,7 +350,7 @@ fn dataset_level(
             answer = attribute_answer(
                 text,
                 test,
-                rows.iter().map(|r| (r.pos, r.attrs.get(key))),
+                entries.iter().map(|e| (e.pos, e.attrs.get(key))),
                 src,
                 universe,
             )?;
@@ -275,27 +360,37 @@ fn dataset_level(
             quantifier,
             test,
         } => {
-            let rows = src.array_rows(array)?;
+            let entries = src.array_entries(array);
+            let time = has_time_literal(test);
+            let mut sets = HashMap::new();
+            for e in &entries {
+                let class = Class::of_dtype(e.dtype);
+                let units = if time && class == Class::Num {
+                    cf_units(&e.attrs).map_err(|m| mismatch_at(&m, e.pos))?
+                } else {
+                    None
+                };
+                let set = value_set(test, class, units).map_err(|m| mismatch_at(&m, e.pos))?;
+                if candidates.contains(e.pos) {
+                    sets.insert(e.pos, set);
+                }
+            }
+            let only: RoaringBitmap = sets.keys().copied().collect();
+            let rows = src.array_stats(array, &only)?;
             report.rows = rows.len() as u64;
             let mut pending = Pending {
                 array: array.clone(),
                 look_for: HashMap::new(),
                 found_means: *quantifier == Quantifier::Any,
             };
-            let time = has_time_literal(test);
-            for row in &rows {
-                let class = Class::of_dtype(row.dtype);
-                let units = if time && class == Class::Num {
-                    cf_units(&row.attrs).map_err(|m| mismatch(text, &m, src.name(row.pos)))?
-                } else {
-                    None
+            for (pos, st) in rows {
+                let Some(set) = sets.remove(&pos) else {
+                    continue;
                 };
-                let set = value_set(test, class, units)
-                    .map_err(|m| mismatch(text, &m, src.name(row.pos)))?;
-                let (Some(min), Some(max)) = (&row.stats.min, &row.stats.max) else {
+                let (Some(min), Some(max)) = (&st.min, &st.max) else {
                     // No non-null cell: `any` is false, `all` vacuously true.
                     if *quantifier == Quantifier::All {
-                        answer.yes.insert(row.pos);
+                        answer.yes.insert(pos);
                     }
                     continue;
                 };
@@ -306,12 +401,12 @@ fn dataset_level(
                 };
                 match (look_for.any_in(&min, &max), quantifier) {
                     (Tri::Yes, Quantifier::Any) | (Tri::No, Quantifier::All) => {
-                        answer.yes.insert(row.pos);
+                        answer.yes.insert(pos);
                     }
                     (Tri::No, Quantifier::Any) | (Tri::Yes, Quantifier::All) => {}
                     (Tri::Maybe, _) => {
-                        answer.maybe.insert(row.pos);
-                        pending.look_for.insert(row.pos, look_for);
+                        answer.maybe.insert(pos);
+                        pending.look_for.insert(pos, look_for);
                     }
                 }
             }

@@ -11,24 +11,23 @@ use std::sync::Arc;
 
 use array_format::{ArrayStats, ChunkSummary, DType};
 use indexmap::IndexMap;
+use roaring::RoaringBitmap;
 
 use super::value::ValueSet;
 use crate::attr::Attr;
 use crate::error::Result;
 
-/// One dataset's array, as the evaluator sees it at the dataset level.
+/// One dataset's array as the registry describes it (no statistics).
 #[derive(Clone, Debug)]
-pub(crate) struct ArrayRow {
+pub(crate) struct ArrayEntry {
     /// The dataset's position.
     pub pos: u32,
     pub dtype: DType,
-    /// Exact statistics merged from the live chunks.
-    pub stats: ArrayStats,
     /// Per-array attributes (CF `units` and `calendar` are read from here).
     pub attrs: Arc<IndexMap<String, Attr>>,
 }
 
-/// Dataset-level statistics and attributes (one column per name).
+/// Dataset-level statistics and attributes, one column per name.
 pub(crate) trait StatsSource {
     /// Datasets, positions `0..n`.
     fn n_datasets(&self) -> u32;
@@ -42,10 +41,12 @@ pub(crate) trait StatsSource {
     fn array_names(&self) -> Vec<String>;
     /// Every dataset attribute name (for suggestions).
     fn attribute_names(&self) -> Vec<String>;
-    /// The positions of the datasets that have the array (no statistics).
-    fn array_positions(&self, array: &str) -> roaring::RoaringBitmap;
-    /// The array's row in every dataset that has it, by position.
-    fn array_rows(&self, array: &str) -> Result<Vec<ArrayRow>>;
+    /// The datasets that have the array, by position, with its dtype and
+    /// attributes: enough to type-check a term over the whole column.
+    fn array_entries(&self, array: &str) -> Vec<ArrayEntry>;
+    /// Exact statistics of the array in the datasets of `only` that have it,
+    /// by position: the expensive column, fetched only for candidates.
+    fn array_stats(&self, array: &str, only: &RoaringBitmap) -> Result<Vec<(u32, ArrayStats)>>;
     /// The attribute's value in every dataset that has it, by position.
     fn attribute_rows(&self, key: &str) -> Vec<(u32, Attr)>;
 }

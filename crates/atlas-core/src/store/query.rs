@@ -6,19 +6,20 @@
 //! read locks held for the whole evaluation. It never reads statistics from
 //! anywhere else, so they cannot be stale.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use array_format::{ArrayElement, ArrayFile, ArraySchema, ChunkSummary, DType, TimestampNs};
+use array_format::{
+    ArrayElement, ArrayFile, ArraySchema, ArrayStats, ChunkSummary, DType, TimestampNs,
+};
 use indexmap::IndexMap;
 use roaring::RoaringBitmap;
 use tokio::sync::OwnedRwLockReadGuard;
 
-use super::Atlas;
+use super::{Atlas, Inner};
 use crate::attr::Attr;
 use crate::error::{Error, Result};
-use crate::query::source::{ArrayRow, ChunkSource, StatsSource};
+use crate::query::source::{ArrayEntry, ChunkSource, StatsSource};
 use crate::query::value::{Val, ValueSet};
 use crate::query::{Query, QueryResult};
 
@@ -42,7 +43,7 @@ impl Atlas {
         }
         let source = {
             let live = self.inner.live.read();
-            Snapshot::take(&live.datasets, &referenced, files)
+            Snapshot::take(&self.inner, &live.datasets, &referenced, files)
         };
         let generation = self.generation();
         let query = query.clone();
@@ -65,62 +66,81 @@ struct Entry {
 /// copied from the registry under its lock, plus read guards on the
 /// referenced array files.
 struct Snapshot {
+    inner: Arc<Inner>,
     names: Vec<String>,
-    array_names: HashSet<String>,
-    attribute_names: HashSet<String>,
+    /// Referenced names that some dataset has as an array / an attribute.
+    arrays_seen: HashSet<String>,
+    attributes_seen: HashSet<String>,
     arrays: HashMap<String, Vec<Entry>>,
     attributes: HashMap<String, Vec<(u32, Attr)>>,
     files: HashMap<String, Guard>,
-    rows: RefCell<HashMap<String, Vec<ArrayRow>>>,
 }
 
 impl Snapshot {
+    /// One pass over the datasets, looking up only the referenced names.
     fn take(
+        inner: &Arc<Inner>,
         datasets: &IndexMap<String, crate::registry::DatasetMeta>,
         referenced: &HashSet<String>,
         files: HashMap<String, Guard>,
     ) -> Snapshot {
-        let mut s = Snapshot {
-            names: Vec::with_capacity(datasets.len()),
-            array_names: HashSet::new(),
-            attribute_names: HashSet::new(),
-            arrays: HashMap::new(),
-            attributes: HashMap::new(),
-            files,
-            rows: RefCell::new(HashMap::new()),
-        };
+        let referenced: Vec<&String> = referenced.iter().collect();
+        let mut arrays: HashMap<String, Vec<Entry>> = HashMap::new();
+        let mut attributes: HashMap<String, Vec<(u32, Attr)>> = HashMap::new();
+        let mut names = Vec::with_capacity(datasets.len());
         for (pos, (name, meta)) in datasets.iter().enumerate() {
             let pos = pos as u32;
-            s.names.push(name.clone());
-            for (a, entry) in &meta.arrays {
-                if !s.array_names.contains(a) {
-                    s.array_names.insert(a.clone());
-                }
-                if referenced.contains(a) {
-                    s.arrays.entry(a.clone()).or_default().push(Entry {
+            names.push(name.clone());
+            for r in &referenced {
+                if let Some(entry) = meta.arrays.get(r.as_str()) {
+                    arrays.entry((*r).clone()).or_default().push(Entry {
                         pos,
                         schema: Arc::clone(&entry.schema),
                         attrs: Arc::clone(&entry.attributes),
                     });
                 }
-            }
-            for (k, v) in &meta.attributes {
-                if !s.attribute_names.contains(k) {
-                    s.attribute_names.insert(k.clone());
-                }
-                if referenced.contains(k) {
-                    s.attributes
-                        .entry(k.clone())
+                if let Some(v) = meta.attributes.get(r.as_str()) {
+                    attributes
+                        .entry((*r).clone())
                         .or_default()
                         .push((pos, v.clone()));
                 }
             }
         }
-        s
+        Snapshot {
+            inner: Arc::clone(inner),
+            names,
+            arrays_seen: arrays.keys().cloned().collect(),
+            attributes_seen: attributes.keys().cloned().collect(),
+            arrays,
+            attributes,
+            files,
+        }
+    }
+
+    /// Sorted distinct names over the live map, for suggestions after an
+    /// unknown name (the error path only).
+    fn all_names(&self, arrays: bool) -> Vec<String> {
+        let mut set = std::collections::BTreeSet::new();
+        self.inner.with_datasets(|d| {
+            for meta in d.values() {
+                let keys: Box<dyn Iterator<Item = &String>> = if arrays {
+                    Box::new(meta.arrays.keys())
+                } else {
+                    Box::new(meta.attributes.keys())
+                };
+                for k in keys {
+                    if !set.contains(k) {
+                        set.insert(k.clone());
+                    }
+                }
+            }
+        });
+        set.into_iter().collect()
     }
 
     /// The array file and the dataset's name, if the file still holds the
-    /// dataset's array as the registry describes it.
+    /// dataset's array.
     fn file(&self, array: &str, pos: u32) -> Option<(&ArrayFile, &str)> {
         let name = self.names[pos as usize].as_str();
         let f = self.files.get(array)?;
@@ -159,61 +179,53 @@ impl StatsSource for Snapshot {
     }
 
     fn is_array(&self, name: &str) -> bool {
-        self.array_names.contains(name)
+        self.arrays_seen.contains(name)
     }
 
     fn is_attribute(&self, name: &str) -> bool {
-        self.attribute_names.contains(name)
+        self.attributes_seen.contains(name)
     }
 
     fn array_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.array_names.iter().cloned().collect();
-        v.sort();
-        v
+        self.all_names(true)
     }
 
     fn attribute_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.attribute_names.iter().cloned().collect();
-        v.sort();
-        v
+        self.all_names(false)
     }
 
-    fn array_positions(&self, array: &str) -> RoaringBitmap {
+    fn array_entries(&self, array: &str) -> Vec<ArrayEntry> {
         self.arrays
             .get(array)
             .map(|es| {
                 es.iter()
-                    .filter(|e| self.file(array, e.pos).is_some())
-                    .map(|e| e.pos)
+                    .map(|e| ArrayEntry {
+                        pos: e.pos,
+                        dtype: e.schema.dtype,
+                        attrs: Arc::clone(&e.attrs),
+                    })
                     .collect()
             })
             .unwrap_or_default()
     }
 
-    fn array_rows(&self, array: &str) -> Result<Vec<ArrayRow>> {
-        if let Some(rows) = self.rows.borrow().get(array) {
-            return Ok(rows.clone());
-        }
-        let mut rows = Vec::new();
-        for e in self.arrays.get(array).map_or(&[][..], Vec::as_slice) {
+    fn array_stats(&self, array: &str, only: &RoaringBitmap) -> Result<Vec<(u32, ArrayStats)>> {
+        let (Some(entries), Some(file)) = (self.arrays.get(array), self.files.get(array)) else {
+            return Ok(Vec::new());
+        };
+        let mut rows = Vec::with_capacity(only.len() as usize);
+        for e in entries.iter().filter(|e| only.contains(e.pos)) {
+            let name = self.names[e.pos as usize].as_str();
             // A dataset deleted while the query took its locks: not there.
-            let Some((file, name)) = self.file(array, e.pos) else {
+            if file.schema(name).is_none() {
                 continue;
-            };
+            }
             check_schema(file, name, array, &e.schema)?;
-            let meta = file
-                .array_meta(name)
+            let stats = file
+                .array_stats(name)
                 .map_err(|err| Error::array(name, array, err))?;
-            rows.push(ArrayRow {
-                pos: e.pos,
-                dtype: e.schema.dtype,
-                stats: meta.stats,
-                attrs: Arc::clone(&e.attrs),
-            });
+            rows.push((e.pos, stats));
         }
-        self.rows
-            .borrow_mut()
-            .insert(array.to_owned(), rows.clone());
         Ok(rows)
     }
 
