@@ -10,7 +10,10 @@ use serde::Serialize;
 pub struct TermExplain {
     /// The term as written back by the query's display form.
     pub term: String,
-    /// Dataset-level rows consulted: datasets holding the array or attribute.
+    /// Dataset-level rows consulted: for statistic and value terms, the
+    /// candidate datasets holding the array (their statistics were fetched;
+    /// see docs/query.md on candidates); for `has` and attribute terms, every
+    /// dataset holding the name.
     pub rows: u64,
     /// Datasets for which dataset-level statistics proved the term true.
     pub yes: u64,
