@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
@@ -15,7 +16,7 @@ use super::ast::{Quantifier, Stat, Test};
 use super::bind::{cf_units, element, has_time_literal, value_set, Bound, Node, Term};
 use super::error::{close_matches, Error as QueryError};
 use super::result::TermExplain;
-use super::source::{ChunkSource, StatsSource};
+use super::source::{ArrayEntry, ChunkSource, StatsSource};
 use super::value::{attr_class, attr_list, attr_scalar, Class, Num, Tri, Val, ValueSet};
 use crate::attr::Attr;
 use crate::error::{Error, Result};
@@ -237,6 +238,67 @@ fn is_null(
     }
 }
 
+/// The value sets of one term, built once per distinct (class, array
+/// attribute set) rather than once per dataset: the registry shares attribute
+/// sets between datasets, so CF units are parsed once per distinct set.
+struct Sets {
+    distinct: Vec<ValueSet>,
+    by_key: HashMap<(Class, usize), u32>,
+    /// Per dataset position, the index into `distinct` (`u32::MAX`: none).
+    at: Vec<u32>,
+}
+
+impl Sets {
+    fn new(n_datasets: u32) -> Sets {
+        Sets {
+            distinct: Vec::new(),
+            by_key: HashMap::new(),
+            at: vec![u32::MAX; n_datasets as usize],
+        }
+    }
+
+    /// The set of `test` for one dataset's array, or the type mismatch.
+    fn add(
+        &mut self,
+        e: &ArrayEntry,
+        class: Class,
+        uses_units: bool,
+        test: &Test,
+        mismatch_at: &dyn Fn(&str, u32) -> Error,
+    ) -> Result<()> {
+        // The attribute set matters only when a timestamp meets a number.
+        let key = (
+            class,
+            if uses_units {
+                Arc::as_ptr(&e.attrs) as usize
+            } else {
+                0
+            },
+        );
+        let idx = if let Some(i) = self.by_key.get(&key) {
+            *i
+        } else {
+            let units = if uses_units {
+                cf_units(&e.attrs).map_err(|m| mismatch_at(&m, e.pos))?
+            } else {
+                None
+            };
+            let set = value_set(test, class, units).map_err(|m| mismatch_at(&m, e.pos))?;
+            self.distinct.push(set);
+            let i = (self.distinct.len() - 1) as u32;
+            self.by_key.insert(key, i);
+            i
+        };
+        self.at[e.pos as usize] = idx;
+        Ok(())
+    }
+
+    fn get(&self, pos: u32) -> Option<&ValueSet> {
+        let i = *self.at.get(pos as usize)?;
+        self.distinct.get(i as usize)
+    }
+}
+
 #[allow(clippy::too_many_lines)] // one arm per kind of term, each short
 fn dataset_level(
     term: &Term,
@@ -257,7 +319,7 @@ fn dataset_level(
         Term::Stat { array, stat, test } => {
             // Types over the whole column; statistics for candidates only.
             let entries = src.array_entries(array);
-            let mut sets = HashMap::new();
+            let mut sets = Sets::new(src.n_datasets());
             let mut present = RoaringBitmap::new();
             for e in &entries {
                 present.insert(e.pos);
@@ -275,18 +337,10 @@ fn dataset_level(
                     }
                     _ => {}
                 }
-                let units = if class == Class::Num
+                let units = class == Class::Num
                     && matches!(stat, Stat::Min | Stat::Max)
-                    && has_time_literal(test)
-                {
-                    cf_units(&e.attrs).map_err(|m| mismatch_at(&m, e.pos))?
-                } else {
-                    None
-                };
-                let set = value_set(test, class, units).map_err(|m| mismatch_at(&m, e.pos))?;
-                if candidates.contains(e.pos) {
-                    sets.insert(e.pos, set);
-                }
+                    && has_time_literal(test);
+                sets.add(e, class, units, test, &mismatch_at)?;
             }
             let rows = src.array_stats(array, &(&present & candidates))?;
             report.rows = rows.len() as u64;
@@ -306,7 +360,7 @@ fn dataset_level(
                         null_at.insert(*pos);
                     }
                     Some(v) => {
-                        if sets.get(pos).is_some_and(|set| set.member(&v)) {
+                        if sets.get(*pos).is_some_and(|set| set.member(&v)) {
                             answer.yes.insert(*pos);
                         }
                     }
@@ -362,21 +416,14 @@ fn dataset_level(
         } => {
             let entries = src.array_entries(array);
             let time = has_time_literal(test);
-            let mut sets = HashMap::new();
+            let mut sets = Sets::new(src.n_datasets());
+            let mut present = RoaringBitmap::new();
             for e in &entries {
+                present.insert(e.pos);
                 let class = Class::of_dtype(e.dtype);
-                let units = if time && class == Class::Num {
-                    cf_units(&e.attrs).map_err(|m| mismatch_at(&m, e.pos))?
-                } else {
-                    None
-                };
-                let set = value_set(test, class, units).map_err(|m| mismatch_at(&m, e.pos))?;
-                if candidates.contains(e.pos) {
-                    sets.insert(e.pos, set);
-                }
+                sets.add(e, class, time && class == Class::Num, test, &mismatch_at)?;
             }
-            let only: RoaringBitmap = sets.keys().copied().collect();
-            let rows = src.array_stats(array, &only)?;
+            let rows = src.array_stats(array, &(&present & candidates))?;
             report.rows = rows.len() as u64;
             let mut pending = Pending {
                 array: array.clone(),
@@ -384,7 +431,7 @@ fn dataset_level(
                 found_means: *quantifier == Quantifier::Any,
             };
             for (pos, st) in rows {
-                let Some(set) = sets.remove(&pos) else {
+                let Some(set) = sets.get(pos) else {
                     continue;
                 };
                 let (Some(min), Some(max)) = (&st.min, &st.max) else {
@@ -395,9 +442,13 @@ fn dataset_level(
                     continue;
                 };
                 let (min, max) = (Val::from_stat(min), Val::from_stat(max));
+                let complement;
                 let look_for = match quantifier {
                     Quantifier::Any => set,
-                    Quantifier::All => set.complement(),
+                    Quantifier::All => {
+                        complement = set.complement();
+                        &complement
+                    }
                 };
                 match (look_for.any_in(&min, &max), quantifier) {
                     (Tri::Yes, Quantifier::Any) | (Tri::No, Quantifier::All) => {
@@ -406,7 +457,7 @@ fn dataset_level(
                     (Tri::No, Quantifier::Any) | (Tri::Yes, Quantifier::All) => {}
                     (Tri::Maybe, _) => {
                         answer.maybe.insert(pos);
-                        pending.look_for.insert(pos, look_for);
+                        pending.look_for.insert(pos, look_for.clone());
                     }
                 }
             }

@@ -69,7 +69,7 @@ pub(crate) enum Val {
 }
 
 /// The class of a stored value, which decides the literals it may meet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Class {
     Bool,
     Num,
