@@ -209,7 +209,7 @@ const CI_FUZZ_SECONDS: u64 = 10;
 /// Seconds per fuzz target of `cargo xtask fuzz`.
 const DEFAULT_FUZZ_SECONDS: u64 = 60;
 /// Every target in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 8] = [
+const FUZZ_TARGETS: [&str; 9] = [
     "footer",
     "block",
     "chunk_cells",
@@ -218,6 +218,7 @@ const FUZZ_TARGETS: [&str; 8] = [
     "segment_json",
     "segment_binary",
     "netcdf_classic",
+    "query",
 ];
 
 /// The workspace root (this crate lives in `ROOT/xtask`).

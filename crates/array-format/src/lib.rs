@@ -51,7 +51,7 @@ pub use file::{
     PreparedLayer,
 };
 pub use schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES, MAX_NAME_BYTES, MAX_RANK};
-pub use stats::{ArrayStats, ChunkStats};
+pub use stats::{ArrayStats, ChunkStats, ChunkSummary};
 pub use storage::{
     Entry, LocalStorage, LockGuard, MemoryStorage, ReadHandle, Storage, Version, WriteHandle,
 };

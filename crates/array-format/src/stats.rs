@@ -29,6 +29,19 @@ pub struct ArrayStats {
     pub row_count: u64,
 }
 
+/// One stored chunk of an array, as its index entry describes it (no data is read).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChunkSummary {
+    /// The chunk's index in the chunk grid (row-major).
+    pub chunk_idx: u64,
+    /// Cells in the chunk (edge chunks are clipped).
+    pub n_cells: u64,
+    /// The chunk's statistics.
+    pub stats: ChunkStats,
+    /// Bytes the chunk occupies as stored (compressed).
+    pub stored_bytes: u64,
+}
+
 impl ChunkStats {
     /// Scans one chunk's cells.
     pub(crate) fn compute<T: ArrayElement>(values: &[T], fill: Option<&T>) -> ChunkStats {

@@ -15,6 +15,7 @@ mod limits;
 mod netcdf;
 mod objects;
 mod peers;
+mod query;
 mod workloads;
 
 use std::process::ExitCode;

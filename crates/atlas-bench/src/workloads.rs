@@ -35,6 +35,7 @@ pub const ALL: &[(&str, Workload)] = &[
         Box::pin(crate::netcdf::w10_read_temp(q))
     }),
     ("object_store", |q| Box::pin(crate::objects::workload(q))),
+    ("query", |q| Box::pin(crate::query::workload(q))),
 ];
 
 /// Levels of every profile array.

@@ -21,6 +21,7 @@ mod demo;
 mod netcdf_cmd;
 mod ops;
 mod output;
+mod query_cmd;
 mod show;
 mod util;
 
@@ -116,9 +117,34 @@ enum Command {
         store: PathBuf,
         /// Array name.
         array: String,
+        /// Only the datasets matching this query (see `atlas query`).
+        #[arg(long = "where", value_name = "EXPR")]
+        filter: Option<String>,
         /// Output JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Datasets matching a query over stored statistics and attributes,
+    /// e.g. 'TEMP.max > 30 and LATITUDE between -10 and 10 and JULD in 2020'
+    /// (docs/query.md). Exit 2 for a query that does not parse or bind.
+    Query {
+        /// The store directory.
+        #[arg(value_parser = store_location)]
+        store: PathBuf,
+        /// The query.
+        expr: String,
+        /// Print only the number of matches.
+        #[arg(long)]
+        count: bool,
+        /// Output JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also print how each term was decided (rows, yes/maybe, chunks decoded, bytes read).
+        #[arg(long)]
+        explain: bool,
+        /// Read these arrays of every match (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "ARRAY,…")]
+        read: Vec<String>,
     },
     /// Read one array across every dataset and report the throughput.
     Scan {
@@ -215,7 +241,28 @@ fn main() -> ExitCode {
                 count,
                 json,
             } => show::cat(&store, &dataset, &array, start, count, json).await,
-            Command::Stats { store, array, json } => show::stats(&store, &array, json).await,
+            Command::Stats {
+                store,
+                array,
+                filter,
+                json,
+            } => show::stats(&store, &array, filter.as_deref(), json).await,
+            Command::Query {
+                store,
+                expr,
+                count,
+                json,
+                explain,
+                read,
+            } => {
+                let opts = query_cmd::Options {
+                    count,
+                    json,
+                    explain,
+                    read,
+                };
+                query_cmd::query(&store, &expr, opts).await
+            }
             Command::Scan { store, array } => ops::scan(&store, &array, quiet).await,
             Command::Compact { store } => ops::compact(&store, quiet).await,
             Command::Verify { store } => ops::verify(&store, quiet).await,

@@ -318,13 +318,29 @@ pub async fn cat(
 }
 
 /// `atlas stats`.
-pub async fn stats(store: &Path, array: &str, json_out: bool) -> Result<ExitCode> {
+pub async fn stats(
+    store: &Path,
+    array: &str,
+    filter: Option<&str>,
+    json_out: bool,
+) -> Result<ExitCode> {
     let atlas = open(store).await?;
+    let mut names = atlas.datasets_with_array(array);
+    if let Some(expr) = filter {
+        match crate::query_cmd::matches(&atlas, expr).await? {
+            Ok(r) => {
+                let keep: std::collections::HashSet<&str> =
+                    r.names().iter().map(String::as_str).collect();
+                names.retain(|n| keep.contains(n.as_str()));
+            }
+            Err(code) => return Ok(code),
+        }
+    }
     let mut rows = Vec::new();
     let (mut cells, mut nulls) = (0u64, 0u64);
     let (mut min, mut max): (Option<StatValue>, Option<StatValue>) = (None, None);
     let mut dtype = DType::Float64;
-    for name in atlas.datasets_with_array(array) {
+    for name in names {
         let ds = atlas.open_dataset(&name).await?;
         let Some(st) = ds.array_stats(array).await? else {
             continue;
@@ -353,7 +369,12 @@ pub async fn stats(store: &Path, array: &str, json_out: bool) -> Result<ExitCode
         rows.push((name, st));
     }
     if rows.is_empty() {
-        anyhow::bail!("no dataset has an array {array:?}");
+        let which = if filter.is_some() {
+            " matching the query"
+        } else {
+            ""
+        };
+        anyhow::bail!("no dataset{which} has an array {array:?}");
     }
     let mut out = BufWriter::new(output::stdout());
     if json_out {

@@ -158,6 +158,9 @@ pub enum Error {
         /// The cargo feature that provides it.
         feature: &'static str,
     },
+    /// A query that cannot run (see [`crate::query::Error`]).
+    #[error(transparent)]
+    Query(#[from] crate::query::Error),
 }
 
 impl Error {
@@ -182,6 +185,7 @@ impl Error {
             | Error::CodecUnavailable { .. }
             | Error::UnsupportedLocation { .. } => ErrorKind::Unsupported,
             Error::Array { error, .. } | Error::Storage(error) => error.kind(),
+            Error::Query(e) => e.kind(),
         }
     }
 

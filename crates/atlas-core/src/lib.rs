@@ -17,6 +17,7 @@ mod error;
 pub mod fuzzing;
 mod location;
 mod name;
+pub mod query;
 mod registry;
 mod store;
 pub mod verify;

@@ -15,6 +15,7 @@ mod commit;
 mod dataset;
 mod files;
 mod open;
+mod query;
 mod writer;
 
 pub use dataset::DatasetView;

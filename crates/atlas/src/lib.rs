@@ -119,6 +119,10 @@ pub use atlas_core::{ObjectStorage, ObjectStoreStats};
 /// ```
 pub use ndarray;
 
+/// Queries over stored statistics and attributes: [`query::Query`], run by
+/// [`Atlas::query`].
+pub use atlas_core::query;
+
 /// The layer-file crate, for direct use of `.af` files without a store.
 pub use array_format;
 
@@ -131,3 +135,8 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/object-storage.md")]
 pub struct ObjectStorageDoctests;
+
+/// The examples of `docs/query.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/query.md")]
+pub struct QueryDocDoctests;

@@ -1,11 +1,19 @@
 //! Statistics and merged metadata, from stored per-chunk statistics only.
 
 use super::{pending, ArrayFile, ArrayStats, MergedArrayMeta, Result, Source};
+use crate::stats::ChunkSummary;
 
 impl ArrayFile {
-    /// Statistics of an array, merged from per-chunk statistics (no data is read).
+    /// Statistics of an array, merged from per-chunk statistics (no data is
+    /// read). Cheaper than [`ArrayFile::array_meta`]: nothing is cloned.
     pub fn array_stats(&self, name: &str) -> Result<ArrayStats> {
-        Ok(self.array_meta(name)?.stats)
+        let view = self.view_or_err(name)?;
+        let mut stats = ArrayStats::all_null(view.schema.n_cells());
+        for idx in view.stored_chunks() {
+            let src = view.source(idx).expect("listed chunks exist");
+            stats.add_chunk(view.schema.chunk_cells(idx), src.meta().1);
+        }
+        Ok(stats)
     }
 
     /// Merged metadata of an array (schema, statistics, storage sizes).
@@ -36,5 +44,32 @@ impl ArrayFile {
             stored_bytes,
             raw_bytes,
         })
+    }
+
+    /// The stored chunks of an array with their statistics, in chunk order,
+    /// from the merged index (pending chunks first, then the newest layer
+    /// holding each); no data is read. Chunks never written are not listed:
+    /// all their cells are null.
+    pub fn chunk_summaries(&self, name: &str) -> Result<Vec<ChunkSummary>> {
+        let view = self.view_or_err(name)?;
+        let mut out = Vec::new();
+        for idx in view.stored_chunks() {
+            let src = view.source(idx).expect("listed chunks exist");
+            let (_, cs) = src.meta();
+            let stored_bytes = match &src {
+                Source::Layer(l) => l.entry.stored_len,
+                Source::Pending(p) => match &p.data {
+                    pending::PendingData::Mem(b) => b.len() as u64,
+                    pending::PendingData::Scratch { len, .. } => *len,
+                },
+            };
+            out.push(ChunkSummary {
+                chunk_idx: idx,
+                n_cells: view.schema.chunk_cells(idx),
+                stats: cs.clone(),
+                stored_bytes,
+            });
+        }
+        Ok(out)
     }
 }

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 mod netcdf;
 mod pipe;
 mod s3;
+mod query;
 
 fn atlas(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_atlas"))

@@ -57,4 +57,5 @@ mod deletes;
 mod faults;
 mod model;
 mod object_store;
+mod query;
 mod scale;

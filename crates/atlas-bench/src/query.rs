@@ -1,0 +1,247 @@
+//! The `query` workload (issue 14): `Atlas::query` on a synthetic Argo-like
+//! store beside the naive loop users write today (`list_datasets` +
+//! `array_stats` + `get_attribute` per dataset), and beside the floor of
+//! reading the touched statistic columns once at memcpy speed.
+//!
+//! The store has `n` profiles (10,000 quick, 100,000 full): TEMP
+//! (`[N_LEVELS]` f32, fill 99999), LATITUDE and JULD (`[N_PROF = 1]` f64,
+//! JULD in days since 1950-01-01), and a `platform_number` attribute (150
+//! profiles per platform). Surface temperature peaks near the equator, so
+//! `TEMP.max > 30` is a few percent, mostly tropical, as in the real profiles.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use atlas::query::Query;
+use atlas::{Atlas, Attr, FillValue, StatValue, StoreConfig};
+use serde_json::{json, Value};
+
+use crate::data::Rng;
+use crate::limits::{self, Rate};
+use crate::workloads::arr;
+use crate::{fmt_dur, Timing};
+
+const LEVELS: usize = 50;
+/// JULD of 2005-01-01 and 2024-01-01 (days since 1950-01-01).
+const JULD_SPAN: (f64, f64) = (20_089.0, 27_029.0);
+const Q1: &str = "TEMP.max > 30 and LATITUDE between -10 and 10 and JULD in 2020";
+/// 2020 in days since 1950-01-01.
+const DAYS_2020: (f64, f64) = (25_567.0, 25_933.0);
+
+fn f64s(v: Vec<f64>) -> ndarray::ArrayD<f64> {
+    let n = v.len();
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), v).expect("1-d")
+}
+
+async fn build(path: &std::path::Path, n: u64) -> Result<Atlas> {
+    let store = Atlas::create_path(path, StoreConfig::default()).await?;
+    let mut rng = Rng(0x0a7c_e5ee_d000_0001);
+    for i in 0..n {
+        let ds = store.create_dataset(&format!("argo_{i:07}")).await?;
+        ds.set_attribute("platform_number", Attr::String(format!("69{:05}", i / 150)))?;
+        let lat = rng.range(-75.0, 75.0);
+        let surface = 31.0 - 0.0045 * lat * lat + rng.range(-2.0, 2.0);
+        let temps: Vec<f32> = (0..LEVELS)
+            .map(|k| {
+                let z = 5.0 + 20.0 * k as f64;
+                let t = 2.0 + (surface - 2.0) * (-z / 600.0).exp();
+                ((t * 1000.0).round() / 1000.0) as f32
+            })
+            .collect();
+        ds.define_array::<f32>(
+            "TEMP",
+            vec!["N_LEVELS".into()],
+            vec![LEVELS as u64],
+            None,
+            Some(FillValue::Float32(99_999.0)),
+        )
+        .await?;
+        ds.write_array("TEMP", vec![], arr(temps).view()).await?;
+        for (name, v) in [
+            ("LATITUDE", lat),
+            ("JULD", rng.range(JULD_SPAN.0, JULD_SPAN.1)),
+        ] {
+            ds.define_array::<f64>(
+                name,
+                vec!["N_PROF".into()],
+                vec![1],
+                None,
+                Some(FillValue::Float64(99_999.0)),
+            )
+            .await?;
+            ds.write_array(name, vec![], f64s(vec![v]).view()).await?;
+        }
+        ds.set_array_attribute("JULD", "units", "days since 1950-01-01 00:00:00 UTC".into())?;
+        if i % 20_000 == 19_999 {
+            store.flush().await?;
+        }
+    }
+    store.flush().await?;
+    Ok(store)
+}
+
+fn stat_f64(s: Option<&StatValue>) -> Option<f64> {
+    s.and_then(StatValue::as_f64)
+}
+
+/// The loop a user writes today: every dataset, its statistics one by one.
+async fn naive_q1(store: &Atlas) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for name in store.list_datasets() {
+        let ds = store.open_dataset(&name).await?;
+        let Some(t) = ds.array_stats("TEMP").await? else {
+            continue;
+        };
+        if !stat_f64(t.max.as_ref()).is_some_and(|m| m > 30.0) {
+            continue;
+        }
+        let Some(lat) = ds.array_stats("LATITUDE").await? else {
+            continue;
+        };
+        let in_band = |s: &atlas::ArrayStats| {
+            // One cell: min = max = the value.
+            stat_f64(s.min.as_ref()).is_some_and(|v| (-10.0..=10.0).contains(&v))
+        };
+        if !in_band(&lat) {
+            continue;
+        }
+        let Some(j) = ds.array_stats("JULD").await? else {
+            continue;
+        };
+        if stat_f64(j.min.as_ref()).is_some_and(|d| (DAYS_2020.0..DAYS_2020.1).contains(&d)) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+async fn naive_lookup(store: &Atlas, platform: &str) -> Result<usize> {
+    let mut n = 0;
+    for name in store.list_datasets() {
+        let ds = store.open_dataset(&name).await?;
+        if matches!(ds.get_attribute("platform_number"), Some(Attr::String(p)) if p == platform) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+async fn time<F, Fut, T>(runs: usize, mut f: F) -> Result<Timing>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    f().await?; // warm-up
+    let mut v: Vec<Duration> = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f().await?;
+        v.push(t.elapsed());
+    }
+    Ok(Timing::from_samples(v))
+}
+
+/// The `query` workload.
+pub async fn workload(quick: bool) -> Result<Value> {
+    let n: u64 = if quick { 10_000 } else { 100_000 };
+    let runs = if quick { 15 } else { 7 };
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("argo");
+    let t = Instant::now();
+    let store = build(&path, n).await?;
+    eprintln!(
+        "   built {n} profiles in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Nothing is timed on wrong answers: the query must equal the naive loop.
+    let q1 = Query::parse(Q1)?;
+    let hits = store.query(&q1).await?;
+    let naive = naive_q1(&store).await?;
+    ensure!(
+        hits.names() == naive.as_slice(),
+        "query and naive loop disagree"
+    );
+    ensure!(
+        !hits.is_empty(),
+        "Q1 matches nothing: the data generator drifted"
+    );
+    let platform = "6900042";
+    let lookup = Query::parse(&format!("platform_number = '{platform}'"))?;
+    let found = store.query(&lookup).await?.len();
+    ensure!(
+        found == naive_lookup(&store, platform).await?,
+        "lookup disagrees"
+    );
+
+    let q1_warm = time(runs, || async { Ok(store.query(&q1).await?) }).await?;
+    let q1_cold = time(3, || async {
+        let fresh = Atlas::open_path(&path).await?;
+        Ok(fresh.query(&q1).await?)
+    })
+    .await?;
+    let open_only = time(3, || async { Ok(Atlas::open_path(&path).await?) }).await?;
+    let lookup_warm = time(runs, || async { Ok(store.query(&lookup).await?) }).await?;
+    let naive_warm = time(3, || naive_q1(&store)).await?;
+    let naive_lookup_t = time(3, || naive_lookup(&store, platform)).await?;
+    let names = hits.names().to_vec();
+    let read_only = time(runs, || async {
+        Ok(store
+            .read_array_across::<f32>("TEMP", &names, vec![], vec![])
+            .await?)
+    })
+    .await?;
+    let query_read = time(runs, || async {
+        let h = store.query(&q1).await?;
+        Ok(store
+            .read_array_across::<f32>("TEMP", h.names(), vec![], vec![])
+            .await?)
+    })
+    .await?;
+
+    // The floor: the three touched statistics (f32 max, two f64 values) of
+    // every dataset read once at memcpy speed.
+    let touched = n as f64 * (4.0 + 8.0 + 8.0);
+    let memcpy = limits::get()?.memcpy;
+    let floor = Duration::from_secs_f64(touched / memcpy.median);
+    println!(
+        "query workload: {n} profiles, Q1 = {Q1}: {} matches",
+        hits.len()
+    );
+    println!("{:<44} {:>26} {:>12}", "", "time (min–max)", "vs floor");
+    let row = |label: &str, t: &Timing| {
+        println!(
+            "{label:<44} {:>26} {:>11.0}×",
+            t.show(),
+            t.secs() / floor.as_secs_f64()
+        );
+    };
+    println!(
+        "{:<44} {:>26}",
+        "floor: 20 B/dataset at memcpy speed",
+        fmt_dur(floor)
+    );
+    row("Q1 warm (Atlas::query)", &q1_warm);
+    row("Q1 naive loop (array_stats per dataset)", &naive_warm);
+    row("Q1 cold (open + query)", &q1_cold);
+    row("open alone", &open_only);
+    row("platform_number lookup, warm", &lookup_warm);
+    row("platform_number lookup, naive loop", &naive_lookup_t);
+    row("read TEMP of the matches alone", &read_only);
+    row("Q1 + read TEMP of the matches", &query_read);
+    Ok(json!({
+        "datasets": n,
+        "q1": Q1,
+        "matches": hits.len(),
+        "floor_s": floor.as_secs_f64(),
+        "memcpy": Rate::json(&memcpy),
+        "q1_warm": q1_warm.json(),
+        "q1_naive": naive_warm.json(),
+        "q1_cold": q1_cold.json(),
+        "open": open_only.json(),
+        "lookup_warm": lookup_warm.json(),
+        "lookup_naive": naive_lookup_t.json(),
+        "read_matches": read_only.json(),
+        "q1_then_read": query_read.json(),
+    }))
+}
