@@ -1,6 +1,6 @@
 //! `atlas.Store`: a handle to one store.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use atlas::{Atlas, OpenOptions, StoreConfig};
 use pyo3::prelude::*;

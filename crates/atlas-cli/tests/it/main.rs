@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 mod netcdf;
 mod pipe;
-mod s3;
 mod query;
+mod s3;
 
 fn atlas(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_atlas"))
