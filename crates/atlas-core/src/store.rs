@@ -264,7 +264,7 @@ impl Atlas {
                 name: name.to_owned(),
             })?;
         for array in &arrays {
-            if let Some(file) = self.inner.file(array)? {
+            if let Some(file) = self.inner.file_async(array).await? {
                 let mut f = file.write().await;
                 if f.contains(name) {
                     f.delete_array(name)

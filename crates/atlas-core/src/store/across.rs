@@ -32,7 +32,7 @@ impl Atlas {
                 has.push((d.to_owned(), ds.arrays.contains_key(array)));
             }
         }
-        let Some(file) = self.inner.file(array)? else {
+        let Some(file) = self.inner.file_async(array).await? else {
             return Ok(vec![None; datasets.len()]);
         };
         let guard = file.read_owned().await;

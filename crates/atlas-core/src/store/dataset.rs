@@ -68,11 +68,11 @@ impl DatasetView {
     }
 
     /// The array's file, if this dataset has the array (`Ok(None)` if not).
-    fn array_file(&self, array: &str) -> Result<Option<FileHandle>> {
+    async fn array_file(&self, array: &str) -> Result<Option<FileHandle>> {
         if !self.with_meta(|m| m.arrays.contains_key(array))? {
             return Ok(None);
         }
-        self.inner.file(array)
+        self.inner.file_async(array).await
     }
 
     /// Checks that the array file describes the array as the registry does. A
@@ -128,6 +128,8 @@ impl DatasetView {
                 array: name.to_owned(),
             });
         }
+        // Opens the existing file (if any) off the runtime threads first.
+        self.inner.file_async(name).await?;
         let file = self.inner.file_or_create(name)?;
         let mut f = file.write().await;
         f.define(&self.name, schema.clone())
@@ -154,7 +156,8 @@ impl DatasetView {
     ) -> Result<()> {
         self.inner.ensure_writer_async().await?;
         let file = self
-            .array_file(name)?
+            .array_file(name)
+            .await?
             .ok_or_else(|| self.array_not_found(name))?;
         let mut f = file.write_owned().await;
         self.check_schema(name, &f)?;
@@ -179,7 +182,7 @@ impl DatasetView {
         start: Vec<u64>,
         count: Vec<u64>,
     ) -> Result<Option<ArrayD<T>>> {
-        let Some(file) = self.array_file(name)? else {
+        let Some(file) = self.array_file(name).await? else {
             return Ok(None);
         };
         let f = file.read_owned().await;
@@ -198,7 +201,8 @@ impl DatasetView {
         self.inner.ensure_writer_async().await?;
         let _s = self.inner.structure.lock().await;
         let file = self
-            .array_file(name)?
+            .array_file(name)
+            .await?
             .ok_or_else(|| self.array_not_found(name))?;
         let mut f = file.write().await;
         if f.contains(&self.name) {
@@ -229,7 +233,7 @@ impl DatasetView {
 
     /// Merged metadata of an array: schema, statistics and storage sizes.
     pub async fn array_meta(&self, name: &str) -> Result<Option<MergedArrayMeta>> {
-        let Some(file) = self.array_file(name)? else {
+        let Some(file) = self.array_file(name).await? else {
             return Ok(None);
         };
         let f = file.read().await;

@@ -17,6 +17,20 @@ impl Inner {
         }
     }
 
+    /// [`Inner::file`] for async callers: opening an array file decodes its
+    /// layers' headers and footers (on object stores, requests), so a file
+    /// not open yet is opened on the blocking pool, never on a runtime worker.
+    pub(crate) async fn file_async(self: &Arc<Self>, array: &str) -> Result<Option<FileHandle>> {
+        if let Some(FileSlot::Open(f)) = self.files.lock().get(array) {
+            return Ok(Some(Arc::clone(f)));
+        }
+        let inner = Arc::clone(self);
+        let array = array.to_owned();
+        tokio::task::spawn_blocking(move || inner.file(&array))
+            .await
+            .expect("array-file open task panicked")
+    }
+
     /// The array file for `array`, opened on first use; `None` if there is none.
     pub(crate) fn file(&self, array: &str) -> Result<Option<FileHandle>> {
         let mut files = self.files.lock();

@@ -37,7 +37,7 @@ impl Atlas {
         sorted.sort();
         // Locks taken in name order, as flush takes them.
         for name in sorted {
-            if let Some(f) = self.inner.file(name)? {
+            if let Some(f) = self.inner.file_async(name).await? {
                 files.insert(name.clone(), f.read_owned().await);
             }
         }
