@@ -663,17 +663,8 @@ fn storage_of(store: &Path, s3: Option<&str>) -> (Arc<dyn Storage>, PathBuf) {
         .file_name()
         .and_then(|n| n.to_str())
         .expect("store name");
-    let options: Vec<(String, String)> = [
-        ("aws_endpoint", endpoint),
-        ("aws_allow_http", "true"),
-        ("aws_access_key_id", atlas_s3test::ACCESS_KEY),
-        ("aws_secret_access_key", atlas_s3test::SECRET_KEY),
-        ("aws_region", atlas_s3test::REGION),
-        ("atlas_max_retries", "2"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let mut options = atlas_s3test::client_options(endpoint);
+    options.push(("atlas_max_retries".into(), "2".into()));
     atlas::storage_for(&format!("s3://{S3_BUCKET}/{name}"), &options).expect("s3 storage")
 }
 

@@ -20,19 +20,6 @@ use crate::workloads::{arr, ARRAYS, LEVELS};
 /// The injected latency of every S3 request.
 const LATENCY: Duration = Duration::from_millis(20);
 
-fn s3_options(endpoint: &str) -> Vec<(String, String)> {
-    [
-        ("aws_endpoint", endpoint),
-        ("aws_allow_http", "true"),
-        ("aws_access_key_id", atlas_s3test::ACCESS_KEY),
-        ("aws_secret_access_key", atlas_s3test::SECRET_KEY),
-        ("aws_region", atlas_s3test::REGION),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
-}
-
 async fn ingest(storage: &Arc<dyn Storage>, root: &Path, n: u64) -> Result<()> {
     let store = Atlas::create_with(Arc::clone(storage), root, StoreConfig::default()).await?;
     for i in 0..n {
@@ -145,7 +132,10 @@ pub async fn workload(quick: bool) -> Result<Value> {
 
     let server = S3Server::start();
     server.create_bucket("bench");
-    let (s3, s3_root) = atlas::storage_for("s3://bench/store", &s3_options(&server.endpoint()))?;
+    let (s3, s3_root) = atlas::storage_for(
+        "s3://bench/store",
+        &atlas_s3test::client_options(&server.endpoint()),
+    )?;
     ingest(&s3, &s3_root, n).await?;
     server.set_latency(LATENCY);
     let s3_fig = measure(&s3, &s3_root, n, Some(&server)).await?;

@@ -71,6 +71,23 @@ pub const SECRET_KEY: &str = "atlas-test-secret";
 /// The region clients should sign for.
 pub const REGION: &str = "us-east-1";
 
+/// The `object_store` builder options of a client of the server at
+/// `endpoint` (the keys `atlas_core::storage_for` takes): endpoint, plain
+/// HTTP, path-style requests, this server's credentials and region.
+pub fn client_options(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("aws_endpoint", endpoint),
+        ("aws_allow_http", "true"),
+        ("aws_access_key_id", ACCESS_KEY),
+        ("aws_secret_access_key", SECRET_KEY),
+        ("aws_region", REGION),
+        ("aws_virtual_hosted_style_request", "false"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 /// The smallest part `CompleteMultipartUpload` accepts, except for the last part
 /// (5 MiB, as in S3; smaller middle parts fail with `EntityTooSmall`).
 pub const MIN_PART_SIZE_BYTES: usize = store::MIN_PART_SIZE_BYTES;

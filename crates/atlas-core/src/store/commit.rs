@@ -87,27 +87,25 @@ pub(crate) fn write_manifest(
     let conflict = matches!(e, array_format::Error::Conflict { .. });
     // An object-store client retries a request whose response was lost; the
     // retry of a write that landed finds its own version and reports a
-    // conflict. The commit id tells.
-    match storage.read_versioned(&path) {
-        Ok((bytes, v)) if conflict => match Manifest::decode(&bytes, &path) {
-            Ok(found) if found.commit_id.as_deref() == Some(commit_id.as_str()) => Ok(v),
-            _ => Err(CommitError::Conflict),
-        },
-        Ok((bytes, v)) => match Manifest::decode(&bytes, &path) {
-            Ok(found) if found.commit_id.as_deref() == Some(commit_id.as_str()) => {
-                if storage.is_object_store() {
-                    Ok(v)
-                } else {
-                    Err(CommitError::Unknown(e))
-                }
-            }
-            Ok(_) => Err(CommitError::Before(e)),
-            Err(_) => Err(CommitError::Unknown(e)),
-        },
+    // conflict. The commit id read back tells whether the write is ours.
+    let (bytes, v) = match storage.read_versioned(&path) {
+        Ok(read) => read,
         Err(read_err) if read_err.is_not_found() && expected.is_none() => {
-            Err(CommitError::Before(e))
+            return Err(CommitError::Before(e))
         }
-        Err(_) => Err(CommitError::Unknown(e)),
+        Err(_) => return Err(CommitError::Unknown(e)),
+    };
+    let ours = match Manifest::decode(&bytes, &path) {
+        Ok(found) => found.commit_id.as_deref() == Some(commit_id.as_str()),
+        Err(_) if conflict => false,
+        Err(_) => return Err(CommitError::Unknown(e)),
+    };
+    match (ours, conflict) {
+        (true, _) if storage.is_object_store() => Ok(v),
+        // A filesystem's failed directory fsync: landed, durability unknown.
+        (true, _) => Err(CommitError::Unknown(e)),
+        (false, true) => Err(CommitError::Conflict),
+        (false, false) => Err(CommitError::Before(e)),
     }
 }
 

@@ -14,21 +14,13 @@ use ndarray::{ArrayD, IxDyn};
 // ---------------------------------------------------------------------------
 // Backends
 
-/// Options for the in-process server (explicit, not from the environment).
+/// Options for the in-process server (explicit, not from the environment),
+/// with few retries so injected failures end quickly.
 fn s3s_options(endpoint: &str) -> Vec<(String, String)> {
-    vec![
-        ("aws_endpoint".into(), endpoint.into()),
-        ("aws_allow_http".into(), "true".into()),
-        ("aws_access_key_id".into(), atlas_s3test::ACCESS_KEY.into()),
-        (
-            "aws_secret_access_key".into(),
-            atlas_s3test::SECRET_KEY.into(),
-        ),
-        ("aws_region".into(), atlas_s3test::REGION.into()),
-        ("aws_virtual_hosted_style_request".into(), "false".into()),
-        ("atlas_max_retries".into(), "3".into()),
-        ("atlas_retry_timeout_ms".into(), "10000".into()),
-    ]
+    let mut options = atlas_s3test::client_options(endpoint);
+    options.push(("atlas_max_retries".into(), "3".into()));
+    options.push(("atlas_retry_timeout_ms".into(), "10000".into()));
+    options
 }
 
 /// The moto server CI starts (`ATLAS_TEST_MOTO_ENDPOINT`), with a fresh
