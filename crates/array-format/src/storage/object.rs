@@ -69,7 +69,8 @@ where
 /// Request counts of one [`ObjectStorage`] (and every handle it made).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ObjectStoreStats {
-    /// `GET` requests (whole or ranged).
+    /// `GET` requests (whole or ranged; batched ranges counted as
+    /// `object_store` merges them, ranges under 1 MiB apart as one).
     pub gets: u64,
     /// `HEAD` requests.
     pub heads: u64,
