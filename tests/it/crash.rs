@@ -189,7 +189,7 @@ async fn read_all<T: atlas::ArrayElement>(
 /// Reads a store's whole logical contents through the public API.
 async fn load_model(atlas: &Atlas) -> Res<Model> {
     let mut model = Model::default();
-    for name in atlas.list_datasets() {
+    for name in atlas.list_datasets().unwrap() {
         let ds = atlas.open_dataset(&name).await?;
         let meta = ds.meta()?;
         let mut dm = DatasetModel {

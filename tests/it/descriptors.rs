@@ -78,7 +78,7 @@ fn descriptor_probe_child() {
                 assert!(v.iter().all(|&x| x == (f * 1000 + a) as f32));
             }
         }
-        let names = s.list_datasets();
+        let names = s.list_datasets().unwrap();
         let all = s
             .read_array_across::<f32>("V07", &names, vec![], vec![])
             .await

@@ -271,7 +271,7 @@ async fn assert_restored(root: &Path, expected: &Expected, damaged: &Path, good:
         .await
         .unwrap_or_else(|e| panic!("store does not reopen after repairing: {e}"));
     assert_undamaged_read(&s, expected, &[], "after repair").await;
-    assert_eq!(s.list_datasets(), DATASETS);
+    assert_eq!(s.list_datasets().unwrap(), DATASETS);
     let (code, text) = atlas_verify(root).await;
     assert_eq!(code, 0, "repaired store does not verify: {text}");
 }
@@ -1219,7 +1219,7 @@ macro_rules! api_case {
             $s.flush().await.unwrap();
             drop(($ds, $s));
             let s = Atlas::open_path(&fx.root).await.unwrap();
-            assert_eq!(s.list_datasets(), DATASETS);
+            assert_eq!(s.list_datasets().unwrap(), DATASETS);
             assert_undamaged_read(&s, &fx.expected, &[], "after the rejected call").await;
             let (code, text) = atlas_verify(&fx.root).await;
             assert_eq!(code, 0, "{text}");

@@ -78,7 +78,7 @@ Usage: cargo xtask fuzz [--seconds N] [TARGET...]
 
 Arguments:
   [TARGET...]  footer, block, chunk_cells, layer_file, manifest, segment_json,
-               segment_binary, netcdf_classic, query
+               segment_binary, netcdf_classic, query, registry_run
 
 Options:
       --seconds N  Seconds per target (default: 60)

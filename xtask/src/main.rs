@@ -209,7 +209,7 @@ const CI_FUZZ_SECONDS: u64 = 10;
 /// Seconds per fuzz target of `cargo xtask fuzz`.
 const DEFAULT_FUZZ_SECONDS: u64 = 60;
 /// Every target in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 9] = [
+const FUZZ_TARGETS: [&str; 10] = [
     "footer",
     "block",
     "chunk_cells",
@@ -219,6 +219,7 @@ const FUZZ_TARGETS: [&str; 9] = [
     "segment_binary",
     "netcdf_classic",
     "query",
+    "registry_run",
 ];
 
 /// The workspace root (this crate lives in `ROOT/xtask`).

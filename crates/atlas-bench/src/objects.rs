@@ -74,7 +74,7 @@ async fn measure(
     }
     w2s.sort();
     let s = Atlas::open_with(Arc::clone(storage), root, OpenOptions::default()).await?;
-    let names = s.list_datasets();
+    let names = s.list_datasets().unwrap();
     let before = log_len();
     let t = Instant::now();
     let mut parts = Vec::with_capacity(names.len());

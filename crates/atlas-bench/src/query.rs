@@ -87,7 +87,7 @@ fn stat_f64(s: Option<&StatValue>) -> Option<f64> {
 /// The loop a user writes today: every dataset, its statistics one by one.
 async fn naive_q1(store: &Atlas) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for name in store.list_datasets() {
+    for name in store.list_datasets().unwrap() {
         let ds = store.open_dataset(&name).await?;
         let Some(t) = ds.array_stats("TEMP").await? else {
             continue;
@@ -117,7 +117,7 @@ async fn naive_q1(store: &Atlas) -> Result<Vec<String>> {
 
 async fn naive_lookup(store: &Atlas, platform: &str) -> Result<usize> {
     let mut n = 0;
-    for name in store.list_datasets() {
+    for name in store.list_datasets().unwrap() {
         let ds = store.open_dataset(&name).await?;
         if matches!(ds.get_attribute("platform_number"), Some(Attr::String(p)) if p == platform) {
             n += 1;

@@ -133,7 +133,7 @@ async fn scale(quick: bool) -> Result<Value> {
             })
         })?;
         // W3: scan TEMP across every dataset (checked after the clock stops).
-        let names = s.list_datasets();
+        let names = s.list_datasets().unwrap();
         let t = Instant::now();
         let mut parts = Vec::with_capacity(names.len());
         for batch in names.chunks(4096) {

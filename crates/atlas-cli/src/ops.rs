@@ -17,12 +17,12 @@ const SCAN_BATCH: usize = 2048;
 /// `atlas scan`.
 pub async fn scan(store: &Path, array: &str, quiet: bool) -> Result<ExitCode> {
     let atlas = open(store).await?;
-    let names = atlas.datasets_with_array(array);
+    let names = atlas.datasets_with_array(array)?;
     let first = names
         .first()
         .with_context(|| format!("no dataset has an array {array:?}"))?;
     let dtype = atlas
-        .dataset_meta(first)
+        .dataset_meta(first)?
         .context("dataset vanished")?
         .arrays[array]
         .schema
@@ -110,7 +110,7 @@ pub async fn verify(store: &Path, quiet: bool) -> Result<ExitCode> {
     if report.problems.is_empty() {
         say!(
             "ok: {} datasets, {} array files, {} layers, {} chunks checked in {}",
-            atlas.list_datasets().len(),
+            atlas.list_datasets()?.len(),
             report.n_arrays,
             report.n_layers,
             report.n_chunks,

@@ -138,7 +138,7 @@ async fn read_matches(atlas: &Atlas, names: &[String], arrays: &[String]) -> Res
         let mut by_dtype: BTreeMap<&'static str, (DType, Vec<&str>)> = BTreeMap::new();
         for n in names {
             let Some(schema) = atlas
-                .dataset_meta(n)
+                .dataset_meta(n)?
                 .and_then(|m| m.arrays.get(array).map(|e| e.schema.dtype))
             else {
                 continue;

@@ -66,14 +66,14 @@ fn schema_json(s: &ArraySchema) -> Value {
 /// `atlas ls`.
 pub async fn ls(store: &Path, pattern: Option<&str>, arrays: bool, json: bool) -> Result<ExitCode> {
     let atlas = open(store).await?;
-    let names = atlas.list_datasets();
+    let names = atlas.list_datasets()?;
     let matches = |n: &str| pattern.is_none_or(|p| util::glob(p, n));
     let mut out = BufWriter::new(output::stdout());
     if json {
         let mut list = Vec::new();
         for n in names.iter().filter(|n| matches(n)) {
             if arrays {
-                let meta = atlas.dataset_meta(n).context("dataset vanished")?;
+                let meta = atlas.dataset_meta(n)?.context("dataset vanished")?;
                 let arrs: serde_json::Map<String, Value> = meta
                     .arrays
                     .iter()
@@ -89,7 +89,7 @@ pub async fn ls(store: &Path, pattern: Option<&str>, arrays: bool, json: bool) -
     } else {
         for n in names.iter().filter(|n| matches(n)) {
             if arrays {
-                let meta = atlas.dataset_meta(n).context("dataset vanished")?;
+                let meta = atlas.dataset_meta(n)?.context("dataset vanished")?;
                 let arrs: Vec<String> = meta
                     .arrays
                     .iter()
@@ -116,7 +116,7 @@ pub async fn info(store: &Path, dataset: Option<&str>, json: bool) -> Result<Exi
 
 fn dataset_info(atlas: &Atlas, name: &str, json_out: bool) -> Result<ExitCode> {
     let meta = atlas
-        .dataset_meta(name)
+        .dataset_meta(name)?
         .with_context(|| format!("dataset {name:?} not found"))?;
     if json_out {
         let arrays: serde_json::Map<String, Value> = meta
@@ -203,7 +203,7 @@ fn dataset_info(atlas: &Atlas, name: &str, json_out: bool) -> Result<ExitCode> {
 }
 
 fn store_info(atlas: &Atlas, store: &Path, json_out: bool) -> Result<ExitCode> {
-    let datasets = atlas.list_datasets();
+    let datasets = atlas.list_datasets()?;
     let arrays = atlas.list_arrays();
     let mut rows = Vec::new();
     for a in &arrays {
@@ -211,7 +211,7 @@ fn store_info(atlas: &Atlas, store: &Path, json_out: bool) -> Result<ExitCode> {
         let dir = atlas.array_dir(a).unwrap_or_else(|| store.join(a));
         let names: Vec<&str> = layers.iter().map(atlas::LayerId::as_str).collect();
         let on_disk = util::file_sizes(store, &dir, &names);
-        let n_ds = atlas.datasets_with_array(a).len();
+        let n_ds = atlas.datasets_with_array(a)?.len();
         rows.push((a.clone(), n_ds, layers.len(), on_disk));
     }
     let total = util::disk_usage(store);
@@ -325,7 +325,7 @@ pub async fn stats(
     json_out: bool,
 ) -> Result<ExitCode> {
     let atlas = open(store).await?;
-    let mut names = atlas.datasets_with_array(array);
+    let mut names = atlas.datasets_with_array(array)?;
     if let Some(expr) = filter {
         match crate::query_cmd::matches(&atlas, expr).await? {
             Ok(r) => {

@@ -17,3 +17,10 @@ pub fn decode_manifest(bytes: &[u8]) -> bool {
 pub fn decode_segment(bytes: &[u8]) -> bool {
     crate::registry::decode_segment(bytes, Path::new("<fuzz>/atlas.meta/s.bin")).is_ok()
 }
+
+/// Opens `bytes` as a registry run and reads everything in it: the index,
+/// every record block, the id blocks, bitmaps and catalog columns. Must never
+/// panic, whatever the bytes.
+pub fn decode_run(bytes: &[u8]) {
+    crate::registry::fuzz_run(bytes);
+}

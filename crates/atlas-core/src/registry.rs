@@ -29,22 +29,29 @@ use crate::error::{Error, Result};
 use crate::name::{validate_array_name, validate_attribute_name, validate_dataset_name};
 
 mod manifest;
+mod run;
+mod runs;
 mod segment;
 
 pub use manifest::Policy;
 pub(crate) use manifest::{dir_id, now_ms, Manifest, Retired};
-pub(crate) use segment::{decode_segment, encode_segment};
+pub use run::{RunId, RUN_VERSION};
+pub(crate) use run::fuzz_run;
+pub(crate) use run::{Record, Run, RunStats, RunWriter};
+pub(crate) use runs::{merge as merge_runs, RunSet};
+pub(crate) use segment::decode_segment;
+#[cfg(test)]
+pub(crate) use segment::encode_segment;
 
-/// The manifest format version this build writes and reads.
-pub const REGISTRY_VERSION: u32 = 2;
+/// The manifest format version this build writes. It also reads version 2
+/// (registry segments, no dataset ids), which its next commit upgrades.
+pub const REGISTRY_VERSION: u32 = 3;
 /// The segment format version this build writes and reads.
 pub const SEGMENT_VERSION: u32 = 1;
 /// Magic at the start of a binary segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"ATLASSEG";
 /// Directory of registry segments inside the store.
 pub const META_DIR: &str = "atlas.meta";
-/// Segments after which a flush writes one snapshot segment instead of a delta.
-pub const MAX_SEGMENTS: usize = 16;
 const FORMAT_TAG: &str = "atlas-registry";
 const SEGMENT_TAG: &str = "atlas-registry-segment";
 /// Largest decoded binary segment accepted, whatever its size.
@@ -96,6 +103,7 @@ impl SegmentId {
     }
 
     /// A fresh, never used name for a segment in `format`.
+    #[cfg(test)]
     pub(crate) fn fresh(format: MetaFormat) -> SegmentId {
         let ext = match format {
             MetaFormat::Json => "json",
@@ -239,7 +247,10 @@ mod tests {
         );
         m.dirs.insert("temp".into(), dir_id(3));
         m.next_dir = 4;
-        m.segments.push(SegmentId::fresh(MetaFormat::Binary));
+        m.users.insert("temp".into(), 1);
+        m.runs.push(RunId::fresh());
+        m.next_id = 7;
+        m.n_datasets = 5;
         let bytes = m.encode();
         assert_eq!(Manifest::decode(&bytes, Path::new("a")).unwrap(), m);
         // A directory id at or past next_dir, or shared by two arrays, is damage.
@@ -260,7 +271,7 @@ mod tests {
         let evil = text.replace("d-0000", "../../0");
         assert_ne!(evil, text);
         assert!(Manifest::decode(evil.as_bytes(), Path::new("a")).is_err());
-        let future = text.replace("\"version\": 2", "\"version\": 9");
+        let future = text.replace("\"version\": 3", "\"version\": 9");
         assert_ne!(future, text);
         assert!(matches!(
             Manifest::decode(future.as_bytes(), Path::new("a")),

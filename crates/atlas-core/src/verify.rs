@@ -1,6 +1,6 @@
 //! Whole-store verification: every checksum, and registry ↔ files agreement.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use array_format::{ArrayFile, ArrayFileOptions, DeltaCache, DeltaCacheConfig};
@@ -64,7 +64,9 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
     let storage = atlas.inner.storage.clone();
     let mut report = Report::default();
     let reg_path = root.join(REGISTRY_FILE);
-    let (manifest, _, datasets) = match crate::store::load(storage.as_ref(), &root) {
+    let loaded = crate::store::load(storage.as_ref(), &root)
+        .and_then(|(m, _, l)| Ok((m, l.into_records()?)));
+    let (manifest, datasets) = match loaded {
         Ok(r) => r,
         Err(e) => {
             report.problems.push(Problem {
@@ -75,6 +77,38 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
             return report;
         }
     };
+    // The manifest's counts must match the records.
+    if manifest.version >= 3 {
+        let mut users: HashMap<&str, u64> = HashMap::new();
+        for rec in datasets.values() {
+            for a in rec.meta.arrays.keys() {
+                *users.entry(a.as_str()).or_insert(0) += 1;
+            }
+        }
+        if manifest.n_datasets != datasets.len() as u64 {
+            report.problems.push(Problem {
+                path: reg_path.clone(),
+                message: format!(
+                    "manifest counts {} datasets, the registry runs hold {}",
+                    manifest.n_datasets,
+                    datasets.len()
+                ),
+                kind: ErrorKind::Corrupt,
+            });
+        }
+        for (a, n) in &manifest.users {
+            let found = users.get(a.as_str()).copied().unwrap_or(0);
+            if *n != found {
+                report.problems.push(Problem {
+                    path: reg_path.clone(),
+                    message: format!(
+                        "manifest counts {n} datasets with array {a:?}, the runs hold {found}"
+                    ),
+                    kind: ErrorKind::Corrupt,
+                });
+            }
+        }
+    }
     let total = manifest.arrays.len() as u64;
     for (i, (array, layers)) in manifest.arrays.iter().enumerate() {
         let dir = root.join(&manifest.dirs[array]);
@@ -112,10 +146,22 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
             }),
         }
         let mut expected = HashSet::new();
-        for (ds_name, ds) in &datasets {
-            let Some(entry) = ds.arrays.get(array) else {
+        for (ds_name, rec) in &datasets {
+            let Some(entry) = rec.meta.arrays.get(array) else {
                 continue;
             };
+            // The catalog's statistics must be the array file's.
+            if let (Some(cat), Ok(real)) = (rec.stats.get(array), file.array_stats(ds_name)) {
+                if !same_stats(cat, &real) {
+                    report.problems.push(Problem {
+                        path: reg_path.clone(),
+                        message: format!(
+                            "catalog statistics of {ds_name}/{array} differ from the array file's"
+                        ),
+                        kind: ErrorKind::Corrupt,
+                    });
+                }
+            }
             expected.insert(ds_name.as_str());
             match file.schema(ds_name) {
                 None => report.problems.push(Problem {
@@ -147,4 +193,17 @@ pub fn verify(atlas: &Atlas, mut progress: impl FnMut(u64, u64)) -> Report {
         progress(i as u64 + 1, total);
     }
     report
+}
+
+/// Equal statistics (floats compared by bits, so NaN-free values compare
+/// exactly and -0.0 differs from 0.0 only if stored so).
+fn same_stats(a: &array_format::ArrayStats, b: &array_format::ArrayStats) -> bool {
+    let v = |x: &Option<array_format::StatValue>| match x {
+        Some(array_format::StatValue::Float(f)) => format!("f{}", f.to_bits()),
+        other => format!("{other:?}"),
+    };
+    a.null_count == b.null_count
+        && a.row_count == b.row_count
+        && v(&a.min) == v(&b.min)
+        && v(&a.max) == v(&b.max)
 }

@@ -219,7 +219,7 @@ pub async fn import_paths(
                     first.display()
                 ),
             }))
-        } else if store.dataset_exists(&name) && !opts.replace {
+        } else if store.dataset_exists(&name)? && !opts.replace {
             Some(FileOutcome::Skipped {
                 dataset: name.clone(),
             })
@@ -351,7 +351,7 @@ pub async fn import_paths(
 /// Writes a plan, first deleting an existing dataset of the same name when
 /// replacing.
 async fn replace_and_write(store: &Atlas, plan: &DatasetPlan, replace: bool) -> Result<()> {
-    if replace && store.dataset_exists(&plan.name) {
+    if replace && store.dataset_exists(&plan.name)? {
         store.delete_dataset(&plan.name).await?;
     }
     import::write_plan(store, plan).await

@@ -583,7 +583,7 @@ async fn write_arrays(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
 /// flushed here).
 pub async fn write_plan(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
     let r = write_arrays(store, plan).await;
-    if r.is_err() && store.dataset_exists(&plan.name) {
+    if r.is_err() && store.dataset_exists(&plan.name).unwrap_or(true) {
         // Best effort: the error being reported is the original one.
         let _ = store.delete_dataset(&plan.name).await;
     }

@@ -199,7 +199,7 @@ impl Store {
     /// of characters, `?` one character) when given.
     #[pyo3(signature = (pattern = None))]
     fn list(&self, pattern: Option<&str>) -> PyResult<Vec<String>> {
-        let names = self.atlas(false)?.list_datasets();
+        let names = self.atlas(false)?.list_datasets().py()?;
         Ok(match pattern {
             None => names,
             Some(p) => names.into_iter().filter(|n| glob::matches(p, n)).collect(),
@@ -212,7 +212,7 @@ impl Store {
     }
 
     fn __contains__(&self, name: &str) -> PyResult<bool> {
-        Ok(self.atlas(false)?.dataset_exists(name))
+        self.atlas(false)?.dataset_exists(name).py()
     }
 
     fn __len__(&self) -> PyResult<usize> {
@@ -220,7 +220,7 @@ impl Store {
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let names = self.atlas(false)?.list_datasets();
+        let names = self.atlas(false)?.list_datasets().py()?;
         PyList::new(py, names)?.call_method0("__iter__")
     }
 

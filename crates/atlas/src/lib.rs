@@ -68,7 +68,7 @@
 //!     ds.write_array("TEMP", vec![0], t.view()).await?;
 //! }
 //! s.flush().await?;
-//! let names = s.list_datasets();
+//! let names = s.list_datasets()?;
 //! let all = s.read_array_across_stacked::<f32>("TEMP", &names, vec![], vec![]).await?;
 //! assert_eq!(all.shape(), &[3, 5]);
 //! assert_eq!(all[[2, 4]], 12.0);

@@ -114,11 +114,11 @@ fn demo_counts_equal_a_full_read() {
     let profiles: Vec<Profile> = rt().block_on(async {
         let a = Atlas::open_path(d).await.unwrap();
         let mut out = Vec::new();
-        for n in a.list_datasets() {
+        for n in a.list_datasets().unwrap() {
             out.push(Profile {
                 temp: values_f32(&a, &n, "TEMP").await,
                 psal: values_f32(&a, &n, "PSAL").await,
-                attrs: a.dataset_meta(&n).unwrap().attributes,
+                attrs: a.dataset_meta(&n).unwrap().unwrap().attributes,
                 ..Profile::default()
             });
         }
@@ -280,7 +280,7 @@ fn argo_counts_equal_a_full_read() {
     let profiles: Vec<Profile> = rt().block_on(async {
         let a = Atlas::open_path(&store).await.unwrap();
         let mut out = Vec::new();
-        for n in a.list_datasets() {
+        for n in a.list_datasets().unwrap() {
             out.push(Profile {
                 temp: values_f32(&a, &n, "TEMP").await,
                 psal: values_f32(&a, &n, "PSAL").await,

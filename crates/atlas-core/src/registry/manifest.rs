@@ -3,7 +3,7 @@
 
 use super::{
     check_head, validate_array_name, Codec, Compression, Deserialize, Error, IndexMap, LayerId,
-    MetaFormat, Path, Result, SegmentId, Serialize, FORMAT_TAG, META_DIR, REGISTRY_VERSION,
+    MetaFormat, Path, Result, RunId, SegmentId, Serialize, FORMAT_TAG, META_DIR, REGISTRY_VERSION,
 };
 
 /// The decoded manifest (`atlas.json`).
@@ -20,8 +20,20 @@ pub(crate) struct Manifest {
     pub dirs: IndexMap<String, String>,
     /// The next directory id to assign (never reused).
     pub next_dir: u64,
-    /// Registry segments, oldest first.
+    /// Registry segments, oldest first (stores written before runs; a commit
+    /// by this build replaces them with a run).
     pub segments: Vec<SegmentId>,
+    /// Registry runs, oldest first.
+    pub runs: Vec<RunId>,
+    /// The next dataset id to assign (ids are never reused).
+    pub next_id: u64,
+    /// Live datasets.
+    pub n_datasets: u64,
+    /// Array name → number of live datasets that have it (every array of
+    /// `arrays` has at least one).
+    pub users: IndexMap<String, u64>,
+    /// The manifest format version it was read in (written: the current one).
+    pub version: u32,
     /// The store's maintenance policy.
     pub policy: Policy,
     /// Files no longer named as live, kept until their grace period passes
@@ -99,7 +111,14 @@ struct ManifestRepr {
     shuffle: bool,
     meta_format: String,
     arrays: IndexMap<String, ArrayFileRepr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     segments: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    runs: Vec<String>,
+    #[serde(default)]
+    next_id: u64,
+    #[serde(default)]
+    n_datasets: u64,
     /// Absent before directory ids: 0.
     #[serde(default)]
     next_dir: u64,
@@ -118,6 +137,9 @@ struct ArrayFileRepr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dir: Option<String>,
     layers: Vec<String>,
+    /// Datasets that have the array (absent before runs).
+    #[serde(default)]
+    users: u64,
 }
 
 /// Prefix of the directory ids the manifest assigns. Array names may not start
@@ -146,6 +168,11 @@ impl Manifest {
             dirs: IndexMap::new(),
             next_dir: 0,
             segments: Vec::new(),
+            runs: Vec::new(),
+            next_id: 0,
+            n_datasets: 0,
+            users: IndexMap::new(),
+            version: REGISTRY_VERSION,
             policy: Policy::default(),
             retired: Vec::new(),
             commit_id: None,
@@ -167,10 +194,14 @@ impl Manifest {
                 .map(|(k, v)| {
                     let layers = v.iter().map(|l| l.as_str().to_owned()).collect();
                     let dir = self.dirs.get(k).cloned();
-                    (k.clone(), ArrayFileRepr { dir, layers })
+                    let users = self.users.get(k).copied().unwrap_or(0);
+                    (k.clone(), ArrayFileRepr { dir, layers, users })
                 })
                 .collect(),
             segments: self.segments.iter().map(|s| s.0.clone()).collect(),
+            runs: self.runs.iter().map(|r| r.as_str().to_owned()).collect(),
+            next_id: self.next_id,
+            n_datasets: self.n_datasets,
             next_dir: self.next_dir,
             policy: self.policy,
             retired: self.retired.clone(),
@@ -188,13 +219,9 @@ impl Manifest {
         };
         let head: Head =
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
-        check_head(
-            &head.format,
-            head.version,
-            FORMAT_TAG,
-            REGISTRY_VERSION,
-            path,
-        )?;
+        // Version 2 (segments, no ids) is read and upgraded by the next commit.
+        let version = if head.version == 2 { 2 } else { REGISTRY_VERSION };
+        check_head(&head.format, head.version, FORMAT_TAG, version, path)?;
         let repr: ManifestRepr =
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
         let codec = Codec::parse(&repr.codec)
@@ -207,6 +234,7 @@ impl Manifest {
         let mut arrays = IndexMap::with_capacity(repr.arrays.len());
         let mut dirs: IndexMap<String, String> = IndexMap::with_capacity(repr.arrays.len());
         let mut dirs_seen = std::collections::HashSet::new();
+        let mut users = IndexMap::with_capacity(repr.arrays.len());
         for (name, a) in repr.arrays {
             validate_array_name(&name).map_err(|e| corrupt(e.to_string()))?;
             let dir = a.dir.unwrap_or_else(|| name.clone());
@@ -225,6 +253,7 @@ impl Manifest {
                 return Err(corrupt(format!("two arrays share directory {dir:?}")));
             }
             dirs.insert(name.clone(), dir);
+            users.insert(name.clone(), a.users);
             let layers = a
                 .layers
                 .into_iter()
@@ -241,7 +270,20 @@ impl Manifest {
                 SegmentId::new(s.clone()).ok_or_else(|| corrupt(format!("bad segment name {s:?}")))
             })
             .collect::<Result<Vec<_>>>()?;
+        let runs = repr
+            .runs
+            .into_iter()
+            .map(|r| RunId::new(r.clone()).ok_or_else(|| corrupt(format!("bad run name {r:?}"))))
+            .collect::<Result<Vec<_>>>()?;
+        if version == REGISTRY_VERSION && !segments.is_empty() {
+            return Err(corrupt("a version 3 manifest names segments".into()));
+        }
         Ok(Manifest {
+            runs,
+            next_id: repr.next_id,
+            n_datasets: repr.n_datasets,
+            users,
+            version,
             generation: repr.generation,
             compression: Compression {
                 codec,
@@ -265,7 +307,8 @@ impl Manifest {
                         || validate_array_name(&r.dir).is_ok())
                         && !r.dir.contains('/')
                         && (LayerId::new(r.file.clone()).is_some()
-                            || SegmentId::new(r.file.clone()).is_some());
+                            || SegmentId::new(r.file.clone()).is_some()
+                            || RunId::new(r.file.clone()).is_some());
                     if ok {
                         Ok(r)
                     } else {

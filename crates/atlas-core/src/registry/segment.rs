@@ -26,7 +26,7 @@ struct SegmentRepr {
 }
 
 #[derive(Serialize, Deserialize)]
-struct SchemaRepr {
+pub(super) struct SchemaRepr {
     dtype: String,
     dims: Vec<String>,
     shape: Vec<u64>,
@@ -89,9 +89,42 @@ fn attr_to_fill(a: &Attr, dtype: DType) -> Option<FillValue> {
     })
 }
 
+/// The stored form of a schema.
+pub(super) fn schema_to_repr(s: &ArraySchema) -> SchemaRepr {
+    SchemaRepr {
+        dtype: s.dtype.name().to_owned(),
+        dims: s.dims.clone(),
+        shape: s.shape.clone(),
+        chunk_shape: s.chunk_shape.clone(),
+        fill_value: s.fill_value.as_ref().map(fill_to_attr),
+    }
+}
+
+/// A schema from its stored form, validated; the error is the reason.
+pub(super) fn schema_from_repr(s: SchemaRepr) -> std::result::Result<ArraySchema, String> {
+    let dtype = DType::from_name(&s.dtype).ok_or_else(|| format!("unknown dtype {:?}", s.dtype))?;
+    let fill = match &s.fill_value {
+        None => None,
+        Some(a) => {
+            Some(attr_to_fill(a, dtype).ok_or_else(|| format!("fill value {a} is not a {dtype}"))?)
+        }
+    };
+    ArraySchema::new(
+        "<registry>",
+        dtype,
+        s.dims,
+        s.shape,
+        Some(s.chunk_shape),
+        fill,
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Hashes a schema by value (floats by bits) so equal schemas are stored once.
+#[cfg(test)]
 struct SchemaKey<'a>(&'a ArraySchema);
 
+#[cfg(test)]
 impl Hash for SchemaKey<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
         let s = self.0;
@@ -103,15 +136,20 @@ impl Hash for SchemaKey<'_> {
     }
 }
 
+#[cfg(test)]
 impl PartialEq for SchemaKey<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.0 == other.0
     }
 }
 
+#[cfg(test)]
 impl Eq for SchemaKey<'_> {}
 
 /// Encodes a segment: `deleted` tombstones, then `datasets` upserts in order.
+/// (This build writes runs; segments are written only by tests, as stores
+/// written before runs hold them.)
+#[cfg(test)]
 pub(crate) fn encode_segment<'a>(
     meta_format: MetaFormat,
     snapshot: bool,
@@ -130,14 +168,7 @@ pub(crate) fn encode_segment<'a>(
         for (aname, entry) in &ds.arrays {
             let idx = *by_ptr.entry(Arc::as_ptr(&entry.schema)).or_insert_with(|| {
                 *index.entry(SchemaKey(&entry.schema)).or_insert_with(|| {
-                    let s = &entry.schema;
-                    schemas.push(SchemaRepr {
-                        dtype: s.dtype.name().to_owned(),
-                        dims: s.dims.clone(),
-                        shape: s.shape.clone(),
-                        chunk_shape: s.chunk_shape.clone(),
-                        fill_value: s.fill_value.as_ref().map(fill_to_attr),
-                    });
+                    schemas.push(schema_to_repr(&entry.schema));
                     schemas.len() - 1
                 })
             });
@@ -247,24 +278,7 @@ pub(crate) fn decode_segment(bytes: &[u8], path: &Path) -> Result<Segment> {
     )?;
     let mut schemas = Vec::with_capacity(repr.schemas.len());
     for (i, s) in repr.schemas.into_iter().enumerate() {
-        let dtype = DType::from_name(&s.dtype)
-            .ok_or_else(|| corrupt(format!("unknown dtype {:?}", s.dtype)))?;
-        let fill =
-            match &s.fill_value {
-                None => None,
-                Some(a) => Some(attr_to_fill(a, dtype).ok_or_else(|| {
-                    corrupt(format!("schema {i}: fill value {a} is not a {dtype}"))
-                })?),
-            };
-        let schema = ArraySchema::new(
-            "<registry>",
-            dtype,
-            s.dims,
-            s.shape,
-            Some(s.chunk_shape),
-            fill,
-        )
-        .map_err(|e| corrupt(format!("schema {i}: {e}")))?;
+        let schema = schema_from_repr(s).map_err(|e| corrupt(format!("schema {i}: {e}")))?;
         schemas.push(Arc::new(schema));
     }
     let empty_attrs = Arc::new(IndexMap::new());

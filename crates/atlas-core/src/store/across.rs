@@ -3,6 +3,8 @@
 use array_format::ArrayElement;
 use ndarray::{ArrayD, Axis};
 
+use std::sync::Arc;
+
 use super::Atlas;
 use crate::error::{Error, Result};
 
@@ -20,17 +22,25 @@ impl Atlas {
         start: Vec<u64>,
         count: Vec<u64>,
     ) -> Result<Vec<Option<ArrayD<T>>>> {
+        let names: Vec<&str> = datasets.iter().map(AsRef::as_ref).collect();
+        let inner = Arc::clone(&self.inner);
+        let owned: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        // Registry lookups may read blocks: on the blocking pool.
+        let records = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            inner.lookup_many(&refs)
+        })
+        .await
+        .expect("lookup task panicked")?;
         let mut has = Vec::with_capacity(datasets.len());
-        {
-            let live = self.inner.live.read();
-            for d in datasets {
-                let d = d.as_ref();
-                let ds = live
-                    .datasets
-                    .get(d)
-                    .ok_or_else(|| Error::DatasetNotFound { name: d.to_owned() })?;
-                has.push((d.to_owned(), ds.arrays.contains_key(array)));
-            }
+        let mut schemas = Vec::with_capacity(datasets.len());
+        for (d, rec) in names.iter().zip(records) {
+            let rec = rec.ok_or_else(|| Error::DatasetNotFound {
+                name: (*d).to_owned(),
+            })?;
+            let schema = rec.meta.arrays.get(array).map(|a| Arc::clone(&a.schema));
+            has.push(((*d).to_owned(), schema.is_some()));
+            schemas.push(schema);
         }
         let Some(file) = self.inner.file_async(array).await? else {
             return Ok(vec![None; datasets.len()]);
@@ -38,28 +48,20 @@ impl Atlas {
         let guard = file.read_owned().await;
         // As in `DatasetView::read_array`: never read with sizes the registry
         // did not agree to.
-        {
-            let live = self.inner.live.read();
-            for (d, present) in &has {
-                if !present {
-                    continue;
-                }
-                let registry = live
-                    .datasets
-                    .get(d)
-                    .and_then(|m| m.arrays.get(array))
-                    .map(|a| &a.schema);
-                if registry.is_some_and(|r| guard.schema(d).is_none_or(|f| **r != *f)) {
-                    return Err(Error::array(
-                        d,
-                        array,
-                        array_format::Error::corrupt(
-                            guard.schema_origin(d).unwrap_or(guard.dir()),
-                            0,
-                            format!("the array file's schema of {d:?} differs from the registry's"),
-                        ),
-                    ));
-                }
+        for ((d, _), registry) in has.iter().zip(&schemas) {
+            if registry
+                .as_ref()
+                .is_some_and(|r| guard.schema(d).is_none_or(|f| **r != *f))
+            {
+                return Err(Error::array(
+                    d,
+                    array,
+                    array_format::Error::corrupt(
+                        guard.schema_origin(d).unwrap_or(guard.dir()),
+                        0,
+                        format!("the array file's schema of {d:?} differs from the registry's"),
+                    ),
+                ));
             }
         }
         let array = array.to_owned();

@@ -34,8 +34,13 @@ use gc::{delete_expired, retire, split_expired};
 use super::{Inner, REGISTRY_FILE};
 use crate::error::{Error, Result};
 use crate::registry::{
-    encode_segment, now_ms, Manifest, Retired, SegmentId, MAX_SEGMENTS, META_DIR,
+    merge_runs, now_ms, Manifest, Record, Retired, RunId, RunSet, RunWriter, META_DIR,
 };
+use roaring::RoaringTreemap;
+use std::collections::HashMap;
+
+/// Runs after which a flush merges them all into one.
+pub(crate) const MAX_RUNS: usize = 8;
 
 /// How a registry write failed.
 pub(crate) enum CommitError {
@@ -134,6 +139,25 @@ async fn flush_with(inner: &Arc<Inner>, snapshot: bool) -> Result<()> {
     // deleted meanwhile (possibly opening an array file this flush did not
     // lock) must land wholly in this commit or wholly in the next.
     let _structure = inner.structure.lock().await;
+    // Array files whose statistics the catalog needs (data written since the
+    // last commit, or every array of a store upgraded from segments).
+    let need: std::collections::BTreeSet<String> = {
+        let live = inner.live.read();
+        live.changed
+            .values()
+            .filter_map(|(_, r)| r.as_ref())
+            .flat_map(|r| {
+                r.meta
+                    .arrays
+                    .keys()
+                    .filter(|a| !r.stats.contains_key(*a))
+                    .cloned()
+            })
+            .collect()
+    };
+    for a in &need {
+        inner.file_async(a).await?;
+    }
     let mut guards: WriteGuards = Vec::new();
     for (name, f) in inner.open_files() {
         guards.push((name, f.write_owned().await));
@@ -144,27 +168,146 @@ async fn flush_with(inner: &Arc<Inner>, snapshot: bool) -> Result<()> {
         .expect("flush task panicked")
 }
 
+/// The registry changes one flush commits: a copy of the handle's changes
+/// (they stay in the handle until the commit succeeds).
+struct Snapshot {
+    /// Sorted by name; `None`: deleted.
+    changes: Vec<(String, Option<Record>)>,
+    /// Sequence number of each change, to forget exactly these after the commit.
+    seqs: HashMap<String, u64>,
+    killed: RoaringTreemap,
+    next_id: u64,
+    n: u64,
+    users: IndexMap<String, u64>,
+    base: Arc<RunSet>,
+}
+
+impl Snapshot {
+    fn take(inner: &Inner) -> Snapshot {
+        let live = inner.live.read();
+        let mut changes: Vec<(String, Option<Record>)> = live
+            .changed
+            .iter()
+            .map(|(n, (_, r))| (n.clone(), r.clone()))
+            .collect();
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Snapshot {
+            changes,
+            seqs: live
+                .changed
+                .iter()
+                .map(|(n, (seq, _))| (n.clone(), *seq))
+                .collect(),
+            killed: live.killed.clone(),
+            next_id: live.next_id,
+            n: live.n,
+            users: live.users.clone(),
+            base: Arc::clone(&live.base),
+        }
+    }
+}
+
+/// The first run of `runs` that a flush adding `new_records` merges with its
+/// changes: the newest runs while each is at most twice the records merged so
+/// far (size-tiered, so a record is rewritten O(log n) times), and all of them
+/// when more than [`MAX_RUNS`] would remain.
+fn merge_from(runs: &[Arc<crate::registry::Run>], new_records: u64) -> usize {
+    let mut k = runs.len();
+    let mut sum = new_records.max(1);
+    while k > 0 && runs[k - 1].n_records() <= 2 * sum {
+        sum += runs[k - 1].n_records();
+        k -= 1;
+    }
+    if k + 1 > MAX_RUNS {
+        0
+    } else {
+        k
+    }
+}
+
+/// Writes the flush's run: the changes merged with `runs[from..]`. From 0,
+/// tombstones and killed ids are dropped (no older run remains for them to
+/// hide); otherwise they are kept.
+fn write_run(
+    inner: &Inner,
+    snap: &Snapshot,
+    from: usize,
+    path: &Path,
+) -> Result<crate::registry::RunStats> {
+    let storage = inner.storage.as_ref();
+    let mut w = RunWriter::create(storage, path)?;
+    let runs = &snap.base.runs[from..];
+    if from > 0 {
+        let mut killed = snap.killed.clone();
+        for r in runs {
+            killed |= r.killed()?;
+        }
+        w.kill(&killed);
+    }
+    let full = from == 0;
+    let w = std::cell::RefCell::new(w);
+    merge_runs(
+        runs,
+        snap.changes.clone(),
+        |name, rec| w.borrow_mut().record(name, &rec),
+        |name| {
+            if full {
+                Ok(())
+            } else {
+                w.borrow_mut().tombstone(name)
+            }
+        },
+    )?;
+    w.into_inner().finish()
+}
+
 fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> Result<()> {
     let was_dirty = inner.dirty.swap(false, Ordering::SeqCst);
-    let compact_registry = force_snapshot && inner.committed.lock().segments.len() > 1;
+    let compact_registry = force_snapshot && {
+        let c = inner.committed.lock();
+        c.runs.len() + c.segments.len() > 1
+    };
     if !was_dirty && !compact_registry && !guards.iter().any(|(_, g)| g.has_pending()) {
         return Ok(());
     }
     let storage = inner.storage.as_ref();
-    // The datasets changed since the last commit; given back if the flush fails.
-    let (dirty, deleted) = {
-        let mut live = inner.live.write();
-        (
-            std::mem::take(&mut live.dirty),
-            std::mem::take(&mut live.deleted),
-        )
-    };
-    let give_back = |dirty: HashSet<String>, deleted: HashSet<String>| {
-        let mut live = inner.live.write();
-        live.dirty.extend(dirty);
-        live.deleted.extend(deleted);
-        inner.dirty.store(true, Ordering::SeqCst);
-    };
+    // The changes stay in the handle until the commit succeeds; a failed
+    // flush only marks the handle dirty again.
+    let give_back = || inner.dirty.store(true, Ordering::SeqCst);
+    let mut snap = Snapshot::take(inner);
+    // Statistics of arrays whose data changed, for the catalog.
+    {
+        let by_name: HashMap<&str, &ArrayFile> =
+            guards.iter().map(|(n, g)| (n.as_str(), &**g)).collect();
+        for (name, rec) in &mut snap.changes {
+            let Some(rec) = rec else { continue };
+            let missing: Vec<String> = rec
+                .meta
+                .arrays
+                .keys()
+                .filter(|a| !rec.stats.contains_key(*a))
+                .cloned()
+                .collect();
+            for a in missing {
+                let stats = match by_name.get(a.as_str()) {
+                    Some(f) => f.array_stats(name).map_err(|e| Error::array(name, &a, e)),
+                    None => Err(Error::CorruptRegistry {
+                        path: inner.root.join(REGISTRY_FILE),
+                        reason: format!("dataset {name:?} has array {a:?}, which has no file"),
+                    }),
+                };
+                match stats {
+                    Ok(s) => {
+                        rec.stats.insert(a, s);
+                    }
+                    Err(e) => {
+                        give_back();
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
     let mut prepared: Vec<(usize, PreparedLayer)> = Vec::new();
     for (i, (_, g)) in guards.iter().enumerate() {
         match g.write_pending() {
@@ -172,23 +315,34 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
             Ok(None) => {}
             Err(e) => {
                 remove_prepared(storage, &prepared);
-                give_back(dirty, deleted);
+                give_back();
                 return Err(e.into());
             }
         }
     }
     let meta_dir = inner.root.join(META_DIR);
-    let (manifest, dropped, segment, expired) = {
-        let live = inner.live.read();
+    let (committed_runs, committed_segments) = {
+        let c = inner.committed.lock();
+        (c.runs.clone(), c.segments.clone())
+    };
+    // The registry's new run: the changes, merged with the newest runs.
+    let registry_changed = !snap.changes.is_empty() || !snap.killed.is_empty();
+    let run = if registry_changed || compact_registry || !committed_segments.is_empty() {
+        let from = if force_snapshot || !committed_segments.is_empty() {
+            0
+        } else {
+            merge_from(&snap.base.runs, snap.changes.len() as u64)
+        };
+        Some((RunId::fresh(), from))
+    } else {
+        None
+    };
+    let (manifest, dropped, expired) = {
         let committed = inner.committed.lock();
-        let used: HashSet<&str> = live
-            .datasets
-            .values()
-            .flat_map(|d| d.arrays.keys().map(String::as_str))
-            .collect();
+        let used = |a: &str| snap.users.get(a).is_some_and(|n| *n > 0);
         let mut arrays: IndexMap<String, Vec<LayerId>> = IndexMap::new();
         for (name, layers) in &committed.arrays {
-            if used.contains(name.as_str()) {
+            if used(name) {
                 arrays.insert(name.clone(), layers.clone());
             }
         }
@@ -197,7 +351,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         let mut unnamed: Vec<Retired> = Vec::new();
         for (i, p) in &prepared {
             let name = &guards[*i].0;
-            if used.contains(name.as_str()) {
+            if used(name) {
                 arrays.entry(name.clone()).or_default().push(p.id());
             } else {
                 unnamed.push(Retired {
@@ -207,45 +361,26 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 });
             }
         }
+        // Arrays in order of first use (as `Atlas::list_arrays` lists them).
+        arrays.sort_by_cached_key(|k, _| snap.users.get_index_of(k).unwrap_or(usize::MAX));
         let dropped: Vec<(String, Vec<LayerId>)> = committed
             .arrays
             .iter()
             .filter(|(n, _)| !arrays.contains_key(*n))
             .map(|(n, l)| (n.clone(), l.clone()))
             .collect();
-        // A delta segment of what changed, or a snapshot of everything when the
-        // segment list is long (or compaction asks for it).
-        // (A registry of one segment is already compact.)
-        let snapshot = (force_snapshot && committed.segments.len() > 1)
-            || committed.segments.len() >= MAX_SEGMENTS;
-        let (segment, segments, retired) = if snapshot {
-            let id = SegmentId::fresh(inner.meta_format);
-            let bytes = encode_segment(inner.meta_format, true, Vec::new(), live.datasets.iter());
-            (
-                Some((id.clone(), bytes)),
-                vec![id],
-                committed.segments.clone(),
-            )
-        } else if dirty.is_empty() && deleted.is_empty() {
-            (None, committed.segments.clone(), Vec::new())
-        } else {
-            let mut upserts: Vec<(usize, &String, &crate::registry::DatasetMeta)> = dirty
-                .iter()
-                .filter_map(|n| live.datasets.get_full(n))
-                .collect();
-            upserts.sort_unstable_by_key(|(i, _, _)| *i);
-            let mut tombstones: Vec<String> = deleted.iter().cloned().collect();
-            tombstones.sort_unstable();
-            let id = SegmentId::fresh(inner.meta_format);
-            let bytes = encode_segment(
-                inner.meta_format,
-                false,
-                tombstones,
-                upserts.into_iter().map(|(_, k, v)| (k, v)),
-            );
-            let mut segments = committed.segments.clone();
-            segments.push(id.clone());
-            (Some((id, bytes)), segments, Vec::new())
+        let (runs, retired_meta): (Vec<RunId>, Vec<String>) = match &run {
+            Some((id, from)) => {
+                let mut runs = committed_runs[..*from].to_vec();
+                runs.push(id.clone());
+                let retired = committed_runs[*from..]
+                    .iter()
+                    .map(|r| r.as_str().to_owned())
+                    .chain(committed_segments.iter().map(|s| s.as_str().to_owned()))
+                    .collect();
+                (runs, retired)
+            }
+            None => (committed_runs.clone(), Vec::new()),
         };
         let now = now_ms();
         let (mut expired, mut kept) = split_expired(&committed.retired, now, committed.policy);
@@ -261,81 +396,81 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                     since_ms: now,
                 })
             })
-            .chain(retired.iter().map(|id| Retired {
+            .chain(retired_meta.into_iter().map(|file| Retired {
                 dir: META_DIR.to_owned(),
-                file: id.as_str().to_owned(),
+                file,
                 since_ms: now,
             }));
         retire(newly, committed.policy, &mut kept, &mut expired);
         expired.extend(unnamed);
         let (dirs, next_dir) = inner.dirs_for(arrays.keys());
-        let manifest = Manifest {
-            commit_id: None,
-            generation: committed.generation + 1,
-            compression: inner.compression,
-            meta_format: inner.meta_format,
-            arrays,
-            dirs,
-            next_dir,
-            segments,
-            policy: committed.policy,
-            retired: kept,
-        };
-        (manifest, dropped, segment, expired)
+        let users = arrays
+            .keys()
+            .map(|a| (a.clone(), snap.users.get(a).copied().unwrap_or(0)))
+            .collect();
+        let mut manifest = Manifest::new(inner.compression, inner.meta_format);
+        manifest.generation = committed.generation + 1;
+        manifest.arrays = arrays;
+        manifest.dirs = dirs;
+        manifest.next_dir = next_dir;
+        manifest.runs = runs;
+        manifest.next_id = snap.next_id;
+        manifest.n_datasets = snap.n;
+        manifest.users = users;
+        manifest.policy = committed.policy;
+        manifest.retired = kept;
+        (manifest, dropped, expired)
     };
-    let fail_before = |e: array_format::Error, seg: Option<&SegmentId>| {
+    let run_path = run.as_ref().map(|(id, _)| meta_dir.join(id.as_str()));
+    let fail_before = |e: Error| {
         remove_prepared(storage, &prepared);
-        if let Some(id) = seg {
-            let _ = storage.remove_file(&meta_dir.join(id.as_str()));
+        if let Some(p) = &run_path {
+            let _ = storage.remove_file(p);
         }
+        give_back();
         e
     };
-    // A directory created by this flush (a new array's, or the first
-    // `atlas.meta/`) must be durable before the manifest that names files in it:
-    // its entry lives in the root directory, which the manifest's own directory
-    // fsync covers only after the rename.
+    // A directory created by this flush (a new array's, or `atlas.meta/` of a
+    // store created elsewhere) must be durable before the manifest that names
+    // files in it: its entry lives in the root directory, which the
+    // manifest's own directory fsync covers only after the rename.
     let new_dirs = prepared
         .iter()
         .any(|(i, _)| !inner.committed.lock().arrays.contains_key(&guards[*i].0))
-        || (segment.is_some() && inner.committed.lock().segments.is_empty());
-    if let Some((id, bytes)) = &segment {
+        || (run.is_some() && committed_runs.is_empty());
+    let mut new_runs: Option<RunSet> = None;
+    if let (Some((id, from)), Some(path)) = (&run, &run_path) {
         let written = storage
             .create_dir_all(&meta_dir)
-            .and_then(|()| storage.write_new_synced(&meta_dir.join(id.as_str()), bytes))
-            .and_then(|()| storage.sync_dir(&meta_dir));
-        if let Err(e) = written {
-            let e = fail_before(e, Some(id));
-            give_back(dirty, deleted);
-            return Err(e.into());
+            .map_err(Error::from)
+            .and_then(|()| write_run(inner, &snap, *from, path))
+            .and_then(|_| storage.sync_dir(&meta_dir).map_err(Error::from))
+            .and_then(|()| crate::registry::Run::open(storage, path, id.clone()));
+        match written {
+            Ok(r) => {
+                let mut runs = snap.base.runs[..*from].to_vec();
+                runs.push(Arc::new(r));
+                new_runs = Some(RunSet::from_runs(runs));
+            }
+            Err(e) => return Err(fail_before(e)),
         }
     }
     if new_dirs {
         if let Err(e) = storage.sync_dir(&inner.root) {
-            let e = fail_before(e, segment.as_ref().map(|(id, _)| id));
-            give_back(dirty, deleted);
-            return Err(e.into());
+            return Err(fail_before(e.into()));
         }
     }
     let mut manifest = manifest;
     let expected = inner.committed.lock().version.clone();
     let version = match write_manifest(storage, &inner.root, &mut manifest, expected.as_ref()) {
         Ok(v) => v,
-        Err(CommitError::Before(e)) => {
-            let e = fail_before(e, segment.as_ref().map(|(id, _)| id));
-            give_back(dirty, deleted);
-            return Err(e.into());
-        }
+        Err(CommitError::Before(e)) => return Err(fail_before(e.into())),
         Err(CommitError::Conflict) => {
             // Another writer's commit stands: this handle's snapshot is stale
             // and its changes stay pending (nothing here is named by a commit).
-            let _ = fail_before(
-                array_format::Error::StalePreparedLayer,
-                segment.as_ref().map(|(id, _)| id),
-            );
-            give_back(dirty, deleted);
-            return Err(Error::CommitConflict {
+            return Err(fail_before(Error::CommitConflict {
                 path: inner.root.clone(),
-            });
+            }));
         }
         Err(CommitError::Unknown(e)) => {
             inner.poisoned.store(true, Ordering::SeqCst);
@@ -350,11 +485,23 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         }
     }
     {
+        let mut live = inner.live.write();
+        if let Some(runs) = new_runs {
+            live.base = Arc::new(runs);
+        }
+        live.base_next_id = snap.next_id;
+        // Forget exactly the changes this commit wrote; later ones stay.
+        live.changed
+            .retain(|n, (seq, _)| snap.seqs.get(n) != Some(seq));
+        live.killed -= &snap.killed;
+    }
+    {
         let mut c = inner.committed.lock();
         c.generation = manifest.generation;
         c.version = Some(version);
         c.arrays = manifest.arrays;
         c.segments = manifest.segments;
+        c.runs = manifest.runs;
         c.retired = manifest.retired;
     }
     // Arrays no dataset uses any more: their layers are retired (deleted after

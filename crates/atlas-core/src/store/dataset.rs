@@ -56,15 +56,15 @@ impl DatasetView {
 
     fn with_meta<R>(&self, f: impl FnOnce(&DatasetMeta) -> R) -> Result<R> {
         self.inner
-            .with_dataset(&self.name, f)
+            .with_dataset(&self.name, f)?
             .ok_or_else(|| self.not_found())
     }
 
     fn with_meta_mut<R>(&self, f: impl FnOnce(&mut DatasetMeta) -> Result<R>) -> Result<R> {
         self.inner.ensure_writer()?;
         self.inner
-            .update_dataset(&self.name, f)
-            .ok_or_else(|| self.not_found())?
+            .update_dataset(&self.name, f)?
+            .ok_or_else(|| self.not_found())
     }
 
     /// The array's file, if this dataset has the array (`Ok(None)` if not).
@@ -170,8 +170,7 @@ impl DatasetView {
             .await
             .expect("write task panicked")
             .map_err(|e| Error::array(&self.name, name, e))?;
-        self.inner.mark_dirty();
-        Ok(())
+        self.inner.data_changed(&self.name, name)
     }
 
     /// Reads a hyperslab; empty `start` and `count` read everything. `Ok(None)`

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::config::{OpenOptions, StoreConfig};
 use crate::error::{Error, Result};
-use crate::registry::{check_arrays, decode_segment, DatasetMeta, Manifest, META_DIR};
+use crate::registry::{check_arrays, decode_segment, DatasetMeta, Manifest, Record, RunSet, META_DIR};
+use roaring::RoaringTreemap;
 
 fn is_not_found(e: &array_format::Error) -> bool {
     matches!(e, array_format::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
@@ -89,7 +90,7 @@ impl Atlas {
             storage,
             root,
             (manifest, Some(version)),
-            IndexMap::new(),
+            Loaded::Runs(RunSet::default()),
             HashMap::new(),
             config.open_options(),
         );
@@ -183,10 +184,11 @@ impl Atlas {
         storage: Arc<dyn Storage>,
         root: PathBuf,
         (manifest, version): (Manifest, Option<array_format::Version>),
-        datasets: IndexMap<String, DatasetMeta>,
+        registry: Loaded,
         handles: HashMap<String, PinnedLayers>,
         options: OpenOptions,
     ) -> Atlas {
+        let live = registry.into_live(&manifest);
         let files = handles
             .into_iter()
             .map(|(k, v)| (k, FileSlot::Unopened(v)))
@@ -207,16 +209,13 @@ impl Atlas {
                 options,
                 compression: manifest.compression,
                 meta_format: manifest.meta_format,
-                live: RwLock::new(Live {
-                    datasets,
-                    dirty: std::collections::HashSet::new(),
-                    deleted: std::collections::HashSet::new(),
-                }),
+                live: RwLock::new(live),
                 committed: Mutex::new(Committed {
                     generation: manifest.generation,
                     version,
                     arrays: manifest.arrays,
                     segments: manifest.segments,
+                    runs: manifest.runs,
                     policy: manifest.policy,
                     retired: manifest.retired,
                 }),
@@ -235,24 +234,111 @@ impl Atlas {
     }
 }
 
-/// Reads the manifest (with its storage version) and replays its segments
-/// into the dataset map.
+/// A store's registry as read at open.
+pub(crate) enum Loaded {
+    /// The manifest's runs, opened (indexes only).
+    Runs(RunSet),
+    /// A store written before runs: every dataset, replayed from segments.
+    Legacy(IndexMap<String, DatasetMeta>),
+}
+
+impl Loaded {
+    /// Every dataset's record by name (the whole registry, for `verify`).
+    /// Records of a store upgraded from segments carry no statistics.
+    pub(crate) fn into_records(self) -> Result<IndexMap<String, Record>> {
+        match self {
+            Loaded::Runs(runs) => {
+                let mut out = IndexMap::new();
+                runs.for_each(|name, rec| {
+                    out.insert(name.to_owned(), rec);
+                    Ok(())
+                })?;
+                Ok(out)
+            }
+            Loaded::Legacy(map) => Ok(map
+                .into_iter()
+                .enumerate()
+                .map(|(i, (n, meta))| {
+                    (
+                        n,
+                        Record {
+                            id: i as u64,
+                            meta: Arc::new(meta),
+                            stats: HashMap::new(),
+                        },
+                    )
+                })
+                .collect()),
+        }
+    }
+
+    /// The handle's registry view. A legacy store's datasets become changes
+    /// (ids in insertion order, statistics recomputed): its next commit writes
+    /// them all into one run and retires the segments.
+    fn into_live(self, manifest: &Manifest) -> Live {
+        match self {
+            Loaded::Runs(runs) => Live {
+                base: Arc::new(runs),
+                base_next_id: manifest.next_id,
+                changed: IndexMap::new(),
+                killed: RoaringTreemap::new(),
+                next_id: manifest.next_id,
+                n: manifest.n_datasets,
+                users: manifest
+                    .users
+                    .iter()
+                    .map(|(a, n)| (a.clone(), *n))
+                    .collect(),
+                seq: 0,
+            },
+            Loaded::Legacy(map) => {
+                let mut users: IndexMap<String, u64> = IndexMap::new();
+                let mut changed = IndexMap::with_capacity(map.len());
+                for (i, (name, meta)) in map.into_iter().enumerate() {
+                    for a in meta.arrays.keys() {
+                        *users.entry(a.clone()).or_insert(0) += 1;
+                    }
+                    let rec = Record {
+                        id: i as u64,
+                        meta: Arc::new(meta),
+                        stats: HashMap::new(),
+                    };
+                    changed.insert(name, (i as u64 + 1, Some(rec)));
+                }
+                let n = changed.len() as u64;
+                Live {
+                    base: Arc::new(RunSet::default()),
+                    base_next_id: 0,
+                    changed,
+                    killed: RoaringTreemap::new(),
+                    next_id: n,
+                    n,
+                    users,
+                    seq: n,
+                }
+            }
+        }
+    }
+}
+
+/// Reads the manifest (with its storage version) and its registry: the runs'
+/// indexes, or, for a store written before runs, every segment.
 pub(crate) fn load(
     storage: &dyn Storage,
     root: &Path,
-) -> Result<(
-    Manifest,
-    array_format::Version,
-    IndexMap<String, DatasetMeta>,
-)> {
+) -> Result<(Manifest, array_format::Version, Loaded)> {
     let reg_path = root.join(REGISTRY_FILE);
     let (bytes, version) = storage.read_versioned(&reg_path)?;
     let manifest = Manifest::decode(&bytes, &reg_path)?;
+    if manifest.version >= 3 {
+        let runs = RunSet::open(storage, root, &manifest.runs)?;
+        return Ok((manifest, version, Loaded::Runs(runs)));
+    }
     let mut datasets = IndexMap::new();
     for seg in &manifest.segments {
         let path = root.join(META_DIR).join(seg.as_str());
         decode_segment(&storage.read_all(&path)?, &path)?.apply(&mut datasets);
     }
     check_arrays(&datasets, &manifest, &reg_path)?;
-    Ok((manifest, version, datasets))
+    Ok((manifest, version, Loaded::Legacy(datasets)))
 }

@@ -41,10 +41,11 @@ impl Atlas {
                 files.insert(name.clone(), f.read_owned().await);
             }
         }
-        let source = {
-            let live = self.inner.live.read();
-            Snapshot::take(&self.inner, &live.datasets, &referenced, files)
-        };
+        let inner = Arc::clone(&self.inner);
+        let records = tokio::task::spawn_blocking(move || inner.all_records())
+            .await
+            .expect("registry task panicked")?;
+        let source = Snapshot::take(&self.inner, &records, &referenced, files);
         let generation = self.generation();
         let query = query.clone();
         tokio::task::spawn_blocking(move || crate::query::run(&query, &source, &source, generation))
@@ -80,7 +81,7 @@ impl Snapshot {
     /// One pass over the datasets, looking up only the referenced names.
     fn take(
         inner: &Arc<Inner>,
-        datasets: &IndexMap<String, crate::registry::DatasetMeta>,
+        datasets: &[(String, crate::registry::Record)],
         referenced: &HashSet<String>,
         files: HashMap<String, Guard>,
     ) -> Snapshot {
@@ -88,8 +89,9 @@ impl Snapshot {
         let mut arrays: HashMap<String, Vec<Entry>> = HashMap::new();
         let mut attributes: HashMap<String, Vec<(u32, Attr)>> = HashMap::new();
         let mut names = Vec::with_capacity(datasets.len());
-        for (pos, (name, meta)) in datasets.iter().enumerate() {
+        for (pos, (name, rec)) in datasets.iter().enumerate() {
             let pos = pos as u32;
+            let meta = &rec.meta;
             names.push(name.clone());
             for r in &referenced {
                 if let Some(entry) = meta.arrays.get(r.as_str()) {
@@ -122,8 +124,10 @@ impl Snapshot {
     /// unknown name (the error path only).
     fn all_names(&self, arrays: bool) -> Vec<String> {
         let mut set = std::collections::BTreeSet::new();
-        self.inner.with_datasets(|d| {
-            for meta in d.values() {
+        let records = self.inner.all_records().unwrap_or_default();
+        {
+            for (_, rec) in &records {
+                let meta = &rec.meta;
                 let keys: Box<dyn Iterator<Item = &String>> = if arrays {
                     Box::new(meta.arrays.keys())
                 } else {
@@ -135,7 +139,7 @@ impl Snapshot {
                     }
                 }
             }
-        });
+        }
         set.into_iter().collect()
     }
 

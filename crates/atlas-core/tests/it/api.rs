@@ -31,7 +31,7 @@ async fn local_store_lifecycle_and_dataset_listing() {
     assert_eq!(s.generation(), 1);
     assert_eq!(s.meta_format(), MetaFormat::Json);
     assert_eq!(s.compression(), atlas_core::Compression::default());
-    assert!(s.list_datasets().is_empty());
+    assert!(s.list_datasets().unwrap().is_empty());
     assert!(s.list_arrays().is_empty());
     assert_eq!(s.n_datasets(), 0);
 
@@ -41,10 +41,10 @@ async fn local_store_lifecycle_and_dataset_listing() {
         let ds = s.create_dataset(n).await.unwrap();
         assert_eq!(ds.name(), n);
     }
-    assert_eq!(s.list_datasets(), strings(&names));
+    assert_eq!(s.list_datasets().unwrap(), strings(&names));
     assert_eq!(s.n_datasets(), names.len());
-    assert!(s.dataset_exists("mike"));
-    assert!(!s.dataset_exists("november"));
+    assert!(s.dataset_exists("mike").unwrap());
+    assert!(!s.dataset_exists("november").unwrap());
     assert!(matches!(
         s.create_dataset("alpha").await,
         Err(Error::DatasetExists { name }) if name == "alpha"
@@ -69,13 +69,13 @@ async fn local_store_lifecycle_and_dataset_listing() {
     assert_eq!(s.list_arrays(), strings(&["temp", "sal", "depth"]));
     assert_eq!(zulu.list_arrays().unwrap(), strings(&["temp", "sal"]));
     assert_eq!(alpha.list_arrays().unwrap(), strings(&["sal", "depth"]));
-    let meta = s.dataset_meta("zulu").unwrap();
+    let meta = s.dataset_meta("zulu").unwrap().unwrap();
     assert_eq!(
         meta.arrays.keys().cloned().collect::<Vec<_>>(),
         strings(&["temp", "sal"])
     );
     assert_eq!(meta.arrays["temp"].schema.shape, vec![2, 3]);
-    assert!(s.dataset_meta("nope").is_none());
+    assert!(s.dataset_meta("nope").unwrap().is_none());
 
     let t = arr(&[2, 3], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]);
     zulu.write_array("temp", vec![0, 0], t.view())
@@ -103,7 +103,7 @@ async fn local_store_lifecycle_and_dataset_listing() {
         "open_path is read-only until the first mutation"
     );
     assert_eq!(r.generation(), 2);
-    assert_eq!(r.list_datasets(), strings(&names), "order survives reopen");
+    assert_eq!(r.list_datasets().unwrap(), strings(&names), "order survives reopen");
     assert_eq!(r.list_arrays(), strings(&["temp", "sal", "depth"]));
     assert_eq!(snapshot(&r).await, before);
     let z = r.open_dataset("zulu").await.unwrap();
@@ -122,7 +122,7 @@ async fn local_store_lifecycle_and_dataset_listing() {
     // Mutating takes the writer lock.
     r.delete_dataset("mike").await.unwrap();
     assert!(r.is_writer());
-    assert!(!r.dataset_exists("mike"));
+    assert!(!r.dataset_exists("mike").unwrap());
     assert!(matches!(
         r.open_dataset("mike").await,
         Err(Error::DatasetNotFound { name }) if name == "mike"
@@ -139,7 +139,7 @@ async fn local_store_lifecycle_and_dataset_listing() {
     drop((z, r));
 
     let r2 = Atlas::open_path(&root).await.unwrap();
-    assert_eq!(r2.list_datasets(), strings(&["zulu", "bravo", "echo"]));
+    assert_eq!(r2.list_datasets().unwrap(), strings(&["zulu", "bravo", "echo"]));
     assert_eq!(r2.generation(), 3);
     assert!(
         !depth_dir.exists(),

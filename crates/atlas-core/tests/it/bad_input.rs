@@ -1079,7 +1079,7 @@ async fn hostile_registry_contents_are_corrupt_not_panics() {
     }
     storage.overwrite(&segment, serde_json::to_vec(&good_segment).unwrap());
     let r = reopen_mem(&storage, "restored").await;
-    assert_eq!(r.list_datasets(), strings(&["a", "b"]));
+    assert_eq!(r.list_datasets().unwrap(), strings(&["a", "b"]));
 }
 
 /// A hand-built `ArraySchema` (its fields are public) with a zero chunk extent,

@@ -169,12 +169,12 @@ pub struct Snapshot {
 /// Captures the whole visible state of `atlas` (pending changes included).
 pub async fn snapshot(atlas: &Atlas) -> Snapshot {
     let mut datasets = Vec::new();
-    for name in atlas.list_datasets() {
+    for name in atlas.list_datasets().unwrap() {
         let ds = atlas
             .open_dataset(&name)
             .await
             .unwrap_or_else(|e| panic!("listed dataset {name:?} does not open: {e}"));
-        let meta = atlas.dataset_meta(&name).expect("listed dataset has meta");
+        let meta = atlas.dataset_meta(&name).unwrap().expect("listed dataset has meta");
         assert_eq!(ds.meta().expect("meta"), meta, "meta() vs dataset_meta()");
         let mut arrays = Vec::new();
         for (aname, entry) in &meta.arrays {

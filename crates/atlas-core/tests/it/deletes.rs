@@ -116,7 +116,7 @@ async fn scenario(stage: Stage, what: What, with_other: bool, flush_between: boo
                     .is_none(),
                 "{ctx}: deleted array still listed after flush"
             ),
-            What::Dataset => assert!(!r.dataset_exists("d"), "{ctx}"),
+            What::Dataset => assert!(!r.dataset_exists("d").unwrap(), "{ctx}"),
         }
     }
     if what == What::Dataset {
@@ -307,6 +307,6 @@ async fn delete_and_recreate_repeatedly_between_flushes() {
     }
     s.flush().await.unwrap();
     let r = reopen_mem(&storage, "end").await;
-    assert!(r.list_datasets().is_empty());
+    assert!(r.list_datasets().unwrap().is_empty());
     assert!(r.array_layers("v").is_empty());
 }

@@ -214,7 +214,7 @@ async fn fault_at_every_step_of_flush() {
                         });
                         w.flush().await.unwrap();
                         let r = reopen_mem(&storage, &ctx).await;
-                        assert!(r.dataset_exists("post"), "{ctx}");
+                        assert!(r.dataset_exists("post").unwrap(), "{ctx}");
                         assert_sound(&r, &ctx);
                     } else {
                         assert!(

@@ -310,7 +310,7 @@ async fn store_lifecycle(storage: Arc<dyn Storage>, root: &Path) {
     atlas.compact().await.unwrap();
     let after = open_on(&storage, root).await;
     assert_eq!(after.n_datasets(), 29);
-    assert!(!after.dataset_exists("r0-p0"));
+    assert!(!after.dataset_exists("r0-p0").unwrap());
     assert_eq!(read_temp(&after, "r5-p4").await, profile(64, 54.0));
     let report = atlas_core::verify::verify(&after, |_, _| {});
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -424,7 +424,7 @@ async fn racing_writers_exactly_one_wins() {
         assert_eq!(read_temp(loser, &loser_name).await, profile(64, seed));
         // ...and nothing of it is committed.
         let now = open_on(&storage, &root).await;
-        assert!(!now.dataset_exists(&loser_name));
+        assert!(!now.dataset_exists(&loser_name).unwrap());
         // Reopen and retry: lands.
         let retry = open_on(&storage, &root).await;
         put_profile(&retry, &loser_name, seed).await;
@@ -474,7 +474,7 @@ async fn lost_response_on_the_manifest_is_a_success() {
     // And the handle keeps committing.
     put_profile(&atlas, "after", 9.0).await;
     atlas.flush().await.unwrap();
-    assert!(open_on(&storage, &root).await.dataset_exists("after"));
+    assert!(open_on(&storage, &root).await.dataset_exists("after").unwrap());
 }
 
 /// A manifest write that fails before landing (every retry too) leaves the
@@ -496,7 +496,7 @@ async fn failed_manifest_write_keeps_pending_changes() {
     let e = atlas.flush().await.unwrap_err();
     assert_ne!(e.kind(), ErrorKind::Corrupt, "{e}");
     s3.server.clear_faults();
-    assert!(!open_on(&storage, &root).await.dataset_exists("p"));
+    assert!(!open_on(&storage, &root).await.dataset_exists("p").unwrap());
     atlas.flush().await.unwrap();
     assert_eq!(
         read_temp(&open_on(&storage, &root).await, "p").await,
@@ -539,7 +539,7 @@ async fn torn_upload_never_becomes_visible() {
         }
     }
     let reader = open_on(&storage, &root).await;
-    assert!(!reader.dataset_exists("p"));
+    assert!(!reader.dataset_exists("p").unwrap());
     assert_eq!(read_temp(&reader, "base").await, profile(64, 1.0));
     atlas.flush().await.unwrap();
     assert_eq!(
@@ -595,7 +595,7 @@ async fn request_counts() {
     // one array file, not by the number of datasets.
     let fresh = open_on(&storage, &root).await;
     s3.server.reset_log();
-    let names = fresh.datasets_with_array("TEMP");
+    let names = fresh.datasets_with_array("TEMP").unwrap();
     assert_eq!(names.len(), n);
     let all = fresh
         .read_array_across::<f32>("TEMP", &names, vec![], vec![])
@@ -689,7 +689,7 @@ async fn readers_never_see_a_mixed_state() {
         loop {
             let reader = open_on(&storage, &root).await;
             let n = reader
-                .list_datasets()
+                .list_datasets().unwrap()
                 .iter()
                 .filter(|d| d.starts_with('d'))
                 .count();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use array_format::{LayerId, Storage};
 
-use crate::registry::{Manifest, Policy, Retired, SegmentId, META_DIR};
+use crate::registry::{Manifest, Policy, Retired, RunId, SegmentId, META_DIR};
 use crate::store::Inner;
 
 fn is_store_file(name: &str) -> bool {
@@ -66,6 +66,7 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
                 .segments
                 .iter()
                 .map(SegmentId::as_str)
+                .chain(manifest.runs.iter().map(RunId::as_str))
                 .chain(
                     retired
                         .iter()
@@ -124,7 +125,7 @@ fn sweep_segments(
         return;
     };
     for f in files {
-        if SegmentId::new(f.clone()).is_some()
+        if (SegmentId::new(f.clone()).is_some() || RunId::new(f.clone()).is_some())
             && !live.contains(f.as_str())
             && old_enough.is_none_or(|o| o.contains(&f))
         {

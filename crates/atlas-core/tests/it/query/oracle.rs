@@ -175,9 +175,9 @@ async fn write(a: &Atlas, ds: &str, array: usize, start: u8, values: &[u8]) {
 }
 
 async fn apply(a: &mut Atlas, storage: &MemoryStorage, op: &Op) {
-    let exists = |a: &Atlas, d: usize| a.dataset_exists(DATASETS[d]);
+    let exists = |a: &Atlas, d: usize| a.dataset_exists(DATASETS[d]).unwrap();
     let has = |a: &Atlas, d: usize, arr: usize| {
-        a.dataset_meta(DATASETS[d])
+        a.dataset_meta(DATASETS[d]).unwrap()
             .is_some_and(|m| m.arrays.contains_key(ARRAYS[arr]))
     };
     match op {
@@ -537,8 +537,8 @@ async fn non_null<T: ArrayElement>(
 
 async fn brute_state(a: &Atlas) -> Vec<(String, Ds)> {
     let mut out = Vec::new();
-    for name in a.list_datasets() {
-        let meta = a.dataset_meta(&name).unwrap();
+    for name in a.list_datasets().unwrap() {
+        let meta = a.dataset_meta(&name).unwrap().unwrap();
         let d = a.open_dataset(&name).await.unwrap();
         let mut arrays = HashMap::new();
         for (an, entry) in &meta.arrays {

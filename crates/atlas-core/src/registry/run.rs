@@ -1,0 +1,980 @@
+//! Registry runs (`atlas.meta/r-<uid>.run`): immutable, sorted, block-indexed
+//! tables of dataset records, the registry's LSM.
+//!
+//! A run holds, for the datasets one flush (or one merge) wrote:
+//! - **record blocks**, sorted by dataset name: each record is a dataset's id
+//!   and either its metadata (attributes; per array a schema index, an
+//!   attribute-set index and the array's statistics) or a tombstone;
+//! - **id blocks**: `(id, name)` of the run's live records, sorted by id (the
+//!   insertion order, for listing);
+//! - the **dictionary**: the distinct schemas and per-array attribute sets the
+//!   records reference, stored once per run;
+//! - the **catalog**: per array name, `(id, statistics)` rows sorted by id; per
+//!   scalar dataset attribute, `(id, value)` rows; each column in its own blocks;
+//! - `id_set` (the ids the run has a record for) and `killed` (committed ids
+//!   this run's commit made dead: deleted, or re-created under a new id), as
+//!   serialized roaring bitmaps;
+//! - the **index** (where every block is, the first key of each) and a fixed
+//!   32-byte trailer pointing at it.
+//!
+//! Every block is a Zstandard frame of a `MessagePack` array, with its length,
+//! decoded length and CRC-32C in the index. Opening a run reads the trailer and
+//! the index (one ranged read of the file's tail); finding one dataset reads one
+//! record block; listing streams the id blocks; a catalog column reads only its
+//! own blocks.
+//!
+//! **Invariant:** decoding checks every length, CRC, order and index before
+//! use: a damaged or hostile run is `CorruptRegistry`, never a panic, an
+//! allocation past the caps, or a name outside the rules.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use array_format::{ArrayStats, ReadHandle, StatValue, Storage, TimestampNs, WriteHandle};
+use indexmap::IndexMap;
+use parking_lot::Mutex;
+use roaring::RoaringTreemap;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::segment::{schema_from_repr, schema_to_repr, SchemaRepr};
+use super::{
+    validate_array_name, validate_attribute_name, validate_dataset_name, ArrayEntry, Attr,
+    DatasetMeta, Error, Result,
+};
+
+/// Magic at the start of a run file.
+pub const RUN_MAGIC: [u8; 8] = *b"ATLASRUN";
+/// Magic at the end of a run file's trailer.
+pub const RUN_END_MAGIC: [u8; 8] = *b"ATLASRND";
+/// The run format version this build writes and reads.
+pub const RUN_VERSION: u32 = 1;
+const HEADER_LEN: u64 = 16;
+const TRAILER_LEN: u64 = 32;
+/// Uncompressed bytes after which a block is closed.
+const BLOCK_TARGET: usize = 64 << 10;
+/// Largest decoded block or index accepted.
+const MAX_BLOCK_RAW: u32 = 256 << 20;
+/// Bytes read from a run's end at open: the trailer and, normally, the index.
+const TAIL_READ: u64 = 256 << 10;
+/// Record blocks kept decoded per run.
+const CACHED_BLOCKS: usize = 8;
+const INDEX_TAG: &str = "atlas-registry-run";
+
+/// The name of one run file: `r-<32 lowercase hex>.run`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RunId(String);
+
+impl RunId {
+    /// Validates a run file name.
+    pub fn new(name: impl Into<String>) -> Option<RunId> {
+        let name = name.into();
+        let b = name.as_bytes();
+        let ok = b.len() == 38
+            && b.starts_with(b"r-")
+            && b.ends_with(b".run")
+            && b[2..34]
+                .iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+        ok.then_some(RunId(name))
+    }
+
+    /// A fresh, never used name.
+    pub(crate) fn fresh() -> RunId {
+        RunId(format!("r-{:032x}.run", array_format::random_uid()))
+    }
+
+    /// The file name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One dataset as the registry holds it: its id, metadata and, per array,
+/// the statistics of the catalog.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Record {
+    pub id: u64,
+    pub meta: Arc<DatasetMeta>,
+    /// Statistics per array of `meta`. In the live overlay, an array whose
+    /// data changed since the last commit has none (recomputed at flush).
+    pub stats: HashMap<String, ArrayStats>,
+}
+
+/// What a run says about a name.
+#[derive(Clone, Debug)]
+pub(crate) enum Found {
+    Live(Record),
+    /// Deleted by this run's commit.
+    Tombstone,
+}
+
+// ---- serialized forms -------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+struct BlockRef {
+    off: u64,
+    len: u32,
+    raw: u32,
+    crc: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum StatRepr {
+    B(bool),
+    I(i64),
+    U(u64),
+    F(f64),
+    S(String),
+    T(i64),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StatRow(Option<StatRepr>, Option<StatRepr>, u64, u64);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ArrRepr(String, u32, Option<u32>, StatRow);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BodyRepr(IndexMap<String, Attr>, Vec<ArrRepr>);
+
+/// A record as stored: name, id, body (`None`: a tombstone).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RecRepr(String, u64, Option<BodyRepr>);
+
+#[derive(Serialize, Deserialize, Default)]
+struct DictRepr(Vec<SchemaRepr>, Vec<IndexMap<String, Attr>>);
+
+#[derive(Serialize, Deserialize)]
+struct IndexRepr {
+    tag: String,
+    version: u32,
+    n_records: u64,
+    n_tombstones: u64,
+    dict: BlockRef,
+    id_set: BlockRef,
+    killed: BlockRef,
+    /// First name of each record block.
+    names: Vec<(String, BlockRef)>,
+    /// First id of each `(id, name)` block.
+    ids: Vec<(u64, BlockRef)>,
+    /// Array name → blocks of `(id, statistics)` rows, by first id.
+    arrays: Vec<(String, Vec<(u64, BlockRef)>)>,
+    /// Dataset attribute → blocks of `(id, value)` rows, by first id.
+    attrs: Vec<(String, Vec<(u64, BlockRef)>)>,
+}
+
+fn stat_to_repr(v: &StatValue) -> StatRepr {
+    match v {
+        StatValue::Bool(b) => StatRepr::B(*b),
+        StatValue::Int(i) => StatRepr::I(*i),
+        StatValue::UInt(u) => StatRepr::U(*u),
+        StatValue::Float(f) => StatRepr::F(*f),
+        StatValue::Str(s) => StatRepr::S(s.clone()),
+        StatValue::Timestamp(t) => StatRepr::T(t.0),
+    }
+}
+
+fn stat_from_repr(v: StatRepr) -> StatValue {
+    match v {
+        StatRepr::B(b) => StatValue::Bool(b),
+        StatRepr::I(i) => StatValue::Int(i),
+        StatRepr::U(u) => StatValue::UInt(u),
+        StatRepr::F(f) => StatValue::Float(f),
+        StatRepr::S(s) => StatValue::Str(s),
+        StatRepr::T(t) => StatValue::Timestamp(TimestampNs(t)),
+    }
+}
+
+fn row_of(s: &ArrayStats) -> StatRow {
+    StatRow(
+        s.min.as_ref().map(stat_to_repr),
+        s.max.as_ref().map(stat_to_repr),
+        s.null_count,
+        s.row_count,
+    )
+}
+
+fn stats_of(r: StatRow) -> ArrayStats {
+    ArrayStats {
+        min: r.0.map(stat_from_repr),
+        max: r.1.map(stat_from_repr),
+        null_count: r.2,
+        row_count: r.3,
+    }
+}
+
+/// True for attributes the catalog indexes (scalars; lists are not).
+fn is_scalar(a: &Attr) -> bool {
+    matches!(
+        a,
+        Attr::Bool(_)
+            | Attr::Int64(_)
+            | Attr::UInt64(_)
+            | Attr::Float64(_)
+            | Attr::String(_)
+            | Attr::Timestamp(_)
+    )
+}
+
+// ---- writing ----------------------------------------------------------------
+
+/// Writes one run, streaming: records must come in strictly ascending name
+/// order; blocks go to storage as they fill, the id section, catalog,
+/// dictionary and index at [`RunWriter::finish`].
+pub(crate) struct RunWriter {
+    out: Box<dyn WriteHandle>,
+    path: PathBuf,
+    pos: u64,
+    block: Vec<RecRepr>,
+    block_raw: usize,
+    names: Vec<(String, BlockRef)>,
+    last_name: Option<String>,
+    ids: Vec<(u64, String)>,
+    id_set: RoaringTreemap,
+    killed: RoaringTreemap,
+    arrays: BTreeMap<String, Vec<(u64, StatRow)>>,
+    attrs: BTreeMap<String, Vec<(u64, Attr)>>,
+    schemas: Vec<SchemaRepr>,
+    schema_idx: HashMap<Vec<u8>, u32>,
+    schema_ptr: HashMap<usize, u32>,
+    attr_sets: Vec<IndexMap<String, Attr>>,
+    attr_idx: HashMap<Vec<u8>, u32>,
+    attr_ptr: HashMap<usize, u32>,
+    n_records: u64,
+    n_tombstones: u64,
+    /// Pointers of the schemas and attribute sets behind `*_ptr`, kept alive
+    /// so an address is never reused for another value while writing.
+    keep: Vec<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl RunWriter {
+    /// Starts a run at `path` (a new file).
+    pub(crate) fn create(storage: &dyn Storage, path: &Path) -> Result<RunWriter> {
+        let mut out = storage.create_new(path)?;
+        let mut head = Vec::with_capacity(HEADER_LEN as usize);
+        head.extend_from_slice(&RUN_MAGIC);
+        head.extend_from_slice(&RUN_VERSION.to_le_bytes());
+        head.extend_from_slice(&0u32.to_le_bytes());
+        out.append(&head)?;
+        Ok(RunWriter {
+            out,
+            path: path.to_owned(),
+            pos: HEADER_LEN,
+            block: Vec::new(),
+            block_raw: 0,
+            names: Vec::new(),
+            last_name: None,
+            ids: Vec::new(),
+            id_set: RoaringTreemap::new(),
+            killed: RoaringTreemap::new(),
+            arrays: BTreeMap::new(),
+            attrs: BTreeMap::new(),
+            schemas: Vec::new(),
+            schema_idx: HashMap::new(),
+            schema_ptr: HashMap::new(),
+            attr_sets: Vec::new(),
+            attr_idx: HashMap::new(),
+            attr_ptr: HashMap::new(),
+            n_records: 0,
+            n_tombstones: 0,
+            keep: Vec::new(),
+        })
+    }
+
+    /// Ids this run's commit makes dead.
+    pub(crate) fn kill(&mut self, ids: &RoaringTreemap) {
+        self.killed |= ids;
+    }
+
+    fn write_block<T: Serialize>(&mut self, items: &T) -> Result<BlockRef> {
+        self.write_raw(&rmp_serde::to_vec(items).expect("registry blocks serialize"))
+    }
+
+    fn write_raw(&mut self, raw: &[u8]) -> Result<BlockRef> {
+        let packed = zstd::bulk::compress(raw, 3).expect("in-memory zstd");
+        let r = BlockRef {
+            off: self.pos,
+            len: u32::try_from(packed.len()).map_err(|_| self.too_large())?,
+            raw: u32::try_from(raw.len())
+                .ok()
+                .filter(|n| *n <= MAX_BLOCK_RAW)
+                .ok_or_else(|| self.too_large())?,
+            crc: crc32c::crc32c(&packed),
+        };
+        self.out.append(&packed)?;
+        self.pos += packed.len() as u64;
+        Ok(r)
+    }
+
+    fn too_large(&self) -> Error {
+        Error::CorruptRegistry {
+            path: self.path.clone(),
+            reason: format!("a registry block would exceed {MAX_BLOCK_RAW} bytes"),
+        }
+    }
+
+    fn flush_block(&mut self) -> Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let block = std::mem::take(&mut self.block);
+        let r = self.write_block(&block)?;
+        self.names.push((block[0].0.clone(), r));
+        self.block_raw = 0;
+        Ok(())
+    }
+
+    fn push_repr(&mut self, rec: RecRepr) -> Result<()> {
+        if let Some(last) = &self.last_name {
+            assert!(
+                last.as_str() < rec.0.as_str(),
+                "run records must come in ascending name order"
+            );
+        }
+        self.last_name = Some(rec.0.clone());
+        self.block_raw += rec.0.len() + 16 + rec.2.as_ref().map_or(0, approx_body_len);
+        self.block.push(rec);
+        if self.block_raw >= BLOCK_TARGET {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    /// Adds a tombstone: `name` no longer exists (its id is in `killed`).
+    pub(crate) fn tombstone(&mut self, name: &str) -> Result<()> {
+        self.n_tombstones += 1;
+        self.push_repr(RecRepr(name.to_owned(), 0, None))
+    }
+
+    fn schema_index(&mut self, e: &ArrayEntry) -> u32 {
+        let ptr = Arc::as_ptr(&e.schema) as usize;
+        if let Some(i) = self.schema_ptr.get(&ptr) {
+            return *i;
+        }
+        let repr = schema_to_repr(&e.schema);
+        let key = rmp_serde::to_vec(&repr).expect("schemas serialize");
+        let i = *self.schema_idx.entry(key).or_insert_with(|| {
+            self.schemas.push(repr);
+            (self.schemas.len() - 1) as u32
+        });
+        self.schema_ptr.insert(ptr, i);
+        self.keep.push(Arc::clone(&e.schema) as Arc<dyn std::any::Any + Send + Sync>);
+        i
+    }
+
+    fn attr_index(&mut self, e: &ArrayEntry) -> Option<u32> {
+        if e.attributes.is_empty() {
+            return None;
+        }
+        let ptr = Arc::as_ptr(&e.attributes) as usize;
+        if let Some(i) = self.attr_ptr.get(&ptr) {
+            return Some(*i);
+        }
+        let key = rmp_serde::to_vec(&*e.attributes).expect("attributes serialize");
+        let i = *self.attr_idx.entry(key).or_insert_with(|| {
+            self.attr_sets.push((*e.attributes).clone());
+            (self.attr_sets.len() - 1) as u32
+        });
+        self.attr_ptr.insert(ptr, i);
+        self.keep
+            .push(Arc::clone(&e.attributes) as Arc<dyn std::any::Any + Send + Sync>);
+        Some(i)
+    }
+
+    /// Adds a live record. Every array of `rec.meta` must have statistics.
+    pub(crate) fn record(&mut self, name: &str, rec: &Record) -> Result<()> {
+        let mut arrays = Vec::with_capacity(rec.meta.arrays.len());
+        for (aname, e) in &rec.meta.arrays {
+            let s = self.schema_index(e);
+            let a = self.attr_index(e);
+            let st = rec
+                .stats
+                .get(aname)
+                .map(row_of)
+                .expect("every array of a record written to a run has statistics");
+            self.arrays
+                .entry(aname.clone())
+                .or_default()
+                .push((rec.id, st.clone()));
+            arrays.push(ArrRepr(aname.clone(), s, a, st));
+        }
+        for (k, v) in &rec.meta.attributes {
+            if is_scalar(v) {
+                self.attrs
+                    .entry(k.clone())
+                    .or_default()
+                    .push((rec.id, v.clone()));
+            }
+        }
+        self.ids.push((rec.id, name.to_owned()));
+        self.id_set.insert(rec.id);
+        self.n_records += 1;
+        self.push_repr(RecRepr(
+            name.to_owned(),
+            rec.id,
+            Some(BodyRepr(rec.meta.attributes.clone(), arrays)),
+        ))
+    }
+
+    /// Writes the sections after the records, the index and the trailer, and
+    /// makes the file durable.
+    pub(crate) fn finish(mut self) -> Result<RunStats> {
+        self.flush_block()?;
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.sort_unstable_by_key(|(id, _)| *id);
+        let mut id_blocks = Vec::new();
+        for chunk in chunks_by_size(&ids, |(_, n)| n.len() + 10) {
+            let r = self.write_block(&chunk)?;
+            id_blocks.push((chunk[0].0, r));
+        }
+        drop(ids);
+        let mut array_cols = Vec::new();
+        for (name, mut rows) in std::mem::take(&mut self.arrays) {
+            rows.sort_unstable_by_key(|(id, _)| *id);
+            let mut blocks = Vec::new();
+            for chunk in chunks_by_size(&rows, |_| 40) {
+                let r = self.write_block(&chunk)?;
+                blocks.push((chunk[0].0, r));
+            }
+            array_cols.push((name, blocks));
+        }
+        let mut attr_cols = Vec::new();
+        for (name, mut rows) in std::mem::take(&mut self.attrs) {
+            rows.sort_unstable_by_key(|(id, _)| *id);
+            let mut blocks = Vec::new();
+            for chunk in chunks_by_size(&rows, |(_, a)| approx_attr_len(a) + 10) {
+                let r = self.write_block(&chunk)?;
+                blocks.push((chunk[0].0, r));
+            }
+            attr_cols.push((name, blocks));
+        }
+        let dict = DictRepr(
+            std::mem::take(&mut self.schemas),
+            std::mem::take(&mut self.attr_sets),
+        );
+        let dict = self.write_block(&dict)?;
+        let id_set = self.write_bitmap(&self.id_set.clone())?;
+        let killed = self.write_bitmap(&self.killed.clone())?;
+        let index = IndexRepr {
+            tag: INDEX_TAG.to_owned(),
+            version: RUN_VERSION,
+            n_records: self.n_records,
+            n_tombstones: self.n_tombstones,
+            dict,
+            id_set,
+            killed,
+            names: std::mem::take(&mut self.names),
+            ids: id_blocks,
+            arrays: array_cols,
+            attrs: attr_cols,
+        };
+        let ix = self.write_block(&index)?;
+        let mut trailer = Vec::with_capacity(TRAILER_LEN as usize);
+        trailer.extend_from_slice(&ix.off.to_le_bytes());
+        trailer.extend_from_slice(&u64::from(ix.len).to_le_bytes());
+        trailer.extend_from_slice(&ix.raw.to_le_bytes());
+        trailer.extend_from_slice(&ix.crc.to_le_bytes());
+        trailer.extend_from_slice(&RUN_END_MAGIC);
+        self.out.append(&trailer)?;
+        self.out.sync()?;
+        Ok(RunStats {
+            bytes: self.pos + TRAILER_LEN,
+            records: self.n_records,
+        })
+    }
+
+    fn write_bitmap(&mut self, b: &RoaringTreemap) -> Result<BlockRef> {
+        let mut bytes = Vec::with_capacity(b.serialized_size());
+        b.serialize_into(&mut bytes).expect("in-memory bitmap serializes");
+        self.write_raw(&bytes)
+    }
+}
+
+/// What a finished run holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunStats {
+    pub bytes: u64,
+    pub records: u64,
+}
+
+fn approx_attr_len(a: &Attr) -> usize {
+    match a {
+        Attr::String(s) => s.len() + 2,
+        Attr::StringList(l) => l.iter().map(|s| s.len() + 2).sum(),
+        Attr::BoolList(l) => l.len(),
+        Attr::Int64List(l) => l.len() * 9,
+        Attr::UInt64List(l) => l.len() * 9,
+        Attr::Float64List(l) => l.len() * 9,
+        Attr::TimestampList(l) => l.len() * 9,
+        _ => 9,
+    }
+}
+
+fn approx_body_len(b: &BodyRepr) -> usize {
+    b.0.iter()
+        .map(|(k, v)| k.len() + approx_attr_len(v))
+        .sum::<usize>()
+        + b.1.iter().map(|a| a.0.len() + 40).sum::<usize>()
+}
+
+/// Splits `items` into runs of about [`BLOCK_TARGET`] estimated bytes (at
+/// least one item each).
+fn chunks_by_size<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut acc) = (0, 0);
+    for (i, it) in items.iter().enumerate() {
+        acc += size(it);
+        if acc >= BLOCK_TARGET {
+            out.push(&items[start..=i]);
+            start = i + 1;
+            acc = 0;
+        }
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+// ---- reading ----------------------------------------------------------------
+
+/// The decoded dictionary of one run.
+struct Dict {
+    schemas: Vec<Arc<array_format::ArraySchema>>,
+    attr_sets: Vec<Arc<IndexMap<String, Attr>>>,
+}
+
+/// An opened run: its index decoded, its blocks read on demand.
+pub(crate) struct Run {
+    id: RunId,
+    path: PathBuf,
+    handle: Arc<dyn ReadHandle>,
+    len: u64,
+    index: IndexRepr,
+    dict: OnceLock<Arc<Dict>>,
+    id_set: OnceLock<RoaringTreemap>,
+    blocks: Mutex<Vec<(usize, Arc<Vec<RecRepr>>)>>,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Run {
+    /// Opens a run: reads its tail (trailer and index) and validates the index.
+    pub(crate) fn open(storage: &dyn Storage, path: &Path, id: RunId) -> Result<Run> {
+        let handle = storage.open_read(path)?;
+        let len = handle.try_len()?;
+        let corrupt = |reason: String| Error::CorruptRegistry {
+            path: path.to_owned(),
+            reason,
+        };
+        if len < HEADER_LEN + TRAILER_LEN {
+            return Err(corrupt(format!("{len} bytes is too short for a run")));
+        }
+        let tail_len = len.min(TAIL_READ);
+        let tail = handle.read_vec_at(len - tail_len, tail_len as usize)?;
+        let t = &tail[tail.len() - TRAILER_LEN as usize..];
+        if t[24..32] != RUN_END_MAGIC {
+            return Err(corrupt("bad trailer magic (truncated run?)".into()));
+        }
+        let ix = BlockRef {
+            off: u64::from_le_bytes(t[0..8].try_into().expect("8 bytes")),
+            len: u32::try_from(u64::from_le_bytes(t[8..16].try_into().expect("8 bytes")))
+                .map_err(|_| corrupt("index length out of range".into()))?,
+            raw: u32::from_le_bytes(t[16..20].try_into().expect("4 bytes")),
+            crc: u32::from_le_bytes(t[20..24].try_into().expect("4 bytes")),
+        };
+        let body_end = len - TRAILER_LEN;
+        check_ref(&ix, body_end, path)?;
+        let packed = if ix.off >= len - tail_len {
+            let s = (ix.off - (len - tail_len)) as usize;
+            tail[s..s + ix.len as usize].to_vec()
+        } else {
+            handle.read_vec_at(ix.off, ix.len as usize)?
+        };
+        let head = handle.read_vec_at(0, HEADER_LEN as usize)?;
+        if head[..8] != RUN_MAGIC {
+            return Err(corrupt("not a registry run (bad magic)".into()));
+        }
+        let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        if version != RUN_VERSION {
+            return Err(Error::UnsupportedRegistry {
+                path: path.to_owned(),
+                version,
+                supported: RUN_VERSION,
+            });
+        }
+        let index: IndexRepr = decode_block(&packed, &ix, path)?;
+        validate_index(&index, body_end, path)?;
+        Ok(Run {
+            id,
+            path: path.to_owned(),
+            handle,
+            len,
+            index,
+            dict: OnceLock::new(),
+            id_set: OnceLock::new(),
+            blocks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The run's file name.
+    pub(crate) fn id(&self) -> &RunId {
+        &self.id
+    }
+
+    /// The file's size in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Live records in this run.
+    pub(crate) fn n_records(&self) -> u64 {
+        self.index.n_records
+    }
+
+    fn read<T: DeserializeOwned>(&self, r: &BlockRef) -> Result<T> {
+        let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
+        decode_block(&packed, r, &self.path)
+    }
+
+    fn corrupt(&self, reason: String) -> Error {
+        Error::CorruptRegistry {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    fn dict(&self) -> Result<Arc<Dict>> {
+        if let Some(d) = self.dict.get() {
+            return Ok(Arc::clone(d));
+        }
+        let repr: DictRepr = self.read(&self.index.dict)?;
+        let mut schemas = Vec::with_capacity(repr.0.len());
+        for (i, s) in repr.0.into_iter().enumerate() {
+            schemas.push(Arc::new(
+                schema_from_repr(s).map_err(|e| self.corrupt(format!("schema {i}: {e}")))?,
+            ));
+        }
+        let mut attr_sets = Vec::with_capacity(repr.1.len());
+        for set in repr.1 {
+            for k in set.keys() {
+                validate_attribute_name(k).map_err(|e| self.corrupt(e.to_string()))?;
+            }
+            attr_sets.push(Arc::new(set));
+        }
+        let d = Arc::new(Dict { schemas, attr_sets });
+        Ok(Arc::clone(self.dict.get_or_init(|| d)))
+    }
+
+    /// The ids this run has a live record for.
+    pub(crate) fn id_set(&self) -> Result<&RoaringTreemap> {
+        if let Some(s) = self.id_set.get() {
+            return Ok(s);
+        }
+        let s = self.bitmap(&self.index.id_set)?;
+        Ok(self.id_set.get_or_init(|| s))
+    }
+
+    /// The committed ids this run's commit made dead.
+    pub(crate) fn killed(&self) -> Result<RoaringTreemap> {
+        self.bitmap(&self.index.killed)
+    }
+
+    fn bitmap(&self, r: &BlockRef) -> Result<RoaringTreemap> {
+        let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
+        let raw = decode_raw(&packed, r, &self.path)?;
+        RoaringTreemap::deserialize_from(&raw[..])
+            .map_err(|e| self.corrupt(format!("bitmap: {e}")))
+    }
+
+    fn record_block(&self, i: usize) -> Result<Arc<Vec<RecRepr>>> {
+        {
+            let cache = self.blocks.lock();
+            if let Some((_, b)) = cache.iter().find(|(j, _)| *j == i) {
+                return Ok(Arc::clone(b));
+            }
+        }
+        let block = Arc::new(self.load_record_block(i)?);
+        let mut cache = self.blocks.lock();
+        if cache.len() >= CACHED_BLOCKS {
+            cache.remove(0);
+        }
+        cache.push((i, Arc::clone(&block)));
+        Ok(block)
+    }
+
+    fn load_record_block(&self, i: usize) -> Result<Vec<RecRepr>> {
+        let (first, r) = &self.index.names[i];
+        let recs: Vec<RecRepr> = self.read(r)?;
+        if recs.first().map(|r| &r.0) != Some(first) {
+            return Err(self.corrupt(format!("record block {i} does not start at its index key")));
+        }
+        if let Some((next, _)) = self.index.names.get(i + 1) {
+            if recs.last().is_some_and(|r| &r.0 >= next) {
+                return Err(self.corrupt(format!("record block {i} overlaps the next")));
+            }
+        }
+        for w in recs.windows(2) {
+            if w[0].0 >= w[1].0 {
+                return Err(self.corrupt(format!("record block {i} is not sorted")));
+            }
+        }
+        Ok(recs)
+    }
+
+    fn to_found(&self, r: &RecRepr) -> Result<Found> {
+        validate_dataset_name(&r.0).map_err(|e| self.corrupt(e.to_string()))?;
+        let Some(body) = &r.2 else {
+            return Ok(Found::Tombstone);
+        };
+        let dict = self.dict()?;
+        let empty = Arc::new(IndexMap::new());
+        for k in body.0.keys() {
+            validate_attribute_name(k).map_err(|e| self.corrupt(e.to_string()))?;
+        }
+        let mut arrays = IndexMap::with_capacity(body.1.len());
+        let mut stats = HashMap::with_capacity(body.1.len());
+        for a in &body.1 {
+            validate_array_name(&a.0).map_err(|e| self.corrupt(e.to_string()))?;
+            let schema = dict
+                .schemas
+                .get(a.1 as usize)
+                .cloned()
+                .ok_or_else(|| self.corrupt(format!("schema index {} out of range", a.1)))?;
+            let attributes = match a.2 {
+                None => Arc::clone(&empty),
+                Some(i) => dict.attr_sets.get(i as usize).cloned().ok_or_else(|| {
+                    self.corrupt(format!("attribute set index {i} out of range"))
+                })?,
+            };
+            if arrays
+                .insert(a.0.clone(), ArrayEntry { schema, attributes })
+                .is_some()
+            {
+                return Err(self.corrupt(format!("array {:?} appears twice in {:?}", a.0, r.0)));
+            }
+            stats.insert(a.0.clone(), stats_of(a.3.clone()));
+        }
+        Ok(Found::Live(Record {
+            id: r.1,
+            meta: Arc::new(DatasetMeta {
+                attributes: body.0.clone(),
+                arrays,
+            }),
+            stats,
+        }))
+    }
+
+    /// What this run says about `name`: reads at most one record block.
+    pub(crate) fn get(&self, name: &str) -> Result<Option<Found>> {
+        let i = self
+            .index
+            .names
+            .partition_point(|(first, _)| first.as_str() <= name);
+        if i == 0 {
+            return Ok(None);
+        }
+        let block = self.record_block(i - 1)?;
+        match block.binary_search_by(|r| r.0.as_str().cmp(name)) {
+            Ok(j) => self.to_found(&block[j]).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Record block `i` decoded (tombstones as `None`); `None` past the last.
+    pub(crate) fn decoded_block(&self, i: usize) -> Result<Option<Vec<(String, Option<Record>)>>> {
+        if i >= self.index.names.len() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for r in self.load_record_block(i)? {
+            let found = match self.to_found(&r)? {
+                Found::Live(rec) => Some(rec),
+                Found::Tombstone => None,
+            };
+            out.push((r.0, found));
+        }
+        Ok(Some(out))
+    }
+
+    /// The run's `(id, name)` pairs, sorted by id.
+    pub(crate) fn ids(&self) -> Result<Vec<(u64, String)>> {
+        let mut out = Vec::with_capacity(self.index.n_records as usize);
+        for (first, r) in &self.index.ids {
+            let block: Vec<(u64, String)> = self.read(r)?;
+            if block.first().map(|(id, _)| id) != Some(first) {
+                return Err(self.corrupt("id block does not start at its index key".into()));
+            }
+            if out.last().is_some_and(|(last, _): &(u64, String)| *last >= block[0].0) {
+                return Err(self.corrupt("id blocks are not sorted".into()));
+            }
+            for w in block.windows(2) {
+                if w[0].0 >= w[1].0 {
+                    return Err(self.corrupt("id block is not sorted".into()));
+                }
+            }
+            for (_, n) in &block {
+                validate_dataset_name(n).map_err(|e| self.corrupt(e.to_string()))?;
+            }
+            out.extend(block);
+        }
+        Ok(out)
+    }
+
+    /// Array names with a catalog column in this run.
+    pub(crate) fn array_names(&self) -> impl Iterator<Item = &str> {
+        self.index.arrays.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Dataset attribute names with a catalog column in this run.
+    pub(crate) fn attribute_names(&self) -> impl Iterator<Item = &str> {
+        self.index.attrs.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The catalog rows of one array: `(id, statistics)`, sorted by id.
+    pub(crate) fn array_rows(&self, array: &str) -> Result<Vec<(u64, ArrayStats)>> {
+        let Some((_, blocks)) = self.index.arrays.iter().find(|(n, _)| n == array) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (_, r) in blocks {
+            let rows: Vec<(u64, StatRow)> = self.read(r)?;
+            out.extend(rows.into_iter().map(|(id, s)| (id, stats_of(s))));
+        }
+        Ok(out)
+    }
+
+    /// The catalog rows of one dataset attribute: `(id, value)`, sorted by id.
+    pub(crate) fn attribute_rows(&self, key: &str) -> Result<Vec<(u64, Attr)>> {
+        let Some((_, blocks)) = self.index.attrs.iter().find(|(n, _)| n == key) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (_, r) in blocks {
+            let rows: Vec<(u64, Attr)> = self.read(r)?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+}
+
+fn check_ref(r: &BlockRef, body_end: u64, path: &Path) -> Result<()> {
+    let end = r.off.checked_add(u64::from(r.len));
+    if r.off < HEADER_LEN || end.is_none_or(|e| e > body_end) || r.raw > MAX_BLOCK_RAW {
+        return Err(Error::CorruptRegistry {
+            path: path.to_owned(),
+            reason: format!(
+                "block at {} of {} bytes ({} decoded) is outside the run",
+                r.off, r.len, r.raw
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn validate_index(ix: &IndexRepr, body_end: u64, path: &Path) -> Result<()> {
+    let corrupt = |reason: String| Error::CorruptRegistry {
+        path: path.to_owned(),
+        reason,
+    };
+    if ix.tag != INDEX_TAG || ix.version != RUN_VERSION {
+        return Err(corrupt(format!(
+            "index tag {:?} version {} is not {INDEX_TAG:?} {RUN_VERSION}",
+            ix.tag, ix.version
+        )));
+    }
+    for r in [&ix.dict, &ix.id_set, &ix.killed] {
+        check_ref(r, body_end, path)?;
+    }
+    for w in ix.names.windows(2) {
+        if w[0].0 >= w[1].0 {
+            return Err(corrupt("record blocks are not sorted".into()));
+        }
+    }
+    for (n, r) in &ix.names {
+        validate_dataset_name(n).map_err(|e| corrupt(e.to_string()))?;
+        check_ref(r, body_end, path)?;
+    }
+    for (_, r) in &ix.ids {
+        check_ref(r, body_end, path)?;
+    }
+    for (n, blocks) in &ix.arrays {
+        validate_array_name(n).map_err(|e| corrupt(e.to_string()))?;
+        for (_, r) in blocks {
+            check_ref(r, body_end, path)?;
+        }
+    }
+    for (n, blocks) in &ix.attrs {
+        validate_attribute_name(n).map_err(|e| corrupt(e.to_string()))?;
+        for (_, r) in blocks {
+            check_ref(r, body_end, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a block's CRC, decompresses it to exactly its recorded size (at
+/// most [`MAX_BLOCK_RAW`]) and decodes it.
+fn decode_block<T: DeserializeOwned>(packed: &[u8], r: &BlockRef, path: &Path) -> Result<T> {
+    let raw = decode_raw(packed, r, path)?;
+    rmp_serde::from_slice(&raw).map_err(|e| Error::CorruptRegistry {
+        path: path.to_owned(),
+        reason: format!("block at {}: msgpack: {e}", r.off),
+    })
+}
+
+/// A block's bytes after the CRC check and decompression.
+fn decode_raw(packed: &[u8], r: &BlockRef, path: &Path) -> Result<Vec<u8>> {
+    let corrupt = |reason: String| Error::CorruptRegistry {
+        path: path.to_owned(),
+        reason,
+    };
+    if packed.len() != r.len as usize {
+        return Err(corrupt(format!("block at {} is truncated", r.off)));
+    }
+    if crc32c::crc32c(packed) != r.crc {
+        return Err(corrupt(format!("block at {}: CRC mismatch", r.off)));
+    }
+    if r.raw > MAX_BLOCK_RAW {
+        return Err(corrupt(format!("block at {} decodes too large", r.off)));
+    }
+    let raw = zstd::bulk::decompress(packed, r.raw as usize)
+        .map_err(|e| corrupt(format!("block at {}: zstd: {e}", r.off)))?;
+    if raw.len() != r.raw as usize {
+        return Err(corrupt(format!("block at {}: decoded size differs", r.off)));
+    }
+    Ok(raw)
+}
+
+/// Decodes a whole run from bytes and visits everything in it (for the fuzz
+/// target): the index, every record, id block and catalog column.
+pub(crate) fn fuzz_run(bytes: &[u8]) {
+    let storage = array_format::MemoryStorage::new();
+    let path = Path::new("/fuzz/r.run");
+    if storage.write_new_synced(path, bytes).is_err() {
+        return;
+    }
+    let Ok(run) = Run::open(&storage, path, RunId::fresh()) else {
+        return;
+    };
+    let mut i = 0;
+    while let Ok(Some(_)) = run.decoded_block(i) {
+        i += 1;
+    }
+    let _ = run.ids();
+    let _ = run.id_set();
+    let _ = run.killed();
+    let names: Vec<String> = run.array_names().map(str::to_owned).collect();
+    for n in names {
+        let _ = run.array_rows(&n);
+    }
+    let keys: Vec<String> = run.attribute_names().map(str::to_owned).collect();
+    for k in keys {
+        let _ = run.attribute_rows(&k);
+    }
+}
