@@ -91,11 +91,15 @@ impl Live {
 
     fn count(&mut self, arrays: impl Iterator<Item = String>, add: bool) {
         for a in arrays {
-            let n = self.users.entry(a).or_insert(0);
+            let n = self.users.entry(a.clone()).or_insert(0);
             if add {
                 *n += 1;
             } else {
                 *n = n.saturating_sub(1);
+                if *n == 0 {
+                    // Used again later, it lists last (order of first use).
+                    self.users.shift_remove(&a);
+                }
             }
         }
     }
@@ -499,7 +503,9 @@ impl Atlas {
             .collect())
     }
 
-    /// Distinct array names over all datasets, in order of first use.
+    /// Distinct array names over all datasets, in order of first use (kept in
+    /// the manifest; an array no dataset had any more lists last when used
+    /// again).
     pub fn list_arrays(&self) -> Vec<String> {
         self.inner
             .live
