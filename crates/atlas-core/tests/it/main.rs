@@ -52,6 +52,7 @@ mod api;
 mod attrs;
 mod bad_input;
 mod common;
+mod compat;
 mod concurrency;
 mod deletes;
 mod faults;
