@@ -115,6 +115,31 @@ async fn scale(quick: bool) -> Result<Value> {
                 })
             })
         })?;
+        // Open alone, and listing every dataset from a fresh handle.
+        let t_open = Timing::measure(5, true, || {
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::block_in_place(|| {
+                rt.block_on(async { Atlas::open_path(&path).await.map(drop) })
+            })?;
+            Ok(())
+        })?;
+        let t_ls = Timing::measure(3, true, || {
+            let rt = tokio::runtime::Handle::current();
+            let s = tokio::task::block_in_place(|| rt.block_on(Atlas::open_path(&path)))?;
+            ensure!(s.list_datasets()?.len() as u64 == n, "wrong listing");
+            Ok(())
+        })?;
+        let registry_bytes: u64 = std::fs::read_dir(path.join("atlas.meta"))?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum::<u64>()
+            + std::fs::metadata(path.join("atlas.json"))?.len();
+        println!(
+            "{n:>8} open {} · ls {} · registry {:.1} MB",
+            fmt_dur(t_open.median),
+            fmt_dur(t_ls.median),
+            registry_bytes as f64 / 1e6
+        );
         // W4: one whole small dataset, warm.
         let s = Atlas::open_path(&path).await?;
         let ds = s.open_dataset(&probe).await?;
@@ -133,7 +158,7 @@ async fn scale(quick: bool) -> Result<Value> {
             })
         })?;
         // W3: scan TEMP across every dataset (checked after the clock stops).
-        let names = s.list_datasets().unwrap();
+        let names = s.list_datasets()?;
         let t = Instant::now();
         let mut parts = Vec::with_capacity(names.len());
         for batch in names.chunks(4096) {
@@ -185,6 +210,7 @@ async fn scale(quick: bool) -> Result<Value> {
         rows.push(json!({
             "datasets": n, "ingest_s": t_ingest, "flush_s": t_flush, "flush_per_dataset_us": t_flush / n as f64 * 1e6,
             "w2_reopen_read": w2.json(), "w4_read_dataset": w4.json(),
+            "open": t_open.json(), "ls": t_ls.json(), "registry_bytes": registry_bytes,
             "w3_scan_s": t_scan, "w3_scan_mb_s": scan_bytes / t_scan / 1e6, "w6_flush_1pct_s": t_w6,
         }));
     }

@@ -14,8 +14,12 @@
 //! segment name, so a damaged or hostile registry is an error, never a panic
 //! or a path outside the store.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+#[cfg(test)]
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::hash::Hash;
+#[cfg(test)]
+use std::hash::Hasher;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -35,9 +39,9 @@ mod segment;
 
 pub use manifest::Policy;
 pub(crate) use manifest::{dir_id, now_ms, Manifest, Retired};
-pub use run::{RunId, RUN_VERSION};
+pub use run::RunId;
 pub(crate) use run::fuzz_run;
-pub(crate) use run::{Record, Run, RunStats, RunWriter};
+pub(crate) use run::{Record, Run, RunWriter};
 pub(crate) use runs::{merge as merge_runs, RunSet};
 pub(crate) use segment::decode_segment;
 #[cfg(test)]
@@ -100,16 +104,6 @@ impl SegmentId {
             && ((b.len() == 39 && b.ends_with(b".json") && hex_ok(&b[2..34]))
                 || (b.len() == 38 && b.ends_with(b".bin") && hex_ok(&b[2..34])));
         ok.then_some(SegmentId(name))
-    }
-
-    /// A fresh, never used name for a segment in `format`.
-    #[cfg(test)]
-    pub(crate) fn fresh(format: MetaFormat) -> SegmentId {
-        let ext = match format {
-            MetaFormat::Json => "json",
-            MetaFormat::Binary => "bin",
-        };
-        SegmentId(format!("s-{:032x}.{ext}", array_format::random_uid()))
     }
 
     /// The file name.

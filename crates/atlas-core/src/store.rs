@@ -26,10 +26,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use array_format::{ArrayFile, Compression, DeltaCache, LayerId, LockGuard, ReadHandle, Storage};
+use array_format::{
+    ArrayFile, ArrayStats, Compression, DeltaCache, LayerId, LockGuard, ReadHandle, Storage,
+};
 use indexmap::IndexMap;
 use parking_lot::{Mutex, RwLock};
 
+use crate::attr::Attr;
 use crate::config::{MetaFormat, OpenOptions};
 use crate::error::{Error, Result};
 use crate::name::validate_dataset_name;
@@ -77,6 +80,7 @@ pub(crate) struct Live {
 impl Live {
     /// The current record of `name` as far as the changes know: `Some(x)`
     /// decides (`x = None`: deleted), `None`: ask the committed runs.
+    #[allow(clippy::option_option)] // "no change" differs from "deleted"
     fn changed_record(&self, name: &str) -> Option<Option<&Record>> {
         self.changed.get(name).map(|(_, r)| r.as_ref())
     }
@@ -175,7 +179,9 @@ impl Inner {
             .filter(|a| !before.contains(a))
             .cloned()
             .collect();
-        rec.stats.retain(|a, _| meta.arrays.contains_key(a));
+        if rec.stats.keys().any(|a| !meta.arrays.contains_key(a)) {
+            Arc::make_mut(&mut rec.stats).retain(|a, _| meta.arrays.contains_key(a));
+        }
         live.count(removed.into_iter(), false);
         live.count(added.into_iter(), true);
         live.put(name, Some(rec));
@@ -188,7 +194,9 @@ impl Inner {
     pub(crate) fn data_changed(&self, name: &str, array: &str) -> Result<()> {
         let mut live = self.live.write();
         if let Some(mut rec) = live.current(name)? {
-            rec.stats.remove(array);
+            if rec.stats.contains_key(array) {
+                Arc::make_mut(&mut rec.stats).remove(array);
+            }
             live.put(name, Some(rec));
         }
         self.dirty.store(true, Ordering::SeqCst);
@@ -211,7 +219,7 @@ impl Inner {
             Some(Record {
                 id,
                 meta: Arc::new(DatasetMeta::default()),
-                stats: HashMap::new(),
+                stats: Arc::default(),
             }),
         );
         self.dirty.store(true, Ordering::SeqCst);
@@ -258,6 +266,49 @@ impl Inner {
         debug_assert!(new.iter().all(|(id, _)| *id >= base_next));
         out.extend(new);
         Ok(out)
+    }
+
+    /// The committed runs and a copy of the changes since the last commit.
+    pub(crate) fn changes_view(&self) -> (Arc<RunSet>, HashMap<String, Option<Record>>) {
+        let live = self.live.read();
+        (
+            Arc::clone(&live.base),
+            live.changed
+                .iter()
+                .map(|(n, (_, r))| (n.clone(), r.clone()))
+                .collect(),
+        )
+    }
+
+    /// The catalog rows of `array`: `(id, name, statistics)` of committed,
+    /// unchanged datasets, and `(id, name)` of changed datasets that have the
+    /// array (their statistics come from the array file).
+    #[allow(clippy::type_complexity)]
+    fn catalog_rows(&self, array: &str) -> Result<(Vec<(u64, String, ArrayStats)>, Vec<(u64, String)>)> {
+        let (base, changed) = self.changes_view();
+        let rows = base.array_rows(array)?;
+        let mut it = rows.into_iter().peekable();
+        let (mut out, mut pending) = (Vec::new(), Vec::new());
+        for (id, name) in self.list()? {
+            while it.peek().is_some_and(|(r, _)| *r < id) {
+                it.next();
+            }
+            match changed.get(&name) {
+                Some(Some(rec)) if rec.meta.arrays.contains_key(array) => {
+                    match rec.stats.get(array) {
+                        Some(st) => out.push((id, name, st.clone())),
+                        None => pending.push((id, name)),
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if let Some((_, st)) = it.next_if(|(r, _)| *r == id) {
+                        out.push((id, name, st));
+                    }
+                }
+            }
+        }
+        Ok((out, pending))
     }
 
     /// Every live dataset's record, in insertion order. Reads the whole
@@ -407,12 +458,17 @@ impl Atlas {
 
     /// A handle to an existing dataset.
     pub async fn open_dataset(&self, name: &str) -> Result<DatasetView> {
-        let inner = Arc::clone(&self.inner);
-        let n = name.to_owned();
-        // Looking a dataset up may read a registry block: off the runtime.
-        let exists = tokio::task::spawn_blocking(move || inner.lookup(&n).map(|r| r.is_some()))
-            .await
-            .expect("lookup task panicked")?;
+        // Looking a dataset up may read one registry block: a request on
+        // object stores, made off the runtime threads; a local read inline.
+        let exists = if self.inner.storage.is_object_store() {
+            let inner = Arc::clone(&self.inner);
+            let n = name.to_owned();
+            tokio::task::spawn_blocking(move || inner.lookup(&n).map(|r| r.is_some()))
+                .await
+                .expect("lookup task panicked")?
+        } else {
+            self.inner.lookup(name)?.is_some()
+        };
         if !exists {
             return Err(Error::DatasetNotFound {
                 name: name.to_owned(),
@@ -517,6 +573,75 @@ impl Atlas {
             .collect()
     }
 
+    /// Dataset-level statistics of `array` in every dataset that has it, in
+    /// insertion order, from the registry's catalog: committed datasets cost
+    /// only the array's catalog column (no array file is opened); datasets
+    /// changed since the last commit read their array file's index.
+    pub async fn catalog_array_stats(&self, array: &str) -> Result<Vec<(String, ArrayStats)>> {
+        let inner = Arc::clone(&self.inner);
+        let a = array.to_owned();
+        let (rows, pending) = tokio::task::spawn_blocking(move || inner.catalog_rows(&a))
+            .await
+            .expect("catalog task panicked")?;
+        let mut out: Vec<(u64, String, ArrayStats)> = rows;
+        for (id, name) in pending {
+            let Some(file) = self.inner.file_async(array).await? else {
+                continue;
+            };
+            let f = file.read().await;
+            let st = f
+                .array_stats(&name)
+                .map_err(|e| Error::array(&name, array, e))?;
+            out.push((id, name, st));
+        }
+        out.sort_by_key(|(id, _, _)| *id);
+        Ok(out.into_iter().map(|(_, n, s)| (n, s)).collect())
+    }
+
+    /// The value of a scalar dataset attribute (not a list) in every dataset
+    /// that has it, in insertion order, from the registry's catalog.
+    pub fn catalog_attribute(&self, key: &str) -> Result<Vec<(String, Attr)>> {
+        let (base, changed) = self.inner.changes_view();
+        let mut by_id: Vec<(u64, String, Attr)> = Vec::new();
+        let names = self.inner.list()?;
+        let rows = base.attribute_rows(key)?;
+        let mut it = rows.into_iter().peekable();
+        for (id, name) in names {
+            while it.peek().is_some_and(|(r, _)| *r < id) {
+                it.next();
+            }
+            match changed.get(&name) {
+                Some(Some(rec)) => {
+                    if let Some(v) = rec.meta.attributes.get(key).filter(|v| attr_is_scalar(v)) {
+                        by_id.push((id, name, v.clone()));
+                    }
+                }
+                Some(None) => {}
+                None => {
+                    if let Some((_, v)) = it.next_if(|(r, _)| *r == id) {
+                        by_id.push((id, name, v));
+                    }
+                }
+            }
+        }
+        Ok(by_id.into_iter().map(|(_, n, v)| (n, v)).collect())
+    }
+
+    /// Bytes of the committed registry runs this handle reads.
+    pub fn registry_bytes(&self) -> u64 {
+        self.inner.live.read().base.bytes()
+    }
+
+    /// Array and scalar dataset-attribute names with a catalog column in the
+    /// committed registry.
+    pub fn catalog_names(&self) -> (Vec<String>, Vec<String>) {
+        let base = Arc::clone(&self.inner.live.read().base);
+        (
+            base.array_names().into_iter().collect(),
+            base.attribute_names().into_iter().collect(),
+        )
+    }
+
     /// The committed layer files of one array, oldest first.
     pub fn array_layers(&self, array: &str) -> Vec<LayerId> {
         self.inner
@@ -552,4 +677,17 @@ impl Atlas {
     pub fn array_dir(&self, array: &str) -> Option<PathBuf> {
         self.inner.dir_of(array).map(|d| self.inner.root.join(d))
     }
+}
+
+/// True for attributes the catalog indexes (scalars; lists are not).
+fn attr_is_scalar(a: &Attr) -> bool {
+    !matches!(
+        a,
+        Attr::BoolList(_)
+            | Attr::Int64List(_)
+            | Attr::UInt64List(_)
+            | Attr::Float64List(_)
+            | Attr::StringList(_)
+            | Attr::TimestampList(_)
+    )
 }

@@ -98,7 +98,7 @@ pub(crate) struct Record {
     pub meta: Arc<DatasetMeta>,
     /// Statistics per array of `meta`. In the live overlay, an array whose
     /// data changed since the last commit has none (recomputed at flush).
-    pub stats: HashMap<String, ArrayStats>,
+    pub stats: Arc<HashMap<String, ArrayStats>>,
 }
 
 /// What a run says about a name.
@@ -419,7 +419,7 @@ impl RunWriter {
 
     /// Writes the sections after the records, the index and the trailer, and
     /// makes the file durable.
-    pub(crate) fn finish(mut self) -> Result<RunStats> {
+    pub(crate) fn finish(mut self) -> Result<()> {
         self.flush_block()?;
         let mut ids = std::mem::take(&mut self.ids);
         ids.sort_unstable_by_key(|(id, _)| *id);
@@ -478,10 +478,7 @@ impl RunWriter {
         trailer.extend_from_slice(&RUN_END_MAGIC);
         self.out.append(&trailer)?;
         self.out.sync()?;
-        Ok(RunStats {
-            bytes: self.pos + TRAILER_LEN,
-            records: self.n_records,
-        })
+        Ok(())
     }
 
     fn write_bitmap(&mut self, b: &RoaringTreemap) -> Result<BlockRef> {
@@ -491,12 +488,7 @@ impl RunWriter {
     }
 }
 
-/// What a finished run holds.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RunStats {
-    pub bytes: u64,
-    pub records: u64,
-}
+
 
 fn approx_attr_len(a: &Attr) -> usize {
     match a {
@@ -545,6 +537,9 @@ struct Dict {
     attr_sets: Vec<Arc<IndexMap<String, Attr>>>,
 }
 
+/// A decoded record block: names with their records (`None`: tombstone).
+type Block = Vec<(String, Option<Record>)>;
+
 /// An opened run: its index decoded, its blocks read on demand.
 pub(crate) struct Run {
     id: RunId,
@@ -554,7 +549,7 @@ pub(crate) struct Run {
     index: IndexRepr,
     dict: OnceLock<Arc<Dict>>,
     id_set: OnceLock<RoaringTreemap>,
-    blocks: Mutex<Vec<(usize, Arc<Vec<RecRepr>>)>>,
+    blocks: Mutex<Vec<(usize, Arc<Block>)>>,
 }
 
 impl std::fmt::Debug for Run {
@@ -622,11 +617,6 @@ impl Run {
         })
     }
 
-    /// The run's file name.
-    pub(crate) fn id(&self) -> &RunId {
-        &self.id
-    }
-
     /// The file's size in bytes.
     pub(crate) fn len(&self) -> u64 {
         self.len
@@ -692,14 +682,22 @@ impl Run {
             .map_err(|e| self.corrupt(format!("bitmap: {e}")))
     }
 
-    fn record_block(&self, i: usize) -> Result<Arc<Vec<RecRepr>>> {
+    fn record_block(&self, i: usize) -> Result<Arc<Block>> {
         {
             let cache = self.blocks.lock();
             if let Some((_, b)) = cache.iter().find(|(j, _)| *j == i) {
                 return Ok(Arc::clone(b));
             }
         }
-        let block = Arc::new(self.load_record_block(i)?);
+        let mut block = Vec::new();
+        for r in self.load_record_block(i)? {
+            let found = match self.to_found(&r)? {
+                Found::Live(rec) => Some(rec),
+                Found::Tombstone => None,
+            };
+            block.push((r.0, found));
+        }
+        let block = Arc::new(block);
         let mut cache = self.blocks.lock();
         if cache.len() >= CACHED_BLOCKS {
             cache.remove(0);
@@ -766,7 +764,7 @@ impl Run {
                 attributes: body.0.clone(),
                 arrays,
             }),
-            stats,
+            stats: Arc::new(stats),
         }))
     }
 
@@ -780,14 +778,17 @@ impl Run {
             return Ok(None);
         }
         let block = self.record_block(i - 1)?;
-        match block.binary_search_by(|r| r.0.as_str().cmp(name)) {
-            Ok(j) => self.to_found(&block[j]).map(Some),
-            Err(_) => Ok(None),
-        }
+        Ok(block
+            .binary_search_by(|r| r.0.as_str().cmp(name))
+            .ok()
+            .map(|j| match &block[j].1 {
+                Some(rec) => Found::Live(rec.clone()),
+                None => Found::Tombstone,
+            }))
     }
 
     /// Record block `i` decoded (tombstones as `None`); `None` past the last.
-    pub(crate) fn decoded_block(&self, i: usize) -> Result<Option<Vec<(String, Option<Record>)>>> {
+    pub(crate) fn decoded_block(&self, i: usize) -> Result<Option<Block>> {
         if i >= self.index.names.len() {
             return Ok(None);
         }

@@ -42,11 +42,6 @@ impl RunSet {
         }
     }
 
-    /// The ids of the runs, oldest first.
-    pub(crate) fn ids(&self) -> Vec<RunId> {
-        self.runs.iter().map(|r| r.id().clone()).collect()
-    }
-
     /// The newest record of `name`, if it is live.
     pub(crate) fn get(&self, name: &str) -> Result<Option<Record>> {
         for run in self.runs.iter().rev() {

@@ -233,7 +233,7 @@ fn write_run(
     snap: &Snapshot,
     from: usize,
     path: &Path,
-) -> Result<crate::registry::RunStats> {
+) -> Result<()> {
     let storage = inner.storage.as_ref();
     let mut w = RunWriter::create(storage, path)?;
     let runs = &snap.base.runs[from..];
@@ -298,7 +298,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 };
                 match stats {
                     Ok(s) => {
-                        rec.stats.insert(a, s);
+                        Arc::make_mut(&mut rec.stats).insert(a, s);
                     }
                     Err(e) => {
                         give_back();
@@ -444,7 +444,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
             .create_dir_all(&meta_dir)
             .map_err(Error::from)
             .and_then(|()| write_run(inner, &snap, *from, path))
-            .and_then(|_| storage.sync_dir(&meta_dir).map_err(Error::from))
+            .and_then(|()| storage.sync_dir(&meta_dir).map_err(Error::from))
             .and_then(|()| crate::registry::Run::open(storage, path, id.clone()));
         match written {
             Ok(r) => {

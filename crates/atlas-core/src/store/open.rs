@@ -264,7 +264,7 @@ impl Loaded {
                         Record {
                             id: i as u64,
                             meta: Arc::new(meta),
-                            stats: HashMap::new(),
+                            stats: Arc::default(),
                         },
                     )
                 })
@@ -301,7 +301,7 @@ impl Loaded {
                     let rec = Record {
                         id: i as u64,
                         meta: Arc::new(meta),
-                        stats: HashMap::new(),
+                        stats: Arc::default(),
                     };
                     changed.insert(name, (i as u64 + 1, Some(rec)));
                 }
