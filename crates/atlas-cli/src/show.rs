@@ -325,13 +325,14 @@ pub async fn stats(
     json_out: bool,
 ) -> Result<ExitCode> {
     let atlas = open(store).await?;
-    let mut names = atlas.datasets_with_array(array)?;
+    // Statistics from the registry's catalog: one column, no array file.
+    let mut all = atlas.catalog_array_stats(array).await?;
     if let Some(expr) = filter {
         match crate::query_cmd::matches(&atlas, expr).await? {
             Ok(r) => {
                 let keep: std::collections::HashSet<&str> =
                     r.names().iter().map(String::as_str).collect();
-                names.retain(|n| keep.contains(n.as_str()));
+                all.retain(|(n, _)| keep.contains(n.as_str()));
             }
             Err(code) => return Ok(code),
         }
@@ -340,14 +341,14 @@ pub async fn stats(
     let (mut cells, mut nulls) = (0u64, 0u64);
     let (mut min, mut max): (Option<StatValue>, Option<StatValue>) = (None, None);
     let mut dtype = DType::Float64;
-    for name in names {
-        let ds = atlas.open_dataset(&name).await?;
-        let Some(st) = ds.array_stats(array).await? else {
-            continue;
-        };
-        if let Some(schema) = ds.array_schema(array)? {
-            dtype = schema.dtype;
+    if let Some((first, _)) = all.first() {
+        if let Some(m) = atlas.dataset_meta(first)? {
+            if let Some(a) = m.arrays.get(array) {
+                dtype = a.schema.dtype;
+            }
         }
+    }
+    for (name, st) in all {
         cells += st.row_count;
         nulls += st.null_count;
         if let Some(m) = &st.min {

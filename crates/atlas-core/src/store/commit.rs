@@ -263,9 +263,11 @@ fn write_run(
 
 fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> Result<()> {
     let was_dirty = inner.dirty.swap(false, Ordering::SeqCst);
+    // Compaction rewrites the registry as one run (and upgrades a store
+    // written before runs).
     let compact_registry = force_snapshot && {
         let c = inner.committed.lock();
-        c.runs.len() + c.segments.len() > 1
+        c.runs.len() > 1 || !c.segments.is_empty()
     };
     if !was_dirty && !compact_registry && !guards.iter().any(|(_, g)| g.has_pending()) {
         return Ok(());
