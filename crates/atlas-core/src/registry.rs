@@ -39,8 +39,8 @@ mod segment;
 
 pub use manifest::Policy;
 pub(crate) use manifest::{dir_id, now_ms, Manifest, Retired};
-pub use run::RunId;
 pub(crate) use run::fuzz_run;
+pub use run::RunId;
 pub(crate) use run::{Record, Run, RunWriter};
 pub(crate) use runs::{merge as merge_runs, RunSet};
 pub(crate) use segment::decode_segment;

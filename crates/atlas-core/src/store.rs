@@ -284,7 +284,10 @@ impl Inner {
     /// unchanged datasets, and `(id, name)` of changed datasets that have the
     /// array (their statistics come from the array file).
     #[allow(clippy::type_complexity)]
-    fn catalog_rows(&self, array: &str) -> Result<(Vec<(u64, String, ArrayStats)>, Vec<(u64, String)>)> {
+    fn catalog_rows(
+        &self,
+        array: &str,
+    ) -> Result<(Vec<(u64, String, ArrayStats)>, Vec<(u64, String)>)> {
         let (base, changed) = self.changes_view();
         let rows = base.array_rows(array)?;
         let mut it = rows.into_iter().peekable();
@@ -345,7 +348,6 @@ impl Inner {
         }
         Ok(out)
     }
-
 }
 
 pub(crate) struct Inner {
@@ -543,18 +545,28 @@ impl Atlas {
                 .map(|(n, (_, r))| {
                     (
                         n.clone(),
-                        r.as_ref().is_some_and(|r| r.meta.arrays.contains_key(array)),
+                        r.as_ref()
+                            .is_some_and(|r| r.meta.arrays.contains_key(array)),
                     )
                 })
                 .collect();
             (Arc::clone(&live.base), changed)
         };
-        let with: RoaringTreemap = base.array_rows(array)?.into_iter().map(|(id, _)| id).collect();
+        let with: RoaringTreemap = base
+            .array_rows(array)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         Ok(self
             .inner
             .list()?
             .into_iter()
-            .filter(|(id, n)| changed.get(n).copied().unwrap_or_else(|| with.contains(*id)))
+            .filter(|(id, n)| {
+                changed
+                    .get(n)
+                    .copied()
+                    .unwrap_or_else(|| with.contains(*id))
+            })
             .map(|(_, n)| n)
             .collect())
     }

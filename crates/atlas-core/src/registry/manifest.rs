@@ -220,7 +220,11 @@ impl Manifest {
         let head: Head =
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
         // Version 2 (segments, no ids) is read and upgraded by the next commit.
-        let version = if head.version == 2 { 2 } else { REGISTRY_VERSION };
+        let version = if head.version == 2 {
+            2
+        } else {
+            REGISTRY_VERSION
+        };
         check_head(&head.format, head.version, FORMAT_TAG, version, path)?;
         let repr: ManifestRepr =
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;

@@ -359,7 +359,8 @@ impl RunWriter {
             (self.schemas.len() - 1) as u32
         });
         self.schema_ptr.insert(ptr, i);
-        self.keep.push(Arc::clone(&e.schema) as Arc<dyn std::any::Any + Send + Sync>);
+        self.keep
+            .push(Arc::clone(&e.schema) as Arc<dyn std::any::Any + Send + Sync>);
         i
     }
 
@@ -483,12 +484,11 @@ impl RunWriter {
 
     fn write_bitmap(&mut self, b: &RoaringTreemap) -> Result<BlockRef> {
         let mut bytes = Vec::with_capacity(b.serialized_size());
-        b.serialize_into(&mut bytes).expect("in-memory bitmap serializes");
+        b.serialize_into(&mut bytes)
+            .expect("in-memory bitmap serializes");
         self.write_raw(&bytes)
     }
 }
-
-
 
 fn approx_attr_len(a: &Attr) -> usize {
     match a {
@@ -554,7 +554,9 @@ pub(crate) struct Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Run").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Run")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -591,7 +593,17 @@ impl Run {
         } else {
             handle.read_vec_at(ix.off, ix.len as usize)?
         };
-        let head = handle.read_vec_at(0, HEADER_LEN as usize)?;
+        // The header is checked when the tail read covers it; otherwise the
+        // trailer magic and the index tag and version identify the run (one
+        // request fewer on object stores).
+        let head = if tail_len == len {
+            tail[..HEADER_LEN as usize].to_vec()
+        } else {
+            let mut h = RUN_MAGIC.to_vec();
+            h.extend_from_slice(&RUN_VERSION.to_le_bytes());
+            h.extend_from_slice(&0u32.to_le_bytes());
+            h
+        };
         if head[..8] != RUN_MAGIC {
             return Err(corrupt("not a registry run (bad magic)".into()));
         }
@@ -678,8 +690,7 @@ impl Run {
     fn bitmap(&self, r: &BlockRef) -> Result<RoaringTreemap> {
         let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
         let raw = decode_raw(&packed, r, &self.path)?;
-        RoaringTreemap::deserialize_from(&raw[..])
-            .map_err(|e| self.corrupt(format!("bitmap: {e}")))
+        RoaringTreemap::deserialize_from(&raw[..]).map_err(|e| self.corrupt(format!("bitmap: {e}")))
     }
 
     fn record_block(&self, i: usize) -> Result<Arc<Block>> {
@@ -744,12 +755,13 @@ impl Run {
                 .get(a.1 as usize)
                 .cloned()
                 .ok_or_else(|| self.corrupt(format!("schema index {} out of range", a.1)))?;
-            let attributes = match a.2 {
-                None => Arc::clone(&empty),
-                Some(i) => dict.attr_sets.get(i as usize).cloned().ok_or_else(|| {
-                    self.corrupt(format!("attribute set index {i} out of range"))
-                })?,
-            };
+            let attributes =
+                match a.2 {
+                    None => Arc::clone(&empty),
+                    Some(i) => dict.attr_sets.get(i as usize).cloned().ok_or_else(|| {
+                        self.corrupt(format!("attribute set index {i} out of range"))
+                    })?,
+                };
             if arrays
                 .insert(a.0.clone(), ArrayEntry { schema, attributes })
                 .is_some()
@@ -811,7 +823,10 @@ impl Run {
             if block.first().map(|(id, _)| id) != Some(first) {
                 return Err(self.corrupt("id block does not start at its index key".into()));
             }
-            if out.last().is_some_and(|(last, _): &(u64, String)| *last >= block[0].0) {
+            if out
+                .last()
+                .is_some_and(|(last, _): &(u64, String)| *last >= block[0].0)
+            {
                 return Err(self.corrupt("id blocks are not sorted".into()));
             }
             for w in block.windows(2) {
@@ -957,9 +972,12 @@ fn decode_raw(packed: &[u8], r: &BlockRef, path: &Path) -> Result<Vec<u8>> {
 pub(crate) fn fuzz_run(bytes: &[u8]) {
     let storage = array_format::MemoryStorage::new();
     let path = Path::new("/fuzz/r.run");
-    if storage.write_new_synced(path, bytes).is_err() {
-        return;
-    }
+    storage
+        .create_dir_all(Path::new("/fuzz"))
+        .expect("in-memory directory");
+    storage
+        .write_new_synced(path, bytes)
+        .expect("in-memory write");
     let Ok(run) = Run::open(&storage, path, RunId::fresh()) else {
         return;
     };
@@ -977,5 +995,183 @@ pub(crate) fn fuzz_run(bytes: &[u8]) {
     let keys: Vec<String> = run.attribute_names().map(str::to_owned).collect();
     for k in keys {
         let _ = run.attribute_rows(&k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use array_format::{ArraySchema, DType, FillValue, MemoryStorage};
+
+    fn record(id: u64, temp: f64) -> Record {
+        let schema = Arc::new(
+            ArraySchema::new(
+                "TEMP",
+                DType::Float32,
+                vec!["N_LEVELS".into()],
+                vec![3],
+                None,
+                Some(FillValue::Float32(99999.0)),
+            )
+            .unwrap(),
+        );
+        let attrs = Arc::new(IndexMap::from([("units".to_owned(), Attr::from("degC"))]));
+        let mut meta = DatasetMeta::default();
+        meta.attributes
+            .insert("cycle".into(), Attr::Int64(id as i64));
+        meta.attributes
+            .insert("tags".into(), Attr::StringList(vec!["a".into()]));
+        meta.arrays.insert(
+            "TEMP".into(),
+            ArrayEntry {
+                schema,
+                attributes: attrs,
+            },
+        );
+        let stats = HashMap::from([(
+            "TEMP".to_owned(),
+            ArrayStats {
+                min: Some(StatValue::Float(temp - 1.0)),
+                max: Some(StatValue::Float(temp)),
+                null_count: 1,
+                row_count: 3,
+            },
+        )]);
+        Record {
+            id,
+            meta: Arc::new(meta),
+            stats: Arc::new(stats),
+        }
+    }
+
+    fn write(storage: &MemoryStorage, path: &Path, n: u64, tomb: &[&str], killed: &[u64]) {
+        storage.create_dir_all(path.parent().unwrap()).unwrap();
+        let mut w = RunWriter::create(storage, path).unwrap();
+        let mut names: Vec<(String, Option<u64>)> =
+            (0..n).map(|i| (format!("ds{i:06}"), Some(i))).collect();
+        names.extend(tomb.iter().map(|t| ((*t).to_owned(), None)));
+        names.sort();
+        for (name, id) in names {
+            match id {
+                Some(id) => w.record(&name, &record(id, id as f64)).unwrap(),
+                None => w.tombstone(&name).unwrap(),
+            }
+        }
+        w.kill(&killed.iter().copied().collect());
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn runs_round_trip_lookups_listing_and_catalog() {
+        let storage = MemoryStorage::new();
+        let path = Path::new("/s/atlas.meta/r.run");
+        // Enough records for several blocks.
+        write(&storage, path, 5000, &["gone"], &[77_777]);
+        let run = Run::open(&storage, path, RunId::fresh()).unwrap();
+        assert!(run.index.names.len() > 1, "several record blocks");
+        assert_eq!(run.n_records(), 5000);
+        match run.get("ds004321").unwrap() {
+            Some(Found::Live(r)) => {
+                assert_eq!(r, record(4321, 4321.0));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(run.get("gone").unwrap(), Some(Found::Tombstone)));
+        assert!(run.get("nope").unwrap().is_none());
+        assert!(run.get("").unwrap().is_none());
+        let ids = run.ids().unwrap();
+        assert_eq!(ids.len(), 5000);
+        assert!(ids.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(run.killed().unwrap().iter().collect::<Vec<_>>(), [77_777]);
+        assert_eq!(run.id_set().unwrap().len(), 5000);
+        let rows = run.array_rows("TEMP").unwrap();
+        assert_eq!(rows.len(), 5000);
+        assert_eq!(rows[10].1.max, Some(StatValue::Float(10.0)));
+        // Scalar attributes only: lists have no column.
+        assert_eq!(run.attribute_rows("cycle").unwrap()[7], (7, Attr::Int64(7)));
+        assert!(run.attribute_rows("tags").unwrap().is_empty());
+        // One schema and one attribute set, stored once.
+        assert_eq!(run.dict().unwrap().schemas.len(), 1);
+        assert_eq!(run.dict().unwrap().attr_sets.len(), 1);
+    }
+
+    #[test]
+    fn newest_run_wins_and_killed_ids_are_not_listed() {
+        let storage = MemoryStorage::new();
+        let old = Path::new("/s/atlas.meta/a.run");
+        let new = Path::new("/s/atlas.meta/b.run");
+        write(&storage, old, 10, &[], &[]);
+        storage.create_dir_all(new.parent().unwrap()).unwrap();
+        // The newer run: ds000003 deleted (id 3 killed), ds000004 changed.
+        let mut w = RunWriter::create(&storage, new).unwrap();
+        w.tombstone("ds000003").unwrap();
+        w.record("ds000004", &record(4, 100.0)).unwrap();
+        w.kill(&[3u64].into_iter().collect());
+        w.finish().unwrap();
+        let set = super::super::RunSet::from_runs(vec![
+            Arc::new(Run::open(&storage, old, RunId::fresh()).unwrap()),
+            Arc::new(Run::open(&storage, new, RunId::fresh()).unwrap()),
+        ]);
+        assert!(set.get("ds000003").unwrap().is_none());
+        assert_eq!(
+            set.get("ds000004").unwrap().unwrap().stats["TEMP"].max,
+            Some(StatValue::Float(100.0))
+        );
+        let listed: Vec<u64> = set.list().unwrap().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(listed, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
+        let rows = set.array_rows("TEMP").unwrap();
+        assert_eq!(rows.len(), 9);
+        let four = rows.iter().find(|(id, _)| *id == 4).unwrap();
+        assert_eq!(four.1.max, Some(StatValue::Float(100.0)), "the newest row");
+        let mut merged = Vec::new();
+        super::super::merge_runs(
+            &set.runs,
+            vec![("ds000005".into(), None)],
+            |n, r| {
+                merged.push((n.to_owned(), r.id));
+                Ok(())
+            },
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(merged.len(), 8, "{merged:?}");
+    }
+
+    #[test]
+    fn damaged_runs_are_typed_errors_never_panics() {
+        let storage = MemoryStorage::new();
+        let path = Path::new("/s/atlas.meta/r.run");
+        write(&storage, path, 300, &["x"], &[5]);
+        let good = storage.contents(path).unwrap();
+        // Every truncation and a flipped byte at many positions.
+        let step = (good.len() / 400).max(1);
+        for cut in (0..good.len()).step_by(step) {
+            fuzz_run(&good[..cut]);
+        }
+        for at in (0..good.len()).step_by(step) {
+            let mut b = good.clone();
+            b[at] ^= 0x5a;
+            fuzz_run(&b);
+            let p = Path::new("/s/atlas.meta/bad.run");
+            let _ = storage.remove_file(p);
+            storage.write_new_synced(p, &b).unwrap();
+            if let Ok(run) = Run::open(&storage, p, RunId::fresh()) {
+                for name in ["ds000000", "ds000150", "x"] {
+                    match run.get(name) {
+                        Ok(_) | Err(Error::CorruptRegistry { .. } | Error::Storage(_)) => {}
+                        Err(e) => panic!("flip at {at}: {e:?}"),
+                    }
+                }
+            }
+        }
+        // A future version is its own error.
+        let mut b = good.clone();
+        b[8..12].copy_from_slice(&9u32.to_le_bytes());
+        let p = Path::new("/s/atlas.meta/future.run");
+        storage.write_new_synced(p, &b).unwrap();
+        assert!(matches!(
+            Run::open(&storage, p, RunId::fresh()),
+            Err(Error::UnsupportedRegistry { version: 9, .. })
+        ));
     }
 }

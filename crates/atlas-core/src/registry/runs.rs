@@ -29,7 +29,13 @@ impl RunSet {
         let dir = root.join(META_DIR);
         let runs = ids
             .iter()
-            .map(|id| Ok(Arc::new(Run::open(storage, &dir.join(id.as_str()), id.clone())?)))
+            .map(|id| {
+                Ok(Arc::new(Run::open(
+                    storage,
+                    &dir.join(id.as_str()),
+                    id.clone(),
+                )?))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(RunSet::from_runs(runs))
     }
@@ -72,7 +78,11 @@ impl RunSet {
         let killed = self.killed()?;
         let mut all: Vec<(u64, String)> = Vec::new();
         for run in &self.runs {
-            all.extend(run.ids()?.into_iter().filter(|(id, _)| !killed.contains(*id)));
+            all.extend(
+                run.ids()?
+                    .into_iter()
+                    .filter(|(id, _)| !killed.contains(*id)),
+            );
         }
         if self.runs.len() > 1 {
             all.sort_by_key(|(id, _)| *id);
@@ -150,7 +160,10 @@ pub(crate) fn merge(
     mut live: impl FnMut(&str, Record) -> Result<()>,
     mut tombstone: impl FnMut(&str) -> Result<()>,
 ) -> Result<()> {
-    let mut cursors: Vec<Cursor> = runs.iter().map(|r| Cursor::new(Some(Arc::clone(r)), Vec::new())).collect();
+    let mut cursors: Vec<Cursor> = runs
+        .iter()
+        .map(|r| Cursor::new(Some(Arc::clone(r)), Vec::new()))
+        .collect();
     cursors.push(Cursor::new(None, extra));
     for c in &mut cursors {
         c.fill()?;
@@ -227,4 +240,3 @@ impl Cursor {
         Ok(rec)
     }
 }
-

@@ -2,15 +2,14 @@
 //! dataset records, their JSON and `MessagePack` + Zstd encodings, schema and
 //! attribute-set deduplication, and bounded, validated decoding.
 
-#[cfg(test)]
-use super::{Hash, HashMap, Hasher, MetaFormat};
 use super::{
     check_head, validate_array_name, validate_attribute_name, validate_dataset_name, Arc,
     ArrayEntry, ArraySchema, Attr, DType, DatasetMeta, Deserialize, Error, FillValue, HashSet,
-    IndexMap, Path, Result, Serialize, TimestampNs,
-    MAX_DECODED_SEGMENT_BYTES, MAX_SEGMENT_RATIO, MIN_DECODED_SEGMENT_CAP, SEGMENT_MAGIC,
-    SEGMENT_TAG, SEGMENT_VERSION,
+    IndexMap, Path, Result, Serialize, TimestampNs, MAX_DECODED_SEGMENT_BYTES, MAX_SEGMENT_RATIO,
+    MIN_DECODED_SEGMENT_CAP, SEGMENT_MAGIC, SEGMENT_TAG, SEGMENT_VERSION,
 };
+#[cfg(test)]
+use super::{Hash, HashMap, Hasher, MetaFormat};
 
 #[derive(Serialize, Deserialize)]
 struct SegmentRepr {

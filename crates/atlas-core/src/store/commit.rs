@@ -228,12 +228,7 @@ fn merge_from(runs: &[Arc<crate::registry::Run>], new_records: u64) -> usize {
 /// Writes the flush's run: the changes merged with `runs[from..]`. From 0,
 /// tombstones and killed ids are dropped (no older run remains for them to
 /// hide); otherwise they are kept.
-fn write_run(
-    inner: &Inner,
-    snap: &Snapshot,
-    from: usize,
-    path: &Path,
-) -> Result<()> {
+fn write_run(inner: &Inner, snap: &Snapshot, from: usize, path: &Path) -> Result<()> {
     let storage = inner.storage.as_ref();
     let mut w = RunWriter::create(storage, path)?;
     let runs = &snap.base.runs[from..];

@@ -16,7 +16,9 @@ use super::{
 };
 use crate::config::{OpenOptions, StoreConfig};
 use crate::error::{Error, Result};
-use crate::registry::{check_arrays, decode_segment, DatasetMeta, Manifest, Record, RunSet, META_DIR};
+use crate::registry::{
+    check_arrays, decode_segment, DatasetMeta, Manifest, Record, RunSet, META_DIR,
+};
 use roaring::RoaringTreemap;
 
 fn is_not_found(e: &array_format::Error) -> bool {

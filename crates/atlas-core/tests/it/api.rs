@@ -103,7 +103,11 @@ async fn local_store_lifecycle_and_dataset_listing() {
         "open_path is read-only until the first mutation"
     );
     assert_eq!(r.generation(), 2);
-    assert_eq!(r.list_datasets().unwrap(), strings(&names), "order survives reopen");
+    assert_eq!(
+        r.list_datasets().unwrap(),
+        strings(&names),
+        "order survives reopen"
+    );
     assert_eq!(r.list_arrays(), strings(&["temp", "sal", "depth"]));
     assert_eq!(snapshot(&r).await, before);
     let z = r.open_dataset("zulu").await.unwrap();
@@ -139,7 +143,10 @@ async fn local_store_lifecycle_and_dataset_listing() {
     drop((z, r));
 
     let r2 = Atlas::open_path(&root).await.unwrap();
-    assert_eq!(r2.list_datasets().unwrap(), strings(&["zulu", "bravo", "echo"]));
+    assert_eq!(
+        r2.list_datasets().unwrap(),
+        strings(&["zulu", "bravo", "echo"])
+    );
     assert_eq!(r2.generation(), 3);
     assert!(
         !depth_dir.exists(),

@@ -174,7 +174,10 @@ pub async fn snapshot(atlas: &Atlas) -> Snapshot {
             .open_dataset(&name)
             .await
             .unwrap_or_else(|e| panic!("listed dataset {name:?} does not open: {e}"));
-        let meta = atlas.dataset_meta(&name).unwrap().expect("listed dataset has meta");
+        let meta = atlas
+            .dataset_meta(&name)
+            .unwrap()
+            .expect("listed dataset has meta");
         assert_eq!(ds.meta().expect("meta"), meta, "meta() vs dataset_meta()");
         let mut arrays = Vec::new();
         for (aname, entry) in &meta.arrays {

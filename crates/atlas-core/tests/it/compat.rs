@@ -69,7 +69,10 @@ async fn check_golden_content(s: &Atlas) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(t.iter().copied().collect::<Vec<_>>(), [16.819, 16.694, 16.575]);
+    assert_eq!(
+        t.iter().copied().collect::<Vec<_>>(),
+        [16.819, 16.694, 16.575]
+    );
 }
 
 /// A store written before registry runs (manifest version 2, one JSON
@@ -81,7 +84,10 @@ async fn registry_v2_store_opens_and_upgrades_at_the_next_commit() {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&golden("registry-v2"), tmp.path());
     let manifest = std::fs::read_to_string(tmp.path().join("atlas.json")).unwrap();
-    assert!(manifest.contains("\"version\": 2"), "the golden store is v2");
+    assert!(
+        manifest.contains("\"version\": 2"),
+        "the golden store is v2"
+    );
     let s = Atlas::open_path(tmp.path()).await.unwrap();
     check_golden_content(&s).await;
     assert_eq!(s.dataset_id("argo_6900001_001").unwrap(), Some(0));

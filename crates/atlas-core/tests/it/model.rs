@@ -152,7 +152,11 @@ async fn observe(atlas: &Atlas) -> Model {
 
 async fn check(atlas: &Atlas, model: &Model, ctx: &str) {
     let names: Vec<String> = model.keys().cloned().collect();
-    assert_eq!(atlas.list_datasets().unwrap(), names, "{ctx}: dataset order");
+    assert_eq!(
+        atlas.list_datasets().unwrap(),
+        names,
+        "{ctx}: dataset order"
+    );
     let mut distinct: Vec<String> = Vec::new();
     for ds in model.values() {
         for a in ds.arrays.keys() {

@@ -474,7 +474,10 @@ async fn lost_response_on_the_manifest_is_a_success() {
     // And the handle keeps committing.
     put_profile(&atlas, "after", 9.0).await;
     atlas.flush().await.unwrap();
-    assert!(open_on(&storage, &root).await.dataset_exists("after").unwrap());
+    assert!(open_on(&storage, &root)
+        .await
+        .dataset_exists("after")
+        .unwrap());
 }
 
 /// A manifest write that fails before landing (every retry too) leaves the
@@ -689,7 +692,8 @@ async fn readers_never_see_a_mixed_state() {
         loop {
             let reader = open_on(&storage, &root).await;
             let n = reader
-                .list_datasets().unwrap()
+                .list_datasets()
+                .unwrap()
                 .iter()
                 .filter(|d| d.starts_with('d'))
                 .count();

@@ -41,7 +41,11 @@ async fn twenty_thousand_datasets() {
     let r = Atlas::open_path(tmp.path()).await.unwrap();
     let opened = t0.elapsed();
     assert_eq!(r.n_datasets(), N);
-    assert_eq!(r.list_datasets().unwrap(), names, "insertion order after reopen");
+    assert_eq!(
+        r.list_datasets().unwrap(),
+        names,
+        "insertion order after reopen"
+    );
     assert_eq!(r.list_arrays(), vec!["v".to_owned()]);
     assert_eq!(r.array_layers("v").len(), 1);
     let all = r

@@ -177,7 +177,8 @@ async fn write(a: &Atlas, ds: &str, array: usize, start: u8, values: &[u8]) {
 async fn apply(a: &mut Atlas, storage: &MemoryStorage, op: &Op) {
     let exists = |a: &Atlas, d: usize| a.dataset_exists(DATASETS[d]).unwrap();
     let has = |a: &Atlas, d: usize, arr: usize| {
-        a.dataset_meta(DATASETS[d]).unwrap()
+        a.dataset_meta(DATASETS[d])
+            .unwrap()
             .is_some_and(|m| m.arrays.contains_key(ARRAYS[arr]))
     };
     match op {
