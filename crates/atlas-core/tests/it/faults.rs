@@ -515,3 +515,98 @@ async fn power_loss_at_every_step_of_a_merging_flush() {
         );
     }
 }
+
+/// Registry runs: a store of 40 datasets (one large run) then three flushes of
+/// one dataset each (small runs); the last flush (a deletion, a re-creation
+/// and an edit) merges the small runs but not the large one, keeping its
+/// tombstone and killed id. A power cut at every step leaves the old state or
+/// the new one, and the reopened store lists and counts exactly that.
+#[tokio::test]
+async fn power_loss_at_every_step_of_a_flush_merging_registry_runs() {
+    async fn build(storage: &MemoryStorage) -> Atlas {
+        let s = create_mem(storage, StoreConfig::default()).await;
+        for i in 0..40 {
+            let ds = s.create_dataset(&format!("d{i:02}")).await.unwrap();
+            ds.define_array::<f32>("t", strings(&["i"]), vec![2], None, None)
+                .await
+                .unwrap();
+            ds.write_array("t", vec![], arr1(vec![i as f32, 1.0]).view())
+                .await
+                .unwrap();
+        }
+        s.flush().await.unwrap();
+        for i in 0..3 {
+            s.open_dataset(&format!("d{i:02}"))
+                .await
+                .unwrap()
+                .set_attribute("k", Attr::Int64(i))
+                .unwrap();
+            s.flush().await.unwrap();
+        }
+        s
+    }
+    async fn change(s: &Atlas) {
+        s.delete_dataset("d05").await.unwrap();
+        s.delete_dataset("d06").await.unwrap();
+        let again = s.create_dataset("d06").await.unwrap();
+        again
+            .define_array::<f32>("t", strings(&["i"]), vec![2], None, None)
+            .await
+            .unwrap();
+        s.open_dataset("d07")
+            .await
+            .unwrap()
+            .write_array("t", vec![0], arr1(vec![70.0f32]).view())
+            .await
+            .unwrap();
+    }
+    let runs_of = |storage: &MemoryStorage| -> usize {
+        let m = storage
+            .contents(&crate::common::mem_root().join("atlas.json"))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        v["runs"].as_array().map_or(0, Vec::len)
+    };
+    // The shape this test relies on: 4 runs before, 2 after (the large one
+    // kept, the small ones merged with the change).
+    let storage = MemoryStorage::new();
+    let s = build(&storage).await;
+    assert!(runs_of(&storage) >= 2, "{}", runs_of(&storage));
+    change(&s).await;
+    s.flush().await.unwrap();
+    assert_eq!(runs_of(&storage), 2);
+    let id6 = s.dataset_id("d06").unwrap().unwrap();
+    assert!(id6 >= 40, "a re-created dataset gets a new id: {id6}");
+    drop(s);
+    for kind in [FaultKind::PowerLoss, FaultKind::PowerLossKeepRenames] {
+        let mut n = 0;
+        loop {
+            let ctx = format!("run-merging flush ({kind:?}), power loss at op {n}");
+            let storage = MemoryStorage::new();
+            let s = build(&storage).await;
+            storage.sync_all();
+            let old = snapshot(&s).await;
+            change(&s).await;
+            let new = snapshot(&s).await;
+            storage.arm_fault(Fault { nth: n, kind });
+            let res = s.flush().await;
+            let lost = storage.is_down();
+            drop(s);
+            storage.power_on();
+            let r = reopen_mem(&storage, &ctx).await;
+            let got = snapshot(&r).await;
+            assert!(got == old || got == new, "{ctx}");
+            if res.is_ok() {
+                assert!(got == new, "{ctx}: flush returned Ok");
+            }
+            assert_eq!(r.n_datasets(), r.list_datasets().unwrap().len(), "{ctx}");
+            let report = verify(&r, |_, _| {});
+            assert!(report.problems.is_empty(), "{ctx}: {:?}", report.problems);
+            if !lost {
+                break;
+            }
+            n += 1;
+            assert!(n < MAX_STEPS, "never completed");
+        }
+    }
+}
