@@ -119,7 +119,9 @@ fn ci() -> Result<()> {
         t_outside.elapsed().as_secs_f64()
     );
     if std::env::var(CI_FUZZ_ENV).is_ok_and(|v| v == "1") {
-        fuzz(CI_FUZZ_SECONDS, &[])?;
+        // Unoptimised fuzz builds in CI: a cold optimised build of every
+        // target took ~17 min; 10 s smoke runs need coverage, not speed.
+        fuzz(CI_FUZZ_SECONDS, &[], true)?;
     } else {
         eprintln!("==> fuzz smoke skipped (set {CI_FUZZ_ENV}=1 to run it)");
     }
@@ -128,7 +130,9 @@ fn ci() -> Result<()> {
 }
 
 /// The Python package `crates/atlas-python`: builds the extension into the
-/// repository's `.venv` (`maturin develop --release`) and runs its pytest suite.
+/// repository's `.venv` (`maturin develop`, in the dev profile: dependencies
+/// are optimised there and share the test build's artifacts; a release build
+/// added ~15 min to a cold CI run) and runs its pytest suite.
 /// pytest's exit code 5 ("no tests collected") is a failure, so a suite that
 /// silently stopped collecting cannot pass.
 fn python_tests(root: &Path) -> Result<()> {
@@ -143,11 +147,10 @@ fn python_tests(root: &Path) -> Result<()> {
     }
     let manifest = root.join("crates").join("atlas-python").join("Cargo.toml");
     run(
-        "python extension (maturin develop --release)",
+        "python extension (maturin develop)",
         &maturin.to_string_lossy(),
         &[
             "develop",
-            "--release",
             "--quiet",
             "-m",
             &manifest.to_string_lossy(),
@@ -306,7 +309,7 @@ struct FuzzOutcome {
 /// (not committed), the committed seeds are read from `fuzz/corpus/TARGET/`.
 /// Any crash, timeout (10 s per input), allocation over 256 MiB or RSS over
 /// 2 GiB is a failure; its reproducer lands in `fuzz/artifacts/TARGET/`.
-fn fuzz_target(target: &'static str, seconds: u64) -> Result<FuzzOutcome> {
+fn fuzz_target(target: &'static str, seconds: u64, dev: bool) -> Result<FuzzOutcome> {
     let fuzz_dir = root().join("fuzz");
     let work = fuzz_dir.join("target").join("corpus-work").join(target);
     let seeds = fuzz_dir.join("corpus").join(target);
@@ -318,6 +321,7 @@ fn fuzz_target(target: &'static str, seconds: u64) -> Result<FuzzOutcome> {
         .current_dir(&fuzz_dir)
         .env("RUSTC_BOOTSTRAP", "1")
         .args(["fuzz", "run", target])
+        .args(dev.then_some("--dev"))
         .arg(&work)
         .arg(&seeds)
         .args([
@@ -361,8 +365,9 @@ fn fuzz_target(target: &'static str, seconds: u64) -> Result<FuzzOutcome> {
     })
 }
 
-/// `cargo xtask fuzz`: builds the targets once, runs each, prints executions.
-fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
+/// `cargo xtask fuzz`: builds the targets once (unoptimised with `dev`), runs
+/// each, prints executions.
+fn fuzz(seconds: u64, only: &[String], dev: bool) -> Result<()> {
     let t = Instant::now();
     ensure_cargo_fuzz()?;
     let targets: Vec<&'static str> = FUZZ_TARGETS
@@ -382,6 +387,7 @@ fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
         .current_dir(&fuzz_dir)
         .env("RUSTC_BOOTSTRAP", "1")
         .args(["fuzz", "build"])
+        .args(dev.then_some("--dev"))
         .status()
         .context("cannot run cargo fuzz build")?;
     if !status.success() {
@@ -390,7 +396,7 @@ fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
     eprintln!("    fuzz build ok in {:.1} s", tb.elapsed().as_secs_f64());
     let mut outcomes = Vec::new();
     for target in targets {
-        outcomes.push(fuzz_target(target, seconds)?);
+        outcomes.push(fuzz_target(target, seconds, dev)?);
     }
     eprintln!("==> fuzz results ({seconds} s per target):");
     for o in &outcomes {
@@ -437,7 +443,7 @@ fn main() -> ExitCode {
         cli::Task::OutsideUser => outside::run(&root()),
         cli::Task::Bench(b) => bench(&b),
         cli::Task::Crash { kills } => crash(kills),
-        cli::Task::Fuzz { seconds, targets } => fuzz(seconds, &targets),
+        cli::Task::Fuzz { seconds, targets } => fuzz(seconds, &targets, false),
         cli::Task::FuzzCorpus => fuzz_corpus(),
     };
     match result {
