@@ -52,7 +52,7 @@ pub const RUN_VERSION: u32 = 1;
 const HEADER_LEN: u64 = 16;
 const TRAILER_LEN: u64 = 32;
 /// Uncompressed bytes after which a block is closed.
-const BLOCK_TARGET: usize = 64 << 10;
+const BLOCK_TARGET: usize = 128 << 10;
 /// Largest decoded block or index accepted.
 const MAX_BLOCK_RAW: u32 = 256 << 20;
 /// Bytes read from a run's end at open: the trailer and, normally, the index.
