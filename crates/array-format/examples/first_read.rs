@@ -17,8 +17,13 @@ use ndarray::{ArrayD, IxDyn};
 /// then a delta updating ten of them, as a store's flushes would.
 fn build(dir: &Path, n: usize) -> Vec<LayerId> {
     let cache = Arc::new(DeltaCache::default());
-    let mut f = ArrayFile::create(Arc::new(LocalStorage), dir, ArrayFileOptions::default(), cache)
-        .expect("create");
+    let mut f = ArrayFile::create(
+        Arc::new(LocalStorage),
+        dir,
+        ArrayFileOptions::default(),
+        cache,
+    )
+    .expect("create");
     let data: Vec<f32> = (0..16).map(|i| i as f32 * 0.5).collect();
     let arr = ArrayD::from_shape_vec(IxDyn(&[16]), data).expect("shape");
     for i in 0..n {
@@ -41,7 +46,11 @@ fn main() {
         .skip(1)
         .map(|a| a.parse().expect("a count of arrays"))
         .collect();
-    for n in if sizes.is_empty() { vec![1000, 100_000] } else { sizes } {
+    for n in if sizes.is_empty() {
+        vec![1000, 100_000]
+    } else {
+        sizes
+    } {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = Instant::now();
         let layers = build(dir.path(), n);
@@ -73,7 +82,7 @@ fn main() {
         }
         println!(
             "{n:>9} arrays ({:.1} MiB in {} layers, built in {build_s:.1} s): open {:.3} ms, first read {:.3} ms, open + first read {:.3} ms (best of 5)",
-            bytes as f64 / (1 << 20) as f64,
+            bytes as f64 / f64::from(1 << 20),
             layers.len(),
             best.0 * 1e3,
             (best.1 - best.0) * 1e3,

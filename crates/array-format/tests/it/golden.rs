@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use array_format::{ArrayFile, ArrayFileOptions, DeltaCache, LayerId, LocalStorage};
+use array_format::{ArrayFile, ArrayFileOptions, DeltaCache, FillValue, LayerId, LocalStorage};
+use ndarray::{ArrayD, IxDyn};
 
 use crate::common::dump;
 
@@ -59,8 +60,6 @@ fn write_golden_when_asked() {
     let Ok(version) = std::env::var("ATLAS_WRITE_GOLDEN") else {
         return;
     };
-    use array_format::FillValue;
-    use ndarray::{ArrayD, IxDyn};
     let dir = golden_dir(&version);
     std::fs::create_dir_all(&dir).unwrap();
     let mut f = ArrayFile::create(
@@ -157,7 +156,10 @@ fn write_golden_when_asked() {
     let layers = f.layers();
     std::fs::write(
         dir.join("layers.txt"),
-        layers.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        layers
+            .iter()
+            .map(|l| l.as_str().to_owned() + "\n")
+            .collect::<String>(),
     )
     .unwrap();
     std::fs::write(dir.join("expected.txt"), observed(&f)).unwrap();
