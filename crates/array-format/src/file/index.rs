@@ -261,3 +261,156 @@ mod tests {
         assert!(last > u32::MAX as usize);
     }
 }
+
+#[cfg(test)]
+mod lazy_tests {
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use ndarray::{ArrayD, IxDyn};
+
+    use crate::{ArrayFile, ArrayFileOptions, DeltaCache, LayerId, MemoryStorage};
+
+    const N: usize = 5000;
+
+    fn name(k: usize) -> String {
+        // Insertion order differs from name order.
+        format!("ds_{:05}", (k * 7919) % N)
+    }
+
+    fn one(v: i32) -> ArrayD<i32> {
+        ArrayD::from_elem(IxDyn(&[4]), v)
+    }
+
+    /// A base of `N` arrays, then a delta updating, deleting and redefining some.
+    fn build() -> (Arc<MemoryStorage>, Vec<LayerId>, ArrayFile) {
+        let storage = Arc::new(MemoryStorage::new());
+        let mut f = ArrayFile::create(
+            storage.clone(),
+            Path::new("/f"),
+            ArrayFileOptions::default(),
+            Arc::new(DeltaCache::default()),
+        )
+        .unwrap();
+        for k in 0..N {
+            f.define_array::<i32>(&name(k), vec!["x".into()], vec![4], None, None)
+                .unwrap();
+            f.write_array(&name(k), &[0], one(k as i32).view()).unwrap();
+        }
+        f.flush().unwrap();
+        for k in (0..N).step_by(7) {
+            f.write_array(&name(k), &[0], one(-(k as i32)).view())
+                .unwrap();
+        }
+        for k in (3..N).step_by(11) {
+            f.delete_array(&name(k)).unwrap();
+        }
+        f.flush().unwrap();
+        for k in (3..N).step_by(22) {
+            f.define_array::<i32>(&name(k), vec!["y".into()], vec![4], None, None)
+                .unwrap();
+            f.write_array(&name(k), &[0], one(1_000_000 + k as i32).view())
+                .unwrap();
+        }
+        f.flush().unwrap();
+        let layers = f.layers();
+        (storage, layers, f)
+    }
+
+    fn open(storage: &Arc<MemoryStorage>, layers: &[LayerId]) -> ArrayFile {
+        ArrayFile::open(
+            storage.clone(),
+            Path::new("/f"),
+            layers,
+            ArrayFileOptions::default(),
+            Arc::new(DeltaCache::default()),
+        )
+        .unwrap()
+    }
+
+    fn blocks_read(f: &ArrayFile) -> Vec<u64> {
+        f.layers
+            .iter()
+            .map(|l| l.footer_blocks_read.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    fn state(f: &ArrayFile, n: &str) -> Option<(crate::ArraySchema, Vec<i32>)> {
+        let schema = f.schema(n)?.clone();
+        let cells = f.read_array::<i32>(n, &[], &[]).unwrap();
+        Some((schema, cells.iter().copied().collect()))
+    }
+
+    #[test]
+    fn opening_reads_no_footer_block_and_a_lookup_reads_one_per_layer() {
+        let (storage, layers, _) = build();
+        let f = open(&storage, &layers);
+        match &f.layers[0].index {
+            crate::layer::LayerIndex::Blocked(index) => {
+                assert!(index.blocks.len() >= 4, "{} blocks", index.blocks.len());
+            }
+            crate::layer::LayerIndex::Whole { .. } => panic!("format 2 was written"),
+        }
+        assert_eq!(blocks_read(&f), vec![0, 0, 0]);
+        // ds_00007 is updated by the second layer, untouched by the third.
+        assert!(f.contains("ds_00007"));
+        let read = blocks_read(&f);
+        assert_eq!(read[0], 1, "the base: one block of many");
+        assert!(read.iter().all(|&n| n <= 1), "{read:?}");
+        // A second use of the name, and a read of its data, read no footer block.
+        let _ = f.read_array::<i32>("ds_00007", &[], &[]).unwrap();
+        assert_eq!(blocks_read(&f), read);
+        // A neighbour in the same block is served by the cache.
+        assert!(f.contains("ds_00008"));
+        assert_eq!(blocks_read(&f)[0], 1);
+        // Nothing was built for every name.
+        assert!(f.index.all.get().is_none());
+    }
+
+    #[test]
+    fn names_built_alone_equal_names_built_together() {
+        let (storage, layers, written) = build();
+        let lazy = open(&storage, &layers);
+        let whole = open(&storage, &layers);
+        let listed = whole.list_arrays();
+        assert_eq!(
+            listed,
+            written.list_arrays(),
+            "listing order survives reopening"
+        );
+        for k in 0..N {
+            let n = name(k);
+            let want = state(&written, &n);
+            assert_eq!(state(&lazy, &n), want, "{n}");
+            assert_eq!(state(&whole, &n), want, "{n}");
+            assert_eq!(lazy.schema_origin(&n), whole.schema_origin(&n), "{n}");
+        }
+        assert_eq!(lazy.list_arrays(), listed);
+    }
+
+    #[test]
+    fn changes_after_a_lazy_lookup_see_the_merged_state() {
+        let (storage, layers, _) = build();
+        let mut f = open(&storage, &layers);
+        // Built alone, then changed through the pending layer and flushed.
+        assert!(f.contains("ds_00007") && f.contains("ds_00008"));
+        assert!(f.index.all.get().is_none());
+        f.write_array("ds_00007", &[0], one(77).view()).unwrap();
+        f.delete_array("ds_00008").unwrap();
+        f.flush().unwrap();
+        assert_eq!(state(&f, "ds_00007").unwrap().1, vec![77; 4]);
+        assert!(!f.contains("ds_00008"));
+        let layers = f.layers();
+        let reopened = open(&storage, &layers);
+        assert_eq!(state(&reopened, "ds_00007").unwrap().1, vec![77; 4]);
+        assert!(!reopened.contains("ds_00008"));
+        // Compaction and a lookup on the compacted file agree with the listing.
+        let listed = f.list_arrays();
+        f.compact().unwrap();
+        assert_eq!(f.list_arrays(), listed);
+        let compacted = open(&storage, &f.layers());
+        assert_eq!(compacted.list_arrays(), listed);
+        assert_eq!(state(&compacted, "ds_00007").unwrap().1, vec![77; 4]);
+    }
+}

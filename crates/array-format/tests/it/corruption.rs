@@ -14,8 +14,8 @@ use array_format::{
 use ndarray::ArrayD;
 
 use crate::common::{
-    data_end, dims, dump, dump_bounded, footer_span, fuzz_iters, is_damage_error, nd, reseal, Rng,
-    CODECS, MEM_DIR,
+    data_end, dims, dump, dump_bounded, footer_blocks, footer_span, fuzz_iters, is_damage_error,
+    nd, reseal, Rng, CODECS, MEM_DIR,
 };
 
 /// Runs `f`, turning a panic into a test failure that names `what`.
@@ -898,5 +898,67 @@ fn a_hostile_string_chunk_is_refused_without_a_huge_reservation() {
         out.status.success() && stdout.contains("hostile cells child: ok"),
         "child under ulimit -v failed ({}):\n{stdout}\n{stderr}",
         out.status
+    );
+}
+
+/// A layer of many arrays has many footer blocks; damage to one of them fails
+/// exactly the arrays whose records it holds (with the block's path and
+/// offset), and whatever needs every array, while the others still read.
+#[test]
+fn a_damaged_footer_block_fails_only_its_arrays() {
+    let storage = Arc::new(MemoryStorage::new());
+    let mut f = ArrayFile::create(
+        storage.clone(),
+        Path::new(MEM_DIR),
+        ArrayFileOptions::default(),
+        Arc::new(DeltaCache::default()),
+    )
+    .unwrap();
+    let names: Vec<String> = (0..3000).map(|k| format!("array_{k:04}")).collect();
+    for n in &names {
+        f.define_array::<i32>(n, dims(1), vec![2], None, None)
+            .unwrap();
+        f.write_array(n, &[], nd(&[2], vec![1, 2]).view()).unwrap();
+    }
+    let id = f.flush().unwrap().unwrap();
+    let path = Path::new(MEM_DIR).join(id.as_str());
+    let bytes = storage.contents(&path).unwrap();
+    let (_, blocks) = footer_blocks(&bytes);
+    assert!(blocks.len() >= 3, "{} footer blocks", blocks.len());
+    let damaged = &blocks[1];
+    let mut b = bytes.clone();
+    b[damaged.offset + damaged.len / 2] ^= 0x10;
+    storage.overwrite(&path, b);
+    let f = crate::common::mem_open(&storage, std::slice::from_ref(&id))
+        .expect("the footer index is intact: the file opens");
+    let (mut ok, mut failed) = (0, 0);
+    for n in &names {
+        match f.read_array::<i32>(n, &[], &[]) {
+            Ok(a) => {
+                assert_eq!(a.iter().copied().collect::<Vec<_>>(), vec![1, 2]);
+                ok += 1;
+            }
+            Err(e) => {
+                check_block_error(&e, &path, damaged.offset as u64, n);
+                assert!(!f.contains(n));
+                failed += 1;
+            }
+        }
+    }
+    assert!(
+        ok > 0 && failed > 0 && failed < names.len() / 2,
+        "{ok} read, {failed} failed"
+    );
+    check_block_error(
+        &f.try_list_arrays().unwrap_err(),
+        &path,
+        damaged.offset as u64,
+        "list",
+    );
+    check_block_error(
+        &f.verify().unwrap_err(),
+        &path,
+        damaged.offset as u64,
+        "verify",
     );
 }
