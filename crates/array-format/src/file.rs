@@ -503,9 +503,15 @@ impl ArrayFile {
     }
 
     /// The file that gave an array its schema: the layer holding its `Define`
-    /// record, or the directory while the definition is still pending.
+    /// record, or the directory while the definition is still pending. When
+    /// the array's committed records cannot be read ([`ArrayFile::schema`] is
+    /// `None` then), the layer whose footer failed, so an error about the
+    /// schema names the damaged file.
     pub fn schema_origin(&self, name: &str) -> Option<&Path> {
-        let view = self.view(name)?;
+        let view = match self.try_view(name) {
+            Ok(view) => view?,
+            Err(e) => return self.layer_named_by(&e),
+        };
         Some(match view.committed {
             Some(c)
                 if view.pending.is_none_or(|_| {
@@ -521,9 +527,27 @@ impl ArrayFile {
         })
     }
 
-    /// The schema of an array.
+    /// The committed layer an error names, if any.
+    fn layer_named_by(&self, e: &Error) -> Option<&Path> {
+        let (Error::Corrupt { path, .. } | Error::Io { path, .. }) = e else {
+            return None;
+        };
+        self.layers
+            .iter()
+            .find(|l| l.path == *path)
+            .map(|l| l.path.as_path())
+    }
+
+    /// The schema of an array; `None` also when its committed records cannot
+    /// be read (see [`ArrayFile::try_schema`]).
     pub fn schema(&self, name: &str) -> Option<&ArraySchema> {
         self.view(name).map(|v| v.schema)
+    }
+
+    /// The schema of an array, or the error of reading its committed records
+    /// (a damaged footer block, layers that contradict each other about it).
+    pub fn try_schema(&self, name: &str) -> Result<Option<&ArraySchema>> {
+        Ok(self.try_view(name)?.map(|v| v.schema))
     }
 
     /// Defines a new array. `chunk_shape = None` means one chunk of the full shape.

@@ -343,6 +343,12 @@ mod lazy_tests {
     }
 
     #[test]
+    fn an_array_file_is_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<ArrayFile>();
+    }
+
+    #[test]
     fn opening_reads_no_footer_block_and_a_lookup_reads_one_per_layer() {
         let (storage, layers, _) = build();
         let f = open(&storage, &layers);
