@@ -69,8 +69,10 @@ pub mod fuzzing {
 
     /// Decodes a format-2 footer: `bytes` is its blocks, then its index, then
     /// the index length (`u32` LE), as if the footer started right after a
-    /// layer header. True if the index and every block decode, and looking up
-    /// each block's first and last name finds its record.
+    /// layer header. Block CRCs are not checked (they are recomputed), so
+    /// mutated blocks reach the record decoder. True if the index and every
+    /// block decode, and looking up each block's first and last name finds
+    /// its record.
     pub fn decode_blocked_footer(bytes: &[u8]) -> bool {
         crate::layer::fuzz_blocked_footer(bytes)
     }
