@@ -198,7 +198,9 @@ pub(crate) fn decode_index(buf: &[u8], index_offset: u64, path: &Path) -> Result
             first: i.str()?,
             last: i.str()?,
         };
-        let bad = |reason: String| Error::corrupt(path, index_offset + start as u64, reason);
+        let bad = |reason: String| {
+            Error::corrupt(path, index_offset.saturating_add(start as u64), reason)
+        };
         if b.offset != at {
             return Err(bad(format!(
                 "footer block at {} does not follow the previous one (at {at})",
@@ -573,6 +575,22 @@ mod tests {
                 let _ = decode_index(&m, off, p);
             }
         }
+    }
+
+    /// Found by the `footer_blocked` fuzz target: an error's file offset in an
+    /// index placed near 2^64 overflowed.
+    #[test]
+    fn error_offsets_near_the_end_of_the_address_space_do_not_overflow() {
+        let end = u64::MAX - 4;
+        let mut enc = encode_index(&FooterIndex {
+            uid: 0,
+            n_records: 0,
+            data_end: end,
+            blocks: Vec::new(),
+        });
+        enc.push(0);
+        let e = decode_index(&enc, end, Path::new("x")).unwrap_err();
+        assert!(e.is_corruption(), "{e}");
     }
 
     #[test]

@@ -130,7 +130,8 @@ pub(super) struct In<'a> {
 
 impl<'a> In<'a> {
     pub(super) fn err(&self, reason: impl Into<String>) -> Error {
-        Error::corrupt(self.path, self.base + self.pos as u64, reason)
+        // Saturating: `base` comes from the file (a hostile one may be near 2^64).
+        Error::corrupt(self.path, self.base.saturating_add(self.pos as u64), reason)
     }
     pub(super) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
@@ -276,7 +277,7 @@ pub(super) fn decode_record(i: &mut In<'_>) -> Result<ArrayRecord> {
         } else {
             (None, None)
         };
-        let bad = |reason: String| Error::corrupt(i.path, i.base + at as u64, reason);
+        let bad = |reason: String| Error::corrupt(i.path, i.base.saturating_add(at as u64), reason);
         if chunk_idx >= schema.n_chunks() || chunks.last().is_some_and(|p| p.chunk_idx >= chunk_idx)
         {
             return Err(bad(format!(
