@@ -1,8 +1,10 @@
-//! A whole layer file (`.af`): header, trailer, footer CRC, footer, and the
-//! chunk offsets checked against the file. Each input is opened twice: as
-//! given, and "resealed" (the trailer's footer CRC recomputed), so mutations of
-//! the footer get past the checksum and reach the structural checks.
-//! Seeds: real layer files.
+//! A whole layer file (`.af`): header, trailer, footer CRC, footer (format 1:
+//! the whole footer; format 2: the footer index, then every footer block), and
+//! the chunk offsets checked against the file. Each input is opened twice: as
+//! given, and "resealed" (the trailer's CRC recomputed), so mutations of the
+//! footer (index) get past the checksum and reach the structural checks; the
+//! `footer_blocked` target reaches the footer blocks past their CRCs.
+//! Seeds: real layer files of both formats.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -536,9 +536,9 @@ async fn future_layer_version_in_header() {
     layer_case(
         &fx,
         &layer,
-        |b| b[8..12].copy_from_slice(&2u32.to_le_bytes()),
+        |b| b[8..12].copy_from_slice(&3u32.to_le_bytes()),
         &[("argo_1", "TEMP"), ("argo_2", "TEMP"), ("argo_3", "TEMP")],
-        Expect::Version(2),
+        Expect::Version(3),
     )
     .await;
 }
@@ -560,13 +560,26 @@ async fn future_layer_version_in_trailer() {
 
 /// A footer field set to a huge value, the footer checksum recomputed so only
 /// the structural checks stand between the value and an allocation.
-async fn huge_footer_field(field: impl FnOnce(&Layout) -> usize, value: u64, width: usize) {
-    huge_field(field, value, width, true).await;
+/// `broken` are the arrays whose records hold the field (the footer blocks
+/// of the others still decode: their reads must work).
+async fn huge_footer_field(
+    field: impl FnOnce(&Layout) -> usize,
+    value: u64,
+    width: usize,
+    broken: &[(&str, &str)],
+) {
+    huge_field(field, value, width, true, broken).await;
 }
 
 /// [`huge_footer_field`] for the trailer's fields (`reseal` false: the
 /// checksum is not reached).
-async fn huge_field(field: impl FnOnce(&Layout) -> usize, value: u64, width: usize, seal: bool) {
+async fn huge_field(
+    field: impl FnOnce(&Layout) -> usize,
+    value: u64,
+    width: usize,
+    seal: bool,
+    broken: &[(&str, &str)],
+) {
     let fx = Fixture::build(MetaFormat::Json).await;
     let layer = fx.layers("TEMP")[0].clone();
     let lay = Layout::parse(&std::fs::read(&layer).unwrap());
@@ -580,7 +593,7 @@ async fn huge_field(field: impl FnOnce(&Layout) -> usize, value: u64, width: usi
                 reseal(b);
             }
         },
-        &[("argo_1", "TEMP"), ("argo_2", "TEMP"), ("argo_3", "TEMP")],
+        broken,
         Expect::Corrupt(None),
     )
     .await;
@@ -588,33 +601,65 @@ async fn huge_field(field: impl FnOnce(&Layout) -> usize, value: u64, width: usi
 
 #[tokio::test]
 async fn huge_declared_record_count() {
-    // n_records is a u32: 2^32 - 1 records in a few hundred bytes.
-    huge_footer_field(|l| l.n_records_at, u64::from(u32::MAX), 4).await;
+    // n_records is a u32: 2^32 - 1 records in a few hundred bytes. The index
+    // does not decode, so no array of the layer reads.
+    huge_footer_field(
+        |l| l.n_records_at,
+        u64::from(u32::MAX),
+        4,
+        &[("argo_1", "TEMP"), ("argo_2", "TEMP"), ("argo_3", "TEMP")],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn huge_declared_chunk_count() {
-    huge_footer_field(|l| l.record("argo_1").n_chunks_at, 1 << 40, 8).await;
+    huge_footer_field(
+        |l| l.record("argo_1").n_chunks_at,
+        1 << 40,
+        8,
+        &[("argo_1", "TEMP")],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn huge_declared_raw_len() {
-    huge_footer_field(|l| l.record("argo_1").entries[0].at + 24, 1 << 40, 8).await;
+    huge_footer_field(
+        |l| l.record("argo_1").entries[0].at + 24,
+        1 << 40,
+        8,
+        &[("argo_1", "TEMP")],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn huge_declared_stored_len() {
-    huge_footer_field(|l| l.record("argo_1").entries[0].at + 16, 1 << 40, 8).await;
+    huge_footer_field(
+        |l| l.record("argo_1").entries[0].at + 16,
+        1 << 40,
+        8,
+        &[("argo_1", "TEMP")],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn huge_declared_block_offset() {
-    huge_footer_field(|l| l.record("argo_1").entries[0].at + 8, u64::MAX - 3, 8).await;
+    huge_footer_field(
+        |l| l.record("argo_1").entries[0].at + 8,
+        u64::MAX - 3,
+        8,
+        &[("argo_1", "TEMP")],
+    )
+    .await;
 }
 
-/// A footer (checksum resealed) declaring that `argo_2/TEMP` has 2^62 cells
+/// A footer (checksums resealed) declaring that `argo_2/TEMP` has 2^62 cells
 /// in chunks of 4, in the layer that updates it: the merge of the two layers
-/// sees a schema change without a redefinition.
+/// sees a schema change without a redefinition (when `argo_2` is first used;
+/// the other arrays' records are intact).
 #[tokio::test]
 async fn huge_declared_shape() {
     let fx = Fixture::build(MetaFormat::Json).await;
@@ -628,7 +673,7 @@ async fn huge_declared_shape() {
             b[at..at + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
             reseal(b);
         },
-        &[("argo_1", "TEMP"), ("argo_2", "TEMP"), ("argo_3", "TEMP")],
+        &[("argo_2", "TEMP")],
         Expect::Corrupt(None),
     )
     .await;
@@ -664,12 +709,26 @@ async fn huge_declared_shape_in_the_defining_layer() {
 
 #[tokio::test]
 async fn huge_declared_footer_len() {
-    huge_field(|l| l.trailer + 8, 1 << 40, 8, false).await;
+    huge_field(
+        |l| l.trailer + 8,
+        1 << 40,
+        8,
+        false,
+        &[("argo_1", "TEMP"), ("argo_2", "TEMP"), ("argo_3", "TEMP")],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn huge_declared_footer_offset() {
-    huge_field(|l| l.trailer, 1 << 40, 8, false).await;
+    huge_field(
+        |l| l.trailer,
+        1 << 40,
+        8,
+        false,
+        &[("argo_1", "TEMP"), ("argo_2", "TEMP"), ("argo_3", "TEMP")],
+    )
+    .await;
 }
 
 /// A string chunk's `raw_len` may legitimately be anything from 4 bytes per
@@ -1424,12 +1483,16 @@ struct Record {
     entries: Vec<Entry>,
 }
 
-/// Where the parts of a layer file are.
+/// Where the parts of a layer file (format 2) are.
 struct Layout {
+    /// The footer index (what the trailer points at).
     footer_offset: u64,
     footer_len: u64,
     trailer: usize,
+    /// The index's record count.
     n_records_at: usize,
+    /// Footer blocks: (offset, length, where the index keeps the block's CRC).
+    blocks: Vec<(usize, usize, usize)>,
     records: Vec<Record>,
 }
 
@@ -1497,76 +1560,112 @@ fn width_of(code: u8) -> usize {
 
 impl Layout {
     fn parse(b: &[u8]) -> Layout {
+        let (footer_offset, footer_len, n_records_at, blocks) = Layout::index(b);
         let trailer = b.len() - 32;
-        let footer_offset = u64::from_le_bytes(b[trailer..trailer + 8].try_into().unwrap());
-        let footer_len = u64::from_le_bytes(b[trailer + 8..trailer + 16].try_into().unwrap());
-        let mut c = Cur {
-            b,
-            pos: footer_offset as usize + 16,
-        };
-        let n_records_at = c.pos;
-        let n = c.u32();
         let mut records = Vec::new();
-        for _ in 0..n {
-            let name = c.str();
-            let kind = c.u8();
-            let mut rec = Record {
-                name,
-                dtype: 0,
-                shape_at: 0,
-                shape: Vec::new(),
-                chunk_shape: Vec::new(),
-                n_chunks_at: 0,
-                entries: Vec::new(),
-            };
-            if kind != 2 {
-                rec.dtype = c.u8();
-                let rank = c.u32() as usize;
-                for _ in 0..rank {
-                    c.str();
-                }
-                rec.shape_at = c.pos;
-                rec.shape = (0..rank).map(|_| c.u64()).collect();
-                rec.chunk_shape = (0..rank).map(|_| c.u64()).collect();
-                if c.u8() == 1 {
-                    c.value(rec.dtype);
-                }
-                rec.n_chunks_at = c.pos;
-                for _ in 0..c.u64() {
-                    let at = c.pos;
-                    let chunk_idx = c.u64();
-                    let offset = c.u64();
-                    let stored_len = c.u64();
-                    let raw_len = c.u64();
-                    let codec = c.u8();
-                    let filter = c.u8();
-                    let _crc = c.u32();
-                    let _nulls = c.u64();
-                    if c.u8() == 1 {
-                        c.stat(rec.dtype);
-                        c.stat(rec.dtype);
-                    }
-                    rec.entries.push(Entry {
-                        at,
-                        chunk_idx,
-                        offset,
-                        stored_len,
-                        raw_len,
-                        codec,
-                        filter,
-                    });
-                }
+        for &(offset, len, _) in &blocks {
+            // Block: record count, record offsets, then per record its
+            // sequence number and the record.
+            let mut c = Cur { b, pos: offset };
+            let n = c.u32();
+            c.pos += 4 * n as usize;
+            for _ in 0..n {
+                c.u32();
+                records.push(Self::record_at(&mut c));
             }
-            records.push(rec);
+            assert_eq!(c.pos, offset + len, "footer block parsed to its end");
         }
-        assert_eq!(c.pos, trailer, "footer parsed to its end");
         Layout {
             footer_offset,
             footer_len,
             trailer,
             n_records_at,
+            blocks,
             records,
         }
+    }
+
+    /// The footer index only: its offset and length, where its record count
+    /// is, and the footer blocks (offset, length, where their CRC is).
+    #[allow(clippy::type_complexity)]
+    fn index(b: &[u8]) -> (u64, u64, usize, Vec<(usize, usize, usize)>) {
+        let trailer = b.len() - 32;
+        let footer_offset = u64::from_le_bytes(b[trailer..trailer + 8].try_into().unwrap());
+        let footer_len = u64::from_le_bytes(b[trailer + 8..trailer + 16].try_into().unwrap());
+        // Index: uid, n_records, data_end, n_blocks, then per block offset,
+        // len, crc, n_records, first name, last name.
+        let mut c = Cur {
+            b,
+            pos: footer_offset as usize + 16,
+        };
+        let n_records_at = c.pos;
+        c.u32();
+        c.u64();
+        let mut blocks = Vec::new();
+        for _ in 0..c.u32() {
+            let offset = c.u64() as usize;
+            let len = c.u32() as usize;
+            blocks.push((offset, len, c.pos));
+            c.u32();
+            c.u32();
+            c.str();
+            c.str();
+        }
+        assert_eq!(c.pos, trailer, "index parsed to its end");
+        (footer_offset, footer_len, n_records_at, blocks)
+    }
+
+    fn record_at(c: &mut Cur<'_>) -> Record {
+        let name = c.str();
+        let kind = c.u8();
+        let mut rec = Record {
+            name,
+            dtype: 0,
+            shape_at: 0,
+            shape: Vec::new(),
+            chunk_shape: Vec::new(),
+            n_chunks_at: 0,
+            entries: Vec::new(),
+        };
+        if kind != 2 {
+            rec.dtype = c.u8();
+            let rank = c.u32() as usize;
+            for _ in 0..rank {
+                c.str();
+            }
+            rec.shape_at = c.pos;
+            rec.shape = (0..rank).map(|_| c.u64()).collect();
+            rec.chunk_shape = (0..rank).map(|_| c.u64()).collect();
+            if c.u8() == 1 {
+                c.value(rec.dtype);
+            }
+            rec.n_chunks_at = c.pos;
+            for _ in 0..c.u64() {
+                let at = c.pos;
+                let chunk_idx = c.u64();
+                let offset = c.u64();
+                let stored_len = c.u64();
+                let raw_len = c.u64();
+                let codec = c.u8();
+                let filter = c.u8();
+                let _crc = c.u32();
+                let _nulls = c.u64();
+                if c.u8() == 1 {
+                    c.stat(rec.dtype);
+                    c.stat(rec.dtype);
+                }
+                rec.entries.push(Entry {
+                    at,
+                    chunk_idx,
+                    offset,
+                    stored_len,
+                    raw_len,
+                    codec,
+                    filter,
+                });
+            }
+        }
+        rec
     }
 
     fn record(&self, name: &str) -> &Record {
@@ -1589,8 +1688,13 @@ impl Record {
     }
 }
 
-/// Recomputes the footer checksum in the trailer.
+/// Recomputes the footer checksums: every footer block's in the index, then
+/// the index's in the trailer.
 fn reseal(b: &mut [u8]) {
+    for (offset, len, crc_at) in Layout::index(b).3 {
+        let crc = crc32c::crc32c(&b[offset..offset + len]);
+        b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    }
     let t = b.len() - 32;
     let off = u64::from_le_bytes(b[t..t + 8].try_into().unwrap()) as usize;
     let crc = crc32c::crc32c(&b[off..t]);
@@ -1654,8 +1758,15 @@ impl Corpus {
 
     fn add_layer(&mut self, bytes: &[u8]) {
         let lay = Layout::parse(bytes);
-        let f = lay.footer_offset as usize;
-        self.add("footer", bytes[f..f + lay.footer_len as usize].to_vec());
+        // The format-2 footer as the footer_blocked target takes it: blocks,
+        // index, index length. (The format-1 `footer` target keeps its seeds.)
+        let blocks_at = lay
+            .blocks
+            .first()
+            .map_or(lay.footer_offset as usize, |b| b.0);
+        let mut footer = bytes[blocks_at..lay.trailer].to_vec();
+        footer.extend_from_slice(&(lay.footer_len as u32).to_le_bytes());
+        self.add("footer_blocked", footer);
         self.add("layer_file", bytes.to_vec());
         for r in &lay.records {
             // The block target's width byte indexes [1, 2, 4, 8, 0, 3, 16, 1].
@@ -1879,8 +1990,9 @@ async fn write_fuzz_seed_corpus() {
             dir.display()
         );
     }
+    // `footer` (format 1) keeps its checked-in seeds: this build writes format 2.
     for target in [
-        "footer",
+        "footer_blocked",
         "block",
         "chunk_cells",
         "layer_file",

@@ -77,8 +77,8 @@ installing cargo-fuzz if missing, and print the executions per target.
 Usage: cargo xtask fuzz [--seconds N] [TARGET...]
 
 Arguments:
-  [TARGET...]  footer, block, chunk_cells, layer_file, manifest, segment_json,
-               segment_binary, netcdf_classic, query, registry_run
+  [TARGET...]  footer, footer_blocked, block, chunk_cells, layer_file, manifest,
+               segment_json, segment_binary, netcdf_classic, query, registry_run
 
 Options:
       --seconds N  Seconds per target (default: 60)

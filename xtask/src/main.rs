@@ -212,8 +212,9 @@ const CI_FUZZ_SECONDS: u64 = 10;
 /// Seconds per fuzz target of `cargo xtask fuzz`.
 const DEFAULT_FUZZ_SECONDS: u64 = 60;
 /// Every target in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 10] = [
+const FUZZ_TARGETS: [&str; 11] = [
     "footer",
+    "footer_blocked",
     "block",
     "chunk_cells",
     "layer_file",

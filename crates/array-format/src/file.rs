@@ -2,9 +2,12 @@
 //! plus a pending in-memory layer.
 //!
 //! Reads resolve each chunk to its newest version: the pending layer, then the
-//! committed layers through a merged index built when the file is opened (so a
-//! lookup costs the same with 1 or 100 layers). `flush` writes the pending layer
-//! as one new layer file; `compact` writes the merged state as one new base.
+//! committed layers through a merged index (so a lookup costs the same with 1
+//! or 100 layers). Opening decodes only each layer's footer index; a name's
+//! merged state is built on its first use (`index.rs`), so the first read of
+//! one array costs the same in a file of a thousand arrays or a million.
+//! `flush` writes the pending layer as one new layer file; `compact` writes
+//! the merged state as one new base.
 //!
 //! **Invariant:** a layer file, once written, is never modified, and its name is
 //! never used for other bytes: names carry a random 128-bit uid and are created
@@ -15,6 +18,7 @@
 
 mod compact;
 mod flush;
+mod index;
 mod merge;
 mod pending;
 mod read;
@@ -38,11 +42,12 @@ use crate::dtype::{DType, FillValue};
 use crate::element::{decode_cells, encode_cells, ArrayElement};
 use crate::error::{Error, Result};
 use crate::layer::{
-    open_layer_handle, BlockMeta, ChunkEntry, Footer, Layer, LayerWriter, RecordKind,
+    open_layer_handle, ArrayRecord, BlockMeta, ChunkEntry, Footer, Layer, LayerWriter, RecordKind,
 };
 use crate::schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES};
 use crate::stats::{ArrayStats, ChunkStats};
 use crate::storage::{ReadHandle, Storage};
+use index::MergedIndex;
 pub use merge::MergePlan;
 pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};
@@ -265,7 +270,8 @@ pub struct ArrayFile {
     options: ArrayFileOptions,
     cache: Arc<DeltaCache>,
     layers: Vec<Arc<Layer>>,
-    committed: IndexMap<String, Committed>,
+    /// The committed layers' merged state, built lazily.
+    index: MergedIndex,
     pending: Pending,
 }
 
@@ -293,7 +299,7 @@ impl ArrayFile {
             options,
             cache,
             layers: Vec::new(),
-            committed: IndexMap::new(),
+            index: MergedIndex::with_all(IndexMap::new()),
             pending: Pending::with_budget(Arc::new(PendingBudget::new(
                 options.pending_budget_bytes,
             ))),
@@ -328,7 +334,10 @@ impl ArrayFile {
     }
 
     /// Opens the file made of layers whose handles were opened earlier with
-    /// [`ArrayFile::open_handles`], oldest first.
+    /// [`ArrayFile::open_handles`], oldest first. Only each layer's header,
+    /// trailer and footer index are read here (format 1 layers: their whole
+    /// footer); an array's records are read and checked on its first use, so
+    /// a damaged footer block surfaces as an error of the calls that need it.
     pub fn open_with_handles(
         storage: Arc<dyn Storage>,
         dir: &Path,
@@ -343,69 +352,24 @@ impl ArrayFile {
             options,
             cache,
             layers: Vec::with_capacity(layers.len()),
-            committed: IndexMap::new(),
+            index: MergedIndex::default(),
             pending: Pending::with_budget(Arc::new(PendingBudget::new(
                 options.pending_budget_bytes,
             ))),
         };
         for (id, handle) in layers {
-            let (layer, footer) = open_layer_handle(handle, &dir.join(id.as_str()))?;
-            f.apply(Arc::new(layer), footer)?;
+            let layer = open_layer_handle(handle, &dir.join(id.as_str()))?;
+            f.layers.push(Arc::new(layer));
         }
         Ok(f)
     }
 
-    /// Folds one layer (the newest) into the merged index.
+    /// Adds a new layer (the newest) whose records are known in memory.
     fn apply(&mut self, layer: Arc<Layer>, footer: Footer) -> Result<()> {
         let idx = u32::try_from(self.layers.len()).expect("fewer than 2^32 layers");
         let path = layer.path.clone();
         self.layers.push(layer);
-        for rec in footer.records {
-            let locs = rec
-                .chunks
-                .into_iter()
-                .map(|entry| (entry.chunk_idx, Loc { layer: idx, entry }));
-            match rec.kind {
-                RecordKind::Delete => {
-                    self.committed.shift_remove(&rec.name);
-                }
-                RecordKind::Define => {
-                    let schema = rec.schema.expect("decoded define records carry a schema");
-                    let c = Committed {
-                        schema,
-                        chunks: locs.collect(),
-                        defined_in: idx,
-                    };
-                    // A redefinition moves the name to the end, like a new array.
-                    self.committed.shift_remove(&rec.name);
-                    self.committed.insert(rec.name, c);
-                }
-                RecordKind::Update => {
-                    let Some(c) = self.committed.get_mut(&rec.name) else {
-                        return Err(Error::corrupt(
-                            &path,
-                            0,
-                            format!(
-                                "layer updates array {:?}, which earlier layers do not define",
-                                rec.name
-                            ),
-                        ));
-                    };
-                    if rec.schema.as_ref() != Some(&c.schema) {
-                        return Err(Error::corrupt(
-                            &path,
-                            0,
-                            format!(
-                                "layer changes the schema of array {:?} without redefining it",
-                                rec.name
-                            ),
-                        ));
-                    }
-                    c.chunks.extend(locs);
-                }
-            }
-        }
-        Ok(())
+        self.fold_new_layer(footer.records, idx, &path)
     }
 
     /// The directory holding the layer files.
@@ -456,8 +420,10 @@ impl ArrayFile {
         self.pending.mem_bytes()
     }
 
-    fn view(&self, name: &str) -> Option<View<'_>> {
-        match self.pending.arrays.get(name) {
+    /// How `name` looks after merging, or an error if its committed records
+    /// cannot be read.
+    fn try_view(&self, name: &str) -> Result<Option<View<'_>>> {
+        Ok(match self.pending.arrays.get(name) {
             Some(p) => match p.kind {
                 RecordKind::Delete => None,
                 RecordKind::Define => Some(View {
@@ -465,35 +431,53 @@ impl ArrayFile {
                     committed: None,
                     pending: Some(&p.chunks),
                 }),
-                RecordKind::Update => self.committed.get(name).map(|c| View {
+                RecordKind::Update => self.committed(name)?.map(|c| View {
                     schema: &c.schema,
                     committed: Some(c),
                     pending: Some(&p.chunks),
                 }),
             },
-            None => self.committed.get(name).map(|c| View {
+            None => self.committed(name)?.map(|c| View {
                 schema: &c.schema,
                 committed: Some(c),
                 pending: None,
             }),
-        }
+        })
+    }
+
+    /// [`ArrayFile::try_view`] for the callers that cannot return an error: a
+    /// name whose records cannot be read looks undefined (the reads of it
+    /// report the error).
+    fn view(&self, name: &str) -> Option<View<'_>> {
+        self.try_view(name).ok().flatten()
     }
 
     fn view_or_err(&self, name: &str) -> Result<View<'_>> {
-        self.view(name).ok_or_else(|| Error::ArrayNotFound {
+        self.try_view(name)?.ok_or_else(|| Error::ArrayNotFound {
             name: name.to_owned(),
         })
     }
 
-    /// True when `name` is defined (pending changes included).
+    /// True when `name` is defined (pending changes included). A name whose
+    /// committed records cannot be read (a damaged footer block) is reported
+    /// absent; reading it gives the error.
     pub fn contains(&self, name: &str) -> bool {
         self.view(name).is_some()
     }
 
     /// Names of the defined arrays: committed ones in file order, then new ones.
+    /// Reads every footer block of every layer the first time. Empty when a
+    /// footer block cannot be read or decoded; [`ArrayFile::try_list_arrays`]
+    /// gives that error, and [`ArrayFile::verify`] finds it.
     pub fn list_arrays(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .committed
+        self.try_list_arrays().unwrap_or_default()
+    }
+
+    /// [`ArrayFile::list_arrays`], with the error of a footer block that
+    /// cannot be read or decoded, or of layers that contradict each other.
+    pub fn try_list_arrays(&self) -> Result<Vec<String>> {
+        let all = self.all()?;
+        let mut out: Vec<String> = all
             .keys()
             .filter(|n| self.view(n).is_some())
             .cloned()
@@ -502,26 +486,32 @@ impl ArrayFile {
             self.pending
                 .arrays
                 .iter()
-                .filter(|(n, p)| p.kind == RecordKind::Define && !self.committed.contains_key(*n))
+                .filter(|(n, p)| p.kind == RecordKind::Define && !all.contains_key(*n))
                 .map(|(n, _)| n.clone()),
         );
-        out
+        Ok(out)
     }
 
-    /// Number of defined arrays.
+    /// Number of defined arrays (see [`ArrayFile::list_arrays`]).
     pub fn len(&self) -> usize {
         self.list_arrays().len()
     }
 
-    /// True when no array is defined.
+    /// True when no array is defined (see [`ArrayFile::list_arrays`]).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The file that gave an array its schema: the layer holding its `Define`
-    /// record, or the directory while the definition is still pending.
+    /// record, or the directory while the definition is still pending. When
+    /// the array's committed records cannot be read ([`ArrayFile::schema`] is
+    /// `None` then), the layer whose footer failed, so an error about the
+    /// schema names the damaged file.
     pub fn schema_origin(&self, name: &str) -> Option<&Path> {
-        let view = self.view(name)?;
+        let view = match self.try_view(name) {
+            Ok(view) => view?,
+            Err(e) => return self.layer_named_by(&e),
+        };
         Some(match view.committed {
             Some(c)
                 if view.pending.is_none_or(|_| {
@@ -537,9 +527,27 @@ impl ArrayFile {
         })
     }
 
-    /// The schema of an array.
+    /// The committed layer an error names, if any.
+    fn layer_named_by(&self, e: &Error) -> Option<&Path> {
+        let (Error::Corrupt { path, .. } | Error::Io { path, .. }) = e else {
+            return None;
+        };
+        self.layers
+            .iter()
+            .find(|l| l.path == *path)
+            .map(|l| l.path.as_path())
+    }
+
+    /// The schema of an array; `None` also when its committed records cannot
+    /// be read (see [`ArrayFile::try_schema`]).
     pub fn schema(&self, name: &str) -> Option<&ArraySchema> {
         self.view(name).map(|v| v.schema)
+    }
+
+    /// The schema of an array, or the error of reading its committed records
+    /// (a damaged footer block, layers that contradict each other about it).
+    pub fn try_schema(&self, name: &str) -> Result<Option<&ArraySchema>> {
+        Ok(self.try_view(name)?.map(|v| v.schema))
     }
 
     /// Defines a new array. `chunk_shape = None` means one chunk of the full shape.
@@ -559,7 +567,7 @@ impl ArrayFile {
     pub fn define(&mut self, name: &str, schema: ArraySchema) -> Result<()> {
         validate_array_name(name)?;
         schema.validate(name)?;
-        if self.contains(name) {
+        if self.try_view(name)?.is_some() {
             return Err(Error::ArrayExists {
                 name: name.to_owned(),
             });
@@ -573,7 +581,7 @@ impl ArrayFile {
     /// defined again.
     pub fn delete_array(&mut self, name: &str) -> Result<()> {
         self.view_or_err(name)?;
-        if self.committed.contains_key(name) {
+        if self.committed(name)?.is_some() {
             self.pending.set_record(name, RecordKind::Delete, None);
         } else {
             self.pending.remove(name);

@@ -4,17 +4,27 @@
 //! header (32 B) | block | block | … | footer | trailer (32 B)
 //! ```
 //!
+//! Format 2 (written by this build) splits the footer into blocks of records
+//! sorted by name and an index of those blocks (`blocked.rs`); opening reads
+//! the index only, and a name's records are decoded from its block on first
+//! use. Format 1 (one footer body of every record) is still read, decoded
+//! whole at open (`codec.rs`).
+//!
 //! **Invariant:** everything decoded here is bounds-checked against the file
 //! length before use; hostile counts never drive allocations beyond what the
 //! remaining footer bytes could hold.
 
+mod blocked;
 mod codec;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub(crate) use codec::{decode_footer, encode_footer};
+pub(crate) use blocked::{decode_index, BlockRef, FooterIndex};
+pub(crate) use codec::decode_footer;
 pub(crate) use writer::{BlockMeta, LayerWriter};
 
 use crate::error::{Error, Result};
@@ -26,8 +36,10 @@ use crate::storage::{ReadHandle, Storage};
 pub const MAGIC: [u8; 8] = *b"ATLAS-AF";
 /// Last 8 bytes of every layer file.
 pub const TRAILER_MAGIC: [u8; 8] = *b"AF-FOOTR";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (2: the block-indexed footer).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads (1: one footer body).
+pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Header length in bytes.
 pub const HEADER_LEN: u64 = 32;
 /// Trailer length in bytes.
@@ -87,12 +99,37 @@ pub(crate) struct ArrayRecord {
     pub chunks: Vec<ChunkEntry>,
 }
 
-/// A decoded footer.
+/// A decoded footer: every record, in the order the writer emitted them.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Footer {
     pub uid: u128,
     pub records: Vec<ArrayRecord>,
 }
+
+/// What opening a layer decoded of its footer.
+#[derive(Debug)]
+pub(crate) enum LayerIndex {
+    /// Format 1: every record (file order), and where each name's records are.
+    Whole {
+        records: Vec<ArrayRecord>,
+        by_name: HashMap<String, Vec<usize>>,
+    },
+    /// Format 2: the block index only; records are read from their block.
+    Blocked(FooterIndex),
+}
+
+impl LayerIndex {
+    fn whole(records: Vec<ArrayRecord>) -> Self {
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        for (k, r) in records.iter().enumerate() {
+            by_name.entry(r.name.clone()).or_default().push(k);
+        }
+        LayerIndex::Whole { records, by_name }
+    }
+}
+
+/// Fetches a footer block's bytes (the caller decides whether through a cache).
+pub(crate) type FetchBlock<'a> = dyn Fn(&Layer, &BlockRef) -> Result<Arc<Vec<u8>>> + 'a;
 
 /// An open layer file.
 #[derive(Debug)]
@@ -103,18 +140,97 @@ pub(crate) struct Layer {
     /// Random id written at creation; part of every cache key.
     pub uid: u128,
     pub handle: Arc<dyn ReadHandle>,
+    pub index: LayerIndex,
+    /// Footer blocks read from storage so far (tests check lookups read one).
+    pub footer_blocks_read: AtomicU64,
 }
 
-/// Opens and fully validates a layer's header, trailer and footer.
-pub(crate) fn open_layer(storage: &dyn Storage, path: &Path) -> Result<(Layer, Footer)> {
+impl Layer {
+    /// A layer whose footer index is already known (one just written).
+    pub(crate) fn new(
+        path: PathBuf,
+        uid: u128,
+        handle: Arc<dyn ReadHandle>,
+        index: FooterIndex,
+    ) -> Self {
+        Layer {
+            name: file_name(&path),
+            path,
+            uid,
+            handle,
+            index: LayerIndex::Blocked(index),
+            footer_blocks_read: AtomicU64::new(0),
+        }
+    }
+
+    /// Reads one footer block's bytes (checked when decoded).
+    pub(crate) fn read_footer_block(&self, b: &BlockRef) -> Result<Vec<u8>> {
+        self.footer_blocks_read.fetch_add(1, Ordering::Relaxed);
+        self.handle.read_vec_at(b.offset, b.len as usize)
+    }
+
+    /// This layer's records for `name` (at most one in format 2), in file
+    /// order; `block` fetches a footer block's bytes (through a cache).
+    pub(crate) fn records_named(
+        &self,
+        name: &str,
+        block: &FetchBlock<'_>,
+    ) -> Result<Vec<ArrayRecord>> {
+        match &self.index {
+            LayerIndex::Whole { records, by_name } => Ok(by_name
+                .get(name)
+                .map(|ks| ks.iter().map(|&k| records[k].clone()).collect())
+                .unwrap_or_default()),
+            LayerIndex::Blocked(index) => {
+                let Some(k) = index.block_for(name) else {
+                    return Ok(Vec::new());
+                };
+                let bytes = block(self, &index.blocks[k])?;
+                Ok(blocked::find_in_block(&bytes, index, k, name, &self.path)?
+                    .into_iter()
+                    .collect())
+            }
+        }
+    }
+
+    /// Every record of this layer in the order the writer emitted them
+    /// (every footer block decoded and checked).
+    pub(crate) fn all_records(&self, block: &FetchBlock<'_>) -> Result<Vec<ArrayRecord>> {
+        match &self.index {
+            LayerIndex::Whole { records, .. } => Ok(records.clone()),
+            LayerIndex::Blocked(index) => {
+                let blocks = (0..index.blocks.len())
+                    .map(|k| {
+                        let bytes = block(self, &index.blocks[k])?;
+                        blocked::decode_block_records(&bytes, index, k, &self.path)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                blocked::in_emission_order(blocks, index, &self.path)
+            }
+        }
+    }
+
+    /// [`Layer::all_records`] reading every block straight from storage.
+    pub(crate) fn all_records_uncached(&self) -> Result<Vec<ArrayRecord>> {
+        self.all_records(&|l, b| l.read_footer_block(b).map(Arc::new))
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Opens a layer and validates its header, trailer and footer index (format
+/// 2) or whole footer (format 1).
+pub(crate) fn open_layer(storage: &dyn Storage, path: &Path) -> Result<Layer> {
     open_layer_handle(storage.open_read(path)?, path)
 }
 
 /// Validates an already open layer file (see [`open_layer`]).
-pub(crate) fn open_layer_handle(
-    handle: Arc<dyn ReadHandle>,
-    path: &Path,
-) -> Result<(Layer, Footer)> {
+pub(crate) fn open_layer_handle(handle: Arc<dyn ReadHandle>, path: &Path) -> Result<Layer> {
     let len = handle.try_len()?;
     if len < HEADER_LEN + TRAILER_LEN {
         return Err(Error::corrupt(
@@ -128,7 +244,7 @@ pub(crate) fn open_layer_handle(
         return Err(Error::corrupt(path, 0, "not a layer file (bad magic)"));
     }
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion {
             path: path.to_owned(),
             version,
@@ -149,7 +265,7 @@ pub(crate) fn open_layer_handle(
     let footer_len = u64::from_le_bytes(trailer[8..16].try_into().expect("8 bytes"));
     let footer_crc = u32::from_le_bytes(trailer[16..20].try_into().expect("4 bytes"));
     let trailer_version = u32::from_le_bytes(trailer[20..24].try_into().expect("4 bytes"));
-    if trailer_version != FORMAT_VERSION {
+    if trailer_version != version {
         return Err(Error::UnsupportedVersion {
             path: path.to_owned(),
             version: trailer_version,
@@ -173,42 +289,82 @@ pub(crate) fn open_layer_handle(
             "footer checksum mismatch",
         ));
     }
-    let footer = decode_footer(&bytes, footer_offset, path)?;
-    if footer.uid != header_uid {
-        return Err(Error::corrupt(
-            path,
-            16,
-            "header and footer name different layers",
-        ));
+    let index = if version == 1 {
+        let footer = decode_footer(&bytes, footer_offset, path)?;
+        if footer.uid != header_uid {
+            return Err(Error::corrupt(
+                path,
+                16,
+                "header and footer name different layers",
+            ));
+        }
+        for rec in &footer.records {
+            blocked::check_extents(rec, footer_offset, path, footer_offset)?;
+        }
+        LayerIndex::whole(footer.records)
+    } else {
+        let index = decode_index(&bytes, footer_offset, path)?;
+        if index.uid != header_uid {
+            return Err(Error::corrupt(
+                path,
+                16,
+                "header and footer name different layers",
+            ));
+        }
+        LayerIndex::Blocked(index)
+    };
+    Ok(Layer {
+        name: file_name(path),
+        path: path.to_owned(),
+        uid: header_uid,
+        handle,
+        index,
+        footer_blocks_read: AtomicU64::new(0),
+    })
+}
+
+/// See `fuzzing::decode_blocked_footer`.
+pub(crate) fn fuzz_blocked_footer(bytes: &[u8]) -> bool {
+    let path = Path::new("<fuzz>");
+    let Some(split) = bytes.len().checked_sub(4) else {
+        return false;
+    };
+    let index_len = u32::from_le_bytes(bytes[split..].try_into().expect("4 bytes")) as usize;
+    let Some(index_at) = split.checked_sub(index_len) else {
+        return false;
+    };
+    let index_bytes = &bytes[index_at..split];
+    // The footer starts where the index says the data area ends.
+    let Some(data_end) = index_bytes
+        .get(20..28)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    else {
+        return false;
+    };
+    let Some(index_offset) = data_end.checked_add(index_at as u64) else {
+        return false;
+    };
+    let Ok(mut index) = decode_index(index_bytes, index_offset, path) else {
+        return false;
+    };
+    // Blocks lie in [data_end, index_offset): checked by `decode_index`.
+    let block_at = |b: &BlockRef| {
+        let start = (b.offset - data_end) as usize;
+        &bytes[start..start + b.len as usize]
+    };
+    // Reseal: mutated blocks reach the record decoder, not just the CRC check.
+    for k in 0..index.blocks.len() {
+        index.blocks[k].crc = crc32c::crc32c(block_at(&index.blocks[k]));
     }
-    // Every block must lie between the header and the footer.
-    for rec in &footer.records {
-        for c in &rec.chunks {
-            let end = c.offset.checked_add(c.stored_len);
-            if c.offset < HEADER_LEN || end.is_none_or(|e| e > footer_offset) {
-                return Err(Error::corrupt(
-                    path,
-                    footer_offset,
-                    format!(
-                        "chunk {} of {:?} points outside the data area ({}+{})",
-                        c.chunk_idx, rec.name, c.offset, c.stored_len
-                    ),
-                ));
-            }
+    let mut ok = true;
+    for (k, b) in index.blocks.iter().enumerate() {
+        ok &= blocked::decode_block_records(block_at(b), &index, k, path).is_ok();
+        for name in [&b.first, &b.last] {
+            ok &= matches!(
+                blocked::find_in_block(block_at(b), &index, k, name, path),
+                Ok(Some(r)) if &r.name == name
+            );
         }
     }
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_owned();
-    Ok((
-        Layer {
-            name,
-            path: path.to_owned(),
-            uid: footer.uid,
-            handle,
-        },
-        footer,
-    ))
+    ok
 }

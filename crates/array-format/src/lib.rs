@@ -62,9 +62,19 @@ pub use storage::{ObjectStorage, ObjectStoreStats};
 pub mod fuzzing {
     use std::path::Path;
 
-    /// Decodes a footer body.
+    /// Decodes a format-1 footer body.
     pub fn decode_footer(bytes: &[u8]) -> bool {
         crate::layer::decode_footer(bytes, 0, Path::new("<fuzz>")).is_ok()
+    }
+
+    /// Decodes a format-2 footer: `bytes` is its blocks, then its index, then
+    /// the index length (`u32` LE), as if the footer started right after a
+    /// layer header. Block CRCs are not checked (they are recomputed), so
+    /// mutated blocks reach the record decoder. True if the index and every
+    /// block decode, and looking up each block's first and last name finds
+    /// its record.
+    pub fn decode_blocked_footer(bytes: &[u8]) -> bool {
+        crate::layer::fuzz_blocked_footer(bytes)
     }
 
     /// Decodes a block with the given codec/filter/width/raw length.
@@ -72,12 +82,15 @@ pub mod fuzzing {
         crate::codec::decode_block(bytes, codec, filter, width, raw_len.min(1 << 24)).is_ok()
     }
 
-    /// Opens arbitrary bytes as a layer file (in memory).
+    /// Opens arbitrary bytes as a layer file (in memory) and decodes every
+    /// record of its footer.
     pub fn open_layer_bytes(bytes: &[u8]) -> bool {
         let s = crate::MemoryStorage::new();
         let p = Path::new("/f/d-00000000000000000000000000000000.af");
         s.overwrite(p, bytes.to_vec());
-        crate::layer::open_layer(&s, p).is_ok()
+        crate::layer::open_layer(&s, p)
+            .and_then(|l| l.all_records_uncached())
+            .is_ok()
     }
 
     /// Decodes raw chunk bytes (a block after its codec and filter) as

@@ -1,8 +1,8 @@
 //! Compaction: every live chunk copied, unchanged, into one new base layer.
 
 use super::{
-    read_stored, ArrayFile, BlockMeta, Error, LayerId, LayerWriter, Loc, Path, PreparedKind,
-    PreparedLayer, RecordKind, Result,
+    read_stored, ArrayFile, BlockMeta, Error, IndexMap, LayerId, LayerWriter, Loc, MergedIndex,
+    Path, PreparedKind, PreparedLayer, RecordKind, Result,
 };
 
 impl ArrayFile {
@@ -20,7 +20,7 @@ impl ArrayFile {
 
     pub(super) fn compact_to(&self, path: &Path, uid: u128) -> Result<PreparedLayer> {
         let mut w = LayerWriter::create(self.storage.as_ref(), path, uid)?;
-        for (name, c) in &self.committed {
+        for (name, c) in self.all()? {
             w.begin_array(name, RecordKind::Define, Some(c.schema.clone()));
             for (&idx, loc) in &c.chunks {
                 self.copy_chunk(&mut w, idx, loc)?;
@@ -75,10 +75,11 @@ impl ArrayFile {
         }
         let retired = self.layers();
         let old_layers = std::mem::take(&mut self.layers);
-        let old_committed = std::mem::take(&mut self.committed);
+        // The base holds every name: its footer, in memory, is the whole map.
+        let old_index = std::mem::replace(&mut self.index, MergedIndex::with_all(IndexMap::new()));
         if let Err(e) = self.apply(prepared.layer, prepared.footer) {
             self.layers = old_layers;
-            self.committed = old_committed;
+            self.index = old_index;
             return Err(e);
         }
         Ok(retired)

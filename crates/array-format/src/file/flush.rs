@@ -46,21 +46,11 @@ impl ArrayFile {
     }
 
     pub(super) fn finish_layer(&self, w: LayerWriter, kind: PreparedKind) -> Result<PreparedLayer> {
-        let (path, uid, footer) = w.finish()?;
+        let (path, uid, footer, index) = w.finish()?;
         self.storage.sync_dir(&self.dir)?;
         let handle = self.storage.open_read(&path)?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
         Ok(PreparedLayer {
-            layer: Arc::new(Layer {
-                name,
-                path,
-                uid,
-                handle,
-            }),
+            layer: Arc::new(Layer::new(path, uid, handle, index)),
             footer,
             kind,
         })

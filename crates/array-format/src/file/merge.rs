@@ -6,8 +6,8 @@
 //! large as the base.
 
 use super::{
-    open_layer_handle, ArrayFile, Error, LayerId, LayerWriter, Loc, Path, PreparedKind,
-    PreparedLayer, RecordKind, Result,
+    ArrayFile, Error, LayerId, LayerWriter, Loc, MergedIndex, Path, PreparedKind, PreparedLayer,
+    RecordKind, Result,
 };
 
 /// What to do with an array file that has too many layers.
@@ -60,11 +60,12 @@ impl ArrayFile {
         let from_u32 = u32::try_from(from).expect("fewer than 2^32 layers");
         // Names the tail deleted and did not define again: a Delete record
         // (harmless where the older layers never had the name).
+        let all = self.all()?;
         let mut mentioned: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for layer in &self.layers[from..] {
-            let (_, footer) = open_layer_handle(layer.handle.clone(), &layer.path)?;
-            for rec in footer.records {
-                if !self.committed.contains_key(&rec.name) && !mentioned.contains(&rec.name) {
+            for rec in layer.all_records_uncached()? {
+                if !all.contains_key(&rec.name) && seen.insert(rec.name.clone()) {
                     mentioned.push(rec.name);
                 }
             }
@@ -73,7 +74,7 @@ impl ArrayFile {
         for name in &mentioned {
             w.begin_array(name, RecordKind::Delete, None);
         }
-        for (name, c) in &self.committed {
+        for (name, c) in all {
             let kind = if c.defined_in >= from_u32 {
                 RecordKind::Define
             } else if c.chunks.values().any(|l| l.layer >= from_u32) {
@@ -114,7 +115,7 @@ impl ArrayFile {
                 entries.insert((rec.name.as_str(), e.chunk_idx), e.clone());
             }
         }
-        let mut updated = self.committed.clone();
+        let mut updated = self.all()?.clone();
         for (name, c) in &mut updated {
             if c.defined_in >= from_u32 {
                 c.defined_in = from_u32;
@@ -138,7 +139,7 @@ impl ArrayFile {
         let retired: Vec<LayerId> = self.layers()[from..].to_vec();
         self.layers.truncate(from);
         self.layers.push(prepared.layer);
-        self.committed = updated;
+        self.index = MergedIndex::with_all(updated);
         Ok(retired)
     }
 }

@@ -1,4 +1,5 @@
-//! Footer encoding and bounds-checked decoding.
+//! Format-1 footer decoding (one body holding every record), and the record
+//! encoding and bounds-checked decoding both footer formats share.
 
 use std::path::Path;
 
@@ -13,21 +14,22 @@ use crate::stats::ChunkStats;
 /// filter (2), crc (4), null count (8), has-min/max flag (1).
 const MIN_CHUNK_ENTRY: usize = 47;
 /// Smallest possible record: name length (4) + kind (1).
-const MIN_RECORD: usize = 5;
+pub(super) const MIN_RECORD: usize = 5;
 
-struct Out(Vec<u8>);
+/// A little-endian encoder.
+pub(super) struct Out(pub(super) Vec<u8>);
 
 impl Out {
-    fn u8(&mut self, v: u8) {
+    pub(super) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u32(&mut self, v: u32) {
+    pub(super) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn str(&mut self, s: &str) {
+    pub(super) fn str(&mut self, s: &str) {
         self.u32(u32::try_from(s.len()).expect("names are validated to be short"));
         self.0.extend_from_slice(s.as_bytes());
     }
@@ -60,71 +62,81 @@ impl Out {
     }
 }
 
-/// Encodes a footer body (without the trailer).
+/// Encodes a format-1 footer body (without the trailer). This build writes
+/// format 2; the format-1 encoder is kept to test the format-1 decoder.
+#[cfg(test)]
 pub(crate) fn encode_footer(footer: &Footer) -> Vec<u8> {
     let mut o = Out(Vec::new());
     o.0.extend_from_slice(&footer.uid.to_le_bytes());
     o.u32(u32::try_from(footer.records.len()).expect("fewer than 2^32 arrays per layer"));
     for r in &footer.records {
-        o.str(&r.name);
-        o.u8(r.kind.code());
-        let Some(s) = &r.schema else { continue };
-        o.u8(s.dtype.code());
-        o.u32(s.rank() as u32);
-        for d in &s.dims {
-            o.str(d);
-        }
-        for &x in &s.shape {
-            o.u64(x);
-        }
-        for &x in &s.chunk_shape {
-            o.u64(x);
-        }
-        match &s.fill_value {
-            None => o.u8(0),
-            Some(f) => {
-                o.u8(1);
-                o.fill(f);
-            }
-        }
-        o.u64(r.chunks.len() as u64);
-        for c in &r.chunks {
-            o.u64(c.chunk_idx);
-            o.u64(c.offset);
-            o.u64(c.stored_len);
-            o.u64(c.raw_len);
-            o.u8(c.codec);
-            o.u8(c.filter);
-            o.u32(c.crc);
-            o.u64(c.stats.null_count);
-            match (&c.stats.min, &c.stats.max) {
-                (Some(lo), Some(hi)) => {
-                    o.u8(1);
-                    o.stat(lo);
-                    o.stat(hi);
-                }
-                _ => o.u8(0),
-            }
-        }
+        encode_record(&mut o, r);
     }
     o.0
 }
 
-struct In<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    base: u64,
-    path: &'a Path,
+/// Appends one record (name, kind, schema, chunk entries).
+pub(super) fn encode_record(o: &mut Out, r: &ArrayRecord) {
+    o.str(&r.name);
+    o.u8(r.kind.code());
+    let Some(s) = &r.schema else { return };
+    o.u8(s.dtype.code());
+    o.u32(s.rank() as u32);
+    for d in &s.dims {
+        o.str(d);
+    }
+    for &x in &s.shape {
+        o.u64(x);
+    }
+    for &x in &s.chunk_shape {
+        o.u64(x);
+    }
+    match &s.fill_value {
+        None => o.u8(0),
+        Some(f) => {
+            o.u8(1);
+            o.fill(f);
+        }
+    }
+    o.u64(r.chunks.len() as u64);
+    for c in &r.chunks {
+        o.u64(c.chunk_idx);
+        o.u64(c.offset);
+        o.u64(c.stored_len);
+        o.u64(c.raw_len);
+        o.u8(c.codec);
+        o.u8(c.filter);
+        o.u32(c.crc);
+        o.u64(c.stats.null_count);
+        match (&c.stats.min, &c.stats.max) {
+            (Some(lo), Some(hi)) => {
+                o.u8(1);
+                o.stat(lo);
+                o.stat(hi);
+            }
+            _ => o.u8(0),
+        }
+    }
+}
+
+/// A bounds-checked little-endian decoder over one footer region.
+pub(super) struct In<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) pos: usize,
+    /// File offset of `buf[0]`, for error messages.
+    pub(super) base: u64,
+    pub(super) path: &'a Path,
 }
 
 impl<'a> In<'a> {
-    fn err(&self, reason: impl Into<String>) -> Error {
-        Error::corrupt(self.path, self.base + self.pos as u64, reason)
+    pub(super) fn err(&self, reason: impl Into<String>) -> Error {
+        // Saturating: `base` comes from the file (a hostile one may be near 2^64).
+        Error::corrupt(self.path, self.base.saturating_add(self.pos as u64), reason)
     }
-    fn remaining(&self) -> usize {
+    pub(super) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.remaining() {
             return Err(self.err(format!("footer ends inside a field of {n} bytes")));
         }
@@ -132,19 +144,19 @@ impl<'a> In<'a> {
         self.pos += n;
         Ok(s)
     }
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
+    pub(super) fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
         Ok(self.take(N)?.try_into().expect("exact length"))
     }
-    fn u8(&mut self) -> Result<u8> {
+    pub(super) fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32> {
+    pub(super) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.arr()?))
     }
-    fn u64(&mut self) -> Result<u64> {
+    pub(super) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.arr()?))
     }
-    fn str(&mut self) -> Result<String> {
+    pub(super) fn str(&mut self) -> Result<String> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
         std::str::from_utf8(bytes)
@@ -191,7 +203,7 @@ impl<'a> In<'a> {
     }
 }
 
-/// Decodes a footer body; `base` is its file offset (for error messages).
+/// Decodes a format-1 footer body; `base` is its file offset (for error messages).
 pub(crate) fn decode_footer(buf: &[u8], base: u64, path: &Path) -> Result<Footer> {
     let mut i = In {
         buf,
@@ -214,7 +226,7 @@ pub(crate) fn decode_footer(buf: &[u8], base: u64, path: &Path) -> Result<Footer
     Ok(Footer { uid, records })
 }
 
-fn decode_record(i: &mut In<'_>) -> Result<ArrayRecord> {
+pub(super) fn decode_record(i: &mut In<'_>) -> Result<ArrayRecord> {
     let name = i.str()?;
     crate::schema::validate_array_name(&name).map_err(|_| i.err("invalid array name"))?;
     let kind_code = i.u8()?;
@@ -265,7 +277,7 @@ fn decode_record(i: &mut In<'_>) -> Result<ArrayRecord> {
         } else {
             (None, None)
         };
-        let bad = |reason: String| Error::corrupt(i.path, i.base + at as u64, reason);
+        let bad = |reason: String| Error::corrupt(i.path, i.base.saturating_add(at as u64), reason);
         if chunk_idx >= schema.n_chunks() || chunks.last().is_some_and(|p| p.chunk_idx >= chunk_idx)
         {
             return Err(bad(format!(

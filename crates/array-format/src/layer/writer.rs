@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::blocked::{encode_blocked, encode_index, FooterIndex};
 use super::{
-    encode_footer, ArrayRecord, ChunkEntry, Footer, RecordKind, FORMAT_VERSION, HEADER_LEN, MAGIC,
-    TRAILER_MAGIC,
+    ArrayRecord, ChunkEntry, Footer, RecordKind, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_MAGIC,
 };
 use crate::error::Result;
 use crate::schema::ArraySchema;
@@ -20,7 +20,8 @@ pub(crate) struct BlockMeta {
     pub stats: crate::stats::ChunkStats,
 }
 
-/// Writes header, blocks, footer and trailer, in that order.
+/// Writes header, blocks, footer (its blocks, then its index) and trailer, in
+/// that order. Each name gets at most one record per layer.
 pub(crate) struct LayerWriter {
     out: Box<dyn WriteHandle>,
     path: PathBuf,
@@ -89,23 +90,30 @@ impl LayerWriter {
         Ok(())
     }
 
-    /// Writes footer and trailer and fsyncs the file. The caller fsyncs the directory.
-    pub(crate) fn finish(mut self) -> Result<(PathBuf, u128, Footer)> {
+    /// Writes footer and trailer and fsyncs the file. The caller fsyncs the
+    /// directory. Returns the records (in the order they were begun) and the
+    /// footer index as written.
+    pub(crate) fn finish(mut self) -> Result<(PathBuf, u128, Footer, FooterIndex)> {
         let footer = Footer {
             uid: self.uid,
             records: std::mem::take(&mut self.records),
         };
-        let body = encode_footer(&footer);
-        let footer_offset = self.out.position();
+        let data_end = self.out.position();
+        let (blocks, index) = encode_blocked(&footer.records, self.uid, data_end);
+        for b in &blocks {
+            self.out.append(b)?;
+        }
+        let body = encode_index(&index);
+        let index_offset = self.out.position();
         self.out.append(&body)?;
         let mut trailer = Vec::with_capacity(32);
-        trailer.extend_from_slice(&footer_offset.to_le_bytes());
+        trailer.extend_from_slice(&index_offset.to_le_bytes());
         trailer.extend_from_slice(&(body.len() as u64).to_le_bytes());
         trailer.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         trailer.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         trailer.extend_from_slice(&TRAILER_MAGIC);
         self.out.append(&trailer)?;
         self.out.sync()?;
-        Ok((self.path, self.uid, footer))
+        Ok((self.path, self.uid, footer, index))
     }
 }

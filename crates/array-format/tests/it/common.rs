@@ -318,7 +318,7 @@ fn fmt_cells<T: ArrayElement>(a: &ArrayD<T>) -> String {
 /// as text; arrays with more than `max_cells` cells are listed without cells.
 /// Any error reading them is returned.
 pub fn dump_bounded(f: &ArrayFile, max_cells: u64) -> Result<String, Error> {
-    let mut names = f.list_arrays();
+    let mut names = f.try_list_arrays()?;
     names.sort();
     let mut out = String::new();
     for name in names {
@@ -369,4 +369,55 @@ pub fn footer_span(bytes: &[u8]) -> (usize, usize) {
     let off = u64::from_le_bytes(bytes[t..t + 8].try_into().expect("8 bytes"));
     let len = u64::from_le_bytes(bytes[t + 8..t + 16].try_into().expect("8 bytes"));
     (off as usize, len as usize)
+}
+
+/// One footer block of a format-2 layer file: where it is, and where the index
+/// keeps its CRC.
+pub struct FooterBlock {
+    pub offset: usize,
+    pub len: usize,
+    pub crc_at: usize,
+}
+
+/// The end of the data area (where the footer blocks start) and the footer
+/// blocks of a format-2 layer file, from its index.
+pub fn footer_blocks(bytes: &[u8]) -> (usize, Vec<FooterBlock>) {
+    let (off, _) = footer_span(bytes);
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let data_end = u64_at(off + 20) as usize;
+    let n_blocks = u32_at(off + 28) as usize;
+    let mut at = off + 32;
+    let mut blocks = Vec::new();
+    for _ in 0..n_blocks {
+        let b = FooterBlock {
+            offset: u64_at(at) as usize,
+            len: u32_at(at + 8) as usize,
+            crc_at: at + 12,
+        };
+        at += 20;
+        for _ in 0..2 {
+            at += 4 + u32_at(at) as usize;
+        }
+        blocks.push(b);
+    }
+    (data_end, blocks)
+}
+
+/// The end of the data area of a format-2 layer file.
+pub fn data_end(bytes: &[u8]) -> usize {
+    footer_blocks(bytes).0
+}
+
+/// Recomputes every footer block's CRC in the index, then the index's CRC in
+/// the trailer, so a deliberate footer edit gets past them.
+pub fn reseal(bytes: &mut [u8]) {
+    for b in footer_blocks(bytes).1 {
+        let crc = crc32c(&bytes[b.offset..b.offset + b.len]);
+        bytes[b.crc_at..b.crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+    let (off, len) = footer_span(bytes);
+    let crc = crc32c(&bytes[off..off + len]);
+    let at = bytes.len() - 16;
+    bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
 }

@@ -14,8 +14,8 @@ use array_format::{
 use ndarray::ArrayD;
 
 use crate::common::{
-    crc32c, dims, dump, dump_bounded, footer_span, fuzz_iters, is_damage_error, nd, Rng, CODECS,
-    MEM_DIR,
+    data_end, dims, dump, dump_bounded, footer_blocks, footer_span, fuzz_iters, is_damage_error,
+    nd, reseal, Rng, CODECS, MEM_DIR,
 };
 
 /// Runs `f`, turning a panic into a test failure that names `what`.
@@ -257,7 +257,7 @@ fn two_array_layer(codec: Codec) -> (LayerId, Vec<u8>, usize) {
     let first = storage
         .contents(&Path::new(MEM_DIR).join(id.as_str()))
         .unwrap();
-    let (block_end, _) = footer_span(&first);
+    let block_end = data_end(&first);
     f.define_array::<i64>("two", dims(1), vec![3], None, None)
         .unwrap();
     f.write_array("two", &[], nd(&[3], vec![10i64, 20, 30]).view())
@@ -400,14 +400,14 @@ fn wrong_magic_and_future_versions_are_rejected() {
 
     let patch =
         |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    for version in [0u32, 2, 7, u32::MAX] {
+    for version in [0u32, 3, 7, u32::MAX] {
         // Header and trailer both say `version` (a real future file).
         let mut b = bytes.clone();
         patch(&mut b, 8, version);
         patch(&mut b, len - 12, version);
         let e = open_bytes(&id, &b).unwrap_err();
         assert!(
-            matches!(e, Error::UnsupportedVersion { version: v, supported: 1, .. } if v == version),
+            matches!(e, Error::UnsupportedVersion { version: v, supported: 2, .. } if v == version),
             "{e:?}"
         );
         assert!(e.is_corruption());
@@ -422,6 +422,16 @@ fn wrong_magic_and_future_versions_are_rejected() {
             );
         }
     }
+    // A format-2 file whose header and trailer claim format 1 is read as
+    // format 1, and its footer does not decode as one.
+    let mut b = bytes.clone();
+    patch(&mut b, 8, 1);
+    patch(&mut b, len - 12, 1);
+    assert!(matches!(open_bytes(&id, &b), Err(Error::Corrupt { .. })));
+    // Header and trailer disagreeing is refused, whichever is older.
+    let mut b = bytes.clone();
+    patch(&mut b, 8, 1);
+    assert!(open_bytes(&id, &b).is_err());
     assert_eq!(open_bytes(&id, &bytes).unwrap(), original);
 }
 
@@ -473,13 +483,11 @@ fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
     b
 }
 
-#[test]
-fn decode_footer_never_panics() {
-    let (_, bytes, _) = mem_layer();
-    let (off, len) = footer_span(&bytes);
-    let footer = &bytes[off..off + len];
-    assert!(fuzzing::decode_footer(footer), "the valid footer decodes");
-    let mut rng = Rng::new(0xf007);
+/// Mutations, random bytes and every truncation of a valid footer: `decode`
+/// never panics, and no truncation decodes.
+fn footer_decoder_never_panics(footer: &[u8], decode: fn(&[u8]) -> bool, seed: u64) {
+    assert!(decode(footer), "the valid footer decodes");
+    let mut rng = Rng::new(seed);
     for i in 0..fuzz_iters(4000) {
         let input = if i % 4 == 0 {
             let n = rng.below(300) as usize;
@@ -487,17 +495,31 @@ fn decode_footer_never_panics() {
         } else {
             mutate(&mut rng, footer)
         };
-        no_panic(&format!("decode_footer input {i} {input:?}"), || {
-            fuzzing::decode_footer(&input)
-        });
+        no_panic(&format!("footer input {i} {input:?}"), || decode(&input));
     }
-    // Every truncation of a valid footer is rejected.
     for cut in 0..footer.len() {
-        assert!(
-            !fuzzing::decode_footer(&footer[..cut]),
-            "footer cut at {cut}"
-        );
+        assert!(!decode(&footer[..cut]), "footer cut at {cut}");
     }
+}
+
+#[test]
+fn decode_footer_never_panics() {
+    // Format 1: the footer of a golden layer written by the format-1 build.
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1");
+    let first = std::fs::read_to_string(golden.join("layers.txt")).unwrap();
+    let bytes = std::fs::read(golden.join(first.lines().next().unwrap())).unwrap();
+    let (off, len) = footer_span(&bytes);
+    footer_decoder_never_panics(&bytes[off..off + len], fuzzing::decode_footer, 0xf007);
+}
+
+#[test]
+fn decode_blocked_footer_never_panics() {
+    // Format 2: footer blocks, index, index length (the fuzz target's input).
+    let (_, bytes, _) = mem_layer();
+    let (off, len) = footer_span(&bytes);
+    let mut footer = bytes[data_end(&bytes)..off + len].to_vec();
+    footer.extend_from_slice(&(len as u32).to_le_bytes());
+    footer_decoder_never_panics(&footer, fuzzing::decode_blocked_footer, 0xb10c);
 }
 
 /// Valid stored blocks with how to decode them: (bytes, codec, filter, width, raw length).
@@ -525,7 +547,7 @@ fn valid_blocks() -> Vec<(Vec<u8>, u8, u8, usize, usize)> {
             let bytes = storage
                 .contents(&Path::new(MEM_DIR).join(lid.as_str()))
                 .unwrap();
-            let (end, _) = footer_span(&bytes);
+            let end = data_end(&bytes);
             out.push((bytes[32..end].to_vec(), id, u8::from(shuffle), 4, 256));
         }
     }
@@ -605,31 +627,26 @@ fn open_layer_bytes_never_panics() {
     }
 }
 
-/// Mutates the footer of a valid layer and re-seals it (fixed trailer and
-/// CRC-32C), so the mutation reaches the footer decoder, the merged index and
-/// the readers. Opening and reading everything must not panic, and a file that
-/// still opens must either fail reads with a typed error or read consistently.
+/// Mutates the footer blocks of a valid layer in place and re-seals them
+/// (block CRCs in the index, the index CRC in the trailer), so the mutation
+/// reaches the record decoder, the merged index and the readers. Opening and
+/// reading everything must not panic, and a file that still opens must either
+/// fail reads with a typed error or read consistently.
 #[test]
 fn resealed_footer_mutations_never_panic() {
     let (id, bytes, _) = mem_layer();
-    let (off, len) = footer_span(&bytes);
-    let footer = bytes[off..off + len].to_vec();
+    let (off, _) = footer_span(&bytes);
+    let start = data_end(&bytes);
+    let blocks = bytes[start..off].to_vec();
     let mut rng = Rng::new(0x5ea1);
-    let mut opened = 0;
+    let (mut opened, mut read) = (0, 0);
     for i in 0..fuzz_iters(2500) {
-        let mut body = mutate(&mut rng, &footer);
-        if rng.below(3) == 0 {
-            // Keep the uid intact more often so decoding gets past it.
-            let n = body.len().min(16);
-            body[..n].copy_from_slice(&footer[..n]);
-        }
-        let mut file = bytes[..off].to_vec();
-        file.extend_from_slice(&body);
-        file.extend_from_slice(&(off as u64).to_le_bytes());
-        file.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        file.extend_from_slice(&crc32c(&body).to_le_bytes());
-        file.extend_from_slice(&1u32.to_le_bytes());
-        file.extend_from_slice(b"AF-FOOTR");
+        let mut body = mutate(&mut rng, &blocks);
+        // In place: the index keeps every block's offset and length.
+        body.resize(blocks.len(), 0);
+        let mut file = bytes.clone();
+        file[start..off].copy_from_slice(&body);
+        reseal(&mut file);
         let what = format!("resealed footer mutation {i}");
         let r = no_panic(&what, || {
             let storage = Arc::new(MemoryStorage::new());
@@ -654,7 +671,10 @@ fn resealed_footer_mutations_never_panic() {
             Ok((first, again)) => {
                 opened += 1;
                 match (&first, &again) {
-                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}: reads differ"),
+                    (Ok(a), Ok(b)) => {
+                        read += 1;
+                        assert_eq!(a, b, "{what}: reads differ");
+                    }
                     (Err(e), _) | (_, Err(e)) => {
                         assert!(is_damage_error(e), "{what}: {e:?}");
                     }
@@ -662,18 +682,13 @@ fn resealed_footer_mutations_never_panic() {
             }
         }
     }
-    eprintln!("resealed mutations that opened: {opened}");
-    // The CRC fix-up works: some mutations open.
-    assert!(opened > 0, "no resealed mutation opened");
-    // Sanity: re-sealing the unmodified footer gives back the same file.
-    let mut same = bytes[..off].to_vec();
-    same.extend_from_slice(&footer);
-    same.extend_from_slice(&bytes[off + len..]);
+    eprintln!("resealed mutations that opened: {opened}, read: {read}");
+    // The CRC fix-up works: the index is intact, so every mutation opens.
+    assert_eq!(opened, fuzz_iters(2500));
+    // Sanity: re-sealing the unmodified file gives back the same file.
+    let mut same = bytes.clone();
+    reseal(&mut same);
     assert_eq!(same, bytes);
-    assert_eq!(
-        crc32c(&footer).to_le_bytes(),
-        bytes[bytes.len() - 16..bytes.len() - 12]
-    );
 }
 
 /// A one-array, one-chunk layer ("x", f64, shape [8], no fill) and the offset of
@@ -701,23 +716,16 @@ fn single_chunk_layer(codec: Codec) -> (LayerId, Vec<u8>, usize) {
     let bytes = storage
         .contents(&Path::new(MEM_DIR).join(id.as_str()))
         .unwrap();
-    let (off, _) = footer_span(&bytes);
-    // uid 16, n_records 4, name 4+1, kind 1, dtype 1, rank 4, dim 4+2, shape 8,
+    let off = data_end(&bytes);
+    // The only footer block: record count 4, record offset 4, then the record:
+    // sequence number 4, name 4+1, kind 1, dtype 1, rank 4, dim 4+2, shape 8,
     // chunk shape 8, has_fill 1, n_chunks 8; then idx, offset, stored, raw (4×8).
-    let codec_at = off + 16 + 4 + 5 + 1 + 1 + 4 + 6 + 8 + 8 + 1 + 8 + 32;
+    let codec_at = off + 4 + 4 + 4 + 5 + 1 + 1 + 4 + 6 + 8 + 8 + 1 + 8 + 32;
     (id, bytes, codec_at)
 }
 
-/// Replaces the footer CRC so a deliberate footer edit gets past it.
-fn reseal(bytes: &mut [u8]) {
-    let (off, len) = footer_span(bytes);
-    let crc = crc32c(&bytes[off..off + len]);
-    let at = bytes.len() - 16;
-    bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// Footer fields edited on purpose (footer CRC re-sealed) give typed errors: an
-/// unknown codec id is corruption at open, a codec this build lacks is
+/// Footer fields edited on purpose (footer CRCs re-sealed) give typed errors: an
+/// unknown codec id is corruption when the record is decoded, a codec this build lacks is
 /// `CodecUnavailable` on read, a mismatched codec is corruption on read.
 #[test]
 fn tampered_codec_ids_give_typed_errors() {
@@ -890,5 +898,67 @@ fn a_hostile_string_chunk_is_refused_without_a_huge_reservation() {
         out.status.success() && stdout.contains("hostile cells child: ok"),
         "child under ulimit -v failed ({}):\n{stdout}\n{stderr}",
         out.status
+    );
+}
+
+/// A layer of many arrays has many footer blocks; damage to one of them fails
+/// exactly the arrays whose records it holds (with the block's path and
+/// offset), and whatever needs every array, while the others still read.
+#[test]
+fn a_damaged_footer_block_fails_only_its_arrays() {
+    let storage = Arc::new(MemoryStorage::new());
+    let mut f = ArrayFile::create(
+        storage.clone(),
+        Path::new(MEM_DIR),
+        ArrayFileOptions::default(),
+        Arc::new(DeltaCache::default()),
+    )
+    .unwrap();
+    let names: Vec<String> = (0..3000).map(|k| format!("array_{k:04}")).collect();
+    for n in &names {
+        f.define_array::<i32>(n, dims(1), vec![2], None, None)
+            .unwrap();
+        f.write_array(n, &[], nd(&[2], vec![1, 2]).view()).unwrap();
+    }
+    let id = f.flush().unwrap().unwrap();
+    let path = Path::new(MEM_DIR).join(id.as_str());
+    let bytes = storage.contents(&path).unwrap();
+    let (_, blocks) = footer_blocks(&bytes);
+    assert!(blocks.len() >= 3, "{} footer blocks", blocks.len());
+    let damaged = &blocks[1];
+    let mut b = bytes.clone();
+    b[damaged.offset + damaged.len / 2] ^= 0x10;
+    storage.overwrite(&path, b);
+    let f = crate::common::mem_open(&storage, std::slice::from_ref(&id))
+        .expect("the footer index is intact: the file opens");
+    let (mut ok, mut failed) = (0, 0);
+    for n in &names {
+        match f.read_array::<i32>(n, &[], &[]) {
+            Ok(a) => {
+                assert_eq!(a.iter().copied().collect::<Vec<_>>(), vec![1, 2]);
+                ok += 1;
+            }
+            Err(e) => {
+                check_block_error(&e, &path, damaged.offset as u64, n);
+                assert!(!f.contains(n));
+                failed += 1;
+            }
+        }
+    }
+    assert!(
+        ok > 0 && failed > 0 && failed < names.len() / 2,
+        "{ok} read, {failed} failed"
+    );
+    check_block_error(
+        &f.try_list_arrays().unwrap_err(),
+        &path,
+        damaged.offset as u64,
+        "list",
+    );
+    check_block_error(
+        &f.verify().unwrap_err(),
+        &path,
+        damaged.offset as u64,
+        "verify",
     );
 }

@@ -13,6 +13,7 @@ mod common;
 mod corruption;
 mod errors;
 mod faults;
+mod golden;
 mod merge;
 mod model;
 mod regressions;

@@ -1,0 +1,422 @@
+//! The merged index of the committed layers, materialised lazily.
+//!
+//! Opening a file decodes only each layer's footer index. The merged state of
+//! one name ([`Committed`]: schema, chunk locations, defining layer) is built
+//! on its first use from that name's record in each layer (one footer block
+//! per layer whose name range covers it) and kept; operations over every name
+//! (listing, compaction, merges) build the whole ordered map once, as opening
+//! did before format 2. Both fold records with the same rules ([`fold`],
+//! [`apply_record`]), so a name's state is the same whichever way it was built.
+//!
+//! **Invariant:** states are only added under `&self`, never changed or
+//! dropped, so references handed out stay valid for the borrow; every change
+//! of the layer list happens under `&mut self` and updates or drops them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use indexmap::IndexMap;
+use parking_lot::Mutex;
+
+use super::{ArrayFile, ArrayRecord, BlockKey, Committed, Error, Layer, Loc, RecordKind, Result};
+use crate::layer::BlockRef;
+
+/// Slots in the first arena segment; segment `k` holds `FIRST_SEGMENT << k`.
+const FIRST_SEGMENT: usize = 64;
+/// Segments: room for `FIRST_SEGMENT * (2^SEGMENTS - 1)` names, more than a
+/// layer can hold.
+const SEGMENTS: usize = 27;
+
+/// A name's merged state once built: `None` when no layer defines it.
+type Slot = OnceLock<Option<Box<Committed>>>;
+
+/// The committed layers' merged index: states of single names, and the whole
+/// ordered map once something needed every name.
+#[derive(Debug, Default)]
+pub(super) struct MergedIndex {
+    /// Every defined name in listing order (first definition, a redefinition
+    /// moving the name to the end), once built. Takes precedence over `slots`.
+    all: OnceLock<IndexMap<String, Committed>>,
+    /// The slot of each name built alone.
+    slot_of: Mutex<HashMap<String, usize>>,
+    /// Append-only slots whose addresses never move (segments are allocated
+    /// once), so `&self` can hand out references into them.
+    segments: [OnceLock<Box<[Slot]>>; SEGMENTS],
+}
+
+fn locate(slot: usize) -> (usize, usize) {
+    let v = slot + FIRST_SEGMENT;
+    let k =
+        (usize::BITS - 1 - v.leading_zeros()) as usize - FIRST_SEGMENT.trailing_zeros() as usize;
+    (k, v - (FIRST_SEGMENT << k))
+}
+
+impl MergedIndex {
+    /// An index whose whole map is already known.
+    pub(super) fn with_all(all: IndexMap<String, Committed>) -> Self {
+        let index = MergedIndex::default();
+        index.all.set(all).expect("a new index is empty");
+        index
+    }
+
+    fn slot(&self, name: &str) -> &Slot {
+        let slot = {
+            let mut slot_of = self.slot_of.lock();
+            let next = slot_of.len();
+            *slot_of.entry(name.to_owned()).or_insert(next)
+        };
+        let (k, j) = locate(slot);
+        let segment = self.segments[k]
+            .get_or_init(|| (0..FIRST_SEGMENT << k).map(|_| OnceLock::new()).collect());
+        &segment[j]
+    }
+
+    /// The built state of `name`, if it was built alone.
+    fn slot_mut(&mut self, name: &str) -> Option<&mut Option<Box<Committed>>> {
+        let (k, j) = locate(*self.slot_of.get_mut().get(name)?);
+        self.segments[k].get_mut()?.get_mut(j)?.get_mut()
+    }
+
+    /// Forgets the states built alone.
+    fn clear_slots(&mut self) {
+        self.slot_of.get_mut().clear();
+        self.segments = Default::default();
+    }
+}
+
+impl ArrayFile {
+    /// A footer block's bytes through the raw cache (its key cannot meet a
+    /// chunk's: chunks lie before the footer).
+    fn footer_block(&self, layer: &Layer, b: &BlockRef, fill_cache: bool) -> Result<Arc<Vec<u8>>> {
+        let key = BlockKey {
+            layer_uid: layer.uid,
+            offset: b.offset,
+        };
+        let load = || layer.read_footer_block(b);
+        if fill_cache {
+            self.cache.raw(key, load)
+        } else {
+            self.cache.raw_streaming(key, load)
+        }
+    }
+
+    /// The committed state of `name`, built on first use. An error (a footer
+    /// block that does not read or decode, layers that contradict each other
+    /// about the name) is not kept: the next call tries again.
+    pub(super) fn committed(&self, name: &str) -> Result<Option<&Committed>> {
+        if let Some(all) = self.index.all.get() {
+            return Ok(all.get(name));
+        }
+        let slot = self.index.slot(name);
+        if slot.get().is_none() {
+            let mut state = None;
+            for (idx, layer) in self.layers.iter().enumerate() {
+                let idx = u32::try_from(idx).expect("fewer than 2^32 layers");
+                for rec in layer.records_named(name, &|l, b| self.footer_block(l, b, true))? {
+                    fold(&mut state, rec, idx, &layer.path)?;
+                }
+            }
+            // Another thread may have built it meanwhile: the same state.
+            let _ = slot.set(state.map(Box::new));
+        }
+        Ok(slot.get().expect("set above").as_deref())
+    }
+
+    /// Every committed name's state in listing order, built on first use (every
+    /// footer block of every layer decoded).
+    pub(super) fn all(&self) -> Result<&IndexMap<String, Committed>> {
+        if let Some(all) = self.index.all.get() {
+            return Ok(all);
+        }
+        let mut map = IndexMap::new();
+        for (idx, layer) in self.layers.iter().enumerate() {
+            let idx = u32::try_from(idx).expect("fewer than 2^32 layers");
+            for rec in layer.all_records(&|l, b| self.footer_block(l, b, false))? {
+                apply_record(&mut map, rec, idx, &layer.path)?;
+            }
+        }
+        let _ = self.index.all.set(map);
+        Ok(self.index.all.get().expect("set above"))
+    }
+
+    /// Folds the records of a layer just pushed as layer `idx` (its footer,
+    /// known in memory) into whatever states were built; the others are built
+    /// from the new layer list when first used.
+    pub(super) fn fold_new_layer(
+        &mut self,
+        records: Vec<ArrayRecord>,
+        idx: u32,
+        path: &Path,
+    ) -> Result<()> {
+        if let Some(all) = self.index.all.get_mut() {
+            for rec in records {
+                apply_record(all, rec, idx, path)?;
+            }
+            // `all` answers every name now.
+            self.index.clear_slots();
+            return Ok(());
+        }
+        for rec in records {
+            if let Some(state) = self.index.slot_mut(&rec.name) {
+                let mut s = state.take().map(|b| *b);
+                let result = fold(&mut s, rec, idx, path);
+                *state = s.map(Box::new);
+                result?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn defined(rec: ArrayRecord, idx: u32) -> Committed {
+    Committed {
+        schema: rec.schema.expect("decoded define records carry a schema"),
+        chunks: rec
+            .chunks
+            .into_iter()
+            .map(|entry| (entry.chunk_idx, Loc { layer: idx, entry }))
+            .collect(),
+        defined_in: idx,
+    }
+}
+
+fn update(c: Option<&mut Committed>, rec: ArrayRecord, path: &Path, idx: u32) -> Result<()> {
+    let Some(c) = c else {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!(
+                "layer updates array {:?}, which earlier layers do not define",
+                rec.name
+            ),
+        ));
+    };
+    if rec.schema.as_ref() != Some(&c.schema) {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!(
+                "layer changes the schema of array {:?} without redefining it",
+                rec.name
+            ),
+        ));
+    }
+    c.chunks.extend(
+        rec.chunks
+            .into_iter()
+            .map(|entry| (entry.chunk_idx, Loc { layer: idx, entry })),
+    );
+    Ok(())
+}
+
+/// Applies one record of layer `idx` to one name's state.
+fn fold(state: &mut Option<Committed>, rec: ArrayRecord, idx: u32, path: &Path) -> Result<()> {
+    match rec.kind {
+        RecordKind::Delete => *state = None,
+        RecordKind::Define => *state = Some(defined(rec, idx)),
+        RecordKind::Update => update(state.as_mut(), rec, path, idx)?,
+    }
+    Ok(())
+}
+
+/// Applies one record of layer `idx` to the ordered map of every name.
+fn apply_record(
+    map: &mut IndexMap<String, Committed>,
+    rec: ArrayRecord,
+    idx: u32,
+    path: &Path,
+) -> Result<()> {
+    match rec.kind {
+        RecordKind::Delete => {
+            map.shift_remove(&rec.name);
+        }
+        RecordKind::Define => {
+            // A redefinition moves the name to the end, like a new array.
+            map.shift_remove(&rec.name);
+            let name = rec.name.clone();
+            map.insert(name, defined(rec, idx));
+        }
+        RecordKind::Update => update(map.get_mut(&rec.name), rec, path, idx)?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arena_slots_tile_the_segments() {
+        assert_eq!(locate(0), (0, 0));
+        assert_eq!(locate(63), (0, 63));
+        assert_eq!(locate(64), (1, 0));
+        assert_eq!(locate(64 + 127), (1, 127));
+        assert_eq!(locate(64 + 128), (2, 0));
+        let last = FIRST_SEGMENT * ((1 << SEGMENTS) - 1) - 1;
+        assert_eq!(
+            locate(last),
+            (SEGMENTS - 1, (FIRST_SEGMENT << (SEGMENTS - 1)) - 1)
+        );
+        assert!(last > u32::MAX as usize);
+    }
+}
+
+#[cfg(test)]
+mod lazy_tests {
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use ndarray::{ArrayD, IxDyn};
+
+    use crate::{ArrayFile, ArrayFileOptions, DeltaCache, LayerId, MemoryStorage};
+
+    const N: usize = 5000;
+
+    fn name(k: usize) -> String {
+        // Insertion order differs from name order.
+        format!("ds_{:05}", (k * 7919) % N)
+    }
+
+    fn one(v: i32) -> ArrayD<i32> {
+        ArrayD::from_elem(IxDyn(&[4]), v)
+    }
+
+    /// A base of `N` arrays, then a delta updating, deleting and redefining some.
+    fn build() -> (Arc<MemoryStorage>, Vec<LayerId>, ArrayFile) {
+        let storage = Arc::new(MemoryStorage::new());
+        let mut f = ArrayFile::create(
+            storage.clone(),
+            Path::new("/f"),
+            ArrayFileOptions::default(),
+            Arc::new(DeltaCache::default()),
+        )
+        .unwrap();
+        for k in 0..N {
+            f.define_array::<i32>(&name(k), vec!["x".into()], vec![4], None, None)
+                .unwrap();
+            f.write_array(&name(k), &[0], one(k as i32).view()).unwrap();
+        }
+        f.flush().unwrap();
+        for k in (0..N).step_by(7) {
+            f.write_array(&name(k), &[0], one(-(k as i32)).view())
+                .unwrap();
+        }
+        for k in (3..N).step_by(11) {
+            f.delete_array(&name(k)).unwrap();
+        }
+        f.flush().unwrap();
+        for k in (3..N).step_by(22) {
+            f.define_array::<i32>(&name(k), vec!["y".into()], vec![4], None, None)
+                .unwrap();
+            f.write_array(&name(k), &[0], one(1_000_000 + k as i32).view())
+                .unwrap();
+        }
+        f.flush().unwrap();
+        let layers = f.layers();
+        (storage, layers, f)
+    }
+
+    fn open(storage: &Arc<MemoryStorage>, layers: &[LayerId]) -> ArrayFile {
+        ArrayFile::open(
+            storage.clone(),
+            Path::new("/f"),
+            layers,
+            ArrayFileOptions::default(),
+            Arc::new(DeltaCache::default()),
+        )
+        .unwrap()
+    }
+
+    fn blocks_read(f: &ArrayFile) -> Vec<u64> {
+        f.layers
+            .iter()
+            .map(|l| l.footer_blocks_read.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    fn state(f: &ArrayFile, n: &str) -> Option<(crate::ArraySchema, Vec<i32>)> {
+        let schema = f.schema(n)?.clone();
+        let cells = f.read_array::<i32>(n, &[], &[]).unwrap();
+        Some((schema, cells.iter().copied().collect()))
+    }
+
+    #[test]
+    fn an_array_file_is_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<ArrayFile>();
+    }
+
+    #[test]
+    fn opening_reads_no_footer_block_and_a_lookup_reads_one_per_layer() {
+        let (storage, layers, _) = build();
+        let f = open(&storage, &layers);
+        match &f.layers[0].index {
+            crate::layer::LayerIndex::Blocked(index) => {
+                assert!(index.blocks.len() >= 4, "{} blocks", index.blocks.len());
+            }
+            crate::layer::LayerIndex::Whole { .. } => panic!("format 2 was written"),
+        }
+        assert_eq!(blocks_read(&f), vec![0, 0, 0]);
+        // ds_00007 is updated by the second layer, untouched by the third.
+        assert!(f.contains("ds_00007"));
+        let read = blocks_read(&f);
+        assert_eq!(read[0], 1, "the base: one block of many");
+        assert!(read.iter().all(|&n| n <= 1), "{read:?}");
+        // A second use of the name, and a read of its data, read no footer block.
+        let _ = f.read_array::<i32>("ds_00007", &[], &[]).unwrap();
+        assert_eq!(blocks_read(&f), read);
+        // A neighbour in the same block is served by the cache.
+        assert!(f.contains("ds_00008"));
+        assert_eq!(blocks_read(&f)[0], 1);
+        // Nothing was built for every name.
+        assert!(f.index.all.get().is_none());
+    }
+
+    #[test]
+    fn names_built_alone_equal_names_built_together() {
+        let (storage, layers, written) = build();
+        let lazy = open(&storage, &layers);
+        let whole = open(&storage, &layers);
+        let listed = whole.list_arrays();
+        assert_eq!(
+            listed,
+            written.list_arrays(),
+            "listing order survives reopening"
+        );
+        for k in 0..N {
+            let n = name(k);
+            let want = state(&written, &n);
+            assert_eq!(state(&lazy, &n), want, "{n}");
+            assert_eq!(state(&whole, &n), want, "{n}");
+            assert_eq!(lazy.schema_origin(&n), whole.schema_origin(&n), "{n}");
+        }
+        assert_eq!(lazy.list_arrays(), listed);
+    }
+
+    #[test]
+    fn changes_after_a_lazy_lookup_see_the_merged_state() {
+        let (storage, layers, _) = build();
+        let mut f = open(&storage, &layers);
+        // Built alone, then changed through the pending layer and flushed.
+        assert!(f.contains("ds_00007") && f.contains("ds_00008"));
+        assert!(f.index.all.get().is_none());
+        f.write_array("ds_00007", &[0], one(77).view()).unwrap();
+        f.delete_array("ds_00008").unwrap();
+        f.flush().unwrap();
+        assert_eq!(state(&f, "ds_00007").unwrap().1, vec![77; 4]);
+        assert!(!f.contains("ds_00008"));
+        let layers = f.layers();
+        let reopened = open(&storage, &layers);
+        assert_eq!(state(&reopened, "ds_00007").unwrap().1, vec![77; 4]);
+        assert!(!reopened.contains("ds_00008"));
+        // Compaction and a lookup on the compacted file agree with the listing.
+        let listed = f.list_arrays();
+        f.compact().unwrap();
+        assert_eq!(f.list_arrays(), listed);
+        let compacted = open(&storage, &f.layers());
+        assert_eq!(compacted.list_arrays(), listed);
+        assert_eq!(state(&compacted, "ds_00007").unwrap().1, vec![77; 4]);
+    }
+}
