@@ -49,10 +49,9 @@ impl Atlas {
         // As in `DatasetView::read_array`: never read with sizes the registry
         // did not agree to.
         for ((d, _), registry) in has.iter().zip(&schemas) {
-            if registry
-                .as_ref()
-                .is_some_and(|r| guard.schema(d).is_none_or(|f| **r != *f))
-            {
+            let Some(r) = registry else { continue };
+            let in_file = guard.try_schema(d).map_err(|e| Error::array(d, array, e))?;
+            if in_file.is_none_or(|f| **r != *f) {
                 return Err(Error::array(
                     d,
                     array,

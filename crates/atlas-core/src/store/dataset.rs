@@ -80,7 +80,11 @@ impl DatasetView {
     /// would trust sizes the registry never agreed to.
     fn check_schema(&self, array: &str, file: &ArrayFile) -> Result<()> {
         let registry = self.with_meta(|m| m.arrays.get(array).map(|a| Arc::clone(&a.schema)))?;
-        match (registry, file.schema(&self.name)) {
+        // A footer block that cannot be read is its own error (naming the file).
+        let in_file = file
+            .try_schema(&self.name)
+            .map_err(|e| Error::array(&self.name, array, e))?;
+        match (registry, in_file) {
             (Some(r), Some(f)) if *r == *f => Ok(()),
             (Some(_), _) => Err(Error::array(
                 &self.name,
