@@ -868,15 +868,14 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
             continue;
         }
         let mut live: Vec<String> = if name == "atlas.meta" {
-            // Registry segments: live when the manifest names them.
-            manifest["segments"]
-                .as_array()
-                .map(|v| {
-                    v.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
+            // Registry runs (and segments of older stores): live when the
+            // manifest names them.
+            ["runs", "segments"]
+                .iter()
+                .filter_map(|k| manifest[*k].as_array())
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
         } else {
             // The array whose directory this is (directories are ids).
             manifest["arrays"]

@@ -154,14 +154,115 @@ impl Fixture {
             .collect()
     }
 
-    /// The registry segments, oldest first.
+    /// The registry segments, oldest first. The store is first rewritten as
+    /// a store of the format before registry runs (manifest version 2, a
+    /// snapshot segment of every dataset then a delta segment of `argo_2`, in
+    /// the manifest's `meta_format`), which this build still reads: these
+    /// cases test the segment decoder.
     fn segments(&self) -> Vec<PathBuf> {
+        if self.manifest_json().get("segments").is_none() {
+            self.downgrade_to_segments();
+        }
         self.manifest_json()["segments"]
             .as_array()
             .unwrap()
             .iter()
             .map(|s| self.root.join("atlas.meta").join(s.as_str().unwrap()))
             .collect()
+    }
+
+    fn downgrade_to_segments(&self) {
+        // Read through the API on a runtime of its own (callers are sync).
+        let read = || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let s = Atlas::open_path(&self.root).await.unwrap();
+                let mut schemas: Vec<serde_json::Value> = Vec::new();
+                let mut sets: Vec<serde_json::Value> = Vec::new();
+                let mut datasets = Vec::new();
+                for name in s.list_datasets().unwrap() {
+                    let meta = s.dataset_meta(&name).unwrap().unwrap();
+                    let mut arrays = serde_json::Map::new();
+                    for (a, e) in &meta.arrays {
+                        let sc = &e.schema;
+                        let fill = sc.fill_value.as_ref().map(|f| match f {
+                            FillValue::Float32(v) => serde_json::json!({ "f64": f64::from(*v) }),
+                            other => panic!("fixture fill {other:?}"),
+                        });
+                        let mut schema = serde_json::json!({
+                            "dtype": sc.dtype.name(), "dims": sc.dims, "shape": sc.shape,
+                            "chunk_shape": sc.chunk_shape,
+                        });
+                        if let Some(f) = fill {
+                            schema["fill_value"] = f;
+                        }
+                        let si = schemas
+                            .iter()
+                            .position(|x| *x == schema)
+                            .unwrap_or_else(|| {
+                                schemas.push(schema);
+                                schemas.len() - 1
+                            });
+                        let set = serde_json::to_value(&*e.attributes).unwrap();
+                        let ai = sets.iter().position(|x| *x == set).unwrap_or_else(|| {
+                            sets.push(set);
+                            sets.len() - 1
+                        });
+                        arrays.insert(a.clone(), serde_json::json!({ "schema": si, "attrs": ai }));
+                    }
+                    datasets.push(serde_json::json!({
+                        "name": name,
+                        "attrs": serde_json::to_value(&meta.attributes).unwrap(),
+                        "arrays": arrays,
+                    }));
+                }
+                (schemas, sets, datasets)
+            })
+        };
+        let (schemas, sets, datasets) = std::thread::scope(|sc| sc.spawn(read).join().unwrap());
+        let doc = |snapshot: bool, ds: Vec<serde_json::Value>| {
+            serde_json::json!({
+                "format": "atlas-registry-segment", "version": 1, "snapshot": snapshot,
+                "schemas": schemas, "attr_sets": sets, "datasets": ds,
+            })
+        };
+        let mut m = self.manifest_json();
+        let binary = m["meta_format"] == "binary";
+        let encode = |v: &serde_json::Value| -> Vec<u8> {
+            if binary {
+                let packed = rmp_serde::to_vec_named(v).unwrap();
+                let mut b = b"ATLASSEG".to_vec();
+                b.extend_from_slice(&1u32.to_le_bytes());
+                b.extend_from_slice(&zstd::bulk::compress(&packed, 3).unwrap());
+                b
+            } else {
+                serde_json::to_vec(v).unwrap()
+            }
+        };
+        let ext = if binary { "bin" } else { "json" };
+        let argo_2: Vec<serde_json::Value> = datasets
+            .iter()
+            .filter(|d| d["name"] == "argo_2")
+            .cloned()
+            .collect();
+        let names = [format!("s-{:032x}.{ext}", 1), format!("s-{:032x}.{ext}", 2)];
+        let meta = self.root.join("atlas.meta");
+        std::fs::write(meta.join(&names[0]), encode(&doc(true, datasets))).unwrap();
+        std::fs::write(meta.join(&names[1]), encode(&doc(false, argo_2))).unwrap();
+        for r in m["runs"].as_array().unwrap().clone() {
+            std::fs::remove_file(meta.join(r.as_str().unwrap())).unwrap();
+        }
+        let o = m.as_object_mut().unwrap();
+        o.remove("runs");
+        o.remove("next_id");
+        o.remove("n_datasets");
+        o.remove("retired");
+        o.insert("version".into(), 2.into());
+        o.insert("segments".into(), serde_json::json!(names));
+        std::fs::write(self.manifest(), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
     }
 
     /// Every file of the store but the lock file, with its bytes.
@@ -942,12 +1043,12 @@ async fn manifest_future_version() {
     let fx = Fixture::build(MetaFormat::Json).await;
     let m = fx.manifest();
     let mut v = fx.manifest_json();
-    v["version"] = 3.into();
+    v["version"] = 4.into();
     open_case(
         &fx,
         &m,
         Some(serde_json::to_vec(&v).unwrap()),
-        OpenErr::Version(3),
+        OpenErr::Version(4),
     )
     .await;
 }
@@ -984,6 +1085,7 @@ async fn missing_layer_file() {
 async fn manifest_naming_a_missing_segment() {
     let fx = Fixture::build(MetaFormat::Json).await;
     let m = fx.manifest();
+    let _ = fx.segments(); // a store of registry segments
     let mut v = fx.manifest_json();
     let ghost = "s-0123456789abcdef0123456789abcdef.json";
     v["segments"][1] = ghost.into();
@@ -1751,6 +1853,8 @@ impl Corpus {
                     let packed = zstd::stream::decode_all(&frame[..]).unwrap();
                     self.add("segment_binary", [&[0u8][..], &frame].concat());
                     self.add("segment_binary", [&[1u8][..], &packed].concat());
+                } else if name.starts_with("r-") && ext == "run" {
+                    self.add("registry_run", bytes);
                 }
             }
         }
@@ -1997,8 +2101,7 @@ async fn write_fuzz_seed_corpus() {
         "chunk_cells",
         "layer_file",
         "manifest",
-        "segment_json",
-        "segment_binary",
+        "registry_run",
     ] {
         let seeds = std::fs::read_dir(out.join(target))
             .unwrap()

@@ -149,12 +149,7 @@ fn python_tests(root: &Path) -> Result<()> {
     run(
         "python extension (maturin develop)",
         &maturin.to_string_lossy(),
-        &[
-            "develop",
-            "--quiet",
-            "-m",
-            &manifest.to_string_lossy(),
-        ],
+        &["develop", "--quiet", "-m", &manifest.to_string_lossy()],
         &[],
     )?;
     let tests = root.join("crates").join("atlas-python").join("tests");

@@ -55,6 +55,13 @@ enum FileSlot {
     Open(FileHandle),
 }
 
+/// The one array a metadata change adds or removes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ArraysChange<'a> {
+    Added(&'a str),
+    Removed(&'a str),
+}
+
 /// The handle's view of the registry: the committed runs plus the changes
 /// since the last commit.
 pub(crate) struct Live {
@@ -154,37 +161,45 @@ impl Inner {
     }
 
     /// Changes one dataset's metadata; `Ok(None)` if it does not exist. The
-    /// caller must hold the writer lock. Arrays added or removed change the
-    /// user counts; an added array has no statistics until the next flush.
+    /// caller must hold the writer lock. `arrays_change` names the array `f`
+    /// adds or removes, if any (its user count changes; an added array has no
+    /// statistics until the next flush). The record is changed in place in
+    /// the handle's changes (its first change copies the committed record
+    /// there), so repeated small changes never copy the whole record.
     pub(crate) fn update_dataset<R>(
         &self,
         name: &str,
+        arrays_change: Option<ArraysChange<'_>>,
         f: impl FnOnce(&mut DatasetMeta) -> Result<R>,
     ) -> Result<Option<R>> {
         let mut live = self.live.write();
-        let Some(mut rec) = live.current(name)? else {
-            return Ok(None);
-        };
-        let before: Vec<String> = rec.meta.arrays.keys().cloned().collect();
+        match live.changed_record(name) {
+            Some(Some(_)) => {}
+            Some(None) => return Ok(None),
+            None => {
+                let Some(rec) = live.base.get(name)? else {
+                    return Ok(None);
+                };
+                live.put(name, Some(rec));
+            }
+        }
+        live.seq += 1;
+        let seq = live.seq;
+        let (entry_seq, rec) = live.changed.get_mut(name).expect("just ensured");
+        let rec = rec.as_mut().expect("just ensured");
         let meta = Arc::make_mut(&mut rec.meta);
         let r = f(meta)?;
-        let removed: Vec<String> = before
-            .iter()
-            .filter(|a| !meta.arrays.contains_key(*a))
-            .cloned()
-            .collect();
-        let added: Vec<String> = meta
-            .arrays
-            .keys()
-            .filter(|a| !before.contains(a))
-            .cloned()
-            .collect();
-        if rec.stats.keys().any(|a| !meta.arrays.contains_key(a)) {
-            Arc::make_mut(&mut rec.stats).retain(|a, _| meta.arrays.contains_key(a));
+        *entry_seq = seq;
+        match arrays_change {
+            Some(ArraysChange::Added(a)) => live.count(std::iter::once(a.to_owned()), true),
+            Some(ArraysChange::Removed(a)) => {
+                if rec.stats.contains_key(a) {
+                    Arc::make_mut(&mut rec.stats).remove(a);
+                }
+                live.count(std::iter::once(a.to_owned()), false);
+            }
+            None => {}
         }
-        live.count(removed.into_iter(), false);
-        live.count(added.into_iter(), true);
-        live.put(name, Some(rec));
         self.dirty.store(true, Ordering::SeqCst);
         Ok(Some(r))
     }
@@ -192,14 +207,13 @@ impl Inner {
     /// Records that `array` of dataset `name` has new data: its statistics are
     /// recomputed at the next flush.
     pub(crate) fn data_changed(&self, name: &str, array: &str) -> Result<()> {
+        self.update_dataset(name, None, |_| Ok(()))?;
         let mut live = self.live.write();
-        if let Some(mut rec) = live.current(name)? {
+        if let Some((_, Some(rec))) = live.changed.get_mut(name) {
             if rec.stats.contains_key(array) {
                 Arc::make_mut(&mut rec.stats).remove(array);
             }
-            live.put(name, Some(rec));
         }
-        self.dirty.store(true, Ordering::SeqCst);
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use crate::attr::Attr;
 use crate::error::{Error, Result};
 use crate::name::{validate_array_name, validate_attribute_name};
 use crate::registry::{ArrayEntry, DatasetMeta};
-use crate::store::{FileHandle, Inner};
+use crate::store::{ArraysChange, FileHandle, Inner};
 
 /// A handle to one dataset within an [`crate::Atlas`]. Cheap to clone,
 /// `Send + Sync`, and usable from many tasks at once.
@@ -63,7 +63,19 @@ impl DatasetView {
     fn with_meta_mut<R>(&self, f: impl FnOnce(&mut DatasetMeta) -> Result<R>) -> Result<R> {
         self.inner.ensure_writer()?;
         self.inner
-            .update_dataset(&self.name, f)?
+            .update_dataset(&self.name, None, f)?
+            .ok_or_else(|| self.not_found())
+    }
+
+    /// As `with_meta_mut`, for a change that adds or removes one array.
+    fn with_arrays_mut<R>(
+        &self,
+        change: ArraysChange<'_>,
+        f: impl FnOnce(&mut DatasetMeta) -> Result<R>,
+    ) -> Result<R> {
+        self.inner.ensure_writer()?;
+        self.inner
+            .update_dataset(&self.name, Some(change), f)?
             .ok_or_else(|| self.not_found())
     }
 
@@ -138,7 +150,7 @@ impl DatasetView {
         let mut f = file.write().await;
         f.define(&self.name, schema.clone())
             .map_err(|e| Error::array(&self.name, name, e))?;
-        self.with_meta_mut(|m| {
+        self.with_arrays_mut(ArraysChange::Added(name), |m| {
             m.arrays.insert(
                 name.to_owned(),
                 ArrayEntry {
@@ -212,7 +224,7 @@ impl DatasetView {
             f.delete_array(&self.name)
                 .map_err(|e| Error::array(&self.name, name, e))?;
         }
-        self.with_meta_mut(|m| {
+        self.with_arrays_mut(ArraysChange::Removed(name), |m| {
             m.arrays.shift_remove(name);
             Ok(())
         })
