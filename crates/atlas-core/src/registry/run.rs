@@ -537,8 +537,15 @@ struct Dict {
     attr_sets: Vec<Arc<IndexMap<String, Attr>>>,
 }
 
-/// A decoded record block: names with their records (`None`: tombstone).
+/// Records of one block with their names (`None`: tombstone).
 type Block = Vec<(String, Option<Record>)>;
+
+/// A record block as cached: its records decoded from `MessagePack`, each
+/// converted to a [`Record`] on its first lookup only.
+struct CachedBlock {
+    recs: Vec<RecRepr>,
+    found: Vec<OnceLock<Found>>,
+}
 
 /// An opened run: its index decoded, its blocks read on demand.
 pub(crate) struct Run {
@@ -549,7 +556,7 @@ pub(crate) struct Run {
     index: IndexRepr,
     dict: OnceLock<Arc<Dict>>,
     id_set: OnceLock<RoaringTreemap>,
-    blocks: Mutex<Vec<(usize, Arc<Block>)>>,
+    blocks: Mutex<Vec<(usize, Arc<CachedBlock>)>>,
 }
 
 impl std::fmt::Debug for Run {
@@ -693,22 +700,16 @@ impl Run {
         RoaringTreemap::deserialize_from(&raw[..]).map_err(|e| self.corrupt(format!("bitmap: {e}")))
     }
 
-    fn record_block(&self, i: usize) -> Result<Arc<Block>> {
+    fn record_block(&self, i: usize) -> Result<Arc<CachedBlock>> {
         {
             let cache = self.blocks.lock();
             if let Some((_, b)) = cache.iter().find(|(j, _)| *j == i) {
                 return Ok(Arc::clone(b));
             }
         }
-        let mut block = Vec::new();
-        for r in self.load_record_block(i)? {
-            let found = match self.to_found(&r)? {
-                Found::Live(rec) => Some(rec),
-                Found::Tombstone => None,
-            };
-            block.push((r.0, found));
-        }
-        let block = Arc::new(block);
+        let recs = self.load_record_block(i)?;
+        let found = (0..recs.len()).map(|_| OnceLock::new()).collect();
+        let block = Arc::new(CachedBlock { recs, found });
         let mut cache = self.blocks.lock();
         if cache.len() >= CACHED_BLOCKS {
             cache.remove(0);
@@ -790,13 +791,14 @@ impl Run {
             return Ok(None);
         }
         let block = self.record_block(i - 1)?;
-        Ok(block
-            .binary_search_by(|r| r.0.as_str().cmp(name))
-            .ok()
-            .map(|j| match &block[j].1 {
-                Some(rec) => Found::Live(rec.clone()),
-                None => Found::Tombstone,
-            }))
+        let Ok(j) = block.recs.binary_search_by(|r| r.0.as_str().cmp(name)) else {
+            return Ok(None);
+        };
+        if let Some(f) = block.found[j].get() {
+            return Ok(Some(f.clone()));
+        }
+        let f = self.to_found(&block.recs[j])?;
+        Ok(Some(block.found[j].get_or_init(|| f).clone()))
     }
 
     /// Record block `i` decoded (tombstones as `None`); `None` past the last.

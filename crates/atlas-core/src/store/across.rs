@@ -45,7 +45,20 @@ impl Atlas {
         let Some(file) = self.inner.file_async(array).await? else {
             return Ok(vec![None; datasets.len()]);
         };
-        let guard = file.read_owned().await;
+        let mut guard = file.read_owned().await;
+        // Many datasets: build the file's whole index once (as a listing
+        // does) instead of one dataset's state at a time; off the runtime.
+        if has.len() >= 64 {
+            let (g, built) = tokio::task::spawn_blocking(move || {
+                let built = guard.try_list_arrays().map(drop);
+                (guard, built)
+            })
+            .await
+            .expect("index task panicked");
+            guard = g;
+            built.map_err(|e| Error::array(&has[0].0, array, e))?;
+        }
+
         // As in `DatasetView::read_array`: never read with sizes the registry
         // did not agree to.
         for ((d, _), registry) in has.iter().zip(&schemas) {
