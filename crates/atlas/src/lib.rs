@@ -11,9 +11,9 @@
 //!
 //! ```text
 //! my_store/
-//! ├── atlas.json      registry: datasets, schemas, attributes, the live layer list (the commit point)
+//! ├── atlas.json      manifest: the live layer lists, the registry runs, the dataset-id counter (the commit point)
 //! ├── atlas.lock      writer lock
-//! ├── atlas.meta/     registry segments (dataset records)
+//! ├── atlas.meta/     registry runs (dataset records, ids, catalog of statistics)
 //! ├── atlas.a0/       the `temperature` array file (directories are ids the manifest assigns)
 //! │   ├── b-<uid>.af  base layer: every dataset's `temperature`, keyed by dataset name
 //! │   └── d-<uid>.af  delta layers written by later flushes, each under a fresh name
