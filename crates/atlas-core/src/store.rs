@@ -585,6 +585,18 @@ impl Atlas {
             .collect())
     }
 
+    /// Number of datasets that have `array` (kept in the manifest: nothing is
+    /// read).
+    pub fn n_datasets_with_array(&self, array: &str) -> usize {
+        self.inner
+            .live
+            .read()
+            .users
+            .get(array)
+            .copied()
+            .unwrap_or(0) as usize
+    }
+
     /// Distinct array names over all datasets, in order of first use (kept in
     /// the manifest; an array no dataset had any more lists last when used
     /// again).
