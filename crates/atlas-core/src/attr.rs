@@ -33,6 +33,22 @@ pub enum Attr {
     TimestampList(Vec<TimestampNs>),
 }
 
+impl Attr {
+    /// True for a single value (not a list): what the registry catalog
+    /// indexes per dataset attribute.
+    pub fn is_scalar(&self) -> bool {
+        !matches!(
+            self,
+            Attr::BoolList(_)
+                | Attr::Int64List(_)
+                | Attr::UInt64List(_)
+                | Attr::Float64List(_)
+                | Attr::StringList(_)
+                | Attr::TimestampList(_)
+        )
+    }
+}
+
 impl PartialEq for Attr {
     /// Same type and same value; floats compare by bits, so `NaN == NaN`.
     fn eq(&self, other: &Self) -> bool {

@@ -55,11 +55,13 @@ enum FileSlot {
     Open(FileHandle),
 }
 
-/// The one array a metadata change adds or removes.
+/// The one array a change to a dataset adds, removes or writes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum ArraysChange<'a> {
     Added(&'a str),
     Removed(&'a str),
+    /// Its data changed: its catalog statistics are recomputed at flush.
+    Written(&'a str),
 }
 
 /// The handle's view of the registry: the committed runs plus the changes
@@ -162,8 +164,9 @@ impl Inner {
 
     /// Changes one dataset's metadata; `Ok(None)` if it does not exist. The
     /// caller must hold the writer lock. `arrays_change` names the array `f`
-    /// adds or removes, if any (its user count changes; an added array has no
-    /// statistics until the next flush). The record is changed in place in
+    /// adds or removes (its user count changes; an added array has no
+    /// statistics until the next flush) or whose data was written (its
+    /// statistics are dropped until the next flush), if any. The record is changed in place in
     /// the handle's changes (its first change copies the committed record
     /// there), so repeated small changes never copy the whole record.
     pub(crate) fn update_dataset<R>(
@@ -190,15 +193,15 @@ impl Inner {
         let meta = Arc::make_mut(&mut rec.meta);
         let r = f(meta)?;
         *entry_seq = seq;
+        if let Some(ArraysChange::Removed(a) | ArraysChange::Written(a)) = arrays_change {
+            if rec.stats.contains_key(a) {
+                Arc::make_mut(&mut rec.stats).remove(a);
+            }
+        }
         match arrays_change {
             Some(ArraysChange::Added(a)) => live.count(std::iter::once(a.to_owned()), true),
-            Some(ArraysChange::Removed(a)) => {
-                if rec.stats.contains_key(a) {
-                    Arc::make_mut(&mut rec.stats).remove(a);
-                }
-                live.count(std::iter::once(a.to_owned()), false);
-            }
-            None => {}
+            Some(ArraysChange::Removed(a)) => live.count(std::iter::once(a.to_owned()), false),
+            Some(ArraysChange::Written(_)) | None => {}
         }
         self.dirty.store(true, Ordering::SeqCst);
         Ok(Some(r))
@@ -207,13 +210,7 @@ impl Inner {
     /// Records that `array` of dataset `name` has new data: its statistics are
     /// recomputed at the next flush.
     pub(crate) fn data_changed(&self, name: &str, array: &str) -> Result<()> {
-        self.update_dataset(name, None, |_| Ok(()))?;
-        let mut live = self.live.write();
-        if let Some((_, Some(rec))) = live.changed.get_mut(name) {
-            if rec.stats.contains_key(array) {
-                Arc::make_mut(&mut rec.stats).remove(array);
-            }
-        }
+        self.update_dataset(name, Some(ArraysChange::Written(array)), |_| Ok(()))?;
         Ok(())
     }
 
@@ -254,103 +251,42 @@ impl Inner {
         Ok(())
     }
 
-    /// Live `(id, name)` pairs in insertion (id) order.
-    pub(crate) fn list(&self) -> Result<Vec<(u64, String)>> {
-        let (base, killed, new, base_next) = {
-            let live = self.live.read();
-            let new: Vec<(u64, String)> = live
-                .changed
-                .iter()
-                .filter_map(|(n, (_, r))| r.as_ref().map(|r| (r.id, n.clone())))
-                .filter(|(id, _)| *id >= live.base_next_id)
-                .collect();
-            (
-                Arc::clone(&live.base),
-                live.killed.clone(),
-                new,
-                live.base_next_id,
-            )
-        };
-        let mut out = base.list()?;
-        if !killed.is_empty() {
-            out.retain(|(id, _)| !killed.contains(*id));
-        }
-        let mut new = new;
-        new.sort_unstable_by_key(|(id, _)| *id);
-        debug_assert!(new.iter().all(|(id, _)| *id >= base_next));
-        out.extend(new);
-        Ok(out)
-    }
-
-    /// The committed runs and a copy of the changes since the last commit.
-    pub(crate) fn changes_view(&self) -> (Arc<RunSet>, HashMap<String, Option<Record>>) {
+    /// One consistent view of the registry: the committed runs and a copy
+    /// of the changes, taken under one lock.
+    pub(crate) fn view(&self) -> RegistryView {
         let live = self.live.read();
-        (
-            Arc::clone(&live.base),
-            live.changed
+        RegistryView {
+            base: Arc::clone(&live.base),
+            changed: live
+                .changed
                 .iter()
                 .map(|(n, (_, r))| (n.clone(), r.clone()))
                 .collect(),
-        )
+            killed: live.killed.clone(),
+            base_next_id: live.base_next_id,
+        }
     }
 
-    /// The catalog rows of `array`: `(id, name, statistics)` of committed,
-    /// unchanged datasets, and `(id, name)` of changed datasets that have the
-    /// array (their statistics come from the array file).
-    #[allow(clippy::type_complexity)]
-    fn catalog_rows(
-        &self,
-        array: &str,
-    ) -> Result<(Vec<(u64, String, ArrayStats)>, Vec<(u64, String)>)> {
-        let (base, changed) = self.changes_view();
-        let rows = base.array_rows(array)?;
-        let mut it = rows.into_iter().peekable();
-        let (mut out, mut pending) = (Vec::new(), Vec::new());
-        for (id, name) in self.list()? {
-            while it.peek().is_some_and(|(r, _)| *r < id) {
-                it.next();
-            }
-            match changed.get(&name) {
-                Some(Some(rec)) if rec.meta.arrays.contains_key(array) => {
-                    match rec.stats.get(array) {
-                        Some(st) => out.push((id, name, st.clone())),
-                        None => pending.push((id, name)),
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if let Some((_, st)) = it.next_if(|(r, _)| *r == id) {
-                        out.push((id, name, st));
-                    }
-                }
-            }
-        }
-        Ok((out, pending))
+    /// Live `(id, name)` pairs in insertion (id) order.
+    pub(crate) fn list(&self) -> Result<Vec<(u64, String)>> {
+        self.view().list()
     }
 
     /// Every live dataset's record, in insertion order. Reads the whole
     /// registry: for operations that visit every dataset anyway.
     pub(crate) fn all_records(&self) -> Result<Vec<(String, Record)>> {
-        let (base, changed) = {
-            let live = self.live.read();
-            let changed: HashMap<String, Option<Record>> = live
-                .changed
-                .iter()
-                .map(|(n, (_, r))| (n.clone(), r.clone()))
-                .collect();
-            (Arc::clone(&live.base), changed)
-        };
-        let order = self.list()?;
+        let view = self.view();
+        let order = view.list()?;
         let mut committed: HashMap<String, Record> = HashMap::with_capacity(order.len());
-        base.for_each(|name, rec| {
-            if !changed.contains_key(name) {
+        view.base.for_each(|name, rec| {
+            if !view.changed.contains_key(name) {
                 committed.insert(name.to_owned(), rec);
             }
             Ok(())
         })?;
         let mut out = Vec::with_capacity(order.len());
         for (_, name) in order {
-            let rec = match changed.get(&name) {
+            let rec = match view.changed.get(&name) {
                 Some(Some(r)) => r.clone(),
                 Some(None) => continue,
                 None => match committed.remove(&name) {
@@ -361,6 +297,69 @@ impl Inner {
             out.push((name, rec));
         }
         Ok(out)
+    }
+}
+
+/// The registry as one handle sees it at one instant (see [`Inner::view`]).
+pub(crate) struct RegistryView {
+    pub base: Arc<RunSet>,
+    /// The changes since the last commit (`None`: deleted).
+    pub changed: HashMap<String, Option<Record>>,
+    killed: RoaringTreemap,
+    base_next_id: u64,
+}
+
+/// A dataset's entry in a catalog column, as [`RegistryView::walk_column`]
+/// gives it.
+pub(crate) enum ColumnRow<'a, T> {
+    /// An unchanged committed dataset's row.
+    Committed(T),
+    /// A dataset changed since the last commit: its current record decides.
+    Changed(&'a Record),
+}
+
+impl RegistryView {
+    /// Live `(id, name)` pairs in insertion (id) order.
+    pub(crate) fn list(&self) -> Result<Vec<(u64, String)>> {
+        let mut out = self.base.list()?;
+        if !self.killed.is_empty() {
+            out.retain(|(id, _)| !self.killed.contains(*id));
+        }
+        let mut new: Vec<(u64, String)> = self
+            .changed
+            .iter()
+            .filter_map(|(n, r)| r.as_ref().map(|r| (r.id, n.clone())))
+            .filter(|(id, _)| *id >= self.base_next_id)
+            .collect();
+        new.sort_unstable_by_key(|(id, _)| *id);
+        out.extend(new);
+        Ok(out)
+    }
+
+    /// Walks the live datasets in insertion order beside a committed catalog
+    /// column (`rows` sorted by id): `f` gets every unchanged dataset that
+    /// has a row, and every changed dataset with its current record.
+    pub(crate) fn walk_column<T>(
+        &self,
+        rows: Vec<(u64, T)>,
+        mut f: impl FnMut(u64, String, ColumnRow<'_, T>),
+    ) -> Result<()> {
+        let mut it = rows.into_iter().peekable();
+        for (id, name) in self.list()? {
+            while it.peek().is_some_and(|(r, _)| *r < id) {
+                it.next();
+            }
+            match self.changed.get(&name) {
+                Some(Some(rec)) => f(id, name, ColumnRow::Changed(rec)),
+                Some(None) => {}
+                None => {
+                    if let Some((_, v)) = it.next_if(|(r, _)| *r == id) {
+                        f(id, name, ColumnRow::Committed(v));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -551,38 +550,18 @@ impl Atlas {
     /// Names of the datasets that have `array`, in dataset order. Reads the
     /// array's catalog column and the dataset list, not the records.
     pub fn datasets_with_array(&self, array: &str) -> Result<Vec<String>> {
-        let (base, changed) = {
-            let live = self.inner.live.read();
-            let changed: HashMap<String, bool> = live
-                .changed
-                .iter()
-                .map(|(n, (_, r))| {
-                    (
-                        n.clone(),
-                        r.as_ref()
-                            .is_some_and(|r| r.meta.arrays.contains_key(array)),
-                    )
-                })
-                .collect();
-            (Arc::clone(&live.base), changed)
-        };
-        let with: RoaringTreemap = base
-            .array_rows(array)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        Ok(self
-            .inner
-            .list()?
-            .into_iter()
-            .filter(|(id, n)| {
-                changed
-                    .get(n)
-                    .copied()
-                    .unwrap_or_else(|| with.contains(*id))
-            })
-            .map(|(_, n)| n)
-            .collect())
+        let view = self.inner.view();
+        let rows = view.base.array_rows(array)?;
+        let mut out = Vec::new();
+        view.walk_column(rows, |_, name, row| {
+            if match row {
+                ColumnRow::Committed(_) => true,
+                ColumnRow::Changed(rec) => rec.meta.arrays.contains_key(array),
+            } {
+                out.push(name);
+            }
+        })?;
+        Ok(out)
     }
 
     /// Number of datasets that have `array` (kept in the manifest: nothing is
@@ -616,12 +595,27 @@ impl Atlas {
     /// only the array's catalog column (no array file is opened); datasets
     /// changed since the last commit read their array file's index.
     pub async fn catalog_array_stats(&self, array: &str) -> Result<Vec<(String, ArrayStats)>> {
-        let inner = Arc::clone(&self.inner);
+        let view = self.inner.view();
         let a = array.to_owned();
-        let (rows, pending) = tokio::task::spawn_blocking(move || inner.catalog_rows(&a))
-            .await
-            .expect("catalog task panicked")?;
-        let mut out: Vec<(u64, String, ArrayStats)> = rows;
+        // The column is read on the blocking pool; datasets changed since
+        // the last commit whose statistics are stale read their array file.
+        let (mut out, pending) = tokio::task::spawn_blocking(move || {
+            let rows = view.base.array_rows(&a)?;
+            let (mut out, mut pending) = (Vec::new(), Vec::new());
+            view.walk_column(rows, |id, name, row| match row {
+                ColumnRow::Committed(st) => out.push((id, name, st)),
+                ColumnRow::Changed(rec) if rec.meta.arrays.contains_key(&a) => {
+                    match rec.stats.get(&a) {
+                        Some(st) => out.push((id, name, st.clone())),
+                        None => pending.push((id, name)),
+                    }
+                }
+                ColumnRow::Changed(_) => {}
+            })?;
+            Ok::<_, Error>((out, pending))
+        })
+        .await
+        .expect("catalog task panicked")?;
         for (id, name) in pending {
             let Some(file) = self.inner.file_async(array).await? else {
                 continue;
@@ -639,30 +633,18 @@ impl Atlas {
     /// The value of a scalar dataset attribute (not a list) in every dataset
     /// that has it, in insertion order, from the registry's catalog.
     pub fn catalog_attribute(&self, key: &str) -> Result<Vec<(String, Attr)>> {
-        let (base, changed) = self.inner.changes_view();
-        let mut by_id: Vec<(u64, String, Attr)> = Vec::new();
-        let names = self.inner.list()?;
-        let rows = base.attribute_rows(key)?;
-        let mut it = rows.into_iter().peekable();
-        for (id, name) in names {
-            while it.peek().is_some_and(|(r, _)| *r < id) {
-                it.next();
-            }
-            match changed.get(&name) {
-                Some(Some(rec)) => {
-                    if let Some(v) = rec.meta.attributes.get(key).filter(|v| attr_is_scalar(v)) {
-                        by_id.push((id, name, v.clone()));
-                    }
-                }
-                Some(None) => {}
-                None => {
-                    if let Some((_, v)) = it.next_if(|(r, _)| *r == id) {
-                        by_id.push((id, name, v));
-                    }
+        let view = self.inner.view();
+        let rows = view.base.attribute_rows(key)?;
+        let mut out = Vec::new();
+        view.walk_column(rows, |_, name, row| match row {
+            ColumnRow::Committed(v) => out.push((name, v)),
+            ColumnRow::Changed(rec) => {
+                if let Some(v) = rec.meta.attributes.get(key).filter(|v| v.is_scalar()) {
+                    out.push((name, v.clone()));
                 }
             }
-        }
-        Ok(by_id.into_iter().map(|(_, n, v)| (n, v)).collect())
+        })?;
+        Ok(out)
     }
 
     /// Bytes of the committed registry runs this handle reads.
@@ -715,17 +697,4 @@ impl Atlas {
     pub fn array_dir(&self, array: &str) -> Option<PathBuf> {
         self.inner.dir_of(array).map(|d| self.inner.root.join(d))
     }
-}
-
-/// True for attributes the catalog indexes (scalars; lists are not).
-fn attr_is_scalar(a: &Attr) -> bool {
-    !matches!(
-        a,
-        Attr::BoolList(_)
-            | Attr::Int64List(_)
-            | Attr::UInt64List(_)
-            | Attr::Float64List(_)
-            | Attr::StringList(_)
-            | Attr::TimestampList(_)
-    )
 }

@@ -204,19 +204,6 @@ fn stats_of(r: StatRow) -> ArrayStats {
     }
 }
 
-/// True for attributes the catalog indexes (scalars; lists are not).
-fn is_scalar(a: &Attr) -> bool {
-    matches!(
-        a,
-        Attr::Bool(_)
-            | Attr::Int64(_)
-            | Attr::UInt64(_)
-            | Attr::Float64(_)
-            | Attr::String(_)
-            | Attr::Timestamp(_)
-    )
-}
-
 // ---- writing ----------------------------------------------------------------
 
 /// Writes one run, streaming: records must come in strictly ascending name
@@ -401,7 +388,7 @@ impl RunWriter {
             arrays.push(ArrRepr(aname.clone(), s, a, st));
         }
         for (k, v) in &rec.meta.attributes {
-            if is_scalar(v) {
+            if v.is_scalar() {
                 self.attrs
                     .entry(k.clone())
                     .or_default()
@@ -603,24 +590,18 @@ impl Run {
         // The header is checked when the tail read covers it; otherwise the
         // trailer magic and the index tag and version identify the run (one
         // request fewer on object stores).
-        let head = if tail_len == len {
-            tail[..HEADER_LEN as usize].to_vec()
-        } else {
-            let mut h = RUN_MAGIC.to_vec();
-            h.extend_from_slice(&RUN_VERSION.to_le_bytes());
-            h.extend_from_slice(&0u32.to_le_bytes());
-            h
-        };
-        if head[..8] != RUN_MAGIC {
-            return Err(corrupt("not a registry run (bad magic)".into()));
-        }
-        let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        if version != RUN_VERSION {
-            return Err(Error::UnsupportedRegistry {
-                path: path.to_owned(),
-                version,
-                supported: RUN_VERSION,
-            });
+        if tail_len == len {
+            if tail[..8] != RUN_MAGIC {
+                return Err(corrupt("not a registry run (bad magic)".into()));
+            }
+            let version = u32::from_le_bytes(tail[8..12].try_into().expect("4 bytes"));
+            if version != RUN_VERSION {
+                return Err(Error::UnsupportedRegistry {
+                    path: path.to_owned(),
+                    version,
+                    supported: RUN_VERSION,
+                });
+            }
         }
         let index: IndexRepr = decode_block(&packed, &ix, path)?;
         validate_index(&index, body_end, path)?;
@@ -1126,15 +1107,12 @@ mod tests {
         let four = rows.iter().find(|(id, _)| *id == 4).unwrap();
         assert_eq!(four.1.max, Some(StatValue::Float(100.0)), "the newest row");
         let mut merged = Vec::new();
-        super::super::merge_runs(
-            &set.runs,
-            vec![("ds000005".into(), None)],
-            |n, r| {
+        super::super::merge_runs(&set.runs, vec![("ds000005".into(), None)], |n, r| {
+            if let Some(r) = r {
                 merged.push((n.to_owned(), r.id));
-                Ok(())
-            },
-            |_| Ok(()),
-        )
+            }
+            Ok(())
+        })
         .unwrap();
         assert_eq!(merged.len(), 8, "{merged:?}");
     }

@@ -93,8 +93,11 @@ impl RunSet {
 
     /// Every live record in name order, newest version of each: a k-way
     /// merge of the runs, one decoded block per run at a time.
-    pub(crate) fn for_each(&self, f: impl FnMut(&str, Record) -> Result<()>) -> Result<()> {
-        merge(&self.runs, Vec::new(), f, |_| Ok(()))
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&str, Record) -> Result<()>) -> Result<()> {
+        merge(&self.runs, Vec::new(), |name, rec| match rec {
+            Some(rec) => f(name, rec),
+            None => Ok(()),
+        })
     }
 
     /// Catalog rows of an array, `(id, statistics)` sorted by id: each
@@ -151,14 +154,13 @@ impl RunSet {
 }
 
 /// Merges `runs` (oldest first) and then `extra` (newest; sorted by name) by
-/// name, the newest record winning: `live` gets every live record,
-/// `tombstone` every name whose newest record is a tombstone. Holds one
-/// decoded block per run at a time.
+/// name, the newest record winning: `f` gets each name in order with its
+/// newest record (`None`: a tombstone). Holds one decoded block per run at a
+/// time.
 pub(crate) fn merge(
     runs: &[Arc<Run>],
     extra: Vec<(String, Option<Record>)>,
-    mut live: impl FnMut(&str, Record) -> Result<()>,
-    mut tombstone: impl FnMut(&str) -> Result<()>,
+    mut f: impl FnMut(&str, Option<Record>) -> Result<()>,
 ) -> Result<()> {
     let mut cursors: Vec<Cursor> = runs
         .iter()
@@ -187,10 +189,7 @@ pub(crate) fn merge(
                 }
             }
         }
-        match winner.expect("some cursor was at the minimum") {
-            Some(rec) => live(&min, rec)?,
-            None => tombstone(&min)?,
-        }
+        f(&min, winner.expect("some cursor was at the minimum"))?;
     }
 }
 

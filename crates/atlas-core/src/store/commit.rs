@@ -240,20 +240,13 @@ fn write_run(inner: &Inner, snap: &Snapshot, from: usize, path: &Path) -> Result
         w.kill(&killed);
     }
     let full = from == 0;
-    let w = std::cell::RefCell::new(w);
-    merge_runs(
-        runs,
-        snap.changes.clone(),
-        |name, rec| w.borrow_mut().record(name, &rec),
-        |name| {
-            if full {
-                Ok(())
-            } else {
-                w.borrow_mut().tombstone(name)
-            }
-        },
-    )?;
-    w.into_inner().finish()
+    merge_runs(runs, snap.changes.clone(), |name, rec| match rec {
+        Some(rec) => w.record(name, &rec),
+        // Tombstones hide older runs' records; with no older run left, none.
+        None if full => Ok(()),
+        None => w.tombstone(name),
+    })?;
+    w.finish()
 }
 
 fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> Result<()> {
