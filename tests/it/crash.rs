@@ -9,13 +9,16 @@
 //! (creating it the first time), rebuilds its model of the contents from the
 //! store, then loops forever: a random batch of mutations applied to both the
 //! store and the model, a check that the store reads back as the model, then a
-//! `flush` or `compact`. Before each commit it appends
+//! `flush` or `compact`, sometimes followed by history commits (a tag, an
+//! untag, `gc`; the store keeps 4 generations of history and no grace
+//! period). Before each commit it appends
 //! `pending <kind> <max generation step> <hash>` to `commits.log` (beside the
 //! store directory, fsynced) and after it `committed <generation>`.
 //!
 //! After each kill the parent reopens the store read-only, hashes its canonical
 //! dump (the same code the child uses), runs `verify`, and requires
-//! (generation, hash) to be the last committed pair or the in-flight one.
+//! (generation, hash) to be the last committed pair or the in-flight one, and
+//! every generation its log lists to open with `open_at` and read whole.
 //!
 //! The same loop runs against S3 ([`sigkill_loop_on_s3_keeps_store_at_a_commit`]):
 //! the parent hosts the in-process S3 server (`atlas-s3test`) and the child
@@ -36,8 +39,8 @@ use std::time::{Duration, Instant};
 
 use atlas::array_format::LocalStorage;
 use atlas::{
-    ArraySchema, Atlas, Attr, DType, DatasetView, FillValue, OpenOptions, Storage, StoreConfig,
-    TimestampNs,
+    ArraySchema, At, Atlas, Attr, DType, DatasetView, FillValue, OpenOptions, Policy, Storage,
+    StoreConfig, TimestampNs,
 };
 use ndarray::{ArrayD, IxDyn};
 
@@ -266,6 +269,8 @@ enum Kind {
     Create,
     Flush,
     Compact,
+    Tag,
+    Gc,
 }
 
 impl Kind {
@@ -274,6 +279,8 @@ impl Kind {
             Kind::Create => "create",
             Kind::Flush => "flush",
             Kind::Compact => "compact",
+            Kind::Tag => "tag",
+            Kind::Gc => "gc",
         }
     }
 
@@ -282,6 +289,8 @@ impl Kind {
             "create" => Kind::Create,
             "flush" => Kind::Flush,
             "compact" => Kind::Compact,
+            "tag" => Kind::Tag,
+            "gc" => Kind::Gc,
             _ => return None,
         })
     }
@@ -695,6 +704,11 @@ async fn child_loop(store: &Path, seed: u64, s3: Option<&str>) -> Res<()> {
                 &root,
                 StoreConfig {
                     pending_budget_bytes: PENDING_BUDGET,
+                    policy: Policy {
+                        gc_grace_secs: 0,
+                        keep_generations: 4,
+                        ..Policy::default()
+                    },
                     ..StoreConfig::default()
                 },
             )
@@ -738,6 +752,29 @@ async fn child_loop(store: &Path, seed: u64, s3: Option<&str>) -> Res<()> {
             }
         }
         check_matches(&atlas, &model, &work, "after commit").await?;
+        // History commits: the state (hash) stays; a gc with nothing to
+        // expire commits nothing (step 0 is then the committed state).
+        match rng.below(4) {
+            0 => {
+                log.line(&format!("pending tag 1 {hash}"))?;
+                let g = atlas.generation();
+                atlas.tag(&format!("t{g}"), At::Generation(g), None).await?;
+                log.line(&format!("committed {}", atlas.generation()))?;
+            }
+            1 => {
+                if let Some(t) = atlas.tags().first().map(|t| t.name.clone()) {
+                    log.line(&format!("pending tag 1 {hash}"))?;
+                    atlas.untag(&t).await?;
+                    log.line(&format!("committed {}", atlas.generation()))?;
+                }
+            }
+            2 => {
+                log.line(&format!("pending gc 1 {hash}"))?;
+                atlas.gc(false).await?;
+                log.line(&format!("committed {}", atlas.generation()))?;
+            }
+            _ => {}
+        }
     }
 }
 
@@ -804,6 +841,25 @@ async fn check_store(
     if !report.problems.is_empty() {
         return Err(format!("verify found problems: {:#?}", report.problems));
     }
+    // Every retained generation opens and reads whole.
+    let log = atlas
+        .log(usize::MAX)
+        .await
+        .map_err(|e| format!("log failed: {e}"))?;
+    for e in log {
+        let (storage, root) = storage_of(store, s3);
+        let past = Atlas::open_at_with(
+            storage,
+            &root,
+            At::Generation(e.generation),
+            OpenOptions::default(),
+        )
+        .await
+        .map_err(|err| format!("retained generation {} does not open: {err}", e.generation))?;
+        load_model(&past)
+            .await
+            .map_err(|err| format!("retained generation {} does not read: {err}", e.generation))?;
+    }
     let cg = st.committed.as_ref().map_or(0, |c| c.0);
     let in_flight = st.in_flight.as_ref();
     let outcome = if st.committed.as_ref() == Some(&(generation, hash.clone())) {
@@ -867,7 +923,28 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
             }
             continue;
         }
-        let mut live: Vec<String> = if name == "atlas.meta" {
+        let mut live: Vec<String> = if name == "atlas.history" {
+            // Copies of retained generations (and of the current or a newer
+            // one, left by a commit killed before its manifest).
+            let current = atlas.generation();
+            let retained: Vec<u64> = atlas
+                .log(usize::MAX)
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|e| e.generation)
+                .collect();
+            std::fs::read_dir(e.path())
+                .map_err(|e| e.to_string())?
+                .filter_map(Result::ok)
+                .map(|f| f.file_name().to_string_lossy().into_owned())
+                .filter(|f| {
+                    f.strip_suffix(".json")
+                        .and_then(|g| g.parse::<u64>().ok())
+                        .is_some_and(|g| g >= current || retained.contains(&g))
+                })
+                .collect()
+        } else if name == "atlas.meta" {
             // Registry runs (and segments of older stores): live when the
             // manifest names them.
             ["runs", "segments"]
@@ -902,7 +979,7 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
                 left.push(format!("{name}/{fname}"));
             }
         }
-        if live.is_empty() && name != "atlas.meta" {
+        if live.is_empty() && name != "atlas.meta" && name != "atlas.history" {
             left.push(format!("{name}/ (directory of no live array)"));
         }
     }

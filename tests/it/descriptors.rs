@@ -17,17 +17,11 @@ use atlas::array_format::LocalStorage;
 use atlas::ndarray::Array1;
 use atlas::{Atlas, Policy, StoreConfig};
 
+use crate::runtime;
+
 const CHILD_ENV: &str = "ATLAS_DESCRIPTOR_PROBE_STORE";
 const N_ARRAYS: usize = 60;
 const N_FLUSHES: usize = 20;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// 60 arrays × 20 flushes = 1,200 layers (merging disabled by the policy).
 async fn build(root: &Path) {

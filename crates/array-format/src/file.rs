@@ -16,6 +16,7 @@
 //! **Invariant:** this module never lists a directory to find layers; the
 //! caller passes the exact ordered list (the registry's commit point).
 
+mod chunk_map;
 mod compact;
 mod flush;
 mod index;
@@ -27,7 +28,6 @@ mod stats;
 mod verify;
 mod write;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +47,7 @@ use crate::layer::{
 use crate::schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES};
 use crate::stats::{ArrayStats, ChunkStats};
 use crate::storage::{ReadHandle, Storage};
+use chunk_map::ChunkMap;
 use index::MergedIndex;
 pub use merge::MergePlan;
 pub use pending::PendingBudget;
@@ -131,7 +132,7 @@ struct Loc {
 #[derive(Clone, Debug)]
 struct Committed {
     schema: ArraySchema,
-    chunks: BTreeMap<u64, Loc>,
+    chunks: ChunkMap<Loc>,
     /// The layer whose `Define` record gave the schema.
     defined_in: u32,
 }
@@ -178,6 +179,11 @@ impl PreparedLayer {
     pub fn path(&self) -> &Path {
         &self.layer.path
     }
+
+    /// Its size in bytes.
+    pub fn len_bytes(&self) -> u64 {
+        self.layer.handle.len()
+    }
 }
 
 /// The metadata of one array as seen after merging every layer and the pending changes.
@@ -216,16 +222,16 @@ impl Source<'_> {
 struct View<'a> {
     schema: &'a ArraySchema,
     committed: Option<&'a Committed>,
-    pending: Option<&'a BTreeMap<u64, PendingChunk>>,
+    pending: Option<&'a ChunkMap<PendingChunk>>,
 }
 
 impl<'a> View<'a> {
     fn source(&self, chunk_idx: u64) -> Option<Source<'a>> {
-        if let Some(p) = self.pending.and_then(|p| p.get(&chunk_idx)) {
+        if let Some(p) = self.pending.and_then(|p| p.get(chunk_idx)) {
             return Some(Source::Pending(p));
         }
         self.committed
-            .and_then(|c| c.chunks.get(&chunk_idx))
+            .and_then(|c| c.chunks.get(chunk_idx))
             .map(Source::Layer)
     }
 

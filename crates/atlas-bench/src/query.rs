@@ -3,7 +3,8 @@
 //! `array_stats` + `get_attribute` per dataset), and beside the floor of
 //! reading the touched statistic columns once at memcpy speed.
 //!
-//! The store has `n` profiles (10,000 quick, 100,000 full): TEMP
+//! The store has `n` profiles (10,000 quick, 1,000,000 full, built in
+//! batches of 20,000 with a flush after each so memory stays bounded): TEMP
 //! (`[N_LEVELS]` f32, fill 99999), LATITUDE and JULD (`[N_PROF = 1]` f64,
 //! JULD in days since 1950-01-01), and a `platform_number` attribute (150
 //! profiles per platform). Surface temperature peaks near the equator, so
@@ -141,23 +142,82 @@ where
     Ok(Timing::from_samples(v))
 }
 
+/// The process's peak resident set, from `/proc/self/status`.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l["VmHWM:".len()..].trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `atlas query STORE Q1 --count` end to end (process start to exit), with
+/// the `atlas` binary built beside this one (`cargo build --release -p
+/// atlas-cli`); `None` when there is none.
+fn cli_query(path: &std::path::Path) -> Result<Option<Timing>> {
+    let exe = std::env::current_exe()?.with_file_name("atlas");
+    if !exe.exists() {
+        return Ok(None);
+    }
+    let run = || -> Result<Duration> {
+        let t = Instant::now();
+        let out = std::process::Command::new(&exe)
+            .arg("query")
+            .arg(path)
+            .arg(Q1)
+            .arg("--count")
+            .output()?;
+        let elapsed = t.elapsed();
+        ensure!(out.status.success(), "atlas query failed: {out:?}");
+        Ok(elapsed)
+    };
+    run()?; // warm-up
+    let v = (0..5).map(|_| run()).collect::<Result<Vec<_>>>()?;
+    Ok(Some(Timing::from_samples(v)))
+}
+
 /// The `query` workload.
 pub async fn workload(quick: bool) -> Result<Value> {
-    let n: u64 = if quick { 10_000 } else { 100_000 };
+    let n: u64 = if quick { 10_000 } else { 1_000_000 };
     let runs = if quick { 15 } else { 7 };
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("argo");
-    let t = Instant::now();
-    let store = build(&path, n).await?;
-    eprintln!(
-        "   built {n} profiles in {:.1} s",
-        t.elapsed().as_secs_f64()
+    // `ATLAS_BENCH_QUERY_STORE=DIR` keeps the store in DIR and reuses it when
+    // it already holds `n` profiles (the 1M store takes minutes to build).
+    let path = match std::env::var_os("ATLAS_BENCH_QUERY_STORE") {
+        Some(d) => std::path::PathBuf::from(d).join(format!("argo-{n}")),
+        None => dir.path().join("argo"),
+    };
+    if path.join("atlas.json").exists() {
+        eprintln!("   reusing {}", path.display());
+    } else {
+        let t = Instant::now();
+        let store = build(&path, n).await?;
+        eprintln!(
+            "   built {n} profiles in {:.1} s (peak RSS {})",
+            t.elapsed().as_secs_f64(),
+            peak_rss()
+        );
+        drop(store);
+    }
+    // Queries run on a handle opened on the built store, as a user's would.
+    let store = Atlas::open_path(&path).await?;
+    ensure!(
+        store.n_datasets() as u64 == n,
+        "{} holds another store",
+        path.display()
     );
 
     // Nothing is timed on wrong answers: the query must equal the naive loop.
     let q1 = Query::parse(Q1)?;
+    let first = Instant::now();
     let hits = store.query(&q1).await?;
+    let q1_first = first.elapsed();
+    let t = Instant::now();
     let naive = naive_q1(&store).await?;
+    let naive_first = t.elapsed();
     ensure!(
         hits.names() == naive.as_slice(),
         "query and naive loop disagree"
@@ -169,10 +229,12 @@ pub async fn workload(quick: bool) -> Result<Value> {
     let platform = "6900042";
     let lookup = Query::parse(&format!("platform_number = '{platform}'"))?;
     let found = store.query(&lookup).await?.len();
+    let t = Instant::now();
     ensure!(
         found == naive_lookup(&store, platform).await?,
         "lookup disagrees"
     );
+    let naive_lookup_first = t.elapsed();
 
     let q1_warm = time(runs, || async { Ok(store.query(&q1).await?) }).await?;
     let q1_cold = time(3, || async {
@@ -182,8 +244,19 @@ pub async fn workload(quick: bool) -> Result<Value> {
     .await?;
     let open_only = time(3, || async { Ok(Atlas::open_path(&path).await?) }).await?;
     let lookup_warm = time(runs, || async { Ok(store.query(&lookup).await?) }).await?;
-    let naive_warm = time(3, || naive_q1(&store)).await?;
-    let naive_lookup_t = time(3, || naive_lookup(&store, platform)).await?;
+    // At 1M the naive loop's one run is the checking run above.
+    let (naive_warm, naive_lookup_t) = if quick {
+        (
+            time(3, || naive_q1(&store)).await?,
+            time(3, || naive_lookup(&store, platform)).await?,
+        )
+    } else {
+        (
+            Timing::from_samples(vec![naive_first]),
+            Timing::from_samples(vec![naive_lookup_first]),
+        )
+    };
+    let cli = cli_query(&path)?;
     let names = hits.names().to_vec();
     let read_only = time(runs, || async {
         Ok(store
@@ -223,12 +296,21 @@ pub async fn workload(quick: bool) -> Result<Value> {
     );
     row("Q1 warm (Atlas::query)", &q1_warm);
     row("Q1 naive loop (array_stats per dataset)", &naive_warm);
+    println!(
+        "{:<44} {:>26}",
+        "Q1 first on the opened handle",
+        fmt_dur(q1_first)
+    );
     row("Q1 cold (open + query)", &q1_cold);
     row("open alone", &open_only);
     row("platform_number lookup, warm", &lookup_warm);
     row("platform_number lookup, naive loop", &naive_lookup_t);
     row("read TEMP of the matches alone", &read_only);
     row("Q1 + read TEMP of the matches", &query_read);
+    match &cli {
+        Some(t) => row("`atlas query STORE Q1 --count` end to end", t),
+        None => println!("`atlas query` end to end: skipped (no `atlas` binary beside this one)"),
+    }
     Ok(json!({
         "datasets": n,
         "q1": Q1,
@@ -237,7 +319,9 @@ pub async fn workload(quick: bool) -> Result<Value> {
         "memcpy": Rate::json(&memcpy),
         "q1_warm": q1_warm.json(),
         "q1_naive": naive_warm.json(),
+        "q1_first": q1_first.as_secs_f64(),
         "q1_cold": q1_cold.json(),
+        "cli_query": cli.as_ref().map(Timing::json),
         "open": open_only.json(),
         "lookup_warm": lookup_warm.json(),
         "lookup_naive": naive_lookup_t.json(),

@@ -18,6 +18,7 @@ macro_rules! say {
 
 mod cells;
 mod demo;
+mod history_cmd;
 mod netcdf_cmd;
 mod ops;
 mod output;
@@ -37,6 +38,12 @@ struct Cli {
     /// Print no progress bars or follow-up hints.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Read the store as it was at a retained generation: a number, a tag,
+    /// or a UTC time (`2026-12-02T07:44:07Z`, `2026-12-02`, `@<ms>`). For
+    /// `ls`, `info`, `cat`, `stats`, `scan`, `query`, `export`, `tags`;
+    /// for `tag`, the generation to tag.
+    #[arg(long, global = true, value_name = "GEN|TAG|TIME")]
+    at: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,6 +198,95 @@ enum Command {
         /// only trailing NULs, which keeps export exact).
         #[arg(long)]
         trim_spaces: bool,
+        /// Commit after every SIZE MiB of imported files, which bounds memory
+        /// (0: one commit for the whole import). An interrupted import keeps
+        /// the batches it committed; run it again to import the rest.
+        #[arg(long, value_name = "SIZE", default_value_t = 64)]
+        batch_mib: u64,
+    },
+    /// Retained generations, newest first: time, operation, datasets added
+    /// (+), changed (~), deleted (-), bytes written, tags, message.
+    Log {
+        /// The store.
+        #[arg(value_parser = store_location)]
+        store: PathBuf,
+        /// At most this many generations.
+        #[arg(short, default_value_t = 20)]
+        n: usize,
+        /// Output JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name a generation (default: the current one; `--at` another) with an
+    /// immutable tag that keeps it readable.
+    Tag {
+        /// The store.
+        #[arg(value_parser = store_location)]
+        store: PathBuf,
+        /// The tag's name (never reused once deleted).
+        name: String,
+        /// A message.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+    /// List the tags.
+    Tags {
+        /// The store.
+        #[arg(value_parser = store_location)]
+        store: PathBuf,
+        /// Output JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a tag (its generation may then expire).
+    Untag {
+        /// The store.
+        #[arg(value_parser = store_location)]
+        store: PathBuf,
+        /// The tag's name.
+        name: String,
+    },
+    /// Datasets added (+), changed (~) and deleted (-) from A to B
+    /// (generations, tags or times).
+    Diff {
+        /// The store.
+        #[arg(value_parser = store_location)]
+        store: PathBuf,
+        /// The older state.
+        a: String,
+        /// The newer state.
+        b: String,
+        /// Output JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new commit whose state is a retained generation's.
+    Restore {
+        /// The store.
+        #[arg(value_parser = store_location)]
+        store: PathBuf,
+        /// The generation, tag or time to restore.
+        #[arg(long, value_name = "GEN|TAG|TIME")]
+        to: String,
+        /// A message.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+    /// Expire history the retention policy no longer keeps and delete files
+    /// no retained generation names.
+    Gc {
+        /// The store.
+        #[arg(value_parser = store_location)]
+        store: PathBuf,
+        /// Print what would be deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// First set the retention: keep the newest N generations.
+        #[arg(long, value_name = "N")]
+        keep: Option<u64>,
+        /// First set the retention: also keep generations younger than this.
+        #[arg(long, value_name = "SECS")]
+        keep_secs: Option<u64>,
     },
     /// Export one dataset to a netcdf classic file.
     Export {
@@ -215,6 +311,16 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let quiet = cli.quiet;
+    if cli.at.is_some()
+        && matches!(
+            cli.command,
+            Command::Demo { .. } | Command::Import { .. } | Command::Verify { .. }
+        )
+    {
+        eprintln!("error: --at applies to reading commands only");
+        return ExitCode::from(2);
+    }
+    history_cmd::set_at(cli.at);
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo {
@@ -274,6 +380,7 @@ fn main() -> ExitCode {
                 prefix,
                 jobs,
                 trim_spaces,
+                batch_mib,
             } => {
                 let opts = netcdf_cmd::Import {
                     replace,
@@ -281,6 +388,7 @@ fn main() -> ExitCode {
                     prefix,
                     jobs,
                     trim_spaces,
+                    batch_bytes: batch_mib.saturating_mul(1 << 20),
                 };
                 netcdf_cmd::import(&store, &paths, opts, quiet).await
             }
@@ -290,6 +398,24 @@ fn main() -> ExitCode {
                 out,
                 format,
             } => netcdf_cmd::export(&store, &dataset, &out, format).await,
+            Command::Log { store, n, json } => history_cmd::log(&store, n, json).await,
+            Command::Tag {
+                store,
+                name,
+                message,
+            } => history_cmd::tag(&store, &name, message.as_deref()).await,
+            Command::Tags { store, json } => history_cmd::tags(&store, json).await,
+            Command::Untag { store, name } => history_cmd::untag(&store, &name).await,
+            Command::Diff { store, a, b, json } => history_cmd::diff(&store, &a, &b, json).await,
+            Command::Restore { store, to, message } => {
+                history_cmd::restore(&store, &to, message.as_deref()).await
+            }
+            Command::Gc {
+                store,
+                dry_run,
+                keep,
+                keep_secs,
+            } => history_cmd::gc(&store, dry_run, keep, keep_secs).await,
         }
     });
     // Output still buffered is written here, where its failure is handled

@@ -23,6 +23,8 @@ pub struct Import {
     pub jobs: usize,
     /// Also trim trailing spaces of `char` strings.
     pub trim_spaces: bool,
+    /// Commit after this many bytes of input (0: once at the end).
+    pub batch_bytes: u64,
 }
 
 /// Opens the store, creating it when `store` holds none yet.
@@ -66,6 +68,7 @@ pub async fn import(
         prefix: opts.prefix,
         name: opts.name,
         flush: true,
+        batch_bytes: opts.batch_bytes,
     };
     let report = atlas_netcdf::import_paths(&atlas, &files, &bulk, |_, outcome| {
         if let FileOutcome::Failed(e) = outcome {
@@ -78,12 +81,17 @@ pub async fn import(
     let after = util::disk_usage(store);
     let secs = report.elapsed;
     say!(
-        "imported {} file{} ({}) into {}{} in {} ({})",
+        "imported {} file{} ({}) into {}{}{} in {} ({})",
         report.imported,
         if report.imported == 1 { "" } else { "s" },
         util::bytes(report.bytes_in),
         store.display(),
         if created { " (new store)" } else { "" },
+        if report.commits > 1 {
+            format!(" in {} commits", report.commits)
+        } else {
+            String::new()
+        },
         util::duration(secs),
         util::rate(report.bytes_in, secs),
     );

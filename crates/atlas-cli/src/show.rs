@@ -11,10 +11,9 @@ use serde_json::{json, Value};
 use crate::cells::{to_json, to_text, with_dtype};
 use crate::{output, util};
 
+/// Opens the store (at `--at`, read-only, when given).
 pub async fn open(store: &Path) -> Result<Atlas> {
-    Atlas::open(&crate::util::location(store))
-        .await
-        .with_context(|| format!("cannot open store {}", store.display()))
+    crate::history_cmd::open(store).await
 }
 
 fn shape_text(s: &ArraySchema) -> String {

@@ -11,6 +11,9 @@ pub use array_format::ErrorKind;
 /// - *Invalid input*: fix the call (`InvalidName`, `Array` with a caller error
 ///   inside, `ShapesDiffer`).
 /// - *Concurrency*: another writer or a newer commit (`Locked`, `StaleHandle`).
+/// - *History*: `GenerationExpired`, `GenerationNotFound`, `TagNotFound`
+///   (not found), `TagExists`, `TimeAfterLatest`, `ReadOnly` (a handle on a
+///   past generation refuses writes).
 /// - *Durability in doubt*: reopen the store (`Poisoned`).
 /// - *Damaged files*: `CorruptRegistry`, `UnsupportedRegistry`, or `Array` /
 ///   `Storage` holding an `array_format::Error::Corrupt`.
@@ -158,6 +161,68 @@ pub enum Error {
         /// The cargo feature that provides it.
         feature: &'static str,
     },
+    /// The generation asked for is older than what the store keeps: the
+    /// retention policy (or `gc`) expired it, or it was committed before the
+    /// store had history.
+    #[error(
+        "generation {generation} of store {path} has expired (oldest retained: {oldest_retained})"
+    )]
+    GenerationExpired {
+        /// The store.
+        path: PathBuf,
+        /// The generation asked for.
+        generation: u64,
+        /// The oldest generation that can still be opened.
+        oldest_retained: u64,
+    },
+    /// The generation asked for was never committed (it is newer than the
+    /// store's latest, or 0).
+    #[error("store {path} has no generation {generation} (latest: {latest})")]
+    GenerationNotFound {
+        /// The store.
+        path: PathBuf,
+        /// The generation asked for.
+        generation: u64,
+        /// The store's latest generation.
+        latest: u64,
+    },
+    /// No live tag has this name.
+    #[error("store {path} has no tag {name:?}")]
+    TagNotFound {
+        /// The store.
+        path: PathBuf,
+        /// The tag name.
+        name: String,
+    },
+    /// A tag name that is in use, or was used by a tag since deleted (tag
+    /// names are never reused).
+    #[error("tag {name:?} {}", if *.deleted { "was used by a deleted tag and cannot be reused" } else { "already exists" })]
+    TagExists {
+        /// The tag name.
+        name: String,
+        /// True when the name belonged to a deleted tag.
+        deleted: bool,
+    },
+    /// A time later than the store's latest commit: a commit in flight could
+    /// still land at or before it, so the answer would not be stable.
+    #[error("time {time_ms} ms is after the latest commit of store {path} ({latest_ms} ms)")]
+    TimeAfterLatest {
+        /// The store.
+        path: PathBuf,
+        /// The time asked for, ms since the Unix epoch.
+        time_ms: i64,
+        /// The latest commit's time, ms since the Unix epoch.
+        latest_ms: u64,
+    },
+    /// A write on a handle opened on a past generation (`Atlas::open_at`),
+    /// which is read-only.
+    #[error("store {path} is open read-only at generation {generation}")]
+    ReadOnly {
+        /// The store.
+        path: PathBuf,
+        /// The generation the handle reads.
+        generation: u64,
+    },
     /// A query that cannot run (see [`crate::query::Error`]).
     #[error(transparent)]
     Query(#[from] crate::query::Error),
@@ -171,17 +236,24 @@ impl Error {
         match self {
             Error::StoreNotFound { .. }
             | Error::DatasetNotFound { .. }
-            | Error::ArrayNotFound { .. } => ErrorKind::NotFound,
-            Error::StoreExists { .. } | Error::DatasetExists { .. } | Error::ArrayExists { .. } => {
-                ErrorKind::AlreadyExists
-            }
-            Error::InvalidName { .. } | Error::ShapesDiffer { .. } => ErrorKind::InvalidInput,
+            | Error::ArrayNotFound { .. }
+            | Error::GenerationExpired { .. }
+            | Error::GenerationNotFound { .. }
+            | Error::TagNotFound { .. } => ErrorKind::NotFound,
+            Error::StoreExists { .. }
+            | Error::DatasetExists { .. }
+            | Error::ArrayExists { .. }
+            | Error::TagExists { .. } => ErrorKind::AlreadyExists,
+            Error::InvalidName { .. }
+            | Error::ShapesDiffer { .. }
+            | Error::TimeAfterLatest { .. } => ErrorKind::InvalidInput,
             Error::Locked { .. }
             | Error::StaleHandle { .. }
             | Error::Poisoned { .. }
             | Error::CommitConflict { .. } => ErrorKind::Conflict,
             Error::CorruptRegistry { .. } => ErrorKind::Corrupt,
             Error::UnsupportedRegistry { .. }
+            | Error::ReadOnly { .. }
             | Error::CodecUnavailable { .. }
             | Error::UnsupportedLocation { .. } => ErrorKind::Unsupported,
             Error::Array { error, .. } | Error::Storage(error) => error.kind(),

@@ -36,4 +36,5 @@ pub use location::{local_path, storage_for};
 pub use name::{validate_array_name, validate_attribute_name, validate_dataset_name, MAX_NAME_LEN};
 pub use registry::{ArrayEntry, DatasetMeta, Policy, REGISTRY_VERSION};
 pub use store::DatasetView;
+pub use store::{format_time, At, Diff, GcReport, LogEntry, Operation, TagInfo, HISTORY_DIR};
 pub use store::{Atlas, LOCK_FILE, REGISTRY_FILE};

@@ -21,8 +21,9 @@
 //! A query is evaluated in three values per dataset (no, yes, maybe): first
 //! from dataset-level statistics, then per-chunk statistics for datasets the
 //! whole expression leaves undecided, then by decoding only the chunks still
-//! undecided. Statistics come through an internal seam (`source.rs`) so the
-//! columnar catalog of a later registry can replace today's source.
+//! undecided. Statistics come through an internal seam (`source.rs`),
+//! answered by the registry's columnar catalog: a query reads only the
+//! columns of the names it references, never every dataset's record.
 
 mod ast;
 mod bind;
@@ -162,22 +163,18 @@ pub(crate) fn run(
     query.check_limits()?;
     let bound = bind::bind(&query.expr, stats)?;
     let outcome = eval::evaluate(&bound, stats, chunks)?;
-    let names = outcome
-        .matches
-        .iter()
-        .map(|p| stats.name(p).to_owned())
-        .collect();
+    let names = stats.names(&outcome.matches)?;
     let explain = Explain {
         query: query.to_string(),
         generation,
-        datasets: u64::from(stats.n_datasets()),
+        datasets: stats.universe().len(),
         matches: outcome.matches.len(),
         terms: outcome.terms,
         elapsed_us: started.elapsed().as_micros() as u64,
     };
     Ok(QueryResult {
         names,
-        positions: outcome.matches,
+        ids: outcome.matches,
         explain,
     })
 }

@@ -14,11 +14,14 @@ mod across;
 mod commit;
 mod dataset;
 mod files;
+mod history;
 mod open;
 mod query;
 mod writer;
 
 pub use dataset::DatasetView;
+pub(crate) use history::retained as history_retained;
+pub use history::{format_time, At, Diff, GcReport, LogEntry, Operation, TagInfo, HISTORY_DIR};
 pub(crate) use open::load;
 
 use std::collections::HashMap;
@@ -271,33 +274,6 @@ impl Inner {
     pub(crate) fn list(&self) -> Result<Vec<(u64, String)>> {
         self.view().list()
     }
-
-    /// Every live dataset's record, in insertion order. Reads the whole
-    /// registry: for operations that visit every dataset anyway.
-    pub(crate) fn all_records(&self) -> Result<Vec<(String, Record)>> {
-        let view = self.view();
-        let order = view.list()?;
-        let mut committed: HashMap<String, Record> = HashMap::with_capacity(order.len());
-        view.base.for_each(|name, rec| {
-            if !view.changed.contains_key(name) {
-                committed.insert(name.to_owned(), rec);
-            }
-            Ok(())
-        })?;
-        let mut out = Vec::with_capacity(order.len());
-        for (_, name) in order {
-            let rec = match view.changed.get(&name) {
-                Some(Some(r)) => r.clone(),
-                Some(None) => continue,
-                None => match committed.remove(&name) {
-                    Some(r) => r,
-                    None => continue,
-                },
-            };
-            out.push((name, rec));
-        }
-        Ok(out)
-    }
 }
 
 /// The registry as one handle sees it at one instant (see [`Inner::view`]).
@@ -387,6 +363,10 @@ pub(crate) struct Inner {
     /// Serialises structural changes (datasets and array definitions) so that
     /// registry and array files change together.
     pub structure: tokio::sync::Mutex<()>,
+    /// The generation a read-only handle on the past reads (`Atlas::open_at`).
+    pub at: Option<u64>,
+    /// Files named by tagged generations (history copies never change).
+    pub history_names: Mutex<HashMap<u64, Arc<std::collections::HashSet<String>>>>,
 }
 
 /// The directory of every array this handle knows, and the next id to assign.
@@ -407,6 +387,8 @@ pub(crate) struct Committed {
     pub runs: Vec<RunId>,
     pub policy: Policy,
     pub retired: Vec<Retired>,
+    /// Retention start, tags, commit time and bytes of the committed manifest.
+    pub history: history::HistoryState,
 }
 
 /// Handle to an opened or newly created atlas store.

@@ -3,8 +3,12 @@
 //! and reporting every file's outcome.
 //!
 //! A file that cannot be read or mapped is reported and skipped; its dataset
-//! is never half-written (see [`crate::write_plan`]). The whole import is
-//! committed by one flush at the end.
+//! is never half-written (see [`crate::write_plan`]).
+//!
+//! The import is committed in batches of about [`BulkOptions::batch_bytes`]
+//! of input, so memory stays bounded whatever the number of files: each batch
+//! is one commit, in file order. An interrupted import keeps the batches it
+//! committed, and running it again skips their datasets (unless `replace`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,9 +37,17 @@ pub struct BulkOptions {
     pub prefix: String,
     /// Name of the dataset when exactly one file is imported.
     pub name: Option<String>,
-    /// Flush at the end (the default); off, the caller flushes.
+    /// Commit the import (the default); off, the caller flushes and
+    /// `batch_bytes` is ignored.
     pub flush: bool,
+    /// Commit after each batch of this many bytes of imported files, and at
+    /// the end (0: one commit at the end, holding the whole import in
+    /// memory or the store's scratch files until then).
+    pub batch_bytes: u64,
 }
+
+/// The default [`BulkOptions::batch_bytes`]: 64 MiB of input per commit.
+pub const DEFAULT_BATCH_BYTES: u64 = 64 << 20;
 
 impl Default for BulkOptions {
     fn default() -> Self {
@@ -46,6 +58,7 @@ impl Default for BulkOptions {
             prefix: String::new(),
             name: None,
             flush: true,
+            batch_bytes: DEFAULT_BATCH_BYTES,
         }
     }
 }
@@ -82,6 +95,8 @@ pub struct BulkReport {
     pub failed: usize,
     /// Bytes of the imported files.
     pub bytes_in: u64,
+    /// Commits made (one per batch).
+    pub commits: usize,
     /// Wall time, flush included.
     pub elapsed: Duration,
 }
@@ -180,8 +195,9 @@ fn decode(path: &Path, name: &str, opts: &ImportOptions) -> (u64, Result<Dataset
 /// Imports files and directories into `store`. `on_file` is called once per
 /// file, in order, as soon as its outcome is known (for progress bars).
 ///
-/// Errors only when the paths cannot be listed or the final flush fails; a
-/// file that fails is reported in [`BulkReport::files`] and skipped.
+/// Errors only when the paths cannot be listed or a commit fails (the
+/// batches committed before it stay committed); a file that fails is
+/// reported in [`BulkReport::files`] and skipped.
 pub async fn import_paths(
     store: &Atlas,
     paths: &[PathBuf],
@@ -278,6 +294,8 @@ pub async fn import_paths(
     drop(tx);
 
     let mut pending: BTreeMap<usize, (u64, Result<DatasetPlan>)> = BTreeMap::new();
+    // Bytes of the files written since the last commit.
+    let mut batch = 0u64;
     let mut emitted = 0; // index into `files` of the next outcome to report
     let mut written = 0; // index into `todo` of the next plan to write
     let mut emit = |upto: usize,
@@ -318,8 +336,19 @@ pub async fn import_paths(
                     Err(e) => FileOutcome::Failed(e),
                 },
             };
+            if matches!(outcome, FileOutcome::Imported { .. }) {
+                batch += len;
+            }
             outcomes[i] = Some(outcome);
             written += 1;
+            if opts.flush && opts.batch_bytes > 0 && batch >= opts.batch_bytes {
+                if let Err(e) = store.flush().await {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e.into());
+                }
+                report.commits += 1;
+                batch = 0;
+            }
             // Report everything up to the next file still being decoded.
             let upto = todo.get(written).copied().unwrap_or(files.len());
             emit(upto, &mut outcomes, &mut report, &mut emitted);
@@ -341,8 +370,9 @@ pub async fn import_paths(
         }
     }
     emit(files.len(), &mut outcomes, &mut report, &mut emitted);
-    if opts.flush && report.imported > 0 {
+    if opts.flush && batch > 0 {
         store.flush().await?;
+        report.commits += 1;
     }
     report.elapsed = t0.elapsed();
     Ok(report)

@@ -62,7 +62,7 @@ pub mod realdata;
 
 use std::path::Path;
 
-pub use bulk::{import_paths, BulkOptions, BulkReport, FileOutcome};
+pub use bulk::{import_paths, BulkOptions, BulkReport, FileOutcome, DEFAULT_BATCH_BYTES};
 pub use classic::ClassicReader;
 pub use error::{Error, Result};
 pub use export::{export_dataset, ExportOptions, ExportSummary};

@@ -94,6 +94,7 @@
 //! Across processes there is one writer at a time (a lock taken at the first
 //! mutation) and any number of readers, each keeping the snapshot it opened.
 
+pub use atlas_core::{format_time, At, Diff, GcReport, LogEntry, Operation, TagInfo, HISTORY_DIR};
 pub use atlas_core::{
     local_path, verify, ArrayElement, ArrayEntry, ArraySchema, ArrayStats, Atlas, Attr, Codec,
     Compression, DType, DatasetMeta, DatasetView, DeltaCache, DeltaCacheConfig, Error, ErrorKind,
@@ -135,6 +136,11 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/object-storage.md")]
 pub struct ObjectStorageDoctests;
+
+/// The examples of `docs/time-travel.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/time-travel.md")]
+pub struct TimeTravelDoctests;
 
 /// The examples of `docs/query.md`, compiled and run as doctests.
 #[cfg(doctest)]

@@ -27,6 +27,11 @@ const FIRST_SEGMENT: usize = 64;
 /// Segments: room for `FIRST_SEGMENT * (2^SEGMENTS - 1)` names, more than a
 /// layer can hold.
 const SEGMENTS: usize = 27;
+/// Names whose states a new layer is folded into; past this, installing a
+/// layer drops the built states instead, and they are rebuilt from the
+/// footers on their next use. A writer's memory then stays bounded however
+/// many datasets it adds, flush after flush.
+const FOLD_LIMIT: usize = 1024;
 
 /// A name's merged state once built: `None` when no layer defines it.
 type Slot = OnceLock<Option<Box<Committed>>>;
@@ -76,6 +81,14 @@ impl MergedIndex {
     fn slot_mut(&mut self, name: &str) -> Option<&mut Option<Box<Committed>>> {
         let (k, j) = locate(*self.slot_of.get_mut().get(name)?);
         self.segments[k].get_mut()?.get_mut(j)?.get_mut()
+    }
+
+    /// Names whose states are built.
+    fn n_built(&mut self) -> usize {
+        match self.all.get() {
+            Some(all) => all.len(),
+            None => self.slot_of.get_mut().len(),
+        }
     }
 
     /// Forgets the states built alone.
@@ -142,13 +155,19 @@ impl ArrayFile {
 
     /// Folds the records of a layer just pushed as layer `idx` (its footer,
     /// known in memory) into whatever states were built; the others are built
-    /// from the new layer list when first used.
+    /// from the new layer list when first used. When more than
+    /// [`FOLD_LIMIT`] names would then be held, every built state is dropped
+    /// instead: the footers rebuild them on demand, by the same rules.
     pub(super) fn fold_new_layer(
         &mut self,
         records: Vec<ArrayRecord>,
         idx: u32,
         path: &Path,
     ) -> Result<()> {
+        if self.index.n_built() + records.len() > FOLD_LIMIT {
+            self.index = MergedIndex::default();
+            return Ok(());
+        }
         if let Some(all) = self.index.all.get_mut() {
             for rec in records {
                 apply_record(all, rec, idx, path)?;
@@ -372,6 +391,50 @@ mod lazy_tests {
         assert_eq!(blocks_read(&f)[0], 1);
         // Nothing was built for every name.
         assert!(f.index.all.get().is_none());
+    }
+
+    /// What `build` leaves in dataset `k`: `None` when deleted.
+    fn expected(k: usize) -> Option<(&'static str, i32)> {
+        let deleted = k >= 3 && (k - 3).is_multiple_of(11);
+        let redefined = k >= 3 && (k - 3).is_multiple_of(22);
+        if redefined {
+            Some(("y", 1_000_000 + k as i32))
+        } else if deleted {
+            None
+        } else if k.is_multiple_of(7) {
+            Some(("x", -(k as i32)))
+        } else {
+            Some(("x", k as i32))
+        }
+    }
+
+    #[test]
+    fn a_writer_past_the_fold_limit_forgets_its_index_and_reads_the_same() {
+        const { assert!(N > super::FOLD_LIMIT) };
+        let (_, _, mut written) = build();
+        // The first flushes went past the limit and dropped what was built;
+        // the last one, small, folded into the few names it touched.
+        assert!(written.index.all.get().is_none());
+        assert!(written.index.n_built() <= super::FOLD_LIMIT);
+        for k in 0..N {
+            let n = name(k);
+            match expected(k) {
+                None => assert!(!written.contains(&n), "{n}"),
+                Some((dim, v)) => {
+                    let (schema, cells) = state(&written, &n).expect("defined");
+                    assert_eq!(schema.dims, vec![dim.to_string()], "{n}");
+                    assert_eq!(cells, vec![v; 4], "{n}");
+                }
+            }
+        }
+        // The lookups built every name again; a small flush drops them again.
+        assert_eq!(written.index.n_built(), N);
+        written.write_array(&name(1), &[0], one(42).view()).unwrap();
+        written.flush().unwrap();
+        assert_eq!(written.index.n_built(), 0);
+        assert_eq!(state(&written, &name(1)).unwrap().1, vec![42; 4]);
+        let live = (0..N).filter(|&k| expected(k).is_some()).count();
+        assert_eq!(written.list_arrays().len(), live);
     }
 
     #[test]

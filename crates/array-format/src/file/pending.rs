@@ -12,7 +12,7 @@
 //! decoded or copied into a layer, so a lost spill is an error, never a
 //! corrupt block committed under a valid checksum.
 
-use std::collections::BTreeMap;
+use super::chunk_map::ChunkMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,7 +45,7 @@ pub(crate) struct PendingArray {
     pub kind: RecordKind,
     /// `None` only for `Delete`.
     pub schema: Option<ArraySchema>,
-    pub chunks: BTreeMap<u64, PendingChunk>,
+    pub chunks: ChunkMap<PendingChunk>,
 }
 
 #[derive(Debug)]
@@ -203,7 +203,7 @@ impl Pending {
             PendingArray {
                 kind,
                 schema,
-                chunks: BTreeMap::new(),
+                chunks: ChunkMap::new(),
             },
         );
     }
@@ -250,7 +250,7 @@ impl Pending {
                     let arr = self.arrays.get_mut(name).expect("record set before chunks");
                     let new = match prev {
                         Some(p) => arr.chunks.insert(idx, p),
-                        None => arr.chunks.remove(&idx),
+                        None => arr.chunks.remove(idx),
                     }
                     .expect("inserted above");
                     self.forget(&new);

@@ -10,34 +10,33 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use roaring::RoaringBitmap;
-
 use super::ast::{Quantifier, Stat, Test};
 use super::bind::{cf_units, element, has_time_literal, value_set, Bound, Node, Term};
 use super::error::{close_matches, Error as QueryError};
 use super::result::TermExplain;
-use super::source::{ArrayEntry, ChunkSource, StatsSource};
-use super::value::{attr_class, attr_list, attr_scalar, Class, Num, Tri, Val, ValueSet};
+use super::source::{ArrayGroup, ChunkSource, Ids, RowTest, StatsSource};
+use super::value::{attr_class, attr_list, attr_scalar, Class, Tri, Val, ValueSet};
 use crate::attr::Attr;
 use crate::error::{Error, Result};
 
 /// One term's answer over all datasets: `yes` and `maybe` (the rest is no).
 #[derive(Clone, Default)]
 struct Answer {
-    yes: RoaringBitmap,
-    maybe: RoaringBitmap,
+    yes: Ids,
+    maybe: Ids,
 }
 
 /// For a value term's undecided datasets: the set of cell values to look for,
 /// and whether finding one makes the term true (`any`) or false (`all`).
 struct Pending {
     array: String,
-    look_for: HashMap<u32, ValueSet>,
+    /// The undecided datasets, each with the set to look for.
+    look_for: Vec<(Ids, ValueSet)>,
     found_means: bool,
 }
 
 pub(crate) struct Outcome {
-    pub matches: RoaringBitmap,
+    pub matches: Ids,
     pub terms: Vec<TermExplain>,
 }
 
@@ -46,8 +45,7 @@ pub(crate) fn evaluate(
     stats: &dyn StatsSource,
     chunks: &dyn ChunkSource,
 ) -> Result<Outcome> {
-    let mut universe = RoaringBitmap::new();
-    universe.insert_range(0..stats.n_datasets());
+    let universe = stats.universe().clone();
     let mut pass = FirstPass {
         bound,
         src: stats,
@@ -93,12 +91,13 @@ pub(crate) fn evaluate(
         let pending = pendings[i]
             .as_ref()
             .expect("only value terms are undecided");
-        let mut yes = RoaringBitmap::new();
-        for pos in &candidates {
-            let set = &pending.look_for[&pos];
-            let found = find_cell(chunks, &pending.array, pos, set, &mut reports[i])?;
-            if found == pending.found_means {
-                yes.insert(pos);
+        let mut yes = Ids::new();
+        for (ids, set) in &pending.look_for {
+            for id in &(ids & &candidates) {
+                let found = find_cell(chunks, &pending.array, id, set, &mut reports[i])?;
+                if found == pending.found_means {
+                    yes.insert(id);
+                }
             }
         }
         answers[i].yes |= yes;
@@ -115,14 +114,14 @@ pub(crate) fn evaluate(
 struct FirstPass<'a> {
     bound: &'a Bound,
     src: &'a dyn StatsSource,
-    universe: &'a RoaringBitmap,
+    universe: &'a Ids,
     answers: Vec<Answer>,
     pendings: Vec<Option<Pending>>,
     reports: Vec<TermExplain>,
 }
 
 impl FirstPass<'_> {
-    fn node(&mut self, node: &Node, candidates: &RoaringBitmap) -> Result<Answer> {
+    fn node(&mut self, node: &Node, candidates: &Ids) -> Result<Answer> {
         Ok(match node {
             Node::Leaf(i) => {
                 let (term, text) = (&self.bound.terms[*i], &self.bound.texts[*i]);
@@ -153,8 +152,8 @@ impl FirstPass<'_> {
             }
             Node::Or(parts) => {
                 let mut open = candidates.clone();
-                let mut yes = RoaringBitmap::new();
-                let mut maybe = RoaringBitmap::new();
+                let mut yes = Ids::new();
+                let mut maybe = Ids::new();
                 for p in parts {
                     let a = self.node(p, &open)?;
                     open -= &a.yes;
@@ -177,7 +176,7 @@ impl FirstPass<'_> {
     }
 }
 
-fn combine(node: &Node, answers: &[Answer], universe: &RoaringBitmap) -> Answer {
+fn combine(node: &Node, answers: &[Answer], universe: &Ids) -> Answer {
     match node {
         Node::Leaf(i) => answers[*i].clone(),
         Node::And(parts) => {
@@ -194,8 +193,8 @@ fn combine(node: &Node, answers: &[Answer], universe: &RoaringBitmap) -> Answer 
             }
         }
         Node::Or(parts) => {
-            let mut yes = RoaringBitmap::new();
-            let mut maybe = RoaringBitmap::new();
+            let mut yes = Ids::new();
+            let mut maybe = Ids::new();
             for p in parts {
                 let a = combine(p, answers, universe);
                 yes |= a.yes;
@@ -224,79 +223,74 @@ fn mismatch(text: &str, message: &str, dataset: &str) -> Error {
 }
 
 /// `is null` over a column present at `present`; true where the value is
-/// absent (not present, or present but null as `null_at` says).
-fn is_null(
-    negated: bool,
-    present: &RoaringBitmap,
-    null_at: &RoaringBitmap,
-    u: &RoaringBitmap,
-) -> Answer {
-    let null = (u - present) | null_at;
+/// absent.
+fn is_null(negated: bool, present: &Ids, u: &Ids) -> Answer {
+    let null = u - present;
     Answer {
         yes: if negated { u - &null } else { null },
-        maybe: RoaringBitmap::new(),
+        maybe: Ids::new(),
     }
 }
 
-/// The value sets of one term, built once per distinct (class, array
-/// attribute set) rather than once per dataset: the registry shares attribute
-/// sets between datasets, so CF units are parsed once per distinct set.
+/// The value sets of one term over an array's groups, built once per
+/// distinct (class, attribute set when CF units matter): the registry shares
+/// attribute sets between datasets, so units are parsed once per set.
 struct Sets {
-    distinct: Vec<ValueSet>,
-    by_key: HashMap<(Class, usize), u32>,
-    /// Per dataset position, the index into `distinct` (`u32::MAX`: none).
-    at: Vec<u32>,
+    /// Each set with the datasets it applies to.
+    distinct: Vec<(ValueSet, Ids)>,
+    by_key: HashMap<(Class, usize), usize>,
 }
 
 impl Sets {
-    fn new(n_datasets: u32) -> Sets {
-        Sets {
+    /// One set per distinct key over `groups`; `class_of` gives a group's
+    /// class and whether CF units matter. The first mismatching group (by
+    /// its first dataset) is the error.
+    fn new(
+        groups: &[ArrayGroup],
+        test: &Test,
+        class_of: impl Fn(&ArrayGroup) -> (Class, bool),
+        mismatch_at: &dyn Fn(&str, u64) -> Error,
+    ) -> Result<Sets> {
+        let mut sets = Sets {
             distinct: Vec::new(),
             by_key: HashMap::new(),
-            at: vec![u32::MAX; n_datasets as usize],
-        }
-    }
-
-    /// The set of `test` for one dataset's array, or the type mismatch.
-    fn add(
-        &mut self,
-        e: &ArrayEntry,
-        class: Class,
-        uses_units: bool,
-        test: &Test,
-        mismatch_at: &dyn Fn(&str, u32) -> Error,
-    ) -> Result<()> {
-        // The attribute set matters only when a timestamp meets a number.
-        let key = (
-            class,
-            if uses_units {
-                Arc::as_ptr(&e.attrs) as usize
-            } else {
-                0
-            },
-        );
-        let idx = if let Some(i) = self.by_key.get(&key) {
-            *i
-        } else {
+        };
+        let mut order: Vec<&ArrayGroup> = groups.iter().collect();
+        order.sort_by_key(|g| g.ids.min());
+        for g in order {
+            let (class, uses_units) = class_of(g);
+            let first = g.ids.min().unwrap_or(0);
+            let key = (
+                class,
+                if uses_units {
+                    Arc::as_ptr(&g.attrs) as usize
+                } else {
+                    0
+                },
+            );
+            if let Some(i) = sets.by_key.get(&key) {
+                sets.distinct[*i].1 |= &g.ids;
+                continue;
+            }
             let units = if uses_units {
-                cf_units(&e.attrs).map_err(|m| mismatch_at(&m, e.pos))?
+                cf_units(&g.attrs).map_err(|m| mismatch_at(&m, first))?
             } else {
                 None
             };
-            let set = value_set(test, class, units).map_err(|m| mismatch_at(&m, e.pos))?;
-            self.distinct.push(set);
-            let i = (self.distinct.len() - 1) as u32;
-            self.by_key.insert(key, i);
-            i
-        };
-        self.at[e.pos as usize] = idx;
-        Ok(())
+            let set = value_set(test, class, units).map_err(|m| mismatch_at(&m, first))?;
+            sets.distinct.push((set, g.ids.clone()));
+            sets.by_key.insert(key, sets.distinct.len() - 1);
+        }
+        Ok(sets)
     }
+}
 
-    fn get(&self, pos: u32) -> Option<&ValueSet> {
-        let i = *self.at.get(pos as usize)?;
-        self.distinct.get(i as usize)
+fn union_of(groups: &[ArrayGroup]) -> Ids {
+    let mut all = Ids::new();
+    for g in groups {
+        all |= &g.ids;
     }
+    all
 }
 
 #[allow(clippy::too_many_lines)] // one arm per kind of term, each short
@@ -304,94 +298,85 @@ fn dataset_level(
     term: &Term,
     text: &str,
     src: &dyn StatsSource,
-    universe: &RoaringBitmap,
-    candidates: &RoaringBitmap,
+    universe: &Ids,
+    candidates: &Ids,
     report: &mut TermExplain,
 ) -> Result<(Answer, Option<Pending>)> {
     let mut answer = Answer::default();
-    let mismatch_at = |m: &str, pos: u32| mismatch(text, m, src.name(pos));
+    let mismatch_at = |m: &str, id: u64| match src.name(id) {
+        Ok(name) => mismatch(text, m, &name),
+        Err(e) => e,
+    };
     match term {
         Term::Has(a) => {
-            let entries = src.array_entries(a);
-            report.rows = entries.len() as u64;
-            answer.yes = entries.iter().map(|e| e.pos).collect();
+            answer.yes = union_of(&src.array_groups(a)?);
+            report.rows = answer.yes.len();
         }
         Term::Stat { array, stat, test } => {
             // Types over the whole column; statistics for candidates only.
-            let entries = src.array_entries(array);
-            let mut sets = Sets::new(src.n_datasets());
-            let mut present = RoaringBitmap::new();
-            for e in &entries {
-                present.insert(e.pos);
-                let class = match stat {
-                    Stat::Min | Stat::Max => Class::of_dtype(e.dtype),
-                    Stat::Nulls | Stat::Cells | Stat::Valid => Class::Num,
-                };
-                match test {
-                    Test::IsNull { .. } => continue,
-                    Test::Contains { .. } => {
+            let groups = src.array_groups(array)?;
+            match test {
+                Test::IsNull { negated } => {
+                    let only = union_of(&groups) & candidates;
+                    let hits = src.test_rows(array, &only, RowTest::Stat(*stat, None))?;
+                    report.rows = hits.rows.len();
+                    // Without a row the statistic is null, as when undefined.
+                    let null = (candidates - &hits.rows) | hits.null;
+                    answer.yes = if *negated { candidates - &null } else { null };
+                }
+                Test::Contains { .. } => {
+                    if let Some(first) = groups.iter().filter_map(|g| g.ids.min()).min() {
                         return Err(mismatch_at(
                             "`contains` needs a list attribute, not a statistic",
-                            e.pos,
+                            first,
                         ));
                     }
-                    _ => {}
                 }
-                let units = class == Class::Num
-                    && matches!(stat, Stat::Min | Stat::Max)
-                    && has_time_literal(test);
-                sets.add(e, class, units, test, &mismatch_at)?;
-            }
-            let rows = src.array_stats(array, &(&present & candidates))?;
-            report.rows = rows.len() as u64;
-            let mut null_at = RoaringBitmap::new();
-            for (pos, st) in &rows {
-                let value = match stat {
-                    Stat::Min => st.min.as_ref().map(Val::from_stat),
-                    Stat::Max => st.max.as_ref().map(Val::from_stat),
-                    Stat::Nulls => Some(Val::Num(Num::I(st.null_count.into()))),
-                    Stat::Cells => Some(Val::Num(Num::I(st.row_count.into()))),
-                    Stat::Valid => Some(Val::Num(Num::I(
-                        i128::from(st.row_count) - i128::from(st.null_count),
-                    ))),
-                };
-                match value {
-                    None => {
-                        null_at.insert(*pos);
-                    }
-                    Some(v) => {
-                        if sets.get(*pos).is_some_and(|set| set.member(&v)) {
-                            answer.yes.insert(*pos);
-                        }
+                _ => {
+                    let sets = Sets::new(
+                        &groups,
+                        test,
+                        |g| {
+                            let class = match stat {
+                                Stat::Min | Stat::Max => Class::of_dtype(g.dtype),
+                                Stat::Nulls | Stat::Cells | Stat::Valid => Class::Num,
+                            };
+                            let units = class == Class::Num
+                                && matches!(stat, Stat::Min | Stat::Max)
+                                && has_time_literal(test);
+                            (class, units)
+                        },
+                        &mismatch_at,
+                    )?;
+                    for (set, ids) in &sets.distinct {
+                        let only = ids & candidates;
+                        let hits = src.test_rows(array, &only, RowTest::Stat(*stat, Some(set)))?;
+                        report.rows += hits.rows.len();
+                        answer.yes |= hits.yes;
                     }
                 }
-            }
-            if let Test::IsNull { negated } = test {
-                // Without a row (no such array, or its file no longer holds it)
-                // the statistic is null, as when it is undefined.
-                let with_row: RoaringBitmap = rows.iter().map(|(p, _)| *p).collect();
-                let null = (candidates - &with_row) | null_at;
-                answer.yes = if *negated { candidates - &null } else { null };
             }
         }
         Term::DatasetAttr { key, test } => {
-            let rows = src.attribute_rows(key);
-            report.rows = rows.len() as u64;
-            answer = attribute_answer(
-                text,
-                test,
-                rows.iter().map(|(p, a)| (*p, Some(a))),
-                src,
-                universe,
-            )?;
+            let mut decide = AttrDecider::new(text, test);
+            let hits = src.attribute_hits(key, &mut |attr, id| decide.decide(attr, id, src))?;
+            report.rows = hits.present.len();
+            answer = match test {
+                Test::IsNull { negated } => is_null(*negated, &hits.present, universe),
+                _ => Answer {
+                    yes: hits.yes,
+                    maybe: Ids::new(),
+                },
+            };
         }
         Term::ArrayAttr { array, key, test } => {
-            let entries = src.array_entries(array);
-            report.rows = entries.len() as u64;
-            if !entries.iter().any(|e| e.attrs.contains_key(key)) {
-                let mut keys: Vec<&str> = entries
+            let mut decide = AttrDecider::new(text, test);
+            let groups = src.array_groups(array)?;
+            report.rows = groups.iter().map(|g| g.ids.len()).sum();
+            if !groups.iter().any(|g| g.attrs.contains_key(key)) {
+                let mut keys: Vec<&str> = groups
                     .iter()
-                    .flat_map(|e| e.attrs.keys().map(String::as_str))
+                    .flat_map(|g| g.attrs.keys().map(String::as_str))
                     .collect();
                 keys.sort_unstable();
                 keys.dedup();
@@ -401,64 +386,59 @@ fn dataset_level(
                     suggestions: close_matches(key, keys),
                 }));
             }
-            answer = attribute_answer(
-                text,
-                test,
-                entries.iter().map(|e| (e.pos, e.attrs.get(key))),
-                src,
-                universe,
-            )?;
+            let mut present = Ids::new();
+            let mut order: Vec<&ArrayGroup> = groups.iter().collect();
+            order.sort_by_key(|g| g.ids.min());
+            for g in order {
+                let (Some(attr), Some(first)) = (g.attrs.get(key), g.ids.min()) else {
+                    continue;
+                };
+                present |= &g.ids;
+                if !matches!(test, Test::IsNull { .. }) && decide.decide(attr, first, src)? {
+                    answer.yes |= &g.ids;
+                }
+            }
+            if let Test::IsNull { negated } = test {
+                answer = is_null(*negated, &present, universe);
+            }
         }
         Term::Cells {
             array,
             quantifier,
             test,
         } => {
-            let entries = src.array_entries(array);
+            let groups = src.array_groups(array)?;
             let time = has_time_literal(test);
-            let mut sets = Sets::new(src.n_datasets());
-            let mut present = RoaringBitmap::new();
-            for e in &entries {
-                present.insert(e.pos);
-                let class = Class::of_dtype(e.dtype);
-                sets.add(e, class, time && class == Class::Num, test, &mismatch_at)?;
-            }
-            let rows = src.array_stats(array, &(&present & candidates))?;
-            report.rows = rows.len() as u64;
+            let sets = Sets::new(
+                &groups,
+                test,
+                |g| {
+                    let class = Class::of_dtype(g.dtype);
+                    (class, time && class == Class::Num)
+                },
+                &mismatch_at,
+            )?;
             let mut pending = Pending {
                 array: array.clone(),
-                look_for: HashMap::new(),
+                look_for: Vec::new(),
                 found_means: *quantifier == Quantifier::Any,
             };
-            for (pos, st) in rows {
-                let Some(set) = sets.get(pos) else {
-                    continue;
-                };
-                let (Some(min), Some(max)) = (&st.min, &st.max) else {
-                    // No non-null cell: `any` is false, `all` vacuously true.
-                    if *quantifier == Quantifier::All {
-                        answer.yes.insert(pos);
-                    }
-                    continue;
-                };
-                let (min, max) = (Val::from_stat(min), Val::from_stat(max));
-                let complement;
+            for (set, ids) in sets.distinct {
+                let only = &ids & candidates;
                 let look_for = match quantifier {
                     Quantifier::Any => set,
-                    Quantifier::All => {
-                        complement = set.complement();
-                        &complement
-                    }
+                    Quantifier::All => set.complement(),
                 };
-                match (look_for.any_in(&min, &max), quantifier) {
-                    (Tri::Yes, Quantifier::Any) | (Tri::No, Quantifier::All) => {
-                        answer.yes.insert(pos);
-                    }
-                    (Tri::No, Quantifier::Any) | (Tri::Yes, Quantifier::All) => {}
-                    (Tri::Maybe, _) => {
-                        answer.maybe.insert(pos);
-                        pending.look_for.insert(pos, look_for.clone());
-                    }
+                let hits = src.test_rows(array, &only, RowTest::Range(&look_for))?;
+                report.rows += hits.rows.len();
+                match quantifier {
+                    // No non-null cell: `any` is false, `all` vacuously true.
+                    Quantifier::Any => answer.yes |= &hits.yes,
+                    Quantifier::All => answer.yes |= &hits.rows - &hits.yes - &hits.maybe,
+                }
+                if !hits.maybe.is_empty() {
+                    answer.maybe |= &hits.maybe;
+                    pending.look_for.push((hits.maybe, look_for));
                 }
             }
             return Ok((answer, Some(pending)));
@@ -467,57 +447,63 @@ fn dataset_level(
     Ok((answer, None))
 }
 
-fn attribute_answer<'a>(
-    term_text: &str,
-    test: &Test,
-    rows: impl Iterator<Item = (u32, Option<&'a Attr>)>,
-    src: &dyn StatsSource,
-    universe: &RoaringBitmap,
-) -> Result<Answer> {
-    let mut present = RoaringBitmap::new();
-    let mut yes = RoaringBitmap::new();
-    for (pos, attr) in rows {
-        let Some(attr) = attr else { continue };
-        present.insert(pos);
+/// Decides attribute values against one term's test, building the value set
+/// once per class (an attribute column is decided once per distinct value,
+/// and an identifier column has thousands).
+struct AttrDecider<'a> {
+    term: &'a str,
+    test: &'a Test,
+    sets: HashMap<Class, std::result::Result<ValueSet, String>>,
+}
+
+impl<'a> AttrDecider<'a> {
+    fn new(term: &'a str, test: &'a Test) -> AttrDecider<'a> {
+        AttrDecider {
+            term,
+            test,
+            sets: HashMap::new(),
+        }
+    }
+
+    /// Does one attribute value pass the test? (`is null` is decided by the
+    /// caller from presence.) A type mismatch names the dataset `id`.
+    fn decide(&mut self, attr: &Attr, id: u64, src: &dyn StatsSource) -> Result<bool> {
+        let term = self.term;
+        let fail = |m: &str| -> Error {
+            match src.name(id) {
+                Ok(name) => mismatch(term, m, &name),
+                Err(e) => e,
+            }
+        };
         let (class, is_list) = attr_class(attr);
-        let name = || src.name(pos);
-        let hit = match test {
-            Test::IsNull { .. } => continue,
+        Ok(match self.test {
+            Test::IsNull { .. } => false,
             Test::Contains { value, negated } => {
                 let Some(list) = attr_list(attr) else {
-                    return Err(mismatch(
-                        term_text,
+                    return Err(fail(
                         "`contains` needs a list attribute; this one is a scalar",
-                        name(),
                     ));
                 };
-                let v = element(value, class).map_err(|m| mismatch(term_text, &m, name()))?;
+                let v = element(value, class).map_err(|m| fail(&m))?;
                 list.iter().any(|x| x.cmp_val(&v) == Some(Ordering::Equal)) != *negated
             }
             _ if is_list => {
-                return Err(mismatch(
-                    term_text,
-                    "a list attribute takes `contains` or `is null`",
-                    name(),
-                ));
+                return Err(fail("a list attribute takes `contains` or `is null`"));
             }
-            _ => {
-                let set =
-                    value_set(test, class, None).map_err(|m| mismatch(term_text, &m, name()))?;
-                attr_scalar(attr).is_some_and(|v| set.member(&v))
+            cmp => {
+                let set = self
+                    .sets
+                    .entry(class)
+                    .or_insert_with(|| value_set(cmp, class, None))
+                    .as_ref()
+                    .map_err(|m| fail(m))?;
+                match attr {
+                    Attr::String(s) => set.member_str(s),
+                    _ => attr_scalar(attr).is_some_and(|v| set.member(&v)),
+                }
             }
-        };
-        if hit {
-            yes.insert(pos);
-        }
+        })
     }
-    if let Test::IsNull { negated } = test {
-        return Ok(is_null(*negated, &present, &RoaringBitmap::new(), universe));
-    }
-    Ok(Answer {
-        yes,
-        maybe: RoaringBitmap::new(),
-    })
 }
 
 /// Does a non-null cell of one dataset's array belong to `set`? Chunk
@@ -525,11 +511,11 @@ fn attribute_answer<'a>(
 fn find_cell(
     chunks: &dyn ChunkSource,
     array: &str,
-    pos: u32,
+    id: u64,
     set: &ValueSet,
     report: &mut TermExplain,
 ) -> Result<bool> {
-    let summaries = chunks.chunks(array, pos)?;
+    let summaries = chunks.chunks(array, id)?;
     report.chunk_rows += summaries.len() as u64;
     let mut undecided = Vec::new();
     for c in &summaries {
@@ -545,7 +531,7 @@ fn find_cell(
     for c in undecided {
         report.chunks_decoded += 1;
         report.bytes_read += c.stored_bytes;
-        if chunks.chunk_has(array, pos, c.chunk_idx, set)? {
+        if chunks.chunk_has(array, id, c.chunk_idx, set)? {
             return Ok(true);
         }
     }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use roaring::RoaringBitmap;
+use roaring::RoaringTreemap;
 use serde::Serialize;
 
 /// What one term cost and decided.
@@ -93,7 +93,7 @@ impl fmt::Display for Explain {
 #[derive(Clone, Debug)]
 pub struct QueryResult {
     pub(crate) names: Vec<String>,
-    pub(crate) positions: RoaringBitmap,
+    pub(crate) ids: RoaringTreemap,
     pub(crate) explain: Explain,
 }
 
@@ -118,10 +118,10 @@ impl QueryResult {
         self.names.is_empty()
     }
 
-    /// The matches as positions in the handle's dataset order (valid for the
-    /// state the query ran on).
-    pub fn positions(&self) -> &RoaringBitmap {
-        &self.positions
+    /// The matches' dataset ids (see [`crate::Atlas::dataset_id`]): stable,
+    /// ascending in insertion order.
+    pub fn ids(&self) -> &RoaringTreemap {
+        &self.ids
     }
 
     /// How the query was answered.

@@ -1,38 +1,75 @@
-//! Where statistics come from: a small internal seam. Today the store's
-//! registry and array files answer it (`store/query.rs`, reading exactly what
-//! the handle reads); the per-generation columnar catalog of issue 12 can
-//! answer it later without changing the evaluator.
+//! Where statistics come from: a small internal seam. The store answers it
+//! from the registry's columnar catalog plus the handle's pending changes
+//! (`store/query.rs`), reading exactly what the handle reads.
 //!
-//! **Invariant:** positions are dataset positions in insertion order
-//! (`0..n_datasets`), fixed for the lifetime of one source; a source is one
-//! consistent state of the store.
+//! **Invariant:** datasets are named by their ids, which are stable and
+//! ascend in insertion order; a source is one consistent state of the store,
+//! and its [`StatsSource::universe`] is exactly the live datasets of that
+//! state. Every set a source returns is a subset of the universe.
 
 use std::sync::Arc;
 
-use array_format::{ArrayStats, ChunkSummary, DType};
+use array_format::{ChunkSummary, DType};
 use indexmap::IndexMap;
-use roaring::RoaringBitmap;
+use roaring::RoaringTreemap;
 
+use super::ast::Stat;
 use super::value::ValueSet;
 use crate::attr::Attr;
 use crate::error::Result;
 
-/// One dataset's array as the registry describes it (no statistics).
+/// A set of dataset ids.
+pub(crate) type Ids = RoaringTreemap;
+
+/// Datasets whose array of one name shares a dtype and an attribute set.
 #[derive(Clone, Debug)]
-pub(crate) struct ArrayEntry {
-    /// The dataset's position.
-    pub pos: u32,
+pub(crate) struct ArrayGroup {
+    pub ids: Ids,
     pub dtype: DType,
     /// Per-array attributes (CF `units` and `calendar` are read from here).
     pub attrs: Arc<IndexMap<String, Attr>>,
 }
 
+/// What [`StatsSource::test_rows`] tests in each dataset's statistics row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RowTest<'a> {
+    /// Is the statistic in the set? (`None`: presence and nullness only.)
+    Stat(Stat, Option<&'a ValueSet>),
+    /// Does some non-null cell lie in the set, judged from the minimum and
+    /// maximum: yes, no or maybe?
+    Range(&'a ValueSet),
+}
+
+/// The answer of [`StatsSource::test_rows`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RowHits {
+    /// Datasets that have a statistics row.
+    pub rows: Ids,
+    /// `Stat`: the statistic is in the set. `Range`: proven to hold a cell in it.
+    pub yes: Ids,
+    /// `Range` only: the minimum and maximum cannot decide.
+    pub maybe: Ids,
+    /// The statistic (for `Range`: the minimum) is undefined: no non-null cell.
+    pub null: Ids,
+}
+
+/// The answer of [`StatsSource::attribute_hits`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AttrHits {
+    /// Datasets that have the attribute.
+    pub present: Ids,
+    /// Datasets whose value the decision accepted.
+    pub yes: Ids,
+}
+
 /// Dataset-level statistics and attributes, one column per name.
 pub(crate) trait StatsSource {
-    /// Datasets, positions `0..n`.
-    fn n_datasets(&self) -> u32;
-    /// The dataset at a position.
-    fn name(&self, pos: u32) -> &str;
+    /// The live datasets.
+    fn universe(&self) -> &Ids;
+    /// One dataset's name (for error messages).
+    fn name(&self, id: u64) -> Result<String>;
+    /// The names of `ids`, in id (insertion) order.
+    fn names(&self, ids: &Ids) -> Result<Vec<String>>;
     /// True when some dataset has an array of this name.
     fn is_array(&self, name: &str) -> bool;
     /// True when some dataset has a dataset attribute of this name.
@@ -41,14 +78,19 @@ pub(crate) trait StatsSource {
     fn array_names(&self) -> Vec<String>;
     /// Every dataset attribute name (for suggestions).
     fn attribute_names(&self) -> Vec<String>;
-    /// The datasets that have the array, by position, with its dtype and
-    /// attributes: enough to type-check a term over the whole column.
-    fn array_entries(&self, array: &str) -> Vec<ArrayEntry>;
-    /// Exact statistics of the array in the datasets of `only` that have it,
-    /// by position: the expensive column, fetched only for candidates.
-    fn array_stats(&self, array: &str, only: &RoaringBitmap) -> Result<Vec<(u32, ArrayStats)>>;
-    /// The attribute's value in every dataset that has it, by position.
-    fn attribute_rows(&self, key: &str) -> Vec<(u32, Attr)>;
+    /// The datasets that have the array, grouped by dtype and attribute set:
+    /// enough to type-check a term over the whole column.
+    fn array_groups(&self, array: &str) -> Result<Vec<ArrayGroup>>;
+    /// Tests the statistics rows of the array in the datasets of `only`.
+    fn test_rows(&self, array: &str, only: &Ids, test: RowTest<'_>) -> Result<RowHits>;
+    /// Decides each distinct value of a dataset attribute once (`decide`
+    /// gets the value and one dataset holding it, for messages) and returns
+    /// the datasets that have it and those whose value was accepted.
+    fn attribute_hits(
+        &self,
+        key: &str,
+        decide: &mut dyn FnMut(&Attr, u64) -> Result<bool>,
+    ) -> Result<AttrHits>;
 }
 
 /// Per-chunk statistics and chunk contents, for the datasets that
@@ -56,7 +98,7 @@ pub(crate) trait StatsSource {
 pub(crate) trait ChunkSource {
     /// Statistics of the stored chunks of one dataset's array (chunks never
     /// written are all null and not listed).
-    fn chunks(&self, array: &str, pos: u32) -> Result<Vec<ChunkSummary>>;
+    fn chunks(&self, array: &str, id: u64) -> Result<Vec<ChunkSummary>>;
     /// Decodes one chunk: does a non-null cell belong to `set`?
-    fn chunk_has(&self, array: &str, pos: u32, chunk_idx: u64, set: &ValueSet) -> Result<bool>;
+    fn chunk_has(&self, array: &str, id: u64, chunk_idx: u64, set: &ValueSet) -> Result<bool>;
 }

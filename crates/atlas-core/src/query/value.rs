@@ -258,6 +258,34 @@ impl ValueSet {
         self.intervals.iter().any(|i| i.contains(v)) != self.negated
     }
 
+    /// As [`ValueSet::member`] for a string, without building a [`Val`].
+    pub(crate) fn member_str(&self, v: &str) -> bool {
+        let cmp = |b: &Val| match b {
+            Val::Str(b) => Some(v.as_bytes().cmp(b.as_bytes())),
+            _ => None,
+        };
+        let inside = |i: &Interval| {
+            let lo_ok = match &i.lo {
+                None => true,
+                Some((b, incl)) => match cmp(b) {
+                    Some(Ordering::Greater) => true,
+                    Some(Ordering::Equal) => *incl,
+                    _ => false,
+                },
+            };
+            lo_ok
+                && match &i.hi {
+                    None => true,
+                    Some((b, incl)) => match cmp(b) {
+                        Some(Ordering::Less) => true,
+                        Some(Ordering::Equal) => *incl,
+                        _ => false,
+                    },
+                }
+        };
+        self.intervals.iter().any(inside) != self.negated
+    }
+
     /// Does some value in a group whose smallest and largest values are `min`
     /// and `max` (both actual values of the group) belong?
     pub(crate) fn any_in(&self, min: &Val, max: &Val) -> Tri {
@@ -291,6 +319,127 @@ impl ValueSet {
     }
 }
 
+/// An [`Interval`] with `f64` bounds; an unbounded end is an infinite bound
+/// that belongs, which answers the same for every value other than NaN (the
+/// only values an [`F64Set`] is asked about).
+#[derive(Clone, Copy, Debug)]
+struct F64Interval {
+    lo: f64,
+    lo_incl: bool,
+    hi: f64,
+    hi_incl: bool,
+}
+
+/// A [`ValueSet`] of numbers whose every bound is exactly an `f64` (a float,
+/// or an integer within ±2^53), for testing `f64` statistics (never NaN)
+/// without building a [`Val`] per row. It answers exactly as the set does
+/// for such values: the comparisons below are exact on purpose.
+#[derive(Clone, Debug)]
+pub(crate) struct F64Set {
+    intervals: Vec<F64Interval>,
+    negated: bool,
+}
+
+/// 2^53: every integer of at most this magnitude is exactly an `f64`.
+const EXACT_F64: u128 = 1 << 53;
+
+fn exact_f64(v: &Val) -> Option<f64> {
+    match v {
+        Val::Num(Num::F(f)) => Some(*f),
+        Val::Num(Num::I(i)) if i.unsigned_abs() <= EXACT_F64 => Some(*i as f64),
+        _ => None,
+    }
+}
+
+/// A bound in `f64` form (`open`: the infinity standing for no bound).
+fn f64_edge(b: Option<&(Val, bool)>, open: f64) -> Option<(f64, bool)> {
+    match b {
+        None => Some((open, true)),
+        Some((v, incl)) => exact_f64(v).map(|f| (f, *incl)),
+    }
+}
+
+/// `v` above (or at, when it belongs) the lower bound `b`.
+#[allow(clippy::float_cmp)] // exact by design
+fn above(v: f64, b: f64, incl: bool) -> bool {
+    v > b || (incl && v == b)
+}
+
+/// `v` below (or at, when it belongs) the upper bound `b`.
+#[allow(clippy::float_cmp)] // exact by design
+fn below(v: f64, b: f64, incl: bool) -> bool {
+    v < b || (incl && v == b)
+}
+
+impl F64Interval {
+    fn contains(&self, v: f64) -> bool {
+        above(v, self.lo, self.lo_incl) && below(v, self.hi, self.hi_incl)
+    }
+
+    fn is_empty(&self) -> bool {
+        match self.lo.partial_cmp(&self.hi) {
+            Some(Ordering::Greater) | None => true,
+            Some(Ordering::Equal) => !(self.lo_incl && self.hi_incl),
+            Some(Ordering::Less) => false,
+        }
+    }
+
+    fn may_meet(&self, min: f64, max: f64) -> bool {
+        !self.is_empty() && above(max, self.lo, self.lo_incl) && below(min, self.hi, self.hi_incl)
+    }
+}
+
+impl F64Set {
+    /// The set in `f64` form, when every bound has one.
+    pub(crate) fn new(set: &ValueSet) -> Option<F64Set> {
+        let intervals = set
+            .intervals
+            .iter()
+            .map(|i| {
+                let (lo, lo_incl) = f64_edge(i.lo.as_ref(), f64::NEG_INFINITY)?;
+                let (hi, hi_incl) = f64_edge(i.hi.as_ref(), f64::INFINITY)?;
+                Some(F64Interval {
+                    lo,
+                    lo_incl,
+                    hi,
+                    hi_incl,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(F64Set {
+            intervals,
+            negated: set.negated,
+        })
+    }
+
+    /// As [`ValueSet::member`].
+    pub(crate) fn member(&self, v: f64) -> bool {
+        self.intervals.iter().any(|i| i.contains(v)) != self.negated
+    }
+
+    /// As [`ValueSet::any_in`].
+    pub(crate) fn any_in(&self, min: f64, max: f64) -> Tri {
+        if self.member(min) || self.member(max) {
+            return Tri::Yes;
+        }
+        if self.negated {
+            if self
+                .intervals
+                .iter()
+                .any(|i| i.contains(min) && i.contains(max))
+            {
+                Tri::No
+            } else {
+                Tri::Maybe
+            }
+        } else if self.intervals.iter().any(|i| i.may_meet(min, max)) {
+            Tri::Maybe
+        } else {
+            Tri::No
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +464,106 @@ mod tests {
             Num::I(1).cmp_num(Num::F(f64::INFINITY)),
             Some(Ordering::Less)
         );
+    }
+
+    #[test]
+    fn the_f64_form_answers_as_the_set() {
+        let vals = [
+            f64::NEG_INFINITY,
+            -3.5,
+            -0.0,
+            0.0,
+            1.0,
+            2.5,
+            3.0,
+            9_007_199_254_740_992.0,
+            f64::INFINITY,
+        ];
+        let bounds: Vec<Val> = vec![
+            Val::Num(Num::I(0)),
+            Val::Num(Num::I(3)),
+            Val::Num(Num::F(-0.0)),
+            Val::Num(Num::F(2.5)),
+            Val::Num(Num::F(f64::NAN)),
+            Val::Num(Num::F(f64::INFINITY)),
+            Val::Num(Num::I(1 << 53)),
+        ];
+        let mut sets = Vec::new();
+        for lo in &bounds {
+            for hi in &bounds {
+                for (li, hi_i) in [(true, true), (false, true), (true, false), (false, false)] {
+                    for negated in [false, true] {
+                        sets.push(ValueSet {
+                            intervals: vec![Interval {
+                                lo: Some((lo.clone(), li)),
+                                hi: Some((hi.clone(), hi_i)),
+                            }],
+                            negated,
+                        });
+                        sets.push(ValueSet {
+                            intervals: vec![
+                                Interval {
+                                    lo: None,
+                                    hi: Some((lo.clone(), li)),
+                                },
+                                Interval::point(hi.clone()),
+                            ],
+                            negated,
+                        });
+                    }
+                }
+            }
+        }
+        for set in &sets {
+            let f = F64Set::new(set).expect("every bound is exact");
+            for a in vals {
+                let va = Val::Num(Num::F(a));
+                assert_eq!(f.member(a), set.member(&va), "{set:?} {a}");
+                for b in vals.iter().filter(|b| **b >= a) {
+                    let vb = Val::Num(Num::F(*b));
+                    assert_eq!(f.any_in(a, *b), set.any_in(&va, &vb), "{set:?} [{a}, {b}]");
+                }
+            }
+        }
+        let big = ValueSet {
+            intervals: vec![Interval::point(Val::Num(Num::I((1 << 53) + 1)))],
+            negated: false,
+        };
+        assert!(F64Set::new(&big).is_none(), "not exactly an f64");
+    }
+
+    #[test]
+    fn member_str_answers_as_member() {
+        let words = ["", "a", "B", "ab", "é", "6903240"];
+        let s = |w: &str| Val::Str(w.to_owned());
+        for lo in words {
+            for hi in words {
+                for negated in [false, true] {
+                    for set in [
+                        ValueSet {
+                            intervals: vec![Interval {
+                                lo: Some((s(lo), true)),
+                                hi: Some((s(hi), false)),
+                            }],
+                            negated,
+                        },
+                        ValueSet {
+                            intervals: vec![
+                                Interval::point(s(lo)),
+                                Interval {
+                                    lo: None,
+                                    hi: Some((s(hi), true)),
+                                },
+                            ],
+                            negated,
+                        },
+                    ] {
+                        for w in words {
+                            assert_eq!(set.member_str(w), set.member(&s(w)), "{set:?} {w:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

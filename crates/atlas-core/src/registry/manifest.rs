@@ -1,6 +1,8 @@
 //! The manifest (`atlas.json`): the commit point. Its JSON shape, decoding
 //! with validation, the store policy, the retired list and directory ids.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::{
     check_head, validate_array_name, Codec, Compression, Deserialize, Error, IndexMap, LayerId,
     MetaFormat, Path, Result, RunId, SegmentId, Serialize, FORMAT_TAG, META_DIR, REGISTRY_VERSION,
@@ -43,7 +45,71 @@ pub(crate) struct Manifest {
     /// write of the manifest timed out can read it back and tell whether its
     /// own commit landed. Absent in stores written before object storage.
     pub commit_id: Option<String>,
+    /// The generation this one replaced (absent in the first commit and in
+    /// stores written before history).
+    pub parent: Option<u64>,
+    /// What this commit did, when, and why (absent before history).
+    pub commit: Option<CommitInfo>,
+    /// The oldest generation the retention policy keeps: every generation
+    /// from it to this one has its manifest (a history copy in
+    /// `atlas.history/`, this one in `atlas.json`). `None`: a store written
+    /// before history, which keeps none.
+    pub history_from: Option<u64>,
+    /// Live tags by name: each keeps its generation readable.
+    pub tags: BTreeMap<String, TagEntry>,
+    /// Names of deleted tags, never used again.
+    pub dead_tags: BTreeSet<String>,
 }
+
+/// What one commit did (recorded in its manifest).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CommitInfo {
+    /// Commit time, milliseconds since the Unix epoch; strictly greater than
+    /// the parent's.
+    pub time_ms: u64,
+    /// The operation: `create`, `flush`, `compact`, `tag`, `untag`,
+    /// `restore`, `gc` or `retention`.
+    pub op: String,
+    /// The user's message, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Datasets created (including re-created under a new id).
+    #[serde(default)]
+    pub added: u64,
+    /// Datasets whose record changed.
+    #[serde(default)]
+    pub changed: u64,
+    /// Datasets deleted.
+    #[serde(default)]
+    pub deleted: u64,
+    /// Bytes of new layer and run files this commit names.
+    #[serde(default)]
+    pub bytes_written: u64,
+}
+
+/// One tag: a name for a generation, kept in the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TagEntry {
+    /// The tagged generation.
+    pub generation: u64,
+    /// Time of the commit that made the tag, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// The user's message, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The operations a commit records.
+pub(crate) const OPERATIONS: [&str; 8] = [
+    "create",
+    "flush",
+    "compact",
+    "tag",
+    "untag",
+    "restore",
+    "gc",
+    "retention",
+];
 
 /// The store's maintenance policy, kept in the manifest (`StoreConfig` sets it
 /// at creation).
@@ -57,6 +123,30 @@ pub struct Policy {
     /// the commit that retired them: readers that opened an older generation
     /// (in other processes or on other machines) keep working that long.
     pub gc_grace_secs: u64,
+    /// History retention: the newest `keep_generations` generations
+    /// (counting the current one; 0 reads as 1) stay readable with
+    /// `Atlas::open_at`. Absent in older stores: 1 (no history).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub keep_generations: u64,
+    /// History retention: generations committed less than this many seconds
+    /// ago also stay readable (expired only by `Atlas::gc`, which reads
+    /// their times). Absent in older stores: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep_secs: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for Policy {
@@ -64,6 +154,8 @@ impl Default for Policy {
         Policy {
             max_layers_per_array: 16,
             gc_grace_secs: 3600,
+            keep_generations: 1,
+            keep_secs: 0,
         }
     }
 }
@@ -75,8 +167,13 @@ pub(crate) struct Retired {
     pub dir: String,
     /// File name in it (a layer or segment id).
     pub file: String,
-    /// Commit time that retired it, milliseconds since the Unix epoch.
+    /// Commit time that retired it, milliseconds since the Unix epoch (or
+    /// the later commit that stopped a retained generation from naming it).
     pub since_ms: u64,
+    /// The generation of the commit that retired it: only generations
+    /// older than it may name the file. 0: retired before history existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
 }
 
 impl Retired {
@@ -129,6 +226,16 @@ struct ManifestRepr {
     retired: Vec<Retired>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     commit_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    commit: Option<CommitInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history_from: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    tags: BTreeMap<String, TagEntry>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    dead_tags: BTreeSet<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -176,6 +283,11 @@ impl Manifest {
             policy: Policy::default(),
             retired: Vec::new(),
             commit_id: None,
+            parent: None,
+            commit: None,
+            history_from: None,
+            tags: BTreeMap::new(),
+            dead_tags: BTreeSet::new(),
         }
     }
 
@@ -206,6 +318,11 @@ impl Manifest {
             policy: self.policy,
             retired: self.retired.clone(),
             commit_id: self.commit_id.clone(),
+            parent: self.parent,
+            commit: self.commit.clone(),
+            history_from: self.history_from,
+            tags: self.tags.clone(),
+            dead_tags: self.dead_tags.clone(),
         };
         let mut out = serde_json::to_vec_pretty(&repr).expect("manifest serializes");
         out.push(b'\n');
@@ -219,9 +336,10 @@ impl Manifest {
         };
         let head: Head =
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
-        // Version 2 (segments, no ids) is read and upgraded by the next commit.
-        let version = if head.version == 2 {
-            2
+        // Versions 2 (segments, no ids) and 3 (no history) are read and
+        // upgraded by the next commit.
+        let version = if head.version == 2 || head.version == 3 {
+            head.version
         } else {
             REGISTRY_VERSION
         };
@@ -235,6 +353,7 @@ impl Manifest {
             "binary" => MetaFormat::Binary,
             other => return Err(corrupt(format!("unknown metadata format {other:?}"))),
         };
+        check_history(&repr, &corrupt)?;
         let mut arrays = IndexMap::with_capacity(repr.arrays.len());
         let mut dirs: IndexMap<String, String> = IndexMap::with_capacity(repr.arrays.len());
         let mut dirs_seen = std::collections::HashSet::new();
@@ -279,10 +398,17 @@ impl Manifest {
             .into_iter()
             .map(|r| RunId::new(r.clone()).ok_or_else(|| corrupt(format!("bad run name {r:?}"))))
             .collect::<Result<Vec<_>>>()?;
-        if version == REGISTRY_VERSION && !segments.is_empty() {
-            return Err(corrupt("a version 3 manifest names segments".into()));
+        if version >= 3 && !segments.is_empty() {
+            return Err(corrupt(format!(
+                "a version {version} manifest names segments"
+            )));
         }
         Ok(Manifest {
+            parent: repr.parent,
+            commit: repr.commit,
+            history_from: repr.history_from,
+            tags: repr.tags,
+            dead_tags: repr.dead_tags,
             runs,
             next_id: repr.next_id,
             n_datasets: repr.n_datasets,
@@ -325,4 +451,59 @@ impl Manifest {
                 .collect::<Result<Vec<_>>>()?,
         })
     }
+}
+
+/// Longest tag name accepted.
+pub(crate) const MAX_TAG_LEN: usize = 256;
+
+/// Why a tag name cannot be used, if it cannot.
+pub(crate) fn tag_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty")
+    } else if name.len() > MAX_TAG_LEN {
+        Some("longer than 256 bytes")
+    } else if name.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if name.trim() != name {
+        Some("starts or ends with white space")
+    } else {
+        None
+    }
+}
+
+/// The history fields agree with each other and with the generation.
+fn check_history(repr: &ManifestRepr, corrupt: &dyn Fn(String) -> Error) -> Result<()> {
+    let g = repr.generation;
+    if repr.parent.is_some_and(|p| p >= g) {
+        return Err(corrupt(format!(
+            "parent {:?} is not below generation {g}",
+            repr.parent
+        )));
+    }
+    if repr.history_from.is_some_and(|h| h == 0 || h > g) {
+        return Err(corrupt(format!(
+            "history_from {:?} is not in 1..={g}",
+            repr.history_from
+        )));
+    }
+    if let Some(c) = &repr.commit {
+        if !OPERATIONS.contains(&c.op.as_str()) {
+            return Err(corrupt(format!("unknown commit operation {:?}", c.op)));
+        }
+    }
+    for (name, t) in &repr.tags {
+        if let Some(why) = tag_name_problem(name) {
+            return Err(corrupt(format!("bad tag name {name:?}: {why}")));
+        }
+        if t.generation == 0 || t.generation > g {
+            return Err(corrupt(format!(
+                "tag {name:?} names generation {}",
+                t.generation
+            )));
+        }
+        if repr.dead_tags.contains(name) {
+            return Err(corrupt(format!("tag {name:?} is both live and deleted")));
+        }
+    }
+    Ok(())
 }

@@ -14,6 +14,11 @@
 //! - `id_set` (the ids the run has a record for) and `killed` (committed ids
 //!   this run's commit made dead: deleted, or re-created under a new id), as
 //!   serialized roaring bitmaps;
+//! - since version 2, per array name its **variants** (each distinct pair of
+//!   schema and attribute set, with a bitmap of the ids using it), and the
+//!   list-valued dataset attributes as columns like the scalar ones, so a
+//!   query needs no record block (`run/catalog.rs`); version-1 runs derive
+//!   both from their records once;
 //! - the **index** (where every block is, the first key of each) and a fixed
 //!   32-byte trailer pointing at it.
 //!
@@ -37,6 +42,10 @@ use parking_lot::Mutex;
 use roaring::RoaringTreemap;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+mod catalog;
+
+pub(crate) use catalog::{StatColumn, Values};
+
 use super::segment::{schema_from_repr, schema_to_repr, SchemaRepr};
 use super::{
     validate_array_name, validate_attribute_name, validate_dataset_name, ArrayEntry, Attr,
@@ -47,8 +56,10 @@ use super::{
 pub const RUN_MAGIC: [u8; 8] = *b"ATLASRUN";
 /// Magic at the end of a run file's trailer.
 pub const RUN_END_MAGIC: [u8; 8] = *b"ATLASRND";
-/// The run format version this build writes and reads.
-pub const RUN_VERSION: u32 = 1;
+/// The run format version this build writes (it reads 1 and 2).
+pub const RUN_VERSION: u32 = 2;
+/// The oldest run format version this build reads.
+const OLDEST_RUN_VERSION: u32 = 1;
 const HEADER_LEN: u64 = 16;
 const TRAILER_LEN: u64 = 32;
 /// Uncompressed bytes after which a block is closed.
@@ -162,7 +173,21 @@ struct IndexRepr {
     arrays: Vec<(String, Vec<(u64, BlockRef)>)>,
     /// Dataset attribute → blocks of `(id, value)` rows, by first id.
     attrs: Vec<(String, Vec<(u64, BlockRef)>)>,
+    /// Version 2: array name → its variants, `(schema index, attribute-set
+    /// index, block of the ids' bitmap)`.
+    #[serde(default)]
+    variants: Vec<(String, Vec<VariantRef>)>,
+    /// Version 2: list-valued dataset attribute → blocks of `(id, value)`.
+    #[serde(default)]
+    lists: Vec<Column>,
 }
+
+/// A catalog column: its name and its blocks, by first id.
+type Column = (String, Vec<(u64, BlockRef)>);
+
+/// One variant of an array name: schema index, attribute-set index, and the
+/// block of the bitmap of ids using them.
+type VariantRef = (u32, Option<u32>, BlockRef);
 
 fn stat_to_repr(v: &StatValue) -> StatRepr {
     match v {
@@ -222,6 +247,8 @@ pub(crate) struct RunWriter {
     killed: RoaringTreemap,
     arrays: BTreeMap<String, Vec<(u64, StatRow)>>,
     attrs: BTreeMap<String, Vec<(u64, Attr)>>,
+    lists: BTreeMap<String, Vec<(u64, Attr)>>,
+    variants: BTreeMap<String, BTreeMap<(u32, Option<u32>), RoaringTreemap>>,
     schemas: Vec<SchemaRepr>,
     schema_idx: HashMap<Vec<u8>, u32>,
     schema_ptr: HashMap<usize, u32>,
@@ -257,6 +284,8 @@ impl RunWriter {
             killed: RoaringTreemap::new(),
             arrays: BTreeMap::new(),
             attrs: BTreeMap::new(),
+            lists: BTreeMap::new(),
+            variants: BTreeMap::new(),
             schemas: Vec::new(),
             schema_idx: HashMap::new(),
             schema_ptr: HashMap::new(),
@@ -385,15 +414,24 @@ impl RunWriter {
                 .entry(aname.clone())
                 .or_default()
                 .push((rec.id, st.clone()));
+            self.variants
+                .entry(aname.clone())
+                .or_default()
+                .entry((s, a))
+                .or_default()
+                .insert(rec.id);
             arrays.push(ArrRepr(aname.clone(), s, a, st));
         }
         for (k, v) in &rec.meta.attributes {
-            if v.is_scalar() {
-                self.attrs
-                    .entry(k.clone())
-                    .or_default()
-                    .push((rec.id, v.clone()));
-            }
+            let column = if v.is_scalar() {
+                &mut self.attrs
+            } else {
+                &mut self.lists
+            };
+            column
+                .entry(k.clone())
+                .or_default()
+                .push((rec.id, v.clone()));
         }
         self.ids.push((rec.id, name.to_owned()));
         self.id_set.insert(rec.id);
@@ -427,15 +465,17 @@ impl RunWriter {
             }
             array_cols.push((name, blocks));
         }
-        let mut attr_cols = Vec::new();
-        for (name, mut rows) in std::mem::take(&mut self.attrs) {
-            rows.sort_unstable_by_key(|(id, _)| *id);
-            let mut blocks = Vec::new();
-            for chunk in chunks_by_size(&rows, |(_, a)| approx_attr_len(a) + 10) {
-                let r = self.write_block(&chunk)?;
-                blocks.push((chunk[0].0, r));
+        let attrs = std::mem::take(&mut self.attrs);
+        let attr_cols = self.write_attr_columns(attrs)?;
+        let lists = std::mem::take(&mut self.lists);
+        let list_cols = self.write_attr_columns(lists)?;
+        let mut variants = Vec::new();
+        for (name, vs) in std::mem::take(&mut self.variants) {
+            let mut out = Vec::with_capacity(vs.len());
+            for ((s, a), ids) in vs {
+                out.push((s, a, self.write_bitmap(&ids)?));
             }
-            attr_cols.push((name, blocks));
+            variants.push((name, out));
         }
         let dict = DictRepr(
             std::mem::take(&mut self.schemas),
@@ -456,6 +496,8 @@ impl RunWriter {
             ids: id_blocks,
             arrays: array_cols,
             attrs: attr_cols,
+            variants,
+            lists: list_cols,
         };
         let ix = self.write_block(&index)?;
         let mut trailer = Vec::with_capacity(TRAILER_LEN as usize);
@@ -467,6 +509,23 @@ impl RunWriter {
         self.out.append(&trailer)?;
         self.out.sync()?;
         Ok(())
+    }
+
+    fn write_attr_columns(
+        &mut self,
+        columns: BTreeMap<String, Vec<(u64, Attr)>>,
+    ) -> Result<Vec<Column>> {
+        let mut out = Vec::new();
+        for (name, mut rows) in columns {
+            rows.sort_unstable_by_key(|(id, _)| *id);
+            let mut blocks = Vec::new();
+            for chunk in chunks_by_size(&rows, |(_, a)| approx_attr_len(a) + 10) {
+                let r = self.write_block(&chunk)?;
+                blocks.push((chunk[0].0, r));
+            }
+            out.push((name, blocks));
+        }
+        Ok(out)
     }
 
     fn write_bitmap(&mut self, b: &RoaringTreemap) -> Result<BlockRef> {
@@ -544,6 +603,8 @@ pub(crate) struct Run {
     dict: OnceLock<Arc<Dict>>,
     id_set: OnceLock<RoaringTreemap>,
     blocks: Mutex<Vec<(usize, Arc<CachedBlock>)>>,
+    /// Decoded catalog columns, variants and id blocks, for queries.
+    catalog: catalog::Cache,
 }
 
 impl std::fmt::Debug for Run {
@@ -595,7 +656,7 @@ impl Run {
                 return Err(corrupt("not a registry run (bad magic)".into()));
             }
             let version = u32::from_le_bytes(tail[8..12].try_into().expect("4 bytes"));
-            if version != RUN_VERSION {
+            if !(OLDEST_RUN_VERSION..=RUN_VERSION).contains(&version) {
                 return Err(Error::UnsupportedRegistry {
                     path: path.to_owned(),
                     version,
@@ -614,6 +675,7 @@ impl Run {
             dict: OnceLock::new(),
             id_set: OnceLock::new(),
             blocks: Mutex::new(Vec::new()),
+            catalog: catalog::Cache::default(),
         })
     }
 
@@ -630,6 +692,21 @@ impl Run {
     fn read<T: DeserializeOwned>(&self, r: &BlockRef) -> Result<T> {
         let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
         decode_block(&packed, r, &self.path)
+    }
+
+    /// Decodes a block with a seed (streaming into a caller's structure).
+    fn read_seed<S>(&self, r: &BlockRef, seed: S) -> Result<()>
+    where
+        S: for<'de> serde::de::DeserializeSeed<'de, Value = ()>,
+    {
+        let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
+        let raw = decode_raw(&packed, r, &self.path)?;
+        let mut de = rmp_serde::Deserializer::new(&raw[..]);
+        seed.deserialize(&mut de)
+            .map_err(|e| Error::CorruptRegistry {
+                path: self.path.clone(),
+                reason: format!("block at {}: msgpack: {e}", r.off),
+            })
     }
 
     fn corrupt(&self, reason: String) -> Error {
@@ -801,28 +878,34 @@ impl Run {
     /// The run's `(id, name)` pairs, sorted by id.
     pub(crate) fn ids(&self) -> Result<Vec<(u64, String)>> {
         let mut out = Vec::with_capacity(self.index.n_records as usize);
-        for (first, r) in &self.index.ids {
-            let block: Vec<(u64, String)> = self.read(r)?;
-            if block.first().map(|(id, _)| id) != Some(first) {
-                return Err(self.corrupt("id block does not start at its index key".into()));
-            }
-            if out
-                .last()
-                .is_some_and(|(last, _): &(u64, String)| *last >= block[0].0)
-            {
-                return Err(self.corrupt("id blocks are not sorted".into()));
-            }
-            for w in block.windows(2) {
-                if w[0].0 >= w[1].0 {
-                    return Err(self.corrupt("id block is not sorted".into()));
-                }
-            }
-            for (_, n) in &block {
-                validate_dataset_name(n).map_err(|e| self.corrupt(e.to_string()))?;
-            }
-            out.extend(block);
+        for i in 0..self.index.ids.len() {
+            out.extend(self.id_block(i)?);
         }
         Ok(out)
+    }
+
+    /// Id block `i`, checked: it starts at its index key, is sorted, ends
+    /// before the next block's key, and holds valid names.
+    fn id_block(&self, i: usize) -> Result<Vec<(u64, String)>> {
+        let (first, r) = &self.index.ids[i];
+        let block: Vec<(u64, String)> = self.read(r)?;
+        if block.first().map(|(id, _)| id) != Some(first) {
+            return Err(self.corrupt("id block does not start at its index key".into()));
+        }
+        if let Some((next, _)) = self.index.ids.get(i + 1) {
+            if block.last().is_some_and(|(last, _)| last >= next) {
+                return Err(self.corrupt("id blocks are not sorted".into()));
+            }
+        }
+        for w in block.windows(2) {
+            if w[0].0 >= w[1].0 {
+                return Err(self.corrupt("id block is not sorted".into()));
+            }
+        }
+        for (_, n) in &block {
+            validate_dataset_name(n).map_err(|e| self.corrupt(e.to_string()))?;
+        }
+        Ok(block)
     }
 
     /// Array names with a catalog column in this run.
@@ -881,11 +964,23 @@ fn validate_index(ix: &IndexRepr, body_end: u64, path: &Path) -> Result<()> {
         path: path.to_owned(),
         reason,
     };
-    if ix.tag != INDEX_TAG || ix.version != RUN_VERSION {
+    if ix.tag != INDEX_TAG || !(OLDEST_RUN_VERSION..=RUN_VERSION).contains(&ix.version) {
         return Err(corrupt(format!(
-            "index tag {:?} version {} is not {INDEX_TAG:?} {RUN_VERSION}",
+            "index tag {:?} version {} is not {INDEX_TAG:?} {OLDEST_RUN_VERSION}..={RUN_VERSION}",
             ix.tag, ix.version
         )));
+    }
+    for (n, vs) in &ix.variants {
+        validate_array_name(n).map_err(|e| corrupt(e.to_string()))?;
+        for (_, _, r) in vs {
+            check_ref(r, body_end, path)?;
+        }
+    }
+    for (n, blocks) in &ix.lists {
+        validate_attribute_name(n).map_err(|e| corrupt(e.to_string()))?;
+        for (_, r) in blocks {
+            check_ref(r, body_end, path)?;
+        }
     }
     for r in [&ix.dict, &ix.id_set, &ix.killed] {
         check_ref(r, body_end, path)?;
@@ -976,8 +1071,18 @@ pub(crate) fn fuzz_run(bytes: &[u8]) {
         let _ = run.array_rows(&n);
     }
     let keys: Vec<String> = run.attribute_names().map(str::to_owned).collect();
-    for k in keys {
-        let _ = run.attribute_rows(&k);
+    for k in &keys {
+        let _ = run.attribute_rows(k);
+        let _ = run.attr_column(k);
+    }
+    let arrays: Vec<String> = run.array_names().map(str::to_owned).collect();
+    for a in &arrays {
+        let _ = run.array_variants(a);
+        let _ = run.stat_column(a);
+    }
+    if let Ok(ids) = run.id_set() {
+        let ids = ids.clone();
+        let _ = run.names_of(&ids);
     }
 }
 

@@ -21,6 +21,7 @@ pub(crate) struct RunSet {
     /// Oldest first.
     pub runs: Vec<Arc<Run>>,
     killed: OnceLock<RoaringTreemap>,
+    visible: OnceLock<Vec<RoaringTreemap>>,
 }
 
 impl RunSet {
@@ -45,6 +46,7 @@ impl RunSet {
         RunSet {
             runs,
             killed: OnceLock::new(),
+            visible: OnceLock::new(),
         }
     }
 
@@ -70,6 +72,25 @@ impl RunSet {
             k |= run.killed()?;
         }
         Ok(self.killed.get_or_init(|| k))
+    }
+
+    /// Per run (oldest first), the ids whose catalog rows and names count:
+    /// the run's ids, minus those a newer run holds, minus every killed id.
+    /// Computed once per set (bitmap operations only).
+    pub(crate) fn visible(&self) -> Result<&[RoaringTreemap]> {
+        if let Some(v) = self.visible.get() {
+            return Ok(v);
+        }
+        let killed = self.killed()?;
+        let mut newer = RoaringTreemap::new();
+        let mut out = Vec::with_capacity(self.runs.len());
+        for run in self.runs.iter().rev() {
+            let ids = run.id_set()?;
+            out.push(ids - &newer - killed);
+            newer |= ids;
+        }
+        out.reverse();
+        Ok(self.visible.get_or_init(|| out))
     }
 
     /// Live `(id, name)` pairs in id (insertion) order, streamed from the id

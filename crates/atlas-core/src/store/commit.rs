@@ -28,8 +28,7 @@ mod compact;
 mod gc;
 
 pub(crate) use compact::{compact, flush_and_merge};
-pub(crate) use gc::sweep_orphans;
-use gc::{delete_expired, retire, split_expired};
+pub(crate) use gc::{delete_expired, sweep_orphans};
 
 use super::{Inner, REGISTRY_FILE};
 use crate::error::{Error, Result};
@@ -81,6 +80,8 @@ pub(crate) fn write_manifest(
 ) -> Result<Version, CommitError> {
     let commit_id = format!("{:032x}", array_format::random_uid());
     m.commit_id = Some(commit_id.clone());
+    // Written in the current version, whatever version it was read in.
+    m.version = crate::REGISTRY_VERSION;
     let path = root.join(REGISTRY_FILE);
     let e = match storage.replace_if(&path, &m.encode(), expected) {
         Ok(v) => return Ok(v),
@@ -124,7 +125,7 @@ type WriteGuards = Vec<(String, OwnedRwLockWriteGuard<ArrayFile>)>;
 
 /// Flushes; with `snapshot`, the registry is rewritten as one snapshot segment
 /// even if nothing changed (compaction of the registry).
-async fn flush_with(inner: &Arc<Inner>, snapshot: bool) -> Result<()> {
+pub(crate) async fn flush_with(inner: &Arc<Inner>, snapshot: bool) -> Result<()> {
     let _commit = inner.commit_lock.lock().await;
     if inner.poisoned.load(Ordering::SeqCst) {
         return Err(Error::Poisoned {
@@ -180,6 +181,7 @@ struct Snapshot {
     n: u64,
     users: IndexMap<String, u64>,
     base: Arc<RunSet>,
+    base_next_id: u64,
 }
 
 impl Snapshot {
@@ -203,6 +205,7 @@ impl Snapshot {
             n: live.n,
             users: live.users.clone(),
             base: Arc::clone(&live.base),
+            base_next_id: live.base_next_id,
         }
     }
 }
@@ -327,6 +330,23 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     } else {
         None
     };
+    // What this commit does to history (reads tagged generations' copies).
+    let step = {
+        let (hist, parent, policy) = {
+            let c = inner.committed.lock();
+            (c.history.clone(), c.generation, c.policy)
+        };
+        let (tags, dead) = (hist.tags.clone(), hist.dead_tags.clone());
+        match super::history::Step::plan(inner, &hist, parent, policy, None, tags, dead) {
+            Ok(s) => s,
+            Err(e) => {
+                remove_prepared(storage, &prepared);
+                give_back();
+                return Err(e);
+            }
+        }
+    };
+    let new_gen = step.generation();
     let (manifest, dropped, expired) = {
         let committed = inner.committed.lock();
         let used = |a: &str| snap.users.get(a).is_some_and(|n| *n > 0);
@@ -348,6 +368,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                     dir: inner.dir_or_assign(name),
                     file: p.id().as_str().to_owned(),
                     since_ms: 0,
+                    generation: 0,
                 });
             }
         }
@@ -373,7 +394,6 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
             None => (committed_runs.clone(), Vec::new()),
         };
         let now = now_ms();
-        let (mut expired, mut kept) = split_expired(&committed.retired, now, committed.policy);
         let newly = dropped
             .iter()
             .flat_map(|(name, layers)| {
@@ -384,14 +404,16 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                     dir: dir.clone(),
                     file: l.as_str().to_owned(),
                     since_ms: now,
+                    generation: new_gen,
                 })
             })
             .chain(retired_meta.into_iter().map(|file| Retired {
                 dir: META_DIR.to_owned(),
                 file,
                 since_ms: now,
+                generation: new_gen,
             }));
-        retire(newly, committed.policy, &mut kept, &mut expired);
+        let (kept, mut expired) = step.settle(&committed.retired, newly, now, committed.policy);
         expired.extend(unnamed);
         let (dirs, next_dir) = inner.dirs_for(arrays.keys());
         let users = arrays
@@ -451,6 +473,28 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         }
     }
     let mut manifest = manifest;
+    // The commit's record: datasets added (new ids), changed, deleted, and
+    // the bytes of the files it wrote.
+    let counts = {
+        let (mut added, mut changed, mut deleted) = (0, 0, 0);
+        for (_, r) in &snap.changes {
+            match r {
+                Some(r) if r.id >= snap.base_next_id => added += 1,
+                Some(_) => changed += 1,
+                None => deleted += 1,
+            }
+        }
+        let bytes = prepared.iter().map(|(_, p)| p.len_bytes()).sum::<u64>()
+            + new_runs
+                .as_ref()
+                .and_then(|r| r.runs.last())
+                .map_or(0, |r| r.len());
+        [added, changed, deleted, bytes]
+    };
+    step.stamp(&mut manifest, "flush", None, counts, now_ms());
+    if let Err(e) = step.write_copy(storage, &inner.root) {
+        return Err(fail_before(e));
+    }
     let expected = inner.committed.lock().version.clone();
     let version = match write_manifest(storage, &inner.root, &mut manifest, expected.as_ref()) {
         Ok(v) => v,
@@ -467,7 +511,9 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
             return Err(e.into());
         }
     };
-    // Committed. Make memory match.
+    // Committed. Make memory match (the history state holds the manifest as
+    // written, commit id included: its history copy once superseded).
+    let history = super::history::HistoryState::of(&manifest);
     for (i, p) in prepared {
         if let Err(e) = guards[i].1.install(p) {
             inner.poisoned.store(true, Ordering::SeqCst);
@@ -493,7 +539,9 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         c.segments = manifest.segments;
         c.runs = manifest.runs;
         c.retired = manifest.retired;
+        c.history = history;
     }
+    step.after(storage, &inner.root);
     // Arrays no dataset uses any more: their layers are retired (deleted after
     // the grace period), their in-memory files forgotten now.
     let dropped_names: HashSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();

@@ -82,6 +82,16 @@ impl Atlas {
         let mut manifest = Manifest::new(config.compression(), config.meta_format);
         manifest.generation = 1;
         manifest.policy = config.policy;
+        manifest.history_from = Some(1);
+        manifest.commit = Some(crate::registry::CommitInfo {
+            time_ms: crate::registry::now_ms(),
+            op: "create".to_owned(),
+            message: None,
+            added: 0,
+            changed: 0,
+            deleted: 0,
+            bytes_written: 0,
+        });
         let version = match commit::write_manifest(storage.as_ref(), &root, &mut manifest, None) {
             Ok(v) => v,
             // Another creator won the race (object stores: `If-None-Match`).
@@ -165,7 +175,7 @@ impl Atlas {
         Ok(atlas)
     }
 
-    fn pin_layers(
+    pub(super) fn pin_layers(
         storage: &dyn Storage,
         root: &Path,
         manifest: &Manifest,
@@ -182,7 +192,7 @@ impl Atlas {
             .collect()
     }
 
-    fn from_parts(
+    pub(super) fn from_parts(
         storage: Arc<dyn Storage>,
         root: PathBuf,
         (manifest, version): (Manifest, Option<array_format::Version>),
@@ -191,6 +201,7 @@ impl Atlas {
         options: OpenOptions,
     ) -> Atlas {
         let live = registry.into_live(&manifest);
+        let history = super::history::HistoryState::of(&manifest);
         let files = handles
             .into_iter()
             .map(|(k, v)| (k, FileSlot::Unopened(v)))
@@ -220,6 +231,7 @@ impl Atlas {
                     runs: manifest.runs,
                     policy: manifest.policy,
                     retired: manifest.retired,
+                    history,
                 }),
                 files: Mutex::new(files),
                 dirs: Mutex::new(dirs),
@@ -231,8 +243,36 @@ impl Atlas {
                     options.pending_budget_bytes,
                 )),
                 structure: tokio::sync::Mutex::new(()),
+                at: None,
+                history_names: Mutex::new(HashMap::new()),
             }),
         }
+    }
+}
+
+impl Inner {
+    /// Makes this handle's state the committed manifest `m` (after a
+    /// restore): the registry view, the array files and directories. Handles
+    /// already given out keep reading what they read.
+    pub(super) fn replace_state(
+        &self,
+        m: &Manifest,
+        registry: Loaded,
+        handles: HashMap<String, PinnedLayers>,
+    ) {
+        *self.live.write() = registry.into_live(m);
+        *self.files.lock() = handles
+            .into_iter()
+            .map(|(k, v)| (k, FileSlot::Unopened(v)))
+            .collect();
+        *self.dirs.lock() = DirTable {
+            by_array: m.dirs.iter().map(|(a, d)| (a.clone(), d.clone())).collect(),
+            next: m.next_dir,
+        };
+        let mut c = self.committed.lock();
+        c.arrays.clone_from(&m.arrays);
+        c.segments.clone_from(&m.segments);
+        c.runs.clone_from(&m.runs);
     }
 }
 
@@ -332,15 +372,27 @@ pub(crate) fn load(
     let reg_path = root.join(REGISTRY_FILE);
     let (bytes, version) = storage.read_versioned(&reg_path)?;
     let manifest = Manifest::decode(&bytes, &reg_path)?;
+    let loaded = load_registry(storage, root, &manifest)?;
+    Ok((manifest, version, loaded))
+}
+
+/// Reads the registry a manifest names: its runs' indexes, or, for a store
+/// written before runs, every segment.
+pub(crate) fn load_registry(
+    storage: &dyn Storage,
+    root: &Path,
+    manifest: &Manifest,
+) -> Result<Loaded> {
+    let reg_path = root.join(REGISTRY_FILE);
     if manifest.version >= 3 {
         let runs = RunSet::open(storage, root, &manifest.runs)?;
-        return Ok((manifest, version, Loaded::Runs(runs)));
+        return Ok(Loaded::Runs(runs));
     }
     let mut datasets = IndexMap::new();
     for seg in &manifest.segments {
         let path = root.join(META_DIR).join(seg.as_str());
         decode_segment(&storage.read_all(&path)?, &path)?.apply(&mut datasets);
     }
-    check_arrays(&datasets, &manifest, &reg_path)?;
-    Ok((manifest, version, Loaded::Legacy(datasets)))
+    check_arrays(&datasets, manifest, &reg_path)?;
+    Ok(Loaded::Legacy(datasets))
 }

@@ -1,35 +1,46 @@
-//! [`Atlas::query`]: the store as the query evaluator's source of statistics.
+//! [`Atlas::query`]: the registry's columnar catalog, overlaid with the
+//! handle's pending changes, as the query evaluator's source of statistics.
+//!
+//! Datasets are named by id. Per committed run, the ids whose rows count
+//! (`RunSet::visible`: not held by a newer run, never killed) lose the ids
+//! this handle killed or changed since the last commit; changed datasets
+//! answer from their current records (statistics of arrays written since the
+//! commit from the array files). A query decodes only the catalog columns
+//! of the names it references, once per run (kept by the run), and names
+//! only its matches.
 //!
 //! **Invariant:** a query reads exactly what the handle's reads see: the
-//! registry's live dataset map (committed state plus this handle's pending
-//! changes) and the array files' merged indexes (pending chunks first), under
+//! registry view (committed runs plus this handle's changes, copied under one
+//! lock) and the array files' merged indexes (pending chunks first), under
 //! read locks held for the whole evaluation. It never reads statistics from
-//! anywhere else, so they cannot be stale.
+//! anywhere else, so they cannot be stale; it never materialises every
+//! dataset's record.
 
-use std::collections::{HashMap, HashSet};
+mod chunks;
+mod scan;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use array_format::{
-    ArrayElement, ArrayFile, ArraySchema, ArrayStats, ChunkSummary, DType, TimestampNs,
-};
-use indexmap::IndexMap;
-use roaring::RoaringBitmap;
+use array_format::{ArrayFile, ArraySchema};
 use tokio::sync::OwnedRwLockReadGuard;
 
 use super::{Atlas, Inner};
 use crate::attr::Attr;
 use crate::error::{Error, Result};
-use crate::query::source::{ArrayEntry, ChunkSource, StatsSource};
-use crate::query::value::{Val, ValueSet};
+use crate::query::source::{ArrayGroup, AttrHits, Ids, RowHits, RowTest, StatsSource};
 use crate::query::{Query, QueryResult};
+use crate::registry::{Record, RunSet};
 
 impl Atlas {
     /// The datasets matching a query, in insertion order, with an
     /// [`Explain`](crate::query::Explain) of how each term was decided.
     ///
     /// Sees exactly what this handle reads: the committed generation plus its
-    /// own pending writes. Read the matches with
-    /// [`Atlas::read_array_across`]`(array, result.names(), …)`.
+    /// own pending writes. Reads only the registry catalog's columns of the
+    /// names the query references (and array files for datasets changed
+    /// since the last commit or left undecided by statistics). Read the
+    /// matches with [`Atlas::read_array_across`]`(array, result.names(), …)`.
     pub async fn query(&self, query: &Query) -> Result<QueryResult> {
         let referenced = query.expr.names();
         let mut files = HashMap::new();
@@ -42,113 +53,140 @@ impl Atlas {
             }
         }
         let inner = Arc::clone(&self.inner);
-        let records = tokio::task::spawn_blocking(move || inner.all_records())
-            .await
-            .expect("registry task panicked")?;
-        let source = Snapshot::take(&self.inner, &records, &referenced, files);
         let generation = self.generation();
         let query = query.clone();
-        tokio::task::spawn_blocking(move || crate::query::run(&query, &source, &source, generation))
-            .await
-            .expect("query task panicked")
+        tokio::task::spawn_blocking(move || {
+            let source = CatalogSource::take(&inner, &referenced, files)?;
+            crate::query::run(&query, &source, &source, generation)
+        })
+        .await
+        .expect("query task panicked")
     }
 }
 
 type Guard = OwnedRwLockReadGuard<ArrayFile>;
 
-/// One array in one dataset, as the registry describes it.
-struct Entry {
-    pos: u32,
-    schema: Arc<ArraySchema>,
-    attrs: Arc<IndexMap<String, Attr>>,
-}
-
-/// The state a query runs on: the dataset order and the referenced columns,
-/// copied from the registry under its lock, plus read guards on the
-/// referenced array files.
-struct Snapshot {
-    inner: Arc<Inner>,
-    names: Vec<String>,
-    /// Referenced names that some dataset has as an array / an attribute.
-    arrays_seen: HashSet<String>,
-    attributes_seen: HashSet<String>,
-    arrays: HashMap<String, Vec<Entry>>,
-    attributes: HashMap<String, Vec<(u32, Attr)>>,
+/// The state a query runs on: the committed runs with the ids whose rows
+/// count for this handle, the datasets changed since the last commit, and
+/// read guards on the referenced array files.
+struct CatalogSource {
+    base: Arc<RunSet>,
+    /// Per run (oldest first), the ids whose rows and names count.
+    visible: Vec<Ids>,
+    universe: Ids,
+    /// Live datasets changed since the last commit, by id.
+    pending: BTreeMap<u64, (String, Record)>,
+    /// Array names some live dataset has.
+    arrays: BTreeSet<String>,
+    /// Referenced names some live dataset has as a dataset attribute.
+    attributes: HashSet<String>,
     files: HashMap<String, Guard>,
 }
 
-impl Snapshot {
-    /// One pass over the datasets, looking up only the referenced names.
+impl CatalogSource {
+    /// Copies the registry view under one lock, then derives the visible
+    /// sets (bitmap operations) and which referenced names are attributes.
     fn take(
-        inner: &Arc<Inner>,
-        datasets: &[(String, crate::registry::Record)],
+        inner: &Inner,
         referenced: &HashSet<String>,
         files: HashMap<String, Guard>,
-    ) -> Snapshot {
-        let referenced: Vec<&String> = referenced.iter().collect();
-        let mut arrays: HashMap<String, Vec<Entry>> = HashMap::new();
-        let mut attributes: HashMap<String, Vec<(u32, Attr)>> = HashMap::new();
-        let mut names = Vec::with_capacity(datasets.len());
-        for (pos, (name, rec)) in datasets.iter().enumerate() {
-            let pos = pos as u32;
-            let meta = &rec.meta;
-            names.push(name.clone());
-            for r in &referenced {
-                if let Some(entry) = meta.arrays.get(r.as_str()) {
-                    arrays.entry((*r).clone()).or_default().push(Entry {
-                        pos,
-                        schema: Arc::clone(&entry.schema),
-                        attrs: Arc::clone(&entry.attributes),
-                    });
-                }
-                if let Some(v) = meta.attributes.get(r.as_str()) {
-                    attributes
-                        .entry((*r).clone())
-                        .or_default()
-                        .push((pos, v.clone()));
-                }
+    ) -> Result<CatalogSource> {
+        let (base, changed, killed, arrays) = {
+            let live = inner.live.read();
+            (
+                Arc::clone(&live.base),
+                live.changed
+                    .iter()
+                    .map(|(n, (_, r))| (n.clone(), r.clone()))
+                    .collect::<Vec<_>>(),
+                live.killed.clone(),
+                live.users
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(a, _)| a.clone())
+                    .collect::<BTreeSet<_>>(),
+            )
+        };
+        // Committed rows that no longer count: killed, or changed since.
+        let mut gone = killed;
+        let mut pending = BTreeMap::new();
+        for (name, rec) in changed {
+            if let Some(rec) = rec {
+                gone.insert(rec.id);
+                pending.insert(rec.id, (name, rec));
             }
         }
-        Snapshot {
-            inner: Arc::clone(inner),
-            names,
-            arrays_seen: arrays.keys().cloned().collect(),
-            attributes_seen: attributes.keys().cloned().collect(),
+        let visible: Vec<Ids> = base.visible()?.iter().map(|v| v - &gone).collect();
+        let mut universe: Ids = pending.keys().copied().collect();
+        for v in &visible {
+            universe |= v;
+        }
+        let mut source = CatalogSource {
+            base,
+            visible,
+            universe,
+            pending,
             arrays,
-            attributes,
+            attributes: HashSet::new(),
             files,
-        }
-    }
-
-    /// Sorted distinct names over the live map, for suggestions after an
-    /// unknown name (the error path only).
-    fn all_names(&self, arrays: bool) -> Vec<String> {
-        let mut set = std::collections::BTreeSet::new();
-        let records = self.inner.all_records().unwrap_or_default();
-        {
-            for (_, rec) in &records {
-                let meta = &rec.meta;
-                let keys: Box<dyn Iterator<Item = &String>> = if arrays {
-                    Box::new(meta.arrays.keys())
-                } else {
-                    Box::new(meta.attributes.keys())
-                };
-                for k in keys {
-                    if !set.contains(k) {
-                        set.insert(k.clone());
-                    }
-                }
+        };
+        for name in referenced {
+            if source.has_attribute(name)? {
+                source.attributes.insert(name.clone());
             }
         }
-        set.into_iter().collect()
+        Ok(source)
     }
 
-    /// The array file and the dataset's name, if the file still holds the
-    /// dataset's array.
-    fn file(&self, array: &str, pos: u32) -> Option<(&ArrayFile, &str)> {
-        let name = self.names[pos as usize].as_str();
+    /// Does some live dataset have the dataset attribute `key`?
+    fn has_attribute(&self, key: &str) -> Result<bool> {
+        if self
+            .pending
+            .values()
+            .any(|(_, r)| r.meta.attributes.contains_key(key))
+        {
+            return Ok(true);
+        }
+        for (run, vis) in self.base.runs.iter().zip(&self.visible) {
+            if !run.attr_column(key)?.present.is_disjoint(vis) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The array file of `array`, if it still holds `dataset`'s array.
+    fn file(&self, array: &str, dataset: &str) -> Option<&ArrayFile> {
         let f = self.files.get(array)?;
-        f.contains(name).then_some((&**f, name))
+        f.contains(dataset).then_some(&**f)
+    }
+
+    /// Statistics of a changed dataset's array: from its record unless the
+    /// array was written since the last commit, then from its array file.
+    fn pending_stats(
+        &self,
+        name: &str,
+        rec: &Record,
+        array: &str,
+    ) -> Result<Option<array_format::ArrayStats>> {
+        let Some(entry) = rec.meta.arrays.get(array) else {
+            return Ok(None);
+        };
+        if let Some(st) = rec.stats.get(array) {
+            return Ok(Some(st.clone()));
+        }
+        let Some(file) = self.files.get(array) else {
+            return Ok(None);
+        };
+        match file.schema(name) {
+            // A dataset deleted while the query took its locks: not there.
+            None => return Ok(None),
+            Some(f) if *f == *entry.schema => {}
+            Some(_) => check_schema(file, name, array, &entry.schema)?,
+        }
+        file.array_stats(name)
+            .map(Some)
+            .map_err(|e| Error::array(name, array, e))
     }
 }
 
@@ -173,125 +211,157 @@ fn check_schema(
     ))
 }
 
-impl StatsSource for Snapshot {
-    fn n_datasets(&self) -> u32 {
-        self.names.len() as u32
+impl StatsSource for CatalogSource {
+    fn universe(&self) -> &Ids {
+        &self.universe
     }
 
-    fn name(&self, pos: u32) -> &str {
-        &self.names[pos as usize]
+    fn name(&self, id: u64) -> Result<String> {
+        let one: Ids = std::iter::once(id).collect();
+        Ok(self.names(&one)?.pop().unwrap_or_else(|| format!("#{id}")))
+    }
+
+    fn names(&self, ids: &Ids) -> Result<Vec<String>> {
+        let mut out: Vec<(u64, String)> = Vec::with_capacity(ids.len() as usize);
+        for (run, vis) in self.base.runs.iter().zip(&self.visible) {
+            let mine = ids & vis;
+            if !mine.is_empty() {
+                out.extend(run.names_of(&mine)?);
+            }
+        }
+        for (id, (name, _)) in &self.pending {
+            if ids.contains(*id) {
+                out.push((*id, name.clone()));
+            }
+        }
+        out.sort_unstable_by_key(|(id, _)| *id);
+        Ok(out.into_iter().map(|(_, n)| n).collect())
     }
 
     fn is_array(&self, name: &str) -> bool {
-        self.arrays_seen.contains(name)
+        self.arrays.contains(name)
     }
 
     fn is_attribute(&self, name: &str) -> bool {
-        self.attributes_seen.contains(name)
+        self.attributes.contains(name)
     }
 
     fn array_names(&self) -> Vec<String> {
-        self.all_names(true)
+        self.arrays.iter().cloned().collect()
     }
 
     fn attribute_names(&self) -> Vec<String> {
-        self.all_names(false)
-    }
-
-    fn array_entries(&self, array: &str) -> Vec<ArrayEntry> {
-        self.arrays
-            .get(array)
-            .map(|es| {
-                es.iter()
-                    .map(|e| ArrayEntry {
-                        pos: e.pos,
-                        dtype: e.schema.dtype,
-                        attrs: Arc::clone(&e.attrs),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn array_stats(&self, array: &str, only: &RoaringBitmap) -> Result<Vec<(u32, ArrayStats)>> {
-        let (Some(entries), Some(file)) = (self.arrays.get(array), self.files.get(array)) else {
-            return Ok(Vec::new());
-        };
-        let mut rows = Vec::with_capacity(only.len() as usize);
-        for e in entries.iter().filter(|e| only.contains(e.pos)) {
-            let name = self.names[e.pos as usize].as_str();
-            match file.schema(name) {
-                // A dataset deleted while the query took its locks: not there.
-                None => continue,
-                Some(f) if *f == *e.schema => {}
-                Some(_) => check_schema(file, name, array, &e.schema)?,
-            }
-            let stats = file
-                .array_stats(name)
-                .map_err(|err| Error::array(name, array, err))?;
-            rows.push((e.pos, stats));
+        let mut set = self.base.attribute_names();
+        for run in &self.base.runs {
+            set.extend(run.list_attribute_names().unwrap_or_default());
         }
-        Ok(rows)
+        for (_, r) in self.pending.values() {
+            set.extend(r.meta.attributes.keys().cloned());
+        }
+        set.into_iter().collect()
     }
 
-    fn attribute_rows(&self, key: &str) -> Vec<(u32, Attr)> {
-        self.attributes.get(key).cloned().unwrap_or_default()
+    fn array_groups(&self, array: &str) -> Result<Vec<ArrayGroup>> {
+        let mut groups: Vec<ArrayGroup> = Vec::new();
+        for (run, vis) in self.base.runs.iter().zip(&self.visible) {
+            for v in run.array_variants(array)?.iter() {
+                let ids = &v.ids & vis;
+                if !ids.is_empty() {
+                    groups.push(ArrayGroup {
+                        ids,
+                        dtype: v.schema.dtype,
+                        attrs: Arc::clone(&v.attrs),
+                    });
+                }
+            }
+        }
+        for (id, (_, rec)) in &self.pending {
+            let Some(e) = rec.meta.arrays.get(array) else {
+                continue;
+            };
+            let same = groups.iter_mut().find(|g| {
+                g.dtype == e.schema.dtype
+                    && (Arc::ptr_eq(&g.attrs, &e.attributes) || *g.attrs == *e.attributes)
+            });
+            match same {
+                Some(g) => {
+                    g.ids.insert(*id);
+                }
+                None => groups.push(ArrayGroup {
+                    ids: std::iter::once(*id).collect(),
+                    dtype: e.schema.dtype,
+                    attrs: Arc::clone(&e.attributes),
+                }),
+            }
+        }
+        Ok(groups)
     }
-}
 
-impl ChunkSource for Snapshot {
-    fn chunks(&self, array: &str, pos: u32) -> Result<Vec<ChunkSummary>> {
-        let Some((file, name)) = self.file(array, pos) else {
-            return Ok(Vec::new());
-        };
-        file.chunk_summaries(name)
-            .map_err(|e| Error::array(name, array, e))
+    fn test_rows(&self, array: &str, only: &Ids, test: RowTest<'_>) -> Result<RowHits> {
+        let mut hits = RowHits::default();
+        for (run, vis) in self.base.runs.iter().zip(&self.visible) {
+            let scope = only & vis;
+            if scope.is_empty() {
+                continue;
+            }
+            let col = run.stat_column(array)?;
+            scan::column(&col, &scope, test, &mut hits);
+        }
+        for (id, (name, rec)) in &self.pending {
+            if !only.contains(*id) {
+                continue;
+            }
+            if let Some(st) = self.pending_stats(name, rec, array)? {
+                scan::row(*id, &st, test, &mut hits);
+            }
+        }
+        Ok(hits)
     }
 
-    fn chunk_has(&self, array: &str, pos: u32, chunk_idx: u64, set: &ValueSet) -> Result<bool> {
-        let Some((file, name)) = self.file(array, pos) else {
-            return Ok(false);
-        };
-        let schema = file.schema(name).ok_or_else(|| Error::ArrayNotFound {
-            dataset: name.to_owned(),
-            array: array.to_owned(),
-        })?;
-        let (start, count) = schema.chunk_region(chunk_idx);
-        let fv = schema.fill_value.clone();
-        let r = match schema.dtype {
-            DType::Bool => has::<bool>(file, name, &start, &count, fv.as_ref(), set),
-            DType::Int8 => has::<i8>(file, name, &start, &count, fv.as_ref(), set),
-            DType::Int16 => has::<i16>(file, name, &start, &count, fv.as_ref(), set),
-            DType::Int32 => has::<i32>(file, name, &start, &count, fv.as_ref(), set),
-            DType::Int64 => has::<i64>(file, name, &start, &count, fv.as_ref(), set),
-            DType::UInt8 => has::<u8>(file, name, &start, &count, fv.as_ref(), set),
-            DType::UInt16 => has::<u16>(file, name, &start, &count, fv.as_ref(), set),
-            DType::UInt32 => has::<u32>(file, name, &start, &count, fv.as_ref(), set),
-            DType::UInt64 => has::<u64>(file, name, &start, &count, fv.as_ref(), set),
-            DType::Float32 => has::<f32>(file, name, &start, &count, fv.as_ref(), set),
-            DType::Float64 => has::<f64>(file, name, &start, &count, fv.as_ref(), set),
-            DType::String => has::<String>(file, name, &start, &count, fv.as_ref(), set),
-            DType::Timestamp => has::<TimestampNs>(file, name, &start, &count, fv.as_ref(), set),
-            other => unreachable!("dtype {other} has no query dispatch"),
-        };
-        r.map_err(|e| Error::array(name, array, e))
+    fn attribute_hits(
+        &self,
+        key: &str,
+        decide: &mut dyn FnMut(&Attr, u64) -> Result<bool>,
+    ) -> Result<AttrHits> {
+        let mut out = AttrHits::default();
+        for (run, vis) in self.base.runs.iter().zip(&self.visible) {
+            let col = run.attr_column(key)?;
+            if col.values.is_empty() {
+                continue;
+            }
+            let present = &col.present & vis;
+            if present.is_empty() {
+                continue;
+            }
+            let mut yes = Ids::new();
+            for (k, value) in col.values.iter().enumerate() {
+                let ids = col.ids_of(k);
+                match decide(value, ids[0]) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        yes |= Ids::from_sorted_iter(ids.iter().copied())
+                            .expect("a value's ids ascend");
+                    }
+                    // A mismatch counts only if a live dataset holds the value;
+                    // decided again for it, so the message names it.
+                    Err(e) => {
+                        if let Some(live) = ids.iter().find(|i| vis.contains(**i)) {
+                            return Err(decide(value, *live).err().unwrap_or(e));
+                        }
+                    }
+                }
+            }
+            out.yes |= yes & &present;
+            out.present |= present;
+        }
+        for (id, (_, rec)) in &self.pending {
+            if let Some(v) = rec.meta.attributes.get(key) {
+                out.present.insert(*id);
+                if decide(v, *id)? {
+                    out.yes.insert(*id);
+                }
+            }
+        }
+        Ok(out)
     }
-}
-
-/// Decodes one chunk's region and looks for a non-null cell in `set`. Nulls
-/// are as the statistics count them: NaN, or equal to the fill value.
-fn has<T: ArrayElement>(
-    file: &ArrayFile,
-    name: &str,
-    start: &[u64],
-    count: &[u64],
-    declared: Option<&array_format::FillValue>,
-    set: &ValueSet,
-) -> array_format::Result<bool> {
-    let null: Option<T> = declared.and_then(T::from_fill);
-    let cells = file.read_array::<T>(name, start, count)?;
-    Ok(cells
-        .iter()
-        .filter(|v| !v.is_nan() && null.as_ref() != Some(*v))
-        .any(|v| set.member(&Val::from_stat(&v.to_stat()))))
 }

@@ -34,6 +34,12 @@ impl Inner {
     /// another writer holds it, if the store moved past this handle's snapshot,
     /// or after a commit whose durability is unknown.
     pub(crate) fn ensure_writer(&self) -> Result<()> {
+        if let Some(generation) = self.at {
+            return Err(Error::ReadOnly {
+                path: self.root.clone(),
+                generation,
+            });
+        }
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned {
                 path: self.root.clone(),
@@ -60,7 +66,7 @@ impl Inner {
         // sweep lists every directory: orphans there are left to compaction,
         // which sweeps only files older than the grace period.
         if !self.storage.is_object_store() {
-            commit::sweep_orphans(self.storage.as_ref(), &self.root, &on_disk);
+            commit::sweep_orphans(self.storage.as_ref(), &self.root, &on_disk, None);
         }
         *w = Some(guard);
         Ok(())

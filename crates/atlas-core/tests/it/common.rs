@@ -27,6 +27,20 @@ pub fn no_grace() -> StoreConfig {
     }
 }
 
+/// Copies a directory tree (a golden store into a scratch directory).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
 pub fn mem_root() -> PathBuf {
     PathBuf::from(MEM_ROOT)
 }
@@ -136,7 +150,7 @@ pub async fn render_array(ds: &DatasetView, name: &str, dtype: DType) -> String 
 }
 
 /// One array as seen through the API.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ArraySnap {
     /// Array name.
     pub name: String,
@@ -147,7 +161,7 @@ pub struct ArraySnap {
 }
 
 /// One dataset as seen through the API.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DatasetSnap {
     /// Dataset name.
     pub name: String,
@@ -158,7 +172,7 @@ pub struct DatasetSnap {
 }
 
 /// Everything a store exposes, for exact comparison of two states.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     /// Distinct array names, in order of first appearance.
     pub array_names: Vec<String>,

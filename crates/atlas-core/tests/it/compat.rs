@@ -5,18 +5,7 @@ use std::path::Path;
 
 use atlas_core::{Atlas, Attr};
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
+use crate::common::copy_dir;
 
 fn golden(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -101,7 +90,7 @@ async fn registry_v2_store_opens_and_upgrades_at_the_next_commit() {
     s.flush().await.unwrap();
     drop(s);
     let manifest = std::fs::read_to_string(tmp.path().join("atlas.json")).unwrap();
-    assert!(manifest.contains("\"version\": 3"), "{manifest}");
+    assert!(manifest.contains("\"version\": 4"), "{manifest}");
     assert!(manifest.contains("\"runs\""), "{manifest}");
     assert!(!manifest.contains("\"segments\""), "{manifest}");
     let r = Atlas::open_path(tmp.path()).await.unwrap();
@@ -112,4 +101,83 @@ async fn registry_v2_store_opens_and_upgrades_at_the_next_commit() {
     // A new dataset continues the ids.
     r.create_dataset("new").await.unwrap();
     assert_eq!(r.dataset_id("new").unwrap(), Some(7));
+}
+
+/// Queries on the golden store with registry runs of format 1 (no variants,
+/// no list-attribute columns: both derived from the records), with the
+/// answers the build that wrote it gave; after a compaction rewrites the
+/// registry as format-2 runs, the same answers.
+#[tokio::test]
+async fn runs_v1_store_answers_queries_before_and_after_rewriting_its_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&golden("runs-v1"), tmp.path());
+    // The format versions of the runs the manifest names.
+    let run_version = |dir: &Path| -> Vec<u32> {
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("atlas.json")).unwrap())
+                .unwrap();
+        let mut v: Vec<u32> = manifest["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let b = std::fs::read(dir.join("atlas.meta").join(r.as_str().unwrap())).unwrap();
+                u32::from_le_bytes(b[8..12].try_into().unwrap())
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(
+        run_version(tmp.path()),
+        [1],
+        "the golden store has one run of format 1"
+    );
+    let p = |i: u32| format!("argo_6900001_{i:03}");
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("TEMP.max > 17.3", [6, 7, 9, 10, 11].map(p).to_vec()),
+        (
+            "TEMP@units = 'degree_Celsius' and cycle_number >= 10",
+            [10, 11, 12].map(p).to_vec(),
+        ),
+        (
+            "platform_number = '6900001' and not has(sst)",
+            (1..=12).map(p).collect(),
+        ),
+        (
+            "has(sst) or PSAL.nulls = 2",
+            [1, 3, 5, 6, 7]
+                .map(p)
+                .into_iter()
+                .chain(["sst_2024_01".to_owned()])
+                .collect(),
+        ),
+        ("any(TEMP > 17.5)", vec![p(7)]),
+    ];
+    let check = |s: Atlas, when: &'static str| {
+        let cases = cases.clone();
+        async move {
+            for (q, want) in &cases {
+                let got = s
+                    .query(&atlas_core::query::Query::parse(q).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(got.names(), want.as_slice(), "{q} ({when})");
+            }
+        }
+    };
+    check(Atlas::open_path(tmp.path()).await.unwrap(), "format 1").await;
+    // A change leaves a second run; compaction merges both into one.
+    let s = Atlas::open_path(tmp.path()).await.unwrap();
+    s.open_dataset("sst_2024_01")
+        .await
+        .unwrap()
+        .set_attribute("touched", Attr::Bool(true))
+        .unwrap();
+    s.flush().await.unwrap();
+    check(s.clone(), "a format-1 and a format-2 run").await;
+    s.compact().await.unwrap();
+    drop(s);
+    assert_eq!(run_version(tmp.path()), [2], "compaction rewrote the runs");
+    check(Atlas::open_path(tmp.path()).await.unwrap(), "format 2").await;
 }

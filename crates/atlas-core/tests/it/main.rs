@@ -7,6 +7,8 @@
 //! - [`bad_input`]: typed errors for every bad input, committed data intact.
 //! - [`deletes`]: deleted data never comes back.
 //! - [`faults`]: deterministic fault injection at every step of flush/compact.
+//! - [`history`]: time travel: history, `open_at`, tags, retention, GC,
+//!   restore and diff, with a model, faults and S3.
 //! - [`model`]: a proptest model of the whole store.
 //! - [`concurrency`]: readers beside a flushing/compacting writer.
 //! - [`scale`]: a 20,000-dataset smoke test.
@@ -56,6 +58,7 @@ mod compat;
 mod concurrency;
 mod deletes;
 mod faults;
+mod history;
 mod model;
 mod object_store;
 mod query;

@@ -278,6 +278,7 @@ async fn store_lifecycle(storage: Arc<dyn Storage>, root: &Path) {
         policy: atlas_core::Policy {
             max_layers_per_array: 3,
             gc_grace_secs: 0,
+            ..atlas_core::Policy::default()
         },
         ..StoreConfig::default()
     };
@@ -650,6 +651,7 @@ async fn readers_never_see_a_mixed_state() {
         policy: atlas_core::Policy {
             max_layers_per_array: 2,
             gc_grace_secs: 3,
+            ..atlas_core::Policy::default()
         },
         ..StoreConfig::default()
     };

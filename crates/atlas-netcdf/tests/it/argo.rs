@@ -152,3 +152,52 @@ async fn reimport_skips_existing_datasets_unless_replacing() {
     }
     crate::common::assert_verifies(&store);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_commit_in_batches_and_a_rerun_resumes() {
+    let Some(files) = argo() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut sizes = 0u64;
+    for f in &files[..12] {
+        std::fs::copy(f, src.join(f.file_name().unwrap())).unwrap();
+        sizes += std::fs::metadata(f).unwrap().len();
+    }
+    let store = Atlas::create_path(dir.path().join("store"), StoreConfig::default())
+        .await
+        .unwrap();
+    let g0 = store.generation();
+    // About a third of the input per batch: three or four commits.
+    let opts = BulkOptions {
+        batch_bytes: sizes / 3,
+        ..BulkOptions::default()
+    };
+    let r = import_paths(&store, std::slice::from_ref(&src), &opts, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((r.imported, r.failed), (12, 0));
+    assert!((3..=4).contains(&r.commits), "{} commits", r.commits);
+    assert!(store.generation() >= g0 + r.commits as u64);
+    drop(store);
+
+    // A batch committed before an interruption stays: remove the last
+    // datasets as if the import had stopped after its first batches, and a
+    // rerun imports only those.
+    let store = Atlas::open_path(dir.path().join("store")).await.unwrap();
+    for f in &files[8..12] {
+        store.delete_dataset(&name(f)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let r = import_paths(&store, std::slice::from_ref(&src), &opts, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((r.imported, r.skipped, r.failed), (4, 8, 0));
+    drop(store);
+    let store = Atlas::open_path(dir.path().join("store")).await.unwrap();
+    assert_eq!(store.n_datasets(), 12);
+    for f in &files[..12] {
+        check_dataset(&store, &name(f), &reference(f)).await;
+    }
+    crate::common::assert_verifies(&store);
+}

@@ -7,10 +7,21 @@ use std::sync::Arc;
 use array_format::{ArrayFile, LayerId, MergePlan, PreparedLayer};
 use tokio::sync::OwnedRwLockReadGuard;
 
-use super::{delete_expired, flush_with, retire, split_expired, write_manifest, CommitError};
+use super::{delete_expired, flush_with, write_manifest, CommitError};
 use crate::error::{Error, Result};
 use crate::registry::{now_ms, Manifest, Retired};
+use crate::store::history::{HistoryState, Step};
 use crate::store::{Inner, REGISTRY_FILE};
+
+/// What the commit phase of a compaction returns.
+type Done = (
+    u64,
+    Vec<Retired>,
+    Vec<Retired>,
+    array_format::Version,
+    HistoryState,
+    Step,
+);
 
 pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
     // Commit pending changes and rewrite the registry as one snapshot segment.
@@ -26,7 +37,12 @@ pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
             if let Ok(bytes) = inner2.storage.read_all(&reg_path) {
                 if let Ok(m) = Manifest::decode(&bytes, &reg_path) {
                     if m.generation == inner2.committed.lock().generation {
-                        super::sweep_orphans(inner2.storage.as_ref(), &inner2.root, &m);
+                        super::sweep_orphans(
+                            inner2.storage.as_ref(),
+                            &inner2.root,
+                            &m,
+                            Some(&|d: &str| inner2.dir_in_use(d)),
+                        );
                     }
                 }
             }
@@ -109,8 +125,9 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
     let installed_ids = new_ids.clone();
     let paths: Vec<std::path::PathBuf> =
         prepared.iter().map(|(_, p)| p.path().to_owned()).collect();
-    let (generation, retired_now, expired, version) = tokio::task::spawn_blocking(
-        move || -> Result<(u64, Vec<Retired>, Vec<Retired>, array_format::Version)> {
+    let bytes_written: u64 = prepared.iter().map(|(_, p)| p.len_bytes()).sum();
+    let (generation, retired_now, expired, version, history, step) =
+        tokio::task::spawn_blocking(move || -> Result<Done> {
             let storage = inner2.storage.as_ref();
             let cleanup = || {
                 for p in &paths {
@@ -138,10 +155,26 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
                     path: inner2.root.clone(),
                 });
             }
-            manifest.generation += 1;
+            let hist = inner2.committed.lock().history.clone();
+            let (tags, dead) = (hist.tags.clone(), hist.dead_tags.clone());
+            let step = match Step::plan(
+                &inner2,
+                &hist,
+                manifest.generation,
+                manifest.policy,
+                None,
+                tags,
+                dead,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    cleanup();
+                    return Err(e);
+                }
+            };
+            let new_gen = step.generation();
             let now = now_ms();
-            let (expired, kept) = split_expired(&manifest.retired, now, manifest.policy);
-            let (mut expired, mut kept) = (expired, kept);
+            let mut newly = Vec::new();
             for (name, id, keep) in &new_ids {
                 let Some(layers) = manifest.arrays.get_mut(name) else {
                     cleanup();
@@ -152,16 +185,39 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
                 let old = layers.split_off((*keep).min(layers.len()));
                 layers.push(id.clone());
                 let dir = manifest.dirs[name].clone();
-                let newly = old.into_iter().map(|l| Retired {
+                newly.extend(old.into_iter().map(|l| Retired {
                     dir: dir.clone(),
                     file: l.as_str().to_owned(),
                     since_ms: now,
-                });
-                retire(newly, manifest.policy, &mut kept, &mut expired);
+                    generation: new_gen,
+                }));
             }
+            let (kept, expired) =
+                step.settle(&manifest.retired, newly.into_iter(), now, manifest.policy);
             manifest.retired = kept;
+            step.stamp(
+                &mut manifest,
+                "compact",
+                None,
+                [0, 0, 0, bytes_written],
+                now,
+            );
+            if let Err(e) = step.write_copy(storage, &inner2.root) {
+                cleanup();
+                return Err(e);
+            }
             match write_manifest(storage, &inner2.root, &mut manifest, Some(&on_disk_version)) {
-                Ok(v) => Ok((manifest.generation, manifest.retired, expired, v)),
+                Ok(v) => {
+                    let history = HistoryState::of(&manifest);
+                    Ok((
+                        manifest.generation,
+                        manifest.retired,
+                        expired,
+                        v,
+                        history,
+                        step,
+                    ))
+                }
                 Err(CommitError::Before(e)) => {
                     cleanup();
                     Err(e.into())
@@ -177,10 +233,9 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
                     Err(e.into())
                 }
             }
-        },
-    )
-    .await
-    .expect("compaction task panicked")?;
+        })
+        .await
+        .expect("compaction task panicked")?;
     // Phase 3: install; the old layers are retired (deleted after the grace
     // period by a later commit).
     for ((_, p), (_, f)) in prepared.into_iter().zip(handles) {
@@ -205,7 +260,9 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
             layers.push(id);
         }
         c.retired = retired_now;
+        c.history = history;
     }
+    step.after(inner.storage.as_ref(), &inner.root);
     if !expired.is_empty() {
         // Under the structure lock: no array directory is being created.
         let _structure = inner.structure.lock().await;

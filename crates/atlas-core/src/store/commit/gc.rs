@@ -6,15 +6,18 @@ use std::path::Path;
 
 use array_format::{LayerId, Storage};
 
-use crate::registry::{Manifest, Policy, Retired, RunId, SegmentId, META_DIR};
+use crate::registry::{Manifest, Retired, RunId, SegmentId, META_DIR};
 use crate::store::Inner;
 
+fn is_scratch_file(name: &str) -> bool {
+    name.starts_with("scratch-")
+        && std::path::Path::new(name)
+            .extension()
+            .is_some_and(|e| e == "tmp")
+}
+
 fn is_store_file(name: &str) -> bool {
-    LayerId::new(name).is_some()
-        || (name.starts_with("scratch-")
-            && std::path::Path::new(name)
-                .extension()
-                .is_some_and(|e| e == "tmp"))
+    LayerId::new(name).is_some() || is_scratch_file(name)
 }
 
 /// Removes files no commit names: layers and scratch files left by crashed or
@@ -25,7 +28,17 @@ fn is_store_file(name: &str) -> bool {
 /// On object stores other writers may be uploading files their next commit
 /// will name, so only files older than the policy's grace period are removed
 /// there (and files whose age the listing does not tell are kept).
-pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manifest) {
+///
+/// `in_use` names the array directories of a handle that may hold pending
+/// changes (`None` when it holds none): their scratch files are kept, and a
+/// directory the manifest does not name yet (an array defined since the last
+/// commit) is left alone.
+pub(crate) fn sweep_orphans(
+    storage: &dyn Storage,
+    root: &Path,
+    manifest: &Manifest,
+    in_use: Option<&dyn Fn(&str) -> bool>,
+) {
     let Ok(entries) = storage.list_dir(root) else {
         return;
     };
@@ -61,6 +74,10 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
             let _ = storage.remove_file(&root.join(&name));
             continue;
         }
+        if name == crate::store::HISTORY_DIR {
+            sweep_history(storage, &root.join(&name), manifest, old_enough);
+            continue;
+        }
         if name == META_DIR {
             let live: HashSet<&str> = manifest
                 .segments
@@ -78,18 +95,25 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
             sweep_segments(storage, &root.join(META_DIR), &live, old.as_ref());
             continue;
         }
-        let dir = root.join(&name);
-        let Ok(mut files) = storage.list_dir(&dir) else {
-            continue;
-        };
-        if let Some(old) = old_enough(&dir) {
-            files.retain(|f| old.contains(f));
-        }
         let array = manifest
             .dirs
             .iter()
             .find(|(_, d)| **d == name)
             .map(|(a, _)| a.as_str());
+        let handle_uses = in_use.is_some_and(|f| f(&name));
+        if handle_uses && array.is_none() {
+            continue;
+        }
+        let dir = root.join(&name);
+        let Ok(mut files) = storage.list_dir(&dir) else {
+            continue;
+        };
+        if handle_uses {
+            files.retain(|f| !is_scratch_file(f));
+        }
+        if let Some(old) = old_enough(&dir) {
+            files.retain(|f| old.contains(f));
+        }
         let mut live: HashSet<&str> = array
             .and_then(|a| manifest.arrays.get(a))
             .map(|l| l.iter().map(LayerId::as_str).collect())
@@ -115,6 +139,33 @@ pub(crate) fn sweep_orphans(storage: &dyn Storage, root: &Path, manifest: &Manif
     }
 }
 
+/// History copies of generations the manifest does not retain (left by a
+/// crash after the commit that expired them). Copies of the current
+/// generation or newer are kept: a commit in flight may be about to supersede
+/// it (and an extra copy is harmless).
+fn sweep_history(
+    storage: &dyn Storage,
+    dir: &Path,
+    manifest: &Manifest,
+    old_enough: impl Fn(&Path) -> Option<HashSet<String>>,
+) {
+    let Ok(files) = storage.list_dir(dir) else {
+        return;
+    };
+    let old = old_enough(dir);
+    for f in files {
+        let Some(g) = f.strip_suffix(".json").and_then(|g| g.parse::<u64>().ok()) else {
+            continue;
+        };
+        if g < manifest.generation
+            && !crate::store::history_retained(manifest, g)
+            && old.as_ref().is_none_or(|o| o.contains(&f))
+        {
+            let _ = storage.remove_file(&dir.join(f));
+        }
+    }
+}
+
 fn sweep_segments(
     storage: &dyn Storage,
     dir: &Path,
@@ -134,38 +185,11 @@ fn sweep_segments(
     }
 }
 
-/// Files retired by this commit: listed in the manifest until the grace period
-/// passes, or (with a grace period of 0) deleted right after this commit.
-pub(super) fn retire(
-    newly: impl Iterator<Item = Retired>,
-    policy: Policy,
-    kept: &mut Vec<Retired>,
-    expired: &mut Vec<Retired>,
-) {
-    if policy.gc_grace_secs == 0 {
-        expired.extend(newly);
-    } else {
-        kept.extend(newly);
-    }
-}
-
-/// Splits retired files into those whose grace period has passed and the rest.
-pub(super) fn split_expired(
-    retired: &[Retired],
-    now: u64,
-    policy: Policy,
-) -> (Vec<Retired>, Vec<Retired>) {
-    retired
-        .iter()
-        .cloned()
-        .partition(|r| r.expired(now, policy))
-}
-
 /// Deletes files a commit just dropped from the retired list (it is durable,
 /// so no retained generation names them), then directories of arrays that no
 /// longer exist and hold nothing. Best effort: what is left is an orphan the
 /// next sweep removes.
-pub(super) fn delete_expired(inner: &Inner, expired: &[Retired]) {
+pub(crate) fn delete_expired(inner: &Inner, expired: &[Retired]) {
     if expired.is_empty() {
         return;
     }

@@ -96,6 +96,13 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Changes without a commit or reopen, so they stay pending.
+fn later_op_strategy() -> impl Strategy<Value = Op> {
+    op_strategy().prop_filter("stays pending", |op| {
+        !matches!(op, Op::Flush | Op::Compact | Op::Reopen)
+    })
+}
+
 const ATTR_KEYS: [&str; 4] = ["platform", "cycle", "score", "flags"];
 
 fn attr_value(key: usize, v: u8) -> Attr {
@@ -798,7 +805,7 @@ fn prelude(seed: &[u8]) -> Vec<Op> {
     ops
 }
 
-async fn run(seed: Vec<u8>, ops: Vec<Op>, queries: Vec<G>) {
+async fn run(seed: Vec<u8>, ops: Vec<Op>, later: Vec<Op>, queries: Vec<G>) {
     let storage = MemoryStorage::new();
     let mut a = create_mem(&storage, no_grace()).await;
     for op in prelude(&seed).iter().chain(&ops) {
@@ -810,8 +817,16 @@ async fn run(seed: Vec<u8>, ops: Vec<Op>, queries: Vec<G>) {
     a.compact().await.unwrap();
     check(&a, &queries, "compacted").await;
     drop(a);
-    let a = reopen_mem(&storage, "oracle").await;
+    let mut a = reopen_mem(&storage, "oracle").await;
     check(&a, &queries, "reopened").await;
+    // Pending changes (writes, deletes, re-creates) over the flushed catalog
+    // of the reopened store; then once more after they are flushed.
+    for op in &later {
+        apply(&mut a, &storage, op).await;
+    }
+    check(&a, &queries, "pending over the reopened catalog").await;
+    a.flush().await.unwrap();
+    check(&a, &queries, "pending flushed").await;
 }
 
 proptest! {
@@ -825,12 +840,13 @@ proptest! {
     fn query_equals_brute_force(
         seed in proptest::collection::vec(any::<u8>(), 64),
         ops in proptest::collection::vec(op_strategy(), 0..=30),
+        later in proptest::collection::vec(later_op_strategy(), 0..=10),
         queries in proptest::collection::vec(query_strategy(), 1..=12),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(run(seed, ops, queries));
+        rt.block_on(run(seed, ops, later, queries));
     }
 }

@@ -1,0 +1,421 @@
+//! A run's catalog decoded for queries: typed statistic columns,
+//! dictionary-encoded attribute columns, the variants (schema and attribute
+//! set) of each array name, and `(id, name)` blocks for naming matches. Each
+//! is decoded once per run and kept while the run is open; statistic and
+//! attribute columns are bounded by [`MAX_CACHED_COLUMNS`] per run.
+//!
+//! A version-1 run has no variants and no list-attribute columns: both are
+//! derived from its record blocks once (the whole run is read), then kept.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use array_format::{ArraySchema, StatValue};
+use indexmap::IndexMap;
+use parking_lot::Mutex;
+use roaring::RoaringTreemap;
+
+use super::{stat_from_repr, Attr, Result, Run, StatRow};
+
+/// Statistic or attribute columns kept decoded per run (each kind).
+const MAX_CACHED_COLUMNS: usize = 64;
+
+/// One array name's datasets that share a schema and an attribute set.
+#[derive(Debug)]
+pub(crate) struct Variant {
+    pub schema: Arc<ArraySchema>,
+    pub attrs: Arc<IndexMap<String, Attr>>,
+    /// The run's ids whose record has the array with this schema and set.
+    pub ids: RoaringTreemap,
+}
+
+/// Minimum or maximum statistics of a column, typed when possible.
+#[derive(Debug)]
+pub(crate) enum Values {
+    /// Every present value is a float other than NaN; NaN marks an absent one.
+    F64(Vec<f64>),
+    /// Anything else.
+    Any(Vec<Option<StatValue>>),
+}
+
+impl Values {
+    /// The value of row `i` (`None`: the statistic is undefined).
+    pub(crate) fn get(&self, i: usize) -> Option<StatValue> {
+        match self {
+            Values::F64(v) => Some(v[i]).filter(|x| !x.is_nan()).map(StatValue::Float),
+            Values::Any(v) => v[i].clone(),
+        }
+    }
+}
+
+/// One array's catalog column in one run, row `i` for dataset `ids[i]`.
+#[derive(Debug)]
+pub(crate) struct StatColumn {
+    /// Ascending.
+    pub ids: Vec<u64>,
+    pub present: RoaringTreemap,
+    pub min: Values,
+    pub max: Values,
+    pub nulls: Vec<u64>,
+    pub cells: Vec<u64>,
+}
+
+/// One dataset attribute's column in one run (scalars and lists alike),
+/// dictionary-encoded: each distinct value once, with the ids holding it.
+#[derive(Debug, Default)]
+pub(crate) struct AttrColumn {
+    pub values: Vec<Attr>,
+    /// `ids[starts[k]..starts[k + 1]]` hold `values[k]`, ascending.
+    starts: Vec<usize>,
+    ids: Vec<u64>,
+    pub present: RoaringTreemap,
+}
+
+impl AttrColumn {
+    /// The ids holding `values[k]`, ascending.
+    pub(crate) fn ids_of(&self, k: usize) -> &[u64] {
+        &self.ids[self.starts[k]..self.starts[k + 1]]
+    }
+
+    fn build(rows: &[(u64, Attr)]) -> AttrColumn {
+        let mut codes = Vec::with_capacity(rows.len());
+        let mut first_row: Vec<usize> = Vec::new();
+        {
+            let mut strings: HashMap<&str, u32> = HashMap::new();
+            let mut others: HashMap<Vec<u8>, u32> = HashMap::new();
+            for (i, (_, a)) in rows.iter().enumerate() {
+                let next = first_row.len() as u32;
+                let code = match a {
+                    Attr::String(s) => *strings.entry(s.as_str()).or_insert(next),
+                    other => *others
+                        .entry(rmp_serde::to_vec(other).expect("attributes serialize"))
+                        .or_insert(next),
+                };
+                if code == next {
+                    first_row.push(i);
+                }
+                codes.push(code);
+            }
+        }
+        let mut starts = vec![0usize; first_row.len() + 1];
+        for c in &codes {
+            starts[*c as usize + 1] += 1;
+        }
+        for k in 1..starts.len() {
+            starts[k] += starts[k - 1];
+        }
+        let mut fill = starts.clone();
+        let mut ids = vec![0u64; rows.len()];
+        for (row, c) in codes.iter().enumerate() {
+            ids[fill[*c as usize]] = rows[row].0;
+            fill[*c as usize] += 1;
+        }
+        let present = RoaringTreemap::from_sorted_iter(rows.iter().map(|(id, _)| *id))
+            .expect("rows are sorted by id");
+        let values = first_row.iter().map(|i| rows[*i].1.clone()).collect();
+        AttrColumn {
+            values,
+            starts,
+            ids,
+            present,
+        }
+    }
+}
+
+type AnyValues = Vec<Option<StatValue>>;
+
+/// A statistics column being decoded: `f64` minima and maxima while every
+/// value is one, generic values from the first that is not.
+struct ColumnBuilder {
+    ids: Vec<u64>,
+    min_f: Vec<f64>,
+    max_f: Vec<f64>,
+    /// Minima and maxima, once some value is not an `f64`.
+    any: Option<(AnyValues, AnyValues)>,
+    nulls: Vec<u64>,
+    cells: Vec<u64>,
+    unsorted: bool,
+}
+
+fn as_f64(v: Option<&StatValue>) -> Option<f64> {
+    match v {
+        None => Some(f64::NAN),
+        Some(StatValue::Float(f)) if !f.is_nan() => Some(*f),
+        Some(_) => None,
+    }
+}
+
+impl ColumnBuilder {
+    fn new(capacity: usize) -> ColumnBuilder {
+        // Capacity is only reserved: pages are touched as rows arrive.
+        ColumnBuilder {
+            ids: Vec::with_capacity(capacity),
+            min_f: Vec::with_capacity(capacity),
+            max_f: Vec::with_capacity(capacity),
+            any: None,
+            nulls: Vec::with_capacity(capacity),
+            cells: Vec::with_capacity(capacity),
+            unsorted: false,
+        }
+    }
+
+    fn push(&mut self, id: u64, row: StatRow) {
+        if self.ids.last().is_some_and(|last| *last >= id) {
+            self.unsorted = true;
+        }
+        self.ids.push(id);
+        let StatRow(lo, hi, n, c) = row;
+        let (lo, hi) = (lo.map(stat_from_repr), hi.map(stat_from_repr));
+        self.nulls.push(n);
+        self.cells.push(c);
+        if self.any.is_none() {
+            if let (Some(a), Some(b)) = (as_f64(lo.as_ref()), as_f64(hi.as_ref())) {
+                self.min_f.push(a);
+                self.max_f.push(b);
+                return;
+            }
+            let back = |v: &Vec<f64>| -> AnyValues {
+                v.iter()
+                    .map(|x| Some(*x).filter(|x| !x.is_nan()).map(StatValue::Float))
+                    .collect()
+            };
+            self.any = Some((back(&self.min_f), back(&self.max_f)));
+            self.min_f = Vec::new();
+            self.max_f = Vec::new();
+        }
+        let (mins, maxs) = self.any.as_mut().expect("just set");
+        mins.push(lo);
+        maxs.push(hi);
+    }
+
+    fn finish(self) -> StatColumn {
+        let present =
+            RoaringTreemap::from_sorted_iter(self.ids.iter().copied()).expect("checked sorted");
+        let (min, max) = match self.any {
+            None => (Values::F64(self.min_f), Values::F64(self.max_f)),
+            Some((a, b)) => (Values::Any(a), Values::Any(b)),
+        };
+        StatColumn {
+            ids: self.ids,
+            present,
+            min,
+            max,
+            nulls: self.nulls,
+            cells: self.cells,
+        }
+    }
+}
+
+/// Streams a block of `(id, statistics)` rows into a [`ColumnBuilder`].
+struct RowsInto<'b>(&'b mut ColumnBuilder);
+
+impl<'de> serde::de::DeserializeSeed<'de> for RowsInto<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RowsInto<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of (id, statistics) rows")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<(), A::Error> {
+        while let Some((id, row)) = seq.next_element::<(u64, StatRow)>()? {
+            self.0.push(id, row);
+        }
+        Ok(())
+    }
+}
+
+/// What a version-1 run's records say that version 2 stores beside them.
+#[derive(Default)]
+struct Derived {
+    variants: HashMap<String, BTreeMap<(u32, Option<u32>), RoaringTreemap>>,
+    lists: HashMap<String, Vec<(u64, Attr)>>,
+}
+
+/// A run's decoded catalog.
+#[derive(Default)]
+pub(super) struct Cache {
+    stats: Mutex<HashMap<String, Arc<StatColumn>>>,
+    attrs: Mutex<HashMap<String, Arc<AttrColumn>>>,
+    variants: Mutex<HashMap<String, Arc<Vec<Variant>>>>,
+    derived: OnceLock<Arc<Derived>>,
+    id_blocks: Mutex<HashMap<usize, IdBlock>>,
+}
+
+/// One decoded block of `(id, name)` pairs.
+type IdBlock = Arc<Vec<(u64, String)>>;
+
+/// Looks `key` up in a bounded map, loading it (outside the lock) on a miss.
+fn cached<T>(
+    map: &Mutex<HashMap<String, Arc<T>>>,
+    key: &str,
+    load: impl FnOnce() -> Result<T>,
+) -> Result<Arc<T>> {
+    if let Some(v) = map.lock().get(key) {
+        return Ok(Arc::clone(v));
+    }
+    let v = Arc::new(load()?);
+    let mut m = map.lock();
+    if m.len() >= MAX_CACHED_COLUMNS {
+        m.clear();
+    }
+    m.insert(key.to_owned(), Arc::clone(&v));
+    Ok(v)
+}
+
+impl Run {
+    fn derived(&self) -> Result<Arc<Derived>> {
+        if let Some(d) = self.catalog.derived.get() {
+            return Ok(Arc::clone(d));
+        }
+        let mut d = Derived::default();
+        for i in 0..self.index.names.len() {
+            for rec in self.load_record_block(i)? {
+                let Some(body) = rec.2 else { continue };
+                for a in &body.1 {
+                    d.variants
+                        .entry(a.0.clone())
+                        .or_default()
+                        .entry((a.1, a.2))
+                        .or_default()
+                        .insert(rec.1);
+                }
+                for (k, v) in body.0 {
+                    if !v.is_scalar() {
+                        d.lists.entry(k).or_default().push((rec.1, v));
+                    }
+                }
+            }
+        }
+        for rows in d.lists.values_mut() {
+            rows.sort_by_key(|(id, _)| *id);
+        }
+        Ok(Arc::clone(self.catalog.derived.get_or_init(|| Arc::new(d))))
+    }
+
+    /// The variants of `array` in this run (none when no record has it).
+    pub(crate) fn array_variants(&self, array: &str) -> Result<Arc<Vec<Variant>>> {
+        cached(&self.catalog.variants, array, || {
+            let dict = self.dict()?;
+            let variant = |s: u32, a: Option<u32>, ids: RoaringTreemap| -> Result<Variant> {
+                let schema = dict
+                    .schemas
+                    .get(s as usize)
+                    .cloned()
+                    .ok_or_else(|| self.corrupt(format!("schema index {s} out of range")))?;
+                let attrs = match a {
+                    None => Arc::new(IndexMap::new()),
+                    Some(i) => dict.attr_sets.get(i as usize).cloned().ok_or_else(|| {
+                        self.corrupt(format!("attribute set index {i} out of range"))
+                    })?,
+                };
+                Ok(Variant { schema, attrs, ids })
+            };
+            let mut out = Vec::new();
+            if self.index.version >= 2 {
+                if let Some((_, vs)) = self.index.variants.iter().find(|(n, _)| n == array) {
+                    for (s, a, r) in vs {
+                        out.push(variant(*s, *a, self.bitmap(r)?)?);
+                    }
+                }
+            } else if let Some(vs) = self.derived()?.variants.get(array) {
+                for ((s, a), ids) in vs {
+                    out.push(variant(*s, *a, ids.clone())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The catalog column of `array`, decoded (empty when no record has it).
+    /// Rows stream from each block straight into typed vectors.
+    pub(crate) fn stat_column(&self, array: &str) -> Result<Arc<StatColumn>> {
+        cached(&self.catalog.stats, array, || {
+            let mut b = ColumnBuilder::new(self.index.n_records as usize);
+            if let Some((_, blocks)) = self.index.arrays.iter().find(|(n, _)| n == array) {
+                for (_, r) in blocks {
+                    self.read_seed(r, RowsInto(&mut b))?;
+                    if b.unsorted {
+                        return Err(self.corrupt(format!("column {array:?} is not sorted")));
+                    }
+                }
+            }
+            Ok(b.finish())
+        })
+    }
+
+    /// The column of dataset attribute `key`, scalar and list values alike,
+    /// dictionary-encoded (empty when no record has it).
+    pub(crate) fn attr_column(&self, key: &str) -> Result<Arc<AttrColumn>> {
+        cached(&self.catalog.attrs, key, || {
+            let mut rows: Vec<(u64, Attr)> = Vec::new();
+            if let Some((_, blocks)) = self.index.attrs.iter().find(|(n, _)| n == key) {
+                for (_, r) in blocks {
+                    let block: Vec<(u64, Attr)> = self.read(r)?;
+                    rows.extend(block);
+                }
+            }
+            if self.index.version >= 2 {
+                if let Some((_, blocks)) = self.index.lists.iter().find(|(n, _)| n == key) {
+                    for (_, r) in blocks {
+                        let block: Vec<(u64, Attr)> = self.read(r)?;
+                        rows.extend(block);
+                    }
+                }
+            } else if let Some(l) = self.derived()?.lists.get(key) {
+                rows.extend(l.iter().cloned());
+            }
+            rows.sort_by_key(|(id, _)| *id);
+            if rows.windows(2).any(|w| w[0].0 == w[1].0) {
+                return Err(self.corrupt(format!("attribute {key:?} has two rows for one id")));
+            }
+            Ok(AttrColumn::build(&rows))
+        })
+    }
+
+    /// Names of the list-valued dataset attributes with a column here.
+    pub(crate) fn list_attribute_names(&self) -> Result<Vec<String>> {
+        Ok(if self.index.version >= 2 {
+            self.index.lists.iter().map(|(n, _)| n.clone()).collect()
+        } else {
+            self.derived()?.lists.keys().cloned().collect()
+        })
+    }
+
+    /// The names of `ids` this run lists, `(id, name)` ascending; ids it does
+    /// not list are skipped. Reads (and keeps) only the id blocks they fall in.
+    pub(crate) fn names_of(&self, ids: &RoaringTreemap) -> Result<Vec<(u64, String)>> {
+        let mut out = Vec::with_capacity(ids.len() as usize);
+        let mut current: Option<(usize, IdBlock)> = None;
+        for id in ids {
+            let i = self.index.ids.partition_point(|(first, _)| *first <= id);
+            if i == 0 {
+                continue;
+            }
+            let i = i - 1;
+            if current.as_ref().map(|(j, _)| *j) != Some(i) {
+                let cached = self.catalog.id_blocks.lock().get(&i).cloned();
+                let block = if let Some(b) = cached {
+                    b
+                } else {
+                    let b = Arc::new(self.id_block(i)?);
+                    self.catalog.id_blocks.lock().insert(i, Arc::clone(&b));
+                    b
+                };
+                current = Some((i, block));
+            }
+            let (_, block) = current.as_ref().expect("just set");
+            if let Ok(k) = block.binary_search_by_key(&id, |(x, _)| *x) {
+                out.push((id, block[k].1.clone()));
+            }
+        }
+        Ok(out)
+    }
+}
