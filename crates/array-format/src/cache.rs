@@ -110,6 +110,11 @@ impl DeltaCache {
     }
 
     /// The stored bytes of a block, loading them with `load` on a miss.
+    /// True when the raw level holds `key`.
+    pub(crate) fn raw_contains(&self, key: &BlockKey) -> bool {
+        self.raw.contains(key)
+    }
+
     pub(crate) fn raw(
         &self,
         key: BlockKey,

@@ -82,9 +82,12 @@ pub trait ReadHandle: Send + Sync + Debug {
 }
 
 /// An opaque version of a stored object, for [`Storage::replace_if`] (an
-/// `ETag` on object stores, a content hash on filesystems).
+/// `ETag` on object stores, a content hash on filesystems), with the
+/// object's version where the store reports one (the generation on GCS,
+/// which its conditional update needs; the version id on S3 buckets with
+/// versioning).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Version(pub(crate) String);
+pub struct Version(pub(crate) String, pub(crate) Option<String>);
 
 impl Version {
     /// The version as text (for messages and logs).
@@ -100,12 +103,10 @@ impl Version {
         let mut b = std::collections::hash_map::DefaultHasher::new();
         0x000a_71a5_u32.hash(&mut b);
         bytes.hash(&mut b);
-        Version(format!(
-            "{:016x}{:016x}-{}",
-            a.finish(),
-            b.finish(),
-            bytes.len()
-        ))
+        Version(
+            format!("{:016x}{:016x}-{}", a.finish(), b.finish(), bytes.len()),
+            None,
+        )
     }
 }
 

@@ -11,6 +11,7 @@
 mod args;
 mod compare;
 mod data;
+mod history;
 mod limits;
 mod netcdf;
 mod objects;

@@ -36,6 +36,7 @@ pub const ALL: &[(&str, Workload)] = &[
     }),
     ("object_store", |q| Box::pin(crate::objects::workload(q))),
     ("query", |q| Box::pin(crate::query::workload(q))),
+    ("history", |q| Box::pin(crate::history::workload(q))),
 ];
 
 /// Levels of every profile array.

@@ -101,9 +101,36 @@ impl ArrayFile {
         count: &[u64],
         fill_cache: bool,
     ) -> Result<ArrayD<T>> {
+        // On object stores every block fetched alone is a round trip: a read
+        // touching several stored chunks fetches them in one batch of
+        // coalesced ranges instead (without filling the cache).
+        if self.storage.is_object_store() && self.stored_chunks_touched(name, start, count) > 1 {
+            if let Some(r) = self.read_many_streaming(&[name], start, count).pop() {
+                return r;
+            }
+        }
         self.read_with(name, start, count, |src, cshape| {
             self.chunk_array(src, cshape, fill_cache)
         })
+    }
+
+    /// How many committed chunks a read of `name`'s region would fetch
+    /// (0 when the read is invalid: the read itself reports why).
+    fn stored_chunks_touched(&self, name: &str, start: &[u64], count: &[u64]) -> usize {
+        let Some(view) = self.view(name) else {
+            return 0;
+        };
+        let Ok((st, ct)) = view.schema.resolve_region(name, start, count) else {
+            return 0;
+        };
+        if ct.contains(&0) {
+            return 0;
+        }
+        view.schema
+            .chunks_touching(&st, &ct)
+            .into_iter()
+            .filter(|&idx| matches!(view.source(idx), Some(Source::Layer(_))))
+            .count()
     }
 
     /// Assembles a hyperslab, getting each stored chunk from `load`.

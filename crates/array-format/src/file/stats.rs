@@ -72,4 +72,20 @@ impl ArrayFile {
         }
         Ok(out)
     }
+
+    /// A fingerprint of each committed chunk of an array, in chunk order:
+    /// `(chunk index, CRC-32C of its stored bytes, stored length)`, from the
+    /// merged index (no data is read). Two generations whose fingerprints of
+    /// an array are equal hold the same bytes for it (compaction and layer
+    /// merges copy stored bytes unchanged). Pending chunks are not listed.
+    pub fn chunk_fingerprints(&self, name: &str) -> Result<Vec<(u64, u32, u64)>> {
+        let view = self.view_or_err(name)?;
+        let mut out = Vec::new();
+        for idx in view.stored_chunks() {
+            if let Some(Source::Layer(l)) = view.source(idx) {
+                out.push((idx, l.entry.crc, l.entry.stored_len));
+            }
+        }
+        Ok(out)
+    }
 }

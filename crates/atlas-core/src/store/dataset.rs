@@ -87,31 +87,10 @@ impl DatasetView {
         self.inner.file_async(array).await
     }
 
-    /// Checks that the array file describes the array as the registry does. A
-    /// difference means one of the two was damaged or tampered with: reading on
-    /// would trust sizes the registry never agreed to.
-    fn check_schema(&self, array: &str, file: &ArrayFile) -> Result<()> {
-        let registry = self.with_meta(|m| m.arrays.get(array).map(|a| Arc::clone(&a.schema)))?;
-        // A footer block that cannot be read is its own error (naming the file).
-        let in_file = file
-            .try_schema(&self.name)
-            .map_err(|e| Error::array(&self.name, array, e))?;
-        match (registry, in_file) {
-            (Some(r), Some(f)) if *r == *f => Ok(()),
-            (Some(_), _) => Err(Error::array(
-                &self.name,
-                array,
-                array_format::Error::corrupt(
-                    file.schema_origin(&self.name).unwrap_or(file.dir()),
-                    0,
-                    format!(
-                        "the array file's schema of {:?} differs from the registry's",
-                        self.name
-                    ),
-                ),
-            )),
-            (None, _) => Err(self.array_not_found(array)),
-        }
+    /// The registry's schema of `array` for this dataset (`None`: the
+    /// dataset has no such array).
+    fn registry_schema(&self, array: &str) -> Result<Option<Arc<ArraySchema>>> {
+        self.with_meta(|m| m.arrays.get(array).map(|a| Arc::clone(&a.schema)))
     }
 
     /// Defines an array of element type `T`. `chunk_shape = None` means one chunk
@@ -175,17 +154,21 @@ impl DatasetView {
             .array_file(name)
             .await?
             .ok_or_else(|| self.array_not_found(name))?;
+        let registry = self.registry_schema(name)?;
         let mut f = file.write_owned().await;
-        self.check_schema(name, &f)?;
-        // Encoding (and merging partly covered chunks) is CPU work: it runs on
-        // the blocking pool, never on a runtime worker thread. The view is
-        // copied to move it there (a memcpy, ~10× faster than the encode).
+        // Checking the schema (which may read a footer block) and encoding
+        // (and merging partly covered chunks) run on the blocking pool, never
+        // on a runtime worker thread. The view is copied to move it there (a
+        // memcpy, ~10× faster than the encode).
         let data = data.to_owned();
-        let dataset = self.name.clone();
-        tokio::task::spawn_blocking(move || f.write_array(&dataset, &start, data.view()))
-            .await
-            .expect("write task panicked")
-            .map_err(|e| Error::array(&self.name, name, e))?;
+        let (dataset, array) = (self.name.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || {
+            check_schema(&dataset, &array, registry, &f)?;
+            f.write_array(&dataset, &start, data.view())
+                .map_err(|e| Error::array(&dataset, &array, e))
+        })
+        .await
+        .expect("write task panicked")?;
         self.inner.data_changed(&self.name, name)
     }
 
@@ -200,15 +183,18 @@ impl DatasetView {
         let Some(file) = self.array_file(name).await? else {
             return Ok(None);
         };
+        let registry = self.registry_schema(name)?;
         let f = file.read_owned().await;
-        self.check_schema(name, &f)?;
-        // Fetching and decoding run on the blocking pool.
-        let dataset = self.name.clone();
-        tokio::task::spawn_blocking(move || f.read_array::<T>(&dataset, &start, &count))
-            .await
-            .expect("read task panicked")
-            .map(Some)
-            .map_err(|e| Error::array(&self.name, name, e))
+        // Checking the schema, fetching and decoding run on the blocking pool.
+        let (dataset, array) = (self.name.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || {
+            check_schema(&dataset, &array, registry, &f)?;
+            f.read_array::<T>(&dataset, &start, &count)
+                .map(Some)
+                .map_err(|e| Error::array(&dataset, &array, e))
+        })
+        .await
+        .expect("read task panicked")
     }
 
     /// Deletes an array of this dataset.
@@ -251,11 +237,18 @@ impl DatasetView {
         let Some(file) = self.array_file(name).await? else {
             return Ok(None);
         };
-        let f = file.read().await;
-        self.check_schema(name, &f)?;
-        let mut meta = f
-            .array_meta(&self.name)
-            .map_err(|e| Error::array(&self.name, name, e))?;
+        let registry = self.registry_schema(name)?;
+        let f = file.read_owned().await;
+        // The schema check and the index may read footer blocks: on the
+        // blocking pool.
+        let (dataset, array) = (self.name.clone(), name.to_owned());
+        let mut meta = tokio::task::spawn_blocking(move || {
+            check_schema(&dataset, &array, registry, &f)?;
+            f.array_meta(&dataset)
+                .map_err(|e| Error::array(&dataset, &array, e))
+        })
+        .await
+        .expect("stats task panicked")?;
         // The array file keys arrays by dataset; callers know them by array name.
         name.clone_into(&mut meta.name);
         Ok(Some(meta))
@@ -329,5 +322,38 @@ impl DatasetView {
                     .shift_remove(key),
             )
         })
+    }
+}
+
+/// Checks that the array file describes `dataset`'s `array` as the registry
+/// does (`registry`; `None`: the dataset has no such array). A difference
+/// means one of the two was damaged or tampered with: reading on would trust
+/// sizes the registry never agreed to. May read a footer block: call it off
+/// the runtime's worker threads.
+fn check_schema(
+    dataset: &str,
+    array: &str,
+    registry: Option<Arc<ArraySchema>>,
+    file: &ArrayFile,
+) -> Result<()> {
+    // A footer block that cannot be read is its own error (naming the file).
+    let in_file = file
+        .try_schema(dataset)
+        .map_err(|e| Error::array(dataset, array, e))?;
+    match (registry, in_file) {
+        (Some(r), Some(f)) if *r == *f => Ok(()),
+        (Some(_), _) => Err(Error::array(
+            dataset,
+            array,
+            array_format::Error::corrupt(
+                file.schema_origin(dataset).unwrap_or(file.dir()),
+                0,
+                format!("the array file's schema of {dataset:?} differs from the registry's"),
+            ),
+        )),
+        (None, _) => Err(Error::ArrayNotFound {
+            dataset: dataset.to_owned(),
+            array: array.to_owned(),
+        }),
     }
 }

@@ -43,8 +43,11 @@ pub(crate) struct HistoryState {
     pub dead_tags: BTreeSet<String>,
     /// The committed generation's commit time (0 before history).
     pub time_ms: u64,
-    /// The committed manifest as written: its history copy once superseded
-    /// (empty for manifests written before history, which get none).
+    /// The committed manifest without its `retired` list: its history copy
+    /// once superseded (empty for manifests written before history, which
+    /// get none). Only the current manifest's list is ever read, and the
+    /// list holds every file retired within the grace period, so copying it
+    /// would make each copy grow with the commit rate.
     pub bytes: Arc<Vec<u8>>,
 }
 
@@ -56,7 +59,11 @@ impl HistoryState {
             dead_tags: m.dead_tags.clone(),
             time_ms: m.commit.as_ref().map_or(0, |c| c.time_ms),
             bytes: Arc::new(if m.version == REGISTRY_VERSION {
-                m.encode()
+                Manifest {
+                    retired: Vec::new(),
+                    ..m.clone()
+                }
+                .encode()
             } else {
                 Vec::new()
             }),

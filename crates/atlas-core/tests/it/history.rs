@@ -15,6 +15,8 @@ use atlas_core::{
     StoreConfig,
 };
 
+use proptest::prelude::*;
+
 use crate::common::{arr1, copy_dir, create_mem, mem_root, reopen_mem, snapshot, Snapshot};
 
 /// No grace period, and history of the last `keep` generations.
@@ -482,79 +484,201 @@ async fn restore_and_diff() {
         .is_empty());
 }
 
-/// A small deterministic generator (the seed is printed on failure).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
+/// A rewrite that keeps every statistic (a permutation of the values) is
+/// a change; a rewrite with identical values, and compaction (which copies
+/// stored bytes), are not.
+#[tokio::test]
+async fn diff_sees_rewrites_with_the_same_statistics() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, keeping(20)).await;
+    put(&s, "a", 1.0).await;
+    put(&s, "b", 5.0).await;
+    s.flush().await.unwrap();
+    let g1 = s.generation();
+    let a = s.open_dataset("a").await.unwrap();
+    a.write_array("TEMP", vec![], arr1(vec![4.0f32, 3.0, 2.0, 1.0]).view())
+        .await
+        .unwrap();
+    let b = s.open_dataset("b").await.unwrap();
+    b.write_array("TEMP", vec![], arr1(vec![5.0f32, 6.0, 7.0, 8.0]).view())
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let g2 = s.generation();
+    let before = open_at(&storage, At::Generation(g1)).await.unwrap();
+    let after = open_at(&storage, At::Generation(g2)).await.unwrap();
+    for ds in ["a", "b"] {
+        let old = before.open_dataset(ds).await.unwrap();
+        let new = after.open_dataset(ds).await.unwrap();
+        assert_eq!(
+            old.array_stats("TEMP").await.unwrap(),
+            new.array_stats("TEMP").await.unwrap(),
+            "{ds}: same statistics"
+        );
     }
+    let d = s
+        .diff(At::Generation(g1), At::Generation(g2))
+        .await
+        .unwrap();
+    assert_eq!(
+        d.changed,
+        ["a"],
+        "a permuted, b rewritten with its own values"
+    );
+    assert!(d.added.is_empty() && d.deleted.is_empty());
+    s.compact().await.unwrap();
+    let g3 = s.generation();
+    assert_ne!(g3, g2);
+    let d = s
+        .diff(At::Generation(g2), At::Generation(g3))
+        .await
+        .unwrap();
+    assert_eq!(d, atlas_core::Diff::default(), "compaction changes no data");
+    let d = s
+        .diff(At::Generation(g1), At::Generation(g3))
+        .await
+        .unwrap();
+    assert_eq!(d.changed, ["a"]);
 }
 
-/// Random writes, deletes, flushes, compactions, tags, untags, retention
-/// changes and GC; after every GC (and at the end) every retained
-/// generation opens and reads exactly what was committed, expired ones give
-/// the typed error, the log lists exactly the retained generations, and no
-/// layer or run is left that no retained generation names.
-#[tokio::test]
-async fn model_of_commits_tags_and_gc() {
-    for seed in [1u64, 7, 42, 1234, 99_991] {
-        let ctx = format!("seed {seed}");
-        let storage = MemoryStorage::new();
-        let s = create_mem(&storage, keeping(3)).await;
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let mut model: BTreeMap<u64, Snapshot> = BTreeMap::new();
-        record(&mut model, &s, 1).await;
-        let mut tags: BTreeMap<String, u64> = BTreeMap::new();
-        let mut n_tags = 0;
-        for step in 0..60 {
-            let from = s.generation() + 1;
-            match rng.below(10) {
-                0..=3 => {
-                    let name = format!("d{}", rng.below(5));
-                    put(&s, &name, rng.below(100) as f32).await;
+/// One step of the history model.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Write dataset `d{0}` with a profile from `{1}`, flush.
+    Put(u8, u8),
+    /// Delete dataset `d{0}` if it exists, flush.
+    Delete(u8),
+    Compact,
+    /// Tag the retained generation at this position of the log (modulo).
+    Tag(u8),
+    /// Remove the oldest live tag (by name).
+    Untag,
+    /// Keep the newest `1 + {0}` generations.
+    Retention(u8),
+    Gc,
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0u8..5, any::<u8>()).prop_map(|(d, v)| Step::Put(d, v)),
+        1 => (0u8..5).prop_map(Step::Delete),
+        1 => Just(Step::Compact),
+        1 => any::<u8>().prop_map(Step::Tag),
+        1 => Just(Step::Untag),
+        1 => (0u8..4).prop_map(Step::Retention),
+        1 => Just(Step::Gc),
+    ]
+}
+
+/// Runs `steps` on a fresh store against the model; after every GC (and
+/// at the end) every retained generation opens and reads exactly what was
+/// committed, expired ones give the typed error, the log lists exactly the
+/// retained generations, and no layer is left that no retained generation
+/// names.
+async fn run_history_model(steps: Vec<Step>) {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, keeping(3)).await;
+    let mut model: BTreeMap<u64, Snapshot> = BTreeMap::new();
+    record(&mut model, &s, 1).await;
+    let mut tags: BTreeMap<String, u64> = BTreeMap::new();
+    // The operation of the last commit each step made.
+    let mut ops: BTreeMap<u64, Operation> = BTreeMap::new();
+    let mut n_tags = 0;
+    for (i, step) in steps.iter().enumerate() {
+        let from = s.generation() + 1;
+        let op = match step {
+            Step::Put(..) | Step::Delete(_) => Operation::Flush,
+            Step::Compact => Operation::Compact,
+            Step::Tag(_) => Operation::Tag,
+            Step::Untag => Operation::Untag,
+            Step::Retention(_) => Operation::Retention,
+            Step::Gc => Operation::Gc,
+        };
+        match step {
+            Step::Put(d, v) => {
+                put(&s, &format!("d{d}"), f32::from(*v)).await;
+                s.flush().await.unwrap();
+            }
+            Step::Delete(d) => {
+                let name = format!("d{d}");
+                if s.dataset_exists(&name).unwrap() {
+                    s.delete_dataset(&name).await.unwrap();
                     s.flush().await.unwrap();
                 }
-                4 => {
-                    let name = format!("d{}", rng.below(5));
-                    if s.dataset_exists(&name).unwrap() {
-                        s.delete_dataset(&name).await.unwrap();
-                        s.flush().await.unwrap();
-                    }
-                }
-                5 => s.compact().await.unwrap(),
-                6 => {
-                    let log = s.log(usize::MAX).await.unwrap();
-                    let g = log[rng.below(log.len() as u64) as usize].generation;
-                    n_tags += 1;
-                    let name = format!("t{n_tags}");
-                    s.tag(&name, At::Generation(g), None).await.unwrap();
-                    tags.insert(name, g);
-                }
-                7 => {
-                    if let Some(name) = tags.keys().next().cloned() {
-                        s.untag(&name).await.unwrap();
-                        tags.remove(&name);
-                    }
-                }
-                8 => s.set_retention(1 + rng.below(4), 0).await.unwrap(),
-                _ => {
-                    s.gc(false).await.unwrap();
-                    record(&mut model, &s, from).await;
-                    check_model(&storage, &s, &model, &tags, &format!("{ctx}, step {step}")).await;
+            }
+            Step::Compact => s.compact().await.unwrap(),
+            Step::Tag(k) => {
+                let log = s.log(usize::MAX).await.unwrap();
+                let g = log[usize::from(*k) % log.len()].generation;
+                n_tags += 1;
+                let name = format!("t{n_tags}");
+                s.tag(&name, At::Generation(g), None).await.unwrap();
+                tags.insert(name, g);
+            }
+            Step::Untag => {
+                if let Some(name) = tags.keys().next().cloned() {
+                    s.untag(&name).await.unwrap();
+                    tags.remove(&name);
                 }
             }
-            if s.generation() >= from {
+            Step::Retention(k) => s.set_retention(1 + u64::from(*k), 0).await.unwrap(),
+            Step::Gc => {
+                s.gc(false).await.unwrap();
+                if s.generation() >= from {
+                    ops.insert(s.generation(), op);
+                }
                 record(&mut model, &s, from).await;
+                let ctx = format!("step {i} of {steps:?}");
+                check_model(&storage, &s, &model, &ops, &tags, &ctx).await;
             }
         }
-        let from = s.generation() + 1;
-        s.gc(false).await.unwrap();
-        record(&mut model, &s, from).await;
-        check_model(&storage, &s, &model, &tags, &format!("{ctx}, end")).await;
+        if s.generation() >= from {
+            ops.insert(s.generation(), op);
+            // A flush that leaves an array with too many layers merges them
+            // in a second commit (operation `compact`).
+            if op == Operation::Flush && s.generation() > from {
+                ops.insert(s.generation(), Operation::Compact);
+                for g in from..s.generation() {
+                    ops.insert(g, Operation::Flush);
+                }
+            }
+            record(&mut model, &s, from).await;
+        }
+    }
+    let from = s.generation() + 1;
+    s.gc(false).await.unwrap();
+    if s.generation() >= from {
+        ops.insert(s.generation(), Operation::Gc);
+    }
+    record(&mut model, &s, from).await;
+    check_model(
+        &storage,
+        &s,
+        &model,
+        &ops,
+        &tags,
+        &format!("end of {steps:?}"),
+    )
+    .await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Random writes, deletes, flushes, compactions, tags, untags, retention
+    /// changes and GC against the model (shrunk to a minimal sequence on
+    /// failure).
+    #[test]
+    fn model_of_commits_tags_and_gc(steps in proptest::collection::vec(step_strategy(), 1..=60)) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(run_history_model(steps));
     }
 }
 
@@ -562,6 +686,7 @@ async fn check_model(
     storage: &MemoryStorage,
     s: &Atlas,
     model: &BTreeMap<u64, Snapshot>,
+    ops: &BTreeMap<u64, Operation>,
     tags: &BTreeMap<String, u64>,
     ctx: &str,
 ) {
@@ -569,6 +694,41 @@ async fn check_model(
     let keep = s.policy().keep_generations.max(1);
     let log = s.log(usize::MAX).await.unwrap();
     let logged: Vec<u64> = log.iter().map(|e| e.generation).collect();
+    // The log: newest first, each entry's parent the generation before it,
+    // commit times increasing with the generation, each step's operation and
+    // the tags that point at the entry.
+    assert!(
+        logged.windows(2).all(|w| w[0] > w[1]),
+        "{ctx}: log order {logged:?}"
+    );
+    for e in &log {
+        let g = e.generation;
+        assert_eq!(
+            e.parent,
+            g.checked_sub(1).filter(|p| *p > 0),
+            "{ctx}: parent of {g}"
+        );
+        if let Some(op) = ops.get(&g) {
+            assert_eq!(e.operation, Some(*op), "{ctx}: operation of {g}");
+        }
+        let mut want: Vec<&str> = tags
+            .iter()
+            .filter(|(_, t)| **t == g)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        want.sort_unstable();
+        let mut got: Vec<&str> = e.tags.iter().map(String::as_str).collect();
+        got.sort_unstable();
+        assert_eq!(got, want, "{ctx}: tags of {g}");
+    }
+    for w in log.windows(2) {
+        assert!(
+            w[0].time > w[1].time,
+            "{ctx}: commit times of {} and {}",
+            w[0].generation,
+            w[1].generation
+        );
+    }
     // The current generation and every tagged one are retained; anything
     // else retained is within the policy's window (a window widened later
     // does not bring expired generations back).

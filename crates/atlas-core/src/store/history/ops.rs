@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use array_format::{LocalStorage, Storage};
+use array_format::{
+    ArrayFile, ArrayFileOptions, DeltaCache, DeltaCacheConfig, LocalStorage, Storage,
+};
 use indexmap::IndexMap;
 
 use super::api::{At, Diff, GcReport, LogEntry, Operation, TagInfo};
@@ -416,23 +418,28 @@ impl Atlas {
     }
 
     /// Datasets added, changed and deleted from generation `a` to `b`.
-    /// Compares the registry records (dataset id, schemas, attributes and
-    /// each array's statistics): data rewritten with identical statistics
-    /// is not seen.
+    /// A dataset is changed when its id (deleted and re-created), schemas,
+    /// attributes or statistics differ, or when an array's stored chunks
+    /// differ (compared by each chunk's CRC-32C and length, from the array
+    /// files' indexes, for the arrays whose layer lists differ): data
+    /// rewritten with the same statistics is seen; data rewritten with
+    /// identical bytes is not a change.
     pub async fn diff(&self, a: At, b: At) -> Result<Diff> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let storage = inner.storage.as_ref();
             let (cur, _) = read_current(storage, &inner.root)?;
-            let records = |at: &At| -> Result<IndexMap<String, Record>> {
+            let state = |at: &At| -> Result<(Manifest, IndexMap<String, Record>)> {
                 let g = resolve(storage, &inner.root, &cur, at)?;
                 let m = manifest_of(storage, &inner.root, &cur, g)
                     .map_err(|e| expired_or(storage, &inner.root, g, e))?;
-                load_registry(storage, &inner.root, &m)
+                let records = load_registry(storage, &inner.root, &m)
                     .map_err(|e| expired_or(storage, &inner.root, g, e))?
-                    .into_records()
+                    .into_records()?;
+                Ok((m, records))
             };
-            let (ra, rb) = (records(&a)?, records(&b)?);
+            let ((ma, ra), (mb, rb)) = (state(&a)?, state(&b)?);
+            let mut chunks = ChunkCompare::new(&inner, &ma, &mb);
             let mut d = Diff::default();
             for (name, rec) in &rb {
                 match ra.get(name) {
@@ -446,7 +453,17 @@ impl Atlas {
                     {
                         d.changed.push(name.clone());
                     }
-                    Some(_) => {}
+                    Some(_) => {
+                        for array in rec.meta.arrays.keys() {
+                            if chunks
+                                .differ(array, name)
+                                .map_err(|e| expired_or(storage, &inner.root, ma.generation, e))?
+                            {
+                                d.changed.push(name.clone());
+                                break;
+                            }
+                        }
+                    }
                 }
             }
             d.deleted = ra
@@ -787,4 +804,73 @@ fn gc_sync(inner: &Inner, dry_run: bool) -> Result<GcReport> {
     );
     report.oldest_retained = oldest_retained(&current);
     Ok(report)
+}
+
+/// Compares one dataset's stored chunks of an array between two
+/// generations, opening each array file (index only) once, and only for
+/// arrays whose layer lists differ.
+struct ChunkCompare<'a> {
+    inner: &'a Inner,
+    a: &'a Manifest,
+    b: &'a Manifest,
+    files: std::collections::HashMap<String, Option<(ArrayFile, ArrayFile)>>,
+}
+
+impl<'a> ChunkCompare<'a> {
+    fn new(inner: &'a Inner, a: &'a Manifest, b: &'a Manifest) -> Self {
+        ChunkCompare {
+            inner,
+            a,
+            b,
+            files: std::collections::HashMap::new(),
+        }
+    }
+
+    fn open(&self, m: &Manifest, array: &str) -> Result<ArrayFile> {
+        let dir = self.inner.root.join(&m.dirs[array]);
+        // No cache levels: nothing but the footer indexes is read.
+        let cache = Arc::new(DeltaCache::new(DeltaCacheConfig {
+            raw_capacity_bytes: 0,
+            decoded_capacity_bytes: 0,
+        }));
+        Ok(ArrayFile::open(
+            Arc::clone(&self.inner.storage),
+            &dir,
+            &m.arrays[array],
+            ArrayFileOptions::default(),
+            cache,
+        )?)
+    }
+
+    /// True when `dataset`'s chunks of `array` differ between the two
+    /// generations (both name the array: the records say the dataset has it
+    /// in both).
+    fn differ(&mut self, array: &str, dataset: &str) -> Result<bool> {
+        if !self.files.contains_key(array) {
+            let same = self.a.arrays.get(array) == self.b.arrays.get(array)
+                && self.a.dirs.get(array) == self.b.dirs.get(array);
+            let pair =
+                if same || !self.a.arrays.contains_key(array) || !self.b.arrays.contains_key(array)
+                {
+                    None
+                } else {
+                    Some((self.open(self.a, array)?, self.open(self.b, array)?))
+                };
+            self.files.insert(array.to_owned(), pair);
+        }
+        let Some((fa, fb)) = &self.files[array] else {
+            return Ok(false);
+        };
+        let missing =
+            |e: &array_format::Error| matches!(e, array_format::Error::ArrayNotFound { .. });
+        match (
+            fa.chunk_fingerprints(dataset),
+            fb.chunk_fingerprints(dataset),
+        ) {
+            (Ok(x), Ok(y)) => Ok(x != y),
+            (Err(x), Err(y)) if missing(&x) && missing(&y) => Ok(false),
+            (Err(e), _) | (_, Err(e)) if missing(&e) => Ok(true),
+            (Err(e), _) | (_, Err(e)) => Err(Error::array(dataset, array, e)),
+        }
+    }
 }
