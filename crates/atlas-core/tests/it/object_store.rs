@@ -790,10 +790,10 @@ async fn timed_out_requests_are_retried_then_reported() {
             .times(100),
     );
     let t = std::time::Instant::now();
-    let err = Atlas::open_with(Arc::clone(&storage), &root, OpenOptions::default())
-        .await
-        .err()
-        .expect("open must fail while every manifest GET times out");
+    let Err(err) = Atlas::open_with(Arc::clone(&storage), &root, OpenOptions::default()).await
+    else {
+        panic!("open must fail while every manifest GET times out");
+    };
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert!(
         t.elapsed() < hold / 2,
