@@ -112,10 +112,36 @@ impl Store {
     }
 
     /// Opens the store at `path`: `mode="r"` read-only, `mode="a"` for writing.
+    /// `at` opens a retained past state, read-only: a generation (`int`), or
+    /// a tag name, an ISO-8601 UTC time or `@<ms since the epoch>` (`str`).
     #[staticmethod]
-    #[pyo3(signature = (path, mode = "r"))]
-    fn open(py: Python<'_>, path: &Bound<'_, PyAny>, mode: &str) -> PyResult<Store> {
+    #[pyo3(signature = (path, mode = "r", at = None))]
+    fn open(
+        py: Python<'_>,
+        path: &Bound<'_, PyAny>,
+        mode: &str,
+        at: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Store> {
         let loc = location(path)?;
+        if let Some(at) = at {
+            if mode != "r" {
+                return Err(invalid(
+                    "a past state opens read-only: use mode=\"r\" with at=".to_owned(),
+                ));
+            }
+            let at = if let Ok(g) = at.extract::<u64>() {
+                atlas::At::Generation(g)
+            } else if let Ok(s) = at.extract::<String>() {
+                atlas::At::parse(&s)
+            } else {
+                return Err(invalid(format!(
+                    "at= takes a generation (int) or a tag or time (str), not {}",
+                    at.get_type().name()?
+                )));
+            };
+            let atlas = block_on(py, Atlas::open_at(&loc, at)).py()?;
+            return Ok(Store::new(atlas, false, &loc));
+        }
         let writable = match mode {
             "r" => false,
             "a" => true,
@@ -295,6 +321,15 @@ impl Store {
         }
         let atlas = self.atlas(true)?;
         block_on(py, atlas.flush()).py()
+    }
+
+    /// Sets the history retention, in a commit: the newest `keep_generations`
+    /// generations (counting the current one) and those younger than
+    /// `keep_secs` seconds stay readable with `Store.open(path, at=...)`.
+    #[pyo3(signature = (keep_generations, keep_secs = 0))]
+    fn set_retention(&self, py: Python<'_>, keep_generations: u64, keep_secs: u64) -> PyResult<()> {
+        let atlas = self.atlas(true)?;
+        block_on(py, atlas.set_retention(keep_generations, keep_secs)).py()
     }
 
     /// Merges every array file's layers into new bases.

@@ -66,6 +66,41 @@ def test_recipe_of_an_older_generation_is_stale(store_path: Path) -> None:
     assert e.value.kind == "conflict"
 
 
+def test_open_at_reads_a_retained_past_state(store_path: Path) -> None:
+    _make(store_path)
+    with atlas.Store.open(store_path, mode="a") as w:
+        w.set_retention(10)
+    first = atlas.Store.open(store_path).generation
+    with atlas.Store.open(store_path, mode="a") as w:
+        w["d"].write("v", [7, 8, 9])
+    past = atlas.Store.open(store_path, at=first)
+    assert past.generation == first and past.mode == "r"
+    np.testing.assert_array_equal(past["d"].read("v"), [1, 2, 3])
+    np.testing.assert_array_equal(atlas.Store.open(store_path)["d"].read("v"), [7, 8, 9])
+    with pytest.raises(atlas.UnsupportedError):
+        past["d"].write("v", [0, 0, 0])
+    with pytest.raises(ValueError, match="read-only"):
+        atlas.Store.open(store_path, mode="a", at=first)
+    with pytest.raises(atlas.NotFoundError):
+        atlas.Store.open(store_path, at="no-such-tag")
+    with pytest.raises(ValueError, match="generation"):
+        atlas.Store.open(store_path, at=1.5)  # type: ignore[arg-type]
+
+
+def test_recipe_of_a_retained_generation_reads_that_generation(store_path: Path) -> None:
+    _make(store_path)
+    with atlas.Store.open(store_path, mode="a") as w:
+        w.set_retention(10)
+    blob = pickle.dumps(atlas.Store.open(store_path)["d"])
+    with atlas.Store.open(store_path, mode="a") as w:
+        w["d"].write("v", [7, 8, 9])
+    from atlas import _pickle
+
+    _pickle._cache.clear()
+    back = pickle.loads(blob)
+    np.testing.assert_array_equal(back.read("v"), [1, 2, 3])
+
+
 def _child_use_inherited(store: atlas.Store, q: mp.Queue) -> None:  # type: ignore[type-arg]
     try:
         store.list()

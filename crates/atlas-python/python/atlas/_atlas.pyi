@@ -37,8 +37,13 @@ class Store:
     def create(path: str | os.PathLike[str]) -> Store:
         """Creates a store at ``path`` (made if missing), open for writing."""
     @staticmethod
-    def open(path: str | os.PathLike[str], mode: Literal["r", "a"] = "r") -> Store:
-        """Opens the store at ``path``."""
+    def open(
+        path: str | os.PathLike[str],
+        mode: Literal["r", "a"] = "r",
+        at: int | str | None = None,
+    ) -> Store:
+        """Opens the store at ``path``; ``at`` opens a retained past state read-only:
+        a generation (``int``), or a tag name, an ISO-8601 UTC time or ``@<ms>`` (``str``)."""
     @property
     def path(self) -> str: ...
     @property
@@ -81,6 +86,9 @@ class Store:
         ``i`` holds of the box (zeros where it lacks the array). Cells of a float array
         equal to one of ``nan_where`` read as NaN."""
     def flush(self) -> None: ...
+    def set_retention(self, keep_generations: int, keep_secs: int = 0) -> None:
+        """Keeps the newest ``keep_generations`` generations (and those younger than
+        ``keep_secs`` seconds) readable with ``Store.open(path, at=...)``."""
     def compact(self) -> None: ...
     def close(self) -> None: ...
     def __enter__(self) -> Store: ...

@@ -1,8 +1,10 @@
 """Pickling recipes: read-only handles travel as ``(path, generation)``.
 
 A receiving process opens each store once (read-only) and caches the handle
-per path; the pickled generation must be the one it finds, else the store has
-moved on and :class:`~atlas.errors.StaleHandleError` says so.
+per path. When the store has moved on since the handle was pickled, the
+pickled generation is opened instead (``Store.open(path, at=generation)``), so
+every worker reads exactly the state the client saw; when that generation is
+no longer retained, :class:`~atlas.errors.StaleHandleError` says so.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 from typing import Any, Callable
 
 from ._atlas import Dataset, Store
-from .errors import StaleHandleError
+from .errors import NotFoundError, StaleHandleError
 
 _lock = threading.Lock()
 _cache: dict[str, Store] = {}
@@ -27,15 +29,24 @@ def reopen_store(path: str, generation: int) -> Store:
             # Handles inherited through fork() are unusable here.
             _cache.clear()
             _cache_pid = os.getpid()
-        store = _cache.get(path)
+        key = f"{path}@{generation}"
+        store = _cache.get(path) or _cache.get(key)
         if store is None or store.closed or store.generation != generation:
             store = Store.open(path, mode="r")
-            _cache[path] = store
-    if store.generation != generation:
-        raise StaleHandleError(
-            f"store {path} is at generation {store.generation}, the pickled handle at "
-            f"{generation}: it changed since the handle was pickled; reopen and pickle again"
-        )
+            if store.generation != generation:
+                # The store moved on: the pickled generation, if it is retained.
+                try:
+                    store = Store.open(path, mode="r", at=generation)
+                except NotFoundError as e:
+                    raise StaleHandleError(
+                        f"store {path} is at generation {store.generation}, the pickled "
+                        f"handle at {generation}, which is no longer retained ({e}); "
+                        "reopen and pickle again, or keep more history "
+                        "(Store.set_retention)"
+                    ) from None
+                _cache[key] = store
+            else:
+                _cache[path] = store
     return store
 
 
