@@ -43,7 +43,7 @@ pub(crate) use manifest::{
 };
 pub(crate) use run::fuzz_run;
 pub use run::RunId;
-pub(crate) use run::{Record, Run, RunWriter, StatColumn, Values};
+pub(crate) use run::{Record, Run, RunWriter, SchemaOf, StatColumn, Values};
 pub(crate) use runs::{merge as merge_runs, RunSet};
 pub(crate) use segment::decode_segment;
 #[cfg(test)]

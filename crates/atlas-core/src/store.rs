@@ -39,7 +39,7 @@ use crate::attr::Attr;
 use crate::config::{MetaFormat, OpenOptions};
 use crate::error::{Error, Result};
 use crate::name::validate_dataset_name;
-use crate::registry::{DatasetMeta, Policy, Record, Retired, RunId, RunSet, SegmentId};
+use crate::registry::{DatasetMeta, Policy, Record, Retired, RunId, RunSet, SchemaOf, SegmentId};
 use roaring::RoaringTreemap;
 
 /// Name of the registry file, the store's commit point.
@@ -144,14 +144,23 @@ impl Inner {
         base.get(name)
     }
 
-    /// Records of many datasets, in the order given. Looks them up in name
-    /// order, so each registry block is decoded once however the names come.
-    pub(crate) fn lookup_many(&self, names: &[&str]) -> Result<Vec<Option<Record>>> {
+    /// `array`'s schema in each of `names`, in the order given. Looks them
+    /// up in name order, so each registry block is decoded once however the
+    /// names come, and builds no dataset record.
+    pub(crate) fn lookup_schemas(&self, names: &[&str], array: &str) -> Result<Vec<SchemaOf>> {
         let mut order: Vec<usize> = (0..names.len()).collect();
         order.sort_unstable_by_key(|i| names[*i]);
-        let mut out = vec![None; names.len()];
+        let mut out = vec![SchemaOf::NoDataset; names.len()];
         for i in order {
-            out[i] = self.lookup(names[i])?;
+            let base = {
+                let live = self.live.read();
+                if let Some(r) = live.changed_record(names[i]) {
+                    out[i] = r.map_or(SchemaOf::NoDataset, |r| SchemaOf::of(&r.meta, array));
+                    continue;
+                }
+                Arc::clone(&live.base)
+            };
+            out[i] = base.get_schema(names[i], array)?;
         }
         Ok(out)
     }

@@ -36,7 +36,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use array_format::{ArrayStats, ReadHandle, StatValue, Storage, TimestampNs, WriteHandle};
+use array_format::{
+    ArraySchema, ArrayStats, ReadHandle, StatValue, Storage, TimestampNs, WriteHandle,
+};
 use indexmap::IndexMap;
 use parking_lot::Mutex;
 use roaring::RoaringTreemap;
@@ -110,6 +112,25 @@ pub(crate) struct Record {
     /// Statistics per array of `meta`. In the live overlay, an array whose
     /// data changed since the last commit has none (recomputed at flush).
     pub stats: Arc<HashMap<String, ArrayStats>>,
+}
+
+/// One array's schema in one dataset, as the registry has it.
+#[derive(Clone, Debug)]
+pub(crate) enum SchemaOf {
+    /// The dataset does not exist.
+    NoDataset,
+    /// The dataset has no such array.
+    NoArray,
+    Schema(Arc<ArraySchema>),
+}
+
+impl SchemaOf {
+    pub(crate) fn of(meta: &DatasetMeta, array: &str) -> SchemaOf {
+        match meta.arrays.get(array) {
+            Some(a) => SchemaOf::Schema(Arc::clone(&a.schema)),
+            None => SchemaOf::NoArray,
+        }
+    }
 }
 
 /// What a run says about a name.
@@ -857,6 +878,43 @@ impl Run {
         }
         let f = self.to_found(&block.recs[j])?;
         Ok(Some(block.found[j].get_or_init(|| f).clone()))
+    }
+
+    /// What this run says about `array`'s schema in dataset `name`, without
+    /// building the dataset's record (a scan across datasets needs only
+    /// that); `None` when the run has no record of `name` (a tombstone is
+    /// [`SchemaOf::NoDataset`]). Reads at most one record block.
+    pub(crate) fn get_schema(&self, name: &str, array: &str) -> Result<Option<SchemaOf>> {
+        let i = self
+            .index
+            .names
+            .partition_point(|(first, _)| first.as_str() <= name);
+        if i == 0 {
+            return Ok(None);
+        }
+        let block = self.record_block(i - 1)?;
+        let Ok(j) = block.recs.binary_search_by(|r| r.0.as_str().cmp(name)) else {
+            return Ok(None);
+        };
+        if let Some(f) = block.found[j].get() {
+            return Ok(Some(match f {
+                Found::Live(r) => SchemaOf::of(&r.meta, array),
+                Found::Tombstone => SchemaOf::NoDataset,
+            }));
+        }
+        let Some(body) = &block.recs[j].2 else {
+            return Ok(Some(SchemaOf::NoDataset));
+        };
+        let Some(a) = body.1.iter().find(|a| a.0 == array) else {
+            return Ok(Some(SchemaOf::NoArray));
+        };
+        let schema = self
+            .dict()?
+            .schemas
+            .get(a.1 as usize)
+            .cloned()
+            .ok_or_else(|| self.corrupt(format!("schema index {} out of range", a.1)))?;
+        Ok(Some(SchemaOf::Schema(schema)))
     }
 
     /// Record block `i` decoded (tombstones as `None`); `None` past the last.

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use array_format::{ArrayStats, Storage};
 use roaring::RoaringTreemap;
 
-use super::run::{Found, Record, Run, RunId};
+use super::run::{Found, Record, Run, RunId, SchemaOf};
 use super::{Attr, Result, META_DIR};
 
 /// The runs of one committed generation.
@@ -60,6 +60,16 @@ impl RunSet {
             }
         }
         Ok(None)
+    }
+
+    /// `array`'s schema in the newest record of `name`.
+    pub(crate) fn get_schema(&self, name: &str, array: &str) -> Result<SchemaOf> {
+        for run in self.runs.iter().rev() {
+            if let Some(found) = run.get_schema(name, array)? {
+                return Ok(found);
+            }
+        }
+        Ok(SchemaOf::NoDataset)
     }
 
     /// Every id some run's commit made dead.

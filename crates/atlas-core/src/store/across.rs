@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::Atlas;
 use crate::error::{Error, Result};
+use crate::registry::SchemaOf;
 
 impl Atlas {
     /// Reads one array from many datasets, decoding in parallel. One result per
@@ -26,19 +27,25 @@ impl Atlas {
         let inner = Arc::clone(&self.inner);
         let owned: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         // Registry lookups may read blocks: on the blocking pool.
-        let records = tokio::task::spawn_blocking(move || {
+        let a = array.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-            inner.lookup_many(&refs)
+            inner.lookup_schemas(&refs, &a)
         })
         .await
         .expect("lookup task panicked")?;
         let mut has = Vec::with_capacity(datasets.len());
         let mut schemas = Vec::with_capacity(datasets.len());
-        for (d, rec) in names.iter().zip(records) {
-            let rec = rec.ok_or_else(|| Error::DatasetNotFound {
-                name: (*d).to_owned(),
-            })?;
-            let schema = rec.meta.arrays.get(array).map(|a| Arc::clone(&a.schema));
+        for (d, found) in names.iter().zip(found) {
+            let schema = match found {
+                SchemaOf::NoDataset => {
+                    return Err(Error::DatasetNotFound {
+                        name: (*d).to_owned(),
+                    })
+                }
+                SchemaOf::NoArray => None,
+                SchemaOf::Schema(s) => Some(s),
+            };
             has.push(((*d).to_owned(), schema.is_some()));
             schemas.push(schema);
         }
