@@ -115,6 +115,16 @@ impl DeltaCache {
         self.raw.contains(key)
     }
 
+    /// True when either level holds `key`.
+    pub(crate) fn contains(&self, key: &BlockKey) -> bool {
+        self.decoded.contains(key) || self.raw.contains(key)
+    }
+
+    /// The raw level's byte budget.
+    pub(crate) fn raw_capacity_bytes(&self) -> u64 {
+        self.raw.capacity_bytes()
+    }
+
     pub(crate) fn raw(
         &self,
         key: BlockKey,

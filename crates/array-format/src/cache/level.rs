@@ -164,6 +164,11 @@ impl Level {
     /// The bytes of `key`, from the cache or from `load`. With `fill`, a miss is
     /// cached and concurrent misses of the key share one load; without (scans),
     /// a miss loads on its own and caches nothing.
+    /// The byte budget.
+    pub(super) fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+    }
+
     /// True when `key` is cached (a hit for the CLOCK, like a read).
     pub(super) fn contains(&self, key: &BlockKey) -> bool {
         self.capacity_bytes > 0 && self.shard(key).lock().get(key).is_some()

@@ -101,12 +101,20 @@ impl ArrayFile {
         count: &[u64],
         fill_cache: bool,
     ) -> Result<ArrayD<T>> {
-        // On object stores every block fetched alone is a round trip: a read
-        // touching several stored chunks fetches them in one batch of
-        // coalesced ranges instead (without filling the cache).
-        if self.storage.is_object_store() && self.stored_chunks_touched(name, start, count) > 1 {
-            if let Some(r) = self.read_many_streaming(&[name], start, count).pop() {
-                return r;
+        // On object stores every block fetched alone is a round trip: the
+        // blocks of a read touching several stored chunks are fetched in one
+        // batch of coalesced ranges first (into the cache, or, for streaming
+        // reads and reads larger than a quarter of the cache, straight into
+        // the read).
+        if self.storage.is_object_store() {
+            let missing = self.uncached_blocks(name, start, count);
+            if missing.len() > 1 {
+                let bytes: u64 = missing.iter().map(|(_, e)| e.stored_len).sum();
+                if fill_cache && bytes <= self.cache.raw_capacity_bytes() / 4 {
+                    self.prefetch_blocks(&missing);
+                } else if let Some(r) = self.read_many_streaming(&[name], start, count).pop() {
+                    return r;
+                }
             }
         }
         self.read_with(name, start, count, |src, cshape| {
@@ -114,23 +122,60 @@ impl ArrayFile {
         })
     }
 
-    /// How many committed chunks a read of `name`'s region would fetch
-    /// (0 when the read is invalid: the read itself reports why).
-    fn stored_chunks_touched(&self, name: &str, start: &[u64], count: &[u64]) -> usize {
+    /// The committed blocks a read of `name`'s region needs that neither
+    /// cache level holds, as (layer, entry); empty when the read is invalid
+    /// (the read itself reports why).
+    fn uncached_blocks(&self, name: &str, start: &[u64], count: &[u64]) -> Vec<(u32, ChunkEntry)> {
         let Some(view) = self.view(name) else {
-            return 0;
+            return Vec::new();
         };
         let Ok((st, ct)) = view.schema.resolve_region(name, start, count) else {
-            return 0;
+            return Vec::new();
         };
         if ct.contains(&0) {
-            return 0;
+            return Vec::new();
         }
-        view.schema
-            .chunks_touching(&st, &ct)
-            .into_iter()
-            .filter(|&idx| matches!(view.source(idx), Some(Source::Layer(_))))
-            .count()
+        let mut out = Vec::new();
+        for idx in view.schema.chunks_touching(&st, &ct) {
+            if let Some(Source::Layer(loc)) = view.source(idx) {
+                let key = BlockKey {
+                    layer_uid: self.layers[loc.layer as usize].uid,
+                    offset: loc.entry.offset,
+                };
+                if !self.cache.contains(&key) {
+                    out.push((loc.layer, loc.entry.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Fetches `blocks` with one batch of ranged reads per layer into the raw
+    /// cache. Best effort: a failed fetch leaves the blocks to the per-chunk
+    /// path, which reports the error.
+    fn prefetch_blocks(&self, blocks: &[(u32, ChunkEntry)]) {
+        let mut by_layer: std::collections::BTreeMap<u32, Vec<&ChunkEntry>> =
+            std::collections::BTreeMap::new();
+        for (layer, e) in blocks {
+            by_layer.entry(*layer).or_default().push(e);
+        }
+        for (layer, entries) in by_layer {
+            let layer = &self.layers[layer as usize];
+            let ranges: Option<Vec<(u64, usize)>> = entries
+                .iter()
+                .map(|e| usize::try_from(e.stored_len).ok().map(|n| (e.offset, n)))
+                .collect();
+            let Some(Ok(bufs)) = ranges.map(|r| layer.handle.read_ranges(&r)) else {
+                continue;
+            };
+            for (e, buf) in entries.into_iter().zip(bufs) {
+                let key = BlockKey {
+                    layer_uid: layer.uid,
+                    offset: e.offset,
+                };
+                let _ = self.cache.raw(key, || Ok(buf));
+            }
+        }
     }
 
     /// Assembles a hyperslab, getting each stored chunk from `load`.

@@ -601,6 +601,10 @@ async fn request_counts() {
         "one read made {read_one} requests: {:?}",
         s3.server.requests()
     );
+    // Read again: every block comes from the handle's cache.
+    s3.server.reset_log();
+    let _ = read_temp(&atlas, "p0150").await;
+    assert_eq!(total(&s3), 0, "a repeated read: {:?}", s3.server.requests());
 
     // Scan one variable across all datasets: bounded by the layers of that
     // one array file, not by the number of datasets.
