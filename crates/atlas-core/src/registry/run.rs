@@ -233,7 +233,7 @@ fn stats_of(r: StatRow) -> ArrayStats {
 
 /// Estimated bytes of unspilled id and catalog rows a [`RunWriter`] holds
 /// before it sorts them and spills them to a scratch file.
-const SPILL_AT: usize = 16 << 20;
+const SPILL_AT: usize = 8 << 20;
 
 /// A value of the id list (`(id, name)`) or of a catalog column
 /// (`(id, statistics)`, `(id, attribute)`).
@@ -250,7 +250,12 @@ impl ColumnValue for String {
 
 impl ColumnValue for StatRow {
     fn est(&self) -> usize {
-        40
+        // String statistics (char arrays) carry their min and max strings.
+        let len = |v: &Option<StatRepr>| match v {
+            Some(StatRepr::S(s)) => s.len(),
+            _ => 0,
+        };
+        40 + len(&self.0) + len(&self.1)
     }
 }
 
@@ -784,7 +789,7 @@ fn approx_body_len(b: &BodyRepr) -> usize {
     b.0.iter()
         .map(|(k, v)| k.len() + approx_attr_len(v))
         .sum::<usize>()
-        + b.1.iter().map(|a| a.0.len() + 40).sum::<usize>()
+        + b.1.iter().map(|a| a.0.len() + a.3.est()).sum::<usize>()
 }
 
 /// Splits `items` into runs of about [`BLOCK_TARGET`] estimated bytes (at
