@@ -612,19 +612,19 @@ impl<'s> RunWriter<'s> {
             rows: rows.into_iter(),
         });
         let mut heads: Vec<Option<T>> = Vec::with_capacity(sources.len());
-        let mut heap = std::collections::BinaryHeap::new();
+        let mut queue = std::collections::BinaryHeap::new();
         for (i, src) in sources.iter_mut().enumerate() {
             let head = self.next_row(src)?;
             if let Some((id, _)) = &head {
-                heap.push(std::cmp::Reverse((*id, i)));
+                queue.push(std::cmp::Reverse((*id, i)));
             }
             heads.push(head.map(|(_, v)| v));
         }
         let (mut chunk, mut acc) = (Vec::new(), 0);
-        while let Some(std::cmp::Reverse((id, i))) = heap.pop() {
-            let v = heads[i].take().expect("a source in the heap has a head");
+        while let Some(std::cmp::Reverse((id, i))) = queue.pop() {
+            let v = heads[i].take().expect("a source in the queue has a head");
             if let Some((next, w)) = self.next_row(&mut sources[i])? {
-                heap.push(std::cmp::Reverse((next, i)));
+                queue.push(std::cmp::Reverse((next, i)));
                 heads[i] = Some(w);
             }
             acc += v.est();
