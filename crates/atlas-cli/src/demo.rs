@@ -7,10 +7,12 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
 use atlas::{Atlas, Attr, FillValue, StoreConfig, TimestampNs};
+use indexmap::IndexMap;
 use ndarray::{Array1, Array2};
 
 use crate::util;
@@ -92,7 +94,10 @@ fn profile(rng: &mut Rng, lat: f64) -> Profile {
     Profile { pres, temp, psal }
 }
 
-async fn define_profile_arrays(ds: &atlas::DatasetView, n: u64) -> Result<()> {
+/// The profile arrays' names and attributes, built once: every profile's
+/// arrays share them (as a bulk import does), instead of each dataset
+/// holding its own copies.
+fn profile_array_attrs() -> Vec<(&'static str, Arc<IndexMap<String, Attr>>)> {
     let specs = [
         (
             "PRES",
@@ -116,7 +121,26 @@ async fn define_profile_arrays(ds: &atlas::DatasetView, n: u64) -> Result<()> {
             [2.0, 41.0],
         ),
     ];
-    for (name, std_name, long, units, range) in specs {
+    specs
+        .into_iter()
+        .map(|(name, std_name, long, units, range)| {
+            let attrs = IndexMap::from([
+                ("standard_name".to_owned(), s(std_name)),
+                ("long_name".to_owned(), s(long)),
+                ("units".to_owned(), s(units)),
+                ("valid_range".to_owned(), Attr::Float64List(range.to_vec())),
+            ]);
+            (name, Arc::new(attrs))
+        })
+        .collect()
+}
+
+async fn define_profile_arrays(
+    ds: &atlas::DatasetView,
+    n: u64,
+    arrays: &[(&'static str, Arc<IndexMap<String, Attr>>)],
+) -> Result<()> {
+    for (name, attrs) in arrays {
         ds.define_array::<f32>(
             name,
             vec!["N_LEVELS".into()],
@@ -125,10 +149,7 @@ async fn define_profile_arrays(ds: &atlas::DatasetView, n: u64) -> Result<()> {
             Some(FillValue::Float32(ARGO_FILL)),
         )
         .await?;
-        ds.set_array_attribute(name, "standard_name", s(std_name))?;
-        ds.set_array_attribute(name, "long_name", s(long))?;
-        ds.set_array_attribute(name, "units", s(units))?;
-        ds.set_array_attribute(name, "valid_range", Attr::Float64List(range.to_vec()))?;
+        ds.set_array_attributes(name, Arc::clone(attrs))?;
     }
     Ok(())
 }
@@ -215,6 +236,7 @@ pub async fn run(dir: &Path, n_profiles: usize, n_grids: usize, quiet: bool) -> 
     let mut raw = 0u64;
     let n_floats = n_profiles.div_ceil(200).max(1);
     let mut t_flush = std::time::Duration::ZERO;
+    let profile_arrays = profile_array_attrs();
     for k in 0..n_profiles {
         if k > 0 && k % BATCH == 0 {
             let t = Instant::now();
@@ -244,7 +266,7 @@ pub async fn run(dir: &Path, n_profiles: usize, n_grids: usize, quiet: bool) -> 
             "data_mode",
             s(if cycle.is_multiple_of(7) { "D" } else { "R" }),
         )?;
-        define_profile_arrays(&ds, n).await?;
+        define_profile_arrays(&ds, n, &profile_arrays).await?;
         for (array, values) in [("PRES", p.pres), ("TEMP", p.temp), ("PSAL", p.psal)] {
             raw += values.len() as u64 * 4;
             ds.write_array(array, vec![0], Array1::from(values).view().into_dyn())

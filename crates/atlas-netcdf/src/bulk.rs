@@ -46,8 +46,8 @@ pub struct BulkOptions {
     pub batch_bytes: u64,
 }
 
-/// The default [`BulkOptions::batch_bytes`]: 64 MiB of input per commit.
-pub const DEFAULT_BATCH_BYTES: u64 = 64 << 20;
+/// The default [`BulkOptions::batch_bytes`]: 16 MiB of input per commit.
+pub const DEFAULT_BATCH_BYTES: u64 = 16 << 20;
 
 impl Default for BulkOptions {
     fn default() -> Self {
@@ -294,6 +294,7 @@ pub async fn import_paths(
     drop(tx);
 
     let mut pending: BTreeMap<usize, (u64, Result<DatasetPlan>)> = BTreeMap::new();
+    let mut shared = import::SharedAttrs::default();
     // Bytes of the files written since the last commit.
     let mut batch = 0u64;
     let mut emitted = 0; // index into `files` of the next outcome to report
@@ -328,13 +329,15 @@ pub async fn import_paths(
             let i = todo[written];
             let outcome = match r {
                 Err(e) => FileOutcome::Failed(e),
-                Ok(plan) => match replace_and_write(store, &plan, opts.replace).await {
-                    Ok(()) => FileOutcome::Imported {
-                        dataset: plan.name,
-                        bytes: len,
-                    },
-                    Err(e) => FileOutcome::Failed(e),
-                },
+                Ok(plan) => {
+                    match replace_and_write(store, &plan, opts.replace, &mut shared).await {
+                        Ok(()) => FileOutcome::Imported {
+                            dataset: plan.name,
+                            bytes: len,
+                        },
+                        Err(e) => FileOutcome::Failed(e),
+                    }
+                }
             };
             if matches!(outcome, FileOutcome::Imported { .. }) {
                 batch += len;
@@ -380,9 +383,14 @@ pub async fn import_paths(
 
 /// Writes a plan, first deleting an existing dataset of the same name when
 /// replacing.
-async fn replace_and_write(store: &Atlas, plan: &DatasetPlan, replace: bool) -> Result<()> {
+async fn replace_and_write(
+    store: &Atlas,
+    plan: &DatasetPlan,
+    replace: bool,
+    shared: &mut import::SharedAttrs,
+) -> Result<()> {
     if replace && store.dataset_exists(&plan.name)? {
         store.delete_dataset(&plan.name).await?;
     }
-    import::write_plan(store, plan).await
+    import::write_plan_shared(store, plan, shared).await
 }

@@ -5,6 +5,7 @@
 //! names are the constants of [`reserved`].
 
 use std::path::Path;
+use std::sync::Arc;
 
 use atlas::{ArraySchema, Atlas, Attr, DType, FillValue};
 use indexmap::IndexMap;
@@ -550,7 +551,27 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
     })
 }
 
-async fn write_arrays(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
+/// The attribute sets of the arrays written last, by array name: a dataset
+/// whose array has the same attributes (in the same order) as the previous
+/// one's shares them instead of holding a copy (files of one collection
+/// repeat their variables' attributes, and a batch holds thousands).
+#[derive(Debug, Default)]
+pub(crate) struct SharedAttrs(std::collections::HashMap<String, Arc<IndexMap<String, Attr>>>);
+
+impl SharedAttrs {
+    fn get(&mut self, array: &str, attrs: &IndexMap<String, Attr>) -> Arc<IndexMap<String, Attr>> {
+        match self.0.get(array) {
+            Some(a) if a.len() == attrs.len() && a.iter().eq(attrs.iter()) => Arc::clone(a),
+            _ => {
+                let a = Arc::new(attrs.clone());
+                self.0.insert(array.to_owned(), Arc::clone(&a));
+                a
+            }
+        }
+    }
+}
+
+async fn write_arrays(store: &Atlas, plan: &DatasetPlan, shared: &mut SharedAttrs) -> Result<()> {
     let ds = store.create_dataset(&plan.name).await?;
     for (k, v) in &plan.attrs {
         ds.set_attribute(k, v.clone())?;
@@ -571,8 +592,8 @@ async fn write_arrays(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
             ArrayData::F64(v) => ds.write_array(&a.name, origin, v.view()).await?,
             ArrayData::Str(v) => ds.write_array(&a.name, origin, v.view()).await?,
         }
-        for (k, v) in &a.attrs {
-            ds.set_array_attribute(&a.name, k, v.clone())?;
+        if !a.attrs.is_empty() {
+            ds.set_array_attributes(&a.name, shared.get(&a.name, &a.attrs))?;
         }
     }
     Ok(())
@@ -582,7 +603,17 @@ async fn write_arrays(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
 /// written dataset is deleted again, so the store is as before (nothing is
 /// flushed here).
 pub async fn write_plan(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
-    let r = write_arrays(store, plan).await;
+    write_plan_shared(store, plan, &mut SharedAttrs::default()).await
+}
+
+/// [`write_plan`], sharing array attribute sets with the plans written before
+/// through `shared`.
+pub(crate) async fn write_plan_shared(
+    store: &Atlas,
+    plan: &DatasetPlan,
+    shared: &mut SharedAttrs,
+) -> Result<()> {
+    let r = write_arrays(store, plan, shared).await;
     if r.is_err() && store.dataset_exists(&plan.name).unwrap_or(true) {
         // Best effort: the error being reported is the original one.
         let _ = store.delete_dataset(&plan.name).await;

@@ -252,10 +252,110 @@ fn stats_of(r: StatRow) -> ArrayStats {
 
 // ---- writing ----------------------------------------------------------------
 
+/// Estimated bytes of unspilled id and catalog rows a [`RunWriter`] holds
+/// before it sorts them and spills them to a scratch file.
+const SPILL_AT: usize = 8 << 20;
+
+/// A value of the id list (`(id, name)`) or of a catalog column
+/// (`(id, statistics)`, `(id, attribute)`).
+trait ColumnValue: Serialize + DeserializeOwned {
+    /// Estimated encoded bytes of a row holding this value (block sizes).
+    fn est(&self) -> usize;
+}
+
+impl ColumnValue for String {
+    fn est(&self) -> usize {
+        self.len() + 10
+    }
+}
+
+impl ColumnValue for StatRow {
+    fn est(&self) -> usize {
+        // String statistics (char arrays) carry their min and max strings.
+        let len = |v: &Option<StatRepr>| match v {
+            Some(StatRepr::S(s)) => s.len(),
+            _ => 0,
+        };
+        40 + len(&self.0) + len(&self.1)
+    }
+}
+
+impl ColumnValue for Attr {
+    fn est(&self) -> usize {
+        approx_attr_len(self) + 10
+    }
+}
+
+/// The id list or one catalog column while a run is written: the rows not
+/// spilled yet, in arrival (name) order, and the pieces already spilled, each
+/// sorted by id and stored as blocks of the scratch file.
+struct ColumnBuf<T> {
+    rows: Vec<(u64, T)>,
+    pieces: Vec<Vec<BlockRef>>,
+}
+
+impl<T> Default for ColumnBuf<T> {
+    fn default() -> Self {
+        ColumnBuf {
+            rows: Vec::new(),
+            pieces: Vec::new(),
+        }
+    }
+}
+
+impl<T: ColumnValue> ColumnBuf<T> {
+    /// Adds a row; returns the estimated bytes it holds in memory.
+    fn push(&mut self, id: u64, v: T) -> usize {
+        let n = std::mem::size_of::<(u64, T)>() + v.est();
+        self.rows.push((id, v));
+        n
+    }
+}
+
+/// Where a scratch file lives: the run's storage, or (object stores) the
+/// local disk the storage names.
+enum ScratchStore<'s> {
+    Run(&'s dyn Storage),
+    Local(Arc<dyn Storage>),
+}
+
+/// The scratch file of one [`RunWriter`]: sorted pieces of the id list and
+/// catalog columns, read back and merged at [`RunWriter::finish`]. Removed
+/// when dropped (a crash leaves it to the orphan sweep).
+struct Scratch<'s> {
+    store: ScratchStore<'s>,
+    path: PathBuf,
+    out: Option<Box<dyn WriteHandle>>,
+}
+
+impl Scratch<'_> {
+    fn storage(&self) -> &dyn Storage {
+        match &self.store {
+            ScratchStore::Run(s) => *s,
+            ScratchStore::Local(s) => s.as_ref(),
+        }
+    }
+
+    fn out(&mut self) -> &mut dyn WriteHandle {
+        self.out.as_deref_mut().expect("open until dropped")
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        drop(self.out.take());
+        let _ = self.storage().remove_file(&self.path);
+    }
+}
+
 /// Writes one run, streaming: records must come in strictly ascending name
-/// order; blocks go to storage as they fill, the id section, catalog,
-/// dictionary and index at [`RunWriter::finish`].
-pub(crate) struct RunWriter {
+/// order; record blocks go to storage as they fill; the id list and catalog
+/// rows (sorted by id, not by name) are held until [`RunWriter::finish`]
+/// writes them, or, past [`SPILL_AT`] estimated bytes, sorted and spilled to a
+/// scratch file and merged back at the end, so memory stays bounded whatever
+/// the run's size.
+pub(crate) struct RunWriter<'s> {
+    storage: &'s dyn Storage,
     out: Box<dyn WriteHandle>,
     path: PathBuf,
     pos: u64,
@@ -263,12 +363,17 @@ pub(crate) struct RunWriter {
     block_raw: usize,
     names: Vec<(String, BlockRef)>,
     last_name: Option<String>,
-    ids: Vec<(u64, String)>,
+    ids: ColumnBuf<String>,
     id_set: RoaringTreemap,
     killed: RoaringTreemap,
-    arrays: BTreeMap<String, Vec<(u64, StatRow)>>,
-    attrs: BTreeMap<String, Vec<(u64, Attr)>>,
-    lists: BTreeMap<String, Vec<(u64, Attr)>>,
+    arrays: BTreeMap<String, ColumnBuf<StatRow>>,
+    attrs: BTreeMap<String, ColumnBuf<Attr>>,
+    lists: BTreeMap<String, ColumnBuf<Attr>>,
+    /// Estimated bytes of the unspilled rows of `ids` and the columns.
+    held: usize,
+    /// `held` at which the rows are spilled.
+    spill_at: usize,
+    scratch: Option<Scratch<'s>>,
     variants: BTreeMap<String, BTreeMap<(u32, Option<u32>), RoaringTreemap>>,
     schemas: Vec<SchemaRepr>,
     schema_idx: HashMap<Vec<u8>, u32>,
@@ -283,9 +388,16 @@ pub(crate) struct RunWriter {
     keep: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
-impl RunWriter {
+/// One sorted source of a column merge: the blocks of a spilled piece still
+/// to read, and the rows of the block being read (or the unspilled rows).
+struct Source<T> {
+    refs: std::vec::IntoIter<BlockRef>,
+    rows: std::vec::IntoIter<(u64, T)>,
+}
+
+impl<'s> RunWriter<'s> {
     /// Starts a run at `path` (a new file).
-    pub(crate) fn create(storage: &dyn Storage, path: &Path) -> Result<RunWriter> {
+    pub(crate) fn create(storage: &'s dyn Storage, path: &Path) -> Result<RunWriter<'s>> {
         let mut out = storage.create_new(path)?;
         let mut head = Vec::with_capacity(HEADER_LEN as usize);
         head.extend_from_slice(&RUN_MAGIC);
@@ -293,6 +405,7 @@ impl RunWriter {
         head.extend_from_slice(&0u32.to_le_bytes());
         out.append(&head)?;
         Ok(RunWriter {
+            storage,
             out,
             path: path.to_owned(),
             pos: HEADER_LEN,
@@ -300,12 +413,15 @@ impl RunWriter {
             block_raw: 0,
             names: Vec::new(),
             last_name: None,
-            ids: Vec::new(),
+            ids: ColumnBuf::default(),
             id_set: RoaringTreemap::new(),
             killed: RoaringTreemap::new(),
             arrays: BTreeMap::new(),
             attrs: BTreeMap::new(),
             lists: BTreeMap::new(),
+            held: 0,
+            spill_at: SPILL_AT,
+            scratch: None,
             variants: BTreeMap::new(),
             schemas: Vec::new(),
             schema_idx: HashMap::new(),
@@ -329,16 +445,7 @@ impl RunWriter {
     }
 
     fn write_raw(&mut self, raw: &[u8]) -> Result<BlockRef> {
-        let packed = zstd::bulk::compress(raw, 3).expect("in-memory zstd");
-        let r = BlockRef {
-            off: self.pos,
-            len: u32::try_from(packed.len()).map_err(|_| self.too_large())?,
-            raw: u32::try_from(raw.len())
-                .ok()
-                .filter(|n| *n <= MAX_BLOCK_RAW)
-                .ok_or_else(|| self.too_large())?,
-            crc: crc32c::crc32c(&packed),
-        };
+        let (packed, r) = pack(raw, self.pos).ok_or_else(|| self.too_large())?;
         self.out.append(&packed)?;
         self.pos += packed.len() as u64;
         Ok(r)
@@ -431,10 +538,11 @@ impl RunWriter {
                 .get(aname)
                 .map(row_of)
                 .expect("every array of a record written to a run has statistics");
-            self.arrays
+            self.held += self
+                .arrays
                 .entry(aname.clone())
                 .or_default()
-                .push((rec.id, st.clone()));
+                .push(rec.id, st.clone());
             self.variants
                 .entry(aname.clone())
                 .or_default()
@@ -449,47 +557,154 @@ impl RunWriter {
             } else {
                 &mut self.lists
             };
-            column
-                .entry(k.clone())
-                .or_default()
-                .push((rec.id, v.clone()));
+            self.held += column.entry(k.clone()).or_default().push(rec.id, v.clone());
         }
-        self.ids.push((rec.id, name.to_owned()));
+        self.held += self.ids.push(rec.id, name.to_owned());
         self.id_set.insert(rec.id);
         self.n_records += 1;
         self.push_repr(RecRepr(
             name.to_owned(),
             rec.id,
             Some(BodyRepr(rec.meta.attributes.clone(), arrays)),
-        ))
+        ))?;
+        if self.held >= self.spill_at {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Sorts the unspilled rows of the id list and of every column and
+    /// appends them to the scratch file (created on first use), one sorted
+    /// piece per column.
+    fn spill(&mut self) -> Result<()> {
+        if self.scratch.is_none() {
+            let dir = self.path.parent().unwrap_or(Path::new(""));
+            let (store, dir) = match self.storage.scratch_location(dir) {
+                Some((s, d)) => (ScratchStore::Local(s), d),
+                None => (ScratchStore::Run(self.storage), dir.to_owned()),
+            };
+            let path = dir.join(format!("scratch-{:032x}.tmp", array_format::random_uid()));
+            let out = match &store {
+                ScratchStore::Run(s) => s.create_new(&path)?,
+                ScratchStore::Local(s) => s.create_new(&path)?,
+            };
+            self.scratch = Some(Scratch {
+                store,
+                path,
+                out: Some(out),
+            });
+        }
+        let scratch = self.scratch.as_mut().expect("created above");
+        spill_column(scratch, &mut self.ids)?;
+        for col in self.arrays.values_mut() {
+            spill_column(scratch, col)?;
+        }
+        for col in self.attrs.values_mut().chain(self.lists.values_mut()) {
+            spill_column(scratch, col)?;
+        }
+        self.held = 0;
+        Ok(())
+    }
+
+    /// Writes a column's blocks (rows sorted by id, about [`BLOCK_TARGET`]
+    /// estimated bytes each): its unspilled rows merged with its spilled
+    /// pieces, one decoded block per piece at a time. The blocks are the same
+    /// whether or not anything was spilled.
+    fn write_column<T: ColumnValue>(&mut self, col: ColumnBuf<T>) -> Result<Vec<(u64, BlockRef)>> {
+        let ColumnBuf { mut rows, pieces } = col;
+        rows.sort_unstable_by_key(|(id, _)| *id);
+        let mut blocks = Vec::new();
+        if pieces.is_empty() {
+            for chunk in chunks_by_size(&rows, |(_, v)| v.est()) {
+                let r = self.write_block(&chunk)?;
+                blocks.push((chunk[0].0, r));
+            }
+            return Ok(blocks);
+        }
+        let mut sources: Vec<Source<T>> = pieces
+            .into_iter()
+            .map(|refs| Source {
+                refs: refs.into_iter(),
+                rows: Vec::new().into_iter(),
+            })
+            .collect();
+        sources.push(Source {
+            refs: Vec::new().into_iter(),
+            rows: rows.into_iter(),
+        });
+        let mut heads: Vec<Option<T>> = Vec::with_capacity(sources.len());
+        let mut queue = std::collections::BinaryHeap::new();
+        for (i, src) in sources.iter_mut().enumerate() {
+            let head = self.next_row(src)?;
+            if let Some((id, _)) = &head {
+                queue.push(std::cmp::Reverse((*id, i)));
+            }
+            heads.push(head.map(|(_, v)| v));
+        }
+        let (mut chunk, mut acc) = (Vec::new(), 0);
+        while let Some(std::cmp::Reverse((id, i))) = queue.pop() {
+            let v = heads[i].take().expect("a source in the queue has a head");
+            if let Some((next, w)) = self.next_row(&mut sources[i])? {
+                queue.push(std::cmp::Reverse((next, i)));
+                heads[i] = Some(w);
+            }
+            acc += v.est();
+            chunk.push((id, v));
+            if acc >= BLOCK_TARGET {
+                let r = self.write_block(&chunk)?;
+                blocks.push((chunk[0].0, r));
+                chunk.clear();
+                acc = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            let r = self.write_block(&chunk)?;
+            blocks.push((chunk[0].0, r));
+        }
+        Ok(blocks)
+    }
+
+    /// The next row of a merge source, reading its next spilled block when
+    /// the current one is exhausted.
+    fn next_row<T: ColumnValue>(&mut self, src: &mut Source<T>) -> Result<Option<(u64, T)>> {
+        loop {
+            if let Some(row) = src.rows.next() {
+                return Ok(Some(row));
+            }
+            let Some(r) = src.refs.next() else {
+                return Ok(None);
+            };
+            let scratch = self
+                .scratch
+                .as_mut()
+                .expect("spilled pieces have a scratch file");
+            let mut packed = vec![0u8; r.len as usize];
+            scratch.out().read_exact_at(r.off, &mut packed)?;
+            let rows: Vec<(u64, T)> = decode_block(&packed, &r, &scratch.path)?;
+            src.rows = rows.into_iter();
+        }
     }
 
     /// Writes the sections after the records, the index and the trailer, and
     /// makes the file durable.
     pub(crate) fn finish(mut self) -> Result<()> {
         self.flush_block()?;
-        let mut ids = std::mem::take(&mut self.ids);
-        ids.sort_unstable_by_key(|(id, _)| *id);
-        let mut id_blocks = Vec::new();
-        for chunk in chunks_by_size(&ids, |(_, n)| n.len() + 10) {
-            let r = self.write_block(&chunk)?;
-            id_blocks.push((chunk[0].0, r));
-        }
-        drop(ids);
+        let ids = std::mem::take(&mut self.ids);
+        let id_blocks = self.write_column(ids)?;
         let mut array_cols = Vec::new();
-        for (name, mut rows) in std::mem::take(&mut self.arrays) {
-            rows.sort_unstable_by_key(|(id, _)| *id);
-            let mut blocks = Vec::new();
-            for chunk in chunks_by_size(&rows, |_| 40) {
-                let r = self.write_block(&chunk)?;
-                blocks.push((chunk[0].0, r));
-            }
-            array_cols.push((name, blocks));
+        for (name, col) in std::mem::take(&mut self.arrays) {
+            array_cols.push((name, self.write_column(col)?));
         }
-        let attrs = std::mem::take(&mut self.attrs);
-        let attr_cols = self.write_attr_columns(attrs)?;
-        let lists = std::mem::take(&mut self.lists);
-        let list_cols = self.write_attr_columns(lists)?;
+        let mut attr_cols = Vec::new();
+        for (name, col) in std::mem::take(&mut self.attrs) {
+            attr_cols.push((name, self.write_column(col)?));
+        }
+        let mut list_cols = Vec::new();
+        for (name, col) in std::mem::take(&mut self.lists) {
+            list_cols.push((name, self.write_column(col)?));
+        }
+        // The scratch file is no longer needed.
+        self.scratch = None;
         let mut variants = Vec::new();
         for (name, vs) in std::mem::take(&mut self.variants) {
             let mut out = Vec::with_capacity(vs.len());
@@ -532,29 +747,50 @@ impl RunWriter {
         Ok(())
     }
 
-    fn write_attr_columns(
-        &mut self,
-        columns: BTreeMap<String, Vec<(u64, Attr)>>,
-    ) -> Result<Vec<Column>> {
-        let mut out = Vec::new();
-        for (name, mut rows) in columns {
-            rows.sort_unstable_by_key(|(id, _)| *id);
-            let mut blocks = Vec::new();
-            for chunk in chunks_by_size(&rows, |(_, a)| approx_attr_len(a) + 10) {
-                let r = self.write_block(&chunk)?;
-                blocks.push((chunk[0].0, r));
-            }
-            out.push((name, blocks));
-        }
-        Ok(out)
-    }
-
     fn write_bitmap(&mut self, b: &RoaringTreemap) -> Result<BlockRef> {
         let mut bytes = Vec::with_capacity(b.serialized_size());
         b.serialize_into(&mut bytes)
             .expect("in-memory bitmap serializes");
         self.write_raw(&bytes)
     }
+}
+
+/// Compresses a block's bytes for offset `off`: the stored bytes and their
+/// reference (`None` if it decodes larger than [`MAX_BLOCK_RAW`]).
+fn pack(raw: &[u8], off: u64) -> Option<(Vec<u8>, BlockRef)> {
+    let packed = zstd::bulk::compress(raw, 3).expect("in-memory zstd");
+    let r = BlockRef {
+        off,
+        len: u32::try_from(packed.len()).ok()?,
+        raw: u32::try_from(raw.len())
+            .ok()
+            .filter(|n| *n <= MAX_BLOCK_RAW)?,
+        crc: crc32c::crc32c(&packed),
+    };
+    Some((packed, r))
+}
+
+/// Sorts a column's unspilled rows by id and appends them to the scratch
+/// file as one piece (blocks as the run would hold them).
+fn spill_column<T: ColumnValue>(scratch: &mut Scratch<'_>, col: &mut ColumnBuf<T>) -> Result<()> {
+    if col.rows.is_empty() {
+        return Ok(());
+    }
+    let mut rows = std::mem::take(&mut col.rows);
+    rows.sort_unstable_by_key(|(id, _)| *id);
+    let mut refs = Vec::new();
+    for chunk in chunks_by_size(&rows, |(_, v)| v.est()) {
+        let raw = rmp_serde::to_vec(&chunk).expect("registry blocks serialize");
+        let (packed, r) =
+            pack(&raw, scratch.out().position()).ok_or_else(|| Error::CorruptRegistry {
+                path: scratch.path.clone(),
+                reason: format!("a registry block would exceed {MAX_BLOCK_RAW} bytes"),
+            })?;
+        scratch.out().append(&packed)?;
+        refs.push(r);
+    }
+    col.pieces.push(refs);
+    Ok(())
 }
 
 fn approx_attr_len(a: &Attr) -> usize {
@@ -574,7 +810,7 @@ fn approx_body_len(b: &BodyRepr) -> usize {
     b.0.iter()
         .map(|(k, v)| k.len() + approx_attr_len(v))
         .sum::<usize>()
-        + b.1.iter().map(|a| a.0.len() + 40).sum::<usize>()
+        + b.1.iter().map(|a| a.0.len() + a.3.est()).sum::<usize>()
 }
 
 /// Splits `items` into runs of about [`BLOCK_TARGET`] estimated bytes (at
@@ -1239,6 +1475,55 @@ mod tests {
         // One schema and one attribute set, stored once.
         assert_eq!(run.dict().unwrap().schemas.len(), 1);
         assert_eq!(run.dict().unwrap().attr_sets.len(), 1);
+    }
+
+    /// Writes `n` records whose ids are not in name order, spilling the id
+    /// list and catalog rows whenever they hold `spill_at` estimated bytes.
+    fn write_shuffled(storage: &MemoryStorage, path: &Path, n: u64, spill_at: usize) -> bool {
+        storage.create_dir_all(path.parent().unwrap()).unwrap();
+        let mut w = RunWriter::create(storage, path).unwrap();
+        w.spill_at = spill_at;
+        for i in 0..n {
+            let id = (i * 7919) % n;
+            w.record(&format!("ds{i:06}"), &record(id, id as f64))
+                .unwrap();
+        }
+        let spilled = w.scratch.is_some();
+        w.finish().unwrap();
+        spilled
+    }
+
+    #[test]
+    fn spilled_catalog_rows_give_the_same_run_and_leave_no_scratch_file() {
+        let storage = MemoryStorage::new();
+        let whole = Path::new("/s/atlas.meta/a.run");
+        let spilled = Path::new("/s/atlas.meta/b.run");
+        // 7919 is prime: ids 0..n in a name order unlike the id order.
+        assert!(!write_shuffled(&storage, whole, 6000, usize::MAX));
+        assert!(write_shuffled(&storage, spilled, 6000, 20 << 10));
+        assert_eq!(
+            storage.contents(whole).unwrap(),
+            storage.contents(spilled).unwrap(),
+            "the same bytes, spilled or not"
+        );
+        let mut left = storage.list_dir(Path::new("/s/atlas.meta")).unwrap();
+        left.sort();
+        assert_eq!(left, ["a.run", "b.run"]);
+        let run = Run::open(&storage, spilled, RunId::fresh()).unwrap();
+        assert!(run.index.arrays[0].1.len() > 1, "several catalog blocks");
+        let rows = run.array_rows("TEMP").unwrap();
+        let ids: Vec<u64> = rows.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, (0..6000).collect::<Vec<_>>());
+        assert!(rows
+            .iter()
+            .all(|(id, s)| s.max == Some(StatValue::Float(*id as f64))));
+        let listed = run.ids().unwrap();
+        assert_eq!(listed.len(), 6000);
+        assert_eq!(listed[1], (1, format!("ds{:06}", 1679)));
+        assert_eq!(
+            run.attribute_rows("cycle").unwrap()[42],
+            (42, Attr::Int64(42))
+        );
     }
 
     #[test]

@@ -296,6 +296,25 @@ impl DatasetView {
         })
     }
 
+    /// Replaces every attribute of one of the dataset's arrays by
+    /// `attributes`, kept as given: arrays handed the same `Arc` share one
+    /// copy in memory until one of them changes (bulk writers of many
+    /// datasets with the same variables use this to keep their memory down).
+    pub fn set_array_attributes(
+        &self,
+        array: &str,
+        attributes: Arc<IndexMap<String, Attr>>,
+    ) -> Result<()> {
+        for key in attributes.keys() {
+            validate_attribute_name(key)?;
+        }
+        let missing = self.array_not_found(array);
+        self.with_meta_mut(|m| {
+            m.arrays.get_mut(array).ok_or(missing)?.attributes = attributes;
+            Ok(())
+        })
+    }
+
     /// An attribute of one of the dataset's arrays.
     pub fn get_array_attribute(&self, array: &str, key: &str) -> Option<Attr> {
         self.with_meta(|m| {

@@ -176,7 +176,11 @@ fn sweep_segments(
         return;
     };
     for f in files {
-        if (SegmentId::new(f.clone()).is_some() || RunId::new(f.clone()).is_some())
+        // Scratch files: left by a run writer that crashed (one that finishes
+        // or fails removes its own).
+        if (SegmentId::new(f.clone()).is_some()
+            || RunId::new(f.clone()).is_some()
+            || is_scratch_file(&f))
             && !live.contains(f.as_str())
             && old_enough.is_none_or(|o| o.contains(&f))
         {
