@@ -45,6 +45,19 @@ impl Inner {
                 path: self.root.clone(),
             });
         }
+        if self.writer_held() {
+            return Ok(());
+        }
+        // The rest blocks (the lock wait, the manifest read, the orphan
+        // sweep). Synchronous callers (the attribute setters) may be on a
+        // runtime worker thread: there, tokio is told first, so the worker's
+        // other tasks move to another thread meanwhile.
+        blocking(|| self.take_writer())
+    }
+
+    /// The slow path of [`Inner::ensure_writer`]: takes the lock, checks the
+    /// store did not move past this handle's snapshot, sweeps orphans.
+    fn take_writer(&self) -> Result<()> {
         let mut w = self.writer.lock();
         if w.is_some() {
             return Ok(());
@@ -70,6 +83,19 @@ impl Inner {
         }
         *w = Some(guard);
         Ok(())
+    }
+}
+
+/// Runs `f`, which blocks, under `tokio::task::block_in_place` when called
+/// on a multi-thread runtime (on one of its workers, it hands the worker's
+/// other tasks to another thread; elsewhere it just runs `f`). On a
+/// current-thread runtime, or outside any runtime, `f` runs as is.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

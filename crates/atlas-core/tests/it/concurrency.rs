@@ -540,3 +540,52 @@ async fn every_async_call_is_send_and_spawnable() {
         .await
         .unwrap();
 }
+
+/// A synchronous attribute setter that is a handle's first mutation waits
+/// for the writer lock (up to 250 ms) without stalling its runtime worker:
+/// on a one-worker multi-thread runtime, another task keeps running while
+/// the setter waits on a lock another handle holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_sync_setter_waiting_for_the_lock_does_not_stall_the_worker() {
+    let storage = MemoryStorage::new();
+    let writer = create_mem(&storage, StoreConfig::default()).await;
+    writer.create_dataset("d").await.unwrap();
+    writer.flush().await.unwrap();
+    let other = reopen_mem(&storage, "second handle").await;
+    let ds = other.open_dataset("d").await.unwrap();
+
+    let ticks = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (ticks, stop) = (Arc::clone(&ticks), Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Let the ticker start.
+    while ticks.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Synchronous, in a task on the (only) worker, where the ticker runs
+    // too: waits ~250 ms, then Locked. (The test body itself runs on the
+    // test thread, not on the worker.)
+    let setter = {
+        let ticks = Arc::clone(&ticks);
+        tokio::spawn(async move {
+            let before = ticks.load(Ordering::SeqCst);
+            let r = ds.set_attribute("k", atlas_core::Attr::Int64(1));
+            (r, ticks.load(Ordering::SeqCst) - before)
+        })
+    };
+    let (r, during) = setter.await.unwrap();
+    assert!(matches!(r, Err(atlas_core::Error::Locked { .. })), "{r:?}");
+    assert!(
+        during > 0,
+        "the other task did not run while the setter waited for the lock"
+    );
+    stop.store(true, Ordering::SeqCst);
+    ticker.await.unwrap();
+}
