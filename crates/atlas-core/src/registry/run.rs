@@ -1096,8 +1096,9 @@ impl Run {
         }))
     }
 
-    /// What this run says about `name`: reads at most one record block.
-    pub(crate) fn get(&self, name: &str) -> Result<Option<Found>> {
+    /// The record block holding `name` and its position there (`None`: this
+    /// run has no record of it). Reads at most one record block.
+    fn locate(&self, name: &str) -> Result<Option<(Arc<CachedBlock>, usize)>> {
         let i = self
             .index
             .names
@@ -1106,7 +1107,16 @@ impl Run {
             return Ok(None);
         }
         let block = self.record_block(i - 1)?;
-        let Ok(j) = block.recs.binary_search_by(|r| r.0.as_str().cmp(name)) else {
+        Ok(block
+            .recs
+            .binary_search_by(|r| r.0.as_str().cmp(name))
+            .ok()
+            .map(|j| (block, j)))
+    }
+
+    /// What this run says about `name`: reads at most one record block.
+    pub(crate) fn get(&self, name: &str) -> Result<Option<Found>> {
+        let Some((block, j)) = self.locate(name)? else {
             return Ok(None);
         };
         if let Some(f) = block.found[j].get() {
@@ -1121,15 +1131,7 @@ impl Run {
     /// that); `None` when the run has no record of `name` (a tombstone is
     /// [`SchemaOf::NoDataset`]). Reads at most one record block.
     pub(crate) fn get_schema(&self, name: &str, array: &str) -> Result<Option<SchemaOf>> {
-        let i = self
-            .index
-            .names
-            .partition_point(|(first, _)| first.as_str() <= name);
-        if i == 0 {
-            return Ok(None);
-        }
-        let block = self.record_block(i - 1)?;
-        let Ok(j) = block.recs.binary_search_by(|r| r.0.as_str().cmp(name)) else {
+        let Some((block, j)) = self.locate(name)? else {
             return Ok(None);
         };
         if let Some(f) = block.found[j].get() {
