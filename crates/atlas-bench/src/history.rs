@@ -21,6 +21,7 @@ use anyhow::{ensure, Context, Result};
 use atlas::{At, Atlas, StoreConfig};
 use serde_json::{json, Value};
 
+use crate::query::time;
 use crate::workloads::arr;
 use crate::Timing;
 
@@ -98,21 +99,6 @@ async fn open_read(path: &Path, at: Option<u64>, c: u64) -> Result<()> {
         a[[0]]
     );
     Ok(())
-}
-
-async fn time<F, Fut>(runs: usize, mut f: F) -> Result<Timing>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    f().await?; // warm-up
-    let mut v = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        f().await?;
-        v.push(t.elapsed());
-    }
-    Ok(Timing::from_samples(v))
 }
 
 fn dir_bytes(dir: &Path) -> Result<(u64, u64)> {

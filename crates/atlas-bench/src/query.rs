@@ -127,7 +127,8 @@ async fn naive_lookup(store: &Atlas, platform: &str) -> Result<usize> {
     Ok(n)
 }
 
-async fn time<F, Fut, T>(runs: usize, mut f: F) -> Result<Timing>
+/// Median of `runs` timed calls of `f`, after one warm-up call.
+pub(crate) async fn time<F, Fut, T>(runs: usize, mut f: F) -> Result<Timing>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
