@@ -260,9 +260,13 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         let c = inner.committed.lock();
         c.runs.len() > 1 || !c.segments.is_empty()
     };
-    if !was_dirty && !compact_registry && !guards.iter().any(|(_, g)| g.has_pending()) {
+    let has_changes = was_dirty || guards.iter().any(|(_, g)| g.has_pending());
+    if !has_changes && !compact_registry {
         return Ok(());
     }
+    // A commit that only rewrites the registry (compaction with nothing
+    // pending) is logged as a compaction, not a flush.
+    let op = if has_changes { "flush" } else { "compact" };
     let storage = inner.storage.as_ref();
     // The changes stay in the handle until the commit succeeds; a failed
     // flush only marks the handle dirty again.
@@ -510,7 +514,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 .map_or(0, |r| r.len());
         [added, changed, deleted, bytes]
     };
-    step.stamp(&mut manifest, "flush", None, counts, now_ms());
+    step.stamp(&mut manifest, op, None, counts, now_ms());
     if let Err(e) = step.write_copy(storage, &inner.root) {
         return Err(fail_before(e));
     }

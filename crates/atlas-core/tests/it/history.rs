@@ -662,6 +662,35 @@ async fn run_history_model(steps: Vec<Step>) {
     .await;
 }
 
+/// Found by the model in CI: a compaction with nothing pending that only
+/// rewrites the registry's runs as one was logged as a flush.
+#[tokio::test]
+async fn a_compaction_that_only_merges_registry_runs_is_logged_as_compact() {
+    use Step::{Compact, Delete, Gc, Put};
+    run_history_model(vec![
+        Put(1, 19),
+        Put(4, 67),
+        Put(3, 100),
+        Put(3, 184),
+        Put(3, 15),
+        Delete(3),
+        Put(2, 253),
+        Put(2, 106),
+        Delete(4),
+        Delete(1),
+        Put(4, 8),
+        Put(0, 120),
+        Put(0, 174),
+        Put(0, 127),
+        Put(2, 124),
+        Put(4, 121),
+        Put(4, 47),
+        Compact,
+        Gc,
+    ])
+    .await;
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 24,
