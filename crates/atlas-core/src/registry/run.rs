@@ -1333,8 +1333,17 @@ fn decode_raw(packed: &[u8], r: &BlockRef, path: &Path) -> Result<Vec<u8>> {
     if r.raw > MAX_BLOCK_RAW {
         return Err(corrupt(format!("block at {} decodes too large", r.off)));
     }
-    let raw = zstd::bulk::decompress(packed, r.raw as usize)
+    // Streamed, not `bulk::decompress` (which reserves the recorded size up
+    // front): memory follows what the bytes really decode to, so a hostile
+    // size field costs nothing, and one byte past the record is an error.
+    let mut raw = Vec::with_capacity((r.raw as usize).min(packed.len().saturating_mul(8)));
+    let decoder = zstd::stream::read::Decoder::with_buffer(packed)
         .map_err(|e| corrupt(format!("block at {}: zstd: {e}", r.off)))?;
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(decoder, u64::from(r.raw) + 1),
+        &mut raw,
+    )
+    .map_err(|e| corrupt(format!("block at {}: zstd: {e}", r.off)))?;
     if raw.len() != r.raw as usize {
         return Err(corrupt(format!("block at {}: decoded size differs", r.off)));
     }
