@@ -39,7 +39,8 @@ mod segment;
 
 pub use manifest::Policy;
 pub(crate) use manifest::{
-    dir_id, now_ms, tag_name_problem, CommitInfo, Manifest, Retired, TagEntry,
+    decode_retired, dir_id, encode_retired, is_retired_file, now_ms, tag_name_problem, CommitInfo,
+    Manifest, Retired, TagEntry, INLINE_RETIRED,
 };
 pub(crate) use run::fuzz_run;
 pub use run::RunId;
@@ -49,10 +50,11 @@ pub(crate) use segment::decode_segment;
 #[cfg(test)]
 pub(crate) use segment::encode_segment;
 
-/// The manifest format version this build writes (4: with history). It also
-/// reads versions 3 (no history) and 2 (registry segments, no dataset ids),
-/// which its next commit upgrades.
-pub const REGISTRY_VERSION: u32 = 4;
+/// The manifest format version this build writes (5: a long retired list in
+/// a side file). It also reads versions 4 (history, the retired list inline),
+/// 3 (no history) and 2 (registry segments, no dataset ids), which its next
+/// commit upgrades.
+pub const REGISTRY_VERSION: u32 = 5;
 /// The segment format version this build writes and reads.
 pub const SEGMENT_VERSION: u32 = 1;
 /// Magic at the start of a binary segment.
@@ -314,7 +316,25 @@ mod tests {
         let evil = text.replace("d-0000", "../../0");
         assert_ne!(evil, text);
         assert!(Manifest::decode(evil.as_bytes(), Path::new("a")).is_err());
-        let future = text.replace("\"version\": 4", "\"version\": 9");
+        let current = format!("\"version\": {REGISTRY_VERSION}");
+        // A retired-list side file: only version 5 names one, and only by a
+        // well-formed name.
+        let side = text.replacen(
+            "\"policy\"",
+            "\"retired_file\": \"retired-0123456789abcdef0123456789abcdef.json\",\n  \"policy\"",
+            1,
+        );
+        assert_ne!(side, text);
+        let m = Manifest::decode(side.as_bytes(), Path::new("a")).unwrap();
+        assert!(!m.retired_loaded && m.retired_file.is_some());
+        assert!(Manifest::decode(
+            side.replace(&current, "\"version\": 4").as_bytes(),
+            Path::new("a")
+        )
+        .is_err());
+        let bad = side.replace("retired-0123", "../../0123");
+        assert!(Manifest::decode(bad.as_bytes(), Path::new("a")).is_err());
+        let future = text.replace(&current, "\"version\": 9");
         assert_ne!(future, text);
         assert!(matches!(
             Manifest::decode(future.as_bytes(), Path::new("a")),

@@ -395,7 +395,12 @@ pub(crate) struct Committed {
     pub segments: Vec<SegmentId>,
     pub runs: Vec<RunId>,
     pub policy: Policy,
+    /// The committed retired list: whole only when `retired_loaded` (the
+    /// writer loads it when it takes the lock; readers never need it).
     pub retired: Vec<Retired>,
+    /// The committed manifest's retired-list side file, if it has one.
+    pub retired_file: Option<String>,
+    pub retired_loaded: bool,
     /// Retention start, tags, commit time and bytes of the committed manifest.
     pub history: history::HistoryState,
 }

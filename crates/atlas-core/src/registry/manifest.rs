@@ -39,8 +39,16 @@ pub(crate) struct Manifest {
     /// The store's maintenance policy.
     pub policy: Policy,
     /// Files no longer named as live, kept until their grace period passes
-    /// (readers of older generations may still read them).
+    /// (readers of older generations may still read them). Empty until
+    /// [`Manifest::load_retired`] when the list is in a side file.
     pub retired: Vec<Retired>,
+    /// The side file (in `atlas.history/`) holding the retired list, when it
+    /// is too long to keep inline: only writers read it, so opening, `log`
+    /// and `open_at` do not pay for files retired within the grace period.
+    pub retired_file: Option<String>,
+    /// Whether `retired` holds the whole list (inline, loaded, or built by a
+    /// commit): only then may a commit or a sweep use it.
+    pub retired_loaded: bool,
     /// A random id written with each commit, so a writer whose conditional
     /// write of the manifest timed out can read it back and tell whether its
     /// own commit landed. Absent in stores written before object storage.
@@ -224,6 +232,9 @@ struct ManifestRepr {
     policy: Policy,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     retired: Vec<Retired>,
+    /// Version 5: the retired list is in this side file of `atlas.history/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retired_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     commit_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,6 +293,8 @@ impl Manifest {
             version: REGISTRY_VERSION,
             policy: Policy::default(),
             retired: Vec::new(),
+            retired_file: None,
+            retired_loaded: true,
             commit_id: None,
             parent: None,
             commit: None,
@@ -316,7 +329,12 @@ impl Manifest {
             n_datasets: self.n_datasets,
             next_dir: self.next_dir,
             policy: self.policy,
-            retired: self.retired.clone(),
+            retired: if self.retired_file.is_some() {
+                Vec::new()
+            } else {
+                self.retired.clone()
+            },
+            retired_file: self.retired_file.clone(),
             commit_id: self.commit_id.clone(),
             parent: self.parent,
             commit: self.commit.clone(),
@@ -338,7 +356,7 @@ impl Manifest {
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
         // Versions 2 (segments, no ids) and 3 (no history) are read and
         // upgraded by the next commit.
-        let version = if head.version == 2 || head.version == 3 {
+        let version = if (2..=4).contains(&head.version) {
             head.version
         } else {
             REGISTRY_VERSION
@@ -428,29 +446,105 @@ impl Manifest {
             commit_id: repr
                 .commit_id
                 .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit())),
-            retired: repr
-                .retired
-                .into_iter()
-                .map(|r| {
-                    let ok = (r.dir == META_DIR
-                        || is_dir_id(&r.dir)
-                        || validate_array_name(&r.dir).is_ok())
-                        && !r.dir.contains('/')
-                        && (LayerId::new(r.file.clone()).is_some()
-                            || SegmentId::new(r.file.clone()).is_some()
-                            || RunId::new(r.file.clone()).is_some());
-                    if ok {
-                        Ok(r)
-                    } else {
-                        Err(corrupt(format!(
-                            "bad retired file {:?}/{:?}",
-                            r.dir, r.file
-                        )))
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?,
+            retired_loaded: repr.retired_file.is_none(),
+            retired_file: match repr.retired_file {
+                Some(f) if version < 5 => {
+                    return Err(corrupt(format!(
+                        "a version {version} manifest names a retired list {f:?}"
+                    )))
+                }
+                Some(f) if !is_retired_file(&f) => {
+                    return Err(corrupt(format!("bad retired list name {f:?}")))
+                }
+                f => f,
+            },
+            retired: check_retired(repr.retired, &corrupt)?,
         })
     }
+}
+
+/// Checks each retired entry names a file the store could have written.
+fn check_retired(list: Vec<Retired>, corrupt: &dyn Fn(String) -> Error) -> Result<Vec<Retired>> {
+    list.into_iter()
+        .map(|r| {
+            let ok =
+                (r.dir == META_DIR || is_dir_id(&r.dir) || validate_array_name(&r.dir).is_ok())
+                    && !r.dir.contains('/')
+                    && (LayerId::new(r.file.clone()).is_some()
+                        || SegmentId::new(r.file.clone()).is_some()
+                        || RunId::new(r.file.clone()).is_some());
+            if ok {
+                Ok(r)
+            } else {
+                Err(corrupt(format!(
+                    "bad retired file {:?}/{:?}",
+                    r.dir, r.file
+                )))
+            }
+        })
+        .collect()
+}
+
+/// Retired lists longer than this go to a side file instead of the manifest
+/// (about 4 KB of JSON inline; past it, one more small write per commit).
+pub(crate) const INLINE_RETIRED: usize = 32;
+
+/// Tag of a retired-list side file.
+const RETIRED_FORMAT: &str = "atlas-retired";
+
+/// True for a retired-list side file name (`retired-` + 32 hex digits +
+/// `.json`).
+pub(crate) fn is_retired_file(name: &str) -> bool {
+    name.strip_prefix("retired-")
+        .and_then(|n| n.strip_suffix(".json"))
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[derive(Serialize, Deserialize)]
+struct RetiredRepr {
+    format: String,
+    version: u32,
+    /// The generation whose manifest names this list.
+    generation: u64,
+    retired: Vec<Retired>,
+}
+
+/// Encodes a retired-list side file for the manifest of `generation`.
+pub(crate) fn encode_retired(generation: u64, list: &[Retired]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        format: &'a str,
+        version: u32,
+        generation: u64,
+        retired: &'a [Retired],
+    }
+    let mut out = serde_json::to_vec(&Out {
+        format: RETIRED_FORMAT,
+        version: 1,
+        generation,
+        retired: list,
+    })
+    .expect("retired list serializes");
+    out.push(b'\n');
+    out
+}
+
+/// Decodes a retired-list side file, which must belong to `generation`.
+pub(crate) fn decode_retired(bytes: &[u8], generation: u64, path: &Path) -> Result<Vec<Retired>> {
+    let corrupt = |reason: String| Error::CorruptRegistry {
+        path: path.to_owned(),
+        reason,
+    };
+    let repr: RetiredRepr =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
+    check_head(&repr.format, repr.version, RETIRED_FORMAT, 1, path)?;
+    if repr.generation != generation {
+        return Err(corrupt(format!(
+            "retired list of generation {}, named by generation {generation}",
+            repr.generation
+        )));
+    }
+    check_retired(repr.retired, &corrupt)
 }
 
 /// Longest tag name accepted.

@@ -30,10 +30,11 @@ mod gc;
 pub(crate) use compact::{compact, flush_and_merge};
 pub(crate) use gc::{delete_expired, sweep_orphans};
 
-use super::{Inner, REGISTRY_FILE};
+use super::{Inner, HISTORY_DIR, REGISTRY_FILE};
 use crate::error::{Error, Result};
 use crate::registry::{
-    merge_runs, now_ms, Manifest, Record, Retired, RunId, RunSet, RunWriter, META_DIR,
+    decode_retired, encode_retired, merge_runs, now_ms, Manifest, Record, Retired, RunId, RunSet,
+    RunWriter, INLINE_RETIRED, META_DIR,
 };
 use roaring::RoaringTreemap;
 use std::collections::HashMap;
@@ -72,16 +73,141 @@ impl CommitError {
 /// carries this commit's id the write landed (on object stores that is a
 /// success; on filesystems the failed fsync leaves durability unknown, so it
 /// stays `Unknown`), if it carries another the previous commit stands.
+///
+/// A retired list longer than [`INLINE_RETIRED`] is first written to a side
+/// file of `atlas.history/` (create-new, fsynced) that the manifest names;
+/// `m.retired_file` names, on entry, the side file of the manifest being
+/// replaced, deleted once the new manifest stands (only the current
+/// manifest's list is ever read).
 pub(crate) fn write_manifest(
     storage: &dyn Storage,
     root: &Path,
     m: &mut Manifest,
     expected: Option<&Version>,
 ) -> Result<Version, CommitError> {
+    debug_assert!(m.retired_loaded, "a commit needs the whole retired list");
     let commit_id = format!("{:032x}", array_format::random_uid());
     m.commit_id = Some(commit_id.clone());
     // Written in the current version, whatever version it was read in.
     m.version = crate::REGISTRY_VERSION;
+    let previous = m.retired_file.take();
+    if m.retired.len() > INLINE_RETIRED {
+        let name = format!("retired-{commit_id}.json");
+        if let Err(e) = write_retired(storage, root, &name, m) {
+            m.retired_file = previous;
+            return Err(CommitError::Before(e));
+        }
+        m.retired_file = Some(name);
+    }
+    let outcome = replace_manifest(storage, root, m, expected, &commit_id);
+    match &outcome {
+        Ok(_) => {
+            if let Some(p) = previous {
+                let _ = storage.remove_file(&root.join(HISTORY_DIR).join(p));
+            }
+        }
+        // The manifest may name the new side file: it stays.
+        Err(CommitError::Unknown(_)) => {}
+        Err(_) => {
+            if let Some(new) = std::mem::replace(&mut m.retired_file, previous) {
+                let _ = storage.remove_file(&root.join(HISTORY_DIR).join(new));
+            }
+        }
+    }
+    outcome
+}
+
+/// Writes the retired-list side file `name` of `m`.
+fn write_retired(
+    storage: &dyn Storage,
+    root: &Path,
+    name: &str,
+    m: &Manifest,
+) -> std::result::Result<(), array_format::Error> {
+    let dir = root.join(HISTORY_DIR);
+    if !storage.is_object_store() && !storage.exists(&dir)? {
+        storage.create_dir_all(&dir)?;
+        // The directory's entry must be durable before the manifest that
+        // names a file in it.
+        storage.sync_dir(root)?;
+    }
+    let bytes = encode_retired(m.generation, &m.retired);
+    storage.write_new_synced(&dir.join(name), &bytes)?;
+    if !storage.is_object_store() {
+        storage.sync_dir(&dir)?;
+    }
+    Ok(())
+}
+
+/// Fills `m.retired` from its side file, if it names one and has not yet.
+/// A side file that is gone means a newer commit replaced `m`: `StaleHandle`.
+pub(crate) fn load_retired(storage: &dyn Storage, root: &Path, m: &mut Manifest) -> Result<()> {
+    if m.retired_loaded {
+        return Ok(());
+    }
+    let Some(name) = &m.retired_file else {
+        m.retired_loaded = true;
+        return Ok(());
+    };
+    let path = root.join(HISTORY_DIR).join(name);
+    let bytes = match storage.read_all(&path) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            return Err(Error::StaleHandle {
+                path: root.to_owned(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    m.retired = decode_retired(&bytes, m.generation, &path)?;
+    m.retired_loaded = true;
+    Ok(())
+}
+
+/// Reads the current manifest with its whole retired list (for a commit or
+/// a sweep), retrying when a commit replaced it between the two reads.
+pub(crate) fn read_manifest_full(
+    storage: &dyn Storage,
+    root: &Path,
+) -> Result<(Manifest, Version)> {
+    let path = root.join(REGISTRY_FILE);
+    let mut tries = 0;
+    loop {
+        let (bytes, v) = match storage.read_versioned(&path) {
+            Ok(x) => x,
+            Err(e) if e.is_not_found() => {
+                return Err(Error::StoreNotFound {
+                    path: root.to_owned(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut m = Manifest::decode(&bytes, &path)?;
+        match load_retired(storage, root, &mut m) {
+            Ok(()) => return Ok((m, v)),
+            Err(Error::StaleHandle { .. }) if tries < 3 => tries += 1,
+            Err(Error::StaleHandle { .. }) => {
+                return Err(Error::CorruptRegistry {
+                    path: root.join(HISTORY_DIR),
+                    reason: format!(
+                        "the retired list {:?} that atlas.json names is missing",
+                        m.retired_file.unwrap_or_default()
+                    ),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Replaces the manifest (see [`write_manifest`]).
+fn replace_manifest(
+    storage: &dyn Storage,
+    root: &Path,
+    m: &Manifest,
+    expected: Option<&Version>,
+    commit_id: &str,
+) -> Result<Version, CommitError> {
     let path = root.join(REGISTRY_FILE);
     let e = match storage.replace_if(&path, &m.encode(), expected) {
         Ok(v) => return Ok(v),
@@ -102,7 +228,7 @@ pub(crate) fn write_manifest(
         Err(_) => return Err(CommitError::Unknown(e)),
     };
     let ours = match Manifest::decode(&bytes, &path) {
-        Ok(found) => found.commit_id.as_deref() == Some(commit_id.as_str()),
+        Ok(found) => found.commit_id.as_deref() == Some(commit_id),
         Err(_) if conflict => false,
         Err(_) => return Err(CommitError::Unknown(e)),
     };
@@ -436,6 +562,10 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 since_ms: now,
                 generation: new_gen,
             }));
+        debug_assert!(
+            committed.retired_loaded,
+            "the writer loads the retired list"
+        );
         let (kept, mut expired) = step.settle(&committed.retired, newly, now, committed.policy);
         expired.extend(unnamed);
         let (dirs, next_dir) = inner.dirs_for(arrays.keys());
@@ -454,6 +584,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         manifest.users = users;
         manifest.policy = committed.policy;
         manifest.retired = kept;
+        manifest.retired_file.clone_from(&committed.retired_file);
         (manifest, dropped, expired)
     };
     let run_path = run.as_ref().map(|(id, _)| meta_dir.join(id.as_str()));
@@ -562,6 +693,8 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         c.segments = manifest.segments;
         c.runs = manifest.runs;
         c.retired = manifest.retired;
+        c.retired_file = manifest.retired_file;
+        c.retired_loaded = true;
         c.history = history;
     }
     step.after(storage, &inner.root);

@@ -28,7 +28,6 @@ use array_format::Storage;
 use super::Inner;
 use crate::error::{Error, Result};
 use crate::registry::{CommitInfo, Manifest, Policy, Retired, TagEntry, META_DIR};
-use crate::REGISTRY_VERSION;
 
 /// Directory of the history copies.
 pub const HISTORY_DIR: &str = "atlas.history";
@@ -58,9 +57,11 @@ impl HistoryState {
             tags: m.tags.clone(),
             dead_tags: m.dead_tags.clone(),
             time_ms: m.commit.as_ref().map_or(0, |c| c.time_ms),
-            bytes: Arc::new(if m.version == REGISTRY_VERSION {
+            bytes: Arc::new(if m.version >= 4 {
                 Manifest {
                     retired: Vec::new(),
+                    retired_file: None,
+                    retired_loaded: true,
                     ..m.clone()
                 }
                 .encode()

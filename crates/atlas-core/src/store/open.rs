@@ -231,6 +231,8 @@ impl Atlas {
                     runs: manifest.runs,
                     policy: manifest.policy,
                     retired: manifest.retired,
+                    retired_file: manifest.retired_file,
+                    retired_loaded: manifest.retired_loaded,
                     history,
                 }),
                 files: Mutex::new(files),

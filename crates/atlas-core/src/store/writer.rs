@@ -65,7 +65,18 @@ impl Inner {
         let guard = acquire_writer_lock(self.storage.as_ref(), &self.root)?;
         let reg_path = self.root.join(REGISTRY_FILE);
         let (bytes, version) = self.storage.read_versioned(&reg_path)?;
-        let on_disk = Manifest::decode(&bytes, &reg_path)?;
+        let mut on_disk = Manifest::decode(&bytes, &reg_path)?;
+        {
+            let committed = self.committed.lock();
+            if on_disk.generation != committed.generation {
+                return Err(Error::StaleHandle {
+                    path: self.root.clone(),
+                });
+            }
+        }
+        // The retired list (possibly in a side file): a writer's commits and
+        // sweeps need all of it; a side file gone means a newer commit.
+        commit::load_retired(self.storage.as_ref(), &self.root, &mut on_disk)?;
         {
             let mut committed = self.committed.lock();
             if on_disk.generation != committed.generation {
@@ -74,6 +85,9 @@ impl Inner {
                 });
             }
             committed.version = Some(version);
+            committed.retired.clone_from(&on_disk.retired);
+            committed.retired_file.clone_from(&on_disk.retired_file);
+            committed.retired_loaded = true;
         }
         // On object stores other writers may be uploading right now and a
         // sweep lists every directory: orphans there are left to compaction,

@@ -1217,3 +1217,103 @@ async fn time_travel_on_s3() {
         .problems
         .is_empty());
 }
+
+/// The retired-list side files of `atlas.history/`, by name.
+fn retired_files(storage: &MemoryStorage) -> Vec<String> {
+    let mut v: Vec<String> = storage
+        .list_dir(&mem_root().join("atlas.history"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.starts_with("retired-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The retired entries of the current manifest's side file, as `dir/file`.
+fn retired_entries(storage: &MemoryStorage) -> Vec<String> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&storage.read_all(&mem_root().join("atlas.json")).unwrap()).unwrap();
+    let name = manifest["retired_file"]
+        .as_str()
+        .expect("the manifest names a side file");
+    let side: serde_json::Value = serde_json::from_slice(
+        &storage
+            .read_all(&mem_root().join("atlas.history").join(name))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(side["generation"], manifest["generation"]);
+    side["retired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["dir"].as_str().unwrap(),
+                r["file"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Files retired within the grace period outgrow the manifest: the list
+/// moves to one side file (the previous one deleted at each commit) that
+/// readers never read; a new writer loads it, so its orphan sweep keeps
+/// every retired file and its commits carry every entry forward.
+#[tokio::test]
+async fn a_long_retired_list_lives_in_a_side_file_that_writers_carry_forward() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    for i in 0..60 {
+        put(&s, &format!("d{}", i % 7), i as f32).await;
+        s.flush().await.unwrap();
+    }
+    let manifest =
+        String::from_utf8(storage.read_all(&mem_root().join("atlas.json")).unwrap()).unwrap();
+    assert!(manifest.contains("\"retired_file\""), "{manifest}");
+    assert!(!manifest.contains("\"retired\""), "{manifest}");
+    assert!(manifest.len() < 4096, "{} bytes", manifest.len());
+    assert_eq!(retired_files(&storage).len(), 1, "one side file");
+    let before = retired_entries(&storage);
+    assert!(before.len() > 32, "{}", before.len());
+    let exists = |f: &str| storage.exists(&mem_root().join(f)).unwrap();
+    assert!(before.iter().all(|f| exists(f)), "every retired file kept");
+    drop(s);
+    // A reader opens and reads without the side file.
+    let r = reopen_mem(&storage, "reader").await;
+    assert_eq!(r.list_datasets().unwrap().len(), 7);
+    // A new writer sweeps orphans when it takes the lock: the retired files
+    // (live for older readers within the grace period) all stay.
+    let w = reopen_mem(&storage, "writer").await;
+    put(&w, "d0", 100.0).await;
+    w.flush().await.unwrap();
+    assert!(
+        before.iter().all(|f| exists(f)),
+        "a sweep deleted a retired file"
+    );
+    let after = retired_entries(&storage);
+    assert!(
+        before.iter().all(|f| after.contains(f)),
+        "the commit dropped retired entries"
+    );
+    assert!(after.len() > before.len());
+    assert_eq!(
+        retired_files(&storage).len(),
+        1,
+        "the previous side file deleted"
+    );
+    // Compaction and a metadata commit (a tag) carry the list too.
+    w.compact().await.unwrap();
+    w.tag("v1", At::Generation(w.generation()), None)
+        .await
+        .unwrap();
+    let last = retired_entries(&storage);
+    assert!(after.iter().all(|f| last.contains(f)));
+    assert_eq!(retired_files(&storage).len(), 1);
+    let r = reopen_mem(&storage, "after compaction").await;
+    assert!(atlas_core::verify::verify(&r, |_, _| {})
+        .problems
+        .is_empty());
+}

@@ -9,14 +9,14 @@ use tokio::sync::OwnedRwLockReadGuard;
 
 use super::{delete_expired, flush_with, write_manifest, CommitError};
 use crate::error::{Error, Result};
-use crate::registry::{now_ms, Manifest, Retired};
+use crate::registry::{now_ms, Retired};
 use crate::store::history::{HistoryState, Step};
-use crate::store::{Inner, REGISTRY_FILE};
+use crate::store::Inner;
 
 /// What the commit phase of a compaction returns.
 type Done = (
     u64,
-    Vec<Retired>,
+    (Vec<Retired>, Option<String>),
     Vec<Retired>,
     array_format::Version,
     HistoryState,
@@ -33,17 +33,14 @@ pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
         // older than the grace period that no commit names.
         let inner2 = Arc::clone(inner);
         tokio::task::spawn_blocking(move || {
-            let reg_path = inner2.root.join(REGISTRY_FILE);
-            if let Ok(bytes) = inner2.storage.read_all(&reg_path) {
-                if let Ok(m) = Manifest::decode(&bytes, &reg_path) {
-                    if m.generation == inner2.committed.lock().generation {
-                        super::sweep_orphans(
-                            inner2.storage.as_ref(),
-                            &inner2.root,
-                            &m,
-                            Some(&|d: &str| inner2.dir_in_use(d)),
-                        );
-                    }
+            if let Ok((m, _)) = super::read_manifest_full(inner2.storage.as_ref(), &inner2.root) {
+                if m.generation == inner2.committed.lock().generation {
+                    super::sweep_orphans(
+                        inner2.storage.as_ref(),
+                        &inner2.root,
+                        &m,
+                        Some(&|d: &str| inner2.dir_in_use(d)),
+                    );
                 }
             }
         })
@@ -136,18 +133,14 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
             };
             // The manifest on disk is exactly this handle's last commit (it holds
             // the writer lock); only the compacted arrays' layer lists change.
-            let reg_path = inner2.root.join(REGISTRY_FILE);
-            let (mut manifest, on_disk_version) = match storage
-                .read_versioned(&reg_path)
-                .map_err(Error::from)
-                .and_then(|(b, v)| Ok((Manifest::decode(&b, &reg_path)?, v)))
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    cleanup();
-                    return Err(e);
-                }
-            };
+            let (mut manifest, on_disk_version) =
+                match super::read_manifest_full(storage, &inner2.root) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        cleanup();
+                        return Err(e);
+                    }
+                };
             if manifest.generation != inner2.committed.lock().generation {
                 cleanup();
                 inner2.poisoned.store(true, Ordering::SeqCst);
@@ -211,7 +204,7 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
                     let history = HistoryState::of(&manifest);
                     Ok((
                         manifest.generation,
-                        manifest.retired,
+                        (manifest.retired, manifest.retired_file),
                         expired,
                         v,
                         history,
@@ -259,7 +252,8 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
             layers.truncate(keep);
             layers.push(id);
         }
-        c.retired = retired_now;
+        (c.retired, c.retired_file) = retired_now;
+        c.retired_loaded = true;
         c.history = history;
     }
     step.after(inner.storage.as_ref(), &inner.root);

@@ -39,6 +39,10 @@ pub(crate) fn sweep_orphans(
     manifest: &Manifest,
     in_use: Option<&dyn Fn(&str) -> bool>,
 ) {
+    debug_assert!(
+        manifest.retired_loaded,
+        "a sweep needs the whole retired list"
+    );
     let Ok(entries) = storage.list_dir(root) else {
         return;
     };
@@ -154,6 +158,15 @@ fn sweep_history(
     };
     let old = old_enough(dir);
     for f in files {
+        // Retired-list side files: only the current manifest's is read.
+        if crate::registry::is_retired_file(&f) {
+            if manifest.retired_file.as_deref() != Some(f.as_str())
+                && old.as_ref().is_none_or(|o| o.contains(&f))
+            {
+                let _ = storage.remove_file(&dir.join(f));
+            }
+            continue;
+        }
         let Some(g) = f.strip_suffix(".json").and_then(|g| g.parse::<u64>().ok()) else {
             continue;
         };

@@ -19,7 +19,9 @@ use super::{
 use crate::config::OpenOptions;
 use crate::error::{Error, Result};
 use crate::registry::{now_ms, tag_name_problem, Manifest, Policy, Record, Retired, TagEntry};
-use crate::store::commit::{delete_expired, sweep_orphans, write_manifest, CommitError};
+use crate::store::commit::{
+    delete_expired, read_manifest_full, sweep_orphans, write_manifest, CommitError,
+};
 use crate::store::open::load_registry;
 use crate::store::{Atlas, Inner, REGISTRY_FILE};
 
@@ -588,7 +590,7 @@ async fn meta_commit(
     };
     let inner2 = Arc::clone(inner);
     tokio::task::spawn_blocking(move || {
-        let (cur, version) = read_current(inner2.storage.as_ref(), &inner2.root)?;
+        let (cur, version) = read_manifest_full(inner2.storage.as_ref(), &inner2.root)?;
         if cur.generation != inner2.committed.lock().generation {
             return Err(Error::StaleHandle {
                 path: inner2.root.clone(),
@@ -658,6 +660,8 @@ fn commit_edit(
         c.generation = next.generation;
         c.version = Some(v);
         c.retired.clone_from(&next.retired);
+        c.retired_file.clone_from(&next.retired_file);
+        c.retired_loaded = true;
         c.policy = next.policy;
         c.history = HistoryState::of(&next);
     }
@@ -678,7 +682,7 @@ fn reload(inner: &Inner, m: &Manifest) -> Result<()> {
 fn gc_sync(inner: &Inner, dry_run: bool) -> Result<GcReport> {
     let storage = inner.storage.as_ref();
     let root = &inner.root;
-    let (cur, version) = read_current(storage, root)?;
+    let (cur, version) = read_manifest_full(storage, root)?;
     if cur.generation != inner.committed.lock().generation {
         return Err(Error::StaleHandle { path: root.clone() });
     }
