@@ -524,13 +524,31 @@ impl ObjectRead {
                 range: Some(GetRange::Suffix(TAIL_BYTES)),
                 ..GetOptions::default()
             };
-            let got = store.get_opts(&key, opts).await?;
-            let size = got.meta.size;
-            let start = got.range.start;
-            let bytes = got.bytes().await?;
-            Ok::<_, object_store::Error>((size, start, bytes))
+            match store.get_opts(&key, opts).await {
+                Ok(got) => {
+                    let size = got.meta.size;
+                    let start = got.range.start;
+                    let bytes = got.bytes().await?;
+                    Ok::<_, object_store::Error>((size, start, bytes, 1))
+                }
+                // Azure Blob has no suffix ranges (object_store refuses them
+                // before sending anything): the size first, then the range.
+                Err(object_store::Error::NotSupported { .. }) => {
+                    let size = store.head(&key).await?.size;
+                    let start = size.saturating_sub(TAIL_BYTES);
+                    let bytes = if size == 0 {
+                        bytes::Bytes::new()
+                    } else {
+                        store.get_range(&key, start..size).await?
+                    };
+                    Ok((size, start, bytes, 2))
+                }
+                Err(e) => Err(e),
+            }
         });
-        Counters::add(&self.shared.counters.gets, 1);
+        let requests = r.as_ref().map_or(1, |(_, _, _, n)| *n);
+        Counters::add(&self.shared.counters.gets, requests);
+        let r = r.map(|(size, start, bytes, _)| (size, start, bytes));
         let (size, start, bytes) = r.map_err(|e| map_err("read", &self.path, e))?;
         Counters::add(&self.shared.counters.bytes_read, bytes.len() as u64);
         if start + bytes.len() as u64 != size {

@@ -51,6 +51,28 @@ fn moto() -> Option<(String, Vec<(String, String)>)> {
     Some((format!("s3://{bucket}"), opts))
 }
 
+/// The Azurite (Azure Blob emulator) container CI starts and creates
+/// (`ATLAS_TEST_AZURITE_CONTAINER`; object_store finds the server through
+/// `AZURITE_BLOB_STORAGE_URL`), with a fresh prefix in it; `None` when unset
+/// (required when `ATLAS_REQUIRE_AZURE` is set).
+fn azurite(what: &str) -> Option<(String, Vec<(String, String)>)> {
+    let Ok(container) = std::env::var("ATLAS_TEST_AZURITE_CONTAINER") else {
+        assert!(
+            std::env::var_os("ATLAS_REQUIRE_AZURE").is_none(),
+            "ATLAS_REQUIRE_AZURE is set but ATLAS_TEST_AZURITE_CONTAINER is not"
+        );
+        eprintln!("azurite: ATLAS_TEST_AZURITE_CONTAINER unset, skipped");
+        return None;
+    };
+    let prefix = format!("{what}-{:x}", array_format::random_uid() as u64);
+    let opts = vec![
+        ("azure_storage_use_emulator".into(), "true".into()),
+        ("atlas_max_retries".into(), "3".into()),
+        ("atlas_retry_timeout_ms".into(), "10000".into()),
+    ];
+    Some((format!("az://{container}/{prefix}"), opts))
+}
+
 struct S3 {
     server: S3Server,
     bucket: String,
@@ -237,6 +259,17 @@ fn conformance_moto() {
     conformance(storage.as_ref(), &root);
 }
 
+/// Azure Blob through Azurite: the same conformance suite (conditional
+/// replace by `ETag`, put-if-absent, ranged and batched reads, listing).
+#[test]
+fn conformance_azurite() {
+    let Some((url, opts)) = azurite("conformance") else {
+        return;
+    };
+    let (storage, root) = atlas_core::storage_for(&url, &opts).unwrap();
+    conformance(storage.as_ref(), &root);
+}
+
 // ---------------------------------------------------------------------------
 // The store on object storage
 
@@ -343,6 +376,16 @@ async fn store_on_s3s() {
 async fn store_on_moto() {
     let Some((url, opts)) = moto() else { return };
     let (storage, root) = atlas_core::storage_for(&format!("{url}/life"), &opts).unwrap();
+    store_lifecycle(storage, &root).await;
+}
+
+/// The whole life of a store in an Azure container (Azurite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_on_azurite() {
+    let Some((url, opts)) = azurite("life") else {
+        return;
+    };
+    let (storage, root) = atlas_core::storage_for(&url, &opts).unwrap();
     store_lifecycle(storage, &root).await;
 }
 
