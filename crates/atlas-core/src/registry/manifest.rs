@@ -306,6 +306,16 @@ impl Manifest {
 
     /// Encodes as (human-readable) JSON.
     pub(crate) fn encode(&self) -> Vec<u8> {
+        self.encode_with(true)
+    }
+
+    /// Encodes without the retired list or its side file (a history copy:
+    /// only the current manifest's list is ever read).
+    pub(crate) fn encode_without_retired(&self) -> Vec<u8> {
+        self.encode_with(false)
+    }
+
+    fn encode_with(&self, with_retired: bool) -> Vec<u8> {
         let repr = ManifestRepr {
             format: FORMAT_TAG.to_owned(),
             version: REGISTRY_VERSION,
@@ -329,12 +339,12 @@ impl Manifest {
             n_datasets: self.n_datasets,
             next_dir: self.next_dir,
             policy: self.policy,
-            retired: if self.retired_file.is_some() {
+            retired: if self.retired_file.is_some() || !with_retired {
                 Vec::new()
             } else {
                 self.retired.clone()
             },
-            retired_file: self.retired_file.clone(),
+            retired_file: self.retired_file.clone().filter(|_| with_retired),
             commit_id: self.commit_id.clone(),
             parent: self.parent,
             commit: self.commit.clone(),

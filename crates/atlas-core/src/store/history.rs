@@ -58,13 +58,7 @@ impl HistoryState {
             dead_tags: m.dead_tags.clone(),
             time_ms: m.commit.as_ref().map_or(0, |c| c.time_ms),
             bytes: Arc::new(if m.version >= 4 {
-                Manifest {
-                    retired: Vec::new(),
-                    retired_file: None,
-                    retired_loaded: true,
-                    ..m.clone()
-                }
-                .encode()
+                m.encode_without_retired()
             } else {
                 Vec::new()
             }),
