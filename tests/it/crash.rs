@@ -841,12 +841,18 @@ async fn check_store(
     if !report.problems.is_empty() {
         return Err(format!("verify found problems: {:#?}", report.problems));
     }
-    // Every retained generation opens and reads whole.
+    // Retained generations open and read whole: the newest four, the
+    // oldest and every tenth between (a bound, should the window grow).
     let log = atlas
         .log(usize::MAX)
         .await
         .map_err(|e| format!("log failed: {e}"))?;
-    for e in log {
+    let last = log.len().saturating_sub(1);
+    for (_, e) in log
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i < 4 || *i == last || i % 10 == 0)
+    {
         let (storage, root) = storage_of(store, s3);
         let past = Atlas::open_at_with(
             storage,
@@ -902,9 +908,26 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
         &std::fs::read(store.join("atlas.json")).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    // Retired files stay, listed in the manifest, for the grace period.
+    // Retired files stay, listed in the manifest or in the side file it
+    // names, for the grace period.
+    let side: Option<serde_json::Value> = match manifest["retired_file"].as_str() {
+        Some(f) => Some(
+            serde_json::from_slice(
+                &std::fs::read(store.join("atlas.history").join(f))
+                    .map_err(|e| format!("the retired list {f}: {e}"))?,
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    if side.is_some() {
+        SIDE_FILES_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let retired_list = side
+        .as_ref()
+        .map_or(&manifest["retired"], |s| &s["retired"]);
     let retired_in = |dir: &str| -> Vec<String> {
-        manifest["retired"]
+        retired_list
             .as_array()
             .map(|v| {
                 v.iter()
@@ -942,6 +965,7 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
                     f.strip_suffix(".json")
                         .and_then(|g| g.parse::<u64>().ok())
                         .is_some_and(|g| g >= current || retained.contains(&g))
+                        || manifest["retired_file"].as_str() == Some(f.as_str())
                 })
                 .collect()
         } else if name == "atlas.meta" {
@@ -991,6 +1015,10 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
         ))
     }
 }
+
+/// Checks of the files left after a kill that found the retired list in its
+/// side file (printed with the summary: the loop must reach that state).
+static SIDE_FILES_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Cuts a torn last line off, so the next line the parent appends starts clean.
 fn read_and_trim_log(path: &Path) -> String {
@@ -1150,6 +1178,10 @@ fn sigkill_loop(s3: Option<&atlas_s3test::S3Server>) {
             .env(CHILD_ENV, &store)
             .env(CHILD_S3_ENV, endpoint.unwrap_or_default())
             .env(CHILD_SEED_ENV, child_seed.to_string())
+            // The child's commits keep at most 2 retired entries inline, so
+            // they write and replace the side file (the parent's open for
+            // writing and its checks use the default of 32).
+            .env("ATLAS_TEST_INLINE_RETIRED", "2")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&err_path).unwrap())
@@ -1216,8 +1248,10 @@ fn sigkill_loop(s3: Option<&atlas_s3test::S3Server>) {
     println!(
         "crash test: {kills} kills survived in {:.1} s, reaching generation {max_generation}; \
          {old} saw the previous commit, {new} saw the in-flight commit; \
-         {kills_with_scratch} left spilled scratch files behind",
-        started.elapsed().as_secs_f64()
+         {kills_with_scratch} left spilled scratch files behind; {} checks found the retired \
+         list in its side file",
+        started.elapsed().as_secs_f64(),
+        SIDE_FILES_SEEN.load(std::sync::atomic::Ordering::Relaxed)
     );
     counts.sort_by_key(|(o, _)| format!("{o:?}"));
     for (o, c) in &counts {

@@ -39,8 +39,8 @@ mod segment;
 
 pub use manifest::Policy;
 pub(crate) use manifest::{
-    decode_retired, dir_id, encode_retired, is_retired_file, now_ms, tag_name_problem, CommitInfo,
-    Manifest, Retired, TagEntry, INLINE_RETIRED,
+    decode_retired, dir_id, encode_retired, inline_retired_limit, is_retired_file, now_ms,
+    tag_name_problem, CommitInfo, Manifest, Retired, TagEntry,
 };
 pub(crate) use run::fuzz_run;
 pub use run::RunId;

@@ -497,7 +497,20 @@ fn check_retired(list: Vec<Retired>, corrupt: &dyn Fn(String) -> Error) -> Resul
 
 /// Retired lists longer than this go to a side file instead of the manifest
 /// (about 4 KB of JSON inline; past it, one more small write per commit).
-pub(crate) const INLINE_RETIRED: usize = 32;
+const INLINE_RETIRED: usize = 32;
+
+/// The longest retired list a commit keeps inline: [`INLINE_RETIRED`], or
+/// `ATLAS_TEST_INLINE_RETIRED` when set (the crash loop sets a small value in
+/// its child processes, so that their commits go through the side file).
+pub(crate) fn inline_retired_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("ATLAS_TEST_INLINE_RETIRED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(INLINE_RETIRED)
+    })
+}
 
 /// Tag of a retired-list side file.
 const RETIRED_FORMAT: &str = "atlas-retired";

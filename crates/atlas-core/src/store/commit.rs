@@ -33,8 +33,8 @@ pub(crate) use gc::{delete_expired, sweep_orphans};
 use super::{Inner, HISTORY_DIR, REGISTRY_FILE};
 use crate::error::{Error, Result};
 use crate::registry::{
-    decode_retired, encode_retired, merge_runs, now_ms, Manifest, Record, Retired, RunId, RunSet,
-    RunWriter, INLINE_RETIRED, META_DIR,
+    decode_retired, encode_retired, inline_retired_limit, merge_runs, now_ms, Manifest, Record,
+    Retired, RunId, RunSet, RunWriter, META_DIR,
 };
 use roaring::RoaringTreemap;
 use std::collections::HashMap;
@@ -74,7 +74,7 @@ impl CommitError {
 /// success; on filesystems the failed fsync leaves durability unknown, so it
 /// stays `Unknown`), if it carries another the previous commit stands.
 ///
-/// A retired list longer than [`INLINE_RETIRED`] is first written to a side
+/// A retired list longer than [`inline_retired_limit`] (32) is first written to a side
 /// file of `atlas.history/` (create-new, fsynced) that the manifest names;
 /// `m.retired_file` names, on entry, the side file of the manifest being
 /// replaced, deleted once the new manifest stands (only the current
@@ -91,7 +91,7 @@ pub(crate) fn write_manifest(
     // Written in the current version, whatever version it was read in.
     m.version = crate::REGISTRY_VERSION;
     let previous = m.retired_file.take();
-    if m.retired.len() > INLINE_RETIRED {
+    if m.retired.len() > inline_retired_limit() {
         let name = format!("retired-{commit_id}.json");
         if let Err(e) = write_retired(storage, root, &name, m) {
             m.retired_file = previous;
