@@ -44,7 +44,7 @@ pub(super) struct MergedIndex {
     /// moving the name to the end), once built. Takes precedence over `slots`.
     pub(super) all: OnceLock<IndexMap<String, Committed>>,
     /// The slot of each name built alone.
-    slot_of: Mutex<HashMap<String, usize>>,
+    pub(super) slot_of: Mutex<HashMap<String, usize>>,
     /// Append-only slots whose addresses never move (segments are allocated
     /// once), so `&self` can hand out references into them.
     segments: [OnceLock<Box<[Slot]>>; SEGMENTS],

@@ -408,3 +408,246 @@ impl ArrayFile {
         Ok((stored, meta))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::{PEAK_FOOTER_BYTES, PEAK_RECORDS, SPILL_AT};
+    use crate::storage::Storage;
+    use crate::{ArrayFile, ArrayFileOptions, DeltaCache, LayerId, MemoryStorage};
+
+    fn create(storage: &Arc<MemoryStorage>) -> ArrayFile {
+        ArrayFile::create(
+            storage.clone(),
+            Path::new("/f"),
+            ArrayFileOptions::default(),
+            Arc::new(DeltaCache::default()),
+        )
+        .unwrap()
+    }
+
+    fn open(storage: &Arc<MemoryStorage>, layers: &[LayerId]) -> ArrayFile {
+        ArrayFile::open(
+            storage.clone(),
+            Path::new("/f"),
+            layers,
+            ArrayFileOptions::default(),
+            Arc::new(DeltaCache::default()),
+        )
+        .unwrap()
+    }
+
+    /// Everything a reader sees: names in listing order, then per name its
+    /// schema, statistics, stored chunk counts and bytes, and cells.
+    fn observed(f: &ArrayFile) -> Vec<String> {
+        let names = f.try_list_arrays().unwrap();
+        let mut out = vec![format!("{names:?}")];
+        for n in names {
+            let meta = f.array_meta(&n).unwrap();
+            let cells = f.read_array::<i32>(&n, &[], &[]).unwrap();
+            out.push(format!("{meta:?} {:?}", cells.iter().collect::<Vec<_>>()));
+        }
+        out
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// `n_layers` flushes of random changes over `n_names` names: new arrays,
+    /// chunk overwrites, deletions (tombstones), redefinitions with another
+    /// shape; names are defined in an order unlike their sorted order.
+    fn random_file(seed: u64, n_names: u64, n_layers: usize) -> (Arc<MemoryStorage>, ArrayFile) {
+        let storage = Arc::new(MemoryStorage::new());
+        let mut f = create(&storage);
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        for layer in 0..n_layers {
+            for _ in 0..n_names {
+                let name = format!("v{:04}", rng.below(n_names) * 7919 % n_names);
+                let op = rng.below(10);
+                let value = (layer as i32 + 1) * 1000 + rng.below(1000) as i32;
+                if f.contains(&name) && op < 2 {
+                    f.delete_array(&name).unwrap();
+                } else if f.contains(&name) && op < 3 {
+                    f.delete_array(&name).unwrap();
+                    let len = 2 + rng.below(6);
+                    f.define_array::<i32>(&name, vec!["y".into()], vec![len], Some(vec![2]), None)
+                        .unwrap();
+                    f.write_array(&name, &[0], ArrayD::from_elem(IxDyn(&[1]), value).view())
+                        .unwrap();
+                } else if f.contains(&name) {
+                    let shape = f.schema(&name).unwrap().shape[0];
+                    let at = rng.below(shape);
+                    f.write_array(&name, &[at], ArrayD::from_elem(IxDyn(&[1]), value).view())
+                        .unwrap();
+                } else if op < 8 {
+                    f.define_array::<i32>(&name, vec!["x".into()], vec![6], Some(vec![2]), None)
+                        .unwrap();
+                    if op < 6 {
+                        f.write_array(&name, &[0], ArrayD::from_elem(IxDyn(&[3]), value).view())
+                            .unwrap();
+                    }
+                }
+            }
+            f.flush().unwrap();
+        }
+        (storage, f)
+    }
+
+    #[test]
+    fn streamed_merges_read_as_the_stack_they_replace() {
+        for seed in 0..12 {
+            let n_layers = 2 + (seed as usize % 4);
+            let (storage, f) = random_file(seed, 40 + seed * 13, n_layers);
+            let layers = f.layers();
+            let want = observed(&f);
+            for from in 0..n_layers {
+                let mut g = open(&storage, &layers);
+                let (retired, kind) = if from == 0 {
+                    let p = g.compact_prepare().unwrap();
+                    (g.install_compacted(p).unwrap(), "compacted")
+                } else {
+                    let p = g.merge_tail_prepare(from).unwrap();
+                    (g.install_merged(p).unwrap(), "tail-merged")
+                };
+                assert_eq!(retired, layers[from..].to_vec());
+                let ctx = format!("seed {seed}, {kind} from {from} of {n_layers}");
+                assert_eq!(observed(&g), want, "{ctx}: installed");
+                assert_eq!(observed(&open(&storage, &g.layers())), want, "{ctx}: reopened");
+                g.verify().unwrap();
+                // Installed on a file whose whole map was built: re-pointed.
+                let mut h = open(&storage, &layers);
+                let _ = h.list_arrays();
+                if from == 0 {
+                    let p = h.compact_prepare().unwrap();
+                    h.install_compacted(p).unwrap();
+                } else {
+                    let p = h.merge_tail_prepare(from).unwrap();
+                    h.install_merged(p).unwrap();
+                }
+                assert_eq!(observed(&h), want, "{ctx}: installed on a built map");
+            }
+        }
+    }
+
+    #[test]
+    fn footer_blocks_past_the_limit_wait_in_a_scratch_file_that_is_removed() {
+        let (storage, f) = random_file(99, 3000, 3);
+        let want = observed(&f);
+        let layers = f.layers();
+        SPILL_AT.with(|s| s.set(1));
+        PEAK_FOOTER_BYTES.with(|p| p.set(0));
+        let mut tail = open(&storage, &layers);
+        let p = tail.merge_tail_prepare(1).unwrap();
+        tail.install_merged(p).unwrap();
+        let mut g = open(&storage, &layers);
+        let p = g.compact_prepare().unwrap();
+        g.install_compacted(p).unwrap();
+        SPILL_AT.with(|s| s.set(super::SPILL_BYTES));
+        assert_eq!(
+            PEAK_FOOTER_BYTES.with(std::cell::Cell::get),
+            0,
+            "spilled from the first block"
+        );
+        let reopened = open(&storage, &g.layers());
+        match &reopened.layers[0].index {
+            crate::layer::LayerIndex::Blocked(index) => assert!(index.blocks.len() > 2),
+            crate::layer::LayerIndex::Whole { .. } => panic!("format 2 was written"),
+        }
+        assert_eq!(observed(&g), want);
+        assert_eq!(observed(&reopened), want);
+        assert_eq!(observed(&tail), want);
+        assert_eq!(observed(&open(&storage, &tail.layers())), want);
+        let left: Vec<String> = storage
+            .list_dir(Path::new("/f"))
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with("scratch-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A base of `n` one-chunk arrays, a delta overwriting every third and a
+    /// delta deleting every fifth.
+    fn wide_file(n: usize) -> (Arc<MemoryStorage>, Vec<LayerId>) {
+        let storage = Arc::new(MemoryStorage::new());
+        let mut f = create(&storage);
+        let one = |v: i32| ArrayD::from_elem(IxDyn(&[2]), v);
+        for k in 0..n {
+            let name = format!("d{:06}", (k * 7919) % n);
+            f.define_array::<i32>(&name, vec!["x".into()], vec![2], None, None)
+                .unwrap();
+            f.write_array(&name, &[0], one(k as i32).view()).unwrap();
+        }
+        f.flush().unwrap();
+        for k in (0..n).step_by(3) {
+            f.write_array(&format!("d{k:06}"), &[0], one(-1).view())
+                .unwrap();
+        }
+        f.flush().unwrap();
+        for k in (0..n).step_by(5) {
+            f.delete_array(&format!("d{k:06}")).unwrap();
+        }
+        f.flush().unwrap();
+        (storage, f.layers())
+    }
+
+    /// The most records a merge holds at once, for a base and a tail merge of
+    /// a fresh open of `wide_file(n)`, and what a bounded merge may hold: a
+    /// footer block per layer and the records kept for installing. Also
+    /// checks the merge built no state.
+    fn peak_records(n: usize) -> (usize, usize, usize) {
+        let (storage, layers) = wide_file(n);
+        let blocks: usize = open(&storage, &layers)
+            .layers
+            .iter()
+            .map(|l| match &l.index {
+                crate::layer::LayerIndex::Blocked(index) => index
+                    .blocks
+                    .iter()
+                    .map(|b| b.n_records as usize)
+                    .max()
+                    .unwrap_or(0),
+                crate::layer::LayerIndex::Whole { .. } => panic!("format 2 was written"),
+            })
+            .sum();
+        let mut peaks = Vec::new();
+        for from in [0, 1] {
+            let f = open(&storage, &layers);
+            PEAK_RECORDS.with(|p| p.set(0));
+            let p = if from == 0 {
+                f.compact_prepare().unwrap()
+            } else {
+                f.merge_tail_prepare(from).unwrap()
+            };
+            peaks.push(PEAK_RECORDS.with(std::cell::Cell::get));
+            assert!(f.index.all.get().is_none(), "no whole map was built");
+            assert!(f.index.slot_of.lock().is_empty(), "no state was built");
+            let _ = storage.remove_file(p.path());
+        }
+        (peaks[0], peaks[1], blocks + super::FOLD_LIMIT)
+    }
+
+    #[test]
+    fn a_merge_holds_no_more_records_with_more_datasets() {
+        let small = peak_records(2_000);
+        let large = peak_records(40_000);
+        // Holding every dataset would be 40 000 records; the bound is a
+        // fraction of that.
+        assert!(large.2 * 4 < 40_000, "{large:?}");
+        for (n, (base, tail, bound)) in [(2_000, small), (40_000, large)] {
+            assert!(base <= bound && tail <= bound, "{n}: {base} {tail} > {bound}");
+            assert!(base > 0 && tail > 0);
+        }
+    }
+}

@@ -310,9 +310,9 @@ impl SortedLayerWriter {
         Ok(())
     }
 
-    #[cfg(test)]
     /// Bytes of footer blocks held in memory, and records kept (the test
     /// hook's measures of what a merge holds).
+    #[cfg(test)]
     pub(crate) fn held(&self) -> (usize, usize) {
         (
             self.held.mem_bytes(),
