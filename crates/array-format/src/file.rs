@@ -380,12 +380,11 @@ impl ArrayFile {
         let idx = u32::try_from(self.layers.len()).expect("fewer than 2^32 layers");
         let path = layer.path.clone();
         self.layers.push(layer);
-        match footer {
-            Some(footer) => self.fold_new_layer(footer.records, idx, &path),
-            None => {
-                self.index = MergedIndex::default();
-                Ok(())
-            }
+        if let Some(footer) = footer {
+            self.fold_new_layer(footer.records, idx, &path)
+        } else {
+            self.index = MergedIndex::default();
+            Ok(())
         }
     }
 

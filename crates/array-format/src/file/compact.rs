@@ -1,6 +1,8 @@
 //! Compaction: every live chunk copied, unchanged, into one new base layer.
 
-use super::{ArrayFile, Error, IndexMap, LayerId, MergedIndex, PreparedKind, PreparedLayer, Result};
+use super::{
+    ArrayFile, Error, IndexMap, LayerId, MergedIndex, PreparedKind, PreparedLayer, Result,
+};
 
 impl ArrayFile {
     /// Writes the committed state (not the pending changes) as one new base layer.

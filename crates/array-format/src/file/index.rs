@@ -279,7 +279,12 @@ fn update(c: Option<&mut Committed>, rec: ArrayRecord, path: &Path, idx: u32) ->
 }
 
 /// Applies one record of layer `idx` to one name's state.
-pub(super) fn fold(state: &mut Option<Committed>, rec: ArrayRecord, idx: u32, path: &Path) -> Result<()> {
+pub(super) fn fold(
+    state: &mut Option<Committed>,
+    rec: ArrayRecord,
+    idx: u32,
+    path: &Path,
+) -> Result<()> {
     match rec.kind {
         RecordKind::Delete => *state = None,
         RecordKind::Define => *state = Some(defined(rec, idx)),

@@ -79,7 +79,9 @@ impl ArrayFile {
             .get()
             .is_some_and(|all| all.len() <= FOLD_LIMIT);
         let updated = match &prepared.footer {
-            Some(footer) if small => Some(self.repointed(footer, from_u32, &prepared.layer.path)?),
+            Some(footer) if small => {
+                Some(self.repointed(footer, from_u32, &prepared.layer.path)?)
+            }
             _ => None,
         };
         let retired: Vec<LayerId> = self.layers()[from..].to_vec();

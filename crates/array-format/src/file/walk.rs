@@ -34,9 +34,7 @@ use super::{
     read_stored, ArrayFile, ArrayRecord, Committed, Error, Layer, Loc, Path, PreparedKind,
     PreparedLayer, Result,
 };
-use crate::layer::{
-    decode_block_records, BlockMeta, LayerIndex, RecordKind, SortedLayerWriter,
-};
+use crate::layer::{decode_block_records, BlockMeta, LayerIndex, RecordKind, SortedLayerWriter};
 
 /// Footer blocks a cursor reads in one batch of ranged reads (~1 MiB).
 const BATCH_BLOCKS: usize = 16;
@@ -184,7 +182,9 @@ struct Seeker<'a> {
 impl Seeker<'_> {
     fn records_named(&mut self, file: &ArrayFile, name: &str) -> Result<Vec<ArrayRecord>> {
         let LayerIndex::Blocked(index) = &self.layer.index else {
-            return self.layer.records_named(name, &|l, b| file.footer_block(l, b, false));
+            return self
+                .layer
+                .records_named(name, &|l, b| file.footer_block(l, b, false));
         };
         let Some(k) = index.block_for(name) else {
             return Ok(Vec::new());
@@ -259,7 +259,12 @@ impl ArrayFile {
     /// the tail, an `Update` with the tail's chunks for each name defined
     /// before it, a `Delete` for each name the tail mentions that ends up
     /// deleted.
-    pub(super) fn write_merged(&self, path: &Path, uid: u128, from: usize) -> Result<PreparedLayer> {
+    pub(super) fn write_merged(
+        &self,
+        path: &Path,
+        uid: u128,
+        from: usize,
+    ) -> Result<PreparedLayer> {
         // Each layer's first global record number, and the total.
         let mut first_of = Vec::with_capacity(self.layers.len());
         let mut total = 0u64;
@@ -283,14 +288,8 @@ impl ArrayFile {
             .iter()
             .map(|layer| Seeker { layer, block: None })
             .collect();
-        let mut w = SortedLayerWriter::create(
-            &self.storage,
-            path,
-            uid,
-            &self.dir,
-            spill_at(),
-            FOLD_LIMIT,
-        )?;
+        let mut w =
+            SortedLayerWriter::create(&self.storage, path, uid, &self.dir, spill_at(), FOLD_LIMIT)?;
         let from_u32 = u32::try_from(from).expect("fewer than 2^32 layers");
         loop {
             let mut name: Option<String> = None;
@@ -523,7 +522,11 @@ mod tests {
                 assert_eq!(retired, layers[from..].to_vec());
                 let ctx = format!("seed {seed}, {kind} from {from} of {n_layers}");
                 assert_eq!(observed(&g), want, "{ctx}: installed");
-                assert_eq!(observed(&open(&storage, &g.layers())), want, "{ctx}: reopened");
+                assert_eq!(
+                    observed(&open(&storage, &g.layers())),
+                    want,
+                    "{ctx}: reopened"
+                );
                 g.verify().unwrap();
                 // Installed on a file whose whole map was built: re-pointed.
                 let mut h = open(&storage, &layers);
@@ -646,7 +649,10 @@ mod tests {
         // fraction of that.
         assert!(large.2 * 4 < 40_000, "{large:?}");
         for (n, (base, tail, bound)) in [(2_000, small), (40_000, large)] {
-            assert!(base <= bound && tail <= bound, "{n}: {base} {tail} > {bound}");
+            assert!(
+                base <= bound && tail <= bound,
+                "{n}: {base} {tail} > {bound}"
+            );
             assert!(base > 0 && tail > 0);
         }
     }

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::blocked::{encode_blocked, encode_index, map_seqs, BlockEncoder, EncodedBlock, FooterIndex};
+use super::blocked::{
+    encode_blocked, encode_index, map_seqs, BlockEncoder, EncodedBlock, FooterIndex,
+};
 use super::{
     ArrayRecord, ChunkEntry, Footer, RecordKind, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_MAGIC,
 };
@@ -145,6 +147,9 @@ fn write_index_and_trailer(out: &mut dyn WriteHandle, index: &FooterIndex) -> Re
     out.sync()
 }
 
+/// A scratch file: the storage holding it, its path, its handle.
+type ScratchFile = (Arc<dyn Storage>, PathBuf, Box<dyn WriteHandle>);
+
 /// Footer blocks held until the chunk data is written (they follow it in the
 /// file): in memory up to a limit, then in a scratch file that is removed
 /// when this drops.
@@ -154,7 +159,7 @@ struct HeldBlocks {
     scratch_dir: PathBuf,
     spill_at: usize,
     mem: Vec<u8>,
-    scratch: Option<(Arc<dyn Storage>, PathBuf, Box<dyn WriteHandle>)>,
+    scratch: Option<ScratchFile>,
     /// Per block: its length, record count and name range, in order.
     blocks: Vec<(usize, u32, String, String)>,
 }
@@ -338,18 +343,15 @@ impl SortedLayerWriter {
         let mut at_mem = 0usize;
         let mut at_scratch = 0u64;
         for (len, n_records, first, last) in std::mem::take(&mut self.held.blocks) {
-            let mut bytes = match &mut self.held.scratch {
-                Some((_, _, h)) => {
-                    let mut buf = vec![0u8; len];
-                    h.read_exact_at(at_scratch, &mut buf)?;
-                    at_scratch += len as u64;
-                    buf
-                }
-                None => {
-                    let buf = self.held.mem[at_mem..at_mem + len].to_vec();
-                    at_mem += len;
-                    buf
-                }
+            let mut bytes = if let Some((_, _, h)) = &mut self.held.scratch {
+                let mut buf = vec![0u8; len];
+                h.read_exact_at(at_scratch, &mut buf)?;
+                at_scratch += len as u64;
+                buf
+            } else {
+                let buf = self.held.mem[at_mem..at_mem + len].to_vec();
+                at_mem += len;
+                buf
             };
             map_seqs(&mut bytes, &seq);
             let b = EncodedBlock {

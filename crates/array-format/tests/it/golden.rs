@@ -63,7 +63,11 @@ fn format_1_layers_merge_and_compact_to_the_same_reads() {
     for from in 0..layers.len() {
         let tmp = tempfile::tempdir().unwrap();
         for l in &layers {
-            std::fs::copy(golden_dir("v1").join(l.as_str()), tmp.path().join(l.as_str())).unwrap();
+            std::fs::copy(
+                golden_dir("v1").join(l.as_str()),
+                tmp.path().join(l.as_str()),
+            )
+            .unwrap();
         }
         let open = |layers: &[LayerId]| {
             ArrayFile::open(
@@ -85,7 +89,11 @@ fn format_1_layers_merge_and_compact_to_the_same_reads() {
         }
         assert_eq!(f.layers().len(), from + 1);
         assert_eq!(observed(&f), want, "merged from {from}");
-        assert_eq!(observed(&open(&f.layers())), want, "reopened, merged from {from}");
+        assert_eq!(
+            observed(&open(&f.layers())),
+            want,
+            "reopened, merged from {from}"
+        );
     }
 }
 
