@@ -26,6 +26,7 @@ mod read;
 mod slab;
 mod stats;
 mod verify;
+mod walk;
 mod write;
 
 use std::fmt;
@@ -142,7 +143,10 @@ struct Committed {
 #[derive(Debug)]
 pub struct PreparedLayer {
     layer: Arc<Layer>,
-    footer: Footer,
+    /// Its records, unless a merge wrote more than the index folds in
+    /// (`index::FOLD_LIMIT`): installing it then leaves states to be built
+    /// from the footers.
+    footer: Option<Footer>,
     kind: PreparedKind,
 }
 
@@ -370,12 +374,18 @@ impl ArrayFile {
         Ok(f)
     }
 
-    /// Adds a new layer (the newest) whose records are known in memory.
-    fn apply(&mut self, layer: Arc<Layer>, footer: Footer) -> Result<()> {
+    /// Adds a new layer (the newest), folding its records into the built
+    /// states when they are known in memory, else dropping those states.
+    fn apply(&mut self, layer: Arc<Layer>, footer: Option<Footer>) -> Result<()> {
         let idx = u32::try_from(self.layers.len()).expect("fewer than 2^32 layers");
         let path = layer.path.clone();
         self.layers.push(layer);
-        self.fold_new_layer(footer.records, idx, &path)
+        if let Some(footer) = footer {
+            self.fold_new_layer(footer.records, idx, &path)
+        } else {
+            self.index = MergedIndex::default();
+            Ok(())
+        }
     }
 
     /// The directory holding the layer files.

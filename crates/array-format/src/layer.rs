@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub(crate) use blocked::{decode_index, BlockRef, FooterIndex};
+pub(crate) use blocked::{decode_block_records, decode_index, BlockRef, FooterIndex};
 pub(crate) use codec::decode_footer;
-pub(crate) use writer::{BlockMeta, LayerWriter};
+pub(crate) use writer::{BlockMeta, LayerWriter, SortedLayerWriter};
 
 use crate::error::{Error, Result};
 use crate::schema::ArraySchema;

@@ -1,60 +1,22 @@
 //! Compaction: every live chunk copied, unchanged, into one new base layer.
 
 use super::{
-    read_stored, ArrayFile, BlockMeta, Error, IndexMap, LayerId, LayerWriter, Loc, MergedIndex,
-    Path, PreparedKind, PreparedLayer, RecordKind, Result,
+    ArrayFile, Error, IndexMap, LayerId, MergedIndex, PreparedKind, PreparedLayer, Result,
 };
 
 impl ArrayFile {
     /// Writes the committed state (not the pending changes) as one new base layer.
-    /// Stored chunks are copied as they are, one at a time, without decoding, so
-    /// memory stays bounded whatever the file size. No input layer is changed.
+    /// Stored chunks are copied as they are, one at a time, without decoding,
+    /// and the layers' footers are merged as a stream in name order
+    /// (`walk.rs`), so memory stays bounded whatever the file size or the
+    /// number of arrays. No input layer is changed.
     pub fn compact_prepare(&self) -> Result<PreparedLayer> {
         let (path, uid) = self.new_layer_path('b');
-        let result = self.compact_to(&path, uid);
+        let result = self.write_merged(&path, uid, 0);
         if result.is_err() {
             let _ = self.storage.remove_file(&path);
         }
         result
-    }
-
-    pub(super) fn compact_to(&self, path: &Path, uid: u128) -> Result<PreparedLayer> {
-        let mut w = LayerWriter::create(self.storage.as_ref(), path, uid)?;
-        for (name, c) in self.all()? {
-            w.begin_array(name, RecordKind::Define, Some(c.schema.clone()));
-            for (&idx, loc) in &c.chunks {
-                self.copy_chunk(&mut w, idx, loc)?;
-            }
-        }
-        self.finish_layer(
-            w,
-            PreparedKind::Base {
-                sources: self.layer_uids(),
-            },
-        )
-    }
-
-    /// Copies one committed chunk's stored bytes, unchanged and checksum
-    /// checked, into a layer being written (compaction and tail merges).
-    pub(super) fn copy_chunk(&self, w: &mut LayerWriter, idx: u64, loc: &Loc) -> Result<()> {
-        let layer = &self.layers[loc.layer as usize];
-        let e = &loc.entry;
-        let stored = read_stored(layer, e)?;
-        if crc32c::crc32c(&stored) != e.crc {
-            return Err(Error::corrupt(
-                &layer.path,
-                e.offset,
-                "block checksum mismatch",
-            ));
-        }
-        let meta = BlockMeta {
-            raw_len: e.raw_len,
-            codec: e.codec,
-            filter: e.filter,
-            crc: e.crc,
-            stats: e.stats.clone(),
-        };
-        w.append_chunk(idx, &stored, &meta)
     }
 
     pub(super) fn layer_uids(&self) -> Vec<u128> {
@@ -75,7 +37,8 @@ impl ArrayFile {
         }
         let retired = self.layers();
         let old_layers = std::mem::take(&mut self.layers);
-        // The base holds every name: its footer, in memory, is the whole map.
+        // The base holds every name: its footer, when kept in memory (a small
+        // one), is the whole map; otherwise states are built from it on use.
         let old_index = std::mem::replace(&mut self.index, MergedIndex::with_all(IndexMap::new()));
         if let Err(e) = self.apply(prepared.layer, prepared.footer) {
             self.layers = old_layers;

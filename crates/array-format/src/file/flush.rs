@@ -51,7 +51,7 @@ impl ArrayFile {
         let handle = self.storage.open_read(&path)?;
         Ok(PreparedLayer {
             layer: Arc::new(Layer::new(path, uid, handle, index)),
-            footer,
+            footer: Some(footer),
             kind,
         })
     }

@@ -31,7 +31,7 @@ const SEGMENTS: usize = 27;
 /// layer drops the built states instead, and they are rebuilt from the
 /// footers on their next use. A writer's memory then stays bounded however
 /// many datasets it adds, flush after flush.
-const FOLD_LIMIT: usize = 1024;
+pub(super) const FOLD_LIMIT: usize = 1024;
 
 /// A name's merged state once built: `None` when no layer defines it.
 type Slot = OnceLock<Option<Box<Committed>>>;
@@ -42,9 +42,9 @@ type Slot = OnceLock<Option<Box<Committed>>>;
 pub(super) struct MergedIndex {
     /// Every defined name in listing order (first definition, a redefinition
     /// moving the name to the end), once built. Takes precedence over `slots`.
-    all: OnceLock<IndexMap<String, Committed>>,
+    pub(super) all: OnceLock<IndexMap<String, Committed>>,
     /// The slot of each name built alone.
-    slot_of: Mutex<HashMap<String, usize>>,
+    pub(super) slot_of: Mutex<HashMap<String, usize>>,
     /// Append-only slots whose addresses never move (segments are allocated
     /// once), so `&self` can hand out references into them.
     segments: [OnceLock<Box<[Slot]>>; SEGMENTS],
@@ -101,7 +101,12 @@ impl MergedIndex {
 impl ArrayFile {
     /// A footer block's bytes through the raw cache (its key cannot meet a
     /// chunk's: chunks lie before the footer).
-    fn footer_block(&self, layer: &Layer, b: &BlockRef, fill_cache: bool) -> Result<Arc<Vec<u8>>> {
+    pub(super) fn footer_block(
+        &self,
+        layer: &Layer,
+        b: &BlockRef,
+        fill_cache: bool,
+    ) -> Result<Arc<Vec<u8>>> {
         let key = BlockKey {
             layer_uid: layer.uid,
             offset: b.offset,
@@ -274,7 +279,12 @@ fn update(c: Option<&mut Committed>, rec: ArrayRecord, path: &Path, idx: u32) ->
 }
 
 /// Applies one record of layer `idx` to one name's state.
-fn fold(state: &mut Option<Committed>, rec: ArrayRecord, idx: u32, path: &Path) -> Result<()> {
+pub(super) fn fold(
+    state: &mut Option<Committed>,
+    rec: ArrayRecord,
+    idx: u32,
+    path: &Path,
+) -> Result<()> {
     match rec.kind {
         RecordKind::Delete => *state = None,
         RecordKind::Define => *state = Some(defined(rec, idx)),

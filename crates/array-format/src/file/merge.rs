@@ -5,9 +5,10 @@
 //! the base is rewritten (full compaction) only once the tail has grown as
 //! large as the base.
 
+use super::index::FOLD_LIMIT;
 use super::{
-    ArrayFile, Error, LayerId, LayerWriter, Loc, MergedIndex, Path, PreparedKind, PreparedLayer,
-    RecordKind, Result,
+    ArrayFile, Committed, Error, Footer, IndexMap, LayerId, Loc, MergedIndex, Path, PreparedKind,
+    PreparedLayer, Result,
 };
 
 /// What to do with an array file that has too many layers.
@@ -41,7 +42,8 @@ impl ArrayFile {
 
     /// Writes the combined effect of the committed layers from index `from` on
     /// as one new delta layer (stored chunks copied without decoding, checksums
-    /// checked). No input layer is changed; install it with
+    /// checked; the footers merged as a stream in name order, `walk.rs`, so
+    /// memory does not grow with the number of arrays). No input layer is changed; install it with
     /// [`ArrayFile::install_merged`] once the caller has committed it.
     pub fn merge_tail_prepare(&self, from: usize) -> Result<PreparedLayer> {
         assert!(
@@ -49,51 +51,11 @@ impl ArrayFile {
             "a tail merge keeps at least one layer and merges at least one"
         );
         let (path, uid) = self.new_layer_path('d');
-        let result = self.merge_tail_to(&path, uid, from);
+        let result = self.write_merged(&path, uid, from);
         if result.is_err() {
             let _ = self.storage.remove_file(&path);
         }
         result
-    }
-
-    fn merge_tail_to(&self, path: &Path, uid: u128, from: usize) -> Result<PreparedLayer> {
-        let from_u32 = u32::try_from(from).expect("fewer than 2^32 layers");
-        // Names the tail deleted and did not define again: a Delete record
-        // (harmless where the older layers never had the name).
-        let all = self.all()?;
-        let mut mentioned: Vec<String> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for layer in &self.layers[from..] {
-            for rec in layer.all_records_uncached()? {
-                if !all.contains_key(&rec.name) && seen.insert(rec.name.clone()) {
-                    mentioned.push(rec.name);
-                }
-            }
-        }
-        let mut w = LayerWriter::create(self.storage.as_ref(), path, uid)?;
-        for name in &mentioned {
-            w.begin_array(name, RecordKind::Delete, None);
-        }
-        for (name, c) in all {
-            let kind = if c.defined_in >= from_u32 {
-                RecordKind::Define
-            } else if c.chunks.values().any(|l| l.layer >= from_u32) {
-                RecordKind::Update
-            } else {
-                continue;
-            };
-            w.begin_array(name, kind, Some(c.schema.clone()));
-            for (&idx, loc) in c.chunks.iter().filter(|(_, l)| l.layer >= from_u32) {
-                self.copy_chunk(&mut w, idx, loc)?;
-            }
-        }
-        self.finish_layer(
-            w,
-            PreparedKind::Merge {
-                sources: self.layer_uids(),
-                from,
-            },
-        )
     }
 
     /// Replaces the layers a tail merge was built from by the merged layer;
@@ -107,15 +69,45 @@ impl ArrayFile {
         }
         let from = *from;
         let from_u32 = u32::try_from(from).expect("fewer than 2^32 layers");
+        // Built states are re-pointed only when they are few (then the whole
+        // map is cheap to copy) and the merged layer's records are in memory;
+        // otherwise they are dropped and built from the footers on next use,
+        // so installing a merge never holds every name.
+        let small = self
+            .index
+            .all
+            .get()
+            .is_some_and(|all| all.len() <= FOLD_LIMIT);
+        let updated = match &prepared.footer {
+            Some(footer) if small => {
+                Some(self.repointed(footer, from_u32, &prepared.layer.path)?)
+            }
+            _ => None,
+        };
+        let retired: Vec<LayerId> = self.layers()[from..].to_vec();
+        self.layers.truncate(from);
+        self.layers.push(prepared.layer);
+        self.index = updated.map_or_else(MergedIndex::default, MergedIndex::with_all);
+        Ok(retired)
+    }
+
+    /// The whole map (built, and small) with every state's tail chunks
+    /// re-pointed to the merged layer, which becomes layer `from`.
+    fn repointed(
+        &self,
+        footer: &Footer,
+        from_u32: u32,
+        path: &Path,
+    ) -> Result<IndexMap<String, Committed>> {
         // Every committed chunk from the tail is in the merged layer, under the
         // same index: re-point it there.
         let mut entries = std::collections::HashMap::new();
-        for rec in &prepared.footer.records {
+        for rec in &footer.records {
             for e in &rec.chunks {
                 entries.insert((rec.name.as_str(), e.chunk_idx), e.clone());
             }
         }
-        let mut updated = self.all()?.clone();
+        let mut updated = self.index.all.get().expect("checked by the caller").clone();
         for (name, c) in &mut updated {
             if c.defined_in >= from_u32 {
                 c.defined_in = from_u32;
@@ -124,7 +116,7 @@ impl ArrayFile {
                 if loc.layer >= from_u32 {
                     let Some(e) = entries.get(&(name.as_str(), idx)) else {
                         return Err(Error::corrupt(
-                            &prepared.layer.path,
+                            path,
                             0,
                             format!("merged layer lacks chunk {idx} of {name:?}"),
                         ));
@@ -136,10 +128,6 @@ impl ArrayFile {
                 }
             }
         }
-        let retired: Vec<LayerId> = self.layers()[from..].to_vec();
-        self.layers.truncate(from);
-        self.layers.push(prepared.layer);
-        self.index = MergedIndex::with_all(updated);
-        Ok(retired)
+        Ok(updated)
     }
 }

@@ -69,6 +69,100 @@ impl FooterIndex {
     }
 }
 
+/// One encoded footer block and what its index entry says about it (the
+/// offset is the writer's to give).
+pub(crate) struct EncodedBlock {
+    pub bytes: Vec<u8>,
+    pub n_records: u32,
+    pub first: String,
+    pub last: String,
+}
+
+impl EncodedBlock {
+    /// Its index entry once placed at `offset`.
+    pub(crate) fn block_ref(&self, offset: u64) -> BlockRef {
+        BlockRef {
+            offset,
+            len: u32::try_from(self.bytes.len()).expect("blocks are smaller than 4 GiB"),
+            crc: crc32c::crc32c(&self.bytes),
+            n_records: self.n_records,
+            first: self.first.clone(),
+            last: self.last.clone(),
+        }
+    }
+}
+
+/// Groups records pushed in increasing name order into footer blocks of
+/// about [`TARGET_BLOCK_BYTES`]: the only state is the open block, so a
+/// footer of any size is encoded in bounded memory.
+#[derive(Default)]
+pub(crate) struct BlockEncoder {
+    group: Vec<Vec<u8>>,
+    first: String,
+    last: String,
+    bytes: usize,
+}
+
+impl BlockEncoder {
+    /// Adds one record with its sequence number; returns the block it closed, if any.
+    pub(crate) fn push(&mut self, seq: u32, rec: &ArrayRecord) -> Option<EncodedBlock> {
+        debug_assert!(
+            self.group.is_empty() || self.last < rec.name,
+            "records come in increasing name order"
+        );
+        let mut o = Out(Vec::new());
+        o.u32(seq);
+        encode_record(&mut o, rec);
+        if self.group.is_empty() {
+            self.first.clone_from(&rec.name);
+        }
+        self.last.clone_from(&rec.name);
+        self.bytes += o.0.len() + 4;
+        self.group.push(o.0);
+        (self.bytes >= TARGET_BLOCK_BYTES).then(|| self.close())
+    }
+
+    /// Closes the last block, if it holds any record.
+    pub(crate) fn finish(&mut self) -> Option<EncodedBlock> {
+        (!self.group.is_empty()).then(|| self.close())
+    }
+
+    fn close(&mut self) -> EncodedBlock {
+        let n = self.group.len();
+        let mut o = Out(Vec::with_capacity(
+            4 + 4 * n + self.group.iter().map(Vec::len).sum::<usize>(),
+        ));
+        o.u32(u32::try_from(n).expect("block record counts fit u32"));
+        let mut at = 4 + 4 * n;
+        for r in &self.group {
+            o.u32(u32::try_from(at).expect("blocks are smaller than 4 GiB"));
+            at += r.len();
+        }
+        for r in self.group.drain(..) {
+            o.0.extend_from_slice(&r);
+        }
+        self.bytes = 0;
+        EncodedBlock {
+            bytes: o.0,
+            n_records: n as u32,
+            first: std::mem::take(&mut self.first),
+            last: std::mem::take(&mut self.last),
+        }
+    }
+}
+
+/// Rewrites the sequence number of every record of a block this build
+/// encoded (through [`BlockEncoder`]) as `map(old)`.
+pub(crate) fn map_seqs(block: &mut [u8], map: impl Fn(u32) -> u32) {
+    let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    let n = word(block, 0) as usize;
+    for k in 0..n {
+        let at = word(block, 4 + 4 * k) as usize;
+        let seq = map(word(block, at));
+        block[at..at + 4].copy_from_slice(&seq.to_le_bytes());
+    }
+}
+
 /// Encodes `records` (in the order the writer emitted them) as footer blocks
 /// starting at file offset `data_end`, and the index describing them.
 pub(crate) fn encode_blocked(
@@ -87,52 +181,21 @@ pub(crate) fn encode_blocked(
     let mut blocks = Vec::new();
     let mut refs = Vec::new();
     let mut offset = data_end;
-    let mut group: Vec<Vec<u8>> = Vec::new();
-    let mut group_names: (usize, usize) = (0, 0);
-    let mut group_bytes = 0;
-    let mut close = |group: &mut Vec<Vec<u8>>, first: usize, last: usize| {
-        let n = group.len();
-        let mut o = Out(Vec::with_capacity(
-            4 + 4 * n + group.iter().map(Vec::len).sum::<usize>(),
-        ));
-        o.u32(u32::try_from(n).expect("block record counts fit u32"));
-        let mut at = 4 + 4 * n;
-        for r in group.iter() {
-            o.u32(u32::try_from(at).expect("blocks are smaller than 4 GiB"));
-            at += r.len();
-        }
-        for r in group.drain(..) {
-            o.0.extend_from_slice(&r);
-        }
-        let len = u32::try_from(o.0.len()).expect("blocks are smaller than 4 GiB");
-        refs.push(BlockRef {
-            offset,
-            len,
-            crc: crc32c::crc32c(&o.0),
-            n_records: n as u32,
-            first: records[first].name.clone(),
-            last: records[last].name.clone(),
-        });
-        offset += u64::from(len);
-        blocks.push(o.0);
+    let mut encoder = BlockEncoder::default();
+    let mut place = |b: EncodedBlock| {
+        let r = b.block_ref(offset);
+        offset += u64::from(r.len);
+        refs.push(r);
+        blocks.push(b.bytes);
     };
     for &i in &order {
-        let mut o = Out(Vec::new());
-        o.u32(u32::try_from(i).expect("fewer than 2^32 arrays per layer"));
-        encode_record(&mut o, &records[i]);
-        if group.is_empty() {
-            group_names.0 = i;
-        }
-        group_names.1 = i;
-        group_bytes += o.0.len() + 4;
-        group.push(o.0);
-        if group_bytes >= TARGET_BLOCK_BYTES {
-            close(&mut group, group_names.0, group_names.1);
-            group_bytes = 0;
+        let seq = u32::try_from(i).expect("fewer than 2^32 arrays per layer");
+        if let Some(b) = encoder.push(seq, &records[i]) {
+            place(b);
         }
     }
-    if !group.is_empty() {
-        close(&mut group, group_names.0, group_names.1);
+    if let Some(b) = encoder.finish() {
+        place(b);
     }
     let index = FooterIndex {
         uid,

@@ -53,6 +53,50 @@ fn format_1_layers_open_and_read_as_before() {
     assert_eq!(observed(&f), want);
 }
 
+/// Format-1 layers merge (tail merge and compaction, which walk them in name
+/// order from their in-memory footer) into format-2 layers that read exactly
+/// as the golden stack did, listing order included.
+#[test]
+fn format_1_layers_merge_and_compact_to_the_same_reads() {
+    let want = std::fs::read_to_string(golden_dir("v1").join("expected.txt")).expect("expected");
+    let layers = open_golden("v1").layers();
+    for from in 0..layers.len() {
+        let tmp = tempfile::tempdir().unwrap();
+        for l in &layers {
+            std::fs::copy(
+                golden_dir("v1").join(l.as_str()),
+                tmp.path().join(l.as_str()),
+            )
+            .unwrap();
+        }
+        let open = |layers: &[LayerId]| {
+            ArrayFile::open(
+                Arc::new(LocalStorage),
+                tmp.path(),
+                layers,
+                ArrayFileOptions::default(),
+                Arc::new(DeltaCache::default()),
+            )
+            .unwrap()
+        };
+        let mut f = open(&layers);
+        if from == 0 {
+            let p = f.compact_prepare().unwrap();
+            f.install_compacted(p).unwrap();
+        } else {
+            let p = f.merge_tail_prepare(from).unwrap();
+            f.install_merged(p).unwrap();
+        }
+        assert_eq!(f.layers().len(), from + 1);
+        assert_eq!(observed(&f), want, "merged from {from}");
+        assert_eq!(
+            observed(&open(&f.layers())),
+            want,
+            "reopened, merged from {from}"
+        );
+    }
+}
+
 /// Writes the golden files with the current build (run once per format
 /// version, by hand: `ATLAS_WRITE_GOLDEN=v1 cargo test -p array-format --test it golden`).
 #[test]
