@@ -820,6 +820,12 @@ async fn check_store(
     s3: Option<&str>,
 ) -> Result<(Outcome, Option<(u64, String)>), String> {
     let (storage, root) = storage_of(store, s3);
+    if storage
+        .read_all(&root.join("atlas.json"))
+        .is_ok_and(|b| String::from_utf8_lossy(&b).contains("\"retired_file\""))
+    {
+        SIDE_FILES_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let atlas = match Atlas::open_with(storage, &root, OpenOptions::default()).await {
         Ok(a) => a,
         Err(atlas::Error::StoreNotFound { .. }) if st.committed.is_none() => {
@@ -920,9 +926,6 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
         ),
         None => None,
     };
-    if side.is_some() {
-        SIDE_FILES_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
     let retired_list = side
         .as_ref()
         .map_or(&manifest["retired"], |s| &s["retired"]);
@@ -1016,8 +1019,8 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
     }
 }
 
-/// Checks of the files left after a kill that found the retired list in its
-/// side file (printed with the summary: the loop must reach that state).
+/// Reopens after a kill that found the retired list in its side file
+/// (printed with the summary: the loop must reach that state).
 static SIDE_FILES_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Cuts a torn last line off, so the next line the parent appends starts clean.
@@ -1248,7 +1251,7 @@ fn sigkill_loop(s3: Option<&atlas_s3test::S3Server>) {
     println!(
         "crash test: {kills} kills survived in {:.1} s, reaching generation {max_generation}; \
          {old} saw the previous commit, {new} saw the in-flight commit; \
-         {kills_with_scratch} left spilled scratch files behind; {} checks found the retired \
+         {kills_with_scratch} left spilled scratch files behind; {} reopens found the retired \
          list in its side file",
         started.elapsed().as_secs_f64(),
         SIDE_FILES_SEEN.load(std::sync::atomic::Ordering::Relaxed)
