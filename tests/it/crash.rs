@@ -1251,7 +1251,7 @@ fn sigkill_loop(s3: Option<&atlas_s3test::S3Server>) {
     println!(
         "crash test: {kills} kills survived in {:.1} s, reaching generation {max_generation}; \
          {old} saw the previous commit, {new} saw the in-flight commit; \
-         {kills_with_scratch} left spilled scratch files behind; {} reopens found the retired \
+         {kills_with_scratch} left spilled scratch files behind; {} reopens so far (in all loops of this process) found the retired \
          list in its side file",
         started.elapsed().as_secs_f64(),
         SIDE_FILES_SEEN.load(std::sync::atomic::Ordering::Relaxed)
