@@ -52,7 +52,7 @@ fn moto() -> Option<(String, Vec<(String, String)>)> {
 }
 
 /// The Azurite (Azure Blob emulator) container CI starts and creates
-/// (`ATLAS_TEST_AZURITE_CONTAINER`; object_store finds the server through
+/// (`ATLAS_TEST_AZURITE_CONTAINER`; `object_store` finds the server through
 /// `AZURITE_BLOB_STORAGE_URL`), with a fresh prefix in it; `None` when unset
 /// (required when `ATLAS_REQUIRE_AZURE` is set).
 fn azurite(what: &str) -> Option<(String, Vec<(String, String)>)> {
