@@ -1634,9 +1634,9 @@ mod tests {
     fn mixed_stats(i: u64) -> ArrayStats {
         let v = |x: u64| match i {
             _ if i % 97 == 0 => None,
-            0..=2999 => Some(StatValue::Float(x as f64 / 4.0)),
-            3000..=3999 => Some(StatValue::Int(-(x as i64))),
-            4000..=4499 => Some(StatValue::Timestamp(TimestampNs(x as i64))),
+            0..=5999 => Some(StatValue::Float(x as f64 / 4.0)),
+            6000..=7999 => Some(StatValue::Int(-(x as i64))),
+            8000..=8999 => Some(StatValue::Timestamp(TimestampNs(x as i64))),
             _ => Some(StatValue::Str(format!("s{x}"))),
         };
         ArrayStats {
@@ -1653,7 +1653,7 @@ mod tests {
         let path = Path::new("/s/atlas.meta/r.run");
         storage.create_dir_all(path.parent().unwrap()).unwrap();
         let mut w = RunWriter::create(&storage, path).unwrap();
-        let n = 5000u64;
+        let n = 10_000u64;
         for i in 0..n {
             let mut rec = record(i, 0.0);
             Arc::make_mut(&mut rec.stats).insert("TEMP".into(), mixed_stats(i));
@@ -1692,7 +1692,7 @@ mod tests {
         assert_eq!(lat[41], (41, Attr::Float64(41.0 / 8.0)));
         let mode = run.attr_column("mode").unwrap();
         assert_eq!(mode.values, [Attr::from("D"), Attr::from("R")]);
-        assert_eq!(mode.ids_of(0).len(), 1667);
+        assert_eq!(mode.ids_of(0).len(), 3334);
         assert_eq!(mode.ids_of(1)[..3], [1, 2, 4]);
         let tags = run.attr_column("tags").unwrap();
         assert_eq!(tags.values, [Attr::StringList(vec!["a".into()])]);
