@@ -1633,7 +1633,7 @@ mod tests {
     /// floats, then ints, strings and absences, so blocks of several kinds.
     fn mixed_stats(i: u64) -> ArrayStats {
         let v = |x: u64| match i {
-            _ if i % 97 == 0 => None,
+            _ if i.is_multiple_of(97) => None,
             0..=5999 => Some(StatValue::Float(x as f64 / 4.0)),
             6000..=7999 => Some(StatValue::Int(-(x as i64))),
             8000..=8999 => Some(StatValue::Timestamp(TimestampNs(x as i64))),
@@ -1700,6 +1700,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // exact by design
     fn f64_columns_stay_typed_across_blocks() {
         let storage = MemoryStorage::new();
         let path = Path::new("/s/atlas.meta/r.run");

@@ -202,7 +202,7 @@ impl ColumnBuilder {
 
     /// Appends a decoded typed block (run format 3): bulk copies, `f64`
     /// minima and maxima kept typed while every block's are.
-    fn push_block(&mut self, b: StatBlock) {
+    fn push_block(&mut self, b: &StatBlock) {
         if let (Some(last), Some(first)) = (self.ids.last(), b.ids.first()) {
             if first <= last {
                 self.unsorted = true;
@@ -398,7 +398,7 @@ impl Run {
             if let Some((_, blocks)) = self.index.arrays.iter().find(|(n, _)| n == array) {
                 for (_, r) in blocks {
                     if self.index.version >= 3 {
-                        b.push_block(self.stat_block(r)?);
+                        b.push_block(&self.stat_block(r)?);
                     } else {
                         self.read_seed(r, RowsInto(&mut b))?;
                     }

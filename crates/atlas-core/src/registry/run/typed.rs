@@ -260,7 +260,7 @@ impl<'a> Cursor<'a> {
 fn section(c: &mut Cursor<'_>, kind: u8, n: usize, what: &str) -> Result<Side, String> {
     let bitmap = |c: &mut Cursor<'_>| -> Result<Vec<u8>, String> {
         let bits = c.take(n.div_ceil(8), what)?;
-        if n % 8 != 0 && bits[n / 8] >> (n % 8) != 0 {
+        if !n.is_multiple_of(8) && bits[n / 8] >> (n % 8) != 0 {
             return Err(format!("typed block: {what} bitmap has bits past the rows"));
         }
         Ok(bits.to_vec())
@@ -477,29 +477,29 @@ pub(super) fn decode_attrs(raw: &[u8]) -> Result<Vec<(u64, Attr)>, String> {
             b.iter().map(|x| Attr::Bool(*x == 1)).collect()
         }
         KIND_STRINGS => {
-            let d = c.u32("dictionary size")? as usize;
+            let n_dict = c.u32("dictionary size")? as usize;
             // Four length bytes per entry at least.
-            if d.saturating_mul(4) > c.0.len() {
-                return Err(format!("typed block: {d} strings do not fit"));
+            if n_dict.saturating_mul(4) > c.0.len() {
+                return Err(format!("typed block: {n_dict} strings do not fit"));
             }
-            let mut dict = Vec::with_capacity(d);
-            for _ in 0..d {
+            let mut dict = Vec::with_capacity(n_dict);
+            for _ in 0..n_dict {
                 let len = c.u32("string length")? as usize;
-                let s = std::str::from_utf8(c.take(len, "string")?)
+                let text = std::str::from_utf8(c.take(len, "string")?)
                     .map_err(|e| format!("typed block: string: {e}"))?;
-                dict.push(s);
+                dict.push(text);
             }
             let codes = c.take(
                 n.checked_mul(4).ok_or("typed block: codes too long")?,
                 "codes",
             )?;
             let mut out = Vec::with_capacity(n);
-            for b in codes.chunks_exact(4) {
-                let k = u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize;
-                let s = dict
-                    .get(k)
-                    .ok_or_else(|| format!("typed block: string code {k} of {d}"))?;
-                out.push(Attr::String((*s).to_owned()));
+            for word in codes.chunks_exact(4) {
+                let code = u32::from_le_bytes(word.try_into().expect("4 bytes")) as usize;
+                let text = dict
+                    .get(code)
+                    .ok_or_else(|| format!("typed block: string code {code} of {n_dict}"))?;
+                out.push(Attr::String((*text).to_owned()));
             }
             out
         }
