@@ -1428,7 +1428,8 @@ pub(crate) fn fuzz_run(bytes: &[u8]) {
     for n in names {
         let _ = run.array_rows(&n);
     }
-    let keys: Vec<String> = run.attribute_names().map(str::to_owned).collect();
+    let mut keys: Vec<String> = run.attribute_names().map(str::to_owned).collect();
+    keys.extend(run.list_attribute_names().unwrap_or_default());
     for k in &keys {
         let _ = run.attribute_rows(k);
         let _ = run.attr_column(k);
