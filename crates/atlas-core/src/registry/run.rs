@@ -10,7 +10,9 @@
 //! - the **dictionary**: the distinct schemas and per-array attribute sets the
 //!   records reference, stored once per run;
 //! - the **catalog**: per array name, `(id, statistics)` rows sorted by id; per
-//!   scalar dataset attribute, `(id, value)` rows; each column in its own blocks;
+//!   scalar dataset attribute, `(id, value)` rows; each column in its own
+//!   blocks, since version 3 in the typed layouts of `run/typed.rs` (id, count
+//!   and value arrays, decoded in bulk) rather than `MessagePack` rows;
 //! - `id_set` (the ids the run has a record for) and `killed` (committed ids
 //!   this run's commit made dead: deleted, or re-created under a new id), as
 //!   serialized roaring bitmaps;
@@ -22,7 +24,8 @@
 //! - the **index** (where every block is, the first key of each) and a fixed
 //!   32-byte trailer pointing at it.
 //!
-//! Every block is a Zstandard frame of a `MessagePack` array, with its length,
+//! Every block is a Zstandard frame (of a `MessagePack` array, or of a typed
+//! catalog column), with its length,
 //! decoded length and CRC-32C in the index. Opening a run reads the trailer and
 //! the index (one ranged read of the file's tail); finding one dataset reads one
 //! record block; listing streams the id blocks; a catalog column reads only its
@@ -45,6 +48,7 @@ use roaring::RoaringTreemap;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 mod catalog;
+mod typed;
 
 pub(crate) use catalog::{StatColumn, Values};
 
@@ -58,8 +62,8 @@ use super::{
 pub const RUN_MAGIC: [u8; 8] = *b"ATLASRUN";
 /// Magic at the end of a run file's trailer.
 pub const RUN_END_MAGIC: [u8; 8] = *b"ATLASRND";
-/// The run format version this build writes (it reads 1 and 2).
-pub const RUN_VERSION: u32 = 2;
+/// The run format version this build writes (it reads 1 to 3).
+pub const RUN_VERSION: u32 = 3;
 /// The oldest run format version this build reads.
 const OLDEST_RUN_VERSION: u32 = 1;
 const HEADER_LEN: u64 = 16;
@@ -261,6 +265,16 @@ const SPILL_AT: usize = 8 << 20;
 trait ColumnValue: Serialize + DeserializeOwned {
     /// Estimated encoded bytes of a row holding this value (block sizes).
     fn est(&self) -> usize;
+
+    /// A block of rows (ids ascending) as the run stores it, before
+    /// compression: a `MessagePack` array of `[id, value]` unless the kind
+    /// has a typed layout.
+    fn encode_block(rows: &[(u64, Self)]) -> Vec<u8>
+    where
+        Self: Sized,
+    {
+        rmp_serde::to_vec(rows).expect("registry blocks serialize")
+    }
 }
 
 impl ColumnValue for String {
@@ -278,11 +292,21 @@ impl ColumnValue for StatRow {
         };
         40 + len(&self.0) + len(&self.1)
     }
+
+    /// Version 3: the typed layout of `run/typed.rs`.
+    fn encode_block(rows: &[(u64, Self)]) -> Vec<u8> {
+        typed::encode_stats(rows)
+    }
 }
 
 impl ColumnValue for Attr {
     fn est(&self) -> usize {
         approx_attr_len(self) + 10
+    }
+
+    /// Version 3: the typed layout of `run/typed.rs`.
+    fn encode_block(rows: &[(u64, Self)]) -> Vec<u8> {
+        typed::encode_attrs(rows)
     }
 }
 
@@ -616,7 +640,7 @@ impl<'s> RunWriter<'s> {
         let mut blocks = Vec::new();
         if pieces.is_empty() {
             for chunk in chunks_by_size(&rows, |(_, v)| v.est()) {
-                let r = self.write_block(&chunk)?;
+                let r = self.write_raw(&T::encode_block(chunk))?;
                 blocks.push((chunk[0].0, r));
             }
             return Ok(blocks);
@@ -651,14 +675,14 @@ impl<'s> RunWriter<'s> {
             acc += v.est();
             chunk.push((id, v));
             if acc >= BLOCK_TARGET {
-                let r = self.write_block(&chunk)?;
+                let r = self.write_raw(&T::encode_block(&chunk))?;
                 blocks.push((chunk[0].0, r));
                 chunk.clear();
                 acc = 0;
             }
         }
         if !chunk.is_empty() {
-            let r = self.write_block(&chunk)?;
+            let r = self.write_raw(&T::encode_block(&chunk))?;
             blocks.push((chunk[0].0, r));
         }
         Ok(blocks)
@@ -966,6 +990,23 @@ impl Run {
             })
     }
 
+    /// A typed statistic block (run format 3), decoded and checked.
+    fn stat_block(&self, r: &BlockRef) -> Result<typed::StatBlock> {
+        let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
+        let raw = decode_raw(&packed, r, &self.path)?;
+        typed::decode_stats(&raw).map_err(|e| self.corrupt(format!("block at {}: {e}", r.off)))
+    }
+
+    /// An attribute column block: typed (run format 3) or `MessagePack` rows.
+    fn attr_block(&self, r: &BlockRef) -> Result<Vec<(u64, Attr)>> {
+        if self.index.version < 3 {
+            return self.read(r);
+        }
+        let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
+        let raw = decode_raw(&packed, r, &self.path)?;
+        typed::decode_attrs(&raw).map_err(|e| self.corrupt(format!("block at {}: {e}", r.off)))
+    }
+
     fn corrupt(&self, reason: String) -> Error {
         Error::CorruptRegistry {
             path: self.path.clone(),
@@ -1221,8 +1262,21 @@ impl Run {
         };
         let mut out = Vec::new();
         for (_, r) in blocks {
-            let rows: Vec<(u64, StatRow)> = self.read(r)?;
-            out.extend(rows.into_iter().map(|(id, s)| (id, stats_of(s))));
+            if self.index.version >= 3 {
+                let b = self.stat_block(r)?;
+                out.extend(b.ids.iter().enumerate().map(|(i, id)| {
+                    let stats = ArrayStats {
+                        min: b.min.get(i),
+                        max: b.max.get(i),
+                        null_count: b.nulls[i],
+                        row_count: b.cells[i],
+                    };
+                    (*id, stats)
+                }));
+            } else {
+                let rows: Vec<(u64, StatRow)> = self.read(r)?;
+                out.extend(rows.into_iter().map(|(id, s)| (id, stats_of(s))));
+            }
         }
         Ok(out)
     }
@@ -1234,8 +1288,7 @@ impl Run {
         };
         let mut out = Vec::new();
         for (_, r) in blocks {
-            let rows: Vec<(u64, Attr)> = self.read(r)?;
-            out.extend(rows);
+            out.extend(self.attr_block(r)?);
         }
         Ok(out)
     }
@@ -1375,7 +1428,8 @@ pub(crate) fn fuzz_run(bytes: &[u8]) {
     for n in names {
         let _ = run.array_rows(&n);
     }
-    let keys: Vec<String> = run.attribute_names().map(str::to_owned).collect();
+    let mut keys: Vec<String> = run.attribute_names().map(str::to_owned).collect();
+    keys.extend(run.list_attribute_names().unwrap_or_default());
     for k in &keys {
         let _ = run.attribute_rows(k);
         let _ = run.attr_column(k);
@@ -1574,6 +1628,94 @@ mod tests {
         })
         .unwrap();
         assert_eq!(merged.len(), 8, "{merged:?}");
+    }
+
+    /// The statistics of record `i` in [`typed_columns_decode_every_kind`]:
+    /// floats, then ints, strings and absences, so blocks of several kinds.
+    fn mixed_stats(i: u64) -> ArrayStats {
+        let v = |x: u64| match i {
+            _ if i.is_multiple_of(97) => None,
+            0..=5999 => Some(StatValue::Float(x as f64 / 4.0)),
+            6000..=7999 => Some(StatValue::Int(-(x as i64))),
+            8000..=8999 => Some(StatValue::Timestamp(TimestampNs(x as i64))),
+            _ => Some(StatValue::Str(format!("s{x}"))),
+        };
+        ArrayStats {
+            min: v(i),
+            max: v(i + 1),
+            null_count: i % 5,
+            row_count: 10 + i,
+        }
+    }
+
+    #[test]
+    fn typed_columns_decode_every_kind() {
+        let storage = MemoryStorage::new();
+        let path = Path::new("/s/atlas.meta/r.run");
+        storage.create_dir_all(path.parent().unwrap()).unwrap();
+        let mut w = RunWriter::create(&storage, path).unwrap();
+        let n = 10_000u64;
+        for i in 0..n {
+            let mut rec = record(i, 0.0);
+            Arc::make_mut(&mut rec.stats).insert("TEMP".into(), mixed_stats(i));
+            let meta = Arc::make_mut(&mut rec.meta);
+            meta.attributes.insert(
+                "mode".into(),
+                Attr::from(if i % 3 == 0 { "D" } else { "R" }),
+            );
+            meta.attributes
+                .insert("lat".into(), Attr::Float64(i as f64 / 8.0));
+            w.record(&format!("ds{i:06}"), &rec).unwrap();
+        }
+        w.finish().unwrap();
+        let run = Run::open(&storage, path, RunId::fresh()).unwrap();
+        assert_eq!(run.index.version, 3);
+        assert!(run.index.arrays[0].1.len() > 2, "several catalog blocks");
+        let rows = run.array_rows("TEMP").unwrap();
+        assert_eq!(rows.len(), n as usize);
+        for (id, st) in &rows {
+            assert_eq!(*st, mixed_stats(*id), "row {id}");
+        }
+        let col = run.stat_column("TEMP").unwrap();
+        assert!(matches!(col.min, Values::Any(_)), "not every value is f64");
+        assert_eq!(col.ids, (0..n).collect::<Vec<_>>());
+        assert_eq!(col.present.len(), n);
+        for i in 0..n as usize {
+            let want = mixed_stats(i as u64);
+            assert_eq!(col.min.get(i), want.min, "min {i}");
+            assert_eq!(col.max.get(i), want.max, "max {i}");
+            assert_eq!(
+                (col.nulls[i], col.cells[i]),
+                (want.null_count, want.row_count)
+            );
+        }
+        let lat = run.attribute_rows("lat").unwrap();
+        assert_eq!(lat[41], (41, Attr::Float64(41.0 / 8.0)));
+        let mode = run.attr_column("mode").unwrap();
+        assert_eq!(mode.values, [Attr::from("D"), Attr::from("R")]);
+        assert_eq!(mode.ids_of(0).len(), 3334);
+        assert_eq!(mode.ids_of(1)[..3], [1, 2, 4]);
+        let tags = run.attr_column("tags").unwrap();
+        assert_eq!(tags.values, [Attr::StringList(vec!["a".into()])]);
+        assert_eq!(tags.present.len(), n);
+    }
+
+    #[test]
+    #[allow(clippy::float_cmp)] // exact by design
+    fn f64_columns_stay_typed_across_blocks() {
+        let storage = MemoryStorage::new();
+        let path = Path::new("/s/atlas.meta/r.run");
+        write(&storage, path, 9000, &[], &[]);
+        let run = Run::open(&storage, path, RunId::fresh()).unwrap();
+        assert!(run.index.arrays[0].1.len() > 2, "several catalog blocks");
+        let col = run.stat_column("TEMP").unwrap();
+        let (Values::F64(lo), Values::F64(hi)) = (&col.min, &col.max) else {
+            panic!("f64 statistics decode as f64 columns");
+        };
+        assert_eq!(lo.len(), 9000);
+        assert!((0..9000).all(|i| lo[i] == i as f64 - 1.0 && hi[i] == i as f64));
+        assert_eq!(col.present.len(), 9000);
+        assert!(col.present.contains(8999) && !col.present.contains(9000));
     }
 
     #[test]

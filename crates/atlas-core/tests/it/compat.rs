@@ -16,7 +16,12 @@ fn golden(name: &str) -> std::path::PathBuf {
 /// What `atlas stats golden TEMP` printed with the build that wrote the
 /// store: (dataset, min, max, nulls, cells).
 fn expected_stats() -> Vec<(String, f64, f64, u64, u64)> {
-    let text = std::fs::read_to_string(golden("registry-v2.stats.txt")).unwrap();
+    stats_file("registry-v2.stats.txt")
+}
+
+/// The rows of an `atlas stats STORE ARRAY` output kept beside a golden store.
+fn stats_file(name: &str) -> Vec<(String, f64, f64, u64, u64)> {
+    let text = std::fs::read_to_string(golden(name)).unwrap();
     text.lines()
         .skip(1)
         .filter(|l| !l.starts_with("TOTAL"))
@@ -109,7 +114,7 @@ async fn registry_v2_store_opens_and_upgrades_at_the_next_commit() {
 /// Queries on the golden store with registry runs of format 1 (no variants,
 /// no list-attribute columns: both derived from the records), with the
 /// answers the build that wrote it gave; after a compaction rewrites the
-/// registry as format-2 runs, the same answers.
+/// registry as runs of the current format, the same answers.
 #[tokio::test]
 async fn runs_v1_store_answers_queries_before_and_after_rewriting_its_runs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -178,9 +183,119 @@ async fn runs_v1_store_answers_queries_before_and_after_rewriting_its_runs() {
         .set_attribute("touched", Attr::Bool(true))
         .unwrap();
     s.flush().await.unwrap();
-    check(s.clone(), "a format-1 and a format-2 run").await;
+    check(s.clone(), "a format-1 and a format-3 run").await;
     s.compact().await.unwrap();
     drop(s);
-    assert_eq!(run_version(tmp.path()), [2], "compaction rewrote the runs");
+    assert_eq!(run_version(tmp.path()), [3], "compaction rewrote the runs");
+    check(Atlas::open_path(tmp.path()).await.unwrap(), "format 3").await;
+}
+
+/// The format versions of the runs a store's manifest names, ascending.
+fn run_versions(dir: &Path) -> Vec<u32> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("atlas.json")).unwrap()).unwrap();
+    let mut v: Vec<u32> = manifest["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let b = std::fs::read(dir.join("atlas.meta").join(r.as_str().unwrap())).unwrap();
+            u32::from_le_bytes(b[8..12].try_into().unwrap())
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// A store whose run is format 2 (statistic and attribute columns as
+/// `MessagePack` rows; `atlas demo --datasets 24 --grids 2` with the build
+/// before typed columns) answers queries and statistics as that build did;
+/// after a compaction rewrites its run as format 3 (typed statistic
+/// columns), the same.
+#[tokio::test]
+async fn runs_v2_store_answers_the_same_before_and_after_typed_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&golden("runs-v2"), tmp.path());
+    assert_eq!(run_versions(tmp.path()), [2], "the golden run is format 2");
+    let p = |i: u32| format!("argo_6900001_{i:03}");
+    let sst = ["sst_2024_01".to_owned(), "sst_2024_02".to_owned()];
+    // What `atlas query` printed with the build that wrote the store.
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "TEMP.max > 17",
+            [
+                1, 4, 5, 6, 7, 9, 10, 11, 14, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+            ]
+            .map(p)
+            .to_vec(),
+        ),
+        (
+            "TEMP.nulls = 2 and PSAL.min < 34.6",
+            [1, 3, 12, 17, 23, 24].map(p).to_vec(),
+        ),
+        (
+            "cycle_number >= 20 and data_mode = 'R'",
+            [20, 22, 23, 24].map(p).to_vec(),
+        ),
+        ("time < 2020-06-01", (1..=15).map(p).collect()),
+        (
+            "PRES.cells > 100 or sst.min < -1.5",
+            [8, 16, 18, 23, 24]
+                .map(p)
+                .into_iter()
+                .chain(sst.clone())
+                .collect(),
+        ),
+        (
+            "any(TEMP > 17.2)",
+            [4, 6, 7, 9, 10, 11, 14, 16, 17, 18, 20, 21, 22, 23, 24]
+                .map(p)
+                .to_vec(),
+        ),
+        ("latitude > 11.9", vec![]),
+    ];
+    let check = |s: Atlas, when: &'static str| {
+        let cases = cases.clone();
+        async move {
+            for (q, want) in &cases {
+                let got = s
+                    .query(&atlas_core::query::Query::parse(q).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(got.names(), want.as_slice(), "{q} ({when})");
+            }
+            let stats = stats_file("runs-v2.stats.txt");
+            assert_eq!(stats.len(), 24);
+            for (name, min, max, nulls, cells) in stats {
+                let st = s
+                    .open_dataset(&name)
+                    .await
+                    .unwrap()
+                    .array_stats("TEMP")
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let f = |v: Option<atlas_core::StatValue>| match v {
+                    Some(atlas_core::StatValue::Float(x)) => x,
+                    other => panic!("{other:?}"),
+                };
+                assert!((f(st.min) - min).abs() < 1e-3, "{name} ({when})");
+                assert!((f(st.max) - max).abs() < 1e-3, "{name} ({when})");
+                assert_eq!((st.null_count, st.row_count), (nulls, cells), "{name}");
+            }
+        }
+    };
     check(Atlas::open_path(tmp.path()).await.unwrap(), "format 2").await;
+    let s = Atlas::open_path(tmp.path()).await.unwrap();
+    s.open_dataset("sst_2024_01")
+        .await
+        .unwrap()
+        .set_attribute("touched", Attr::Bool(true))
+        .unwrap();
+    s.flush().await.unwrap();
+    check(s.clone(), "a format-2 and a format-3 run").await;
+    s.compact().await.unwrap();
+    drop(s);
+    assert_eq!(run_versions(tmp.path()), [3], "compaction rewrote the run");
+    check(Atlas::open_path(tmp.path()).await.unwrap(), "format 3").await;
 }

@@ -15,6 +15,7 @@ use indexmap::IndexMap;
 use parking_lot::Mutex;
 use roaring::RoaringTreemap;
 
+use super::typed::StatBlock;
 use super::{stat_from_repr, Attr, Result, Run, StatRow};
 
 /// Statistic or attribute columns kept decoded per run (each kind).
@@ -82,12 +83,23 @@ impl AttrColumn {
         let mut first_row: Vec<usize> = Vec::new();
         {
             let mut strings: HashMap<&str, u32> = HashMap::new();
+            // Scalars by kind and bits (NaN and -0.0 distinct, as stored).
+            let mut scalars: HashMap<(u8, u64), u32> = HashMap::new();
             let mut others: HashMap<Vec<u8>, u32> = HashMap::new();
             for (i, (_, a)) in rows.iter().enumerate() {
                 let next = first_row.len() as u32;
-                let code = match a {
-                    Attr::String(s) => *strings.entry(s.as_str()).or_insert(next),
-                    other => *others
+                let scalar = match a {
+                    Attr::Bool(b) => Some((0, u64::from(*b))),
+                    Attr::Int64(x) => Some((1, *x as u64)),
+                    Attr::UInt64(x) => Some((2, *x)),
+                    Attr::Float64(f) => Some((3, f.to_bits())),
+                    Attr::Timestamp(t) => Some((4, t.0 as u64)),
+                    _ => None,
+                };
+                let code = match (a, scalar) {
+                    (Attr::String(s), _) => *strings.entry(s.as_str()).or_insert(next),
+                    (_, Some(k)) => *scalars.entry(k).or_insert(next),
+                    (other, None) => *others
                         .entry(rmp_serde::to_vec(other).expect("attributes serialize"))
                         .or_insert(next),
                 };
@@ -188,9 +200,52 @@ impl ColumnBuilder {
         maxs.push(hi);
     }
 
+    /// Appends a decoded typed block (run format 3): bulk copies, `f64`
+    /// minima and maxima kept typed while every block's are.
+    fn push_block(&mut self, b: &StatBlock) {
+        if let (Some(last), Some(first)) = (self.ids.last(), b.ids.first()) {
+            if first <= last {
+                self.unsorted = true;
+            }
+        }
+        let n = b.ids.len();
+        self.ids.extend_from_slice(&b.ids);
+        self.nulls.extend_from_slice(&b.nulls);
+        self.cells.extend_from_slice(&b.cells);
+        if self.any.is_none() {
+            let at = self.min_f.len();
+            if b.min.extend_f64(n, &mut self.min_f) {
+                if b.max.extend_f64(n, &mut self.max_f) {
+                    return;
+                }
+                self.min_f.truncate(at);
+            }
+            let back = |v: &Vec<f64>| -> AnyValues {
+                v.iter()
+                    .map(|x| Some(*x).filter(|x| !x.is_nan()).map(StatValue::Float))
+                    .collect()
+            };
+            self.any = Some((back(&self.min_f), back(&self.max_f)));
+            self.min_f = Vec::new();
+            self.max_f = Vec::new();
+        }
+        let (mins, maxs) = self.any.as_mut().expect("just set");
+        mins.extend((0..n).map(|i| b.min.get(i)));
+        maxs.extend((0..n).map(|i| b.max.get(i)));
+    }
+
     fn finish(self) -> StatColumn {
-        let present =
-            RoaringTreemap::from_sorted_iter(self.ids.iter().copied()).expect("checked sorted");
+        let present = match (self.ids.first(), self.ids.last()) {
+            // One contiguous range (the usual run): built as a range.
+            (Some(&first), Some(&last)) if last - first == self.ids.len() as u64 - 1 => {
+                let mut p = RoaringTreemap::new();
+                p.insert_range(first..=last);
+                p
+            }
+            _ => {
+                RoaringTreemap::from_sorted_iter(self.ids.iter().copied()).expect("checked sorted")
+            }
+        };
         let (min, max) = match self.any {
             None => (Values::F64(self.min_f), Values::F64(self.max_f)),
             Some((a, b)) => (Values::Any(a), Values::Any(b)),
@@ -335,13 +390,18 @@ impl Run {
     }
 
     /// The catalog column of `array`, decoded (empty when no record has it).
-    /// Rows stream from each block straight into typed vectors.
+    /// Typed blocks (format 3) are appended in bulk; older row blocks
+    /// stream row by row into the same typed vectors.
     pub(crate) fn stat_column(&self, array: &str) -> Result<Arc<StatColumn>> {
         cached(&self.catalog.stats, array, || {
             let mut b = ColumnBuilder::new(self.index.n_records as usize);
             if let Some((_, blocks)) = self.index.arrays.iter().find(|(n, _)| n == array) {
                 for (_, r) in blocks {
-                    self.read_seed(r, RowsInto(&mut b))?;
+                    if self.index.version >= 3 {
+                        b.push_block(&self.stat_block(r)?);
+                    } else {
+                        self.read_seed(r, RowsInto(&mut b))?;
+                    }
                     if b.unsorted {
                         return Err(self.corrupt(format!("column {array:?} is not sorted")));
                     }
@@ -358,15 +418,13 @@ impl Run {
             let mut rows: Vec<(u64, Attr)> = Vec::new();
             if let Some((_, blocks)) = self.index.attrs.iter().find(|(n, _)| n == key) {
                 for (_, r) in blocks {
-                    let block: Vec<(u64, Attr)> = self.read(r)?;
-                    rows.extend(block);
+                    rows.extend(self.attr_block(r)?);
                 }
             }
             if self.index.version >= 2 {
                 if let Some((_, blocks)) = self.index.lists.iter().find(|(n, _)| n == key) {
                     for (_, r) in blocks {
-                        let block: Vec<(u64, Attr)> = self.read(r)?;
-                        rows.extend(block);
+                        rows.extend(self.attr_block(r)?);
                     }
                 }
             } else if let Some(l) = self.derived()?.lists.get(key) {

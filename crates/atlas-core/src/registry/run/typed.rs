@@ -1,0 +1,690 @@
+//! The typed, fixed-width block encoding of catalog statistic columns
+//! (run format 3): one block holds `n` rows as contiguous little-endian
+//! arrays, so a reader decodes it in a few bulk passes, never row by row.
+//!
+//! ```text
+//! layout u8 (= 1) | n u32 | min kind u8 | max kind u8
+//! ids    n × u64   (strictly ascending)
+//! nulls  n × u64
+//! cells  n × u64
+//! min    section of its kind
+//! max    section of its kind
+//! ```
+//!
+//! A section is, by kind: `0` nothing (every value absent); `1` f64, `2` i64,
+//! `3` u64, `4` timestamp (i64 ns): a presence bitmap (`ceil(n / 8)` bytes,
+//! bit `i % 8` of byte `i / 8` set when row `i` has the value) then `n` × 8
+//! bytes (an absent row's slot is 0); `5` bool: the bitmap then `n` bytes (0 or
+//! 1); `6` rows: a `u32` byte length then a `MessagePack` array of `n` values,
+//! each nil or a statistic value as in record blocks (strings, or kinds mixed
+//! within the block). The block must end exactly after the max section.
+//!
+//! **Invariant:** decoding checks every length against the block's bytes
+//! before allocating; hostile bytes give an error, never a panic.
+
+use std::collections::HashMap;
+
+use array_format::{StatValue, TimestampNs};
+
+use crate::attr::Attr;
+
+#[cfg(test)]
+use super::stat_to_repr;
+use super::{stat_from_repr, StatRepr, StatRow};
+
+/// The layout byte of a typed statistic block.
+const LAYOUT_STATS: u8 = 1;
+const HEADER: usize = 1 + 4 + 1 + 1;
+
+const KIND_NONE: u8 = 0;
+const KIND_F64: u8 = 1;
+const KIND_I64: u8 = 2;
+const KIND_U64: u8 = 3;
+const KIND_TS: u8 = 4;
+const KIND_BOOL: u8 = 5;
+const KIND_ROWS: u8 = 6;
+
+/// Minima or maxima of one block, decoded.
+#[derive(Debug, PartialEq)]
+pub(super) enum Side {
+    /// Every value absent.
+    None,
+    /// Presence bitmap and floats (an absent row holds 0).
+    F64(Vec<u8>, Vec<f64>),
+    I64(Vec<u8>, Vec<i64>),
+    U64(Vec<u8>, Vec<u64>),
+    Ts(Vec<u8>, Vec<i64>),
+    Bool(Vec<u8>, Vec<bool>),
+    /// Values of any kind.
+    Rows(Vec<Option<StatValue>>),
+}
+
+fn bit(bits: &[u8], i: usize) -> bool {
+    bits[i / 8] & (1 << (i % 8)) != 0
+}
+
+impl Side {
+    /// Row `i`'s value (`None`: absent).
+    pub(super) fn get(&self, i: usize) -> Option<StatValue> {
+        match self {
+            Side::None => None,
+            Side::F64(p, v) => bit(p, i).then(|| StatValue::Float(v[i])),
+            Side::I64(p, v) => bit(p, i).then(|| StatValue::Int(v[i])),
+            Side::U64(p, v) => bit(p, i).then(|| StatValue::UInt(v[i])),
+            Side::Ts(p, v) => bit(p, i).then(|| StatValue::Timestamp(TimestampNs(v[i]))),
+            Side::Bool(p, v) => bit(p, i).then(|| StatValue::Bool(v[i])),
+            Side::Rows(v) => v[i].clone(),
+        }
+    }
+
+    /// Appends the `n` values as floats with NaN for an absent one, when
+    /// every present value is a float other than NaN; false (nothing
+    /// appended) otherwise.
+    pub(super) fn extend_f64(&self, n: usize, out: &mut Vec<f64>) -> bool {
+        match self {
+            Side::None => {
+                out.resize(out.len() + n, f64::NAN);
+                true
+            }
+            Side::F64(p, v) => {
+                if v.iter().enumerate().any(|(i, x)| x.is_nan() && bit(p, i)) {
+                    return false;
+                }
+                out.reserve(n);
+                out.extend(v.iter().enumerate().map(|(i, x)| {
+                    if p[i / 8] & (1 << (i % 8)) != 0 {
+                        *x
+                    } else {
+                        f64::NAN
+                    }
+                }));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One decoded typed statistic block.
+#[derive(Debug, PartialEq)]
+pub(super) struct StatBlock {
+    /// Strictly ascending.
+    pub ids: Vec<u64>,
+    pub nulls: Vec<u64>,
+    pub cells: Vec<u64>,
+    pub min: Side,
+    pub max: Side,
+}
+
+impl StatBlock {
+    /// Row `i` as stored in record blocks.
+    #[cfg(test)]
+    pub(super) fn row(&self, i: usize) -> StatRow {
+        StatRow(
+            self.min.get(i).as_ref().map(stat_to_repr),
+            self.max.get(i).as_ref().map(stat_to_repr),
+            self.nulls[i],
+            self.cells[i],
+        )
+    }
+}
+
+// ---- encoding ---------------------------------------------------------------
+
+fn kind_of(values: &[Option<&StatRepr>]) -> u8 {
+    let mut kind = KIND_NONE;
+    for v in values.iter().flatten() {
+        let k = match v {
+            StatRepr::F(_) => KIND_F64,
+            StatRepr::I(_) => KIND_I64,
+            StatRepr::U(_) => KIND_U64,
+            StatRepr::T(_) => KIND_TS,
+            StatRepr::B(_) => KIND_BOOL,
+            StatRepr::S(_) => return KIND_ROWS,
+        };
+        if kind == KIND_NONE {
+            kind = k;
+        } else if kind != k {
+            return KIND_ROWS;
+        }
+    }
+    kind
+}
+
+fn put_section(out: &mut Vec<u8>, kind: u8, values: &[Option<&StatRepr>]) {
+    let n = values.len();
+    if kind == KIND_NONE {
+        return;
+    }
+    if kind == KIND_ROWS {
+        let raw = rmp_serde::to_vec(values).expect("statistics serialize");
+        out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        out.extend_from_slice(&raw);
+        return;
+    }
+    let mut bits = vec![0u8; n.div_ceil(8)];
+    for (i, v) in values.iter().enumerate() {
+        if v.is_some() {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+    }
+    out.extend_from_slice(&bits);
+    for v in values {
+        match v {
+            None if kind == KIND_BOOL => out.push(0),
+            None => out.extend_from_slice(&[0; 8]),
+            Some(StatRepr::F(f)) => out.extend_from_slice(&f.to_le_bytes()),
+            Some(StatRepr::I(x) | StatRepr::T(x)) => out.extend_from_slice(&x.to_le_bytes()),
+            Some(StatRepr::U(x)) => out.extend_from_slice(&x.to_le_bytes()),
+            Some(StatRepr::B(b)) => out.push(u8::from(*b)),
+            Some(StatRepr::S(_)) => unreachable!("strings are stored as rows"),
+        }
+    }
+}
+
+/// Encodes `(id, statistics)` rows, ids strictly ascending, as one typed
+/// block (before compression).
+pub(super) fn encode_stats(rows: &[(u64, StatRow)]) -> Vec<u8> {
+    let n = rows.len();
+    let mins: Vec<Option<&StatRepr>> = rows.iter().map(|(_, r)| r.0.as_ref()).collect();
+    let maxs: Vec<Option<&StatRepr>> = rows.iter().map(|(_, r)| r.1.as_ref()).collect();
+    let (kmin, kmax) = (kind_of(&mins), kind_of(&maxs));
+    let mut out = Vec::with_capacity(HEADER + n * 42);
+    out.push(LAYOUT_STATS);
+    out.extend_from_slice(
+        &u32::try_from(n)
+            .expect("a block holds fewer than 2^32 rows")
+            .to_le_bytes(),
+    );
+    out.push(kmin);
+    out.push(kmax);
+    for (id, _) in rows {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    for (_, r) in rows {
+        out.extend_from_slice(&r.2.to_le_bytes());
+    }
+    for (_, r) in rows {
+        out.extend_from_slice(&r.3.to_le_bytes());
+    }
+    put_section(&mut out, kmin, &mins);
+    put_section(&mut out, kmax, &maxs);
+    out
+}
+
+// ---- decoding ---------------------------------------------------------------
+
+/// A cursor over a block's bytes; every read is bounds-checked.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        if n > self.0.len() {
+            return Err(format!(
+                "typed block: {what} needs {n} bytes, {} left",
+                self.0.len()
+            ));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    /// `n` little-endian 8-byte words (`n * 8` checked against the bytes left
+    /// before anything is allocated).
+    fn words<T>(
+        &mut self,
+        n: usize,
+        what: &str,
+        f: impl Fn([u8; 8]) -> T,
+    ) -> Result<Vec<T>, String> {
+        let len = n
+            .checked_mul(8)
+            .ok_or_else(|| format!("typed block: {what} too long"))?;
+        let b = self.take(len, what)?;
+        Ok(b.chunks_exact(8)
+            .map(|c| f(c.try_into().expect("8 bytes")))
+            .collect())
+    }
+}
+
+fn section(c: &mut Cursor<'_>, kind: u8, n: usize, what: &str) -> Result<Side, String> {
+    let bitmap = |c: &mut Cursor<'_>| -> Result<Vec<u8>, String> {
+        let bits = c.take(n.div_ceil(8), what)?;
+        if !n.is_multiple_of(8) && bits[n / 8] >> (n % 8) != 0 {
+            return Err(format!("typed block: {what} bitmap has bits past the rows"));
+        }
+        Ok(bits.to_vec())
+    };
+    Ok(match kind {
+        KIND_NONE => Side::None,
+        KIND_F64 => {
+            let p = bitmap(c)?;
+            Side::F64(p, c.words(n, what, f64::from_le_bytes)?)
+        }
+        KIND_I64 => {
+            let p = bitmap(c)?;
+            Side::I64(p, c.words(n, what, i64::from_le_bytes)?)
+        }
+        KIND_U64 => {
+            let p = bitmap(c)?;
+            Side::U64(p, c.words(n, what, u64::from_le_bytes)?)
+        }
+        KIND_TS => {
+            let p = bitmap(c)?;
+            Side::Ts(p, c.words(n, what, i64::from_le_bytes)?)
+        }
+        KIND_BOOL => {
+            let p = bitmap(c)?;
+            let b = c.take(n, what)?;
+            if b.iter().any(|x| *x > 1) {
+                return Err(format!("typed block: {what} has a bool other than 0 or 1"));
+            }
+            Side::Bool(p, b.iter().map(|x| *x == 1).collect())
+        }
+        KIND_ROWS => {
+            let len = c.u32(what)? as usize;
+            let raw = c.take(len, what)?;
+            let rows: Vec<Option<StatRepr>> = rmp_serde::from_slice(raw)
+                .map_err(|e| format!("typed block: {what} rows: msgpack: {e}"))?;
+            if rows.len() != n {
+                return Err(format!(
+                    "typed block: {what} holds {} rows, not {n}",
+                    rows.len()
+                ));
+            }
+            Side::Rows(rows.into_iter().map(|v| v.map(stat_from_repr)).collect())
+        }
+        k => return Err(format!("typed block: unknown {what} kind {k}")),
+    })
+}
+
+/// Decodes one typed statistic block (its bytes after decompression).
+pub(super) fn decode_stats(raw: &[u8]) -> Result<StatBlock, String> {
+    let mut c = Cursor(raw);
+    let layout = c.u8("layout")?;
+    if layout != LAYOUT_STATS {
+        return Err(format!("typed block: unknown layout {layout}"));
+    }
+    let n = c.u32("row count")? as usize;
+    let (kmin, kmax) = (c.u8("min kind")?, c.u8("max kind")?);
+    // Three 8-byte words per row at least: checked before any allocation.
+    if n.saturating_mul(24) > c.0.len() {
+        return Err(format!(
+            "typed block: {n} rows do not fit in {} bytes",
+            raw.len()
+        ));
+    }
+    let ids = c.words(n, "ids", u64::from_le_bytes)?;
+    if ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("typed block: ids are not strictly ascending".into());
+    }
+    let nulls = c.words(n, "null counts", u64::from_le_bytes)?;
+    let cells = c.words(n, "cell counts", u64::from_le_bytes)?;
+    let min = section(&mut c, kmin, n, "min")?;
+    let max = section(&mut c, kmax, n, "max")?;
+    if !c.0.is_empty() {
+        return Err(format!("typed block: {} bytes past the end", c.0.len()));
+    }
+    Ok(StatBlock {
+        ids,
+        nulls,
+        cells,
+        min,
+        max,
+    })
+}
+
+// ---- attribute columns ------------------------------------------------------
+
+/// The layout byte of a typed attribute block.
+const LAYOUT_ATTRS: u8 = 2;
+const ATTR_HEADER: usize = 1 + 4 + 1;
+/// Attribute kinds besides the statistic ones: strings, dictionary-encoded.
+const KIND_STRINGS: u8 = 7;
+
+fn attr_kind(rows: &[(u64, Attr)]) -> u8 {
+    let mut kind = KIND_NONE;
+    for (_, v) in rows {
+        let k = match v {
+            Attr::Float64(_) => KIND_F64,
+            Attr::Int64(_) => KIND_I64,
+            Attr::UInt64(_) => KIND_U64,
+            Attr::Timestamp(_) => KIND_TS,
+            Attr::Bool(_) => KIND_BOOL,
+            Attr::String(_) => KIND_STRINGS,
+            _ => return KIND_ROWS,
+        };
+        if kind == KIND_NONE {
+            kind = k;
+        } else if kind != k {
+            return KIND_ROWS;
+        }
+    }
+    if kind == KIND_NONE {
+        KIND_ROWS
+    } else {
+        kind
+    }
+}
+
+/// Encodes `(id, value)` rows, ids strictly ascending, as one typed
+/// attribute block (before compression).
+pub(super) fn encode_attrs(rows: &[(u64, Attr)]) -> Vec<u8> {
+    let n = rows.len();
+    let kind = attr_kind(rows);
+    let mut out = Vec::with_capacity(ATTR_HEADER + n * 16);
+    out.push(LAYOUT_ATTRS);
+    out.extend_from_slice(
+        &u32::try_from(n)
+            .expect("a block holds fewer than 2^32 rows")
+            .to_le_bytes(),
+    );
+    out.push(kind);
+    for (id, _) in rows {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    match kind {
+        KIND_ROWS => {
+            let values: Vec<&Attr> = rows.iter().map(|(_, v)| v).collect();
+            let raw = rmp_serde::to_vec(&values).expect("attributes serialize");
+            out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+            out.extend_from_slice(&raw);
+        }
+        KIND_STRINGS => {
+            let mut dict: HashMap<&str, u32> = HashMap::new();
+            let mut order: Vec<&str> = Vec::new();
+            let codes: Vec<u32> = rows
+                .iter()
+                .map(|(_, v)| {
+                    let Attr::String(s) = v else {
+                        unreachable!("a string block holds strings")
+                    };
+                    *dict.entry(s.as_str()).or_insert_with(|| {
+                        order.push(s.as_str());
+                        (order.len() - 1) as u32
+                    })
+                })
+                .collect();
+            out.extend_from_slice(&(order.len() as u32).to_le_bytes());
+            for s in order {
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            for c in codes {
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+        }
+        _ => {
+            for (_, v) in rows {
+                match v {
+                    Attr::Float64(f) => out.extend_from_slice(&f.to_le_bytes()),
+                    Attr::Int64(x) | Attr::Timestamp(TimestampNs(x)) => {
+                        out.extend_from_slice(&x.to_le_bytes());
+                    }
+                    Attr::UInt64(x) => out.extend_from_slice(&x.to_le_bytes()),
+                    Attr::Bool(b) => out.push(u8::from(*b)),
+                    _ => unreachable!("a typed block holds one scalar kind"),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Decodes one typed attribute block (its bytes after decompression) into
+/// its `(id, value)` rows, ids strictly ascending.
+pub(super) fn decode_attrs(raw: &[u8]) -> Result<Vec<(u64, Attr)>, String> {
+    let mut c = Cursor(raw);
+    let layout = c.u8("layout")?;
+    if layout != LAYOUT_ATTRS {
+        return Err(format!("typed block: unknown layout {layout}"));
+    }
+    let n = c.u32("row count")? as usize;
+    let kind = c.u8("kind")?;
+    // One 8-byte id per row at least: checked before any allocation.
+    if n.saturating_mul(8) > c.0.len() {
+        return Err(format!(
+            "typed block: {n} rows do not fit in {} bytes",
+            raw.len()
+        ));
+    }
+    let ids = c.words(n, "ids", u64::from_le_bytes)?;
+    if ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("typed block: ids are not strictly ascending".into());
+    }
+    let values: Vec<Attr> = match kind {
+        KIND_F64 => c.words(n, "values", |b| Attr::Float64(f64::from_le_bytes(b)))?,
+        KIND_I64 => c.words(n, "values", |b| Attr::Int64(i64::from_le_bytes(b)))?,
+        KIND_U64 => c.words(n, "values", |b| Attr::UInt64(u64::from_le_bytes(b)))?,
+        KIND_TS => c.words(n, "values", |b| {
+            Attr::Timestamp(TimestampNs(i64::from_le_bytes(b)))
+        })?,
+        KIND_BOOL => {
+            let b = c.take(n, "values")?;
+            if b.iter().any(|x| *x > 1) {
+                return Err("typed block: a bool other than 0 or 1".into());
+            }
+            b.iter().map(|x| Attr::Bool(*x == 1)).collect()
+        }
+        KIND_STRINGS => {
+            let n_dict = c.u32("dictionary size")? as usize;
+            // Four length bytes per entry at least.
+            if n_dict.saturating_mul(4) > c.0.len() {
+                return Err(format!("typed block: {n_dict} strings do not fit"));
+            }
+            let mut dict = Vec::with_capacity(n_dict);
+            for _ in 0..n_dict {
+                let len = c.u32("string length")? as usize;
+                let text = std::str::from_utf8(c.take(len, "string")?)
+                    .map_err(|e| format!("typed block: string: {e}"))?;
+                dict.push(text);
+            }
+            let codes = c.take(
+                n.checked_mul(4).ok_or("typed block: codes too long")?,
+                "codes",
+            )?;
+            let mut out = Vec::with_capacity(n);
+            for word in codes.chunks_exact(4) {
+                let code = u32::from_le_bytes(word.try_into().expect("4 bytes")) as usize;
+                let text = dict
+                    .get(code)
+                    .ok_or_else(|| format!("typed block: string code {code} of {n_dict}"))?;
+                out.push(Attr::String((*text).to_owned()));
+            }
+            out
+        }
+        KIND_ROWS => {
+            let len = c.u32("rows length")? as usize;
+            let raw = c.take(len, "rows")?;
+            let rows: Vec<Attr> = rmp_serde::from_slice(raw)
+                .map_err(|e| format!("typed block: rows: msgpack: {e}"))?;
+            if rows.len() != n {
+                return Err(format!("typed block: {} values for {n} rows", rows.len()));
+            }
+            rows
+        }
+        k => return Err(format!("typed block: unknown attribute kind {k}")),
+    };
+    if !c.0.is_empty() {
+        return Err(format!("typed block: {} bytes past the end", c.0.len()));
+    }
+    Ok(ids.into_iter().zip(values).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<(u64, StatRow)> {
+        vec![
+            (
+                3,
+                StatRow(Some(StatRepr::F(-1.5)), Some(StatRepr::F(2.0)), 1, 9),
+            ),
+            (4, StatRow(None, None, 9, 9)),
+            (
+                7,
+                StatRow(Some(StatRepr::F(f64::NAN)), Some(StatRepr::I(5)), 0, 3),
+            ),
+            (
+                9,
+                StatRow(Some(StatRepr::F(0.0)), Some(StatRepr::S("z".into())), 0, 1),
+            ),
+        ]
+    }
+
+    fn same(a: &StatRow, b: &StatRow) -> bool {
+        // Bit equality (NaN included), through the msgpack form.
+        rmp_serde::to_vec(a).unwrap() == rmp_serde::to_vec(b).unwrap()
+    }
+
+    #[test]
+    fn typed_blocks_round_trip_every_kind() {
+        let mut cases = vec![rows()];
+        for v in [
+            StatRepr::I(-4),
+            StatRepr::U(u64::MAX),
+            StatRepr::T(i64::MIN),
+            StatRepr::B(true),
+            StatRepr::F(3.25),
+        ] {
+            cases.push(
+                (0..19u64)
+                    .map(|i| {
+                        let x = (i % 3 != 1).then(|| v.clone());
+                        (i * 2, StatRow(x.clone(), x, i, 20))
+                    })
+                    .collect(),
+            );
+        }
+        cases.push(Vec::new());
+        for rows in cases {
+            let raw = encode_stats(&rows);
+            let b = decode_stats(&raw).unwrap();
+            assert_eq!(b.ids, rows.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+            for (i, (_, r)) in rows.iter().enumerate() {
+                assert!(same(&b.row(i), r), "row {i}: {:?} vs {r:?}", b.row(i));
+            }
+        }
+        let raw = encode_stats(&rows()[..2]);
+        assert_eq!(raw[5], KIND_F64, "floats and absences are f64");
+        assert_eq!(raw[6], KIND_F64);
+        let raw = encode_stats(&rows());
+        assert_eq!(raw[6], KIND_ROWS, "mixed kinds fall back to rows");
+    }
+
+    #[test]
+    fn f64_sides_extend_with_nan_for_absent_and_refuse_present_nan() {
+        let b = decode_stats(&encode_stats(&rows()[..2])).unwrap();
+        let mut out = vec![7.0];
+        assert!(b.min.extend_f64(2, &mut out));
+        assert_eq!(out[..2], [7.0, -1.5]);
+        assert!(out[2].is_nan());
+        let b = decode_stats(&encode_stats(&rows()[..3])).unwrap();
+        let mut out = Vec::new();
+        assert!(!b.min.extend_f64(3, &mut out), "a present NaN is not f64");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn hostile_typed_blocks_are_errors() {
+        let good = encode_stats(&rows());
+        assert!(decode_stats(&good).is_ok());
+        for cut in 0..good.len() {
+            assert!(decode_stats(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert!(decode_stats(&long).is_err(), "trailing bytes");
+        for at in 0..good.len() {
+            for x in [0x01, 0x80, 0xff] {
+                let mut b = good.clone();
+                b[at] ^= x;
+                let _ = decode_stats(&b);
+            }
+        }
+        // A huge row count is refused before allocating.
+        let mut b = good.clone();
+        b[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_stats(&b).unwrap_err().contains("do not fit"));
+        // Unsorted ids.
+        let mut b = good.clone();
+        b[HEADER..HEADER + 8].copy_from_slice(&100u64.to_le_bytes());
+        assert!(decode_stats(&b).unwrap_err().contains("ascending"));
+    }
+
+    #[test]
+    fn typed_attribute_blocks_round_trip_and_refuse_hostile_bytes() {
+        let kinds: Vec<Vec<Attr>> = vec![
+            vec![
+                Attr::Float64(1.5),
+                Attr::Float64(f64::NAN),
+                Attr::Float64(-0.0),
+            ],
+            vec![Attr::Int64(-3), Attr::Int64(i64::MAX)],
+            vec![Attr::UInt64(u64::MAX), Attr::UInt64(0)],
+            vec![
+                Attr::Timestamp(TimestampNs(-5)),
+                Attr::Timestamp(TimestampNs(9)),
+            ],
+            vec![Attr::Bool(true), Attr::Bool(false)],
+            vec![
+                Attr::from("R"),
+                Attr::from("D"),
+                Attr::from("R"),
+                Attr::from(""),
+            ],
+            vec![
+                Attr::from("R"),
+                Attr::Int64(1),
+                Attr::Float64List(vec![1.0]),
+            ],
+            vec![],
+        ];
+        let want = [
+            KIND_F64,
+            KIND_I64,
+            KIND_U64,
+            KIND_TS,
+            KIND_BOOL,
+            KIND_STRINGS,
+            KIND_ROWS,
+            KIND_ROWS,
+        ];
+        for (values, kind) in kinds.into_iter().zip(want) {
+            let rows: Vec<(u64, Attr)> = values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i as u64 * 5 + 1, v))
+                .collect();
+            let raw = encode_attrs(&rows);
+            assert_eq!(raw[5], kind, "{rows:?}");
+            let back = decode_attrs(&raw).unwrap();
+            let enc = |r: &[(u64, Attr)]| rmp_serde::to_vec(r).unwrap();
+            assert_eq!(enc(&back), enc(&rows), "bit-exact, NaN included");
+            for cut in 0..raw.len() {
+                assert!(decode_attrs(&raw[..cut]).is_err(), "cut at {cut}");
+            }
+            for at in 0..raw.len() {
+                let mut b = raw.clone();
+                b[at] ^= 0xa5;
+                let _ = decode_attrs(&b);
+            }
+        }
+        // A dictionary code past the dictionary.
+        let mut raw = encode_attrs(&[(1, Attr::from("a"))]);
+        let end = raw.len();
+        raw[end - 4..].copy_from_slice(&1u32.to_le_bytes());
+        assert!(decode_attrs(&raw).unwrap_err().contains("code 1 of 1"));
+    }
+}
