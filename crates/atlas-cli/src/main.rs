@@ -316,11 +316,19 @@ fn blocking_threads() -> usize {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(blocking_threads())
         .enable_all()
         .build()
-        .expect("tokio runtime");
+    {
+        Ok(r) => r,
+        // Out of descriptors or threads before any work: nothing was
+        // checked or changed (exit 2, as for any other resource failure).
+        Err(e) => {
+            eprintln!("error: cannot start ({e}): nothing was checked or changed");
+            return ExitCode::from(2);
+        }
+    };
     let quiet = cli.quiet;
     if cli.at.is_some()
         && matches!(
