@@ -1043,12 +1043,12 @@ async fn manifest_future_version() {
     let fx = Fixture::build(MetaFormat::Json).await;
     let m = fx.manifest();
     let mut v = fx.manifest_json();
-    v["version"] = 5.into();
+    v["version"] = 99.into();
     open_case(
         &fx,
         &m,
         Some(serde_json::to_vec(&v).unwrap()),
-        OpenErr::Version(5),
+        OpenErr::Version(99),
     )
     .await;
 }
