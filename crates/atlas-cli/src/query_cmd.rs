@@ -120,6 +120,10 @@ pub async fn query(store: &Path, expr: &str, opts: Options) -> Result<ExitCode> 
         }
     }
     out.flush()?;
+    // The process ends right after this read-only command: freeing the
+    // handle's decoded catalog columns and caches (an eighth of a cold
+    // `atlas query` at 1,000,000 datasets, profiled) is left to the OS.
+    std::mem::forget(atlas);
     Ok(ExitCode::SUCCESS)
 }
 
