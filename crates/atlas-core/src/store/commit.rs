@@ -124,13 +124,7 @@ fn write_retired(
     name: &str,
     m: &Manifest,
 ) -> std::result::Result<(), array_format::Error> {
-    let dir = root.join(HISTORY_DIR);
-    if !storage.is_object_store() && !storage.exists(&dir)? {
-        storage.create_dir_all(&dir)?;
-        // The directory's entry must be durable before the manifest that
-        // names a file in it.
-        storage.sync_dir(root)?;
-    }
+    let dir = super::history::history_dir(storage, root)?;
     let bytes = encode_retired(m.generation, &m.retired);
     storage.write_new_synced(&dir.join(name), &bytes)?;
     if !storage.is_object_store() {
@@ -164,25 +158,31 @@ pub(crate) fn load_retired(storage: &dyn Storage, root: &Path, m: &mut Manifest)
     Ok(())
 }
 
+/// Reads the current manifest (its retired list not loaded when it is in a
+/// side file) and its storage version.
+pub(crate) fn read_manifest(storage: &dyn Storage, root: &Path) -> Result<(Manifest, Version)> {
+    let path = root.join(REGISTRY_FILE);
+    let (bytes, v) = match storage.read_versioned(&path) {
+        Ok(x) => x,
+        Err(e) if e.is_not_found() => {
+            return Err(Error::StoreNotFound {
+                path: root.to_owned(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((Manifest::decode(&bytes, &path)?, v))
+}
+
 /// Reads the current manifest with its whole retired list (for a commit or
 /// a sweep), retrying when a commit replaced it between the two reads.
 pub(crate) fn read_manifest_full(
     storage: &dyn Storage,
     root: &Path,
 ) -> Result<(Manifest, Version)> {
-    let path = root.join(REGISTRY_FILE);
     let mut tries = 0;
     loop {
-        let (bytes, v) = match storage.read_versioned(&path) {
-            Ok(x) => x,
-            Err(e) if e.is_not_found() => {
-                return Err(Error::StoreNotFound {
-                    path: root.to_owned(),
-                })
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let mut m = Manifest::decode(&bytes, &path)?;
+        let (mut m, v) = read_manifest(storage, root)?;
         match load_retired(storage, root, &mut m) {
             Ok(()) => return Ok((m, v)),
             Err(Error::StaleHandle { .. }) if tries < 3 => tries += 1,

@@ -66,6 +66,20 @@ impl HistoryState {
     }
 }
 
+/// `atlas.history/`, made (with its entry durable: the manifest about to be
+/// written relies on a file in it) if it is missing on a filesystem.
+pub(crate) fn history_dir(
+    storage: &dyn Storage,
+    root: &Path,
+) -> std::result::Result<PathBuf, array_format::Error> {
+    let dir = root.join(HISTORY_DIR);
+    if !storage.is_object_store() && !storage.exists(&dir)? {
+        storage.create_dir_all(&dir)?;
+        storage.sync_dir(root)?;
+    }
+    Ok(dir)
+}
+
 /// The path of generation `g`'s history copy.
 pub(crate) fn copy_path(root: &Path, g: u64) -> PathBuf {
     root.join(HISTORY_DIR).join(format!("{g}.json"))
@@ -330,13 +344,7 @@ impl Step {
         let Some((g, bytes)) = &self.copy else {
             return Ok(());
         };
-        let dir = root.join(HISTORY_DIR);
-        if !storage.is_object_store() && !storage.exists(&dir)? {
-            storage.create_dir_all(&dir)?;
-            // The directory's entry must be durable before the manifest that
-            // relies on a file in it.
-            storage.sync_dir(root)?;
-        }
+        let dir = history_dir(storage, root)?;
         let path = copy_path(root, *g);
         match storage.write_new_synced(&path, bytes) {
             Ok(()) => {}

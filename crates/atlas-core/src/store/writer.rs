@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use array_format::Storage;
 
-use super::{commit, Inner, LOCK_FILE, REGISTRY_FILE};
+use super::{commit, Inner, LOCK_FILE};
 use crate::error::{Error, Result};
-use crate::registry::Manifest;
 
 impl Inner {
     /// True when this handle holds the writer lock.
@@ -63,20 +62,9 @@ impl Inner {
             return Ok(());
         }
         let guard = acquire_writer_lock(self.storage.as_ref(), &self.root)?;
-        let reg_path = self.root.join(REGISTRY_FILE);
-        let (bytes, version) = self.storage.read_versioned(&reg_path)?;
-        let mut on_disk = Manifest::decode(&bytes, &reg_path)?;
-        {
-            let committed = self.committed.lock();
-            if on_disk.generation != committed.generation {
-                return Err(Error::StaleHandle {
-                    path: self.root.clone(),
-                });
-            }
-        }
-        // The retired list (possibly in a side file): a writer's commits and
-        // sweeps need all of it; a side file gone means a newer commit.
-        commit::load_retired(self.storage.as_ref(), &self.root, &mut on_disk)?;
+        // With the whole retired list (possibly in a side file): a writer's
+        // commits and sweeps need all of it.
+        let (on_disk, version) = commit::read_manifest_full(self.storage.as_ref(), &self.root)?;
         {
             let mut committed = self.committed.lock();
             if on_disk.generation != committed.generation {

@@ -119,25 +119,8 @@ async fn registry_v2_store_opens_and_upgrades_at_the_next_commit() {
 async fn runs_v1_store_answers_queries_before_and_after_rewriting_its_runs() {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&golden("runs-v1"), tmp.path());
-    // The format versions of the runs the manifest names.
-    let run_version = |dir: &Path| -> Vec<u32> {
-        let manifest: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("atlas.json")).unwrap())
-                .unwrap();
-        let mut v: Vec<u32> = manifest["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let b = std::fs::read(dir.join("atlas.meta").join(r.as_str().unwrap())).unwrap();
-                u32::from_le_bytes(b[8..12].try_into().unwrap())
-            })
-            .collect();
-        v.sort_unstable();
-        v
-    };
     assert_eq!(
-        run_version(tmp.path()),
+        run_versions(tmp.path()),
         [1],
         "the golden store has one run of format 1"
     );
@@ -186,7 +169,7 @@ async fn runs_v1_store_answers_queries_before_and_after_rewriting_its_runs() {
     check(s.clone(), "a format-1 and a format-3 run").await;
     s.compact().await.unwrap();
     drop(s);
-    assert_eq!(run_version(tmp.path()), [3], "compaction rewrote the runs");
+    assert_eq!(run_versions(tmp.path()), [3], "compaction rewrote the runs");
     check(Atlas::open_path(tmp.path()).await.unwrap(), "format 3").await;
 }
 

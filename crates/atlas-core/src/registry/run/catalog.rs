@@ -186,18 +186,24 @@ impl ColumnBuilder {
                 self.max_f.push(b);
                 return;
             }
-            let back = |v: &Vec<f64>| -> AnyValues {
-                v.iter()
-                    .map(|x| Some(*x).filter(|x| !x.is_nan()).map(StatValue::Float))
-                    .collect()
-            };
-            self.any = Some((back(&self.min_f), back(&self.max_f)));
-            self.min_f = Vec::new();
-            self.max_f = Vec::new();
+            self.untype();
         }
         let (mins, maxs) = self.any.as_mut().expect("just set");
         mins.push(lo);
         maxs.push(hi);
+    }
+
+    /// Leaves the typed `f64` form: the minima and maxima so far as values
+    /// (NaN: absent), for a column whose later rows are not all `f64`.
+    fn untype(&mut self) {
+        let back = |v: &[f64]| -> AnyValues {
+            v.iter()
+                .map(|x| Some(*x).filter(|x| !x.is_nan()).map(StatValue::Float))
+                .collect()
+        };
+        self.any = Some((back(&self.min_f), back(&self.max_f)));
+        self.min_f = Vec::new();
+        self.max_f = Vec::new();
     }
 
     /// Appends a decoded typed block (run format 3): bulk copies, `f64`
@@ -220,14 +226,7 @@ impl ColumnBuilder {
                 }
                 self.min_f.truncate(at);
             }
-            let back = |v: &Vec<f64>| -> AnyValues {
-                v.iter()
-                    .map(|x| Some(*x).filter(|x| !x.is_nan()).map(StatValue::Float))
-                    .collect()
-            };
-            self.any = Some((back(&self.min_f), back(&self.max_f)));
-            self.min_f = Vec::new();
-            self.max_f = Vec::new();
+            self.untype();
         }
         let (mins, maxs) = self.any.as_mut().expect("just set");
         mins.extend((0..n).map(|i| b.min.get(i)));

@@ -20,10 +20,10 @@ use crate::config::OpenOptions;
 use crate::error::{Error, Result};
 use crate::registry::{now_ms, tag_name_problem, Manifest, Policy, Record, Retired, TagEntry};
 use crate::store::commit::{
-    delete_expired, read_manifest_full, sweep_orphans, write_manifest, CommitError,
+    delete_expired, read_manifest, read_manifest_full, sweep_orphans, write_manifest, CommitError,
 };
 use crate::store::open::load_registry;
-use crate::store::{Atlas, Inner, REGISTRY_FILE};
+use crate::store::{Atlas, Inner};
 
 fn to_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
@@ -134,25 +134,10 @@ pub(crate) fn resolve(storage: &dyn Storage, root: &Path, cur: &Manifest, at: &A
     }
 }
 
-/// Reads the current manifest and its storage version.
-fn read_current(storage: &dyn Storage, root: &Path) -> Result<(Manifest, array_format::Version)> {
-    let path = root.join(REGISTRY_FILE);
-    let (bytes, v) = match storage.read_versioned(&path) {
-        Ok(x) => x,
-        Err(e) if e.is_not_found() => {
-            return Err(Error::StoreNotFound {
-                path: root.to_owned(),
-            })
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok((Manifest::decode(&bytes, &path)?, v))
-}
-
 /// After a read of generation `g` found a file missing: the typed error if
 /// a newer commit no longer retains `g` (it expired meanwhile), else `err`.
 fn expired_or(storage: &dyn Storage, root: &Path, g: u64, err: Error) -> Error {
-    match read_current(storage, root) {
+    match read_manifest(storage, root) {
         Ok((cur, _)) if !retained(&cur, g) => Error::GenerationExpired {
             path: root.to_owned(),
             generation: g,
@@ -214,7 +199,7 @@ impl Atlas {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let storage = inner.storage.as_ref();
-            let (cur, _) = read_current(storage, &inner.root)?;
+            let (cur, _) = read_manifest(storage, &inner.root)?;
             let mut out = Vec::new();
             for g in retained_generations(&cur, limit) {
                 match manifest_of(storage, &inner.root, &cur, g) {
@@ -430,7 +415,7 @@ impl Atlas {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let storage = inner.storage.as_ref();
-            let (cur, _) = read_current(storage, &inner.root)?;
+            let (cur, _) = read_manifest(storage, &inner.root)?;
             let state = |at: &At| -> Result<(Manifest, IndexMap<String, Record>)> {
                 let g = resolve(storage, &inner.root, &cur, at)?;
                 let m = manifest_of(storage, &inner.root, &cur, g)
@@ -508,7 +493,7 @@ fn open_at_sync(
     options: OpenOptions,
 ) -> Result<Atlas> {
     let s = storage.as_ref();
-    let (cur, _) = read_current(s, root)?;
+    let (cur, _) = read_manifest(s, root)?;
     let g = resolve(s, root, &cur, at)?;
     let m = manifest_of(s, root, &cur, g).map_err(|e| expired_or(s, root, g, e))?;
     let loaded = load_registry(s, root, &m).map_err(|e| expired_or(s, root, g, e))?;
