@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use atlas::query::{Query, QueryResult};
+use atlas::query::{Query, QueryIds, QueryResult};
 use atlas::{Atlas, DType};
 use serde_json::{json, Value};
 
@@ -41,17 +41,31 @@ fn report(expr: &str, e: &atlas::Error) {
     }
 }
 
-/// Parses and runs a query; `Err(code)` after reporting a bad query (exit 2:
-/// bad usage, like any other invalid argument).
+/// Parses and runs a query, naming the matches; `Err(code)` after reporting
+/// a bad query (exit 2: bad usage, like any other invalid argument).
 pub async fn matches(atlas: &Atlas, expr: &str) -> Result<Result<QueryResult, ExitCode>> {
-    let q = match Query::parse(expr) {
-        Ok(q) => q,
-        Err(e) => {
-            report(expr, &e.into());
-            return Ok(Err(ExitCode::from(2)));
-        }
+    let Some(q) = parse(expr) else {
+        return Ok(Err(ExitCode::from(2)));
     };
-    match atlas.query(&q).await {
+    checked(expr, atlas.query(&q).await)
+}
+
+/// Like [`matches`], ids only (a count needs no names).
+async fn matching_ids(atlas: &Atlas, expr: &str) -> Result<Result<QueryIds, ExitCode>> {
+    let Some(q) = parse(expr) else {
+        return Ok(Err(ExitCode::from(2)));
+    };
+    checked(expr, atlas.query_ids(&q).await)
+}
+
+/// The query, or `None` after reporting the parse error.
+fn parse(expr: &str) -> Option<Query> {
+    Query::parse(expr).map_err(|e| report(expr, &e.into())).ok()
+}
+
+/// A bad query is reported and exit 2; other errors propagate.
+fn checked<T>(expr: &str, r: atlas::Result<T>) -> Result<Result<T, ExitCode>> {
+    match r {
         Ok(r) => Ok(Ok(r)),
         Err(e) if e.kind() == atlas::ErrorKind::InvalidInput => {
             report(expr, &e);
@@ -63,54 +77,66 @@ pub async fn matches(atlas: &Atlas, expr: &str) -> Result<Result<QueryResult, Ex
 
 pub async fn query(store: &Path, expr: &str, opts: Options) -> Result<ExitCode> {
     let atlas = show::open(store).await?;
+    if opts.count {
+        let r = match matching_ids(&atlas, expr).await? {
+            Ok(r) => r,
+            Err(code) => return Ok(code),
+        };
+        let mut out = BufWriter::new(output::stdout());
+        if opts.json {
+            let mut v = json!({ "query": r.explain().query, "count": r.len() });
+            if opts.explain {
+                v["explain"] = serde_json::to_value(r.explain())?;
+            }
+            serde_json::to_writer_pretty(&mut out, &v)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{}", r.len())?;
+            if opts.explain {
+                write!(out, "{}", r.explain())?;
+            }
+        }
+        out.flush()?;
+        // As below: the process ends; the OS frees the handle.
+        std::mem::forget(atlas);
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = match matches(&atlas, expr).await? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    let reads = if opts.count {
-        Reads::new()
-    } else {
-        read_matches(&atlas, r.names(), &opts.read).await?
-    };
+    let reads = read_matches(&atlas, r.names(), &opts.read).await?;
     let mut out = BufWriter::new(output::stdout());
     if opts.json {
         let mut v = json!({ "query": r.explain().query, "count": r.len() });
-        if !opts.count {
-            v["datasets"] = if opts.read.is_empty() {
-                json!(r.names())
-            } else {
-                Value::Array(
-                    r.names()
-                        .iter()
-                        .map(|n| {
-                            let arrays: serde_json::Map<String, Value> = reads
-                                .get(n.as_str())
-                                .map(|m| {
-                                    m.iter().map(|(a, (j, _))| (a.clone(), j.clone())).collect()
-                                })
-                                .unwrap_or_default();
-                            json!({ "name": n, "arrays": arrays })
-                        })
-                        .collect(),
-                )
-            };
-        }
+        v["datasets"] = if opts.read.is_empty() {
+            json!(r.names())
+        } else {
+            Value::Array(
+                r.names()
+                    .iter()
+                    .map(|n| {
+                        let arrays: serde_json::Map<String, Value> = reads
+                            .get(n.as_str())
+                            .map(|m| m.iter().map(|(a, (j, _))| (a.clone(), j.clone())).collect())
+                            .unwrap_or_default();
+                        json!({ "name": n, "arrays": arrays })
+                    })
+                    .collect(),
+            )
+        };
         if opts.explain {
             v["explain"] = serde_json::to_value(r.explain())?;
         }
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
-        if opts.count {
-            writeln!(out, "{}", r.len())?;
-        } else {
-            for n in r.names() {
-                match reads.get(n.as_str()) {
-                    None => writeln!(out, "{n}")?,
-                    Some(arrays) => {
-                        for (a, (_, text)) in arrays {
-                            writeln!(out, "{n} {a} {text}")?;
-                        }
+        for n in r.names() {
+            match reads.get(n.as_str()) {
+                None => writeln!(out, "{n}")?,
+                Some(arrays) => {
+                    for (a, (_, text)) in arrays {
+                        writeln!(out, "{n} {a} {text}")?;
                     }
                 }
             }

@@ -42,7 +42,7 @@ use std::str::FromStr;
 pub use ast::{CmpOp, Literal, Quantifier, Stat};
 pub use builder::{all, any, attr, col, has, Cells, Column, Operand};
 pub use error::Error;
-pub use result::{Explain, QueryResult, TermExplain};
+pub use result::{Explain, QueryIds, QueryResult, TermExplain};
 pub use time::Calendar;
 
 /// Deepest nesting of parentheses and `not`.
@@ -152,18 +152,25 @@ impl fmt::Display for Query {
     }
 }
 
-/// Runs a query against a source of statistics (the store's, today).
+/// Runs a query against a source of statistics (the store's, today); with
+/// `named`, also resolves the matches' names (the result's `names` is empty
+/// otherwise).
 pub(crate) fn run(
     query: &Query,
     stats: &dyn source::StatsSource,
     chunks: &dyn source::ChunkSource,
     generation: u64,
+    named: bool,
 ) -> crate::Result<QueryResult> {
     let started = std::time::Instant::now();
     query.check_limits()?;
     let bound = bind::bind(&query.expr, stats)?;
     let outcome = eval::evaluate(&bound, stats, chunks)?;
-    let names = stats.names(&outcome.matches)?;
+    let names = if named {
+        stats.names(&outcome.matches)?
+    } else {
+        Vec::new()
+    };
     let explain = Explain {
         query: query.to_string(),
         generation,

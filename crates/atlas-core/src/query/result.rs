@@ -129,3 +129,49 @@ impl QueryResult {
         &self.explain
     }
 }
+
+/// The datasets a query matched, by id only: what
+/// [`crate::Atlas::query_ids`] returns when the names are not needed (a
+/// count, a set operation with another query's ids). Skips resolving names,
+/// which reads the registry's id blocks of every run holding a match.
+#[derive(Clone, Debug)]
+pub struct QueryIds {
+    pub(crate) ids: RoaringTreemap,
+    pub(crate) explain: Explain,
+}
+
+impl QueryIds {
+    /// Number of matches.
+    pub fn len(&self) -> u64 {
+        self.ids.len()
+    }
+
+    /// True when nothing matched.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The matches' dataset ids, ascending in insertion order.
+    pub fn ids(&self) -> &RoaringTreemap {
+        &self.ids
+    }
+
+    /// Consumes the result, returning the ids.
+    pub fn into_ids(self) -> RoaringTreemap {
+        self.ids
+    }
+
+    /// How the query was answered.
+    pub fn explain(&self) -> &Explain {
+        &self.explain
+    }
+}
+
+impl From<QueryResult> for QueryIds {
+    fn from(r: QueryResult) -> QueryIds {
+        QueryIds {
+            ids: r.ids,
+            explain: r.explain,
+        }
+    }
+}

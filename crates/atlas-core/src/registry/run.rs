@@ -12,7 +12,9 @@
 //! - the **catalog**: per array name, `(id, statistics)` rows sorted by id; per
 //!   scalar dataset attribute, `(id, value)` rows; each column in its own
 //!   blocks, since version 3 in the typed layouts of `run/typed.rs` (id, count
-//!   and value arrays, decoded in bulk) rather than `MessagePack` rows;
+//!   and value arrays, decoded in bulk) rather than `MessagePack` rows, and
+//!   since version 4 with statistic blocks packed (consecutive ids and
+//!   repeated counts in no bytes per row, `f32`-exact floats in four);
 //! - `id_set` (the ids the run has a record for) and `killed` (committed ids
 //!   this run's commit made dead: deleted, or re-created under a new id), as
 //!   serialized roaring bitmaps;
@@ -62,8 +64,8 @@ use super::{
 pub const RUN_MAGIC: [u8; 8] = *b"ATLASRUN";
 /// Magic at the end of a run file's trailer.
 pub const RUN_END_MAGIC: [u8; 8] = *b"ATLASRND";
-/// The run format version this build writes (it reads 1 to 3).
-pub const RUN_VERSION: u32 = 3;
+/// The run format version this build writes (it reads 1 to 4).
+pub const RUN_VERSION: u32 = 4;
 /// The oldest run format version this build reads.
 const OLDEST_RUN_VERSION: u32 = 1;
 const HEADER_LEN: u64 = 16;
@@ -1669,7 +1671,7 @@ mod tests {
         }
         w.finish().unwrap();
         let run = Run::open(&storage, path, RunId::fresh()).unwrap();
-        assert_eq!(run.index.version, 3);
+        assert_eq!(run.index.version, RUN_VERSION);
         assert!(run.index.arrays[0].1.len() > 2, "several catalog blocks");
         let rows = run.array_rows("TEMP").unwrap();
         assert_eq!(rows.len(), n as usize);

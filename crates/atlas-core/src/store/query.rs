@@ -29,7 +29,7 @@ use super::{Atlas, Inner};
 use crate::attr::Attr;
 use crate::error::{Error, Result};
 use crate::query::source::{ArrayGroup, AttrHits, Ids, RowHits, RowTest, StatsSource};
-use crate::query::{Query, QueryResult};
+use crate::query::{Query, QueryIds, QueryResult};
 use crate::registry::{Record, RunSet};
 
 impl Atlas {
@@ -42,6 +42,18 @@ impl Atlas {
     /// since the last commit or left undecided by statistics). Read the
     /// matches with [`Atlas::read_array_across`]`(array, result.names(), …)`.
     pub async fn query(&self, query: &Query) -> Result<QueryResult> {
+        self.run_query(query, true).await
+    }
+
+    /// Like [`Atlas::query`], without resolving the matches' names: the ids
+    /// (stable, see [`Atlas::dataset_id`]), their count and the explain. What
+    /// a count needs; naming the matches reads the registry's id blocks of
+    /// every run that holds one.
+    pub async fn query_ids(&self, query: &Query) -> Result<QueryIds> {
+        self.run_query(query, false).await.map(QueryIds::from)
+    }
+
+    async fn run_query(&self, query: &Query, named: bool) -> Result<QueryResult> {
         let referenced = query.expr.names();
         let mut files = HashMap::new();
         let mut sorted: Vec<&String> = referenced.iter().collect();
@@ -57,7 +69,7 @@ impl Atlas {
         let query = query.clone();
         tokio::task::spawn_blocking(move || {
             let source = CatalogSource::take(&inner, &referenced, files)?;
-            crate::query::run(&query, &source, &source, generation)
+            crate::query::run(&query, &source, &source, generation, named)
         })
         .await
         .expect("query task panicked")

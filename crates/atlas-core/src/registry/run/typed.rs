@@ -1,6 +1,8 @@
-//! The typed, fixed-width block encoding of catalog statistic columns
-//! (run format 3): one block holds `n` rows as contiguous little-endian
-//! arrays, so a reader decodes it in a few bulk passes, never row by row.
+//! The typed block encodings of catalog columns: statistic blocks (run
+//! format 3: layout 1, fixed-width; run format 4: layout 3, packed) and
+//! attribute blocks (layout 2). One block holds `n` rows as contiguous
+//! little-endian arrays, so a reader decodes it in a few bulk passes, never
+//! row by row.
 //!
 //! ```text
 //! layout u8 (= 1) | n u32 | min kind u8 | max kind u8
@@ -11,16 +13,29 @@
 //! max    section of its kind
 //! ```
 //!
+//! Layout 3 (what this build writes) stores `ids`, `nulls` and `cells` as
+//! integer sections instead: `mode u8 | base u64`, then by mode `0` every row
+//! is `base`, `1` row `i` is `base + i`, `2`–`5` row `i` is `base` plus an
+//! unsigned offset of 1, 2, 4 or 8 bytes (`n` offsets follow). A run's ids
+//! are usually consecutive and most arrays' null and cell counts repeat, so
+//! those three columns, 24 of a row's 40 bytes in layout 1, usually cost
+//! nothing; and a side whose every present value is an `f64` that an `f32`
+//! holds exactly (statistics of `f32` arrays) is stored as kind `8`: the
+//! bitmap then `n` × 4 bytes.
+//!
 //! A section is, by kind: `0` nothing (every value absent); `1` f64, `2` i64,
 //! `3` u64, `4` timestamp (i64 ns): a presence bitmap (`ceil(n / 8)` bytes,
 //! bit `i % 8` of byte `i / 8` set when row `i` has the value) then `n` × 8
 //! bytes (an absent row's slot is 0); `5` bool: the bitmap then `n` bytes (0 or
 //! 1); `6` rows: a `u32` byte length then a `MessagePack` array of `n` values,
 //! each nil or a statistic value as in record blocks (strings, or kinds mixed
-//! within the block). The block must end exactly after the max section.
+//! within the block); `8` (layout 3 only) f32-exact floats. The block must
+//! end exactly after the max section.
 //!
 //! **Invariant:** decoding checks every length against the block's bytes
-//! before allocating; hostile bytes give an error, never a panic.
+//! before allocating, and a layout-3 block holds at most [`MAX_PACKED_ROWS`]
+//! rows (its integer sections can describe rows in no bytes); hostile bytes
+//! give an error, never a panic.
 
 use std::collections::HashMap;
 
@@ -32,9 +47,15 @@ use crate::attr::Attr;
 use super::stat_to_repr;
 use super::{stat_from_repr, StatRepr, StatRow};
 
-/// The layout byte of a typed statistic block.
+/// The layout byte of a fixed-width typed statistic block (run format 3).
 const LAYOUT_STATS: u8 = 1;
+/// The layout byte of a packed typed statistic block (run format 4).
+const LAYOUT_STATS_PACKED: u8 = 3;
 const HEADER: usize = 1 + 4 + 1 + 1;
+/// Most rows a packed statistic block may hold. Writers close blocks at
+/// about 128 KiB of estimated rows (about 3,300 rows); the bound keeps a
+/// hostile row count from allocating more than a few tens of MiB.
+pub(super) const MAX_PACKED_ROWS: usize = 1 << 20;
 
 const KIND_NONE: u8 = 0;
 const KIND_F64: u8 = 1;
@@ -43,6 +64,14 @@ const KIND_U64: u8 = 3;
 const KIND_TS: u8 = 4;
 const KIND_BOOL: u8 = 5;
 const KIND_ROWS: u8 = 6;
+/// Floats stored as `f32` (packed layout only).
+const KIND_F32: u8 = 8;
+
+/// Integer section modes (packed layout).
+const INT_CONST: u8 = 0;
+const INT_STEP: u8 = 1;
+/// Offsets of 1, 2, 4 and 8 bytes: modes 2 to 5.
+const INT_OFFSETS: u8 = 2;
 
 /// Minima or maxima of one block, decoded.
 #[derive(Debug, PartialEq)]
@@ -182,20 +211,119 @@ fn put_section(out: &mut Vec<u8>, kind: u8, values: &[Option<&StatRepr>]) {
     }
 }
 
-/// Encodes `(id, statistics)` rows, ids strictly ascending, as one typed
-/// block (before compression).
+/// An `f64` side whose every present value an `f32` holds exactly (bit for
+/// bit, so NaN payloads and -0.0 survive) is stored as `f32`s.
+fn narrow(kind: u8, values: &[Option<&StatRepr>]) -> u8 {
+    let exact = |v: &Option<&StatRepr>| match v {
+        Some(StatRepr::F(f)) => f64::from(*f as f32).to_bits() == f.to_bits(),
+        _ => true,
+    };
+    if kind == KIND_F64 && values.iter().all(exact) {
+        KIND_F32
+    } else {
+        kind
+    }
+}
+
+fn put_f32_section(out: &mut Vec<u8>, values: &[Option<&StatRepr>]) {
+    let mut bits = vec![0u8; values.len().div_ceil(8)];
+    for (i, v) in values.iter().enumerate() {
+        if v.is_some() {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+    }
+    out.extend_from_slice(&bits);
+    for v in values {
+        let x = match v {
+            Some(StatRepr::F(f)) => *f as f32,
+            _ => 0.0,
+        };
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// An integer column in the narrowest packed form.
+fn put_ints(out: &mut Vec<u8>, values: impl Iterator<Item = u64> + Clone) {
+    let (mut lo, mut hi, mut n) = (u64::MAX, 0u64, 0u64);
+    let mut first = None;
+    let mut step = true;
+    for (i, v) in values.clone().enumerate() {
+        lo = lo.min(v);
+        hi = hi.max(v);
+        let f = *first.get_or_insert(v);
+        step &= f.checked_add(i as u64) == Some(v);
+        n += 1;
+    }
+    if n == 0 || lo == hi {
+        out.push(INT_CONST);
+        out.extend_from_slice(&(if n == 0 { 0 } else { lo }).to_le_bytes());
+        return;
+    }
+    if step {
+        out.push(INT_STEP);
+        out.extend_from_slice(&first.expect("n > 0").to_le_bytes());
+        return;
+    }
+    let span = hi - lo;
+    let (mode, width) = if span <= u64::from(u8::MAX) {
+        (INT_OFFSETS, 1)
+    } else if span <= u64::from(u16::MAX) {
+        (INT_OFFSETS + 1, 2)
+    } else if span <= u64::from(u32::MAX) {
+        (INT_OFFSETS + 2, 4)
+    } else {
+        (INT_OFFSETS + 3, 8)
+    };
+    out.push(mode);
+    out.extend_from_slice(&lo.to_le_bytes());
+    for v in values {
+        out.extend_from_slice(&(v - lo).to_le_bytes()[..width]);
+    }
+}
+
+/// Encodes `(id, statistics)` rows, ids strictly ascending, as one packed
+/// typed block (before compression).
 pub(super) fn encode_stats(rows: &[(u64, StatRow)]) -> Vec<u8> {
+    let n = rows.len();
+    let mins: Vec<Option<&StatRepr>> = rows.iter().map(|(_, r)| r.0.as_ref()).collect();
+    let maxs: Vec<Option<&StatRepr>> = rows.iter().map(|(_, r)| r.1.as_ref()).collect();
+    let kmin = narrow(kind_of(&mins), &mins);
+    let kmax = narrow(kind_of(&maxs), &maxs);
+    let mut out = Vec::with_capacity(HEADER + 3 * 9 + n * 18);
+    out.push(LAYOUT_STATS_PACKED);
+    out.extend_from_slice(
+        &u32::try_from(n)
+            .ok()
+            .filter(|n| *n as usize <= MAX_PACKED_ROWS)
+            .expect("writers close blocks long before MAX_PACKED_ROWS rows")
+            .to_le_bytes(),
+    );
+    out.push(kmin);
+    out.push(kmax);
+    put_ints(&mut out, rows.iter().map(|(id, _)| *id));
+    put_ints(&mut out, rows.iter().map(|(_, r)| r.2));
+    put_ints(&mut out, rows.iter().map(|(_, r)| r.3));
+    for (kind, values) in [(kmin, &mins), (kmax, &maxs)] {
+        if kind == KIND_F32 {
+            put_f32_section(&mut out, values);
+        } else {
+            put_section(&mut out, kind, values);
+        }
+    }
+    out
+}
+
+/// Encodes rows in the fixed-width layout 1 of run format 3 (what the build
+/// before packed blocks wrote), for tests of the reader.
+#[cfg(test)]
+pub(super) fn encode_stats_fixed(rows: &[(u64, StatRow)]) -> Vec<u8> {
     let n = rows.len();
     let mins: Vec<Option<&StatRepr>> = rows.iter().map(|(_, r)| r.0.as_ref()).collect();
     let maxs: Vec<Option<&StatRepr>> = rows.iter().map(|(_, r)| r.1.as_ref()).collect();
     let (kmin, kmax) = (kind_of(&mins), kind_of(&maxs));
     let mut out = Vec::with_capacity(HEADER + n * 42);
     out.push(LAYOUT_STATS);
-    out.extend_from_slice(
-        &u32::try_from(n)
-            .expect("a block holds fewer than 2^32 rows")
-            .to_le_bytes(),
-    );
+    out.extend_from_slice(&(n as u32).to_le_bytes());
     out.push(kmin);
     out.push(kmax);
     for (id, _) in rows {
@@ -257,6 +385,46 @@ impl<'a> Cursor<'a> {
     }
 }
 
+impl Cursor<'_> {
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        let b = self.take(8, what)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    /// A packed integer section of `n` rows (`n` bounded by the caller).
+    fn ints(&mut self, n: usize, what: &str) -> Result<Vec<u64>, String> {
+        let mode = self.u8(what)?;
+        let base = self.u64(what)?;
+        match mode {
+            INT_CONST => Ok(vec![base; n]),
+            INT_STEP => {
+                if n > 0 && base.checked_add(n as u64 - 1).is_none() {
+                    return Err(format!("typed block: {what} overflow"));
+                }
+                Ok((0..n as u64).map(|i| base + i).collect())
+            }
+            m if (INT_OFFSETS..INT_OFFSETS + 4).contains(&m) => {
+                let width = 1usize << (m - INT_OFFSETS);
+                let len = n
+                    .checked_mul(width)
+                    .ok_or_else(|| format!("typed block: {what} too long"))?;
+                let b = self.take(len, what)?;
+                let mut out = Vec::with_capacity(n);
+                for c in b.chunks_exact(width) {
+                    let mut w = [0u8; 8];
+                    w[..width].copy_from_slice(c);
+                    let v = base
+                        .checked_add(u64::from_le_bytes(w))
+                        .ok_or_else(|| format!("typed block: {what} overflow"))?;
+                    out.push(v);
+                }
+                Ok(out)
+            }
+            m => Err(format!("typed block: unknown {what} mode {m}")),
+        }
+    }
+}
+
 fn section(c: &mut Cursor<'_>, kind: u8, n: usize, what: &str) -> Result<Side, String> {
     let bitmap = |c: &mut Cursor<'_>| -> Result<Vec<u8>, String> {
         let bits = c.take(n.div_ceil(8), what)?;
@@ -291,6 +459,18 @@ fn section(c: &mut Cursor<'_>, kind: u8, n: usize, what: &str) -> Result<Side, S
             }
             Side::Bool(p, b.iter().map(|x| *x == 1).collect())
         }
+        KIND_F32 => {
+            let p = bitmap(c)?;
+            let len = n
+                .checked_mul(4)
+                .ok_or_else(|| format!("typed block: {what} too long"))?;
+            let b = c.take(len, what)?;
+            let v = b
+                .chunks_exact(4)
+                .map(|x| f64::from(f32::from_le_bytes(x.try_into().expect("4 bytes"))))
+                .collect();
+            Side::F64(p, v)
+        }
         KIND_ROWS => {
             let len = c.u32(what)? as usize;
             let raw = c.take(len, what)?;
@@ -308,28 +488,48 @@ fn section(c: &mut Cursor<'_>, kind: u8, n: usize, what: &str) -> Result<Side, S
     })
 }
 
-/// Decodes one typed statistic block (its bytes after decompression).
+/// Decodes one typed statistic block (its bytes after decompression), of
+/// either layout.
 pub(super) fn decode_stats(raw: &[u8]) -> Result<StatBlock, String> {
     let mut c = Cursor(raw);
     let layout = c.u8("layout")?;
-    if layout != LAYOUT_STATS {
+    if layout != LAYOUT_STATS && layout != LAYOUT_STATS_PACKED {
         return Err(format!("typed block: unknown layout {layout}"));
     }
     let n = c.u32("row count")? as usize;
     let (kmin, kmax) = (c.u8("min kind")?, c.u8("max kind")?);
-    // Three 8-byte words per row at least: checked before any allocation.
-    if n.saturating_mul(24) > c.0.len() {
-        return Err(format!(
-            "typed block: {n} rows do not fit in {} bytes",
-            raw.len()
-        ));
-    }
-    let ids = c.words(n, "ids", u64::from_le_bytes)?;
+    let (ids, nulls, cells) = if layout == LAYOUT_STATS {
+        if kmin == KIND_F32 || kmax == KIND_F32 {
+            return Err("typed block: f32 sides need the packed layout".into());
+        }
+        // Three 8-byte words per row at least: checked before any allocation.
+        if n.saturating_mul(24) > c.0.len() {
+            return Err(format!(
+                "typed block: {n} rows do not fit in {} bytes",
+                raw.len()
+            ));
+        }
+        (
+            c.words(n, "ids", u64::from_le_bytes)?,
+            c.words(n, "null counts", u64::from_le_bytes)?,
+            c.words(n, "cell counts", u64::from_le_bytes)?,
+        )
+    } else {
+        // Integer sections can describe rows in no bytes: bounded instead.
+        if n > MAX_PACKED_ROWS {
+            return Err(format!(
+                "typed block: {n} rows, more than {MAX_PACKED_ROWS}"
+            ));
+        }
+        (
+            c.ints(n, "ids")?,
+            c.ints(n, "null counts")?,
+            c.ints(n, "cell counts")?,
+        )
+    };
     if ids.windows(2).any(|w| w[0] >= w[1]) {
         return Err("typed block: ids are not strictly ascending".into());
     }
-    let nulls = c.words(n, "null counts", u64::from_le_bytes)?;
-    let cells = c.words(n, "cell counts", u64::from_le_bytes)?;
     let min = section(&mut c, kmin, n, "min")?;
     let max = section(&mut c, kmax, n, "max")?;
     if !c.0.is_empty() {
@@ -568,19 +768,58 @@ mod tests {
             );
         }
         cases.push(Vec::new());
+        // Consecutive ids, repeated and scattered counts, f32-exact floats.
+        cases.push(
+            (0..300u64)
+                .map(|i| {
+                    let f = Some(StatRepr::F(f64::from(i as f32) * 0.25));
+                    (1000 + i, StatRow(f.clone(), f, 0, 50))
+                })
+                .collect(),
+        );
+        cases.push(
+            (0..300u64)
+                .map(|i| {
+                    let f = Some(StatRepr::F(0.1 * i as f64));
+                    (i * i, StatRow(f.clone(), f, i * 70_000, u64::MAX - i))
+                })
+                .collect(),
+        );
         for rows in cases {
-            let raw = encode_stats(&rows);
-            let b = decode_stats(&raw).unwrap();
-            assert_eq!(b.ids, rows.iter().map(|(id, _)| *id).collect::<Vec<_>>());
-            for (i, (_, r)) in rows.iter().enumerate() {
-                assert!(same(&b.row(i), r), "row {i}: {:?} vs {r:?}", b.row(i));
+            for (layout, raw) in [
+                ("packed", encode_stats(&rows)),
+                ("fixed", encode_stats_fixed(&rows)),
+            ] {
+                let b = decode_stats(&raw).unwrap();
+                assert_eq!(
+                    b.ids,
+                    rows.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+                    "{layout}"
+                );
+                for (i, (_, r)) in rows.iter().enumerate() {
+                    assert!(
+                        same(&b.row(i), r),
+                        "{layout} row {i}: {:?} vs {r:?}",
+                        b.row(i)
+                    );
+                }
             }
         }
         let raw = encode_stats(&rows()[..2]);
-        assert_eq!(raw[5], KIND_F64, "floats and absences are f64");
-        assert_eq!(raw[6], KIND_F64);
+        assert_eq!(raw[0], LAYOUT_STATS_PACKED);
+        assert_eq!(raw[5], KIND_F32, "f32-exact floats and absences are f32");
+        assert_eq!(raw[6], KIND_F32);
+        let raw = encode_stats_fixed(&rows()[..2]);
+        assert_eq!(raw[5], KIND_F64, "the fixed layout has no f32 kind");
         let raw = encode_stats(&rows());
         assert_eq!(raw[6], KIND_ROWS, "mixed kinds fall back to rows");
+        let tenth = [(1, StatRow(Some(StatRepr::F(0.1)), None, 0, 1))];
+        assert_eq!(encode_stats(&tenth)[5], KIND_F64, "0.1 is not an f32");
+        // Consecutive ids and constant counts take no bytes per row.
+        let rows: Vec<(u64, StatRow)> = (0..1000u64)
+            .map(|i| (7 + i, StatRow(None, None, 3, 50)))
+            .collect();
+        assert_eq!(encode_stats(&rows).len(), HEADER + 3 * 9);
     }
 
     #[test]
@@ -598,29 +837,56 @@ mod tests {
 
     #[test]
     fn hostile_typed_blocks_are_errors() {
-        let good = encode_stats(&rows());
-        assert!(decode_stats(&good).is_ok());
-        for cut in 0..good.len() {
-            assert!(decode_stats(&good[..cut]).is_err(), "cut at {cut}");
-        }
-        let mut long = good.clone();
-        long.push(0);
-        assert!(decode_stats(&long).is_err(), "trailing bytes");
-        for at in 0..good.len() {
-            for x in [0x01, 0x80, 0xff] {
-                let mut b = good.clone();
-                b[at] ^= x;
-                let _ = decode_stats(&b);
+        let scattered: Vec<(u64, StatRow)> = (0..40u64)
+            .map(|i| (i * 3, StatRow(None, Some(StatRepr::U(i)), i * 300, 9)))
+            .collect();
+        for good in [
+            encode_stats(&rows()),
+            encode_stats_fixed(&rows()),
+            encode_stats(&scattered),
+        ] {
+            assert!(decode_stats(&good).is_ok());
+            for cut in 0..good.len() {
+                assert!(decode_stats(&good[..cut]).is_err(), "cut at {cut}");
+            }
+            let mut long = good.clone();
+            long.push(0);
+            assert!(decode_stats(&long).is_err(), "trailing bytes");
+            for at in 0..good.len() {
+                for x in [0x01, 0x80, 0xff] {
+                    let mut b = good.clone();
+                    b[at] ^= x;
+                    let _ = decode_stats(&b);
+                }
             }
         }
-        // A huge row count is refused before allocating.
-        let mut b = good.clone();
+        // A huge row count is refused before allocating, in both layouts.
+        let mut b = encode_stats_fixed(&rows());
         b[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_stats(&b).unwrap_err().contains("do not fit"));
+        let mut b = encode_stats(&rows());
+        b[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_stats(&b).unwrap_err().contains("more than"));
         // Unsorted ids.
-        let mut b = good.clone();
+        let mut b = encode_stats_fixed(&rows());
         b[HEADER..HEADER + 8].copy_from_slice(&100u64.to_le_bytes());
         assert!(decode_stats(&b).unwrap_err().contains("ascending"));
+        let consecutive: Vec<(u64, StatRow)> =
+            (0..4u64).map(|i| (i, StatRow(None, None, 0, 1))).collect();
+        let mut b = encode_stats(&consecutive);
+        assert_eq!(b[HEADER], INT_STEP);
+        b[HEADER] = INT_CONST;
+        assert!(decode_stats(&b).unwrap_err().contains("ascending"));
+        // A step past u64::MAX, an unknown mode, an f32 side in layout 1.
+        let mut b = encode_stats(&consecutive);
+        b[HEADER + 1..HEADER + 9].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+        assert!(decode_stats(&b).unwrap_err().contains("overflow"));
+        let mut b = encode_stats(&consecutive);
+        b[HEADER] = 9;
+        assert!(decode_stats(&b).unwrap_err().contains("mode"));
+        let mut b = encode_stats_fixed(&rows()[..2]);
+        b[5] = KIND_F32;
+        assert!(decode_stats(&b).unwrap_err().contains("packed"));
     }
 
     #[test]

@@ -755,6 +755,22 @@ async fn check(a: &Atlas, queries: &[G], when: &str) {
             .map(|(n, _)| n.clone())
             .collect();
         assert_eq!(got.names(), want, "{q} ({when})");
+        // The unnamed form counts and identifies the same datasets.
+        let ids = a
+            .query_ids(&parsed)
+            .await
+            .unwrap_or_else(|e| panic!("{q} ({when}), ids: {e}"));
+        assert_eq!(ids.ids(), got.ids(), "{q} ({when}): ids");
+        assert_eq!(ids.len(), want.len() as u64, "{q} ({when}): count");
+        let named: Vec<u64> = want
+            .iter()
+            .map(|n| a.dataset_id(n).expect("lookup").expect("live"))
+            .collect();
+        assert_eq!(
+            ids.ids().iter().collect::<Vec<_>>(),
+            named,
+            "{q} ({when}): ids are the named datasets'"
+        );
         if let G::Leaf(..) | G::Has(_) = g {
             let t = &got.explain().terms[0];
             let n = want.len() as u64;
