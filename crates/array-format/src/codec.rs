@@ -179,14 +179,40 @@ pub(crate) fn decode_block(
     width: usize,
     raw_len: usize,
 ) -> Result<Vec<u8>, DecodeError> {
-    let decoded = match codec {
-        0 => stored.to_vec(),
+    let mut bufs = DecodeBuffers::default();
+    decode_block_into(stored, codec, filter, width, raw_len, &mut bufs)?;
+    Ok(bufs.out)
+}
+
+/// The buffers of [`decode_block_into`], kept by a caller that decodes many
+/// blocks (a scan decodes one small block per dataset: allocating the
+/// codec's output and the unshuffled copy for each cost more than LZ4).
+#[derive(Debug, Default)]
+pub(crate) struct DecodeBuffers {
+    /// The decoded block, after a successful [`decode_block_into`].
+    pub(crate) out: Vec<u8>,
+    /// The codec's output while the shuffle filter is undone.
+    spare: Vec<u8>,
+}
+
+/// [`decode_block`] into `bufs.out`, reusing the buffers' memory.
+pub(crate) fn decode_block_into(
+    stored: &[u8],
+    codec: u8,
+    filter: u8,
+    width: usize,
+    raw_len: usize,
+    bufs: &mut DecodeBuffers,
+) -> Result<(), DecodeError> {
+    let decoded = &mut bufs.out;
+    decoded.clear();
+    match codec {
+        0 => decoded.extend_from_slice(stored),
         1 => {
-            let mut out = vec![0u8; raw_len];
-            let n = lz4_flex::block::decompress_into(stored, &mut out)
+            decoded.resize(raw_len, 0);
+            let n = lz4_flex::block::decompress_into(stored, decoded)
                 .map_err(|e| DecodeError::Damaged(format!("lz4: {e}")))?;
-            out.truncate(n);
-            out
+            decoded.truncate(n);
         }
         2 => {
             thread_local! {
@@ -195,23 +221,26 @@ pub(crate) fn decode_block(
                 static ZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
                     const { std::cell::RefCell::new(None) };
             }
-            let mut out = Vec::with_capacity(raw_len);
-            ZSTD.with(|cell| {
-                let mut slot = cell.borrow_mut();
-                if slot.is_none() {
-                    *slot = Some(zstd::bulk::Decompressor::new()?);
-                }
-                slot.as_mut()
-                    .expect("set above")
-                    .decompress_to_buffer(stored, &mut out)
-            })
-            .map_err(|e| DecodeError::Damaged(format!("zstd: {e}")))?;
-            out
+            // Exactly `raw_len` bytes of room, however large the reused
+            // buffer grew: a block never decodes past what it recorded.
+            decoded.resize(raw_len, 0);
+            let n = ZSTD
+                .with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    slot.as_mut()
+                        .expect("set above")
+                        .decompress_to_buffer(stored, &mut decoded[..])
+                })
+                .map_err(|e| DecodeError::Damaged(format!("zstd: {e}")))?;
+            decoded.truncate(n);
         }
         3 => {
             #[cfg(feature = "blosc2")]
             {
-                blosc2::decompress(stored, raw_len).map_err(DecodeError::Damaged)?
+                *decoded = blosc2::decompress(stored, raw_len).map_err(DecodeError::Damaged)?;
             }
             #[cfg(not(feature = "blosc2"))]
             {
@@ -222,7 +251,7 @@ pub(crate) fn decode_block(
             }
         }
         other => return Err(DecodeError::Damaged(format!("unknown codec id {other}"))),
-    };
+    }
     if decoded.len() != raw_len {
         return Err(DecodeError::Damaged(format!(
             "decoded {} bytes where {raw_len} were recorded",
@@ -230,9 +259,11 @@ pub(crate) fn decode_block(
         )));
     }
     match filter {
-        FILTER_NONE => Ok(decoded),
+        FILTER_NONE => Ok(()),
         FILTER_SHUFFLE if width > 1 && raw_len.is_multiple_of(width) => {
-            Ok(unshuffle(&decoded, width))
+            std::mem::swap(&mut bufs.out, &mut bufs.spare);
+            unshuffle_into(&bufs.spare, width, &mut bufs.out);
+            Ok(())
         }
         FILTER_SHUFFLE => Err(DecodeError::Damaged(format!(
             "shuffle filter on {raw_len} bytes of {width}-byte cells"
@@ -254,15 +285,23 @@ pub(crate) fn shuffle(raw: &[u8], width: usize) -> Vec<u8> {
 }
 
 /// Inverse of [`shuffle`].
+#[cfg(test)]
 pub(crate) fn unshuffle(shuffled: &[u8], width: usize) -> Vec<u8> {
-    let mut out = vec![0u8; shuffled.len()];
-    match width {
-        2 => unshuffle_w::<2>(shuffled, &mut out),
-        4 => unshuffle_w::<4>(shuffled, &mut out),
-        8 => unshuffle_w::<8>(shuffled, &mut out),
-        _ => unshuffle_any(shuffled, width, &mut out),
-    }
+    let mut out = Vec::new();
+    unshuffle_into(shuffled, width, &mut out);
     out
+}
+
+/// Inverse of [`shuffle`], into `out` (its memory reused).
+pub(crate) fn unshuffle_into(shuffled: &[u8], width: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(shuffled.len(), 0);
+    match width {
+        2 => unshuffle_w::<2>(shuffled, out),
+        4 => unshuffle_w::<4>(shuffled, out),
+        8 => unshuffle_w::<8>(shuffled, out),
+        _ => unshuffle_any(shuffled, width, out),
+    }
 }
 
 /// Cells processed per tile: both sides of the transposition stay in L1.

@@ -23,6 +23,7 @@ mod index;
 mod merge;
 mod pending;
 mod read;
+mod scan;
 mod slab;
 mod stats;
 mod verify;
@@ -38,7 +39,7 @@ use indexmap::IndexMap;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::cache::{BlockKey, DeltaCache};
-use crate::codec::{decode_block, encode_block, Compression, DecodeError};
+use crate::codec::{encode_block, Compression, DecodeError};
 use crate::dtype::{DType, FillValue};
 use crate::element::{decode_cells, encode_cells, ArrayElement};
 use crate::error::{Error, Result};
@@ -54,6 +55,7 @@ pub use merge::MergePlan;
 pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};
 use read::{decode_entry, read_stored};
+pub use scan::Scan;
 
 /// The name of one layer file inside an array file's directory.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -439,6 +441,16 @@ impl ArrayFile {
     /// How `name` looks after merging, or an error if its committed records
     /// cannot be read.
     fn try_view(&self, name: &str) -> Result<Option<View<'_>>> {
+        self.view_with(name, || self.committed(name))
+    }
+
+    /// [`ArrayFile::try_view`] with the committed state of `name` looked up
+    /// by `committed` (a scan finds it by position in the whole index).
+    fn view_with<'a>(
+        &'a self,
+        name: &str,
+        committed: impl FnOnce() -> Result<Option<&'a Committed>>,
+    ) -> Result<Option<View<'a>>> {
         Ok(match self.pending.arrays.get(name) {
             Some(p) => match p.kind {
                 RecordKind::Delete => None,
@@ -447,13 +459,13 @@ impl ArrayFile {
                     committed: None,
                     pending: Some(&p.chunks),
                 }),
-                RecordKind::Update => self.committed(name)?.map(|c| View {
+                RecordKind::Update => committed()?.map(|c| View {
                     schema: &c.schema,
                     committed: Some(c),
                     pending: Some(&p.chunks),
                 }),
             },
-            None => self.committed(name)?.map(|c| View {
+            None => committed()?.map(|c| View {
                 schema: &c.schema,
                 committed: Some(c),
                 pending: None,

@@ -144,23 +144,31 @@ impl Inner {
         base.get(name)
     }
 
-    /// `array`'s schema in each of `names`, in the order given. Looks them
-    /// up in name order, so each registry block is decoded once however the
+    /// `array`'s schema in each of `names`, in the order given, from one
+    /// view of the registry (the changes since the last commit first, then
+    /// the committed runs). Looks them up in name order, walking each run's
+    /// record blocks beside them, so each block is decoded once however the
     /// names come, and builds no dataset record.
     pub(crate) fn lookup_schemas(&self, names: &[&str], array: &str) -> Result<Vec<SchemaOf>> {
         let mut order: Vec<usize> = (0..names.len()).collect();
         order.sort_unstable_by_key(|i| names[*i]);
-        let mut out = vec![SchemaOf::NoDataset; names.len()];
-        for i in order {
-            let base = {
-                let live = self.live.read();
-                if let Some(r) = live.changed_record(names[i]) {
-                    out[i] = r.map_or(SchemaOf::NoDataset, |r| SchemaOf::of(&r.meta, array));
-                    continue;
+        let sorted: Vec<&str> = order.iter().map(|&i| names[i]).collect();
+        let mut found: Vec<Option<SchemaOf>> = vec![None; names.len()];
+        let base = {
+            let live = self.live.read();
+            if !live.changed.is_empty() {
+                for (f, name) in found.iter_mut().zip(&sorted) {
+                    if let Some(r) = live.changed_record(name) {
+                        *f = Some(r.map_or(SchemaOf::NoDataset, |r| SchemaOf::of(&r.meta, array)));
+                    }
                 }
-                Arc::clone(&live.base)
-            };
-            out[i] = base.get_schema(names[i], array)?;
+            }
+            Arc::clone(&live.base)
+        };
+        base.get_schemas(&sorted, array, &mut found)?;
+        let mut out = vec![SchemaOf::NoDataset; names.len()];
+        for (i, f) in order.into_iter().zip(found) {
+            out[i] = f.expect("every name answered");
         }
         Ok(out)
     }

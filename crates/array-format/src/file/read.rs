@@ -2,9 +2,10 @@
 //! blocks (through the cache), and the one-pass scan of many arrays.
 
 use super::{
-    decode_block, decode_cells, fill_of, slab, Arc, ArrayD, ArrayElement, ArrayFile, ArraySchema,
-    BlockKey, ChunkEntry, DecodeError, Error, IxDyn, Layer, Path, Result, Source,
+    decode_cells, fill_of, slab, Arc, ArrayD, ArrayElement, ArrayFile, ArraySchema, BlockKey,
+    ChunkEntry, DecodeError, Error, IxDyn, Layer, Path, Result, Source,
 };
+use crate::codec::{decode_block_into, DecodeBuffers};
 
 impl ArrayFile {
     /// Decoded raw bytes of a chunk's newest version.
@@ -228,107 +229,15 @@ impl ArrayFile {
     /// (neighbouring blocks coalesced), then decoded. This is how a scan of one
     /// variable across many datasets reads the file: sequentially, once. Like
     /// [`ArrayFile::read_array_streaming`], it does not fill the cache. One
-    /// result per name, in order.
-    #[allow(clippy::many_single_char_names)] // offsets and lengths of a coalescing loop
+    /// result per name, in order. [`ArrayFile::scan`] does the same on
+    /// several threads, and shows each array's schema first.
     pub fn read_many_streaming<T: ArrayElement>(
         &self,
         names: &[&str],
         start: &[u64],
         count: &[u64],
     ) -> Vec<Result<ArrayD<T>>> {
-        /// Blocks closer than this are fetched in one read (the gap is read too).
-        const MAX_GAP_BYTES: u64 = 64 << 10;
-        /// Largest single read.
-        const MAX_READ_BYTES: u64 = 8 << 20;
-        // 1. Every committed block the reads need. Errors are left to step 3.
-        let mut wanted: Vec<(u32, u64, u64)> = Vec::new();
-        for name in names {
-            let Some(view) = self.view(name) else {
-                continue;
-            };
-            let schema = view.schema;
-            if schema.dtype != T::DTYPE {
-                continue;
-            }
-            let Ok((st, ct)) = schema.resolve_region(name, start, count) else {
-                continue;
-            };
-            if ct.contains(&0) {
-                continue;
-            }
-            for idx in schema.chunks_touching(&st, &ct) {
-                if let Some(Source::Layer(loc)) = view.source(idx) {
-                    wanted.push((loc.layer, loc.entry.offset, loc.entry.stored_len));
-                }
-            }
-        }
-        wanted.sort_unstable();
-        wanted.dedup();
-        // 2. Coalesced reads, batched per layer (object stores issue a
-        // layer's ranges concurrently). A failed read leaves its blocks to the
-        // per-chunk path, which reports the error properly.
-        let mut groups: Vec<(u32, u64, u64, std::ops::Range<usize>)> = Vec::new();
-        let mut i = 0;
-        while i < wanted.len() {
-            let (layer, first, len) = wanted[i];
-            let mut end = first + len;
-            let mut j = i + 1;
-            while j < wanted.len() {
-                let (l, o, n) = wanted[j];
-                if l != layer || o > end + MAX_GAP_BYTES || o + n - first > MAX_READ_BYTES {
-                    break;
-                }
-                end = end.max(o + n);
-                j += 1;
-            }
-            groups.push((layer, first, end, i..j));
-            i = j;
-        }
-        let mut buffers: Vec<Vec<u8>> = Vec::new();
-        let mut blocks: std::collections::HashMap<(u32, u64), (usize, usize, usize)> =
-            std::collections::HashMap::with_capacity(wanted.len());
-        let mut g = 0;
-        while g < groups.len() {
-            let layer = groups[g].0;
-            let mut h = g;
-            while h < groups.len() && groups[h].0 == layer {
-                h += 1;
-            }
-            let ranges: Option<Vec<(u64, usize)>> = groups[g..h]
-                .iter()
-                .map(|&(_, first, end, _)| usize::try_from(end - first).ok().map(|n| (first, n)))
-                .collect();
-            let handle = &self.layers[layer as usize].handle;
-            if let Some(Ok(bufs)) = ranges.map(|r| handle.read_ranges(&r)) {
-                for ((_, first, _, members), buf) in groups[g..h].iter().zip(bufs) {
-                    let b = buffers.len();
-                    for &(_, o, n) in &wanted[members.clone()] {
-                        blocks.insert((layer, o), (b, (o - first) as usize, n as usize));
-                    }
-                    buffers.push(buf);
-                }
-            }
-            g = h;
-        }
-        // 3. Decode and assemble.
-        let width = T::DTYPE.size_bytes().unwrap_or(0);
-        names
-            .iter()
-            .map(|name| {
-                self.read_with(name, start, count, |src, cshape| match src {
-                    Source::Layer(loc) => match blocks.get(&(loc.layer, loc.entry.offset)) {
-                        Some(&(b, at, n)) => {
-                            let layer = &self.layers[loc.layer as usize];
-                            let e = &loc.entry;
-                            let raw = decode_entry(&buffers[b][at..at + n], e, width, &layer.path)?;
-                            cells_array(&raw, cshape, &layer.path, e.offset)
-                        }
-                        None => self.chunk_array(src, cshape, false),
-                    },
-                    Source::Pending(_) => self.chunk_array(src, cshape, false),
-                })
-            })
-            .collect()
+        self.scan_resolved(names).read(start, count, 1)
     }
 }
 
@@ -418,11 +327,31 @@ pub(super) fn decode_checked(
     path: &Path,
     offset: u64,
 ) -> Result<Vec<u8>> {
+    let mut bufs = DecodeBuffers::default();
+    decode_checked_into(
+        stored, crc, codec, filter, width, raw_len, path, offset, &mut bufs,
+    )?;
+    Ok(bufs.out)
+}
+
+/// [`decode_checked`] into `bufs.out`, reusing the buffers' memory.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn decode_checked_into(
+    stored: &[u8],
+    crc: u32,
+    codec: u8,
+    filter: u8,
+    width: usize,
+    raw_len: u64,
+    path: &Path,
+    offset: u64,
+    bufs: &mut DecodeBuffers,
+) -> Result<()> {
     if crc32c::crc32c(stored) != crc {
         return Err(Error::corrupt(path, offset, "block checksum mismatch"));
     }
     let raw_len = to_usize(raw_len, path, offset)?;
-    decode_block(stored, codec, filter, width, raw_len).map_err(|e| match e {
+    decode_block_into(stored, codec, filter, width, raw_len, bufs).map_err(|e| match e {
         DecodeError::Damaged(reason) => Error::corrupt(path, offset, reason),
         DecodeError::Unavailable { codec, feature } => Error::CodecUnavailable {
             path: path.to_owned(),

@@ -755,3 +755,130 @@ fn read_many_streaming_matches_single_reads() {
         }
     }
 }
+
+/// `ArrayFile::scan` gives the same results, in the same order, on one
+/// thread or many, and each equals a single `read_array`: single-chunk
+/// arrays of varying sizes (the decoder's reused buffers grow and shrink),
+/// multi-chunk arrays, pending writes, unwritten arrays, unknown names,
+/// names in listing order and shuffled, every codec, and a damaged block.
+#[test]
+fn scan_on_many_threads_equals_one_thread_and_single_reads() {
+    for codec in [Codec::Lz4, Codec::Zstd { level: 1 }, Codec::None] {
+        let opts = ArrayFileOptions {
+            compression: Compression {
+                codec,
+                shuffle: true,
+            },
+            ..ArrayFileOptions::default()
+        };
+        let (storage, mut f) = mem_file(opts);
+        let names: Vec<String> = (0..1500).map(|i| format!("p{i:05}")).collect();
+        for (i, n) in names.iter().enumerate() {
+            let len = 1 + (i * 37) % 300;
+            match i % 50 {
+                // Several chunks.
+                7 => {
+                    f.define_array::<f32>(n, dims(1), vec![len as u64], Some(vec![16]), None)
+                        .unwrap();
+                }
+                // Never written: reads as the fill value.
+                11 => {
+                    f.define_array::<f32>(
+                        n,
+                        dims(1),
+                        vec![len as u64],
+                        None,
+                        Some(FillValue::Float32(-9.0)),
+                    )
+                    .unwrap();
+                    continue;
+                }
+                _ => {
+                    f.define_array::<f32>(n, dims(1), vec![len as u64], None, None)
+                        .unwrap();
+                }
+            }
+            let v: Vec<f32> = (0..len).map(|c| (i * 1000 + c) as f32 * 0.5).collect();
+            f.write_array(n, &[0], nd(&[len as u64], v).view()).unwrap();
+        }
+        f.flush().unwrap();
+        // A later layer, and pending writes over a few arrays.
+        for n in names.iter().step_by(13) {
+            f.write_array(n, &[0], nd(&[1], vec![-1.0f32]).view())
+                .unwrap();
+        }
+        f.flush().unwrap();
+        for n in names.iter().step_by(17) {
+            f.write_array(n, &[0], nd(&[1], vec![-2.0f32]).view())
+                .unwrap();
+        }
+        let listed: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut shuffled = listed.clone();
+        let mut rng = Rng::new(7);
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        shuffled.insert(500, "missing");
+        for asked in [&listed, &shuffled] {
+            let scan = f.scan(asked).unwrap();
+            assert_eq!(scan.len(), asked.len());
+            let one = scan.read::<f32>(&[], &[], 1);
+            let many = scan.read::<f32>(&[], &[], 4);
+            assert_eq!(one.len(), asked.len());
+            for ((n, a), b) in asked.iter().zip(&one).zip(&many) {
+                match (f.read_array::<f32>(n, &[], &[]), a, b) {
+                    (Ok(s), Ok(a), Ok(b)) => {
+                        assert_eq!(&s, a, "{codec:?} {n}");
+                        assert_eq!(a, b, "{codec:?} {n}");
+                    }
+                    (Err(s), Err(a), Err(b)) => {
+                        assert_eq!(s.to_string(), a.to_string());
+                        assert_eq!(a.to_string(), b.to_string());
+                    }
+                    (s, a, b) => panic!("{n}: single {s:?}, one thread {a:?}, four {b:?}"),
+                }
+            }
+            for (k, n) in asked.iter().enumerate() {
+                assert_eq!(scan.try_schema(k).unwrap(), f.schema(n), "{n}");
+            }
+            // A region, and a wrong dtype, per name.
+            let part = scan.read::<f32>(&[0], &[1], 3);
+            for (n, r) in asked.iter().zip(&part) {
+                match f.read_array::<f32>(n, &[0], &[1]) {
+                    Ok(s) => assert_eq!(r.as_ref().unwrap(), &s, "{n}"),
+                    Err(_) => assert!(r.is_err(), "{n}"),
+                }
+            }
+            let wrong = scan.read::<i32>(&[], &[], 2);
+            assert!(matches!(wrong[0], Err(Error::DTypeMismatch { .. })));
+        }
+        // A damaged block: an error for its array only, on any thread count.
+        f.flush().unwrap();
+        let layers = f.layers();
+        let base = &layers[0];
+        let path = std::path::Path::new(MEM_DIR).join(base.as_str());
+        let mut bytes = storage.contents(&path).unwrap();
+        bytes[5000] ^= 0xff;
+        storage.overwrite(&path, bytes);
+        let h = mem_open(&storage, &layers).unwrap();
+        let scan = h.scan(&listed).unwrap();
+        let one = scan.read::<f32>(&[], &[], 1);
+        let many = scan.read::<f32>(&[], &[], 4);
+        let failed: Vec<usize> = (0..one.len()).filter(|&k| one[k].is_err()).collect();
+        assert!(
+            !failed.is_empty(),
+            "{codec:?}: the damaged block is reported"
+        );
+        assert!(failed.len() <= 2, "{codec:?}: {failed:?}");
+        for (a, b) in one.iter().zip(&many) {
+            match (a, b) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => {
+                    assert!(matches!(a, Error::Corrupt { .. }), "{a}");
+                    assert_eq!(a.to_string(), b.to_string());
+                }
+                (a, b) => panic!("one thread {a:?}, four {b:?}"),
+            }
+        }
+    }
+}

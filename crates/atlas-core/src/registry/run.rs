@@ -180,6 +180,27 @@ struct BodyRepr(IndexMap<String, Attr>, Vec<ArrRepr>);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct RecRepr(String, u64, Option<BodyRepr>);
 
+/// A record as a scan across datasets reads it: the name and, per array, its
+/// name and schema index; attributes and statistics are skipped, strings
+/// borrowed from the block (a record block of real profiles holds dozens of
+/// attributes and arrays per dataset, and decoding them whole cost twenty
+/// times the scan's own work).
+#[derive(Deserialize)]
+struct SchemaRecRepr<'a>(
+    &'a str,
+    serde::de::IgnoredAny,
+    #[serde(borrow)] Option<SchemaBodyRepr<'a>>,
+);
+
+#[derive(Deserialize)]
+struct SchemaBodyRepr<'a>(
+    serde::de::IgnoredAny,
+    #[serde(borrow)] Vec<SchemaArrRepr<'a>>,
+);
+
+#[derive(Deserialize)]
+struct SchemaArrRepr<'a>(&'a str, u32, serde::de::IgnoredAny, serde::de::IgnoredAny);
+
 #[derive(Serialize, Deserialize, Default)]
 struct DictRepr(Vec<SchemaRepr>, Vec<IndexMap<String, Attr>>);
 
@@ -1077,22 +1098,111 @@ impl Run {
     }
 
     fn load_record_block(&self, i: usize) -> Result<Vec<RecRepr>> {
-        let (first, r) = &self.index.names[i];
-        let recs: Vec<RecRepr> = self.read(r)?;
-        if recs.first().map(|r| &r.0) != Some(first) {
+        let recs: Vec<RecRepr> = self.read(&self.index.names[i].1)?;
+        self.check_record_block(i, recs.len(), |j| &recs[j].0)?;
+        Ok(recs)
+    }
+
+    /// Checks the names of record block `i` (`n` records, the `j`-th named
+    /// `name(j)`): it starts at its index key, ends before the next block's,
+    /// and is sorted.
+    fn check_record_block<'n>(
+        &self,
+        i: usize,
+        n: usize,
+        name: impl Fn(usize) -> &'n str,
+    ) -> Result<()> {
+        let first = &self.index.names[i].0;
+        if n == 0 || name(0) != first {
             return Err(self.corrupt(format!("record block {i} does not start at its index key")));
         }
         if let Some((next, _)) = self.index.names.get(i + 1) {
-            if recs.last().is_some_and(|r| &r.0 >= next) {
+            if name(n - 1) >= next.as_str() {
                 return Err(self.corrupt(format!("record block {i} overlaps the next")));
             }
         }
-        for w in recs.windows(2) {
-            if w[0].0 >= w[1].0 {
-                return Err(self.corrupt(format!("record block {i} is not sorted")));
+        if (1..n).any(|j| name(j - 1) >= name(j)) {
+            return Err(self.corrupt(format!("record block {i} is not sorted")));
+        }
+        Ok(())
+    }
+
+    /// `array`'s schema in each of `names` (ascending), as [`Run::get_schema`]
+    /// gives it one name at a time: `out[k]` is set where it is still `None`
+    /// (no newer run answered) and this run has a record of `names[k]`.
+    /// Names are walked in order beside the record blocks, so each block is
+    /// found and decoded once; a block not cached is decoded for the schema
+    /// indexes only, and not cached.
+    pub(crate) fn get_schemas(
+        &self,
+        names: &[&str],
+        array: &str,
+        out: &mut [Option<SchemaOf>],
+    ) -> Result<()> {
+        let mut k = 0;
+        while k < names.len() {
+            let i = self
+                .index
+                .names
+                .partition_point(|(first, _)| first.as_str() <= names[k]);
+            if i == 0 {
+                k += 1;
+                continue;
+            }
+            // The names that fall in block `i - 1`.
+            let end = match self.index.names.get(i) {
+                Some((next, _)) => k + names[k..].partition_point(|n| *n < next.as_str()),
+                None => names.len(),
+            };
+            let open: Vec<usize> = (k..end).filter(|&j| out[j].is_none()).collect();
+            k = end;
+            if open.is_empty() {
+                continue;
+            }
+            let cached = {
+                let cache = self.blocks.lock();
+                cache
+                    .iter()
+                    .find(|(j, _)| *j == i - 1)
+                    .map(|(_, b)| Arc::clone(b))
+            };
+            if cached.is_some() {
+                for j in open {
+                    out[j] = self.get_schema(names[j], array)?;
+                }
+                continue;
+            }
+            let r = &self.index.names[i - 1].1;
+            let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
+            let raw = decode_raw(&packed, r, &self.path)?;
+            let recs: Vec<SchemaRecRepr<'_>> =
+                rmp_serde::from_slice(&raw).map_err(|e| Error::CorruptRegistry {
+                    path: self.path.clone(),
+                    reason: format!("block at {}: msgpack: {e}", r.off),
+                })?;
+            self.check_record_block(i - 1, recs.len(), |j| recs[j].0)?;
+            for j in open {
+                let Ok(at) = recs.binary_search_by(|r| r.0.cmp(names[j])) else {
+                    continue;
+                };
+                let Some(body) = &recs[at].2 else {
+                    out[j] = Some(SchemaOf::NoDataset);
+                    continue;
+                };
+                out[j] =
+                    Some(match body.1.iter().find(|a| a.0 == array) {
+                        None => SchemaOf::NoArray,
+                        Some(a) => {
+                            SchemaOf::Schema(
+                                self.dict()?.schemas.get(a.1 as usize).cloned().ok_or_else(
+                                    || self.corrupt(format!("schema index {} out of range", a.1)),
+                                )?,
+                            )
+                        }
+                    });
             }
         }
-        Ok(recs)
+        Ok(())
     }
 
     fn to_found(&self, r: &RecRepr) -> Result<Found> {

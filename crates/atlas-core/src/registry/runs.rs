@@ -62,14 +62,25 @@ impl RunSet {
         Ok(None)
     }
 
-    /// `array`'s schema in the newest record of `name`.
-    pub(crate) fn get_schema(&self, name: &str, array: &str) -> Result<SchemaOf> {
+    /// `array`'s schema in the newest record of each of `names` (ascending),
+    /// where `out` is still `None`; [`SchemaOf::NoDataset`] where no run
+    /// has one. Each run's record blocks are read once, in order.
+    pub(crate) fn get_schemas(
+        &self,
+        names: &[&str],
+        array: &str,
+        out: &mut [Option<SchemaOf>],
+    ) -> Result<()> {
         for run in self.runs.iter().rev() {
-            if let Some(found) = run.get_schema(name, array)? {
-                return Ok(found);
+            if out.iter().all(Option::is_some) {
+                break;
             }
+            run.get_schemas(names, array, out)?;
         }
-        Ok(SchemaOf::NoDataset)
+        for o in out.iter_mut().filter(|o| o.is_none()) {
+            *o = Some(SchemaOf::NoDataset);
+        }
+        Ok(())
     }
 
     /// Every id some run's commit made dead.

@@ -23,107 +23,74 @@ impl Atlas {
         start: Vec<u64>,
         count: Vec<u64>,
     ) -> Result<Vec<Option<ArrayD<T>>>> {
-        let names: Vec<&str> = datasets.iter().map(AsRef::as_ref).collect();
         let inner = Arc::clone(&self.inner);
-        let owned: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let owned: Vec<String> = datasets.iter().map(|d| d.as_ref().to_owned()).collect();
         // Registry lookups may read blocks: on the blocking pool.
         let a = array.to_owned();
-        let found = tokio::task::spawn_blocking(move || {
+        let (owned, found) = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-            inner.lookup_schemas(&refs, &a)
+            let found = inner.lookup_schemas(&refs, &a);
+            (owned, found)
         })
         .await
-        .expect("lookup task panicked")?;
-        let mut has = Vec::with_capacity(datasets.len());
-        let mut schemas = Vec::with_capacity(datasets.len());
-        for (d, found) in names.iter().zip(found) {
-            let schema = match found {
-                SchemaOf::NoDataset => {
-                    return Err(Error::DatasetNotFound {
-                        name: (*d).to_owned(),
-                    })
-                }
+        .expect("lookup task panicked");
+        let mut schemas = Vec::with_capacity(owned.len());
+        for (d, found) in owned.iter().zip(found?) {
+            schemas.push(match found {
+                SchemaOf::NoDataset => return Err(Error::DatasetNotFound { name: d.clone() }),
                 SchemaOf::NoArray => None,
                 SchemaOf::Schema(s) => Some(s),
-            };
-            has.push(((*d).to_owned(), schema.is_some()));
-            schemas.push(schema);
+            });
         }
         let Some(file) = self.inner.file_async(array).await? else {
-            return Ok(vec![None; datasets.len()]);
+            return Ok(vec![None; owned.len()]);
         };
-        let mut guard = file.read_owned().await;
-        // Many datasets: build the file's whole index once (as a listing
-        // does) instead of one dataset's state at a time; off the runtime.
-        if has.len() >= 64 {
-            let (g, built) = tokio::task::spawn_blocking(move || {
-                let built = guard.try_list_arrays().map(drop);
-                (guard, built)
-            })
-            .await
-            .expect("index task panicked");
-            guard = g;
-            built.map_err(|e| Error::array(&has[0].0, array, e))?;
-        }
-
-        // As in `DatasetView::read_array`: never read with sizes the registry
-        // did not agree to.
-        for ((d, _), registry) in has.iter().zip(&schemas) {
-            let Some(r) = registry else { continue };
-            let in_file = guard.try_schema(d).map_err(|e| Error::array(d, array, e))?;
-            if in_file.is_none_or(|f| **r != *f) {
-                return Err(Error::array(
-                    d,
-                    array,
-                    array_format::Error::corrupt(
-                        guard.schema_origin(d).unwrap_or(guard.dir()),
-                        0,
-                        format!("the array file's schema of {d:?} differs from the registry's"),
-                    ),
-                ));
-            }
-        }
+        let guard = file.read_owned().await;
         let array = array.to_owned();
+        // Resolving names (building the file's whole index for many), the
+        // schema check and the decoding: off the runtime.
         tokio::task::spawn_blocking(move || {
-            let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            let per = has.len().div_ceil(threads).max(64);
-            // Each part is read in one pass over the file (blocks sorted by
-            // position, neighbours fetched together).
-            let read_part = |part: &[(String, bool)]| -> Result<Vec<Option<ArrayD<T>>>> {
-                let names: Vec<&str> = part
-                    .iter()
-                    .filter(|(_, present)| *present)
-                    .map(|(d, _)| d.as_str())
-                    .collect();
-                let mut got = guard
-                    .read_many_streaming::<T>(&names, &start, &count)
-                    .into_iter();
-                part.iter()
-                    .map(|(d, present)| {
-                        if !present {
-                            return Ok(None);
-                        }
-                        got.next()
-                            .expect("one result per name")
-                            .map(Some)
-                            .map_err(|e| Error::array(d, &array, e))
-                    })
-                    .collect()
-            };
-            if has.len() <= per {
-                return read_part(&has);
-            }
-            std::thread::scope(|s| {
-                let handles: Vec<_> = has
-                    .chunks(per)
-                    .map(|part| s.spawn(move || read_part(part)))
-                    .collect();
-                let mut out = Vec::with_capacity(has.len());
-                for h in handles {
-                    out.extend(h.join().expect("reader thread panicked")?);
+            let present: Vec<&str> = owned
+                .iter()
+                .zip(&schemas)
+                .filter(|(_, s)| s.is_some())
+                .map(|(d, _)| d.as_str())
+                .collect();
+            let first = || owned.first().map_or("", String::as_str);
+            let scan = guard
+                .scan(&present)
+                .map_err(|e| Error::array(first(), &array, e))?;
+            // As in `DatasetView::read_array`: never read with sizes the
+            // registry did not agree to.
+            for (k, registry) in schemas.iter().flatten().enumerate() {
+                let d = present[k];
+                let in_file = scan.try_schema(k).map_err(|e| Error::array(d, &array, e))?;
+                if in_file.is_none_or(|f| **registry != *f) {
+                    return Err(Error::array(
+                        d,
+                        &array,
+                        array_format::Error::corrupt(
+                            scan.schema_origin(k).unwrap_or(guard.dir()),
+                            0,
+                            format!("the array file's schema of {d:?} differs from the registry's"),
+                        ),
+                    ));
                 }
-                Ok(out)
-            })
+            }
+            let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            let mut got = scan.read::<T>(&start, &count, threads).into_iter();
+            let mut out = Vec::with_capacity(owned.len());
+            let mut k = 0;
+            for registry in &schemas {
+                if registry.is_none() {
+                    out.push(None);
+                    continue;
+                }
+                let r = got.next().expect("one result per name");
+                out.push(Some(r.map_err(|e| Error::array(present[k], &array, e))?));
+                k += 1;
+            }
+            Ok(out)
         })
         .await
         .expect("read task panicked")

@@ -849,6 +849,73 @@ async fn read_array_across_many_datasets_in_parallel_keeps_order() {
     assert_eq!(st.len(), 0);
 }
 
+/// Many datasets read across (on several threads): the same as one read per
+/// dataset, in the order asked, pending writes included; a damaged block is
+/// an error naming its dataset.
+#[tokio::test]
+async fn read_array_across_equals_single_reads_and_names_a_damaged_dataset() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let n = 1200usize;
+    let mut names = Vec::new();
+    for i in 0..n {
+        // Creation order differs from name order.
+        let name = format!("q{:05}", (i * 7919) % n);
+        let ds = s.create_dataset(&name).await.unwrap();
+        let len = 1 + (i % 90) as u64;
+        ds.define_array::<f32>("t", strings(&["k"]), vec![len], None, None)
+            .await
+            .unwrap();
+        let v: Vec<f32> = (0..len).map(|c| (i * 100) as f32 + c as f32).collect();
+        ds.write_array("t", vec![], arr1(v).view()).await.unwrap();
+        names.push(name);
+    }
+    s.flush().await.unwrap();
+    for name in names.iter().step_by(11) {
+        let ds = s.open_dataset(name).await.unwrap();
+        ds.write_array("t", vec![0], arr1(vec![-5.0f32]).view())
+            .await
+            .unwrap();
+    }
+    let mut asked = names.clone();
+    asked.reverse();
+    let got = s
+        .read_array_across::<f32>("t", &asked, vec![], vec![])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), n);
+    for (d, g) in asked.iter().zip(&got) {
+        let one = s
+            .open_dataset(d)
+            .await
+            .unwrap()
+            .read_array::<f32>("t", vec![], vec![])
+            .await
+            .unwrap();
+        assert_eq!(g.as_ref(), one.as_ref(), "{d}");
+    }
+    assert_eq!(got[n - 1].as_ref().unwrap()[[0]], -5.0, "a pending write");
+
+    s.flush().await.unwrap();
+    flip_bit(&storage, &newest_layer(&s, &mem_root(), "t"), 32 + 3);
+    let r = reopen_mem(&storage, "damaged").await;
+    let mut bad = Vec::new();
+    for d in &names {
+        let ds = r.open_dataset(d).await.unwrap();
+        if ds.read_array::<f32>("t", vec![], vec![]).await.is_err() {
+            bad.push(d.clone());
+        }
+    }
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    match r
+        .read_array_across::<f32>("t", &names, vec![], vec![])
+        .await
+    {
+        Err(Error::Array { dataset, .. }) => assert_eq!(dataset, bad[0]),
+        other => panic!("expected the damaged dataset's error, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn array_layers_grow_per_touching_flush_and_compact_to_one() {
     let storage = MemoryStorage::new();

@@ -1,0 +1,343 @@
+//! [`Scan`]: one hyperslab of many arrays, read in one pass per thread.
+//!
+//! A scan of one variable across every dataset reads thousands of small
+//! arrays, each one block of a few hundred bytes: any per-array cost (a name
+//! hashed again, a vector built and thrown away, an allocation in the
+//! decoder) weighs as much as decoding the block. So each name is resolved
+//! once (by position when the names come in the index's order, hashed
+//! otherwise), the caller sees every schema before any block is read, and
+//! each thread decodes a contiguous part of the names with one set of
+//! reusable decoder buffers.
+//!
+//! **Invariant:** the result does not depend on the number of threads: parts
+//! are contiguous, each result is computed from its own array alone, and the
+//! parts are concatenated in order.
+
+use std::ops::Range;
+
+use super::read::{cells_array, decode_checked_into};
+use super::{
+    ArrayD, ArrayElement, ArrayFile, ArraySchema, Committed, Loc, Path, Result, Source, View,
+};
+use crate::codec::DecodeBuffers;
+
+/// Below this many names the whole file index is not built: each name's
+/// state is built alone from the footers.
+const BUILD_INDEX_FROM: usize = 64;
+/// A thread decodes at least this many arrays (spawning one costs about as
+/// much as decoding a few dozen small blocks).
+const MIN_PER_THREAD: usize = 256;
+/// Blocks closer than this are fetched in one read (the gap is read too).
+const MAX_GAP_BYTES: u64 = 64 << 10;
+/// Largest single read.
+const MAX_READ_BYTES: u64 = 8 << 20;
+
+/// How one name resolved.
+enum Resolved<'a> {
+    Found(View<'a>),
+    Absent,
+    /// Its committed records could not be read; the per-name paths report why.
+    Failed,
+}
+
+/// Many arrays of one [`ArrayFile`], each resolved once: their schemas, then
+/// one hyperslab of all of them read in parallel. See [`ArrayFile::scan`].
+pub struct Scan<'a> {
+    file: &'a ArrayFile,
+    names: Vec<&'a str>,
+    resolved: Vec<Resolved<'a>>,
+}
+
+impl std::fmt::Debug for Scan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scan")
+            .field("dir", &self.file.dir)
+            .field("n_arrays", &self.names.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArrayFile {
+    /// Resolves `names` for a scan. From 64 names on, the whole index of the
+    /// committed layers is built first (every footer block read once, as a
+    /// listing does), and its error, if any, is returned; below, each name's
+    /// state is built alone. Names are found by position when they come in
+    /// listing order, by hash otherwise.
+    pub fn scan<'a>(&'a self, names: &[&'a str]) -> Result<Scan<'a>> {
+        if names.len() >= BUILD_INDEX_FROM {
+            self.all()?;
+        }
+        Ok(self.scan_resolved(names))
+    }
+
+    /// [`ArrayFile::scan`] without building the whole index first: a name
+    /// whose records cannot be read resolves as failed, and reading it gives
+    /// the error.
+    pub(super) fn scan_resolved<'a>(&'a self, names: &[&'a str]) -> Scan<'a> {
+        let all = self.index.all.get();
+        let mut next = 0usize;
+        let mut committed = |name: &str| -> Result<Option<&'a Committed>> {
+            let Some(all) = all else {
+                return self.committed(name);
+            };
+            if let Some((k, c)) = all.get_index(next) {
+                if k == name {
+                    next += 1;
+                    return Ok(Some(c));
+                }
+            }
+            Ok(all.get_full(name).map(|(i, _, c)| {
+                next = i + 1;
+                c
+            }))
+        };
+        let resolved = names
+            .iter()
+            .map(|&name| match self.view_with(name, || committed(name)) {
+                Ok(Some(view)) => Resolved::Found(view),
+                Ok(None) => Resolved::Absent,
+                Err(_) => Resolved::Failed,
+            })
+            .collect();
+        Scan {
+            file: self,
+            names: names.to_vec(),
+            resolved,
+        }
+    }
+}
+
+impl<'a> Scan<'a> {
+    /// Number of names.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when no name was given.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The schema of the `k`-th name (as [`ArrayFile::try_schema`]).
+    pub fn try_schema(&self, k: usize) -> Result<Option<&'a ArraySchema>> {
+        match &self.resolved[k] {
+            Resolved::Found(view) => Ok(Some(view.schema)),
+            Resolved::Absent => Ok(None),
+            Resolved::Failed => self.file.try_schema(self.names[k]),
+        }
+    }
+
+    /// The file that gave the `k`-th name its schema (as
+    /// [`ArrayFile::schema_origin`]).
+    pub fn schema_origin(&self, k: usize) -> Option<&'a Path> {
+        self.file.schema_origin(self.names[k])
+    }
+
+    /// Reads the same hyperslab of every name (empty `start` and `count`:
+    /// whole arrays) on up to `threads` threads, each reading its
+    /// contiguous part of the names in one pass over the file (blocks sorted
+    /// by position, neighbours fetched together) without filling the cache.
+    /// One result per name, in order, whatever the number of threads.
+    pub fn read<T: ArrayElement>(
+        &self,
+        start: &[u64],
+        count: &[u64],
+        threads: usize,
+    ) -> Vec<Result<ArrayD<T>>> {
+        let n = self.names.len();
+        let per = n.div_ceil(threads.max(1)).max(MIN_PER_THREAD);
+        if n <= per {
+            return self.read_part::<T>(0..n, start, count);
+        }
+        std::thread::scope(|s| {
+            let parts: Vec<_> = (0..n)
+                .step_by(per)
+                .map(|a| {
+                    let part = a..(a + per).min(n);
+                    s.spawn(move || self.read_part::<T>(part, start, count))
+                })
+                .collect();
+            let mut out = Vec::with_capacity(n);
+            for p in parts {
+                out.extend(p.join().expect("scan thread panicked"));
+            }
+            out
+        })
+    }
+
+    /// The one committed block holding all of the `k`-th array, when the
+    /// read is of the whole array, the array is one chunk, and no pending
+    /// write changed it: the common case of a scan, served without
+    /// enumerating chunks or building regions.
+    fn whole_block(&self, k: usize, start: &[u64], count: &[u64]) -> Option<&'a Loc> {
+        let Resolved::Found(view) = &self.resolved[k] else {
+            return None;
+        };
+        let s = view.schema;
+        let whole = (start.is_empty() && count.is_empty())
+            || (start.len() == s.rank()
+                && start.iter().all(|&x| x == 0)
+                && count == s.shape.as_slice());
+        let one_chunk = s.shape.iter().zip(&s.chunk_shape).all(|(&n, &c)| n <= c);
+        if !whole || !one_chunk || s.shape.contains(&0) || view.pending.is_some() {
+            return None;
+        }
+        match view.source(0)? {
+            Source::Layer(loc) => Some(loc),
+            Source::Pending(_) => None,
+        }
+    }
+
+    /// Reads the names in `part`: first every committed block they need, in
+    /// a few coalesced reads, then each array.
+    fn read_part<T: ArrayElement>(
+        &self,
+        part: Range<usize>,
+        start: &[u64],
+        count: &[u64],
+    ) -> Vec<Result<ArrayD<T>>> {
+        let file = self.file;
+        // 1. Every committed block the reads need. Errors are left to step 3.
+        let mut wanted: Vec<(u32, u64, u64)> = Vec::new();
+        for k in part.clone() {
+            if let Some(loc) = self.whole_block(k, start, count) {
+                if view_dtype(&self.resolved[k]) == Some(T::DTYPE) {
+                    wanted.push((loc.layer, loc.entry.offset, loc.entry.stored_len));
+                }
+                continue;
+            }
+            let Resolved::Found(view) = &self.resolved[k] else {
+                continue;
+            };
+            let schema = view.schema;
+            if schema.dtype != T::DTYPE {
+                continue;
+            }
+            let Ok((st, ct)) = schema.resolve_region(self.names[k], start, count) else {
+                continue;
+            };
+            if ct.contains(&0) {
+                continue;
+            }
+            for idx in schema.chunks_touching(&st, &ct) {
+                if let Some(Source::Layer(loc)) = view.source(idx) {
+                    wanted.push((loc.layer, loc.entry.offset, loc.entry.stored_len));
+                }
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        let fetched = Fetched::read(file, &wanted);
+        // 2. Decode and assemble, with one set of decoder buffers.
+        let width = T::DTYPE.size_bytes().unwrap_or(0);
+        let mut bufs = DecodeBuffers::default();
+        let decode = |loc: &Loc, shape: &[u64], bufs: &mut DecodeBuffers| {
+            let Some(stored) = fetched.get(&wanted, loc) else {
+                return file.chunk_array(&Source::Layer(loc), shape, false);
+            };
+            let layer = &file.layers[loc.layer as usize];
+            let e = &loc.entry;
+            decode_checked_into(
+                stored,
+                e.crc,
+                e.codec,
+                e.filter,
+                width,
+                e.raw_len,
+                &layer.path,
+                e.offset,
+                bufs,
+            )?;
+            cells_array(&bufs.out, shape, &layer.path, e.offset)
+        };
+        part.map(|k| {
+            if let (Some(loc), Resolved::Found(view)) =
+                (self.whole_block(k, start, count), &self.resolved[k])
+            {
+                if view.schema.dtype == T::DTYPE {
+                    return decode(loc, &view.schema.shape, &mut bufs);
+                }
+            }
+            file.read_with(self.names[k], start, count, |src, cshape| match src {
+                Source::Layer(loc) => decode(loc, cshape, &mut bufs),
+                Source::Pending(_) => file.chunk_array(src, cshape, false),
+            })
+        })
+        .collect()
+    }
+}
+
+fn view_dtype(r: &Resolved<'_>) -> Option<crate::dtype::DType> {
+    match r {
+        Resolved::Found(v) => Some(v.schema.dtype),
+        _ => None,
+    }
+}
+
+/// The stored bytes of sorted, distinct blocks, fetched with coalesced reads
+/// (batched per layer: object stores issue a layer's ranges concurrently).
+struct Fetched {
+    buffers: Vec<Vec<u8>>,
+    /// Per wanted block: its buffer and offset in it; `None` when its read
+    /// failed (the per-chunk path then reports the error properly).
+    at: Vec<Option<(usize, usize)>>,
+}
+
+impl Fetched {
+    #[allow(clippy::many_single_char_names)] // offsets and lengths of a coalescing loop
+    fn read(file: &ArrayFile, wanted: &[(u32, u64, u64)]) -> Fetched {
+        let mut groups: Vec<(u32, u64, u64, Range<usize>)> = Vec::new();
+        let mut i = 0;
+        while i < wanted.len() {
+            let (layer, first, len) = wanted[i];
+            let mut end = first + len;
+            let mut j = i + 1;
+            while j < wanted.len() {
+                let (l, o, n) = wanted[j];
+                if l != layer || o > end + MAX_GAP_BYTES || o + n - first > MAX_READ_BYTES {
+                    break;
+                }
+                end = end.max(o + n);
+                j += 1;
+            }
+            groups.push((layer, first, end, i..j));
+            i = j;
+        }
+        let mut out = Fetched {
+            buffers: Vec::new(),
+            at: vec![None; wanted.len()],
+        };
+        let mut g = 0;
+        while g < groups.len() {
+            let layer = groups[g].0;
+            let mut h = g;
+            while h < groups.len() && groups[h].0 == layer {
+                h += 1;
+            }
+            let ranges: Option<Vec<(u64, usize)>> = groups[g..h]
+                .iter()
+                .map(|&(_, first, end, _)| usize::try_from(end - first).ok().map(|n| (first, n)))
+                .collect();
+            let handle = &file.layers[layer as usize].handle;
+            if let Some(Ok(bufs)) = ranges.map(|r| handle.read_ranges(&r)) {
+                for ((_, first, _, members), buf) in groups[g..h].iter().zip(bufs) {
+                    let b = out.buffers.len();
+                    for m in members.clone() {
+                        out.at[m] = Some((b, (wanted[m].1 - first) as usize));
+                    }
+                    out.buffers.push(buf);
+                }
+            }
+            g = h;
+        }
+        out
+    }
+
+    /// The stored bytes of `loc`'s block, if it was wanted and read.
+    fn get(&self, wanted: &[(u32, u64, u64)], loc: &Loc) -> Option<&[u8]> {
+        let key = (loc.layer, loc.entry.offset, loc.entry.stored_len);
+        let m = wanted.binary_search(&key).ok()?;
+        let (b, at) = self.at[m]?;
+        self.buffers[b].get(at..at + usize::try_from(key.2).ok()?)
+    }
+}
