@@ -52,6 +52,7 @@ use chunk_map::ChunkMap;
 use index::MergedIndex;
 pub use merge::MergePlan;
 pub use pending::PendingBudget;
+pub use write::IN_MEMORY_WRITE_BYTES;
 use pending::{Pending, PendingChunk};
 use read::{decode_entry, read_stored};
 

@@ -39,6 +39,13 @@ pub(crate) struct PendingChunk {
     pub meta: BlockMeta,
 }
 
+impl PendingChunk {
+    /// True when its bytes are in memory, not in a scratch file.
+    pub(crate) fn is_in_memory(&self) -> bool {
+        matches!(self.data, PendingData::Mem(_))
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct PendingArray {
     /// `Update` (on top of the committed array), `Define` (replaces it) or `Delete`.
@@ -163,6 +170,15 @@ impl Pending {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.arrays.is_empty()
+    }
+
+    /// True when `n` more bytes in memory keep the (shared) budget within
+    /// its limit, so storing them would not spill.
+    pub(crate) fn has_room(&self, n: u64) -> bool {
+        self.budget
+            .used_bytes()
+            .checked_add(n)
+            .is_some_and(|total| total <= self.budget.limit_bytes())
     }
 
     /// Bytes of pending chunks held in memory.

@@ -6,7 +6,48 @@ use super::{
     ArrayViewD, BlockMeta, ChunkStats, Error, IxDyn, RecordKind, Result, MAX_CHUNK_BYTES,
 };
 
+/// The largest write, in bytes of cells, that
+/// [`ArrayFile::write_is_in_memory`] calls small: encoding it takes well under
+/// a millisecond.
+pub const IN_MEMORY_WRITE_BYTES: u64 = 256 << 10;
+
 impl ArrayFile {
+    /// True when writing `data` to `name` is small (at most
+    /// [`IN_MEMORY_WRITE_BYTES`] of cells) and touches no storage: the array's
+    /// pending record defines it (no committed layer is consulted), none of
+    /// its pending chunks is in a scratch file (merging a partly covered chunk
+    /// reads memory only), and the pending budget has room for the encoded
+    /// chunks (the write does not spill). An async caller may then write on
+    /// its own thread: handing a 200-byte write to a blocking pool costs many
+    /// times its encoding. (Files sharing a budget and writing at the same
+    /// moment may still spill; that is only slower, never wrong.)
+    pub fn write_is_in_memory<T: ArrayElement>(&self, name: &str, data: &ArrayViewD<'_, T>) -> bool {
+        let Some(p) = self.pending.arrays.get(name) else {
+            return false;
+        };
+        if p.kind != RecordKind::Define {
+            return false;
+        }
+        let raw_bytes = match T::DTYPE.size_bytes() {
+            Some(w) => (w as u64).saturating_mul(data.len() as u64),
+            None => {
+                let mut n = 0u64;
+                for v in data {
+                    n += 4 + v.as_str().map_or(0, str::len) as u64;
+                    if n > IN_MEMORY_WRITE_BYTES {
+                        return false;
+                    }
+                }
+                n
+            }
+        };
+        // Encoded chunks are at most about 1.1× the cells plus a few bytes
+        // each (LZ4, Zstd bounds); twice the cells plus 64 KiB covers them.
+        raw_bytes <= IN_MEMORY_WRITE_BYTES
+            && p.chunks.values().all(|c| c.is_in_memory())
+            && self.pending.has_room(2 * raw_bytes + (64 << 10))
+    }
+
     /// Writes `data` at `start` (empty `start` means the origin). Chunks only
     /// partly covered are merged with their current contents.
     #[allow(clippy::needless_pass_by_value)] // views are cheap; by value matches `arr.view()` call sites
