@@ -13,6 +13,7 @@
 //! corrupt block committed under a valid checksum.
 
 use super::chunk_map::ChunkMap;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -338,11 +339,12 @@ impl Pending {
         Ok(())
     }
 
-    /// The stored bytes of a pending chunk; bytes read back from a scratch
-    /// file must match the chunk's CRC-32C.
-    pub(crate) fn stored_bytes(&self, chunk: &PendingChunk) -> Result<Vec<u8>> {
+    /// The stored bytes of a pending chunk (borrowed when in memory, so a
+    /// flush copies each chunk once, into the layer); bytes read back from a
+    /// scratch file must match the chunk's CRC-32C.
+    pub(crate) fn stored_bytes<'a>(&self, chunk: &'a PendingChunk) -> Result<Cow<'a, [u8]>> {
         match &chunk.data {
-            PendingData::Mem(b) => Ok(b.clone()),
+            PendingData::Mem(b) => Ok(Cow::Borrowed(b)),
             PendingData::Scratch { file, offset, len } => {
                 let mut files = self.scratch.lock();
                 let s = files[*file]
@@ -360,7 +362,7 @@ impl Pending {
                          changes are lost, reopen the store",
                     ));
                 }
-                Ok(buf)
+                Ok(Cow::Owned(buf))
             }
         }
     }
