@@ -144,3 +144,76 @@ impl ArrayFile {
         Ok((stored, meta))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::IN_MEMORY_WRITE_BYTES;
+    use crate::{ArrayFile, ArrayFileOptions, DeltaCache, MemoryStorage};
+
+    fn file(pending_budget_bytes: u64) -> ArrayFile {
+        ArrayFile::create(
+            Arc::new(MemoryStorage::new()),
+            Path::new("/f"),
+            ArrayFileOptions {
+                pending_budget_bytes,
+                ..ArrayFileOptions::default()
+            },
+            Arc::new(DeltaCache::default()),
+        )
+        .unwrap()
+    }
+
+    fn cells(n: usize, v: f32) -> ArrayD<f32> {
+        ArrayD::from_elem(IxDyn(&[n]), v)
+    }
+
+    #[test]
+    fn only_small_writes_to_pending_definitions_are_in_memory() {
+        let mut f = file(1 << 20);
+        f.define_array::<f32>("a", vec!["x".into()], vec![50], None, None)
+            .unwrap();
+        assert!(f.write_is_in_memory("a", &cells(50, 1.0).view()));
+        assert!(!f.write_is_in_memory("missing", &cells(50, 1.0).view()));
+        let big = cells((IN_MEMORY_WRITE_BYTES / 4 + 1) as usize, 1.0);
+        assert!(!f.write_is_in_memory("a", &big.view()));
+        f.write_array("a", &[], cells(50, 2.0).view()).unwrap();
+        // Still pending: a partly covering write merges with memory only.
+        assert!(f.write_is_in_memory("a", &cells(10, 3.0).view()));
+        f.write_array("a", &[5], cells(10, 3.0).view()).unwrap();
+        f.flush().unwrap();
+        let back = f.read_array::<f32>("a", &[], &[]).unwrap();
+        assert_eq!(back[[4]], 2.0);
+        assert_eq!(back[[5]], 3.0);
+        assert_eq!(back[[15]], 2.0);
+        // Committed now: a write is an update, which may read the layers.
+        assert!(!f.write_is_in_memory("a", &cells(50, 1.0).view()));
+        // Strings count their bytes.
+        f.define_array::<String>("s", vec!["x".into()], vec![2], None, None)
+            .unwrap();
+        let long = ArrayD::from_elem(IxDyn(&[2]), "y".repeat(IN_MEMORY_WRITE_BYTES as usize));
+        assert!(!f.write_is_in_memory("s", &long.view()));
+        let short = ArrayD::from_elem(IxDyn(&[2]), "y".to_owned());
+        assert!(f.write_is_in_memory("s", &short.view()));
+    }
+
+    #[test]
+    fn a_write_that_may_spill_or_merge_with_spilled_chunks_is_not_in_memory() {
+        // No room in the budget: the write would spill.
+        let mut f = file(64);
+        f.define_array::<f32>("a", vec!["x".into()], vec![50], Some(vec![10]), None)
+            .unwrap();
+        assert!(!f.write_is_in_memory("a", &cells(50, 1.0).view()));
+        f.write_array("a", &[], cells(50, 1.0).view()).unwrap();
+        assert_eq!(f.pending_mem_bytes(), 0, "spilled");
+        // Room again, but the array's chunks are in the scratch file.
+        let mut options = f.options();
+        options.pending_budget_bytes = 1 << 30;
+        f.set_options(options).unwrap();
+        assert!(!f.write_is_in_memory("a", &cells(5, 1.0).view()));
+    }
+}
