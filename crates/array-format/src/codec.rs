@@ -159,7 +159,11 @@ pub(crate) fn encode_block(
     compression: Compression,
 ) -> (Vec<u8>, u8, u8) {
     let shuffle_it = compression.shuffle && width > 1 && !raw.is_empty();
-    let filter = if shuffle_it { FILTER_SHUFFLE } else { FILTER_NONE };
+    let filter = if shuffle_it {
+        FILTER_SHUFFLE
+    } else {
+        FILTER_NONE
+    };
     if compression.codec == Codec::Lz4 && raw.len() < lz4::SMALL_LIMIT {
         let stored = ENCODE.with(|cell| {
             let mut slot = cell.borrow_mut();
@@ -429,7 +433,11 @@ mod tests {
                 } else {
                     raw.clone()
                 };
-                assert_eq!(stored, lz4_flex::block::compress(&input), "{n} {shuffle_on}");
+                assert_eq!(
+                    stored,
+                    lz4_flex::block::compress(&input),
+                    "{n} {shuffle_on}"
+                );
                 assert_eq!(decode_block(&stored, c, f, 4, raw.len()).unwrap(), raw);
             }
         }

@@ -52,9 +52,9 @@ use chunk_map::ChunkMap;
 use index::MergedIndex;
 pub use merge::MergePlan;
 pub use pending::PendingBudget;
-pub use write::IN_MEMORY_WRITE_BYTES;
 use pending::{Pending, PendingChunk};
 use read::{decode_entry, read_stored};
+pub use write::IN_MEMORY_WRITE_BYTES;
 
 /// The name of one layer file inside an array file's directory.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

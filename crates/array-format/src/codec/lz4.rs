@@ -124,7 +124,11 @@ fn common_prefix(input: &[u8], cur: usize, candidate: usize) -> usize {
         }
         n += 8;
     }
-    n + a[n..].iter().zip(&b[n..]).take_while(|(x, y)| x == y).count()
+    n + a[n..]
+        .iter()
+        .zip(&b[n..])
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 /// Appends the LZ4 block of `input` (shorter than [`SMALL_LIMIT`]) to `out`.
@@ -175,8 +179,16 @@ pub(crate) fn compress_small(input: &[u8], table: &mut Table, out: &mut Vec<u8>)
         cur += match_len;
         table.put(slot_at(input, cur - 2), cur - 2);
 
-        let token_lit = if lit_len < 0xF { (lit_len as u8) << 4 } else { 0xF0 };
-        let token_match = if match_len < 0xF { match_len as u8 } else { 0xF };
+        let token_lit = if lit_len < 0xF {
+            (lit_len as u8) << 4
+        } else {
+            0xF0
+        };
+        let token_match = if match_len < 0xF {
+            match_len as u8
+        } else {
+            0xF
+        };
         out.push(token_lit | token_match);
         if lit_len >= 0xF {
             push_length(out, lit_len - 0xF);

@@ -21,7 +21,11 @@ impl ArrayFile {
     /// its own thread: handing a 200-byte write to a blocking pool costs many
     /// times its encoding. (Files sharing a budget and writing at the same
     /// moment may still spill; that is only slower, never wrong.)
-    pub fn write_is_in_memory<T: ArrayElement>(&self, name: &str, data: &ArrayViewD<'_, T>) -> bool {
+    pub fn write_is_in_memory<T: ArrayElement>(
+        &self,
+        name: &str,
+        data: &ArrayViewD<'_, T>,
+    ) -> bool {
         let Some(p) = self.pending.arrays.get(name) else {
             return false;
         };
