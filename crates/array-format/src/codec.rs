@@ -182,7 +182,8 @@ pub(crate) fn encode_block(
             };
             s.out.clear();
             lz4::compress_small(input, &mut s.lz4, &mut s.out);
-            s.out.to_vec()
+            // An exact-size copy: the scratch keeps its capacity.
+            s.out.clone()
         });
         return (stored, Codec::Lz4.id(), filter);
     }
