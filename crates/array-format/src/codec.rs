@@ -6,6 +6,7 @@
 
 #[cfg(feature = "blosc2")]
 pub(crate) mod blosc2;
+mod lz4;
 
 use std::fmt;
 
@@ -138,18 +139,60 @@ pub(crate) enum DecodeError {
     },
 }
 
+/// Buffers one thread's block encodes reuse: the shuffled cells, the LZ4
+/// hash table and the compressed output. Encoding a small chunk then
+/// allocates only its result.
+struct EncodeScratch {
+    shuffled: Vec<u8>,
+    lz4: lz4::Table,
+    out: Vec<u8>,
+}
+
+thread_local! {
+    static ENCODE: std::cell::RefCell<Option<EncodeScratch>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Encodes `raw` cells of width `width` (0 for strings); returns (bytes, codec id, filter id).
 pub(crate) fn encode_block(
     raw: &[u8],
     width: usize,
     compression: Compression,
 ) -> (Vec<u8>, u8, u8) {
-    let shuffled;
-    let (input, filter) = if compression.shuffle && width > 1 && !raw.is_empty() {
-        shuffled = shuffle(raw, width);
-        (&shuffled[..], FILTER_SHUFFLE)
+    let shuffle_it = compression.shuffle && width > 1 && !raw.is_empty();
+    let filter = if shuffle_it {
+        FILTER_SHUFFLE
     } else {
-        (raw, FILTER_NONE)
+        FILTER_NONE
+    };
+    if compression.codec == Codec::Lz4 && raw.len() < lz4::SMALL_LIMIT {
+        let stored = ENCODE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let s = slot.get_or_insert_with(|| EncodeScratch {
+                shuffled: Vec::new(),
+                lz4: lz4::Table::new(),
+                out: Vec::new(),
+            });
+            let input = if shuffle_it {
+                s.shuffled.clear();
+                s.shuffled.resize(raw.len(), 0);
+                shuffle_into(raw, width, &mut s.shuffled);
+                &s.shuffled[..]
+            } else {
+                raw
+            };
+            s.out.clear();
+            lz4::compress_small(input, &mut s.lz4, &mut s.out);
+            // An exact-size copy: the scratch keeps its capacity.
+            s.out.clone()
+        });
+        return (stored, Codec::Lz4.id(), filter);
+    }
+    let shuffled;
+    let input = if shuffle_it {
+        shuffled = shuffle(raw, width);
+        &shuffled[..]
+    } else {
+        raw
     };
     let stored = match compression.codec {
         Codec::None => input.to_vec(),
@@ -275,13 +318,18 @@ pub(crate) fn decode_block_into(
 /// Byte shuffle: byte `b` of cell `i` moves to `b * n + i`.
 pub(crate) fn shuffle(raw: &[u8], width: usize) -> Vec<u8> {
     let mut out = vec![0u8; raw.len()];
-    match width {
-        2 => shuffle_w::<2>(raw, &mut out),
-        4 => shuffle_w::<4>(raw, &mut out),
-        8 => shuffle_w::<8>(raw, &mut out),
-        _ => shuffle_any(raw, width, &mut out),
-    }
+    shuffle_into(raw, width, &mut out);
     out
+}
+
+/// [`shuffle`] into `out`, of `raw`'s length.
+fn shuffle_into(raw: &[u8], width: usize, out: &mut [u8]) {
+    match width {
+        2 => shuffle_w::<2>(raw, out),
+        4 => shuffle_w::<4>(raw, out),
+        8 => shuffle_w::<8>(raw, out),
+        _ => shuffle_any(raw, width, out),
+    }
 }
 
 /// Inverse of [`shuffle`].
@@ -401,6 +449,36 @@ mod tests {
                 let (stored, c, f) = encode_block(&raw, 4, Compression { codec, shuffle });
                 let back = decode_block(&stored, c, f, 4, raw.len()).unwrap();
                 assert_eq!(back, raw, "{codec} shuffle={shuffle}");
+            }
+        }
+    }
+
+    /// Small LZ4 blocks go through the reused table (`codec/lz4.rs`), large
+    /// ones through `lz4_flex`: both store exactly `lz4_flex`'s bytes.
+    #[test]
+    fn lz4_blocks_are_lz4_flex_bytes_at_every_size() {
+        for n in [0, 3, 50, 1000, 16_383, 16_384, 40_000] {
+            let raw = field(n);
+            for shuffle_on in [false, true] {
+                let (stored, c, f) = encode_block(
+                    &raw,
+                    4,
+                    Compression {
+                        codec: Codec::Lz4,
+                        shuffle: shuffle_on,
+                    },
+                );
+                let input = if shuffle_on && n > 0 {
+                    shuffle(&raw, 4)
+                } else {
+                    raw.clone()
+                };
+                assert_eq!(
+                    stored,
+                    lz4_flex::block::compress(&input),
+                    "{n} {shuffle_on}"
+                );
+                assert_eq!(decode_block(&stored, c, f, 4, raw.len()).unwrap(), raw);
             }
         }
     }

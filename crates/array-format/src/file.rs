@@ -56,6 +56,7 @@ pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};
 use read::{decode_entry, read_stored};
 pub use scan::Scan;
+pub use write::IN_MEMORY_WRITE_BYTES;
 
 /// The name of one layer file inside an array file's directory.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -13,6 +13,7 @@
 //! corrupt block committed under a valid checksum.
 
 use super::chunk_map::ChunkMap;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,6 +38,13 @@ pub(crate) enum PendingData {
 pub(crate) struct PendingChunk {
     pub data: PendingData,
     pub meta: BlockMeta,
+}
+
+impl PendingChunk {
+    /// True when its bytes are in memory, not in a scratch file.
+    pub(crate) fn is_in_memory(&self) -> bool {
+        matches!(self.data, PendingData::Mem(_))
+    }
 }
 
 #[derive(Debug)]
@@ -163,6 +171,15 @@ impl Pending {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.arrays.is_empty()
+    }
+
+    /// True when `n` more bytes in memory keep the (shared) budget within
+    /// its limit, so storing them would not spill.
+    pub(crate) fn has_room(&self, n: u64) -> bool {
+        self.budget
+            .used_bytes()
+            .checked_add(n)
+            .is_some_and(|total| total <= self.budget.limit_bytes())
     }
 
     /// Bytes of pending chunks held in memory.
@@ -322,11 +339,12 @@ impl Pending {
         Ok(())
     }
 
-    /// The stored bytes of a pending chunk; bytes read back from a scratch
-    /// file must match the chunk's CRC-32C.
-    pub(crate) fn stored_bytes(&self, chunk: &PendingChunk) -> Result<Vec<u8>> {
+    /// The stored bytes of a pending chunk (borrowed when in memory, so a
+    /// flush copies each chunk once, into the layer); bytes read back from a
+    /// scratch file must match the chunk's CRC-32C.
+    pub(crate) fn stored_bytes<'a>(&self, chunk: &'a PendingChunk) -> Result<Cow<'a, [u8]>> {
         match &chunk.data {
-            PendingData::Mem(b) => Ok(b.clone()),
+            PendingData::Mem(b) => Ok(Cow::Borrowed(b)),
             PendingData::Scratch { file, offset, len } => {
                 let mut files = self.scratch.lock();
                 let s = files[*file]
@@ -344,7 +362,7 @@ impl Pending {
                          changes are lost, reopen the store",
                     ));
                 }
-                Ok(buf)
+                Ok(Cow::Owned(buf))
             }
         }
     }

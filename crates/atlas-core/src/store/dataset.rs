@@ -156,10 +156,21 @@ impl DatasetView {
             .ok_or_else(|| self.array_not_found(name))?;
         let registry = self.registry_schema(name)?;
         let mut f = file.write_owned().await;
+        if f.write_is_in_memory(&self.name, &data) {
+            // A small write into an array defined since the last flush reads
+            // and writes no storage: encoded here, it costs a fraction of a
+            // handoff to the blocking pool (which was most of an ingest of
+            // small datasets).
+            check_schema(&self.name, name, registry, &f)?;
+            f.write_array(&self.name, &start, data)
+                .map_err(|e| Error::array(&self.name, name, e))?;
+            drop(f);
+            return self.inner.data_changed(&self.name, name);
+        }
         // Checking the schema (which may read a footer block) and encoding
-        // (and merging partly covered chunks) run on the blocking pool, never
-        // on a runtime worker thread. The view is copied to move it there (a
-        // memcpy, ~10× faster than the encode).
+        // (and merging partly covered chunks, which may read chunks) run on
+        // the blocking pool, never on a runtime worker thread. The view is
+        // copied to move it there (a memcpy, ~10× faster than the encode).
         let data = data.to_owned();
         let (dataset, array) = (self.name.clone(), name.to_owned());
         tokio::task::spawn_blocking(move || {
