@@ -153,20 +153,20 @@ impl fmt::Display for Query {
 }
 
 /// Runs a query against a source of statistics (the store's, today); with
-/// `named`, also resolves the matches' names (the result's `names` is empty
+/// `with_names`, also resolves the matches' names (the result's `names` is empty
 /// otherwise).
 pub(crate) fn run(
     query: &Query,
     stats: &dyn source::StatsSource,
     chunks: &dyn source::ChunkSource,
     generation: u64,
-    named: bool,
+    with_names: bool,
 ) -> crate::Result<QueryResult> {
     let started = std::time::Instant::now();
     query.check_limits()?;
     let bound = bind::bind(&query.expr, stats)?;
     let outcome = eval::evaluate(&bound, stats, chunks)?;
-    let names = if named {
+    let names = if with_names {
         stats.names(&outcome.matches)?
     } else {
         Vec::new()

@@ -214,11 +214,11 @@ fn put_section(out: &mut Vec<u8>, kind: u8, values: &[Option<&StatRepr>]) {
 /// An `f64` side whose every present value an `f32` holds exactly (bit for
 /// bit, so NaN payloads and -0.0 survive) is stored as `f32`s.
 fn narrow(kind: u8, values: &[Option<&StatRepr>]) -> u8 {
-    let exact = |v: &Option<&StatRepr>| match v {
+    let exact = |v: Option<&StatRepr>| match v {
         Some(StatRepr::F(f)) => f64::from(*f as f32).to_bits() == f.to_bits(),
         _ => true,
     };
-    if kind == KIND_F64 && values.iter().all(exact) {
+    if kind == KIND_F64 && values.iter().all(|v| exact(*v)) {
         KIND_F32
     } else {
         kind
@@ -265,11 +265,11 @@ fn put_ints(out: &mut Vec<u8>, values: impl Iterator<Item = u64> + Clone) {
         return;
     }
     let span = hi - lo;
-    let (mode, width) = if span <= u64::from(u8::MAX) {
+    let (mode, width) = if u8::try_from(span).is_ok() {
         (INT_OFFSETS, 1)
-    } else if span <= u64::from(u16::MAX) {
+    } else if u16::try_from(span).is_ok() {
         (INT_OFFSETS + 1, 2)
-    } else if span <= u64::from(u32::MAX) {
+    } else if u32::try_from(span).is_ok() {
         (INT_OFFSETS + 2, 4)
     } else {
         (INT_OFFSETS + 3, 8)
@@ -408,13 +408,13 @@ impl Cursor<'_> {
                 let len = n
                     .checked_mul(width)
                     .ok_or_else(|| format!("typed block: {what} too long"))?;
-                let b = self.take(len, what)?;
+                let bytes = self.take(len, what)?;
                 let mut out = Vec::with_capacity(n);
-                for c in b.chunks_exact(width) {
-                    let mut w = [0u8; 8];
-                    w[..width].copy_from_slice(c);
+                for offset in bytes.chunks_exact(width) {
+                    let mut word = [0u8; 8];
+                    word[..width].copy_from_slice(offset);
                     let v = base
-                        .checked_add(u64::from_le_bytes(w))
+                        .checked_add(u64::from_le_bytes(word))
                         .ok_or_else(|| format!("typed block: {what} overflow"))?;
                     out.push(v);
                 }
@@ -464,12 +464,12 @@ fn section(c: &mut Cursor<'_>, kind: u8, n: usize, what: &str) -> Result<Side, S
             let len = n
                 .checked_mul(4)
                 .ok_or_else(|| format!("typed block: {what} too long"))?;
-            let b = c.take(len, what)?;
-            let v = b
+            let floats = c
+                .take(len, what)?
                 .chunks_exact(4)
                 .map(|x| f64::from(f32::from_le_bytes(x.try_into().expect("4 bytes"))))
                 .collect();
-            Side::F64(p, v)
+            Side::F64(p, floats)
         }
         KIND_ROWS => {
             let len = c.u32(what)? as usize;
