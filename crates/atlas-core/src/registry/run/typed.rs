@@ -201,7 +201,11 @@ fn put_section(out: &mut Vec<u8>, kind: u8, values: &[Option<&StatRepr>]) {
     for v in values {
         match v {
             None if kind == KIND_BOOL => out.push(0),
+            None if kind == KIND_F32 => out.extend_from_slice(&[0; 4]),
             None => out.extend_from_slice(&[0; 8]),
+            Some(StatRepr::F(f)) if kind == KIND_F32 => {
+                out.extend_from_slice(&(*f as f32).to_le_bytes());
+            }
             Some(StatRepr::F(f)) => out.extend_from_slice(&f.to_le_bytes()),
             Some(StatRepr::I(x) | StatRepr::T(x)) => out.extend_from_slice(&x.to_le_bytes()),
             Some(StatRepr::U(x)) => out.extend_from_slice(&x.to_le_bytes()),
@@ -222,23 +226,6 @@ fn narrow(kind: u8, values: &[Option<&StatRepr>]) -> u8 {
         KIND_F32
     } else {
         kind
-    }
-}
-
-fn put_f32_section(out: &mut Vec<u8>, values: &[Option<&StatRepr>]) {
-    let mut bits = vec![0u8; values.len().div_ceil(8)];
-    for (i, v) in values.iter().enumerate() {
-        if v.is_some() {
-            bits[i / 8] |= 1 << (i % 8);
-        }
-    }
-    out.extend_from_slice(&bits);
-    for v in values {
-        let x = match v {
-            Some(StatRepr::F(f)) => *f as f32,
-            _ => 0.0,
-        };
-        out.extend_from_slice(&x.to_le_bytes());
     }
 }
 
@@ -303,13 +290,8 @@ pub(super) fn encode_stats(rows: &[(u64, StatRow)]) -> Vec<u8> {
     put_ints(&mut out, rows.iter().map(|(id, _)| *id));
     put_ints(&mut out, rows.iter().map(|(_, r)| r.2));
     put_ints(&mut out, rows.iter().map(|(_, r)| r.3));
-    for (kind, values) in [(kmin, &mins), (kmax, &maxs)] {
-        if kind == KIND_F32 {
-            put_f32_section(&mut out, values);
-        } else {
-            put_section(&mut out, kind, values);
-        }
-    }
+    put_section(&mut out, kmin, &mins);
+    put_section(&mut out, kmax, &maxs);
     out
 }
 
