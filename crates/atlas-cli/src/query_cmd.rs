@@ -50,7 +50,7 @@ pub async fn matches(atlas: &Atlas, expr: &str) -> Result<Result<QueryResult, Ex
     checked(expr, atlas.query(&q).await)
 }
 
-/// Like [`matches`], ids only (a count needs no names).
+/// Like [`matches()`], ids only (a count needs no names).
 async fn matching_ids(atlas: &Atlas, expr: &str) -> Result<Result<QueryIds, ExitCode>> {
     let Some(q) = parse(expr) else {
         return Ok(Err(ExitCode::from(2)));
