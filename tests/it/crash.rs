@@ -825,6 +825,12 @@ async fn check_store(
         .is_ok_and(|b| String::from_utf8_lossy(&b).contains("\"retired_file\""))
     {
         SIDE_FILES_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if storage
+            .list_dir(&root.join("atlas.history"))
+            .is_ok_and(|v| v.iter().any(|f| f.starts_with("retired-chunk-")))
+        {
+            CHUNKS_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     let atlas = match Atlas::open_with(storage, &root, OpenOptions::default()).await {
         Ok(a) => a,
@@ -926,19 +932,34 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
         ),
         None => None,
     };
-    let retired_list = side
+    // The side file's sealed chunks hold the rest of the list.
+    let chunk_names: Vec<String> = side
         .as_ref()
-        .map_or(&manifest["retired"], |s| &s["retired"]);
+        .and_then(|s| s["chunks"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["file"].as_str().map(str::to_owned))
+        .collect();
+    let mut retired_lists = vec![side
+        .as_ref()
+        .map_or(&manifest["retired"], |s| &s["retired"])
+        .clone()];
+    for c in &chunk_names {
+        let chunk: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(store.join("atlas.history").join(c))
+                .map_err(|e| format!("the retired chunk {c}: {e}"))?,
+        )
+        .map_err(|e| e.to_string())?;
+        retired_lists.push(chunk["retired"].clone());
+    }
     let retired_in = |dir: &str| -> Vec<String> {
-        retired_list
-            .as_array()
-            .map(|v| {
-                v.iter()
-                    .filter(|r| r["dir"].as_str() == Some(dir))
-                    .filter_map(|r| r["file"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        retired_lists
+            .iter()
+            .filter_map(serde_json::Value::as_array)
+            .flatten()
+            .filter(|r| r["dir"].as_str() == Some(dir))
+            .filter_map(|r| r["file"].as_str().map(str::to_owned))
+            .collect()
     };
     for e in std::fs::read_dir(store).map_err(|e| e.to_string())? {
         let e = e.map_err(|e| e.to_string())?;
@@ -969,6 +990,7 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
                         .and_then(|g| g.parse::<u64>().ok())
                         .is_some_and(|g| g >= current || retained.contains(&g))
                         || manifest["retired_file"].as_str() == Some(f.as_str())
+                        || chunk_names.contains(f)
                 })
                 .collect()
         } else if name == "atlas.meta" {
@@ -1022,6 +1044,9 @@ async fn check_garbage_swept(store: &Path) -> Result<(), String> {
 /// Reopens after a kill that found the retired list in its side file
 /// (printed with the summary: the loop must reach that state).
 static SIDE_FILES_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Of those, reopens that found sealed chunks of the list.
+static CHUNKS_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Cuts a torn last line off, so the next line the parent appends starts clean.
 fn read_and_trim_log(path: &Path) -> String {
@@ -1185,6 +1210,8 @@ fn sigkill_loop(s3: Option<&atlas_s3test::S3Server>) {
             // they write and replace the side file (the parent's open for
             // writing and its checks use the default of 32).
             .env("ATLAS_TEST_INLINE_RETIRED", "2")
+            // and seal protected entries into chunks of 2 past 4 of them.
+            .env("ATLAS_TEST_RETIRED_CHUNK", "2")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&err_path).unwrap())
@@ -1252,9 +1279,10 @@ fn sigkill_loop(s3: Option<&atlas_s3test::S3Server>) {
         "crash test: {kills} kills survived in {:.1} s, reaching generation {max_generation}; \
          {old} saw the previous commit, {new} saw the in-flight commit; \
          {kills_with_scratch} left spilled scratch files behind; {} reopens so far (in all loops of this process) found the retired \
-         list in its side file",
+         list in its side file, {} with sealed chunks",
         started.elapsed().as_secs_f64(),
-        SIDE_FILES_SEEN.load(std::sync::atomic::Ordering::Relaxed)
+        SIDE_FILES_SEEN.load(std::sync::atomic::Ordering::Relaxed),
+        CHUNKS_SEEN.load(std::sync::atomic::Ordering::Relaxed)
     );
     counts.sort_by_key(|(o, _)| format!("{o:?}"));
     for (o, c) in &counts {

@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! - `cargo xtask ci`: exactly what CI runs (format, lints with and without all
-//!   features, every test with and without all features, docs with warnings denied;
+//!   features, every test with and without all features, the history tests again
+//!   with small retired-list chunks, docs with warnings denied;
 //!   the crash loop with 200 kills; with `ATLAS_CI_FUZZ=1`, 10 s per fuzz target).
 //! - `cargo xtask bench [--quick|--full] [WORKLOAD…]`: the workloads of SPEC §6
 //!   (`atlas-bench`); `cargo xtask bench --criterion` runs the Criterion benches.
@@ -85,6 +86,18 @@ fn ci() -> Result<()> {
         "cargo",
         &["test", "--workspace"],
         &[(CRASH_KILLS_ENV, &kills)],
+    )?;
+    // The history tests again with the retired list in a side file from 3
+    // entries on and sealed into chunks of 2: every history scenario (the
+    // random model included) then runs through sealing and dissolving.
+    run(
+        "history tests (small retired-list chunks)",
+        "cargo",
+        &["test", "-p", "atlas-core", "--test", "it", "history::"],
+        &[
+            ("ATLAS_TEST_INLINE_RETIRED", "2"),
+            ("ATLAS_TEST_RETIRED_CHUNK", "2"),
+        ],
     )?;
     run(
         "tests (all features)",

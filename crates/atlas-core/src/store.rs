@@ -406,6 +406,8 @@ pub(crate) struct Committed {
     /// The committed retired list: whole only when `retired_loaded` (the
     /// writer loads it when it takes the lock; readers never need it).
     pub retired: Vec<Retired>,
+    /// Its sealed chunks (loaded with it).
+    pub retired_sealed: Vec<Arc<crate::registry::Sealed>>,
     /// The committed manifest's retired-list side file, if it has one.
     pub retired_file: Option<String>,
     pub retired_loaded: bool,

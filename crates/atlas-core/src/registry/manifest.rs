@@ -2,6 +2,7 @@
 //! with validation, the store policy, the retired list and directory ids.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::{
     check_head, validate_array_name, Codec, Compression, Deserialize, Error, IndexMap, LayerId,
@@ -39,9 +40,15 @@ pub(crate) struct Manifest {
     /// The store's maintenance policy.
     pub policy: Policy,
     /// Files no longer named as live, kept until their grace period passes
-    /// (readers of older generations may still read them). Empty until
-    /// [`Manifest::load_retired`] when the list is in a side file.
+    /// (readers of older generations may still read them): the entries not
+    /// in a sealed chunk. Empty until loaded when the list is in a side file.
     pub retired: Vec<Retired>,
+    /// The rest of the retired list: sealed chunks, immutable side files of
+    /// entries that the retention window protects (see [`Sealed`]).
+    pub retired_sealed: Vec<Arc<Sealed>>,
+    /// Sealed chunks the commit being prepared no longer names (dissolved
+    /// by settling): deleted once it stands. Not stored.
+    pub retired_dissolved: Vec<String>,
     /// The side file (in `atlas.history/`) holding the retired list, when it
     /// is too long to keep inline: only writers read it, so opening, `log`
     /// and `open_at` do not pay for files retired within the grace period.
@@ -293,6 +300,8 @@ impl Manifest {
             version: REGISTRY_VERSION,
             policy: Policy::default(),
             retired: Vec::new(),
+            retired_sealed: Vec::new(),
+            retired_dissolved: Vec::new(),
             retired_file: None,
             retired_loaded: true,
             commit_id: None,
@@ -469,7 +478,17 @@ impl Manifest {
                 f => f,
             },
             retired: check_retired(repr.retired, &corrupt)?,
+            retired_sealed: Vec::new(),
+            retired_dissolved: Vec::new(),
         })
+    }
+
+    /// Every retired entry: the sealed chunks' and the loose ones.
+    pub(crate) fn retired_all(&self) -> impl Iterator<Item = &Retired> {
+        self.retired_sealed
+            .iter()
+            .flat_map(|c| c.entries.iter())
+            .chain(&self.retired)
     }
 }
 
@@ -515,36 +534,107 @@ pub(crate) fn inline_retired_limit() -> usize {
 /// Tag of a retired-list side file.
 const RETIRED_FORMAT: &str = "atlas-retired";
 
+/// Tag of a sealed chunk of the retired list.
+const CHUNK_FORMAT: &str = "atlas-retired-chunk";
+
 /// True for a retired-list side file name (`retired-` + 32 hex digits +
 /// `.json`).
 pub(crate) fn is_retired_file(name: &str) -> bool {
     name.strip_prefix("retired-")
         .and_then(|n| n.strip_suffix(".json"))
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .is_some_and(is_uid_hex)
 }
 
-#[derive(Serialize, Deserialize)]
+/// True for a sealed chunk's file name (`retired-chunk-` + 32 hex digits +
+/// `.json`).
+pub(crate) fn is_retired_chunk_file(name: &str) -> bool {
+    name.strip_prefix("retired-chunk-")
+        .and_then(|n| n.strip_suffix(".json"))
+        .is_some_and(is_uid_hex)
+}
+
+fn is_uid_hex(h: &str) -> bool {
+    h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A sealed chunk of the retired list: an immutable side file in
+/// `atlas.history/` that many generations' lists name.
+///
+/// A commit seals entries the retention window protects (retired by a
+/// generation above the oldest retained one): no commit changes them until
+/// the window moves past `min_generation`, so a commit rewrites only the
+/// loose entries and the list of chunk names, not the whole list. The first
+/// commit whose window reaches a chunk dissolves it: its entries become
+/// loose again and its file is deleted once that commit stands.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Sealed {
+    /// File name in `atlas.history/`.
+    pub file: String,
+    /// The smallest `generation` of its entries.
+    pub min_generation: u64,
+    /// Its entries, by generation.
+    pub entries: Vec<Retired>,
+}
+
+/// A side file's reference to a sealed chunk.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ChunkRef {
+    pub file: String,
+    pub entries: u64,
+    pub min_generation: u64,
+}
+
+/// Entries per sealed chunk: 1,024 (`ATLAS_TEST_RETIRED_CHUNK` when set, so
+/// tests reach sealing with short histories). A commit seals when more than
+/// twice this many loose entries are protected.
+pub(crate) fn retired_chunk_len() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("ATLAS_TEST_RETIRED_CHUNK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(1024)
+    })
+}
+
+#[derive(Deserialize)]
 struct RetiredRepr {
     format: String,
     version: u32,
     /// The generation whose manifest names this list.
     generation: u64,
+    /// Version 2: sealed chunks, oldest first.
+    #[serde(default)]
+    chunks: Vec<ChunkRef>,
     retired: Vec<Retired>,
 }
 
-/// Encodes a retired-list side file for the manifest of `generation`.
-pub(crate) fn encode_retired(generation: u64, list: &[Retired]) -> Vec<u8> {
+/// Encodes a retired-list side file for the manifest of `generation`:
+/// version 1 when it has no sealed chunks, 2 when it names some.
+pub(crate) fn encode_retired(generation: u64, sealed: &[Arc<Sealed>], list: &[Retired]) -> Vec<u8> {
     #[derive(Serialize)]
     struct Out<'a> {
         format: &'a str,
         version: u32,
         generation: u64,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        chunks: Vec<ChunkRef>,
         retired: &'a [Retired],
     }
+    let chunks: Vec<ChunkRef> = sealed
+        .iter()
+        .map(|c| ChunkRef {
+            file: c.file.clone(),
+            entries: c.entries.len() as u64,
+            min_generation: c.min_generation,
+        })
+        .collect();
     let mut out = serde_json::to_vec(&Out {
         format: RETIRED_FORMAT,
-        version: 1,
+        version: if chunks.is_empty() { 1 } else { 2 },
         generation,
+        chunks,
         retired: list,
     })
     .expect("retired list serializes");
@@ -552,22 +642,138 @@ pub(crate) fn encode_retired(generation: u64, list: &[Retired]) -> Vec<u8> {
     out
 }
 
-/// Decodes a retired-list side file, which must belong to `generation`.
-pub(crate) fn decode_retired(bytes: &[u8], generation: u64, path: &Path) -> Result<Vec<Retired>> {
+/// Decodes a retired-list side file, which must belong to `generation`:
+/// the sealed chunks it names and its loose entries.
+pub(crate) fn decode_retired(
+    bytes: &[u8],
+    generation: u64,
+    path: &Path,
+) -> Result<(Vec<ChunkRef>, Vec<Retired>)> {
     let corrupt = |reason: String| Error::CorruptRegistry {
         path: path.to_owned(),
         reason,
     };
     let repr: RetiredRepr =
         serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
-    check_head(&repr.format, repr.version, RETIRED_FORMAT, 1, path)?;
+    if repr.format == RETIRED_FORMAT && repr.version == 2 {
+        for c in &repr.chunks {
+            if !is_retired_chunk_file(&c.file) {
+                return Err(corrupt(format!("bad chunk name {:?}", c.file)));
+            }
+        }
+    } else {
+        check_head(&repr.format, repr.version, RETIRED_FORMAT, 1, path)?;
+        if !repr.chunks.is_empty() {
+            return Err(corrupt("a version 1 retired list names chunks".into()));
+        }
+    }
     if repr.generation != generation {
         return Err(corrupt(format!(
             "retired list of generation {}, named by generation {generation}",
             repr.generation
         )));
     }
-    check_retired(repr.retired, &corrupt)
+    Ok((repr.chunks, check_retired(repr.retired, &corrupt)?))
+}
+
+/// Encodes a sealed chunk's file.
+pub(crate) fn encode_retired_chunk(entries: &[Retired]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        format: &'a str,
+        version: u32,
+        retired: &'a [Retired],
+    }
+    let mut out = serde_json::to_vec(&Out {
+        format: CHUNK_FORMAT,
+        version: 1,
+        retired: entries,
+    })
+    .expect("retired chunk serializes");
+    out.push(b'\n');
+    out
+}
+
+/// Decodes a sealed chunk's file, which must hold what `r` says.
+pub(crate) fn decode_retired_chunk(bytes: &[u8], r: &ChunkRef, path: &Path) -> Result<Sealed> {
+    #[derive(Deserialize)]
+    struct In {
+        format: String,
+        version: u32,
+        retired: Vec<Retired>,
+    }
+    let corrupt = |reason: String| Error::CorruptRegistry {
+        path: path.to_owned(),
+        reason,
+    };
+    let repr: In = serde_json::from_slice(bytes).map_err(|e| corrupt(format!("json: {e}")))?;
+    check_head(&repr.format, repr.version, CHUNK_FORMAT, 1, path)?;
+    let entries = check_retired(repr.retired, &corrupt)?;
+    if entries.len() as u64 != r.entries {
+        return Err(corrupt(format!(
+            "{} entries, the retired list says {}",
+            entries.len(),
+            r.entries
+        )));
+    }
+    let min = entries.iter().map(|e| e.generation).min().unwrap_or(0);
+    if entries.is_empty() || min != r.min_generation {
+        return Err(corrupt(format!(
+            "smallest generation {min}, the retired list says {}",
+            r.min_generation
+        )));
+    }
+    Ok(Sealed {
+        file: r.file.clone(),
+        min_generation: min,
+        entries,
+    })
+}
+
+/// Seals loose entries of `m` into new chunks when more than twice
+/// [`retired_chunk_len`] of them are protected by its retention window
+/// (retired by a generation above `history_from`): the oldest protected
+/// entries, by generation, in chunks of that length. Returns the new chunks
+/// (already appended to `m.retired_sealed`), whose files the caller writes.
+pub(crate) fn seal_retired(m: &mut Manifest) -> Vec<Arc<Sealed>> {
+    let Some(from) = m.history_from else {
+        return Vec::new();
+    };
+    let len = retired_chunk_len();
+    let protected = m.retired.iter().filter(|r| r.generation > from).count();
+    if protected <= 2 * len {
+        return Vec::new();
+    }
+    let (mut candidates, loose): (Vec<Retired>, Vec<Retired>) = std::mem::take(&mut m.retired)
+        .into_iter()
+        .partition(|r| r.generation > from);
+    candidates.sort_by_key(|r| r.generation);
+    let n_sealed = (candidates.len() / len) * len;
+    let rest = candidates.split_off(n_sealed);
+    m.retired = loose;
+    m.retired.extend(rest);
+    let mut new = Vec::new();
+    while !candidates.is_empty() {
+        let tail = candidates.split_off(len);
+        let entries = std::mem::replace(&mut candidates, tail);
+        let chunk = Arc::new(Sealed {
+            file: format!("retired-chunk-{:032x}.json", array_format::random_uid()),
+            min_generation: entries[0].generation,
+            entries,
+        });
+        m.retired_sealed.push(Arc::clone(&chunk));
+        new.push(chunk);
+    }
+    new
+}
+
+/// Undoes [`seal_retired`] (the commit that sealed them failed).
+pub(crate) fn unseal_retired(m: &mut Manifest, new: &[Arc<Sealed>]) {
+    m.retired_sealed
+        .retain(|c| !new.iter().any(|n| Arc::ptr_eq(c, n)));
+    for c in new {
+        m.retired.extend(c.entries.iter().cloned());
+    }
 }
 
 /// Longest tag name accepted.

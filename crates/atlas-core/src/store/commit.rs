@@ -33,8 +33,9 @@ pub(crate) use gc::{delete_expired, sweep_orphans};
 use super::{Inner, HISTORY_DIR, REGISTRY_FILE};
 use crate::error::{Error, Result};
 use crate::registry::{
-    decode_retired, encode_retired, inline_retired_limit, merge_runs, now_ms, Manifest, Record,
-    Retired, RunId, RunSet, RunWriter, META_DIR,
+    decode_retired, decode_retired_chunk, encode_retired, encode_retired_chunk,
+    inline_retired_limit, merge_runs, now_ms, seal_retired, unseal_retired, Manifest, Record,
+    Retired, RunId, RunSet, RunWriter, Sealed, META_DIR,
 };
 use roaring::RoaringTreemap;
 use std::collections::HashMap;
@@ -74,11 +75,15 @@ impl CommitError {
 /// success; on filesystems the failed fsync leaves durability unknown, so it
 /// stays `Unknown`), if it carries another the previous commit stands.
 ///
-/// A retired list longer than [`inline_retired_limit`] (32) is first written to a side
-/// file of `atlas.history/` (create-new, fsynced) that the manifest names;
-/// `m.retired_file` names, on entry, the side file of the manifest being
-/// replaced, deleted once the new manifest stands (only the current
-/// manifest's list is ever read).
+/// A retired list longer than [`inline_retired_limit`] (32), or one with
+/// sealed chunks, is first written to a side file of `atlas.history/`
+/// (create-new, fsynced) that the manifest names; `m.retired_file` names, on
+/// entry, the side file of the manifest being replaced, deleted once the new
+/// manifest stands (only the current manifest's list is ever read). Loose
+/// entries the retention window protects are sealed first into immutable
+/// chunk files when there are many (see [`crate::registry::Sealed`]), so the
+/// side file holds only the loose entries and the chunks' names; chunks
+/// dissolved by settling are deleted once the new manifest stands.
 pub(crate) fn write_manifest(
     storage: &dyn Storage,
     root: &Path,
@@ -91,9 +96,17 @@ pub(crate) fn write_manifest(
     // Written in the current version, whatever version it was read in.
     m.version = crate::REGISTRY_VERSION;
     let previous = m.retired_file.take();
-    if m.retired.len() > inline_retired_limit() {
+    let sealed = seal_retired(m);
+    let forget_new = |m: &mut Manifest| {
+        for c in &sealed {
+            let _ = storage.remove_file(&root.join(HISTORY_DIR).join(&c.file));
+        }
+        unseal_retired(m, &sealed);
+    };
+    if m.retired.len() > inline_retired_limit() || !m.retired_sealed.is_empty() {
         let name = format!("retired-{commit_id}.json");
-        if let Err(e) = write_retired(storage, root, &name, m) {
+        if let Err(e) = write_retired(storage, root, &name, m, &sealed) {
+            forget_new(m);
             m.retired_file = previous;
             return Err(CommitError::Before(e));
         }
@@ -102,8 +115,12 @@ pub(crate) fn write_manifest(
     let outcome = replace_manifest(storage, root, m, expected, &commit_id);
     match &outcome {
         Ok(_) => {
+            let history = root.join(HISTORY_DIR);
             if let Some(p) = previous {
-                let _ = storage.remove_file(&root.join(HISTORY_DIR).join(p));
+                let _ = storage.remove_file(&history.join(p));
+            }
+            for c in std::mem::take(&mut m.retired_dissolved) {
+                let _ = storage.remove_file(&history.join(c));
             }
         }
         // The manifest may name the new side file: it stays.
@@ -112,20 +129,26 @@ pub(crate) fn write_manifest(
             if let Some(new) = std::mem::replace(&mut m.retired_file, previous) {
                 let _ = storage.remove_file(&root.join(HISTORY_DIR).join(new));
             }
+            forget_new(m);
         }
     }
     outcome
 }
 
-/// Writes the retired-list side file `name` of `m`.
+/// Writes the new sealed chunks and the retired-list side file `name` of
+/// `m`, then syncs `atlas.history/` once.
 fn write_retired(
     storage: &dyn Storage,
     root: &Path,
     name: &str,
     m: &Manifest,
+    new_chunks: &[Arc<Sealed>],
 ) -> std::result::Result<(), array_format::Error> {
     let dir = super::history::history_dir(storage, root)?;
-    let bytes = encode_retired(m.generation, &m.retired);
+    for c in new_chunks {
+        storage.write_new_synced(&dir.join(&c.file), &encode_retired_chunk(&c.entries))?;
+    }
+    let bytes = encode_retired(m.generation, &m.retired_sealed, &m.retired);
     storage.write_new_synced(&dir.join(name), &bytes)?;
     if !storage.is_object_store() {
         storage.sync_dir(&dir)?;
@@ -143,17 +166,22 @@ pub(crate) fn load_retired(storage: &dyn Storage, root: &Path, m: &mut Manifest)
         m.retired_loaded = true;
         return Ok(());
     };
-    let path = root.join(HISTORY_DIR).join(name);
-    let bytes = match storage.read_all(&path) {
-        Ok(b) => b,
-        Err(e) if e.is_not_found() => {
-            return Err(Error::StaleHandle {
-                path: root.to_owned(),
-            })
-        }
-        Err(e) => return Err(e.into()),
+    let read = |path: &Path| match storage.read_all(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.is_not_found() => Err(Error::StaleHandle {
+            path: root.to_owned(),
+        }),
+        Err(e) => Err(Error::from(e)),
     };
-    m.retired = decode_retired(&bytes, m.generation, &path)?;
+    let path = root.join(HISTORY_DIR).join(name);
+    let (chunks, loose) = decode_retired(&read(&path)?, m.generation, &path)?;
+    let mut sealed = Vec::with_capacity(chunks.len());
+    for c in &chunks {
+        let p = root.join(HISTORY_DIR).join(&c.file);
+        sealed.push(Arc::new(decode_retired_chunk(&read(&p)?, c, &p)?));
+    }
+    m.retired = loose;
+    m.retired_sealed = sealed;
     m.retired_loaded = true;
     Ok(())
 }
@@ -198,6 +226,41 @@ pub(crate) fn read_manifest_full(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Reads the current manifest for a commit or sweep by the writer of
+/// `inner`: when it is the handle's own last commit (same generation and
+/// side file), its retired list comes from the handle (loaded when the
+/// writer took the lock, carried forward by every commit since), so a
+/// `gc`, tag or restore commit costs the same whatever the length of the
+/// list; otherwise as [`read_manifest_full`].
+pub(crate) fn read_manifest_for_writer(inner: &Inner) -> Result<(Manifest, Version)> {
+    let storage = inner.storage.as_ref();
+    let (mut m, v) = read_manifest(storage, &inner.root)?;
+    if m.retired_loaded {
+        return Ok((m, v));
+    }
+    {
+        let c = inner.committed.lock();
+        if c.retired_loaded && c.generation == m.generation && c.retired_file == m.retired_file {
+            m.retired.clone_from(&c.retired);
+            m.retired_sealed.clone_from(&c.retired_sealed);
+            m.retired_loaded = true;
+        }
+    }
+    if m.retired_loaded {
+        #[cfg(debug_assertions)]
+        {
+            // The handle's copy is exactly the stored list.
+            let mut stored = m.clone();
+            stored.retired_loaded = false;
+            load_retired(storage, &inner.root, &mut stored)?;
+            debug_assert_eq!(stored.retired, m.retired, "loose retired entries");
+            debug_assert_eq!(stored.retired_sealed, m.retired_sealed, "sealed chunks");
+        }
+        return Ok((m, v));
+    }
+    read_manifest_full(storage, &inner.root)
 }
 
 /// Replaces the manifest (see [`write_manifest`]).
@@ -566,8 +629,13 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
             committed.retired_loaded,
             "the writer loads the retired list"
         );
-        let (kept, mut expired) = step.settle(&committed.retired, newly, now, committed.policy);
-        expired.extend(unnamed);
+        let settled = step.settle(
+            &committed.retired_sealed,
+            &committed.retired,
+            newly,
+            now,
+            committed.policy,
+        );
         let (dirs, next_dir) = inner.dirs_for(arrays.keys());
         let users = arrays
             .keys()
@@ -583,7 +651,8 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         manifest.n_datasets = snap.n;
         manifest.users = users;
         manifest.policy = committed.policy;
-        manifest.retired = kept;
+        let mut expired = settled.apply(&mut manifest);
+        expired.extend(unnamed);
         manifest.retired_file.clone_from(&committed.retired_file);
         (manifest, dropped, expired)
     };
@@ -693,6 +762,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         c.segments = manifest.segments;
         c.runs = manifest.runs;
         c.retired = manifest.retired;
+        c.retired_sealed = manifest.retired_sealed;
         c.retired_file = manifest.retired_file;
         c.retired_loaded = true;
         c.history = history;

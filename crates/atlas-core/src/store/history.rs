@@ -27,7 +27,7 @@ use array_format::Storage;
 
 use super::Inner;
 use crate::error::{Error, Result};
-use crate::registry::{CommitInfo, Manifest, Policy, Retired, TagEntry, META_DIR};
+use crate::registry::{CommitInfo, Manifest, Policy, Retired, Sealed, TagEntry, META_DIR};
 
 /// Directory of the history copies.
 pub const HISTORY_DIR: &str = "atlas.history";
@@ -191,6 +191,30 @@ impl Protect {
     }
 }
 
+/// The retired list after a commit settles it.
+#[derive(Default)]
+pub(crate) struct Settled {
+    /// Sealed chunks kept as they are.
+    pub sealed: Vec<Arc<Sealed>>,
+    /// Loose entries kept (with dissolved chunks' survivors).
+    pub kept: Vec<Retired>,
+    /// Entries dropped: their files are deleted after the commit.
+    pub expired: Vec<Retired>,
+    /// Chunks dissolved: their files are deleted after the commit.
+    pub dissolved: Vec<String>,
+}
+
+impl Settled {
+    /// Makes `m`'s retired list this one; returns the expired entries.
+    pub(crate) fn apply(self, m: &mut Manifest) -> Vec<Retired> {
+        m.retired = self.kept;
+        m.retired_sealed = self.sealed;
+        m.retired_dissolved = self.dissolved;
+        m.retired_loaded = true;
+        self.expired
+    }
+}
+
 /// What one commit does to history, planned before it is written.
 pub(crate) struct Step {
     new_gen: u64,
@@ -290,24 +314,52 @@ impl Step {
     /// this commit starts its grace period now.
     pub(crate) fn settle(
         &self,
+        sealed: &[Arc<Sealed>],
         retired: &[Retired],
         newly: impl Iterator<Item = Retired>,
         now: u64,
         policy: Policy,
-    ) -> (Vec<Retired>, Vec<Retired>) {
-        let (mut kept, mut expired) = (Vec::new(), Vec::new());
-        for mut r in retired.iter().cloned().chain(newly) {
+    ) -> Settled {
+        let mut out = Settled::default();
+        let one = |r: &Retired, kept: &mut Vec<Retired>, expired: &mut Vec<Retired>| -> bool {
+            let mut r = r.clone();
             let protected = self.new.protects(&r);
-            if !protected && self.old.protects(&r) {
-                r.since_ms = r.since_ms.max(now);
+            let mut same = true;
+            if !protected && self.old.protects(&r) && r.since_ms < now {
+                r.since_ms = now;
+                same = false;
             }
             if !protected && r.expired(now, policy) {
                 expired.push(r);
+                false
             } else {
                 kept.push(r);
+                same
+            }
+        };
+        for c in sealed {
+            // Below the window's reach: nothing in it can change.
+            if self.new.from.is_some_and(|h| c.min_generation > h) {
+                out.sealed.push(Arc::clone(c));
+                continue;
+            }
+            let (mut kept, mut expired) = (Vec::new(), Vec::new());
+            let mut same = true;
+            for r in &c.entries {
+                same &= one(r, &mut kept, &mut expired);
+            }
+            if same {
+                out.sealed.push(Arc::clone(c));
+            } else {
+                out.kept.extend(kept);
+                out.expired.extend(expired);
+                out.dissolved.push(c.file.clone());
             }
         }
-        (kept, expired)
+        for r in retired.iter().cloned().chain(newly) {
+            one(&r, &mut out.kept, &mut out.expired);
+        }
+        out
     }
 
     /// Fills the manifest's history fields: parent, commit record, retention

@@ -231,6 +231,7 @@ impl Atlas {
                     runs: manifest.runs,
                     policy: manifest.policy,
                     retired: manifest.retired,
+                    retired_sealed: manifest.retired_sealed,
                     retired_file: manifest.retired_file,
                     retired_loaded: manifest.retired_loaded,
                     history,

@@ -74,6 +74,7 @@ impl Inner {
             }
             committed.version = Some(version);
             committed.retired.clone_from(&on_disk.retired);
+            committed.retired_sealed.clone_from(&on_disk.retired_sealed);
             committed.retired_file.clone_from(&on_disk.retired_file);
             committed.retired_loaded = true;
         }

@@ -282,13 +282,8 @@ fn history_copies(storage: &MemoryStorage) -> Vec<u64> {
         .files()
         .into_iter()
         .filter(|p| p.parent() == Some(dir.as_path()))
-        .map(|p| {
-            p.file_stem()
-                .unwrap()
-                .to_string_lossy()
-                .parse::<u64>()
-                .unwrap()
-        })
+        // Numbered copies; not the retired list's side files and chunks.
+        .filter_map(|p| p.file_stem()?.to_string_lossy().parse::<u64>().ok())
         .collect();
     out.sort_unstable();
     out
@@ -1224,28 +1219,24 @@ fn retired_files(storage: &MemoryStorage) -> Vec<String> {
         .list_dir(&mem_root().join("atlas.history"))
         .unwrap_or_default()
         .into_iter()
-        .filter(|f| f.starts_with("retired-"))
+        .filter(|f| f.starts_with("retired-") && !f.starts_with("retired-chunk-"))
         .collect();
     v.sort();
     v
 }
 
-/// The retired entries of the current manifest's side file, as `dir/file`.
-fn retired_entries(storage: &MemoryStorage) -> Vec<String> {
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&storage.read_all(&mem_root().join("atlas.json")).unwrap()).unwrap();
-    let name = manifest["retired_file"]
-        .as_str()
-        .expect("the manifest names a side file");
-    let side: serde_json::Value = serde_json::from_slice(
-        &storage
-            .read_all(&mem_root().join("atlas.history").join(name))
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(side["generation"], manifest["generation"]);
-    side["retired"]
-        .as_array()
+/// The current manifest's retired list: the sealed chunks its side file
+/// names, the side file's loose entries, and every entry (chunks' and
+/// loose), as `dir/file`.
+struct RetiredList {
+    chunks: Vec<String>,
+    chunk_entries: Vec<Vec<String>>,
+    loose: Vec<String>,
+    all: Vec<String>,
+}
+
+fn entry_names(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
         .unwrap()
         .iter()
         .map(|r| {
@@ -1256,6 +1247,186 @@ fn retired_entries(storage: &MemoryStorage) -> Vec<String> {
             )
         })
         .collect()
+}
+
+fn retired_list(storage: &MemoryStorage) -> RetiredList {
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&storage.read_all(&p).unwrap()).unwrap()
+    };
+    let manifest = read(mem_root().join("atlas.json"));
+    let Some(name) = manifest["retired_file"].as_str() else {
+        // Short lists are inline.
+        let loose = match manifest.get("retired") {
+            Some(l) => entry_names(l),
+            None => Vec::new(),
+        };
+        return RetiredList {
+            chunks: Vec::new(),
+            chunk_entries: Vec::new(),
+            all: loose.clone(),
+            loose,
+        };
+    };
+    let history = mem_root().join("atlas.history");
+    let side = read(history.join(name));
+    assert_eq!(side["generation"], manifest["generation"]);
+    let loose = entry_names(&side["retired"]);
+    let mut chunks = Vec::new();
+    let mut chunk_entries = Vec::new();
+    let mut all = Vec::new();
+    for c in side["chunks"].as_array().into_iter().flatten() {
+        let file = c["file"].as_str().unwrap().to_owned();
+        let entries = entry_names(&read(history.join(&file))["retired"]);
+        assert_eq!(c["entries"].as_u64(), Some(entries.len() as u64));
+        all.extend(entries.iter().cloned());
+        chunk_entries.push(entries);
+        chunks.push(file);
+    }
+    all.extend(loose.iter().cloned());
+    RetiredList {
+        chunks,
+        chunk_entries,
+        loose,
+        all,
+    }
+}
+
+/// The retired entries of the current manifest's list, as `dir/file`.
+fn retired_entries(storage: &MemoryStorage) -> Vec<String> {
+    retired_list(storage).all
+}
+
+/// The chunk length the child test runs with (`ATLAS_TEST_RETIRED_CHUNK`).
+fn chunk_len_under_test() -> Option<usize> {
+    std::env::var("ATLAS_TEST_RETIRED_CHUNK").ok()?.parse().ok()
+}
+
+/// Runs `history::sealed_retired_chunks_child` in a child process of this
+/// test binary with chunks of 8 entries (the length is fixed per process),
+/// unless this process already runs with a set length (then the child test
+/// runs here directly).
+#[test]
+fn sealed_retired_chunks() {
+    if chunk_len_under_test().is_some() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "history::sealed_retired_chunks_child"])
+        .env("ATLAS_TEST_RETIRED_CHUNK", "8")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With every generation retained, the retired list grows with each
+/// commit; its protected entries are sealed into immutable chunk files, so
+/// a commit rewrites only the loose entries. Chunks survive reopening, the
+/// orphan sweep and restores; a restore that makes a sealed file live again
+/// dissolves its chunk; shrinking the window dissolves the chunks it
+/// reaches and deletes their files with the expired entries.
+#[tokio::test]
+async fn sealed_retired_chunks_child() {
+    let Some(len) = chunk_len_under_test() else {
+        return;
+    };
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, keeping(1000)).await;
+    let mut model = BTreeMap::new();
+    let exists = |f: &str| storage.exists(&mem_root().join(f)).unwrap();
+    for i in 0..80 {
+        let from = s.generation() + 1;
+        put(&s, &format!("d{}", i % 7), i as f32).await;
+        s.flush().await.unwrap();
+        record(&mut model, &s, from).await;
+        if i % 10 == 9 {
+            s.compact().await.unwrap();
+            record(&mut model, &s, from).await;
+        }
+        let l = retired_list(&storage);
+        assert!(l.loose.len() <= 2 * len, "{} loose", l.loose.len());
+    }
+    let l = retired_list(&storage);
+    assert!(l.chunks.len() >= 2, "{} chunks", l.chunks.len());
+    assert!(l.all.iter().all(|f| exists(f)), "every retired file kept");
+    let chunk_bytes = |names: &[String]| -> Vec<Vec<u8>> {
+        names
+            .iter()
+            .map(|c| {
+                storage
+                    .read_all(&mem_root().join("atlas.history").join(c))
+                    .unwrap()
+            })
+            .collect()
+    };
+    let before = chunk_bytes(&l.chunks);
+    // The next commit names the same chunks, untouched.
+    put(&s, "d0", 500.0).await;
+    s.flush().await.unwrap();
+    record(&mut model, &s, s.generation()).await;
+    let l2 = retired_list(&storage);
+    assert_eq!(&l2.chunks[..l.chunks.len()], &l.chunks[..]);
+    assert_eq!(chunk_bytes(&l.chunks), before);
+    assert!(l.all.iter().all(|f| l2.all.contains(f)));
+    drop(s);
+    // A new writer loads the chunks: its sweep keeps their files and the
+    // files they list, its commit carries them forward.
+    let w = reopen_mem(&storage, "writer").await;
+    put(&w, "d1", 600.0).await;
+    w.flush().await.unwrap();
+    record(&mut model, &w, w.generation()).await;
+    let l3 = retired_list(&storage);
+    assert!(l2.chunks.iter().all(|c| l3.chunks.contains(c)));
+    assert!(l3.all.iter().all(|f| exists(f)), "a sweep deleted a file");
+    for (g, want) in &model {
+        let r = open_at(&storage, At::Generation(*g)).await.unwrap();
+        assert_eq!(&snapshot(&r).await, want, "generation {g}");
+    }
+    // Restoring an early generation makes sealed files live again: the
+    // chunks holding them dissolve, the others stay.
+    let early = *model.keys().nth(3).unwrap();
+    w.restore(At::Generation(early), None).await.unwrap();
+    record(&mut model, &w, w.generation()).await;
+    let l4 = retired_list(&storage);
+    let mut dissolved = 0;
+    for (c, entries) in l3.chunks.iter().zip(&l3.chunk_entries) {
+        let revived = entries.iter().any(|f| !l4.all.contains(f));
+        assert_eq!(l4.chunks.contains(c), !revived, "{c}");
+        assert_eq!(exists(&format!("atlas.history/{c}")), !revived, "{c}");
+        dissolved += usize::from(revived);
+    }
+    assert!(dissolved > 0, "the restore revived no sealed file");
+    assert_eq!(snapshot(&w).await, model[&early]);
+    // Shrinking the window dissolves every chunk; the restored files stay
+    // live while the expired ones go.
+    w.set_retention(2, 0).await.unwrap();
+    let report = w.gc(false).await.unwrap();
+    assert!(!report.deleted_files.is_empty());
+    for c in &l4.chunks {
+        assert!(!exists(&format!("atlas.history/{c}")), "{c} kept");
+    }
+    let manifest =
+        String::from_utf8(storage.read_all(&mem_root().join("atlas.json")).unwrap()).unwrap();
+    if manifest.contains("\"retired_file\"") {
+        assert!(retired_list(&storage).chunks.is_empty());
+    }
+    drop(w);
+    let r = reopen_mem(&storage, "after gc").await;
+    assert_eq!(snapshot(&r).await, model[&early]);
+    assert!(atlas_core::verify::verify(&r, |_, _| {})
+        .problems
+        .is_empty());
+    let left: Vec<String> = storage
+        .list_dir(&mem_root().join("atlas.history"))
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.starts_with("retired-chunk-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Files retired within the grace period outgrow the manifest: the list

@@ -9,14 +9,14 @@ use tokio::sync::OwnedRwLockReadGuard;
 
 use super::{delete_expired, flush_with, write_manifest, CommitError};
 use crate::error::{Error, Result};
-use crate::registry::{now_ms, Retired};
+use crate::registry::{now_ms, Retired, Sealed};
 use crate::store::history::{HistoryState, Step};
 use crate::store::Inner;
 
 /// What the commit phase of a compaction returns.
 type Done = (
     u64,
-    (Vec<Retired>, Option<String>),
+    (Vec<Retired>, Vec<Arc<Sealed>>, Option<String>),
     Vec<Retired>,
     array_format::Version,
     HistoryState,
@@ -33,7 +33,7 @@ pub(crate) async fn compact(inner: &Arc<Inner>) -> Result<()> {
         // older than the grace period that no commit names.
         let inner2 = Arc::clone(inner);
         tokio::task::spawn_blocking(move || {
-            if let Ok((m, _)) = super::read_manifest_full(inner2.storage.as_ref(), &inner2.root) {
+            if let Ok((m, _)) = super::read_manifest_for_writer(&inner2) {
                 if m.generation == inner2.committed.lock().generation {
                     super::sweep_orphans(
                         inner2.storage.as_ref(),
@@ -133,14 +133,13 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
             };
             // The manifest on disk is exactly this handle's last commit (it holds
             // the writer lock); only the compacted arrays' layer lists change.
-            let (mut manifest, on_disk_version) =
-                match super::read_manifest_full(storage, &inner2.root) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        cleanup();
-                        return Err(e);
-                    }
-                };
+            let (mut manifest, on_disk_version) = match super::read_manifest_for_writer(&inner2) {
+                Ok(m) => m,
+                Err(e) => {
+                    cleanup();
+                    return Err(e);
+                }
+            };
             if manifest.generation != inner2.committed.lock().generation {
                 cleanup();
                 inner2.poisoned.store(true, Ordering::SeqCst);
@@ -185,9 +184,15 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
                     generation: new_gen,
                 }));
             }
-            let (kept, expired) =
-                step.settle(&manifest.retired, newly.into_iter(), now, manifest.policy);
-            manifest.retired = kept;
+            let expired = step
+                .settle(
+                    &manifest.retired_sealed,
+                    &manifest.retired,
+                    newly.into_iter(),
+                    now,
+                    manifest.policy,
+                )
+                .apply(&mut manifest);
             step.stamp(
                 &mut manifest,
                 "compact",
@@ -204,7 +209,11 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
                     let history = HistoryState::of(&manifest);
                     Ok((
                         manifest.generation,
-                        (manifest.retired, manifest.retired_file),
+                        (
+                            manifest.retired,
+                            manifest.retired_sealed,
+                            manifest.retired_file,
+                        ),
                         expired,
                         v,
                         history,
@@ -252,7 +261,7 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
             layers.truncate(keep);
             layers.push(id);
         }
-        (c.retired, c.retired_file) = retired_now;
+        (c.retired, c.retired_sealed, c.retired_file) = retired_now;
         c.retired_loaded = true;
         c.history = history;
     }

@@ -69,8 +69,7 @@ pub(crate) fn sweep_orphans(
     // Retired files are still live for readers of older generations until
     // their grace period passes.
     let retired: HashSet<(&str, &str)> = manifest
-        .retired
-        .iter()
+        .retired_all()
         .map(|r| (r.dir.as_str(), r.file.as_str()))
         .collect();
     for name in entries {
@@ -158,9 +157,11 @@ fn sweep_history(
     };
     let old = old_enough(dir);
     for f in files {
-        // Retired-list side files: only the current manifest's is read.
-        if crate::registry::is_retired_file(&f) {
+        // Retired-list side files: only the current manifest's is read,
+        // with the sealed chunks it names.
+        if crate::registry::is_retired_file(&f) || crate::registry::is_retired_chunk_file(&f) {
             if manifest.retired_file.as_deref() != Some(f.as_str())
+                && !manifest.retired_sealed.iter().any(|c| c.file == f)
                 && old.as_ref().is_none_or(|o| o.contains(&f))
             {
                 let _ = storage.remove_file(&dir.join(f));
@@ -219,7 +220,11 @@ pub(crate) fn delete_expired(inner: &Inner, expired: &[Retired]) {
     for dir in dirs {
         let in_use = dir == META_DIR
             || inner.dir_in_use(dir)
-            || committed.retired.iter().any(|r| r.dir == dir);
+            || committed.retired.iter().any(|r| r.dir == dir)
+            || committed
+                .retired_sealed
+                .iter()
+                .any(|c| c.entries.iter().any(|r| r.dir == dir));
         if !in_use {
             // Fails harmlessly if a scratch file or a new array is in it.
             let _ = storage.remove_dir(&inner.root.join(dir));

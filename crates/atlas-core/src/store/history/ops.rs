@@ -20,7 +20,8 @@ use crate::config::OpenOptions;
 use crate::error::{Error, Result};
 use crate::registry::{now_ms, tag_name_problem, Manifest, Policy, Record, Retired, TagEntry};
 use crate::store::commit::{
-    delete_expired, read_manifest, read_manifest_full, sweep_orphans, write_manifest, CommitError,
+    delete_expired, read_manifest, read_manifest_for_writer, sweep_orphans, write_manifest,
+    CommitError,
 };
 use crate::store::open::load_registry;
 use crate::store::{Atlas, Inner};
@@ -367,8 +368,7 @@ impl Atlas {
                 let now_named = names(cur);
                 let then_named = names(&old);
                 let retired: HashSet<String> = cur
-                    .retired
-                    .iter()
+                    .retired_all()
                     .map(|r| format!("{}/{}", r.dir, r.file))
                     .collect();
                 if let Some(lost) = then_named
@@ -575,7 +575,7 @@ async fn meta_commit(
     };
     let inner2 = Arc::clone(inner);
     tokio::task::spawn_blocking(move || {
-        let (cur, version) = read_manifest_full(inner2.storage.as_ref(), &inner2.root)?;
+        let (cur, version) = read_manifest_for_writer(&inner2)?;
         if cur.generation != inner2.committed.lock().generation {
             return Err(Error::StaleHandle {
                 path: inner2.root.clone(),
@@ -620,14 +620,24 @@ fn commit_edit(
         next.dead_tags.clone(),
     )?;
     let now = now_ms();
-    let base: Vec<Retired> = cur
-        .retired
-        .iter()
-        .filter(|r| !e.unretire.contains(&format!("{}/{}", r.dir, r.file)))
-        .cloned()
-        .collect();
-    let (kept, expired) = step.settle(&base, e.newly.into_iter(), now, policy);
-    next.retired = kept;
+    let unretired = |r: &Retired| e.unretire.contains(&format!("{}/{}", r.dir, r.file));
+    // A chunk holding a file that is live again dissolves: its other
+    // entries become loose.
+    let (mut sealed, mut dissolved) = (Vec::new(), Vec::new());
+    let mut base: Vec<Retired> = Vec::new();
+    for c in &cur.retired_sealed {
+        if c.entries.iter().any(unretired) {
+            base.extend(c.entries.iter().filter(|r| !unretired(r)).cloned());
+            dissolved.push(c.file.clone());
+        } else {
+            sealed.push(Arc::clone(c));
+        }
+    }
+    base.extend(cur.retired.iter().filter(|r| !unretired(r)).cloned());
+    let expired = step
+        .settle(&sealed, &base, e.newly.into_iter(), now, policy)
+        .apply(&mut next);
+    next.retired_dissolved.extend(dissolved);
     step.stamp(&mut next, op.as_str(), message, [0; 4], now);
     step.write_copy(storage, &inner.root)?;
     let v = match write_manifest(storage, &inner.root, &mut next, Some(version)) {
@@ -645,6 +655,7 @@ fn commit_edit(
         c.generation = next.generation;
         c.version = Some(v);
         c.retired.clone_from(&next.retired);
+        c.retired_sealed.clone_from(&next.retired_sealed);
         c.retired_file.clone_from(&next.retired_file);
         c.retired_loaded = true;
         c.policy = next.policy;
@@ -667,7 +678,7 @@ fn reload(inner: &Inner, m: &Manifest) -> Result<()> {
 fn gc_sync(inner: &Inner, dry_run: bool) -> Result<GcReport> {
     let storage = inner.storage.as_ref();
     let root = &inner.root;
-    let (cur, version) = read_manifest_full(storage, root)?;
+    let (cur, version) = read_manifest_for_writer(inner)?;
     if cur.generation != inner.committed.lock().generation {
         return Err(Error::StaleHandle { path: root.clone() });
     }
@@ -718,7 +729,15 @@ fn gc_sync(inner: &Inner, dry_run: bool) -> Result<GcReport> {
         cur.dead_tags.clone(),
     )?;
     let now = now_ms();
-    let (_, deletable) = step.settle(&cur.retired, std::iter::empty(), now, policy);
+    let deletable = step
+        .settle(
+            &cur.retired_sealed,
+            &cur.retired,
+            std::iter::empty(),
+            now,
+            policy,
+        )
+        .expired;
     // A commit only when history with copies expires or files are freed:
     // a gc with nothing to do changes nothing (idempotent).
     let history_moves = !expired_gens.is_empty();
