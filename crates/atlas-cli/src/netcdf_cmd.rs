@@ -41,12 +41,51 @@ async fn open_or_create(store: &Path) -> Result<(Atlas, bool)> {
     }
 }
 
+/// The NetCDF-4 helper: `atlas-netcdf4` beside this executable.
+const HELPER: &str = "atlas-netcdf4";
+
+/// True when any of `files` starts like a NetCDF-4 (HDF5) file (8 bytes
+/// read from each; unreadable files are left to the import to report).
+fn any_netcdf4(files: &[PathBuf]) -> bool {
+    use std::io::Read as _;
+    files.iter().any(|f| {
+        let mut head = [0u8; 8];
+        std::fs::File::open(f)
+            .and_then(|mut h| h.read_exact(&mut head))
+            .is_ok_and(|()| atlas_netcdf::is_netcdf4(&head))
+    })
+}
+
+/// Replaces this process by the NetCDF-4 helper with the same arguments,
+/// when it is installed beside this executable. Returns only when it is
+/// not (or cannot be run): the import then goes on with the classic
+/// reader, and each NetCDF-4 file fails with a message naming the helper.
+fn exec_helper() -> std::io::Error {
+    use std::os::unix::process::CommandExt as _;
+    let helper = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name(HELPER),
+        Err(e) => return e,
+    };
+    if !helper.is_file() {
+        return std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} not found", helper.display()),
+        );
+    }
+    std::process::Command::new(&helper)
+        .args(std::env::args_os().skip(1))
+        .exec()
+}
+
 /// `atlas import STORE PATH…`: exit 1 when any file failed (the others are
-/// imported and committed all the same).
+/// imported and committed all the same). `netcdf4`: the NetCDF-4 parser,
+/// when this binary has one; without it, NetCDF-4 files among `paths` make
+/// this process exec the helper `atlas-netcdf4` before anything is opened.
 pub async fn import(
     store: &Path,
     paths: &[PathBuf],
     opts: Import,
+    netcdf4: Option<atlas_netcdf::Reader>,
     quiet: bool,
 ) -> Result<ExitCode> {
     let files = collect_files(paths)?;
@@ -55,6 +94,15 @@ pub async fn import(
             "no netcdf files found (directories are searched for .nc, .nc3, .nc4, .cdf, .netcdf)"
         );
     }
+    let reader = if let Some(r) = netcdf4 {
+        r
+    } else {
+        if atlas_netcdf::NETCDF4 && any_netcdf4(&files) {
+            let e = exec_helper();
+            eprintln!("warning: NetCDF-4 files are not importable without {HELPER} ({e})");
+        }
+        atlas_netcdf::read_bytes_classic
+    };
     let (atlas, created) = open_or_create(store).await?;
     let before = util::disk_usage(store);
     let pb = util::progress(files.len() as u64, "import", quiet);
@@ -69,6 +117,7 @@ pub async fn import(
         name: opts.name,
         flush: true,
         batch_bytes: opts.batch_bytes,
+        reader,
     };
     let report = atlas_netcdf::import_paths(&atlas, &files, &bulk, |_, outcome| {
         if let FileOutcome::Failed(e) = outcome {

@@ -44,6 +44,11 @@ pub struct BulkOptions {
     /// the end (0: one commit at the end, holding the whole import in
     /// memory or the store's scratch files until then).
     pub batch_bytes: u64,
+    /// Parses each file's bytes: [`crate::read_bytes`] by default (NetCDF-4
+    /// too with the feature `netcdf4`), or [`crate::read_bytes_classic`] for
+    /// a program that must not link libnetcdf (the `atlas` tool: see
+    /// [`crate::Reader`]).
+    pub reader: crate::Reader,
 }
 
 /// The default [`BulkOptions::batch_bytes`]: 16 MiB of input per commit.
@@ -59,6 +64,7 @@ impl Default for BulkOptions {
             name: None,
             flush: true,
             batch_bytes: DEFAULT_BATCH_BYTES,
+            reader: crate::read_bytes,
         }
     }
 }
@@ -157,7 +163,12 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 type Decoded = (usize, u64, Result<DatasetPlan>);
 
-fn decode(path: &Path, name: &str, opts: &ImportOptions) -> (u64, Result<DatasetPlan>) {
+fn decode(
+    path: &Path,
+    name: &str,
+    opts: &ImportOptions,
+    reader: crate::Reader,
+) -> (u64, Result<DatasetPlan>) {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(source) => {
@@ -174,7 +185,7 @@ fn decode(path: &Path, name: &str, opts: &ImportOptions) -> (u64, Result<Dataset
     // The decoder is ours and written not to panic; a panic would still be a
     // bug, so it is reported as this file's failure instead of ending the import.
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let nc = crate::read_bytes(&bytes, path)?;
+        let nc = reader(&bytes, path)?;
         import::plan(&nc, name, opts, path)
     }))
     .unwrap_or_else(|p| {
@@ -260,6 +271,7 @@ pub async fn import_paths(
     }
     .clamp(1, todo.len().max(1));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Decoded>(2 * jobs + 2);
+    let reader = opts.reader;
     let shared = Arc::new((
         files.clone(),
         names.clone(),
@@ -284,7 +296,7 @@ pub async fn import_paths(
                     break;
                 }
                 let i = todo[k];
-                let (len, r) = decode(&files[i], &names[i], iopts);
+                let (len, r) = decode(&files[i], &names[i], iopts, reader);
                 if tx.blocking_send((k, len, r)).is_err() {
                     break;
                 }

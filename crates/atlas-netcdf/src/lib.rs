@@ -75,6 +75,22 @@ const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
 /// True when this build reads NetCDF-4/HDF5 files (feature `netcdf4`).
 pub const NETCDF4: bool = cfg!(feature = "netcdf4");
 
+/// A parser of a whole NetCDF file held in memory (`bytes`, named `path` in
+/// errors): [`read_bytes`] or [`read_bytes_classic`].
+///
+/// Why a choice: a program links libnetcdf (and, through it, HDF5, curl and
+/// some forty more shared libraries, about 7 ms of start-up on every run)
+/// as soon as it references [`read_bytes`] in a build with the `netcdf4`
+/// feature. A program whose code names only [`read_bytes_classic`] links
+/// none of them. The `atlas` tool does that and hands NetCDF-4 imports to
+/// its helper `atlas-netcdf4`, which passes [`read_bytes`].
+pub type Reader = fn(&[u8], &Path) -> Result<NcFile>;
+
+/// True when `bytes` start like a NetCDF-4 (HDF5) file.
+pub fn is_netcdf4(bytes: &[u8]) -> bool {
+    bytes.starts_with(HDF5_MAGIC)
+}
+
 /// Reads a whole NetCDF file: CDF1/CDF2/CDF5 in pure Rust, NetCDF-4 through
 /// libnetcdf when the `netcdf4` feature is on.
 pub fn read_file(path: impl AsRef<Path>) -> Result<NcFile> {
@@ -99,6 +115,30 @@ pub fn read_bytes(bytes: &[u8], path: &Path) -> Result<NcFile> {
         return Err(Error::Unsupported {
             path: path.to_owned(),
             what: "netcdf-4/hdf5 file (build with the `netcdf4` feature)".into(),
+        });
+    }
+    Err(Error::NotNetcdf {
+        path: path.to_owned(),
+    })
+}
+
+/// Parses the classic formats (CDF1/CDF2/CDF5) only, whatever the build's
+/// features: a NetCDF-4/HDF5 file is [`Error::Unsupported`]. Naming only this
+/// parser keeps libnetcdf out of a program (see [`Reader`]).
+pub fn read_bytes_classic(bytes: &[u8], path: &Path) -> Result<NcFile> {
+    if classic::read::has_signature(bytes) {
+        return classic::read::read_bytes(bytes, path);
+    }
+    if bytes.starts_with(HDF5_MAGIC) {
+        return Err(Error::Unsupported {
+            path: path.to_owned(),
+            what: if NETCDF4 {
+                "netcdf-4/hdf5 file (this reader reads the classic formats only; \
+                 `atlas` imports NetCDF-4 through its helper `atlas-netcdf4`)"
+                    .into()
+            } else {
+                "netcdf-4/hdf5 file (build with the `netcdf4` feature)".into()
+            },
         });
     }
     Err(Error::NotNetcdf {

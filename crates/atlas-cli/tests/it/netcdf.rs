@@ -175,3 +175,70 @@ fn failures_are_reported_and_the_rest_imported() {
     assert_eq!(back.format, NcFormat::Cdf5);
     assert_eq!(back.vars, synthetic(1).vars);
 }
+
+/// Writes a NetCDF-4 file with a `TEMP` variable of four levels.
+#[cfg(feature = "netcdf4")]
+fn write_netcdf4(path: &Path, temp: &[f32; 4]) {
+    let mut f = netcdf::create(path).unwrap();
+    f.add_dimension("N_LEVELS", 4).unwrap();
+    f.add_attribute("title", "netcdf-4 profile").unwrap();
+    let mut v = f.add_variable::<f32>("TEMP", &["N_LEVELS"]).unwrap();
+    v.put_values(temp, ..).unwrap();
+}
+
+/// The shared libraries a binary needs, as `ldd` lists them (`None` when
+/// `ldd` cannot tell).
+#[cfg(feature = "netcdf4")]
+fn ldd(exe: &Path) -> Option<String> {
+    let out = std::process::Command::new("ldd").arg(exe).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `atlas` links no libnetcdf (each run starts without loading it and the
+/// forty libraries behind it); a NetCDF-4 file among classic ones is
+/// imported all the same, by the helper `atlas-netcdf4` that `atlas import`
+/// execs. Without the helper beside it, `atlas` imports the classic files
+/// and reports each NetCDF-4 one as needing it.
+#[cfg(feature = "netcdf4")]
+#[test]
+fn netcdf4_imports_go_through_the_helper() {
+    let atlas_exe = Path::new(env!("CARGO_BIN_EXE_atlas"));
+    let helper = atlas_exe.with_file_name("atlas-netcdf4");
+    if let (Some(main), Some(with)) = (ldd(atlas_exe), ldd(&helper)) {
+        assert!(with.contains("libnetcdf"), "{with}");
+        assert!(
+            !main.contains("libnetcdf"),
+            "atlas links libnetcdf:\n{main}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in");
+    std::fs::create_dir_all(&src).unwrap();
+    atlas_netcdf::write_file(&synthetic(7), src.join("classic.nc"), None).unwrap();
+    write_netcdf4(&src.join("modern.nc"), &[4.5, 5.5, 6.5, 7.5]);
+    let store = dir.path().join("store");
+    let (store_s, src_s) = (s(&store), s(&src));
+    ok(&["import", "-q", store_s, src_s]);
+    let ls = ok(&["ls", store_s]);
+    assert!(ls.contains("classic") && ls.contains("modern"), "{ls}");
+    let cat = ok(&["cat", store_s, "modern", "TEMP"]);
+    assert!(cat.contains("4.5") && cat.contains("7.5"), "{cat}");
+
+    // A copy of `atlas` alone, without its helper.
+    let lone = dir.path().join("bin").join("atlas");
+    std::fs::create_dir_all(lone.parent().unwrap()).unwrap();
+    std::fs::copy(atlas_exe, &lone).unwrap();
+    let store2_path = dir.path().join("store2");
+    let store2 = s(&store2_path);
+    let out = std::process::Command::new(&lone)
+        .args(["import", "-q", store2, src_s])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("atlas-netcdf4"), "{err}");
+    let ls = ok(&["ls", store2]);
+    assert!(ls.contains("classic") && !ls.contains("modern"), "{ls}");
+}
