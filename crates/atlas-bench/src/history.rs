@@ -227,7 +227,10 @@ pub async fn workload(quick: bool) -> Result<Value> {
     let (mut chunks, mut chunk_bytes) = (0u64, 0u64);
     for e in std::fs::read_dir(with.join(atlas::HISTORY_DIR))? {
         let e = e?;
-        if e.file_name().to_string_lossy().starts_with("retired-chunk-") {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("retired-chunk-")
+        {
             chunks += 1;
             chunk_bytes += e.metadata()?.len();
         }

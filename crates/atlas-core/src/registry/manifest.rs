@@ -560,12 +560,13 @@ fn is_uid_hex(h: &str) -> bool {
 /// A sealed chunk of the retired list: an immutable side file in
 /// `atlas.history/` that many generations' lists name.
 ///
-/// A commit seals entries the retention window protects (retired by a
-/// generation above the oldest retained one): no commit changes them until
-/// the window moves past `min_generation`, so a commit rewrites only the
-/// loose entries and the list of chunk names, not the whole list. The first
-/// commit whose window reaches a chunk dissolves it: its entries become
-/// loose again and its file is deleted once that commit stands.
+/// A commit seals the oldest loose entries when there are many (see
+/// [`seal_retired`]); later commits name the chunk without rewriting it, so
+/// a commit rewrites only the loose entries and the list of chunk names,
+/// not the whole list. The first commit at which one of its entries changes
+/// (the window moves past it, its grace period ends, a restore makes its
+/// file live again) dissolves it: its entries become loose again and its
+/// file is deleted once that commit stands.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Sealed {
     /// File name in `atlas.history/`.
@@ -586,7 +587,7 @@ pub(crate) struct ChunkRef {
 
 /// Entries per sealed chunk: 1,024 (`ATLAS_TEST_RETIRED_CHUNK` when set, so
 /// tests reach sealing with short histories). A commit seals when more than
-/// twice this many loose entries are protected.
+/// twice this many entries are loose.
 pub(crate) fn retired_chunk_len() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(|| {
@@ -730,28 +731,23 @@ pub(crate) fn decode_retired_chunk(bytes: &[u8], r: &ChunkRef, path: &Path) -> R
     })
 }
 
-/// Seals loose entries of `m` into new chunks when more than twice
-/// [`retired_chunk_len`] of them are protected by its retention window
-/// (retired by a generation above `history_from`): the oldest protected
-/// entries, by generation, in chunks of that length. Returns the new chunks
+/// Seals loose entries of `m` into new chunks when there are more than
+/// twice [`retired_chunk_len`] of them: the oldest, by generation, in chunks
+/// of that length (the newest stay loose). Entries the retention window
+/// protects stay sealed until the window reaches them; those only in their
+/// grace period until the first of a chunk expires. Returns the new chunks
 /// (already appended to `m.retired_sealed`), whose files the caller writes.
 pub(crate) fn seal_retired(m: &mut Manifest) -> Vec<Arc<Sealed>> {
-    let Some(from) = m.history_from else {
-        return Vec::new();
-    };
     let len = retired_chunk_len();
-    let protected = m.retired.iter().filter(|r| r.generation > from).count();
-    if protected <= 2 * len {
+    // A list short enough to stay inline is never sealed.
+    if m.retired.len() <= (2 * len).max(inline_retired_limit()) {
         return Vec::new();
     }
-    let (mut candidates, loose): (Vec<Retired>, Vec<Retired>) = std::mem::take(&mut m.retired)
-        .into_iter()
-        .partition(|r| r.generation > from);
+    let mut candidates = std::mem::take(&mut m.retired);
     candidates.sort_by_key(|r| r.generation);
-    let n_sealed = (candidates.len() / len) * len;
-    let rest = candidates.split_off(n_sealed);
-    m.retired = loose;
-    m.retired.extend(rest);
+    // Keep at least `len` of the newest loose: the next commits add to them.
+    let n_sealed = ((candidates.len() - len) / len) * len;
+    m.retired = candidates.split_off(n_sealed);
     let mut new = Vec::new();
     while !candidates.is_empty() {
         let tail = candidates.split_off(len);

@@ -311,7 +311,9 @@ impl Step {
     /// retires) into those kept and those the commit drops (deleted after
     /// it): a file is dropped once no retained generation names it and its
     /// grace period has passed. A file a retained generation named until
-    /// this commit starts its grace period now.
+    /// this commit starts its grace period now. A sealed chunk stays as it
+    /// is (not even read entry by entry while the window is below it) unless
+    /// one of its entries changes; then it dissolves into loose entries.
     pub(crate) fn settle(
         &self,
         sealed: &[Arc<Sealed>],
@@ -321,20 +323,16 @@ impl Step {
         policy: Policy,
     ) -> Settled {
         let mut out = Settled::default();
-        let one = |r: &Retired, kept: &mut Vec<Retired>, expired: &mut Vec<Retired>| -> bool {
+        let one = |r: &Retired, kept: &mut Vec<Retired>, expired: &mut Vec<Retired>| {
             let mut r = r.clone();
             let protected = self.new.protects(&r);
-            let mut same = true;
-            if !protected && self.old.protects(&r) && r.since_ms < now {
-                r.since_ms = now;
-                same = false;
+            if !protected && self.old.protects(&r) {
+                r.since_ms = r.since_ms.max(now);
             }
             if !protected && r.expired(now, policy) {
                 expired.push(r);
-                false
             } else {
                 kept.push(r);
-                same
             }
         };
         for c in sealed {
@@ -343,17 +341,18 @@ impl Step {
                 out.sealed.push(Arc::clone(c));
                 continue;
             }
-            let (mut kept, mut expired) = (Vec::new(), Vec::new());
-            let mut same = true;
-            for r in &c.entries {
-                same &= one(r, &mut kept, &mut expired);
-            }
-            if same {
-                out.sealed.push(Arc::clone(c));
-            } else {
-                out.kept.extend(kept);
-                out.expired.extend(expired);
+            // Unchanged unless an entry leaves the window or expires.
+            let changes = |r: &Retired| {
+                !self.new.protects(r)
+                    && ((self.old.protects(r) && r.since_ms < now) || r.expired(now, policy))
+            };
+            if c.entries.iter().any(changes) {
+                for r in &c.entries {
+                    one(r, &mut out.kept, &mut out.expired);
+                }
                 out.dissolved.push(c.file.clone());
+            } else {
+                out.sealed.push(Arc::clone(c));
             }
         }
         for r in retired.iter().cloned().chain(newly) {

@@ -1347,8 +1347,13 @@ async fn sealed_retired_chunks_child() {
             s.compact().await.unwrap();
             record(&mut model, &s, from).await;
         }
+        // Lists that fit in the manifest (32 entries) are never sealed.
         let l = retired_list(&storage);
-        assert!(l.loose.len() <= 2 * len, "{} loose", l.loose.len());
+        assert!(
+            l.loose.len() <= (2 * len).max(32),
+            "{} loose",
+            l.loose.len()
+        );
     }
     let l = retired_list(&storage);
     assert!(l.chunks.len() >= 2, "{} chunks", l.chunks.len());
