@@ -132,6 +132,14 @@ impl Live {
 /// dirty (so the next flush commits), keeps the per-array user counts, and a
 /// deleted dataset's id is killed for good.
 impl Inner {
+    /// After a failed flush, compaction or history commit: it may have left
+    /// files no commit names, so the next `gc` sweeps orphans again.
+    pub(crate) fn note_failure<T>(&self, r: &Result<T>) {
+        if r.is_err() {
+            self.swept.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// One dataset's current record (committed state plus changes).
     pub(crate) fn lookup(&self, name: &str) -> Result<Option<Record>> {
         let base = {
@@ -371,6 +379,11 @@ pub(crate) struct Inner {
     dirs: Mutex<DirTable>,
     writer: Mutex<Option<Box<dyn LockGuard>>>,
     pub poisoned: AtomicBool,
+    /// True while this writer (on a local filesystem, where its lock keeps
+    /// other writers out) has swept orphans since it took the lock and none
+    /// of its flushes, compactions or history commits has failed since: no
+    /// orphan can exist, so `gc` need not list the store again.
+    pub swept: AtomicBool,
     /// Set by every mutation; cleared when a flush commits.
     dirty: AtomicBool,
     /// Serialises flush and compact.
@@ -685,13 +698,17 @@ impl Atlas {
     /// `max_layers_per_array` then has its layers merged (a second commit), so
     /// repeated small flushes never pile up layers.
     pub async fn flush(&self) -> Result<()> {
-        commit::flush_and_merge(&self.inner).await
+        let r = commit::flush_and_merge(&self.inner).await;
+        self.inner.note_failure(&r);
+        r
     }
 
     /// Flushes, then merges each array's layers into one new base layer.
     /// Crash-safe and bounded in memory; open readers keep their snapshot.
     pub async fn compact(&self) -> Result<()> {
-        commit::compact(&self.inner).await
+        let r = commit::compact(&self.inner).await;
+        self.inner.note_failure(&r);
+        r
     }
 
     /// The directory holding `array`'s layer files, if the array exists.

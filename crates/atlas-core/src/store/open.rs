@@ -240,6 +240,7 @@ impl Atlas {
                 dirs: Mutex::new(dirs),
                 writer: Mutex::new(None),
                 poisoned: AtomicBool::new(false),
+                swept: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
                 commit_lock: tokio::sync::Mutex::new(()),
                 pending_budget: Arc::new(array_format::PendingBudget::new(

@@ -83,6 +83,7 @@ impl Inner {
         // which sweeps only files older than the grace period.
         if !self.storage.is_object_store() {
             commit::sweep_orphans(self.storage.as_ref(), &self.root, &on_disk, None);
+            self.swept.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         *w = Some(guard);
         Ok(())

@@ -1493,3 +1493,46 @@ async fn a_long_retired_list_lives_in_a_side_file_that_writers_carry_forward() {
         .problems
         .is_empty());
 }
+
+/// `gc` lists the store for orphans only when one may exist: a writer that
+/// swept when it took the lock (its lock keeps other writers out) and has
+/// not failed since skips the listing, so gc costs what it expires; after a
+/// failed flush, gc sweeps what may have been left behind.
+#[tokio::test]
+async fn gc_sweeps_orphans_again_only_after_a_failure() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, keeping(1)).await;
+    put(&s, "a", 1.0).await;
+    s.flush().await.unwrap();
+    // This handle created the store (no sweep at a lock): its first gc
+    // sweeps.
+    s.gc(false).await.unwrap();
+    let dir = s.array_dir("TEMP").unwrap();
+    // An unnamed layer file made behind the writer's back (which only a
+    // writer that crashed before this one took the lock could have left).
+    let stray = dir.join("d-0123456789abcdef0123456789abcdef.af");
+    storage.write_new_synced(&stray, b"stray").unwrap();
+    s.gc(false).await.unwrap();
+    assert!(
+        storage.exists(&stray).unwrap(),
+        "gc listed the store although nothing failed since the writer's sweep"
+    );
+    // A flush that fails: gc sweeps again.
+    put(&s, "b", 2.0).await;
+    storage.reset_ops();
+    storage.arm_fault(Fault {
+        nth: 0,
+        kind: FaultKind::Fail,
+    });
+    assert!(s.flush().await.is_err());
+    storage.disarm();
+    s.gc(false).await.unwrap();
+    assert!(!storage.exists(&stray).unwrap(), "orphan kept");
+    s.flush().await.unwrap();
+    assert_eq!(s.list_datasets().unwrap(), ["a", "b"]);
+    drop(s);
+    let r = reopen_mem(&storage, "after gc").await;
+    assert!(atlas_core::verify::verify(&r, |_, _| {})
+        .problems
+        .is_empty());
+}

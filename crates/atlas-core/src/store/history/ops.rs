@@ -480,9 +480,11 @@ impl Atlas {
         let _commit = self.inner.commit_lock.lock().await;
         let _structure = self.inner.structure.lock().await;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || gc_sync(&inner, dry_run))
+        let r = tokio::task::spawn_blocking(move || gc_sync(&inner, dry_run))
             .await
-            .expect("gc task panicked")
+            .expect("gc task panicked");
+        self.inner.note_failure(&r);
+        r
     }
 }
 
@@ -574,7 +576,7 @@ async fn meta_commit(
         None
     };
     let inner2 = Arc::clone(inner);
-    tokio::task::spawn_blocking(move || {
+    let r = tokio::task::spawn_blocking(move || {
         let (cur, version) = read_manifest_for_writer(&inner2)?;
         if cur.generation != inner2.committed.lock().generation {
             return Err(Error::StaleHandle {
@@ -595,7 +597,9 @@ async fn meta_commit(
         Ok(m)
     })
     .await
-    .expect("commit task panicked")
+    .expect("commit task panicked");
+    inner.note_failure(&r);
+    r
 }
 
 fn commit_edit(
@@ -804,12 +808,22 @@ fn gc_sync(inner: &Inner, dry_run: bool) -> Result<GcReport> {
     }
     report.deleted_files.sort();
     report.deleted_files.dedup();
-    sweep_orphans(
-        storage,
-        root,
-        &current,
-        Some(&|d: &str| inner.dir_in_use(d)),
-    );
+    // Orphans (files no commit names, left by a crash or a failed write):
+    // none can exist when this writer swept at its lock and nothing failed
+    // since (see `Inner::swept`), so the store is not listed again and gc
+    // costs what it expires. On object stores other writers may leave
+    // some at any time: always swept.
+    if storage.is_object_store() || !inner.swept.load(std::sync::atomic::Ordering::SeqCst) {
+        sweep_orphans(
+            storage,
+            root,
+            &current,
+            Some(&|d: &str| inner.dir_in_use(d)),
+        );
+        if !storage.is_object_store() {
+            inner.swept.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
     report.oldest_retained = oldest_retained(&current);
     Ok(report)
 }
