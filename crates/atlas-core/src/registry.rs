@@ -40,8 +40,8 @@ mod segment;
 pub use manifest::Policy;
 pub(crate) use manifest::{
     decode_retired, decode_retired_chunk, dir_id, encode_retired, encode_retired_chunk,
-    inline_retired_limit, is_retired_chunk_file, is_retired_file, now_ms, seal_retired,
-    tag_name_problem, unseal_retired, ChunkRef, CommitInfo, Manifest, Retired, Sealed, TagEntry,
+    is_retired_chunk_file, is_retired_file, now_ms, seal_retired, tag_name_problem, unseal_retired,
+    ChunkRef, CommitInfo, Manifest, Retired, Sealed, TagEntry,
 };
 pub(crate) use run::fuzz_run;
 pub use run::RunId;

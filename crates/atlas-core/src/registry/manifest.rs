@@ -483,6 +483,12 @@ impl Manifest {
         })
     }
 
+    /// True when a commit of `self` writes its retired list to a side file
+    /// (long, or with sealed chunks) rather than inline.
+    pub(crate) fn retired_in_side_file(&self) -> bool {
+        self.retired.len() > inline_retired_limit() || !self.retired_sealed.is_empty()
+    }
+
     /// Every retired entry: the sealed chunks' and the loose ones.
     pub(crate) fn retired_all(&self) -> impl Iterator<Item = &Retired> {
         self.retired_sealed

@@ -33,9 +33,9 @@ pub(crate) use gc::{delete_expired, sweep_orphans};
 use super::{Inner, HISTORY_DIR, REGISTRY_FILE};
 use crate::error::{Error, Result};
 use crate::registry::{
-    decode_retired, decode_retired_chunk, encode_retired, encode_retired_chunk,
-    inline_retired_limit, merge_runs, now_ms, seal_retired, unseal_retired, Manifest, Record,
-    Retired, RunId, RunSet, RunWriter, Sealed, META_DIR,
+    decode_retired, decode_retired_chunk, encode_retired, encode_retired_chunk, merge_runs, now_ms,
+    seal_retired, unseal_retired, Manifest, Record, Retired, RunId, RunSet, RunWriter, Sealed,
+    META_DIR,
 };
 use roaring::RoaringTreemap;
 use std::collections::HashMap;
@@ -75,7 +75,7 @@ impl CommitError {
 /// success; on filesystems the failed fsync leaves durability unknown, so it
 /// stays `Unknown`), if it carries another the previous commit stands.
 ///
-/// A retired list longer than [`inline_retired_limit`] (32), or one with
+/// A retired list longer than `inline_retired_limit()` (32), or one with
 /// sealed chunks, is first written to a side file of `atlas.history/`
 /// (create-new, fsynced) that the manifest names; `m.retired_file` names, on
 /// entry, the side file of the manifest being replaced, deleted once the new
@@ -103,7 +103,7 @@ pub(crate) fn write_manifest(
         }
         unseal_retired(m, &sealed);
     };
-    if m.retired.len() > inline_retired_limit() || !m.retired_sealed.is_empty() {
+    if m.retired_in_side_file() {
         let name = format!("retired-{commit_id}.json");
         if let Err(e) = write_retired(storage, root, &name, m, &sealed) {
             forget_new(m);
@@ -715,7 +715,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         [added, changed, deleted, bytes]
     };
     step.stamp(&mut manifest, op, None, counts, now_ms());
-    if let Err(e) = step.write_copy(storage, &inner.root) {
+    if let Err(e) = step.write_copy(storage, &inner.root, &manifest) {
         return Err(fail_before(e));
     }
     let expected = inner.committed.lock().version.clone();

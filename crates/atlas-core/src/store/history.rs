@@ -391,7 +391,12 @@ impl Step {
     /// Writes the superseded generation's history copy, durably, before the
     /// manifest that supersedes it. A copy already there (left by a commit
     /// that failed after writing it) is kept if it holds the same bytes.
-    pub(crate) fn write_copy(&self, storage: &dyn Storage, root: &Path) -> Result<()> {
+    pub(crate) fn write_copy(
+        &self,
+        storage: &dyn Storage,
+        root: &Path,
+        next: &Manifest,
+    ) -> Result<()> {
         let Some((g, bytes)) = &self.copy else {
             return Ok(());
         };
@@ -409,7 +414,10 @@ impl Step {
             }
             Err(e) => return Err(e.into()),
         }
-        if !storage.is_object_store() {
+        // The commit writes its retired list's side file into the same
+        // directory next and fsyncs it once for both: history adds no
+        // directory fsync to such a commit, and one to the others.
+        if !storage.is_object_store() && !next.retired_in_side_file() {
             storage.sync_dir(&dir)?;
         }
         Ok(())

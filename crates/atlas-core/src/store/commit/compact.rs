@@ -200,7 +200,7 @@ async fn compact_over(inner: &Arc<Inner>, max_layers: usize) -> Result<()> {
                 [0, 0, 0, bytes_written],
                 now,
             );
-            if let Err(e) = step.write_copy(storage, &inner2.root) {
+            if let Err(e) = step.write_copy(storage, &inner2.root, &manifest) {
                 cleanup();
                 return Err(e);
             }

@@ -643,7 +643,7 @@ fn commit_edit(
         .apply(&mut next);
     next.retired_dissolved.extend(dissolved);
     step.stamp(&mut next, op.as_str(), message, [0; 4], now);
-    step.write_copy(storage, &inner.root)?;
+    step.write_copy(storage, &inner.root, &next)?;
     let v = match write_manifest(storage, &inner.root, &mut next, Some(version)) {
         Ok(v) => v,
         Err(CommitError::Unknown(err)) => {
