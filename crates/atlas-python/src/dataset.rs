@@ -253,6 +253,12 @@ impl Dataset {
         }
     }
 
+    /// dask's token: its store's (see `Store.__dask_tokenize__`) and its name.
+    fn __dask_tokenize__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, String)> {
+        let store = self.store.bind(py).call_method0("__dask_tokenize__")?;
+        Ok((store, self.name.as_str().to_owned()))
+    }
+
     /// Pickles as (store recipe, name); only datasets of read-only stores.
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let store = self.store.bind(py);

@@ -368,6 +368,23 @@ impl Store {
         result.map(|()| false)
     }
 
+    /// dask's token of this handle. A read-only handle is its location and
+    /// generation: handles on the same state share dask task names, a newer
+    /// generation never reuses an older one's results. A writable handle's
+    /// state includes its unflushed changes, so every call gives a new
+    /// random token (dask then reuses nothing).
+    fn __dask_tokenize__(&self) -> PyResult<(&'static str, String, u64, u64)> {
+        let atlas = self.atlas(false)?;
+        if self.writable {
+            use std::hash::{BuildHasher, Hasher};
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            return Ok(("atlas.Store", self.root.clone(), u64::MAX, random));
+        }
+        Ok(("atlas.Store", self.root.clone(), atlas.generation(), 0))
+    }
+
     /// Read-only handles pickle as a recipe (path, generation) that reopens
     /// read-only in the receiving process; writable ones refuse.
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
