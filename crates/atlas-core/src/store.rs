@@ -550,6 +550,31 @@ impl Atlas {
         self.inner.live.read().n as usize
     }
 
+    /// The schema of `array` in each of `datasets`, in the order given,
+    /// from one pass over the registry: each record block is decoded once
+    /// and no dataset record is built, so this costs far less than a
+    /// lookup per dataset (`DatasetView::array_schema`) for many names.
+    /// `None` where a dataset lacks the array; a missing dataset is
+    /// [`Error::DatasetNotFound`].
+    pub fn array_schemas(
+        &self,
+        array: &str,
+        datasets: &[&str],
+    ) -> Result<Vec<Option<array_format::ArraySchema>>> {
+        self.inner
+            .lookup_schemas(datasets, array)?
+            .into_iter()
+            .zip(datasets)
+            .map(|(s, name)| match s {
+                SchemaOf::Schema(s) => Ok(Some((*s).clone())),
+                SchemaOf::NoArray => Ok(None),
+                SchemaOf::NoDataset => Err(Error::DatasetNotFound {
+                    name: (*name).to_owned(),
+                }),
+            })
+            .collect()
+    }
+
     /// True when the dataset exists (reads at most one registry block per run).
     pub fn dataset_exists(&self, name: &str) -> Result<bool> {
         Ok(self.inner.lookup(name)?.is_some())

@@ -35,13 +35,19 @@ pub fn describe<'py>(
     datasets: &[String],
     watch: &[String],
 ) -> PyResult<Bound<'py, PyDict>> {
-    let views = py.detach(|| views(atlas, datasets))?;
+    let names: Vec<&str> = datasets.iter().map(String::as_str).collect();
+    let (views, schemas) = py.detach(|| -> PyResult<_> {
+        Ok((
+            views(atlas, datasets)?,
+            atlas.array_schemas(array, &names).py()?,
+        ))
+    })?;
     let mut first: Option<First<'_>> = None;
     let mut present = Vec::with_capacity(datasets.len());
     let mut shapes: Vec<Vec<u64>> = Vec::with_capacity(datasets.len());
     let mut differing: Vec<String> = Vec::new();
-    for v in &views {
-        let Some(schema) = v.array_schema(array).py()? else {
+    for (v, schema) in views.iter().zip(schemas) {
+        let Some(schema) = schema else {
             present.push(false);
             shapes.push(Vec::new());
             continue;
@@ -164,16 +170,13 @@ struct Extents {
 /// The [`Extents`] of `array` in `datasets`. Looks up schemas only: a
 /// dataset's whole metadata is never copied.
 fn schemas(atlas: &Atlas, array: &str, datasets: &[String]) -> PyResult<Extents> {
-    let views = views(atlas, datasets)?;
-    let mut first = None;
-    let mut shapes = Vec::with_capacity(datasets.len());
-    for v in &views {
-        let s = v.array_schema(array).py()?;
-        shapes.push(s.as_ref().map(|s| s.shape.clone()));
-        if first.is_none() {
-            first = s;
-        }
-    }
+    let names: Vec<&str> = datasets.iter().map(String::as_str).collect();
+    let found = atlas.array_schemas(array, &names).py()?;
+    let shapes = found
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.shape.clone()))
+        .collect();
+    let first = found.into_iter().flatten().next();
     Ok(Extents { first, shapes })
 }
 

@@ -93,6 +93,15 @@ impl DatasetView {
         self.with_meta(|m| m.arrays.get(array).map(|a| Arc::clone(&a.schema)))
     }
 
+    /// The schema and the array file of `array` (`None`: no such array),
+    /// from one registry lookup.
+    async fn schema_and_file(&self, array: &str) -> Result<Option<(Arc<ArraySchema>, FileHandle)>> {
+        let Some(schema) = self.registry_schema(array)? else {
+            return Ok(None);
+        };
+        Ok(self.inner.file_async(array).await?.map(|f| (schema, f)))
+    }
+
     /// Defines an array of element type `T`. `chunk_shape = None` means one chunk
     /// of the full shape; `fill_value = None` means unwritten cells read as zero.
     pub async fn define_array<T: ArrayElement>(
@@ -150,11 +159,11 @@ impl DatasetView {
         data: ArrayViewD<'_, T>,
     ) -> Result<()> {
         self.inner.ensure_writer_async().await?;
-        let file = self
-            .array_file(name)
+        let (registry, file) = self
+            .schema_and_file(name)
             .await?
             .ok_or_else(|| self.array_not_found(name))?;
-        let registry = self.registry_schema(name)?;
+        let registry = Some(registry);
         let mut f = file.write_owned().await;
         if f.write_is_in_memory(&self.name, &data) {
             // A small write into an array defined since the last flush reads
@@ -191,10 +200,10 @@ impl DatasetView {
         start: Vec<u64>,
         count: Vec<u64>,
     ) -> Result<Option<ArrayD<T>>> {
-        let Some(file) = self.array_file(name).await? else {
+        let Some((registry, file)) = self.schema_and_file(name).await? else {
             return Ok(None);
         };
-        let registry = self.registry_schema(name)?;
+        let registry = Some(registry);
         let f = file.read_owned().await;
         // Checking the schema, fetching and decoding run on the blocking pool.
         let (dataset, array) = (self.name.clone(), name.to_owned());
@@ -245,10 +254,10 @@ impl DatasetView {
 
     /// Merged metadata of an array: schema, statistics and storage sizes.
     pub async fn array_meta(&self, name: &str) -> Result<Option<MergedArrayMeta>> {
-        let Some(file) = self.array_file(name).await? else {
+        let Some((registry, file)) = self.schema_and_file(name).await? else {
             return Ok(None);
         };
-        let registry = self.registry_schema(name)?;
+        let registry = Some(registry);
         let f = file.read_owned().await;
         // The schema check and the index may read footer blocks: on the
         // blocking pool.

@@ -1787,3 +1787,47 @@ async fn stores_without_directory_ids_still_open() {
     let report = atlas_core::verify::verify(&r, |_, _| {});
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// `array_schemas` answers many datasets in one pass, in the order asked,
+/// with committed and pending definitions alike, `None` where the array is
+/// absent and `DatasetNotFound` for a missing dataset; each answer equals
+/// the per-dataset `array_schema`.
+#[tokio::test]
+async fn array_schemas_answer_many_datasets_at_once() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    for (i, name) in ["b", "a", "c"].iter().enumerate() {
+        let ds = s.create_dataset(name).await.unwrap();
+        if *name != "c" {
+            ds.define_array::<f32>("T", strings(&["n"]), vec![i as u64 + 1], None, None)
+                .await
+                .unwrap();
+        }
+    }
+    s.flush().await.unwrap();
+    // A pending definition, after the commit.
+    let d = s.create_dataset("d").await.unwrap();
+    d.define_array::<f32>("T", strings(&["n"]), vec![9], None, None)
+        .await
+        .unwrap();
+    let names = ["d", "c", "a", "b"];
+    let got = s.array_schemas("T", &names).unwrap();
+    let shapes: Vec<Option<Vec<u64>>> = got
+        .iter()
+        .map(|x| x.as_ref().map(|x| x.shape.clone()))
+        .collect();
+    assert_eq!(shapes, [Some(vec![9]), None, Some(vec![2]), Some(vec![1])]);
+    for (name, schema) in names.iter().zip(&got) {
+        let one = s
+            .open_dataset(name)
+            .await
+            .unwrap()
+            .array_schema("T")
+            .unwrap();
+        assert_eq!(&one, schema, "{name}");
+    }
+    assert!(matches!(
+        s.array_schemas("T", &["a", "nope"]),
+        Err(atlas_core::Error::DatasetNotFound { name }) if name == "nope"
+    ));
+}
