@@ -43,8 +43,8 @@ pub(crate) struct Manifest {
     /// (readers of older generations may still read them): the entries not
     /// in a sealed chunk. Empty until loaded when the list is in a side file.
     pub retired: Vec<Retired>,
-    /// The rest of the retired list: sealed chunks, immutable side files of
-    /// entries that the retention window protects (see [`Sealed`]).
+    /// The rest of the retired list: sealed chunks, immutable side files
+    /// of the oldest entries once the list is long (see [`Sealed`]).
     pub retired_sealed: Vec<Arc<Sealed>>,
     /// Sealed chunks the commit being prepared no longer names (dissolved
     /// by settling): deleted once it stands. Not stored.
@@ -192,11 +192,9 @@ pub(crate) struct Retired {
 }
 
 impl Retired {
-    pub(crate) fn expired(&self, now_ms: u64, policy: Policy) -> bool {
-        now_ms
-            >= self
-                .since_ms
-                .saturating_add(policy.gc_grace_secs.saturating_mul(1000))
+    /// True when a grace period that started at `since_ms` is over at `now_ms`.
+    pub(crate) fn grace_over(since_ms: u64, now_ms: u64, policy: Policy) -> bool {
+        now_ms >= since_ms.saturating_add(policy.gc_grace_secs.saturating_mul(1000))
     }
 }
 

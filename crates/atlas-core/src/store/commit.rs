@@ -79,9 +79,9 @@ impl CommitError {
 /// sealed chunks, is first written to a side file of `atlas.history/`
 /// (create-new, fsynced) that the manifest names; `m.retired_file` names, on
 /// entry, the side file of the manifest being replaced, deleted once the new
-/// manifest stands (only the current manifest's list is ever read). Loose
-/// entries the retention window protects are sealed first into immutable
-/// chunk files when there are many (see [`crate::registry::Sealed`]), so the
+/// manifest stands (only the current manifest's list is ever read). The
+/// oldest loose entries are sealed first into immutable chunk files when
+/// there are many (see [`crate::registry::Sealed`]), so the
 /// side file holds only the loose entries and the chunks' names; chunks
 /// dissolved by settling are deleted once the new manifest stands.
 pub(crate) fn write_manifest(

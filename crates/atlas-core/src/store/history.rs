@@ -191,6 +191,16 @@ impl Protect {
     }
 }
 
+/// What a commit does to one retired entry (see `Step::fate`).
+enum Fate {
+    /// Kept as it is.
+    Kept,
+    /// Kept, its grace period starting at this time (ms).
+    Restarted(u64),
+    /// Dropped: its file is deleted after the commit.
+    Expired,
+}
+
 /// The retired list after a commit settles it.
 #[derive(Default)]
 pub(crate) struct Settled {
@@ -323,42 +333,59 @@ impl Step {
         policy: Policy,
     ) -> Settled {
         let mut out = Settled::default();
-        let one = |r: &Retired, kept: &mut Vec<Retired>, expired: &mut Vec<Retired>| {
-            let mut r = r.clone();
-            let protected = self.new.protects(&r);
-            if !protected && self.old.protects(&r) {
-                r.since_ms = r.since_ms.max(now);
-            }
-            if !protected && r.expired(now, policy) {
-                expired.push(r);
-            } else {
-                kept.push(r);
-            }
+        let place = |r: &Retired, out: &mut Settled| match self.fate(r, now, policy) {
+            Fate::Kept => out.kept.push(r.clone()),
+            Fate::Restarted(since_ms) => out.kept.push(Retired {
+                since_ms,
+                ..r.clone()
+            }),
+            Fate::Expired => out.expired.push(r.clone()),
         };
         for c in sealed {
             // Below the window's reach: nothing in it can change.
-            if self.new.from.is_some_and(|h| c.min_generation > h) {
-                out.sealed.push(Arc::clone(c));
-                continue;
-            }
-            // Unchanged unless an entry leaves the window or expires.
-            let changes = |r: &Retired| {
-                !self.new.protects(r)
-                    && ((self.old.protects(r) && r.since_ms < now) || r.expired(now, policy))
-            };
-            if c.entries.iter().any(changes) {
+            let reached = self.new.from.is_none_or(|h| c.min_generation <= h);
+            if reached
+                && c.entries
+                    .iter()
+                    .any(|r| !matches!(self.fate(r, now, policy), Fate::Kept))
+            {
                 for r in &c.entries {
-                    one(r, &mut out.kept, &mut out.expired);
+                    place(r, &mut out);
                 }
                 out.dissolved.push(c.file.clone());
             } else {
                 out.sealed.push(Arc::clone(c));
             }
         }
-        for r in retired.iter().cloned().chain(newly) {
-            one(&r, &mut out.kept, &mut out.expired);
+        for r in retired {
+            place(r, &mut out);
+        }
+        for r in newly {
+            place(&r, &mut out);
         }
         out
+    }
+
+    /// What this commit does to retired entry `r`: a file no retained
+    /// generation names any more expires once its grace period has passed;
+    /// one a retained generation named until this commit starts its grace
+    /// period now; the rest stay as they are.
+    fn fate(&self, r: &Retired, now: u64, policy: Policy) -> Fate {
+        if self.new.protects(r) {
+            return Fate::Kept;
+        }
+        let since_ms = if self.old.protects(r) {
+            r.since_ms.max(now)
+        } else {
+            r.since_ms
+        };
+        if Retired::grace_over(since_ms, now, policy) {
+            Fate::Expired
+        } else if since_ms == r.since_ms {
+            Fate::Kept
+        } else {
+            Fate::Restarted(since_ms)
+        }
     }
 
     /// Fills the manifest's history fields: parent, commit record, retention
