@@ -105,21 +105,11 @@ pub fn read_file(path: impl AsRef<Path>) -> Result<NcFile> {
 /// Parses a NetCDF file held in memory; `path` names it in errors (and is
 /// opened again by libnetcdf for NetCDF-4 files).
 pub fn read_bytes(bytes: &[u8], path: &Path) -> Result<NcFile> {
-    if classic::read::has_signature(bytes) {
-        return classic::read::read_bytes(bytes, path);
-    }
+    #[cfg(feature = "netcdf4")]
     if bytes.starts_with(HDF5_MAGIC) {
-        #[cfg(feature = "netcdf4")]
         return hdf5::read(path);
-        #[cfg(not(feature = "netcdf4"))]
-        return Err(Error::Unsupported {
-            path: path.to_owned(),
-            what: "netcdf-4/hdf5 file (build with the `netcdf4` feature)".into(),
-        });
     }
-    Err(Error::NotNetcdf {
-        path: path.to_owned(),
-    })
+    read_bytes_classic(bytes, path)
 }
 
 /// Parses the classic formats (CDF1/CDF2/CDF5) only, whatever the build's
