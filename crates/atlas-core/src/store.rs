@@ -39,7 +39,9 @@ use crate::attr::Attr;
 use crate::config::{MetaFormat, OpenOptions};
 use crate::error::{Error, Result};
 use crate::name::validate_dataset_name;
-use crate::registry::{DatasetMeta, Policy, Record, Retired, RunId, RunSet, SchemaOf, SegmentId};
+use crate::registry::{
+    ArrayEntry, DatasetMeta, Policy, Record, Retired, RunId, RunSet, SchemaOf, SegmentId,
+};
 use roaring::RoaringTreemap;
 
 /// Name of the registry file, the store's commit point.
@@ -561,12 +563,27 @@ impl Atlas {
         array: &str,
         datasets: &[&str],
     ) -> Result<Vec<Option<array_format::ArraySchema>>> {
+        Ok(self
+            .array_entries(array, datasets)?
+            .into_iter()
+            .map(|e| e.map(|e| (*e.schema).clone()))
+            .collect())
+    }
+
+    /// The schema and attributes of `array` in each of `datasets`, in the
+    /// order given, from one pass over the registry like
+    /// [`Atlas::array_schemas`]. Entries share their schema and attribute
+    /// map with every other dataset of the same registry run that has equal
+    /// ones (`Arc::ptr_eq` is a quick test of equality, though not the only
+    /// one). `None` where a dataset lacks the array; a missing dataset is
+    /// [`Error::DatasetNotFound`].
+    pub fn array_entries(&self, array: &str, datasets: &[&str]) -> Result<Vec<Option<ArrayEntry>>> {
         self.inner
             .lookup_schemas(datasets, array)?
             .into_iter()
             .zip(datasets)
             .map(|(s, name)| match s {
-                SchemaOf::Schema(s) => Ok(Some((*s).clone())),
+                SchemaOf::Schema(e) => Ok(Some(e)),
                 SchemaOf::NoArray => Ok(None),
                 SchemaOf::NoDataset => Err(Error::DatasetNotFound {
                     name: (*name).to_owned(),

@@ -41,15 +41,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use array_format::{
-    ArraySchema, ArrayStats, ReadHandle, StatValue, Storage, TimestampNs, WriteHandle,
-};
+use array_format::{ArrayStats, ReadHandle, StatValue, Storage, TimestampNs, WriteHandle};
 use indexmap::IndexMap;
 use parking_lot::Mutex;
 use roaring::RoaringTreemap;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 mod catalog;
+mod mpk;
 mod typed;
 
 pub(crate) use catalog::{StatColumn, Values};
@@ -76,8 +75,13 @@ const BLOCK_TARGET: usize = 128 << 10;
 const MAX_BLOCK_RAW: u32 = 256 << 20;
 /// Bytes read from a run's end at open: the trailer and, normally, the index.
 const TAIL_READ: u64 = 256 << 10;
-/// Record blocks kept decoded per run.
-const CACHED_BLOCKS: usize = 8;
+/// Decompressed record-block bytes a run keeps cached (least recently used
+/// evicted first; the newest block is always kept). Records are decoded from
+/// these bytes one at a time, on their first lookup, so the cache costs its
+/// raw bytes plus the records actually looked up: all of the 3,000 real Argo
+/// profiles' records (~10 MB raw) fit, so a scan that looks each of them up
+/// again and again decompresses every block once.
+const CACHE_BYTES: usize = 32 << 20;
 const INDEX_TAG: &str = "atlas-registry-run";
 
 /// The name of one run file: `r-<32 lowercase hex>.run`.
@@ -127,13 +131,14 @@ pub(crate) enum SchemaOf {
     NoDataset,
     /// The dataset has no such array.
     NoArray,
-    Schema(Arc<ArraySchema>),
+    /// The array's schema and attributes (both shared, cheap to clone).
+    Schema(ArrayEntry),
 }
 
 impl SchemaOf {
     pub(crate) fn of(meta: &DatasetMeta, array: &str) -> SchemaOf {
         match meta.arrays.get(array) {
-            Some(a) => SchemaOf::Schema(Arc::clone(&a.schema)),
+            Some(a) => SchemaOf::Schema(a.clone()),
             None => SchemaOf::NoArray,
         }
     }
@@ -179,27 +184,6 @@ struct BodyRepr(IndexMap<String, Attr>, Vec<ArrRepr>);
 /// A record as stored: name, id, body (`None`: a tombstone).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct RecRepr(String, u64, Option<BodyRepr>);
-
-/// A record as a scan across datasets reads it: the name and, per array, its
-/// name and schema index; attributes and statistics are skipped, strings
-/// borrowed from the block (a record block of real profiles holds dozens of
-/// attributes and arrays per dataset, and decoding them whole cost twenty
-/// times the scan's own work).
-#[derive(Deserialize)]
-struct SchemaRecRepr<'a>(
-    &'a str,
-    serde::de::IgnoredAny,
-    #[serde(borrow)] Option<SchemaBodyRepr<'a>>,
-);
-
-#[derive(Deserialize)]
-struct SchemaBodyRepr<'a>(
-    serde::de::IgnoredAny,
-    #[serde(borrow)] Vec<SchemaArrRepr<'a>>,
-);
-
-#[derive(Deserialize)]
-struct SchemaArrRepr<'a>(&'a str, u32, serde::de::IgnoredAny, serde::de::IgnoredAny);
 
 #[derive(Serialize, Deserialize, Default)]
 struct DictRepr(Vec<SchemaRepr>, Vec<IndexMap<String, Attr>>);
@@ -885,6 +869,8 @@ fn chunks_by_size<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
 struct Dict {
     schemas: Vec<Arc<array_format::ArraySchema>>,
     attr_sets: Vec<Arc<IndexMap<String, Attr>>>,
+    /// The attributes of an array that has none, shared.
+    no_attrs: Arc<IndexMap<String, Attr>>,
 }
 
 /// Records of one block with their names (`None`: tombstone).
@@ -893,8 +879,26 @@ type Block = Vec<(String, Option<Record>)>;
 /// A record block as cached: its records decoded from `MessagePack`, each
 /// converted to a [`Record`] on its first lookup only.
 struct CachedBlock {
-    recs: Vec<RecRepr>,
+    /// The block decompressed: a `MessagePack` array of records.
+    raw: Vec<u8>,
+    /// Where each record lies in `raw`, in name order.
+    recs: Vec<mpk::Span>,
     found: Vec<OnceLock<Found>>,
+}
+
+impl CachedBlock {
+    /// The bytes of record `j`.
+    fn bytes(&self, j: usize) -> &[u8] {
+        &self.raw[self.recs[j].bytes.clone()]
+    }
+}
+
+/// A run's cached record blocks, least recently used first.
+#[derive(Default)]
+struct BlockCache {
+    blocks: Vec<(usize, Arc<CachedBlock>)>,
+    /// Raw bytes of `blocks`.
+    bytes: usize,
 }
 
 /// An opened run: its index decoded, its blocks read on demand.
@@ -906,7 +910,7 @@ pub(crate) struct Run {
     index: IndexRepr,
     dict: OnceLock<Arc<Dict>>,
     id_set: OnceLock<RoaringTreemap>,
-    blocks: Mutex<Vec<(usize, Arc<CachedBlock>)>>,
+    blocks: Mutex<BlockCache>,
     /// Decoded catalog columns, variants and id blocks, for queries.
     catalog: catalog::Cache,
 }
@@ -978,7 +982,7 @@ impl Run {
             index,
             dict: OnceLock::new(),
             id_set: OnceLock::new(),
-            blocks: Mutex::new(Vec::new()),
+            blocks: Mutex::new(BlockCache::default()),
             catalog: catalog::Cache::default(),
         })
     }
@@ -1055,7 +1059,11 @@ impl Run {
             }
             attr_sets.push(Arc::new(set));
         }
-        let d = Arc::new(Dict { schemas, attr_sets });
+        let d = Arc::new(Dict {
+            schemas,
+            attr_sets,
+            no_attrs: Arc::new(IndexMap::new()),
+        });
         Ok(Arc::clone(self.dict.get_or_init(|| d)))
     }
 
@@ -1081,20 +1089,38 @@ impl Run {
 
     fn record_block(&self, i: usize) -> Result<Arc<CachedBlock>> {
         {
-            let cache = self.blocks.lock();
-            if let Some((_, b)) = cache.iter().find(|(j, _)| *j == i) {
-                return Ok(Arc::clone(b));
+            let mut cache = self.blocks.lock();
+            if let Some(at) = cache.blocks.iter().position(|(j, _)| *j == i) {
+                let hit = cache.blocks.remove(at);
+                let block = Arc::clone(&hit.1);
+                cache.blocks.push(hit);
+                return Ok(block);
             }
         }
-        let recs = self.load_record_block(i)?;
+        let r = &self.index.names[i].1;
+        let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
+        let raw = decode_raw(&packed, r, &self.path)?;
+        let recs = mpk::record_spans(&raw)
+            .map_err(|e| self.corrupt(format!("block at {}: msgpack: {e}", r.off)))?;
+        self.check_record_block(i, recs.len(), |j| &recs[j].name)?;
         let found = (0..recs.len()).map(|_| OnceLock::new()).collect();
-        let block = Arc::new(CachedBlock { recs, found });
+        let block = Arc::new(CachedBlock { raw, recs, found });
         let mut cache = self.blocks.lock();
-        if cache.len() >= CACHED_BLOCKS {
-            cache.remove(0);
+        if !cache.blocks.iter().any(|(j, _)| *j == i) {
+            cache.bytes += block.raw.len();
+            cache.blocks.push((i, Arc::clone(&block)));
+            while cache.bytes > CACHE_BYTES && cache.blocks.len() > 1 {
+                let (_, old) = cache.blocks.remove(0);
+                cache.bytes -= old.raw.len();
+            }
         }
-        cache.push((i, Arc::clone(&block)));
         Ok(block)
+    }
+
+    /// Record `j` of a cached block, decoded.
+    fn record(&self, block: &CachedBlock, j: usize) -> Result<RecRepr> {
+        rmp_serde::from_slice(block.bytes(j))
+            .map_err(|e| self.corrupt(format!("record {:?}: msgpack: {e}", block.recs[j].name)))
     }
 
     fn load_record_block(&self, i: usize) -> Result<Vec<RecRepr>> {
@@ -1127,12 +1153,12 @@ impl Run {
         Ok(())
     }
 
-    /// `array`'s schema in each of `names` (ascending), as [`Run::get_schema`]
-    /// gives it one name at a time: `out[k]` is set where it is still `None`
-    /// (no newer run answered) and this run has a record of `names[k]`.
-    /// Names are walked in order beside the record blocks, so each block is
-    /// found and decoded once; a block not cached is decoded for the schema
-    /// indexes only, and not cached.
+    /// `array`'s entry (schema and attributes) in each of `names`
+    /// (ascending): `out[k]` is set where it is still `None` (no newer run
+    /// answered) and this run has a record of `names[k]`. Names are walked
+    /// in order beside the record blocks, so each block is found once; a
+    /// record not yet built is decoded for its schema and attribute-set
+    /// indexes only.
     pub(crate) fn get_schemas(
         &self,
         names: &[&str],
@@ -1159,47 +1185,15 @@ impl Run {
             if open.is_empty() {
                 continue;
             }
-            let cached = {
-                let cache = self.blocks.lock();
-                cache
-                    .iter()
-                    .find(|(j, _)| *j == i - 1)
-                    .map(|(_, b)| Arc::clone(b))
-            };
-            if cached.is_some() {
-                for j in open {
-                    out[j] = self.get_schema(names[j], array)?;
-                }
-                continue;
-            }
-            let r = &self.index.names[i - 1].1;
-            let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
-            let raw = decode_raw(&packed, r, &self.path)?;
-            let recs: Vec<SchemaRecRepr<'_>> =
-                rmp_serde::from_slice(&raw).map_err(|e| Error::CorruptRegistry {
-                    path: self.path.clone(),
-                    reason: format!("block at {}: msgpack: {e}", r.off),
-                })?;
-            self.check_record_block(i - 1, recs.len(), |j| recs[j].0)?;
+            let block = self.record_block(i - 1)?;
             for j in open {
-                let Ok(at) = recs.binary_search_by(|r| r.0.cmp(names[j])) else {
+                let Ok(at) = block
+                    .recs
+                    .binary_search_by(|r| r.name.as_str().cmp(names[j]))
+                else {
                     continue;
                 };
-                let Some(body) = &recs[at].2 else {
-                    out[j] = Some(SchemaOf::NoDataset);
-                    continue;
-                };
-                out[j] =
-                    Some(match body.1.iter().find(|a| a.0 == array) {
-                        None => SchemaOf::NoArray,
-                        Some(a) => {
-                            SchemaOf::Schema(
-                                self.dict()?.schemas.get(a.1 as usize).cloned().ok_or_else(
-                                    || self.corrupt(format!("schema index {} out of range", a.1)),
-                                )?,
-                            )
-                        }
-                    });
+                out[j] = Some(self.schema_in(&block, at, array)?);
             }
         }
         Ok(())
@@ -1211,7 +1205,6 @@ impl Run {
             return Ok(Found::Tombstone);
         };
         let dict = self.dict()?;
-        let empty = Arc::new(IndexMap::new());
         for k in body.0.keys() {
             validate_attribute_name(k).map_err(|e| self.corrupt(e.to_string()))?;
         }
@@ -1226,7 +1219,7 @@ impl Run {
                 .ok_or_else(|| self.corrupt(format!("schema index {} out of range", a.1)))?;
             let attributes =
                 match a.2 {
-                    None => Arc::clone(&empty),
+                    None => Arc::clone(&dict.no_attrs),
                     Some(i) => dict.attr_sets.get(i as usize).cloned().ok_or_else(|| {
                         self.corrupt(format!("attribute set index {i} out of range"))
                     })?,
@@ -1262,7 +1255,7 @@ impl Run {
         let block = self.record_block(i - 1)?;
         Ok(block
             .recs
-            .binary_search_by(|r| r.0.as_str().cmp(name))
+            .binary_search_by(|r| r.name.as_str().cmp(name))
             .ok()
             .map(|j| (block, j)))
     }
@@ -1275,37 +1268,48 @@ impl Run {
         if let Some(f) = block.found[j].get() {
             return Ok(Some(f.clone()));
         }
-        let f = self.to_found(&block.recs[j])?;
+        let f = self.to_found(&self.record(&block, j)?)?;
         Ok(Some(block.found[j].get_or_init(|| f).clone()))
     }
 
-    /// What this run says about `array`'s schema in dataset `name`, without
-    /// building the dataset's record (a scan across datasets needs only
-    /// that); `None` when the run has no record of `name` (a tombstone is
-    /// [`SchemaOf::NoDataset`]). Reads at most one record block.
-    pub(crate) fn get_schema(&self, name: &str, array: &str) -> Result<Option<SchemaOf>> {
-        let Some((block, j)) = self.locate(name)? else {
-            return Ok(None);
-        };
+    /// `array`'s entry in record `j` of a cached block: from the record if
+    /// it was built, else decoded from its bytes for the schema and
+    /// attribute-set indexes only (strings borrowed, statistics and dataset
+    /// attributes skipped).
+    fn schema_in(&self, block: &CachedBlock, j: usize, array: &str) -> Result<SchemaOf> {
         if let Some(f) = block.found[j].get() {
-            return Ok(Some(match f {
+            return Ok(match f {
                 Found::Live(r) => SchemaOf::of(&r.meta, array),
                 Found::Tombstone => SchemaOf::NoDataset,
-            }));
+            });
         }
-        let Some(body) = &block.recs[j].2 else {
-            return Ok(Some(SchemaOf::NoDataset));
-        };
-        let Some(a) = body.1.iter().find(|a| a.0 == array) else {
-            return Ok(Some(SchemaOf::NoArray));
-        };
-        let schema = self
-            .dict()?
+        let found = mpk::find_array(&block.raw, &block.recs[j], array)
+            .map_err(|e| self.corrupt(format!("record {:?}: msgpack: {e}", block.recs[j].name)))?;
+        Ok(match found {
+            mpk::ArrayRef::Tombstone => SchemaOf::NoDataset,
+            mpk::ArrayRef::Absent => SchemaOf::NoArray,
+            mpk::ArrayRef::Present(schema, attrs) => SchemaOf::Schema(self.entry(schema, attrs)?),
+        })
+    }
+
+    /// The array entry a record names by its schema and attribute-set
+    /// indexes into this run's dictionary.
+    fn entry(&self, schema: u32, attrs: Option<u32>) -> Result<ArrayEntry> {
+        let dict = self.dict()?;
+        let schema = dict
             .schemas
-            .get(a.1 as usize)
+            .get(schema as usize)
             .cloned()
-            .ok_or_else(|| self.corrupt(format!("schema index {} out of range", a.1)))?;
-        Ok(Some(SchemaOf::Schema(schema)))
+            .ok_or_else(|| self.corrupt(format!("schema index {schema} out of range")))?;
+        let attributes = match attrs {
+            None => Arc::clone(&dict.no_attrs),
+            Some(i) => dict
+                .attr_sets
+                .get(i as usize)
+                .cloned()
+                .ok_or_else(|| self.corrupt(format!("attribute set index {i} out of range")))?,
+        };
+        Ok(ArrayEntry { schema, attributes })
     }
 
     /// Record block `i` decoded (tombstones as `None`); `None` past the last.
@@ -1530,8 +1534,22 @@ pub(crate) fn fuzz_run(bytes: &[u8]) {
         return;
     };
     let mut i = 0;
-    while let Ok(Some(_)) = run.decoded_block(i) {
+    let mut names = Vec::new();
+    while let Ok(Some(block)) = run.decoded_block(i) {
+        names.extend(block.into_iter().map(|(n, _)| n));
         i += 1;
+    }
+    // Lookups read records from cached block bytes (the `MessagePack` walker
+    // for schemas, serde for whole records), a path apart from the above.
+    // Each block's first name too, for blocks that did not decode whole.
+    names.extend(run.index.names.iter().map(|(n, _)| n.clone()));
+    names.sort_unstable();
+    names.dedup();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut schemas = vec![None; refs.len()];
+    let _ = run.get_schemas(&refs, "TEMP", &mut schemas);
+    for n in refs.iter().take(64) {
+        let _ = run.get(n);
     }
     let _ = run.ids();
     let _ = run.id_set();

@@ -39,7 +39,7 @@ impl Atlas {
             schemas.push(match found {
                 SchemaOf::NoDataset => return Err(Error::DatasetNotFound { name: d.clone() }),
                 SchemaOf::NoArray => None,
-                SchemaOf::Schema(s) => Some(s),
+                SchemaOf::Schema(e) => Some(e.schema),
             });
         }
         let Some(file) = self.inner.file_async(array).await? else {
