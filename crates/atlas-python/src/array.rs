@@ -3,7 +3,7 @@
 //! numpy; writes borrow numpy's buffer), timestamps are `datetime64[ns]` and
 //! strings `object` arrays of `str`.
 
-use atlas::{ArrayElement, DType, DatasetView, Error, TimestampNs};
+use atlas::{DType, DatasetView, Error, TimestampNs};
 use ndarray::{ArrayD, IxDyn};
 use numpy::{PyArray, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
@@ -13,66 +13,93 @@ use crate::convert::numpy_name;
 use crate::errors::{invalid, to_py, IntoPyResult};
 use crate::runtime::block_on;
 
-/// Reads one array, `Err(ArrayNotFound)` when the dataset lacks it.
-fn read_typed<T: ArrayElement>(
-    py: Python<'_>,
-    view: &DatasetView,
-    name: &str,
-    start: Vec<u64>,
-    count: Vec<u64>,
-) -> PyResult<ArrayD<T>> {
-    block_on(py, view.read_array::<T>(name, start, count))
-        .py()?
-        .ok_or_else(|| {
-            to_py(&Error::ArrayNotFound {
-                dataset: view.name().to_owned(),
-                array: name.to_owned(),
-            })
-        })
+/// An array read with the GIL released, before it becomes a numpy array.
+pub enum Read {
+    Bool(ArrayD<bool>),
+    I8(ArrayD<i8>),
+    I16(ArrayD<i16>),
+    I32(ArrayD<i32>),
+    I64(ArrayD<i64>),
+    U8(ArrayD<u8>),
+    U16(ArrayD<u16>),
+    U32(ArrayD<u32>),
+    U64(ArrayD<u64>),
+    F32(ArrayD<f32>),
+    F64(ArrayD<f64>),
+    Time(ArrayD<TimestampNs>),
+    Str(ArrayD<String>),
 }
 
-/// Reads a hyperslab (`start`/`count` empty = everything) as a numpy array.
-pub fn read<'py>(
-    py: Python<'py>,
+/// Reads a hyperslab (`start`/`count` empty = everything) of an array of
+/// `dtype`, `Err(ArrayNotFound)` when the dataset lacks it. Runs on the
+/// calling thread, which must not hold the GIL (a handoff to the runtime's
+/// blocking pool cost more than a small read).
+pub fn read(
     view: &DatasetView,
     name: &str,
     dtype: DType,
-    start: Vec<u64>,
-    count: Vec<u64>,
-) -> PyResult<Bound<'py, PyAny>> {
-    macro_rules! num {
-        ($t:ty) => {{
-            let a = read_typed::<$t>(py, view, name, start, count)?;
-            Ok(PyArray::from_owned_array(py, a).into_any())
-        }};
+    start: &[u64],
+    count: &[u64],
+) -> PyResult<Read> {
+    macro_rules! typed {
+        ($t:ty, $v:ident) => {
+            Read::$v(
+                view.read_array_blocking::<$t>(name, start, count)
+                    .py()?
+                    .ok_or_else(|| {
+                        to_py(&Error::ArrayNotFound {
+                            dataset: view.name().to_owned(),
+                            array: name.to_owned(),
+                        })
+                    })?,
+            )
+        };
     }
-    match dtype {
-        DType::Bool => num!(bool),
-        DType::Int8 => num!(i8),
-        DType::Int16 => num!(i16),
-        DType::Int32 => num!(i32),
-        DType::Int64 => num!(i64),
-        DType::UInt8 => num!(u8),
-        DType::UInt16 => num!(u16),
-        DType::UInt32 => num!(u32),
-        DType::UInt64 => num!(u64),
-        DType::Float32 => num!(f32),
-        DType::Float64 => num!(f64),
-        DType::Timestamp => {
-            let a = read_typed::<TimestampNs>(py, view, name, start, count)?;
-            PyArray::from_owned_array(py, a.mapv(|t| t.0))
-                .into_any()
-                .call_method1("view", ("datetime64[ns]",))
+    Ok(match dtype {
+        DType::Bool => typed!(bool, Bool),
+        DType::Int8 => typed!(i8, I8),
+        DType::Int16 => typed!(i16, I16),
+        DType::Int32 => typed!(i32, I32),
+        DType::Int64 => typed!(i64, I64),
+        DType::UInt8 => typed!(u8, U8),
+        DType::UInt16 => typed!(u16, U16),
+        DType::UInt32 => typed!(u32, U32),
+        DType::UInt64 => typed!(u64, U64),
+        DType::Float32 => typed!(f32, F32),
+        DType::Float64 => typed!(f64, F64),
+        DType::Timestamp => typed!(TimestampNs, Time),
+        DType::String => typed!(String, Str),
+        other => {
+            return Err(invalid(format!(
+                "dtype {other} is not supported by this build"
+            )))
         }
-        DType::String => {
-            let a = read_typed::<String>(py, view, name, start, count)?;
+    })
+}
+
+/// A read array as numpy: numbers without a copy, timestamps as
+/// `datetime64[ns]`, strings as an `object` array of `str`.
+pub fn to_numpy(py: Python<'_>, read: Read) -> PyResult<Bound<'_, PyAny>> {
+    Ok(match read {
+        Read::Bool(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::I8(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::I16(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::I32(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::I64(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::U8(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::U16(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::U32(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::U64(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::F32(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::F64(a) => PyArray::from_owned_array(py, a).into_any(),
+        Read::Time(a) => PyArray::from_owned_array(py, a.mapv(|t| t.0))
+            .into_any()
+            .call_method1("view", ("datetime64[ns]",))?,
+        Read::Str(a) => {
             let objects = a.mapv(|s| PyString::new(py, &s).into_any().unbind());
-            Ok(PyArray::from_owned_object_array(py, objects).into_any())
+            PyArray::from_owned_object_array(py, objects).into_any()
         }
-        other => Err(invalid(format!(
-            "dtype {other} is not supported by this build"
-        ))),
-    }
+    })
 }
 
 /// `data` as a numpy array of exactly `dtype` (see `atlas._convert.coerce_array`).

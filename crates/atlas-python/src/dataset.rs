@@ -9,7 +9,7 @@ use crate::convert::{
     attr_from_py, attrs_to_dict, fill_from_py, fill_to_py, numpy_name, parse_dtype, stats_to_dict,
 };
 use crate::errors::{raise, to_py, IntoPyResult};
-use crate::runtime::block_on;
+use crate::runtime::{block_on, runtime};
 use crate::store::Store;
 
 /// A dataset: named N-d arrays with attributes. Obtained from
@@ -150,22 +150,29 @@ impl Dataset {
         start: Option<Vec<u64>>,
         count: Option<Vec<u64>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let view = self.view(false)?;
-        let s = self.schema(&view, name)?;
-        // A count without a start (or the reverse) means from the origin / to the end.
-        let rank = s.shape.len();
-        let start = start.unwrap_or_else(|| vec![0; rank]);
-        let count = match count {
-            Some(c) => c,
-            None if start.len() == rank => s
-                .shape
-                .iter()
-                .zip(&start)
-                .map(|(n, a)| n.saturating_sub(*a))
-                .collect(),
-            None => Vec::new(),
-        };
-        array::read(py, &view, name, s.dtype, start, count)
+        let atlas = self.store.get().atlas(false)?;
+        // Everything but the numpy conversion in one stretch without the
+        // GIL: each release and re-acquisition costs about as much as the
+        // Rust work of a small read, and two threads fight over it.
+        let read = py.detach(|| -> PyResult<array::Read> {
+            let view = runtime().block_on(atlas.open_dataset(&self.name)).py()?;
+            let s = self.schema(&view, name)?;
+            // A count without a start (or the reverse) means from the origin / to the end.
+            let rank = s.shape.len();
+            let start = start.unwrap_or_else(|| vec![0; rank]);
+            let count = match count {
+                Some(c) => c,
+                None if start.len() == rank => s
+                    .shape
+                    .iter()
+                    .zip(&start)
+                    .map(|(n, a)| n.saturating_sub(*a))
+                    .collect(),
+                None => Vec::new(),
+            };
+            array::read(&view, name, s.dtype, &start, &count)
+        })?;
+        array::to_numpy(py, read)
     }
 
     /// Deletes an array of this dataset.

@@ -911,6 +911,8 @@ pub(crate) struct Run {
     dict: OnceLock<Arc<Dict>>,
     id_set: OnceLock<RoaringTreemap>,
     blocks: Mutex<BlockCache>,
+    /// The raw bytes `blocks` may hold ([`CACHE_BYTES`]; less in tests).
+    cache_bytes: usize,
     /// Decoded catalog columns, variants and id blocks, for queries.
     catalog: catalog::Cache,
 }
@@ -983,6 +985,7 @@ impl Run {
             dict: OnceLock::new(),
             id_set: OnceLock::new(),
             blocks: Mutex::new(BlockCache::default()),
+            cache_bytes: CACHE_BYTES,
             catalog: catalog::Cache::default(),
         })
     }
@@ -1109,7 +1112,7 @@ impl Run {
         if !cache.blocks.iter().any(|(j, _)| *j == i) {
             cache.bytes += block.raw.len();
             cache.blocks.push((i, Arc::clone(&block)));
-            while cache.bytes > CACHE_BYTES && cache.blocks.len() > 1 {
+            while cache.bytes > self.cache_bytes && cache.blocks.len() > 1 {
                 let (_, old) = cache.blocks.remove(0);
                 cache.bytes -= old.raw.len();
             }
@@ -1670,6 +1673,57 @@ mod tests {
         // One schema and one attribute set, stored once.
         assert_eq!(run.dict().unwrap().schemas.len(), 1);
         assert_eq!(run.dict().unwrap().attr_sets.len(), 1);
+    }
+
+    /// Lookups of single records and of schemas agree with the records
+    /// written, whether the block cache holds every block or only the last
+    /// one (each lookup then decompresses its block again).
+    #[test]
+    fn lookups_agree_with_any_block_cache_budget() {
+        let storage = MemoryStorage::new();
+        let path = Path::new("/s/atlas.meta/r.run");
+        write(&storage, path, 6000, &["gone"], &[]);
+        for budget in [CACHE_BYTES, 1] {
+            let mut run = Run::open(&storage, path, RunId::fresh()).unwrap();
+            run.cache_bytes = budget;
+            let n_blocks = run.index.names.len();
+            assert!(n_blocks > 2, "several record blocks");
+            // Strided, so consecutive lookups hit different blocks.
+            for k in (0..6000_u64).step_by(3) {
+                let i = (k * 977) % 6000;
+                match run.get(&format!("ds{i:06}")).unwrap() {
+                    Some(Found::Live(r)) => assert_eq!(r, record(i, i as f64)),
+                    other => panic!("{i}: {other:?}"),
+                }
+            }
+            let cached = run.blocks.lock().blocks.len();
+            assert_eq!(cached, if budget == 1 { 1 } else { n_blocks });
+            let names: Vec<String> = (0..6000).step_by(7).map(|i| format!("ds{i:06}")).collect();
+            let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+            all.extend(["gone", "nope"]);
+            all.sort_unstable();
+            let mut out = vec![None; all.len()];
+            run.get_schemas(&all, "TEMP", &mut out).unwrap();
+            let mut none = vec![None; all.len()];
+            run.get_schemas(&all, "PSAL", &mut none).unwrap();
+            for ((name, got), absent) in all.iter().zip(&out).zip(&none) {
+                match *name {
+                    "gone" => {
+                        assert!(matches!(got, Some(SchemaOf::NoDataset)));
+                        assert!(matches!(absent, Some(SchemaOf::NoDataset)));
+                    }
+                    "nope" => assert!(got.is_none() && absent.is_none()),
+                    _ => {
+                        let Some(SchemaOf::Schema(e)) = got else {
+                            panic!("{name}: {got:?}");
+                        };
+                        assert_eq!(e.schema.shape, vec![3]);
+                        assert_eq!(e.attributes.get("units"), Some(&Attr::from("degC")));
+                        assert!(matches!(absent, Some(SchemaOf::NoArray)), "{name}");
+                    }
+                }
+            }
+        }
     }
 
     /// Writes `n` records whose ids are not in name order, spilling the id

@@ -217,6 +217,35 @@ impl DatasetView {
         .expect("read task panicked")
     }
 
+    /// [`DatasetView::read_array`] on the calling thread, for callers that
+    /// are not in async code (a Python binding, a CLI, a thread of their
+    /// own): no handoff to the blocking pool, which costs more than a small
+    /// read itself.
+    ///
+    /// # Panics
+    ///
+    /// When called from async code (it waits for the array file's lock and
+    /// does I/O, which would block a runtime thread), as tokio's own
+    /// blocking calls do.
+    pub fn read_array_blocking<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+    ) -> Result<Option<ArrayD<T>>> {
+        let Some(registry) = self.registry_schema(name)? else {
+            return Ok(None);
+        };
+        let Some(file) = self.inner.file(name)? else {
+            return Ok(None);
+        };
+        let f = file.blocking_read();
+        check_schema(&self.name, name, Some(registry), &f)?;
+        f.read_array::<T>(&self.name, start, count)
+            .map(Some)
+            .map_err(|e| Error::array(&self.name, name, e))
+    }
+
     /// Deletes an array of this dataset.
     pub async fn delete_array(&self, name: &str) -> Result<()> {
         self.inner.ensure_writer_async().await?;

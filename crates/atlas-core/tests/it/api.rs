@@ -1831,3 +1831,95 @@ async fn array_schemas_answer_many_datasets_at_once() {
         Err(atlas_core::Error::DatasetNotFound { name }) if name == "nope"
     ));
 }
+
+/// `read_array_blocking` (the calling thread, no runtime) reads what
+/// `read_array` reads, pending and flushed; `array_entries` gives each
+/// dataset's schema and attributes from one pass, pending changes included,
+/// and datasets with equal attributes share one map once flushed.
+#[test]
+fn blocking_reads_and_array_entries_match_the_async_api() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let storage = MemoryStorage::new();
+    let s = rt.block_on(create_mem(&storage, StoreConfig::default()));
+    for (i, name) in ["p0", "p1", "p2", "q"].iter().enumerate() {
+        let ds = rt.block_on(s.create_dataset(name)).unwrap();
+        if *name == "q" {
+            continue;
+        }
+        rt.block_on(ds.define_array::<f64>(
+            "t",
+            strings(&["y", "x"]),
+            vec![3, 4],
+            Some(vec![2, 2]),
+            None,
+        ))
+        .unwrap();
+        let v: Vec<f64> = (0..12).map(|k| (i * 100 + k) as f64).collect();
+        rt.block_on(ds.write_array("t", vec![], arr(&[3, 4], v).view()))
+            .unwrap();
+        ds.set_array_attribute("t", "units", Attr::String("K".into()))
+            .unwrap();
+    }
+    let check = |when: &str| {
+        for name in ["p0", "p1", "p2"] {
+            let ds = rt.block_on(s.open_dataset(name)).unwrap();
+            for (start, count) in [(vec![], vec![]), (vec![1, 1], vec![2, 3])] {
+                let want = rt
+                    .block_on(ds.read_array::<f64>("t", start.clone(), count.clone()))
+                    .unwrap()
+                    .unwrap();
+                let got = ds
+                    .read_array_blocking::<f64>("t", &start, &count)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(got, want, "{name} {start:?} {count:?} {when}");
+            }
+            assert!(ds
+                .read_array_blocking::<f64>("nope", &[], &[])
+                .unwrap()
+                .is_none());
+            assert!(
+                ds.read_array_blocking::<f32>("t", &[], &[]).is_err(),
+                "a wrong element type is an error, as in read_array"
+            );
+        }
+        let q = rt.block_on(s.open_dataset("q")).unwrap();
+        assert!(q
+            .read_array_blocking::<f64>("t", &[], &[])
+            .unwrap()
+            .is_none());
+    };
+    check("pending");
+    rt.block_on(s.flush()).unwrap();
+    check("flushed");
+
+    let entries = s.array_entries("t", &["p2", "q", "p0"]).unwrap();
+    let (p2, p0) = (entries[0].as_ref().unwrap(), entries[2].as_ref().unwrap());
+    assert!(entries[1].is_none(), "q has no array t");
+    assert_eq!(p2.schema.shape, vec![3, 4]);
+    assert_eq!(p2.attributes.get("units"), Some(&Attr::String("K".into())));
+    assert!(
+        Arc::ptr_eq(&p2.attributes, &p0.attributes),
+        "equal attribute sets are one map in the registry"
+    );
+    assert!(matches!(
+        s.array_entries("t", &["p0", "missing"]),
+        Err(Error::DatasetNotFound { name }) if name == "missing"
+    ));
+    // A pending change is what the next call sees.
+    let p1 = rt.block_on(s.open_dataset("p1")).unwrap();
+    p1.set_array_attribute("t", "units", Attr::String("degC".into()))
+        .unwrap();
+    let entries = s.array_entries("t", &["p0", "p1"]).unwrap();
+    assert_eq!(
+        entries[1].as_ref().unwrap().attributes.get("units"),
+        Some(&Attr::String("degC".into()))
+    );
+    assert_eq!(
+        s.array_schemas("t", &["p1"]).unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .shape,
+        vec![3, 4]
+    );
+}
