@@ -39,11 +39,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use array_format::{ArrayStats, ReadHandle, StatValue, Storage, TimestampNs, WriteHandle};
 use indexmap::IndexMap;
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use roaring::RoaringTreemap;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -893,10 +894,12 @@ impl CachedBlock {
     }
 }
 
-/// A run's cached record blocks, least recently used first.
+/// A run's cached record blocks by block number, each with the tick of its
+/// last use (a hit takes the read lock only and stamps the tick; the least
+/// recently used block is evicted first).
 #[derive(Default)]
 struct BlockCache {
-    blocks: Vec<(usize, Arc<CachedBlock>)>,
+    blocks: HashMap<usize, (Arc<CachedBlock>, AtomicU64)>,
     /// Raw bytes of `blocks`.
     bytes: usize,
 }
@@ -910,7 +913,9 @@ pub(crate) struct Run {
     index: IndexRepr,
     dict: OnceLock<Arc<Dict>>,
     id_set: OnceLock<RoaringTreemap>,
-    blocks: Mutex<BlockCache>,
+    blocks: RwLock<BlockCache>,
+    /// Ticks for [`BlockCache`]'s recency.
+    tick: AtomicU64,
     /// The raw bytes `blocks` may hold ([`CACHE_BYTES`]; less in tests).
     cache_bytes: usize,
     /// Decoded catalog columns, variants and id blocks, for queries.
@@ -984,7 +989,8 @@ impl Run {
             index,
             dict: OnceLock::new(),
             id_set: OnceLock::new(),
-            blocks: Mutex::new(BlockCache::default()),
+            blocks: RwLock::new(BlockCache::default()),
+            tick: AtomicU64::new(0),
             cache_bytes: CACHE_BYTES,
             catalog: catalog::Cache::default(),
         })
@@ -1091,14 +1097,10 @@ impl Run {
     }
 
     fn record_block(&self, i: usize) -> Result<Arc<CachedBlock>> {
-        {
-            let mut cache = self.blocks.lock();
-            if let Some(at) = cache.blocks.iter().position(|(j, _)| *j == i) {
-                let hit = cache.blocks.remove(at);
-                let block = Arc::clone(&hit.1);
-                cache.blocks.push(hit);
-                return Ok(block);
-            }
+        let now = self.tick.fetch_add(1, Ordering::Relaxed);
+        if let Some((block, used)) = self.blocks.read().blocks.get(&i) {
+            used.store(now, Ordering::Relaxed);
+            return Ok(Arc::clone(block));
         }
         let r = &self.index.names[i].1;
         let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
@@ -1108,12 +1110,21 @@ impl Run {
         self.check_record_block(i, recs.len(), |j| &recs[j].name)?;
         let found = (0..recs.len()).map(|_| OnceLock::new()).collect();
         let block = Arc::new(CachedBlock { raw, recs, found });
-        let mut cache = self.blocks.lock();
-        if !cache.blocks.iter().any(|(j, _)| *j == i) {
+        let mut cache = self.blocks.write();
+        if !cache.blocks.contains_key(&i) {
             cache.bytes += block.raw.len();
-            cache.blocks.push((i, Arc::clone(&block)));
+            cache
+                .blocks
+                .insert(i, (Arc::clone(&block), AtomicU64::new(now)));
             while cache.bytes > self.cache_bytes && cache.blocks.len() > 1 {
-                let (_, old) = cache.blocks.remove(0);
+                let oldest = cache
+                    .blocks
+                    .iter()
+                    .filter(|(j, _)| **j != i)
+                    .min_by_key(|(_, (_, used))| used.load(Ordering::Relaxed))
+                    .map(|(j, _)| *j)
+                    .expect("more than one block");
+                let (old, _) = cache.blocks.remove(&oldest).expect("just found");
                 cache.bytes -= old.raw.len();
             }
         }
@@ -1696,7 +1707,7 @@ mod tests {
                     other => panic!("{i}: {other:?}"),
                 }
             }
-            let cached = run.blocks.lock().blocks.len();
+            let cached = run.blocks.read().blocks.len();
             assert_eq!(cached, if budget == 1 { 1 } else { n_blocks });
             let names: Vec<String> = (0..6000).step_by(7).map(|i| format!("ds{i:06}")).collect();
             let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
