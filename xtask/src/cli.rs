@@ -28,8 +28,8 @@ pub const CI_USAGE: &str = "\
 Run exactly what CI runs: `cargo fmt --check`, clippy with warnings denied
 (default and all features), every test (default and all features; the crash
 loop with 200 kills, or $ATLAS_CRASH_KILLS), docs with warnings denied, the
-Python package (built into .venv by maturin, then its pytest suite; .venv comes
-from `bash .ci/setup`), and with ATLAS_CI_FUZZ=1 a 10 s smoke run of every fuzz
+Python package (built into .venv by maturin, then its pytest suite, mypy and
+mypy.stubtest of its stubs; .venv comes from `bash .ci/setup`), and with ATLAS_CI_FUZZ=1 a 10 s smoke run of every fuzz
 target.
 
 Usage: cargo xtask ci

@@ -30,11 +30,26 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 fn run(desc: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    run_command(
+        desc,
+        Command::new(program).args(args).envs(envs.iter().copied()),
+    )
+}
+
+/// As [`run`], in directory `dir`.
+fn run_in(desc: &str, dir: &Path, program: &str, args: &[&str]) -> Result<()> {
+    run_command(desc, Command::new(program).args(args).current_dir(dir))
+}
+
+fn run_command(desc: &str, cmd: &mut Command) -> Result<()> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     eprintln!("==> {desc}: {program} {}", args.join(" "));
     let t = Instant::now();
-    let status = Command::new(program)
-        .args(args)
-        .envs(envs.iter().copied())
+    let status = cmd
         .status()
         .with_context(|| format!("cannot run {program}"))?;
     if !status.success() {
@@ -177,6 +192,28 @@ fn python_tests(root: &Path) -> Result<()> {
         Some(5) => bail!("python tests: pytest collected no tests (exit 5)"),
         _ => bail!("python tests failed ({status})"),
     }
+    // The package's types (mypy, strict enough to catch a wrong stub) and
+    // the stubs against the built extension (stubtest).
+    let package = root.join("crates").join("atlas-python");
+    let python_s = python.to_string_lossy();
+    run_in(
+        "python types (mypy)",
+        &package,
+        &python_s,
+        &["-m", "mypy", "python/atlas", "benchmarks"],
+    )?;
+    run_in(
+        "python stubs (mypy.stubtest)",
+        &package,
+        &python_s,
+        &[
+            "-m",
+            "mypy.stubtest",
+            "atlas",
+            "--allowlist",
+            "stubtest-allowlist.txt",
+        ],
+    )?;
     eprintln!(
         "    python extension build + tests ok in {:.1} s",
         t.elapsed().as_secs_f64()

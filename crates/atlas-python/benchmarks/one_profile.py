@@ -52,7 +52,7 @@ def main() -> None:
     measure(
         "atlas engine, open Store: open_dataset(store, group).TEMP.values",
         files,
-        lambda f: xr.open_dataset(store, engine="atlas", group=f.stem).TEMP.values,
+        lambda f: xr.open_dataset(store, engine="atlas", group=f.stem).TEMP.values,  # type: ignore[arg-type]
     )
     measure(
         "netcdf4 engine: open_dataset(f).load() (all variables)",
@@ -62,12 +62,17 @@ def main() -> None:
     measure(
         "atlas engine, open Store: .load() (all variables)",
         files,
-        lambda f: xr.open_dataset(store, engine="atlas", group=f.stem).load(),
+        lambda f: xr.open_dataset(store, engine="atlas", group=f.stem).load(),  # type: ignore[arg-type]
     )
     measure(
         "atlas engine, variables=['TEMP']",
         files,
-        lambda f: xr.open_dataset(store, engine="atlas", group=f.stem, variables=["TEMP"]).TEMP.values,
+        lambda f: xr.open_dataset(
+            store,  # type: ignore[arg-type]
+            engine="atlas",
+            group=f.stem,
+            variables=["TEMP"],
+        ).TEMP.values,
     )
     measure("Store.open(path)", files[:5], lambda f: atlas.Store.open(store_path))
     measure("store[name].read('TEMP')", files, lambda f: store[f.stem].read("TEMP"))

@@ -39,8 +39,34 @@ if TYPE_CHECKING:
     from .stacked import open_stacked
     from .writing import to_atlas, write_many
 
-__all__ = ["Dataset", "Store", "__version__", "errors", "open_stacked", "to_atlas", "write_many"]
-__all__ += errors.__all__
+__all__ = [
+    "Dataset",
+    "Store",
+    "__version__",
+    "errors",
+    "open_stacked",
+    "to_atlas",
+    "write_many",
+    # errors.__all__, spelled out so that type checkers see it.
+    "AlreadyExistsError",
+    "ArrayNotFoundError",
+    "AtlasError",
+    "AtlasIOError",
+    "ConflictError",
+    "CorruptError",
+    "DatasetNotFoundError",
+    "ErrorKind",
+    "ForkedHandleError",
+    "InvalidInputError",
+    "LockedError",
+    "NotFoundError",
+    "ReadOnlyError",
+    "ResourceExhaustedError",
+    "StaleHandleError",
+    "StoreExistsError",
+    "StoreNotFoundError",
+    "UnsupportedError",
+]
 
 # The xarray functions import xarray, which `import atlas` does not: they are
 # loaded on first use (PEP 562).

@@ -7,14 +7,16 @@ import builtins
 import os
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["Store", "Dataset", "error_kinds", "__version__"]
+
 __version__: str
 
-AttrValue = (
+_AttrValue = (
     bool
     | int
     | float
@@ -30,6 +32,7 @@ AttrValue = (
 def error_kinds() -> list[str]:
     """Every Rust ``ErrorKind`` string, in order."""
 
+@final
 class Store:
     """A store opened read-only (``mode="r"``) or for appending (``mode="a"``)."""
 
@@ -53,24 +56,24 @@ class Store:
     @property
     def generation(self) -> int: ...
     def dataset(self, name: str) -> Dataset: ...
-    def __getitem__(self, name: str) -> Dataset: ...
+    def __getitem__(self, name: str, /) -> Dataset: ...
     def create_dataset(self, name: str) -> Dataset: ...
     def delete_dataset(self, name: str) -> None: ...
     def list(self, pattern: str | None = None) -> builtins.list[str]:
         """Dataset names, those matching the glob ``pattern`` (``*``, ``?``) when given."""
     def array_names(self) -> builtins.list[str]: ...
-    def __contains__(self, name: object) -> bool: ...
+    def __contains__(self, name: object, /) -> bool: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[str]: ...
     def describe_across(
-        self, array: str, datasets: Sequence[str], watch: Sequence[str] = ()
+        self, array: str, datasets: Sequence[str], watch: Sequence[str] = ...
     ) -> dict[str, Any]:
         """What the registry says about ``array`` in each of ``datasets`` (no data read):
         ``dtype``, ``dims``, ``fill_value``, ``attrs`` (of the first dataset that has it),
         ``differing_attrs``, ``present`` (bool array) and ``shapes`` (int64, one row each)."""
     def dataset_attrs(
         self, datasets: Sequence[str], keys: Sequence[str] | None = None
-    ) -> builtins.list[dict[str, AttrValue]]:
+    ) -> builtins.list[dict[str, _AttrValue]]:
         """The dataset attributes of each of ``datasets`` (only ``keys`` when given)."""
     def read_across(
         self,
@@ -79,7 +82,7 @@ class Store:
         start: Sequence[int] | None = None,
         count: Sequence[int] | None = None,
         fill: Any = None,
-        nan_where: Sequence[float] = (),
+        nan_where: Sequence[float] = ...,
     ) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
         """``(data, lengths)``: ``array`` of every dataset stacked along a new first axis
         in one parallel read, padded with ``fill``; ``lengths[i]`` is the extent dataset
@@ -102,6 +105,7 @@ class Store:
         """Location and generation (read-only); a new random token each call (writable)."""
     def __reduce__(self) -> tuple[Callable[..., Store], tuple[str, int]]: ...
 
+@final
 class Dataset:
     """One dataset of a store."""
 
@@ -110,9 +114,9 @@ class Dataset:
     @property
     def store(self) -> Store: ...
     @property
-    def attrs(self) -> dict[str, AttrValue]: ...
+    def attrs(self) -> dict[str, _AttrValue]: ...
     def arrays(self) -> list[str]: ...
-    def __contains__(self, name: object) -> bool: ...
+    def __contains__(self, name: object, /) -> bool: ...
     def array_info(self, name: str) -> dict[str, Any]:
         """``{"dtype", "dims", "shape", "chunks", "fill_value"}``."""
     def define_array(
@@ -132,10 +136,10 @@ class Dataset:
     def stats(self, name: str) -> dict[str, Any]:
         """``{"min", "max", "null_count", "row_count"}``."""
     def get_attr(self, key: str, default: Any = None) -> Any: ...
-    def set_attr(self, key: str, value: AttrValue) -> None: ...
+    def set_attr(self, key: str, value: _AttrValue) -> None: ...
     def delete_attr(self, key: str) -> None: ...
-    def array_attrs(self, name: str) -> dict[str, AttrValue]: ...
-    def set_array_attr(self, name: str, key: str, value: AttrValue) -> None: ...
+    def array_attrs(self, name: str) -> dict[str, _AttrValue]: ...
+    def set_array_attr(self, name: str, key: str, value: _AttrValue) -> None: ...
     def delete_array_attr(self, name: str, key: str) -> None: ...
     def __dask_tokenize__(self) -> tuple[tuple[str, str, int, int], str]:
         """The store's token and the dataset's name."""
