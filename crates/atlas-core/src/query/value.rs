@@ -361,21 +361,25 @@ fn f64_edge(b: Option<&(Val, bool)>, open: f64) -> Option<(f64, bool)> {
 
 /// `v` above (or at, when it belongs) the lower bound `b`.
 #[allow(clippy::float_cmp)] // exact by design
+#[inline]
 fn above(v: f64, b: f64, incl: bool) -> bool {
     v > b || (incl && v == b)
 }
 
 /// `v` below (or at, when it belongs) the upper bound `b`.
 #[allow(clippy::float_cmp)] // exact by design
+#[inline]
 fn below(v: f64, b: f64, incl: bool) -> bool {
     v < b || (incl && v == b)
 }
 
 impl F64Interval {
+    #[inline]
     fn contains(&self, v: f64) -> bool {
         above(v, self.lo, self.lo_incl) && below(v, self.hi, self.hi_incl)
     }
 
+    #[inline]
     fn is_empty(&self) -> bool {
         match self.lo.partial_cmp(&self.hi) {
             Some(Ordering::Greater) | None => true,
@@ -384,6 +388,7 @@ impl F64Interval {
         }
     }
 
+    #[inline]
     fn may_meet(&self, min: f64, max: f64) -> bool {
         !self.is_empty() && above(max, self.lo, self.lo_incl) && below(min, self.hi, self.hi_incl)
     }
@@ -413,11 +418,13 @@ impl F64Set {
     }
 
     /// As [`ValueSet::member`].
+    #[inline]
     pub(crate) fn member(&self, v: f64) -> bool {
         self.intervals.iter().any(|i| i.contains(v)) != self.negated
     }
 
     /// As [`ValueSet::any_in`].
+    #[inline]
     pub(crate) fn any_in(&self, min: f64, max: f64) -> Tri {
         if self.member(min) || self.member(max) {
             return Tri::Yes;

@@ -39,7 +39,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use array_format::{ArrayStats, ReadHandle, StatValue, Storage, TimestampNs, WriteHandle};
@@ -76,13 +76,17 @@ const BLOCK_TARGET: usize = 128 << 10;
 const MAX_BLOCK_RAW: u32 = 256 << 20;
 /// Bytes read from a run's end at open: the trailer and, normally, the index.
 const TAIL_READ: u64 = 256 << 10;
-/// Decompressed record-block bytes a run keeps cached (least recently used
-/// evicted first; the newest block is always kept). Records are decoded from
-/// these bytes one at a time, on their first lookup, so the cache costs its
-/// raw bytes plus the records actually looked up: all of the 3,000 real Argo
-/// profiles' records (~10 MB raw) fit, so a scan that looks each of them up
-/// again and again decompresses every block once.
+/// Decompressed record-block bytes all open runs of the process keep cached
+/// together ([`CACHED_BYTES`]; each run evicts its least recently used
+/// blocks while the total is over, and always keeps its newest). Records
+/// are decoded from these bytes one at a time, on their first lookup, so the
+/// cache costs its raw bytes plus the records actually looked up: all of the
+/// 3,000 real Argo profiles' records (~10 MB raw) fit, so a scan that looks
+/// each of them up again and again decompresses every block once.
 const CACHE_BYTES: usize = 32 << 20;
+
+/// Record-block bytes cached by every open run of the process.
+static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
 const INDEX_TAG: &str = "atlas-registry-run";
 
 /// The name of one run file: `r-<32 lowercase hex>.run`.
@@ -916,7 +920,8 @@ pub(crate) struct Run {
     blocks: RwLock<BlockCache>,
     /// Ticks for [`BlockCache`]'s recency.
     tick: AtomicU64,
-    /// The raw bytes `blocks` may hold ([`CACHE_BYTES`]; less in tests).
+    /// The raw bytes all runs' caches may hold ([`CACHE_BYTES`]; less in
+    /// tests).
     cache_bytes: usize,
     /// Decoded catalog columns, variants and id blocks, for queries.
     catalog: catalog::Cache,
@@ -927,6 +932,12 @@ impl std::fmt::Debug for Run {
         f.debug_struct("Run")
             .field("id", &self.id)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        CACHED_BYTES.fetch_sub(self.blocks.get_mut().bytes, Ordering::Relaxed);
     }
 }
 
@@ -1113,10 +1124,12 @@ impl Run {
         let mut cache = self.blocks.write();
         if !cache.blocks.contains_key(&i) {
             cache.bytes += block.raw.len();
+            CACHED_BYTES.fetch_add(block.raw.len(), Ordering::Relaxed);
             cache
                 .blocks
                 .insert(i, (Arc::clone(&block), AtomicU64::new(now)));
-            while cache.bytes > self.cache_bytes && cache.blocks.len() > 1 {
+            while CACHED_BYTES.load(Ordering::Relaxed) > self.cache_bytes && cache.blocks.len() > 1
+            {
                 let oldest = cache
                     .blocks
                     .iter()
@@ -1126,6 +1139,7 @@ impl Run {
                     .expect("more than one block");
                 let (old, _) = cache.blocks.remove(&oldest).expect("just found");
                 cache.bytes -= old.raw.len();
+                CACHED_BYTES.fetch_sub(old.raw.len(), Ordering::Relaxed);
             }
         }
         Ok(block)

@@ -132,6 +132,15 @@ fn rows_of(ids: &[u64], scope: &Ids) -> Vec<usize> {
     out
 }
 
+/// Calls `f` with each row of `rows`, or every row of `n`. Generic, not
+/// `dyn`: the row test inlines into each loop.
+fn each(rows: Option<&[usize]>, n: usize, mut f: impl FnMut(usize)) {
+    match rows {
+        Some(rows) => rows.iter().for_each(|i| f(*i)),
+        None => (0..n).for_each(f),
+    }
+}
+
 /// Tests the rows of `col` whose ids are in `scope`.
 pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mut RowHits) {
     if col.ids.is_empty() || scope.is_empty() {
@@ -157,10 +166,7 @@ pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mu
     });
     let mask = (!sparse && !all).then_some(&in_scope);
     let mut out = Collect::default();
-    let each = |f: &mut dyn FnMut(usize)| match &rows {
-        Some(rows) => rows.iter().for_each(|i| f(*i)),
-        None => (0..n).for_each(f),
-    };
+    let rows = rows.as_deref();
     let set = match test {
         RowTest::Stat(_, set) => set,
         RowTest::Range(set) => Some(set),
@@ -168,7 +174,7 @@ pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mu
     let fast = set.and_then(F64Set::new);
     match (test, &col.min, &col.max, &fast) {
         (RowTest::Stat(Stat::Min, _), Values::F64(v), _, Some(f))
-        | (RowTest::Stat(Stat::Max, _), _, Values::F64(v), Some(f)) => each(&mut |i| {
+        | (RowTest::Stat(Stat::Max, _), _, Values::F64(v), Some(f)) => each(rows, n, |i| {
             let x = v[i];
             if x.is_nan() {
                 out.null.push(col.ids[i]);
@@ -176,7 +182,7 @@ pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mu
                 out.yes.push(col.ids[i]);
             }
         }),
-        (RowTest::Range(_), Values::F64(lo), Values::F64(hi), Some(f)) => each(&mut |i| {
+        (RowTest::Range(_), Values::F64(lo), Values::F64(hi), Some(f)) => each(rows, n, |i| {
             let (a, b) = (lo[i], hi[i]);
             if a.is_nan() || b.is_nan() {
                 out.null.push(col.ids[i]);
@@ -188,7 +194,7 @@ pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mu
                 Tri::No => {}
             }
         }),
-        _ => each(&mut |i| {
+        _ => each(rows, n, |i| {
             test_row(
                 col.ids[i],
                 test,
