@@ -338,6 +338,10 @@ struct F64Interval {
 pub(crate) struct F64Set {
     intervals: Vec<F64Interval>,
     negated: bool,
+    /// A set of one interval as closed bounds `[lo, hi]` (an open bound
+    /// moved to the next `f64` inward; an empty interval as `[inf, -inf]`):
+    /// two comparisons per value, the common case of every scan.
+    closed: Option<(f64, f64)>,
 }
 
 /// 2^53: every integer of at most this magnitude is exactly an `f64`.
@@ -411,15 +415,42 @@ impl F64Set {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
+        let closed = match intervals.as_slice() {
+            [i] => {
+                let lo = match (i.lo_incl, i.lo) {
+                    (true, lo) => lo,
+                    (false, f64::INFINITY) => f64::INFINITY,
+                    (false, lo) => lo.next_up(),
+                };
+                let hi = match (i.hi_incl, i.hi) {
+                    (true, hi) => hi,
+                    (false, f64::NEG_INFINITY) => f64::NEG_INFINITY,
+                    (false, hi) => hi.next_down(),
+                };
+                // Nothing lies above +inf or below -inf.
+                if (!i.lo_incl && i.lo == f64::INFINITY)
+                    || (!i.hi_incl && i.hi == f64::NEG_INFINITY)
+                {
+                    Some((f64::INFINITY, f64::NEG_INFINITY))
+                } else {
+                    Some((lo, hi))
+                }
+            }
+            _ => None,
+        };
         Some(F64Set {
             intervals,
             negated: set.negated,
+            closed,
         })
     }
 
     /// As [`ValueSet::member`].
     #[inline]
     pub(crate) fn member(&self, v: f64) -> bool {
+        if let Some((lo, hi)) = self.closed {
+            return (lo <= v && v <= hi) != self.negated;
+        }
         self.intervals.iter().any(|i| i.contains(v)) != self.negated
     }
 
@@ -428,6 +459,20 @@ impl F64Set {
     pub(crate) fn any_in(&self, min: f64, max: f64) -> Tri {
         if self.member(min) || self.member(max) {
             return Tri::Yes;
+        }
+        if let Some((lo, hi)) = self.closed {
+            let inside = |v: f64| lo <= v && v <= hi;
+            return if self.negated {
+                if inside(min) && inside(max) {
+                    Tri::No
+                } else {
+                    Tri::Maybe
+                }
+            } else if lo <= hi && max >= lo && min <= hi {
+                Tri::Maybe
+            } else {
+                Tri::No
+            };
         }
         if self.negated {
             if self
@@ -480,8 +525,11 @@ mod tests {
             -3.5,
             -0.0,
             0.0,
+            0.0_f64.next_up(), // the least f64 above an open bound 0
             1.0,
+            2.5_f64.next_down(),
             2.5,
+            2.5_f64.next_up(),
             3.0,
             9_007_199_254_740_992.0,
             f64::INFINITY,
