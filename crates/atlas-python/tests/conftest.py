@@ -1,6 +1,7 @@
 """Fixtures: temporary stores, and a store of real Argo profiles imported by the
 `atlas` tool (the archive `argo_core_profiles_DR.tar.zst` in `.ci/data`, `../shared/data`,
-or `$ATLAS_REALDATA_DIR`, as the Rust real-data tests find it)."""
+or `$ATLAS_REALDATA_DIR`, as the Rust real-data tests find it); the Iris and
+ESMValTool sample files the Rust tests download into `<target>/realdata/samples`."""
 
 from __future__ import annotations
 
@@ -102,3 +103,22 @@ def argo_store(tmp_path_factory: pytest.TempPathFactory, argo_files: list[Path])
         capture_output=True,
     )
     return store
+
+
+@pytest.fixture(scope="session")
+def sample_files() -> list[Path]:
+    """The Iris sample files and every 10th ESMValTool (CMIP6) file (all of
+    them with ATLAS_ARGO_ALL=1), as `atlas-netcdf`'s tests download them."""
+    d = _target_dir() / "realdata" / "samples"
+    if not (d / ".complete").is_file():
+        _missing(f"no sample files in {d} (the atlas-netcdf real-data tests download them)")
+    iris = sorted((d / "iris").rglob("*.nc"))
+    esmvaltool = sorted((d / "esmvaltool").rglob("*.nc"))
+    assert iris and esmvaltool, f"sample files missing under {d}"
+    return iris + (esmvaltool if argo_all() else esmvaltool[::10])
+
+
+@pytest.fixture(scope="session")
+def atlas_tool() -> Path:
+    """The `atlas` command-line tool (see `atlas_cli`)."""
+    return atlas_cli()

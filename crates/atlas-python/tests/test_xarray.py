@@ -4,6 +4,7 @@ lazy outer indexing, variable selection, pickling of opened datasets."""
 from __future__ import annotations
 
 import pickle
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,29 @@ def test_identical_to_netcdf4_engine(
                 )
         assert not any(k.startswith("_nc_") for k in got.attrs)
         assert not any(k.startswith("_nc_") for v in got.variables for k in got[v].attrs)
+
+
+@pytest.mark.filterwarnings("ignore::xarray.coding.common.SerializationWarning")
+@pytest.mark.parametrize("decoding", [{}, {"decode_cf": False}], ids=["defaults", "decode_cf"])
+def test_sample_files_identical_to_netcdf4_engine(
+    sample_files: list[Path], atlas_tool: Path, tmp_path: Path, decoding: dict[str, bool]
+) -> None:
+    """The Iris and ESMValTool samples: varied CF grids, NetCDF-4 and classic,
+    NCO's NUL-terminated `char` attributes, a scalar `char` variable."""
+    for i, f in enumerate(sample_files):
+        store = tmp_path / f"s{i}"
+        subprocess.run(
+            [str(atlas_tool), "import", str(store), str(f), "--quiet"],
+            check=True,
+            capture_output=True,
+        )
+        (name,) = atlas.Store.open(store).list()
+        expected = xr.open_dataset(f, engine="netcdf4", **decoding)
+        got = xr.open_dataset(store, engine="atlas", group=name, **decoding)
+        try:
+            xr.testing.assert_identical(expected, got)
+        except AssertionError as e:
+            raise AssertionError(f"{f}: {e}") from None
 
 
 def test_identity_check_can_fail(argo_files: list[Path], argo_store: Path) -> None:

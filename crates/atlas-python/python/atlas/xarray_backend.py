@@ -79,6 +79,10 @@ def _default_nc_type(value: Any) -> str | None:
 def _nc_attr_value(value: Any, nc_type: str | None) -> Any:
     """An attribute as netCDF4-python returns it: numbers as numpy scalars (one
     value) or arrays (several), text as ``str``."""
+    if isinstance(value, str):
+        # netCDF4-python drops every NUL of a `char` attribute (NCO writes
+        # them as terminators); a `string` attribute comes back as stored.
+        return value if nc_type == "string" else value.replace("\x00", "")
     if nc_type is None:
         nc_type = _default_nc_type(value)
     np_type = _NC_NUMPY.get(nc_type or "")
@@ -124,7 +128,7 @@ class AtlasBackendArray(BackendArray):
     picklable when its store handle is read-only (a recipe, see ``atlas._pickle``).
     """
 
-    __slots__ = ("char_encoding", "dataset", "dtype", "name", "shape", "strlen")
+    __slots__ = ("char_cells", "char_encoding", "dataset", "dtype", "name", "shape", "strlen")
 
     def __init__(
         self,
@@ -134,6 +138,7 @@ class AtlasBackendArray(BackendArray):
         dtype: np.dtype[Any],
         strlen: int | None = None,
         char_encoding: str = "utf-8",
+        char_cells: bool = False,
     ) -> None:
         self.dataset = dataset
         self.name = name
@@ -141,6 +146,9 @@ class AtlasBackendArray(BackendArray):
         self.dtype = dtype
         self.strlen = strlen
         self.char_encoding = char_encoding
+        # A `char` variable without a string axis (a scalar `char`): each
+        # stored string is one character, read back as `S1`.
+        self.char_cells = char_cells
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
         return indexing.explicit_indexing_adapter(
@@ -191,6 +199,14 @@ class AtlasBackendArray(BackendArray):
         return np.asarray(out)
 
     def _read_box(self, starts: list[int], counts: list[int], store_rank: int) -> np.ndarray:
+        if self.char_cells:
+            if any(c == 0 for c in counts):
+                return np.empty(tuple(counts), dtype="S1")
+            cells = self.dataset.read(self.name, starts, counts) if store_rank else self.dataset.read(
+                self.name
+            )
+            flat = [str(c).encode(self.char_encoding) for c in np.asarray(cells, dtype=object).ravel()]
+            return np.array(flat, dtype="S1").reshape(np.shape(cells))
         if self.strlen is None:
             if any(c == 0 for c in counts):
                 return np.empty(tuple(counts), dtype=self.dtype)
@@ -225,6 +241,7 @@ class AtlasDataStore(AbstractDataStore):
         char_dim = attrs.get("_nc_char_dim")
         visible = _visible_attrs(attrs)
         strlen: int | None = None
+        char_cells = False
         encoding: dict[str, Any] = {}
         if info["dtype"] == "str" and nc_type in ("char", "char_latin1") and char_dim:
             strlen = int(self._dim_lens.get(char_dim, 0))
@@ -233,6 +250,11 @@ class AtlasDataStore(AbstractDataStore):
             dtype: np.dtype[Any] = np.dtype("S1")
             if "_FillValue" in visible:
                 # As xarray's netCDF4 backend does for char variables.
+                visible["_FillValue"] = np.bytes_(str(visible["_FillValue"]).encode("latin-1"))
+        elif info["dtype"] == "str" and nc_type in ("char", "char_latin1"):
+            char_cells = True
+            dtype = np.dtype("S1")
+            if "_FillValue" in visible:
                 visible["_FillValue"] = np.bytes_(str(visible["_FillValue"]).encode("latin-1"))
         elif info["dtype"] == "str":
             from xarray.coding.strings import create_vlen_dtype
@@ -247,6 +269,7 @@ class AtlasDataStore(AbstractDataStore):
             dtype,
             strlen=strlen,
             char_encoding="latin-1" if nc_type == "char_latin1" else "utf-8",
+            char_cells=char_cells,
         )
         encoding["dtype"] = dtype
         encoding["original_shape"] = shape
