@@ -11,6 +11,14 @@ import atlas
 from atlas import _atlas, errors
 
 
+def test_the_package_exports_every_error() -> None:
+    # `atlas.__all__` spells the error names out (type checkers and stubtest
+    # read it literally): it must not fall behind `errors.__all__`.
+    missing = set(errors.__all__) - set(atlas.__all__)
+    assert not missing, f"atlas.__all__ lacks {sorted(missing)}"
+    assert all(getattr(atlas, n) is getattr(errors, n) for n in errors.__all__)
+
+
 def test_every_rust_kind_has_a_class() -> None:
     kinds = _atlas.error_kinds()
     assert kinds == [k.value for k in errors.ErrorKind]

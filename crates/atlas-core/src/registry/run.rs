@@ -80,9 +80,10 @@ const TAIL_READ: u64 = 256 << 10;
 /// together ([`CACHED_BYTES`]; each run evicts its least recently used
 /// blocks while the total is over, and always keeps its newest). Records
 /// are decoded from these bytes one at a time, on their first lookup, so the
-/// cache costs its raw bytes plus the records actually looked up: all of the
-/// 3,000 real Argo profiles' records (~10 MB raw) fit, so a scan that looks
-/// each of them up again and again decompresses every block once.
+/// cache costs its raw bytes plus the records actually looked up. The 3,000
+/// real Argo profiles' records (215 blocks, 24.9 MB raw) fit, so a scan that
+/// looks each of them up again and again decompresses every block once; a
+/// registry several times larger is decompressed again on each pass.
 const CACHE_BYTES: usize = 32 << 20;
 
 /// Record-block bytes cached by every open run of the process.
@@ -878,11 +879,33 @@ struct Dict {
     no_attrs: Arc<IndexMap<String, Attr>>,
 }
 
+impl Dict {
+    /// The array entry a record names by its schema and attribute-set
+    /// indexes into this dictionary.
+    fn entry(&self, schema: u32, attrs: Option<u32>) -> std::result::Result<ArrayEntry, String> {
+        let schema = self
+            .schemas
+            .get(schema as usize)
+            .cloned()
+            .ok_or_else(|| format!("schema index {schema} out of range"))?;
+        let attributes = match attrs {
+            None => Arc::clone(&self.no_attrs),
+            Some(i) => self
+                .attr_sets
+                .get(i as usize)
+                .cloned()
+                .ok_or_else(|| format!("attribute set index {i} out of range"))?,
+        };
+        Ok(ArrayEntry { schema, attributes })
+    }
+}
+
 /// Records of one block with their names (`None`: tombstone).
 type Block = Vec<(String, Option<Record>)>;
 
-/// A record block as cached: its records decoded from `MessagePack`, each
-/// converted to a [`Record`] on its first lookup only.
+/// A record block as cached: its decompressed bytes and each record's span;
+/// a record is decoded (and converted to a [`Record`]) on its first lookup
+/// only.
 struct CachedBlock {
     /// The block decompressed: a `MessagePack` array of records.
     raw: Vec<u8>,
@@ -1240,22 +1263,8 @@ impl Run {
         let mut stats = HashMap::with_capacity(body.1.len());
         for a in &body.1 {
             validate_array_name(&a.0).map_err(|e| self.corrupt(e.to_string()))?;
-            let schema = dict
-                .schemas
-                .get(a.1 as usize)
-                .cloned()
-                .ok_or_else(|| self.corrupt(format!("schema index {} out of range", a.1)))?;
-            let attributes =
-                match a.2 {
-                    None => Arc::clone(&dict.no_attrs),
-                    Some(i) => dict.attr_sets.get(i as usize).cloned().ok_or_else(|| {
-                        self.corrupt(format!("attribute set index {i} out of range"))
-                    })?,
-                };
-            if arrays
-                .insert(a.0.clone(), ArrayEntry { schema, attributes })
-                .is_some()
-            {
+            let entry = dict.entry(a.1, a.2).map_err(|e| self.corrupt(e))?;
+            if arrays.insert(a.0.clone(), entry).is_some() {
                 return Err(self.corrupt(format!("array {:?} appears twice in {:?}", a.0, r.0)));
             }
             stats.insert(a.0.clone(), stats_of(a.3.clone()));
@@ -1301,9 +1310,8 @@ impl Run {
     }
 
     /// `array`'s entry in record `j` of a cached block: from the record if
-    /// it was built, else decoded from its bytes for the schema and
-    /// attribute-set indexes only (strings borrowed, statistics and dataset
-    /// attributes skipped).
+    /// it was built, else its schema and attribute-set indexes found in its
+    /// bytes by the `MessagePack` walker (nothing else decoded).
     fn schema_in(&self, block: &CachedBlock, j: usize, array: &str) -> Result<SchemaOf> {
         if let Some(f) = block.found[j].get() {
             return Ok(match f {
@@ -1316,28 +1324,12 @@ impl Run {
         Ok(match found {
             mpk::ArrayRef::Tombstone => SchemaOf::NoDataset,
             mpk::ArrayRef::Absent => SchemaOf::NoArray,
-            mpk::ArrayRef::Present(schema, attrs) => SchemaOf::Schema(self.entry(schema, attrs)?),
+            mpk::ArrayRef::Present(schema, attrs) => SchemaOf::Schema(
+                self.dict()?
+                    .entry(schema, attrs)
+                    .map_err(|e| self.corrupt(e))?,
+            ),
         })
-    }
-
-    /// The array entry a record names by its schema and attribute-set
-    /// indexes into this run's dictionary.
-    fn entry(&self, schema: u32, attrs: Option<u32>) -> Result<ArrayEntry> {
-        let dict = self.dict()?;
-        let schema = dict
-            .schemas
-            .get(schema as usize)
-            .cloned()
-            .ok_or_else(|| self.corrupt(format!("schema index {schema} out of range")))?;
-        let attributes = match attrs {
-            None => Arc::clone(&dict.no_attrs),
-            Some(i) => dict
-                .attr_sets
-                .get(i as usize)
-                .cloned()
-                .ok_or_else(|| self.corrupt(format!("attribute set index {i} out of range")))?,
-        };
-        Ok(ArrayEntry { schema, attributes })
     }
 
     /// Record block `i` decoded (tombstones as `None`); `None` past the last.
@@ -1708,7 +1700,9 @@ mod tests {
         let storage = MemoryStorage::new();
         let path = Path::new("/s/atlas.meta/r.run");
         write(&storage, path, 6000, &["gone"], &[]);
-        for budget in [CACHE_BYTES, 1] {
+        // Unbounded (every block stays, whatever other tests cache in this
+        // process) and one byte (only the newest block stays).
+        for budget in [usize::MAX, 1] {
             let mut run = Run::open(&storage, path, RunId::fresh()).unwrap();
             run.cache_bytes = budget;
             let n_blocks = run.index.names.len();

@@ -163,14 +163,13 @@ impl DatasetView {
             .schema_and_file(name)
             .await?
             .ok_or_else(|| self.array_not_found(name))?;
-        let registry = Some(registry);
         let mut f = file.write_owned().await;
         if f.write_is_in_memory(&self.name, &data) {
             // A small write into an array defined since the last flush reads
             // and writes no storage: encoded here, it costs a fraction of a
             // handoff to the blocking pool (which was most of an ingest of
             // small datasets).
-            check_schema(&self.name, name, registry, &f)?;
+            check_schema(&self.name, name, &registry, &f)?;
             f.write_array(&self.name, &start, data)
                 .map_err(|e| Error::array(&self.name, name, e))?;
             drop(f);
@@ -183,7 +182,7 @@ impl DatasetView {
         let data = data.to_owned();
         let (dataset, array) = (self.name.clone(), name.to_owned());
         tokio::task::spawn_blocking(move || {
-            check_schema(&dataset, &array, registry, &f)?;
+            check_schema(&dataset, &array, &registry, &f)?;
             f.write_array(&dataset, &start, data.view())
                 .map_err(|e| Error::array(&dataset, &array, e))
         })
@@ -203,15 +202,11 @@ impl DatasetView {
         let Some((registry, file)) = self.schema_and_file(name).await? else {
             return Ok(None);
         };
-        let registry = Some(registry);
         let f = file.read_owned().await;
         // Checking the schema, fetching and decoding run on the blocking pool.
         let (dataset, array) = (self.name.clone(), name.to_owned());
         tokio::task::spawn_blocking(move || {
-            check_schema(&dataset, &array, registry, &f)?;
-            f.read_array::<T>(&dataset, &start, &count)
-                .map(Some)
-                .map_err(|e| Error::array(&dataset, &array, e))
+            read_checked(&dataset, &array, &registry, &f, &start, &count).map(Some)
         })
         .await
         .expect("read task panicked")
@@ -240,10 +235,7 @@ impl DatasetView {
             return Ok(None);
         };
         let f = file.blocking_read();
-        check_schema(&self.name, name, Some(registry), &f)?;
-        f.read_array::<T>(&self.name, start, count)
-            .map(Some)
-            .map_err(|e| Error::array(&self.name, name, e))
+        read_checked(&self.name, name, &registry, &f, start, count).map(Some)
     }
 
     /// Deletes an array of this dataset.
@@ -286,13 +278,12 @@ impl DatasetView {
         let Some((registry, file)) = self.schema_and_file(name).await? else {
             return Ok(None);
         };
-        let registry = Some(registry);
         let f = file.read_owned().await;
         // The schema check and the index may read footer blocks: on the
         // blocking pool.
         let (dataset, array) = (self.name.clone(), name.to_owned());
         let mut meta = tokio::task::spawn_blocking(move || {
-            check_schema(&dataset, &array, registry, &f)?;
+            check_schema(&dataset, &array, &registry, &f)?;
             f.array_meta(&dataset)
                 .map_err(|e| Error::array(&dataset, &array, e))
         })
@@ -394,34 +385,45 @@ impl DatasetView {
 }
 
 /// Checks that the array file describes `dataset`'s `array` as the registry
-/// does (`registry`; `None`: the dataset has no such array). A difference
+/// does (`registry`). A difference
 /// means one of the two was damaged or tampered with: reading on would trust
 /// sizes the registry never agreed to. May read a footer block: call it off
 /// the runtime's worker threads.
 fn check_schema(
     dataset: &str,
     array: &str,
-    registry: Option<Arc<ArraySchema>>,
+    registry: &ArraySchema,
     file: &ArrayFile,
 ) -> Result<()> {
     // A footer block that cannot be read is its own error (naming the file).
     let in_file = file
         .try_schema(dataset)
         .map_err(|e| Error::array(dataset, array, e))?;
-    match (registry, in_file) {
-        (Some(r), Some(f)) if *r == *f => Ok(()),
-        (Some(_), _) => Err(Error::array(
-            dataset,
-            array,
-            array_format::Error::corrupt(
-                file.schema_origin(dataset).unwrap_or(file.dir()),
-                0,
-                format!("the array file's schema of {dataset:?} differs from the registry's"),
-            ),
-        )),
-        (None, _) => Err(Error::ArrayNotFound {
-            dataset: dataset.to_owned(),
-            array: array.to_owned(),
-        }),
+    if in_file.is_some_and(|f| *f == *registry) {
+        return Ok(());
     }
+    Err(Error::array(
+        dataset,
+        array,
+        array_format::Error::corrupt(
+            file.schema_origin(dataset).unwrap_or(file.dir()),
+            0,
+            format!("the array file's schema of {dataset:?} differs from the registry's"),
+        ),
+    ))
+}
+
+/// A read of `array` from its (locked) file, after checking the file's
+/// schema against the registry's: the body of both read paths.
+fn read_checked<T: ArrayElement>(
+    dataset: &str,
+    array: &str,
+    registry: &ArraySchema,
+    file: &ArrayFile,
+    start: &[u64],
+    count: &[u64],
+) -> Result<ArrayD<T>> {
+    check_schema(dataset, array, registry, file)?;
+    file.read_array::<T>(dataset, start, count)
+        .map_err(|e| Error::array(dataset, array, e))
 }

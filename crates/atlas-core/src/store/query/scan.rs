@@ -141,9 +141,9 @@ struct Masks {
 }
 
 impl Masks {
-    /// The masks of rows `0..n`, row `i` answered by `answer(i)`: 0 no,
-    /// 1 yes, 2 maybe, 3 null. Eight rows make a byte of each mask, written
-    /// once.
+    /// The masks of rows `0..n`, row `i` answered by `answer(i)` (`YES`,
+    /// `MAYBE`, `NULL` or `NO`). Eight rows make a byte of each mask,
+    /// written once.
     fn build(n: usize, answer: impl Fn(usize) -> u8) -> Masks {
         let len = n.div_ceil(8);
         let mut masks = Masks {
@@ -155,9 +155,9 @@ impl Masks {
             let (mut yes, mut maybe, mut null) = (0u8, 0u8, 0u8);
             for bit in 0..(n - byte * 8).min(8) {
                 let a = answer(byte * 8 + bit);
-                yes |= u8::from(a == 1) << bit;
-                maybe |= u8::from(a == 2) << bit;
-                null |= u8::from(a == 3) << bit;
+                yes |= u8::from(a == YES) << bit;
+                maybe |= u8::from(a == MAYBE) << bit;
+                null |= u8::from(a == NULL) << bit;
             }
             masks.yes.push(yes);
             masks.maybe.push(maybe);
@@ -167,18 +167,80 @@ impl Masks {
     }
 }
 
-/// The float tests of a column whose ids are one contiguous range inside one
+/// Answers of a row to a test: no, yes, maybe (a range test the minimum
+/// and maximum cannot decide), null (the statistic is undefined).
+const NO: u8 = 0;
+const YES: u8 = 1;
+const MAYBE: u8 = 2;
+const NULL: u8 = 3;
+
+/// A float test on a column of `f64` statistics: each row answered with two
+/// comparisons per bound, no value built (the common case: CF times,
+/// latitudes, temperatures).
+struct FloatRows<'a> {
+    set: F64Set,
+    /// A statistic's column, or the minimum and maximum columns of a range.
+    values: (&'a [f64], Option<&'a [f64]>),
+}
+
+impl<'a> FloatRows<'a> {
+    /// `None` when the test or the column is not all `f64`.
+    fn new(col: &'a StatColumn, test: RowTest<'_>) -> Option<FloatRows<'a>> {
+        let set = match test {
+            RowTest::Stat(_, set) => set,
+            RowTest::Range(set) => Some(set),
+        };
+        let set = set.and_then(F64Set::new)?;
+        let values = match (test, &col.min, &col.max) {
+            (RowTest::Stat(Stat::Min, _), Values::F64(v), _)
+            | (RowTest::Stat(Stat::Max, _), _, Values::F64(v)) => (v.as_slice(), None),
+            (RowTest::Range(_), Values::F64(lo), Values::F64(hi)) => {
+                (lo.as_slice(), Some(hi.as_slice()))
+            }
+            _ => return None,
+        };
+        Some(FloatRows { set, values })
+    }
+
+    /// Row `i`'s answer.
+    #[inline]
+    fn answer(&self, i: usize) -> u8 {
+        match self.values {
+            (v, None) => {
+                let x = v[i];
+                if x.is_nan() {
+                    NULL
+                } else {
+                    u8::from(self.set.member(x))
+                }
+            }
+            (lo, Some(hi)) => {
+                let (a, b) = (lo[i], hi[i]);
+                if a.is_nan() || b.is_nan() {
+                    return NULL;
+                }
+                match self.set.any_in(a, b) {
+                    Tri::Yes => YES,
+                    Tri::Maybe => MAYBE,
+                    Tri::No => NO,
+                }
+            }
+        }
+    }
+}
+
+/// A float test of a column whose ids are one contiguous range inside one
 /// 2³² block (the common case: a flush or merge of consecutive datasets):
 /// every row is tested into bit masks, which become bitmaps in bulk and are
 /// then cut to `scope`, instead of collecting each answer's id one at a
 /// time. Used when most of the column is in scope (a row test costs several
 /// nanoseconds, so a sparse scope is cheaper tested row by row). `false`
-/// (nothing done) for any other column or test.
-fn dense_f64(
+/// (nothing done) when the ids do not fit one block.
+fn dense(
     col: &StatColumn,
     scope: &Ids,
     all: bool,
-    test: RowTest<'_>,
+    rows: &FloatRows<'_>,
     hits: &mut RowHits,
 ) -> bool {
     let n = col.ids.len();
@@ -189,36 +251,7 @@ fn dense_f64(
     if first >> 32 != last >> 32 || padded_end > 1 << 32 {
         return false;
     }
-    let set = match test {
-        RowTest::Stat(_, set) => set,
-        RowTest::Range(set) => Some(set),
-    };
-    let Some(f) = set.and_then(F64Set::new) else {
-        return false;
-    };
-    let masks = match (test, &col.min, &col.max) {
-        (RowTest::Stat(Stat::Min, _), Values::F64(v), _)
-        | (RowTest::Stat(Stat::Max, _), _, Values::F64(v)) => Masks::build(n, |i| {
-            let x = v[i];
-            if x.is_nan() {
-                3
-            } else {
-                u8::from(f.member(x))
-            }
-        }),
-        (RowTest::Range(_), Values::F64(lo), Values::F64(hi)) => Masks::build(n, |i| {
-            let (a, b) = (lo[i], hi[i]);
-            if a.is_nan() || b.is_nan() {
-                return 3;
-            }
-            match f.any_in(a, b) {
-                Tri::Yes => 1,
-                Tri::Maybe => 2,
-                Tri::No => 0,
-            }
-        }),
-        _ => return false,
-    };
+    let masks = Masks::build(n, |i| rows.answer(i));
     let high = (first >> 32) as u32;
     let low = first as u32;
     for (bytes, to) in [
@@ -263,9 +296,12 @@ pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mu
     // A run's ids are usually one contiguous range (a flush or merge of
     // consecutive datasets): then a row is its id's offset, found in O(1).
     let contiguous = col.ids[n - 1] - col.ids[0] == n as u64 - 1;
+    let float = FloatRows::new(col, test);
     // Most of the column in scope: test every row into bit masks.
-    if contiguous && in_scope.len() * 2 >= n as u64 && dense_f64(col, &in_scope, all, test, hits) {
-        return;
+    if let Some(rows) = &float {
+        if contiguous && in_scope.len() * 2 >= n as u64 && dense(col, &in_scope, all, rows, hits) {
+            return;
+        }
     }
     let sparse = !all && (contiguous || in_scope.len() * SPARSE_SHARE < n as u64);
     let rows: Option<Vec<usize>> = sparse.then(|| {
@@ -279,34 +315,17 @@ pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mu
     let mask = (!sparse && !all).then_some(&in_scope);
     let mut out = Collect::default();
     let rows = rows.as_deref();
-    let set = match test {
-        RowTest::Stat(_, set) => set,
-        RowTest::Range(set) => Some(set),
-    };
-    let fast = set.and_then(F64Set::new);
-    match (test, &col.min, &col.max, &fast) {
-        (RowTest::Stat(Stat::Min, _), Values::F64(v), _, Some(f))
-        | (RowTest::Stat(Stat::Max, _), _, Values::F64(v), Some(f)) => each(rows, n, |i| {
-            let x = v[i];
-            if x.is_nan() {
-                out.null.push(col.ids[i]);
-            } else if f.member(x) {
-                out.yes.push(col.ids[i]);
-            }
+    match &float {
+        Some(f) => each(rows, n, |i| {
+            let to = match f.answer(i) {
+                YES => &mut out.yes,
+                MAYBE => &mut out.maybe,
+                NULL => &mut out.null,
+                _ => return,
+            };
+            to.push(col.ids[i]);
         }),
-        (RowTest::Range(_), Values::F64(lo), Values::F64(hi), Some(f)) => each(rows, n, |i| {
-            let (a, b) = (lo[i], hi[i]);
-            if a.is_nan() || b.is_nan() {
-                out.null.push(col.ids[i]);
-                return;
-            }
-            match f.any_in(a, b) {
-                Tri::Yes => out.yes.push(col.ids[i]),
-                Tri::Maybe => out.maybe.push(col.ids[i]),
-                Tri::No => {}
-            }
-        }),
-        _ => each(rows, n, |i| {
+        None => each(rows, n, |i| {
             test_row(
                 col.ids[i],
                 test,
@@ -383,7 +402,8 @@ mod tests {
                 ] {
                     let mut dense = RowHits::default();
                     let all = scope.len() == n as u64;
-                    assert!(dense_f64(&col, scope, all, test, &mut dense));
+                    let rows = FloatRows::new(&col, test).expect("f64 column and set");
+                    assert!(super::dense(&col, scope, all, &rows, &mut dense));
                     let mut single = RowHits::default();
                     for id in scope {
                         let i = (id - first) as usize;
