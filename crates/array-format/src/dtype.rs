@@ -141,7 +141,11 @@ impl fmt::Display for TimestampNs {
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+///
+/// ```
+/// assert_eq!(array_format::civil_from_days(11_016), (2000, 2, 29));
+/// ```
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     // Howard Hinnant's well-known era-based algorithm, restated.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

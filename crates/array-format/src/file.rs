@@ -606,6 +606,45 @@ impl ArrayFile {
         Ok(())
     }
 
+    /// Defines an array whose name the caller knows to be new (atlas-core's
+    /// registry lists every array of every dataset), checking only the
+    /// pending changes, not the committed layers. The `Define` record voids
+    /// whatever the committed layers say about the name, as after a delete,
+    /// so nothing committed can show through even if the caller were wrong.
+    ///
+    /// [`ArrayFile::define`] looks the name up in every committed layer
+    /// whose name range covers it: one footer block per layer, kept in the
+    /// cache. For names spread like dataset names that is every layer, so a
+    /// writer adding new datasets batch after batch would read, and fill the
+    /// cache with, the footers of the whole store.
+    pub fn define_new(&mut self, name: &str, schema: ArraySchema) -> Result<()> {
+        validate_array_name(name)?;
+        schema.validate(name)?;
+        if self
+            .pending
+            .arrays
+            .get(name)
+            .is_some_and(|p| p.kind != RecordKind::Delete)
+        {
+            return Err(Error::ArrayExists {
+                name: name.to_owned(),
+            });
+        }
+        self.pending
+            .set_record(name, RecordKind::Define, Some(schema));
+        Ok(())
+    }
+
+    /// True when `name`'s view needs its committed state: no pending
+    /// change, or pending chunks over the committed array (a pending
+    /// definition or deletion hides the committed layers).
+    pub(super) fn reads_committed(&self, name: &str) -> bool {
+        self.pending
+            .arrays
+            .get(name)
+            .is_none_or(|p| p.kind == RecordKind::Update)
+    }
+
     /// Deletes an array; its chunks can never come back, even if the name is
     /// defined again.
     pub fn delete_array(&mut self, name: &str) -> Result<()> {

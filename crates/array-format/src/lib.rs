@@ -43,7 +43,7 @@ pub mod storage;
 
 pub use cache::{DeltaCache, DeltaCacheConfig, LevelStats};
 pub use codec::{Codec, Compression};
-pub use dtype::{DType, FillValue, StatValue, TimestampNs};
+pub use dtype::{civil_from_days, DType, FillValue, StatValue, TimestampNs};
 pub use element::ArrayElement;
 pub use error::{Error, ErrorKind, Result};
 pub use file::{

@@ -1,8 +1,8 @@
-//! `object_store`: W2, W3 and W6 on S3 over loopback with an injected
-//! per-request latency, beside the same workloads on the local filesystem, in
-//! one run. The S3 server is `atlas-s3test` (in this process, in memory), so
-//! the figures show what the request pattern costs at a given latency, not
-//! what a real bucket's bandwidth is.
+//! `object_store`: W2, W3 and W6 on S3 and on Google Cloud Storage (its XML
+//! API) over loopback with an injected per-request latency, beside the same
+//! workloads on the local filesystem, in one run. The server is `atlas-s3test`
+//! (in this process, in memory), so the figures show what the request pattern
+//! costs at a given latency, not what a real bucket's bandwidth is.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use atlas::{Atlas, Attr, OpenOptions, Storage, StoreConfig};
-use atlas_s3test::S3Server;
+use atlas_s3test::{Protocol, S3Server};
 use serde_json::{json, Value};
 
 use crate::data::profile;
@@ -130,32 +130,69 @@ pub async fn workload(quick: bool) -> Result<Value> {
     ingest(&local, &local_root, n).await?;
     let local_fig = measure(&local, &local_root, n, None).await?;
 
-    let server = S3Server::start();
-    server.create_bucket("bench");
-    let (s3, s3_root) = atlas::storage_for(
-        "s3://bench/store",
-        &atlas_s3test::client_options(&server.endpoint()),
-    )?;
-    ingest(&s3, &s3_root, n).await?;
-    server.set_latency(LATENCY);
-    let s3_fig = measure(&s3, &s3_root, n, Some(&server)).await?;
-    server.set_latency(Duration::ZERO);
+    let mut remote = Vec::new();
+    for protocol in [Protocol::S3, Protocol::Gcs] {
+        let server = S3Server::start_with(protocol, 0)?;
+        server.create_bucket("bench");
+        let (url, options) = match protocol {
+            Protocol::S3 => (
+                "s3://bench/store",
+                atlas_s3test::client_options(&server.endpoint()),
+            ),
+            Protocol::Gcs => (
+                "gs://bench/store",
+                atlas_s3test::gcs_client_options(&server.endpoint()),
+            ),
+        };
+        let (storage, root) = atlas::storage_for(url, &options)?;
+        ingest(&storage, &root, n).await?;
+        server.set_latency(LATENCY);
+        remote.push(measure(&storage, &root, n, Some(&server)).await?);
+    }
+    let (s3_fig, gcs_fig) = (&remote[0], &remote[1]);
 
     println!(
-        "{n} datasets; S3 = in-process server on loopback, {} ms per request",
+        "{n} datasets; S3 and GCS = in-process server on loopback, {} ms per request",
         LATENCY.as_millis()
     );
     println!(
-        "{:<28} {:>12} {:>12} {:>14}",
-        "", "local", "S3", "S3 requests"
+        "{:<28} {:>10} {:>10} {:>8} {:>10} {:>8}",
+        "", "local", "S3", "req", "GCS", "req"
     );
     let (r2, r3, r6) = s3_fig.requests.unwrap_or_default();
-    for (what, l, s, r) in [
-        ("W2 open + read one array", local_fig.w2, s3_fig.w2, r2),
-        ("W3 scan TEMP, all datasets", local_fig.w3, s3_fig.w3, r3),
-        ("W6 flush after 1% change", local_fig.w6, s3_fig.w6, r6),
+    let (g2, g3, g6) = gcs_fig.requests.unwrap_or_default();
+    for (what, l, s, r, g, gr) in [
+        (
+            "W2 open + read one array",
+            local_fig.w2,
+            s3_fig.w2,
+            r2,
+            gcs_fig.w2,
+            g2,
+        ),
+        (
+            "W3 scan TEMP, all datasets",
+            local_fig.w3,
+            s3_fig.w3,
+            r3,
+            gcs_fig.w3,
+            g3,
+        ),
+        (
+            "W6 flush after 1% change",
+            local_fig.w6,
+            s3_fig.w6,
+            r6,
+            gcs_fig.w6,
+            g6,
+        ),
     ] {
-        println!("{what:<28} {:>12} {:>12} {r:>14}", fmt_dur(l), fmt_dur(s));
+        println!(
+            "{what:<28} {:>10} {:>10} {r:>8} {:>10} {gr:>8}",
+            fmt_dur(l),
+            fmt_dur(s),
+            fmt_dur(g)
+        );
     }
     Ok(json!({
         "datasets": n,
@@ -163,5 +200,7 @@ pub async fn workload(quick: bool) -> Result<Value> {
         "local": {"w2_s": local_fig.w2.as_secs_f64(), "w3_s": local_fig.w3.as_secs_f64(), "w6_s": local_fig.w6.as_secs_f64()},
         "s3": {"w2_s": s3_fig.w2.as_secs_f64(), "w3_s": s3_fig.w3.as_secs_f64(), "w6_s": s3_fig.w6.as_secs_f64(),
                "w2_requests": r2, "w3_requests": r3, "w6_requests": r6},
+        "gcs": {"w2_s": gcs_fig.w2.as_secs_f64(), "w3_s": gcs_fig.w3.as_secs_f64(), "w6_s": gcs_fig.w6.as_secs_f64(),
+               "w2_requests": g2, "w3_requests": g3, "w6_requests": g6},
     }))
 }

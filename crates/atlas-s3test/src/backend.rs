@@ -59,6 +59,7 @@ fn conditions(if_match: Option<ETagCondition>, if_none_match: Option<ETagConditi
     Conditions {
         if_match: condition(if_match),
         if_none_match: condition(if_none_match),
+        if_generation_match: None,
     }
 }
 

@@ -20,7 +20,7 @@ pub(crate) struct Target {
 }
 
 /// Decodes `%XX` escapes; invalid escapes are kept as they are.
-fn percent_decode(src: &str) -> String {
+pub(crate) fn percent_decode(src: &str) -> String {
     let bytes = src.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut idx = 0;
@@ -77,7 +77,11 @@ impl Target {
             }
             Method::HEAD if has_key => OpKind::Head,
             Method::PUT if has_key && has_param(query, "uploadId") => OpKind::UploadPart,
-            Method::PUT if has_key && !req.headers().contains_key("x-amz-copy-source") => {
+            Method::PUT
+                if has_key
+                    && !req.headers().contains_key("x-amz-copy-source")
+                    && !req.headers().contains_key("x-goog-copy-source") =>
+            {
                 if has_param(query, "tagging") || has_param(query, "acl") {
                     OpKind::Other
                 } else {

@@ -1,6 +1,7 @@
 //! The server's life: a thread with its own tokio runtime accepting connections on
-//! 127.0.0.1, and the layer in front of `s3s` that adds latency, fires faults and
-//! writes the request log.
+//! 127.0.0.1, and the layer in front of the protocol (`s3s` for S3, `gcs.rs` for
+//! Google Cloud Storage's XML API) that adds latency, fires faults and writes the
+//! request log.
 //!
 //! **Invariant:** a request's log entry is written before its answer is sent, so a
 //! client that has seen an answer (or a cut connection) finds the entry in
@@ -31,6 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::Backend;
 use crate::fault::{Fault, FaultAction, FaultQueue, Request};
+use crate::gcs;
 use crate::route::{self, Target};
 use crate::store::Store;
 use crate::{ACCESS_KEY, SECRET_KEY};
@@ -65,11 +67,32 @@ impl Shared {
     }
 }
 
-/// An S3 server on 127.0.0.1 backed by memory. Dropping it stops the server.
+/// The protocol a server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Amazon S3: `SigV4`-signed requests with [`ACCESS_KEY`](crate::ACCESS_KEY) and
+    /// [`SECRET_KEY`](crate::SECRET_KEY); clients configured by
+    /// [`client_options`](crate::client_options).
+    S3,
+    /// Google Cloud Storage's XML API: requests with the bearer token
+    /// [`BEARER_TOKEN`](crate::BEARER_TOKEN); clients configured by
+    /// [`gcs_client_options`](crate::gcs_client_options).
+    Gcs,
+}
+
+/// What answers a request once the layer has read it.
+#[derive(Clone)]
+enum Inner {
+    S3(S3Service),
+    Gcs,
+}
+
+/// An S3 (or Google Cloud Storage) server on 127.0.0.1 backed by memory. Dropping
+/// it stops the server.
 ///
-/// Requests must be signed (`SigV4`) with [`ACCESS_KEY`](crate::ACCESS_KEY) and
+/// S3 requests must be signed (`SigV4`) with [`ACCESS_KEY`](crate::ACCESS_KEY) and
 /// [`SECRET_KEY`](crate::SECRET_KEY) and use path-style addressing
-/// (`http://127.0.0.1:PORT/bucket/key`).
+/// (`http://127.0.0.1:PORT/bucket/key`); see [`Protocol`] for GCS.
 #[derive(Debug)]
 pub struct S3Server {
     shared: Arc<Shared>,
@@ -89,6 +112,18 @@ impl S3Server {
 
     /// Starts a server on `port` of 127.0.0.1 (`0` picks a free port).
     pub fn start_on(port: u16) -> std::io::Result<S3Server> {
+        S3Server::start_with(Protocol::S3, port)
+    }
+
+    /// Starts a server speaking Google Cloud Storage's XML API on a free port of
+    /// 127.0.0.1: the same store, faults, log and latency as an S3 server.
+    pub fn start_gcs() -> S3Server {
+        S3Server::start_with(Protocol::Gcs, 0).expect("binding 127.0.0.1:0 and starting a runtime")
+    }
+
+    /// Starts a server speaking `protocol` on `port` of 127.0.0.1 (`0` picks a free
+    /// port).
+    pub fn start_with(protocol: Protocol, port: u16) -> std::io::Result<S3Server> {
         let listener = StdTcpListener::bind(("127.0.0.1", port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -98,12 +133,15 @@ impl S3Server {
             .enable_all()
             .build()?;
         let shared = Arc::new(Shared::default());
-        let service = {
-            let mut builder = S3ServiceBuilder::new(Backend {
-                store: Arc::clone(&shared.store),
-            });
-            builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-            builder.build()
+        let service = match protocol {
+            Protocol::S3 => {
+                let mut builder = S3ServiceBuilder::new(Backend {
+                    store: Arc::clone(&shared.store),
+                });
+                builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+                Inner::S3(builder.build())
+            }
+            Protocol::Gcs => Inner::Gcs,
         };
         let (shutdown, stop) = oneshot::channel();
         let thread_shared = Arc::clone(&shared);
@@ -229,7 +267,7 @@ impl Drop for S3Server {
 /// Accepts connections until `stop` fires.
 async fn serve(
     listener: StdTcpListener,
-    service: S3Service,
+    service: Inner,
     shared: Arc<Shared>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -295,10 +333,10 @@ enum RequestBody {
     Unread(Incoming),
 }
 
-/// Handles one request: latency, faults, `s3s`, the log.
+/// Handles one request: latency, faults, the protocol, the log.
 async fn handle(
     shared: Arc<Shared>,
-    service: S3Service,
+    service: Inner,
     req: HttpRequest<Incoming>,
 ) -> Result<Response<Full<Bytes>>, BoxError> {
     let mut target = Target::of(&req);
@@ -354,22 +392,31 @@ async fn handle(
         shared.record(&target, None, (bytes_in, response_len(&response)), 503);
         return Ok(response);
     }
-    let answer = match service
-        .call(HttpRequest::from_parts(parts, s3s::Body::from(body)))
-        .await
-    {
-        Ok(answer) => answer,
-        Err(err) => {
-            shared.record(&target, None, (bytes_in, 0), 0);
-            return Err(err.into());
+    let (parts, body) = match service {
+        Inner::S3(service) => {
+            let answer = match service
+                .call(HttpRequest::from_parts(parts, s3s::Body::from(body)))
+                .await
+            {
+                Ok(answer) => answer,
+                Err(err) => {
+                    shared.record(&target, None, (bytes_in, 0), 0);
+                    return Err(err.into());
+                }
+            };
+            let (parts, body) = answer.into_parts();
+            match body.collect().await {
+                Ok(collected) => (parts, collected.to_bytes()),
+                Err(err) => {
+                    shared.record(&target, None, (bytes_in, 0), 0);
+                    return Err(err);
+                }
+            }
         }
-    };
-    let (parts, body) = answer.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => {
-            shared.record(&target, None, (bytes_in, 0), 0);
-            return Err(err);
+        Inner::Gcs => {
+            let (parts, body) = gcs::answer(&shared.store, &target, &parts, body).into_parts();
+            let Ok(collected) = body.collect().await;
+            (parts, collected.to_bytes())
         }
     };
     if let Some(FaultAction::DropResponse) = fault {

@@ -30,16 +30,27 @@ pub(crate) struct Object {
     pub(crate) data: Bytes,
     /// The entity tag without quotes; unique per write.
     pub(crate) etag: String,
+    /// The version number Google Cloud Storage calls the generation: unique
+    /// per write and increasing (the store's write counter at the write).
+    pub(crate) generation: u64,
     pub(crate) last_modified: SystemTime,
 }
 
 /// What a request asks of the current version before it reads or writes.
 ///
-/// Built from `If-Match` / `If-None-Match`; `None` in a field means the header was absent.
+/// Built from `If-Match` / `If-None-Match` (S3) or `x-goog-if-generation-match`
+/// (Google Cloud Storage); `None` in a field means the header was absent.
 #[derive(Clone, Debug, Default)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "named after the headers they come from"
+)]
 pub(crate) struct Conditions {
     pub(crate) if_match: Option<EtagCondition>,
     pub(crate) if_none_match: Option<EtagCondition>,
+    /// The generation the current version must have; `0` means "no current
+    /// version" (create only if absent).
+    pub(crate) if_generation_match: Option<u64>,
 }
 
 /// The value of an `If-Match` or `If-None-Match` header.
@@ -161,7 +172,16 @@ fn check_write(current: Option<&Object>, conditions: &Conditions) -> Result<(), 
             return Err(Failure::PreconditionFailed);
         }
     }
-    Ok(())
+    check_generation(current, conditions)
+}
+
+/// Checks `x-goog-if-generation-match` against the current version.
+fn check_generation(current: Option<&Object>, conditions: &Conditions) -> Result<(), Failure> {
+    match (conditions.if_generation_match, current) {
+        (None, _) | (Some(0), None) => Ok(()),
+        (Some(want), Some(object)) if want == object.generation => Ok(()),
+        _ => Err(Failure::PreconditionFailed),
+    }
 }
 
 /// Checks the read preconditions against an existing object.
@@ -171,6 +191,7 @@ fn check_read(object: &Object, conditions: &Conditions) -> Result<(), Failure> {
             return Err(Failure::PreconditionFailed);
         }
     }
+    check_generation(Some(object), conditions)?;
     match &conditions.if_none_match {
         Some(EtagCondition::Any) => Err(Failure::NotModified),
         Some(EtagCondition::Tag(tag)) if *tag == object.etag => Err(Failure::NotModified),
@@ -228,6 +249,7 @@ impl Store {
         check_write(state.bucket(bucket)?.get(key), conditions)?;
         let object = Object {
             etag: state.next_etag(&data, ""),
+            generation: state.n_writes,
             data,
             last_modified: SystemTime::now(),
         };
@@ -423,6 +445,7 @@ impl Store {
         let data = Bytes::from(data);
         let object = Object {
             etag: state.next_etag(&data, &format!("-{}", parts.len())),
+            generation: state.n_writes,
             data,
             last_modified: SystemTime::now(),
         };
@@ -569,6 +592,61 @@ mod tests {
         assert!(store
             .put("b", "k", Bytes::new(), &if_match(&v2.etag))
             .is_ok());
+    }
+
+    fn if_generation(generation: u64) -> Conditions {
+        Conditions {
+            if_generation_match: Some(generation),
+            ..Conditions::default()
+        }
+    }
+
+    /// Google Cloud Storage's preconditions: generation 0 creates only if
+    /// absent, generation N replaces only version N; generations increase.
+    #[test]
+    fn replace_only_the_named_generation() {
+        let store = store_with(&[]);
+        let v1 = store
+            .put("b", "k", Bytes::new(), &if_generation(0))
+            .unwrap();
+        assert_eq!(
+            store
+                .put("b", "k", Bytes::new(), &if_generation(0))
+                .unwrap_err(),
+            Failure::PreconditionFailed,
+            "generation 0 on an existing key fails"
+        );
+        assert_eq!(
+            store
+                .put("b", "missing", Bytes::new(), &if_generation(v1.generation))
+                .unwrap_err(),
+            Failure::PreconditionFailed,
+            "a generation on a missing key fails"
+        );
+        let v2 = store
+            .put("b", "k", Bytes::new(), &if_generation(v1.generation))
+            .unwrap();
+        assert!(v2.generation > v1.generation);
+        assert_eq!(
+            store
+                .put("b", "k", Bytes::new(), &if_generation(v1.generation))
+                .unwrap_err(),
+            Failure::PreconditionFailed,
+            "a stale generation fails"
+        );
+        assert_eq!(
+            store
+                .get("b", "k", &if_generation(v1.generation))
+                .unwrap_err(),
+            Failure::PreconditionFailed
+        );
+        assert_eq!(
+            store
+                .get("b", "k", &if_generation(v2.generation))
+                .unwrap()
+                .etag,
+            v2.etag
+        );
     }
 
     #[test]

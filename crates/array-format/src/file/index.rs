@@ -119,15 +119,31 @@ impl ArrayFile {
         }
     }
 
-    /// Fetches the footer blocks that building `names`' states reads, in one
-    /// batch of ranged reads per layer, into the cache (on object stores one
-    /// request per ~8 MiB instead of one per block; a flush computing the
-    /// statistics of many changed datasets calls it first). Best effort: a
-    /// failed fetch leaves the blocks to the per-name path, which reports it.
+    /// Fetches the footer blocks that building `names`' states reads, in
+    /// batches of ranged reads per layer, into the cache (on object stores
+    /// one request per ~8 MiB instead of one per block; a flush computing the
+    /// statistics of many changed datasets calls it first). Names whose
+    /// state is hidden by a pending definition or deletion are skipped:
+    /// their statistics read no footer. At most a quarter of the raw cache
+    /// is fetched, in batches of at most 8 MiB, so the blocks are not
+    /// evicted before they are used and the fetch never holds more than one
+    /// batch beside the cache. Best effort: a failed fetch leaves the blocks
+    /// to the per-name path, which reports it.
     pub fn prefetch_index(&self, names: &[&str]) {
-        if self.index.all.get().is_some() || names.len() < 2 {
+        /// Bytes of footer blocks fetched by one ranged read.
+        const BATCH_BYTES: u64 = 8 << 20;
+        if self.index.all.get().is_some() {
             return;
         }
+        let names: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| self.reads_committed(n))
+            .collect();
+        if names.len() < 2 {
+            return;
+        }
+        let mut budget = self.cache.raw_capacity_bytes() / 4;
         for layer in &self.layers {
             let crate::layer::LayerIndex::Blocked(index) = &layer.index else {
                 continue;
@@ -145,19 +161,34 @@ impl ArrayFile {
             if ks.len() < 2 {
                 continue;
             }
-            let ranges: Vec<(u64, usize)> = ks
-                .iter()
-                .map(|&k| (index.blocks[k].offset, index.blocks[k].len as usize))
-                .collect();
-            let Ok(bufs) = layer.handle.read_ranges(&ranges) else {
-                continue;
-            };
-            for (&k, buf) in ks.iter().zip(bufs) {
-                let key = BlockKey {
-                    layer_uid: layer.uid,
-                    offset: index.blocks[k].offset,
+            let mut at = 0;
+            while at < ks.len() {
+                let mut batch_bytes = 0u64;
+                let mut end = at;
+                while end < ks.len() && batch_bytes < BATCH_BYTES.min(budget) {
+                    batch_bytes += u64::from(index.blocks[ks[end]].len);
+                    end += 1;
+                }
+                if end == at {
+                    return;
+                }
+                budget = budget.saturating_sub(batch_bytes);
+                let batch = &ks[at..end];
+                at = end;
+                let ranges: Vec<(u64, usize)> = batch
+                    .iter()
+                    .map(|&k| (index.blocks[k].offset, index.blocks[k].len as usize))
+                    .collect();
+                let Ok(bufs) = layer.handle.read_ranges(&ranges) else {
+                    break;
                 };
-                let _ = self.cache.raw(key, || Ok(buf));
+                for (&k, buf) in batch.iter().zip(bufs) {
+                    let key = BlockKey {
+                        layer_uid: layer.uid,
+                        offset: index.blocks[k].offset,
+                    };
+                    let _ = self.cache.raw(key, || Ok(buf));
+                }
             }
         }
     }
@@ -489,6 +520,57 @@ mod lazy_tests {
         assert_eq!(state(&written, &name(1)).unwrap().1, vec![42; 4]);
         let live = (0..N).filter(|&k| expected(k).is_some()).count();
         assert_eq!(written.list_arrays().len(), live);
+    }
+
+    #[test]
+    fn define_new_reads_no_footer_and_voids_what_the_layers_hold() {
+        let (storage, layers, _) = build();
+        let mut f = open(&storage, &layers);
+        let schema = |dim: &str| {
+            crate::ArraySchema::new(
+                "a",
+                crate::DType::Int32,
+                vec![dim.into()],
+                vec![4],
+                None,
+                None,
+            )
+            .unwrap()
+        };
+        // New names, spread over every footer block, and one the layers hold.
+        for k in 0..N {
+            f.define_new(&format!("new_{k:05}"), schema("n")).unwrap();
+        }
+        f.define_new("ds_00007", schema("z")).unwrap();
+        assert_eq!(blocks_read(&f), vec![0, 0, 0]);
+        assert_eq!(f.cache.raw_stats().entries, 0);
+        // A pending definition is seen; a pending deletion is replaced.
+        assert!(matches!(
+            f.define_new("ds_00007", schema("z")),
+            Err(crate::Error::ArrayExists { .. })
+        ));
+        // The statistics a flush computes for them read no footer either.
+        let names: Vec<String> = (0..N).map(|k| format!("new_{k:05}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        f.prefetch_index(&refs);
+        for n in &refs {
+            assert_eq!(f.array_stats(n).unwrap().row_count, 4);
+        }
+        assert_eq!(blocks_read(&f), vec![0, 0, 0]);
+        f.delete_array("ds_00008").unwrap();
+        f.define_new("ds_00008", schema("z")).unwrap();
+        f.write_array("ds_00007", &[0], one(5).view()).unwrap();
+        f.flush().unwrap();
+        let reopened = open(&storage, &f.layers());
+        for g in [&f, &reopened] {
+            let (schema, cells) = state(g, "ds_00007").unwrap();
+            assert_eq!(schema.dims, vec!["z".to_owned()]);
+            assert_eq!(cells, vec![5; 4], "the old chunks are voided");
+            let (schema, cells) = state(g, "ds_00008").unwrap();
+            assert_eq!(schema.dims, vec!["z".to_owned()]);
+            assert_eq!(cells, vec![0; 4], "never written");
+            assert!(g.contains("new_00000") && g.contains("ds_00009"));
+        }
     }
 
     #[test]

@@ -445,6 +445,12 @@ impl F64Set {
         })
     }
 
+    /// The set as one closed interval `[lo, hi]` and whether it is negated,
+    /// when it has that form (see the field).
+    pub(crate) fn closed(&self) -> Option<(f64, f64, bool)> {
+        self.closed.map(|(lo, hi)| (lo, hi, self.negated))
+    }
+
     /// As [`ValueSet::member`].
     #[inline]
     pub(crate) fn member(&self, v: f64) -> bool {

@@ -86,6 +86,10 @@ const TAIL_READ: u64 = 256 << 10;
 /// registry several times larger is decompressed again on each pass.
 const CACHE_BYTES: usize = 32 << 20;
 
+/// The most decompressed bytes of record blocks one batched fetch of
+/// [`Run::get_schemas`] brings in (also at most a quarter of the cache).
+const PREFETCH_BYTES: usize = 8 << 20;
+
 /// Record-block bytes cached by every open run of the process.
 static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
 const INDEX_TAG: &str = "atlas-registry-run";
@@ -272,6 +276,12 @@ fn stats_of(r: StatRow) -> ArrayStats {
 /// Estimated bytes of unspilled id and catalog rows a [`RunWriter`] holds
 /// before it sorts them and spills them to a scratch file.
 const SPILL_AT: usize = 8 << 20;
+/// Estimated bytes of a block of a spilled piece. Writing a column holds one
+/// decoded block of every piece at once, and there is a piece per
+/// [`SPILL_AT`] of estimated rows (tens of pieces for `atlas demo`'s million
+/// datasets), so these blocks are an eighth of the run's own
+/// ([`BLOCK_TARGET`]), and so is what the merge holds.
+const SPILL_BLOCK_TARGET: usize = 16 << 10;
 
 /// A value of the id list (`(id, name)`) or of a catalog column
 /// (`(id, statistics)`, `(id, attribute)`).
@@ -652,7 +662,7 @@ impl<'s> RunWriter<'s> {
         rows.sort_unstable_by_key(|(id, _)| *id);
         let mut blocks = Vec::new();
         if pieces.is_empty() {
-            for chunk in chunks_by_size(&rows, |(_, v)| v.est()) {
+            for chunk in chunks_by_size(&rows, BLOCK_TARGET, |(_, v)| v.est()) {
                 let r = self.write_raw(&T::encode_block(chunk))?;
                 blocks.push((chunk[0].0, r));
             }
@@ -808,7 +818,7 @@ fn pack(raw: &[u8], off: u64) -> Option<(Vec<u8>, BlockRef)> {
 }
 
 /// Sorts a column's unspilled rows by id and appends them to the scratch
-/// file as one piece (blocks as the run would hold them).
+/// file as one piece (blocks of [`SPILL_BLOCK_TARGET`]).
 fn spill_column<T: ColumnValue>(scratch: &mut Scratch<'_>, col: &mut ColumnBuf<T>) -> Result<()> {
     if col.rows.is_empty() {
         return Ok(());
@@ -816,7 +826,7 @@ fn spill_column<T: ColumnValue>(scratch: &mut Scratch<'_>, col: &mut ColumnBuf<T
     let mut rows = std::mem::take(&mut col.rows);
     rows.sort_unstable_by_key(|(id, _)| *id);
     let mut refs = Vec::new();
-    for chunk in chunks_by_size(&rows, |(_, v)| v.est()) {
+    for chunk in chunks_by_size(&rows, SPILL_BLOCK_TARGET, |(_, v)| v.est()) {
         let raw = rmp_serde::to_vec(&chunk).expect("registry blocks serialize");
         let (packed, r) =
             pack(&raw, scratch.out().position()).ok_or_else(|| Error::CorruptRegistry {
@@ -850,14 +860,14 @@ fn approx_body_len(b: &BodyRepr) -> usize {
         + b.1.iter().map(|a| a.0.len() + a.3.est()).sum::<usize>()
 }
 
-/// Splits `items` into runs of about [`BLOCK_TARGET`] estimated bytes (at
-/// least one item each).
-fn chunks_by_size<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+/// Splits `items` into runs of about `target` estimated bytes (at least one
+/// item each).
+fn chunks_by_size<T>(items: &[T], target: usize, size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     let mut out = Vec::new();
     let (mut start, mut acc) = (0, 0);
     for (i, it) in items.iter().enumerate() {
         acc += size(it);
-        if acc >= BLOCK_TARGET {
+        if acc >= target {
             out.push(&items[start..=i]);
             start = i + 1;
             acc = 0;
@@ -1131,13 +1141,26 @@ impl Run {
     }
 
     fn record_block(&self, i: usize) -> Result<Arc<CachedBlock>> {
+        self.record_block_from(i, None)
+    }
+
+    fn record_block_cached(&self, i: usize) -> bool {
+        self.blocks.read().blocks.contains_key(&i)
+    }
+
+    /// Record block `i` from the cache, else from `packed` (its stored bytes,
+    /// fetched by the caller in a batch), else read from the run.
+    fn record_block_from(&self, i: usize, packed: Option<Vec<u8>>) -> Result<Arc<CachedBlock>> {
         let now = self.tick.fetch_add(1, Ordering::Relaxed);
         if let Some((block, used)) = self.blocks.read().blocks.get(&i) {
             used.store(now, Ordering::Relaxed);
             return Ok(Arc::clone(block));
         }
         let r = &self.index.names[i].1;
-        let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
+        let packed = match packed {
+            Some(p) => p,
+            None => self.handle.read_vec_at(r.off, r.len as usize)?,
+        };
         let raw = decode_raw(&packed, r, &self.path)?;
         let recs = mpk::record_spans(&raw)
             .map_err(|e| self.corrupt(format!("block at {}: msgpack: {e}", r.off)))?;
@@ -1216,6 +1239,9 @@ impl Run {
         array: &str,
         out: &mut [Option<SchemaOf>],
     ) -> Result<()> {
+        // The record blocks the names fall in, each with the positions of
+        // its names still unanswered.
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut k = 0;
         while k < names.len() {
             let i = self
@@ -1233,19 +1259,57 @@ impl Run {
             };
             let open: Vec<usize> = (k..end).filter(|&j| out[j].is_none()).collect();
             k = end;
-            if open.is_empty() {
-                continue;
+            if !open.is_empty() {
+                groups.push((i - 1, open));
             }
-            let block = self.record_block(i - 1)?;
-            for j in open {
-                let Ok(at) = block
-                    .recs
-                    .binary_search_by(|r| r.name.as_str().cmp(names[j]))
-                else {
-                    continue;
-                };
-                out[j] = Some(self.schema_in(&block, at, array)?);
+        }
+        // Blocks not cached are fetched in batches of ranged reads (on object
+        // stores one round of concurrent requests per batch instead of one
+        // request per block), each batch small beside the cache budget so
+        // that its blocks are still cached when they are used.
+        let budget = (self.cache_bytes / 4).clamp(1, PREFETCH_BYTES);
+        let mut g = 0;
+        while g < groups.len() {
+            let mut end = g;
+            let mut raw = 0usize;
+            while end < groups.len()
+                && (end == g || raw + self.index.names[groups[end].0].1.raw as usize <= budget)
+            {
+                raw += self.index.names[groups[end].0].1.raw as usize;
+                end += 1;
             }
+            let missing: Vec<usize> = groups[g..end]
+                .iter()
+                .map(|(i, _)| *i)
+                .filter(|&i| !self.record_block_cached(i))
+                .collect();
+            let mut fetched: HashMap<usize, Vec<u8>> = HashMap::new();
+            if missing.len() > 1 {
+                let ranges: Vec<(u64, usize)> = missing
+                    .iter()
+                    .map(|&i| {
+                        let r = &self.index.names[i].1;
+                        (r.off, r.len as usize)
+                    })
+                    .collect();
+                fetched = missing
+                    .into_iter()
+                    .zip(self.handle.read_ranges(&ranges)?)
+                    .collect();
+            }
+            for (i, open) in &groups[g..end] {
+                let block = self.record_block_from(*i, fetched.remove(i))?;
+                for &j in open {
+                    let Ok(at) = block
+                        .recs
+                        .binary_search_by(|r| r.name.as_str().cmp(names[j]))
+                    else {
+                        continue;
+                    };
+                    out[j] = Some(self.schema_in(&block, at, array)?);
+                }
+            }
+            g = end;
         }
         Ok(())
     }
@@ -1681,6 +1745,14 @@ mod tests {
         assert!(ids.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(run.killed().unwrap().iter().collect::<Vec<_>>(), [77_777]);
         assert_eq!(run.id_set().unwrap().len(), 5000);
+        // Names of a set of ids: strided (within and across id blocks),
+        // with ids the run does not list, as from a listing.
+        for stride in [1_usize, 3, 97, 4999] {
+            let want: Vec<(u64, String)> = ids.iter().step_by(stride).cloned().collect();
+            let mut asked: RoaringTreemap = want.iter().map(|(id, _)| *id).collect();
+            asked.extend([u64::MAX - 1, want[0].0 + 1_000_000]);
+            assert_eq!(run.names_of(&asked).unwrap(), want, "stride {stride}");
+        }
         let rows = run.array_rows("TEMP").unwrap();
         assert_eq!(rows.len(), 5000);
         assert_eq!(rows[10].1.max, Some(StatValue::Float(10.0)));
@@ -1725,6 +1797,14 @@ mod tests {
             run.get_schemas(&all, "TEMP", &mut out).unwrap();
             let mut none = vec![None; all.len()];
             run.get_schemas(&all, "PSAL", &mut none).unwrap();
+            // A run with nothing cached fetches the blocks in batches of
+            // ranged reads (several blocks per batch under a 256 KiB budget):
+            // the same answers.
+            let mut cold = Run::open(&storage, path, RunId::fresh()).unwrap();
+            cold.cache_bytes = if budget == 1 { 1 } else { 1 << 20 };
+            let mut cold_out = vec![None; all.len()];
+            cold.get_schemas(&all, "TEMP", &mut cold_out).unwrap();
+            assert_eq!(format!("{cold_out:?}"), format!("{out:?}"));
             for ((name, got), absent) in all.iter().zip(&out).zip(&none) {
                 match *name {
                     "gone" => {
@@ -1886,7 +1966,7 @@ mod tests {
         for i in 0..n as usize {
             let want = mixed_stats(i as u64);
             assert_eq!(col.min.get(i), want.min, "min {i}");
-            assert_eq!(col.max.get(i), want.max, "max {i}");
+            assert_eq!(col.max().get(i), want.max, "max {i}");
             assert_eq!(
                 (col.nulls[i], col.cells[i]),
                 (want.null_count, want.row_count)
@@ -1912,7 +1992,7 @@ mod tests {
         let run = Run::open(&storage, path, RunId::fresh()).unwrap();
         assert!(run.index.arrays[0].1.len() > 2, "several catalog blocks");
         let col = run.stat_column("TEMP").unwrap();
-        let (Values::F64(lo), Values::F64(hi)) = (&col.min, &col.max) else {
+        let (Values::F64(lo), Values::F64(hi)) = (&col.min, col.max()) else {
             panic!("f64 statistics decode as f64 columns");
         };
         assert_eq!(lo.len(), 9000);

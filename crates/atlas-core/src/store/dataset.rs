@@ -136,7 +136,11 @@ impl DatasetView {
         self.inner.file_async(name).await?;
         let file = self.inner.file_or_create(name)?;
         let mut f = file.write().await;
-        f.define(&self.name, schema.clone())
+        // The registry said the dataset has no such array, so the file is
+        // not asked to look the name up in its committed layers (a footer
+        // block per layer, for every new dataset): its `Define` record voids
+        // whatever they hold.
+        f.define_new(&self.name, schema.clone())
             .map_err(|e| Error::array(&self.name, name, e))?;
         self.with_arrays_mut(ArraysChange::Added(name), |m| {
             m.arrays.insert(
@@ -389,7 +393,7 @@ impl DatasetView {
 /// means one of the two was damaged or tampered with: reading on would trust
 /// sizes the registry never agreed to. May read a footer block: call it off
 /// the runtime's worker threads.
-fn check_schema(
+pub(super) fn check_schema(
     dataset: &str,
     array: &str,
     registry: &ArraySchema,

@@ -22,7 +22,7 @@ mod scan;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use array_format::{ArrayFile, ArraySchema};
+use array_format::ArrayFile;
 use tokio::sync::OwnedRwLockReadGuard;
 
 use super::{Atlas, Inner};
@@ -194,33 +194,13 @@ impl CatalogSource {
             // A dataset deleted while the query took its locks: not there.
             None => return Ok(None),
             Some(f) if *f == *entry.schema => {}
-            Some(_) => check_schema(file, name, array, &entry.schema)?,
+            // As the read paths: never trust sizes the registry did not agree to.
+            Some(_) => super::dataset::check_schema(name, array, &entry.schema, file)?,
         }
         file.array_stats(name)
             .map(Some)
             .map_err(|e| Error::array(name, array, e))
     }
-}
-
-/// As the read paths: never trust sizes the registry did not agree to.
-fn check_schema(
-    file: &ArrayFile,
-    dataset: &str,
-    array: &str,
-    registry: &ArraySchema,
-) -> Result<()> {
-    if file.schema(dataset).is_some_and(|f| f == registry) {
-        return Ok(());
-    }
-    Err(Error::array(
-        dataset,
-        array,
-        array_format::Error::corrupt(
-            file.schema_origin(dataset).unwrap_or(file.dir()),
-            0,
-            format!("the array file's schema of {dataset:?} differs from the registry's"),
-        ),
-    ))
 }
 
 impl StatsSource for CatalogSource {

@@ -1,14 +1,16 @@
 //! Object storage: the storage conformance suite on every backend (local,
 //! memory, `memory://` object store, S3 through the in-process `s3s` server,
-//! S3 through moto when `ATLAS_TEST_MOTO_ENDPOINT` names one), and the store
-//! on S3: the conditional-write commit, racing writers, lost responses, torn
+//! Google Cloud Storage through the same server speaking GCS's XML API, S3
+//! through moto when `ATLAS_TEST_MOTO_ENDPOINT` names one, Azure through
+//! Azurite when `ATLAS_TEST_AZURITE_CONTAINER` does), and the store on S3 and
+//! GCS: the conditional-write commit, racing writers, lost responses, torn
 //! uploads, request counts, readers beside a writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use atlas_core::{Atlas, ErrorKind, OpenOptions, Storage, StoreConfig};
-use atlas_s3test::{Fault, FaultAction, OpKind, S3Server};
+use atlas_s3test::{Fault, FaultAction, OpKind, Protocol, S3Server};
 use ndarray::{ArrayD, IxDyn};
 
 // ---------------------------------------------------------------------------
@@ -73,25 +75,52 @@ fn azurite(what: &str) -> Option<(String, Vec<(String, String)>)> {
     Some((format!("az://{container}/{prefix}"), opts))
 }
 
+/// The in-process server with one bucket, speaking S3 or (for `gs://`
+/// stores) Google Cloud Storage's XML API.
 struct S3 {
     server: S3Server,
     bucket: String,
+    protocol: Protocol,
 }
 
 impl S3 {
     fn start() -> S3 {
-        let server = S3Server::start();
+        S3::start_with(Protocol::S3)
+    }
+
+    fn start_gcs() -> S3 {
+        S3::start_with(Protocol::Gcs)
+    }
+
+    fn start_with(protocol: Protocol) -> S3 {
+        let server = S3Server::start_with(protocol, 0).expect("a server on 127.0.0.1");
         let bucket = "atlas".to_owned();
         server.create_bucket(&bucket);
-        S3 { server, bucket }
+        S3 {
+            server,
+            bucket,
+            protocol,
+        }
     }
 
     fn options(&self) -> Vec<(String, String)> {
-        s3s_options(&self.server.endpoint())
+        match self.protocol {
+            Protocol::S3 => s3s_options(&self.server.endpoint()),
+            Protocol::Gcs => {
+                let mut options = atlas_s3test::gcs_client_options(&self.server.endpoint());
+                options.push(("atlas_max_retries".into(), "3".into()));
+                options.push(("atlas_retry_timeout_ms".into(), "10000".into()));
+                options
+            }
+        }
     }
 
     fn url(&self, prefix: &str) -> String {
-        format!("s3://{}/{prefix}", self.bucket)
+        let scheme = match self.protocol {
+            Protocol::S3 => "s3",
+            Protocol::Gcs => "gs",
+        };
+        format!("{scheme}://{}/{prefix}", self.bucket)
     }
 
     fn storage(&self, prefix: &str) -> (Arc<dyn Storage>, PathBuf) {
@@ -236,7 +265,18 @@ fn conformance_memory_object_store() {
 
 #[test]
 fn conformance_s3s() {
-    let s3 = S3::start();
+    conformance_in_process(&S3::start());
+}
+
+/// Google Cloud Storage (its XML API, which `object_store` speaks): the
+/// conditional replace by generation, create by generation 0, ranged reads
+/// (suffix ranges included), multipart uploads, paginated listing.
+#[test]
+fn conformance_gcs() {
+    conformance_in_process(&S3::start_gcs());
+}
+
+fn conformance_in_process(s3: &S3) {
     let (storage, root) = s3.storage("conformance");
     conformance(storage.as_ref(), &root);
     // A dropped, unfinished upload is aborted by a task the drop spawns:
@@ -372,6 +412,21 @@ async fn store_on_s3s() {
     assert_eq!(s3.server.open_multipart_uploads(), 0);
 }
 
+/// The whole life of a store in a Google Cloud Storage bucket, opened by its
+/// `gs://` URL (`storage_for`, the path `Atlas::open` and the CLI take).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_on_gcs() {
+    let gcs = S3::start_gcs();
+    let (storage, root) = gcs.storage("stores/one");
+    store_lifecycle(storage, &root).await;
+    assert_eq!(gcs.server.open_multipart_uploads(), 0);
+    assert!(gcs
+        .server
+        .keys(&gcs.bucket)
+        .iter()
+        .any(|k| k == "stores/one/atlas.json"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_on_moto() {
     let Some((url, opts)) = moto() else { return };
@@ -447,7 +502,17 @@ async fn wrong_credentials_are_a_typed_error() {
 /// pending, reopens, applies them again and lands. No commit is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_writers_exactly_one_wins() {
-    let s3 = S3::start();
+    racing_writers(&S3::start()).await;
+}
+
+/// The race on Google Cloud Storage, where the manifest's version is its
+/// generation (`x-goog-if-generation-match`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_exactly_one_wins_on_gcs() {
+    racing_writers(&S3::start_gcs()).await;
+}
+
+async fn racing_writers(s3: &S3) {
     let (storage, root) = s3.storage("race");
     Atlas::create_with(Arc::clone(&storage), &root, StoreConfig::default())
         .await
@@ -499,7 +564,15 @@ async fn racing_writers_exactly_one_wins() {
 /// finds the version moved; the commit id read back shows the commit is ours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_response_on_the_manifest_is_a_success() {
-    let s3 = S3::start();
+    lost_response(&S3::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_response_on_the_manifest_is_a_success_on_gcs() {
+    lost_response(&S3::start_gcs()).await;
+}
+
+async fn lost_response(s3: &S3) {
     let (storage, root) = s3.storage("lost");
     let atlas = Atlas::create_with(Arc::clone(&storage), &root, StoreConfig::default())
         .await
@@ -535,7 +608,15 @@ async fn lost_response_on_the_manifest_is_a_success() {
 /// server recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_manifest_write_keeps_pending_changes() {
-    let s3 = S3::start();
+    failed_manifest_write(&S3::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_manifest_write_keeps_pending_changes_on_gcs() {
+    failed_manifest_write(&S3::start_gcs()).await;
+}
+
+async fn failed_manifest_write(s3: &S3) {
     let (storage, root) = s3.storage("fail");
     let atlas = Atlas::create_with(Arc::clone(&storage), &root, StoreConfig::default())
         .await
@@ -561,7 +642,15 @@ async fn failed_manifest_write_keeps_pending_changes() {
 /// store stays at its last commit, and a retry lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_upload_never_becomes_visible() {
-    let s3 = S3::start();
+    torn_upload(&S3::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_upload_never_becomes_visible_on_gcs() {
+    torn_upload(&S3::start_gcs()).await;
+}
+
+async fn torn_upload(s3: &S3) {
     let (storage, root) = s3.storage("torn");
     let atlas = Atlas::create_with(Arc::clone(&storage), &root, StoreConfig::default())
         .await

@@ -2,27 +2,30 @@
 //! CI scripts.
 //!
 //! ```text
-//! atlas-s3-server [--port P] [--bucket NAME]... [--latency-ms N]
+//! atlas-s3-server [--port P] [--bucket NAME]... [--latency-ms N] [--gcs]
 //! ```
 //!
 //! Prints the endpoint (`http://127.0.0.1:PORT`) as the first line of stdout, then
 //! serves until killed. `--port 0` (the default) picks a free port. Requests are
 //! signed with access key `atlas-test`, secret `atlas-test-secret`, region
-//! `us-east-1`, path-style.
+//! `us-east-1`, path-style. With `--gcs` it speaks Google Cloud Storage's XML API
+//! instead: point a client at it with `GOOGLE_BASE_URL=<endpoint>`,
+//! `GOOGLE_ALLOW_HTTP=true`, `GOOGLE_BEARER_TOKEN=atlas-test-token`.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use atlas_s3test::S3Server;
+use atlas_s3test::{Protocol, S3Server};
 
-const USAGE: &str = "usage: atlas-s3-server [--port P] [--bucket NAME]... [--latency-ms N]";
+const USAGE: &str = "usage: atlas-s3-server [--port P] [--bucket NAME]... [--latency-ms N] [--gcs]";
 
 /// The command line, parsed.
 struct Options {
     port: u16,
     buckets: Vec<String>,
     latency: Duration,
+    protocol: Protocol,
 }
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
@@ -30,6 +33,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         port: 0,
         buckets: Vec::new(),
         latency: Duration::ZERO,
+        protocol: Protocol::S3,
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -51,6 +55,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
                 let ms: u64 = ms.parse().map_err(|_| format!("bad --latency-ms {ms:?}"))?;
                 options.latency = Duration::from_millis(ms);
             }
+            "--gcs" => options.protocol = Protocol::Gcs,
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -66,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = match S3Server::start_on(options.port) {
+    let server = match S3Server::start_with(options.protocol, options.port) {
         Ok(server) => server,
         Err(err) => {
             eprintln!(

@@ -56,9 +56,19 @@ pub(crate) struct StatColumn {
     pub ids: Vec<u64>,
     pub present: RoaringTreemap,
     pub min: Values,
-    pub max: Values,
+    /// `None` when every row's maximum is its minimum, bit for bit (an
+    /// array of one value per dataset: a latitude, a time): the column is
+    /// then held once, and a range test of a row is a test of its value.
+    pub max: Option<Values>,
     pub nulls: Vec<u64>,
     pub cells: Vec<u64>,
+}
+
+impl StatColumn {
+    /// The maxima.
+    pub(crate) fn max(&self) -> &Values {
+        self.max.as_ref().unwrap_or(&self.min)
+    }
 }
 
 /// One dataset attribute's column in one run (scalars and lists alike),
@@ -246,8 +256,17 @@ impl ColumnBuilder {
             }
         };
         let (min, max) = match self.any {
-            None => (Values::F64(self.min_f), Values::F64(self.max_f)),
-            Some((a, b)) => (Values::Any(a), Values::Any(b)),
+            None => {
+                let same = self.min_f.len() == self.max_f.len()
+                    && self
+                        .min_f
+                        .iter()
+                        .zip(&self.max_f)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                let max = (!same).then_some(Values::F64(self.max_f));
+                (Values::F64(self.min_f), max)
+            }
+            Some((a, b)) => (Values::Any(a), Some(Values::Any(b))),
         };
         StatColumn {
             ids: self.ids,
@@ -303,8 +322,50 @@ pub(super) struct Cache {
     id_blocks: Mutex<HashMap<usize, IdBlock>>,
 }
 
-/// One decoded block of `(id, name)` pairs.
-type IdBlock = Arc<Vec<(u64, String)>>;
+/// One decoded block of `(id, name)` pairs, the names end to end in one
+/// string (naming a few scattered datasets then touches their bytes, not
+/// one heap allocation per name of the block).
+struct IdNames {
+    /// Ascending, never empty.
+    ids: Vec<u64>,
+    /// Name `k` is `text[ends[k - 1]..ends[k]]` (from 0 for the first).
+    ends: Vec<usize>,
+    text: String,
+    /// The length of every name, when all have one (generated names like
+    /// `argo_0000042`): name `k` then starts at `k * width`, and finding it
+    /// reads no offset.
+    width: Option<usize>,
+}
+
+impl IdNames {
+    fn new(block: Vec<(u64, String)>) -> IdNames {
+        let mut out = IdNames {
+            ids: Vec::with_capacity(block.len()),
+            ends: Vec::with_capacity(block.len()),
+            text: String::with_capacity(block.iter().map(|(_, n)| n.len()).sum()),
+            width: block.first().map(|(_, n)| n.len()),
+        };
+        for (id, name) in block {
+            if out.width != Some(name.len()) {
+                out.width = None;
+            }
+            out.ids.push(id);
+            out.text.push_str(&name);
+            out.ends.push(out.text.len());
+        }
+        out
+    }
+
+    fn name(&self, k: usize) -> &str {
+        if let Some(w) = self.width {
+            return &self.text[k * w..(k + 1) * w];
+        }
+        let start = if k == 0 { 0 } else { self.ends[k - 1] };
+        &self.text[start..self.ends[k]]
+    }
+}
+
+type IdBlock = Arc<IdNames>;
 
 /// Looks `key` up in a bounded map, loading it (outside the lock) on a miss.
 fn cached<T>(
@@ -451,6 +512,10 @@ impl Run {
     pub(crate) fn names_of(&self, ids: &RoaringTreemap) -> Result<Vec<(u64, String)>> {
         let mut out = Vec::with_capacity(ids.len() as usize);
         let mut current: Option<(usize, IdBlock)> = None;
+        // Where the previous id was found in the current block: ids ascend,
+        // so each search starts there and gallops forward (a binary search
+        // of the whole block missed the cache at nearly every step).
+        let mut at = 0;
         for id in ids {
             let i = self.index.ids.partition_point(|(first, _)| *first <= id);
             if i == 0 {
@@ -462,17 +527,56 @@ impl Run {
                 let block = if let Some(b) = cached {
                     b
                 } else {
-                    let b = Arc::new(self.id_block(i)?);
+                    let b = Arc::new(IdNames::new(self.id_block(i)?));
                     self.catalog.id_blocks.lock().insert(i, Arc::clone(&b));
                     b
                 };
                 current = Some((i, block));
+                at = 0;
             }
             let (_, block) = current.as_ref().expect("just set");
-            if let Ok(k) = block.binary_search_by_key(&id, |(x, _)| *x) {
-                out.push((id, block[k].1.clone()));
+            // A block of consecutive ids (the usual case: a flush or merge of
+            // datasets created in a row): the id is its position.
+            let ids = &block.ids;
+            let (first, last) = (ids[0], ids[ids.len() - 1]);
+            if last - first == ids.len() as u64 - 1 {
+                if (first..=last).contains(&id) {
+                    out.push((id, block.name((id - first) as usize).to_owned()));
+                }
+                continue;
+            }
+            let mut step = 1;
+            while at + step < ids.len() && ids[at + step] < id {
+                step *= 2;
+            }
+            let end = (at + step + 1).min(ids.len());
+            at += ids[at..end].partition_point(|x| *x < id);
+            if ids.get(at) == Some(&id) {
+                out.push((id, block.name(at).to_owned()));
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdNames;
+
+    /// Names are found by offset, and by position when all share a length.
+    #[test]
+    fn id_names_find_each_name() {
+        for names in [vec!["a", "bcd", "", "ef"], vec!["ab", "cd", "ef"]] {
+            let block: Vec<(u64, String)> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i as u64 + 7, (*n).to_owned()))
+                .collect();
+            let ids = IdNames::new(block);
+            assert_eq!(ids.width.is_some(), names.len() == 3);
+            for (k, n) in names.iter().enumerate() {
+                assert_eq!(ids.name(k), *n);
+            }
+        }
     }
 }
