@@ -231,6 +231,14 @@ fn bench(b: &cli::Bench) -> Result<()> {
         }
         return run("criterion benchmarks", "cargo", &cargo_args, &[]);
     }
+    // The workloads time the `atlas` command line too (the binary beside
+    // the bench's): build it first.
+    run(
+        "the atlas CLI (release)",
+        "cargo",
+        &["build", "--release", "-p", "atlas-cli"],
+        &[],
+    )?;
     let mut cargo_args = vec![
         "run",
         "--release",

@@ -9,6 +9,7 @@
 //! command line is one line on stderr and exit 2.
 
 mod args;
+mod child;
 mod compare;
 mod data;
 mod history;
@@ -114,6 +115,16 @@ pub fn reset_peak_rss() -> bool {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    // A measurement in a process of its own (see `child`).
+    if argv.first().is_some_and(|a| a == "__child") {
+        return match child::main(&argv[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let names: Vec<&str> = workloads::ALL.iter().map(|(name, _)| *name).collect();
     let opts = match args::parse(&argv, &names) {
         Ok(args::Parsed::Run(opts)) => opts,

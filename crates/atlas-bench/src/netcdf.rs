@@ -115,6 +115,25 @@ pub async fn w9_import(quick: bool) -> Result<Value> {
             })
             .sum();
     }
+    // `atlas import` end to end, for its peak memory (the CLI beside this
+    // binary; the timed runs above are in this process, whose memory has
+    // grown with the earlier workloads).
+    let cli_import = match crate::child::cli() {
+        Some(exe) => {
+            let tmp = tempfile::tempdir()?;
+            let store_path = tmp.path().join("store");
+            let args = [
+                "-q".as_ref(),
+                "import".as_ref(),
+                store_path.as_os_str(),
+                dir.as_os_str(),
+            ];
+            Some(tokio::task::block_in_place(|| {
+                crate::child::run_cli(&exe, &args)
+            })?)
+        }
+        None => None,
+    };
     times.sort();
     let median = times[times.len() / 2];
     let secs = median.as_secs_f64();
@@ -138,7 +157,18 @@ pub async fn w9_import(quick: bool) -> Result<Value> {
         mb(registry),
         mb(cells)
     );
+    match cli_import {
+        Some((t, rss)) => println!(
+            "   `atlas import` of the same files: {} wall, peak RSS {:.0} MB (sampled every 10 ms)",
+            fmt_dur(t),
+            mb(rss)
+        ),
+        None => println!(
+            "   `atlas import`: no CLI beside this binary (cargo build --release -p atlas-cli)"
+        ),
+    }
     Ok(json!({
+        "cli_import": cli_import.map(|(t, rss)| json!({"s": t.as_secs_f64(), "peak_rss_bytes": rss})),
         "profiles": files.len(), "runs": runs,
         "import_s": {"median_s": secs, "min_s": times[0].as_secs_f64(), "max_s": times[times.len() - 1].as_secs_f64()},
         "files_per_s": files.len() as f64 / secs, "mb_per_s": mb(bytes_in) / secs,

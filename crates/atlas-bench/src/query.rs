@@ -258,6 +258,13 @@ pub async fn workload(quick: bool) -> Result<Value> {
         )
     };
     let cli = cli_query(&path)?;
+    // The same query in a fresh process (a handle that has done nothing
+    // else: the warm runs above follow the naive loop's million lookups).
+    let fresh = crate::child::query(&path, Q1)?;
+    ensure!(
+        fresh["matches"].as_u64() == Some(hits.len() as u64),
+        "the fresh process found another answer"
+    );
     let names = hits.names().to_vec();
     let read_only = time(runs, || async {
         Ok(store
@@ -308,6 +315,23 @@ pub async fn workload(quick: bool) -> Result<Value> {
     row("platform_number lookup, naive loop", &naive_lookup_t);
     row("read TEMP of the matches alone", &read_only);
     row("Q1 + read TEMP of the matches", &query_read);
+    let secs = |v: &Value| Duration::from_secs_f64(v.as_f64().unwrap_or(f64::NAN));
+    println!(
+        "{:<44} {:>26}",
+        "fresh process: Q1 cold (open + query)",
+        fmt_dur(secs(&fresh["cold_s"]))
+    );
+    for (label, key) in [
+        ("fresh process: Q1 warm (query)", "warm"),
+        ("fresh process: Q1 warm (query_ids)", "warm_ids"),
+    ] {
+        let t = Timing {
+            median: secs(&fresh[key]["median_s"]),
+            min: secs(&fresh[key]["min_s"]),
+            max: secs(&fresh[key]["max_s"]),
+        };
+        row(label, &t);
+    }
     match &cli {
         Some(t) => row("`atlas query STORE Q1 --count` end to end", t),
         None => println!("`atlas query` end to end: skipped (no `atlas` binary beside this one)"),
@@ -323,6 +347,7 @@ pub async fn workload(quick: bool) -> Result<Value> {
         "q1_first": q1_first.as_secs_f64(),
         "q1_cold": q1_cold.json(),
         "cli_query": cli.as_ref().map(Timing::json),
+        "fresh_process": fresh,
         "open": open_only.json(),
         "lookup_warm": lookup_warm.json(),
         "lookup_naive": naive_lookup_t.json(),

@@ -130,16 +130,39 @@ async fn scale(quick: bool) -> Result<Value> {
             ensure!(s.list_datasets()?.len() as u64 == n, "wrong listing");
             Ok(())
         })?;
+        // Peak RSS of a fresh process that opens the store and reads one
+        // dataset, and `atlas ls` end to end (with the CLI built beside).
+        let open_rss = crate::child::open_rss(&path, &probe)?;
+        let cli_ls = match crate::child::cli() {
+            Some(exe) => {
+                let runs = tokio::task::block_in_place(|| {
+                    (0..3)
+                        .map(|_| crate::child::run_cli(&exe, &["ls".as_ref(), path.as_os_str()]))
+                        .collect::<Result<Vec<_>>>()
+                })?;
+                let peak = runs.iter().map(|r| r.1).max().unwrap_or(0);
+                Some((
+                    Timing::from_samples(runs.into_iter().map(|r| r.0).collect()),
+                    peak,
+                ))
+            }
+            None => None,
+        };
         let registry_bytes: u64 = std::fs::read_dir(path.join("atlas.meta"))?
             .filter_map(|e| e.ok()?.metadata().ok())
             .map(|m| m.len())
             .sum::<u64>()
             + std::fs::metadata(path.join("atlas.json"))?.len();
         println!(
-            "{n:>8} open {} · ls {} · registry {:.1} MB",
+            "{n:>8} open {} · ls {} · registry {:.1} MB · open + read one dataset in a fresh process: peak RSS {:.1} MB · {}",
             fmt_dur(t_open.median),
             fmt_dur(t_ls.median),
-            registry_bytes as f64 / 1e6
+            registry_bytes as f64 / 1e6,
+            open_rss as f64 / 1e6,
+            cli_ls.as_ref().map_or_else(
+                || "`atlas ls`: no CLI beside this binary".to_owned(),
+                |(t, rss)| format!("`atlas ls` {} (peak RSS {:.1} MB)", t.show(), *rss as f64 / 1e6)
+            ),
         );
         // W4: one whole small dataset, warm.
         let s = Atlas::open_path(&path).await?;
@@ -212,6 +235,8 @@ async fn scale(quick: bool) -> Result<Value> {
             "datasets": n, "ingest_s": t_ingest, "flush_s": t_flush, "flush_per_dataset_us": t_flush / n as f64 * 1e6,
             "w2_reopen_read": w2.json(), "w4_read_dataset": w4.json(),
             "open": t_open.json(), "ls": t_ls.json(), "registry_bytes": registry_bytes,
+            "open_read_peak_rss_bytes": open_rss,
+            "cli_ls": cli_ls.as_ref().map(|(t, rss)| json!({"time": t.json(), "peak_rss_bytes": rss})),
             "w3_scan_s": t_scan, "w3_scan_mb_s": scan_bytes / t_scan / 1e6, "w6_flush_1pct_s": t_w6,
         }));
     }

@@ -1,0 +1,169 @@
+//! Figures that need a process of their own: the memory of opening a store
+//! (the bench process itself has grown by then) and the `atlas` command line
+//! end to end.
+//!
+//! `atlas-bench __child open STORE DATASET` is the child side of the first:
+//! it opens the store, reads every array of one dataset, lists nothing else,
+//! and prints its peak resident memory in bytes on stdout. `atlas-bench
+//! __child query STORE QUERY` opens the store, runs the query once (cold),
+//! then 20 times each through `query` and `query_ids` (warm), and prints
+//! the timings as JSON: a query on a handle that has done nothing else.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use atlas::Atlas;
+
+use crate::workloads::ARRAYS;
+
+/// The hidden child entry point (`__child …`), run instead of the workloads.
+pub fn main(args: &[String]) -> Result<()> {
+    match args {
+        [mode, store, dataset] if mode == "open" => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let s = Atlas::open_path(Path::new(store)).await?;
+                let ds = s.open_dataset(dataset).await?;
+                for a in ARRAYS {
+                    ensure!(
+                        ds.read_array::<f32>(a, vec![], vec![]).await?.is_some(),
+                        "{dataset} has no {a}"
+                    );
+                }
+                Ok(())
+            })?;
+            println!("{}", crate::peak_rss_bytes());
+            Ok(())
+        }
+        [mode, store, query] if mode == "query" => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let q = atlas::query::Query::parse(query)?;
+            let out = rt.block_on(async {
+                let t = Instant::now();
+                let s = Atlas::open_path(Path::new(store)).await?;
+                let first = s.query(&q).await?;
+                let cold = t.elapsed();
+                let mut warm = Vec::new();
+                let mut ids = Vec::new();
+                // `ATLAS_BENCH_QUERY_RUNS=0` profiles the cold query alone.
+                let runs = std::env::var("ATLAS_BENCH_QUERY_RUNS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(QUERY_RUNS);
+                for _ in 0..runs {
+                    let t = Instant::now();
+                    ensure!(s.query(&q).await?.len() == first.len(), "answers differ");
+                    warm.push(t.elapsed());
+                    let t = Instant::now();
+                    ensure!(
+                        s.query_ids(&q).await?.len() == first.len() as u64,
+                        "answers differ"
+                    );
+                    ids.push(t.elapsed());
+                }
+                let timing = |v: Vec<std::time::Duration>| {
+                    (!v.is_empty()).then(|| crate::Timing::from_samples(v).json())
+                };
+                anyhow::Ok(serde_json::json!({
+                    "matches": first.len(),
+                    "cold_s": cold.as_secs_f64(),
+                    "warm": timing(warm),
+                    "warm_ids": timing(ids),
+                }))
+            })?;
+            println!("{out}");
+            Ok(())
+        }
+        _ => bail!("usage: atlas-bench __child open STORE DATASET | query STORE QUERY"),
+    }
+}
+
+/// Warm runs of each query call in `__child query`.
+const QUERY_RUNS: usize = 20;
+
+/// A query in a fresh process: open + first query (cold), then warm
+/// `query` and `query_ids` timings, as JSON (see `main`).
+pub fn query(store: &Path, query: &str) -> Result<serde_json::Value> {
+    let out = Command::new(std::env::current_exe()?)
+        .arg("__child")
+        .arg("query")
+        .arg(store)
+        .arg(query)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "child query failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Peak RSS of a fresh process that opens `store` and reads `dataset`.
+pub fn open_rss(store: &Path, dataset: &str) -> Result<u64> {
+    let out = Command::new(std::env::current_exe()?)
+        .arg("__child")
+        .arg("open")
+        .arg(store)
+        .arg(dataset)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "child open failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("child open printed no RSS")
+}
+
+/// The `atlas` binary built beside this one (`cargo build --release -p
+/// atlas-cli`; `cargo xtask bench` builds it), if there is one.
+pub fn cli() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?.with_file_name("atlas");
+    exe.exists().then_some(exe)
+}
+
+/// Runs `atlas ARGS` (stdout discarded) and returns its wall time and its
+/// peak resident memory, read from `/proc/PID/status` every 10 ms while it
+/// runs (the last reading before it exits; 0 where `/proc` is missing).
+/// Blocks the calling thread: call it from `block_in_place`.
+pub fn run_cli(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<(Duration, u64)> {
+    // stderr into a file, not a pipe nobody drains while it runs.
+    let mut err_file = tempfile::tempfile()?;
+    let t = Instant::now();
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(err_file.try_clone()?))
+        .spawn()?;
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        }) {
+            peak = peak.max(kb * 1024);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = t.elapsed();
+    if !status.success() {
+        let mut err = String::new();
+        std::io::Seek::rewind(&mut err_file)?;
+        std::io::Read::read_to_string(&mut err_file, &mut err)?;
+        bail!("atlas {args:?} failed ({status}): {err}");
+    }
+    Ok((elapsed, peak))
+}
