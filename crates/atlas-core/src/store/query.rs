@@ -30,7 +30,7 @@ use crate::attr::Attr;
 use crate::error::{Error, Result};
 use crate::query::source::{ArrayGroup, AttrHits, Ids, RowHits, RowTest, StatsSource};
 use crate::query::{Query, QueryIds, QueryResult};
-use crate::registry::{Record, RunSet};
+use crate::registry::{par_map, Record, Run, RunSet, StatColumn};
 
 impl Atlas {
     /// The datasets matching a query, in insertion order, with an
@@ -215,11 +215,18 @@ impl StatsSource for CatalogSource {
 
     fn names(&self, ids: &Ids) -> Result<Vec<String>> {
         let mut out: Vec<(u64, String)> = Vec::with_capacity(ids.len() as usize);
-        for (run, vis) in self.base.runs.iter().zip(&self.visible) {
-            let mine = ids & vis;
-            if !mine.is_empty() {
-                out.extend(run.names_of(&mine)?);
-            }
+        let work: Vec<(&Run, Ids)> = self
+            .base
+            .runs
+            .iter()
+            .zip(&self.visible)
+            .map(|(run, vis)| (&**run, ids & vis))
+            .filter(|(_, mine)| !mine.is_empty())
+            .collect();
+        // Runs name their part on every core (a cold query decodes each
+        // run's id blocks the matches fall in).
+        for names in par_map(&work, |(run, mine)| run.names_of(mine)) {
+            out.extend(names?);
         }
         for (id, (name, _)) in &self.pending {
             if ids.contains(*id) {
@@ -291,13 +298,28 @@ impl StatsSource for CatalogSource {
 
     fn test_rows(&self, array: &str, only: &Ids, test: RowTest<'_>) -> Result<RowHits> {
         let mut hits = RowHits::default();
+        let mut runs = Vec::new();
+        let mut scopes = Vec::new();
         for (run, vis) in self.base.runs.iter().zip(&self.visible) {
             let scope = only & vis;
-            if scope.is_empty() {
-                continue;
+            if !scope.is_empty() {
+                runs.push(&**run);
+                scopes.push(scope);
             }
-            let col = run.stat_column(array)?;
-            scan::column(&col, &scope, test, &mut hits);
+        }
+        let cols = Run::stat_columns(&runs, array)?;
+        // Each run's rows tested on every core, the answers (disjoint id
+        // sets per run) merged in run order.
+        let work: Vec<(&StatColumn, &Ids)> = cols.iter().map(|c| &**c).zip(&scopes).collect();
+        for part in par_map(&work, |(col, scope)| {
+            let mut part = RowHits::default();
+            scan::column(col, scope, test, &mut part);
+            part
+        }) {
+            hits.rows |= part.rows;
+            hits.yes |= part.yes;
+            hits.maybe |= part.maybe;
+            hits.null |= part.null;
         }
         for (id, (name, rec)) in &self.pending {
             if !only.contains(*id) {

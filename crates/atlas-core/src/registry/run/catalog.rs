@@ -15,7 +15,7 @@ use indexmap::IndexMap;
 use parking_lot::Mutex;
 use roaring::RoaringTreemap;
 
-use super::typed::StatBlock;
+use super::typed::{Ints, StatBlock};
 use super::{stat_from_repr, Attr, Result, Run, StatRow};
 
 /// Statistic or attribute columns kept decoded per run (each kind).
@@ -52,16 +52,16 @@ impl Values {
 /// One array's catalog column in one run, row `i` for dataset `ids[i]`.
 #[derive(Debug)]
 pub(crate) struct StatColumn {
-    /// Ascending.
-    pub ids: Vec<u64>,
+    /// Strictly ascending.
+    pub ids: Ints,
     pub present: RoaringTreemap,
     pub min: Values,
     /// `None` when every row's maximum is its minimum, bit for bit (an
     /// array of one value per dataset: a latitude, a time): the column is
     /// then held once, and a range test of a row is a test of its value.
     pub max: Option<Values>,
-    pub nulls: Vec<u64>,
-    pub cells: Vec<u64>,
+    pub nulls: Ints,
+    pub cells: Ints,
 }
 
 impl StatColumn {
@@ -149,14 +149,18 @@ type AnyValues = Vec<Option<StatValue>>;
 /// A statistics column being decoded: `f64` minima and maxima while every
 /// value is one, generic values from the first that is not.
 struct ColumnBuilder {
-    ids: Vec<u64>,
+    ids: Ints,
     min_f: Vec<f64>,
     max_f: Vec<f64>,
     /// Minima and maxima, once some value is not an `f64`.
     any: Option<(AnyValues, AnyValues)>,
-    nulls: Vec<u64>,
-    cells: Vec<u64>,
+    nulls: Ints,
+    cells: Ints,
     unsorted: bool,
+    /// Every block so far had its maxima equal to its minima, bit for bit:
+    /// `max_f` is then left empty (a point column's maxima are never
+    /// decoded twice).
+    point: bool,
 }
 
 fn as_f64(v: Option<&StatValue>) -> Option<f64> {
@@ -171,25 +175,42 @@ impl ColumnBuilder {
     fn new(capacity: usize) -> ColumnBuilder {
         // Capacity is only reserved: pages are touched as rows arrive.
         ColumnBuilder {
-            ids: Vec::with_capacity(capacity),
+            ids: Ints::default(),
             min_f: Vec::with_capacity(capacity),
             max_f: Vec::with_capacity(capacity),
             any: None,
-            nulls: Vec::with_capacity(capacity),
-            cells: Vec::with_capacity(capacity),
+            nulls: Ints::default(),
+            cells: Ints::default(),
             unsorted: false,
+            point: true,
+        }
+    }
+
+    /// Leaves point mode: the maxima of the first `rows` rows are their
+    /// minima.
+    fn unpoint(&mut self, rows: usize) {
+        if self.point {
+            self.max_f = self.min_f[..rows].to_vec();
+            self.point = false;
         }
     }
 
     fn push(&mut self, id: u64, row: StatRow) {
-        if self.ids.last().is_some_and(|last| *last >= id) {
+        if self.ids.last().is_some_and(|last| last >= id) {
             self.unsorted = true;
         }
-        self.ids.push(id);
+        let one = |v| Ints::Affine {
+            base: v,
+            step: 0,
+            len: 1,
+        };
+        self.ids.append(&one(id));
+        // Row by row (old runs): maxima always kept.
+        self.unpoint(self.min_f.len());
         let StatRow(lo, hi, n, c) = row;
         let (lo, hi) = (lo.map(stat_from_repr), hi.map(stat_from_repr));
-        self.nulls.push(n);
-        self.cells.push(c);
+        self.nulls.append(&one(n));
+        self.cells.append(&one(c));
         if self.any.is_none() {
             if let (Some(a), Some(b)) = (as_f64(lo.as_ref()), as_f64(hi.as_ref())) {
                 self.min_f.push(a);
@@ -225,17 +246,22 @@ impl ColumnBuilder {
             }
         }
         let n = b.ids.len();
-        self.ids.extend_from_slice(&b.ids);
-        self.nulls.extend_from_slice(&b.nulls);
-        self.cells.extend_from_slice(&b.cells);
+        self.ids.append(&b.ids);
+        self.nulls.append(&b.nulls);
+        self.cells.append(&b.cells);
         if self.any.is_none() {
             let at = self.min_f.len();
             if b.min.extend_f64(n, &mut self.min_f) {
+                if self.point && b.min.same_f64_bits(&b.max) {
+                    return;
+                }
+                self.unpoint(at);
                 if b.max.extend_f64(n, &mut self.max_f) {
                     return;
                 }
                 self.min_f.truncate(at);
             }
+            self.unpoint(at);
             self.untype();
         }
         let (mins, maxs) = self.any.as_mut().expect("just set");
@@ -244,18 +270,19 @@ impl ColumnBuilder {
     }
 
     fn finish(self) -> StatColumn {
-        let present = match (self.ids.first(), self.ids.last()) {
+        let present = match (&self.ids, self.ids.consecutive()) {
+            (_, Some((_, 0))) => RoaringTreemap::new(),
             // One contiguous range (the usual run): built as a range.
-            (Some(&first), Some(&last)) if last - first == self.ids.len() as u64 - 1 => {
+            (_, Some((first, n))) => {
                 let mut p = RoaringTreemap::new();
-                p.insert_range(first..=last);
+                p.insert_range(first..=first + (n as u64 - 1));
                 p
             }
-            _ => {
-                RoaringTreemap::from_sorted_iter(self.ids.iter().copied()).expect("checked sorted")
-            }
+            (ids, None) => RoaringTreemap::from_sorted_iter(ids.as_list().iter().copied())
+                .expect("checked sorted"),
         };
         let (min, max) = match self.any {
+            None if self.point => (Values::F64(self.min_f), None),
             None => {
                 let same = self.min_f.len() == self.max_f.len()
                     && self
@@ -325,9 +352,9 @@ pub(super) struct Cache {
 /// One decoded block of `(id, name)` pairs, the names end to end in one
 /// string (naming a few scattered datasets then touches their bytes, not
 /// one heap allocation per name of the block).
-struct IdNames {
+pub(super) struct IdNames {
     /// Ascending, never empty.
-    ids: Vec<u64>,
+    pub(super) ids: Vec<u64>,
     /// Name `k` is `text[ends[k - 1]..ends[k]]` (from 0 for the first).
     ends: Vec<usize>,
     text: String,
@@ -338,6 +365,21 @@ struct IdNames {
 }
 
 impl IdNames {
+    /// From ids, each name's end in `text`, and the names end to end (the
+    /// caller checks that `ends` ascend and cut `text` at character
+    /// boundaries).
+    pub(super) fn from_parts(ids: Vec<u64>, ends: Vec<usize>, text: String) -> IdNames {
+        let w = ends.first().copied();
+        let width = w.filter(|w| ends.iter().enumerate().all(|(k, e)| *e == (k + 1) * w));
+        IdNames {
+            ids,
+            ends,
+            text,
+            width,
+        }
+    }
+
+    #[cfg(test)]
     fn new(block: Vec<(u64, String)>) -> IdNames {
         let mut out = IdNames {
             ids: Vec::with_capacity(block.len()),
@@ -383,6 +425,40 @@ fn cached<T>(
     }
     m.insert(key.to_owned(), Arc::clone(&v));
     Ok(v)
+}
+
+/// `f` of each item, in order, computed on up to one thread per CPU (each
+/// taking the next item not yet taken): for independent pieces of work
+/// such as decoding one column in each of many runs.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(k) else { break };
+                        mine.push((k, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a worker panicked"))
+            .collect()
+    });
+    done.sort_unstable_by_key(|(k, _)| *k);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 impl Run {
@@ -447,6 +523,29 @@ impl Run {
             }
             Ok(out)
         })
+    }
+
+    /// The catalog columns of `array` in each of `runs`, in order: those not
+    /// decoded yet are decoded on up to one thread per CPU (a cold query's
+    /// cost is decompressing and decoding them, run by run, and every run's
+    /// column is independent). Errors as [`Run::stat_column`]; the first in
+    /// `runs`' order is returned.
+    pub(crate) fn stat_columns(runs: &[&Run], array: &str) -> Result<Vec<Arc<StatColumn>>> {
+        let mut out: Vec<Option<Arc<StatColumn>>> = runs
+            .iter()
+            .map(|r| r.catalog.stats.lock().get(array).cloned())
+            .collect();
+        let missing: Vec<usize> = (0..runs.len()).filter(|i| out[*i].is_none()).collect();
+        for (i, col) in missing
+            .iter()
+            .zip(par_map(&missing, |i| runs[*i].stat_column(array)))
+        {
+            out[*i] = Some(col?);
+        }
+        Ok(out
+            .into_iter()
+            .map(|c| c.expect("every run's column"))
+            .collect())
     }
 
     /// The catalog column of `array`, decoded (empty when no record has it).
@@ -527,7 +626,7 @@ impl Run {
                 let block = if let Some(b) = cached {
                     b
                 } else {
-                    let b = Arc::new(IdNames::new(self.id_block(i)?));
+                    let b = Arc::new(self.id_names(i)?);
                     self.catalog.id_blocks.lock().insert(i, Arc::clone(&b));
                     b
                 };

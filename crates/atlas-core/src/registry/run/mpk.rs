@@ -77,6 +77,12 @@ impl<'a> Cursor<'a> {
 
     /// A UTF-8 string, borrowed.
     pub(super) fn str(&mut self) -> Res<&'a str> {
+        std::str::from_utf8(self.str_bytes()?).map_err(|e| e.to_string())
+    }
+
+    /// A string's bytes, not checked to be UTF-8 (for callers that check
+    /// many strings at once).
+    pub(super) fn str_bytes(&mut self) -> Res<&'a [u8]> {
         let n = match self.byte()? {
             m @ 0xa0..=0xbf => usize::from(m & 0x1f),
             0xd9 => self.len(1)?,
@@ -84,7 +90,7 @@ impl<'a> Cursor<'a> {
             0xdb => self.len(4)?,
             m => return Err(format!("expected a string, found marker {m:#04x}")),
         };
-        std::str::from_utf8(self.take(n)?).map_err(|e| e.to_string())
+        self.take(n)
     }
 
     /// An unsigned integer (any non-negative integer encoding).

@@ -109,6 +109,20 @@ impl Side {
     /// Appends the `n` values as floats with NaN for an absent one, when
     /// every present value is a float other than NaN; false (nothing
     /// appended) otherwise.
+    /// Whether both sides are the same floats, bit for bit (a block of
+    /// arrays holding one value each: every minimum is its maximum).
+    pub(super) fn same_f64_bits(&self, other: &Side) -> bool {
+        match (self, other) {
+            (Side::None, Side::None) => true,
+            (Side::F64(p, v), Side::F64(q, w)) => {
+                p == q
+                    && v.len() == w.len()
+                    && v.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits())
+            }
+            _ => false,
+        }
+    }
+
     pub(super) fn extend_f64(&self, n: usize, out: &mut Vec<f64>) -> bool {
         match self {
             Side::None => {
@@ -134,13 +148,160 @@ impl Side {
     }
 }
 
+/// A column of integers as decoded: `Affine` while row `i` is `base + step
+/// × i` with a step of 0 or 1 (a run's consecutive ids, a null or cell
+/// count every row shares: what packed sections usually hold), a list
+/// otherwise. Keeps a million-row column of consecutive ids in three words
+/// instead of 8 MB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ints {
+    /// Row `i` is `base + step × i`; `step` is 0 or 1.
+    Affine { base: u64, step: u64, len: usize },
+    /// Any values.
+    List(Vec<u64>),
+}
+
+impl Default for Ints {
+    fn default() -> Ints {
+        Ints::List(Vec::new())
+    }
+}
+
+impl Ints {
+    /// Rows.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Ints::Affine { len, .. } => *len,
+            Ints::List(v) => v.len(),
+        }
+    }
+
+    /// No rows.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i` (panics past the end, as indexing does).
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> u64 {
+        match self {
+            Ints::Affine { base, step, len } => {
+                assert!(i < *len, "row {i} of {len}");
+                base + step * i as u64
+            }
+            Ints::List(v) => v[i],
+        }
+    }
+
+    /// The first row.
+    pub(crate) fn first(&self) -> Option<u64> {
+        (!self.is_empty()).then(|| self.get(0))
+    }
+
+    /// The last row.
+    pub(crate) fn last(&self) -> Option<u64> {
+        self.len().checked_sub(1).map(|i| self.get(i))
+    }
+
+    /// `(first, len)` when the rows are consecutive integers. For strictly
+    /// ascending rows (ids, checked when decoded), where the ends say it.
+    pub(crate) fn consecutive(&self) -> Option<(u64, usize)> {
+        match self {
+            Ints::Affine { base, step, len } if *step == 1 || *len <= 1 => Some((*base, *len)),
+            Ints::Affine { .. } => None,
+            Ints::List(v) => match (v.first(), v.last()) {
+                (Some(&a), Some(&b)) if b.checked_sub(a) == Some(v.len() as u64 - 1) => {
+                    Some((a, v.len()))
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether every row is greater than the one before.
+    pub(crate) fn strictly_ascending(&self) -> bool {
+        match self {
+            Ints::Affine { step, len, .. } => *step == 1 || *len <= 1,
+            Ints::List(v) => v.windows(2).all(|w| w[0] < w[1]),
+        }
+    }
+
+    /// As a list (for rows used one by one).
+    pub(crate) fn as_list(&self) -> std::borrow::Cow<'_, [u64]> {
+        match self {
+            Ints::List(v) => std::borrow::Cow::Borrowed(v),
+            Ints::Affine { len, .. } => {
+                std::borrow::Cow::Owned((0..*len).map(|i| self.get(i)).collect())
+            }
+        }
+    }
+
+    /// Appends `other`'s rows: still affine when both are and they line up
+    /// (a one-row side takes the other's step), a list otherwise.
+    pub(crate) fn append(&mut self, other: &Ints) {
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        if let (
+            Ints::Affine {
+                base: a0,
+                step: s0,
+                len: n0,
+            },
+            Ints::Affine {
+                base: a1,
+                step: s1,
+                len: n1,
+            },
+        ) = (&*self, other)
+        {
+            let step = if *n0 > 1 {
+                Some(*s0)
+            } else if *n1 > 1 {
+                Some(*s1)
+            } else {
+                a1.checked_sub(*a0).filter(|d| *d <= 1)
+            };
+            if let Some(step) = step {
+                let fits = (*n0 == 1 || *s0 == step)
+                    && (*n1 == 1 || *s1 == step)
+                    && (*n0 as u64)
+                        .checked_mul(step)
+                        .and_then(|d| a0.checked_add(d))
+                        == Some(*a1);
+                if fits {
+                    *self = Ints::Affine {
+                        base: *a0,
+                        step,
+                        len: n0 + n1,
+                    };
+                    return;
+                }
+            }
+        }
+        let mut v = match std::mem::take(self) {
+            Ints::List(v) => v,
+            affine @ Ints::Affine { .. } => affine.as_list().into_owned(),
+        };
+        match other {
+            Ints::List(o) => v.extend_from_slice(o),
+            Ints::Affine { len, .. } => v.extend((0..*len).map(|i| other.get(i))),
+        }
+        *self = Ints::List(v);
+    }
+}
+
 /// One decoded typed statistic block.
 #[derive(Debug, PartialEq)]
 pub(super) struct StatBlock {
     /// Strictly ascending.
-    pub ids: Vec<u64>,
-    pub nulls: Vec<u64>,
-    pub cells: Vec<u64>,
+    pub ids: Ints,
+    pub nulls: Ints,
+    pub cells: Ints,
     pub min: Side,
     pub max: Side,
 }
@@ -152,8 +313,8 @@ impl StatBlock {
         StatRow(
             self.min.get(i).as_ref().map(stat_to_repr),
             self.max.get(i).as_ref().map(stat_to_repr),
-            self.nulls[i],
-            self.cells[i],
+            self.nulls.get(i),
+            self.cells.get(i),
         )
     }
 }
@@ -374,16 +535,24 @@ impl Cursor<'_> {
     }
 
     /// A packed integer section of `n` rows (`n` bounded by the caller).
-    fn ints(&mut self, n: usize, what: &str) -> Result<Vec<u64>, String> {
+    fn ints(&mut self, n: usize, what: &str) -> Result<Ints, String> {
         let mode = self.u8(what)?;
         let base = self.u64(what)?;
         match mode {
-            INT_CONST => Ok(vec![base; n]),
+            INT_CONST => Ok(Ints::Affine {
+                base,
+                step: 0,
+                len: n,
+            }),
             INT_STEP => {
                 if n > 0 && base.checked_add(n as u64 - 1).is_none() {
                     return Err(format!("typed block: {what} overflow"));
                 }
-                Ok((0..n as u64).map(|i| base + i).collect())
+                Ok(Ints::Affine {
+                    base,
+                    step: 1,
+                    len: n,
+                })
             }
             m if (INT_OFFSETS..INT_OFFSETS + 4).contains(&m) => {
                 let width = 1usize << (m - INT_OFFSETS);
@@ -400,7 +569,7 @@ impl Cursor<'_> {
                         .ok_or_else(|| format!("typed block: {what} overflow"))?;
                     out.push(v);
                 }
-                Ok(out)
+                Ok(Ints::List(out))
             }
             m => Err(format!("typed block: unknown {what} mode {m}")),
         }
@@ -492,9 +661,9 @@ pub(super) fn decode_stats(raw: &[u8]) -> Result<StatBlock, String> {
             ));
         }
         (
-            c.words(n, "ids", u64::from_le_bytes)?,
-            c.words(n, "null counts", u64::from_le_bytes)?,
-            c.words(n, "cell counts", u64::from_le_bytes)?,
+            Ints::List(c.words(n, "ids", u64::from_le_bytes)?),
+            Ints::List(c.words(n, "null counts", u64::from_le_bytes)?),
+            Ints::List(c.words(n, "cell counts", u64::from_le_bytes)?),
         )
     } else {
         // Integer sections can describe rows in no bytes: bounded instead.
@@ -509,7 +678,7 @@ pub(super) fn decode_stats(raw: &[u8]) -> Result<StatBlock, String> {
             c.ints(n, "cell counts")?,
         )
     };
-    if ids.windows(2).any(|w| w[0] >= w[1]) {
+    if !ids.strictly_ascending() {
         return Err("typed block: ids are not strictly ascending".into());
     }
     let min = section(&mut c, kmin, n, "min")?;
@@ -730,6 +899,43 @@ mod tests {
         rmp_serde::to_vec(a).unwrap() == rmp_serde::to_vec(b).unwrap()
     }
 
+    /// Appending keeps affine columns affine exactly when the rows line up,
+    /// and the rows are the same as appending lists.
+    #[test]
+    fn ints_append_as_lists_do() {
+        let aff = |base, step, len| Ints::Affine { base, step, len };
+        let cases: Vec<Vec<Ints>> = vec![
+            vec![aff(5, 1, 3), aff(8, 1, 4)],
+            vec![aff(5, 1, 3), aff(9, 1, 4)],
+            vec![aff(7, 0, 3), aff(7, 0, 2), aff(7, 0, 1)],
+            vec![aff(7, 0, 3), aff(8, 0, 2)],
+            vec![aff(1, 0, 1), aff(2, 0, 1), aff(3, 1, 5)],
+            vec![aff(1, 0, 1), aff(1, 1, 1), aff(1, 0, 1)],
+            vec![aff(4, 1, 2), aff(6, 0, 1), aff(7, 1, 2)],
+            vec![aff(4, 1, 2), Ints::List(vec![6, 9]), aff(10, 1, 2)],
+            vec![Ints::List(vec![]), aff(u64::MAX - 1, 1, 2)],
+            vec![aff(u64::MAX, 0, 1), aff(0, 0, 1)],
+        ];
+        for parts in cases {
+            let mut got = Ints::default();
+            let mut want: Vec<u64> = Vec::new();
+            for p in &parts {
+                got.append(p);
+                want.extend(p.as_list().iter());
+            }
+            assert_eq!(*got.as_list(), want, "{parts:?}");
+            assert_eq!(got.len(), want.len());
+            let affine = want.windows(2).all(|w| w[1] == w[0])
+                || want.windows(2).all(|w| w[0].checked_add(1) == Some(w[1]));
+            assert_eq!(matches!(got, Ints::Affine { .. }), affine, "{parts:?}");
+            assert_eq!(
+                got.strictly_ascending(),
+                want.windows(2).all(|w| w[0] < w[1]),
+                "{parts:?}"
+            );
+        }
+    }
+
     #[test]
     fn typed_blocks_round_trip_every_kind() {
         let mut cases = vec![rows()];
@@ -774,7 +980,7 @@ mod tests {
             ] {
                 let b = decode_stats(&raw).unwrap();
                 assert_eq!(
-                    b.ids,
+                    *b.ids.as_list(),
                     rows.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
                     "{layout}"
                 );

@@ -384,7 +384,7 @@ fn dense(
     hits: &mut RowHits,
 ) -> bool {
     let n = col.ids.len();
-    let (first, last) = (col.ids[0], col.ids[n - 1]);
+    let (first, last) = (col.ids.get(0), col.ids.get(n - 1));
     // One 2³² block, with room for the masks' padding bits (bulk loading
     // refuses bits past the block).
     let padded_end = (first & 0xffff_ffff) + (n.div_ceil(8) as u64 + 1) * 8;
@@ -438,7 +438,7 @@ pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mu
     let all = in_scope.len() == n as u64;
     // A run's ids are usually one contiguous range (a flush or merge of
     // consecutive datasets): then a row is its id's offset, found in O(1).
-    let contiguous = col.ids[n - 1] - col.ids[0] == n as u64 - 1;
+    let contiguous = col.ids.consecutive().is_some();
     let float = FloatRows::new(col, test);
     // Enough of the column in scope: test every row into bit masks (below a
     // 1/DENSE_SHARE share, finding the scoped rows one by one is cheaper).
@@ -458,10 +458,10 @@ pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mu
     let sparse = !all && (contiguous || in_scope.len() * SPARSE_SHARE < n as u64);
     let rows: Option<Vec<usize>> = sparse.then(|| {
         if contiguous {
-            let first = col.ids[0];
+            let first = col.ids.get(0);
             in_scope.iter().map(|id| (id - first) as usize).collect()
         } else {
-            rows_of(&col.ids, &in_scope)
+            rows_of(&col.ids.as_list(), &in_scope)
         }
     });
     let mask = (!sparse && !all).then_some(&in_scope);
@@ -475,16 +475,16 @@ pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mu
                 NULL => &mut out.null,
                 _ => return,
             };
-            to.push(col.ids[i]);
+            to.push(col.ids.get(i));
         }),
         None => each(rows, n, |i| {
             test_row(
-                col.ids[i],
+                col.ids.get(i),
                 test,
                 col.min.get(i),
                 col.max().get(i),
-                col.nulls[i],
-                col.cells[i],
+                col.nulls.get(i),
+                col.cells.get(i),
                 &mut out,
             );
         }),
@@ -497,6 +497,7 @@ pub(super) fn column(col: &StatColumn, scope: &Ids, test: RowTest<'_>, hits: &mu
 mod tests {
     use super::*;
     use crate::query::value::{Interval, ValueSet};
+    use crate::registry::Ints;
 
     /// The bit-mask path answers as row-by-row tests do, for statistics and
     /// ranges, with undefined rows, any scope, and ids not starting at a
@@ -520,13 +521,18 @@ mod tests {
             .enumerate()
             .map(|(i, v)| v + (i % 7) as f64)
             .collect();
+        // Both forms of integer columns: listed and affine.
         let col = StatColumn {
-            ids: ids.clone(),
+            ids: Ints::List(ids.clone()),
             present: ids.iter().copied().collect(),
             min: Values::F64(lo.clone()),
             max: Some(Values::F64(hi.clone())),
-            nulls: vec![0; n],
-            cells: vec![10; n],
+            nulls: Ints::List(vec![0; n]),
+            cells: Ints::Affine {
+                base: 10,
+                step: 0,
+                len: n,
+            },
         };
         let num = |v: f64| Some((Val::Num(Num::F(v)), true));
         let sets = [
@@ -574,12 +580,20 @@ mod tests {
         ];
         // A column whose every maximum is its minimum, held once.
         let point = StatColumn {
-            ids: ids.clone(),
+            ids: Ints::Affine {
+                base: first,
+                step: 1,
+                len: n,
+            },
             present: ids.iter().copied().collect(),
             min: Values::F64(lo.clone()),
             max: None,
-            nulls: vec![0; n],
-            cells: vec![10; n],
+            nulls: Ints::Affine {
+                base: 0,
+                step: 0,
+                len: n,
+            },
+            cells: Ints::List(vec![10; n]),
         };
         for (col, hi) in [(&col, &hi), (&point, &lo)] {
             for set in &sets {
