@@ -432,6 +432,9 @@ fn write_run(inner: &Inner, snap: &Snapshot, from: usize, path: &Path) -> Result
         w.kill(&killed);
     }
     let full = from == 0;
+    if full {
+        w.whole_registry();
+    }
     merge_runs(runs, snap.changes.clone(), |name, rec| match rec {
         Some(rec) => w.record(name, &rec),
         // Tombstones hide older runs' records; with no older run left, none.

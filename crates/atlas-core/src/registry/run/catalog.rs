@@ -510,7 +510,18 @@ impl Run {
                 Ok(Variant { schema, attrs, ids })
             };
             let mut out = Vec::new();
-            if self.index.version >= 2 {
+            if self.index.version >= 5 {
+                let found = self
+                    .index
+                    .variant_blocks
+                    .iter()
+                    .find(|(n, _, _)| n == array);
+                if let Some((_, keys, r)) = found {
+                    for ((s, a), ids) in keys.iter().zip(self.bitmaps(r, keys.len())?) {
+                        out.push(variant(*s, *a, ids)?);
+                    }
+                }
+            } else if self.index.version >= 2 {
                 if let Some((_, vs)) = self.index.variants.iter().find(|(n, _)| n == array) {
                     for (s, a, r) in vs {
                         out.push(variant(*s, *a, self.bitmap(r)?)?);
