@@ -130,9 +130,10 @@ pub fn cli() -> Option<std::path::PathBuf> {
     exe.exists().then_some(exe)
 }
 
-/// Runs `atlas ARGS` (stdout discarded) and returns its wall time and its
-/// peak resident memory, read from `/proc/PID/status` every 10 ms while it
-/// runs (the last reading before it exits; 0 where `/proc` is missing).
+/// Runs `atlas ARGS` (stdout discarded) and returns its wall time (to its
+/// exit, waited for directly) and its peak resident memory, read from
+/// `/proc/PID/status` every 5 ms by a second thread while it runs (a lower
+/// bound for a process of a few milliseconds; 0 where `/proc` is missing).
 /// Blocks the calling thread: call it from `block_in_place`.
 pub fn run_cli(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<(Duration, u64)> {
     // stderr into a file, not a pipe nobody drains while it runs.
@@ -144,21 +145,28 @@ pub fn run_cli(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<(Duration, u64)>
         .stderr(Stdio::from(err_file.try_clone()?))
         .spawn()?;
     let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0u64;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        }) {
-            peak = peak.max(kb * 1024);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = t.elapsed();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (status, elapsed, peak) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmHWM:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                }) {
+                    peak = peak.max(kb * 1024);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        let status = child.wait();
+        let elapsed = t.elapsed();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (status, elapsed, sampler.join().expect("sampler thread"))
+    });
+    let status = status?;
     if !status.success() {
         let mut err = String::new();
         std::io::Seek::rewind(&mut err_file)?;

@@ -153,7 +153,7 @@ pub async fn w9_import(quick: bool) -> Result<Value> {
     );
     match cli_import {
         Some((t, rss)) => println!(
-            "   `atlas import` of the same files: {} wall, peak RSS {:.0} MB (sampled every 10 ms)",
+            "   `atlas import` of the same files: {} wall, peak RSS {:.0} MB (sampled every 5 ms)",
             fmt_dur(t),
             mb(rss)
         ),

@@ -168,7 +168,7 @@ async fn scale(quick: bool) -> Result<Value> {
                 || "`atlas ls`: no CLI beside this binary".to_owned(),
                 |(t, rss)| {
                     format!(
-                        "`atlas ls` {} (peak RSS sampled every 10 ms, a lower bound: {:.1} MB)",
+                        "`atlas ls` {} (peak RSS sampled every 5 ms, a lower bound: {:.1} MB)",
                         t.show(),
                         *rss as f64 / 1e6
                     )
