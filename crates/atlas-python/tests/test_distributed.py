@@ -47,7 +47,10 @@ def test_distributed_processes_reduction_equals_threaded(
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            # A free port: `None` still tries the default 8787 and warns
+            # (an error under this suite's warning filter) when something
+            # else holds it.
+            dashboard_address=":0",
             worker_dashboard_address=None,
         ) as cluster,
         Client(cluster) as client,
