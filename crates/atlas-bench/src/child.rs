@@ -90,34 +90,28 @@ const QUERY_RUNS: usize = 20;
 /// A query in a fresh process: open + first query (cold), then warm
 /// `query` and `query_ids` timings, as JSON (see `main`).
 pub fn query(store: &Path, query: &str) -> Result<serde_json::Value> {
+    let out = run_child(&["query".as_ref(), store.as_os_str(), query.as_ref()])?;
+    Ok(serde_json::from_slice(&out)?)
+}
+
+/// Runs `atlas-bench __child ARGS` and returns its standard output.
+fn run_child(args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> {
     let out = Command::new(std::env::current_exe()?)
         .arg("__child")
-        .arg("query")
-        .arg(store)
-        .arg(query)
+        .args(args)
         .output()?;
     ensure!(
         out.status.success(),
-        "child query failed: {}",
+        "atlas-bench __child {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(serde_json::from_slice(&out.stdout)?)
+    Ok(out.stdout)
 }
 
 /// Peak RSS of a fresh process that opens `store` and reads `dataset`.
 pub fn open_rss(store: &Path, dataset: &str) -> Result<u64> {
-    let out = Command::new(std::env::current_exe()?)
-        .arg("__child")
-        .arg("open")
-        .arg(store)
-        .arg(dataset)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "child open failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    let out = run_child(&["open".as_ref(), store.as_os_str(), dataset.as_ref()])?;
+    String::from_utf8_lossy(&out)
         .trim()
         .parse()
         .context("child open printed no RSS")

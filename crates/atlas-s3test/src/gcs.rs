@@ -438,20 +438,27 @@ fn param(query: &str, name: &str) -> Option<String> {
     })
 }
 
+/// XML's five entities, `&` first: escaping replaces in this order,
+/// unescaping in the reverse (so `&amp;lt;` stays `&lt;`).
+const ENTITIES: [(&str, &str); 5] = [
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    ("\"", "&quot;"),
+    ("'", "&apos;"),
+];
+
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
+    ENTITIES
+        .iter()
+        .fold(text.to_owned(), |t, (raw, entity)| t.replace(raw, entity))
 }
 
 fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+    ENTITIES
+        .iter()
+        .rev()
+        .fold(text.to_owned(), |t, (raw, entity)| t.replace(entity, raw))
 }
 
 /// Continuation tokens are opaque: the marker's bytes in hex.

@@ -5,21 +5,33 @@ use std::process::{Command, Output};
 
 use atlas_s3test::S3Server;
 
-fn atlas_s3(server: &S3Server, args: &[&str]) -> Output {
+/// Runs the CLI with the variables starting with `prefix` replaced by `vars`
+/// (none of the caller's own leaks in).
+fn atlas_with(prefix: &str, vars: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") {
+        if k.starts_with(prefix) {
             cmd.env_remove(k);
         }
     }
-    cmd.env("AWS_ENDPOINT_URL", server.endpoint())
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", atlas_s3test::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", atlas_s3test::SECRET_KEY)
-        .env("AWS_REGION", atlas_s3test::REGION)
+    cmd.envs(vars.iter().copied())
         .args(args)
         .output()
         .expect("run atlas")
+}
+
+fn atlas_s3(server: &S3Server, args: &[&str]) -> Output {
+    atlas_with(
+        "AWS_",
+        &[
+            ("AWS_ENDPOINT_URL", &server.endpoint()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", atlas_s3test::ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", atlas_s3test::SECRET_KEY),
+            ("AWS_REGION", atlas_s3test::REGION),
+        ],
+        args,
+    )
 }
 
 fn ok(server: &S3Server, args: &[&str]) -> String {
@@ -101,18 +113,15 @@ fn every_command_works_on_s3() {
 /// The CLI on a store in Google Cloud Storage (the same in-process server
 /// speaking GCS's XML API), configured by `GOOGLE_*` variables.
 fn atlas_gcs(server: &S3Server, token: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("GOOGLE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("GOOGLE_BASE_URL", server.endpoint())
-        .env("GOOGLE_ALLOW_HTTP", "true")
-        .env("GOOGLE_BEARER_TOKEN", token)
-        .args(args)
-        .output()
-        .expect("run atlas")
+    atlas_with(
+        "GOOGLE_",
+        &[
+            ("GOOGLE_BASE_URL", &server.endpoint()),
+            ("GOOGLE_ALLOW_HTTP", "true"),
+            ("GOOGLE_BEARER_TOKEN", token),
+        ],
+        args,
+    )
 }
 
 fn gcs_ok(server: &S3Server, args: &[&str]) -> String {

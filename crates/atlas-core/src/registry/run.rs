@@ -1488,14 +1488,14 @@ impl Run {
     pub(crate) fn ids(&self) -> Result<Vec<(u64, String)>> {
         let mut out = Vec::with_capacity(self.index.n_records as usize);
         for i in 0..self.index.ids.len() {
-            out.extend(self.id_block(i)?);
+            out.extend(self.id_names(i)?.pairs());
         }
         Ok(out)
     }
 
-    /// Id block `i` as one string of names (for naming query matches),
-    /// checked as [`Run::id_block`]; walked without serde, no allocation
-    /// per name.
+    /// Id block `i` as one string of names, checked: it starts at its index
+    /// key, is sorted, ends before the next block's key, and holds valid
+    /// names. Walked without serde, no allocation per name.
     fn id_names(&self, i: usize) -> Result<catalog::IdNames> {
         let (first, r) = &self.index.ids[i];
         let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
@@ -1552,30 +1552,6 @@ impl Run {
             }
         }
         Ok(catalog::IdNames::from_parts(ids, ends, text))
-    }
-
-    /// Id block `i`, checked: it starts at its index key, is sorted, ends
-    /// before the next block's key, and holds valid names.
-    fn id_block(&self, i: usize) -> Result<Vec<(u64, String)>> {
-        let (first, r) = &self.index.ids[i];
-        let block: Vec<(u64, String)> = self.read(r)?;
-        if block.first().map(|(id, _)| id) != Some(first) {
-            return Err(self.corrupt("id block does not start at its index key".into()));
-        }
-        if let Some((next, _)) = self.index.ids.get(i + 1) {
-            if block.last().is_some_and(|(last, _)| last >= next) {
-                return Err(self.corrupt("id blocks are not sorted".into()));
-            }
-        }
-        for w in block.windows(2) {
-            if w[0].0 >= w[1].0 {
-                return Err(self.corrupt("id block is not sorted".into()));
-            }
-        }
-        for (_, n) in &block {
-            validate_dataset_name(n).map_err(|e| self.corrupt(e.to_string()))?;
-        }
-        Ok(block)
     }
 
     /// Array names with a catalog column in this run.

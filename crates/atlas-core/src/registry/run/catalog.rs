@@ -381,21 +381,22 @@ impl IdNames {
 
     #[cfg(test)]
     fn new(block: Vec<(u64, String)>) -> IdNames {
-        let mut out = IdNames {
-            ids: Vec::with_capacity(block.len()),
-            ends: Vec::with_capacity(block.len()),
-            text: String::with_capacity(block.iter().map(|(_, n)| n.len()).sum()),
-            width: block.first().map(|(_, n)| n.len()),
-        };
+        let mut text = String::new();
+        let mut ends = Vec::with_capacity(block.len());
+        let mut ids = Vec::with_capacity(block.len());
         for (id, name) in block {
-            if out.width != Some(name.len()) {
-                out.width = None;
-            }
-            out.ids.push(id);
-            out.text.push_str(&name);
-            out.ends.push(out.text.len());
+            ids.push(id);
+            text.push_str(&name);
+            ends.push(text.len());
         }
-        out
+        IdNames::from_parts(ids, ends, text)
+    }
+
+    /// The `(id, name)` pairs, in order.
+    pub(super) fn pairs(&self) -> Vec<(u64, String)> {
+        (0..self.ids.len())
+            .map(|k| (self.ids[k], self.name(k).to_owned()))
+            .collect()
     }
 
     fn name(&self, k: usize) -> &str {
