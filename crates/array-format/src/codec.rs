@@ -247,8 +247,51 @@ pub(crate) fn decode_block_into(
     raw_len: usize,
     bufs: &mut DecodeBuffers,
 ) -> Result<(), DecodeError> {
+    decompress_into(stored, codec, raw_len, bufs)?;
+    match filter {
+        FILTER_NONE => Ok(()),
+        FILTER_SHUFFLE if width > 1 && raw_len.is_multiple_of(width) => {
+            unshuffle_buffers(bufs, width);
+            Ok(())
+        }
+        other => Err(filter_error(other, raw_len, width)),
+    }
+}
+
+/// Undoes the shuffle filter on `bufs.out` (cells of `width` bytes), in
+/// place as far as the caller sees.
+pub(crate) fn unshuffle_buffers(bufs: &mut DecodeBuffers, width: usize) {
+    std::mem::swap(&mut bufs.out, &mut bufs.spare);
+    unshuffle_into(&bufs.spare, width, &mut bufs.out);
+}
+
+/// Why `filter` cannot be undone on `raw_len` bytes of `width`-byte cells
+/// (an unknown filter id, or a shuffle of cells that do not tile the block).
+pub(crate) fn filter_error(filter: u8, raw_len: usize, width: usize) -> DecodeError {
+    if filter == FILTER_SHUFFLE {
+        DecodeError::Damaged(format!(
+            "shuffle filter on {raw_len} bytes of {width}-byte cells"
+        ))
+    } else {
+        DecodeError::Damaged(format!("unknown filter id {filter}"))
+    }
+}
+
+/// The codec stage of [`decode_block_into`] alone: `bufs.out` holds exactly
+/// `raw_len` bytes, still filtered, on success.
+pub(crate) fn decompress_into(
+    stored: &[u8],
+    codec: u8,
+    raw_len: usize,
+    bufs: &mut DecodeBuffers,
+) -> Result<(), DecodeError> {
     let decoded = &mut bufs.out;
-    decoded.clear();
+    // The codecs below overwrite what they report writing and the length is
+    // checked against `raw_len`, so a reused buffer of the right length is
+    // not cleared first (zeroing it cost as much as decoding a small block).
+    if codec == 0 || decoded.len() != raw_len {
+        decoded.clear();
+    }
     match codec {
         0 => decoded.extend_from_slice(stored),
         1 => {
@@ -301,18 +344,7 @@ pub(crate) fn decode_block_into(
             decoded.len()
         )));
     }
-    match filter {
-        FILTER_NONE => Ok(()),
-        FILTER_SHUFFLE if width > 1 && raw_len.is_multiple_of(width) => {
-            std::mem::swap(&mut bufs.out, &mut bufs.spare);
-            unshuffle_into(&bufs.spare, width, &mut bufs.out);
-            Ok(())
-        }
-        FILTER_SHUFFLE => Err(DecodeError::Damaged(format!(
-            "shuffle filter on {raw_len} bytes of {width}-byte cells"
-        ))),
-        other => Err(DecodeError::Damaged(format!("unknown filter id {other}"))),
-    }
+    Ok(())
 }
 
 /// Byte shuffle: byte `b` of cell `i` moves to `b * n + i`.

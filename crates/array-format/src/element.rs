@@ -25,6 +25,15 @@ pub trait ArrayElement:
     /// `n * width` bytes for fixed-width types. Returns `None` on invalid bytes.
     fn decode_fixed(bytes: &[u8], n: usize) -> Option<Vec<Self>>;
 
+    /// Decodes `n` cells from their byte-shuffled encoding (byte `b` of cell
+    /// `i` at `b * n + i`, see the shuffle filter) in one pass, without
+    /// unshuffling into a buffer first. `None` for types the filter does not
+    /// apply to (one byte or variable width), and for bytes that do not hold
+    /// exactly `n` cells.
+    fn decode_shuffled(_planes: &[u8], _n: usize) -> Option<Vec<Self>> {
+        None
+    }
+
     /// This value as a [`FillValue`].
     fn to_fill(&self) -> FillValue;
 
@@ -51,7 +60,7 @@ pub trait ArrayElement:
 }
 
 macro_rules! fixed_element {
-    ($t:ty, $dtype:ident, $stat:ident, $to_stat:expr) => {
+    ($t:ty, $dtype:ident, $stat:ident, $to_stat:expr, $planes:ident) => {
         impl sealed::Sealed for $t {}
         impl ArrayElement for $t {
             const DTYPE: DType = DType::$dtype;
@@ -76,6 +85,16 @@ macro_rules! fixed_element {
                         .chunks_exact(W)
                         .map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk"))),
                 );
+                Some(out)
+            }
+
+            fn decode_shuffled(planes: &[u8], n: usize) -> Option<Vec<Self>> {
+                const W: usize = size_of::<$t>();
+                if W == 1 || planes.len() != n.checked_mul(W)? {
+                    return None;
+                }
+                let mut out = reserve_cells(n)?;
+                out.extend($planes(planes, n).map(<$t>::from_le_bytes));
                 Some(out)
             }
 
@@ -105,16 +124,48 @@ macro_rules! fixed_element {
     };
 }
 
-fixed_element!(i8, Int8, Int, i64::from);
-fixed_element!(i16, Int16, Int, i64::from);
-fixed_element!(i32, Int32, Int, i64::from);
-fixed_element!(i64, Int64, Int, |v| v);
-fixed_element!(u8, UInt8, UInt, u64::from);
-fixed_element!(u16, UInt16, UInt, u64::from);
-fixed_element!(u32, UInt32, UInt, u64::from);
-fixed_element!(u64, UInt64, UInt, |v| v);
-fixed_element!(f32, Float32, Float, f64::from);
-fixed_element!(f64, Float64, Float, |v| v);
+/// The cells of `n` one-byte cells' single plane.
+fn planes1(p: &[u8], n: usize) -> impl Iterator<Item = [u8; 1]> + '_ {
+    p[..n].iter().map(|&a| [a])
+}
+
+/// Cell `i` of `n` two-byte cells from their two byte planes (the shuffle
+/// filter's layout). Zipped slices, so the loop has no bounds checks.
+fn planes2(p: &[u8], n: usize) -> impl Iterator<Item = [u8; 2]> + '_ {
+    let (a, b) = p.split_at(n);
+    a.iter().zip(&b[..n]).map(|(&a, &b)| [a, b])
+}
+
+/// As [`planes2`], for four-byte cells.
+fn planes4(planes: &[u8], n: usize) -> impl Iterator<Item = [u8; 4]> + '_ {
+    let (b0, rest) = planes.split_at(n);
+    let (b1, rest) = rest.split_at(n);
+    let (b2, b3) = rest.split_at(n);
+    b0.iter()
+        .zip(b1)
+        .zip(b2)
+        .zip(&b3[..n])
+        .map(|(((&x0, &x1), &x2), &x3)| [x0, x1, x2, x3])
+}
+
+/// As [`planes2`], for eight-byte cells.
+fn planes8(p: &[u8], n: usize) -> impl Iterator<Item = [u8; 8]> + '_ {
+    let (lo, hi) = p.split_at(4 * n);
+    planes4(lo, n)
+        .zip(planes4(hi, n))
+        .map(|(l, h)| [l[0], l[1], l[2], l[3], h[0], h[1], h[2], h[3]])
+}
+
+fixed_element!(i8, Int8, Int, i64::from, planes1);
+fixed_element!(i16, Int16, Int, i64::from, planes2);
+fixed_element!(i32, Int32, Int, i64::from, planes4);
+fixed_element!(i64, Int64, Int, |v| v, planes8);
+fixed_element!(u8, UInt8, UInt, u64::from, planes1);
+fixed_element!(u16, UInt16, UInt, u64::from, planes2);
+fixed_element!(u32, UInt32, UInt, u64::from, planes4);
+fixed_element!(u64, UInt64, UInt, |v| v, planes8);
+fixed_element!(f32, Float32, Float, f64::from, planes4);
+fixed_element!(f64, Float64, Float, |v| v, planes8);
 
 impl sealed::Sealed for bool {}
 impl ArrayElement for bool {
@@ -163,6 +214,10 @@ impl ArrayElement for TimestampNs {
 
     fn decode_fixed(bytes: &[u8], n: usize) -> Option<Vec<Self>> {
         i64::decode_fixed(bytes, n).map(|v| v.into_iter().map(TimestampNs).collect())
+    }
+
+    fn decode_shuffled(planes: &[u8], n: usize) -> Option<Vec<Self>> {
+        i64::decode_shuffled(planes, n).map(|v| v.into_iter().map(TimestampNs).collect())
     }
 
     fn to_fill(&self) -> FillValue {
@@ -351,6 +406,44 @@ mod tests {
             decode_cells::<TimestampNs>(&(-5i64).to_le_bytes(), 1),
             Some(vec![TimestampNs(-5)])
         );
+    }
+
+    /// Decoding shuffled planes directly equals unshuffling, then decoding,
+    /// for every fixed-width type; wrong lengths are refused.
+    #[test]
+    fn shuffled_cells_decode_as_unshuffled_ones() {
+        fn check<T: ArrayElement + PartialEq + std::fmt::Debug>(values: &[T]) {
+            let raw = encode_cells(values).unwrap();
+            let width = T::DTYPE.size_bytes().unwrap();
+            let planes = crate::codec::shuffle(&raw, width);
+            let n = values.len();
+            assert_eq!(
+                T::decode_shuffled(&planes, n).as_deref(),
+                Some(values),
+                "{}",
+                T::DTYPE
+            );
+            assert!(T::decode_shuffled(&planes, n + 1).is_none());
+            if n > 0 {
+                assert!(T::decode_shuffled(&planes[1..], n).is_none());
+            }
+        }
+        for n in [0usize, 1, 3, 50, 1025] {
+            let k = |i: usize| (i * 2_654_435_761) as u64;
+            check(&(0..n).map(|i| k(i) as i16).collect::<Vec<_>>());
+            check(&(0..n).map(|i| k(i) as u16).collect::<Vec<_>>());
+            check(&(0..n).map(|i| k(i) as i32).collect::<Vec<_>>());
+            check(&(0..n).map(|i| k(i) as u32).collect::<Vec<_>>());
+            check(&(0..n).map(|i| k(i) as i64 - (1 << 40)).collect::<Vec<_>>());
+            check(&(0..n).map(k).collect::<Vec<_>>());
+            check(&(0..n).map(|i| k(i) as f32 * -0.37).collect::<Vec<_>>());
+            check(&(0..n).map(|i| k(i) as f64 * 1e-3).collect::<Vec<_>>());
+            check(&(0..n).map(|i| TimestampNs(k(i) as i64)).collect::<Vec<_>>());
+        }
+        // One-byte and variable-width types have no shuffled form.
+        assert!(u8::decode_shuffled(&[1, 2], 2).is_none());
+        assert!(bool::decode_shuffled(&[1, 0], 2).is_none());
+        assert!(String::decode_shuffled(&[0; 8], 2).is_none());
     }
 
     #[test]

@@ -80,8 +80,67 @@ pub fn main(args: &[String]) -> Result<()> {
             println!("{out}");
             Ok(())
         }
-        _ => bail!("usage: atlas-bench __child open STORE DATASET | query STORE QUERY"),
+        [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
+        _ => bail!(
+            "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
+             | loop w1|w3 DIR DATASETS REPS"
+        ),
     }
+}
+
+/// `__child loop w1|w3 DIR DATASETS REPS`: one workload repeated, for a
+/// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
+/// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
+/// DIR, REPS times; `w3` builds that store once (untimed) and scans `TEMP`
+/// across it REPS times through one open handle. Prints each repetition's
+/// time and the median.
+fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
+    let n: u64 = n.parse().context("DATASETS")?;
+    let reps: usize = reps.parse().context("REPS")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut times = Vec::with_capacity(reps);
+    match work {
+        "w1" => {
+            for r in 0..reps {
+                let path = dir.join(format!("w1-{r}"));
+                let t = Instant::now();
+                rt.block_on(crate::workloads::ingest(&path, n))?;
+                times.push(t.elapsed());
+                std::fs::remove_dir_all(&path)?;
+            }
+        }
+        "w3" => {
+            let path = dir.join("w3");
+            let names: Vec<String> = (0..n).map(|i| format!("profile_{i:07}")).collect();
+            let store = if path.exists() {
+                rt.block_on(Atlas::open_path(&path))?
+            } else {
+                rt.block_on(crate::workloads::ingest(&path, n))?.0
+            };
+            for _ in 0..reps {
+                let t = Instant::now();
+                let mut cells = 0;
+                for batch in names.chunks(4096) {
+                    for a in
+                        rt.block_on(store.read_array_across::<f32>("TEMP", batch, vec![], vec![]))?
+                    {
+                        cells += a.context("missing TEMP")?.len();
+                    }
+                }
+                times.push(t.elapsed());
+                ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
+            }
+        }
+        _ => bail!("loop: w1 or w3, not {work:?}"),
+    }
+    for (r, t) in times.iter().enumerate() {
+        eprintln!("rep {r}: {:.3} ms", t.as_secs_f64() * 1e3);
+    }
+    let med = crate::Timing::from_samples(times);
+    println!("{}", med.json());
+    Ok(())
 }
 
 /// Warm runs of each query call in `__child query`.

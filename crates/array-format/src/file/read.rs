@@ -5,7 +5,10 @@ use super::{
     decode_cells, fill_of, slab, Arc, ArrayD, ArrayElement, ArrayFile, ArraySchema, BlockKey,
     ChunkEntry, DecodeError, Error, IxDyn, Layer, Path, Result, Source,
 };
-use crate::codec::{decode_block_into, DecodeBuffers};
+use crate::codec::{
+    decode_block_into, decompress_into, filter_error, unshuffle_buffers, DecodeBuffers,
+    FILTER_SHUFFLE,
+};
 
 impl ArrayFile {
     /// Decoded raw bytes of a chunk's newest version.
@@ -289,8 +292,72 @@ pub(super) fn cells_array<T: ArrayElement>(
             format!("chunk cells do not decode as {}", T::DTYPE),
         )
     })?;
+    Ok(array_of(cells, shape))
+}
+
+/// `cells` (as many as `shape` has) as an array of `shape`.
+fn array_of<T>(cells: Vec<T>, shape: &[u64]) -> ArrayD<T> {
+    if shape.len() == 1 {
+        // The common case of a profile, without building a dynamic shape
+        // from a slice (measurable per array in a scan of small arrays).
+        return ndarray::Array1::from_vec(cells).into_dyn();
+    }
     let dims: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
-    Ok(ArrayD::from_shape_vec(IxDyn(&dims), cells).expect("cell count matches shape"))
+    ArrayD::from_shape_vec(IxDyn(&dims), cells).expect("cell count matches shape")
+}
+
+/// One committed block decoded into an array of `shape`: the checksum, the
+/// codec into `bufs`, then the cells. Byte-shuffled cells are unshuffled as
+/// they are converted, so a small block is copied once after the codec;
+/// the errors are those of [`decode_checked_into`] then [`cells_array`].
+pub(super) fn decode_entry_array<T: ArrayElement>(
+    stored: &[u8],
+    e: &ChunkEntry,
+    shape: &[u64],
+    path: &Path,
+    bufs: &mut DecodeBuffers,
+) -> Result<ArrayD<T>> {
+    let width = T::DTYPE.size_bytes().unwrap_or(0);
+    if e.filter != FILTER_SHUFFLE || width <= 1 {
+        decode_checked_into(
+            stored, e.crc, e.codec, e.filter, width, e.raw_len, path, e.offset, bufs,
+        )?;
+        return cells_array(&bufs.out, shape, path, e.offset);
+    }
+    if crc32c::crc32c(stored) != e.crc {
+        return Err(Error::corrupt(path, e.offset, "block checksum mismatch"));
+    }
+    let raw_len = to_usize(e.raw_len, path, e.offset)?;
+    decompress_into(stored, e.codec, raw_len, bufs).map_err(|d| decode_error(d, path, e.offset))?;
+    if !raw_len.is_multiple_of(width) {
+        return Err(decode_error(
+            filter_error(e.filter, raw_len, width),
+            path,
+            e.offset,
+        ));
+    }
+    let n: u64 = shape.iter().product();
+    if let Some(cells) = usize::try_from(n)
+        .ok()
+        .and_then(|n| T::decode_shuffled(&bufs.out, n))
+    {
+        return Ok(array_of(cells, shape));
+    }
+    // Cells that do not fill the block: the general path says so.
+    unshuffle_buffers(bufs, width);
+    cells_array(&bufs.out, shape, path, e.offset)
+}
+
+/// A codec error of the block at `offset` of `path` as this crate's error.
+fn decode_error(e: DecodeError, path: &Path, offset: u64) -> Error {
+    match e {
+        DecodeError::Damaged(reason) => Error::corrupt(path, offset, reason),
+        DecodeError::Unavailable { codec, feature } => Error::CodecUnavailable {
+            path: path.to_owned(),
+            codec,
+            feature,
+        },
+    }
 }
 
 /// The stored (still compressed) bytes of one block.
@@ -351,12 +418,6 @@ pub(super) fn decode_checked_into(
         return Err(Error::corrupt(path, offset, "block checksum mismatch"));
     }
     let raw_len = to_usize(raw_len, path, offset)?;
-    decode_block_into(stored, codec, filter, width, raw_len, bufs).map_err(|e| match e {
-        DecodeError::Damaged(reason) => Error::corrupt(path, offset, reason),
-        DecodeError::Unavailable { codec, feature } => Error::CodecUnavailable {
-            path: path.to_owned(),
-            codec,
-            feature,
-        },
-    })
+    decode_block_into(stored, codec, filter, width, raw_len, bufs)
+        .map_err(|e| decode_error(e, path, offset))
 }

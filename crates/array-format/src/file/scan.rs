@@ -15,7 +15,9 @@
 
 use std::ops::Range;
 
-use super::read::{cells_array, decode_checked_into};
+use rayon::prelude::*;
+
+use super::read::decode_entry_array;
 use super::{
     ArrayD, ArrayElement, ArrayFile, ArraySchema, Committed, Loc, Path, Result, Source, View,
 };
@@ -24,7 +26,7 @@ use crate::codec::DecodeBuffers;
 /// Below this many names the whole file index is not built: each name's
 /// state is built alone from the footers.
 const BUILD_INDEX_FROM: usize = 64;
-/// A thread decodes at least this many arrays (spawning one costs about as
+/// A parallel part decodes at least this many arrays (a task costs about as
 /// much as decoding a few dozen small blocks).
 const MIN_PER_THREAD: usize = 256;
 /// Blocks closer than this are fetched in one read (the gap is read too).
@@ -149,20 +151,14 @@ impl<'a> Scan<'a> {
         if n <= per {
             return self.read_part::<T>(0..n, start, count);
         }
-        std::thread::scope(|s| {
-            let parts: Vec<_> = (0..n)
-                .step_by(per)
-                .map(|a| {
-                    let part = a..(a + per).min(n);
-                    s.spawn(move || self.read_part::<T>(part, start, count))
-                })
-                .collect();
-            let mut out = Vec::with_capacity(n);
-            for p in parts {
-                out.extend(p.join().expect("scan thread panicked"));
-            }
-            out
-        })
+        // On rayon's pool of persistent threads: contiguous parts, results
+        // collected in part order.
+        let parts: Vec<Range<usize>> = (0..n).step_by(per).map(|a| a..(a + per).min(n)).collect();
+        let done: Vec<Vec<Result<ArrayD<T>>>> = parts
+            .into_par_iter()
+            .map(|part| self.read_part::<T>(part, start, count))
+            .collect();
+        done.into_iter().flatten().collect()
     }
 
     /// The one committed block holding all of the `k`-th array, when the
@@ -198,12 +194,16 @@ impl<'a> Scan<'a> {
     ) -> Vec<Result<ArrayD<T>>> {
         let file = self.file;
         // 1. Every committed block the reads need. Errors are left to step 3.
+        // The whole-array blocks (the common case) are remembered per name.
+        let mut whole: Vec<Option<&'a Loc>> = Vec::with_capacity(part.len());
         let mut wanted: Vec<(u32, u64, u64)> = Vec::new();
         for k in part.clone() {
-            if let Some(loc) = self.whole_block(k, start, count) {
-                if view_dtype(&self.resolved[k]) == Some(T::DTYPE) {
-                    wanted.push((loc.layer, loc.entry.offset, loc.entry.stored_len));
-                }
+            let block = self
+                .whole_block(k, start, count)
+                .filter(|_| view_dtype(&self.resolved[k]) == Some(T::DTYPE));
+            whole.push(block);
+            if let Some(loc) = block {
+                wanted.push((loc.layer, loc.entry.offset, loc.entry.stored_len));
                 continue;
             }
             let Resolved::Found(view) = &self.resolved[k] else {
@@ -225,45 +225,33 @@ impl<'a> Scan<'a> {
                 }
             }
         }
-        wanted.sort_unstable();
+        // Blocks of names in listing order usually come sorted already.
+        if !wanted.is_sorted() {
+            wanted.sort_unstable();
+        }
         wanted.dedup();
         let fetched = Fetched::read(file, &wanted);
         // 2. Decode and assemble, with one set of decoder buffers.
-        let width = T::DTYPE.size_bytes().unwrap_or(0);
         let mut bufs = DecodeBuffers::default();
-        let decode = |loc: &Loc, shape: &[u64], bufs: &mut DecodeBuffers| {
-            let Some(stored) = fetched.get(&wanted, loc) else {
+        let mut cursor = 0usize;
+        let mut decode = |loc: &Loc, shape: &[u64], bufs: &mut DecodeBuffers| {
+            let Some(stored) = fetched.get(&wanted, loc, &mut cursor) else {
                 return file.chunk_array(&Source::Layer(loc), shape, false);
             };
             let layer = &file.layers[loc.layer as usize];
-            let e = &loc.entry;
-            decode_checked_into(
-                stored,
-                e.crc,
-                e.codec,
-                e.filter,
-                width,
-                e.raw_len,
-                &layer.path,
-                e.offset,
-                bufs,
-            )?;
-            cells_array(&bufs.out, shape, &layer.path, e.offset)
+            decode_entry_array(stored, &loc.entry, shape, &layer.path, bufs)
         };
-        part.map(|k| {
-            if let (Some(loc), Resolved::Found(view)) =
-                (self.whole_block(k, start, count), &self.resolved[k])
-            {
-                if view.schema.dtype == T::DTYPE {
+        part.zip(whole)
+            .map(|(k, block)| {
+                if let (Some(loc), Resolved::Found(view)) = (block, &self.resolved[k]) {
                     return decode(loc, &view.schema.shape, &mut bufs);
                 }
-            }
-            file.read_with(self.names[k], start, count, |src, cshape| match src {
-                Source::Layer(loc) => decode(loc, cshape, &mut bufs),
-                Source::Pending(_) => file.chunk_array(src, cshape, false),
+                file.read_with(self.names[k], start, count, |src, cshape| match src {
+                    Source::Layer(loc) => decode(loc, cshape, &mut bufs),
+                    Source::Pending(_) => file.chunk_array(src, cshape, false),
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 }
 
@@ -334,9 +322,18 @@ impl Fetched {
     }
 
     /// The stored bytes of `loc`'s block, if it was wanted and read.
-    fn get(&self, wanted: &[(u32, u64, u64)], loc: &Loc) -> Option<&[u8]> {
+    /// `cursor` is where the previous block was found: blocks asked for in
+    /// file order are found there or next to it without a search.
+    fn get(&self, wanted: &[(u32, u64, u64)], loc: &Loc, cursor: &mut usize) -> Option<&[u8]> {
         let key = (loc.layer, loc.entry.offset, loc.entry.stored_len);
-        let m = wanted.binary_search(&key).ok()?;
+        let m = if wanted.get(*cursor) == Some(&key) {
+            *cursor
+        } else if wanted.get(*cursor + 1) == Some(&key) {
+            *cursor + 1
+        } else {
+            wanted.binary_search(&key).ok()?
+        };
+        *cursor = m;
         let (b, at) = self.at[m]?;
         self.buffers[b].get(at..at + usize::try_from(key.2).ok()?)
     }

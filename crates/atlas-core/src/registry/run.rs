@@ -1371,14 +1371,28 @@ impl Run {
             }
             for (i, open) in &groups[g..end] {
                 let block = self.record_block_from(*i, fetched.remove(i))?;
+                // The names ascend (repeats allowed), so each is searched
+                // for only from the previous one's place, and a name that is
+                // the same or the next record (a scan of every dataset)
+                // costs one or two comparisons.
+                let mut from = 0usize;
                 for &j in open {
-                    let Ok(at) = block
-                        .recs
-                        .binary_search_by(|r| r.name.as_str().cmp(names[j]))
-                    else {
-                        continue;
+                    let rest = &block.recs[from..];
+                    let is = |p: usize| rest.get(p).is_some_and(|r| r.name == names[j]);
+                    let found = if is(0) {
+                        Ok(0)
+                    } else if is(1) {
+                        Ok(1)
+                    } else {
+                        rest.binary_search_by(|r| r.name.as_str().cmp(names[j]))
                     };
-                    out[j] = Some(self.schema_in(&block, at, array)?);
+                    match found {
+                        Ok(p) => {
+                            out[j] = Some(self.schema_in(&block, from + p, array)?);
+                            from += p;
+                        }
+                        Err(p) => from += p,
+                    }
                 }
             }
             g = end;

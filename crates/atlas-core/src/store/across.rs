@@ -1,7 +1,8 @@
 //! Reads of one array across many datasets.
 
-use array_format::ArrayElement;
+use array_format::{ArrayElement, ArrayFile, ArraySchema};
 use ndarray::{ArrayD, Axis};
+use rayon::prelude::*;
 
 use std::sync::Arc;
 
@@ -25,22 +26,40 @@ impl Atlas {
     ) -> Result<Vec<Option<ArrayD<T>>>> {
         let inner = Arc::clone(&self.inner);
         let owned: Vec<String> = datasets.iter().map(|d| d.as_ref().to_owned()).collect();
+        // Contiguous parts of the names, one per core (each large enough to
+        // be worth a task): every step below runs per part, in parallel, and
+        // the parts' results are concatenated in order, so the result and
+        // the error reported (the first in name order, lookups before reads)
+        // do not depend on the number of cores.
+        let per = owned
+            .len()
+            .div_ceil(rayon::current_num_threads())
+            .max(MIN_PART);
         // Registry lookups may read blocks: on the blocking pool.
         let a = array.to_owned();
         let (owned, found) = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-            let found = inner.lookup_schemas(&refs, &a);
+            let found: Vec<Result<Vec<SchemaOf>>> = owned
+                .par_chunks(per)
+                .map(|part| {
+                    let refs: Vec<&str> = part.iter().map(String::as_str).collect();
+                    inner.lookup_schemas(&refs, &a)
+                })
+                .collect();
             (owned, found)
         })
         .await
         .expect("lookup task panicked");
         let mut schemas = Vec::with_capacity(owned.len());
-        for (d, found) in owned.iter().zip(found?) {
-            schemas.push(match found {
-                SchemaOf::NoDataset => return Err(Error::DatasetNotFound { name: d.clone() }),
-                SchemaOf::NoArray => None,
-                SchemaOf::Schema(e) => Some(e.schema),
-            });
+        let mut names = owned.iter();
+        for part in found {
+            for found in part? {
+                let d = names.next().expect("one answer per name");
+                schemas.push(match found {
+                    SchemaOf::NoDataset => return Err(Error::DatasetNotFound { name: d.clone() }),
+                    SchemaOf::NoArray => None,
+                    SchemaOf::Schema(e) => Some(e.schema),
+                });
+            }
         }
         let Some(file) = self.inner.file_async(array).await? else {
             return Ok(vec![None; owned.len()]);
@@ -50,45 +69,17 @@ impl Atlas {
         // Resolving names (building the file's whole index for many), the
         // schema check and the decoding: off the runtime.
         tokio::task::spawn_blocking(move || {
-            let present: Vec<&str> = owned
-                .iter()
-                .zip(&schemas)
-                .filter(|(_, s)| s.is_some())
-                .map(|(d, _)| d.as_str())
+            let first = owned.first().map_or("", String::as_str);
+            let parts: Vec<Result<Vec<Option<ArrayD<T>>>>> = owned
+                .par_chunks(per)
+                .zip(schemas.par_chunks(per))
+                .map(|(names, schemas)| {
+                    read_part(&guard, &array, first, names, schemas, &start, &count)
+                })
                 .collect();
-            let first = || owned.first().map_or("", String::as_str);
-            let scan = guard
-                .scan(&present)
-                .map_err(|e| Error::array(first(), &array, e))?;
-            // As in `DatasetView::read_array`: never read with sizes the
-            // registry did not agree to.
-            for (k, registry) in schemas.iter().flatten().enumerate() {
-                let d = present[k];
-                let in_file = scan.try_schema(k).map_err(|e| Error::array(d, &array, e))?;
-                if in_file.is_none_or(|f| **registry != *f) {
-                    return Err(Error::array(
-                        d,
-                        &array,
-                        array_format::Error::corrupt(
-                            scan.schema_origin(k).unwrap_or(guard.dir()),
-                            0,
-                            format!("the array file's schema of {d:?} differs from the registry's"),
-                        ),
-                    ));
-                }
-            }
-            let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            let mut got = scan.read::<T>(&start, &count, threads).into_iter();
             let mut out = Vec::with_capacity(owned.len());
-            let mut k = 0;
-            for registry in &schemas {
-                if registry.is_none() {
-                    out.push(None);
-                    continue;
-                }
-                let r = got.next().expect("one result per name");
-                out.push(Some(r.map_err(|e| Error::array(present[k], &array, e))?));
-                k += 1;
+            for part in parts {
+                out.extend(part?);
             }
             Ok(out)
         })
@@ -132,4 +123,62 @@ impl Atlas {
         }
         Ok(ndarray::stack(Axis(0), &views).expect("shapes checked"))
     }
+}
+
+/// Fewest names a parallel part of [`Atlas::read_array_across`] is given
+/// (a task costs about as much as reading a few dozen small arrays).
+const MIN_PART: usize = 256;
+
+/// One part of [`Atlas::read_array_across`]: `names` with the registry's
+/// schemas (`None`: no such array), resolved in the array file, checked
+/// against the file's schemas, then read. `first` names the errors of the
+/// file as a whole.
+fn read_part<T: ArrayElement>(
+    file: &ArrayFile,
+    array: &str,
+    first: &str,
+    names: &[String],
+    schemas: &[Option<Arc<ArraySchema>>],
+    start: &[u64],
+    count: &[u64],
+) -> Result<Vec<Option<ArrayD<T>>>> {
+    let present: Vec<&str> = names
+        .iter()
+        .zip(schemas)
+        .filter(|(_, s)| s.is_some())
+        .map(|(d, _)| d.as_str())
+        .collect();
+    let scan = file
+        .scan(&present)
+        .map_err(|e| Error::array(first, array, e))?;
+    // As in `DatasetView::read_array`: never read with sizes the registry
+    // did not agree to.
+    for (k, registry) in schemas.iter().flatten().enumerate() {
+        let d = present[k];
+        let in_file = scan.try_schema(k).map_err(|e| Error::array(d, array, e))?;
+        if in_file.is_none_or(|f| **registry != *f) {
+            return Err(Error::array(
+                d,
+                array,
+                array_format::Error::corrupt(
+                    scan.schema_origin(k).unwrap_or(file.dir()),
+                    0,
+                    format!("the array file's schema of {d:?} differs from the registry's"),
+                ),
+            ));
+        }
+    }
+    let mut got = scan.read::<T>(start, count, 1).into_iter();
+    let mut out = Vec::with_capacity(names.len());
+    let mut k = 0;
+    for registry in schemas {
+        if registry.is_none() {
+            out.push(None);
+            continue;
+        }
+        let r = got.next().expect("one result per name");
+        out.push(Some(r.map_err(|e| Error::array(present[k], array, e))?));
+        k += 1;
+    }
+    Ok(out)
 }

@@ -916,6 +916,51 @@ async fn read_array_across_equals_single_reads_and_names_a_damaged_dataset() {
     }
 }
 
+/// Names asked for more than once, out of order, some without the array:
+/// the registry's ordered walk and the parallel parts answer each place.
+#[tokio::test]
+async fn read_array_across_repeated_names_and_missing_arrays() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let n = 700usize;
+    for i in 0..n {
+        let ds = s.create_dataset(&format!("r{i:04}")).await.unwrap();
+        if !i.is_multiple_of(5) {
+            ds.define_array::<f64>("x", strings(&["k"]), vec![4], None, None)
+                .await
+                .unwrap();
+            let v: Vec<f64> = (0..4u8).map(|c| i as f64 + 0.25 * f64::from(c)).collect();
+            ds.write_array("x", vec![], arr1(v).view()).await.unwrap();
+        }
+    }
+    s.flush().await.unwrap();
+    let r = reopen_mem(&storage, "repeats").await;
+    // Each name twice in a row, then every third name again, backwards.
+    let mut asked: Vec<String> = (0..n)
+        .flat_map(|i| [format!("r{i:04}"), format!("r{i:04}")])
+        .collect();
+    asked.extend((0..n).rev().step_by(3).map(|i| format!("r{i:04}")));
+    let got = r
+        .read_array_across::<f64>("x", &asked, vec![], vec![])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), asked.len());
+    for (d, g) in asked.iter().zip(&got) {
+        let i: usize = d[1..].parse().unwrap();
+        if i.is_multiple_of(5) {
+            assert!(g.is_none(), "{d} has no x");
+        } else {
+            assert_eq!(cells(g.as_ref().unwrap())[3], i as f64 + 0.75, "{d}");
+        }
+    }
+    // A missing dataset anywhere is an error naming it.
+    asked.insert(901, "nope".into());
+    assert!(matches!(
+        r.read_array_across::<f64>("x", &asked, vec![], vec![]).await,
+        Err(Error::DatasetNotFound { name }) if name == "nope"
+    ));
+}
+
 #[tokio::test]
 async fn array_layers_grow_per_touching_flush_and_compact_to_one() {
     let storage = MemoryStorage::new();
