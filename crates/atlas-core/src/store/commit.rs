@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use array_format::{ArrayFile, LayerId, PreparedLayer, Storage, Version};
 use indexmap::IndexMap;
+use rayon::prelude::*;
 use tokio::sync::OwnedRwLockWriteGuard;
 
 mod compact;
@@ -516,18 +517,6 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
             }
         }
     }
-    let mut prepared: Vec<(usize, PreparedLayer)> = Vec::new();
-    for (i, (_, g)) in guards.iter().enumerate() {
-        match g.write_pending() {
-            Ok(Some(p)) => prepared.push((i, p)),
-            Ok(None) => {}
-            Err(e) => {
-                remove_prepared(storage, &prepared);
-                give_back();
-                return Err(e.into());
-            }
-        }
-    }
     let meta_dir = inner.root.join(META_DIR);
     let (committed_runs, committed_segments) = {
         let c = inner.committed.lock();
@@ -545,6 +534,54 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     } else {
         None
     };
+    let run_path = run.as_ref().map(|(id, _)| meta_dir.join(id.as_str()));
+    // The new files, written in parallel: a layer per array file with
+    // pending changes, and the registry's run beside them (neither reads
+    // the other; the manifest that names them all is written after both).
+    let (layers, written_run) = rayon::join(
+        || {
+            guards
+                .par_iter()
+                .enumerate()
+                .map(|(i, (_, g))| Ok(g.write_pending()?.map(|p| (i, p))))
+                .collect::<Vec<Result<Option<(usize, PreparedLayer)>>>>()
+        },
+        || {
+            let ((id, from), path) = run.as_ref().zip(run_path.as_ref())?;
+            Some(
+                storage
+                    .create_dir_all(&meta_dir)
+                    .map_err(Error::from)
+                    .and_then(|()| write_run(inner, &snap, *from, path))
+                    .and_then(|()| storage.sync_dir(&meta_dir).map_err(Error::from))
+                    .and_then(|()| crate::registry::Run::open(storage, path, id.clone())),
+            )
+        },
+    );
+    let mut prepared: Vec<(usize, PreparedLayer)> = Vec::new();
+    let mut failed: Option<Error> = None;
+    for layer in layers {
+        match layer {
+            Ok(Some(p)) => prepared.push(p),
+            Ok(None) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    let fail_before = |e: Error| {
+        remove_prepared(storage, &prepared);
+        if let Some(p) = &run_path {
+            let _ = storage.remove_file(p);
+        }
+        give_back();
+        e
+    };
+    let new_run = match (failed, written_run) {
+        (Some(e), _) | (None, Some(Err(e))) => return Err(fail_before(e)),
+        (None, Some(Ok(r))) => Some(r),
+        (None, None) => None,
+    };
     // What this commit does to history (reads tagged generations' copies).
     let step = {
         let (hist, parent, policy) = {
@@ -554,11 +591,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         let (tags, dead) = (hist.tags.clone(), hist.dead_tags.clone());
         match super::history::Step::plan(inner, &hist, parent, policy, None, tags, dead) {
             Ok(s) => s,
-            Err(e) => {
-                remove_prepared(storage, &prepared);
-                give_back();
-                return Err(e);
-            }
+            Err(e) => return Err(fail_before(e)),
         }
     };
     let new_gen = step.generation();
@@ -659,15 +692,6 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         manifest.retired_file.clone_from(&committed.retired_file);
         (manifest, dropped, expired)
     };
-    let run_path = run.as_ref().map(|(id, _)| meta_dir.join(id.as_str()));
-    let fail_before = |e: Error| {
-        remove_prepared(storage, &prepared);
-        if let Some(p) = &run_path {
-            let _ = storage.remove_file(p);
-        }
-        give_back();
-        e
-    };
     // A directory created by this flush (a new array's, or `atlas.meta/` of a
     // store created elsewhere) must be durable before the manifest that names
     // files in it: its entry lives in the root directory, which the
@@ -676,23 +700,11 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         .iter()
         .any(|(i, _)| !inner.committed.lock().arrays.contains_key(&guards[*i].0))
         || (run.is_some() && committed_runs.is_empty());
-    let mut new_runs: Option<RunSet> = None;
-    if let (Some((id, from)), Some(path)) = (&run, &run_path) {
-        let written = storage
-            .create_dir_all(&meta_dir)
-            .map_err(Error::from)
-            .and_then(|()| write_run(inner, &snap, *from, path))
-            .and_then(|()| storage.sync_dir(&meta_dir).map_err(Error::from))
-            .and_then(|()| crate::registry::Run::open(storage, path, id.clone()));
-        match written {
-            Ok(r) => {
-                let mut runs = snap.base.runs[..*from].to_vec();
-                runs.push(Arc::new(r));
-                new_runs = Some(RunSet::from_runs(runs));
-            }
-            Err(e) => return Err(fail_before(e)),
-        }
-    }
+    let new_runs: Option<RunSet> = run.as_ref().zip(new_run).map(|((_, from), r)| {
+        let mut runs = snap.base.runs[..*from].to_vec();
+        runs.push(Arc::new(r));
+        RunSet::from_runs(runs)
+    });
     if new_dirs {
         if let Err(e) = storage.sync_dir(&inner.root) {
             return Err(fail_before(e.into()));
