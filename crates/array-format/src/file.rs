@@ -135,7 +135,8 @@ struct Loc {
 
 #[derive(Clone, Debug)]
 struct Committed {
-    schema: ArraySchema,
+    /// Shared by consecutive definitions with equal schemas.
+    schema: Arc<ArraySchema>,
     chunks: ChunkMap<Loc>,
     /// The layer whose `Define` record gave the schema.
     defined_in: u32,

@@ -19,7 +19,9 @@ use std::sync::{Arc, OnceLock};
 use indexmap::IndexMap;
 use parking_lot::Mutex;
 
-use super::{ArrayFile, ArrayRecord, BlockKey, Committed, Error, Layer, Loc, RecordKind, Result};
+use super::{
+    ArrayFile, ArrayRecord, ArraySchema, BlockKey, Committed, Error, Layer, Loc, RecordKind, Result,
+};
 use crate::layer::BlockRef;
 
 /// Slots in the first arena segment; segment `k` holds `FIRST_SEGMENT << k`.
@@ -222,11 +224,12 @@ impl ArrayFile {
             return Ok(all);
         }
         let mut map = IndexMap::new();
+        let mut last = None;
         for (idx, layer) in self.layers.iter().enumerate() {
             let idx = u32::try_from(idx).expect("fewer than 2^32 layers");
             // Every block of every layer: fetched in batches, not one by one.
             for rec in layer.all_records_batched()? {
-                apply_record(&mut map, rec, idx, &layer.path)?;
+                apply_record(&mut map, rec, idx, &layer.path, &mut last)?;
             }
         }
         let _ = self.index.all.set(map);
@@ -249,8 +252,9 @@ impl ArrayFile {
             return Ok(());
         }
         if let Some(all) = self.index.all.get_mut() {
+            let mut last = None;
             for rec in records {
-                apply_record(all, rec, idx, path)?;
+                apply_record(all, rec, idx, path, &mut last)?;
             }
             // `all` answers every name now.
             self.index.clear_slots();
@@ -268,9 +272,18 @@ impl ArrayFile {
     }
 }
 
-fn defined(rec: ArrayRecord, idx: u32) -> Committed {
+/// The committed state a `Define` record of layer `idx` starts. Its schema
+/// is shared with the previous definition's when equal (`last`), as the
+/// arrays of one file mostly are: held once, and compared by address by a
+/// caller that checked it once (a scan of many arrays).
+fn defined(rec: ArrayRecord, idx: u32, last: &mut Option<Arc<ArraySchema>>) -> Committed {
+    let schema = rec.schema.expect("decoded define records carry a schema");
+    let schema = match last {
+        Some(l) if **l == schema => Arc::clone(l),
+        _ => Arc::clone(last.insert(Arc::new(schema))),
+    };
     Committed {
-        schema: rec.schema.expect("decoded define records carry a schema"),
+        schema,
         chunks: rec
             .chunks
             .into_iter()
@@ -318,7 +331,7 @@ pub(super) fn fold(
 ) -> Result<()> {
     match rec.kind {
         RecordKind::Delete => *state = None,
-        RecordKind::Define => *state = Some(defined(rec, idx)),
+        RecordKind::Define => *state = Some(defined(rec, idx, &mut None)),
         RecordKind::Update => update(state.as_mut(), rec, path, idx)?,
     }
     Ok(())
@@ -330,6 +343,7 @@ fn apply_record(
     rec: ArrayRecord,
     idx: u32,
     path: &Path,
+    last: &mut Option<Arc<ArraySchema>>,
 ) -> Result<()> {
     match rec.kind {
         RecordKind::Delete => {
@@ -339,7 +353,7 @@ fn apply_record(
             // A redefinition moves the name to the end, like a new array.
             map.shift_remove(&rec.name);
             let name = rec.name.clone();
-            map.insert(name, defined(rec, idx));
+            map.insert(name, defined(rec, idx, last));
         }
         RecordKind::Update => update(map.get_mut(&rec.name), rec, path, idx)?,
     }

@@ -152,21 +152,31 @@ fn read_part<T: ArrayElement>(
         .scan(&present)
         .map_err(|e| Error::array(first, array, e))?;
     // As in `DatasetView::read_array`: never read with sizes the registry
-    // did not agree to.
+    // did not agree to. Both sides share schema objects between datasets
+    // (the registry's dictionary, the array file's consecutive equal
+    // definitions), so a pair found equal once is not compared again.
+    let mut agreed: Option<(&ArraySchema, &ArraySchema)> = None;
     for (k, registry) in schemas.iter().flatten().enumerate() {
         let d = present[k];
         let in_file = scan.try_schema(k).map_err(|e| Error::array(d, array, e))?;
-        if in_file.is_none_or(|f| **registry != *f) {
-            return Err(Error::array(
-                d,
-                array,
-                array_format::Error::corrupt(
-                    scan.schema_origin(k).unwrap_or(file.dir()),
-                    0,
-                    format!("the array file's schema of {d:?} differs from the registry's"),
-                ),
-            ));
+        if let (Some(f), Some((r0, f0))) = (in_file, agreed) {
+            if std::ptr::eq(Arc::as_ptr(registry), r0) && std::ptr::eq(f, f0) {
+                continue;
+            }
         }
+        if let Some(f) = in_file.filter(|f| **registry == **f) {
+            agreed = Some((&**registry, f));
+            continue;
+        }
+        return Err(Error::array(
+            d,
+            array,
+            array_format::Error::corrupt(
+                scan.schema_origin(k).unwrap_or(file.dir()),
+                0,
+                format!("the array file's schema of {d:?} differs from the registry's"),
+            ),
+        ));
     }
     let mut got = scan.read::<T>(start, count, 1).into_iter();
     let mut out = Vec::with_capacity(names.len());
