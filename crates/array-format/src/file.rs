@@ -54,6 +54,7 @@ use index::MergedIndex;
 pub use merge::MergePlan;
 pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};
+pub use read::IN_MEMORY_READ_CELLS;
 use read::{decode_entry, read_stored};
 pub use scan::Scan;
 pub use write::IN_MEMORY_WRITE_BYTES;

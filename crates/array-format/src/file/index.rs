@@ -79,6 +79,22 @@ impl MergedIndex {
         &segment[j]
     }
 
+    /// True when `name`'s state is known without reading a footer block:
+    /// the whole index is built, or this name's state was built alone.
+    pub(super) fn is_built(&self, name: &str) -> bool {
+        if self.all.get().is_some() {
+            return true;
+        }
+        let Some(slot) = self.slot_of.lock().get(name).copied() else {
+            return false;
+        };
+        let (k, j) = locate(slot);
+        self.segments[k]
+            .get()
+            .and_then(|segment| segment.get(j))
+            .is_some_and(|s| s.get().is_some())
+    }
+
     /// The built state of `name`, if it was built alone.
     fn slot_mut(&mut self, name: &str) -> Option<&mut Option<Box<Committed>>> {
         let (k, j) = locate(*self.slot_of.get_mut().get(name)?);

@@ -365,3 +365,38 @@ fn roundtrip_from_non_standard_layout_views() {
         assert_eq!(read(&g), want, "{codec}: reopened");
     }
 }
+
+/// `read_is_in_memory` says yes only when a read would not touch storage:
+/// pending arrays, and committed ones whose state is built and whose blocks
+/// are cached; never for a fresh handle, an uncached block or a large read.
+#[test]
+fn read_is_in_memory_only_without_storage_access() {
+    let (storage, mut f) = crate::common::mem_file(options(array_format::Codec::Lz4, true));
+    f.define_array::<f32>("p", dims(1), vec![100], Some(vec![10]), None)
+        .unwrap();
+    let v = ndarray::Array1::from_iter((0..100).map(|i| i as f32)).into_dyn();
+    f.write_array("p", &[], v.view()).unwrap();
+    assert!(f.read_is_in_memory("p", &[], &[]), "pending");
+    assert!(f.read_is_in_memory("nope", &[], &[]), "fails without I/O");
+    f.flush().unwrap();
+    let g = crate::common::mem_open(&storage, &f.layers()).unwrap();
+    assert!(!g.read_is_in_memory("p", &[], &[]), "state not built");
+    let part = g.read_array::<f32>("p", &[0], &[15]).unwrap();
+    assert_eq!(part[[14]], 14.0);
+    // Built now; chunks 0 and 1 cached, chunk 2 not.
+    assert!(g.read_is_in_memory("p", &[0], &[20]));
+    assert!(!g.read_is_in_memory("p", &[0], &[21]));
+    assert!(
+        g.read_is_in_memory("p", &[200], &[1]),
+        "out of bounds fails fast"
+    );
+    assert_eq!(g.read_array::<f32>("p", &[], &[]).unwrap()[[99]], 99.0);
+    assert!(g.read_is_in_memory("p", &[], &[]));
+
+    // More cells than a read served in place may assemble.
+    let n = array_format::IN_MEMORY_READ_CELLS + 1;
+    f.define_array::<u8>("big", dims(1), vec![n], Some(vec![n]), None)
+        .unwrap();
+    assert!(!f.read_is_in_memory("big", &[], &[]));
+    assert!(f.read_is_in_memory("big", &[0], &[16]));
+}

@@ -207,6 +207,11 @@ impl DatasetView {
             return Ok(None);
         };
         let f = file.read_owned().await;
+        // A small read served from memory (the cache, pending writes) runs
+        // here: a blocking-pool round trip costs more than it does.
+        if f.read_is_in_memory(&self.name, &start, &count) {
+            return read_checked(&self.name, name, &registry, &f, &start, &count).map(Some);
+        }
         // Checking the schema, fetching and decoding run on the blocking pool.
         let (dataset, array) = (self.name.clone(), name.to_owned());
         tokio::task::spawn_blocking(move || {
