@@ -45,6 +45,9 @@ pub(super) struct MergedIndex {
     /// Every defined name in listing order (first definition, a redefinition
     /// moving the name to the end), once built. Takes precedence over `slots`.
     pub(super) all: OnceLock<IndexMap<String, Committed>>,
+    /// Held while `all` is built, so that threads needing it at once (the
+    /// parallel parts of a scan) build it once, not once each.
+    building: Mutex<()>,
     /// The slot of each name built alone.
     pub(super) slot_of: Mutex<HashMap<String, usize>>,
     /// Append-only slots whose addresses never move (segments are allocated
@@ -236,6 +239,10 @@ impl ArrayFile {
     /// Every committed name's state in listing order, built on first use (every
     /// footer block of every layer decoded).
     pub(super) fn all(&self) -> Result<&IndexMap<String, Committed>> {
+        if let Some(all) = self.index.all.get() {
+            return Ok(all);
+        }
+        let _building = self.index.building.lock();
         if let Some(all) = self.index.all.get() {
             return Ok(all);
         }
