@@ -232,10 +232,23 @@ fn netcdf4_imports_go_through_the_helper() {
     std::fs::copy(atlas_exe, &lone).unwrap();
     let store2_path = dir.path().join("store2");
     let store2 = s(&store2_path);
-    let out = std::process::Command::new(&lone)
-        .args(["import", "-q", store2, src_s])
-        .output()
-        .unwrap();
+    // Another test thread forking while `copy` held the new file open for
+    // writing leaves a child holding that descriptor until it execs; running
+    // the file meanwhile fails with ETXTBSY ("Text file busy"). That window
+    // is short: try again.
+    let mut tries = 0;
+    let out = loop {
+        match std::process::Command::new(&lone)
+            .args(["import", "-q", store2, src_s])
+            .output()
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r.unwrap(),
+        }
+    };
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("atlas-netcdf4"), "{err}");

@@ -43,7 +43,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use array_format::{ArrayStats, ReadHandle, StatValue, Storage, TimestampNs, WriteHandle};
+use array_format::{
+    ArraySchema, ArrayStats, ReadHandle, StatValue, Storage, TimestampNs, WriteHandle,
+};
 use indexmap::IndexMap;
 use parking_lot::RwLock;
 use roaring::RoaringTreemap;
@@ -442,6 +444,11 @@ pub(crate) struct RunWriter<'s> {
     attr_sets: Vec<IndexMap<String, Attr>>,
     attr_idx: HashMap<Vec<u8>, u32>,
     attr_ptr: HashMap<usize, u32>,
+    /// Indexed schemas by a hash of their content: equal ones are found
+    /// without serializing them.
+    schema_eq: HashMap<u64, Vec<(Arc<ArraySchema>, u32)>>,
+    /// Indexed attribute sets by a hash of their keys.
+    attr_eq: HashMap<u64, Vec<(AttrSet, u32)>>,
     n_records: u64,
     n_tombstones: u64,
     /// Pointers of the schemas and attribute sets behind `*_ptr`, kept alive
@@ -506,6 +513,8 @@ impl<'s> RunWriter<'s> {
             attr_sets: Vec::new(),
             attr_idx: HashMap::new(),
             attr_ptr: HashMap::new(),
+            schema_eq: HashMap::new(),
+            attr_eq: HashMap::new(),
             n_records: 0,
             n_tombstones: 0,
             keep: Vec::new(),
@@ -573,12 +582,36 @@ impl<'s> RunWriter<'s> {
         if let Some(i) = self.schema_ptr.get(&ptr) {
             return *i;
         }
-        let repr = schema_to_repr(&e.schema);
-        let key = rmp_serde::to_vec(&repr).expect("schemas serialize");
-        let i = *self.schema_idx.entry(key).or_insert_with(|| {
-            self.schemas.push(repr);
-            (self.schemas.len() - 1) as u32
-        });
+        // A schema equal to one already indexed (each new dataset defines
+        // its arrays with schema objects of its own) is found by content
+        // without serializing it; equal schemas serialize identically
+        // (fill values compare by bits), so the index is the one the
+        // serialized key would give.
+        let fp = schema_fingerprint(&e.schema);
+        let known = self
+            .schema_eq
+            .get(&fp)
+            .and_then(|c| c.iter().find(|(s, _)| **s == *e.schema))
+            .map(|(_, i)| *i);
+        let i = if let Some(i) = known {
+            debug_assert_eq!(
+                rmp_serde::to_vec(&schema_to_repr(&e.schema)).ok(),
+                rmp_serde::to_vec(&self.schemas[i as usize]).ok()
+            );
+            i
+        } else {
+            let repr = schema_to_repr(&e.schema);
+            let key = rmp_serde::to_vec(&repr).expect("schemas serialize");
+            let i = *self.schema_idx.entry(key).or_insert_with(|| {
+                self.schemas.push(repr);
+                (self.schemas.len() - 1) as u32
+            });
+            self.schema_eq
+                .entry(fp)
+                .or_default()
+                .push((Arc::clone(&e.schema), i));
+            i
+        };
         self.schema_ptr.insert(ptr, i);
         self.keep
             .push(Arc::clone(&e.schema) as Arc<dyn std::any::Any + Send + Sync>);
@@ -593,11 +626,27 @@ impl<'s> RunWriter<'s> {
         if let Some(i) = self.attr_ptr.get(&ptr) {
             return Some(*i);
         }
-        let key = rmp_serde::to_vec(&*e.attributes).expect("attributes serialize");
-        let i = *self.attr_idx.entry(key).or_insert_with(|| {
-            self.attr_sets.push((*e.attributes).clone());
-            (self.attr_sets.len() - 1) as u32
-        });
+        // As for schemas: found by content (in order, values by bits) first.
+        let fp = attrs_fingerprint(&e.attributes);
+        let known = self
+            .attr_eq
+            .get(&fp)
+            .and_then(|c| c.iter().find(|(a, _)| same_attrs(a, &e.attributes)))
+            .map(|(_, i)| *i);
+        let i = if let Some(i) = known {
+            i
+        } else {
+            let key = rmp_serde::to_vec(&*e.attributes).expect("attributes serialize");
+            let i = *self.attr_idx.entry(key).or_insert_with(|| {
+                self.attr_sets.push((*e.attributes).clone());
+                (self.attr_sets.len() - 1) as u32
+            });
+            self.attr_eq
+                .entry(fp)
+                .or_default()
+                .push((Arc::clone(&e.attributes), i));
+            i
+        };
         self.attr_ptr.insert(ptr, i);
         self.keep
             .push(Arc::clone(&e.attributes) as Arc<dyn std::any::Any + Send + Sync>);
@@ -891,6 +940,37 @@ fn approx_attr_len(a: &Attr) -> usize {
         Attr::TimestampList(l) => l.len() * 9,
         _ => 9,
     }
+}
+
+/// A shared attribute set of an array.
+type AttrSet = Arc<IndexMap<String, Attr>>;
+
+/// A hash of what identifies a schema but its fill value (compared exactly
+/// by the caller).
+fn schema_fingerprint(s: &ArraySchema) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.dtype.hash(&mut h);
+    s.dims.hash(&mut h);
+    s.shape.hash(&mut h);
+    s.chunk_shape.hash(&mut h);
+    h.finish()
+}
+
+/// A hash of an attribute set's keys, in order.
+fn attrs_fingerprint(a: &IndexMap<String, Attr>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for k in a.keys() {
+        k.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Equal attribute sets in the same order (`IndexMap`'s own equality
+/// ignores order, which their serialization keeps).
+fn same_attrs(a: &IndexMap<String, Attr>, b: &IndexMap<String, Attr>) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 fn approx_body_len(b: &BodyRepr) -> usize {
@@ -1859,6 +1939,59 @@ mod tests {
         }
         w.kill(&killed.iter().copied().collect());
         w.finish().unwrap();
+    }
+
+    /// Schemas and attribute sets are found by content: equal ones (from
+    /// objects of their own) share an index; a fill value differing only in
+    /// its sign bit, or the same attributes in another order, do not.
+    #[test]
+    fn dictionary_dedupes_by_content_keeping_order_and_bits() {
+        let storage = MemoryStorage::new();
+        let path = Path::new("/s/atlas.meta/d.run");
+        storage.create_dir_all(path.parent().unwrap()).unwrap();
+        let mut w = RunWriter::create(&storage, path).unwrap();
+        let attr = |keys: &[&str]| {
+            Arc::new(
+                keys.iter()
+                    .map(|k| ((*k).to_owned(), Attr::from(*k)))
+                    .collect::<IndexMap<_, _>>(),
+            )
+        };
+        let variants = [
+            (0.0f32, attr(&["units", "long_name"])),
+            (0.0, attr(&["units", "long_name"])),
+            (-0.0, attr(&["units", "long_name"])),
+            (0.0, attr(&["long_name", "units"])),
+        ];
+        for (i, (fill, attributes)) in variants.iter().enumerate() {
+            let mut rec = record(i as u64, 1.0);
+            let e = Arc::make_mut(&mut rec.meta).arrays.get_mut("TEMP").unwrap();
+            let mut schema = (*e.schema).clone();
+            schema.fill_value = Some(FillValue::Float32(*fill));
+            e.schema = Arc::new(schema);
+            e.attributes = Arc::clone(attributes);
+            w.record(&format!("v{i}"), &rec).unwrap();
+        }
+        w.finish().unwrap();
+        let run = Run::open(&storage, path, RunId::fresh()).unwrap();
+        assert_eq!(run.dict().unwrap().schemas.len(), 2, "0.0 and -0.0");
+        assert_eq!(run.dict().unwrap().attr_sets.len(), 2, "two orders");
+        for (i, (fill, attributes)) in variants.iter().enumerate() {
+            let Some(Found::Live(r)) = run.get(&format!("v{i}")).unwrap() else {
+                panic!("v{i}");
+            };
+            let e = &r.meta.arrays["TEMP"];
+            assert!(e
+                .schema
+                .fill_value
+                .as_ref()
+                .unwrap()
+                .same_as(&FillValue::Float32(*fill)));
+            assert!(
+                e.attributes.keys().eq(attributes.keys()),
+                "v{i}: order kept"
+            );
+        }
     }
 
     #[test]
