@@ -248,6 +248,17 @@ pub(crate) fn decode_block_into(
     bufs: &mut DecodeBuffers,
 ) -> Result<(), DecodeError> {
     decompress_into(stored, codec, raw_len, bufs)?;
+    undo_filter(filter, width, raw_len, bufs)
+}
+
+/// The filter stage of [`decode_block_into`] alone, on the `raw_len` bytes
+/// the codec left in `bufs.out`.
+pub(crate) fn undo_filter(
+    filter: u8,
+    width: usize,
+    raw_len: usize,
+    bufs: &mut DecodeBuffers,
+) -> Result<(), DecodeError> {
     match filter {
         FILTER_NONE => Ok(()),
         FILTER_SHUFFLE if width > 1 && raw_len.is_multiple_of(width) => {

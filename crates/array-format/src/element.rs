@@ -60,7 +60,7 @@ pub trait ArrayElement:
 }
 
 macro_rules! fixed_element {
-    ($t:ty, $dtype:ident, $stat:ident, $to_stat:expr, $planes:ident) => {
+    ($t:ty, $dtype:ident, $stat:ident, $to_stat:expr $(, $planes:ident)?) => {
         impl sealed::Sealed for $t {}
         impl ArrayElement for $t {
             const DTYPE: DType = DType::$dtype;
@@ -88,15 +88,16 @@ macro_rules! fixed_element {
                 Some(out)
             }
 
+            $(
             fn decode_shuffled(planes: &[u8], n: usize) -> Option<Vec<Self>> {
-                const W: usize = size_of::<$t>();
-                if W == 1 || planes.len() != n.checked_mul(W)? {
+                if planes.len() != n.checked_mul(size_of::<$t>())? {
                     return None;
                 }
                 let mut out = reserve_cells(n)?;
                 out.extend($planes(planes, n).map(<$t>::from_le_bytes));
                 Some(out)
             }
+            )?
 
             fn to_fill(&self) -> FillValue {
                 FillValue::$dtype(*self)
@@ -122,11 +123,6 @@ macro_rules! fixed_element {
             }
         }
     };
-}
-
-/// The cells of `n` one-byte cells' single plane.
-fn planes1(p: &[u8], n: usize) -> impl Iterator<Item = [u8; 1]> + '_ {
-    p[..n].iter().map(|&a| [a])
 }
 
 /// Cell `i` of `n` two-byte cells from their two byte planes (the shuffle
@@ -156,11 +152,12 @@ fn planes8(p: &[u8], n: usize) -> impl Iterator<Item = [u8; 8]> + '_ {
         .map(|(l, h)| [l[0], l[1], l[2], l[3], h[0], h[1], h[2], h[3]])
 }
 
-fixed_element!(i8, Int8, Int, i64::from, planes1);
+// One-byte cells are never shuffled: no `decode_shuffled` for them.
+fixed_element!(i8, Int8, Int, i64::from);
 fixed_element!(i16, Int16, Int, i64::from, planes2);
 fixed_element!(i32, Int32, Int, i64::from, planes4);
 fixed_element!(i64, Int64, Int, |v| v, planes8);
-fixed_element!(u8, UInt8, UInt, u64::from, planes1);
+fixed_element!(u8, UInt8, UInt, u64::from);
 fixed_element!(u16, UInt16, UInt, u64::from, planes2);
 fixed_element!(u32, UInt32, UInt, u64::from, planes4);
 fixed_element!(u64, UInt64, UInt, |v| v, planes8);

@@ -56,7 +56,7 @@ pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};
 pub use read::IN_MEMORY_READ_CELLS;
 use read::{decode_entry, read_stored};
-pub use scan::Scan;
+pub use scan::{Scan, SCAN_MIN_PART};
 pub use write::IN_MEMORY_WRITE_BYTES;
 
 /// The name of one layer file inside an array file's directory.

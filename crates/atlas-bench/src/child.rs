@@ -113,7 +113,7 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
         }
         "w3" => {
             let path = dir.join("w3");
-            let names: Vec<String> = (0..n).map(|i| format!("profile_{i:07}")).collect();
+            let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
             let store = if path.exists() {
                 rt.block_on(Atlas::open_path(&path))?
             } else {

@@ -3,11 +3,10 @@
 
 use super::{
     decode_cells, fill_of, slab, Arc, ArrayD, ArrayElement, ArrayFile, ArraySchema, BlockKey,
-    ChunkEntry, DecodeError, Error, IxDyn, Layer, Path, RecordKind, Result, Source,
+    ChunkEntry, DecodeError, Error, IxDyn, Layer, Loc, Path, RecordKind, Result, Source, View,
 };
 use crate::codec::{
-    decode_block_into, decompress_into, filter_error, unshuffle_buffers, DecodeBuffers,
-    FILTER_SHUFFLE,
+    decompress_into, filter_error, undo_filter, unshuffle_buffers, DecodeBuffers, FILTER_SHUFFLE,
 };
 
 /// Largest read [`ArrayFile::read_is_in_memory`] calls cheap: 64 Ki cells
@@ -160,19 +159,7 @@ impl ArrayFile {
         if cells > IN_MEMORY_READ_CELLS {
             return false;
         }
-        if cells == 0 {
-            return true;
-        }
-        view.schema
-            .chunks_touching(&st, &ct)
-            .into_iter()
-            .all(|idx| match view.source(idx) {
-                Some(Source::Layer(loc)) => self.cache.contains(&BlockKey {
-                    layer_uid: self.layers[loc.layer as usize].uid,
-                    offset: loc.entry.offset,
-                }),
-                _ => true,
-            })
+        cells == 0 || self.uncached(&view, &st, &ct).is_empty()
     }
 
     /// The committed blocks a read of `name`'s region needs that neither
@@ -188,19 +175,29 @@ impl ArrayFile {
         if ct.contains(&0) {
             return Vec::new();
         }
-        let mut out = Vec::new();
-        for idx in view.schema.chunks_touching(&st, &ct) {
-            if let Some(Source::Layer(loc)) = view.source(idx) {
-                let key = BlockKey {
+        self.uncached(&view, &st, &ct)
+            .into_iter()
+            .map(|loc| (loc.layer, loc.entry.clone()))
+            .collect()
+    }
+
+    /// The committed blocks of `view`'s resolved region (`st`, `ct`, no
+    /// empty extent) that neither cache level holds.
+    fn uncached<'a>(&self, view: &View<'a>, st: &[u64], ct: &[u64]) -> Vec<&'a Loc> {
+        view.schema
+            .chunks_touching(st, ct)
+            .into_iter()
+            .filter_map(|idx| match view.source(idx) {
+                Some(Source::Layer(loc)) => Some(loc),
+                _ => None,
+            })
+            .filter(|loc| {
+                !self.cache.contains(&BlockKey {
                     layer_uid: self.layers[loc.layer as usize].uid,
                     offset: loc.entry.offset,
-                };
-                if !self.cache.contains(&key) {
-                    out.push((loc.layer, loc.entry.clone()));
-                }
-            }
-        }
-        out
+                })
+            })
+            .collect()
     }
 
     /// Fetches `blocks` with one batch of ranged reads per layer into the raw
@@ -373,11 +370,7 @@ pub(super) fn decode_entry_array<T: ArrayElement>(
         )?;
         return cells_array(&bufs.out, shape, path, e.offset);
     }
-    if crc32c::crc32c(stored) != e.crc {
-        return Err(Error::corrupt(path, e.offset, "block checksum mismatch"));
-    }
-    let raw_len = to_usize(e.raw_len, path, e.offset)?;
-    decompress_into(stored, e.codec, raw_len, bufs).map_err(|d| decode_error(d, path, e.offset))?;
+    let raw_len = decompress_checked(stored, e.crc, e.codec, e.raw_len, path, e.offset, bufs)?;
     if !raw_len.is_multiple_of(width) {
         return Err(decode_error(
             filter_error(e.filter, raw_len, width),
@@ -463,10 +456,25 @@ pub(super) fn decode_checked_into(
     offset: u64,
     bufs: &mut DecodeBuffers,
 ) -> Result<()> {
+    let raw_len = decompress_checked(stored, crc, codec, raw_len, path, offset, bufs)?;
+    undo_filter(filter, width, raw_len, bufs).map_err(|e| decode_error(e, path, offset))
+}
+
+/// The checksum, then the codec into `bufs.out` (still filtered); the raw
+/// length on success.
+fn decompress_checked(
+    stored: &[u8],
+    crc: u32,
+    codec: u8,
+    raw_len: u64,
+    path: &Path,
+    offset: u64,
+    bufs: &mut DecodeBuffers,
+) -> Result<usize> {
     if crc32c::crc32c(stored) != crc {
         return Err(Error::corrupt(path, offset, "block checksum mismatch"));
     }
     let raw_len = to_usize(raw_len, path, offset)?;
-    decode_block_into(stored, codec, filter, width, raw_len, bufs)
-        .map_err(|e| decode_error(e, path, offset))
+    decompress_into(stored, codec, raw_len, bufs).map_err(|e| decode_error(e, path, offset))?;
+    Ok(raw_len)
 }

@@ -26,9 +26,10 @@ use crate::codec::DecodeBuffers;
 /// Below this many names the whole file index is not built: each name's
 /// state is built alone from the footers.
 const BUILD_INDEX_FROM: usize = 64;
-/// A parallel part decodes at least this many arrays (a task costs about as
-/// much as decoding a few dozen small blocks).
-const MIN_PER_THREAD: usize = 256;
+/// Fewest arrays a parallel part of a scan is given (a task costs about as
+/// much as decoding a few dozen small blocks); callers that split a scan
+/// themselves use it too.
+pub const SCAN_MIN_PART: usize = 256;
 /// Blocks closer than this are fetched in one read (the gap is read too).
 const MAX_GAP_BYTES: u64 = 64 << 10;
 /// Largest single read.
@@ -147,7 +148,7 @@ impl<'a> Scan<'a> {
         threads: usize,
     ) -> Vec<Result<ArrayD<T>>> {
         let n = self.names.len();
-        let per = n.div_ceil(threads.max(1)).max(MIN_PER_THREAD);
+        let per = n.div_ceil(threads.max(1)).max(SCAN_MIN_PART);
         if n <= per {
             return self.read_part::<T>(0..n, start, count);
         }

@@ -439,15 +439,13 @@ pub(crate) struct RunWriter<'s> {
     scratch: Option<Scratch<'s>>,
     variants: BTreeMap<String, BTreeMap<(u32, Option<u32>), RoaringTreemap>>,
     schemas: Vec<SchemaRepr>,
-    schema_idx: HashMap<Vec<u8>, u32>,
     schema_ptr: HashMap<usize, u32>,
     attr_sets: Vec<IndexMap<String, Attr>>,
-    attr_idx: HashMap<Vec<u8>, u32>,
     attr_ptr: HashMap<usize, u32>,
-    /// Indexed schemas by a hash of their content: equal ones are found
-    /// without serializing them.
+    /// Indexes of `schemas` by a hash of their content (all but the fill
+    /// value), with the schema each was made from.
     schema_eq: HashMap<u64, Vec<(Arc<ArraySchema>, u32)>>,
-    /// Indexed attribute sets by a hash of their keys.
+    /// Indexes of `attr_sets` by a hash of their keys, in order.
     attr_eq: HashMap<u64, Vec<(AttrSet, u32)>>,
     n_records: u64,
     n_tombstones: u64,
@@ -508,10 +506,8 @@ impl<'s> RunWriter<'s> {
             scratch: None,
             variants: BTreeMap::new(),
             schemas: Vec::new(),
-            schema_idx: HashMap::new(),
             schema_ptr: HashMap::new(),
             attr_sets: Vec::new(),
-            attr_idx: HashMap::new(),
             attr_ptr: HashMap::new(),
             schema_eq: HashMap::new(),
             attr_eq: HashMap::new(),
@@ -582,36 +578,25 @@ impl<'s> RunWriter<'s> {
         if let Some(i) = self.schema_ptr.get(&ptr) {
             return *i;
         }
-        // A schema equal to one already indexed (each new dataset defines
-        // its arrays with schema objects of its own) is found by content
-        // without serializing it; equal schemas serialize identically
-        // (fill values compare by bits), so the index is the one the
-        // serialized key would give.
+        // Found by content: each new dataset defines its arrays with schema
+        // objects of its own. Equal schemas (fill values compared by bits)
+        // are the ones that serialize identically, so this is the dictionary
+        // a key of serialized bytes would build, without serializing.
         let fp = schema_fingerprint(&e.schema);
         let known = self
             .schema_eq
             .get(&fp)
             .and_then(|c| c.iter().find(|(s, _)| **s == *e.schema))
             .map(|(_, i)| *i);
-        let i = if let Some(i) = known {
-            debug_assert_eq!(
-                rmp_serde::to_vec(&schema_to_repr(&e.schema)).ok(),
-                rmp_serde::to_vec(&self.schemas[i as usize]).ok()
-            );
-            i
-        } else {
-            let repr = schema_to_repr(&e.schema);
-            let key = rmp_serde::to_vec(&repr).expect("schemas serialize");
-            let i = *self.schema_idx.entry(key).or_insert_with(|| {
-                self.schemas.push(repr);
-                (self.schemas.len() - 1) as u32
-            });
+        let i = known.unwrap_or_else(|| {
+            self.schemas.push(schema_to_repr(&e.schema));
+            let i = (self.schemas.len() - 1) as u32;
             self.schema_eq
                 .entry(fp)
                 .or_default()
                 .push((Arc::clone(&e.schema), i));
             i
-        };
+        });
         self.schema_ptr.insert(ptr, i);
         self.keep
             .push(Arc::clone(&e.schema) as Arc<dyn std::any::Any + Send + Sync>);
@@ -626,27 +611,22 @@ impl<'s> RunWriter<'s> {
         if let Some(i) = self.attr_ptr.get(&ptr) {
             return Some(*i);
         }
-        // As for schemas: found by content (in order, values by bits) first.
+        // As for schemas: found by content (in order, values by bits).
         let fp = attrs_fingerprint(&e.attributes);
         let known = self
             .attr_eq
             .get(&fp)
             .and_then(|c| c.iter().find(|(a, _)| same_attrs(a, &e.attributes)))
             .map(|(_, i)| *i);
-        let i = if let Some(i) = known {
-            i
-        } else {
-            let key = rmp_serde::to_vec(&*e.attributes).expect("attributes serialize");
-            let i = *self.attr_idx.entry(key).or_insert_with(|| {
-                self.attr_sets.push((*e.attributes).clone());
-                (self.attr_sets.len() - 1) as u32
-            });
+        let i = known.unwrap_or_else(|| {
+            self.attr_sets.push((*e.attributes).clone());
+            let i = (self.attr_sets.len() - 1) as u32;
             self.attr_eq
                 .entry(fp)
                 .or_default()
                 .push((Arc::clone(&e.attributes), i));
             i
-        };
+        });
         self.attr_ptr.insert(ptr, i);
         self.keep
             .push(Arc::clone(&e.attributes) as Arc<dyn std::any::Any + Send + Sync>);
@@ -1924,9 +1904,14 @@ mod tests {
         }
     }
 
-    fn write(storage: &MemoryStorage, path: &Path, n: u64, tomb: &[&str], killed: &[u64]) {
+    /// A run writer at `path`, its directory created.
+    fn new_writer<'s>(storage: &'s MemoryStorage, path: &Path) -> RunWriter<'s> {
         storage.create_dir_all(path.parent().unwrap()).unwrap();
-        let mut w = RunWriter::create(storage, path).unwrap();
+        RunWriter::create(storage, path).unwrap()
+    }
+
+    fn write(storage: &MemoryStorage, path: &Path, n: u64, tomb: &[&str], killed: &[u64]) {
+        let mut w = new_writer(storage, path);
         let mut names: Vec<(String, Option<u64>)> =
             (0..n).map(|i| (format!("ds{i:06}"), Some(i))).collect();
         names.extend(tomb.iter().map(|t| ((*t).to_owned(), None)));
@@ -1948,8 +1933,7 @@ mod tests {
     fn dictionary_dedupes_by_content_keeping_order_and_bits() {
         let storage = MemoryStorage::new();
         let path = Path::new("/s/atlas.meta/d.run");
-        storage.create_dir_all(path.parent().unwrap()).unwrap();
-        let mut w = RunWriter::create(&storage, path).unwrap();
+        let mut w = new_writer(&storage, path);
         let attr = |keys: &[&str]| {
             Arc::new(
                 keys.iter()
@@ -2100,8 +2084,7 @@ mod tests {
     /// Writes `n` records whose ids are not in name order, spilling the id
     /// list and catalog rows whenever they hold `spill_at` estimated bytes.
     fn write_shuffled(storage: &MemoryStorage, path: &Path, n: u64, spill_at: usize) -> bool {
-        storage.create_dir_all(path.parent().unwrap()).unwrap();
-        let mut w = RunWriter::create(storage, path).unwrap();
+        let mut w = new_writer(storage, path);
         w.spill_at = spill_at;
         for i in 0..n {
             let id = (i * 7919) % n;
@@ -2207,8 +2190,7 @@ mod tests {
     fn typed_columns_decode_every_kind() {
         let storage = MemoryStorage::new();
         let path = Path::new("/s/atlas.meta/r.run");
-        storage.create_dir_all(path.parent().unwrap()).unwrap();
-        let mut w = RunWriter::create(&storage, path).unwrap();
+        let mut w = new_writer(&storage, path);
         let n = 10_000u64;
         for i in 0..n {
             let mut rec = record(i, 0.0);

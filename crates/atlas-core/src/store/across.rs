@@ -34,7 +34,7 @@ impl Atlas {
         let per = owned
             .len()
             .div_ceil(rayon::current_num_threads())
-            .max(MIN_PART);
+            .max(array_format::SCAN_MIN_PART);
         // Registry lookups may read blocks: on the blocking pool.
         let a = array.to_owned();
         let (owned, found) = tokio::task::spawn_blocking(move || {
@@ -124,10 +124,6 @@ impl Atlas {
         Ok(ndarray::stack(Axis(0), &views).expect("shapes checked"))
     }
 }
-
-/// Fewest names a parallel part of [`Atlas::read_array_across`] is given
-/// (a task costs about as much as reading a few dozen small arrays).
-const MIN_PART: usize = 256;
 
 /// One part of [`Atlas::read_array_across`]: `names` with the registry's
 /// schemas (`None`: no such array), resolved in the array file, checked
