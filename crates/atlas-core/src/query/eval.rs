@@ -61,6 +61,15 @@ pub(crate) fn evaluate(
             })
             .collect(),
     };
+    let mut arrays: Vec<&str> = Vec::new();
+    for term in &bound.terms {
+        if let Term::Stat { array, .. } | Term::Cells { array, .. } = term {
+            if !arrays.contains(&array.as_str()) {
+                arrays.push(array);
+            }
+        }
+    }
+    stats.prefetch_columns(&arrays);
     pass.node(&bound.root, &universe)?;
     let FirstPass {
         mut answers,

@@ -81,6 +81,10 @@ pub(crate) trait StatsSource {
     /// The datasets that have the array, grouped by dtype and attribute set:
     /// enough to type-check a term over the whole column.
     fn array_groups(&self, array: &str) -> Result<Vec<ArrayGroup>>;
+    /// Readies the statistics columns of `arrays` (a query about to test
+    /// them), all at once so a cold query decodes them on every core.
+    /// Errors are left for [`StatsSource::test_rows`] to report.
+    fn prefetch_columns(&self, _arrays: &[&str]) {}
     /// Tests the statistics rows of the array in the datasets of `only`.
     fn test_rows(&self, array: &str, only: &Ids, test: RowTest<'_>) -> Result<RowHits>;
     /// Decides each distinct value of a dataset attribute once (`decide`

@@ -56,7 +56,6 @@ mod mpk;
 mod typed;
 
 pub(crate) use catalog::{par_map, StatColumn, Values};
-#[cfg(test)]
 pub(crate) use typed::Ints;
 
 use super::segment::{schema_from_repr, schema_to_repr, SchemaRepr};
@@ -70,7 +69,7 @@ pub const RUN_MAGIC: [u8; 8] = *b"ATLASRUN";
 /// Magic at the end of a run file's trailer.
 pub const RUN_END_MAGIC: [u8; 8] = *b"ATLASRND";
 /// The run format version this build writes (it reads 1 to 5).
-pub const RUN_VERSION: u32 = 5;
+pub const RUN_VERSION: u32 = 6;
 /// The oldest run format version this build reads.
 const OLDEST_RUN_VERSION: u32 = 1;
 const HEADER_LEN: u64 = 16;
@@ -317,6 +316,11 @@ trait ColumnValue: Serialize + DeserializeOwned {
 impl ColumnValue for String {
     fn est(&self) -> usize {
         self.len() + 10
+    }
+
+    /// Version 6: the typed id block of `run/typed.rs`.
+    fn encode_block(rows: &[(u64, Self)]) -> Vec<u8> {
+        typed::encode_names(rows)
     }
 }
 
@@ -1575,7 +1579,28 @@ impl Run {
         let packed = self.handle.read_vec_at(r.off, r.len as usize)?;
         let raw = decode_raw(&packed, r, &self.path)?;
         let bad = |e: String| self.corrupt(format!("id block at {}: {e}", r.off));
-        let mut c = mpk::Cursor::new(&raw);
+        let names = if self.index.version >= 6 {
+            let b = typed::decode_names(raw).map_err(bad)?;
+            catalog::IdNames::from_typed(b)
+        } else {
+            self.id_names_mpk(&raw, r)?
+        };
+        if names.ids.first() != Some(*first) {
+            return Err(self.corrupt("id block does not start at its index key".into()));
+        }
+        if let Some((next, _)) = self.index.ids.get(i + 1) {
+            if names.ids.last().is_some_and(|last| last >= *next) {
+                return Err(self.corrupt("id blocks are not sorted".into()));
+            }
+        }
+        Ok(names)
+    }
+
+    /// An id block of run formats 1 to 5 (`MessagePack` `[id, name]` rows)
+    /// as one string of names, checked: sorted, and every name valid.
+    fn id_names_mpk(&self, raw: &[u8], r: &BlockRef) -> Result<catalog::IdNames> {
+        let bad = |e: String| self.corrupt(format!("id block at {}: {e}", r.off));
+        let mut c = mpk::Cursor::new(raw);
         let n = c.array().map_err(bad)?;
         // Every row takes at least 3 bytes: bounded before reserving.
         if n.saturating_mul(3) > raw.len() {
@@ -1606,7 +1631,7 @@ impl Run {
             }
             ids.push(id);
             text.extend_from_slice(name);
-            ends.push(text.len());
+            ends.push(u32::try_from(text.len()).map_err(|_| bad("block too large".into()))?);
         }
         if c.pos() != raw.len() {
             return Err(bad("bytes past the rows".into()));
@@ -1614,18 +1639,10 @@ impl Run {
         // UTF-8 checked once for the whole block: valid as a whole and cut
         // only at character boundaries, every name is valid on its own.
         let text = String::from_utf8(text).map_err(|e| bad(e.to_string()))?;
-        if !ends.iter().all(|e| text.is_char_boundary(*e)) {
+        if !ends.iter().all(|e| text.is_char_boundary(*e as usize)) {
             return Err(bad("a name is not UTF-8".into()));
         }
-        if ids.first() != Some(first) {
-            return Err(self.corrupt("id block does not start at its index key".into()));
-        }
-        if let Some((next, _)) = self.index.ids.get(i + 1) {
-            if ids.last().is_some_and(|last| last >= next) {
-                return Err(self.corrupt("id blocks are not sorted".into()));
-            }
-        }
-        Ok(catalog::IdNames::from_parts(ids, ends, text))
+        Ok(catalog::IdNames::from_parts(Ints::List(ids), ends, text))
     }
 
     /// Array names with a catalog column in this run.
@@ -1782,7 +1799,11 @@ fn decode_raw(packed: &[u8], r: &BlockRef, path: &Path) -> Result<Vec<u8>> {
         static DCTX: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
             const { std::cell::RefCell::new(None) };
     }
-    let mut raw = Vec::with_capacity((r.raw as usize).min(packed.len().saturating_mul(8)));
+    // Reserved up to 1 MiB whatever the ratio (highly compressible blocks,
+    // such as id blocks of generated names, otherwise grew by doubling, each
+    // step a copy into fresh pages), more only as the stored bytes justify.
+    let reserve = packed.len().saturating_mul(8).max(1 << 20);
+    let mut raw = Vec::with_capacity((r.raw as usize).min(reserve));
     DCTX.with_borrow_mut(|ctx| {
         let ctx = ctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
         let decoder = zstd::stream::read::Decoder::with_context(packed, ctx);
@@ -2239,16 +2260,19 @@ mod tests {
 
     #[test]
     #[allow(clippy::float_cmp)] // exact by design
-    fn f64_columns_stay_typed_across_blocks() {
+    fn float_columns_stay_typed_across_blocks() {
         let storage = MemoryStorage::new();
         let path = Path::new("/s/atlas.meta/r.run");
         write(&storage, path, 9000, &[], &[]);
         let run = Run::open(&storage, path, RunId::fresh()).unwrap();
         assert!(run.index.arrays[0].1.len() > 2, "several catalog blocks");
         let col = run.stat_column("TEMP").unwrap();
-        let (Values::F64(lo), Values::F64(hi)) = (&col.min, col.max()) else {
-            panic!("f64 statistics decode as f64 columns");
+        // Whole numbers below 2^24: stored, kept and tested as `f32`.
+        let (Values::F32(lo), Values::F32(hi)) = (&col.min, col.max()) else {
+            panic!("f32-exact statistics decode as f32 columns");
         };
+        let lo: Vec<f64> = lo.iter().map(|x| f64::from(*x)).collect();
+        let hi: Vec<f64> = hi.iter().map(|x| f64::from(*x)).collect();
         assert_eq!(lo.len(), 9000);
         assert!((0..9000).all(|i| lo[i] == i as f64 - 1.0 && hi[i] == i as f64));
         assert_eq!(col.present.len(), 9000);

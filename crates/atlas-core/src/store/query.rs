@@ -215,17 +215,18 @@ impl StatsSource for CatalogSource {
 
     fn names(&self, ids: &Ids) -> Result<Vec<String>> {
         let mut out: Vec<(u64, String)> = Vec::with_capacity(ids.len() as usize);
-        let work: Vec<(&Run, Ids)> = self
-            .base
-            .runs
-            .iter()
-            .zip(&self.visible)
-            .map(|(run, vis)| (&**run, ids & vis))
-            .filter(|(_, mine)| !mine.is_empty())
-            .collect();
-        // Runs name their part on every core (a cold query decodes each
-        // run's id blocks the matches fall in).
-        for names in par_map(&work, |(run, mine)| run.names_of(mine)) {
+        let mut work: Vec<(&Run, usize, Vec<u64>)> = Vec::new();
+        for (run, vis) in self.base.runs.iter().zip(&self.visible) {
+            let mine = ids & vis;
+            if !mine.is_empty() {
+                let parts = run.id_block_parts(&mine);
+                work.extend(parts.into_iter().map(|(i, part)| (&**run, i, part)));
+            }
+        }
+        // Id blocks named on every core (a cold query decodes every id
+        // block the matches fall in; by block, a run holding most datasets
+        // does not keep one core busy while the other waits).
+        for names in par_map(&work, |(run, i, part)| run.names_in_block(*i, part)) {
             out.extend(names?);
         }
         for (id, (name, _)) in &self.pending {
@@ -294,6 +295,18 @@ impl StatsSource for CatalogSource {
             }
         }
         Ok(groups)
+    }
+
+    fn prefetch_columns(&self, arrays: &[&str]) {
+        let runs: Vec<&Run> = self
+            .base
+            .runs
+            .iter()
+            .zip(&self.visible)
+            .filter(|(_, vis)| !vis.is_empty())
+            .map(|(run, _)| &**run)
+            .collect();
+        Run::prefetch_stat_columns(&runs, arrays);
     }
 
     fn test_rows(&self, array: &str, only: &Ids, test: RowTest<'_>) -> Result<RowHits> {

@@ -171,7 +171,7 @@ async fn runs_v1_store_answers_queries_before_and_after_rewriting_its_runs() {
     drop(s);
     assert_eq!(
         run_versions(tmp.path()),
-        [5],
+        [6],
         "compaction rewrote the runs in today's format"
     );
     check(
@@ -220,6 +220,13 @@ async fn runs_v3_store_answers_the_same_before_and_after_packed_blocks() {
 #[tokio::test]
 async fn runs_v4_store_answers_the_same_before_and_after_variant_blocks() {
     old_run_store_answers_the_same("runs-v4", 4).await;
+}
+
+/// The same for format 5 (id blocks as `MessagePack` rows; the same `atlas
+/// demo` with the build before typed id blocks).
+#[tokio::test]
+async fn runs_v5_store_answers_the_same_before_and_after_typed_id_blocks() {
+    old_run_store_answers_the_same("runs-v5", 5).await;
 }
 
 async fn old_run_store_answers_the_same(dir: &str, version: u32) {
@@ -313,6 +320,6 @@ async fn old_run_store_answers_the_same(dir: &str, version: u32) {
     check(s.clone(), "an old and a new run").await;
     s.compact().await.unwrap();
     drop(s);
-    assert_eq!(run_versions(tmp.path()), [5], "compaction rewrote the run");
-    check(Atlas::open_path(tmp.path()).await.unwrap(), "format 5").await;
+    assert_eq!(run_versions(tmp.path()), [6], "compaction rewrote the run");
+    check(Atlas::open_path(tmp.path()).await.unwrap(), "format 6").await;
 }

@@ -15,7 +15,7 @@ use indexmap::IndexMap;
 use parking_lot::Mutex;
 use roaring::RoaringTreemap;
 
-use super::typed::{Ints, StatBlock};
+use super::typed::{Floats, Ints, StatBlock};
 use super::{stat_from_repr, Attr, Result, Run, StatRow};
 
 /// Statistic or attribute columns kept decoded per run (each kind).
@@ -35,6 +35,9 @@ pub(crate) struct Variant {
 pub(crate) enum Values {
     /// Every present value is a float other than NaN; NaN marks an absent one.
     F64(Vec<f64>),
+    /// The same, every value an `f32` (statistics of `f32` arrays, whose
+    /// runs store them so): half the bytes to keep and to test.
+    F32(Vec<f32>),
     /// Anything else.
     Any(Vec<Option<StatValue>>),
 }
@@ -44,7 +47,17 @@ impl Values {
     pub(crate) fn get(&self, i: usize) -> Option<StatValue> {
         match self {
             Values::F64(v) => Some(v[i]).filter(|x| !x.is_nan()).map(StatValue::Float),
+            Values::F32(v) => Some(f64::from(v[i]))
+                .filter(|x| !x.is_nan())
+                .map(StatValue::Float),
             Values::Any(v) => v[i].clone(),
+        }
+    }
+
+    fn floats(f: Floats) -> Values {
+        match f {
+            Floats::F32(v) => Values::F32(v),
+            Floats::F64(v) => Values::F64(v),
         }
     }
 }
@@ -146,12 +159,13 @@ impl AttrColumn {
 
 type AnyValues = Vec<Option<StatValue>>;
 
-/// A statistics column being decoded: `f64` minima and maxima while every
-/// value is one, generic values from the first that is not.
+/// A statistics column being decoded: float minima and maxima (`f32` while
+/// every block stored them so) while every value is one, generic values
+/// from the first that is not.
 struct ColumnBuilder {
     ids: Ints,
-    min_f: Vec<f64>,
-    max_f: Vec<f64>,
+    min_f: Floats,
+    max_f: Floats,
     /// Minima and maxima, once some value is not an `f64`.
     any: Option<(AnyValues, AnyValues)>,
     nulls: Ints,
@@ -176,8 +190,8 @@ impl ColumnBuilder {
         // Capacity is only reserved: pages are touched as rows arrive.
         ColumnBuilder {
             ids: Ints::default(),
-            min_f: Vec::with_capacity(capacity),
-            max_f: Vec::with_capacity(capacity),
+            min_f: Floats::with_capacity(capacity),
+            max_f: Floats::with_capacity(capacity),
             any: None,
             nulls: Ints::default(),
             cells: Ints::default(),
@@ -190,7 +204,7 @@ impl ColumnBuilder {
     /// minima.
     fn unpoint(&mut self, rows: usize) {
         if self.point {
-            self.max_f = self.min_f[..rows].to_vec();
+            self.max_f = self.min_f.prefix(rows);
             self.point = false;
         }
     }
@@ -213,8 +227,8 @@ impl ColumnBuilder {
         self.cells.append(&one(c));
         if self.any.is_none() {
             if let (Some(a), Some(b)) = (as_f64(lo.as_ref()), as_f64(hi.as_ref())) {
-                self.min_f.push(a);
-                self.max_f.push(b);
+                self.min_f.widen().push(a);
+                self.max_f.widen().push(b);
                 return;
             }
             self.untype();
@@ -227,14 +241,14 @@ impl ColumnBuilder {
     /// Leaves the typed `f64` form: the minima and maxima so far as values
     /// (NaN: absent), for a column whose later rows are not all `f64`.
     fn untype(&mut self) {
-        let back = |v: &[f64]| -> AnyValues {
-            v.iter()
-                .map(|x| Some(*x).filter(|x| !x.is_nan()).map(StatValue::Float))
+        let back = |v: &Floats| -> AnyValues {
+            (0..v.len())
+                .map(|i| Some(v.get(i)).filter(|x| !x.is_nan()).map(StatValue::Float))
                 .collect()
         };
         self.any = Some((back(&self.min_f), back(&self.max_f)));
-        self.min_f = Vec::new();
-        self.max_f = Vec::new();
+        self.min_f = Floats::with_capacity(0);
+        self.max_f = Floats::with_capacity(0);
     }
 
     /// Appends a decoded typed block (run format 3): bulk copies, `f64`
@@ -251,12 +265,12 @@ impl ColumnBuilder {
         self.cells.append(&b.cells);
         if self.any.is_none() {
             let at = self.min_f.len();
-            if b.min.extend_f64(n, &mut self.min_f) {
-                if self.point && b.min.same_f64_bits(&b.max) {
+            if self.min_f.extend(&b.min, n) {
+                if self.point && b.min.same_float_bits(&b.max) {
                     return;
                 }
                 self.unpoint(at);
-                if b.max.extend_f64(n, &mut self.max_f) {
+                if self.max_f.extend(&b.max, n) {
                     return;
                 }
                 self.min_f.truncate(at);
@@ -282,16 +296,11 @@ impl ColumnBuilder {
                 .expect("checked sorted"),
         };
         let (min, max) = match self.any {
-            None if self.point => (Values::F64(self.min_f), None),
+            None if self.point => (Values::floats(self.min_f), None),
             None => {
-                let same = self.min_f.len() == self.max_f.len()
-                    && self
-                        .min_f
-                        .iter()
-                        .zip(&self.max_f)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
-                let max = (!same).then_some(Values::F64(self.max_f));
-                (Values::F64(self.min_f), max)
+                let same = self.min_f.same_bits(&self.max_f);
+                let max = (!same).then(|| Values::floats(self.max_f));
+                (Values::floats(self.min_f), max)
             }
             Some((a, b)) => (Values::Any(a), Some(Values::Any(b))),
         };
@@ -353,10 +362,11 @@ pub(super) struct Cache {
 /// string (naming a few scattered datasets then touches their bytes, not
 /// one heap allocation per name of the block).
 pub(super) struct IdNames {
-    /// Ascending, never empty.
-    pub(super) ids: Vec<u64>,
-    /// Name `k` is `text[ends[k - 1]..ends[k]]` (from 0 for the first).
-    ends: Vec<usize>,
+    /// Strictly ascending, never empty.
+    pub(super) ids: Ints,
+    /// Name `k` is `text[ends[k - 1]..ends[k]]` (from 0 for the first);
+    /// empty when `width` is set.
+    ends: Vec<u32>,
     text: String,
     /// The length of every name, when all have one (generated names like
     /// `argo_0000042`): name `k` then starts at `k * width`, and finding it
@@ -368,14 +378,28 @@ impl IdNames {
     /// From ids, each name's end in `text`, and the names end to end (the
     /// caller checks that `ends` ascend and cut `text` at character
     /// boundaries).
-    pub(super) fn from_parts(ids: Vec<u64>, ends: Vec<usize>, text: String) -> IdNames {
-        let w = ends.first().copied();
-        let width = w.filter(|w| ends.iter().enumerate().all(|(k, e)| *e == (k + 1) * w));
+    pub(super) fn from_parts(ids: Ints, ends: Vec<u32>, text: String) -> IdNames {
+        let w = ends.first().map(|w| *w as usize);
+        let width = w.filter(|w| *w > 0).filter(|w| {
+            ends.iter()
+                .enumerate()
+                .all(|(k, e)| *e as usize == (k + 1) * w)
+        });
         IdNames {
             ids,
-            ends,
+            ends: if width.is_some() { Vec::new() } else { ends },
             text,
             width,
+        }
+    }
+
+    /// From a typed id block (run format 6), checked by its decoder.
+    pub(super) fn from_typed(b: super::typed::Names) -> IdNames {
+        IdNames {
+            ids: b.ids,
+            ends: b.ends,
+            text: b.text,
+            width: b.width,
         }
     }
 
@@ -387,15 +411,15 @@ impl IdNames {
         for (id, name) in block {
             ids.push(id);
             text.push_str(&name);
-            ends.push(text.len());
+            ends.push(text.len() as u32);
         }
-        IdNames::from_parts(ids, ends, text)
+        IdNames::from_parts(Ints::List(ids), ends, text)
     }
 
     /// The `(id, name)` pairs, in order.
     pub(super) fn pairs(&self) -> Vec<(u64, String)> {
         (0..self.ids.len())
-            .map(|k| (self.ids[k], self.name(k).to_owned()))
+            .map(|k| (self.ids.get(k), self.name(k).to_owned()))
             .collect()
     }
 
@@ -403,8 +427,8 @@ impl IdNames {
         if let Some(w) = self.width {
             return &self.text[k * w..(k + 1) * w];
         }
-        let start = if k == 0 { 0 } else { self.ends[k - 1] };
-        &self.text[start..self.ends[k]]
+        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+        &self.text[start..self.ends[k] as usize]
     }
 }
 
@@ -428,38 +452,15 @@ fn cached<T>(
     Ok(v)
 }
 
-/// `f` of each item, in order, computed on up to one thread per CPU (each
-/// taking the next item not yet taken): for independent pieces of work
-/// such as decoding one column in each of many runs.
-pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(items.len());
-    if threads <= 1 {
+/// `f` of each item, in order, computed on rayon's pool (its threads live
+/// with the process: no thread is started per call): for independent
+/// pieces of work such as decoding one column in each of many runs.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
+    if items.len() <= 1 {
         return items.iter().map(f).collect();
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(item) = items.get(k) else { break };
-                        mine.push((k, f(item)));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a worker panicked"))
-            .collect()
-    });
-    done.sort_unstable_by_key(|(k, _)| *k);
-    done.into_iter().map(|(_, r)| r).collect()
+    items.par_iter().map(f).collect()
 }
 
 impl Run {
@@ -535,6 +536,25 @@ impl Run {
             }
             Ok(out)
         })
+    }
+
+    /// Decodes the catalog columns of `arrays` in `runs` not decoded yet,
+    /// every (run, array) pair a task on rayon's pool: a run of most of the
+    /// datasets then no longer decodes its columns on one core while the
+    /// others wait. Errors are dropped (not cached): the column's next use
+    /// reports them.
+    pub(crate) fn prefetch_stat_columns(runs: &[&Run], arrays: &[&str]) {
+        use rayon::prelude::*;
+        let missing: Vec<(&Run, &str)> = runs
+            .iter()
+            .flat_map(|r| arrays.iter().map(move |a| (*r, *a)))
+            .filter(|(r, a)| !r.catalog.stats.lock().contains_key(*a))
+            .collect();
+        if missing.len() > 1 {
+            missing.par_iter().for_each(|(r, a)| {
+                let _ = r.stat_column(a);
+            });
+        }
     }
 
     /// The catalog columns of `array` in each of `runs`, in order: those not
@@ -618,53 +638,79 @@ impl Run {
         })
     }
 
+    /// `ids` cut by the id block each falls in: `(block, its ids)`, blocks
+    /// ascending; ids before the first block are left out. A unit of work
+    /// for [`Run::names_in_block`], so naming spreads over cores by block,
+    /// not by run.
+    pub(crate) fn id_block_parts(&self, ids: &RoaringTreemap) -> Vec<(usize, Vec<u64>)> {
+        let mut parts: Vec<(usize, Vec<u64>)> = Vec::new();
+        let blocks = &self.index.ids;
+        let mut i = 0;
+        for id in ids {
+            // Ids ascend: the block only moves forward.
+            while i < blocks.len() && blocks[i].0 <= id {
+                i += 1;
+            }
+            if i == 0 {
+                continue;
+            }
+            match parts.last_mut() {
+                Some((b, v)) if *b == i - 1 => v.push(id),
+                _ => parts.push((i - 1, vec![id])),
+            }
+        }
+        parts
+    }
+
+    /// The names of `ids` (ascending, all at or after id block `i`'s key)
+    /// found in id block `i`, `(id, name)`; ids it does not list are
+    /// skipped. The decoded block is kept.
+    pub(crate) fn names_in_block(&self, i: usize, ids: &[u64]) -> Result<Vec<(u64, String)>> {
+        let cached = self.catalog.id_blocks.lock().get(&i).cloned();
+        let block = if let Some(b) = cached {
+            b
+        } else {
+            let b = Arc::new(self.id_names(i)?);
+            self.catalog.id_blocks.lock().insert(i, Arc::clone(&b));
+            b
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        let (first, last) = (block.ids.get(0), block.ids.get(block.ids.len() - 1));
+        // A block of consecutive ids (the usual case: a flush or merge of
+        // datasets created in a row): an id is its position.
+        if last - first == block.ids.len() as u64 - 1 {
+            for id in ids {
+                if (first..=last).contains(id) {
+                    out.push((*id, block.name((id - first) as usize).to_owned()));
+                }
+            }
+            return Ok(out);
+        }
+        // Where the previous id was found: ids ascend, so each search
+        // starts there and gallops forward (a binary search of the whole
+        // block missed the cache at nearly every step).
+        let listed = block.ids.as_list();
+        let mut at = 0;
+        for id in ids {
+            let mut step = 1;
+            while at + step < listed.len() && listed[at + step] < *id {
+                step *= 2;
+            }
+            let end = (at + step + 1).min(listed.len());
+            at += listed[at..end].partition_point(|x| x < id);
+            if listed.get(at) == Some(id) {
+                out.push((*id, block.name(at).to_owned()));
+            }
+        }
+        Ok(out)
+    }
+
     /// The names of `ids` this run lists, `(id, name)` ascending; ids it does
     /// not list are skipped. Reads (and keeps) only the id blocks they fall in.
     pub(crate) fn names_of(&self, ids: &RoaringTreemap) -> Result<Vec<(u64, String)>> {
         let mut out = Vec::with_capacity(ids.len() as usize);
-        let mut current: Option<(usize, IdBlock)> = None;
-        // Where the previous id was found in the current block: ids ascend,
-        // so each search starts there and gallops forward (a binary search
-        // of the whole block missed the cache at nearly every step).
-        let mut at = 0;
-        for id in ids {
-            let i = self.index.ids.partition_point(|(first, _)| *first <= id);
-            if i == 0 {
-                continue;
-            }
-            let i = i - 1;
-            if current.as_ref().map(|(j, _)| *j) != Some(i) {
-                let cached = self.catalog.id_blocks.lock().get(&i).cloned();
-                let block = if let Some(b) = cached {
-                    b
-                } else {
-                    let b = Arc::new(self.id_names(i)?);
-                    self.catalog.id_blocks.lock().insert(i, Arc::clone(&b));
-                    b
-                };
-                current = Some((i, block));
-                at = 0;
-            }
-            let (_, block) = current.as_ref().expect("just set");
-            // A block of consecutive ids (the usual case: a flush or merge of
-            // datasets created in a row): the id is its position.
-            let ids = &block.ids;
-            let (first, last) = (ids[0], ids[ids.len() - 1]);
-            if last - first == ids.len() as u64 - 1 {
-                if (first..=last).contains(&id) {
-                    out.push((id, block.name((id - first) as usize).to_owned()));
-                }
-                continue;
-            }
-            let mut step = 1;
-            while at + step < ids.len() && ids[at + step] < id {
-                step *= 2;
-            }
-            let end = (at + step + 1).min(ids.len());
-            at += ids[at..end].partition_point(|x| *x < id);
-            if ids.get(at) == Some(&id) {
-                out.push((id, block.name(at).to_owned()));
-            }
+        for (i, part) in self.id_block_parts(ids) {
+            out.extend(self.names_in_block(i, &part)?);
         }
         Ok(out)
     }

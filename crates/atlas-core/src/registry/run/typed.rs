@@ -80,6 +80,8 @@ pub(super) enum Side {
     None,
     /// Presence bitmap and floats (an absent row holds 0).
     F64(Vec<u8>, Vec<f64>),
+    /// The same for floats an `f32` holds exactly (kind 8), kept narrow.
+    F32(Vec<u8>, Vec<f32>),
     I64(Vec<u8>, Vec<i64>),
     U64(Vec<u8>, Vec<u64>),
     Ts(Vec<u8>, Vec<i64>),
@@ -98,6 +100,7 @@ impl Side {
         match self {
             Side::None => None,
             Side::F64(p, v) => bit(p, i).then(|| StatValue::Float(v[i])),
+            Side::F32(p, v) => bit(p, i).then(|| StatValue::Float(f64::from(v[i]))),
             Side::I64(p, v) => bit(p, i).then(|| StatValue::Int(v[i])),
             Side::U64(p, v) => bit(p, i).then(|| StatValue::UInt(v[i])),
             Side::Ts(p, v) => bit(p, i).then(|| StatValue::Timestamp(TimestampNs(v[i]))),
@@ -106,12 +109,9 @@ impl Side {
         }
     }
 
-    /// Appends the `n` values as floats with NaN for an absent one, when
-    /// every present value is a float other than NaN; false (nothing
-    /// appended) otherwise.
     /// Whether both sides are the same floats, bit for bit (a block of
     /// arrays holding one value each: every minimum is its maximum).
-    pub(super) fn same_f64_bits(&self, other: &Side) -> bool {
+    pub(super) fn same_float_bits(&self, other: &Side) -> bool {
         match (self, other) {
             (Side::None, Side::None) => true,
             (Side::F64(p, v), Side::F64(q, w)) => {
@@ -119,32 +119,151 @@ impl Side {
                     && v.len() == w.len()
                     && v.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits())
             }
+            (Side::F32(p, v), Side::F32(q, w)) => {
+                p == q
+                    && v.len() == w.len()
+                    && v.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether the first `n` bits of a presence bitmap are all set.
+fn all_present(p: &[u8], n: usize) -> bool {
+    let full = n / 8;
+    p[..full].iter().all(|b| *b == 0xff) && (n.is_multiple_of(8) || p[full] == (1u8 << (n % 8)) - 1)
+}
+
+/// A float side's values with NaN for an absent one, appended in the
+/// narrowest width every value so far fits: `f32` while every block's side
+/// was stored as `f32` (statistics of `f32` arrays: half the bytes to
+/// decode, keep and test), `f64` from the first block that is not.
+#[derive(Debug)]
+pub(super) enum Floats {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Floats {
+    /// Empty, `f32`, with room for `capacity` rows reserved (not touched).
+    pub(super) fn with_capacity(capacity: usize) -> Floats {
+        Floats::F32(Vec::with_capacity(capacity))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Floats::F32(v) => v.len(),
+            Floats::F64(v) => v.len(),
+        }
+    }
+
+    /// Row `i` as `f64` (NaN: absent).
+    pub(super) fn get(&self, i: usize) -> f64 {
+        match self {
+            Floats::F32(v) => f64::from(v[i]),
+            Floats::F64(v) => v[i],
+        }
+    }
+
+    pub(super) fn truncate(&mut self, len: usize) {
+        match self {
+            Floats::F32(v) => v.truncate(len),
+            Floats::F64(v) => v.truncate(len),
+        }
+    }
+
+    /// The first `len` rows, copied.
+    pub(super) fn prefix(&self, len: usize) -> Floats {
+        match self {
+            Floats::F32(v) => Floats::F32(v[..len].to_vec()),
+            Floats::F64(v) => Floats::F64(v[..len].to_vec()),
+        }
+    }
+
+    /// Whether both hold the same rows, bit for bit (in the same width).
+    pub(super) fn same_bits(&self, other: &Floats) -> bool {
+        match (self, other) {
+            (Floats::F32(a), Floats::F32(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (Floats::F64(a), Floats::F64(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
             _ => false,
         }
     }
 
-    pub(super) fn extend_f64(&self, n: usize, out: &mut Vec<f64>) -> bool {
-        match self {
-            Side::None => {
-                out.resize(out.len() + n, f64::NAN);
-                true
-            }
-            Side::F64(p, v) => {
-                if v.iter().enumerate().any(|(i, x)| x.is_nan() && bit(p, i)) {
-                    return false;
-                }
-                out.reserve(n);
-                out.extend(v.iter().enumerate().map(|(i, x)| {
-                    if p[i / 8] & (1 << (i % 8)) != 0 {
-                        *x
-                    } else {
-                        f64::NAN
-                    }
-                }));
-                true
-            }
-            _ => false,
+    /// To `f64` (exact: every `f32` is an `f64`).
+    pub(super) fn widen(&mut self) -> &mut Vec<f64> {
+        if let Floats::F32(v) = self {
+            *self = Floats::F64(v.iter().map(|x| f64::from(*x)).collect());
         }
+        match self {
+            Floats::F64(v) => v,
+            Floats::F32(_) => unreachable!("just widened"),
+        }
+    }
+
+    /// Appends the `n` values of `side` with NaN for an absent one, when
+    /// every present value is a float other than NaN; false (nothing
+    /// appended) otherwise.
+    pub(super) fn extend(&mut self, side: &Side, n: usize) -> bool {
+        match (side, &mut *self) {
+            (Side::None, Floats::F32(v)) => v.resize(v.len() + n, f32::NAN),
+            (Side::None, Floats::F64(v)) => v.resize(v.len() + n, f64::NAN),
+            (Side::F32(p, x), Floats::F32(v)) => return extend_side(p, x, v, |x| x),
+            (Side::F32(p, x), Floats::F64(v)) => return extend_side(p, x, v, f64::from),
+            (Side::F64(p, x), _) => return extend_side(p, x, self.widen(), |x| x),
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// Appends a float side's values to `out` through `conv`, NaN for an absent
+/// one; false (nothing appended) when a present value is NaN.
+fn extend_side<T: Copy + IsNan, U: Copy + From<f32>>(
+    p: &[u8],
+    x: &[T],
+    out: &mut Vec<U>,
+    conv: impl Fn(T) -> U,
+) -> bool {
+    let n = x.len();
+    if all_present(p, n) {
+        // The usual block: a bulk check and a bulk copy.
+        if x.iter().any(IsNan::nan) {
+            return false;
+        }
+        out.extend(x.iter().map(|v| conv(*v)));
+        return true;
+    }
+    if x.iter().enumerate().any(|(i, v)| v.nan() && bit(p, i)) {
+        return false;
+    }
+    let nan = U::from(f32::NAN);
+    out.extend(
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| if bit(p, i) { conv(*v) } else { nan }),
+    );
+    true
+}
+
+/// NaN test of both float widths.
+trait IsNan {
+    fn nan(&self) -> bool;
+}
+
+impl IsNan for f32 {
+    fn nan(&self) -> bool {
+        self.is_nan()
+    }
+}
+
+impl IsNan for f64 {
+    fn nan(&self) -> bool {
+        self.is_nan()
     }
 }
 
@@ -618,9 +737,9 @@ fn section(c: &mut Cursor<'_>, kind: u8, n: usize, what: &str) -> Result<Side, S
             let floats = c
                 .take(len, what)?
                 .chunks_exact(4)
-                .map(|x| f64::from(f32::from_le_bytes(x.try_into().expect("4 bytes"))))
+                .map(|x| f32::from_le_bytes(x.try_into().expect("4 bytes")))
                 .collect();
-            Side::F64(p, floats)
+            Side::F32(p, floats)
         }
         KIND_ROWS => {
             let len = c.u32(what)? as usize;
@@ -872,6 +991,167 @@ pub(super) fn decode_attrs(raw: &[u8]) -> Result<Vec<(u64, Attr)>, String> {
     Ok(ids.into_iter().zip(values).collect())
 }
 
+// ---- id blocks (run format 6) -----------------------------------------------
+
+/// The layout byte of a typed id block.
+const LAYOUT_NAMES: u8 = 4;
+
+/// Encodes `(id, name)` rows, ids strictly ascending, as one typed id block
+/// (before compression):
+///
+/// ```text
+/// layout u8 (= 4) | n u32 | ids integer section | width u32
+/// ends   n × u32 (only when width = 0): each name's end in the text
+/// text   the names end to end (UTF-8)
+/// ```
+///
+/// `width` is every name's byte length when all have one (generated names
+/// such as `argo_0000042`), else 0.
+pub(super) fn encode_names(rows: &[(u64, String)]) -> Vec<u8> {
+    let n = rows.len();
+    let text_len: usize = rows.iter().map(|(_, s)| s.len()).sum();
+    let width = rows
+        .first()
+        .map(|(_, s)| s.len())
+        .filter(|w| rows.iter().all(|(_, s)| s.len() == *w));
+    let ends_len = if width.is_some() { 0 } else { 4 * n };
+    let mut out = Vec::with_capacity(1 + 4 + 9 + 4 + ends_len + text_len);
+    out.push(LAYOUT_NAMES);
+    let u32_of = |v: usize| {
+        u32::try_from(v)
+            .expect("writers close id blocks long before 4 GiB")
+            .to_le_bytes()
+    };
+    out.extend_from_slice(&u32_of(n));
+    put_ints(&mut out, rows.iter().map(|(id, _)| *id));
+    out.extend_from_slice(&u32_of(width.unwrap_or(0)));
+    if width.is_none() {
+        let mut end = 0;
+        for (_, s) in rows {
+            end += s.len();
+            out.extend_from_slice(&u32_of(end));
+        }
+    }
+    for (_, s) in rows {
+        out.extend_from_slice(s.as_bytes());
+    }
+    out
+}
+
+/// A decoded typed id block: the ids, and the names end to end in one
+/// string (the block's own buffer, its head cut off: no copy per name).
+#[derive(Debug)]
+pub(super) struct Names {
+    /// Strictly ascending, never empty.
+    pub ids: Ints,
+    /// Every name's length, when all have one.
+    pub width: Option<usize>,
+    /// Each name's end in `text` (empty when `width` is set).
+    pub ends: Vec<u32>,
+    pub text: String,
+}
+
+/// Decodes one typed id block (its bytes after decompression, taken so the
+/// names stay in the same buffer). Checks the ids' order, every length
+/// against the block, UTF-8 once for the whole text, and every name against
+/// the dataset name rules.
+pub(super) fn decode_names(mut raw: Vec<u8>) -> Result<Names, String> {
+    let mut c = Cursor(&raw);
+    let layout = c.u8("layout")?;
+    if layout != LAYOUT_NAMES {
+        return Err(format!("typed id block: unknown layout {layout}"));
+    }
+    let n = c.u32("row count")? as usize;
+    if n == 0 || n > MAX_PACKED_ROWS {
+        return Err(format!("typed id block: {n} rows"));
+    }
+    let ids = c.ints(n, "ids")?;
+    if !ids.strictly_ascending() {
+        return Err("typed id block: ids are not strictly ascending".into());
+    }
+    let width = c.u32("name width")? as usize;
+    let ends: Vec<u32> = if width == 0 {
+        let b = c.take(4 * n, "name ends")?;
+        b.chunks_exact(4)
+            .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let text_len = if width == 0 {
+        ends[n - 1] as usize
+    } else {
+        width
+            .checked_mul(n)
+            .ok_or("typed id block: names too long")?
+    };
+    if text_len != c.0.len() {
+        return Err(format!(
+            "typed id block: {} bytes of names, {text_len} expected",
+            c.0.len()
+        ));
+    }
+    let head = raw.len() - text_len;
+    raw.drain(..head);
+    let text = String::from_utf8(raw).map_err(|e| format!("typed id block: names: {e}"))?;
+    // Forbidden bytes anywhere in the text are in some name. Branch-free
+    // over chunks, so the compiler compares many bytes at a time.
+    let plain = !text.as_bytes().chunks(4096).any(|c| {
+        let hits = c.iter().fold(0u8, |n, b| {
+            n | u8::from(*b == 0) | u8::from(*b == b'/') | u8::from(*b == b'\\')
+        });
+        hits != 0
+    });
+    let bad_name = |name: &str| -> String {
+        match crate::name::validate_dataset_name(name) {
+            Err(e) => format!("typed id block: {e}"),
+            Ok(()) => format!("typed id block: a name ends inside a character: {name:?}"),
+        }
+    };
+    let check = |name: &str| -> bool {
+        plain
+            && !name.is_empty()
+            && name.len() <= crate::name::MAX_NAME_LEN
+            && name != "."
+            && name != ".."
+    };
+    if width > 0 {
+        if !plain || width > crate::name::MAX_NAME_LEN || width <= 2 {
+            for k in 0..n {
+                let name = text
+                    .get(k * width..(k + 1) * width)
+                    .ok_or_else(|| bad_name(""))?;
+                if !check(name) {
+                    return Err(bad_name(name));
+                }
+            }
+        }
+        if !(1..n).all(|k| text.is_char_boundary(k * width)) {
+            return Err("typed id block: a name ends inside a character".into());
+        }
+    } else {
+        let mut start = 0usize;
+        for e in &ends {
+            let e = *e as usize;
+            let name = text.get(start..e).ok_or_else(|| {
+                format!(
+                    "typed id block: name ends out of order or inside a character ({start}..{e})"
+                )
+            })?;
+            if !check(name) {
+                return Err(bad_name(name));
+            }
+            start = e;
+        }
+    }
+    Ok(Names {
+        ids,
+        width: (width > 0).then_some(width),
+        ends,
+        text,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1011,16 +1291,50 @@ mod tests {
     }
 
     #[test]
-    fn f64_sides_extend_with_nan_for_absent_and_refuse_present_nan() {
+    fn float_sides_extend_with_nan_for_absent_narrow_while_they_can_and_refuse_present_nan() {
+        // Row 1's minimum is absent, row 0's (-1.5) is an f32: kind 8.
         let b = decode_stats(&encode_stats(&rows()[..2])).unwrap();
-        let mut out = vec![7.0];
-        assert!(b.min.extend_f64(2, &mut out));
-        assert_eq!(out[..2], [7.0, -1.5]);
-        assert!(out[2].is_nan());
+        assert!(matches!(b.min, Side::F32(..)));
+        let mut out = Floats::F64(vec![7.0]);
+        assert!(out.extend(&b.min, 2));
+        let Floats::F64(v) = &out else {
+            panic!("stays f64")
+        };
+        assert_eq!(v[..2], [7.0, -1.5]);
+        assert!(v[2].is_nan());
+        // f32 sides stay f32, through the bulk path (every row present) and
+        // the bitmap path, and widen exactly at the first f64 side.
+        let all: Vec<(u64, StatRow)> = (0..70u64)
+            .map(|i| (i, StatRow(Some(StatRepr::F(i as f64 * 0.5)), None, 0, 1)))
+            .collect();
+        let b_all = decode_stats(&encode_stats(&all)).unwrap();
+        let mut out = Floats::with_capacity(0);
+        assert!(out.extend(&b_all.min, 70));
+        assert!(out.extend(&b.min, 2));
+        let Floats::F32(v) = &out else {
+            panic!("f32 sides stay f32")
+        };
+        assert_eq!(v.len(), 72);
+        assert_eq!((v[69], v[70]), (34.5, -1.5));
+        assert!(v[71].is_nan());
+        assert!(out.extend(&Side::None, 3));
+        assert_eq!(out.len(), 75);
+        let tenth = decode_stats(&encode_stats(&[(
+            1,
+            StatRow(Some(StatRepr::F(0.1)), None, 0, 1),
+        )]))
+        .unwrap();
+        assert!(out.extend(&tenth.min, 1));
+        let Floats::F64(v) = &out else {
+            panic!("an f64 side widens")
+        };
+        assert_eq!((v[69], v[70], v[75]), (34.5, -1.5, 0.1));
+        assert!(v[71].is_nan() && v[74].is_nan());
+        // A present NaN (row 2's minimum) is not a float column.
         let b = decode_stats(&encode_stats(&rows()[..3])).unwrap();
-        let mut out = Vec::new();
-        assert!(!b.min.extend_f64(3, &mut out), "a present NaN is not f64");
-        assert!(out.is_empty());
+        let mut out = Floats::with_capacity(0);
+        assert!(!out.extend(&b.min, 3), "a present NaN is not a float");
+        assert_eq!(out.len(), 0);
     }
 
     #[test]
@@ -1075,6 +1389,82 @@ mod tests {
         let mut b = encode_stats_fixed(&rows()[..2]);
         b[5] = KIND_F32;
         assert!(decode_stats(&b).unwrap_err().contains("packed"));
+    }
+
+    fn names_of(b: &Names) -> Vec<(u64, String)> {
+        let mut start = 0;
+        (0..b.ids.len())
+            .map(|k| {
+                let end = match b.width {
+                    Some(w) => (k + 1) * w,
+                    None => b.ends[k] as usize,
+                };
+                let name = b.text[start..end].to_owned();
+                start = end;
+                (b.ids.get(k), name)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn typed_id_blocks_round_trip_and_refuse_hostile_bytes() {
+        let fixed: Vec<(u64, String)> = (7..7 + 300).map(|i| (i, format!("argo_{i:07}"))).collect();
+        let varied: Vec<(u64, String)> = vec![
+            (3, "a".into()),
+            (9, "é_ü".into()),
+            (10, "..x".into()),
+            (4000, "x".repeat(255)),
+            (u64::MAX, "last".into()),
+        ];
+        let one = vec![(5, "ab".to_owned())];
+        for rows in [&fixed, &varied, &one] {
+            let raw = encode_names(rows);
+            let b = decode_names(raw.clone()).unwrap();
+            assert_eq!(&names_of(&b), rows);
+            assert_eq!(b.width.is_some(), rows.len() != varied.len());
+            // Every cut and every flipped byte is an error or decodes, never a panic.
+            for cut in 0..raw.len() {
+                assert!(decode_names(raw[..cut].to_vec()).is_err(), "cut at {cut}");
+            }
+            for i in 0..raw.len().min(200) {
+                let mut bad = raw.clone();
+                bad[i] ^= 0x5a;
+                let _ = decode_names(bad);
+            }
+            let mut long = raw.clone();
+            long.push(b'x');
+            assert!(decode_names(long).is_err(), "a byte past the names");
+        }
+        let refused = |rows: Vec<(u64, &str)>| {
+            let rows: Vec<(u64, String)> =
+                rows.into_iter().map(|(i, s)| (i, s.to_owned())).collect();
+            decode_names(encode_names(&rows)).unwrap_err()
+        };
+        assert!(refused(vec![(2, "a"), (1, "b")]).contains("ascending"));
+        assert!(refused(vec![(1, "a"), (1, "b")]).contains("ascending"));
+        for name in ["", ".", "..", "a/b", "a\\b", "a\0b"] {
+            refused(vec![(1, "ok_name"), (2, name)]);
+            refused(vec![(1, name)]);
+        }
+        let long = "y".repeat(256);
+        refused(vec![(1, long.as_str())]);
+        refused(vec![(1, long.as_str()), (2, "z")]);
+        // Not UTF-8, and names cut inside a character.
+        let mut raw = encode_names(&[(1, "ab".to_owned())]);
+        let at = raw.len() - 1;
+        raw[at] = 0xff;
+        assert!(decode_names(raw).is_err());
+        let mut raw = encode_names(&[(1, "é".to_owned()), (2, "a".to_owned())]);
+        // ends [2, 3] → [1, 3]: the first name ends inside `é`.
+        let ends = raw.len() - 3 - 8;
+        raw[ends] = 1;
+        assert!(decode_names(raw).is_err());
+        // Zero rows, and a row count beyond the bound.
+        let mut raw = encode_names(&one);
+        raw[1..5].copy_from_slice(&0u32.to_le_bytes());
+        assert!(decode_names(raw.clone()).is_err());
+        raw[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_names(raw).is_err());
     }
 
     #[test]

@@ -163,40 +163,14 @@ impl Masks {
         // compiler: see `stat_group`), then eight bytes at a time into mask
         // bits. The last group is padded with NaN rows, whose bits are cut
         // off at the end.
-        let (mut yes, mut maybe, mut null) = ([0u8; 64], [0u8; 64], [0u8; 64]);
+        let bounds = (lo, hi, negated);
         match rows.values {
-            (values, None) => {
-                let mut groups = values.chunks_exact(64);
-                for group in groups.by_ref() {
-                    let group = group.try_into().expect("64 rows");
-                    stat_group(group, (lo, hi, negated), &mut yes, &mut null);
-                    masks.push(&yes, &maybe, &null);
-                }
-                let mut last = [f64::NAN; 64];
-                last[..groups.remainder().len()].copy_from_slice(groups.remainder());
-                stat_group(&last, (lo, hi, negated), &mut yes, &mut null);
-                masks.push(&yes, &maybe, &null);
-            }
-            (lo_col, Some(hi_col)) => {
-                let (mut ga, mut gb) = (lo_col.chunks_exact(64), hi_col.chunks_exact(64));
-                for (mins, maxs) in ga.by_ref().zip(gb.by_ref()) {
-                    let mins = mins.try_into().expect("64 rows");
-                    let maxs = maxs.try_into().expect("64 rows");
-                    let out = [&mut yes, &mut maybe, &mut null];
-                    range_group(mins, maxs, (lo, hi, negated), out);
-                    masks.push(&yes, &maybe, &null);
-                }
-                let (mut mins, mut maxs) = ([f64::NAN; 64], [f64::NAN; 64]);
-                mins[..ga.remainder().len()].copy_from_slice(ga.remainder());
-                maxs[..gb.remainder().len()].copy_from_slice(gb.remainder());
-                range_group(
-                    &mins,
-                    &maxs,
-                    (lo, hi, negated),
-                    [&mut yes, &mut maybe, &mut null],
-                );
-                masks.push(&yes, &maybe, &null);
-            }
+            (Floats::F64(v), None) => masks.stat_groups(v, bounds),
+            (Floats::F32(v), None) => masks.stat_groups(v, bounds),
+            (Floats::F64(a), Some(Floats::F64(b))) => masks.range_groups(a, b, bounds),
+            (Floats::F32(a), Some(Floats::F32(b))) => masks.range_groups(a, b, bounds),
+            (Floats::F64(a), Some(Floats::F32(b))) => masks.range_groups(a, b, bounds),
+            (Floats::F32(a), Some(Floats::F64(b))) => masks.range_groups(a, b, bounds),
         }
         for mask in [&mut masks.yes, &mut masks.maybe, &mut masks.null] {
             mask.truncate(len);
@@ -205,6 +179,39 @@ impl Masks {
             }
         }
         masks
+    }
+
+    /// Statistic tests of every value, 64 at a time (the last group padded
+    /// with NaN rows, whose bits are cut off afterwards).
+    fn stat_groups<T: Float>(&mut self, values: &[T], bounds: (f64, f64, bool)) {
+        let (mut yes, maybe, mut null) = ([0u8; 64], [0u8; 64], [0u8; 64]);
+        let mut groups = values.chunks_exact(64);
+        for group in groups.by_ref() {
+            let group = group.try_into().expect("64 rows");
+            stat_group(group, bounds, &mut yes, &mut null);
+            self.push(&yes, &maybe, &null);
+        }
+        let mut last = [T::NAN; 64];
+        last[..groups.remainder().len()].copy_from_slice(groups.remainder());
+        stat_group(&last, bounds, &mut yes, &mut null);
+        self.push(&yes, &maybe, &null);
+    }
+
+    /// Range tests of every (minimum, maximum) pair, 64 at a time.
+    fn range_groups<A: Float, B: Float>(&mut self, a: &[A], b: &[B], bounds: (f64, f64, bool)) {
+        let (mut yes, mut maybe, mut null) = ([0u8; 64], [0u8; 64], [0u8; 64]);
+        let (mut ga, mut gb) = (a.chunks_exact(64), b.chunks_exact(64));
+        for (mins, maxs) in ga.by_ref().zip(gb.by_ref()) {
+            let mins = mins.try_into().expect("64 rows");
+            let maxs = maxs.try_into().expect("64 rows");
+            range_group(mins, maxs, bounds, [&mut yes, &mut maybe, &mut null]);
+            self.push(&yes, &maybe, &null);
+        }
+        let (mut mins, mut maxs) = ([A::NAN; 64], [B::NAN; 64]);
+        mins[..ga.remainder().len()].copy_from_slice(ga.remainder());
+        maxs[..gb.remainder().len()].copy_from_slice(gb.remainder());
+        range_group(&mins, &maxs, bounds, [&mut yes, &mut maybe, &mut null]);
+        self.push(&yes, &maybe, &null);
     }
 
     /// Appends 64 answers given as 0/1 bytes to each mask.
@@ -259,14 +266,14 @@ impl Masks {
     clippy::needless_bitwise_bool,
     reason = "branch-free on purpose: the loop vectorizes"
 )]
-fn stat_group(
-    x: &[f64; 64],
+fn stat_group<T: Float>(
+    x: &[T; 64],
     (lo, hi, negated): (f64, f64, bool),
     yes: &mut [u8; 64],
     null: &mut [u8; 64],
 ) {
     for j in 0..64 {
-        let v = x[j];
+        let v = x[j].wide();
         let nan = v.is_nan();
         // NaN is inside no interval: its answer is null alone.
         yes[j] = u8::from((((lo <= v) & (v <= hi)) != negated) & !nan);
@@ -281,15 +288,15 @@ fn stat_group(
     clippy::needless_bitwise_bool,
     reason = "branch-free on purpose: the loop vectorizes"
 )]
-fn range_group(
-    a: &[f64; 64],
-    b: &[f64; 64],
+fn range_group<A: Float, B: Float>(
+    a: &[A; 64],
+    b: &[B; 64],
     (lo, hi, negated): (f64, f64, bool),
     [yes, maybe, null]: [&mut [u8; 64]; 3],
 ) {
     let nonempty = lo <= hi;
     for j in 0..64 {
-        let (p, q) = (a[j], b[j]);
+        let (p, q) = (a[j].wide(), b[j].wide());
         let nan = p.is_nan() | q.is_nan();
         let (ip, iq) = ((lo <= p) & (p <= hi), (lo <= q) & (q <= hi));
         // An end in the set: yes. Negated, both ends inside the interval:
@@ -310,13 +317,68 @@ const YES: u8 = 1;
 const MAYBE: u8 = 2;
 const NULL: u8 = 3;
 
-/// A float test on a column of `f64` statistics: each row answered with two
+/// A float statistic as stored: `f64`, or `f32` (statistics of `f32`
+/// arrays), tested as the `f64` it widens to (exactly).
+trait Float: Copy {
+    const NAN: Self;
+    fn wide(self) -> f64;
+}
+
+impl Float for f64 {
+    const NAN: f64 = f64::NAN;
+    #[inline]
+    fn wide(self) -> f64 {
+        self
+    }
+}
+
+impl Float for f32 {
+    const NAN: f32 = f32::NAN;
+    #[inline]
+    fn wide(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+/// A column of float statistics in its stored width.
+#[derive(Clone, Copy)]
+enum Floats<'a> {
+    F64(&'a [f64]),
+    F32(&'a [f32]),
+}
+
+impl<'a> Floats<'a> {
+    fn of(v: &'a Values) -> Option<Floats<'a>> {
+        match v {
+            Values::F64(v) => Some(Floats::F64(v)),
+            Values::F32(v) => Some(Floats::F32(v)),
+            Values::Any(_) => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Floats::F64(v) => v.len(),
+            Floats::F32(v) => v.len(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> f64 {
+        match self {
+            Floats::F64(v) => v[i],
+            Floats::F32(v) => f64::from(v[i]),
+        }
+    }
+}
+
+/// A float test on a column of float statistics: each row answered with two
 /// comparisons per bound, no value built (the common case: CF times,
 /// latitudes, temperatures).
 struct FloatRows<'a> {
     set: F64Set,
     /// A statistic's column, or the minimum and maximum columns of a range.
-    values: (&'a [f64], Option<&'a [f64]>),
+    values: (Floats<'a>, Option<Floats<'a>>),
 }
 
 impl<'a> FloatRows<'a> {
@@ -327,17 +389,15 @@ impl<'a> FloatRows<'a> {
             RowTest::Range(set) => Some(set),
         };
         let set = set.and_then(F64Set::new)?;
-        let values = match (test, &col.min, col.max()) {
-            (RowTest::Stat(Stat::Min, _), Values::F64(v), _)
-            | (RowTest::Stat(Stat::Max, _), _, Values::F64(v)) => (v.as_slice(), None),
+        let values = match test {
+            RowTest::Stat(Stat::Min, _) => (Floats::of(&col.min)?, None),
+            RowTest::Stat(Stat::Max, _) => (Floats::of(col.max())?, None),
             // Every row's minimum is its maximum: whether a value in
             // [x, x] is in the set is whether x is (yes or no, never
             // maybe), a statistic test of the one column.
-            (RowTest::Range(_), Values::F64(v), _) if col.max.is_none() => (v.as_slice(), None),
-            (RowTest::Range(_), Values::F64(lo), Values::F64(hi)) => {
-                (lo.as_slice(), Some(hi.as_slice()))
-            }
-            _ => return None,
+            RowTest::Range(_) if col.max.is_none() => (Floats::of(&col.min)?, None),
+            RowTest::Range(_) => (Floats::of(&col.min)?, Some(Floats::of(col.max())?)),
+            RowTest::Stat(..) => return None,
         };
         Some(FloatRows { set, values })
     }
@@ -347,7 +407,7 @@ impl<'a> FloatRows<'a> {
     fn answer(&self, i: usize) -> u8 {
         match self.values {
             (v, None) => {
-                let x = v[i];
+                let x = v.get(i);
                 if x.is_nan() {
                     NULL
                 } else {
@@ -355,7 +415,7 @@ impl<'a> FloatRows<'a> {
                 }
             }
             (lo, Some(hi)) => {
-                let (a, b) = (lo[i], hi[i]);
+                let (a, b) = (lo.get(i), hi.get(i));
                 if a.is_nan() || b.is_nan() {
                     return NULL;
                 }
@@ -511,7 +571,8 @@ mod tests {
             1 => f64::INFINITY,
             2 => f64::NEG_INFINITY,
             3 => -0.0,
-            _ => ((i * 37) % 101) as f64 - 50.0,
+            4 => 7.25,
+            _ => ((i * 37) % 101) as f64 * 0.25 - 12.5,
         };
         let lo: Vec<f64> = (0..n)
             .map(|i| if i % 13 == 0 { f64::NAN } else { val(i) })
@@ -558,6 +619,14 @@ mod tests {
                 }],
                 negated: false,
             },
+            // Bounds no f32 holds, against f32 columns too.
+            ValueSet {
+                intervals: vec![Interval {
+                    lo: num(-9.1),
+                    hi: num(7.3),
+                }],
+                negated: false,
+            },
             // Two intervals: the general mask path.
             ValueSet {
                 intervals: vec![
@@ -595,7 +664,40 @@ mod tests {
             },
             cells: Ints::List(vec![10; n]),
         };
-        for (col, hi) in [(&col, &hi), (&point, &lo)] {
+        // The same columns with statistics stored as `f32` (every value
+        // above is one), and with one side of each width.
+        let narrow = |v: &[f64]| Values::F32(v.iter().map(|x| *x as f32).collect());
+        let col32 = StatColumn {
+            min: narrow(&lo),
+            max: Some(narrow(&hi)),
+            ids: col.ids.clone(),
+            present: col.present.clone(),
+            nulls: col.nulls.clone(),
+            cells: col.cells.clone(),
+        };
+        let mixed = StatColumn {
+            min: narrow(&lo),
+            max: Some(Values::F64(hi.clone())),
+            ids: col.ids.clone(),
+            present: col.present.clone(),
+            nulls: col.nulls.clone(),
+            cells: col.cells.clone(),
+        };
+        let point32 = StatColumn {
+            min: narrow(&lo),
+            max: None,
+            ids: point.ids.clone(),
+            present: point.present.clone(),
+            nulls: point.nulls.clone(),
+            cells: point.cells.clone(),
+        };
+        for (col, hi) in [
+            (&col, &hi),
+            (&point, &lo),
+            (&col32, &hi),
+            (&mixed, &hi),
+            (&point32, &lo),
+        ] {
             for set in &sets {
                 for scope in &scopes {
                     for test in [
