@@ -22,6 +22,9 @@ use crate::limits::{self, Rate};
 use crate::workloads::arr;
 use crate::{fmt_dur, Timing};
 
+#[cfg(feature = "arrow")]
+mod arrow_peer;
+
 const LEVELS: usize = 50;
 /// JULD of 2005-01-01 and 2024-01-01 (days since 1950-01-01).
 const JULD_SPAN: (f64, f64) = (20_089.0, 27_029.0);
@@ -280,6 +283,8 @@ pub async fn workload(quick: bool) -> Result<Value> {
     })
     .await?;
 
+    let arrow = arrow_times(&store, hits.names(), found, platform, runs).await?;
+
     // The floor: the three touched statistics (f32 max, two f64 values) of
     // every dataset read once at memcpy speed.
     let touched = n as f64 * (4.0 + 8.0 + 8.0);
@@ -336,6 +341,18 @@ pub async fn workload(quick: bool) -> Result<Value> {
         Some(t) => row("`atlas query STORE Q1 --count` end to end", t),
         None => println!("`atlas query` end to end: skipped (no `atlas` binary beside this one)"),
     }
+    match &arrow {
+        Some(a) => {
+            println!(
+                "{:<44} {:>26}",
+                "arrow peer: table built from the catalog",
+                fmt_dur(a.load)
+            );
+            row("arrow peer: Q1 with compute kernels", &a.q1);
+            row("arrow peer: platform_number lookup", &a.lookup);
+        }
+        None => println!("arrow peer: skipped (build with `--features arrow` or `peers`)"),
+    }
     Ok(json!({
         "datasets": n,
         "q1": Q1,
@@ -353,5 +370,57 @@ pub async fn workload(quick: bool) -> Result<Value> {
         "lookup_naive": naive_lookup_t.json(),
         "read_matches": read_only.json(),
         "q1_then_read": query_read.json(),
+        "arrow": arrow.as_ref().map(|a| json!({
+            "table_load_s": a.load.as_secs_f64(),
+            "q1": a.q1.json(),
+            "lookup": a.lookup.json(),
+        })),
     }))
+}
+
+/// The Arrow peer's figures: building its table once, then Q1 and the
+/// lookup with compute kernels.
+struct ArrowTimes {
+    load: Duration,
+    q1: Timing,
+    lookup: Timing,
+}
+
+/// Times the Arrow peer after checking its answers against `Atlas::query`
+/// (`None` without the `arrow` feature).
+#[cfg(feature = "arrow")]
+async fn arrow_times(
+    store: &Atlas,
+    q1: &[String],
+    lookup: usize,
+    platform: &str,
+    runs: usize,
+) -> Result<Option<ArrowTimes>> {
+    let t = Instant::now();
+    let table = arrow_peer::Table::load(store).await?;
+    let load = t.elapsed();
+    ensure!(table.len() == store.n_datasets(), "arrow table misses rows");
+    ensure!(
+        table.q1(DAYS_2020)? == q1,
+        "arrow kernels and Atlas::query disagree on Q1"
+    );
+    ensure!(
+        table.lookup(platform)?.len() == lookup,
+        "arrow kernels and Atlas::query disagree on the lookup"
+    );
+    let q1 = time(runs, || async { table.q1(DAYS_2020) }).await?;
+    let lookup = time(runs, || async { table.lookup(platform) }).await?;
+    Ok(Some(ArrowTimes { load, q1, lookup }))
+}
+
+#[cfg(not(feature = "arrow"))]
+#[expect(clippy::unused_async, reason = "the signature of the `arrow` build's")]
+async fn arrow_times(
+    _: &Atlas,
+    _: &[String],
+    _: usize,
+    _: &str,
+    _: usize,
+) -> Result<Option<ArrowTimes>> {
+    Ok(None)
 }
