@@ -10,7 +10,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use atlas_rust::{Atlas, Attr, Codec, DatasetView, StoreConfig};
-use ndarray17::{ArrayView, IxDyn};
+// atlas-rust 0.10 takes ndarray 0.17 views: the workspace's own ndarray.
+use ndarray::{ArrayView, IxDyn};
 
 use super::{block, ds_name, GridSpec, System};
 use crate::data::profile;
