@@ -56,7 +56,7 @@ mod mpk;
 mod typed;
 
 pub(crate) use catalog::{par_map, StatColumn, Values};
-pub(crate) use typed::Ints;
+pub(crate) use typed::{Float, Ints};
 
 use super::segment::{schema_from_repr, schema_to_repr, SchemaRepr};
 use super::{

@@ -114,19 +114,49 @@ impl Side {
     pub(super) fn same_float_bits(&self, other: &Side) -> bool {
         match (self, other) {
             (Side::None, Side::None) => true,
-            (Side::F64(p, v), Side::F64(q, w)) => {
-                p == q
-                    && v.len() == w.len()
-                    && v.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits())
-            }
-            (Side::F32(p, v), Side::F32(q, w)) => {
-                p == q
-                    && v.len() == w.len()
-                    && v.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits())
-            }
+            (Side::F64(p, v), Side::F64(q, w)) => p == q && same_bits(v, w),
+            (Side::F32(p, v), Side::F32(q, w)) => p == q && same_bits(v, w),
             _ => false,
         }
     }
+}
+
+/// A float statistic in the width it is stored and kept in: `f64`, or `f32`
+/// (statistics of `f32` arrays), read as the `f64` it widens to (exactly).
+pub(crate) trait Float: Copy {
+    /// NaN of this width (an absent value).
+    const NAN: Self;
+    /// The value as `f64`.
+    fn wide(self) -> f64;
+    /// The value's bits (for equality that tells NaNs and zeros apart).
+    fn bits(self) -> u64;
+}
+
+impl Float for f64 {
+    const NAN: f64 = f64::NAN;
+    #[inline]
+    fn wide(self) -> f64 {
+        self
+    }
+    fn bits(self) -> u64 {
+        self.to_bits()
+    }
+}
+
+impl Float for f32 {
+    const NAN: f32 = f32::NAN;
+    #[inline]
+    fn wide(self) -> f64 {
+        f64::from(self)
+    }
+    fn bits(self) -> u64 {
+        u64::from(self.to_bits())
+    }
+}
+
+/// Whether two float slices hold the same values, bit for bit.
+fn same_bits<T: Float>(a: &[T], b: &[T]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.bits() == y.bits())
 }
 
 /// Whether the first `n` bits of a presence bitmap are all set.
@@ -184,12 +214,8 @@ impl Floats {
     /// Whether both hold the same rows, bit for bit (in the same width).
     pub(super) fn same_bits(&self, other: &Floats) -> bool {
         match (self, other) {
-            (Floats::F32(a), Floats::F32(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-            }
-            (Floats::F64(a), Floats::F64(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-            }
+            (Floats::F32(a), Floats::F32(b)) => same_bits(a, b),
+            (Floats::F64(a), Floats::F64(b)) => same_bits(a, b),
             _ => false,
         }
     }
@@ -223,7 +249,7 @@ impl Floats {
 
 /// Appends a float side's values to `out` through `conv`, NaN for an absent
 /// one; false (nothing appended) when a present value is NaN.
-fn extend_side<T: Copy + IsNan, U: Copy + From<f32>>(
+fn extend_side<T: Float, U: Float>(
     p: &[u8],
     x: &[T],
     out: &mut Vec<U>,
@@ -232,39 +258,24 @@ fn extend_side<T: Copy + IsNan, U: Copy + From<f32>>(
     let n = x.len();
     if all_present(p, n) {
         // The usual block: a bulk check and a bulk copy.
-        if x.iter().any(IsNan::nan) {
+        if x.iter().any(|v| v.wide().is_nan()) {
             return false;
         }
         out.extend(x.iter().map(|v| conv(*v)));
         return true;
     }
-    if x.iter().enumerate().any(|(i, v)| v.nan() && bit(p, i)) {
+    if x.iter()
+        .enumerate()
+        .any(|(i, v)| v.wide().is_nan() && bit(p, i))
+    {
         return false;
     }
-    let nan = U::from(f32::NAN);
     out.extend(
         x.iter()
             .enumerate()
-            .map(|(i, v)| if bit(p, i) { conv(*v) } else { nan }),
+            .map(|(i, v)| if bit(p, i) { conv(*v) } else { U::NAN }),
     );
     true
-}
-
-/// NaN test of both float widths.
-trait IsNan {
-    fn nan(&self) -> bool;
-}
-
-impl IsNan for f32 {
-    fn nan(&self) -> bool {
-        self.is_nan()
-    }
-}
-
-impl IsNan for f64 {
-    fn nan(&self) -> bool {
-        self.is_nan()
-    }
 }
 
 /// A column of integers as decoded: `Affine` while row `i` is `base + step
@@ -1013,7 +1024,9 @@ pub(super) fn encode_names(rows: &[(u64, String)]) -> Vec<u8> {
     let width = rows
         .first()
         .map(|(_, s)| s.len())
-        .filter(|w| rows.iter().all(|(_, s)| s.len() == *w));
+        // Width 0 means "see the ends": names of no bytes (never valid)
+        // are written with ends like any others.
+        .filter(|w| *w > 0 && rows.iter().all(|(_, s)| s.len() == *w));
     let ends_len = if width.is_some() { 0 } else { 4 * n };
     let mut out = Vec::with_capacity(1 + 4 + 9 + 4 + ends_len + text_len);
     out.push(LAYOUT_NAMES);
@@ -1096,52 +1109,46 @@ pub(super) fn decode_names(mut raw: Vec<u8>) -> Result<Names, String> {
     let text = String::from_utf8(raw).map_err(|e| format!("typed id block: names: {e}"))?;
     // Forbidden bytes anywhere in the text are in some name. Branch-free
     // over chunks, so the compiler compares many bytes at a time.
-    let plain = !text.as_bytes().chunks(4096).any(|c| {
-        let hits = c.iter().fold(0u8, |n, b| {
-            n | u8::from(*b == 0) | u8::from(*b == b'/') | u8::from(*b == b'\\')
-        });
-        hits != 0
-    });
-    let bad_name = |name: &str| -> String {
-        match crate::name::validate_dataset_name(name) {
-            Err(e) => format!("typed id block: {e}"),
-            Ok(()) => format!("typed id block: a name ends inside a character: {name:?}"),
-        }
+    let forbidden = |bytes: &[u8]| {
+        bytes.chunks(4096).any(|c| {
+            let hits = c.iter().fold(0u8, |n, b| {
+                n | u8::from(*b == 0) | u8::from(*b == b'/') | u8::from(*b == b'\\')
+            });
+            hits != 0
+        })
     };
-    let check = |name: &str| -> bool {
-        plain
-            && !name.is_empty()
-            && name.len() <= crate::name::MAX_NAME_LEN
-            && name != "."
-            && name != ".."
-    };
-    if width > 0 {
-        if !plain || width > crate::name::MAX_NAME_LEN || width <= 2 {
-            for k in 0..n {
-                let name = text
-                    .get(k * width..(k + 1) * width)
-                    .ok_or_else(|| bad_name(""))?;
-                if !check(name) {
-                    return Err(bad_name(name));
-                }
+    let plain = !forbidden(text.as_bytes());
+    // Names of one ASCII length of 3 to 255 bytes, none with a forbidden
+    // byte: every one is valid, and every cut is a character boundary.
+    let all_valid = plain && (3..=crate::name::MAX_NAME_LEN).contains(&width) && text.is_ascii();
+    if !all_valid {
+        let end_of = |k: usize| {
+            if width > 0 {
+                (k + 1) * width
+            } else {
+                ends[k] as usize
             }
-        }
-        if !(1..n).all(|k| text.is_char_boundary(k * width)) {
-            return Err("typed id block: a name ends inside a character".into());
-        }
-    } else {
-        let mut start = 0usize;
-        for e in &ends {
-            let e = *e as usize;
-            let name = text.get(start..e).ok_or_else(|| {
+        };
+        let mut start = 0;
+        for k in 0..n {
+            let end = end_of(k);
+            let name = text.get(start..end).ok_or_else(|| {
                 format!(
-                    "typed id block: name ends out of order or inside a character ({start}..{e})"
+                    "typed id block: name {k} ({start}..{end}) ends before it starts or inside a character"
                 )
             })?;
-            if !check(name) {
-                return Err(bad_name(name));
+            if name.is_empty()
+                || name.len() > crate::name::MAX_NAME_LEN
+                || name == "."
+                || name == ".."
+                || (!plain && forbidden(name.as_bytes()))
+            {
+                return Err(match crate::name::validate_dataset_name(name) {
+                    Err(e) => format!("typed id block: {e}"),
+                    Ok(()) => format!("typed id block: invalid name {name:?}"),
+                });
             }
-            start = e;
+            start = end;
         }
     }
     Ok(Names {
@@ -1442,13 +1449,19 @@ mod tests {
         };
         assert!(refused(vec![(2, "a"), (1, "b")]).contains("ascending"));
         assert!(refused(vec![(1, "a"), (1, "b")]).contains("ascending"));
+        // The message is the dataset-name rule the bad name breaks, about
+        // that name (not about a valid name before it).
+        let about = |e: String, name: &str| {
+            assert!(e.contains(&format!("invalid dataset name {name:?}")), "{e}");
+        };
         for name in ["", ".", "..", "a/b", "a\\b", "a\0b"] {
-            refused(vec![(1, "ok_name"), (2, name)]);
-            refused(vec![(1, name)]);
+            about(refused(vec![(1, "ok_name"), (2, name)]), name);
+            about(refused(vec![(1, name)]), name);
+            about(refused(vec![(1, "aaa"), (2, name), (3, "bbb")]), name);
         }
         let long = "y".repeat(256);
-        refused(vec![(1, long.as_str())]);
-        refused(vec![(1, long.as_str()), (2, "z")]);
+        about(refused(vec![(1, long.as_str())]), &long);
+        about(refused(vec![(1, long.as_str()), (2, "z")]), &long);
         // Not UTF-8, and names cut inside a character.
         let mut raw = encode_names(&[(1, "ab".to_owned())]);
         let at = raw.len() - 1;
@@ -1458,7 +1471,16 @@ mod tests {
         // ends [2, 3] → [1, 3]: the first name ends inside `é`.
         let ends = raw.len() - 3 - 8;
         raw[ends] = 1;
-        assert!(decode_names(raw).is_err());
+        assert!(decode_names(raw)
+            .unwrap_err()
+            .contains("inside a character"));
+        // Names of one width (2) over valid UTF-8 ("aéb") cut inside `é`.
+        let mut raw = encode_names(&[(1, "ab".to_owned()), (2, "cd".to_owned())]);
+        let at = raw.len() - 4;
+        raw[at..].copy_from_slice("aéb".as_bytes());
+        assert!(decode_names(raw)
+            .unwrap_err()
+            .contains("inside a character"));
         // Zero rows, and a row count beyond the bound.
         let mut raw = encode_names(&one);
         raw[1..5].copy_from_slice(&0u32.to_le_bytes());

@@ -13,7 +13,7 @@ use array_format::{ArrayStats, StatValue};
 use crate::query::source::{Ids, RowHits, RowTest};
 use crate::query::value::{F64Set, Num, Tri, Val};
 use crate::query::Stat;
-use crate::registry::{par_map, StatColumn, Values};
+use crate::registry::{par_map, Float, StatColumn, Values};
 
 /// Below this share of a column's rows (1 / N), rows are found by id.
 const SPARSE_SHARE: u64 = 16;
@@ -172,12 +172,12 @@ impl Masks {
         // off at the end.
         let bounds = (lo, hi, negated);
         match rows.values {
-            (Floats::F64(v), None) => masks.stat_groups(v, bounds),
-            (Floats::F32(v), None) => masks.stat_groups(v, bounds),
-            (Floats::F64(a), Some(Floats::F64(b))) => masks.range_groups(a, b, bounds),
-            (Floats::F32(a), Some(Floats::F32(b))) => masks.range_groups(a, b, bounds),
-            (Floats::F64(a), Some(Floats::F32(b))) => masks.range_groups(a, b, bounds),
-            (Floats::F32(a), Some(Floats::F64(b))) => masks.range_groups(a, b, bounds),
+            (FloatSlice::F64(v), None) => masks.stat_groups(v, bounds),
+            (FloatSlice::F32(v), None) => masks.stat_groups(v, bounds),
+            (FloatSlice::F64(a), Some(FloatSlice::F64(b))) => masks.range_groups(a, b, bounds),
+            (FloatSlice::F32(a), Some(FloatSlice::F32(b))) => masks.range_groups(a, b, bounds),
+            (FloatSlice::F64(a), Some(FloatSlice::F32(b))) => masks.range_groups(a, b, bounds),
+            (FloatSlice::F32(a), Some(FloatSlice::F64(b))) => masks.range_groups(a, b, bounds),
         }
         for mask in [&mut masks.yes, &mut masks.maybe, &mut masks.null] {
             mask.truncate(len);
@@ -324,64 +324,41 @@ const YES: u8 = 1;
 const MAYBE: u8 = 2;
 const NULL: u8 = 3;
 
-/// A float statistic as stored: `f64`, or `f32` (statistics of `f32`
-/// arrays), tested as the `f64` it widens to (exactly).
-trait Float: Copy {
-    const NAN: Self;
-    fn wide(self) -> f64;
-}
-
-impl Float for f64 {
-    const NAN: f64 = f64::NAN;
-    #[inline]
-    fn wide(self) -> f64 {
-        self
-    }
-}
-
-impl Float for f32 {
-    const NAN: f32 = f32::NAN;
-    #[inline]
-    fn wide(self) -> f64 {
-        f64::from(self)
-    }
-}
-
 /// A column of float statistics in its stored width.
 #[derive(Clone, Copy)]
-enum Floats<'a> {
+enum FloatSlice<'a> {
     F64(&'a [f64]),
     F32(&'a [f32]),
 }
 
-impl<'a> Floats<'a> {
-    fn of(v: &'a Values) -> Option<Floats<'a>> {
+impl<'a> FloatSlice<'a> {
+    fn of(v: &'a Values) -> Option<FloatSlice<'a>> {
         match v {
-            Values::F64(v) => Some(Floats::F64(v)),
-            Values::F32(v) => Some(Floats::F32(v)),
+            Values::F64(v) => Some(FloatSlice::F64(v)),
+            Values::F32(v) => Some(FloatSlice::F32(v)),
             Values::Any(_) => None,
         }
     }
 
     fn len(&self) -> usize {
         match self {
-            Floats::F64(v) => v.len(),
-            Floats::F32(v) => v.len(),
+            FloatSlice::F64(v) => v.len(),
+            FloatSlice::F32(v) => v.len(),
         }
     }
 
     #[inline]
     fn get(&self, i: usize) -> f64 {
         match self {
-            Floats::F64(v) => v[i],
-            Floats::F32(v) => f64::from(v[i]),
+            FloatSlice::F64(v) => v[i],
+            FloatSlice::F32(v) => f64::from(v[i]),
         }
     }
 
-    fn slice(&self, rows: std::ops::Range<usize>) -> Floats<'a> {
+    fn slice(&self, rows: std::ops::Range<usize>) -> FloatSlice<'a> {
         match *self {
-            Floats::F64(v) => Floats::F64(&v[rows]),
-            Floats::F32(v) => Floats::F32(&v[rows]),
+            FloatSlice::F64(v) => FloatSlice::F64(&v[rows]),
+            FloatSlice::F32(v) => FloatSlice::F32(&v[rows]),
         }
     }
 }
@@ -392,7 +369,7 @@ impl<'a> Floats<'a> {
 struct FloatRows<'a> {
     set: F64Set,
     /// A statistic's column, or the minimum and maximum columns of a range.
-    values: (Floats<'a>, Option<Floats<'a>>),
+    values: (FloatSlice<'a>, Option<FloatSlice<'a>>),
 }
 
 impl<'a> FloatRows<'a> {
@@ -404,13 +381,13 @@ impl<'a> FloatRows<'a> {
         };
         let set = set.and_then(F64Set::new)?;
         let values = match test {
-            RowTest::Stat(Stat::Min, _) => (Floats::of(&col.min)?, None),
-            RowTest::Stat(Stat::Max, _) => (Floats::of(col.max())?, None),
+            RowTest::Stat(Stat::Min, _) => (FloatSlice::of(&col.min)?, None),
+            RowTest::Stat(Stat::Max, _) => (FloatSlice::of(col.max())?, None),
             // Every row's minimum is its maximum: whether a value in
             // [x, x] is in the set is whether x is (yes or no, never
             // maybe), a statistic test of the one column.
-            RowTest::Range(_) if col.max.is_none() => (Floats::of(&col.min)?, None),
-            RowTest::Range(_) => (Floats::of(&col.min)?, Some(Floats::of(col.max())?)),
+            RowTest::Range(_) if col.max.is_none() => (FloatSlice::of(&col.min)?, None),
+            RowTest::Range(_) => (FloatSlice::of(&col.min)?, Some(FloatSlice::of(col.max())?)),
             RowTest::Stat(..) => return None,
         };
         Some(FloatRows { set, values })
@@ -711,30 +688,17 @@ mod tests {
         // The same columns with statistics stored as `f32` (every value
         // above is one), and with one side of each width.
         let narrow = |v: &[f64]| Values::F32(v.iter().map(|x| *x as f32).collect());
-        let col32 = StatColumn {
-            min: narrow(&lo),
-            max: Some(narrow(&hi)),
-            ids: col.ids.clone(),
-            present: col.present.clone(),
-            nulls: col.nulls.clone(),
-            cells: col.cells.clone(),
+        let with = |like: &StatColumn, min: Values, max: Option<Values>| StatColumn {
+            min,
+            max,
+            ids: like.ids.clone(),
+            present: like.present.clone(),
+            nulls: like.nulls.clone(),
+            cells: like.cells.clone(),
         };
-        let mixed = StatColumn {
-            min: narrow(&lo),
-            max: Some(Values::F64(hi.clone())),
-            ids: col.ids.clone(),
-            present: col.present.clone(),
-            nulls: col.nulls.clone(),
-            cells: col.cells.clone(),
-        };
-        let point32 = StatColumn {
-            min: narrow(&lo),
-            max: None,
-            ids: point.ids.clone(),
-            present: point.present.clone(),
-            nulls: point.nulls.clone(),
-            cells: point.cells.clone(),
-        };
+        let col32 = with(&col, narrow(&lo), Some(narrow(&hi)));
+        let mixed = with(&col, narrow(&lo), Some(Values::F64(hi.clone())));
+        let point32 = with(&point, narrow(&lo), None);
         for (col, hi) in [
             (&col, &hi),
             (&point, &lo),
