@@ -53,10 +53,34 @@ fn run_command(desc: &str, cmd: &mut Command) -> Result<()> {
         .status()
         .with_context(|| format!("cannot run {program}"))?;
     if !status.success() {
-        bail!("{desc} failed ({status})");
+        bail!("{desc} failed ({status}; {})", free_disk());
     }
-    eprintln!("    {desc} ok in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "    {desc} ok in {:.1} s ({})",
+        t.elapsed().as_secs_f64(),
+        free_disk()
+    );
     Ok(())
+}
+
+/// The free space of the disk holding the current directory, as `df` reports
+/// it: CI runs have failed for want of disk, and this line after each step
+/// shows which step took it.
+fn free_disk() -> String {
+    let out = Command::new("df").args(["-Pk", "."]).output();
+    let avail_kib = out.ok().and_then(|o| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.lines()
+            .nth(1)?
+            .split_whitespace()
+            .nth(3)?
+            .parse::<u64>()
+            .ok()
+    });
+    match avail_kib {
+        Some(kib) => format!("disk free {:.1} GiB", kib as f64 / (1u64 << 20) as f64),
+        None => "disk free unknown".to_owned(),
+    }
 }
 
 fn ci() -> Result<()> {
