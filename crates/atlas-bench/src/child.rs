@@ -83,16 +83,17 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w3 DIR DATASETS REPS"
+             | loop w1|w2|w3 DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w3 DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w2|w3 DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times; `w3` builds that store once (untimed) and scans `TEMP`
-/// across it REPS times through one open handle. Prints each repetition's
+/// across it REPS times through one open handle; `w2` opens that store from
+/// nothing and reads `TEMP` of one dataset, REPS times. Prints each repetition's
 /// time and the median.
 fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
     let n: u64 = n.parse().context("DATASETS")?;
@@ -133,7 +134,28 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
         }
-        _ => bail!("loop: w1 or w3, not {work:?}"),
+        "w2" => {
+            let path = dir.join("w3");
+            if !path.exists() {
+                rt.block_on(crate::workloads::ingest(&path, n))?;
+            }
+            let probe = crate::peers::ds_name(n / 2);
+            for _ in 0..reps {
+                let t = Instant::now();
+                let cells = rt.block_on(async {
+                    let store = Atlas::open_path(&path).await?;
+                    let a = store
+                        .open_dataset(&probe)
+                        .await?
+                        .read_array::<f32>("TEMP", vec![], vec![])
+                        .await?;
+                    anyhow::Ok(a.map_or(0, |a| a.len()))
+                })?;
+                times.push(t.elapsed());
+                ensure!(cells == crate::workloads::LEVELS, "cells");
+            }
+        }
+        _ => bail!("loop: w1, w2 or w3, not {work:?}"),
     }
     for (r, t) in times.iter().enumerate() {
         eprintln!("rep {r}: {:.3} ms", t.as_secs_f64() * 1e3);

@@ -163,13 +163,31 @@ impl<'a> Cursor<'a> {
 /// Where one record lies in its block.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Span {
-    /// The dataset name.
-    pub(super) name: String,
+    /// Where the dataset name's bytes (checked to be UTF-8) lie in the block:
+    /// a range, not a `String`, so finding a block's records allocates
+    /// nothing per record ([`Span::name`]).
+    name: Range<usize>,
     /// The record's bytes.
     pub(super) bytes: Range<usize>,
     /// Where the record's list of arrays starts, from the record's start;
     /// `None` for a tombstone.
     arrays: Option<usize>,
+}
+
+impl Span {
+    /// The record's dataset name, in `raw`, the block this span was found in.
+    pub(super) fn name<'a>(&self, raw: &'a [u8]) -> &'a str {
+        // Checked by `record_spans`; a span used with another block would
+        // be a bug, and its name then reads as empty (never a panic).
+        raw.get(self.name.clone())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
+    /// The name's bytes, for comparisons (byte order is `str` order).
+    pub(super) fn name_bytes<'a>(&self, raw: &'a [u8]) -> &'a [u8] {
+        raw.get(self.name.clone()).unwrap_or_default()
+    }
 }
 
 /// Each record's [`Span`] in a record block (an array of `[name, id, body]`
@@ -184,7 +202,8 @@ pub(super) fn record_spans(raw: &[u8]) -> Res<Vec<Span>> {
         if c.array()? != 3 {
             return Err(format!("record at byte {start} is not [name, id, body]"));
         }
-        let name = c.str()?.to_owned();
+        let name = c.str()?;
+        let name_at = c.pos() - name.len()..c.pos();
         c.skip()?;
         let arrays = if c.nil() {
             None
@@ -198,7 +217,7 @@ pub(super) fn record_spans(raw: &[u8]) -> Res<Vec<Span>> {
             Some(at)
         };
         out.push(Span {
-            name,
+            name: name_at,
             bytes: start..c.pos(),
             arrays,
         });
@@ -297,7 +316,8 @@ mod tests {
         let spans = record_spans(&raw).unwrap();
         assert_eq!(spans.len(), 3);
         for (span, rec) in spans.iter().zip(&recs) {
-            assert_eq!(span.name, rec.0);
+            assert_eq!(span.name(&raw), rec.0);
+            assert_eq!(span.name_bytes(&raw), rec.0.as_bytes());
             assert_eq!(&raw[span.bytes.clone()], rmp_serde::to_vec(rec).unwrap());
         }
         let find = |i: usize, a: &str| find_array(&raw, &spans[i], a);
