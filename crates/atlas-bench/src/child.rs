@@ -93,7 +93,8 @@ pub fn main(args: &[String]) -> Result<()> {
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times; `w3` builds that store once (untimed) and scans `TEMP`
 /// across it REPS times through one open handle; `w2` opens that store from
-/// nothing and reads `TEMP` of one dataset, REPS times. Prints each repetition's
+/// nothing and reads `TEMP` of one dataset, REPS times (or, when DIR is a
+/// store, that store and the dataset `ATLAS_BENCH_W2_DATASET`). Prints each repetition's
 /// time and the median.
 fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
     let n: u64 = n.parse().context("DATASETS")?;
@@ -135,11 +136,18 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
             }
         }
         "w2" => {
-            let path = dir.join("w3");
+            // DIR itself when it is a store (with `ATLAS_BENCH_W2_DATASET`
+            // naming the dataset, e.g. in the query workload's 1M store).
+            let (path, probe) = if dir.join("atlas.json").exists() {
+                let probe = std::env::var("ATLAS_BENCH_W2_DATASET")
+                    .context("ATLAS_BENCH_W2_DATASET names the dataset to read")?;
+                (dir.to_owned(), probe)
+            } else {
+                (dir.join("w3"), crate::peers::ds_name(n / 2))
+            };
             if !path.exists() {
                 rt.block_on(crate::workloads::ingest(&path, n))?;
             }
-            let probe = crate::peers::ds_name(n / 2);
             for _ in 0..reps {
                 let t = Instant::now();
                 let cells = rt.block_on(async {

@@ -76,16 +76,13 @@ const HEADER_LEN: u64 = 16;
 const TRAILER_LEN: u64 = 32;
 /// Uncompressed bytes after which a column or id block is closed.
 const BLOCK_TARGET: usize = 128 << 10;
-/// Uncompressed bytes after which a record block of at least
-/// [`RECORD_BLOCK_MIN_RECORDS`] records is closed (at [`BLOCK_TARGET`] it is
-/// closed whatever its count). A lookup of one name decompresses and walks
-/// its whole block: 32 KiB blocks made opening a 10,000-profile store and
-/// reading one dataset 1.6× faster than 128 KiB ones; the record count keeps
-/// stores of large records (3,000 Argo profiles, ~8 KB each) from paying a
-/// read and a frame per three or four records when scanning.
-const RECORD_BLOCK_TARGET: usize = 32 << 10;
-/// See [`RECORD_BLOCK_TARGET`].
-const RECORD_BLOCK_MIN_RECORDS: usize = 16;
+/// Uncompressed bytes after which a record block is closed. A lookup of one
+/// name decompresses and walks its whole block, so smaller blocks make a
+/// point lookup cheaper, but they make the index, decoded whole when a run
+/// opens, larger: 32 KiB blocks made opening a 10,000-profile store and
+/// reading one dataset 1.5× faster and the same at 1,000,000 profiles 1.4×
+/// slower (docs/BENCHMARKS.md, issue 17, twelfth session).
+const RECORD_BLOCK_TARGET: usize = 128 << 10;
 /// Largest decoded block or index accepted.
 const MAX_BLOCK_RAW: u32 = 256 << 20;
 /// Bytes read from a run's end at open on an object store: the trailer and,
@@ -580,10 +577,7 @@ impl<'s> RunWriter<'s> {
         self.last_name = Some(rec.0.clone());
         self.block_raw += rec.0.len() + 16 + rec.2.as_ref().map_or(0, approx_body_len);
         self.block.push(rec);
-        if self.block_raw >= BLOCK_TARGET
-            || (self.block_raw >= RECORD_BLOCK_TARGET
-                && self.block.len() >= RECORD_BLOCK_MIN_RECORDS)
-        {
+        if self.block_raw >= RECORD_BLOCK_TARGET {
             self.flush_block()?;
         }
         Ok(())
