@@ -148,7 +148,16 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
             if !path.exists() {
                 rt.block_on(crate::workloads::ingest(&path, n))?;
             }
+            // `ATLAS_BENCH_W2_PAUSE_MS`: idle time before each repetition
+            // (the peers workload runs other systems between ATLAS's runs).
+            let pause = std::env::var("ATLAS_BENCH_W2_PAUSE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis);
             for _ in 0..reps {
+                if let Some(p) = pause {
+                    std::thread::sleep(p);
+                }
                 let t = Instant::now();
                 let cells = rt.block_on(async {
                     let store = Atlas::open_path(&path).await?;
