@@ -154,6 +154,22 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .map(std::time::Duration::from_millis);
+            if std::env::var_os("ATLAS_BENCH_W2_SCAN_FIRST").is_some() {
+                // As the peers workload does before W2: every array of every
+                // dataset read through one handle, then the handle dropped.
+                let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
+                rt.block_on(async {
+                    let store = Atlas::open_path(&path).await?;
+                    for a in crate::workloads::ARRAYS {
+                        for batch in names.chunks(4096) {
+                            store
+                                .read_array_across::<f32>(a, batch, vec![], vec![])
+                                .await?;
+                        }
+                    }
+                    anyhow::Ok(())
+                })?;
+            }
             for _ in 0..reps {
                 if let Some(p) = pause {
                     std::thread::sleep(p);

@@ -392,7 +392,12 @@ pub async fn peers(quick: bool) -> Result<Value> {
         s.close();
     }
 
-    // W2: open from nothing, read one array.
+    // W2: open from nothing, read one array (`ATLAS_BENCH_W2_REPS` more
+    // repetitions, for a profiler).
+    let r_open = std::env::var("ATLAS_BENCH_W2_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(r_open);
     let want = profile(probe * 3, 0, LEVELS);
     let w2 = alternate(&mut sys, r_open, 1, |s, k, _| {
         let (v, d) = timed(|| s.reopen_read(root(k), probe))?;
