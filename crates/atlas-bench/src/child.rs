@@ -123,27 +123,22 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
             };
             for _ in 0..reps {
                 let t = Instant::now();
-                let mut cells = 0;
-                for batch in names.chunks(4096) {
-                    for a in
-                        rt.block_on(store.read_array_across::<f32>("TEMP", batch, vec![], vec![]))?
-                    {
-                        cells += a.context("missing TEMP")?.len();
-                    }
-                }
+                let cells = scan_cells(&rt, &store, "TEMP", &names)?;
                 times.push(t.elapsed());
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
         }
         "w2" => {
             // DIR itself when it is a store (with `ATLAS_BENCH_W2_DATASET`
-            // naming the dataset, e.g. in the query workload's 1M store).
-            let (path, probe) = if dir.join("atlas.json").exists() {
+            // naming the dataset, e.g. in the query workload's 1M store),
+            // whose `TEMP` may have any length.
+            let (path, probe, cells_want) = if dir.join("atlas.json").exists() {
                 let probe = std::env::var("ATLAS_BENCH_W2_DATASET")
                     .context("ATLAS_BENCH_W2_DATASET names the dataset to read")?;
-                (dir.to_owned(), probe)
+                (dir.to_owned(), probe, None)
             } else {
-                (dir.join("w3"), crate::peers::ds_name(n / 2))
+                let probe = crate::peers::ds_name(n / 2);
+                (dir.join("w3"), probe, Some(crate::workloads::LEVELS))
             };
             if !path.exists() {
                 rt.block_on(crate::workloads::ingest(&path, n))?;
@@ -158,34 +153,20 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 // As the peers workload does before W2: every array of every
                 // dataset read through one handle, then the handle dropped.
                 let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
-                rt.block_on(async {
-                    let store = Atlas::open_path(&path).await?;
-                    for a in crate::workloads::ARRAYS {
-                        for batch in names.chunks(4096) {
-                            store
-                                .read_array_across::<f32>(a, batch, vec![], vec![])
-                                .await?;
-                        }
-                    }
-                    anyhow::Ok(())
-                })?;
+                let store = rt.block_on(Atlas::open_path(&path))?;
+                for a in crate::workloads::ARRAYS {
+                    scan_cells(&rt, &store, a, &names)?;
+                }
             }
             for _ in 0..reps {
                 if let Some(p) = pause {
                     std::thread::sleep(p);
                 }
                 let t = Instant::now();
-                let cells = rt.block_on(async {
-                    let store = Atlas::open_path(&path).await?;
-                    let a = store
-                        .open_dataset(&probe)
-                        .await?
-                        .read_array::<f32>("TEMP", vec![], vec![])
-                        .await?;
-                    anyhow::Ok(a.map_or(0, |a| a.len()))
-                })?;
+                let a = rt.block_on(crate::workloads::open_read_temp(&path, &probe))?;
                 times.push(t.elapsed());
-                ensure!(cells == crate::workloads::LEVELS, "cells");
+                let cells = a.with_context(|| format!("{probe} has no TEMP"))?.len();
+                ensure!(cells_want.is_none_or(|w| w == cells), "cells");
             }
         }
         _ => bail!("loop: w1, w2 or w3, not {work:?}"),
@@ -282,4 +263,21 @@ pub fn run_cli(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<(Duration, u64)>
         bail!("atlas {args:?} failed ({status}): {err}");
     }
     Ok((elapsed, peak))
+}
+
+/// Reads `array` of every dataset in `names` through `store`, in batches of
+/// 4,096; the cells read.
+fn scan_cells(
+    rt: &tokio::runtime::Runtime,
+    store: &Atlas,
+    array: &str,
+    names: &[String],
+) -> Result<usize> {
+    let mut cells = 0;
+    for batch in names.chunks(4096) {
+        for a in rt.block_on(store.read_array_across::<f32>(array, batch, vec![], vec![]))? {
+            cells += a.with_context(|| format!("missing {array}"))?.len();
+        }
+    }
+    Ok(cells)
 }

@@ -54,16 +54,8 @@ impl System for AtlasSys {
     }
 
     fn reopen_read(&self, root: &Path, i: u64) -> Result<Vec<f32>> {
-        block(async {
-            let s = Atlas::open_path(root).await?;
-            let a = s
-                .open_dataset(&ds_name(i))
-                .await?
-                .read_array::<f32>("TEMP", vec![], vec![])
-                .await?
-                .context("no TEMP")?;
-            Ok(to_vec(a))
-        })
+        let a = block(crate::workloads::open_read_temp(root, &ds_name(i)))?;
+        Ok(to_vec(a.context("no TEMP")?))
     }
 
     fn open(&mut self, root: &Path, probe: u64) -> Result<()> {

@@ -49,6 +49,17 @@ pub(crate) fn arr(v: Vec<f32>) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-d")
 }
 
+/// W2's unit of work: opens the store at `path` from nothing and reads
+/// `TEMP` of `dataset` (`None` when the dataset has no `TEMP`).
+pub(crate) async fn open_read_temp(path: &Path, dataset: &str) -> Result<Option<ArrayD<f32>>> {
+    let store = Atlas::open_path(path).await?;
+    Ok(store
+        .open_dataset(dataset)
+        .await?
+        .read_array::<f32>("TEMP", vec![], vec![])
+        .await?)
+}
+
 /// W1: creates a store of `n` profile datasets and flushes it; returns the
 /// store and the seconds of the writes and of the flush.
 pub(crate) async fn ingest(path: &Path, n: u64) -> Result<(Atlas, f64, f64)> {
@@ -102,12 +113,7 @@ async fn scale(quick: bool) -> Result<Value> {
             let rt = tokio::runtime::Handle::current();
             tokio::task::block_in_place(|| {
                 rt.block_on(async {
-                    let s = Atlas::open_path(&path).await?;
-                    let a = s
-                        .open_dataset(&probe)
-                        .await?
-                        .read_array::<f32>("TEMP", vec![], vec![])
-                        .await?;
+                    let a = open_read_temp(&path, &probe).await?;
                     ensure!(
                         a.is_some_and(|a| a.iter().copied().eq(profile((n / 2) * 3, 0, LEVELS))),
                         "wrong data"

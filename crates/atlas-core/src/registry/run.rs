@@ -74,15 +74,13 @@ pub const RUN_VERSION: u32 = 6;
 const OLDEST_RUN_VERSION: u32 = 1;
 const HEADER_LEN: u64 = 16;
 const TRAILER_LEN: u64 = 32;
-/// Uncompressed bytes after which a column or id block is closed.
+/// Uncompressed bytes after which a block is closed. A lookup of one name
+/// decompresses and walks its whole record block, so smaller record blocks
+/// make a point lookup cheaper, but they make the index, decoded whole when
+/// a run opens, larger: 32 KiB record blocks made opening a 10,000-profile
+/// store and reading one dataset 1.3–1.5× faster and the same at 1,000,000
+/// profiles 1.4× slower (docs/BENCHMARKS.md, issue 17, twelfth session).
 const BLOCK_TARGET: usize = 128 << 10;
-/// Uncompressed bytes after which a record block is closed. A lookup of one
-/// name decompresses and walks its whole block, so smaller blocks make a
-/// point lookup cheaper, but they make the index, decoded whole when a run
-/// opens, larger: 32 KiB blocks made opening a 10,000-profile store and
-/// reading one dataset 1.5× faster and the same at 1,000,000 profiles 1.4×
-/// slower (docs/BENCHMARKS.md, issue 17, twelfth session).
-const RECORD_BLOCK_TARGET: usize = 128 << 10;
 /// Largest decoded block or index accepted.
 const MAX_BLOCK_RAW: u32 = 256 << 20;
 /// Bytes read from a run's end at open on an object store: the trailer and,
@@ -577,7 +575,7 @@ impl<'s> RunWriter<'s> {
         self.last_name = Some(rec.0.clone());
         self.block_raw += rec.0.len() + 16 + rec.2.as_ref().map_or(0, approx_body_len);
         self.block.push(rec);
-        if self.block_raw >= RECORD_BLOCK_TARGET {
+        if self.block_raw >= BLOCK_TARGET {
             self.flush_block()?;
         }
         Ok(())
@@ -2138,9 +2136,9 @@ mod tests {
         }
     }
 
-    /// A run opens whether its last [`LOCAL_TAIL_READ`] bytes hold the whole
-    /// run (header checked), the index, or only part of the index (read
-    /// again by itself); lookups then agree.
+    /// A run opens whatever its first read from the end covers: the trailer
+    /// only or part of the index (the index then read by itself), the index,
+    /// all but the header, or the whole run (header checked); lookups agree.
     #[test]
     fn runs_open_whatever_the_tail_read_covers() {
         let storage = MemoryStorage::new();
