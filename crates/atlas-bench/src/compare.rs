@@ -35,7 +35,7 @@ struct AtlasSys {
     grid: Option<(Atlas, DatasetView)>,
 }
 
-fn to_vec(a: ArrayD<f32>) -> Vec<f32> {
+pub(crate) fn to_vec(a: ArrayD<f32>) -> Vec<f32> {
     if a.is_standard_layout() {
         a.into_raw_vec_and_offset().0
     } else {
@@ -186,6 +186,16 @@ fn systems() -> Vec<Box<dyn System>> {
     v
 }
 
+/// The systems of the grid workload: [`systems`] and, with the feature
+/// `netcdf4`, the grid as NetCDF-4 files read through libnetcdf.
+fn grid_systems() -> Vec<Box<dyn System>> {
+    #[allow(unused_mut)]
+    let mut v = systems();
+    #[cfg(feature = "netcdf4")]
+    v.extend(crate::large::nc_grid_systems());
+    v
+}
+
 fn peers_note() {
     if !cfg!(feature = "peers") {
         println!(
@@ -237,7 +247,7 @@ fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {
     Ok((v, t.elapsed()))
 }
 
-fn check(what: &str, got: &[f32], want: &[f32]) -> Result<()> {
+pub(crate) fn check(what: &str, got: &[f32], want: &[f32]) -> Result<()> {
     ensure!(
         got.len() == want.len()
             && got
@@ -283,7 +293,7 @@ fn ratio(x: f64) -> String {
 
 /// A row of the peers tables: the workload, then one timing per system (ATLAS
 /// first, always measured; `None` for a peer not run in this mode).
-type Row = (String, Vec<Option<Timing>>);
+pub(crate) type Row = (String, Vec<Option<Timing>>);
 
 /// ATLAS's timing of a row.
 fn atlas_of(row: &Row) -> &Timing {
@@ -291,7 +301,7 @@ fn atlas_of(row: &Row) -> &Timing {
 }
 
 /// One table row per workload, one column per system; peers get `×ratio` = peer / ATLAS.
-fn print_table(title: &str, names: &[&str], rows: &[Row]) {
+pub(crate) fn print_table(title: &str, names: &[&str], rows: &[Row]) {
     print!("{title:<30}");
     for (k, n) in names.iter().enumerate() {
         if k == 0 {
@@ -314,7 +324,7 @@ fn print_table(title: &str, names: &[&str], rows: &[Row]) {
     }
 }
 
-fn rows_json(names: &[&str], rows: &[Row]) -> Value {
+pub(crate) fn rows_json(names: &[&str], rows: &[Row]) -> Value {
     let mut out = serde_json::Map::new();
     for row in rows {
         let a = atlas_of(row);
@@ -501,7 +511,7 @@ pub async fn hyperslab(quick: bool) -> Result<Value> {
     let (r_slab, r_whole) = if quick { (11, 3) } else { (21, 5) };
     let data = grid(7, spec.shape[0] as usize, spec.shape[1] as usize);
     let want = cut(&data, spec.shape[1], start, count);
-    let mut sys = systems();
+    let mut sys = grid_systems();
     let names: Vec<&str> = sys.iter().map(|s| s.name()).collect();
     let tmp = tempfile::tempdir()?;
     let mut writes = BTreeMap::new();

@@ -13,6 +13,8 @@ mod child;
 mod compare;
 mod data;
 mod history;
+#[cfg(feature = "netcdf4")]
+mod large;
 mod limits;
 mod netcdf;
 mod objects;

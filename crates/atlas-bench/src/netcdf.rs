@@ -39,7 +39,7 @@ fn argo() -> Result<Option<(PathBuf, Vec<PathBuf>)>> {
     Ok(Some((dir, files)))
 }
 
-fn du(dir: &Path) -> u64 {
+pub(crate) fn du(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map_or(0, |entries| {
         entries
             .filter_map(Result::ok)

@@ -34,6 +34,8 @@ pub const ALL: &[(&str, Workload)] = &[
     ("w10_read_temp", |q| {
         Box::pin(crate::netcdf::w10_read_temp(q))
     }),
+    #[cfg(feature = "netcdf4")]
+    ("cmip6", |q| Box::pin(crate::large::cmip6(q))),
     ("object_store", |q| Box::pin(crate::objects::workload(q))),
     ("query", |q| Box::pin(crate::query::workload(q))),
     ("history", |q| Box::pin(crate::history::workload(q))),

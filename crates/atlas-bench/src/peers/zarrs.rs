@@ -195,3 +195,38 @@ impl System for Zarrs {
         ])?)
     }
 }
+
+/// Writes `data` (row-major, `shape`) as the array `path` of the store at
+/// `root`, chunked `chunk`, with the same codec as every zarrs array here,
+/// and returns it opened for reading.
+pub fn write_array(
+    root: &Path,
+    path: &str,
+    shape: &[u64],
+    chunk: &[u64],
+    data: &[f32],
+) -> Result<Array<FilesystemStore>> {
+    std::fs::create_dir_all(root)?;
+    let store = open_store(root)?;
+    GroupBuilder::new()
+        .build(store.clone(), "/")?
+        .store_metadata()?;
+    let a = ArrayBuilder::new(
+        shape.to_vec(),
+        chunk.to_vec(),
+        data_type::float32(),
+        f32::NAN,
+    )
+    .bytes_to_bytes_codecs(vec![blosc()?])
+    .build(store.clone(), path)?;
+    a.store_metadata()?;
+    a.store_array_subset(&a.subset_all(), data)?;
+    Ok(Array::open(store, path)?)
+}
+
+/// Reads the box `start` + `count` of `a`, row-major.
+pub fn read_box(a: &Array<FilesystemStore>, start: &[u64], count: &[u64]) -> Result<Vec<f32>> {
+    let subset: Vec<std::ops::Range<u64>> =
+        start.iter().zip(count).map(|(&s, &c)| s..s + c).collect();
+    Ok(a.retrieve_array_subset::<Vec<f32>>(&subset)?)
+}
