@@ -160,6 +160,23 @@ impl DeltaCache {
         self.decoded.get_or_load(key, false, load)
     }
 
+    /// True when the decoded level keeps anything (its budget is not zero).
+    pub(crate) fn decoded_enabled(&self) -> bool {
+        self.decoded.capacity_bytes() > 0
+    }
+
+    /// `hit` with the decoded bytes of `key` when the decoded level holds
+    /// them, else `miss()`, which decodes on its own; nothing is added to
+    /// the level (for reads that will not cache what they decode).
+    pub(crate) fn decoded_or_else<R>(
+        &self,
+        key: &BlockKey,
+        hit: impl FnOnce(Arc<Vec<u8>>) -> R,
+        miss: impl FnOnce() -> R,
+    ) -> R {
+        self.decoded.get_or_else(key, hit, miss)
+    }
+
     /// Counters of the stored-bytes level.
     pub fn raw_stats(&self) -> LevelStats {
         self.raw.stats()

@@ -238,6 +238,17 @@ pub(crate) struct DecodeBuffers {
     spare: Vec<u8>,
 }
 
+impl DecodeBuffers {
+    /// Frees a buffer whose capacity grew past `keep` bytes.
+    pub(crate) fn trim(&mut self, keep: usize) {
+        for b in [&mut self.out, &mut self.spare] {
+            if b.capacity() > keep {
+                *b = Vec::new();
+            }
+        }
+    }
+}
+
 /// [`decode_block`] into `bufs.out`, reusing the buffers' memory.
 pub(crate) fn decode_block_into(
     stored: &[u8],

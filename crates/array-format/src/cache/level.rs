@@ -174,6 +174,27 @@ impl Level {
         self.capacity_bytes > 0 && self.shard(key).lock().get(key).is_some()
     }
 
+    /// `hit` with the cached bytes of `key`, else `miss()`; nothing is cached
+    /// either way. Counted like a non-filling [`Level::get_or_load`]: for a
+    /// caller that decodes a missed block straight into its own result.
+    pub(super) fn get_or_else<R>(
+        &self,
+        key: &BlockKey,
+        hit: impl FnOnce(Arc<Vec<u8>>) -> R,
+        miss: impl FnOnce() -> R,
+    ) -> R {
+        if self.capacity_bytes > 0 {
+            // The shard's lock is released at the end of this statement.
+            let found = self.shard(key).lock().get(key);
+            if let Some(v) = found {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return hit(v);
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        miss()
+    }
+
     pub(super) fn get_or_load(
         &self,
         key: BlockKey,

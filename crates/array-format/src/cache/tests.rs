@@ -321,3 +321,33 @@ fn reads_progress_while_another_thread_evicts() {
     assert!(s.used_bytes <= 20 * (500 + ENTRY_OVERHEAD_BYTES));
     assert!(s.hits >= 9_000, "the hot key stays cached: {s:?}");
 }
+
+/// `decoded_or_else` serves a cached block to `hit`, runs `miss` otherwise,
+/// never caches, and counts like a streaming lookup; with the level off it
+/// always misses.
+#[test]
+fn decoded_or_else_hits_misses_and_never_fills() {
+    let c = DeltaCache::new(DeltaCacheConfig {
+        raw_capacity_bytes: 0,
+        decoded_capacity_bytes: 10_000,
+    });
+    assert!(c.decoded_enabled());
+    let got = c.decoded_or_else(&key(1), |_| panic!("nothing cached yet"), || 7);
+    assert_eq!(got, 7);
+    assert_eq!(c.decoded_stats().entries, 0, "a miss is not cached");
+    c.decoded(key(1), || Ok(vec![5; 10])).unwrap();
+    let got = c.decoded_or_else(&key(1), |v| v.len(), || panic!("must hit"));
+    assert_eq!(got, 10);
+    let s = c.decoded_stats();
+    assert_eq!((s.hits, s.misses), (1, 2));
+
+    let off = DeltaCache::new(DeltaCacheConfig {
+        raw_capacity_bytes: 0,
+        decoded_capacity_bytes: 0,
+    });
+    assert!(!off.decoded_enabled());
+    for _ in 0..3 {
+        assert_eq!(off.decoded_or_else(&key(1), |_| 0, || 1), 1);
+    }
+    assert_eq!(off.decoded_stats().misses, 3);
+}

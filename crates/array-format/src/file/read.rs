@@ -6,7 +6,8 @@ use super::{
     ChunkEntry, DecodeError, Error, IxDyn, Layer, Loc, Path, RecordKind, Result, Source, View,
 };
 use crate::codec::{
-    decompress_into, filter_error, undo_filter, unshuffle_buffers, DecodeBuffers, FILTER_SHUFFLE,
+    decompress_into, filter_error, undo_filter, unshuffle_buffers, unshuffle_into, DecodeBuffers,
+    FILTER_SHUFFLE,
 };
 
 /// Largest read [`ArrayFile::read_is_in_memory`] calls cheap: 64 Ki cells
@@ -57,6 +58,36 @@ impl ArrayFile {
         shape: &[u64],
         fill_cache: bool,
     ) -> Result<ArrayD<T>> {
+        // A committed block the decoded level will not keep (a streaming
+        // read, or that level turned off) is decoded straight into the
+        // result: the codec's output goes to this thread's reused buffers
+        // and the cells are unshuffled as they are converted, instead of
+        // two fresh buffers of the block's size and a copy of the cells.
+        if let Source::Layer(loc) = src {
+            if !fill_cache || !self.cache.decoded_enabled() {
+                let layer = &self.layers[loc.layer as usize];
+                let e = &loc.entry;
+                let key = BlockKey {
+                    layer_uid: layer.uid,
+                    offset: e.offset,
+                };
+                return self.cache.decoded_or_else(
+                    &key,
+                    |raw| cells_array(&raw, shape, &layer.path, e.offset),
+                    || {
+                        let read = || read_stored(layer, e);
+                        let stored = if fill_cache {
+                            self.cache.raw(key, read)?
+                        } else {
+                            self.cache.raw_streaming(key, read)?
+                        };
+                        with_scratch(|bufs| {
+                            decode_entry_array(&stored, e, shape, &layer.path, bufs)
+                        })
+                    },
+                );
+            }
+        }
         let width = T::DTYPE.size_bytes().unwrap_or(0);
         let raw = self.chunk_raw(src, width, fill_cache)?;
         let (path, offset) = match src {
@@ -436,11 +467,50 @@ pub(super) fn decode_checked(
     path: &Path,
     offset: u64,
 ) -> Result<Vec<u8>> {
+    if filter == FILTER_SHUFFLE && width > 1 {
+        // The codec's output is only an intermediate here: it goes to this
+        // thread's reused buffer, and the result is the one fresh buffer.
+        return with_scratch(|bufs| {
+            let raw_len = decompress_checked(stored, crc, codec, raw_len, path, offset, bufs)?;
+            if !raw_len.is_multiple_of(width) {
+                return Err(decode_error(
+                    filter_error(filter, raw_len, width),
+                    path,
+                    offset,
+                ));
+            }
+            let mut out = Vec::new();
+            unshuffle_into(&bufs.out, width, &mut out);
+            Ok(out)
+        });
+    }
     let mut bufs = DecodeBuffers::default();
     decode_checked_into(
         stored, crc, codec, filter, width, raw_len, path, offset, &mut bufs,
     )?;
     Ok(bufs.out)
+}
+
+/// Largest buffer a thread keeps between decodes (a block larger than this
+/// gets fresh buffers, freed after it).
+const SCRATCH_KEEP_BYTES: usize = 4 << 20;
+
+/// Runs `f` with this thread's reusable decode buffers (fresh ones when the
+/// thread's are in use further up the stack). Buffers grown past
+/// [`SCRATCH_KEEP_BYTES`] are not kept.
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut DecodeBuffers) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<DecodeBuffers> =
+            std::cell::RefCell::new(DecodeBuffers::default());
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let r = f(&mut bufs);
+            bufs.trim(SCRATCH_KEEP_BYTES);
+            r
+        }
+        Err(_) => f(&mut DecodeBuffers::default()),
+    })
 }
 
 /// [`decode_checked`] into `bufs.out`, reusing the buffers' memory.

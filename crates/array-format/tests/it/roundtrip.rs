@@ -154,6 +154,25 @@ fn check<T: TestElem>(f: &ArrayFile, m: &Model<T>, plan: &Plan, ctx: &str) {
     );
     let all = f.read_array::<T>("a", &[], &[]).expect("read all");
     assert_cells(&all, &m.shape, &m.cells, &format!("{ctx}: whole array"));
+    // Streaming reads decode blocks straight into the result (no cache fill).
+    let got = f
+        .read_array_streaming::<T>("a", start, count)
+        .expect("streaming read region");
+    assert_cells(
+        &got,
+        count,
+        &m.read(start, count),
+        &format!("{ctx}: region, streaming"),
+    );
+    let all = f
+        .read_array_streaming::<T>("a", &[], &[])
+        .expect("streaming read all");
+    assert_cells(
+        &all,
+        &m.shape,
+        &m.cells,
+        &format!("{ctx}: whole array, streaming"),
+    );
     // Each write region read back exactly (covers edge chunks and partial chunks).
     for (start, count) in &plan.writes {
         let got = f
@@ -181,14 +200,19 @@ fn run_case<T: TestElem>(c: &Case, plan: &Plan) {
     }
     let storage = Arc::new(MemoryStorage::new());
     let dir = Path::new(MEM_DIR);
-    // Half the cases share a tiny cache that evicts on almost every insert.
-    let cache = Arc::new(if c.data.is_multiple_of(2) {
-        DeltaCache::new(DeltaCacheConfig {
+    // A third of the cases share a tiny cache that evicts on almost every
+    // insert, a third one whose decoded level is off (blocks are decoded
+    // straight into each read), a third the default.
+    let cache = Arc::new(match c.data % 3 {
+        0 => DeltaCache::new(DeltaCacheConfig {
             raw_capacity_bytes: 256,
             decoded_capacity_bytes: 512,
-        })
-    } else {
-        DeltaCache::default()
+        }),
+        1 => DeltaCache::new(DeltaCacheConfig {
+            raw_capacity_bytes: 1 << 20,
+            decoded_capacity_bytes: 0,
+        }),
+        _ => DeltaCache::default(),
     });
     let mut f = ArrayFile::create(storage.clone(), dir, opts, cache.clone()).expect("create");
     let fill = c.fill.map(T::gen);
@@ -239,6 +263,18 @@ fn run_case<T: TestElem>(c: &Case, plan: &Plan) {
     )
     .expect("reopen");
     check(&g, &m, plan, "after reopen (fresh cache)");
+    let g = ArrayFile::open(
+        storage.clone(),
+        dir,
+        &layers,
+        ArrayFileOptions::default(),
+        Arc::new(DeltaCache::new(DeltaCacheConfig {
+            raw_capacity_bytes: 0,
+            decoded_capacity_bytes: 0,
+        })),
+    )
+    .expect("reopen");
+    check(&g, &m, plan, "after reopen (no cache)");
     f.compact().expect("compact");
     check(&f, &m, plan, "after compact");
     let g = ArrayFile::open(storage, dir, &f.layers(), opts, cache).expect("reopen compacted");
