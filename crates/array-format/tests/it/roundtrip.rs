@@ -530,3 +530,48 @@ fn reads_of_many_chunks_over_layers_and_pending_equal_the_model() {
         assert_eq!(again, first);
     }
 }
+
+/// Reads touching hundreds of chunks, with chunks much longer on the first
+/// axis than some regions (a row read decodes 2,048× what it yields), give
+/// the model's cells, over unstored chunks too.
+#[test]
+fn reads_through_tall_chunks_equal_the_model() {
+    let (rows, cols) = (2048u64, 600u64);
+    let storage = Arc::new(MemoryStorage::new());
+    let mut f = ArrayFile::create(
+        storage,
+        Path::new(MEM_DIR),
+        options(CODECS[1], true),
+        Arc::new(DeltaCache::default()),
+    )
+    .expect("create");
+    f.define_array::<u16>("a", dims(2), vec![rows, cols], Some(vec![rows, 1]), None)
+        .expect("define");
+    // Every column but the last 100 written (those read as the fill, zero).
+    let written = cols - 100;
+    let cells: Vec<u16> = (0..rows * written).map(|i| (i * 7 % 65_521) as u16).collect();
+    f.write_array("a", &[0, 0], nd(&[rows, written], cells.clone()).view())
+        .expect("write");
+    f.flush().expect("flush");
+    let model = |r: u64, c: u64| {
+        if c < written {
+            cells[(r * written + c) as usize]
+        } else {
+            0
+        }
+    };
+    for (start, count) in [
+        // One row across every column: 600 chunks of 2048 cells.
+        ([5, 0], [1, cols]),
+        // Whole columns.
+        ([0, 490], [rows, 20]),
+        ([17, 3], [300, 250]),
+    ] {
+        let got = f.read_array::<u16>("a", &start, &count).expect("read");
+        let want: Vec<u16> = (start[0]..start[0] + count[0])
+            .flat_map(|r| (start[1]..start[1] + count[1]).map(move |c| (r, c)))
+            .map(|(r, c)| model(r, c))
+            .collect();
+        assert_cells(&got, &count, &want, &format!("{start:?} + {count:?}"));
+    }
+}
