@@ -73,6 +73,11 @@ pub fn parse(args: &[String], workloads: &[&str]) -> Result<Parsed, String> {
                 _ => return Err("--out needs a path".to_owned()),
             },
             w if workloads.contains(&w) => selected.push(w.to_owned()),
+            "cmip6" => {
+                return Err("the cmip6 workload needs libnetcdf: build with \
+                     `--features netcdf4` (or `peers`)"
+                    .to_owned())
+            }
             w if !w.starts_with('-') => {
                 return Err(format!(
                     "no workload {w:?}; workloads: {}",

@@ -549,7 +549,9 @@ fn reads_through_tall_chunks_equal_the_model() {
         .expect("define");
     // Every column but the last 100 written (those read as the fill, zero).
     let written = cols - 100;
-    let cells: Vec<u16> = (0..rows * written).map(|i| (i * 7 % 65_521) as u16).collect();
+    let cells: Vec<u16> = (0..rows * written)
+        .map(|i| (i * 7 % 65_521) as u16)
+        .collect();
     f.write_array("a", &[0, 0], nd(&[rows, written], cells.clone()).view())
         .expect("write");
     f.flush().expect("flush");
