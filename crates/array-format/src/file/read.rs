@@ -155,9 +155,121 @@ impl ArrayFile {
                 }
             }
         }
+        if let Some(out) = self.read_bands_parallel(name, start, count, fill_cache)? {
+            return Ok(out);
+        }
         self.read_with(name, start, count, |src, cshape| {
             self.chunk_array(src, cshape, fill_cache)
         })
+    }
+
+    /// A large read touching several chunk rows on the first axis, on
+    /// rayon's pool: the result is filled in parallel (its pages first
+    /// touched by every core, not one), then each band of chunks sharing a
+    /// first-axis chunk row is decoded and copied into its own contiguous
+    /// part of the result by one task. The cells are those of
+    /// [`ArrayFile::read_with`]; the error, if any, is the first band's in
+    /// order. `None` for reads that do not qualify (smaller than
+    /// [`PARALLEL_READ_BYTES`], one band, one core, or invalid: the
+    /// sequential path reports those errors).
+    fn read_bands_parallel<T: ArrayElement>(
+        &self,
+        name: &str,
+        start: &[u64],
+        count: &[u64],
+        fill_cache: bool,
+    ) -> Result<Option<ArrayD<T>>> {
+        use rayon::prelude::*;
+        if rayon::current_num_threads() < 2 {
+            return Ok(None);
+        }
+        let Ok(view) = self.view_or_err(name) else {
+            return Ok(None);
+        };
+        let schema = view.schema;
+        if schema.dtype != T::DTYPE {
+            return Ok(None);
+        }
+        let Ok((start, count)) = schema.resolve_region(name, start, count) else {
+            return Ok(None);
+        };
+        if count.is_empty() || count.contains(&0) {
+            return Ok(None);
+        }
+        let Some(cells) = count.iter().try_fold(1u64, |a, &c| a.checked_mul(c)) else {
+            return Ok(None);
+        };
+        if cells.saturating_mul(size_of::<T>() as u64) < PARALLEL_READ_BYTES {
+            return Ok(None);
+        }
+        let c0 = schema.chunk_shape[0];
+        let (b_lo, b_hi) = (start[0] / c0, (start[0] + count[0] - 1) / c0);
+        if b_hi == b_lo {
+            return Ok(None);
+        }
+        region_fits::<T>(name, &count)?;
+        let cells = usize::try_from(cells).expect("checked by region_fits");
+        let fill: T = fill_of(schema);
+        let mut out: Vec<T> = Vec::new();
+        out.try_reserve_exact(cells)
+            .map_err(|_| Error::Unrepresentable {
+                name: name.to_owned(),
+                reason: "the requested region does not fit in memory; read it in parts",
+            })?;
+        (0..cells)
+            .into_par_iter()
+            .map(|_| fill.clone())
+            .collect_into_vec(&mut out);
+        // Each band's rows of the region, and its contiguous part of `out`.
+        let line: usize = count[1..].iter().map(|&c| c as usize).product();
+        let bands: Vec<(u64, u64)> = (b_lo..=b_hi)
+            .map(|b| {
+                let r0 = start[0].max(b * c0);
+                let r1 = (start[0] + count[0]).min((b + 1) * c0);
+                (r0, r1)
+            })
+            .collect();
+        let mut parts = Vec::with_capacity(bands.len());
+        let mut rest = out.as_mut_slice();
+        for &(r0, r1) in &bands {
+            let (part, tail) = rest.split_at_mut((r1 - r0) as usize * line);
+            parts.push(part);
+            rest = tail;
+        }
+        let touched = schema.chunks_touching(&start, &count);
+        let per_band = touched.len() / bands.len();
+        let results: Vec<Result<()>> = parts
+            .into_par_iter()
+            .zip(touched.par_chunks(per_band))
+            .zip(bands.par_iter())
+            .map(|((part, chunks), &(r0, r1))| {
+                let mut bstart = start.clone();
+                let mut bcount = count.clone();
+                bstart[0] = r0;
+                bcount[0] = r1 - r0;
+                let dims: Vec<usize> = bcount.iter().map(|&c| c as usize).collect();
+                let mut band = ndarray::ArrayViewMutD::from_shape(IxDyn(&dims), part)
+                    .expect("a band's part has its cells");
+                for &idx in chunks {
+                    let Some(src) = view.source(idx) else {
+                        continue;
+                    };
+                    let (origin, cshape) = schema.chunk_region(idx);
+                    let chunk = self.chunk_array::<T>(&src, &cshape, fill_cache)?;
+                    let ranges = slab::intersect(&origin, &cshape, &bstart, &bcount);
+                    let (cr, rr): (Vec<_>, Vec<_>) = ranges.into_iter().unzip();
+                    slab::copy_box(&mut band, &rr, &chunk.view(), &cr);
+                }
+                Ok(())
+            })
+            .collect();
+        for r in results {
+            r?;
+        }
+        let dims: Vec<usize> = count.iter().map(|&c| c as usize).collect();
+        Ok(Some(
+            ArrayD::from_shape_vec(IxDyn(&dims), out).expect("cell count matches shape"),
+        ))
     }
 
     /// True when a read of `name`'s region would not touch storage: the
@@ -320,6 +432,10 @@ impl ArrayFile {
         self.scan_resolved(names).read(start, count, 1)
     }
 }
+
+/// Reads of at least this many bytes (of cells) touching several chunk rows
+/// are decoded on every core ([`ArrayFile::read_array`]'s bands).
+pub(crate) const PARALLEL_READ_BYTES: u64 = 4 << 20;
 
 /// Checks that a region of `count` cells can be allocated (as `T` cells).
 pub(super) fn region_fits<T>(name: &str, count: &[u64]) -> Result<()> {

@@ -577,3 +577,71 @@ fn reads_through_tall_chunks_equal_the_model() {
         assert_cells(&got, &count, &want, &format!("{start:?} + {count:?}"));
     }
 }
+
+/// Reads of 4 MiB and more touching several chunk rows are decoded a band
+/// of chunks per task on every core: their cells equal the model's, over
+/// edge chunks, unstored chunks (the fill value), committed layers and
+/// pending writes, for a region and the whole array; with the decoded
+/// cache on and off.
+#[test]
+fn large_reads_decoded_in_parallel_equal_the_model() {
+    let (rows, cols) = (2500u64, 2100u64);
+    for decoded_capacity_bytes in [0, 64 << 20] {
+        let storage = Arc::new(MemoryStorage::new());
+        let cache = Arc::new(DeltaCache::new(DeltaCacheConfig {
+            raw_capacity_bytes: 64 << 20,
+            decoded_capacity_bytes,
+        }));
+        let mut f = ArrayFile::create(storage, Path::new(MEM_DIR), options(CODECS[1], true), cache)
+            .expect("create");
+        f.define_array::<u8>(
+            "a",
+            dims(2),
+            vec![rows, cols],
+            Some(vec![300, 700]),
+            Some(7u8.to_fill()),
+        )
+        .expect("define");
+        let mut model = vec![7u8; (rows * cols) as usize];
+        let mut rng = crate::common::Rng::new(decoded_capacity_bytes + 1);
+        // A committed block of rows, then pending writes over it and beside
+        // it; the last rows stay unwritten.
+        for (i, (start, count)) in [
+            ([0u64, 0u64], [1800u64, 2100u64]),
+            ([250, 650], [700, 900]),
+            ([1700, 1500], [500, 600]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let n = (count[0] * count[1]) as usize;
+            let values: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+            f.write_array("a", &start, nd(&count, values.clone()).view())
+                .expect("write");
+            for r in 0..count[0] {
+                let at = ((start[0] + r) * cols + start[1]) as usize;
+                let from = (r * count[1]) as usize;
+                model[at..at + count[1] as usize]
+                    .copy_from_slice(&values[from..from + count[1] as usize]);
+            }
+            if i == 0 {
+                f.flush().expect("flush");
+            }
+        }
+        for (start, count) in [([0u64, 0u64], [rows, cols]), ([123, 45], [2300, 2000])] {
+            let got = f.read_array::<u8>("a", &start, &count).expect("read");
+            let want: Vec<u8> = (start[0]..start[0] + count[0])
+                .flat_map(|r| {
+                    let at = (r * cols + start[1]) as usize;
+                    model[at..at + count[1] as usize].to_vec()
+                })
+                .collect();
+            assert_cells(
+                &got,
+                &count,
+                &want,
+                &format!("{start:?} + {count:?}, decoded cache {decoded_capacity_bytes}"),
+            );
+        }
+    }
+}
