@@ -83,19 +83,21 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w2|w3 DIR DATASETS REPS"
+             | loop w1|w2|w3|w4 DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w2|w3 DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w2|w3|w4 DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times; `w3` builds that store once (untimed) and scans `TEMP`
 /// across it REPS times through one open handle; `w2` opens that store from
 /// nothing and reads `TEMP` of one dataset, REPS times (or, when DIR is a
-/// store, that store and the dataset `ATLAS_BENCH_W2_DATASET`). Prints each repetition's
-/// time and the median.
+/// store, that store and the dataset `ATLAS_BENCH_W2_DATASET`); `w4` reads
+/// every array of one dataset of that store through a warm handle, 1,000
+/// times per repetition (the time printed is per read of the dataset).
+/// Prints each repetition's time and the median.
 fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
     let n: u64 = n.parse().context("DATASETS")?;
     let reps: usize = reps.parse().context("REPS")?;
@@ -169,7 +171,35 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 ensure!(cells_want.is_none_or(|w| w == cells), "cells");
             }
         }
-        _ => bail!("loop: w1, w2 or w3, not {work:?}"),
+        "w4" => {
+            // Each repetition: 1,000 reads of every array of one dataset
+            // through one warm handle; the time printed is per read of the
+            // dataset (as the peers workload's W4).
+            let path = dir.join("w3");
+            let store = if path.exists() {
+                rt.block_on(Atlas::open_path(&path))?
+            } else {
+                rt.block_on(crate::workloads::ingest(&path, n))?.0
+            };
+            let ds = rt.block_on(store.open_dataset(&crate::peers::ds_name(n / 2)))?;
+            for _ in 0..reps {
+                let t = Instant::now();
+                rt.block_on(async {
+                    for _ in 0..1000 {
+                        for a in crate::workloads::ARRAYS {
+                            let got = ds.read_array::<f32>(a, vec![], vec![]).await?;
+                            ensure!(
+                                got.is_some_and(|g| g.len() == crate::workloads::LEVELS),
+                                "cells"
+                            );
+                        }
+                    }
+                    anyhow::Ok(())
+                })?;
+                times.push(t.elapsed() / 1000);
+            }
+        }
+        _ => bail!("loop: w1, w2, w3 or w4, not {work:?}"),
     }
     for (r, t) in times.iter().enumerate() {
         eprintln!("rep {r}: {:.3} ms", t.as_secs_f64() * 1e3);

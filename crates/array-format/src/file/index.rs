@@ -48,8 +48,10 @@ pub(super) struct MergedIndex {
     /// Held while `all` is built, so that threads needing it at once (the
     /// parallel parts of a scan) build it once, not once each.
     building: Mutex<()>,
-    /// The slot of each name built alone.
-    pub(super) slot_of: Mutex<HashMap<String, usize>>,
+    /// The slot of each name built alone. Hashed with foldhash (seeded per
+    /// process): every read of a name looks it up, and SipHash was a tenth
+    /// of a warm small read.
+    pub(super) slot_of: Mutex<HashMap<String, usize, foldhash::fast::RandomState>>,
     /// Append-only slots whose addresses never move (segments are allocated
     /// once), so `&self` can hand out references into them.
     segments: [OnceLock<Box<[Slot]>>; SEGMENTS],
@@ -73,8 +75,15 @@ impl MergedIndex {
     fn slot(&self, name: &str) -> &Slot {
         let slot = {
             let mut slot_of = self.slot_of.lock();
-            let next = slot_of.len();
-            *slot_of.entry(name.to_owned()).or_insert(next)
+            // Looked up first: a name already known costs no allocation.
+            match slot_of.get(name) {
+                Some(&slot) => slot,
+                None => {
+                    let next = slot_of.len();
+                    slot_of.insert(name.to_owned(), next);
+                    next
+                }
+            }
         };
         let (k, j) = locate(slot);
         let segment = self.segments[k]

@@ -155,51 +155,38 @@ impl ArrayFile {
                 }
             }
         }
-        if let Some(out) = self.read_bands_parallel(name, start, count, fill_cache)? {
-            return Ok(out);
-        }
-        self.read_with(name, start, count, |src, cshape| {
+        self.read_with(name, start, count, Some(fill_cache), |src, cshape| {
             self.chunk_array(src, cshape, fill_cache)
         })
     }
 
     /// A large read touching several chunk rows on the first axis, on
-    /// rayon's pool: the result is filled in parallel (its pages first
-    /// touched by every core, not one), then each band of chunks sharing a
-    /// first-axis chunk row is decoded and copied into its own contiguous
-    /// part of the result by one task. The cells are those of
-    /// [`ArrayFile::read_with`]; the error, if any, is the first band's in
-    /// order. `None` for reads that do not qualify (smaller than
-    /// [`PARALLEL_READ_BYTES`], one band, one core, or invalid: the
-    /// sequential path reports those errors).
+    /// rayon's pool (for [`ArrayFile::read_with`], with the region resolved
+    /// and its chunks `touched`, when its reads go through
+    /// [`ArrayFile::chunk_array`]): the result is filled in parallel (its
+    /// pages first touched by every core, not one), then each band of chunks
+    /// sharing a first-axis chunk row is decoded and copied into its own
+    /// contiguous part of the result by one task. The cells are those of the
+    /// sequential path; the error, if any, is the first band's in order.
+    /// `None` for reads that do not qualify (smaller than
+    /// [`PARALLEL_READ_BYTES`], one band, one core).
+    #[allow(clippy::too_many_arguments)]
     fn read_bands_parallel<T: ArrayElement>(
         &self,
         name: &str,
+        view: &View<'_>,
         start: &[u64],
         count: &[u64],
+        touched: &[u64],
+        fill: &T,
         fill_cache: bool,
     ) -> Result<Option<ArrayD<T>>> {
         use rayon::prelude::*;
-        if rayon::current_num_threads() < 2 {
-            return Ok(None);
-        }
-        let Ok(view) = self.view_or_err(name) else {
-            return Ok(None);
-        };
         let schema = view.schema;
-        if schema.dtype != T::DTYPE {
-            return Ok(None);
-        }
-        let Ok((start, count)) = schema.resolve_region(name, start, count) else {
-            return Ok(None);
-        };
-        if count.is_empty() || count.contains(&0) {
-            return Ok(None);
-        }
-        let Some(cells) = count.iter().try_fold(1u64, |a, &c| a.checked_mul(c)) else {
-            return Ok(None);
-        };
-        if cells.saturating_mul(size_of::<T>() as u64) < PARALLEL_READ_BYTES {
+        let cells: u64 = count.iter().product();
+        if cells.saturating_mul(size_of::<T>() as u64) < PARALLEL_READ_BYTES
+            || rayon::current_num_threads() < 2
+        {
             return Ok(None);
         }
         let c0 = schema.chunk_shape[0];
@@ -207,9 +194,7 @@ impl ArrayFile {
         if b_hi == b_lo {
             return Ok(None);
         }
-        region_fits::<T>(name, &count)?;
         let cells = usize::try_from(cells).expect("checked by region_fits");
-        let fill: T = fill_of(schema);
         let mut out: Vec<T> = Vec::new();
         out.try_reserve_exact(cells)
             .map_err(|_| Error::Unrepresentable {
@@ -236,15 +221,14 @@ impl ArrayFile {
             parts.push(part);
             rest = tail;
         }
-        let touched = schema.chunks_touching(&start, &count);
         let per_band = touched.len() / bands.len();
         let results: Vec<Result<()>> = parts
             .into_par_iter()
             .zip(touched.par_chunks(per_band))
             .zip(bands.par_iter())
             .map(|((part, chunks), &(r0, r1))| {
-                let mut bstart = start.clone();
-                let mut bcount = count.clone();
+                let mut bstart = start.to_vec();
+                let mut bcount = count.to_vec();
                 bstart[0] = r0;
                 bcount[0] = r1 - r0;
                 let dims: Vec<usize> = bcount.iter().map(|&c| c as usize).collect();
@@ -372,11 +356,16 @@ impl ArrayFile {
     }
 
     /// Assembles a hyperslab, getting each stored chunk from `load`.
+    /// Reads a region, each chunk through `load`. `parallel`: the chunks
+    /// are read by [`ArrayFile::chunk_array`] with this `fill_cache`, so a
+    /// large read may instead decode them on every core
+    /// ([`ArrayFile::read_bands_parallel`]).
     pub(super) fn read_with<T: ArrayElement>(
         &self,
         name: &str,
         start: &[u64],
         count: &[u64],
+        parallel: Option<bool>,
         mut load: impl FnMut(&Source<'_>, &[u64]) -> Result<ArrayD<T>>,
     ) -> Result<ArrayD<T>> {
         let view = self.view_or_err(name)?;
@@ -400,6 +389,13 @@ impl ArrayFile {
                     Some(src) => load(&src, &cshape),
                     None => Ok(ArrayD::from_elem(IxDyn(&dims), fill)),
                 };
+            }
+        }
+        if let Some(fill_cache) = parallel {
+            if let Some(out) =
+                self.read_bands_parallel(name, &view, &start, &count, &touched, &fill, fill_cache)?
+            {
+                return Ok(out);
             }
         }
         let mut out = filled_array(name, &dims, fill)?;

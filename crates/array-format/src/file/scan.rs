@@ -247,7 +247,7 @@ impl<'a> Scan<'a> {
                 if let (Some(loc), Resolved::Found(view)) = (block, &self.resolved[k]) {
                     return decode(loc, &view.schema.shape, &mut bufs);
                 }
-                file.read_with(self.names[k], start, count, |src, cshape| match src {
+                file.read_with(self.names[k], start, count, None, |src, cshape| match src {
                     Source::Layer(loc) => decode(loc, cshape, &mut bufs),
                     Source::Pending(_) => file.chunk_array(src, cshape, false),
                 })
