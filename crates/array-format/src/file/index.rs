@@ -49,7 +49,7 @@ pub(super) struct MergedIndex {
     /// parallel parts of a scan) build it once, not once each.
     building: Mutex<()>,
     /// The slot of each name built alone. Hashed with foldhash (seeded per
-    /// process): every read of a name looks it up, and SipHash was a tenth
+    /// process): every read of a name looks it up, and `SipHash` was a tenth
     /// of a warm small read.
     pub(super) slot_of: Mutex<HashMap<String, usize, foldhash::fast::RandomState>>,
     /// Append-only slots whose addresses never move (segments are allocated
@@ -76,13 +76,12 @@ impl MergedIndex {
         let slot = {
             let mut slot_of = self.slot_of.lock();
             // Looked up first: a name already known costs no allocation.
-            match slot_of.get(name) {
-                Some(&slot) => slot,
-                None => {
-                    let next = slot_of.len();
-                    slot_of.insert(name.to_owned(), next);
-                    next
-                }
+            if let Some(&slot) = slot_of.get(name) {
+                slot
+            } else {
+                let next = slot_of.len();
+                slot_of.insert(name.to_owned(), next);
+                next
             }
         };
         let (k, j) = locate(slot);
