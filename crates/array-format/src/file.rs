@@ -54,8 +54,8 @@ use index::MergedIndex;
 pub use merge::MergePlan;
 pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};
-pub use read::IN_MEMORY_READ_CELLS;
 use read::{decode_entry, read_stored};
+pub use read::{Expected, IN_MEMORY_READ_CELLS};
 pub use scan::{Scan, SCAN_MIN_PART};
 pub use write::IN_MEMORY_WRITE_BYTES;
 

@@ -265,17 +265,66 @@ impl ArrayFile {
     /// arguments (no such array, a region out of bounds) also counts: it
     /// fails without I/O.
     pub fn read_is_in_memory(&self, name: &str, start: &[u64], count: &[u64]) -> bool {
-        let pending_define = self
-            .pending
-            .arrays
-            .get(name)
-            .is_some_and(|p| p.kind == RecordKind::Define);
-        if !pending_define && !self.index.is_built(name) {
+        if !self.state_in_memory(name) {
             return false;
         }
         let Some(view) = self.view(name) else {
             return true;
         };
+        self.region_in_memory(name, &view, start, count)
+    }
+
+    /// A read of `name` that first checks its schema in this file equals
+    /// `expected` (the registry's), resolving the name once for the check
+    /// and the read. With `in_memory_only`, a read that would touch storage
+    /// (see [`ArrayFile::read_is_in_memory`]) is not made:
+    /// [`Expected::NotInMemory`], before the schema is looked at. Errors are
+    /// those of [`ArrayFile::read_array`] (a footer block that cannot be
+    /// read among them); a name this file does not define reads as
+    /// [`Expected::SchemaDiffers`].
+    pub fn read_array_expecting<T: ArrayElement>(
+        &self,
+        name: &str,
+        expected: &ArraySchema,
+        start: &[u64],
+        count: &[u64],
+        in_memory_only: bool,
+    ) -> Result<Expected<T>> {
+        if in_memory_only && !self.state_in_memory(name) {
+            return Ok(Expected::NotInMemory);
+        }
+        let Some(view) = self.try_view(name)? else {
+            return Ok(Expected::SchemaDiffers);
+        };
+        if *view.schema != *expected {
+            return Ok(Expected::SchemaDiffers);
+        }
+        if in_memory_only && !self.region_in_memory(name, &view, start, count) {
+            return Ok(Expected::NotInMemory);
+        }
+        if self.storage.is_object_store() {
+            // Its batched fetch of a read's blocks lives in `read_array`.
+            return self.read_array(name, start, count).map(Expected::Read);
+        }
+        self.read_with_view(name, &view, start, count, Some(true), |src, cshape| {
+            self.chunk_array(src, cshape, true)
+        })
+        .map(Expected::Read)
+    }
+
+    /// True when `name`'s state is known without reading a footer block
+    /// (the first half of [`ArrayFile::read_is_in_memory`]).
+    fn state_in_memory(&self, name: &str) -> bool {
+        let pending_define = self
+            .pending
+            .arrays
+            .get(name)
+            .is_some_and(|p| p.kind == RecordKind::Define);
+        pending_define || self.index.is_built(name)
+    }
+
+    /// The second half of [`ArrayFile::read_is_in_memory`], on `name`'s view.
+    fn region_in_memory(&self, name: &str, view: &View<'_>, start: &[u64], count: &[u64]) -> bool {
         let Ok((st, ct)) = view.schema.resolve_region(name, start, count) else {
             return true;
         };
@@ -286,7 +335,7 @@ impl ArrayFile {
         if cells > IN_MEMORY_READ_CELLS {
             return false;
         }
-        cells == 0 || self.uncached(&view, &st, &ct).is_empty()
+        cells == 0 || self.uncached(view, &st, &ct).is_empty()
     }
 
     /// The committed blocks a read of `name`'s region needs that neither
@@ -366,9 +415,22 @@ impl ArrayFile {
         start: &[u64],
         count: &[u64],
         parallel: Option<bool>,
-        mut load: impl FnMut(&Source<'_>, &[u64]) -> Result<ArrayD<T>>,
+        load: impl FnMut(&Source<'_>, &[u64]) -> Result<ArrayD<T>>,
     ) -> Result<ArrayD<T>> {
         let view = self.view_or_err(name)?;
+        self.read_with_view(name, &view, start, count, parallel, load)
+    }
+
+    /// [`ArrayFile::read_with`] on `name`'s view, already resolved.
+    fn read_with_view<T: ArrayElement>(
+        &self,
+        name: &str,
+        view: &View<'_>,
+        start: &[u64],
+        count: &[u64],
+        parallel: Option<bool>,
+        mut load: impl FnMut(&Source<'_>, &[u64]) -> Result<ArrayD<T>>,
+    ) -> Result<ArrayD<T>> {
         let schema = view.schema;
         Self::check_dtype::<T>(name, schema)?;
         let (start, count) = schema.resolve_region(name, start, count)?;
@@ -393,7 +455,7 @@ impl ArrayFile {
         }
         if let Some(fill_cache) = parallel {
             if let Some(out) =
-                self.read_bands_parallel(name, &view, &start, &count, &touched, &fill, fill_cache)?
+                self.read_bands_parallel(name, view, &start, &count, &touched, &fill, fill_cache)?
             {
                 return Ok(out);
             }
@@ -427,6 +489,17 @@ impl ArrayFile {
     ) -> Vec<Result<ArrayD<T>>> {
         self.scan_resolved(names).read(start, count, 1)
     }
+}
+
+/// What [`ArrayFile::read_array_expecting`] found.
+#[derive(Debug)]
+pub enum Expected<T> {
+    /// The schemas agree; the cells read.
+    Read(ArrayD<T>),
+    /// Not read: it would touch storage (only with `in_memory_only`).
+    NotInMemory,
+    /// The file does not define the name with the expected schema.
+    SchemaDiffers,
 }
 
 /// Reads of at least this many bytes (of cells) touching several chunk rows

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use array_format::{ArrayElement, ArrayFile, ArraySchema, ArrayStats, FillValue, MergedArrayMeta};
+use array_format::{
+    ArrayElement, ArrayFile, ArraySchema, ArrayStats, Expected, FillValue, MergedArrayMeta,
+};
 use indexmap::IndexMap;
 use ndarray::{ArrayD, ArrayViewD};
 
@@ -209,8 +211,11 @@ impl DatasetView {
         let f = file.read_owned().await;
         // A small read served from memory (the cache, pending writes) runs
         // here: a blocking-pool round trip costs more than it does.
-        if f.read_is_in_memory(&self.name, &start, &count) {
-            return read_checked(&self.name, name, &registry, &f, &start, &count).map(Some);
+        match f.read_array_expecting::<T>(&self.name, &registry, &start, &count, true) {
+            Ok(Expected::Read(a)) => return Ok(Some(a)),
+            Ok(Expected::SchemaDiffers) => return Err(schema_differs(&self.name, name, &f)),
+            Ok(Expected::NotInMemory) => {}
+            Err(e) => return Err(Error::array(&self.name, name, e)),
         }
         // Checking the schema, fetching and decoding run on the blocking pool.
         let (dataset, array) = (self.name.clone(), name.to_owned());
@@ -411,7 +416,13 @@ pub(super) fn check_schema(
     if in_file.is_some_and(|f| *f == *registry) {
         return Ok(());
     }
-    Err(Error::array(
+    Err(schema_differs(dataset, array, file))
+}
+
+/// The error of an array file whose schema of `dataset` is not the
+/// registry's (or that does not define it).
+fn schema_differs(dataset: &str, array: &str, file: &ArrayFile) -> Error {
+    Error::array(
         dataset,
         array,
         array_format::Error::corrupt(
@@ -419,7 +430,7 @@ pub(super) fn check_schema(
             0,
             format!("the array file's schema of {dataset:?} differs from the registry's"),
         ),
-    ))
+    )
 }
 
 /// A read of `array` from its (locked) file, after checking the file's
@@ -432,7 +443,10 @@ fn read_checked<T: ArrayElement>(
     start: &[u64],
     count: &[u64],
 ) -> Result<ArrayD<T>> {
-    check_schema(dataset, array, registry, file)?;
-    file.read_array::<T>(dataset, start, count)
-        .map_err(|e| Error::array(dataset, array, e))
+    match file.read_array_expecting::<T>(dataset, registry, start, count, false) {
+        Ok(Expected::Read(a)) => Ok(a),
+        Ok(Expected::SchemaDiffers) => Err(schema_differs(dataset, array, file)),
+        Ok(Expected::NotInMemory) => unreachable!("a read not limited to memory is made"),
+        Err(e) => Err(Error::array(dataset, array, e)),
+    }
 }
