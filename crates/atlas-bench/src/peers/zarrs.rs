@@ -164,21 +164,7 @@ impl System for Zarrs {
     }
 
     fn grid_write(&mut self, root: &Path, spec: GridSpec, data: &[f32]) -> Result<()> {
-        std::fs::create_dir_all(root)?;
-        let store = open_store(root)?;
-        GroupBuilder::new()
-            .build(store.clone(), "/")?
-            .store_metadata()?;
-        let a = ArrayBuilder::new(
-            spec.shape.to_vec(),
-            spec.chunk.to_vec(),
-            data_type::float32(),
-            f32::NAN,
-        )
-        .bytes_to_bytes_codecs(vec![blosc()?])
-        .build(store, "/T")?;
-        a.store_metadata()?;
-        a.store_array_subset(&a.subset_all(), data)?;
+        write_array(root, "/T", &spec.shape, &spec.chunk, data)?;
         Ok(())
     }
 
