@@ -116,13 +116,8 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
             }
         }
         "w3" => {
-            let path = dir.join("w3");
             let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
-            let store = if path.exists() {
-                rt.block_on(Atlas::open_path(&path))?
-            } else {
-                rt.block_on(crate::workloads::ingest(&path, n))?.0
-            };
+            let store = rt.block_on(crate::workloads::loop_store(dir, n))?;
             for _ in 0..reps {
                 let t = Instant::now();
                 let cells = scan_cells(&rt, &store, "TEMP", &names)?;
@@ -175,12 +170,7 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
             // Each repetition: 1,000 reads of every array of one dataset
             // through one warm handle; the time printed is per read of the
             // dataset (as the peers workload's W4).
-            let path = dir.join("w3");
-            let store = if path.exists() {
-                rt.block_on(Atlas::open_path(&path))?
-            } else {
-                rt.block_on(crate::workloads::ingest(&path, n))?.0
-            };
+            let store = rt.block_on(crate::workloads::loop_store(dir, n))?;
             let ds = rt.block_on(store.open_dataset(&crate::peers::ds_name(n / 2)))?;
             for _ in 0..reps {
                 let t = Instant::now();

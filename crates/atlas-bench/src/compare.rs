@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use atlas::array_format::LocalStorage;
-use atlas::{Atlas, DatasetView, DeltaCacheConfig, OpenOptions, StoreConfig};
+use atlas::{Atlas, DatasetView, OpenOptions, StoreConfig};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::{json, Value};
 
@@ -145,17 +145,7 @@ impl System for AtlasSys {
     fn grid_open(&mut self, root: &Path, _spec: GridSpec) -> Result<()> {
         // No cache: every read decodes the chunks it touches, and the decoded
         // level's miss counter counts exactly those decodes.
-        let s = block(Atlas::open_with(
-            Arc::new(LocalStorage),
-            root,
-            OpenOptions {
-                cache: DeltaCacheConfig {
-                    raw_capacity_bytes: 0,
-                    decoded_capacity_bytes: 0,
-                },
-                ..OpenOptions::default()
-            },
-        ))?;
+        let s = block(crate::workloads::open_uncached(root))?;
         let ds = block(s.open_dataset("grid"))?;
         self.grid = Some((s, ds));
         Ok(())

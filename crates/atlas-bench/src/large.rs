@@ -14,12 +14,10 @@
 //! and ATLAS without its caches, so every read decodes what it touches.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use array_format::{DeltaCacheConfig, LocalStorage};
-use atlas::{Atlas, DatasetView, OpenOptions, StoreConfig};
+use atlas::{Atlas, DatasetView, StoreConfig};
 use atlas_netcdf::{BulkOptions, FileOutcome};
 use serde_json::{json, Value};
 
@@ -136,21 +134,35 @@ impl System for NcGrid {
     }
 }
 
-/// One CMIP6 sample: its file, its dataset in ATLAS, its array in zarrs.
+/// A read's `start` and `count`.
+type Region = (Vec<u64>, Vec<u64>);
+
+/// One CMIP6 sample: its file, its dataset in ATLAS, the shape of its `ta`
+/// and the regions read (computed once, outside the timed reads).
 struct Sample {
     path: PathBuf,
     dataset: String,
     shape: Vec<u64>,
+    boxes: [Region; 3],
 }
 
 impl Sample {
+    fn new(path: PathBuf, dataset: String, shape: Vec<u64>) -> Sample {
+        let boxes = Sample::boxes(&shape);
+        Sample {
+            path,
+            dataset,
+            shape,
+            boxes,
+        }
+    }
+
     /// `[start, count]` of the reads: everything, the middle time step, the
     /// column of every time at the first level and the middle cell.
-    fn boxes(&self) -> [(Vec<u64>, Vec<u64>); 3] {
-        let s = &self.shape;
-        let whole = (vec![0; s.len()], s.clone());
+    fn boxes(s: &[u64]) -> [Region; 3] {
+        let whole = (vec![0; s.len()], s.to_vec());
         let mut step_start = vec![0; s.len()];
-        let mut step_count = s.clone();
+        let mut step_count = s.to_vec();
         step_start[0] = s[0] / 2;
         step_count[0] = 1;
         let mut col_start: Vec<u64> = s.iter().map(|&n| n / 2).collect();
@@ -193,10 +205,10 @@ impl Reader {
         match self {
             Reader::Atlas(store) => {
                 for s in samples {
-                    let (start, count) = s.boxes()[b].clone();
+                    let (start, count) = &s.boxes[b];
                     let ds: DatasetView = crate::peers::block(store.open_dataset(&s.dataset))?;
                     let a = ds
-                        .read_array_blocking::<f32>(VAR, &start, &count)?
+                        .read_array_blocking::<f32>(VAR, start, count)?
                         .context("no ta")?;
                     out.push(to_vec(a));
                 }
@@ -204,32 +216,33 @@ impl Reader {
             #[cfg(feature = "peers")]
             Reader::Zarrs(arrays) => {
                 for (s, a) in samples.iter().zip(arrays) {
-                    let (start, count) = s.boxes()[b].clone();
-                    out.push(crate::peers::zarrs::read_box(a, &start, &count)?);
+                    let (start, count) = &s.boxes[b];
+                    out.push(crate::peers::zarrs::read_box(a, start, count)?);
                 }
             }
             Reader::Nc => {
                 for s in samples {
-                    let (start, count) = s.boxes()[b].clone();
-                    let f = netcdf::open(&s.path)?;
-                    let v = f.variable(VAR).context("no ta")?;
-                    let start: Vec<usize> = start.iter().map(|&x| x as usize).collect();
-                    let count: Vec<usize> = count.iter().map(|&x| x as usize).collect();
-                    out.push(v.get_values::<f32, _>((start, count))?);
+                    let (start, count) = &s.boxes[b];
+                    out.push(nc_read(&netcdf::open(&s.path)?, start, count)?);
                 }
             }
             Reader::NcOpen(files) => {
                 for (s, f) in samples.iter().zip(files) {
-                    let (start, count) = s.boxes()[b].clone();
-                    let v = f.variable(VAR).context("no ta")?;
-                    let start: Vec<usize> = start.iter().map(|&x| x as usize).collect();
-                    let count: Vec<usize> = count.iter().map(|&x| x as usize).collect();
-                    out.push(v.get_values::<f32, _>((start, count))?);
+                    let (start, count) = &s.boxes[b];
+                    out.push(nc_read(f, start, count)?);
                 }
             }
         }
         Ok((out, t.elapsed()))
     }
+}
+
+/// The region `start` + `count` of `ta` in an open `NetCDF` file.
+fn nc_read(f: &netcdf::File, start: &[u64], count: &[u64]) -> Result<Vec<f32>> {
+    let v = f.variable(VAR).context("no ta")?;
+    let start: Vec<usize> = start.iter().map(|&x| x as usize).collect();
+    let count: Vec<usize> = count.iter().map(|&x| x as usize).collect();
+    Ok(v.get_values::<f32, _>((start, count))?)
 }
 
 /// Every CMIP6 sample whose `ta` is `f32`, or `None` when the samples
@@ -307,11 +320,7 @@ pub async fn cmip6(quick: bool) -> Result<Value> {
         let ds = store.open_dataset(dataset).await?;
         let schema = ds.array_schema(VAR)?.context("no ta")?;
         samples.push((
-            Sample {
-                path: path.clone(),
-                dataset: dataset.clone(),
-                shape: schema.shape.clone(),
-            },
+            Sample::new(path.clone(), dataset.clone(), schema.shape.clone()),
             schema.chunk_shape,
         ));
     }
@@ -319,7 +328,9 @@ pub async fn cmip6(quick: bool) -> Result<Value> {
     let stored = crate::netcdf::du(&store_path);
 
     // zarrs: the same arrays with the chunk shapes ATLAS chose.
-    let mut readers = vec![Reader::Atlas(no_cache_open(&store_path).await?)];
+    let mut readers = vec![Reader::Atlas(
+        crate::workloads::open_uncached(&store_path).await?,
+    )];
     #[cfg(feature = "peers")]
     let zarrs_write = {
         let zroot = tmp.path().join("zarrs");
@@ -418,20 +429,4 @@ pub async fn cmip6(quick: bool) -> Result<Value> {
         out["zarrs_write_s"] = json!(zarrs_write.as_secs_f64());
     }
     Ok(out)
-}
-
-/// The store at `path`, opened without caches.
-async fn no_cache_open(path: &Path) -> Result<Atlas> {
-    Ok(Atlas::open_with(
-        Arc::new(LocalStorage),
-        path,
-        OpenOptions {
-            cache: DeltaCacheConfig {
-                raw_capacity_bytes: 0,
-                decoded_capacity_bytes: 0,
-            },
-            ..OpenOptions::default()
-        },
-    )
-    .await?)
 }

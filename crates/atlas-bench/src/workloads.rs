@@ -262,11 +262,39 @@ async fn scale(quick: bool) -> Result<Value> {
     Ok(json!(rows))
 }
 
+/// A cache configuration with both levels off: every read decodes what it
+/// touches.
+const NO_CACHE: DeltaCacheConfig = DeltaCacheConfig {
+    raw_capacity_bytes: 0,
+    decoded_capacity_bytes: 0,
+};
+
 fn no_cache() -> Arc<DeltaCache> {
-    Arc::new(DeltaCache::new(DeltaCacheConfig {
-        raw_capacity_bytes: 0,
-        decoded_capacity_bytes: 0,
-    }))
+    Arc::new(DeltaCache::new(NO_CACHE))
+}
+
+/// The store at `path`, opened without caches.
+pub(crate) async fn open_uncached(path: &Path) -> Result<Atlas> {
+    Ok(Atlas::open_with(
+        Arc::new(LocalStorage),
+        path,
+        OpenOptions {
+            cache: NO_CACHE,
+            ..OpenOptions::default()
+        },
+    )
+    .await?)
+}
+
+/// The 10,000-profile store of the profiling loops (`DIR/w3`): opened when
+/// it exists, else ingested.
+pub(crate) async fn loop_store(dir: &Path, n: u64) -> Result<Atlas> {
+    let path = dir.join("w3");
+    if path.exists() {
+        Ok(Atlas::open_path(&path).await?)
+    } else {
+        Ok(ingest(&path, n).await?.0)
+    }
 }
 
 #[allow(clippy::unused_async)] // every workload has the same async signature

@@ -201,20 +201,12 @@ impl Level {
         fill: bool,
         load: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<Arc<Vec<u8>>> {
-        if self.capacity_bytes == 0 {
-            // The level is disabled (`verify` reads everything for real).
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return load().map(Arc::new);
+        // A disabled level (`verify` reads everything for real) and a lookup
+        // that does not fill (scans) cache nothing.
+        if self.capacity_bytes == 0 || !fill {
+            return self.get_or_else(&key, Ok, || load().map(Arc::new));
         }
         let shard = self.shard(&key);
-        if !fill {
-            if let Some(v) = shard.lock().get(&key) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(v);
-            }
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return load().map(Arc::new);
-        }
         // Looking up and claiming under one lock: a key is either cached, being
         // loaded by exactly one thread, or neither.
         let role = {

@@ -139,6 +139,19 @@ impl ArrayFile {
         count: &[u64],
         fill_cache: bool,
     ) -> Result<ArrayD<T>> {
+        let view = self.view_or_err(name)?;
+        self.read_array_on(name, &view, start, count, fill_cache)
+    }
+
+    /// [`ArrayFile::read_array_with`] on `name`'s view, already resolved.
+    fn read_array_on<T: ArrayElement>(
+        &self,
+        name: &str,
+        view: &View<'_>,
+        start: &[u64],
+        count: &[u64],
+        fill_cache: bool,
+    ) -> Result<ArrayD<T>> {
         // On object stores every block fetched alone is a round trip: the
         // blocks of a read touching several stored chunks are fetched in one
         // batch of coalesced ranges first (into the cache, or, for streaming
@@ -155,7 +168,7 @@ impl ArrayFile {
                 }
             }
         }
-        self.read_with(name, start, count, Some(fill_cache), |src, cshape| {
+        self.read_with_view(name, view, start, count, Some(fill_cache), |src, cshape| {
             self.chunk_array(src, cshape, fill_cache)
         })
     }
@@ -195,12 +208,7 @@ impl ArrayFile {
             return Ok(None);
         }
         let cells = usize::try_from(cells).expect("checked by region_fits");
-        let mut out: Vec<T> = Vec::new();
-        out.try_reserve_exact(cells)
-            .map_err(|_| Error::Unrepresentable {
-                name: name.to_owned(),
-                reason: "the requested region does not fit in memory; read it in parts",
-            })?;
+        let mut out: Vec<T> = reserve_cells(name, cells)?;
         (0..cells)
             .into_par_iter()
             .map(|_| fill.clone())
@@ -235,14 +243,9 @@ impl ArrayFile {
                 let mut band = ndarray::ArrayViewMutD::from_shape(IxDyn(&dims), part)
                     .expect("a band's part has its cells");
                 for &idx in chunks {
-                    let Some(src) = view.source(idx) else {
-                        continue;
-                    };
-                    let (origin, cshape) = schema.chunk_region(idx);
-                    let chunk = self.chunk_array::<T>(&src, &cshape, fill_cache)?;
-                    let ranges = slab::intersect(&origin, &cshape, &bstart, &bcount);
-                    let (cr, rr): (Vec<_>, Vec<_>) = ranges.into_iter().unzip();
-                    slab::copy_box(&mut band, &rr, &chunk.view(), &cr);
+                    copy_chunk(view, idx, &bstart, &bcount, &mut band, |src, cshape| {
+                        self.chunk_array(src, cshape, fill_cache)
+                    })?;
                 }
                 Ok(())
             })
@@ -302,14 +305,8 @@ impl ArrayFile {
         if in_memory_only && !self.region_in_memory(name, &view, start, count) {
             return Ok(Expected::NotInMemory);
         }
-        if self.storage.is_object_store() {
-            // Its batched fetch of a read's blocks lives in `read_array`.
-            return self.read_array(name, start, count).map(Expected::Read);
-        }
-        self.read_with_view(name, &view, start, count, Some(true), |src, cshape| {
-            self.chunk_array(src, cshape, true)
-        })
-        .map(Expected::Read)
+        self.read_array_on(name, &view, start, count, true)
+            .map(Expected::Read)
     }
 
     /// True when `name`'s state is known without reading a footer block
@@ -405,7 +402,7 @@ impl ArrayFile {
     }
 
     /// Assembles a hyperslab, getting each stored chunk from `load`.
-    /// Reads a region, each chunk through `load`. `parallel`: the chunks
+    /// `parallel`: the chunks
     /// are read by [`ArrayFile::chunk_array`] with this `fill_cache`, so a
     /// large read may instead decode them on every core
     /// ([`ArrayFile::read_bands_parallel`]).
@@ -462,14 +459,7 @@ impl ArrayFile {
         }
         let mut out = filled_array(name, &dims, fill)?;
         for idx in touched {
-            let Some(src) = view.source(idx) else {
-                continue;
-            };
-            let (origin, cshape) = schema.chunk_region(idx);
-            let chunk = load(&src, &cshape)?;
-            let ranges = slab::intersect(&origin, &cshape, &start, &count);
-            let (cr, rr): (Vec<_>, Vec<_>) = ranges.into_iter().unzip();
-            slab::copy_box(&mut out.view_mut(), &rr, &chunk.view(), &cr);
+            copy_chunk(view, idx, &start, &count, &mut out.view_mut(), &mut load)?;
         }
         Ok(out)
     }
@@ -508,33 +498,59 @@ pub(crate) const PARALLEL_READ_BYTES: u64 = 4 << 20;
 
 /// Checks that a region of `count` cells can be allocated (as `T` cells).
 pub(super) fn region_fits<T>(name: &str, count: &[u64]) -> Result<()> {
-    let too_large = || Error::Unrepresentable {
-        name: name.to_owned(),
-        reason: "the requested region does not fit in memory; read it in parts",
-    };
     let cells = count
         .iter()
         .try_fold(1u64, |a, &c| a.checked_mul(c))
-        .ok_or_else(too_large)?;
-    let cells = usize::try_from(cells).map_err(|_| too_large())?;
+        .ok_or_else(|| too_large(name))?;
+    let cells = usize::try_from(cells).map_err(|_| too_large(name))?;
     // Small regions always fit; only probe the allocator for big ones.
     if cells.saturating_mul(size_of::<T>()) <= 64 << 20 {
         return Ok(());
     }
-    let mut probe: Vec<T> = Vec::new();
-    probe.try_reserve_exact(cells).map_err(|_| too_large())?;
+    reserve_cells::<T>(name, cells).map(drop)
+}
+
+/// The error of a read whose region cannot be allocated.
+fn too_large(name: &str) -> Error {
+    Error::Unrepresentable {
+        name: name.to_owned(),
+        reason: "the requested region does not fit in memory; read it in parts",
+    }
+}
+
+/// An empty vector with room for `cells` cells, allocated fallibly.
+fn reserve_cells<T>(name: &str, cells: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(cells).map_err(|_| too_large(name))?;
+    Ok(v)
+}
+
+/// Copies the part of chunk `idx` (got from `load`; nothing for an unstored
+/// chunk) inside the region `start` + `count` into `dst`, the region's cells.
+fn copy_chunk<T: ArrayElement>(
+    view: &View<'_>,
+    idx: u64,
+    start: &[u64],
+    count: &[u64],
+    dst: &mut ndarray::ArrayViewMutD<'_, T>,
+    load: impl FnOnce(&Source<'_>, &[u64]) -> Result<ArrayD<T>>,
+) -> Result<()> {
+    let Some(src) = view.source(idx) else {
+        return Ok(());
+    };
+    let (origin, cshape) = view.schema.chunk_region(idx);
+    let chunk = load(&src, &cshape)?;
+    let (cr, rr): (Vec<_>, Vec<_>) = slab::intersect(&origin, &cshape, start, count)
+        .into_iter()
+        .unzip();
+    slab::copy_box(dst, &rr, &chunk.view(), &cr);
     Ok(())
 }
 
 /// An array of `dims` filled with `fill`, allocated fallibly.
 pub(super) fn filled_array<T: Clone>(name: &str, dims: &[usize], fill: T) -> Result<ArrayD<T>> {
     let cells: usize = dims.iter().product();
-    let mut v = Vec::new();
-    v.try_reserve_exact(cells)
-        .map_err(|_| Error::Unrepresentable {
-            name: name.to_owned(),
-            reason: "the requested region does not fit in memory; read it in parts",
-        })?;
+    let mut v = reserve_cells(name, cells)?;
     v.resize(cells, fill);
     Ok(ArrayD::from_shape_vec(IxDyn(dims), v).expect("cell count matches shape"))
 }
