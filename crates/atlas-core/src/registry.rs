@@ -47,7 +47,9 @@ pub(crate) use run::fuzz_run;
 #[cfg(test)]
 pub(crate) use run::Ints;
 pub use run::RunId;
-pub(crate) use run::{par_map, Float, Record, Run, RunWriter, SchemaOf, StatColumn, Values};
+pub(crate) use run::{
+    par_map, Entries, Float, Record, Run, RunWriter, SchemaOf, StatColumn, Values,
+};
 pub(crate) use runs::{merge as merge_runs, RunSet};
 pub(crate) use segment::decode_segment;
 #[cfg(test)]

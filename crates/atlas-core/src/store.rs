@@ -40,7 +40,7 @@ use crate::config::{MetaFormat, OpenOptions};
 use crate::error::{Error, Result};
 use crate::name::validate_dataset_name;
 use crate::registry::{
-    ArrayEntry, DatasetMeta, Policy, Record, Retired, RunId, RunSet, SchemaOf, SegmentId,
+    ArrayEntry, DatasetMeta, Entries, Policy, Record, Retired, RunId, RunSet, SchemaOf, SegmentId,
 };
 use roaring::RoaringTreemap;
 
@@ -156,31 +156,53 @@ impl Inner {
 
     /// `array`'s schema in each of `names`, in the order given, from one
     /// view of the registry (the changes since the last commit first, then
-    /// the committed runs). Looks them up in name order, walking each run's
-    /// record blocks beside them, so each block is decoded once however the
-    /// names come, and builds no dataset record.
-    pub(crate) fn lookup_schemas(&self, names: &[&str], array: &str) -> Result<Vec<SchemaOf>> {
-        let mut order: Vec<usize> = (0..names.len()).collect();
-        order.sort_unstable_by_key(|i| names[*i]);
-        let sorted: Vec<&str> = order.iter().map(|&i| names[i]).collect();
+    /// the committed runs), with the distinct entries the answers name.
+    /// Looks them up in name order, walking each run's record blocks beside
+    /// them, so each block is decoded once however the names come, and
+    /// builds no dataset record.
+    pub(crate) fn lookup_schemas(
+        &self,
+        names: &[&str],
+        array: &str,
+    ) -> Result<(Entries, Vec<SchemaOf>)> {
+        // Names in order (a scan's usual case) are looked up as given.
+        let order: Option<Vec<usize>> = (!names.is_sorted()).then(|| {
+            let mut order: Vec<usize> = (0..names.len()).collect();
+            order.sort_unstable_by_key(|i| names[*i]);
+            order
+        });
+        let sorted: Vec<&str> = match &order {
+            Some(order) => order.iter().map(|&i| names[i]).collect(),
+            None => names.to_vec(),
+        };
+        let mut entries = Entries::default();
         let mut found: Vec<Option<SchemaOf>> = vec![None; names.len()];
         let base = {
             let live = self.live.read();
             if !live.changed.is_empty() {
                 for (f, name) in found.iter_mut().zip(&sorted) {
                     if let Some(r) = live.changed_record(name) {
-                        *f = Some(r.map_or(SchemaOf::NoDataset, |r| SchemaOf::of(&r.meta, array)));
+                        *f = Some(r.map_or(SchemaOf::NoDataset, |r| {
+                            SchemaOf::of(&r.meta, array, &mut entries)
+                        }));
                     }
                 }
             }
             Arc::clone(&live.base)
         };
-        base.get_schemas(&sorted, array, &mut found)?;
-        let mut out = vec![SchemaOf::NoDataset; names.len()];
-        for (i, f) in order.into_iter().zip(found) {
-            out[i] = f.expect("every name answered");
-        }
-        Ok(out)
+        base.get_schemas(&sorted, array, &mut found, &mut entries)?;
+        let found = found.into_iter().map(|f| f.expect("every name answered"));
+        let out = match order {
+            None => found.collect(),
+            Some(order) => {
+                let mut out = vec![SchemaOf::NoDataset; names.len()];
+                for (i, f) in order.into_iter().zip(found) {
+                    out[i] = f;
+                }
+                out
+            }
+        };
+        Ok((entries, out))
     }
 
     /// Reads one dataset's metadata.
@@ -578,12 +600,12 @@ impl Atlas {
     /// one). `None` where a dataset lacks the array; a missing dataset is
     /// [`Error::DatasetNotFound`].
     pub fn array_entries(&self, array: &str, datasets: &[&str]) -> Result<Vec<Option<ArrayEntry>>> {
-        self.inner
-            .lookup_schemas(datasets, array)?
+        let (entries, found) = self.inner.lookup_schemas(datasets, array)?;
+        found
             .into_iter()
             .zip(datasets)
             .map(|(s, name)| match s {
-                SchemaOf::Schema(e) => Ok(Some(e)),
+                SchemaOf::Schema(k) => Ok(Some(entries.get(k).clone())),
                 SchemaOf::NoArray => Ok(None),
                 SchemaOf::NoDataset => Err(Error::DatasetNotFound {
                     name: (*name).to_owned(),

@@ -149,22 +149,78 @@ pub(crate) struct Record {
 }
 
 /// One array's schema in one dataset, as the registry has it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SchemaOf {
     /// The dataset does not exist.
     NoDataset,
     /// The dataset has no such array.
     NoArray,
-    /// The array's schema and attributes (both shared, cheap to clone).
-    Schema(ArrayEntry),
+    /// The array's schema and attributes: position `k` in the lookup's
+    /// [`Entries`].
+    Schema(u32),
 }
 
 impl SchemaOf {
-    pub(crate) fn of(meta: &DatasetMeta, array: &str) -> SchemaOf {
+    /// `array`'s entry in `meta`, interned in `entries`.
+    pub(crate) fn of(meta: &DatasetMeta, array: &str, entries: &mut Entries) -> SchemaOf {
         match meta.arrays.get(array) {
-            Some(a) => SchemaOf::Schema(a.clone()),
+            Some(a) => SchemaOf::Schema(entries.intern(&a.schema, &a.attributes)),
             None => SchemaOf::NoArray,
         }
+    }
+}
+
+/// The distinct array entries of one batch of schema lookups, each cloned
+/// once; the answers ([`SchemaOf::Schema`]) name them by position. Datasets
+/// share schema and attribute objects (the run's dictionary, the writer's
+/// interning), so a scan of thousands of datasets finds the same pair again
+/// and again: recognised by address, it costs no reference count per
+/// dataset. (Counts of shared objects bumped from several cores at once
+/// cost more than the rest of the lookup.)
+#[derive(Debug, Default)]
+pub(crate) struct Entries {
+    /// The entries, in order of first appearance.
+    pub(crate) list: Vec<ArrayEntry>,
+    /// Addresses of each entry's schema and attributes, with its position.
+    seen: HashMap<(usize, usize), u32>,
+    /// The last pair interned (the usual next one).
+    last: Option<((usize, usize), u32)>,
+}
+
+impl Entries {
+    /// The position of the entry `(schema, attributes)`, added if new.
+    pub(crate) fn intern(
+        &mut self,
+        schema: &Arc<array_format::ArraySchema>,
+        attributes: &Arc<IndexMap<String, Attr>>,
+    ) -> u32 {
+        let key = (
+            Arc::as_ptr(schema) as usize,
+            Arc::as_ptr(attributes) as usize,
+        );
+        if let Some((k, i)) = self.last {
+            if k == key {
+                return i;
+            }
+        }
+        let i = if let Some(&i) = self.seen.get(&key) {
+            i
+        } else {
+            let i = u32::try_from(self.list.len()).expect("fewer than 2^32 entries");
+            self.list.push(ArrayEntry {
+                schema: Arc::clone(schema),
+                attributes: Arc::clone(attributes),
+            });
+            self.seen.insert(key, i);
+            i
+        };
+        self.last = Some((key, i));
+        i
+    }
+
+    /// The entry at position `k`.
+    pub(crate) fn get(&self, k: u32) -> &ArrayEntry {
+        &self.list[k as usize]
     }
 }
 
@@ -1007,20 +1063,38 @@ impl Dict {
     /// The array entry a record names by its schema and attribute-set
     /// indexes into this dictionary.
     fn entry(&self, schema: u32, attrs: Option<u32>) -> std::result::Result<ArrayEntry, String> {
+        let (schema, attributes) = self.entry_ref(schema, attrs)?;
+        Ok(ArrayEntry {
+            schema: Arc::clone(schema),
+            attributes: Arc::clone(attributes),
+        })
+    }
+
+    /// [`Dict::entry`] borrowed: no reference count touched.
+    #[allow(clippy::type_complexity)] // the two halves of an `ArrayEntry`
+    fn entry_ref(
+        &self,
+        schema: u32,
+        attrs: Option<u32>,
+    ) -> std::result::Result<
+        (
+            &Arc<array_format::ArraySchema>,
+            &Arc<IndexMap<String, Attr>>,
+        ),
+        String,
+    > {
         let schema = self
             .schemas
             .get(schema as usize)
-            .cloned()
             .ok_or_else(|| format!("schema index {schema} out of range"))?;
         let attributes = match attrs {
-            None => Arc::clone(&self.no_attrs),
+            None => &self.no_attrs,
             Some(i) => self
                 .attr_sets
                 .get(i as usize)
-                .cloned()
                 .ok_or_else(|| format!("attribute set index {i} out of range"))?,
         };
-        Ok(ArrayEntry { schema, attributes })
+        Ok((schema, attributes))
     }
 }
 
@@ -1404,6 +1478,7 @@ impl Run {
         names: &[&str],
         array: &str,
         out: &mut [Option<SchemaOf>],
+        entries: &mut Entries,
     ) -> Result<()> {
         // The record blocks the names fall in, each with the positions of
         // its names still unanswered.
@@ -1434,6 +1509,7 @@ impl Run {
         // request per block), each batch small beside the cache budget so
         // that its blocks are still cached when they are used.
         let budget = (self.cache_bytes / 4).clamp(1, PREFETCH_BYTES);
+        let mut dict: Option<Arc<Dict>> = None;
         let mut g = 0;
         while g < groups.len() {
             let mut end = g;
@@ -1486,7 +1562,13 @@ impl Run {
                     };
                     match found {
                         Ok(p) => {
-                            out[j] = Some(self.schema_in(&block, from + p, array)?);
+                            out[j] = Some(self.schema_in(
+                                &block,
+                                from + p,
+                                array,
+                                &mut dict,
+                                entries,
+                            )?);
                             from += p;
                         }
                         Err(p) => from += p,
@@ -1560,10 +1642,19 @@ impl Run {
     /// `array`'s entry in record `j` of a cached block: from the record if
     /// it was built, else its schema and attribute-set indexes found in its
     /// bytes by the `MessagePack` walker (nothing else decoded).
-    fn schema_in(&self, block: &CachedBlock, j: usize, array: &str) -> Result<SchemaOf> {
+    /// `array`'s schema in record `j` of `block`, interned in `entries`;
+    /// `dict` is the run's dictionary once a record needed it.
+    fn schema_in(
+        &self,
+        block: &CachedBlock,
+        j: usize,
+        array: &str,
+        dict: &mut Option<Arc<Dict>>,
+        entries: &mut Entries,
+    ) -> Result<SchemaOf> {
         if let Some(f) = block.found[j].get() {
             return Ok(match f {
-                Found::Live(r) => SchemaOf::of(&r.meta, array),
+                Found::Live(r) => SchemaOf::of(&r.meta, array, entries),
                 Found::Tombstone => SchemaOf::NoDataset,
             });
         }
@@ -1572,11 +1663,14 @@ impl Run {
         Ok(match found {
             mpk::ArrayRef::Tombstone => SchemaOf::NoDataset,
             mpk::ArrayRef::Absent => SchemaOf::NoArray,
-            mpk::ArrayRef::Present(schema, attrs) => SchemaOf::Schema(
-                self.dict()?
-                    .entry(schema, attrs)
-                    .map_err(|e| self.corrupt(e))?,
-            ),
+            mpk::ArrayRef::Present(schema, attrs) => {
+                let dict = match dict {
+                    Some(d) => d,
+                    None => dict.insert(self.dict()?),
+                };
+                let (s, a) = dict.entry_ref(schema, attrs).map_err(|e| self.corrupt(e))?;
+                SchemaOf::Schema(entries.intern(s, a))
+            }
         })
     }
 
@@ -1881,7 +1975,7 @@ pub(crate) fn fuzz_run(bytes: &[u8]) {
     names.dedup();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut schemas = vec![None; refs.len()];
-    let _ = run.get_schemas(&refs, "TEMP", &mut schemas);
+    let _ = run.get_schemas(&refs, "TEMP", &mut schemas, &mut Entries::default());
     for n in refs.iter().take(64) {
         let _ = run.get(n);
     }
@@ -2105,17 +2199,28 @@ mod tests {
             all.extend(["gone", "nope"]);
             all.sort_unstable();
             let mut out = vec![None; all.len()];
-            run.get_schemas(&all, "TEMP", &mut out).unwrap();
+            let mut entries = Entries::default();
+            run.get_schemas(&all, "TEMP", &mut out, &mut entries)
+                .unwrap();
             let mut none = vec![None; all.len()];
-            run.get_schemas(&all, "PSAL", &mut none).unwrap();
+            run.get_schemas(&all, "PSAL", &mut none, &mut Entries::default())
+                .unwrap();
             // A run with nothing cached fetches the blocks in batches of
             // ranged reads (several blocks per batch under a 256 KiB budget):
             // the same answers.
             let mut cold = Run::open(&storage, path, RunId::fresh()).unwrap();
             cold.cache_bytes = if budget == 1 { 1 } else { 1 << 20 };
             let mut cold_out = vec![None; all.len()];
-            cold.get_schemas(&all, "TEMP", &mut cold_out).unwrap();
-            assert_eq!(format!("{cold_out:?}"), format!("{out:?}"));
+            let mut cold_entries = Entries::default();
+            cold.get_schemas(&all, "TEMP", &mut cold_out, &mut cold_entries)
+                .unwrap();
+            assert_eq!(cold_out, out);
+            assert_eq!(
+                format!("{:?}", cold_entries.list),
+                format!("{:?}", entries.list)
+            );
+            // Every dataset shares one schema and attribute set: one entry.
+            assert_eq!(entries.list.len(), 1);
             for ((name, got), absent) in all.iter().zip(&out).zip(&none) {
                 match *name {
                     "gone" => {
@@ -2124,9 +2229,10 @@ mod tests {
                     }
                     "nope" => assert!(got.is_none() && absent.is_none()),
                     _ => {
-                        let Some(SchemaOf::Schema(e)) = got else {
+                        let Some(SchemaOf::Schema(k)) = got else {
                             panic!("{name}: {got:?}");
                         };
+                        let e = entries.get(*k);
                         assert_eq!(e.schema.shape, vec![3]);
                         assert_eq!(e.attributes.get("units"), Some(&Attr::from("degC")));
                         assert!(matches!(absent, Some(SchemaOf::NoArray)), "{name}");

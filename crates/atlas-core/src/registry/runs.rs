@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use array_format::{ArrayStats, Storage};
 use roaring::RoaringTreemap;
 
-use super::run::{Found, Record, Run, RunId, SchemaOf};
+use super::run::{Entries, Found, Record, Run, RunId, SchemaOf};
 use super::{Attr, Result, META_DIR};
 
 /// The runs of one committed generation.
@@ -70,12 +70,13 @@ impl RunSet {
         names: &[&str],
         array: &str,
         out: &mut [Option<SchemaOf>],
+        entries: &mut Entries,
     ) -> Result<()> {
         for run in self.runs.iter().rev() {
             if out.iter().all(Option::is_some) {
                 break;
             }
-            run.get_schemas(names, array, out)?;
+            run.get_schemas(names, array, out, entries)?;
         }
         for o in out.iter_mut().filter(|o| o.is_none()) {
             *o = Some(SchemaOf::NoDataset);

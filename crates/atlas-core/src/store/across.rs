@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::Atlas;
 use crate::error::{Error, Result};
-use crate::registry::SchemaOf;
+use crate::registry::{Entries, SchemaOf};
 
 impl Atlas {
     /// Reads one array from many datasets, decoding in parallel. One result per
@@ -25,66 +25,72 @@ impl Atlas {
         count: Vec<u64>,
     ) -> Result<Vec<Option<ArrayD<T>>>> {
         let inner = Arc::clone(&self.inner);
-        let owned: Vec<String> = datasets.iter().map(|d| d.as_ref().to_owned()).collect();
-        // Contiguous parts of the names, one per core (each large enough to
-        // be worth a task): every step below runs per part, in parallel, and
-        // the parts' results are concatenated in order, so the result and
-        // the error reported (the first in name order, lookups before reads)
-        // do not depend on the number of cores.
-        let per = owned
-            .len()
+        let names = Names::new(datasets);
+        let n = names.len();
+        // The array file first (the registry lookups name the errors that
+        // come first, so its error waits for theirs).
+        let file = match self.inner.file_async(array).await {
+            Ok(Some(f)) => Ok(Some(f.read_owned().await)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let array = array.to_owned();
+        // One job on rayon's pool (registry lookups may read blocks, the
+        // rest decodes): contiguous parts of the names, one per core, each
+        // large enough to be worth a task, each looked up then read; the
+        // parts' results are concatenated in order, and the error reported
+        // is the first in name order, lookups before the file and reads, so
+        // neither depends on the number of cores.
+        let per = n
             .div_ceil(rayon::current_num_threads())
             .max(array_format::SCAN_MIN_PART);
-        // Registry lookups may read blocks: on the blocking pool.
-        let a = array.to_owned();
-        let (owned, found) = tokio::task::spawn_blocking(move || {
-            let found: Vec<Result<Vec<SchemaOf>>> = owned
+        run_on_rayon(move || {
+            let refs = names.refs();
+            let first = refs.first().copied().unwrap_or("");
+            let parts: Vec<Part<T>> = refs
                 .par_chunks(per)
                 .map(|part| {
-                    let refs: Vec<&str> = part.iter().map(String::as_str).collect();
-                    inner.lookup_schemas(&refs, &a)
+                    let (entries, found) = match inner.lookup_schemas(part, &array) {
+                        Ok(r) => r,
+                        Err(e) => return Part::Lookup(e),
+                    };
+                    let mut schemas = Vec::with_capacity(part.len());
+                    for (f, d) in found.into_iter().zip(part) {
+                        schemas.push(match f {
+                            SchemaOf::NoDataset => {
+                                return Part::Lookup(Error::DatasetNotFound {
+                                    name: (*d).to_owned(),
+                                })
+                            }
+                            SchemaOf::NoArray => None,
+                            SchemaOf::Schema(k) => Some(k),
+                        });
+                    }
+                    let Ok(Some(file)) = &file else {
+                        return Part::Read(Ok(Vec::new()));
+                    };
+                    Part::Read(read_part(
+                        file, &array, first, part, &schemas, &entries, &start, &count,
+                    ))
                 })
                 .collect();
-            (owned, found)
-        })
-        .await
-        .expect("lookup task panicked");
-        let mut schemas = Vec::with_capacity(owned.len());
-        let mut names = owned.iter();
-        for part in found {
-            for found in part? {
-                let d = names.next().expect("one answer per name");
-                schemas.push(match found {
-                    SchemaOf::NoDataset => return Err(Error::DatasetNotFound { name: d.clone() }),
-                    SchemaOf::NoArray => None,
-                    SchemaOf::Schema(e) => Some(e.schema),
-                });
+            let mut reads = Vec::with_capacity(parts.len());
+            for p in parts {
+                match p {
+                    Part::Lookup(e) => return Err(e),
+                    Part::Read(r) => reads.push(r),
+                }
             }
-        }
-        let Some(file) = self.inner.file_async(array).await? else {
-            return Ok(vec![None; owned.len()]);
-        };
-        let guard = file.read_owned().await;
-        let array = array.to_owned();
-        // Resolving names (building the file's whole index for many), the
-        // schema check and the decoding: off the runtime.
-        tokio::task::spawn_blocking(move || {
-            let first = owned.first().map_or("", String::as_str);
-            let parts: Vec<Result<Vec<Option<ArrayD<T>>>>> = owned
-                .par_chunks(per)
-                .zip(schemas.par_chunks(per))
-                .map(|(names, schemas)| {
-                    read_part(&guard, &array, first, names, schemas, &start, &count)
-                })
-                .collect();
-            let mut out = Vec::with_capacity(owned.len());
-            for part in parts {
-                out.extend(part?);
+            if file?.is_none() {
+                return Ok(vec![None; n]);
+            }
+            let mut out = Vec::with_capacity(n);
+            for r in reads {
+                out.extend(r?);
             }
             Ok(out)
         })
         .await
-        .expect("read task panicked")
     }
 
     /// Like [`Atlas::read_array_across`], stacked into one array with a leading
@@ -125,16 +131,75 @@ impl Atlas {
     }
 }
 
+/// Dataset names in one buffer: one allocation for thousands of names
+/// (the blocking tasks need owned names).
+struct Names {
+    buf: String,
+    /// Where each name ends in `buf`.
+    ends: Vec<usize>,
+}
+
+impl Names {
+    fn new(names: &[impl AsRef<str>]) -> Names {
+        let bytes = names.iter().map(|n| n.as_ref().len()).sum();
+        let mut buf = String::with_capacity(bytes);
+        let mut ends = Vec::with_capacity(names.len());
+        for n in names {
+            buf.push_str(n.as_ref());
+            ends.push(buf.len());
+        }
+        Names { buf, ends }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, k: usize) -> &str {
+        let from = if k == 0 { 0 } else { self.ends[k - 1] };
+        &self.buf[from..self.ends[k]]
+    }
+
+    fn refs(&self) -> Vec<&str> {
+        (0..self.len()).map(|k| self.get(k)).collect()
+    }
+}
+
+/// What one part of [`Atlas::read_array_across`] came to.
+enum Part<T> {
+    /// Its registry lookup failed, or named a dataset that does not exist.
+    Lookup(Error),
+    /// Its reads (empty when there is no array file).
+    Read(Result<Vec<Option<ArrayD<T>>>>),
+}
+
+/// Runs `f` on rayon's pool and waits for it without blocking the runtime:
+/// one hop to a pool thread, which runs its share of `f`'s parallel work
+/// itself. A panic in `f` is raised again here.
+async fn run_on_rayon<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(r);
+    });
+    match rx.await.expect("the rayon job always sends") {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// One part of [`Atlas::read_array_across`]: `names` with the registry's
-/// schemas (`None`: no such array), resolved in the array file, checked
-/// against the file's schemas, then read. `first` names the errors of the
-/// file as a whole.
+/// answers (per name, its entry in `entries`; `None`: no such array),
+/// resolved in the array file, checked against the file's schemas,
+/// then read. `first` names the errors of the file as a whole.
+#[allow(clippy::too_many_arguments)] // one part's names, answers and region
 fn read_part<T: ArrayElement>(
     file: &ArrayFile,
     array: &str,
     first: &str,
-    names: &[String],
-    schemas: &[Option<Arc<ArraySchema>>],
+    names: &[&str],
+    schemas: &[Option<u32>],
+    entries: &Entries,
     start: &[u64],
     count: &[u64],
 ) -> Result<Vec<Option<ArrayD<T>>>> {
@@ -142,7 +207,7 @@ fn read_part<T: ArrayElement>(
         .iter()
         .zip(schemas)
         .filter(|(_, s)| s.is_some())
-        .map(|(d, _)| d.as_str())
+        .map(|(d, _)| *d)
         .collect();
     let scan = file
         .scan(&present)
@@ -151,17 +216,17 @@ fn read_part<T: ArrayElement>(
     // did not agree to. Both sides share schema objects between datasets
     // (the registry's dictionary, the array file's consecutive equal
     // definitions), so a pair found equal once is not compared again.
-    let mut agreed: Option<(&ArraySchema, &ArraySchema)> = None;
-    for (k, registry) in schemas.iter().flatten().enumerate() {
+    let mut agreed: Option<(u32, &ArraySchema)> = None;
+    for (k, &at) in schemas.iter().flatten().enumerate() {
         let d = present[k];
         let in_file = scan.try_schema(k).map_err(|e| Error::array(d, array, e))?;
         if let (Some(f), Some((r0, f0))) = (in_file, agreed) {
-            if std::ptr::eq(Arc::as_ptr(registry), r0) && std::ptr::eq(f, f0) {
+            if at == r0 && std::ptr::eq(f, f0) {
                 continue;
             }
         }
-        if let Some(f) = in_file.filter(|f| **registry == **f) {
-            agreed = Some((&**registry, f));
+        if let Some(f) = in_file.filter(|f| *entries.get(at).schema == **f) {
+            agreed = Some((at, f));
             continue;
         }
         return Err(Error::array(
@@ -177,8 +242,8 @@ fn read_part<T: ArrayElement>(
     let mut got = scan.read::<T>(start, count, 1).into_iter();
     let mut out = Vec::with_capacity(names.len());
     let mut k = 0;
-    for registry in schemas {
-        if registry.is_none() {
+    for at in schemas {
+        if at.is_none() {
             out.push(None);
             continue;
         }

@@ -914,6 +914,14 @@ async fn read_array_across_equals_single_reads_and_names_a_damaged_dataset() {
         Err(Error::Array { dataset, .. }) => assert_eq!(dataset, bad[0]),
         other => panic!("expected the damaged dataset's error, got {other:?}"),
     }
+    // Registry answers come before reads: a missing dataset after the
+    // damaged one (in another part) is the error reported.
+    let mut with_ghost = names.clone();
+    with_ghost.push("ghost".into());
+    assert!(matches!(
+        r.read_array_across::<f32>("t", &with_ghost, vec![], vec![]).await,
+        Err(Error::DatasetNotFound { name }) if name == "ghost"
+    ));
 }
 
 /// Names asked for more than once, out of order, some without the array:
@@ -953,7 +961,9 @@ async fn read_array_across_repeated_names_and_missing_arrays() {
             assert_eq!(cells(g.as_ref().unwrap())[3], i as f64 + 0.75, "{d}");
         }
     }
-    // A missing dataset anywhere is an error naming it.
+    // A missing dataset anywhere is an error naming it (the first of two,
+    // in different parts).
+    asked.insert(1500, "zzz".into());
     asked.insert(901, "nope".into());
     assert!(matches!(
         r.read_array_across::<f64>("x", &asked, vec![], vec![]).await,
