@@ -129,6 +129,11 @@ impl Live {
     }
 }
 
+/// One view's memo of its dataset's committed metadata (see
+/// [`Inner::with_dataset_memo`]).
+#[derive(Default)]
+pub(crate) struct Memo(parking_lot::Mutex<Option<(std::sync::Weak<RunSet>, Arc<DatasetMeta>)>>);
+
 /// The registry's rules, enforced here once: every mutation records the
 /// dataset's new state (so the next flush writes it) and marks the handle
 /// dirty (so the next flush commits), keeps the per-array user counts, and a
@@ -203,6 +208,43 @@ impl Inner {
             }
         };
         Ok((entries, out))
+    }
+
+    /// [`Inner::with_dataset`] through `memo`, the metadata a view last
+    /// found with the committed registry state it came from: while that
+    /// state is still the current one (a commit or refresh installs a new
+    /// one) and the dataset has no pending change (looked up first), the
+    /// registry is not searched again. The memo holds its state weakly, so
+    /// it keeps no old run open, and that state's address cannot be reused
+    /// while the memo names it. A memo busy in another task is passed by.
+    pub(crate) fn with_dataset_memo<R>(
+        &self,
+        name: &str,
+        memo: &Memo,
+        f: impl FnOnce(&DatasetMeta) -> R,
+    ) -> Result<Option<R>> {
+        let base = {
+            let live = self.live.read();
+            if let Some(r) = live.changed_record(name) {
+                return Ok(r.map(|r| f(&r.meta)));
+            }
+            Arc::clone(&live.base)
+        };
+        if let Some(m) = memo.0.try_lock() {
+            if let Some((state, meta)) = m.as_ref() {
+                if std::ptr::eq(state.as_ptr(), Arc::as_ptr(&base)) {
+                    return Ok(Some(f(meta)));
+                }
+            }
+        }
+        let Some(rec) = base.get(name)? else {
+            return Ok(None);
+        };
+        let r = f(&rec.meta);
+        if let Some(mut m) = memo.0.try_lock() {
+            *m = Some((Arc::downgrade(&base), rec.meta));
+        }
+        Ok(Some(r))
     }
 
     /// Reads one dataset's metadata.

@@ -12,14 +12,21 @@ use crate::attr::Attr;
 use crate::error::{Error, Result};
 use crate::name::{validate_array_name, validate_attribute_name};
 use crate::registry::{ArrayEntry, DatasetMeta};
-use crate::store::{ArraysChange, FileHandle, Inner};
+use crate::store::{ArraysChange, FileHandle, Inner, Memo};
 
 /// A handle to one dataset within an [`crate::Atlas`]. Cheap to clone,
 /// `Send + Sync`, and usable from many tasks at once.
-#[derive(Clone)]
 pub struct DatasetView {
     inner: Arc<Inner>,
     name: String,
+    /// The dataset's committed metadata as this view last found it.
+    memo: Memo,
+}
+
+impl Clone for DatasetView {
+    fn clone(&self) -> Self {
+        DatasetView::new(Arc::clone(&self.inner), &self.name)
+    }
 }
 
 impl std::fmt::Debug for DatasetView {
@@ -35,6 +42,7 @@ impl DatasetView {
         DatasetView {
             inner,
             name: name.to_owned(),
+            memo: Memo::default(),
         }
     }
 
@@ -58,7 +66,7 @@ impl DatasetView {
 
     fn with_meta<R>(&self, f: impl FnOnce(&DatasetMeta) -> R) -> Result<R> {
         self.inner
-            .with_dataset(&self.name, f)?
+            .with_dataset_memo(&self.name, &self.memo, f)?
             .ok_or_else(|| self.not_found())
     }
 
