@@ -197,9 +197,44 @@ impl ArraySchema {
         self.chunk_region(chunk_idx).1.iter().product()
     }
 
+    /// The linear index of the one chunk the region lies in, if it lies in
+    /// one (the usual small read), found without building the grid. The
+    /// region must be in bounds and non-empty.
+    pub(crate) fn single_chunk(&self, start: &[u64], count: &[u64]) -> Option<u64> {
+        let mut idx = 0u64;
+        for (((&s, &n), &c), &len) in start
+            .iter()
+            .zip(count)
+            .zip(&self.chunk_shape)
+            .zip(&self.shape)
+        {
+            let lo = s / c;
+            if (s + n - 1) / c != lo {
+                return None;
+            }
+            idx = idx * len.div_ceil(c) + lo;
+        }
+        Some(idx)
+    }
+
+    /// True when the region is exactly chunk `idx`'s cells (as
+    /// [`ArraySchema::chunk_region`] gives them), checked without building
+    /// it. The region must be in bounds and non-empty, in chunk `idx`.
+    pub(crate) fn is_whole_chunk(&self, start: &[u64], count: &[u64]) -> bool {
+        start
+            .iter()
+            .zip(count)
+            .zip(&self.chunk_shape)
+            .zip(&self.shape)
+            .all(|(((&s, &n), &c), &len)| s % c == 0 && n == c.min(len - s))
+    }
+
     /// Linear indexes of the chunks that intersect the region, in row-major order.
     /// The region must be in bounds and non-empty.
     pub(crate) fn chunks_touching(&self, start: &[u64], count: &[u64]) -> Vec<u64> {
+        if let Some(idx) = self.single_chunk(start, count) {
+            return vec![idx];
+        }
         let grid = self.grid_shape();
         let lo: Vec<u64> = start
             .iter()
@@ -292,6 +327,18 @@ mod tests {
         assert_eq!(s.chunk_region(8), (vec![4, 6], vec![1, 1]));
         assert_eq!(s.chunks_touching(&[1, 2], &[2, 2]), vec![0, 1, 3, 4]);
         assert_eq!(s.chunks_touching(&[4, 6], &[1, 1]), vec![8]);
+        // One chunk, found without the grid, and whether a region is it.
+        assert_eq!(s.single_chunk(&[2, 3], &[2, 3]), Some(4));
+        assert_eq!(s.single_chunk(&[1, 2], &[2, 2]), None);
+        assert_eq!(s.chunks_touching(&[3, 4], &[1, 2]), vec![4]);
+        assert!(s.is_whole_chunk(&[2, 3], &[2, 3]));
+        assert!(s.is_whole_chunk(&[4, 6], &[1, 1]));
+        assert!(!s.is_whole_chunk(&[3, 4], &[1, 2]));
+        for idx in 0..s.n_chunks() {
+            let (o, c) = s.chunk_region(idx);
+            assert_eq!(s.single_chunk(&o, &c), Some(idx));
+            assert!(s.is_whole_chunk(&o, &c));
+        }
     }
 
     #[test]

@@ -439,17 +439,16 @@ impl ArrayFile {
         // A region must fit in memory: refuse it up front, before enumerating
         // its chunks, rather than aborting on an impossible allocation.
         region_fits::<T>(name, &count)?;
-        let touched = schema.chunks_touching(&start, &count);
         // Fast path: the region is exactly one stored chunk.
-        if let [only] = touched[..] {
-            let (origin, cshape) = schema.chunk_region(only);
-            if origin == start && cshape == count {
+        if let Some(only) = schema.single_chunk(&start, &count) {
+            if schema.is_whole_chunk(&start, &count) {
                 return match view.source(only) {
-                    Some(src) => load(&src, &cshape),
+                    Some(src) => load(&src, &count),
                     None => Ok(ArrayD::from_elem(IxDyn(&dims), fill)),
                 };
             }
         }
+        let touched = schema.chunks_touching(&start, &count);
         if let Some(fill_cache) = parallel {
             if let Some(out) =
                 self.read_bands_parallel(name, view, &start, &count, &touched, &fill, fill_cache)?
