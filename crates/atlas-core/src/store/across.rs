@@ -47,9 +47,13 @@ impl Atlas {
         run_on_rayon(move || {
             let refs = names.refs();
             let first = refs.first().copied().unwrap_or("");
-            let parts: Vec<Part<T>> = refs
+            // Each part writes its results into its own slice of the result.
+            let mut out: Vec<Option<ArrayD<T>>> = Vec::with_capacity(n);
+            out.resize_with(n, || None);
+            let parts: Vec<Part> = refs
                 .par_chunks(per)
-                .map(|part| {
+                .zip(out.par_chunks_mut(per))
+                .map(|(part, slots)| {
                     let (entries, found) = match inner.lookup_schemas(part, &array) {
                         Ok(r) => r,
                         Err(e) => return Part::Lookup(e),
@@ -67,10 +71,11 @@ impl Atlas {
                         });
                     }
                     let Ok(Some(file)) = &file else {
-                        return Part::Read(Ok(Vec::new()));
+                        return Part::Read(Ok(()));
                     };
+                    let region = (start.as_slice(), count.as_slice());
                     Part::Read(read_part(
-                        file, &array, first, part, &schemas, &entries, &start, &count,
+                        file, &array, first, part, &schemas, &entries, region, slots,
                     ))
                 })
                 .collect();
@@ -84,9 +89,8 @@ impl Atlas {
             if file?.is_none() {
                 return Ok(vec![None; n]);
             }
-            let mut out = Vec::with_capacity(n);
             for r in reads {
-                out.extend(r?);
+                r?;
             }
             Ok(out)
         })
@@ -166,11 +170,11 @@ impl Names {
 }
 
 /// What one part of [`Atlas::read_array_across`] came to.
-enum Part<T> {
+enum Part {
     /// Its registry lookup failed, or named a dataset that does not exist.
     Lookup(Error),
-    /// Its reads (empty when there is no array file).
-    Read(Result<Vec<Option<ArrayD<T>>>>),
+    /// Its reads, written into its slots (none when there is no array file).
+    Read(Result<()>),
 }
 
 /// Runs `f` on rayon's pool and waits for it without blocking the runtime:
@@ -191,8 +195,9 @@ async fn run_on_rayon<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static)
 /// One part of [`Atlas::read_array_across`]: `names` with the registry's
 /// answers (per name, its entry in `entries`; `None`: no such array),
 /// resolved in the array file, checked against the file's schemas,
-/// then read. `first` names the errors of the file as a whole.
-#[allow(clippy::too_many_arguments)] // one part's names, answers and region
+/// then read into `slots` (one per name, `None` on entry). `first` names the
+/// errors of the file as a whole; `region` is the (start, count) read.
+#[allow(clippy::too_many_arguments)] // one part's names, answers, region and slots
 fn read_part<T: ArrayElement>(
     file: &ArrayFile,
     array: &str,
@@ -200,9 +205,9 @@ fn read_part<T: ArrayElement>(
     names: &[&str],
     schemas: &[Option<u32>],
     entries: &Entries,
-    start: &[u64],
-    count: &[u64],
-) -> Result<Vec<Option<ArrayD<T>>>> {
+    (start, count): (&[u64], &[u64]),
+    slots: &mut [Option<ArrayD<T>>],
+) -> Result<()> {
     let present: Vec<&str> = names
         .iter()
         .zip(schemas)
@@ -240,16 +245,14 @@ fn read_part<T: ArrayElement>(
         ));
     }
     let mut got = scan.read::<T>(start, count, 1).into_iter();
-    let mut out = Vec::with_capacity(names.len());
     let mut k = 0;
-    for at in schemas {
+    for (at, slot) in schemas.iter().zip(slots) {
         if at.is_none() {
-            out.push(None);
             continue;
         }
         let r = got.next().expect("one result per name");
-        out.push(Some(r.map_err(|e| Error::array(present[k], array, e))?));
+        *slot = Some(r.map_err(|e| Error::array(present[k], array, e))?);
         k += 1;
     }
-    Ok(out)
+    Ok(())
 }
