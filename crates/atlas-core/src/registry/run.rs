@@ -1110,9 +1110,64 @@ struct CachedBlock {
     /// Where each record lies in `raw`, in name order.
     recs: Vec<mpk::Span>,
     found: Vec<OnceLock<Found>>,
+    /// Per array name a schema lookup asked for (at most [`MEMO_ARRAYS`],
+    /// the oldest replaced), each record's answer as read from its bytes
+    /// ([`pack_answer`]; 0: not yet read): a scan repeated on a warm handle
+    /// walks no record bytes. 8 bytes per record and array, beside the
+    /// record's few hundred in `raw`.
+    answers: parking_lot::Mutex<Vec<(Box<str>, Arc<[AtomicU64]>)>>,
+}
+
+/// Arrays whose answers a cached record block remembers.
+const MEMO_ARRAYS: usize = 4;
+
+/// A record's answer for one array, packed for [`CachedBlock::answers`]:
+/// 1 a tombstone, 2 no such array, else the high bit with the schema and
+/// attribute-set indexes (`None` when they do not fit: not remembered).
+fn pack_answer(a: &mpk::ArrayRef) -> Option<u64> {
+    match *a {
+        mpk::ArrayRef::Tombstone => Some(1),
+        mpk::ArrayRef::Absent => Some(2),
+        mpk::ArrayRef::Present(schema, attrs) => {
+            let attrs = match attrs {
+                None => 0,
+                Some(i) if i < (1 << 31) => u64::from(i) + 1,
+                Some(_) => return None,
+            };
+            (schema < (1 << 31)).then(|| (1 << 63) | u64::from(schema) << 32 | attrs)
+        }
+    }
+}
+
+/// The answer [`pack_answer`] packed (`None`: 0, none remembered).
+fn unpack_answer(v: u64) -> Option<mpk::ArrayRef> {
+    match v {
+        0 => None,
+        1 => Some(mpk::ArrayRef::Tombstone),
+        2 => Some(mpk::ArrayRef::Absent),
+        _ => {
+            let schema = ((v >> 32) & 0x7fff_ffff) as u32;
+            let attrs = (v & 0xffff_ffff) as u32;
+            Some(mpk::ArrayRef::Present(schema, attrs.checked_sub(1)))
+        }
+    }
 }
 
 impl CachedBlock {
+    /// The remembered answers of `array` in this block, made if new.
+    fn answers(&self, array: &str) -> Arc<[AtomicU64]> {
+        let mut all = self.answers.lock();
+        if let Some((_, a)) = all.iter().find(|(n, _)| &**n == array) {
+            return Arc::clone(a);
+        }
+        if all.len() >= MEMO_ARRAYS {
+            all.remove(0);
+        }
+        let a: Arc<[AtomicU64]> = (0..self.recs.len()).map(|_| AtomicU64::new(0)).collect();
+        all.push((array.into(), Arc::clone(&a)));
+        a
+    }
+
     /// The bytes of record `j`.
     fn bytes(&self, j: usize) -> &[u8] {
         &self.raw[self.recs[j].bytes.clone()]
@@ -1406,7 +1461,12 @@ impl Run {
             .map_err(|e| self.corrupt(format!("block at {}: msgpack: {e}", r.off)))?;
         self.check_record_block(i, recs.len(), |j| recs[j].name(&raw))?;
         let found = (0..recs.len()).map(|_| OnceLock::new()).collect();
-        let block = Arc::new(CachedBlock { raw, recs, found });
+        let block = Arc::new(CachedBlock {
+            raw,
+            recs,
+            found,
+            answers: parking_lot::Mutex::new(Vec::new()),
+        });
         let mut cache = self.blocks.write();
         if !cache.blocks.contains_key(&i) {
             cache.bytes += block.raw.len();
@@ -1541,6 +1601,7 @@ impl Run {
             }
             for (i, open) in &groups[g..end] {
                 let block = self.record_block_from(*i, fetched.remove(i))?;
+                let memo = block.answers(array);
                 // The names ascend (repeats allowed), so each is searched
                 // for only from the previous one's place, and a name that is
                 // the same or the next record (a scan of every dataset)
@@ -1565,7 +1626,7 @@ impl Run {
                             out[j] = Some(self.schema_in(
                                 &block,
                                 from + p,
-                                array,
+                                (array, &memo[from + p]),
                                 &mut dict,
                                 entries,
                             )?);
@@ -1643,23 +1704,35 @@ impl Run {
     /// it was built, else its schema and attribute-set indexes found in its
     /// bytes by the `MessagePack` walker (nothing else decoded).
     /// `array`'s schema in record `j` of `block`, interned in `entries`;
-    /// `dict` is the run's dictionary once a record needed it.
+    /// `memo` is the record's remembered answer for `array` (read from the
+    /// record's bytes and kept there when not yet known), `dict` the run's
+    /// dictionary once a record needed it.
     fn schema_in(
         &self,
         block: &CachedBlock,
         j: usize,
-        array: &str,
+        (array, memo): (&str, &AtomicU64),
         dict: &mut Option<Arc<Dict>>,
         entries: &mut Entries,
     ) -> Result<SchemaOf> {
-        if let Some(f) = block.found[j].get() {
-            return Ok(match f {
-                Found::Live(r) => SchemaOf::of(&r.meta, array, entries),
-                Found::Tombstone => SchemaOf::NoDataset,
-            });
-        }
-        let found = mpk::find_array(&block.raw, &block.recs[j], array)
-            .map_err(|e| self.corrupt(format!("record {:?}: msgpack: {e}", block.name(j))))?;
+        let found = match unpack_answer(memo.load(Ordering::Relaxed)) {
+            Some(a) => a,
+            None => {
+                if let Some(f) = block.found[j].get() {
+                    return Ok(match f {
+                        Found::Live(r) => SchemaOf::of(&r.meta, array, entries),
+                        Found::Tombstone => SchemaOf::NoDataset,
+                    });
+                }
+                let a = mpk::find_array(&block.raw, &block.recs[j], array).map_err(|e| {
+                    self.corrupt(format!("record {:?}: msgpack: {e}", block.name(j)))
+                })?;
+                if let Some(v) = pack_answer(&a) {
+                    memo.store(v, Ordering::Relaxed);
+                }
+                a
+            }
+        };
         Ok(match found {
             mpk::ArrayRef::Tombstone => SchemaOf::NoDataset,
             mpk::ArrayRef::Absent => SchemaOf::NoArray,
@@ -2010,6 +2083,27 @@ pub(crate) fn fuzz_run(bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_answers_round_trip() {
+        use mpk::ArrayRef;
+        let cases = [
+            ArrayRef::Tombstone,
+            ArrayRef::Absent,
+            ArrayRef::Present(0, None),
+            ArrayRef::Present(0, Some(0)),
+            ArrayRef::Present(7, Some(3)),
+            ArrayRef::Present((1 << 31) - 1, Some((1 << 31) - 1)),
+        ];
+        for a in cases {
+            let v = pack_answer(&a).unwrap();
+            assert_ne!(v, 0);
+            assert_eq!(format!("{:?}", unpack_answer(v).unwrap()), format!("{a:?}"));
+        }
+        assert!(pack_answer(&ArrayRef::Present(1 << 31, None)).is_none());
+        assert!(pack_answer(&ArrayRef::Present(0, Some(1 << 31))).is_none());
+        assert!(unpack_answer(0).is_none());
+    }
     use array_format::{ArraySchema, DType, FillValue, MemoryStorage};
 
     fn record(id: u64, temp: f64) -> Record {
@@ -2202,9 +2296,24 @@ mod tests {
             let mut entries = Entries::default();
             run.get_schemas(&all, "TEMP", &mut out, &mut entries)
                 .unwrap();
+            // Again: answered from the answers the first lookup remembered
+            // (the same), for TEMP and for PSAL.
+            let mut again = vec![None; all.len()];
+            let mut again_entries = Entries::default();
+            run.get_schemas(&all, "TEMP", &mut again, &mut again_entries)
+                .unwrap();
+            assert_eq!(again, out);
+            assert_eq!(
+                format!("{:?}", again_entries.list),
+                format!("{:?}", entries.list)
+            );
             let mut none = vec![None; all.len()];
             run.get_schemas(&all, "PSAL", &mut none, &mut Entries::default())
                 .unwrap();
+            let mut none_again = vec![None; all.len()];
+            run.get_schemas(&all, "PSAL", &mut none_again, &mut Entries::default())
+                .unwrap();
+            assert_eq!(none_again, none);
             // A run with nothing cached fetches the blocks in batches of
             // ranged reads (several blocks per batch under a 256 KiB budget):
             // the same answers.
