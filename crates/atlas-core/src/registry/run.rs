@@ -1115,8 +1115,11 @@ struct CachedBlock {
     /// ([`pack_answer`]; 0: not yet read): a scan repeated on a warm handle
     /// walks no record bytes. 8 bytes per record and array, beside the
     /// record's few hundred in `raw`.
-    answers: parking_lot::Mutex<Vec<(Box<str>, Arc<[AtomicU64]>)>>,
+    answers: parking_lot::Mutex<Vec<(Box<str>, Answers)>>,
 }
+
+/// One array's remembered answers in a record block, one per record.
+type Answers = Arc<[AtomicU64]>;
 
 /// Arrays whose answers a cached record block remembers.
 const MEMO_ARRAYS: usize = 4;
@@ -1155,7 +1158,7 @@ fn unpack_answer(v: u64) -> Option<mpk::ArrayRef> {
 
 impl CachedBlock {
     /// The remembered answers of `array` in this block, made if new.
-    fn answers(&self, array: &str) -> Arc<[AtomicU64]> {
+    fn answers(&self, array: &str) -> Answers {
         let mut all = self.answers.lock();
         if let Some((_, a)) = all.iter().find(|(n, _)| &**n == array) {
             return Arc::clone(a);
@@ -1163,7 +1166,7 @@ impl CachedBlock {
         if all.len() >= MEMO_ARRAYS {
             all.remove(0);
         }
-        let a: Arc<[AtomicU64]> = (0..self.recs.len()).map(|_| AtomicU64::new(0)).collect();
+        let a: Answers = (0..self.recs.len()).map(|_| AtomicU64::new(0)).collect();
         all.push((array.into(), Arc::clone(&a)));
         a
     }
@@ -1715,23 +1718,21 @@ impl Run {
         dict: &mut Option<Arc<Dict>>,
         entries: &mut Entries,
     ) -> Result<SchemaOf> {
-        let found = match unpack_answer(memo.load(Ordering::Relaxed)) {
-            Some(a) => a,
-            None => {
-                if let Some(f) = block.found[j].get() {
-                    return Ok(match f {
-                        Found::Live(r) => SchemaOf::of(&r.meta, array, entries),
-                        Found::Tombstone => SchemaOf::NoDataset,
-                    });
-                }
-                let a = mpk::find_array(&block.raw, &block.recs[j], array).map_err(|e| {
-                    self.corrupt(format!("record {:?}: msgpack: {e}", block.name(j)))
-                })?;
-                if let Some(v) = pack_answer(&a) {
-                    memo.store(v, Ordering::Relaxed);
-                }
-                a
+        let found = if let Some(a) = unpack_answer(memo.load(Ordering::Relaxed)) {
+            a
+        } else {
+            if let Some(f) = block.found[j].get() {
+                return Ok(match f {
+                    Found::Live(r) => SchemaOf::of(&r.meta, array, entries),
+                    Found::Tombstone => SchemaOf::NoDataset,
+                });
             }
+            let a = mpk::find_array(&block.raw, &block.recs[j], array)
+                .map_err(|e| self.corrupt(format!("record {:?}: msgpack: {e}", block.name(j))))?;
+            if let Some(v) = pack_answer(&a) {
+                memo.store(v, Ordering::Relaxed);
+            }
+            a
         };
         Ok(match found {
             mpk::ArrayRef::Tombstone => SchemaOf::NoDataset,

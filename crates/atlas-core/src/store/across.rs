@@ -2,7 +2,6 @@
 
 use array_format::{ArrayElement, ArrayFile, ArraySchema};
 use ndarray::{ArrayD, Axis};
-use rayon::prelude::*;
 
 use std::sync::Arc;
 
@@ -44,41 +43,37 @@ impl Atlas {
         let per = n
             .div_ceil(rayon::current_num_threads())
             .max(array_format::SCAN_MIN_PART);
-        run_on_rayon(move || {
+        let job = move || {
             let refs = names.refs();
             let first = refs.first().copied().unwrap_or("");
             // Each part writes its results into its own slice of the result.
             let mut out: Vec<Option<ArrayD<T>>> = Vec::with_capacity(n);
             out.resize_with(n, || None);
-            let parts: Vec<Part> = refs
-                .par_chunks(per)
-                .zip(out.par_chunks_mut(per))
-                .map(|(part, slots)| {
-                    let (entries, found) = match inner.lookup_schemas(part, &array) {
-                        Ok(r) => r,
-                        Err(e) => return Part::Lookup(e),
-                    };
-                    let mut schemas = Vec::with_capacity(part.len());
-                    for (f, d) in found.into_iter().zip(part) {
-                        schemas.push(match f {
-                            SchemaOf::NoDataset => {
-                                return Part::Lookup(Error::DatasetNotFound {
-                                    name: (*d).to_owned(),
-                                })
-                            }
-                            SchemaOf::NoArray => None,
-                            SchemaOf::Schema(k) => Some(k),
-                        });
-                    }
-                    let Ok(Some(file)) = &file else {
-                        return Part::Read(Ok(()));
-                    };
-                    let region = (start.as_slice(), count.as_slice());
-                    Part::Read(read_part(
-                        file, &array, first, part, &schemas, &entries, region, slots,
-                    ))
-                })
-                .collect();
+            let parts = run_parts(&refs, &mut out, per, |part, slots| {
+                let (entries, found) = match inner.lookup_schemas(part, &array) {
+                    Ok(r) => r,
+                    Err(e) => return Part::Lookup(e),
+                };
+                let mut schemas = Vec::with_capacity(part.len());
+                for (f, d) in found.into_iter().zip(part) {
+                    schemas.push(match f {
+                        SchemaOf::NoDataset => {
+                            return Part::Lookup(Error::DatasetNotFound {
+                                name: (*d).to_owned(),
+                            })
+                        }
+                        SchemaOf::NoArray => None,
+                        SchemaOf::Schema(k) => Some(k),
+                    });
+                }
+                let Ok(Some(file)) = &file else {
+                    return Part::Read(Ok(()));
+                };
+                let region = (start.as_slice(), count.as_slice());
+                Part::Read(read_part(
+                    file, &array, first, part, &schemas, &entries, region, slots,
+                ))
+            });
             let mut reads = Vec::with_capacity(parts.len());
             for p in parts {
                 match p {
@@ -93,8 +88,18 @@ impl Atlas {
                 r?;
             }
             Ok(out)
-        })
-        .await
+        };
+        // On a multi-threaded runtime this thread takes the first part
+        // itself (the runtime moves its other tasks to another thread),
+        // which saves waking a pool thread to start and this one to finish;
+        // elsewhere the job goes to rayon's pool.
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi {
+            tokio::task::block_in_place(job)
+        } else {
+            run_on_rayon(job).await
+        }
     }
 
     /// Like [`Atlas::read_array_across`], stacked into one array with a leading
@@ -175,6 +180,36 @@ enum Part {
     Lookup(Error),
     /// Its reads, written into its slots (none when there is no array file).
     Read(Result<()>),
+}
+
+/// Runs `f` on each contiguous part of `names` (`per` names each) with
+/// that part's slots of `out`: the first part on the calling thread, the
+/// others on rayon's pool. One answer per part, in order.
+fn run_parts<T: Send>(
+    names: &[&str],
+    out: &mut [Option<ArrayD<T>>],
+    per: usize,
+    f: impl Fn(&[&str], &mut [Option<ArrayD<T>>]) -> Part + Sync,
+) -> Vec<Part> {
+    let mut answers: Vec<Option<Part>> = (0..names.len().div_ceil(per)).map(|_| None).collect();
+    rayon::in_place_scope(|s| {
+        let mut parts = names
+            .chunks(per)
+            .zip(out.chunks_mut(per))
+            .zip(answers.iter_mut());
+        let first = parts.next();
+        let f = &f;
+        for ((part, slots), answer) in parts {
+            s.spawn(move |_| *answer = Some(f(part, slots)));
+        }
+        if let Some(((part, slots), answer)) = first {
+            *answer = Some(f(part, slots));
+        }
+    });
+    answers
+        .into_iter()
+        .map(|a| a.expect("every part ran"))
+        .collect()
 }
 
 /// Runs `f` on rayon's pool and waits for it without blocking the runtime:

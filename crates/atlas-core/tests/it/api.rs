@@ -851,8 +851,10 @@ async fn read_array_across_many_datasets_in_parallel_keeps_order() {
 
 /// Many datasets read across (on several threads): the same as one read per
 /// dataset, in the order asked, pending writes included; a damaged block is
-/// an error naming its dataset.
-#[tokio::test]
+/// an error naming its dataset. On a multi-threaded runtime (the calling
+/// thread reads a part itself; the other tests here run the
+/// current-thread runtime, where the read is one job on rayon's pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_array_across_equals_single_reads_and_names_a_damaged_dataset() {
     let storage = MemoryStorage::new();
     let s = create_mem(&storage, StoreConfig::default()).await;
