@@ -171,7 +171,11 @@ impl ArraySchema {
 
     /// Number of chunks in the grid.
     pub fn n_chunks(&self) -> u64 {
-        self.grid_shape().iter().product()
+        self.shape
+            .iter()
+            .zip(&self.chunk_shape)
+            .map(|(&s, &c)| s.div_ceil(c))
+            .product()
     }
 
     /// Origin and (edge-clipped) shape of chunk `chunk_idx` (row-major over the grid).
@@ -192,9 +196,21 @@ impl ArraySchema {
         (origin, shape)
     }
 
-    /// Cells in chunk `chunk_idx`.
+    /// Cells in chunk `chunk_idx` (as [`ArraySchema::chunk_region`]'s shape,
+    /// computed without building it: footers decode this per chunk).
     pub fn chunk_cells(&self, chunk_idx: u64) -> u64 {
-        self.chunk_region(chunk_idx).1.iter().product()
+        let mut rem = chunk_idx;
+        let mut cells = 1u64;
+        for (&s, &c) in self.shape.iter().zip(&self.chunk_shape).rev() {
+            let g = s.div_ceil(c);
+            if g == 0 {
+                return 0;
+            }
+            let origin = (rem % g) * c;
+            rem /= g;
+            cells *= c.min(s - origin);
+        }
+        cells
     }
 
     /// The linear index of the one chunk the region lies in, if it lies in
@@ -336,6 +352,7 @@ mod tests {
         assert!(!s.is_whole_chunk(&[3, 4], &[1, 2]));
         for idx in 0..s.n_chunks() {
             let (o, c) = s.chunk_region(idx);
+            assert_eq!(s.chunk_cells(idx), c.iter().product::<u64>());
             assert_eq!(s.single_chunk(&o, &c), Some(idx));
             assert!(s.is_whole_chunk(&o, &c));
         }

@@ -73,6 +73,24 @@ impl ArrayFile {
         Ok(self.scan_resolved(names))
     }
 
+    /// True when [`ArrayFile::scan`] of `names` names has nothing to build
+    /// first (fewer than 64 names, or the whole index already built).
+    pub fn scan_ready(&self, names: usize) -> bool {
+        names < BUILD_INDEX_FROM || self.index.all.get().is_some()
+    }
+
+    /// Builds now what [`ArrayFile::scan`] of `names` names would build
+    /// first (the whole index of the committed layers, from 64 names): a
+    /// caller that splits a scan into parts calls this once before them,
+    /// rather than have one part build it while the others wait for it.
+    /// An error here is the one the scan returns.
+    pub fn prepare_scan(&self, names: usize) -> Result<()> {
+        if names >= BUILD_INDEX_FROM {
+            self.all()?;
+        }
+        Ok(())
+    }
+
     /// [`ArrayFile::scan`] without building the whole index first: a name
     /// whose records cannot be read resolves as failed, and reading it gives
     /// the error.

@@ -46,19 +46,13 @@ impl Atlas {
         let job = move || {
             let refs = names.refs();
             let first = refs.first().copied().unwrap_or("");
-            // Each part writes its results into its own slice of the result.
-            let mut out: Vec<Option<ArrayD<T>>> = Vec::with_capacity(n);
-            out.resize_with(n, || None);
-            let parts = run_parts(&refs, &mut out, per, |part, slots| {
-                let (entries, found) = match inner.lookup_schemas(part, &array) {
-                    Ok(r) => r,
-                    Err(e) => return Part::Lookup(e),
-                };
+            let lookup = |part: &[&str]| -> Result<Looked> {
+                let (entries, found) = inner.lookup_schemas(part, &array)?;
                 let mut schemas = Vec::with_capacity(part.len());
                 for (f, d) in found.into_iter().zip(part) {
                     schemas.push(match f {
                         SchemaOf::NoDataset => {
-                            return Part::Lookup(Error::DatasetNotFound {
+                            return Err(Error::DatasetNotFound {
                                 name: (*d).to_owned(),
                             })
                         }
@@ -66,21 +60,50 @@ impl Atlas {
                         SchemaOf::Schema(k) => Some(k),
                     });
                 }
+                Ok((entries, schemas))
+            };
+            let read = |part: &[&str], slots: &mut [Option<ArrayD<T>>], looked: &Looked| {
                 let Ok(Some(file)) = &file else {
-                    return Part::Read(Ok(()));
+                    return Ok(());
                 };
                 let region = (start.as_slice(), count.as_slice());
-                Part::Read(read_part(
-                    file, &array, first, part, &schemas, &entries, region, slots,
-                ))
-            });
-            let mut reads = Vec::with_capacity(parts.len());
-            for p in parts {
-                match p {
-                    Part::Lookup(e) => return Err(e),
-                    Part::Read(r) => reads.push(r),
+                read_part(
+                    file, &array, first, part, &looked.1, &looked.0, region, slots,
+                )
+            };
+            // Each part writes its results into its own slice of the result.
+            let mut out: Vec<Option<ArrayD<T>>> = Vec::with_capacity(n);
+            out.resize_with(n, || None);
+            let index_built = match &file {
+                Ok(Some(f)) => f.scan_ready(n),
+                _ => true,
+            };
+            let reads: Vec<Result<()>> = if index_built {
+                // Each part looks up then reads.
+                let parts = run_parts(&refs, &mut out, per, |_, part, slots| {
+                    lookup(part).map(|looked| read(part, slots, &looked))
+                });
+                let mut reads = Vec::with_capacity(parts.len());
+                for p in parts {
+                    reads.push(p?);
                 }
-            }
+                reads
+            } else {
+                // The array file's index is to be built: the lookups first,
+                // then the index on every core, then the reads (no part
+                // waits while another builds it alone).
+                let looked = run_parts(&refs, &mut out, per, |_, part, _| lookup(part))
+                    .into_iter()
+                    .collect::<Result<Vec<Looked>>>()?;
+                if let Ok(Some(f)) = &file {
+                    let present = looked.iter().map(|l| l.1.iter().flatten().count()).sum();
+                    // Its error, if any, is the first part's read error.
+                    let _ = f.prepare_scan(present);
+                }
+                run_parts(&refs, &mut out, per, |k, part, slots| {
+                    read(part, slots, &looked[k])
+                })
+            };
             if file?.is_none() {
                 return Ok(vec![None; n]);
             }
@@ -174,36 +197,34 @@ impl Names {
     }
 }
 
-/// What one part of [`Atlas::read_array_across`] came to.
-enum Part {
-    /// Its registry lookup failed, or named a dataset that does not exist.
-    Lookup(Error),
-    /// Its reads, written into its slots (none when there is no array file).
-    Read(Result<()>),
-}
+/// One part's registry answers: the entries, and per name the position of
+/// its entry there (`None`: no such array).
+type Looked = (Entries, Vec<Option<u32>>);
 
-/// Runs `f` on each contiguous part of `names` (`per` names each) with
-/// that part's slots of `out`: the first part on the calling thread, the
-/// others on rayon's pool. One answer per part, in order.
-fn run_parts<T: Send>(
+/// Runs `f` on each contiguous part of `names` (`per` names each; `f` is
+/// given the part's number, its names and its slots of `out`): the first
+/// part on the calling thread, the others on rayon's pool. One answer per
+/// part, in order.
+fn run_parts<T: Send, R: Send>(
     names: &[&str],
     out: &mut [Option<ArrayD<T>>],
     per: usize,
-    f: impl Fn(&[&str], &mut [Option<ArrayD<T>>]) -> Part + Sync,
-) -> Vec<Part> {
-    let mut answers: Vec<Option<Part>> = (0..names.len().div_ceil(per)).map(|_| None).collect();
+    f: impl Fn(usize, &[&str], &mut [Option<ArrayD<T>>]) -> R + Sync,
+) -> Vec<R> {
+    let mut answers: Vec<Option<R>> = (0..names.len().div_ceil(per)).map(|_| None).collect();
     rayon::in_place_scope(|s| {
         let mut parts = names
             .chunks(per)
             .zip(out.chunks_mut(per))
-            .zip(answers.iter_mut());
+            .zip(answers.iter_mut())
+            .enumerate();
         let first = parts.next();
         let f = &f;
-        for ((part, slots), answer) in parts {
-            s.spawn(move |_| *answer = Some(f(part, slots)));
+        for (k, ((part, slots), answer)) in parts {
+            s.spawn(move |_| *answer = Some(f(k, part, slots)));
         }
-        if let Some(((part, slots), answer)) = first {
-            *answer = Some(f(part, slots));
+        if let Some((k, ((part, slots), answer))) = first {
+            *answer = Some(f(k, part, slots));
         }
     });
     answers
