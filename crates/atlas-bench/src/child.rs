@@ -83,16 +83,17 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w2|w3|w3first|w4 DIR DATASETS REPS"
+             | loop w1|w2|w3|w3blocking|w3first|w4 DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w2|w3|w3first|w4 DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w2|w3|w3blocking|w3first|w4 DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times; `w3` builds that store once (untimed) and scans `TEMP`
-/// across it REPS times through one open handle; `w3first` times the first
+/// across it REPS times through one open handle (`w3blocking`: through
+/// `read_array_across_blocking`); `w3first` times the first
 /// scan on a freshly opened handle of that store (the open untimed), REPS
 /// times; `w2` opens that store from
 /// nothing and reads `TEMP` of one dataset, REPS times (or, when DIR is a
@@ -123,6 +124,22 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
             for _ in 0..reps {
                 let t = Instant::now();
                 let cells = scan_cells(&rt, &store, "TEMP", &names)?;
+                times.push(t.elapsed());
+                ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
+            }
+        }
+        "w3blocking" => {
+            // W3 through the blocking form (this thread reads a part).
+            let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
+            let store = rt.block_on(crate::workloads::loop_store(dir, n))?;
+            for _ in 0..reps {
+                let t = Instant::now();
+                let mut cells = 0;
+                for batch in names.chunks(4096) {
+                    for a in store.read_array_across_blocking::<f32>("TEMP", batch, &[], &[])? {
+                        cells += a.context("missing TEMP")?.len();
+                    }
+                }
                 times.push(t.elapsed());
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
@@ -205,7 +222,7 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 times.push(t.elapsed() / 1000);
             }
         }
-        _ => bail!("loop: w1, w2, w3, w3first or w4, not {work:?}"),
+        _ => bail!("loop: w1, w2, w3, w3blocking, w3first or w4, not {work:?}"),
     }
     for (r, t) in times.iter().enumerate() {
         eprintln!("rep {r}: {:.3} ms", t.as_secs_f64() * 1e3);

@@ -349,12 +349,10 @@ fn read_into<T: ArrayElement>(
     } else {
         (Vec::new(), Vec::new(), plan.start.clone())
     };
-    let parts = block_on_detached(atlas.read_array_across::<T>(
-        req.array,
-        &with_array,
-        read_start,
-        read_count,
-    ))?;
+    // The caller's thread (the GIL released) reads a part itself.
+    let parts = atlas
+        .read_array_across_blocking::<T>(req.array, &with_array, &read_start, &read_count)
+        .py()?;
     let mut parts = parts.into_iter();
     for (i, c) in plan.clipped.iter().enumerate() {
         let Some(c) = c else { continue };
@@ -434,14 +432,6 @@ fn read_owned<T: ArrayElement>(
     let mut data = ArrayD::from_shape_vec(IxDyn(&plan.dims), buf).expect("cells match dims");
     read_into(atlas, req, plan, fill, data.view_mut())?;
     Ok(data)
-}
-
-/// Runs a core future on the process runtime; the caller has released the GIL.
-fn block_on_detached<F, R>(fut: F) -> PyResult<R>
-where
-    F: std::future::Future<Output = atlas::Result<R>>,
-{
-    crate::runtime::runtime().block_on(fut).py()
 }
 
 /// The value that pads a stacked read: `fill` when given, else the schema's

@@ -897,6 +897,15 @@ async fn read_array_across_equals_single_reads_and_names_a_damaged_dataset() {
         assert_eq!(g.as_ref(), one.as_ref(), "{d}");
     }
     assert_eq!(got[n - 1].as_ref().unwrap()[[0]], -5.0, "a pending write");
+    // The blocking form (the calling thread reads a part): the same.
+    let (s2, asked2) = (s.clone(), asked.clone());
+    let blocking = tokio::task::spawn_blocking(move || {
+        s2.read_array_across_blocking::<f32>("t", &asked2, &[], &[])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(blocking, got);
 
     s.flush().await.unwrap();
     flip_bit(&storage, &newest_layer(&s, &mem_root(), "t"), 32 + 3);
@@ -924,6 +933,22 @@ async fn read_array_across_equals_single_reads_and_names_a_damaged_dataset() {
         r.read_array_across::<f32>("t", &with_ghost, vec![], vec![]).await,
         Err(Error::DatasetNotFound { name }) if name == "ghost"
     ));
+    // The blocking form reports the same errors, on a fresh handle too
+    // (the array file's index built between the lookups and the reads).
+    let fresh = reopen_mem(&storage, "damaged-blocking").await;
+    let (bad0, names2) = (bad[0].clone(), names.clone());
+    tokio::task::spawn_blocking(move || {
+        match fresh.read_array_across_blocking::<f32>("t", &names2, &[], &[]) {
+            Err(Error::Array { dataset, .. }) => assert_eq!(dataset, bad0),
+            other => panic!("expected the damaged dataset's error, got {other:?}"),
+        }
+        assert!(matches!(
+            fresh.read_array_across_blocking::<f32>("t", &with_ghost, &[], &[]),
+            Err(Error::DatasetNotFound { name }) if name == "ghost"
+        ));
+    })
+    .await
+    .unwrap();
 }
 
 /// Names asked for more than once, out of order, some without the array:
