@@ -68,11 +68,17 @@ impl System for AtlasSys {
     fn scan(&self, array: &str, names: &[String]) -> Result<Vec<Vec<f32>>> {
         let s = self.store.as_ref().context("open first")?;
         let mut out = Vec::with_capacity(names.len());
-        for batch in names.chunks(4096) {
-            for p in block(s.read_array_across::<f32>(array, batch, vec![], vec![]))? {
-                out.push(to_vec(p.context("missing array")?));
+        // This harness is synchronous code: the blocking form, as the other
+        // systems' synchronous APIs (the async form's figures are in
+        // docs/BENCHMARKS.md, fourteenth session).
+        tokio::task::block_in_place(|| -> Result<()> {
+            for batch in names.chunks(4096) {
+                for p in s.read_array_across_blocking::<f32>(array, batch, &[], &[])? {
+                    out.push(to_vec(p.context("missing array")?));
+                }
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
