@@ -341,7 +341,7 @@ fn string_layout(bytes: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
 
 /// An empty vector with room for `n` cells, or `None` if they cannot fit in
 /// memory (a fallible reservation: never an abort).
-fn reserve_cells<T>(n: usize) -> Option<Vec<T>> {
+pub(crate) fn reserve_cells<T>(n: usize) -> Option<Vec<T>> {
     let mut out = Vec::new();
     out.try_reserve_exact(n).ok()?;
     Some(out)

@@ -118,28 +118,15 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 std::fs::remove_dir_all(&path)?;
             }
         }
-        "w3" => {
+        "w3" | "w3blocking" => {
+            // `w3blocking`: through the blocking form (this thread reads a
+            // part of each batch itself).
             let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
             let store = rt.block_on(crate::workloads::loop_store(dir, n))?;
+            let blocking = work == "w3blocking";
             for _ in 0..reps {
                 let t = Instant::now();
-                let cells = scan_cells(&rt, &store, "TEMP", &names)?;
-                times.push(t.elapsed());
-                ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
-            }
-        }
-        "w3blocking" => {
-            // W3 through the blocking form (this thread reads a part).
-            let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
-            let store = rt.block_on(crate::workloads::loop_store(dir, n))?;
-            for _ in 0..reps {
-                let t = Instant::now();
-                let mut cells = 0;
-                for batch in names.chunks(4096) {
-                    for a in store.read_array_across_blocking::<f32>("TEMP", batch, &[], &[])? {
-                        cells += a.context("missing TEMP")?.len();
-                    }
-                }
+                let cells = scan_cells(&rt, &store, "TEMP", &names, blocking)?;
                 times.push(t.elapsed());
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
@@ -149,11 +136,10 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
             // `scale` measures as W3.
             let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
             drop(rt.block_on(crate::workloads::loop_store(dir, n))?);
-            let path = dir.join("w3");
             for _ in 0..reps {
-                let store = rt.block_on(Atlas::open_path(&path))?;
+                let store = rt.block_on(Atlas::open_path(&crate::workloads::loop_path(dir)))?;
                 let t = Instant::now();
-                let cells = scan_cells(&rt, &store, "TEMP", &names)?;
+                let cells = scan_cells(&rt, &store, "TEMP", &names, false)?;
                 times.push(t.elapsed());
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
@@ -168,7 +154,11 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 (dir.to_owned(), probe, None)
             } else {
                 let probe = crate::peers::ds_name(n / 2);
-                (dir.join("w3"), probe, Some(crate::workloads::LEVELS))
+                (
+                    crate::workloads::loop_path(dir),
+                    probe,
+                    Some(crate::workloads::LEVELS),
+                )
             };
             if !path.exists() {
                 rt.block_on(crate::workloads::ingest(&path, n))?;
@@ -185,7 +175,7 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
                 let store = rt.block_on(Atlas::open_path(&path))?;
                 for a in crate::workloads::ARRAYS {
-                    scan_cells(&rt, &store, a, &names)?;
+                    scan_cells(&rt, &store, a, &names, false)?;
                 }
             }
             for _ in 0..reps {
@@ -319,16 +309,22 @@ pub fn run_cli(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<(Duration, u64)>
 }
 
 /// Reads `array` of every dataset in `names` through `store`, in batches of
-/// 4,096; the cells read.
+/// 4,096 (`blocking`: through `read_array_across_blocking`); the cells read.
 fn scan_cells(
     rt: &tokio::runtime::Runtime,
     store: &Atlas,
     array: &str,
     names: &[String],
+    blocking: bool,
 ) -> Result<usize> {
     let mut cells = 0;
     for batch in names.chunks(4096) {
-        for a in rt.block_on(store.read_array_across::<f32>(array, batch, vec![], vec![]))? {
+        let parts = if blocking {
+            store.read_array_across_blocking::<f32>(array, batch, &[], &[])?
+        } else {
+            rt.block_on(store.read_array_across::<f32>(array, batch, vec![], vec![]))?
+        };
+        for a in parts {
             cells += a.with_context(|| format!("missing {array}"))?.len();
         }
     }

@@ -286,10 +286,15 @@ pub(crate) async fn open_uncached(path: &Path) -> Result<Atlas> {
     .await?)
 }
 
-/// The 10,000-profile store of the profiling loops (`DIR/w3`): opened when
-/// it exists, else ingested.
+/// Where the profiling loops keep their store under `dir`.
+pub(crate) fn loop_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("w3")
+}
+
+/// The 10,000-profile store of the profiling loops ([`loop_path`]): opened
+/// when it exists, else ingested.
 pub(crate) async fn loop_store(dir: &Path, n: u64) -> Result<Atlas> {
-    let path = dir.join("w3");
+    let path = loop_path(dir);
     if path.exists() {
         Ok(Atlas::open_path(&path).await?)
     } else {

@@ -439,16 +439,18 @@ impl ArrayFile {
         // A region must fit in memory: refuse it up front, before enumerating
         // its chunks, rather than aborting on an impossible allocation.
         region_fits::<T>(name, &count)?;
+        let single = schema.single_chunk(&start, &count);
         // Fast path: the region is exactly one stored chunk.
-        if let Some(only) = schema.single_chunk(&start, &count) {
-            if schema.is_whole_chunk(&start, &count) {
-                return match view.source(only) {
-                    Some(src) => load(&src, &count),
-                    None => Ok(ArrayD::from_elem(IxDyn(&dims), fill)),
-                };
-            }
+        if let Some(only) = single.filter(|_| schema.is_whole_chunk(&start, &count)) {
+            return match view.source(only) {
+                Some(src) => load(&src, &count),
+                None => Ok(ArrayD::from_elem(IxDyn(&dims), fill)),
+            };
         }
-        let touched = schema.chunks_touching(&start, &count);
+        let touched = match single {
+            Some(only) => vec![only],
+            None => schema.chunks_touching(&start, &count),
+        };
         if let Some(fill_cache) = parallel {
             if let Some(out) =
                 self.read_bands_parallel(name, view, &start, &count, &touched, &fill, fill_cache)?
@@ -519,9 +521,7 @@ fn too_large(name: &str) -> Error {
 
 /// An empty vector with room for `cells` cells, allocated fallibly.
 fn reserve_cells<T>(name: &str, cells: usize) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(cells).map_err(|_| too_large(name))?;
-    Ok(v)
+    crate::element::reserve_cells(cells).ok_or_else(|| too_large(name))
 }
 
 /// Copies the part of chunk `idx` (got from `load`; nothing for an unstored

@@ -85,7 +85,7 @@ impl ArrayFile {
     /// rather than have one part build it while the others wait for it.
     /// An error here is the one the scan returns.
     pub fn prepare_scan(&self, names: usize) -> Result<()> {
-        if names >= BUILD_INDEX_FROM {
+        if !self.scan_ready(names) {
             self.all()?;
         }
         Ok(())

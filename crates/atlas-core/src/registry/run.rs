@@ -1703,13 +1703,12 @@ impl Run {
         Ok(Some(block.found[j].get_or_init(|| f).clone()))
     }
 
-    /// `array`'s entry in record `j` of a cached block: from the record if
-    /// it was built, else its schema and attribute-set indexes found in its
-    /// bytes by the `MessagePack` walker (nothing else decoded).
-    /// `array`'s schema in record `j` of `block`, interned in `entries`;
-    /// `memo` is the record's remembered answer for `array` (read from the
-    /// record's bytes and kept there when not yet known), `dict` the run's
-    /// dictionary once a record needed it.
+    /// `array`'s entry in record `j` of a cached block, interned in
+    /// `entries`: the record's remembered answer `memo` if known, else from
+    /// the record if it was built, else its schema and attribute-set indexes
+    /// found in its bytes by the `MessagePack` walker (nothing else decoded)
+    /// and remembered. `dict` is the run's dictionary once a record needed
+    /// it.
     fn schema_in(
         &self,
         block: &CachedBlock,

@@ -41,10 +41,7 @@ impl Atlas {
         // One job on rayon's pool: registry lookups may read blocks, the
         // rest decodes.
         run_on_rayon(move || {
-            let (guard, file) = match file {
-                Ok(g) => (g, Ok(())),
-                Err(e) => (None, Err(e)),
-            };
+            let (guard, file) = split(file);
             let file = file.map(|()| guard.as_deref());
             across(&inner, &names.refs(), &array, file, &start, &count)
         })
@@ -69,10 +66,7 @@ impl Atlas {
         start: &[u64],
         count: &[u64],
     ) -> Result<Vec<Option<ArrayD<T>>>> {
-        let (handle, file) = match self.inner.file(array) {
-            Ok(h) => (h, Ok(())),
-            Err(e) => (None, Err(e)),
-        };
+        let (handle, file) = split(self.inner.file(array));
         let guard = handle.as_ref().map(|f| f.blocking_read());
         let file = file.map(|()| guard.as_deref());
         let names: Vec<&str> = datasets.iter().map(AsRef::as_ref).collect();
@@ -180,9 +174,9 @@ fn across<T: ArrayElement>(
         }
         reads
     } else {
-        // The array file's index is to be built: the lookups first,
-        // then the index on every core, then the reads (no part
-        // waits while another builds it alone).
+        // The array file's index is to be built: the lookups first, then
+        // the index (once, before the parts), then the reads, so that no
+        // part waits while another builds it.
         let looked = run_parts(names, &mut out, per, |_, part, _| lookup(part))
             .into_iter()
             .collect::<Result<Vec<Looked>>>()?;
@@ -204,8 +198,18 @@ fn across<T: ArrayElement>(
     Ok(out)
 }
 
+/// A result holding a value (an array file or its guard) split into the
+/// value and the result's error, so that the value can be borrowed and the
+/// error, owned, still reported in its turn.
+fn split<G>(r: Result<Option<G>>) -> (Option<G>, Result<()>) {
+    match r {
+        Ok(g) => (g, Ok(())),
+        Err(e) => (None, Err(e)),
+    }
+}
+
 /// Dataset names in one buffer: one allocation for thousands of names
-/// (the blocking tasks need owned names).
+/// (the rayon job needs owned names).
 struct Names {
     buf: String,
     /// Where each name ends in `buf`.
@@ -224,17 +228,16 @@ impl Names {
         Names { buf, ends }
     }
 
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn get(&self, k: usize) -> &str {
-        let from = if k == 0 { 0 } else { self.ends[k - 1] };
-        &self.buf[from..self.ends[k]]
-    }
-
     fn refs(&self) -> Vec<&str> {
-        (0..self.len()).map(|k| self.get(k)).collect()
+        let mut from = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let name = &self.buf[from..end];
+                from = end;
+                name
+            })
+            .collect()
     }
 }
 

@@ -219,11 +219,8 @@ impl DatasetView {
         let f = file.read_owned().await;
         // A small read served from memory (the cache, pending writes) runs
         // here: a blocking-pool round trip costs more than it does.
-        match f.read_array_expecting::<T>(&self.name, &registry, &start, &count, true) {
-            Ok(Expected::Read(a)) => return Ok(Some(a)),
-            Ok(Expected::SchemaDiffers) => return Err(schema_differs(&self.name, name, &f)),
-            Ok(Expected::NotInMemory) => {}
-            Err(e) => return Err(Error::array(&self.name, name, e)),
+        if let Some(a) = read_expecting(&self.name, name, &registry, &f, &start, &count, true)? {
+            return Ok(Some(a));
         }
         // Checking the schema, fetching and decoding run on the blocking pool.
         let (dataset, array) = (self.name.clone(), name.to_owned());
@@ -451,10 +448,25 @@ fn read_checked<T: ArrayElement>(
     start: &[u64],
     count: &[u64],
 ) -> Result<ArrayD<T>> {
-    match file.read_array_expecting::<T>(dataset, registry, start, count, false) {
-        Ok(Expected::Read(a)) => Ok(a),
+    read_expecting(dataset, array, registry, file, start, count, false)
+        .map(|a| a.expect("a read not limited to memory is made"))
+}
+
+/// [`ArrayFile::read_array_expecting`] with this crate's errors: `None`
+/// when `in_memory_only` and the read would touch storage.
+fn read_expecting<T: ArrayElement>(
+    dataset: &str,
+    array: &str,
+    registry: &ArraySchema,
+    file: &ArrayFile,
+    start: &[u64],
+    count: &[u64],
+    in_memory_only: bool,
+) -> Result<Option<ArrayD<T>>> {
+    match file.read_array_expecting::<T>(dataset, registry, start, count, in_memory_only) {
+        Ok(Expected::Read(a)) => Ok(Some(a)),
+        Ok(Expected::NotInMemory) => Ok(None),
         Ok(Expected::SchemaDiffers) => Err(schema_differs(dataset, array, file)),
-        Ok(Expected::NotInMemory) => unreachable!("a read not limited to memory is made"),
         Err(e) => Err(Error::array(dataset, array, e)),
     }
 }
