@@ -182,7 +182,7 @@ pub(crate) struct Entries {
     /// The entries, in order of first appearance.
     pub(crate) list: Vec<ArrayEntry>,
     /// Addresses of each entry's schema and attributes, with its position.
-    seen: HashMap<(usize, usize), u32>,
+    seen: AddrMap<(usize, usize), u32>,
     /// The last pair interned (the usual next one).
     last: Option<((usize, usize), u32)>,
 }
@@ -457,6 +457,8 @@ struct Scratch<'s> {
     store: ScratchStore<'s>,
     path: PathBuf,
     out: Option<Box<dyn WriteHandle>>,
+    /// Compresses the pieces (at [`LEVEL`], whatever the run's).
+    zstd: zstd::bulk::Compressor<'static>,
 }
 
 impl Scratch<'_> {
@@ -490,28 +492,43 @@ pub(crate) struct RunWriter<'s> {
     out: Box<dyn WriteHandle>,
     path: PathBuf,
     pos: u64,
-    block: Vec<RecRepr>,
-    block_raw: usize,
+    /// The serialized records of the block being filled (each a
+    /// `MessagePack` `RecRepr`, written straight from the caller's record),
+    /// their count and the first one's name.
+    block: Vec<u8>,
+    block_len: u32,
+    block_first: Option<String>,
     names: Vec<(String, BlockRef)>,
-    last_name: Option<String>,
+    /// The last record's name (order check); empty before the first.
+    last_name: String,
     ids: ColumnBuf<String>,
     id_set: RoaringTreemap,
     killed: RoaringTreemap,
-    arrays: BTreeMap<String, ColumnBuf<StatRow>>,
+    /// Per array name (in order of first appearance), its statistics rows
+    /// and its variants' ids.
+    arrays: Vec<(String, ArrayColumn)>,
+    /// Positions in `arrays` by name.
+    array_slots: HashMap<String, usize>,
+    /// Positions in `arrays` of the previous record's arrays, in its order:
+    /// the records of a collection list the same arrays in the same order,
+    /// so most are found with one comparison of names.
+    layout: Vec<usize>,
+    /// Scratch rows of the record being added.
+    rows: Vec<(u32, Option<u32>, StatRow)>,
     attrs: BTreeMap<String, ColumnBuf<Attr>>,
     lists: BTreeMap<String, ColumnBuf<Attr>>,
     /// Estimated bytes of the unspilled rows of `ids` and the columns.
     held: usize,
     /// `held` at which the rows are spilled.
     spill_at: usize,
-    /// The Zstandard level of the run's blocks.
-    level: i32,
+    /// Compresses the run's blocks (one context for the whole run, at the
+    /// run's level: a context per block was 5% of writing a run).
+    zstd: zstd::bulk::Compressor<'static>,
     scratch: Option<Scratch<'s>>,
-    variants: BTreeMap<String, BTreeMap<(u32, Option<u32>), RoaringTreemap>>,
     schemas: Vec<SchemaRepr>,
-    schema_ptr: HashMap<usize, u32>,
+    schema_ptr: AddrMap<usize, u32>,
     attr_sets: Vec<IndexMap<String, Attr>>,
-    attr_ptr: HashMap<usize, u32>,
+    attr_ptr: AddrMap<usize, u32>,
     /// Indexes of `schemas` by a hash of their content (all but the fill
     /// value), with the schema each was made from.
     schema_eq: HashMap<u64, Vec<(Arc<ArraySchema>, u32)>>,
@@ -523,6 +540,54 @@ pub(crate) struct RunWriter<'s> {
     /// so an address is never reused for another value while writing.
     keep: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
+
+/// One array name's catalog column and variants while a run is written.
+#[derive(Default)]
+struct ArrayColumn {
+    rows: ColumnBuf<StatRow>,
+    variants: BTreeMap<(u32, Option<u32>), RoaringTreemap>,
+}
+
+/// A record serialized as [`RecRepr`] is, from borrowed parts.
+#[derive(Serialize)]
+struct RecOut<'a>(&'a str, u64, Option<BodyOut<'a>>);
+
+/// [`BodyRepr`] from borrowed parts.
+#[derive(Serialize)]
+struct BodyOut<'a>(&'a IndexMap<String, Attr>, &'a [ArrOut<'a>]);
+
+/// [`ArrRepr`] from borrowed parts.
+#[derive(Serialize)]
+struct ArrOut<'a>(&'a str, u32, Option<u32>, &'a StatRow);
+
+/// Hashes addresses (the writer's and the lookups' maps keyed by `Arc`
+/// pointers): one multiply per word, where `SipHash` showed in profiles.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The product's high bits are the mixed ones; the table uses the low.
+        self.0.rotate_left(26)
+    }
+}
+
+/// A map keyed by addresses (or tuples of them).
+pub(crate) type AddrMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<AddrHasher>>;
 
 /// One sorted source of a column merge: the blocks of a spilled piece still
 /// to read, and the rows of the block being read (or the unspilled rows).
@@ -544,7 +609,9 @@ impl<'s> RunWriter<'s> {
     /// Compresses the run's blocks harder: for a run that holds the whole
     /// registry.
     pub(crate) fn whole_registry(&mut self) {
-        self.level = LEVEL_FULL;
+        self.zstd
+            .set_compression_level(LEVEL_FULL)
+            .expect("a valid Zstandard level");
     }
 
     /// Starts a run at `path` (a new file).
@@ -561,24 +628,27 @@ impl<'s> RunWriter<'s> {
             path: path.to_owned(),
             pos: HEADER_LEN,
             block: Vec::new(),
-            block_raw: 0,
+            block_len: 0,
+            block_first: None,
             names: Vec::new(),
-            last_name: None,
+            last_name: String::new(),
             ids: ColumnBuf::default(),
             id_set: RoaringTreemap::new(),
             killed: RoaringTreemap::new(),
-            arrays: BTreeMap::new(),
+            arrays: Vec::new(),
+            array_slots: HashMap::new(),
+            layout: Vec::new(),
+            rows: Vec::new(),
             attrs: BTreeMap::new(),
             lists: BTreeMap::new(),
             held: 0,
             spill_at: SPILL_AT,
-            level: LEVEL,
+            zstd: zstd::bulk::Compressor::new(LEVEL).expect("a Zstandard context"),
             scratch: None,
-            variants: BTreeMap::new(),
             schemas: Vec::new(),
-            schema_ptr: HashMap::new(),
+            schema_ptr: AddrMap::default(),
             attr_sets: Vec::new(),
-            attr_ptr: HashMap::new(),
+            attr_ptr: AddrMap::default(),
             schema_eq: HashMap::new(),
             attr_eq: HashMap::new(),
             n_records: 0,
@@ -597,7 +667,7 @@ impl<'s> RunWriter<'s> {
     }
 
     fn write_raw(&mut self, raw: &[u8]) -> Result<BlockRef> {
-        let (packed, r) = pack(raw, self.pos, self.level).ok_or_else(|| self.too_large())?;
+        let (packed, r) = pack(&mut self.zstd, raw, self.pos).ok_or_else(|| self.too_large())?;
         self.out.append(&packed)?;
         self.pos += packed.len() as u64;
         Ok(r)
@@ -611,27 +681,36 @@ impl<'s> RunWriter<'s> {
     }
 
     fn flush_block(&mut self) -> Result<()> {
-        if self.block.is_empty() {
+        let Some(first) = self.block_first.take() else {
             return Ok(());
-        }
-        let block = std::mem::take(&mut self.block);
-        let r = self.write_block(&block)?;
-        self.names.push((block[0].0.clone(), r));
-        self.block_raw = 0;
+        };
+        // The block is a `MessagePack` array of its records.
+        let mut raw = Vec::with_capacity(5 + self.block.len());
+        mpk_array_header(&mut raw, self.block_len);
+        raw.extend_from_slice(&self.block);
+        self.block.clear();
+        self.block_len = 0;
+        let r = self.write_raw(&raw)?;
+        self.names.push((first, r));
         Ok(())
     }
 
-    fn push_repr(&mut self, rec: RecRepr) -> Result<()> {
-        if let Some(last) = &self.last_name {
-            assert!(
-                last.as_str() < rec.0.as_str(),
-                "run records must come in ascending name order"
-            );
+    /// Appends a record to the block being filled, closing it past
+    /// [`BLOCK_TARGET`] bytes.
+    fn push_record(&mut self, rec: &RecOut<'_>) -> Result<()> {
+        let name = rec.0;
+        assert!(
+            self.block_first.is_none() && self.names.is_empty() || self.last_name.as_str() < name,
+            "run records must come in ascending name order"
+        );
+        self.last_name.clear();
+        self.last_name.push_str(name);
+        rmp_serde::encode::write(&mut self.block, rec).expect("registry records serialize");
+        self.block_len += 1;
+        if self.block_first.is_none() {
+            self.block_first = Some(name.to_owned());
         }
-        self.last_name = Some(rec.0.clone());
-        self.block_raw += rec.0.len() + 16 + rec.2.as_ref().map_or(0, approx_body_len);
-        self.block.push(rec);
-        if self.block_raw >= BLOCK_TARGET {
+        if self.block.len() >= BLOCK_TARGET {
             self.flush_block()?;
         }
         Ok(())
@@ -640,7 +719,30 @@ impl<'s> RunWriter<'s> {
     /// Adds a tombstone: `name` no longer exists (its id is in `killed`).
     pub(crate) fn tombstone(&mut self, name: &str) -> Result<()> {
         self.n_tombstones += 1;
-        self.push_repr(RecRepr(name.to_owned(), 0, None))
+        self.push_record(&RecOut(name, 0, None))
+    }
+
+    /// The position in `arrays` of the record's `i`th array, `name`.
+    fn array_slot(&mut self, i: usize, name: &str) -> usize {
+        if let Some(&k) = self.layout.get(i) {
+            if self.arrays[k].0 == name {
+                return k;
+            }
+        }
+        let k = if let Some(&k) = self.array_slots.get(name) {
+            k
+        } else {
+            self.arrays.push((name.to_owned(), ArrayColumn::default()));
+            self.array_slots
+                .insert(name.to_owned(), self.arrays.len() - 1);
+            self.arrays.len() - 1
+        };
+        if i < self.layout.len() {
+            self.layout[i] = k;
+        } else {
+            self.layout.push(k);
+        }
+        k
     }
 
     fn schema_index(&mut self, e: &ArrayEntry) -> u32 {
@@ -705,7 +807,8 @@ impl<'s> RunWriter<'s> {
 
     /// Adds a live record. Every array of `rec.meta` must have statistics.
     pub(crate) fn record(&mut self, name: &str, rec: &Record) -> Result<()> {
-        let mut arrays = Vec::with_capacity(rec.meta.arrays.len());
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.clear();
         for (aname, e) in &rec.meta.arrays {
             let s = self.schema_index(e);
             let a = self.attr_index(e);
@@ -714,35 +817,44 @@ impl<'s> RunWriter<'s> {
                 .get(aname)
                 .map(row_of)
                 .expect("every array of a record written to a run has statistics");
-            self.held += self
-                .arrays
-                .entry(aname.clone())
-                .or_default()
-                .push(rec.id, st.clone());
-            self.variants
-                .entry(aname.clone())
-                .or_default()
-                .entry((s, a))
-                .or_default()
-                .insert(rec.id);
-            arrays.push(ArrRepr(aname.clone(), s, a, st));
+            rows.push((s, a, st));
         }
+        {
+            let arrays: Vec<ArrOut<'_>> = rec
+                .meta
+                .arrays
+                .keys()
+                .zip(&rows)
+                .map(|(aname, (s, a, st))| ArrOut(aname, *s, *a, st))
+                .collect();
+            self.push_record(&RecOut(
+                name,
+                rec.id,
+                Some(BodyOut(&rec.meta.attributes, &arrays)),
+            ))?;
+        }
+        for (i, (aname, (s, a, st))) in rec.meta.arrays.keys().zip(rows.drain(..)).enumerate() {
+            let k = self.array_slot(i, aname);
+            let col = &mut self.arrays[k].1;
+            self.held += col.rows.push(rec.id, st);
+            col.variants.entry((s, a)).or_default().insert(rec.id);
+        }
+        self.rows = rows;
         for (k, v) in &rec.meta.attributes {
             let column = if v.is_scalar() {
                 &mut self.attrs
             } else {
                 &mut self.lists
             };
-            self.held += column.entry(k.clone()).or_default().push(rec.id, v.clone());
+            let pushed = match column.get_mut(k.as_str()) {
+                Some(c) => c.push(rec.id, v.clone()),
+                None => column.entry(k.clone()).or_default().push(rec.id, v.clone()),
+            };
+            self.held += pushed;
         }
         self.held += self.ids.push(rec.id, name.to_owned());
         self.id_set.insert(rec.id);
         self.n_records += 1;
-        self.push_repr(RecRepr(
-            name.to_owned(),
-            rec.id,
-            Some(BodyRepr(rec.meta.attributes.clone(), arrays)),
-        ))?;
         if self.held >= self.spill_at {
             self.spill()?;
         }
@@ -768,12 +880,13 @@ impl<'s> RunWriter<'s> {
                 store,
                 path,
                 out: Some(out),
+                zstd: zstd::bulk::Compressor::new(LEVEL).expect("a Zstandard context"),
             });
         }
         let scratch = self.scratch.as_mut().expect("created above");
         spill_column(scratch, &mut self.ids)?;
-        for col in self.arrays.values_mut() {
-            spill_column(scratch, col)?;
+        for (_, col) in &mut self.arrays {
+            spill_column(scratch, &mut col.rows)?;
         }
         for col in self.attrs.values_mut().chain(self.lists.values_mut()) {
             spill_column(scratch, col)?;
@@ -867,9 +980,14 @@ impl<'s> RunWriter<'s> {
         self.flush_block()?;
         let ids = std::mem::take(&mut self.ids);
         let id_blocks = self.write_column(ids)?;
+        // Columns and variants in name order.
+        let mut arrays = std::mem::take(&mut self.arrays);
+        arrays.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut array_cols = Vec::new();
-        for (name, col) in std::mem::take(&mut self.arrays) {
-            array_cols.push((name, self.write_column(col)?));
+        let mut variants = Vec::with_capacity(arrays.len());
+        for (name, col) in arrays {
+            array_cols.push((name.clone(), self.write_column(col.rows)?));
+            variants.push((name, col.variants));
         }
         let mut attr_cols = Vec::new();
         for (name, col) in std::mem::take(&mut self.attrs) {
@@ -886,7 +1004,7 @@ impl<'s> RunWriter<'s> {
         // and a block each cost more in frames and index entries than the
         // bitmaps themselves.
         let mut variant_blocks = Vec::new();
-        for (name, vs) in std::mem::take(&mut self.variants) {
+        for (name, vs) in variants {
             let mut keys = Vec::with_capacity(vs.len());
             let mut raw = Vec::new();
             for ((s, a), ids) in vs {
@@ -943,8 +1061,12 @@ impl<'s> RunWriter<'s> {
 
 /// Compresses a block's bytes for offset `off`: the stored bytes and their
 /// reference (`None` if it decodes larger than [`MAX_BLOCK_RAW`]).
-fn pack(raw: &[u8], off: u64, level: i32) -> Option<(Vec<u8>, BlockRef)> {
-    let packed = zstd::bulk::compress(raw, level).expect("in-memory zstd");
+fn pack(
+    zstd: &mut zstd::bulk::Compressor<'_>,
+    raw: &[u8],
+    off: u64,
+) -> Option<(Vec<u8>, BlockRef)> {
+    let packed = zstd.compress(raw).expect("in-memory zstd");
     let r = BlockRef {
         off,
         len: u32::try_from(packed.len()).ok()?,
@@ -967,8 +1089,9 @@ fn spill_column<T: ColumnValue>(scratch: &mut Scratch<'_>, col: &mut ColumnBuf<T
     let mut refs = Vec::new();
     for chunk in chunks_by_size(&rows, SPILL_BLOCK_TARGET, |(_, v)| v.est()) {
         let raw = rmp_serde::to_vec(&chunk).expect("registry blocks serialize");
+        let pos = scratch.out().position();
         let (packed, r) =
-            pack(&raw, scratch.out().position(), LEVEL).ok_or_else(|| Error::CorruptRegistry {
+            pack(&mut scratch.zstd, &raw, pos).ok_or_else(|| Error::CorruptRegistry {
                 path: scratch.path.clone(),
                 reason: format!("a registry block would exceed {MAX_BLOCK_RAW} bytes"),
             })?;
@@ -1023,11 +1146,17 @@ fn same_attrs(a: &IndexMap<String, Attr>, b: &IndexMap<String, Attr>) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
-fn approx_body_len(b: &BodyRepr) -> usize {
-    b.0.iter()
-        .map(|(k, v)| k.len() + approx_attr_len(v))
-        .sum::<usize>()
-        + b.1.iter().map(|a| a.0.len() + a.3.est()).sum::<usize>()
+/// The header of a `MessagePack` array of `n` items, as `rmp_serde` writes it.
+fn mpk_array_header(out: &mut Vec<u8>, n: u32) {
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(0xdc);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
 }
 
 /// Splits `items` into runs of about `target` estimated bytes (at least one
@@ -2218,6 +2347,103 @@ mod tests {
                 e.attributes.keys().eq(attributes.keys()),
                 "v{i}: order kept"
             );
+        }
+    }
+
+    /// Records are serialized from borrowed parts, block by block: the bytes
+    /// are those of the owned forms the reader decodes.
+    #[test]
+    fn records_and_block_headers_serialize_as_the_owned_forms() {
+        for n in [0usize, 1, 15, 16, 255, 65_535, 65_536] {
+            let whole = rmp_serde::to_vec(&vec![0u8; n]).unwrap();
+            let mut head = Vec::new();
+            mpk_array_header(&mut head, n as u32);
+            assert_eq!(head, whole[..whole.len() - n], "{n} items");
+        }
+        let rec = record(7, 20.5);
+        let st = row_of(&rec.stats["TEMP"]);
+        let owned = RecRepr(
+            "ds7".into(),
+            7,
+            Some(BodyRepr(
+                rec.meta.attributes.clone(),
+                vec![ArrRepr("TEMP".into(), 3, Some(1), st.clone())],
+            )),
+        );
+        let arrays = [ArrOut("TEMP", 3, Some(1), &st)];
+        let borrowed = RecOut("ds7", 7, Some(BodyOut(&rec.meta.attributes, &arrays)));
+        assert_eq!(
+            rmp_serde::to_vec(&borrowed).unwrap(),
+            rmp_serde::to_vec(&owned).unwrap()
+        );
+        assert_eq!(
+            rmp_serde::to_vec(&RecOut("x", 0, None)).unwrap(),
+            rmp_serde::to_vec(&RecRepr("x".into(), 0, None)).unwrap()
+        );
+    }
+
+    /// The writer finds an array's column by the previous record's layout
+    /// first: records whose arrays change order, appear and disappear still
+    /// put every row in its own array's column and variant.
+    #[test]
+    fn catalog_rows_follow_array_names_whatever_the_order() {
+        let storage = MemoryStorage::new();
+        let path = Path::new("/s/atlas.meta/o.run");
+        let mut w = new_writer(&storage, path);
+        let layouts: [&[&str]; 5] = [
+            &["A", "B"],
+            &["B", "A"],
+            &["A", "C", "B"],
+            &["C"],
+            &["A", "B"],
+        ];
+        let mut expected: BTreeMap<&str, Vec<(u64, f64)>> = BTreeMap::new();
+        for (i, layout) in layouts.iter().enumerate() {
+            let base = record(i as u64, 0.0);
+            let temp = base.meta.arrays["TEMP"].clone();
+            let mut meta = (*base.meta).clone();
+            meta.arrays.clear();
+            let mut stats = HashMap::new();
+            for (j, a) in layout.iter().enumerate() {
+                meta.arrays.insert((*a).to_owned(), temp.clone());
+                let v = (i * 10 + j) as f64;
+                stats.insert(
+                    (*a).to_owned(),
+                    ArrayStats {
+                        min: Some(StatValue::Float(v)),
+                        max: Some(StatValue::Float(v)),
+                        null_count: 0,
+                        row_count: 3,
+                    },
+                );
+                expected.entry(a).or_default().push((i as u64, v));
+            }
+            let rec = Record {
+                id: i as u64,
+                meta: Arc::new(meta),
+                stats: Arc::new(stats),
+            };
+            w.record(&format!("d{i}"), &rec).unwrap();
+        }
+        w.finish().unwrap();
+        let run = Run::open(&storage, path, RunId::fresh()).unwrap();
+        for (a, rows) in &expected {
+            let got: Vec<(u64, f64)> = run
+                .array_rows(a)
+                .unwrap()
+                .into_iter()
+                .map(|(id, s)| match s.max {
+                    Some(StatValue::Float(v)) => (id, v),
+                    other => panic!("{a}: {other:?}"),
+                })
+                .collect();
+            assert_eq!(&got, rows, "array {a}");
+        }
+        for (i, layout) in layouts.iter().enumerate() {
+            let Some(Found::Live(r)) = run.get(&format!("d{i}")).unwrap() else {
+                panic!("d{i}");
+            };
+            assert!(r.meta.arrays.keys().eq(layout.iter().copied()), "d{i}");
         }
     }
 
