@@ -270,7 +270,18 @@ pub async fn import_paths(
         opts.jobs
     }
     .clamp(1, todo.len().max(1));
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Decoded>(2 * jobs + 2);
+    // Decoded files wait for the writer up to a budget of their files'
+    // bytes (not a count of files: one may be a gigabyte), so decoding goes
+    // on while the writer commits a batch.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Decoded>();
+    let budget = Arc::new(Budget::new(
+        if opts.batch_bytes == 0 {
+            DEFAULT_BATCH_BYTES
+        } else {
+            opts.batch_bytes / 2
+        }
+        .clamp(4 << 20, 32 << 20),
+    ));
     let reader = opts.reader;
     let shared = Arc::new((
         files.clone(),
@@ -280,24 +291,37 @@ pub async fn import_paths(
     ));
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    // Plans already written, freed by the decoder threads that built them:
+    // freeing a plan's thousands of allocations was a tenth of the writer's
+    // time (the writer is the import's critical path), and more when it
+    // returns them to another thread's heap.
+    let spent: Arc<std::sync::Mutex<Vec<DatasetPlan>>> = Arc::default();
     let mut workers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
-        let (shared, next, stop, tx) = (
+        let (shared, next, stop, tx, spent, budget) = (
             Arc::clone(&shared),
             Arc::clone(&next),
             Arc::clone(&stop),
             tx.clone(),
+            Arc::clone(&spent),
+            Arc::clone(&budget),
         );
         workers.push(std::thread::spawn(move || {
             let (files, names, todo, iopts) = &*shared;
             loop {
+                drop(std::mem::take(
+                    &mut *spent
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                ));
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 if k >= todo.len() || stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let i = todo[k];
                 let (len, r) = decode(&files[i], &names[i], iopts, reader);
-                if tx.blocking_send((k, len, r)).is_err() {
+                budget.take(len, &stop);
+                if tx.send((k, len, r)).is_err() {
                     break;
                 }
             }
@@ -336,19 +360,26 @@ pub async fn import_paths(
         let Some((k, len, r)) = rx.recv().await else {
             break;
         };
+        budget.give(len);
         pending.insert(k, (len, r));
         while let Some((len, r)) = pending.remove(&written) {
             let i = todo[written];
             let outcome = match r {
                 Err(e) => FileOutcome::Failed(e),
                 Ok(plan) => {
-                    match replace_and_write(store, &plan, opts.replace, &mut shared).await {
-                        Ok(()) => FileOutcome::Imported {
-                            dataset: plan.name,
-                            bytes: len,
-                        },
-                        Err(e) => FileOutcome::Failed(e),
-                    }
+                    let outcome =
+                        match replace_and_write(store, &plan, opts.replace, &mut shared).await {
+                            Ok(()) => FileOutcome::Imported {
+                                dataset: plan.name.clone(),
+                                bytes: len,
+                            },
+                            Err(e) => FileOutcome::Failed(e),
+                        };
+                    spent
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(plan);
+                    outcome
                 }
             };
             if matches!(outcome, FileOutcome::Imported { .. }) {
@@ -359,6 +390,7 @@ pub async fn import_paths(
             if opts.flush && opts.batch_bytes > 0 && batch >= opts.batch_bytes {
                 if let Err(e) = store.flush().await {
                     stop.store(true, Ordering::Relaxed);
+                    budget.give(0);
                     return Err(e.into());
                 }
                 report.commits += 1;
@@ -370,6 +402,7 @@ pub async fn import_paths(
         }
     }
     stop.store(true, Ordering::Relaxed);
+    budget.give(0);
     drop(rx);
     for w in workers {
         let _ = w.join();
@@ -393,6 +426,51 @@ pub async fn import_paths(
     Ok(report)
 }
 
+/// The bytes of decoded files not yet taken by the writer, and the limit
+/// decoder threads wait under.
+struct Budget {
+    used: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+    limit: u64,
+}
+
+impl Budget {
+    fn new(limit: u64) -> Budget {
+        Budget {
+            used: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Waits until `n` more bytes fit (always, when none are held) or the
+    /// import stops, and takes them.
+    fn take(&self, n: u64, stop: &AtomicBool) {
+        let mut used = self
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *used > 0 && *used + n > self.limit && !stop.load(Ordering::Relaxed) {
+            used = self
+                .freed
+                .wait_timeout(used, Duration::from_millis(50))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        *used += n;
+    }
+
+    /// Gives back `n` bytes (0: only wakes the waiting decoders, to see a stop).
+    fn give(&self, n: u64) {
+        let mut used = self
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *used = used.saturating_sub(n);
+        self.freed.notify_all();
+    }
+}
+
 /// Writes a plan, first deleting an existing dataset of the same name when
 /// replacing.
 async fn replace_and_write(
@@ -405,4 +483,38 @@ async fn replace_and_write(
         store.delete_dataset(&plan.name).await?;
     }
     import::write_plan_shared(store, plan, shared).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file larger than the budget passes when nothing is held; a decoder
+    /// waits while the budget is full until the writer takes bytes back or
+    /// the import stops.
+    #[test]
+    fn the_decode_budget_blocks_until_bytes_come_back_or_the_import_stops() {
+        let budget = Arc::new(Budget::new(100));
+        let stop = Arc::new(AtomicBool::new(false));
+        budget.take(500, &stop);
+        budget.give(500);
+        budget.take(60, &stop);
+        for release in [true, false] {
+            let (b, st) = (Arc::clone(&budget), Arc::clone(&stop));
+            let waiter = std::thread::spawn(move || {
+                let t = Instant::now();
+                b.take(60, &st);
+                t.elapsed()
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(!waiter.is_finished(), "60 + 60 bytes exceed the budget");
+            if release {
+                budget.give(60);
+            } else {
+                stop.store(true, Ordering::Relaxed);
+                budget.give(0);
+            }
+            assert!(waiter.join().unwrap() >= Duration::from_millis(150));
+        }
+    }
 }
