@@ -598,16 +598,18 @@ struct Source<T> {
 
 /// The Zstandard level of a run's blocks.
 const LEVEL: i32 = 3;
-/// The level of a run holding the whole registry (a compaction, or a flush
-/// merging every run): it is read by every lookup until the next full
-/// merge, and rewritten only O(log n) times. On the 3,000 Argo profiles'
-/// compacted run: 2.11 MB at level 3, 1.94 MB at 7 (1.94 MB at 9), for
-/// 1.33 → 1.73 s of `atlas compact`.
+/// The level of a compaction's run, which holds the whole registry: it is
+/// read by every lookup until the next commit that merges every run. On the
+/// 3,000 Argo profiles' compacted run: 2.11 MB at level 3, 1.94 MB at 7
+/// (1.94 MB at 9), for 1.33 → 1.73 s of `atlas compact`. A flush that
+/// merges every run keeps [`LEVEL`]: it is on the commit's path, and a bulk
+/// import makes such a merge every few batches (at level 7 its compression
+/// was a quarter of the import's run writing).
 const LEVEL_FULL: i32 = 7;
 
 impl<'s> RunWriter<'s> {
-    /// Compresses the run's blocks harder: for a run that holds the whole
-    /// registry.
+    /// Compresses the run's blocks harder: for a compaction's run, which
+    /// holds the whole registry.
     pub(crate) fn whole_registry(&mut self) {
         self.zstd
             .set_compression_level(LEVEL_FULL)

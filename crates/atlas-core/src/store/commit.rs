@@ -420,8 +420,15 @@ fn merge_from(runs: &[Arc<crate::registry::Run>], new_records: u64) -> usize {
 
 /// Writes the flush's run: the changes merged with `runs[from..]`. From 0,
 /// tombstones and killed ids are dropped (no older run remains for them to
-/// hide); otherwise they are kept.
-fn write_run(inner: &Inner, snap: &Snapshot, from: usize, path: &Path) -> Result<()> {
+/// hide); otherwise they are kept. `compacting`: the run is a compaction's,
+/// compressed harder.
+fn write_run(
+    inner: &Inner,
+    snap: &Snapshot,
+    from: usize,
+    compacting: bool,
+    path: &Path,
+) -> Result<()> {
     let storage = inner.storage.as_ref();
     let mut w = RunWriter::create(storage, path)?;
     let runs = &snap.base.runs[from..];
@@ -433,7 +440,7 @@ fn write_run(inner: &Inner, snap: &Snapshot, from: usize, path: &Path) -> Result
         w.kill(&killed);
     }
     let full = from == 0;
-    if full {
+    if compacting {
         w.whole_registry();
     }
     merge_runs(runs, snap.changes.clone(), |name, rec| match rec {
@@ -552,7 +559,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 storage
                     .create_dir_all(&meta_dir)
                     .map_err(Error::from)
-                    .and_then(|()| write_run(inner, &snap, *from, path))
+                    .and_then(|()| write_run(inner, &snap, *from, force_snapshot, path))
                     .and_then(|()| storage.sync_dir(&meta_dir).map_err(Error::from))
                     .and_then(|()| crate::registry::Run::open(storage, path, id.clone())),
             )
