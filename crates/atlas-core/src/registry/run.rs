@@ -1775,33 +1775,33 @@ impl Run {
         Ok(())
     }
 
-    fn to_found(&self, r: &RecRepr) -> Result<Found> {
-        validate_dataset_name(&r.0).map_err(|e| self.corrupt(e.to_string()))?;
-        let Some(body) = &r.2 else {
-            return Ok(Found::Tombstone);
+    /// The record `r` decodes to (its parts moved, not copied).
+    fn to_found(&self, r: RecRepr) -> Result<(String, Found)> {
+        let RecRepr(name, id, body) = r;
+        validate_dataset_name(&name).map_err(|e| self.corrupt(e.to_string()))?;
+        let Some(BodyRepr(attributes, arrs)) = body else {
+            return Ok((name, Found::Tombstone));
         };
         let dict = self.dict()?;
-        for k in body.0.keys() {
+        for k in attributes.keys() {
             validate_attribute_name(k).map_err(|e| self.corrupt(e.to_string()))?;
         }
-        let mut arrays = IndexMap::with_capacity(body.1.len());
-        let mut stats = HashMap::with_capacity(body.1.len());
-        for a in &body.1 {
-            validate_array_name(&a.0).map_err(|e| self.corrupt(e.to_string()))?;
-            let entry = dict.entry(a.1, a.2).map_err(|e| self.corrupt(e))?;
-            if arrays.insert(a.0.clone(), entry).is_some() {
-                return Err(self.corrupt(format!("array {:?} appears twice in {:?}", a.0, r.0)));
+        let mut arrays = IndexMap::with_capacity(arrs.len());
+        let mut stats = HashMap::with_capacity(arrs.len());
+        for ArrRepr(aname, s, a, st) in arrs {
+            validate_array_name(&aname).map_err(|e| self.corrupt(e.to_string()))?;
+            let entry = dict.entry(s, a).map_err(|e| self.corrupt(e))?;
+            if arrays.insert(aname.clone(), entry).is_some() {
+                return Err(self.corrupt(format!("array {aname:?} appears twice in {name:?}")));
             }
-            stats.insert(a.0.clone(), stats_of(a.3.clone()));
+            stats.insert(aname, stats_of(st));
         }
-        Ok(Found::Live(Record {
-            id: r.1,
-            meta: Arc::new(DatasetMeta {
-                attributes: body.0.clone(),
-                arrays,
-            }),
+        let rec = Record {
+            id,
+            meta: Arc::new(DatasetMeta { attributes, arrays }),
             stats: Arc::new(stats),
-        }))
+        };
+        Ok((name, Found::Live(rec)))
     }
 
     /// The record block holding `name` and its position there (`None`: this
@@ -1830,7 +1830,7 @@ impl Run {
         if let Some(f) = block.found[j].get() {
             return Ok(Some(f.clone()));
         }
-        let f = self.to_found(&self.record(&block, j)?)?;
+        let (_, f) = self.to_found(self.record(&block, j)?)?;
         Ok(Some(block.found[j].get_or_init(|| f).clone()))
     }
 
@@ -1885,11 +1885,12 @@ impl Run {
         }
         let mut out = Vec::new();
         for r in self.load_record_block(i)? {
-            let found = match self.to_found(&r)? {
+            let (name, found) = self.to_found(r)?;
+            let found = match found {
                 Found::Live(rec) => Some(rec),
                 Found::Tombstone => None,
             };
-            out.push((r.0, found));
+            out.push((name, found));
         }
         Ok(Some(out))
     }
