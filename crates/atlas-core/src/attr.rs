@@ -231,21 +231,70 @@ enum AttrRepr {
     TimestampList(Vec<i64>),
 }
 
+/// [`AttrRepr`] serialized from borrowed values (the same bytes, no copy of
+/// a string or a list: the registry serializes every dataset's attributes
+/// at every commit that writes its record).
+#[derive(Serialize)]
+enum AttrOut<'a> {
+    #[serde(rename = "bool")]
+    Bool(bool),
+    #[serde(rename = "i64")]
+    Int64(i64),
+    #[serde(rename = "u64")]
+    UInt64(u64),
+    #[serde(rename = "f64")]
+    Float64(F64),
+    #[serde(rename = "str")]
+    String(&'a str),
+    #[serde(rename = "ts")]
+    Timestamp(i64),
+    #[serde(rename = "bools")]
+    BoolList(&'a [bool]),
+    #[serde(rename = "i64s")]
+    Int64List(&'a [i64]),
+    #[serde(rename = "u64s")]
+    UInt64List(&'a [u64]),
+    #[serde(rename = "f64s")]
+    Float64List(F64s<'a>),
+    #[serde(rename = "strs")]
+    StringList(&'a [String]),
+    #[serde(rename = "tss")]
+    TimestampList(Instants<'a>),
+}
+
+/// A list of floats serialized as [`F64`]s.
+struct F64s<'a>(&'a [f64]);
+
+impl Serialize for F64s<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|v| F64(*v)))
+    }
+}
+
+/// A list of instants serialized as their nanoseconds.
+struct Instants<'a>(&'a [TimestampNs]);
+
+impl Serialize for Instants<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|t| t.0))
+    }
+}
+
 impl Serialize for Attr {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = match self {
-            Attr::Bool(v) => AttrRepr::Bool(*v),
-            Attr::Int64(v) => AttrRepr::Int64(*v),
-            Attr::UInt64(v) => AttrRepr::UInt64(*v),
-            Attr::Float64(v) => AttrRepr::Float64(F64(*v)),
-            Attr::String(v) => AttrRepr::String(v.clone()),
-            Attr::Timestamp(v) => AttrRepr::Timestamp(v.0),
-            Attr::BoolList(v) => AttrRepr::BoolList(v.clone()),
-            Attr::Int64List(v) => AttrRepr::Int64List(v.clone()),
-            Attr::UInt64List(v) => AttrRepr::UInt64List(v.clone()),
-            Attr::Float64List(v) => AttrRepr::Float64List(v.iter().copied().map(F64).collect()),
-            Attr::StringList(v) => AttrRepr::StringList(v.clone()),
-            Attr::TimestampList(v) => AttrRepr::TimestampList(v.iter().map(|t| t.0).collect()),
+            Attr::Bool(v) => AttrOut::Bool(*v),
+            Attr::Int64(v) => AttrOut::Int64(*v),
+            Attr::UInt64(v) => AttrOut::UInt64(*v),
+            Attr::Float64(v) => AttrOut::Float64(F64(*v)),
+            Attr::String(v) => AttrOut::String(v),
+            Attr::Timestamp(v) => AttrOut::Timestamp(v.0),
+            Attr::BoolList(v) => AttrOut::BoolList(v),
+            Attr::Int64List(v) => AttrOut::Int64List(v),
+            Attr::UInt64List(v) => AttrOut::UInt64List(v),
+            Attr::Float64List(v) => AttrOut::Float64List(F64s(v)),
+            Attr::StringList(v) => AttrOut::StringList(v),
+            Attr::TimestampList(v) => AttrOut::TimestampList(Instants(v)),
         };
         r.serialize(s)
     }
@@ -309,6 +358,44 @@ mod tests {
         // A string that looks like a float stays a string.
         let j = serde_json::to_string(&Attr::String("NaN".into())).unwrap();
         assert_eq!(j, r#"{"str":"NaN"}"#);
+    }
+
+    /// The owned serialized form, as attributes were written before they were
+    /// serialized from borrowed values.
+    fn owned(a: &Attr) -> AttrRepr {
+        match a.clone() {
+            Attr::Bool(v) => AttrRepr::Bool(v),
+            Attr::Int64(v) => AttrRepr::Int64(v),
+            Attr::UInt64(v) => AttrRepr::UInt64(v),
+            Attr::Float64(v) => AttrRepr::Float64(F64(v)),
+            Attr::String(v) => AttrRepr::String(v),
+            Attr::Timestamp(v) => AttrRepr::Timestamp(v.0),
+            Attr::BoolList(v) => AttrRepr::BoolList(v),
+            Attr::Int64List(v) => AttrRepr::Int64List(v),
+            Attr::UInt64List(v) => AttrRepr::UInt64List(v),
+            Attr::Float64List(v) => AttrRepr::Float64List(v.into_iter().map(F64).collect()),
+            Attr::StringList(v) => AttrRepr::StringList(v),
+            Attr::TimestampList(v) => AttrRepr::TimestampList(v.iter().map(|t| t.0).collect()),
+        }
+    }
+
+    #[test]
+    fn borrowed_serialization_writes_the_owned_forms_bytes() {
+        for a in samples() {
+            let o = owned(&a);
+            assert_eq!(
+                serde_json::to_string(&a).unwrap(),
+                serde_json::to_string(&o).unwrap()
+            );
+            assert_eq!(
+                rmp_serde::to_vec(&a).unwrap(),
+                rmp_serde::to_vec(&o).unwrap()
+            );
+            assert_eq!(
+                rmp_serde::to_vec_named(&a).unwrap(),
+                rmp_serde::to_vec_named(&o).unwrap()
+            );
+        }
     }
 
     #[test]

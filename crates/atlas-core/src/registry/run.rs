@@ -493,10 +493,13 @@ pub(crate) struct RunWriter<'s> {
     path: PathBuf,
     pos: u64,
     /// The serialized records of the block being filled (each a
-    /// `MessagePack` `RecRepr`, written straight from the caller's record),
-    /// their count and the first one's name.
+    /// `MessagePack` `RecRepr`, written straight from the caller's record)
+    /// after [`BLOCK_HEAD`] bytes left for the block's array header, their
+    /// count, their estimated size (what closes a block, as it always has)
+    /// and the first one's name.
     block: Vec<u8>,
     block_len: u32,
+    block_est: usize,
     block_first: Option<String>,
     names: Vec<(String, BlockRef)>,
     /// The last record's name (order check); empty before the first.
@@ -598,7 +601,8 @@ struct Source<T> {
 
 /// The Zstandard level of a run's blocks.
 const LEVEL: i32 = 3;
-/// The level of a compaction's run, which holds the whole registry: it is
+/// The level of a compaction's run (and of the upgrade from segments),
+/// which holds the whole registry: it is
 /// read by every lookup until the next commit that merges every run. On the
 /// 3,000 Argo profiles' compacted run: 2.11 MB at level 3, 1.94 MB at 7
 /// (1.94 MB at 9), for 1.33 → 1.73 s of `atlas compact`. A flush that
@@ -629,8 +633,9 @@ impl<'s> RunWriter<'s> {
             out,
             path: path.to_owned(),
             pos: HEADER_LEN,
-            block: Vec::new(),
+            block: vec![0; BLOCK_HEAD],
             block_len: 0,
+            block_est: 0,
             block_first: None,
             names: Vec::new(),
             last_name: String::new(),
@@ -686,20 +691,29 @@ impl<'s> RunWriter<'s> {
         let Some(first) = self.block_first.take() else {
             return Ok(());
         };
-        // The block is a `MessagePack` array of its records.
-        let mut raw = Vec::with_capacity(5 + self.block.len());
-        mpk_array_header(&mut raw, self.block_len);
-        raw.extend_from_slice(&self.block);
-        self.block.clear();
+        // The block is a `MessagePack` array of its records: the header goes
+        // right before them, in the room left for it.
+        let mut head = Vec::with_capacity(BLOCK_HEAD);
+        mpk_array_header(&mut head, self.block_len);
+        let start = BLOCK_HEAD - head.len();
+        let mut block = std::mem::take(&mut self.block);
+        block[start..BLOCK_HEAD].copy_from_slice(&head);
+        let written = self.write_raw(&block[start..]);
+        block.truncate(BLOCK_HEAD);
+        if block.capacity() > 4 * BLOCK_TARGET {
+            // One huge record does not keep a huge buffer for the whole run.
+            block.shrink_to(2 * BLOCK_TARGET);
+        }
+        self.block = block;
         self.block_len = 0;
-        let r = self.write_raw(&raw)?;
-        self.names.push((first, r));
+        self.block_est = 0;
+        self.names.push((first, written?));
         Ok(())
     }
 
     /// Appends a record to the block being filled, closing it past
-    /// [`BLOCK_TARGET`] bytes.
-    fn push_record(&mut self, rec: &RecOut<'_>) -> Result<()> {
+    /// [`BLOCK_TARGET`] estimated bytes (`est`: this record's).
+    fn push_record(&mut self, rec: &RecOut<'_>, est: usize) -> Result<()> {
         let name = rec.0;
         assert!(
             self.block_first.is_none() && self.names.is_empty() || self.last_name.as_str() < name,
@@ -709,10 +723,11 @@ impl<'s> RunWriter<'s> {
         self.last_name.push_str(name);
         rmp_serde::encode::write(&mut self.block, rec).expect("registry records serialize");
         self.block_len += 1;
+        self.block_est += est;
         if self.block_first.is_none() {
             self.block_first = Some(name.to_owned());
         }
-        if self.block.len() >= BLOCK_TARGET {
+        if self.block_est >= BLOCK_TARGET {
             self.flush_block()?;
         }
         Ok(())
@@ -721,7 +736,7 @@ impl<'s> RunWriter<'s> {
     /// Adds a tombstone: `name` no longer exists (its id is in `killed`).
     pub(crate) fn tombstone(&mut self, name: &str) -> Result<()> {
         self.n_tombstones += 1;
-        self.push_record(&RecOut(name, 0, None))
+        self.push_record(&RecOut(name, 0, None), name.len() + 16)
     }
 
     /// The position in `arrays` of the record's `i`th array, `name`.
@@ -829,11 +844,19 @@ impl<'s> RunWriter<'s> {
                 .zip(&rows)
                 .map(|(aname, (s, a, st))| ArrOut(aname, *s, *a, st))
                 .collect();
-            self.push_record(&RecOut(
-                name,
-                rec.id,
-                Some(BodyOut(&rec.meta.attributes, &arrays)),
-            ))?;
+            let est = name.len()
+                + 16
+                + rec
+                    .meta
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| k.len() + approx_attr_len(v))
+                    .sum::<usize>()
+                + arrays.iter().map(|a| a.0.len() + a.3.est()).sum::<usize>();
+            self.push_record(
+                &RecOut(name, rec.id, Some(BodyOut(&rec.meta.attributes, &arrays))),
+                est,
+            )?;
         }
         for (i, (aname, (s, a, st))) in rec.meta.arrays.keys().zip(rows.drain(..)).enumerate() {
             let k = self.array_slot(i, aname);
@@ -1147,6 +1170,10 @@ fn attrs_fingerprint(a: &IndexMap<String, Attr>) -> u64 {
 fn same_attrs(a: &IndexMap<String, Attr>, b: &IndexMap<String, Attr>) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
+
+/// Bytes left before a record block's records for its array header (at most
+/// 5: a marker and a `u32` count).
+const BLOCK_HEAD: usize = 5;
 
 /// The header of a `MessagePack` array of `n` items, as `rmp_serde` writes it.
 fn mpk_array_header(out: &mut Vec<u8>, n: u32) {
