@@ -291,10 +291,10 @@ pub async fn import_paths(
     ));
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    // Plans already written, freed by the decoder threads that built them:
-    // freeing a plan's thousands of allocations was a tenth of the writer's
-    // time (the writer is the import's critical path), and more when it
-    // returns them to another thread's heap.
+    // Plans already written, freed by the decoder threads (the one that
+    // built a plan, when there is one decoder): freeing a plan's thousands of
+    // allocations was a tenth of the writer's time (the writer is the
+    // import's critical path).
     let spent: Arc<std::sync::Mutex<Vec<DatasetPlan>>> = Arc::default();
     let mut workers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
@@ -309,11 +309,13 @@ pub async fn import_paths(
         workers.push(std::thread::spawn(move || {
             let (files, names, todo, iopts) = &*shared;
             loop {
-                drop(std::mem::take(
+                // Taken under the lock, freed after it (the writer pushes to it).
+                let old = std::mem::take(
                     &mut *spent
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner),
-                ));
+                );
+                drop(old);
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 if k >= todo.len() || stop.load(Ordering::Relaxed) {
                     break;
@@ -328,6 +330,12 @@ pub async fn import_paths(
         }));
     }
     drop(tx);
+    // However this function ends (an error, a panic, or its future dropped
+    // part-way), the decoder threads stop instead of waiting on the budget.
+    let stopper = Stopper {
+        stop: Arc::clone(&stop),
+        budget: Arc::clone(&budget),
+    };
 
     let mut pending: BTreeMap<usize, (u64, Result<DatasetPlan>)> = BTreeMap::new();
     let mut shared = import::SharedAttrs::default();
@@ -389,8 +397,7 @@ pub async fn import_paths(
             written += 1;
             if opts.flush && opts.batch_bytes > 0 && batch >= opts.batch_bytes {
                 if let Err(e) = store.flush().await {
-                    stop.store(true, Ordering::Relaxed);
-                    budget.give(0);
+                    stopper.stop();
                     return Err(e.into());
                 }
                 report.commits += 1;
@@ -401,11 +408,20 @@ pub async fn import_paths(
             emit(upto, &mut outcomes, &mut report, &mut emitted);
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    budget.give(0);
+    stopper.stop();
     drop(rx);
     for w in workers {
         let _ = w.join();
+    }
+    // The plans written since the decoders' last pass, freed beside the last
+    // commit rather than after it.
+    let leftover = std::mem::take(
+        &mut *spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    if !leftover.is_empty() {
+        std::thread::spawn(move || drop(leftover));
     }
     // Only if a decoder thread died outside its panic guard.
     for o in &mut outcomes {
@@ -426,8 +442,29 @@ pub async fn import_paths(
     Ok(report)
 }
 
-/// The bytes of decoded files not yet taken by the writer, and the limit
-/// decoder threads wait under.
+/// Stops the decoder threads (and wakes those waiting on the budget) when
+/// told to or dropped.
+struct Stopper {
+    stop: Arc<AtomicBool>,
+    budget: Arc<Budget>,
+}
+
+impl Stopper {
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.budget.give(0);
+    }
+}
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The bytes of decoded files waiting in the channel for the writer (files
+/// it has received but not yet written, when they arrive out of order, are
+/// not counted), and the limit decoder threads wait under.
 struct Budget {
     used: std::sync::Mutex<u64>,
     freed: std::sync::Condvar,
