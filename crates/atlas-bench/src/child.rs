@@ -246,6 +246,61 @@ fn run_child(args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// The first CPU this process may run on (from `/proc/self/status`), for
+/// pinning a child to one core with `taskset`; `None` when there is no
+/// second core to compare with, or no `taskset` (util-linux).
+pub fn one_core() -> Option<String> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cores < 2 {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+        .trim();
+    let first: String = list.chars().take_while(char::is_ascii_digit).collect();
+    let taskset = Command::new("taskset")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (!first.is_empty() && taskset).then_some(first)
+}
+
+/// The median seconds of `atlas-bench __child loop WORK DIR N REPS` in a
+/// fresh process, pinned to the one core `cpu` names (`taskset -c`) or free
+/// to use every core (`None`).
+pub fn loop_median(work: &str, dir: &Path, n: u64, reps: usize, cpu: Option<&str>) -> Result<f64> {
+    let exe = std::env::current_exe()?;
+    let (n, reps) = (n.to_string(), reps.to_string());
+    let child_args: [&std::ffi::OsStr; 6] = [
+        "__child".as_ref(),
+        "loop".as_ref(),
+        work.as_ref(),
+        dir.as_os_str(),
+        n.as_ref(),
+        reps.as_ref(),
+    ];
+    let mut cmd = match cpu {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.arg("-c").arg(c).arg(&exe);
+            t
+        }
+        None => Command::new(&exe),
+    };
+    let out = cmd.args(child_args).output()?;
+    ensure!(
+        out.status.success(),
+        "atlas-bench __child loop {work} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v["median_s"].as_f64().context("the loop printed no median")
+}
+
 /// Peak RSS of a fresh process that opens `store` and reads `dataset`.
 pub fn open_rss(store: &Path, dataset: &str) -> Result<u64> {
     let out = run_child(&["open".as_ref(), store.as_os_str(), dataset.as_ref()])?;

@@ -477,10 +477,39 @@ pub async fn peers(quick: bool) -> Result<Value> {
         s.close();
     }
 
+    // ATLAS's W3 on one core and on every core: the same scan in two fresh
+    // processes, the first pinned with `taskset` (rayon sizes its pool to
+    // the cores the process may use).
+    let scaling = match crate::child::one_core() {
+        Some(cpu) => {
+            let reps = if quick { 100 } else { 300 };
+            let dir = tmp.path().join("w3-cores");
+            std::fs::create_dir_all(&dir)?;
+            let one = crate::child::loop_median("w3blocking", &dir, N, reps, Some(&cpu))?;
+            let all_cores = crate::child::loop_median("w3blocking", &dir, N, reps, None)?;
+            Some((one, all_cores, reps))
+        }
+        None => None,
+    };
+
     peers_note();
     print_table("(10,000 datasets)", &names, &rows);
     println!("ATLAS: a cold read of one dataset decoded {cold_decodes} chunks (its own 3)");
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    match scaling {
+        Some((one, all_cores, reps)) => println!(
+            "ATLAS W3 (open handle, blocking form, medians of {reps} in fresh processes): \
+             one core {} · {cores} cores {} ({:.2}× faster)",
+            crate::fmt_dur(Duration::from_secs_f64(one)),
+            crate::fmt_dur(Duration::from_secs_f64(all_cores)),
+            one / all_cores
+        ),
+        None => println!("ATLAS W3 on one core: not measured (one core, or no `taskset`)"),
+    }
     let mut out = rows_json(&names, &rows);
+    out["atlas_w3_cores"] = scaling.map_or(Value::Null, |(one, all_cores, reps)| {
+        json!({"one_core_s": one, "all_cores_s": all_cores, "cores": cores, "reps": reps})
+    });
     out["datasets"] = json!(N);
     out["systems"] = json!(names);
     out["atlas_cold_read_decoded_chunks"] = json!(cold_decodes);

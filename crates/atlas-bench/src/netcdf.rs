@@ -112,21 +112,37 @@ pub async fn w9_import(quick: bool) -> Result<Value> {
     // `atlas import` end to end, for its peak memory (the CLI beside this
     // binary; the timed runs above are in this process, whose memory has
     // grown with the earlier workloads).
-    let cli_import = match crate::child::cli() {
+    // And pinned to one core (`taskset`), for the scaling from one core to
+    // all of them.
+    let (cli_import, cli_one_core) = match crate::child::cli() {
         Some(exe) => {
-            let tmp = tempfile::tempdir()?;
-            let store_path = tmp.path().join("store");
-            let args = [
-                "-q".as_ref(),
-                "import".as_ref(),
-                store_path.as_os_str(),
-                dir.as_os_str(),
-            ];
-            Some(tokio::task::block_in_place(|| {
-                crate::child::run_cli(&exe, &args)
-            })?)
+            let run = |cpu: Option<&str>| -> Result<(std::time::Duration, u64)> {
+                let tmp = tempfile::tempdir()?;
+                let store_path = tmp.path().join("store");
+                let args = [
+                    "-q".as_ref(),
+                    "import".as_ref(),
+                    store_path.as_os_str(),
+                    dir.as_os_str(),
+                ];
+                tokio::task::block_in_place(|| match cpu {
+                    None => crate::child::run_cli(&exe, &args),
+                    Some(c) => {
+                        let mut pinned: Vec<&std::ffi::OsStr> =
+                            vec!["-c".as_ref(), c.as_ref(), exe.as_os_str()];
+                        pinned.extend(args);
+                        crate::child::run_cli(Path::new("taskset"), &pinned)
+                    }
+                })
+            };
+            let all_cores = run(None)?;
+            let one = match crate::child::one_core() {
+                Some(cpu) => Some(run(Some(&cpu))?.0),
+                None => None,
+            };
+            (Some(all_cores), one)
         }
-        None => None,
+        None => (None, None),
     };
     times.sort();
     let median = times[times.len() / 2];
@@ -152,17 +168,29 @@ pub async fn w9_import(quick: bool) -> Result<Value> {
         mb(cells)
     );
     match cli_import {
-        Some((t, rss)) => println!(
-            "   `atlas import` of the same files: {} wall, peak RSS {:.0} MB (sampled every 5 ms)",
-            fmt_dur(t),
-            mb(rss)
-        ),
+        Some((t, rss)) => {
+            println!(
+                "   `atlas import` of the same files: {} wall, peak RSS {:.0} MB (sampled every 5 ms)",
+                fmt_dur(t),
+                mb(rss)
+            );
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            match cli_one_core {
+                Some(one) => println!(
+                    "   `atlas import` on one core (`taskset`): {} wall; on {cores} cores {:.2}× faster",
+                    fmt_dur(one),
+                    one.as_secs_f64() / t.as_secs_f64(),
+                ),
+                None => println!("   `atlas import` on one core: not measured (one core, or no `taskset`)"),
+            }
+        }
         None => println!(
             "   `atlas import`: no CLI beside this binary (cargo build --release -p atlas-cli)"
         ),
     }
     Ok(json!({
         "cli_import": cli_import.map(|(t, rss)| json!({"s": t.as_secs_f64(), "peak_rss_bytes": rss})),
+        "cli_import_one_core_s": cli_one_core.map(|t| t.as_secs_f64()),
         "profiles": files.len(), "runs": runs,
         "import_s": {"median_s": secs, "min_s": times[0].as_secs_f64(), "max_s": times[times.len() - 1].as_secs_f64()},
         "files_per_s": files.len() as f64 / secs, "mb_per_s": mb(bytes_in) / secs,
