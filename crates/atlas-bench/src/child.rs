@@ -228,13 +228,27 @@ const QUERY_RUNS: usize = 20;
 /// A query in a fresh process: open + first query (cold), then warm
 /// `query` and `query_ids` timings, as JSON (see `main`).
 pub fn query(store: &Path, query: &str) -> Result<serde_json::Value> {
-    let out = run_child(&["query".as_ref(), store.as_os_str(), query.as_ref()])?;
+    let out = run_child(None, &["query".as_ref(), store.as_os_str(), query.as_ref()])?;
     Ok(serde_json::from_slice(&out)?)
 }
 
-/// Runs `atlas-bench __child ARGS` and returns its standard output.
-fn run_child(args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> {
-    let out = Command::new(std::env::current_exe()?)
+/// `exe`, pinned to the one core `cpu` names (`taskset -c CPU EXE`), or
+/// free to use every core (`None`).
+fn command(exe: &Path, cpu: Option<&str>) -> Command {
+    match cpu {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.arg("-c").arg(c).arg(exe);
+            t
+        }
+        None => Command::new(exe),
+    }
+}
+
+/// Runs `atlas-bench __child ARGS` (pinned to `cpu`, see [`command`]) and
+/// returns its standard output.
+fn run_child(cpu: Option<&str>, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> {
+    let out = command(&std::env::current_exe()?, cpu)
         .arg("__child")
         .args(args)
         .output()?;
@@ -273,37 +287,27 @@ pub fn one_core() -> Option<String> {
 /// fresh process, pinned to the one core `cpu` names (`taskset -c`) or free
 /// to use every core (`None`).
 pub fn loop_median(work: &str, dir: &Path, n: u64, reps: usize, cpu: Option<&str>) -> Result<f64> {
-    let exe = std::env::current_exe()?;
     let (n, reps) = (n.to_string(), reps.to_string());
-    let child_args: [&std::ffi::OsStr; 6] = [
-        "__child".as_ref(),
-        "loop".as_ref(),
-        work.as_ref(),
-        dir.as_os_str(),
-        n.as_ref(),
-        reps.as_ref(),
-    ];
-    let mut cmd = match cpu {
-        Some(c) => {
-            let mut t = Command::new("taskset");
-            t.arg("-c").arg(c).arg(&exe);
-            t
-        }
-        None => Command::new(&exe),
-    };
-    let out = cmd.args(child_args).output()?;
-    ensure!(
-        out.status.success(),
-        "atlas-bench __child loop {work} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let out = run_child(
+        cpu,
+        &[
+            "loop".as_ref(),
+            work.as_ref(),
+            dir.as_os_str(),
+            n.as_ref(),
+            reps.as_ref(),
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_slice(&out)?;
     v["median_s"].as_f64().context("the loop printed no median")
 }
 
 /// Peak RSS of a fresh process that opens `store` and reads `dataset`.
 pub fn open_rss(store: &Path, dataset: &str) -> Result<u64> {
-    let out = run_child(&["open".as_ref(), store.as_os_str(), dataset.as_ref()])?;
+    let out = run_child(
+        None,
+        &["open".as_ref(), store.as_os_str(), dataset.as_ref()],
+    )?;
     String::from_utf8_lossy(&out)
         .trim()
         .parse()
@@ -321,12 +325,17 @@ pub fn cli() -> Option<std::path::PathBuf> {
 /// exit, waited for directly) and its peak resident memory, read from
 /// `/proc/PID/status` every 5 ms by a second thread while it runs (a lower
 /// bound for a process of a few milliseconds; 0 where `/proc` is missing).
-/// Blocks the calling thread: call it from `block_in_place`.
-pub fn run_cli(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<(Duration, u64)> {
+/// Pinned to `cpu` (see [`command`]) when given. Blocks the calling thread:
+/// call it from `block_in_place`.
+pub fn run_cli(
+    exe: &Path,
+    cpu: Option<&str>,
+    args: &[&std::ffi::OsStr],
+) -> Result<(Duration, u64)> {
     // stderr into a file, not a pipe nobody drains while it runs.
     let mut err_file = tempfile::tempfile()?;
     let t = Instant::now();
-    let mut child = Command::new(exe)
+    let mut child = command(exe, cpu)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::from(err_file.try_clone()?))

@@ -125,15 +125,7 @@ pub async fn w9_import(quick: bool) -> Result<Value> {
                     store_path.as_os_str(),
                     dir.as_os_str(),
                 ];
-                tokio::task::block_in_place(|| match cpu {
-                    None => crate::child::run_cli(&exe, &args),
-                    Some(c) => {
-                        let mut pinned: Vec<&std::ffi::OsStr> =
-                            vec!["-c".as_ref(), c.as_ref(), exe.as_os_str()];
-                        pinned.extend(args);
-                        crate::child::run_cli(Path::new("taskset"), &pinned)
-                    }
-                })
+                tokio::task::block_in_place(|| crate::child::run_cli(&exe, cpu, &args))
             };
             let all_cores = run(None)?;
             let one = match crate::child::one_core() {

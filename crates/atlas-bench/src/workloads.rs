@@ -145,7 +145,9 @@ async fn scale(quick: bool) -> Result<Value> {
             Some(exe) => {
                 let runs = tokio::task::block_in_place(|| {
                     (0..3)
-                        .map(|_| crate::child::run_cli(&exe, &["ls".as_ref(), path.as_os_str()]))
+                        .map(|_| {
+                            crate::child::run_cli(&exe, None, &["ls".as_ref(), path.as_os_str()])
+                        })
                         .collect::<Result<Vec<_>>>()
                 })?;
                 let peak = runs.iter().map(|r| r.1).max().unwrap_or(0);

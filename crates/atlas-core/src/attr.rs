@@ -1,6 +1,8 @@
 //! [`Attr`]: typed attribute values that round-trip exactly through every
 //! registry format (NaN and ±Inf included; a date-like string stays a string).
 
+use std::borrow::Cow;
+
 use array_format::TimestampNs;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -202,9 +204,11 @@ impl<'de> Deserialize<'de> for F64 {
 }
 
 /// The serialized form: a one-key object naming the type, e.g. `{"f64": 1.5}`,
-/// `{"str": "2024-01-01"}`, `{"f64s": [1.0, "NaN"]}`.
+/// `{"str": "2024-01-01"}`, `{"f64s": [1.0, "NaN"]}`. Written from borrowed
+/// values (the registry serializes every dataset's attributes at every
+/// commit that writes its record), read into owned ones.
 #[derive(Serialize, Deserialize)]
-enum AttrRepr {
+enum AttrRepr<'a> {
     #[serde(rename = "bool")]
     Bool(bool),
     #[serde(rename = "i64")]
@@ -214,65 +218,41 @@ enum AttrRepr {
     #[serde(rename = "f64")]
     Float64(F64),
     #[serde(rename = "str")]
-    String(String),
+    String(Cow<'a, str>),
     #[serde(rename = "ts")]
     Timestamp(i64),
     #[serde(rename = "bools")]
-    BoolList(Vec<bool>),
+    BoolList(Cow<'a, [bool]>),
     #[serde(rename = "i64s")]
-    Int64List(Vec<i64>),
+    Int64List(Cow<'a, [i64]>),
     #[serde(rename = "u64s")]
-    UInt64List(Vec<u64>),
+    UInt64List(Cow<'a, [u64]>),
     #[serde(rename = "f64s")]
-    Float64List(Vec<F64>),
+    Float64List(Floats<'a>),
     #[serde(rename = "strs")]
-    StringList(Vec<String>),
-    #[serde(rename = "tss")]
-    TimestampList(Vec<i64>),
-}
-
-/// [`AttrRepr`] serialized from borrowed values (the same bytes, no copy of
-/// a string or a list: the registry serializes every dataset's attributes
-/// at every commit that writes its record).
-#[derive(Serialize)]
-enum AttrOut<'a> {
-    #[serde(rename = "bool")]
-    Bool(bool),
-    #[serde(rename = "i64")]
-    Int64(i64),
-    #[serde(rename = "u64")]
-    UInt64(u64),
-    #[serde(rename = "f64")]
-    Float64(F64),
-    #[serde(rename = "str")]
-    String(&'a str),
-    #[serde(rename = "ts")]
-    Timestamp(i64),
-    #[serde(rename = "bools")]
-    BoolList(&'a [bool]),
-    #[serde(rename = "i64s")]
-    Int64List(&'a [i64]),
-    #[serde(rename = "u64s")]
-    UInt64List(&'a [u64]),
-    #[serde(rename = "f64s")]
-    Float64List(F64s<'a>),
-    #[serde(rename = "strs")]
-    StringList(&'a [String]),
+    StringList(Cow<'a, [String]>),
     #[serde(rename = "tss")]
     TimestampList(Instants<'a>),
 }
 
-/// A list of floats serialized as [`F64`]s.
-struct F64s<'a>(&'a [f64]);
+/// A list of floats, each serialized as an [`F64`].
+struct Floats<'a>(Cow<'a, [f64]>);
 
-impl Serialize for F64s<'_> {
+impl Serialize for Floats<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.iter().map(|v| F64(*v)))
     }
 }
 
-/// A list of instants serialized as their nanoseconds.
-struct Instants<'a>(&'a [TimestampNs]);
+impl<'de> Deserialize<'de> for Floats<'_> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<F64>::deserialize(d)?;
+        Ok(Floats(Cow::Owned(v.into_iter().map(|x| x.0).collect())))
+    }
+}
+
+/// A list of instants, each serialized as its nanoseconds.
+struct Instants<'a>(Cow<'a, [TimestampNs]>);
 
 impl Serialize for Instants<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -280,21 +260,30 @@ impl Serialize for Instants<'_> {
     }
 }
 
+impl<'de> Deserialize<'de> for Instants<'_> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<i64>::deserialize(d)?;
+        Ok(Instants(Cow::Owned(
+            v.into_iter().map(TimestampNs).collect(),
+        )))
+    }
+}
+
 impl Serialize for Attr {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = match self {
-            Attr::Bool(v) => AttrOut::Bool(*v),
-            Attr::Int64(v) => AttrOut::Int64(*v),
-            Attr::UInt64(v) => AttrOut::UInt64(*v),
-            Attr::Float64(v) => AttrOut::Float64(F64(*v)),
-            Attr::String(v) => AttrOut::String(v),
-            Attr::Timestamp(v) => AttrOut::Timestamp(v.0),
-            Attr::BoolList(v) => AttrOut::BoolList(v),
-            Attr::Int64List(v) => AttrOut::Int64List(v),
-            Attr::UInt64List(v) => AttrOut::UInt64List(v),
-            Attr::Float64List(v) => AttrOut::Float64List(F64s(v)),
-            Attr::StringList(v) => AttrOut::StringList(v),
-            Attr::TimestampList(v) => AttrOut::TimestampList(Instants(v)),
+            Attr::Bool(v) => AttrRepr::Bool(*v),
+            Attr::Int64(v) => AttrRepr::Int64(*v),
+            Attr::UInt64(v) => AttrRepr::UInt64(*v),
+            Attr::Float64(v) => AttrRepr::Float64(F64(*v)),
+            Attr::String(v) => AttrRepr::String(Cow::Borrowed(v)),
+            Attr::Timestamp(v) => AttrRepr::Timestamp(v.0),
+            Attr::BoolList(v) => AttrRepr::BoolList(Cow::Borrowed(v)),
+            Attr::Int64List(v) => AttrRepr::Int64List(Cow::Borrowed(v)),
+            Attr::UInt64List(v) => AttrRepr::UInt64List(Cow::Borrowed(v)),
+            Attr::Float64List(v) => AttrRepr::Float64List(Floats(Cow::Borrowed(v))),
+            Attr::StringList(v) => AttrRepr::StringList(Cow::Borrowed(v)),
+            Attr::TimestampList(v) => AttrRepr::TimestampList(Instants(Cow::Borrowed(v))),
         };
         r.serialize(s)
     }
@@ -307,16 +296,14 @@ impl<'de> Deserialize<'de> for Attr {
             AttrRepr::Int64(v) => Attr::Int64(v),
             AttrRepr::UInt64(v) => Attr::UInt64(v),
             AttrRepr::Float64(v) => Attr::Float64(v.0),
-            AttrRepr::String(v) => Attr::String(v),
+            AttrRepr::String(v) => Attr::String(v.into_owned()),
             AttrRepr::Timestamp(v) => Attr::Timestamp(TimestampNs(v)),
-            AttrRepr::BoolList(v) => Attr::BoolList(v),
-            AttrRepr::Int64List(v) => Attr::Int64List(v),
-            AttrRepr::UInt64List(v) => Attr::UInt64List(v),
-            AttrRepr::Float64List(v) => Attr::Float64List(v.into_iter().map(|x| x.0).collect()),
-            AttrRepr::StringList(v) => Attr::StringList(v),
-            AttrRepr::TimestampList(v) => {
-                Attr::TimestampList(v.into_iter().map(TimestampNs).collect())
-            }
+            AttrRepr::BoolList(v) => Attr::BoolList(v.into_owned()),
+            AttrRepr::Int64List(v) => Attr::Int64List(v.into_owned()),
+            AttrRepr::UInt64List(v) => Attr::UInt64List(v.into_owned()),
+            AttrRepr::Float64List(v) => Attr::Float64List(v.0.into_owned()),
+            AttrRepr::StringList(v) => Attr::StringList(v.into_owned()),
+            AttrRepr::TimestampList(v) => Attr::TimestampList(v.0.into_owned()),
         })
     }
 }
@@ -360,40 +347,45 @@ mod tests {
         assert_eq!(j, r#"{"str":"NaN"}"#);
     }
 
-    /// The owned serialized form, as attributes were written before they were
-    /// serialized from borrowed values.
-    fn owned(a: &Attr) -> AttrRepr {
-        match a.clone() {
-            Attr::Bool(v) => AttrRepr::Bool(v),
-            Attr::Int64(v) => AttrRepr::Int64(v),
-            Attr::UInt64(v) => AttrRepr::UInt64(v),
-            Attr::Float64(v) => AttrRepr::Float64(F64(v)),
-            Attr::String(v) => AttrRepr::String(v),
-            Attr::Timestamp(v) => AttrRepr::Timestamp(v.0),
-            Attr::BoolList(v) => AttrRepr::BoolList(v),
-            Attr::Int64List(v) => AttrRepr::Int64List(v),
-            Attr::UInt64List(v) => AttrRepr::UInt64List(v),
-            Attr::Float64List(v) => AttrRepr::Float64List(v.into_iter().map(F64).collect()),
-            Attr::StringList(v) => AttrRepr::StringList(v),
-            Attr::TimestampList(v) => AttrRepr::TimestampList(v.iter().map(|t| t.0).collect()),
-        }
-    }
-
+    /// Attributes are serialized from borrowed values: the bytes are the
+    /// format's, pinned here as JSON for every sample, and in `MessagePack`
+    /// (compact and named) those of the pinned JSON's value.
     #[test]
-    fn borrowed_serialization_writes_the_owned_forms_bytes() {
-        for a in samples() {
-            let o = owned(&a);
+    fn borrowed_serialization_writes_the_formats_bytes() {
+        let golden = [
+            r#"{"bool":true}"#,
+            r#"{"i64":-9223372036854775808}"#,
+            r#"{"u64":18446744073709551615}"#,
+            r#"{"f64":"NaN"}"#,
+            r#"{"f64":"NaN:7ff8000000000123"}"#,
+            r#"{"f64":"inf"}"#,
+            r#"{"f64":"-inf"}"#,
+            r#"{"f64":-0.0}"#,
+            r#"{"f64":0.1}"#,
+            r#"{"str":"2024-01-01T00:00:00Z"}"#,
+            r#"{"str":"NaN"}"#,
+            r#"{"ts":-5}"#,
+            r#"{"bools":[]}"#,
+            r#"{"i64s":[1,-2]}"#,
+            r#"{"u64s":[3]}"#,
+            r#"{"f64s":[1.5,"NaN","-inf"]}"#,
+            r#"{"strs":["a",""]}"#,
+            r#"{"tss":[1]}"#,
+        ];
+        let samples = samples();
+        assert_eq!(samples.len(), golden.len());
+        for (a, g) in samples.iter().zip(golden) {
+            assert_eq!(serde_json::to_string(a).unwrap(), g);
+            let v: serde_json::Value = serde_json::from_str(g).unwrap();
             assert_eq!(
-                serde_json::to_string(&a).unwrap(),
-                serde_json::to_string(&o).unwrap()
+                rmp_serde::to_vec(a).unwrap(),
+                rmp_serde::to_vec(&v).unwrap(),
+                "{g}"
             );
             assert_eq!(
-                rmp_serde::to_vec(&a).unwrap(),
-                rmp_serde::to_vec(&o).unwrap()
-            );
-            assert_eq!(
-                rmp_serde::to_vec_named(&a).unwrap(),
-                rmp_serde::to_vec_named(&o).unwrap()
+                rmp_serde::to_vec_named(a).unwrap(),
+                rmp_serde::to_vec_named(&v).unwrap(),
+                "{g}"
             );
         }
     }

@@ -502,8 +502,8 @@ pub(crate) struct RunWriter<'s> {
     block_est: usize,
     block_first: Option<String>,
     names: Vec<(String, BlockRef)>,
-    /// The last record's name (order check); empty before the first.
-    last_name: String,
+    /// The last record's name (the order check; its buffer reused).
+    last_name: Option<String>,
     ids: ColumnBuf<String>,
     id_set: RoaringTreemap,
     killed: RoaringTreemap,
@@ -638,7 +638,7 @@ impl<'s> RunWriter<'s> {
             block_est: 0,
             block_first: None,
             names: Vec::new(),
-            last_name: String::new(),
+            last_name: None,
             ids: ColumnBuf::default(),
             id_set: RoaringTreemap::new(),
             killed: RoaringTreemap::new(),
@@ -715,12 +715,17 @@ impl<'s> RunWriter<'s> {
     /// [`BLOCK_TARGET`] estimated bytes (`est`: this record's).
     fn push_record(&mut self, rec: &RecOut<'_>, est: usize) -> Result<()> {
         let name = rec.0;
-        assert!(
-            self.block_first.is_none() && self.names.is_empty() || self.last_name.as_str() < name,
-            "run records must come in ascending name order"
-        );
-        self.last_name.clear();
-        self.last_name.push_str(name);
+        match &mut self.last_name {
+            Some(last) => {
+                assert!(
+                    last.as_str() < name,
+                    "run records must come in ascending name order"
+                );
+                last.clear();
+                last.push_str(name);
+            }
+            None => self.last_name = Some(name.to_owned()),
+        }
         rmp_serde::encode::write(&mut self.block, rec).expect("registry records serialize");
         self.block_len += 1;
         self.block_est += est;

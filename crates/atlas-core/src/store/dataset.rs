@@ -225,7 +225,7 @@ impl DatasetView {
         // Checking the schema, fetching and decoding run on the blocking pool.
         let (dataset, array) = (self.name.clone(), name.to_owned());
         tokio::task::spawn_blocking(move || {
-            read_checked(&dataset, &array, &registry, &f, &start, &count).map(Some)
+            read_expecting(&dataset, &array, &registry, &f, &start, &count, false)
         })
         .await
         .expect("read task panicked")
@@ -254,7 +254,7 @@ impl DatasetView {
             return Ok(None);
         };
         let f = file.blocking_read();
-        read_checked(&self.name, name, &registry, &f, start, count).map(Some)
+        read_expecting(&self.name, name, &registry, &f, start, count, false)
     }
 
     /// Deletes an array of this dataset.
@@ -439,21 +439,9 @@ fn schema_differs(dataset: &str, array: &str, file: &ArrayFile) -> Error {
 }
 
 /// A read of `array` from its (locked) file, after checking the file's
-/// schema against the registry's: the body of both read paths.
-fn read_checked<T: ArrayElement>(
-    dataset: &str,
-    array: &str,
-    registry: &ArraySchema,
-    file: &ArrayFile,
-    start: &[u64],
-    count: &[u64],
-) -> Result<ArrayD<T>> {
-    read_expecting(dataset, array, registry, file, start, count, false)
-        .map(|a| a.expect("a read not limited to memory is made"))
-}
-
-/// [`ArrayFile::read_array_expecting`] with this crate's errors: `None`
-/// when `in_memory_only` and the read would touch storage.
+/// schema against the registry's (the body of both read paths):
+/// [`ArrayFile::read_array_expecting`] with this crate's errors. `None`
+/// only when `in_memory_only` and the read would touch storage.
 fn read_expecting<T: ArrayElement>(
     dataset: &str,
     array: &str,
@@ -465,7 +453,10 @@ fn read_expecting<T: ArrayElement>(
 ) -> Result<Option<ArrayD<T>>> {
     match file.read_array_expecting::<T>(dataset, registry, start, count, in_memory_only) {
         Ok(Expected::Read(a)) => Ok(Some(a)),
-        Ok(Expected::NotInMemory) => Ok(None),
+        Ok(Expected::NotInMemory) => {
+            assert!(in_memory_only, "a read not limited to memory is made");
+            Ok(None)
+        }
         Ok(Expected::SchemaDiffers) => Err(schema_differs(dataset, array, file)),
         Err(e) => Err(Error::array(dataset, array, e)),
     }
