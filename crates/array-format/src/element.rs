@@ -34,6 +34,13 @@ pub trait ArrayElement:
         None
     }
 
+    /// [`ArrayElement::decode_shuffled`] appending to `out` (a stacked read
+    /// decodes every array into one buffer). False, with `out` unchanged,
+    /// where `decode_shuffled` gives `None`.
+    fn extend_shuffled(_planes: &[u8], _n: usize, _out: &mut Vec<Self>) -> bool {
+        false
+    }
+
     /// This value as a [`FillValue`].
     fn to_fill(&self) -> FillValue;
 
@@ -96,6 +103,16 @@ macro_rules! fixed_element {
                 let mut out = reserve_cells(n)?;
                 out.extend($planes(planes, n).map(<$t>::from_le_bytes));
                 Some(out)
+            }
+
+            fn extend_shuffled(planes: &[u8], n: usize, out: &mut Vec<Self>) -> bool {
+                if Some(planes.len()) != n.checked_mul(size_of::<$t>())
+                    || out.try_reserve(n).is_err()
+                {
+                    return false;
+                }
+                out.extend($planes(planes, n).map(<$t>::from_le_bytes));
+                true
             }
             )?
 
@@ -215,6 +232,14 @@ impl ArrayElement for TimestampNs {
 
     fn decode_shuffled(planes: &[u8], n: usize) -> Option<Vec<Self>> {
         i64::decode_shuffled(planes, n).map(|v| v.into_iter().map(TimestampNs).collect())
+    }
+
+    fn extend_shuffled(planes: &[u8], n: usize, out: &mut Vec<Self>) -> bool {
+        let Some(v) = i64::decode_shuffled(planes, n) else {
+            return false;
+        };
+        out.extend(v.into_iter().map(TimestampNs));
+        true
     }
 
     fn to_fill(&self) -> FillValue {
@@ -424,6 +449,15 @@ mod tests {
             if n > 0 {
                 assert!(T::decode_shuffled(&planes[1..], n).is_none());
             }
+            // Appending: after what `out` held, which a refusal leaves alone.
+            let mut out = values.to_vec();
+            assert!(T::extend_shuffled(&planes, n, &mut out), "{}", T::DTYPE);
+            assert_eq!(out, [values, values].concat());
+            assert!(!T::extend_shuffled(&planes, n + 1, &mut out));
+            if n > 0 {
+                assert!(!T::extend_shuffled(&planes[1..], n, &mut out));
+            }
+            assert_eq!(out.len(), 2 * n);
         }
         for n in [0usize, 1, 3, 50, 1025] {
             let k = |i: usize| (i * 2_654_435_761) as u64;
@@ -439,6 +473,7 @@ mod tests {
         }
         // One-byte and variable-width types have no shuffled form.
         assert!(u8::decode_shuffled(&[1, 2], 2).is_none());
+        assert!(!u8::extend_shuffled(&[1, 2], 2, &mut Vec::new()));
         assert!(bool::decode_shuffled(&[1, 0], 2).is_none());
         assert!(String::decode_shuffled(&[0; 8], 2).is_none());
     }

@@ -83,17 +83,18 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w2|w3|w3blocking|w3first|w4 DIR DATASETS REPS"
+             | loop w1|w2|w3|w3blocking|w3stacked|w3first|w4 DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w2|w3|w3blocking|w3first|w4 DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w2|w3|w3blocking|w3stacked|w3first|w4 DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times; `w3` builds that store once (untimed) and scans `TEMP`
 /// across it REPS times through one open handle (`w3blocking`: through
-/// `read_array_across_blocking`); `w3first` times the first
+/// `read_array_across_blocking`; `w3stacked`: into one array, through
+/// `read_array_across_stacked_blocking`); `w3first` times the first
 /// scan on a freshly opened handle of that store (the open untimed), REPS
 /// times; `w2` opens that store from
 /// nothing and reads `TEMP` of one dataset, REPS times (or, when DIR is a
@@ -118,15 +119,20 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 std::fs::remove_dir_all(&path)?;
             }
         }
-        "w3" | "w3blocking" => {
+        "w3" | "w3blocking" | "w3stacked" => {
             // `w3blocking`: through the blocking form (this thread reads a
-            // part of each batch itself).
+            // part of each batch itself); `w3stacked`: the blocking form
+            // of the stacked read.
             let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
             let store = rt.block_on(crate::workloads::loop_store(dir, n))?;
-            let blocking = work == "w3blocking";
+            let form = match work {
+                "w3" => Form::Async,
+                "w3blocking" => Form::Blocking,
+                _ => Form::Stacked,
+            };
             for _ in 0..reps {
                 let t = Instant::now();
-                let cells = scan_cells(&rt, &store, "TEMP", &names, blocking)?;
+                let cells = scan_cells(&rt, &store, "TEMP", &names, form)?;
                 times.push(t.elapsed());
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
@@ -139,7 +145,7 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
             for _ in 0..reps {
                 let store = rt.block_on(Atlas::open_path(&crate::workloads::loop_path(dir)))?;
                 let t = Instant::now();
-                let cells = scan_cells(&rt, &store, "TEMP", &names, false)?;
+                let cells = scan_cells(&rt, &store, "TEMP", &names, Form::Async)?;
                 times.push(t.elapsed());
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
@@ -175,7 +181,7 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 let names: Vec<String> = (0..n).map(crate::peers::ds_name).collect();
                 let store = rt.block_on(Atlas::open_path(&path))?;
                 for a in crate::workloads::ARRAYS {
-                    scan_cells(&rt, &store, a, &names, false)?;
+                    scan_cells(&rt, &store, a, &names, Form::Async)?;
                 }
             }
             for _ in 0..reps {
@@ -374,19 +380,38 @@ pub fn run_cli(
 
 /// Reads `array` of every dataset in `names` through `store`, in batches of
 /// 4,096 (`blocking`: through `read_array_across_blocking`); the cells read.
+/// Which form of the read across datasets a scan calls.
+#[derive(Clone, Copy)]
+enum Form {
+    /// `read_array_across`, from a runtime.
+    Async,
+    /// `read_array_across_blocking`.
+    Blocking,
+    /// `read_array_across_stacked_blocking`: one array of every dataset's.
+    Stacked,
+}
+
 fn scan_cells(
     rt: &tokio::runtime::Runtime,
     store: &Atlas,
     array: &str,
     names: &[String],
-    blocking: bool,
+    form: Form,
 ) -> Result<usize> {
     let mut cells = 0;
     for batch in names.chunks(4096) {
-        let parts = if blocking {
-            store.read_array_across_blocking::<f32>(array, batch, &[], &[])?
-        } else {
-            rt.block_on(store.read_array_across::<f32>(array, batch, vec![], vec![]))?
+        let parts = match form {
+            Form::Blocking => store.read_array_across_blocking::<f32>(array, batch, &[], &[])?,
+            Form::Async => {
+                rt.block_on(store.read_array_across::<f32>(array, batch, vec![], vec![]))?
+            }
+            Form::Stacked => {
+                let all =
+                    store.read_array_across_stacked_blocking::<f32>(array, batch, &[], &[])?;
+                ensure!(all.shape()[0] == batch.len(), "one row per dataset");
+                cells += all.len();
+                continue;
+            }
         };
         for a in parts {
             cells += a.with_context(|| format!("missing {array}"))?.len();

@@ -621,6 +621,48 @@ pub(super) fn decode_entry_array<T: ArrayElement>(
     cells_array(&bufs.out, shape, path, e.offset)
 }
 
+/// [`decode_entry_array`] appending the block's `n` cells to `out` (a
+/// stacked read): byte-shuffled cells go from the codec's output straight
+/// into `out`; the errors are the same, and `out` is unchanged on error.
+pub(super) fn decode_entry_extend<T: ArrayElement>(
+    stored: &[u8],
+    e: &ChunkEntry,
+    n: usize,
+    path: &Path,
+    bufs: &mut DecodeBuffers,
+    out: &mut Vec<T>,
+) -> Result<()> {
+    let width = T::DTYPE.size_bytes().unwrap_or(0);
+    if e.filter == FILTER_SHUFFLE && width > 1 {
+        let raw_len = decompress_checked(stored, e.crc, e.codec, e.raw_len, path, e.offset, bufs)?;
+        if !raw_len.is_multiple_of(width) {
+            return Err(decode_error(
+                filter_error(e.filter, raw_len, width),
+                path,
+                e.offset,
+            ));
+        }
+        if T::extend_shuffled(&bufs.out, n, out) {
+            return Ok(());
+        }
+        // Cells that do not fill the block: the general path says so.
+        unshuffle_buffers(bufs, width);
+    } else {
+        decode_checked_into(
+            stored, e.crc, e.codec, e.filter, width, e.raw_len, path, e.offset, bufs,
+        )?;
+    }
+    let mut cells = decode_cells::<T>(&bufs.out, n).ok_or_else(|| {
+        Error::corrupt(
+            path,
+            e.offset,
+            format!("chunk cells do not decode as {}", T::DTYPE),
+        )
+    })?;
+    out.append(&mut cells);
+    Ok(())
+}
+
 /// A codec error of the block at `offset` of `path` as this crate's error.
 fn decode_error(e: DecodeError, path: &Path, offset: u64) -> Error {
     match e {

@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::read::decode_entry_array;
+use super::read::{decode_entry_array, decode_entry_extend};
 use super::{
     ArrayD, ArrayElement, ArrayFile, ArraySchema, Committed, Loc, Path, Result, Source, View,
 };
@@ -211,9 +211,90 @@ impl<'a> Scan<'a> {
         start: &[u64],
         count: &[u64],
     ) -> Vec<Result<ArrayD<T>>> {
+        let mut part = self.fetch_part::<T>(part, start, count);
+        let mut bufs = DecodeBuffers::default();
+        let mut out = Vec::with_capacity(part.whole.len());
+        while let Some((k, block)) = part.next() {
+            let r = match (block, &self.resolved[k]) {
+                (Some(loc), Resolved::Found(view)) => {
+                    part.decode(self.file, loc, &view.schema.shape, &mut bufs)
+                }
+                _ => self.read_general(k, start, count, &mut part, &mut bufs),
+            };
+            out.push(r);
+        }
+        out
+    }
+
+    /// Reads the same hyperslab of every name on this thread, in one pass
+    /// over the file as [`Scan::read`] does, appending each one's cells in
+    /// row-major order to `out`: a stacked read decodes every array straight
+    /// into its place in one buffer, with no array built per name. Stops at
+    /// the first name whose read fails: its position among the names, and
+    /// the error [`Scan::read`] gives for it (`out` then holds the cells of
+    /// the names before it).
+    pub fn read_extend<T: ArrayElement>(
+        &self,
+        start: &[u64],
+        count: &[u64],
+        out: &mut Vec<T>,
+    ) -> std::result::Result<(), (usize, crate::Error)> {
+        let mut part = self.fetch_part::<T>(0..self.names.len(), start, count);
+        let mut bufs = DecodeBuffers::default();
+        while let Some((k, block)) = part.next() {
+            if let (Some(loc), Resolved::Found(view)) = (block, &self.resolved[k]) {
+                if let Some(stored) = part.stored(loc) {
+                    // A whole single-chunk array: its shape is its chunk's,
+                    // with no zero extent, and its cells fit memory.
+                    let n = view.schema.shape.iter().product::<u64>() as usize;
+                    let layer = &self.file.layers[loc.layer as usize];
+                    decode_entry_extend(stored, &loc.entry, n, &layer.path, &mut bufs, out)
+                        .map_err(|e| (k, e))?;
+                    continue;
+                }
+            }
+            let a = match (block, &self.resolved[k]) {
+                (Some(loc), Resolved::Found(view)) => {
+                    part.decode(self.file, loc, &view.schema.shape, &mut bufs)
+                }
+                _ => self.read_general(k, start, count, &mut part, &mut bufs),
+            }
+            .map_err(|e| (k, e))?;
+            if a.is_standard_layout() {
+                out.append(&mut a.into_raw_vec_and_offset().0);
+            } else {
+                out.extend(a.iter().cloned());
+            }
+        }
+        Ok(())
+    }
+
+    /// The `k`-th name's hyperslab by the general path (any region, several
+    /// chunks, pending writes), its committed blocks taken from `part`.
+    fn read_general<T: ArrayElement>(
+        &self,
+        k: usize,
+        start: &[u64],
+        count: &[u64],
+        part: &mut Part<'a>,
+        bufs: &mut DecodeBuffers,
+    ) -> Result<ArrayD<T>> {
         let file = self.file;
-        // 1. Every committed block the reads need. Errors are left to step 3.
-        // The whole-array blocks (the common case) are remembered per name.
+        file.read_with(self.names[k], start, count, None, |src, cshape| match src {
+            Source::Layer(loc) => part.decode(file, loc, cshape, bufs),
+            Source::Pending(_) => file.chunk_array(src, cshape, false),
+        })
+    }
+
+    /// Fetches every committed block the names in `part` need, in a few
+    /// coalesced reads (errors are left to the reads of the arrays). The
+    /// whole-array blocks (the common case) are remembered per name.
+    fn fetch_part<T: ArrayElement>(
+        &self,
+        part: Range<usize>,
+        start: &[u64],
+        count: &[u64],
+    ) -> Part<'a> {
         let mut whole: Vec<Option<&'a Loc>> = Vec::with_capacity(part.len());
         let mut wanted: Vec<(u32, u64, u64)> = Vec::new();
         for k in part.clone() {
@@ -249,28 +330,54 @@ impl<'a> Scan<'a> {
             wanted.sort_unstable();
         }
         wanted.dedup();
-        let fetched = Fetched::read(file, &wanted);
-        // 2. Decode and assemble, with one set of decoder buffers.
-        let mut bufs = DecodeBuffers::default();
-        let mut cursor = 0usize;
-        let mut decode = |loc: &Loc, shape: &[u64], bufs: &mut DecodeBuffers| {
-            let Some(stored) = fetched.get(&wanted, loc, &mut cursor) else {
-                return file.chunk_array(&Source::Layer(loc), shape, false);
-            };
-            let layer = &file.layers[loc.layer as usize];
-            decode_entry_array(stored, &loc.entry, shape, &layer.path, bufs)
+        let fetched = Fetched::read(self.file, &wanted);
+        Part {
+            names: part,
+            whole: whole.into_iter(),
+            wanted,
+            fetched,
+            cursor: 0,
+        }
+    }
+}
+
+/// One part of a scan with its committed blocks fetched: the names still to
+/// read, each with its whole-array block if it has one.
+struct Part<'a> {
+    names: Range<usize>,
+    whole: std::vec::IntoIter<Option<&'a Loc>>,
+    wanted: Vec<(u32, u64, u64)>,
+    fetched: Fetched,
+    /// Where the previous block was found in `wanted`.
+    cursor: usize,
+}
+
+impl<'a> Part<'a> {
+    /// The next name (its position in the scan) and its whole-array block.
+    fn next(&mut self) -> Option<(usize, Option<&'a Loc>)> {
+        Some((self.names.next()?, self.whole.next()?))
+    }
+
+    /// The stored bytes of `loc`'s block, if it was fetched.
+    fn stored(&mut self, loc: &Loc) -> Option<&[u8]> {
+        self.fetched.get(&self.wanted, loc, &mut self.cursor)
+    }
+
+    /// `loc`'s block decoded into an array of `shape`: from the fetched
+    /// bytes, or read alone when they are not there (the per-chunk path
+    /// then reports a failed read properly).
+    fn decode<T: ArrayElement>(
+        &mut self,
+        file: &ArrayFile,
+        loc: &Loc,
+        shape: &[u64],
+        bufs: &mut DecodeBuffers,
+    ) -> Result<ArrayD<T>> {
+        let Some(stored) = self.fetched.get(&self.wanted, loc, &mut self.cursor) else {
+            return file.chunk_array(&Source::Layer(loc), shape, false);
         };
-        part.zip(whole)
-            .map(|(k, block)| {
-                if let (Some(loc), Resolved::Found(view)) = (block, &self.resolved[k]) {
-                    return decode(loc, &view.schema.shape, &mut bufs);
-                }
-                file.read_with(self.names[k], start, count, None, |src, cshape| match src {
-                    Source::Layer(loc) => decode(loc, cshape, &mut bufs),
-                    Source::Pending(_) => file.chunk_array(src, cshape, false),
-                })
-            })
-            .collect()
+        let layer = &file.layers[loc.layer as usize];
+        decode_entry_array(stored, &loc.entry, shape, &layer.path, bufs)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Reads of one array across many datasets.
 
 use array_format::{ArrayElement, ArrayFile, ArraySchema};
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 
 use std::sync::Arc;
 
@@ -74,7 +74,13 @@ impl Atlas {
     }
 
     /// Like [`Atlas::read_array_across`], stacked into one array with a leading
-    /// dataset axis. Every dataset must have the array, with equal shapes.
+    /// dataset axis. Every dataset must have the array, with equal shapes
+    /// (of the hyperslab, when `start` and `count` are given).
+    ///
+    /// Each array is decoded straight into its place in the result, with no
+    /// array built per dataset. The errors are checked in name order, all
+    /// of the registry's first (an unknown dataset, a dataset without the
+    /// array, shapes that differ), then the array file's, then the reads'.
     pub async fn read_array_across_stacked<T: ArrayElement>(
         &self,
         array: &str,
@@ -82,32 +88,41 @@ impl Atlas {
         start: Vec<u64>,
         count: Vec<u64>,
     ) -> Result<ArrayD<T>> {
-        let parts = self
-            .read_array_across::<T>(array, datasets, start, count)
-            .await?;
-        let mut views = Vec::with_capacity(parts.len());
-        for (d, p) in datasets.iter().zip(&parts) {
-            let p = p.as_ref().ok_or_else(|| Error::ArrayNotFound {
-                dataset: d.as_ref().to_owned(),
-                array: array.to_owned(),
-            })?;
-            if let Some(first) = views.first() {
-                let first: &ndarray::ArrayViewD<'_, T> = first;
-                if first.shape() != p.shape() {
-                    return Err(Error::ShapesDiffer {
-                        array: array.to_owned(),
-                        dataset: d.as_ref().to_owned(),
-                        expected: first.shape().to_vec(),
-                        actual: p.shape().to_vec(),
-                    });
-                }
-            }
-            views.push(p.view());
-        }
-        if views.is_empty() {
-            return Ok(ArrayD::from_shape_vec(ndarray::IxDyn(&[0]), Vec::new()).expect("empty"));
-        }
-        Ok(ndarray::stack(Axis(0), &views).expect("shapes checked"))
+        let inner = Arc::clone(&self.inner);
+        let names = Names::new(datasets);
+        let file = match self.inner.file_async(array).await {
+            Ok(Some(f)) => Ok(Some(f.read_owned().await)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let array = array.to_owned();
+        run_on_rayon(move || {
+            let (guard, file) = split(file);
+            let file = file.map(|()| guard.as_deref());
+            stacked(&inner, &names.refs(), &array, file, &start, &count)
+        })
+        .await
+    }
+
+    /// [`Atlas::read_array_across_stacked`] on the calling thread, as
+    /// [`Atlas::read_array_across_blocking`] is to
+    /// [`Atlas::read_array_across`]: the same result and errors.
+    ///
+    /// # Panics
+    ///
+    /// When called from async code, as [`Atlas::read_array_across_blocking`].
+    pub fn read_array_across_stacked_blocking<T: ArrayElement>(
+        &self,
+        array: &str,
+        datasets: &[impl AsRef<str>],
+        start: &[u64],
+        count: &[u64],
+    ) -> Result<ArrayD<T>> {
+        let (handle, file) = split(self.inner.file(array));
+        let guard = handle.as_ref().map(|f| f.blocking_read());
+        let file = file.map(|()| guard.as_deref());
+        let names: Vec<&str> = datasets.iter().map(AsRef::as_ref).collect();
+        stacked(&self.inner, &names, array, file, start, count)
     }
 }
 
@@ -131,22 +146,7 @@ fn across<T: ArrayElement>(
         .div_ceil(rayon::current_num_threads())
         .max(array_format::SCAN_MIN_PART);
     let first = names.first().copied().unwrap_or("");
-    let lookup = |part: &[&str]| -> Result<Looked> {
-        let (entries, found) = inner.lookup_schemas(part, array)?;
-        let mut schemas = Vec::with_capacity(part.len());
-        for (f, d) in found.into_iter().zip(part) {
-            schemas.push(match f {
-                SchemaOf::NoDataset => {
-                    return Err(Error::DatasetNotFound {
-                        name: (*d).to_owned(),
-                    })
-                }
-                SchemaOf::NoArray => None,
-                SchemaOf::Schema(k) => Some(k),
-            });
-        }
-        Ok((entries, schemas))
-    };
+    let lookup = |part: &[&str]| lookup(inner, part, array);
     let read = |part: &[&str], slots: &mut [Option<ArrayD<T>>], looked: &Looked| {
         let Ok(Some(file)) = &file else {
             return Ok(());
@@ -196,6 +196,260 @@ fn across<T: ArrayElement>(
         r?;
     }
     Ok(out)
+}
+
+/// The registry's answers for `part`: per name, its entry's position in
+/// the answers' entries, `None` where the dataset lacks `array`; the first
+/// unknown dataset is an error.
+fn lookup(inner: &Inner, part: &[&str], array: &str) -> Result<Looked> {
+    let (entries, found) = inner.lookup_schemas(part, array)?;
+    let mut schemas = Vec::with_capacity(part.len());
+    for (f, d) in found.into_iter().zip(part) {
+        schemas.push(match f {
+            SchemaOf::NoDataset => {
+                return Err(Error::DatasetNotFound {
+                    name: (*d).to_owned(),
+                })
+            }
+            SchemaOf::NoArray => None,
+            SchemaOf::Schema(k) => Some(k),
+        });
+    }
+    Ok((entries, schemas))
+}
+
+/// The work of [`Atlas::read_array_across_stacked`] on the calling thread,
+/// in parts as [`across`]: each part looks its names up, checks that each
+/// has the array and that their shapes agree, then decodes its arrays into
+/// one buffer; the parts' buffers are joined in order. Every part checks
+/// before it reads and every check error is reported before any read
+/// error, so the error reported does not depend on the number of cores.
+fn stacked<T: ArrayElement>(
+    inner: &Inner,
+    names: &[&str],
+    array: &str,
+    file: Result<Option<&ArrayFile>>,
+    start: &[u64],
+    count: &[u64],
+) -> Result<ArrayD<T>> {
+    let n = names.len();
+    if n == 0 {
+        file?;
+        return Ok(ArrayD::from_shape_vec(ndarray::IxDyn(&[0]), Vec::new()).expect("empty"));
+    }
+    let per = n
+        .div_ceil(rayon::current_num_threads())
+        .max(array_format::SCAN_MIN_PART);
+    let index_built = match &file {
+        Ok(Some(f)) => f.scan_ready(n),
+        _ => true,
+    };
+    let check = |part: &[&str]| -> Result<(Looked, Checked)> {
+        let looked = lookup(inner, part, array)?;
+        let checked = check_shapes(part, &looked, array, start, count);
+        Ok((looked, checked))
+    };
+    // A part's cells; the first part's buffer, which becomes the result,
+    // has room for every part's.
+    let read = |k: usize, part: &[&str], (looked, c): &(Looked, Checked)| -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let Ok(Some(file)) = &file else {
+            return Ok(out);
+        };
+        let room = if k == 0 { n } else { part.len() };
+        out.try_reserve_exact(c.cells.saturating_mul(room))
+            .map_err(|_| too_large(part[0], array))?;
+        let scan = file
+            .scan(part)
+            .map_err(|e| Error::array(part[0], array, e))?;
+        agree(&scan, file, array, part, &looked.1, &looked.0)?;
+        scan.read_extend(start, count, &mut out)
+            .map_err(|(i, e)| Error::array(part[i], array, e))?;
+        Ok(out)
+    };
+    let mut slots = vec![(); n];
+    let parts: Vec<PartStacked<T>> = if index_built {
+        run_parts(names, &mut slots, per, |k, part, _| {
+            let checked = check(part);
+            let cells = match &checked {
+                Ok(c) if c.1.error.is_none() => read(k, part, c),
+                _ => Ok(Vec::new()),
+            };
+            (checked, cells)
+        })
+    } else {
+        // As in `across`: the lookups first, then the array file's index
+        // (when every check passed), then the reads.
+        let checked = run_parts(names, &mut slots, per, |_, part, _| check(part));
+        let passed = checked
+            .iter()
+            .all(|c| c.as_ref().is_ok_and(|c| c.1.error.is_none()));
+        let reads = if passed {
+            if let Ok(Some(f)) = &file {
+                // Its error, if any, is the first part's read error.
+                let _ = f.prepare_scan(n);
+            }
+            run_parts(names, &mut slots, per, |k, part, _| {
+                read(k, part, checked[k].as_ref().expect("checks passed"))
+            })
+        } else {
+            checked.iter().map(|_| Ok(Vec::new())).collect()
+        };
+        checked.into_iter().zip(reads).collect()
+    };
+    // The checks of every part, in name order, against the first part's
+    // shape; then the array file's error; then the reads'.
+    let mut shape: Option<Vec<u64>> = None;
+    let mut reads = Vec::with_capacity(parts.len());
+    for ((checked, cells), part) in parts.into_iter().zip(names.chunks(per)) {
+        let c = checked?.1;
+        let mut error = c.error;
+        if let Some((0, e)) = error {
+            return Err(e);
+        }
+        match &shape {
+            None => shape = Some(c.shape),
+            Some(s) if *s != c.shape => return Err(shapes_differ(array, part[0], s, &c.shape)),
+            Some(_) => {}
+        }
+        if let Some((_, e)) = error.take() {
+            return Err(e);
+        }
+        reads.push(cells);
+    }
+    let shape = shape.expect("one part at least");
+    if file?.is_none() {
+        return Err(Error::ArrayNotFound {
+            dataset: names[0].to_owned(),
+            array: array.to_owned(),
+        });
+    }
+    let mut reads = reads.into_iter();
+    let mut cells = reads.next().expect("one part at least")?;
+    for r in reads {
+        cells.append(&mut r?);
+    }
+    let mut dims = Vec::with_capacity(shape.len() + 1);
+    dims.push(n);
+    for &d in &shape {
+        dims.push(usize::try_from(d).map_err(|_| too_large(names[0], array))?);
+    }
+    Ok(ArrayD::from_shape_vec(ndarray::IxDyn(&dims), cells)
+        .expect("every part read its names' cells, of the one shape"))
+}
+
+/// One part of a stacked read: its registry answers and checks, then its
+/// cells.
+type PartStacked<T> = (Result<(Looked, Checked)>, Result<Vec<T>>);
+
+/// One part's names checked for a stacked read: the shape of the first
+/// one's read, its cell count, and the first name (by position in the
+/// part) whose read cannot be stacked with it.
+struct Checked {
+    shape: Vec<u64>,
+    cells: usize,
+    error: Option<(usize, Error)>,
+}
+
+/// Checks `part`'s registry answers for a stacked read of the region
+/// (`start`, `count`; empty: whole arrays): every name has the array, the
+/// region is valid, and every name's read has the first one's shape.
+fn check_shapes(
+    part: &[&str],
+    (entries, schemas): &Looked,
+    array: &str,
+    start: &[u64],
+    count: &[u64],
+) -> Checked {
+    let whole = start.is_empty() && count.is_empty();
+    let mut first: Option<Vec<u64>> = None;
+    // Datasets share entries: one shape per run of equal entries.
+    let mut last: Option<(u32, Vec<u64>)> = None;
+    for (i, (&d, at)) in part.iter().zip(schemas).enumerate() {
+        let fail = |e: Error| Checked {
+            shape: Vec::new(),
+            cells: 0,
+            error: Some((i, e)),
+        };
+        let Some(at) = *at else {
+            let e = Error::ArrayNotFound {
+                dataset: d.to_owned(),
+                array: array.to_owned(),
+            };
+            return match first {
+                Some(shape) => checked(shape, Some((i, e))),
+                None => fail(e),
+            };
+        };
+        let shape = match &last {
+            Some((a, shape)) if *a == at && whole => shape.clone(),
+            _ => {
+                let schema = &entries.get(at).schema;
+                let shape = if whole {
+                    schema.shape.clone()
+                } else {
+                    match schema.resolve_region(d, start, count) {
+                        Ok((_, c)) => c,
+                        Err(e) => {
+                            let e = Error::array(d, array, e);
+                            return match first {
+                                Some(shape) => checked(shape, Some((i, e))),
+                                None => fail(e),
+                            };
+                        }
+                    }
+                };
+                last = Some((at, shape.clone()));
+                shape
+            }
+        };
+        match &first {
+            None => first = Some(shape),
+            Some(f) if *f != shape => {
+                let e = shapes_differ(array, d, f, &shape);
+                return checked(first.expect("set"), Some((i, e)));
+            }
+            Some(_) => {}
+        }
+    }
+    checked(first.unwrap_or_default(), None)
+}
+
+/// A part's [`Checked`] with its first shape.
+fn checked(shape: Vec<u64>, error: Option<(usize, Error)>) -> Checked {
+    let cells = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(usize::try_from(d).ok()?))
+        .unwrap_or(usize::MAX);
+    Checked {
+        shape,
+        cells,
+        error,
+    }
+}
+
+/// The error of a stacked read whose `dataset` reads as `actual` where the
+/// datasets before it read as `expected`.
+fn shapes_differ(array: &str, dataset: &str, expected: &[u64], actual: &[u64]) -> Error {
+    let usizes = |s: &[u64]| s.iter().map(|&d| d as usize).collect();
+    Error::ShapesDiffer {
+        array: array.to_owned(),
+        dataset: dataset.to_owned(),
+        expected: usizes(expected),
+        actual: usizes(actual),
+    }
+}
+
+/// The error of a stacked read too large for memory.
+fn too_large(dataset: &str, array: &str) -> Error {
+    Error::array(
+        dataset,
+        array,
+        array_format::Error::Unrepresentable {
+            name: array.to_owned(),
+            reason: "the stacked read does not fit in memory; read it in parts",
+        },
+    )
 }
 
 /// A result holding a value (an array file or its guard) split into the
@@ -249,11 +503,11 @@ type Looked = (Entries, Vec<Option<u32>>);
 /// given the part's number, its names and its slots of `out`): the first
 /// part on the calling thread, the others on rayon's pool. One answer per
 /// part, in order.
-fn run_parts<T: Send, R: Send>(
+fn run_parts<S: Send, R: Send>(
     names: &[&str],
-    out: &mut [Option<ArrayD<T>>],
+    out: &mut [S],
     per: usize,
-    f: impl Fn(usize, &[&str], &mut [Option<ArrayD<T>>]) -> R + Sync,
+    f: impl Fn(usize, &[&str], &mut [S]) -> R + Sync,
 ) -> Vec<R> {
     let mut answers: Vec<Option<R>> = (0..names.len().div_ceil(per)).map(|_| None).collect();
     rayon::in_place_scope(|s| {
@@ -317,10 +571,34 @@ fn read_part<T: ArrayElement>(
     let scan = file
         .scan(&present)
         .map_err(|e| Error::array(first, array, e))?;
-    // As in `DatasetView::read_array`: never read with sizes the registry
-    // did not agree to. Both sides share schema objects between datasets
-    // (the registry's dictionary, the array file's consecutive equal
-    // definitions), so a pair found equal once is not compared again.
+    agree(&scan, file, array, &present, schemas, entries)?;
+    let mut got = scan.read::<T>(start, count, 1).into_iter();
+    let mut k = 0;
+    for (at, slot) in schemas.iter().zip(slots) {
+        if at.is_none() {
+            continue;
+        }
+        let r = got.next().expect("one result per name");
+        *slot = Some(r.map_err(|e| Error::array(present[k], array, e))?);
+        k += 1;
+    }
+    Ok(())
+}
+
+/// Checks that the array file's schema of every name of `scan` (the names
+/// `present`, their registry answers the `Some`s of `schemas`) is the
+/// registry's: as in `DatasetView::read_array`, never read with sizes the
+/// registry did not agree to. Both sides share schema objects between
+/// datasets (the registry's dictionary, the array file's consecutive equal
+/// definitions), so a pair found equal once is not compared again.
+fn agree(
+    scan: &array_format::Scan<'_>,
+    file: &ArrayFile,
+    array: &str,
+    present: &[&str],
+    schemas: &[Option<u32>],
+    entries: &Entries,
+) -> Result<()> {
     let mut agreed: Option<(u32, &ArraySchema)> = None;
     for (k, &at) in schemas.iter().flatten().enumerate() {
         let d = present[k];
@@ -343,16 +621,6 @@ fn read_part<T: ArrayElement>(
                 format!("the array file's schema of {d:?} differs from the registry's"),
             ),
         ));
-    }
-    let mut got = scan.read::<T>(start, count, 1).into_iter();
-    let mut k = 0;
-    for (at, slot) in schemas.iter().zip(slots) {
-        if at.is_none() {
-            continue;
-        }
-        let r = got.next().expect("one result per name");
-        *slot = Some(r.map_err(|e| Error::array(present[k], array, e))?);
-        k += 1;
     }
     Ok(())
 }

@@ -951,6 +951,185 @@ async fn read_array_across_equals_single_reads_and_names_a_damaged_dataset() {
     .unwrap();
 }
 
+/// The stacked read decodes each array into its place: it equals the
+/// per-dataset reads stacked, through every path (one block per array,
+/// arrays of two chunks, pending writes, a hyperslab; an open handle and a
+/// fresh one, whose array file index is built between lookups and reads),
+/// on one core and on three; and its error is the first in name order of
+/// the registry's checks, before any read error, whatever the number of
+/// cores.
+#[tokio::test]
+async fn stacked_reads_decode_into_place_and_check_before_reading() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let n = 1100usize;
+    let mut names = Vec::new();
+    for i in 0..n {
+        let name = format!("s{:05}", (i * 7919) % n);
+        let ds = s.create_dataset(&name).await.unwrap();
+        // Every 97th array is two chunks (read by the general path).
+        let chunks = i.is_multiple_of(97).then(|| vec![4]);
+        ds.define_array::<f32>("t", strings(&["k"]), vec![6], chunks, None)
+            .await
+            .unwrap();
+        let v: Vec<f32> = (0..6u8).map(|c| (i * 10) as f32 + f32::from(c)).collect();
+        ds.write_array("t", vec![], arr1(v).view()).await.unwrap();
+        names.push(name);
+    }
+    // One dataset whose `t` has another shape, kept out of `names`.
+    let odd = s.create_dataset("odd").await.unwrap();
+    odd.define_array::<f32>("t", strings(&["k"]), vec![5], None, None)
+        .await
+        .unwrap();
+    odd.write_array("t", vec![], arr1(vec![1.0f32; 5]).view())
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    for name in names.iter().step_by(11) {
+        let ds = s.open_dataset(name).await.unwrap();
+        ds.write_array("t", vec![2], arr1(vec![-5.0f32]).view())
+            .await
+            .unwrap();
+    }
+    let mut asked = names.clone();
+    asked.reverse();
+    // The per-dataset reads, stacked.
+    let stack = |parts: Vec<Option<ndarray::ArrayD<f32>>>| -> Vec<f32> {
+        parts
+            .iter()
+            .flat_map(|p| cells(p.as_ref().unwrap()))
+            .collect()
+    };
+    let whole = stack(
+        s.read_array_across::<f32>("t", &asked, vec![], vec![])
+            .await
+            .unwrap(),
+    );
+    let slab = stack(
+        s.read_array_across::<f32>("t", &asked, vec![1], vec![3])
+            .await
+            .unwrap(),
+    );
+    assert!(whole.contains(&-5.0), "pending writes are read");
+    let st = s
+        .read_array_across_stacked::<f32>("t", &asked, vec![], vec![])
+        .await
+        .unwrap();
+    assert_eq!(st.shape(), &[n, 6]);
+    assert_eq!(cells(&st), whole);
+    // The blocking form, on one core and on three, open and fresh handles.
+    s.create_dataset("bare").await.unwrap();
+    s.flush().await.unwrap();
+    let fresh = reopen_mem(&storage, "stacked").await;
+    let (s2, asked2) = (s.clone(), asked.clone());
+    tokio::task::spawn_blocking(move || {
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for h in [&fresh, &s2] {
+                let st = pool
+                    .install(|| h.read_array_across_stacked_blocking::<f32>("t", &asked2, &[], &[]))
+                    .unwrap();
+                assert_eq!(cells(&st), whole, "{threads} threads");
+                let st = pool
+                    .install(|| {
+                        h.read_array_across_stacked_blocking::<f32>("t", &asked2, &[1], &[3])
+                    })
+                    .unwrap();
+                assert_eq!(st.shape(), &[n, 3]);
+                assert_eq!(cells(&st), slab, "{threads} threads");
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    // Errors, in name order, the checks before the reads.
+    flip_bit(&storage, &newest_layer(&s, &mem_root(), "t"), 32 + 3);
+    let r = reopen_mem(&storage, "stacked-damaged").await;
+    let mut bad = Vec::new();
+    for d in &names {
+        let ds = r.open_dataset(d).await.unwrap();
+        if ds.read_array::<f32>("t", vec![], vec![]).await.is_err() {
+            bad.push(d.clone());
+        }
+    }
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    let pos = names.iter().position(|d| *d == bad[0]).unwrap();
+    // The damaged array first, a shape that differs last: the shape.
+    let mut late_odd: Vec<String> = names[pos..].to_vec();
+    late_odd.extend(names[..pos].iter().cloned());
+    late_odd.push("odd".into());
+    // A dataset without the array before a shape that differs.
+    let mut late_bare = late_odd.clone();
+    late_bare.insert(n / 2, "bare".into());
+    // The odd shape first: every other dataset differs from it.
+    let mut odd_first = vec!["odd".to_string()];
+    odd_first.extend(names.iter().cloned());
+    let (r2, bad0) = (r.clone(), bad[0].clone());
+    let expect =
+        move |got: atlas_core::Result<ndarray::ArrayD<f32>>, case: &str, threads: usize| match (
+            case, got,
+        ) {
+            ("damaged", Err(Error::Array { dataset, .. })) => assert_eq!(dataset, bad0),
+            (
+                "late_odd",
+                Err(Error::ShapesDiffer {
+                    dataset,
+                    expected,
+                    actual,
+                    ..
+                }),
+            ) => {
+                assert_eq!(
+                    (dataset.as_str(), expected, actual),
+                    ("odd", vec![6], vec![5])
+                );
+            }
+            ("late_bare", Err(Error::ArrayNotFound { dataset, .. })) => {
+                assert_eq!(dataset, "bare");
+            }
+            (
+                "odd_first",
+                Err(Error::ShapesDiffer {
+                    expected, actual, ..
+                }),
+            ) => {
+                assert_eq!((expected, actual), (vec![5], vec![6]));
+            }
+            (case, other) => panic!("{case}, {threads} threads: got {other:?}"),
+        };
+    let cases = [
+        ("damaged", names.clone()),
+        ("late_odd", late_odd),
+        ("late_bare", late_bare),
+        ("odd_first", odd_first),
+    ];
+    for (case, asked) in &cases {
+        let got = r2
+            .read_array_across_stacked::<f32>("t", asked, vec![], vec![])
+            .await;
+        expect(got, case, 0);
+    }
+    tokio::task::spawn_blocking(move || {
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for (case, asked) in &cases {
+                let got = pool
+                    .install(|| r2.read_array_across_stacked_blocking::<f32>("t", asked, &[], &[]));
+                expect(got, case, threads);
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// Names asked for more than once, out of order, some without the array:
 /// the registry's ordered walk and the parallel parts answer each place.
 #[tokio::test]
