@@ -363,54 +363,46 @@ fn check_shapes(
 ) -> Checked {
     let whole = start.is_empty() && count.is_empty();
     let mut first: Option<Vec<u64>> = None;
-    // Datasets share entries: one shape per run of equal entries.
-    let mut last: Option<(u32, Vec<u64>)> = None;
+    // Datasets share entries: the entry last found to agree is not
+    // compared again.
+    let mut agreed: Option<u32> = None;
     for (i, (&d, at)) in part.iter().zip(schemas).enumerate() {
-        let fail = |e: Error| Checked {
-            shape: Vec::new(),
-            cells: 0,
-            error: Some((i, e)),
+        let fail = |first: Option<Vec<u64>>, e: Error| match first {
+            Some(shape) => checked(shape, Some((i, e))),
+            None => Checked {
+                shape: Vec::new(),
+                cells: 0,
+                error: Some((i, e)),
+            },
         };
         let Some(at) = *at else {
             let e = Error::ArrayNotFound {
                 dataset: d.to_owned(),
                 array: array.to_owned(),
             };
-            return match first {
-                Some(shape) => checked(shape, Some((i, e))),
-                None => fail(e),
-            };
+            return fail(first, e);
         };
-        let shape = match &last {
-            Some((a, shape)) if *a == at && whole => shape.clone(),
-            _ => {
-                let schema = &entries.get(at).schema;
-                let shape = if whole {
-                    schema.shape.clone()
-                } else {
-                    match schema.resolve_region(d, start, count) {
-                        Ok((_, c)) => c,
-                        Err(e) => {
-                            let e = Error::array(d, array, e);
-                            return match first {
-                                Some(shape) => checked(shape, Some((i, e))),
-                                None => fail(e),
-                            };
-                        }
-                    }
-                };
-                last = Some((at, shape.clone()));
-                shape
+        if agreed == Some(at) && whole {
+            continue;
+        }
+        let schema = &entries.get(at).schema;
+        let shape = if whole {
+            schema.shape.clone()
+        } else {
+            match schema.resolve_region(d, start, count) {
+                Ok((_, c)) => c,
+                Err(e) => return fail(first, Error::array(d, array, e)),
             }
         };
         match &first {
             None => first = Some(shape),
             Some(f) if *f != shape => {
                 let e = shapes_differ(array, d, f, &shape);
-                return checked(first.expect("set"), Some((i, e)));
+                return fail(first, e);
             }
             Some(_) => {}
         }
+        agreed = Some(at);
     }
     checked(first.unwrap_or_default(), None)
 }
