@@ -375,6 +375,30 @@ fn read_into<T: ArrayElement>(
     Ok(())
 }
 
+/// The read as one stacked array straight from the core (each dataset's
+/// cells decoded into their row, no padding to fill), when nothing needs
+/// padding: every dataset has the array and the box lies inside each.
+/// `None` otherwise (the padded path then reads). Runs without the GIL.
+fn read_stacked<T: ArrayElement>(
+    atlas: &Atlas,
+    req: &Request<'_>,
+    plan: &Plan,
+) -> PyResult<Option<ArrayD<T>>> {
+    let unpadded = !req.datasets.is_empty()
+        && !plan.count.contains(&0)
+        && plan.clipped.iter().all(|c| c.as_ref() == Some(&plan.count));
+    if !unpadded {
+        return Ok(None);
+    }
+    let mut data = atlas
+        .read_array_across_stacked_blocking::<T>(req.array, req.datasets, &plan.start, &plan.count)
+        .py()?;
+    if let Some(m) = Masked::<T>::new(&req.nan_where) {
+        data.map_inplace(|v| *v = m.apply(v));
+    }
+    Ok(Some(data))
+}
+
 /// Values that read as NaN (CF masking done while copying, so decoding need
 /// not pass over the whole padded array again). Floats only.
 struct Masked<T> {
@@ -417,6 +441,9 @@ fn read_owned<T: ArrayElement>(
     plan: &Plan,
     fill: T,
 ) -> PyResult<ArrayD<T>> {
+    if let Some(data) = read_stacked(atlas, req, plan)? {
+        return Ok(data);
+    }
     let cells: usize = plan.dims.iter().product();
     let mut buf: Vec<T> = Vec::new();
     buf.try_reserve_exact(cells).map_err(|_| {
@@ -482,18 +509,22 @@ pub fn read<'py>(
     // arrays with huge pages; a fresh Rust buffer page-faults 4 KiB at a time).
     macro_rules! num {
         ($t:ty) => {{
-            let p = pad::<$t>(dtype, fill.as_ref())?;
-            let arr: Bound<'py, PyArray<$t, IxDyn>> = py
-                .import("numpy")?
-                .getattr("empty")?
-                .call1((PyTuple::new(py, &plan.dims)?, numpy_name(dtype)))?
-                .cast_into()?;
-            {
-                let mut rw = arr.readwrite();
-                let view = rw.as_array_mut();
-                py.detach(|| read_into::<$t>(atlas, &req, &plan, p, view))?;
+            if let Some(a) = py.detach(|| read_stacked::<$t>(atlas, &req, &plan))? {
+                PyArray::from_owned_array(py, a).into_any()
+            } else {
+                let p = pad::<$t>(dtype, fill.as_ref())?;
+                let arr: Bound<'py, PyArray<$t, IxDyn>> = py
+                    .import("numpy")?
+                    .getattr("empty")?
+                    .call1((PyTuple::new(py, &plan.dims)?, numpy_name(dtype)))?
+                    .cast_into()?;
+                {
+                    let mut rw = arr.readwrite();
+                    let view = rw.as_array_mut();
+                    py.detach(|| read_into::<$t>(atlas, &req, &plan, p, view))?;
+                }
+                arr.into_any()
             }
-            arr.into_any()
         }};
     }
     let data = match dtype {

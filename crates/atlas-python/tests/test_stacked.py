@@ -262,6 +262,44 @@ def test_read_across_pads_and_reports_lengths(store_path: Path) -> None:
         store.read_across("t", ["st0"], start=[0, 0])
 
 
+def test_read_across_without_padding(store_path: Path) -> None:
+    """Every dataset with the array and the box inside each: the core's
+    stacked read (each array decoded into its row, in parts on every core)
+    gives the padded path's values, masks included; one ragged dataset
+    sends the read down the padded path, with the same rows."""
+    n = 600
+    names = [f"e{i:03d}" for i in range(n)]
+    with atlas.Store.create(store_path) as s:
+        for i, name in enumerate(names):
+            ds = s.create_dataset(name)
+            ds.define_array("v", "float32", ["z"], [4])
+            ds.write("v", np.arange(4, dtype="f4") + i)
+            ds.define_array("w", "float32", ["z"], [3 if i == n - 1 else 4])
+            ds.write("w", np.arange(3 if i == n - 1 else 4, dtype="f4") + i)
+            ds.define_array("c", str, ["c"], [2])
+            ds.write("c", np.array([f"a{i}", "b"], dtype=object))
+    store = atlas.Store.open(store_path)
+    want = np.arange(4, dtype="f4")[None, :] + np.arange(n, dtype="f4")[:, None]
+    masked = want.copy()
+    masked[masked == 5.0] = np.nan
+    data, lengths = store.read_across("v", names, nan_where=[5.0])
+    assert data.dtype == np.float32
+    np.testing.assert_array_equal(data, masked)
+    np.testing.assert_array_equal(lengths, np.full((n, 1), 4))
+    data, lengths = store.read_across("v", names[::-1], start=[1], count=[2])
+    np.testing.assert_array_equal(data, want[::-1, 1:3])
+    np.testing.assert_array_equal(lengths, np.full((n, 1), 2))
+    # One shorter `w`: padded, every other row as in `v`.
+    data, lengths = store.read_across("w", names)
+    np.testing.assert_array_equal(data[:-1], want[:-1])
+    np.testing.assert_array_equal(data[-1], [n - 1, n, n + 1, np.nan])
+    assert lengths[-1, 0] == 3
+    data, _ = store.read_across("c", names[:3])
+    assert data.tolist() == [["a0", "b"], ["a1", "b"], ["a2", "b"]]
+    with pytest.raises(KeyError):
+        store.read_across("v", [*names, "no_such_dataset"])
+
+
 def test_shared_dimension_takes_the_largest_extent(store_path: Path) -> None:
     """Two variables on one dimension, held by different datasets: one size."""
     with atlas.Store.create(store_path) as s:

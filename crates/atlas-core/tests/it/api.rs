@@ -1069,38 +1069,37 @@ async fn stacked_reads_decode_into_place_and_check_before_reading() {
     let mut odd_first = vec!["odd".to_string()];
     odd_first.extend(names.iter().cloned());
     let (r2, bad0) = (r.clone(), bad[0].clone());
-    let expect =
-        move |got: atlas_core::Result<ndarray::ArrayD<f32>>, case: &str, threads: usize| match (
-            case, got,
-        ) {
-            ("damaged", Err(Error::Array { dataset, .. })) => assert_eq!(dataset, bad0),
-            (
-                "late_odd",
-                Err(Error::ShapesDiffer {
-                    dataset,
-                    expected,
-                    actual,
-                    ..
-                }),
-            ) => {
-                assert_eq!(
-                    (dataset.as_str(), expected, actual),
-                    ("odd", vec![6], vec![5])
-                );
-            }
-            ("late_bare", Err(Error::ArrayNotFound { dataset, .. })) => {
-                assert_eq!(dataset, "bare");
-            }
-            (
-                "odd_first",
-                Err(Error::ShapesDiffer {
-                    expected, actual, ..
-                }),
-            ) => {
-                assert_eq!((expected, actual), (vec![5], vec![6]));
-            }
-            (case, other) => panic!("{case}, {threads} threads: got {other:?}"),
-        };
+    let expect = move |got: atlas_core::Result<ndarray::ArrayD<f32>>,
+                       case: &str,
+                       threads: usize| match (case, got) {
+        ("damaged", Err(Error::Array { dataset, .. })) => assert_eq!(dataset, bad0),
+        (
+            "late_odd",
+            Err(Error::ShapesDiffer {
+                dataset,
+                expected,
+                actual,
+                ..
+            }),
+        ) => {
+            assert_eq!(
+                (dataset.as_str(), expected, actual),
+                ("odd", vec![6], vec![5])
+            );
+        }
+        ("late_bare", Err(Error::ArrayNotFound { dataset, .. })) => {
+            assert_eq!(dataset, "bare");
+        }
+        (
+            "odd_first",
+            Err(Error::ShapesDiffer {
+                expected, actual, ..
+            }),
+        ) => {
+            assert_eq!((expected, actual), (vec![5], vec![6]));
+        }
+        (case, other) => panic!("{case}, {threads} threads: got {other:?}"),
+    };
     let cases = [
         ("damaged", names.clone()),
         ("late_odd", late_odd),
