@@ -102,7 +102,7 @@ impl ArrayFile {
                 return self.committed(name);
             };
             if let Some((k, c)) = all.get_index(next) {
-                if k == name {
+                if crate::same_bytes(k.as_bytes(), name.as_bytes()) {
                     next += 1;
                     return Ok(Some(c));
                 }

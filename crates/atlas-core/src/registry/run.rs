@@ -1777,8 +1777,9 @@ impl Run {
                     let rest = &block.recs[from..];
                     let want = names[j].as_bytes();
                     let is = |p: usize| {
-                        rest.get(p)
-                            .is_some_and(|r| r.name_bytes(&block.raw) == want)
+                        rest.get(p).is_some_and(|r| {
+                            array_format::same_bytes(r.name_bytes(&block.raw), want)
+                        })
                     };
                     let found = if is(0) {
                         Ok(0)
