@@ -83,12 +83,12 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w2|w3|w3blocking|w3stacked|w3first|w4 DIR DATASETS REPS"
+             | loop w1|w2|w3|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w2|w3|w3blocking|w3stacked|w3first|w4 DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w2|w3|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times; `w3` builds that store once (untimed) and scans `TEMP`
@@ -100,7 +100,10 @@ pub fn main(args: &[String]) -> Result<()> {
 /// nothing and reads `TEMP` of one dataset, REPS times (or, when DIR is a
 /// store, that store and the dataset `ATLAS_BENCH_W2_DATASET`); `w4` reads
 /// every array of one dataset of that store through a warm handle, 1,000
-/// times per repetition (the time printed is per read of the dataset).
+/// times per repetition (the time printed is per read of the dataset); `w5`
+/// reads the `hyperslab` workload's 100 × 100 box of its grid (built once
+/// under DIR/w5) 100 times per repetition, without caches (the time printed
+/// is per read).
 /// Prints each repetition's time and the median.
 fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
     let n: u64 = n.parse().context("DATASETS")?;
@@ -218,7 +221,45 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 times.push(t.elapsed() / 1000);
             }
         }
-        _ => bail!("loop: w1, w2, w3, w3blocking, w3first or w4, not {work:?}"),
+        "w5" => {
+            // The W5 grid (4096 × 4096 `f32`, 256 × 256 chunks) written
+            // once under DIR/w5 (DATASETS is ignored), then the 100 × 100
+            // hyperslab of the `hyperslab` workload read 100 times per
+            // repetition through a handle without caches, as there.
+            let path = dir.join("w5");
+            if !path.join("atlas.json").exists() {
+                let data = crate::data::grid(7, 4096, 4096);
+                rt.block_on(async {
+                    let s = Atlas::create_path(&path, atlas::StoreConfig::default()).await?;
+                    let ds = s.create_dataset("grid").await?;
+                    ds.define_array::<f32>(
+                        "T",
+                        vec!["lat".into(), "lon".into()],
+                        vec![4096, 4096],
+                        Some(vec![256, 256]),
+                        None,
+                    )
+                    .await?;
+                    let v = ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&[4096, 4096]), &data)?;
+                    ds.write_array("T", vec![0, 0], v).await?;
+                    s.flush().await?;
+                    anyhow::Ok(())
+                })?;
+            }
+            let _ = n;
+            let store = rt.block_on(crate::workloads::open_uncached(&path))?;
+            let ds = rt.block_on(store.open_dataset("grid"))?;
+            for _ in 0..reps {
+                let t = Instant::now();
+                for _ in 0..100 {
+                    let got =
+                        rt.block_on(ds.read_array::<f32>("T", vec![1000, 2000], vec![100, 100]))?;
+                    ensure!(got.is_some_and(|g| g.len() == 10_000), "cells");
+                }
+                times.push(t.elapsed() / 100);
+            }
+        }
+        _ => bail!("loop: w1, w2, w3, w3blocking, w3first, w4 or w5, not {work:?}"),
     }
     for (r, t) in times.iter().enumerate() {
         eprintln!("rep {r}: {:.3} ms", t.as_secs_f64() * 1e3);
