@@ -34,9 +34,17 @@ pub trait ArrayElement:
         None
     }
 
+    /// [`ArrayElement::decode_shuffled`] into `dst`, which has room for
+    /// exactly the cells (a scan fills a copy of an array of the right
+    /// shape). False, with `dst` unchanged, where `decode_shuffled` gives
+    /// `None` for `dst.len()` cells.
+    fn fill_shuffled(_planes: &[u8], _dst: &mut [Self]) -> bool {
+        false
+    }
+
     /// [`ArrayElement::decode_shuffled`] appending to `out` (a stacked read
     /// decodes every array into one buffer). False, with `out` unchanged,
-    /// where `decode_shuffled` gives `None`.
+    /// where `decode_shuffled` gives `None` or `out` cannot grow by `n`.
     fn extend_shuffled(_planes: &[u8], _n: usize, _out: &mut Vec<Self>) -> bool {
         false
     }
@@ -103,6 +111,17 @@ macro_rules! fixed_element {
                 let mut out = reserve_cells(n)?;
                 out.extend($planes(planes, n).map(<$t>::from_le_bytes));
                 Some(out)
+            }
+
+            fn fill_shuffled(planes: &[u8], dst: &mut [Self]) -> bool {
+                let n = dst.len();
+                if Some(planes.len()) != n.checked_mul(size_of::<$t>()) {
+                    return false;
+                }
+                for (d, c) in dst.iter_mut().zip($planes(planes, n)) {
+                    *d = <$t>::from_le_bytes(c);
+                }
+                true
             }
 
             fn extend_shuffled(planes: &[u8], n: usize, out: &mut Vec<Self>) -> bool {
@@ -232,6 +251,16 @@ impl ArrayElement for TimestampNs {
 
     fn decode_shuffled(planes: &[u8], n: usize) -> Option<Vec<Self>> {
         i64::decode_shuffled(planes, n).map(|v| v.into_iter().map(TimestampNs).collect())
+    }
+
+    fn fill_shuffled(planes: &[u8], dst: &mut [Self]) -> bool {
+        let Some(v) = i64::decode_shuffled(planes, dst.len()) else {
+            return false;
+        };
+        for (d, c) in dst.iter_mut().zip(v) {
+            *d = TimestampNs(c);
+        }
+        true
     }
 
     fn extend_shuffled(planes: &[u8], n: usize, out: &mut Vec<Self>) -> bool {
@@ -448,6 +477,15 @@ mod tests {
             assert!(T::decode_shuffled(&planes, n + 1).is_none());
             if n > 0 {
                 assert!(T::decode_shuffled(&planes[1..], n).is_none());
+            }
+            // Into a slice of the cells' length; a refusal leaves it alone.
+            let mut dst = vec![T::default(); n];
+            assert!(T::fill_shuffled(&planes, &mut dst), "{}", T::DTYPE);
+            assert_eq!(dst, values);
+            if n > 0 {
+                let mut short = vec![T::default(); n - 1];
+                assert!(!T::fill_shuffled(&planes, &mut short));
+                assert!(short.iter().all(|c| *c == T::default()));
             }
             // Appending: after what `out` held, which a refusal leaves alone.
             let mut out = values.to_vec();

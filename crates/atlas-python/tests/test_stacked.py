@@ -284,6 +284,9 @@ def test_read_across_without_padding(store_path: Path) -> None:
     masked[masked == 5.0] = np.nan
     data, lengths = store.read_across("v", names, nan_where=[5.0])
     assert data.dtype == np.float32
+    # The core's buffer, handed to numpy (the padded path fills a fresh
+    # numpy.empty array, whose base is None).
+    assert data.base is not None
     np.testing.assert_array_equal(data, masked)
     np.testing.assert_array_equal(lengths, np.full((n, 1), 4))
     data, lengths = store.read_across("v", names[::-1], start=[1], count=[2])
@@ -291,6 +294,7 @@ def test_read_across_without_padding(store_path: Path) -> None:
     np.testing.assert_array_equal(lengths, np.full((n, 1), 2))
     # One shorter `w`: padded, every other row as in `v`.
     data, lengths = store.read_across("w", names)
+    assert data.base is None
     np.testing.assert_array_equal(data[:-1], want[:-1])
     np.testing.assert_array_equal(data[-1], [n - 1, n, n + 1, np.nan])
     assert lengths[-1, 0] == 3

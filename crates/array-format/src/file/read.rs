@@ -621,6 +621,35 @@ pub(super) fn decode_entry_array<T: ArrayElement>(
     cells_array(&bufs.out, shape, path, e.offset)
 }
 
+/// [`decode_entry_array`] into a copy of `template`, an array of the block's
+/// shape: a scan of thousands of small arrays of one shape clones one
+/// array per block, where building each array's dynamic shape from a slice
+/// cost more than decoding its cells. The result and errors are
+/// `decode_entry_array`'s (blocks that do not decode straight into the copy
+/// take its path).
+pub(super) fn decode_entry_like<T: ArrayElement>(
+    stored: &[u8],
+    e: &ChunkEntry,
+    template: &ArrayD<T>,
+    path: &Path,
+    bufs: &mut DecodeBuffers,
+) -> Result<ArrayD<T>> {
+    let width = T::DTYPE.size_bytes().unwrap_or(0);
+    if e.filter == FILTER_SHUFFLE && width > 1 {
+        let raw_len = decompress_checked(stored, e.crc, e.codec, e.raw_len, path, e.offset, bufs)?;
+        if raw_len.is_multiple_of(width) {
+            let mut a = template.clone();
+            if let Some(dst) = a.as_slice_mut() {
+                if T::fill_shuffled(&bufs.out, dst) {
+                    return Ok(a);
+                }
+            }
+        }
+    }
+    let shape: Vec<u64> = template.shape().iter().map(|&d| d as u64).collect();
+    decode_entry_array(stored, e, &shape, path, bufs)
+}
+
 /// [`decode_entry_array`] appending the block's `n` cells to `out` (a
 /// stacked read): byte-shuffled cells go from the codec's output straight
 /// into `out`; the errors are the same, and `out` is unchanged on error.

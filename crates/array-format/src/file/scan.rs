@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::read::{decode_entry_array, decode_entry_extend};
+use super::read::{decode_entry_array, decode_entry_extend, decode_entry_like};
 use super::{
     ArrayD, ArrayElement, ArrayFile, ArraySchema, Committed, Loc, Path, Result, Source, View,
 };
@@ -214,8 +214,25 @@ impl<'a> Scan<'a> {
         let mut part = self.fetch_part::<T>(part, start, count);
         let mut bufs = DecodeBuffers::default();
         let mut out = Vec::with_capacity(part.whole.len());
+        // An array of the last whole-array shape, cloned per array of that
+        // shape (fixed-width cells only: strings are not decoded in place).
+        let mut template: Option<ArrayD<T>> = None;
+        let fixed = T::DTYPE.size_bytes().is_some_and(|w| w > 1);
         while let Some((k, block)) = part.next() {
             let r = match (block, &self.resolved[k]) {
+                (Some(loc), Resolved::Found(view)) if fixed => {
+                    let shape = &view.schema.shape;
+                    let same = template.as_ref().is_some_and(|t| {
+                        t.ndim() == shape.len()
+                            && t.shape().iter().zip(shape).all(|(&a, &b)| a as u64 == b)
+                    });
+                    if !same {
+                        let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+                        template = Some(ArrayD::from_elem(ndarray::IxDyn(&dims), T::default()));
+                    }
+                    let t = template.as_ref().expect("set above");
+                    part.decode_like(self.file, loc, t, &mut bufs)
+                }
                 (Some(loc), Resolved::Found(view)) => {
                     part.decode(self.file, loc, &view.schema.shape, &mut bufs)
                 }
@@ -261,7 +278,15 @@ impl<'a> Scan<'a> {
             }
             .map_err(|e| (k, e))?;
             if a.is_standard_layout() {
-                out.append(&mut a.into_raw_vec_and_offset().0);
+                // The cells in order from the array's first one.
+                let len = a.len();
+                let (mut v, first) = a.into_raw_vec_and_offset();
+                let first = first.unwrap_or(0);
+                if first == 0 && v.len() == len {
+                    out.append(&mut v);
+                } else {
+                    out.extend(v.drain(first..first + len));
+                }
             } else {
                 out.extend(a.iter().cloned());
             }
@@ -361,6 +386,23 @@ impl<'a> Part<'a> {
     /// The stored bytes of `loc`'s block, if it was fetched.
     fn stored(&mut self, loc: &Loc) -> Option<&[u8]> {
         self.fetched.get(&self.wanted, loc, &mut self.cursor)
+    }
+
+    /// [`Part::decode`] into a copy of `template` (see
+    /// `read::decode_entry_like`).
+    fn decode_like<T: ArrayElement>(
+        &mut self,
+        file: &ArrayFile,
+        loc: &Loc,
+        template: &ArrayD<T>,
+        bufs: &mut DecodeBuffers,
+    ) -> Result<ArrayD<T>> {
+        let Some(stored) = self.fetched.get(&self.wanted, loc, &mut self.cursor) else {
+            let shape: Vec<u64> = template.shape().iter().map(|&d| d as u64).collect();
+            return file.chunk_array(&Source::Layer(loc), &shape, false);
+        };
+        let layer = &file.layers[loc.layer as usize];
+        decode_entry_like(stored, &loc.entry, template, &layer.path, bufs)
     }
 
     /// `loc`'s block decoded into an array of `shape`: from the fetched

@@ -77,10 +77,14 @@ impl Atlas {
     /// dataset axis. Every dataset must have the array, with equal shapes
     /// (of the hyperslab, when `start` and `count` are given).
     ///
-    /// Each array is decoded straight into its place in the result, with no
-    /// array built per dataset. The errors are checked in name order, all
-    /// of the registry's first (an unknown dataset, a dataset without the
-    /// array, shapes that differ), then the array file's, then the reads'.
+    /// A whole array stored as one block (the common case of a profile) is
+    /// decoded straight into its place in one buffer per core, with no
+    /// array built for it; other reads (several chunks, pending writes, a
+    /// hyperslab) build the dataset's array and append its cells. The
+    /// parts' buffers are joined (the first has room for all). The errors
+    /// come in name order, all of the registry's first (an unknown dataset,
+    /// then a dataset without the array or shapes that differ), then the
+    /// array file's, then the reads', whatever the number of cores.
     pub async fn read_array_across_stacked<T: ArrayElement>(
         &self,
         array: &str,
@@ -222,8 +226,10 @@ fn lookup(inner: &Inner, part: &[&str], array: &str) -> Result<Looked> {
 /// in parts as [`across`]: each part looks its names up, checks that each
 /// has the array and that their shapes agree, then decodes its arrays into
 /// one buffer; the parts' buffers are joined in order. Every part checks
-/// before it reads and every check error is reported before any read
-/// error, so the error reported does not depend on the number of cores.
+/// before it reads, and errors are reported by kind (lookups, checks, the
+/// file, each part's setup, reads), each kind in name order, so the error
+/// reported is the one a single part would meet first, on any number of
+/// cores.
 fn stacked<T: ArrayElement>(
     inner: &Inner,
     names: &[&str],
@@ -250,11 +256,14 @@ fn stacked<T: ArrayElement>(
         Ok((looked, checked))
     };
     // A part's cells; the first part's buffer, which becomes the result,
-    // has room for every part's.
-    let read = |k: usize, part: &[&str], (looked, c): &(Looked, Checked)| -> Result<Vec<T>> {
+    // has room for every part's. The outer error is the part's before any
+    // read (its buffer, the array file's index and schemas), the inner one
+    // a read's: every part's outer error is reported before any read's, as
+    // one part would report them.
+    let read = |k: usize, part: &[&str], (looked, c): &(Looked, Checked)| -> PartCells<T> {
         let mut out = Vec::new();
         let Ok(Some(file)) = &file else {
-            return Ok(out);
+            return Ok(Ok(out));
         };
         let room = if k == 0 { n } else { part.len() };
         out.try_reserve_exact(c.cells.saturating_mul(room))
@@ -263,9 +272,10 @@ fn stacked<T: ArrayElement>(
             .scan(part)
             .map_err(|e| Error::array(part[0], array, e))?;
         agree(&scan, file, array, part, &looked.1, &looked.0)?;
-        scan.read_extend(start, count, &mut out)
-            .map_err(|(i, e)| Error::array(part[i], array, e))?;
-        Ok(out)
+        Ok(scan
+            .read_extend(start, count, &mut out)
+            .map(|()| out)
+            .map_err(|(i, e)| Error::array(part[i], array, e)))
     };
     let mut slots = vec![(); n];
     let parts: Vec<PartStacked<T>> = if index_built {
@@ -273,7 +283,7 @@ fn stacked<T: ArrayElement>(
             let checked = check(part);
             let cells = match &checked {
                 Ok(c) if c.1.error.is_none() => read(k, part, c),
-                _ => Ok(Vec::new()),
+                _ => Ok(Ok(Vec::new())),
             };
             (checked, cells)
         })
@@ -293,16 +303,23 @@ fn stacked<T: ArrayElement>(
                 read(k, part, checked[k].as_ref().expect("checks passed"))
             })
         } else {
-            checked.iter().map(|_| Ok(Vec::new())).collect()
+            checked.iter().map(|_| Ok(Ok(Vec::new()))).collect()
         };
         checked.into_iter().zip(reads).collect()
     };
-    // The checks of every part, in name order, against the first part's
-    // shape; then the array file's error; then the reads'.
-    let mut shape: Option<Vec<u64>> = None;
+    // Errors in the order one part would meet them: the registry's answers
+    // (an unknown dataset), then the checks of every part in name order
+    // (each part's first shape against the first part's), then the array
+    // file's error, then each part's error before its reads, then the
+    // reads'.
+    let mut checks = Vec::with_capacity(parts.len());
     let mut reads = Vec::with_capacity(parts.len());
-    for ((checked, cells), part) in parts.into_iter().zip(names.chunks(per)) {
-        let c = checked?.1;
+    for (checked, cells) in parts {
+        checks.push(checked?.1);
+        reads.push(cells);
+    }
+    let mut shape: Option<Vec<u64>> = None;
+    for (c, part) in checks.into_iter().zip(names.chunks(per)) {
         let mut error = c.error;
         if let Some((0, e)) = error {
             return Err(e);
@@ -315,7 +332,6 @@ fn stacked<T: ArrayElement>(
         if let Some((_, e)) = error.take() {
             return Err(e);
         }
-        reads.push(cells);
     }
     let shape = shape.expect("one part at least");
     if file?.is_none() {
@@ -324,6 +340,7 @@ fn stacked<T: ArrayElement>(
             array: array.to_owned(),
         });
     }
+    let reads = reads.into_iter().collect::<Result<Vec<_>>>()?;
     let mut reads = reads.into_iter();
     let mut cells = reads.next().expect("one part at least")?;
     for r in reads {
@@ -334,13 +351,18 @@ fn stacked<T: ArrayElement>(
     for &d in &shape {
         dims.push(usize::try_from(d).map_err(|_| too_large(names[0], array))?);
     }
-    Ok(ArrayD::from_shape_vec(ndarray::IxDyn(&dims), cells)
-        .expect("every part read its names' cells, of the one shape"))
+    // Every part read its names' cells, of the one shape; ndarray still
+    // refuses a shape whose extents multiply past `isize` (even with a
+    // zero extent among them).
+    ArrayD::from_shape_vec(ndarray::IxDyn(&dims), cells).map_err(|_| too_large(names[0], array))
 }
+
+/// One part's cells: the error before its reads (outer), or its reads'.
+type PartCells<T> = Result<Result<Vec<T>>>;
 
 /// One part of a stacked read: its registry answers and checks, then its
 /// cells.
-type PartStacked<T> = (Result<(Looked, Checked)>, Result<Vec<T>>);
+type PartStacked<T> = (Result<(Looked, Checked)>, PartCells<T>);
 
 /// One part's names checked for a stacked read: the shape of the first
 /// one's read, its cell count, and the first name (by position in the

@@ -1019,16 +1019,41 @@ async fn stacked_reads_decode_into_place_and_check_before_reading() {
     assert_eq!(cells(&st), whole);
     // The blocking form, on one core and on three, open and fresh handles.
     s.create_dataset("bare").await.unwrap();
+    // Extents that multiply past `isize`, with none stored: an error, not a
+    // panic building the result.
+    for name in ["za", "zb"] {
+        let ds = s.create_dataset(name).await.unwrap();
+        let dims = strings(&["a", "b", "c"]);
+        ds.define_array::<f32>(
+            "z",
+            dims,
+            vec![0, 1 << 31, 1 << 31],
+            Some(vec![1, 1, 1]),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    assert!(matches!(
+        s.read_array_across_stacked::<f32>("z", &["za", "zb"], vec![], vec![])
+            .await,
+        Err(Error::Array { .. })
+    ));
     s.flush().await.unwrap();
-    let fresh = reopen_mem(&storage, "stacked").await;
+    // A fresh handle per pool: the array file's index is built between the
+    // lookups and the reads on one core and on three.
+    let fresh = [
+        reopen_mem(&storage, "stacked-1").await,
+        reopen_mem(&storage, "stacked-3").await,
+    ];
     let (s2, asked2) = (s.clone(), asked.clone());
     tokio::task::spawn_blocking(move || {
-        for threads in [1, 3] {
+        for (threads, fresh) in [1, 3].into_iter().zip(&fresh) {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            for h in [&fresh, &s2] {
+            for h in [fresh, &s2] {
                 let st = pool
                     .install(|| h.read_array_across_stacked_blocking::<f32>("t", &asked2, &[], &[]))
                     .unwrap();
@@ -1068,13 +1093,22 @@ async fn stacked_reads_decode_into_place_and_check_before_reading() {
     // The odd shape first: every other dataset differs from it.
     let mut odd_first = vec!["odd".to_string()];
     odd_first.extend(names.iter().cloned());
+    // The odd shape first in the second of three parts (1,101 names: parts
+    // of 367): found comparing the parts' first shapes.
+    let mut odd_part = names.clone();
+    odd_part.insert(367, "odd".into());
+    // A dataset without the array before an unknown one: the unknown one
+    // (the registry's answers come first, as in `read_array_across`).
+    let mut bare_nope = names.clone();
+    bare_nope.insert(10, "bare".into());
+    bare_nope.insert(500, "nope".into());
     let (r2, bad0) = (r.clone(), bad[0].clone());
     let expect = move |got: atlas_core::Result<ndarray::ArrayD<f32>>,
                        case: &str,
                        threads: usize| match (case, got) {
         ("damaged", Err(Error::Array { dataset, .. })) => assert_eq!(dataset, bad0),
         (
-            "late_odd",
+            "late_odd" | "odd_part",
             Err(Error::ShapesDiffer {
                 dataset,
                 expected,
@@ -1098,6 +1132,7 @@ async fn stacked_reads_decode_into_place_and_check_before_reading() {
         ) => {
             assert_eq!((expected, actual), (vec![5], vec![6]));
         }
+        ("bare_nope", Err(Error::DatasetNotFound { name })) => assert_eq!(name, "nope"),
         (case, other) => panic!("{case}, {threads} threads: got {other:?}"),
     };
     let cases = [
@@ -1105,6 +1140,8 @@ async fn stacked_reads_decode_into_place_and_check_before_reading() {
         ("late_odd", late_odd),
         ("late_bare", late_bare),
         ("odd_first", odd_first),
+        ("odd_part", odd_part),
+        ("bare_nope", bare_nope),
     ];
     for (case, asked) in &cases {
         let got = r2
