@@ -75,6 +75,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The stacked read decodes each dataset's array straight into its row of
+//! the result, on every core; code that is not async calls
+//! [`Atlas::read_array_across_stacked_blocking`], which reads a part on the
+//! calling thread. [`Atlas::read_array_across`] returns one array per
+//! dataset instead (`None` where one lacks the array; ragged shapes allowed).
+//!
 //! # Thread safety
 //!
 //! [`Atlas`] and [`DatasetView`] are `Send + Sync`. Each physical array file is
