@@ -601,14 +601,7 @@ pub(super) fn decode_entry_array<T: ArrayElement>(
         )?;
         return cells_array(&bufs.out, shape, path, e.offset);
     }
-    let raw_len = decompress_checked(stored, e.crc, e.codec, e.raw_len, path, e.offset, bufs)?;
-    if !raw_len.is_multiple_of(width) {
-        return Err(decode_error(
-            filter_error(e.filter, raw_len, width),
-            path,
-            e.offset,
-        ));
-    }
+    decompress_shuffled(stored, e, width, path, bufs)?;
     let n: u64 = shape.iter().product();
     if let Some(cells) = usize::try_from(n)
         .ok()
@@ -636,13 +629,11 @@ pub(super) fn decode_entry_like<T: ArrayElement>(
 ) -> Result<ArrayD<T>> {
     let width = T::DTYPE.size_bytes().unwrap_or(0);
     if e.filter == FILTER_SHUFFLE && width > 1 {
-        let raw_len = decompress_checked(stored, e.crc, e.codec, e.raw_len, path, e.offset, bufs)?;
-        if raw_len.is_multiple_of(width) {
-            let mut a = template.clone();
-            if let Some(dst) = a.as_slice_mut() {
-                if T::fill_shuffled(&bufs.out, dst) {
-                    return Ok(a);
-                }
+        decompress_shuffled(stored, e, width, path, bufs)?;
+        let mut a = template.clone();
+        if let Some(dst) = a.as_slice_mut() {
+            if T::fill_shuffled(&bufs.out, dst) {
+                return Ok(a);
             }
         }
     }
@@ -663,14 +654,7 @@ pub(super) fn decode_entry_extend<T: ArrayElement>(
 ) -> Result<()> {
     let width = T::DTYPE.size_bytes().unwrap_or(0);
     if e.filter == FILTER_SHUFFLE && width > 1 {
-        let raw_len = decompress_checked(stored, e.crc, e.codec, e.raw_len, path, e.offset, bufs)?;
-        if !raw_len.is_multiple_of(width) {
-            return Err(decode_error(
-                filter_error(e.filter, raw_len, width),
-                path,
-                e.offset,
-            ));
-        }
+        decompress_shuffled(stored, e, width, path, bufs)?;
         if T::extend_shuffled(&bufs.out, n, out) {
             return Ok(());
         }
@@ -689,6 +673,26 @@ pub(super) fn decode_entry_extend<T: ArrayElement>(
         )
     })?;
     out.append(&mut cells);
+    Ok(())
+}
+
+/// The checksum and the codec of a byte-shuffled block of `width`-byte
+/// cells into `bufs.out` (still shuffled); its length must hold whole cells.
+fn decompress_shuffled(
+    stored: &[u8],
+    e: &ChunkEntry,
+    width: usize,
+    path: &Path,
+    bufs: &mut DecodeBuffers,
+) -> Result<()> {
+    let raw_len = decompress_checked(stored, e.crc, e.codec, e.raw_len, path, e.offset, bufs)?;
+    if !raw_len.is_multiple_of(width) {
+        return Err(decode_error(
+            filter_error(e.filter, raw_len, width),
+            path,
+            e.offset,
+        ));
+    }
     Ok(())
 }
 

@@ -28,22 +28,8 @@ impl Atlas {
         start: Vec<u64>,
         count: Vec<u64>,
     ) -> Result<Vec<Option<ArrayD<T>>>> {
-        let inner = Arc::clone(&self.inner);
-        let names = Names::new(datasets);
-        // The array file first (the registry lookups name the errors that
-        // come first, so its error waits for theirs).
-        let file = match self.inner.file_async(array).await {
-            Ok(Some(f)) => Ok(Some(f.read_owned().await)),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
-        let array = array.to_owned();
-        // One job on rayon's pool: registry lookups may read blocks, the
-        // rest decodes.
-        run_on_rayon(move || {
-            let (guard, file) = split(file);
-            let file = file.map(|()| guard.as_deref());
-            across(&inner, &names.refs(), &array, file, &start, &count)
+        self.on_rayon(array, datasets, move |inner, names, array, file| {
+            across(inner, names, array, file, &start, &count)
         })
         .await
     }
@@ -66,11 +52,9 @@ impl Atlas {
         start: &[u64],
         count: &[u64],
     ) -> Result<Vec<Option<ArrayD<T>>>> {
-        let (handle, file) = split(self.inner.file(array));
-        let guard = handle.as_ref().map(|f| f.blocking_read());
-        let file = file.map(|()| guard.as_deref());
-        let names: Vec<&str> = datasets.iter().map(AsRef::as_ref).collect();
-        across(&self.inner, &names, array, file, start, count)
+        self.on_this_thread(array, datasets, |inner, names, array, file| {
+            across(inner, names, array, file, start, count)
+        })
     }
 
     /// Like [`Atlas::read_array_across`], stacked into one array with a leading
@@ -92,18 +76,8 @@ impl Atlas {
         start: Vec<u64>,
         count: Vec<u64>,
     ) -> Result<ArrayD<T>> {
-        let inner = Arc::clone(&self.inner);
-        let names = Names::new(datasets);
-        let file = match self.inner.file_async(array).await {
-            Ok(Some(f)) => Ok(Some(f.read_owned().await)),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
-        let array = array.to_owned();
-        run_on_rayon(move || {
-            let (guard, file) = split(file);
-            let file = file.map(|()| guard.as_deref());
-            stacked(&inner, &names.refs(), &array, file, &start, &count)
+        self.on_rayon(array, datasets, move |inner, names, array, file| {
+            stacked(inner, names, array, file, &start, &count)
         })
         .await
     }
@@ -122,11 +96,52 @@ impl Atlas {
         start: &[u64],
         count: &[u64],
     ) -> Result<ArrayD<T>> {
+        self.on_this_thread(array, datasets, |inner, names, array, file| {
+            stacked(inner, names, array, file, start, count)
+        })
+    }
+
+    /// The async forms' common path: `work` as one job on rayon's pool, given
+    /// the names and `array`'s file (read-locked; its error, if any, to be
+    /// reported after the registry's). Registry lookups may read blocks, the
+    /// rest decodes.
+    async fn on_rayon<R: Send + 'static>(
+        &self,
+        array: &str,
+        datasets: &[impl AsRef<str>],
+        work: impl FnOnce(&Inner, &[&str], &str, Result<Option<&ArrayFile>>) -> R + Send + 'static,
+    ) -> R {
+        let inner = Arc::clone(&self.inner);
+        let names = Names::new(datasets);
+        // The array file first (the registry lookups name the errors that
+        // come first, so its error waits for theirs).
+        let file = match self.inner.file_async(array).await {
+            Ok(Some(f)) => Ok(Some(f.read_owned().await)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let array = array.to_owned();
+        run_on_rayon(move || {
+            let (guard, file) = split(file);
+            let file = file.map(|()| guard.as_deref());
+            work(&inner, &names.refs(), &array, file)
+        })
+        .await
+    }
+
+    /// The blocking forms' common path: `work` on the calling thread, given
+    /// the names and `array`'s file as [`Atlas::on_rayon`] gives them.
+    fn on_this_thread<R>(
+        &self,
+        array: &str,
+        datasets: &[impl AsRef<str>],
+        work: impl FnOnce(&Inner, &[&str], &str, Result<Option<&ArrayFile>>) -> R,
+    ) -> R {
         let (handle, file) = split(self.inner.file(array));
         let guard = handle.as_ref().map(|f| f.blocking_read());
         let file = file.map(|()| guard.as_deref());
         let names: Vec<&str> = datasets.iter().map(AsRef::as_ref).collect();
-        stacked(&self.inner, &names, array, file, start, count)
+        work(&self.inner, &names, array, file)
     }
 }
 

@@ -908,16 +908,7 @@ async fn read_array_across_equals_single_reads_and_names_a_damaged_dataset() {
     assert_eq!(blocking, got);
 
     s.flush().await.unwrap();
-    flip_bit(&storage, &newest_layer(&s, &mem_root(), "t"), 32 + 3);
-    let r = reopen_mem(&storage, "damaged").await;
-    let mut bad = Vec::new();
-    for d in &names {
-        let ds = r.open_dataset(d).await.unwrap();
-        if ds.read_array::<f32>("t", vec![], vec![]).await.is_err() {
-            bad.push(d.clone());
-        }
-    }
-    assert_eq!(bad.len(), 1, "{bad:?}");
+    let (r, bad) = damage_one_block(&storage, &s, "damaged", &names).await;
     match r
         .read_array_across::<f32>("t", &names, vec![], vec![])
         .await
@@ -1072,16 +1063,7 @@ async fn stacked_reads_decode_into_place_and_check_before_reading() {
     .unwrap();
 
     // Errors, in name order, the checks before the reads.
-    flip_bit(&storage, &newest_layer(&s, &mem_root(), "t"), 32 + 3);
-    let r = reopen_mem(&storage, "stacked-damaged").await;
-    let mut bad = Vec::new();
-    for d in &names {
-        let ds = r.open_dataset(d).await.unwrap();
-        if ds.read_array::<f32>("t", vec![], vec![]).await.is_err() {
-            bad.push(d.clone());
-        }
-    }
-    assert_eq!(bad.len(), 1, "{bad:?}");
+    let (r, bad) = damage_one_block(&storage, &s, "stacked-damaged", &names).await;
     let pos = names.iter().position(|d| *d == bad[0]).unwrap();
     // The damaged array first, a shape that differs last: the shape.
     let mut late_odd: Vec<String> = names[pos..].to_vec();
@@ -1357,6 +1339,28 @@ async fn array_layers_grow_per_touching_flush_and_compact_to_one() {
     let g = s.generation();
     s.compact().await.unwrap();
     assert_eq!(s.generation(), g);
+}
+
+/// Flips a bit in the first block of `t`'s newest layer and reopens the
+/// store: the handle, and the one dataset of `names` whose `t` no longer
+/// reads.
+async fn damage_one_block(
+    storage: &MemoryStorage,
+    s: &Atlas,
+    label: &str,
+    names: &[String],
+) -> (Atlas, Vec<String>) {
+    flip_bit(storage, &newest_layer(s, &mem_root(), "t"), 32 + 3);
+    let r = reopen_mem(storage, label).await;
+    let mut bad = Vec::new();
+    for d in names {
+        let ds = r.open_dataset(d).await.unwrap();
+        if ds.read_array::<f32>("t", vec![], vec![]).await.is_err() {
+            bad.push(d.clone());
+        }
+    }
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    (r, bad)
 }
 
 fn flip_bit(storage: &MemoryStorage, path: &Path, offset: usize) {
