@@ -751,6 +751,25 @@ async fn request_counts() {
     assert!(all.iter().all(Option::is_some));
     let scan = total(&s3);
     assert!(scan <= 8, "scanning {n} datasets made {scan} requests");
+    // The stacked scan (each array decoded into its row) on a fresh handle:
+    // the same cells, within the same bound.
+    let fresh = open_on(&storage, &root).await;
+    s3.server.reset_log();
+    let stacked = fresh
+        .read_array_across_stacked::<f32>("TEMP", &names, vec![], vec![])
+        .await
+        .unwrap();
+    let stacked_scan = total(&s3);
+    assert!(
+        stacked_scan <= 8,
+        "a stacked scan of {n} datasets made {stacked_scan} requests"
+    );
+    assert_eq!(stacked.shape()[0], n);
+    let flat: Vec<f32> = all
+        .iter()
+        .flat_map(|a| a.as_ref().expect("checked").iter().copied())
+        .collect();
+    assert_eq!(stacked.iter().copied().collect::<Vec<f32>>(), flat);
 
     // Change 1% of the datasets: each write checks the dataset's schema in
     // the array file, reading its footer block once (so at most one request
