@@ -259,7 +259,13 @@ impl ArrayFile {
         for (idx, layer) in self.layers.iter().enumerate() {
             let idx = u32::try_from(idx).expect("fewer than 2^32 layers");
             // Every block of every layer: fetched in batches, not one by one.
-            for rec in layer.all_records_batched()? {
+            let records = layer.all_records_batched()?;
+            if map.is_empty() {
+                // The first layer defines most names (a compacted base, or
+                // the only layer): room for them at once, not by doubling.
+                map.reserve(records.len());
+            }
+            for rec in records {
                 apply_record(&mut map, rec, idx, &layer.path, &mut last)?;
             }
         }
@@ -308,15 +314,24 @@ impl ArrayFile {
 /// arrays of one file mostly are: held once, and compared by address by a
 /// caller that checked it once (a scan of many arrays).
 fn defined(rec: ArrayRecord, idx: u32, last: &mut Option<Arc<ArraySchema>>) -> Committed {
-    let schema = rec.schema.expect("decoded define records carry a schema");
+    defined_parts(rec.schema, rec.chunks, idx, last)
+}
+
+/// [`defined`] from a record's schema and chunks (its name moved out first).
+fn defined_parts(
+    schema: Option<ArraySchema>,
+    chunks: Vec<crate::layer::ChunkEntry>,
+    idx: u32,
+    last: &mut Option<Arc<ArraySchema>>,
+) -> Committed {
+    let schema = schema.expect("decoded define records carry a schema");
     let schema = match last {
         Some(l) if **l == schema => Arc::clone(l),
         _ => Arc::clone(last.insert(Arc::new(schema))),
     };
     Committed {
         schema,
-        chunks: rec
-            .chunks
+        chunks: chunks
             .into_iter()
             .map(|entry| (entry.chunk_idx, Loc { layer: idx, entry }))
             .collect(),
@@ -381,10 +396,18 @@ fn apply_record(
             map.shift_remove(&rec.name);
         }
         RecordKind::Define => {
-            // A redefinition moves the name to the end, like a new array.
-            map.shift_remove(&rec.name);
-            let name = rec.name.clone();
-            map.insert(name, defined(rec, idx, last));
+            // A redefinition moves the name to the end, like a new array
+            // (one hash of the name: the usual define is of a new name).
+            let ArrayRecord {
+                name,
+                schema,
+                chunks,
+                ..
+            } = rec;
+            let (i, old) = map.insert_full(name, defined_parts(schema, chunks, idx, last));
+            if old.is_some() {
+                map.move_index(i, map.len() - 1);
+            }
         }
         RecordKind::Update => update(map.get_mut(&rec.name), rec, path, idx)?,
     }
