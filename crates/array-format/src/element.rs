@@ -29,9 +29,11 @@ pub trait ArrayElement:
     /// `i` at `b * n + i`, see the shuffle filter) in one pass, without
     /// unshuffling into a buffer first. `None` for types the filter does not
     /// apply to (one byte or variable width), and for bytes that do not hold
-    /// exactly `n` cells.
-    fn decode_shuffled(_planes: &[u8], _n: usize) -> Option<Vec<Self>> {
-        None
+    /// exactly `n` cells ([`ArrayElement::extend_shuffled`] into a new
+    /// vector).
+    fn decode_shuffled(planes: &[u8], n: usize) -> Option<Vec<Self>> {
+        let mut out = Vec::new();
+        Self::extend_shuffled(planes, n, &mut out).then_some(out)
     }
 
     /// [`ArrayElement::decode_shuffled`] into `dst`, which has room for
@@ -42,9 +44,12 @@ pub trait ArrayElement:
         false
     }
 
-    /// [`ArrayElement::decode_shuffled`] appending to `out` (a stacked read
-    /// decodes every array into one buffer). False, with `out` unchanged,
-    /// where `decode_shuffled` gives `None` or `out` cannot grow by `n`.
+    /// Decodes `n` byte-shuffled cells (see [`ArrayElement::decode_shuffled`])
+    /// appending them to `out` (a stacked read decodes every array into one
+    /// buffer). False, with `out` unchanged, for types the filter does not
+    /// apply to, bytes that do not hold exactly `n` cells, or when `out`
+    /// cannot grow by `n` (checked in that order: nothing is reserved for
+    /// bytes of the wrong length).
     fn extend_shuffled(_planes: &[u8], _n: usize, _out: &mut Vec<Self>) -> bool {
         false
     }
@@ -104,15 +109,6 @@ macro_rules! fixed_element {
             }
 
             $(
-            fn decode_shuffled(planes: &[u8], n: usize) -> Option<Vec<Self>> {
-                if planes.len() != n.checked_mul(size_of::<$t>())? {
-                    return None;
-                }
-                let mut out = reserve_cells(n)?;
-                out.extend($planes(planes, n).map(<$t>::from_le_bytes));
-                Some(out)
-            }
-
             fn fill_shuffled(planes: &[u8], dst: &mut [Self]) -> bool {
                 let n = dst.len();
                 if Some(planes.len()) != n.checked_mul(size_of::<$t>()) {
@@ -247,10 +243,6 @@ impl ArrayElement for TimestampNs {
 
     fn decode_fixed(bytes: &[u8], n: usize) -> Option<Vec<Self>> {
         i64::decode_fixed(bytes, n).map(|v| v.into_iter().map(TimestampNs).collect())
-    }
-
-    fn decode_shuffled(planes: &[u8], n: usize) -> Option<Vec<Self>> {
-        i64::decode_shuffled(planes, n).map(|v| v.into_iter().map(TimestampNs).collect())
     }
 
     fn fill_shuffled(planes: &[u8], dst: &mut [Self]) -> bool {

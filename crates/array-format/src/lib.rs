@@ -51,6 +51,12 @@ pub use file::{
     PendingBudget, PreparedLayer, Scan, IN_MEMORY_READ_CELLS, IN_MEMORY_WRITE_BYTES, SCAN_MIN_PART,
 };
 pub use schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES, MAX_NAME_BYTES, MAX_RANK};
+pub use stats::{ArrayStats, ChunkStats, ChunkSummary};
+pub use storage::{
+    Entry, LocalStorage, LockGuard, MemoryStorage, ReadHandle, Storage, Version, WriteHandle,
+};
+#[cfg(feature = "object-store")]
+pub use storage::{ObjectStorage, ObjectStoreStats};
 
 /// True when `a` and `b` hold the same bytes. Names of 8 to 16 bytes (most
 /// dataset names) are compared as two overlapping 8-byte words, inline: a
@@ -70,12 +76,6 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     }
     a == b
 }
-pub use stats::{ArrayStats, ChunkStats, ChunkSummary};
-pub use storage::{
-    Entry, LocalStorage, LockGuard, MemoryStorage, ReadHandle, Storage, Version, WriteHandle,
-};
-#[cfg(feature = "object-store")]
-pub use storage::{ObjectStorage, ObjectStoreStats};
 
 /// Fuzzing and hostile-input entry points: decode untrusted bytes, never panic.
 pub mod fuzzing {

@@ -246,7 +246,6 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                     anyhow::Ok(())
                 })?;
             }
-            let _ = n;
             let store = rt.block_on(crate::workloads::open_uncached(&path))?;
             let ds = rt.block_on(store.open_dataset("grid"))?;
             for _ in 0..reps {
@@ -419,8 +418,6 @@ pub fn run_cli(
     Ok((elapsed, peak))
 }
 
-/// Reads `array` of every dataset in `names` through `store`, in batches of
-/// 4,096 (`blocking`: through `read_array_across_blocking`); the cells read.
 /// Which form of the read across datasets a scan calls.
 #[derive(Clone, Copy)]
 enum Form {
@@ -432,6 +429,8 @@ enum Form {
     Stacked,
 }
 
+/// Reads `array` of every dataset in `names` through `store`, in batches of
+/// 4,096, through the read `form`; the cells read.
 fn scan_cells(
     rt: &tokio::runtime::Runtime,
     store: &Atlas,

@@ -517,12 +517,10 @@ pub async fn peers(quick: bool) -> Result<Value> {
         None => println!("ATLAS W3 on one core: not measured (one core, or no `taskset`)"),
     }
     let mut out = rows_json(&names, &rows);
-    out["atlas_w3_cores"] = scaling.map_or(Value::Null, |((one, all_cores), _, reps)| {
-        json!({"one_core_s": one, "all_cores_s": all_cores, "cores": cores, "reps": reps})
-    });
-    out["atlas_w3_stacked_cores"] = scaling.map_or(Value::Null, |(_, (one, all_cores), reps)| {
-        json!({"one_core_s": one, "all_cores_s": all_cores, "cores": cores, "reps": reps})
-    });
+    let cores_json = |(one, all_cores): (f64, f64), reps: usize| json!({"one_core_s": one, "all_cores_s": all_cores, "cores": cores, "reps": reps});
+    out["atlas_w3_cores"] = scaling.map_or(Value::Null, |(w3, _, reps)| cores_json(w3, reps));
+    out["atlas_w3_stacked_cores"] =
+        scaling.map_or(Value::Null, |(_, stacked, reps)| cores_json(stacked, reps));
     out["datasets"] = json!(N);
     out["systems"] = json!(names);
     out["atlas_cold_read_decoded_chunks"] = json!(cold_decodes);

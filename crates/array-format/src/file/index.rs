@@ -314,24 +314,15 @@ impl ArrayFile {
 /// arrays of one file mostly are: held once, and compared by address by a
 /// caller that checked it once (a scan of many arrays).
 fn defined(rec: ArrayRecord, idx: u32, last: &mut Option<Arc<ArraySchema>>) -> Committed {
-    defined_parts(rec.schema, rec.chunks, idx, last)
-}
-
-/// [`defined`] from a record's schema and chunks (its name moved out first).
-fn defined_parts(
-    schema: Option<ArraySchema>,
-    chunks: Vec<crate::layer::ChunkEntry>,
-    idx: u32,
-    last: &mut Option<Arc<ArraySchema>>,
-) -> Committed {
-    let schema = schema.expect("decoded define records carry a schema");
+    let schema = rec.schema.expect("decoded define records carry a schema");
     let schema = match last {
         Some(l) if **l == schema => Arc::clone(l),
         _ => Arc::clone(last.insert(Arc::new(schema))),
     };
     Committed {
         schema,
-        chunks: chunks
+        chunks: rec
+            .chunks
             .into_iter()
             .map(|entry| (entry.chunk_idx, Loc { layer: idx, entry }))
             .collect(),
@@ -398,13 +389,9 @@ fn apply_record(
         RecordKind::Define => {
             // A redefinition moves the name to the end, like a new array
             // (one hash of the name: the usual define is of a new name).
-            let ArrayRecord {
-                name,
-                schema,
-                chunks,
-                ..
-            } = rec;
-            let (i, old) = map.insert_full(name, defined_parts(schema, chunks, idx, last));
+            let mut rec = rec;
+            let name = std::mem::take(&mut rec.name);
+            let (i, old) = map.insert_full(name, defined(rec, idx, last));
             if old.is_some() {
                 map.move_index(i, map.len() - 1);
             }

@@ -614,15 +614,16 @@ pub(super) fn decode_entry_array<T: ArrayElement>(
     cells_array(&bufs.out, shape, path, e.offset)
 }
 
-/// [`decode_entry_array`] into a copy of `template`, an array of the block's
-/// shape: a scan of thousands of small arrays of one shape clones one
-/// array per block, where building each array's dynamic shape from a slice
-/// cost more than decoding its cells. The result and errors are
+/// [`decode_entry_array`] into a copy of `template`, an array of `shape`:
+/// a scan of thousands of small arrays of one shape clones one array per
+/// block, where building each array's dynamic shape from a slice cost more
+/// than decoding its cells. The result and errors are
 /// `decode_entry_array`'s (blocks that do not decode straight into the copy
 /// take its path).
 pub(super) fn decode_entry_like<T: ArrayElement>(
     stored: &[u8],
     e: &ChunkEntry,
+    shape: &[u64],
     template: &ArrayD<T>,
     path: &Path,
     bufs: &mut DecodeBuffers,
@@ -637,8 +638,7 @@ pub(super) fn decode_entry_like<T: ArrayElement>(
             }
         }
     }
-    let shape: Vec<u64> = template.shape().iter().map(|&d| d as u64).collect();
-    decode_entry_array(stored, e, &shape, path, bufs)
+    decode_entry_array(stored, e, shape, path, bufs)
 }
 
 /// [`decode_entry_array`] appending the block's `n` cells to `out` (a

@@ -220,21 +220,18 @@ impl<'a> Scan<'a> {
         let fixed = T::DTYPE.size_bytes().is_some_and(|w| w > 1);
         while let Some((k, block)) = part.next() {
             let r = match (block, &self.resolved[k]) {
-                (Some(loc), Resolved::Found(view)) if fixed => {
+                (Some(loc), Resolved::Found(view)) => {
                     let shape = &view.schema.shape;
                     let same = template.as_ref().is_some_and(|t| {
                         t.ndim() == shape.len()
                             && t.shape().iter().zip(shape).all(|(&a, &b)| a as u64 == b)
                     });
-                    if !same {
+                    if fixed && !same {
                         let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
                         template = Some(ArrayD::from_elem(ndarray::IxDyn(&dims), T::default()));
                     }
-                    let t = template.as_ref().expect("set above");
-                    part.decode_like(self.file, loc, t, &mut bufs)
-                }
-                (Some(loc), Resolved::Found(view)) => {
-                    part.decode(self.file, loc, &view.schema.shape, &mut bufs)
+                    let like = template.as_ref().filter(|_| fixed);
+                    part.decode(self.file, loc, shape, like, &mut bufs)
                 }
                 _ => self.read_general(k, start, count, &mut part, &mut bufs),
             };
@@ -272,24 +269,13 @@ impl<'a> Scan<'a> {
             }
             let a = match (block, &self.resolved[k]) {
                 (Some(loc), Resolved::Found(view)) => {
-                    part.decode(self.file, loc, &view.schema.shape, &mut bufs)
+                    part.decode(self.file, loc, &view.schema.shape, None, &mut bufs)
                 }
                 _ => self.read_general(k, start, count, &mut part, &mut bufs),
             }
             .map_err(|e| (k, e))?;
-            if a.is_standard_layout() {
-                // The cells in order from the array's first one.
-                let len = a.len();
-                let (mut v, first) = a.into_raw_vec_and_offset();
-                let first = first.unwrap_or(0);
-                if first == 0 && v.len() == len {
-                    out.append(&mut v);
-                } else {
-                    out.extend(v.drain(first..first + len));
-                }
-            } else {
-                out.extend(a.iter().cloned());
-            }
+            // In logical (row-major) order: a slice's copy when contiguous.
+            out.extend(a.iter().cloned());
         }
         Ok(())
     }
@@ -306,7 +292,7 @@ impl<'a> Scan<'a> {
     ) -> Result<ArrayD<T>> {
         let file = self.file;
         file.read_with(self.names[k], start, count, None, |src, cshape| match src {
-            Source::Layer(loc) => part.decode(file, loc, cshape, bufs),
+            Source::Layer(loc) => part.decode(file, loc, cshape, None, bufs),
             Source::Pending(_) => file.chunk_array(src, cshape, false),
         })
     }
@@ -388,38 +374,27 @@ impl<'a> Part<'a> {
         self.fetched.get(&self.wanted, loc, &mut self.cursor)
     }
 
-    /// [`Part::decode`] into a copy of `template` (see
-    /// `read::decode_entry_like`).
-    fn decode_like<T: ArrayElement>(
-        &mut self,
-        file: &ArrayFile,
-        loc: &Loc,
-        template: &ArrayD<T>,
-        bufs: &mut DecodeBuffers,
-    ) -> Result<ArrayD<T>> {
-        let Some(stored) = self.fetched.get(&self.wanted, loc, &mut self.cursor) else {
-            let shape: Vec<u64> = template.shape().iter().map(|&d| d as u64).collect();
-            return file.chunk_array(&Source::Layer(loc), &shape, false);
-        };
-        let layer = &file.layers[loc.layer as usize];
-        decode_entry_like(stored, &loc.entry, template, &layer.path, bufs)
-    }
-
-    /// `loc`'s block decoded into an array of `shape`: from the fetched
-    /// bytes, or read alone when they are not there (the per-chunk path
-    /// then reports a failed read properly).
+    /// `loc`'s block decoded into an array of `shape` (into a copy of
+    /// `like`, an array of that shape, when given: see
+    /// `read::decode_entry_like`): from the fetched bytes, or read alone
+    /// when they are not there (the per-chunk path then reports a failed
+    /// read properly).
     fn decode<T: ArrayElement>(
         &mut self,
         file: &ArrayFile,
         loc: &Loc,
         shape: &[u64],
+        like: Option<&ArrayD<T>>,
         bufs: &mut DecodeBuffers,
     ) -> Result<ArrayD<T>> {
         let Some(stored) = self.fetched.get(&self.wanted, loc, &mut self.cursor) else {
             return file.chunk_array(&Source::Layer(loc), shape, false);
         };
-        let layer = &file.layers[loc.layer as usize];
-        decode_entry_array(stored, &loc.entry, shape, &layer.path, bufs)
+        let path = &file.layers[loc.layer as usize].path;
+        match like {
+            Some(t) => decode_entry_like(stored, &loc.entry, shape, t, path, bufs),
+            None => decode_entry_array(stored, &loc.entry, shape, path, bufs),
+        }
     }
 }
 

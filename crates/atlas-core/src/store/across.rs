@@ -178,36 +178,30 @@ fn across<T: ArrayElement>(
     // Each part writes its results into its own slice of the result.
     let mut out: Vec<Option<ArrayD<T>>> = Vec::with_capacity(n);
     out.resize_with(n, || None);
-    let index_built = match &file {
-        Ok(Some(f)) => f.scan_ready(n),
-        _ => true,
-    };
-    let reads: Vec<Result<()>> = if index_built {
-        // Each part looks up then reads.
-        let parts = run_parts(names, &mut out, per, |_, part, slots| {
-            lookup(part).map(|looked| read(part, slots, &looked))
-        });
-        let mut reads = Vec::with_capacity(parts.len());
-        for p in parts {
-            reads.push(p?);
-        }
-        reads
-    } else {
-        // The array file's index is to be built: the lookups first, then
-        // the index (once, before the parts), then the reads, so that no
-        // part waits while another builds it.
-        let looked = run_parts(names, &mut out, per, |_, part, _| lookup(part))
-            .into_iter()
-            .collect::<Result<Vec<Looked>>>()?;
-        if let Ok(Some(f)) = &file {
-            let present = looked.iter().map(|l| l.1.iter().flatten().count()).sum();
-            // Its error, if any, is the first part's read error.
-            let _ = f.prepare_scan(present);
-        }
-        run_parts(names, &mut out, per, |k, part, slots| {
-            read(part, slots, &looked[k])
-        })
-    };
+    let parts = check_then_read(
+        names,
+        &mut out,
+        per,
+        &file,
+        |part| {
+            let looked = lookup(part);
+            let passed = looked.is_ok();
+            (looked, passed)
+        },
+        |looked: &[Result<Looked>]| {
+            looked
+                .iter()
+                .flatten()
+                .map(|l| l.1.iter().flatten().count())
+                .sum()
+        },
+        |_, part, slots, looked| read(part, slots, looked.as_ref().expect("passed")),
+    );
+    let mut reads = Vec::with_capacity(parts.len());
+    for (looked, read) in parts {
+        looked?;
+        reads.push(read.unwrap_or(Ok(())));
+    }
     if file?.is_none() {
         return Ok(vec![None; n]);
     }
@@ -261,10 +255,6 @@ fn stacked<T: ArrayElement>(
     let per = n
         .div_ceil(rayon::current_num_threads())
         .max(array_format::SCAN_MIN_PART);
-    let index_built = match &file {
-        Ok(Some(f)) => f.scan_ready(n),
-        _ => true,
-    };
     let check = |part: &[&str]| -> Result<(Looked, Checked)> {
         let looked = lookup(inner, part, array)?;
         let checked = check_shapes(part, &looked, array, start, count);
@@ -293,35 +283,19 @@ fn stacked<T: ArrayElement>(
             .map_err(|(i, e)| Error::array(part[i], array, e)))
     };
     let mut slots = vec![(); n];
-    let parts: Vec<PartStacked<T>> = if index_built {
-        run_parts(names, &mut slots, per, |k, part, _| {
+    let parts = check_then_read(
+        names,
+        &mut slots,
+        per,
+        &file,
+        |part| {
             let checked = check(part);
-            let cells = match &checked {
-                Ok(c) if c.1.error.is_none() => read(k, part, c),
-                _ => Ok(Ok(Vec::new())),
-            };
-            (checked, cells)
-        })
-    } else {
-        // As in `across`: the lookups first, then the array file's index
-        // (when every check passed), then the reads.
-        let checked = run_parts(names, &mut slots, per, |_, part, _| check(part));
-        let passed = checked
-            .iter()
-            .all(|c| c.as_ref().is_ok_and(|c| c.1.error.is_none()));
-        let reads = if passed {
-            if let Ok(Some(f)) = &file {
-                // Its error, if any, is the first part's read error.
-                let _ = f.prepare_scan(n);
-            }
-            run_parts(names, &mut slots, per, |k, part, _| {
-                read(k, part, checked[k].as_ref().expect("checks passed"))
-            })
-        } else {
-            checked.iter().map(|_| Ok(Ok(Vec::new()))).collect()
-        };
-        checked.into_iter().zip(reads).collect()
-    };
+            let passed = checked.as_ref().is_ok_and(|c| c.1.error.is_none());
+            (checked, passed)
+        },
+        |_| n,
+        |k, part, _, checked| read(k, part, checked.as_ref().expect("passed")),
+    );
     // Errors in the order one part would meet them: the registry's answers
     // (an unknown dataset), then the checks of every part in name order
     // (each part's first shape against the first part's), then the array
@@ -331,7 +305,7 @@ fn stacked<T: ArrayElement>(
     let mut reads = Vec::with_capacity(parts.len());
     for (checked, cells) in parts {
         checks.push(checked?.1);
-        reads.push(cells);
+        reads.push(cells.unwrap_or(Ok(Ok(Vec::new()))));
     }
     let mut shape: Option<Vec<u64>> = None;
     for (c, part) in checks.into_iter().zip(names.chunks(per)) {
@@ -375,10 +349,6 @@ fn stacked<T: ArrayElement>(
 /// One part's cells: the error before its reads (outer), or its reads'.
 type PartCells<T> = Result<Result<Vec<T>>>;
 
-/// One part of a stacked read: its registry answers and checks, then its
-/// cells.
-type PartStacked<T> = (Result<(Looked, Checked)>, PartCells<T>);
-
 /// One part's names checked for a stacked read: the shape of the first
 /// one's read, its cell count, and the first name (by position in the
 /// part) whose read cannot be stacked with it.
@@ -404,14 +374,9 @@ fn check_shapes(
     // compared again.
     let mut agreed: Option<u32> = None;
     for (i, (&d, at)) in part.iter().zip(schemas).enumerate() {
-        let fail = |first: Option<Vec<u64>>, e: Error| match first {
-            Some(shape) => checked(shape, Some((i, e))),
-            None => Checked {
-                shape: Vec::new(),
-                cells: 0,
-                error: Some((i, e)),
-            },
-        };
+        // An error at the part's first name leaves no shape (none is used).
+        let fail =
+            |first: Option<Vec<u64>>, e: Error| checked(first.unwrap_or_default(), Some((i, e)));
         let Some(at) = *at else {
             let e = Error::ArrayNotFound {
                 dataset: d.to_owned(),
@@ -527,6 +492,53 @@ impl Names {
 /// One part's registry answers: the entries, and per name the position of
 /// its entry there (`None`: no such array).
 type Looked = (Entries, Vec<Option<u32>>);
+
+/// Runs `check` then `read` on each contiguous part of `names` (`per` names
+/// each, with its slots of `out`): `check` gives its answer and whether the
+/// part may be read; `read` gets the part's number, names, slots and
+/// answer. With the array file's index built (or no file), each part
+/// checks then reads in one job. Otherwise every part checks first, then
+/// the index is built once (`present` counts, from the answers, the names
+/// that will be read), then, if every part passed, the parts read: no part
+/// waits while another builds the index. One `(answer, read)` per part, in
+/// order; `None` where the part was not read.
+fn check_then_read<S: Send, C: Send + Sync, R: Send>(
+    names: &[&str],
+    out: &mut [S],
+    per: usize,
+    file: &Result<Option<&ArrayFile>>,
+    check: impl Fn(&[&str]) -> (C, bool) + Sync,
+    present: impl FnOnce(&[C]) -> usize,
+    read: impl Fn(usize, &[&str], &mut [S], &C) -> R + Sync,
+) -> Vec<(C, Option<R>)> {
+    let index_built = match file {
+        Ok(Some(f)) => f.scan_ready(names.len()),
+        _ => true,
+    };
+    if index_built {
+        return run_parts(names, out, per, |k, part, slots| {
+            let (c, passed) = check(part);
+            let r = passed.then(|| read(k, part, slots, &c));
+            (c, r)
+        });
+    }
+    let checked = run_parts(names, out, per, |_, part, _| check(part));
+    if !checked.iter().all(|c| c.1) {
+        return checked.into_iter().map(|(c, _)| (c, None)).collect();
+    }
+    let answers: Vec<C> = checked.into_iter().map(|(c, _)| c).collect();
+    if let Ok(Some(f)) = file {
+        // Its error, if any, is the first part's read error.
+        let _ = f.prepare_scan(present(&answers));
+    }
+    let reads = run_parts(names, out, per, |k, part, slots| {
+        read(k, part, slots, &answers[k])
+    });
+    answers
+        .into_iter()
+        .zip(reads.into_iter().map(Some))
+        .collect()
+}
 
 /// Runs `f` on each contiguous part of `names` (`per` names each; `f` is
 /// given the part's number, its names and its slots of `out`): the first
