@@ -68,6 +68,34 @@ impl ArraySchema {
         chunk_shape: Option<Vec<u64>>,
         fill_value: Option<FillValue>,
     ) -> Result<Self> {
+        let chunk_shape = chunk_shape.unwrap_or_else(|| shape.iter().map(|&s| s.max(1)).collect());
+        Self::check(
+            name,
+            dtype,
+            &dims,
+            &shape,
+            &chunk_shape,
+            fill_value.as_ref(),
+        )?;
+        Ok(ArraySchema {
+            dtype,
+            dims,
+            shape,
+            chunk_shape,
+            fill_value,
+        })
+    }
+
+    /// The rules of [`ArraySchema::new`], on borrowed parts (`chunk_shape`
+    /// already defaulted).
+    fn check(
+        name: &str,
+        dtype: DType,
+        dims: &[String],
+        shape: &[u64],
+        chunk_shape: &[u64],
+        fill_value: Option<&FillValue>,
+    ) -> Result<()> {
         let bad = |reason: String| Error::InvalidSchema {
             name: name.to_owned(),
             reason,
@@ -82,12 +110,11 @@ impl ArraySchema {
                 shape.len()
             )));
         }
-        for d in &dims {
+        for d in dims {
             if d.is_empty() || d.len() > MAX_NAME_BYTES || d.contains('\0') {
                 return Err(bad(format!("invalid dimension name {d:?}")));
             }
         }
-        let chunk_shape = chunk_shape.unwrap_or_else(|| shape.iter().map(|&s| s.max(1)).collect());
         if chunk_shape.len() != shape.len() {
             return Err(bad(format!(
                 "chunk shape {chunk_shape:?} has a different rank from shape {shape:?}"
@@ -115,7 +142,7 @@ impl ArraySchema {
                 "a chunk of {chunk_shape:?} exceeds {MAX_CHUNK_BYTES} bytes; choose a smaller chunk shape"
             )));
         }
-        if let Some(f) = &fill_value {
+        if let Some(f) = fill_value {
             if f.dtype() != dtype {
                 return Err(Error::FillMismatch {
                     name: name.to_owned(),
@@ -124,13 +151,7 @@ impl ArraySchema {
                 });
             }
         }
-        Ok(ArraySchema {
-            dtype,
-            dims,
-            shape,
-            chunk_shape,
-            fill_value,
-        })
+        Ok(())
     }
 
     /// Checks a schema built by hand (its fields are public) with exactly the
@@ -139,15 +160,14 @@ impl ArraySchema {
     /// `InvalidSchema` error, never a panic in the chunk grid or a registry
     /// that no longer opens.
     pub fn validate(&self, name: &str) -> Result<()> {
-        ArraySchema::new(
+        Self::check(
             name,
             self.dtype,
-            self.dims.clone(),
-            self.shape.clone(),
-            Some(self.chunk_shape.clone()),
-            self.fill_value.clone(),
+            &self.dims,
+            &self.shape,
+            &self.chunk_shape,
+            self.fill_value.as_ref(),
         )
-        .map(|_| ())
     }
 
     /// Number of axes.

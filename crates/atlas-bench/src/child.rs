@@ -83,15 +83,15 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w2|w3|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS"
+             | loop w1|w1batch|w2|w3|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w2|w3|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w1batch|w2|w3|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
-/// DIR, REPS times; `w3` builds that store once (untimed) and scans `TEMP`
+/// DIR, REPS times (`w1batch`: through one `create_datasets` batch); `w3` builds that store once (untimed) and scans `TEMP`
 /// across it REPS times through one open handle (`w3blocking`: through
 /// `read_array_across_blocking`; `w3stacked`: into one array, through
 /// `read_array_across_stacked_blocking`); `w3first` times the first
@@ -113,11 +113,15 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
         .build()?;
     let mut times = Vec::with_capacity(reps);
     match work {
-        "w1" => {
+        "w1" | "w1batch" => {
             for r in 0..reps {
                 let path = dir.join(format!("w1-{r}"));
                 let t = Instant::now();
-                rt.block_on(crate::workloads::ingest(&path, n))?;
+                if work == "w1" {
+                    rt.block_on(crate::workloads::ingest(&path, n))?;
+                } else {
+                    rt.block_on(crate::workloads::ingest_batched(&path, n))?;
+                }
                 times.push(t.elapsed());
                 std::fs::remove_dir_all(&path)?;
             }

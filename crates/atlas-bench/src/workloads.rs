@@ -84,6 +84,51 @@ pub(crate) async fn ingest(path: &Path, n: u64) -> Result<(Atlas, f64, f64)> {
     Ok((store, t_ingest, t.elapsed().as_secs_f64()))
 }
 
+/// W1 through [`Atlas::create_datasets`]: the same `n` profile datasets
+/// (attributes, arrays, cells) built and created in one batch, then
+/// flushed; returns the store and the seconds of the batch (building it
+/// included) and of the flush.
+pub(crate) async fn ingest_batched(path: &Path, n: u64) -> Result<(Atlas, f64, f64)> {
+    use atlas::{NewArray, NewDataset};
+    let store = Atlas::create_path(path, StoreConfig::default()).await?;
+    let t = Instant::now();
+    let schemas: Vec<Arc<atlas::ArraySchema>> = ARRAYS
+        .iter()
+        .map(|a| {
+            atlas::ArraySchema::new(
+                a,
+                atlas::DType::Float32,
+                vec!["N_LEVELS".into()],
+                vec![LEVELS as u64],
+                None,
+                None,
+            )
+            .map(Arc::new)
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let batch: Vec<NewDataset> = (0..n)
+        .map(|i| {
+            let mut ds = NewDataset::new(format!("profile_{i:07}"));
+            ds.attributes
+                .insert("cycle_number".into(), Attr::Int64(i as i64));
+            ds.attributes
+                .insert("latitude".into(), Attr::Float64((i % 180) as f64 - 90.0));
+            for (k, (a, schema)) in ARRAYS.iter().zip(&schemas).enumerate() {
+                let cells = arr(profile(i * 3 + k as u64, 0, LEVELS));
+                ds.arrays
+                    .push(NewArray::new(*a, Arc::clone(schema), Some(cells.into())));
+            }
+            ds
+        })
+        .collect();
+    store.create_datasets(&batch).await?;
+    let t_ingest = t.elapsed().as_secs_f64();
+    drop(batch);
+    let t = Instant::now();
+    store.flush().await?;
+    Ok((store, t_ingest, t.elapsed().as_secs_f64()))
+}
+
 /// W1/W2/W3/W4/W6 and the flush-scaling curve: stores of 10k, 30k, 100k datasets
 /// (and 1M with `--full`).
 async fn scale(quick: bool) -> Result<Value> {

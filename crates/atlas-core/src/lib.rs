@@ -11,6 +11,7 @@
 
 mod attr;
 mod config;
+mod data;
 mod error;
 // Entry points for the fuzzers and the hostile-input tests, not an API.
 #[doc(hidden)]
@@ -31,10 +32,11 @@ pub use array_format::{
 pub use array_format::{ObjectStorage, ObjectStoreStats};
 pub use attr::Attr;
 pub use config::{MetaFormat, OpenOptions, StoreConfig};
+pub use data::ArrayData;
 pub use error::{Error, ErrorKind, Result};
 pub use location::{local_path, storage_for};
 pub use name::{validate_array_name, validate_attribute_name, validate_dataset_name, MAX_NAME_LEN};
 pub use registry::{ArrayEntry, DatasetMeta, Policy, REGISTRY_VERSION};
-pub use store::DatasetView;
 pub use store::{format_time, At, Diff, GcReport, LogEntry, Operation, TagInfo, HISTORY_DIR};
 pub use store::{Atlas, LOCK_FILE, REGISTRY_FILE};
+pub use store::{DatasetView, NewArray, NewDataset};

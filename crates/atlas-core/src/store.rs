@@ -11,6 +11,7 @@
 //! table has closed its descriptors.
 
 mod across;
+mod batch;
 mod commit;
 mod dataset;
 mod files;
@@ -19,6 +20,7 @@ mod open;
 mod query;
 mod writer;
 
+pub use batch::{NewArray, NewDataset};
 pub use dataset::DatasetView;
 pub(crate) use history::retained as history_retained;
 pub use history::{format_time, At, Diff, GcReport, LogEntry, Operation, TagInfo, HISTORY_DIR};

@@ -295,7 +295,7 @@ pub async fn import_paths(
     // built a plan, when there is one decoder): freeing a plan's thousands of
     // allocations was a tenth of the writer's time (the writer is the
     // import's critical path).
-    let spent: Arc<std::sync::Mutex<Vec<DatasetPlan>>> = Arc::default();
+    let spent: Arc<std::sync::Mutex<Vec<Spent>>> = Arc::default();
     let mut workers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
         let (shared, next, stop, tx, spent, budget) = (
@@ -375,18 +375,19 @@ pub async fn import_paths(
             let outcome = match r {
                 Err(e) => FileOutcome::Failed(e),
                 Ok(plan) => {
-                    let outcome =
-                        match replace_and_write(store, &plan, opts.replace, &mut shared).await {
-                            Ok(()) => FileOutcome::Imported {
-                                dataset: plan.name.clone(),
-                                bytes: len,
-                            },
-                            Err(e) => FileOutcome::Failed(e),
-                        };
+                    let mut unused = Vec::new();
+                    let ds = import::new_dataset(plan, &mut shared, &mut unused);
+                    let outcome = match replace_and_write(store, &ds, opts.replace).await {
+                        Ok(()) => FileOutcome::Imported {
+                            dataset: ds.name.clone(),
+                            bytes: len,
+                        },
+                        Err(e) => FileOutcome::Failed(e),
+                    };
                     spent
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(plan);
+                        .push((ds, unused));
                     outcome
                 }
             };
@@ -441,6 +442,13 @@ pub async fn import_paths(
     report.elapsed = t0.elapsed();
     Ok(report)
 }
+
+/// A written dataset and the attribute maps its conversion did not keep,
+/// freed by a decoder thread.
+type Spent = (
+    atlas::NewDataset,
+    Vec<indexmap::IndexMap<String, atlas::Attr>>,
+);
 
 /// Stops the decoder threads (and wakes those waiting on the budget) when
 /// told to or dropped.
@@ -508,18 +516,14 @@ impl Budget {
     }
 }
 
-/// Writes a plan, first deleting an existing dataset of the same name when
-/// replacing.
-async fn replace_and_write(
-    store: &Atlas,
-    plan: &DatasetPlan,
-    replace: bool,
-    shared: &mut import::SharedAttrs,
-) -> Result<()> {
-    if replace && store.dataset_exists(&plan.name)? {
-        store.delete_dataset(&plan.name).await?;
+/// Writes a plan's dataset, first deleting an existing dataset of the same
+/// name when replacing.
+async fn replace_and_write(store: &Atlas, ds: &atlas::NewDataset, replace: bool) -> Result<()> {
+    if replace && store.dataset_exists(&ds.name)? {
+        store.delete_dataset(&ds.name).await?;
     }
-    import::write_plan_shared(store, plan, shared).await
+    store.create_datasets(std::slice::from_ref(ds)).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use atlas::{ArraySchema, Atlas, Attr, DType, FillValue};
+use atlas::{ArraySchema, Atlas, Attr, DType, FillValue, NewArray, NewDataset};
 use indexmap::IndexMap;
 use ndarray::{ArrayD, IxDyn};
 
@@ -62,22 +62,8 @@ impl Default for ImportOptions {
     }
 }
 
-/// Typed values of one array, ready to write.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)] // one variant per element type
-pub enum ArrayData {
-    I8(ArrayD<i8>),
-    I16(ArrayD<i16>),
-    I32(ArrayD<i32>),
-    I64(ArrayD<i64>),
-    U8(ArrayD<u8>),
-    U16(ArrayD<u16>),
-    U32(ArrayD<u32>),
-    U64(ArrayD<u64>),
-    F32(ArrayD<f32>),
-    F64(ArrayD<f64>),
-    Str(ArrayD<String>),
-}
+/// Typed values of one array, ready to write (ATLAS's own type).
+pub use atlas::ArrayData;
 
 /// One array of a [`DatasetPlan`].
 #[derive(Clone, Debug)]
@@ -107,22 +93,7 @@ pub struct DatasetPlan {
 impl DatasetPlan {
     /// Bytes of cell data (strings count their UTF-8 bytes).
     pub fn data_bytes(&self) -> u64 {
-        self.arrays
-            .iter()
-            .map(|a| match &a.data {
-                ArrayData::I8(v) => v.len() as u64,
-                ArrayData::U8(v) => v.len() as u64,
-                ArrayData::I16(v) => 2 * v.len() as u64,
-                ArrayData::U16(v) => 2 * v.len() as u64,
-                ArrayData::I32(v) => 4 * v.len() as u64,
-                ArrayData::U32(v) => 4 * v.len() as u64,
-                ArrayData::F32(v) => 4 * v.len() as u64,
-                ArrayData::I64(v) => 8 * v.len() as u64,
-                ArrayData::U64(v) => 8 * v.len() as u64,
-                ArrayData::F64(v) => 8 * v.len() as u64,
-                ArrayData::Str(v) => v.iter().map(|s| s.len() as u64).sum(),
-            })
-            .sum()
+        self.arrays.iter().map(|a| a.data.data_bytes()).sum()
     }
 }
 
@@ -571,52 +542,47 @@ impl SharedAttrs {
     }
 }
 
-async fn write_arrays(store: &Atlas, plan: &DatasetPlan, shared: &mut SharedAttrs) -> Result<()> {
-    let ds = store.create_dataset(&plan.name).await?;
-    for (k, v) in &plan.attrs {
-        ds.set_attribute(k, v.clone())?;
-    }
-    for a in &plan.arrays {
-        ds.define_array_schema(&a.name, a.schema.clone()).await?;
-        let origin = vec![0; a.schema.rank()];
-        match &a.data {
-            ArrayData::I8(v) => ds.write_array(&a.name, origin, v.view()).await?,
-            ArrayData::I16(v) => ds.write_array(&a.name, origin, v.view()).await?,
-            ArrayData::I32(v) => ds.write_array(&a.name, origin, v.view()).await?,
-            ArrayData::I64(v) => ds.write_array(&a.name, origin, v.view()).await?,
-            ArrayData::U8(v) => ds.write_array(&a.name, origin, v.view()).await?,
-            ArrayData::U16(v) => ds.write_array(&a.name, origin, v.view()).await?,
-            ArrayData::U32(v) => ds.write_array(&a.name, origin, v.view()).await?,
-            ArrayData::U64(v) => ds.write_array(&a.name, origin, v.view()).await?,
-            ArrayData::F32(v) => ds.write_array(&a.name, origin, v.view()).await?,
-            ArrayData::F64(v) => ds.write_array(&a.name, origin, v.view()).await?,
-            ArrayData::Str(v) => ds.write_array(&a.name, origin, v.view()).await?,
-        }
-        if !a.attrs.is_empty() {
-            ds.set_array_attributes(&a.name, shared.get(&a.name, &a.attrs))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes a plan as a new dataset. If anything fails part-way, the partly
-/// written dataset is deleted again, so the store is as before (nothing is
-/// flushed here).
-pub async fn write_plan(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
-    write_plan_shared(store, plan, &mut SharedAttrs::default()).await
-}
-
-/// [`write_plan`], sharing array attribute sets with the plans written before
-/// through `shared`.
-pub(crate) async fn write_plan_shared(
-    store: &Atlas,
-    plan: &DatasetPlan,
+/// The batch entry of a plan (moved, not copied), with its array
+/// attribute sets shared with the plans converted before through `shared`.
+/// The attribute maps it did not keep (their values are shared) go to
+/// `unused`, for the caller to free where it likes: on the import's
+/// critical path, freeing memory another thread allocated was slower than
+/// the batch write itself.
+pub(crate) fn new_dataset(
+    plan: DatasetPlan,
     shared: &mut SharedAttrs,
-) -> Result<()> {
-    let r = write_arrays(store, plan, shared).await;
-    if r.is_err() && store.dataset_exists(&plan.name).unwrap_or(true) {
-        // Best effort: the error being reported is the original one.
-        let _ = store.delete_dataset(&plan.name).await;
+    unused: &mut Vec<IndexMap<String, Attr>>,
+) -> NewDataset {
+    let arrays = plan
+        .arrays
+        .into_iter()
+        .map(|a| {
+            let attributes = if a.attrs.is_empty() {
+                Arc::default()
+            } else {
+                let shared = shared.get(&a.name, &a.attrs);
+                unused.push(a.attrs);
+                shared
+            };
+            NewArray {
+                attributes,
+                schema: Arc::new(a.schema),
+                name: a.name,
+                data: Some(a.data),
+            }
+        })
+        .collect();
+    NewDataset {
+        name: plan.name,
+        attributes: plan.attrs,
+        arrays,
     }
-    r
+}
+
+/// Writes a plan as a new dataset, all or nothing: if anything fails, the
+/// store is as before (nothing is flushed here).
+pub async fn write_plan(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
+    let ds = new_dataset(plan.clone(), &mut SharedAttrs::default(), &mut Vec::new());
+    store.create_datasets(std::slice::from_ref(&ds)).await?;
+    Ok(())
 }

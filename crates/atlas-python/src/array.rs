@@ -14,21 +14,7 @@ use crate::errors::{invalid, to_py, IntoPyResult};
 use crate::runtime::block_on;
 
 /// An array read with the GIL released, before it becomes a numpy array.
-pub enum Read {
-    Bool(ArrayD<bool>),
-    I8(ArrayD<i8>),
-    I16(ArrayD<i16>),
-    I32(ArrayD<i32>),
-    I64(ArrayD<i64>),
-    U8(ArrayD<u8>),
-    U16(ArrayD<u16>),
-    U32(ArrayD<u32>),
-    U64(ArrayD<u64>),
-    F32(ArrayD<f32>),
-    F64(ArrayD<f64>),
-    Time(ArrayD<TimestampNs>),
-    Str(ArrayD<String>),
-}
+pub use atlas::ArrayData as Read;
 
 /// Reads a hyperslab (`start`/`count` empty = everything) of an array of
 /// `dtype`, `Err(ArrayNotFound)` when the dataset lacks it. Runs on the
@@ -67,7 +53,7 @@ pub fn read(
         DType::UInt64 => typed!(u64, U64),
         DType::Float32 => typed!(f32, F32),
         DType::Float64 => typed!(f64, F64),
-        DType::Timestamp => typed!(TimestampNs, Time),
+        DType::Timestamp => typed!(TimestampNs, Timestamp),
         DType::String => typed!(String, Str),
         other => {
             return Err(invalid(format!(
@@ -92,12 +78,18 @@ pub fn to_numpy(py: Python<'_>, read: Read) -> PyResult<Bound<'_, PyAny>> {
         Read::U64(a) => PyArray::from_owned_array(py, a).into_any(),
         Read::F32(a) => PyArray::from_owned_array(py, a).into_any(),
         Read::F64(a) => PyArray::from_owned_array(py, a).into_any(),
-        Read::Time(a) => PyArray::from_owned_array(py, a.mapv(|t| t.0))
+        Read::Timestamp(a) => PyArray::from_owned_array(py, a.mapv(|t| t.0))
             .into_any()
             .call_method1("view", ("datetime64[ns]",))?,
         Read::Str(a) => {
             let objects = a.mapv(|s| PyString::new(py, &s).into_any().unbind());
             PyArray::from_owned_object_array(py, objects).into_any()
+        }
+        other => {
+            return Err(invalid(format!(
+                "dtype {} is not supported by this build",
+                other.dtype()
+            )))
         }
     })
 }

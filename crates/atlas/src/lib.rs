@@ -102,10 +102,10 @@
 
 pub use atlas_core::{format_time, At, Diff, GcReport, LogEntry, Operation, TagInfo, HISTORY_DIR};
 pub use atlas_core::{
-    local_path, verify, ArrayElement, ArrayEntry, ArraySchema, ArrayStats, Atlas, Attr, Codec,
-    Compression, DType, DatasetMeta, DatasetView, DeltaCache, DeltaCacheConfig, Error, ErrorKind,
-    FillValue, LayerId, MergedArrayMeta, MetaFormat, OpenOptions, Policy, Result, StatValue,
-    StoreConfig, TimestampNs,
+    local_path, verify, ArrayData, ArrayElement, ArrayEntry, ArraySchema, ArrayStats, Atlas, Attr,
+    Codec, Compression, DType, DatasetMeta, DatasetView, DeltaCache, DeltaCacheConfig, Error,
+    ErrorKind, FillValue, LayerId, MergedArrayMeta, MetaFormat, NewArray, NewDataset, OpenOptions,
+    Policy, Result, StatValue, StoreConfig, TimestampNs,
 };
 pub use atlas_core::{storage_for, Storage, Version};
 #[cfg(feature = "object-store")]

@@ -63,8 +63,8 @@ impl ArrayFile {
         data: ArrayViewD<'_, T>,
     ) -> Result<()> {
         let view = self.view_or_err(name)?;
-        let schema = view.schema.clone();
-        Self::check_dtype::<T>(name, &schema)?;
+        let schema = view.schema;
+        Self::check_dtype::<T>(name, schema)?;
         if data.ndim() != schema.rank() {
             return Err(Error::RankMismatch {
                 name: name.to_owned(),
@@ -82,7 +82,7 @@ impl ArrayFile {
         if count.contains(&0) {
             return Ok(());
         }
-        let fill: T = fill_of(&schema);
+        let fill: T = fill_of(schema);
         let mut encoded = Vec::new();
         for idx in schema.chunks_touching(&start, &count) {
             let (origin, cshape) = schema.chunk_region(idx);
@@ -105,10 +105,13 @@ impl ArrayFile {
                 base
             };
             let values = chunk.as_slice().expect("standard layout");
-            encoded.push((idx, self.encode_chunk(name, &schema, values)?));
+            encoded.push((idx, self.encode_chunk(name, schema, values)?));
         }
         let created_record = !self.pending.arrays.contains_key(name);
-        if created_record {
+        // The schema is copied only for a new record (a write over committed
+        // data): a write into a pending array's record needs none.
+        let record_schema = created_record.then(|| schema.clone());
+        if let Some(schema) = record_schema {
             self.pending
                 .set_record(name, RecordKind::Update, Some(schema));
         }

@@ -94,7 +94,7 @@ impl Inner {
 /// on a multi-thread runtime (on one of its workers, it hands the worker's
 /// other tasks to another thread; elsewhere it just runs `f`). On a
 /// current-thread runtime, or outside any runtime, `f` runs as is.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
+pub(super) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)

@@ -5,6 +5,7 @@
 //! - [`api`]: every public method of `Atlas` and `DatasetView`, every dtype.
 //! - [`attrs`]: exact attribute round trips in both registry formats.
 //! - [`bad_input`]: typed errors for every bad input, committed data intact.
+//! - [`batch`]: `create_datasets` against the per-call API, all or nothing.
 //! - [`deletes`]: deleted data never comes back.
 //! - [`faults`]: deterministic fault injection at every step of flush/compact.
 //! - [`history`]: time travel: history, `open_at`, tags, retention, GC,
@@ -53,6 +54,7 @@
 mod api;
 mod attrs;
 mod bad_input;
+mod batch;
 mod common;
 mod compat;
 mod concurrency;

@@ -1,0 +1,344 @@
+//! [`Atlas::create_datasets`]: many new datasets, with their attributes,
+//! arrays and cells, in one call.
+//!
+//! Creating a dataset through [`crate::DatasetView`] takes a call per
+//! attribute, per array definition and per write, and each call looks the
+//! dataset up, takes the array file's lock and changes the registry's
+//! record again. A batch checks everything first, takes each array file's
+//! lock once, encodes the cells of different arrays on different cores, and
+//! adds every record to the registry under one lock.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use array_format::{ArrayFile, ArraySchema};
+use indexmap::IndexMap;
+use rayon::prelude::*;
+use tokio::sync::OwnedRwLockWriteGuard;
+
+use super::{Atlas, Inner};
+use crate::attr::Attr;
+use crate::data::{with_array_data, ArrayData};
+use crate::error::{Error, Result};
+use crate::name::{validate_array_name, validate_attribute_name, validate_dataset_name};
+use crate::registry::{ArrayEntry, DatasetMeta, Record};
+
+/// One array of a [`NewDataset`]: its definition, its attributes and,
+/// optionally, all its cells.
+#[derive(Clone, Debug)]
+pub struct NewArray {
+    /// Array name.
+    pub name: String,
+    /// The schema. Datasets whose arrays share one `Arc` share one copy in
+    /// memory, and the batch checks it once.
+    pub schema: Arc<ArraySchema>,
+    /// Attributes of the array, kept as given (shared like the schema).
+    pub attributes: Arc<IndexMap<String, Attr>>,
+    /// Every cell of the array, written at the origin: its element type
+    /// must be the schema's and its shape the schema's shape. `None` leaves
+    /// every cell at the fill value.
+    pub data: Option<ArrayData>,
+}
+
+impl NewArray {
+    /// An array with no attributes.
+    pub fn new(name: impl Into<String>, schema: Arc<ArraySchema>, data: Option<ArrayData>) -> Self {
+        NewArray {
+            name: name.into(),
+            schema,
+            attributes: Arc::default(),
+            data,
+        }
+    }
+}
+
+/// One dataset of [`Atlas::create_datasets`].
+#[derive(Clone, Debug, Default)]
+pub struct NewDataset {
+    /// Dataset name.
+    pub name: String,
+    /// Dataset attributes, in order.
+    pub attributes: IndexMap<String, Attr>,
+    /// Arrays, in definition order.
+    pub arrays: Vec<NewArray>,
+}
+
+impl NewDataset {
+    /// A dataset with no attribute and no array yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        NewDataset {
+            name: name.into(),
+            ..NewDataset::default()
+        }
+    }
+}
+
+/// Cell bytes of a batch from which its arrays are encoded on several
+/// cores (below, the handoff costs more than it saves).
+const PARALLEL_BYTES: u64 = 256 << 10;
+
+/// The datasets and arrays of a batch that use one array name (indexes into
+/// the batch: dataset, then array within it), with the array's locked file.
+struct Group<'a> {
+    array: &'a str,
+    items: Vec<(usize, usize)>,
+    file: OwnedRwLockWriteGuard<ArrayFile>,
+    /// How many of `items` the file defines (to undo after a failure).
+    defined: usize,
+}
+
+impl Atlas {
+    /// Creates every dataset of `datasets` with its attributes, arrays and
+    /// cells: the same result as [`Atlas::create_dataset`], then
+    /// [`crate::DatasetView::set_attribute`], `define_array_schema`,
+    /// `write_array` and `set_array_attributes` for each, in a fraction of
+    /// the time for many small datasets (the cells of different arrays are
+    /// encoded on different cores). Nothing is committed until the next
+    /// [`Atlas::flush`].
+    ///
+    /// All or nothing: everything is checked before the store changes (a
+    /// name that is taken or given twice is `DatasetExists`; a dataset that
+    /// names an array twice, `ArrayExists`; then invalid names, schemas, and
+    /// data whose type or shape is not the schema's), and if writing the
+    /// cells fails (the pending-memory spill's storage, for example) the
+    /// arrays defined so far are removed again. The batch's own errors are
+    /// reported first (the first in the order given), then the first name
+    /// the store already has.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use atlas_core::{ArraySchema, Atlas, Attr, DType, NewArray, NewDataset, StoreConfig};
+    /// # let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    /// # rt.block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Atlas::create_path(dir.path(), StoreConfig::default()).await?;
+    /// // One schema shared by every dataset: one copy in memory, checked once.
+    /// let schema = Arc::new(
+    ///     ArraySchema::new("TEMP", DType::Float32, vec!["N_LEVELS".into()], vec![3], None, None)
+    ///         .unwrap(),
+    /// );
+    /// let batch: Vec<NewDataset> = (0..100)
+    ///     .map(|i| {
+    ///         let mut ds = NewDataset::new(format!("profile_{i:04}"));
+    ///         ds.attributes.insert("cycle".into(), Attr::Int64(i));
+    ///         let cells = ndarray::arr1(&[i as f32, 1.0, 2.0]).into_dyn();
+    ///         ds.arrays.push(NewArray::new("TEMP", Arc::clone(&schema), Some(cells.into())));
+    ///         ds
+    ///     })
+    ///     .collect();
+    /// store.create_datasets(&batch).await?;
+    /// store.flush().await?;
+    /// let temp = store.open_dataset("profile_0042").await?;
+    /// let t = temp.read_array::<f32>("TEMP", vec![], vec![]).await?.unwrap();
+    /// assert_eq!(t.as_slice().unwrap(), &[42.0, 1.0, 2.0]);
+    /// # Ok::<(), atlas_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn create_datasets(&self, datasets: &[NewDataset]) -> Result<()> {
+        let by_array = check(datasets)?;
+        if datasets.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        inner.ensure_writer_async().await?;
+        let _s = inner.structure.lock().await;
+        for ds in datasets {
+            if inner.lookup(&ds.name)?.is_some() {
+                return Err(Error::DatasetExists {
+                    name: ds.name.clone(),
+                });
+            }
+        }
+        // Each array file locked once, in name order (as a flush locks them).
+        let mut groups = Vec::with_capacity(by_array.len());
+        for (array, items) in by_array {
+            inner.file_async(array).await?;
+            let file = inner.file_or_create(array)?.write_owned().await;
+            groups.push(Group {
+                array,
+                items,
+                file,
+                defined: 0,
+            });
+        }
+        let bytes: u64 = datasets
+            .iter()
+            .flat_map(|d| &d.arrays)
+            .filter_map(|a| a.data.as_ref().map(ArrayData::data_bytes))
+            .sum();
+        let written = super::writer::blocking(|| {
+            if groups.len() > 1 && bytes >= PARALLEL_BYTES {
+                let results: Vec<Result<()>> =
+                    groups.par_iter_mut().map(|g| g.write(datasets)).collect();
+                results.into_iter().collect::<Result<()>>()
+            } else {
+                groups.iter_mut().try_for_each(|g| g.write(datasets))
+            }
+        });
+        let inserted = written.and_then(|()| inner.insert_datasets(datasets));
+        if inserted.is_err() {
+            for g in &mut groups {
+                g.undo(datasets);
+            }
+        }
+        inserted
+    }
+}
+
+/// Checks a batch before anything changes; returns, per array name in name
+/// order, the `(dataset, array)` positions that define it.
+fn check(datasets: &[NewDataset]) -> Result<BTreeMap<&str, Vec<(usize, usize)>>> {
+    let mut names = HashSet::with_capacity(datasets.len());
+    // Schemas and attribute sets shared between datasets are checked once.
+    let mut schemas_ok: HashSet<*const ArraySchema> = HashSet::new();
+    let mut attrs_ok: HashSet<*const IndexMap<String, Attr>> = HashSet::new();
+    let mut by_array: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
+    let mut arrays = HashSet::new();
+    for (d, ds) in datasets.iter().enumerate() {
+        validate_dataset_name(&ds.name)?;
+        if !names.insert(ds.name.as_str()) {
+            return Err(Error::DatasetExists {
+                name: ds.name.clone(),
+            });
+        }
+        for k in ds.attributes.keys() {
+            validate_attribute_name(k)?;
+        }
+        arrays.clear();
+        for (a, arr) in ds.arrays.iter().enumerate() {
+            validate_array_name(&arr.name)?;
+            if !arrays.insert(arr.name.as_str()) {
+                return Err(Error::ArrayExists {
+                    dataset: ds.name.clone(),
+                    array: arr.name.clone(),
+                });
+            }
+            let schema = &arr.schema;
+            if schemas_ok.insert(Arc::as_ptr(schema)) {
+                if let Err(e) = schema.validate(&arr.name) {
+                    return Err(Error::array(&ds.name, &arr.name, e));
+                }
+            }
+            if attrs_ok.insert(Arc::as_ptr(&arr.attributes)) {
+                for k in arr.attributes.keys() {
+                    validate_attribute_name(k)?;
+                }
+            }
+            if let Some(data) = &arr.data {
+                check_data(&ds.name, &arr.name, schema, data)?;
+            }
+            by_array.entry(arr.name.as_str()).or_default().push((d, a));
+        }
+    }
+    Ok(by_array)
+}
+
+/// Data written whole must have the schema's element type and shape.
+fn check_data(dataset: &str, array: &str, schema: &ArraySchema, data: &ArrayData) -> Result<()> {
+    let e = if data.dtype() != schema.dtype {
+        array_format::Error::DTypeMismatch {
+            name: array.to_owned(),
+            stored: schema.dtype,
+            requested: data.dtype(),
+        }
+    } else if data.shape().len() != schema.rank() {
+        array_format::Error::RankMismatch {
+            name: array.to_owned(),
+            expected: schema.rank(),
+            actual: data.shape().len(),
+        }
+    } else if data
+        .shape()
+        .iter()
+        .zip(&schema.shape)
+        .any(|(&n, &s)| n as u64 != s)
+    {
+        array_format::Error::ShapeMismatch {
+            name: array.to_owned(),
+            expected: schema.shape.clone(),
+            actual: data.shape().iter().map(|&n| n as u64).collect(),
+        }
+    } else {
+        return Ok(());
+    };
+    Err(Error::array(dataset, array, e))
+}
+
+impl Group<'_> {
+    /// Defines the group's array in each of its datasets and writes its cells.
+    fn write(&mut self, datasets: &[NewDataset]) -> Result<()> {
+        for &(d, a) in &self.items {
+            let (ds, arr) = (&datasets[d], &datasets[d].arrays[a]);
+            let fail = |e| Error::array(&ds.name, self.array, e);
+            self.file
+                .define_new(&ds.name, (*arr.schema).clone())
+                .map_err(fail)?;
+            self.defined += 1;
+            if let Some(data) = &arr.data {
+                with_array_data!(data, v => self.file.write_array(&ds.name, &[], v.view()))
+                    .map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the definitions [`Group::write`] made.
+    fn undo(&mut self, datasets: &[NewDataset]) {
+        for &(d, _) in &self.items[..self.defined] {
+            // Only a definition made above is removed: it exists.
+            let _ = self.file.delete_array(&datasets[d].name);
+        }
+        self.defined = 0;
+    }
+}
+
+impl Inner {
+    /// Adds a checked batch's records (fresh ids, in the order given) under
+    /// one lock of the registry. The caller holds the structure lock, under
+    /// which it found none of the names taken.
+    fn insert_datasets(&self, datasets: &[NewDataset]) -> Result<()> {
+        let mut live = self.live.write();
+        // Nothing can have taken a name since (creations take the structure
+        // lock); the in-memory changes are checked again all the same.
+        if let Some(ds) = datasets
+            .iter()
+            .find(|ds| live.changed_record(&ds.name).is_some_and(|r| r.is_some()))
+        {
+            return Err(Error::DatasetExists {
+                name: ds.name.clone(),
+            });
+        }
+        for ds in datasets {
+            let id = live.next_id;
+            live.next_id += 1;
+            live.n += 1;
+            let arrays: IndexMap<String, ArrayEntry> = ds
+                .arrays
+                .iter()
+                .map(|a| {
+                    (
+                        a.name.clone(),
+                        ArrayEntry {
+                            schema: Arc::clone(&a.schema),
+                            attributes: Arc::clone(&a.attributes),
+                        },
+                    )
+                })
+                .collect();
+            live.count(ds.arrays.iter().map(|a| a.name.clone()), true);
+            live.put(
+                &ds.name,
+                Some(Record {
+                    id,
+                    meta: Arc::new(DatasetMeta {
+                        attributes: ds.attributes.clone(),
+                        arrays,
+                    }),
+                    stats: Arc::default(),
+                }),
+            );
+        }
+        self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}

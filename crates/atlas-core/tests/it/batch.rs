@@ -1,0 +1,480 @@
+//! `Atlas::create_datasets`: a batch gives exactly what the per-call API
+//! gives, is checked whole before the store changes, and leaves nothing
+//! behind when writing its cells fails.
+
+use std::sync::Arc;
+
+use atlas_core::{
+    ArrayData, ArraySchema, Atlas, Attr, DType, DatasetView, Error, FillValue, MemoryStorage,
+    NewArray, NewDataset, StoreConfig, TimestampNs,
+};
+use indexmap::IndexMap;
+
+use crate::common::{arr, create_mem, full, reopen_mem, snapshot, strings, used_bytes};
+
+fn schema(
+    name: &str,
+    dtype: DType,
+    shape: &[u64],
+    chunk: Option<&[u64]>,
+    fill: Option<FillValue>,
+) -> Arc<ArraySchema> {
+    let dims = (0..shape.len()).map(|i| format!("d{i}")).collect();
+    Arc::new(
+        ArraySchema::new(
+            name,
+            dtype,
+            dims,
+            shape.to_vec(),
+            chunk.map(<[u64]>::to_vec),
+            fill,
+        )
+        .unwrap(),
+    )
+}
+
+/// `n` datasets named `{prefix}{i}` with every element type, arrays of one
+/// chunk and of several, an array left at its fill value, shared and
+/// unshared schemas and attribute sets, and `levels` cells in the `f64`
+/// array (large enough, the batch is encoded on several cores).
+fn batch(prefix: &str, n: usize, levels: usize) -> Vec<NewDataset> {
+    let temp = schema("TEMP", DType::Float32, &[20], Some(&[7]), None);
+    let units: Arc<IndexMap<String, Attr>> = Arc::new(
+        [("units".to_owned(), Attr::from("degC"))]
+            .into_iter()
+            .collect(),
+    );
+    let grid = schema("grid", DType::Int64, &[3, 4], Some(&[2, 3]), None);
+    (0..n)
+        .map(|i| {
+            let mut ds = NewDataset::new(format!("{prefix}{i:04}"));
+            ds.attributes.insert("cycle".into(), Attr::Int64(i as i64));
+            if i % 3 == 0 {
+                ds.attributes
+                    .insert("lat".into(), Attr::Float64(i as f64 / 7.0 - 30.0));
+            }
+            let f = i as f32;
+            let mut t = NewArray::new(
+                "TEMP",
+                Arc::clone(&temp),
+                Some(arr(&[20], (0..20).map(|k| f + k as f32 / 8.0).collect()).into()),
+            );
+            t.attributes = Arc::clone(&units);
+            ds.arrays.push(t);
+            ds.arrays.push(NewArray::new(
+                "grid",
+                Arc::clone(&grid),
+                Some(arr(&[3, 4], (0..12).map(|k| k * i as i64 - 5).collect()).into()),
+            ));
+            // A schema of its own per dataset, and a per-dataset attribute set.
+            let mut deep = NewArray::new(
+                "DEEP",
+                schema("DEEP", DType::Float64, &[levels as u64], None, None),
+                Some(
+                    arr(
+                        &[levels],
+                        (0..levels).map(|k| (k * (i + 1)) as f64 * 0.25).collect(),
+                    )
+                    .into(),
+                ),
+            );
+            deep.attributes = Arc::new(
+                [("id".to_owned(), Attr::Int64(i as i64))]
+                    .into_iter()
+                    .collect(),
+            );
+            ds.arrays.push(deep);
+            let words: Vec<String> = (0..3).map(|k| format!("w{}", i * k)).collect();
+            ds.arrays.push(NewArray::new(
+                "label",
+                schema("label", DType::String, &[3], None, None),
+                Some(arr(&[3], words).into()),
+            ));
+            let small: Vec<(DType, ArrayData)> = vec![
+                (DType::Bool, arr(&[2], vec![i % 2 == 0, true]).into()),
+                (DType::Int8, arr(&[2], vec![-(i as i8 % 100), 7]).into()),
+                (DType::Int16, arr(&[2], vec![i as i16, -300]).into()),
+                (DType::Int32, arr(&[2], vec![i as i32 * 1000, 1]).into()),
+                (DType::UInt8, arr(&[2], vec![i as u8, 255]).into()),
+                (DType::UInt16, arr(&[2], vec![i as u16, 2]).into()),
+                (DType::UInt32, arr(&[2], vec![i as u32, 3]).into()),
+                (DType::UInt64, arr(&[2], vec![i as u64, u64::MAX]).into()),
+                (
+                    DType::Timestamp,
+                    arr(
+                        &[2],
+                        vec![TimestampNs(i as i64 * 1_000_000_000), TimestampNs(-1)],
+                    )
+                    .into(),
+                ),
+            ];
+            for (k, (dtype, data)) in small.into_iter().enumerate() {
+                // Not every dataset has every array.
+                if (i + k) % 4 != 3 {
+                    let name = format!("s{k}");
+                    ds.arrays.push(NewArray::new(
+                        name.clone(),
+                        schema(&name, dtype, &[2], None, None),
+                        Some(data),
+                    ));
+                }
+            }
+            // Never written: reads as its fill value.
+            ds.arrays.push(NewArray::new(
+                "empty",
+                schema(
+                    "empty",
+                    DType::Float64,
+                    &[4],
+                    None,
+                    Some(FillValue::Float64(-9.5)),
+                ),
+                None,
+            ));
+            ds
+        })
+        .collect()
+}
+
+async fn write_one(ds: &DatasetView, name: &str, data: &ArrayData) {
+    let start = vec![];
+    match data {
+        ArrayData::Bool(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::I8(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::I16(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::I32(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::I64(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::U8(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::U16(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::U32(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::U64(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::F32(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::F64(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::Str(v) => ds.write_array(name, start, v.view()).await,
+        ArrayData::Timestamp(v) => ds.write_array(name, start, v.view()).await,
+        other => panic!("{:?} not handled by the test", other.dtype()),
+    }
+    .unwrap();
+}
+
+/// The batch written through the per-call API.
+async fn per_call(s: &Atlas, batch: &[NewDataset]) {
+    for d in batch {
+        let ds = s.create_dataset(&d.name).await.unwrap();
+        for (k, v) in &d.attributes {
+            ds.set_attribute(k, v.clone()).unwrap();
+        }
+        for a in &d.arrays {
+            ds.define_array_schema(&a.name, (*a.schema).clone())
+                .await
+                .unwrap();
+            if let Some(data) = &a.data {
+                write_one(&ds, &a.name, data).await;
+            }
+            if !a.attributes.is_empty() {
+                ds.set_array_attributes(&a.name, Arc::clone(&a.attributes))
+                    .unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_creates_what_the_per_call_api_creates() {
+    let (sa, sb) = (MemoryStorage::new(), MemoryStorage::new());
+    let a = create_mem(&sa, StoreConfig::default()).await;
+    let b = create_mem(&sb, StoreConfig::default()).await;
+    // A committed dataset and a pending one before the batches.
+    for s in [&a, &b] {
+        let ds = s.create_dataset("before").await.unwrap();
+        ds.define_array::<f32>("TEMP", strings(&["d0"]), vec![20], Some(vec![7]), None)
+            .await
+            .unwrap();
+        ds.write_array("TEMP", vec![], full(&[20], 1.5f32).view())
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        s.create_dataset("pending").await.unwrap();
+    }
+    // Small (encoded on one core), then large enough for several cores
+    // (300 × 2,000 f64 = 4.8 MB), then one more small one after a commit.
+    let first = batch("a", 12, 8);
+    let second = batch("b", 300, 2000);
+    let third = batch("c", 5, 8);
+    a.create_datasets(&first).await.unwrap();
+    per_call(&b, &first).await;
+    a.create_datasets(&second).await.unwrap();
+    per_call(&b, &second).await;
+    assert_eq!(snapshot(&a).await, snapshot(&b).await, "pending");
+    assert_eq!(
+        a.list_datasets_with_ids().unwrap(),
+        b.list_datasets_with_ids().unwrap(),
+        "ids"
+    );
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    a.create_datasets(&third).await.unwrap();
+    per_call(&b, &third).await;
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    let want = snapshot(&b).await;
+    assert_eq!(want.datasets.len(), 2 + 12 + 300 + 5);
+    assert_eq!(snapshot(&a).await, want, "committed");
+    assert_eq!(
+        a.catalog_array_stats("DEEP").await.unwrap(),
+        b.catalog_array_stats("DEEP").await.unwrap()
+    );
+    drop((a, b));
+    let (ra, rb) = (reopen_mem(&sa, "a").await, reopen_mem(&sb, "b").await);
+    assert_eq!(snapshot(&ra).await, want, "reopened");
+    assert_eq!(
+        ra.list_datasets_with_ids().unwrap(),
+        rb.list_datasets_with_ids().unwrap()
+    );
+    // A batch's arrays take later per-call writes like any other.
+    let ds = ra.open_dataset("b0007").await.unwrap();
+    ds.write_array("TEMP", vec![5], full(&[2], -1.0f32).view())
+        .await
+        .unwrap();
+    let t = ds
+        .read_array::<f32>("TEMP", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t[[4]], 7.5);
+    assert_eq!(t[[5]], -1.0);
+    assert_eq!(t[[7]], 7.875);
+}
+
+/// A valid batch with `bad` inserted before its last dataset.
+fn with_bad(bad: NewDataset) -> Vec<NewDataset> {
+    let mut b = batch("ok", 3, 4);
+    b.insert(2, bad);
+    b
+}
+
+#[tokio::test]
+async fn a_batch_is_checked_whole_before_the_store_changes() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    s.create_datasets(&batch("old", 2, 4)).await.unwrap();
+    s.flush().await.unwrap();
+    s.create_datasets(&batch("pend", 2, 4)).await.unwrap();
+    let before = snapshot(&s).await;
+    let valid = || batch("x", 1, 4).pop().unwrap();
+    let named = |name: &str| {
+        let mut d = valid();
+        d.name = name.to_owned();
+        d
+    };
+    let mut cases: Vec<(&str, Vec<NewDataset>)> = vec![
+        ("committed name", with_bad(named("old0001"))),
+        ("pending name", with_bad(named("pend0000"))),
+        ("name twice", with_bad(named("ok0000"))),
+        ("bad dataset name", with_bad(named("a/b"))),
+        ("empty dataset name", with_bad(named(""))),
+    ];
+    let mut d = valid();
+    d.arrays.push(d.arrays[0].clone());
+    cases.push(("array twice", with_bad(d)));
+    let mut d = valid();
+    d.arrays[1].name = "bad/name".into();
+    cases.push(("bad array name", with_bad(d)));
+    let mut d = valid();
+    d.attributes.insert(String::new(), Attr::Int64(1));
+    cases.push(("bad attribute name", with_bad(d)));
+    let mut d = valid();
+    d.arrays[0].attributes = Arc::new([(String::new(), Attr::Int64(1))].into_iter().collect());
+    cases.push(("bad array attribute name", with_bad(d)));
+    let mut d = valid();
+    d.arrays[0].data = Some(arr(&[20], vec![1.0f64; 20]).into());
+    cases.push(("element type", with_bad(d)));
+    let mut d = valid();
+    d.arrays[0].data = Some(arr(&[4, 5], vec![1.0f32; 20]).into());
+    cases.push(("rank", with_bad(d)));
+    let mut d = valid();
+    d.arrays[0].data = Some(arr(&[19], vec![1.0f32; 19]).into());
+    cases.push(("shape", with_bad(d)));
+    let mut d = valid();
+    let mut broken = (*d.arrays[0].schema).clone();
+    broken.chunk_shape = vec![0];
+    d.arrays[0].schema = Arc::new(broken);
+    cases.push(("schema", with_bad(d)));
+    for (what, b) in &cases {
+        let e = s.create_datasets(b).await.unwrap_err();
+        let ok = match *what {
+            "committed name" | "pending name" | "name twice" => {
+                matches!(e, Error::DatasetExists { .. })
+            }
+            "array twice" => matches!(e, Error::ArrayExists { .. }),
+            "bad dataset name"
+            | "empty dataset name"
+            | "bad array name"
+            | "bad attribute name"
+            | "bad array attribute name" => matches!(e, Error::InvalidName { .. }),
+            "element type" => matches!(&e, Error::Array { error, .. }
+                if matches!(**error, array_format::Error::DTypeMismatch { .. })),
+            "rank" => matches!(&e, Error::Array { error, .. }
+                if matches!(**error, array_format::Error::RankMismatch { .. })),
+            "shape" => matches!(&e, Error::Array { error, .. }
+                if matches!(**error, array_format::Error::ShapeMismatch { .. })),
+            "schema" => matches!(&e, Error::Array { error, .. }
+                if matches!(**error, array_format::Error::InvalidSchema { .. })),
+            other => panic!("case {other} has no expected error"),
+        };
+        assert!(ok, "{what}: unexpected error {e:?}");
+        assert_eq!(snapshot(&s).await, before, "{what}: the store changed");
+    }
+    // Nothing of the refused batches is committed either, and the store
+    // takes a valid batch after them.
+    s.flush().await.unwrap();
+    drop(s);
+    let r = reopen_mem(&storage, "after refusals").await;
+    assert_eq!(snapshot(&r).await, before);
+    r.create_datasets(&batch("later", 2, 4)).await.unwrap();
+    assert_eq!(r.list_datasets().unwrap().len(), before.datasets.len() + 2);
+    // An empty batch changes nothing.
+    r.create_datasets(&[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_name_is_created_anew_by_a_batch() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    s.create_datasets(&batch("d", 3, 4)).await.unwrap();
+    s.flush().await.unwrap();
+    // One deleted and committed, one deleted pending: both come back as
+    // new datasets (new ids) with only the batch's arrays.
+    s.delete_dataset("d0000").await.unwrap();
+    s.flush().await.unwrap();
+    s.delete_dataset("d0001").await.unwrap();
+    let old_ids: Vec<(u64, String)> = s.list_datasets_with_ids().unwrap();
+    let mut again = Vec::new();
+    for name in ["d0000", "d0001"] {
+        let mut d = NewDataset::new(name);
+        d.arrays.push(NewArray::new(
+            "only",
+            schema("only", DType::Int32, &[2], None, None),
+            Some(arr(&[2], vec![4, 5]).into()),
+        ));
+        again.push(d);
+    }
+    s.create_datasets(&again).await.unwrap();
+    s.flush().await.unwrap();
+    let r = reopen_mem(&storage, "recreated").await;
+    let ids = r.list_datasets_with_ids().unwrap();
+    assert_eq!(ids.len(), 3);
+    let max_old = old_ids.iter().map(|(id, _)| *id).max().unwrap();
+    for name in ["d0000", "d0001"] {
+        let (id, _) = ids.iter().find(|(_, n)| n == name).unwrap();
+        assert!(*id > max_old, "{name} has a new id");
+        let ds = r.open_dataset(name).await.unwrap();
+        assert_eq!(ds.list_arrays().unwrap(), vec!["only".to_owned()]);
+        assert!(ds
+            .read_array::<f32>("TEMP", vec![], vec![])
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            ds.read_array::<i32>("only", vec![], vec![])
+                .await
+                .unwrap()
+                .unwrap()
+                .into_raw_vec_and_offset()
+                .0,
+            vec![4, 5]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_while_writing_leaves_nothing() {
+    // With a one-byte pending budget every chunk spills to a scratch file as
+    // it is written: a full disk part-way through the batch fails it after
+    // some arrays were defined and written, which must all be undone.
+    let mut failures = 0;
+    let b = batch("b", 40, 50);
+    for step in 0..60u64 {
+        let headroom = step * 600;
+        let ctx = format!("headroom {headroom}");
+        let storage = MemoryStorage::new();
+        let s = create_mem(
+            &storage,
+            StoreConfig {
+                pending_budget_bytes: 1,
+                ..StoreConfig::default()
+            },
+        )
+        .await;
+        s.create_datasets(&batch("old", 2, 4)).await.unwrap();
+        s.flush().await.unwrap();
+        let before = snapshot(&s).await;
+        storage.set_capacity(Some(used_bytes(&storage) + headroom));
+        let res = s.create_datasets(&b).await;
+        storage.set_capacity(None);
+        match res {
+            Ok(()) => {
+                assert_eq!(s.n_datasets(), 42, "{ctx}");
+                break;
+            }
+            Err(e) => {
+                failures += 1;
+                assert!(
+                    matches!(
+                        e.kind(),
+                        atlas_core::ErrorKind::ResourceExhausted | atlas_core::ErrorKind::Io
+                    ),
+                    "{ctx}: {e:?}"
+                );
+                assert_eq!(
+                    snapshot(&s).await,
+                    before,
+                    "{ctx}: a failed batch is visible"
+                );
+                if step % 2 == 0 {
+                    s.flush().await.unwrap();
+                    drop(s);
+                    let r = reopen_mem(&storage, &ctx).await;
+                    assert_eq!(
+                        snapshot(&r).await,
+                        before,
+                        "{ctx}: a failed batch was committed"
+                    );
+                } else {
+                    // Nothing of it is left in the array files either: the
+                    // same batch goes through once there is room.
+                    s.create_datasets(&b)
+                        .await
+                        .unwrap_or_else(|e| panic!("{ctx}: the batch again: {e}"));
+                    let want = snapshot(&s).await;
+                    assert_eq!(want.datasets.len(), 42, "{ctx}");
+                    s.flush().await.unwrap();
+                    drop(s);
+                    let r = reopen_mem(&storage, &ctx).await;
+                    assert_eq!(snapshot(&r).await, want, "{ctx}: the batch again, reopened");
+                }
+            }
+        }
+    }
+    assert!(failures > 0, "the disk never filled up");
+}
+
+#[tokio::test]
+async fn a_read_only_handle_refuses_a_batch() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    s.create_datasets(&batch("d", 1, 4)).await.unwrap();
+    s.flush().await.unwrap();
+    let generation = s.generation();
+    let path = crate::common::mem_root();
+    let past = Atlas::open_at_with(
+        Arc::new(storage.clone()),
+        &path,
+        atlas_core::At::Generation(generation),
+        atlas_core::OpenOptions::default(),
+    )
+    .await
+    .unwrap();
+    let e = past.create_datasets(&batch("e", 1, 4)).await.unwrap_err();
+    assert!(matches!(e, Error::ReadOnly { .. }), "{e:?}");
+}
