@@ -229,7 +229,7 @@ impl Source<'_> {
 
 /// How an array looks after merging.
 struct View<'a> {
-    schema: &'a ArraySchema,
+    schema: &'a Arc<ArraySchema>,
     committed: Option<&'a Committed>,
     pending: Option<&'a ChunkMap<PendingChunk>>,
 }
@@ -572,13 +572,13 @@ impl ArrayFile {
     /// The schema of an array; `None` also when its committed records cannot
     /// be read (see [`ArrayFile::try_schema`]).
     pub fn schema(&self, name: &str) -> Option<&ArraySchema> {
-        self.view(name).map(|v| v.schema)
+        self.view(name).map(|v| &**v.schema)
     }
 
     /// The schema of an array, or the error of reading its committed records
     /// (a damaged footer block, layers that contradict each other about it).
     pub fn try_schema(&self, name: &str) -> Result<Option<&ArraySchema>> {
-        Ok(self.try_view(name)?.map(|v| v.schema))
+        Ok(self.try_view(name)?.map(|v| &**v.schema))
     }
 
     /// Defines a new array. `chunk_shape = None` means one chunk of the full shape.
@@ -595,7 +595,8 @@ impl ArrayFile {
     }
 
     /// Defines a new array from a ready schema (dtype chosen at run time).
-    pub fn define(&mut self, name: &str, schema: ArraySchema) -> Result<()> {
+    pub fn define(&mut self, name: &str, schema: impl Into<Arc<ArraySchema>>) -> Result<()> {
+        let schema = schema.into();
         validate_array_name(name)?;
         schema.validate(name)?;
         if self.try_view(name)?.is_some() {
@@ -619,7 +620,11 @@ impl ArrayFile {
     /// cache. For names spread like dataset names that is every layer, so a
     /// writer adding new datasets batch after batch would read, and fill the
     /// cache with, the footers of the whole store.
-    pub fn define_new(&mut self, name: &str, schema: ArraySchema) -> Result<()> {
+    ///
+    /// A schema given as an `Arc` is kept as it is: arrays of many datasets
+    /// can share one copy, through the flush's layer and the index.
+    pub fn define_new(&mut self, name: &str, schema: impl Into<Arc<ArraySchema>>) -> Result<()> {
+        let schema = schema.into();
         validate_array_name(name)?;
         schema.validate(name)?;
         if self

@@ -94,7 +94,7 @@ pub(crate) struct ArrayRecord {
     pub name: String,
     pub kind: RecordKind,
     /// Present unless `kind` is `Delete`.
-    pub schema: Option<ArraySchema>,
+    pub schema: Option<Arc<ArraySchema>>,
     /// Sorted by `chunk_idx`, unique.
     pub chunks: Vec<ChunkEntry>,
 }

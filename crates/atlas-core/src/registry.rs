@@ -48,7 +48,7 @@ pub(crate) use run::fuzz_run;
 pub(crate) use run::Ints;
 pub use run::RunId;
 pub(crate) use run::{
-    par_map, Entries, Float, Record, Run, RunWriter, SchemaOf, StatColumn, Values,
+    par_map, Entries, Float, MergeRec, Record, Run, RunWriter, SchemaOf, StatColumn, Values,
 };
 pub(crate) use runs::{merge as merge_runs, RunSet};
 pub(crate) use segment::decode_segment;

@@ -375,7 +375,7 @@ pub async fn import_paths(
             let outcome = match r {
                 Err(e) => FileOutcome::Failed(e),
                 Ok(plan) => {
-                    let mut unused = Vec::new();
+                    let mut unused = import::Unused::default();
                     let ds = import::new_dataset(plan, &mut shared, &mut unused);
                     let outcome = match replace_and_write(store, &ds, opts.replace).await {
                         Ok(()) => FileOutcome::Imported {
@@ -443,12 +443,9 @@ pub async fn import_paths(
     Ok(report)
 }
 
-/// A written dataset and the attribute maps its conversion did not keep,
-/// freed by a decoder thread.
-type Spent = (
-    atlas::NewDataset,
-    Vec<indexmap::IndexMap<String, atlas::Attr>>,
-);
+/// A written dataset and what its conversion did not keep, freed by a
+/// decoder thread.
+type Spent = (atlas::NewDataset, import::Unused);
 
 /// Stops the decoder threads (and wakes those waiting on the budget) when
 /// told to or dropped.

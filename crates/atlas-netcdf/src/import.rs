@@ -522,54 +522,89 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
     })
 }
 
-/// The attribute sets of the arrays written last, by array name: a dataset
-/// whose array has the same attributes (in the same order) as the previous
-/// one's shares them instead of holding a copy (files of one collection
-/// repeat their variables' attributes, and a batch holds thousands).
+/// The attribute sets and schemas of the arrays written last, by array
+/// name: a dataset whose array has the same attributes (in the same order)
+/// or the same schema as the previous one's shares them instead of holding
+/// a copy (files of one collection repeat their variables' attributes and
+/// mostly their shapes, and a batch holds thousands; shared schemas are
+/// also checked once per batch and found by address in the registry's
+/// dictionary).
 #[derive(Debug, Default)]
-pub(crate) struct SharedAttrs(std::collections::HashMap<String, Arc<IndexMap<String, Attr>>>);
+pub(crate) struct SharedAttrs {
+    attrs: std::collections::HashMap<String, Arc<IndexMap<String, Attr>>>,
+    schemas: std::collections::HashMap<String, Arc<ArraySchema>>,
+}
+
+/// What [`new_dataset`] did not keep because an equal value is shared: for
+/// the caller to free where it likes (on the import's critical path,
+/// freeing memory another thread allocated was slower than the batch write
+/// itself).
+#[derive(Debug, Default)]
+pub(crate) struct Unused {
+    attrs: Vec<IndexMap<String, Attr>>,
+    schemas: Vec<ArraySchema>,
+}
 
 impl SharedAttrs {
-    fn get(&mut self, array: &str, attrs: &IndexMap<String, Attr>) -> Arc<IndexMap<String, Attr>> {
-        match self.0.get(array) {
-            Some(a) if a.len() == attrs.len() && a.iter().eq(attrs.iter()) => Arc::clone(a),
+    fn attrs(
+        &mut self,
+        array: &str,
+        attrs: IndexMap<String, Attr>,
+        unused: &mut Unused,
+    ) -> Arc<IndexMap<String, Attr>> {
+        match self.attrs.get(array) {
+            Some(a) if a.len() == attrs.len() && a.iter().eq(attrs.iter()) => {
+                unused.attrs.push(attrs);
+                Arc::clone(a)
+            }
             _ => {
-                let a = Arc::new(attrs.clone());
-                self.0.insert(array.to_owned(), Arc::clone(&a));
+                let a = Arc::new(attrs);
+                self.attrs.insert(array.to_owned(), Arc::clone(&a));
                 a
+            }
+        }
+    }
+
+    fn schema(
+        &mut self,
+        array: &str,
+        schema: ArraySchema,
+        unused: &mut Unused,
+    ) -> Arc<ArraySchema> {
+        match self.schemas.get(array) {
+            Some(s) if **s == schema => {
+                unused.schemas.push(schema);
+                Arc::clone(s)
+            }
+            _ => {
+                let s = Arc::new(schema);
+                self.schemas.insert(array.to_owned(), Arc::clone(&s));
+                s
             }
         }
     }
 }
 
 /// The batch entry of a plan (moved, not copied), with its array
-/// attribute sets shared with the plans converted before through `shared`.
-/// The attribute maps it did not keep (their values are shared) go to
-/// `unused`, for the caller to free where it likes: on the import's
-/// critical path, freeing memory another thread allocated was slower than
-/// the batch write itself.
+/// attribute sets and schemas shared with the plans converted before
+/// through `shared`; what it did not keep goes to `unused`.
 pub(crate) fn new_dataset(
     plan: DatasetPlan,
     shared: &mut SharedAttrs,
-    unused: &mut Vec<IndexMap<String, Attr>>,
+    unused: &mut Unused,
 ) -> NewDataset {
     let arrays = plan
         .arrays
         .into_iter()
-        .map(|a| {
-            let attributes = if a.attrs.is_empty() {
+        .map(|a| NewArray {
+            attributes: if a.attrs.is_empty() {
                 Arc::default()
             } else {
-                let shared = shared.get(&a.name, &a.attrs);
-                unused.push(a.attrs);
-                shared
-            };
-            NewArray {
-                attributes,
-                schema: Arc::new(a.schema),
-                name: a.name,
-                data: Some(a.data),
-            }
+                shared.attrs(&a.name, a.attrs, unused)
+            },
+            schema: shared.schema(&a.name, a.schema, unused),
+            name: a.name,
+            data: Some(a.data),
         })
         .collect();
     NewDataset {
@@ -582,7 +617,11 @@ pub(crate) fn new_dataset(
 /// Writes a plan as a new dataset, all or nothing: if anything fails, the
 /// store is as before (nothing is flushed here).
 pub async fn write_plan(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
-    let ds = new_dataset(plan.clone(), &mut SharedAttrs::default(), &mut Vec::new());
+    let ds = new_dataset(
+        plan.clone(),
+        &mut SharedAttrs::default(),
+        &mut Unused::default(),
+    );
     store.create_datasets(std::slice::from_ref(&ds)).await?;
     Ok(())
 }

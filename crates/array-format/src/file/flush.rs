@@ -31,7 +31,7 @@ impl ArrayFile {
     pub(super) fn write_pending_to(&self, path: &Path, uid: u128) -> Result<PreparedLayer> {
         let mut w = LayerWriter::create(self.storage.as_ref(), path, uid)?;
         for (name, arr) in &self.pending.arrays {
-            w.begin_array(name, arr.kind, arr.schema.clone());
+            w.begin_array(name, arr.kind, arr.schema.clone()); // an `Arc`
             for (&idx, chunk) in &arr.chunks {
                 let stored = self.pending.stored_bytes(chunk)?;
                 w.append_chunk(idx, &stored, &chunk.meta)?;

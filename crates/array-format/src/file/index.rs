@@ -316,8 +316,8 @@ impl ArrayFile {
 fn defined(rec: ArrayRecord, idx: u32, last: &mut Option<Arc<ArraySchema>>) -> Committed {
     let schema = rec.schema.expect("decoded define records carry a schema");
     let schema = match last {
-        Some(l) if **l == schema => Arc::clone(l),
-        _ => Arc::clone(last.insert(Arc::new(schema))),
+        Some(l) if Arc::ptr_eq(l, &schema) || **l == *schema => Arc::clone(l),
+        _ => Arc::clone(last.insert(schema)),
     };
     Committed {
         schema,
@@ -341,7 +341,7 @@ fn update(c: Option<&mut Committed>, rec: ArrayRecord, path: &Path, idx: u32) ->
             ),
         ));
     };
-    if rec.schema.as_ref() != Some(&c.schema) {
+    if rec.schema.as_deref() != Some(&*c.schema) {
         return Err(Error::corrupt(
             path,
             0,

@@ -51,8 +51,9 @@ impl PendingChunk {
 pub(crate) struct PendingArray {
     /// `Update` (on top of the committed array), `Define` (replaces it) or `Delete`.
     pub kind: RecordKind,
-    /// `None` only for `Delete`.
-    pub schema: Option<ArraySchema>,
+    /// `None` only for `Delete`. Shared with the layer footer a flush
+    /// writes and the index it installs (no copy per array).
+    pub schema: Option<Arc<ArraySchema>>,
     pub chunks: ChunkMap<PendingChunk>,
 }
 
@@ -208,7 +209,12 @@ impl Pending {
     }
 
     /// Sets the record for `name`, dropping any pending chunks it had.
-    pub(crate) fn set_record(&mut self, name: &str, kind: RecordKind, schema: Option<ArraySchema>) {
+    pub(crate) fn set_record(
+        &mut self,
+        name: &str,
+        kind: RecordKind,
+        schema: Option<Arc<ArraySchema>>,
+    ) {
         self.touch();
         if let Some(old) = self.arrays.shift_remove(name) {
             for c in old.chunks.values() {

@@ -299,7 +299,7 @@ impl ArrayFile {
         let Some(view) = self.try_view(name)? else {
             return Ok(Expected::SchemaDiffers);
         };
-        if *view.schema != *expected {
+        if **view.schema != *expected {
             return Ok(Expected::SchemaDiffers);
         }
         if in_memory_only && !self.region_in_memory(name, &view, start, count) {

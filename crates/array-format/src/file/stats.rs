@@ -38,7 +38,7 @@ impl ArrayFile {
         }
         Ok(MergedArrayMeta {
             name: name.to_owned(),
-            schema: schema.clone(),
+            schema: (**schema).clone(),
             stats,
             n_chunks_stored: n,
             stored_bytes,

@@ -353,7 +353,7 @@ impl ArrayFile {
                     format!("two merged records stand for one input record ({name:?})"),
                 ));
             }
-            w.begin_array(&name, kind, c.map(|c| (*c.schema).clone()), g)?;
+            w.begin_array(&name, kind, c.map(|c| Arc::clone(&c.schema)), g)?;
             for (&idx, loc) in c
                 .iter()
                 .flat_map(|c| c.chunks.iter())

@@ -110,7 +110,7 @@ impl ArrayFile {
         let created_record = !self.pending.arrays.contains_key(name);
         // The schema is copied only for a new record (a write over committed
         // data): a write into a pending array's record needs none.
-        let record_schema = created_record.then(|| schema.clone());
+        let record_schema = created_record.then(|| std::sync::Arc::clone(schema));
         if let Some(schema) = record_schema {
             self.pending
                 .set_record(name, RecordKind::Update, Some(schema));

@@ -550,7 +550,7 @@ mod tests {
         ArrayRecord {
             name: name.into(),
             kind: RecordKind::Define,
-            schema: Some(schema),
+            schema: Some(std::sync::Arc::new(schema)),
             chunks: (0..n_chunks)
                 .map(|k| ChunkEntry {
                     chunk_idx: k,

@@ -320,7 +320,7 @@ pub(super) fn decode_record(i: &mut In<'_>) -> Result<ArrayRecord> {
     Ok(ArrayRecord {
         name,
         kind,
-        schema: Some(schema),
+        schema: Some(std::sync::Arc::new(schema)),
         chunks,
     })
 }
@@ -345,7 +345,7 @@ mod tests {
                 ArrayRecord {
                     name: "ds1".into(),
                     kind: RecordKind::Define,
-                    schema: Some(schema),
+                    schema: Some(std::sync::Arc::new(schema)),
                     chunks: vec![ChunkEntry {
                         chunk_idx: 3,
                         offset: 32,

@@ -49,7 +49,7 @@ impl LayerWriter {
         &mut self,
         name: &str,
         kind: RecordKind,
-        schema: Option<ArraySchema>,
+        schema: Option<Arc<ArraySchema>>,
     ) {
         self.records.push(ArrayRecord {
             name: name.to_owned(),
@@ -266,7 +266,7 @@ impl SortedLayerWriter {
         &mut self,
         name: &str,
         kind: RecordKind,
-        schema: Option<ArraySchema>,
+        schema: Option<Arc<ArraySchema>>,
         provisional_seq: u32,
     ) -> Result<()> {
         self.close_record()?;

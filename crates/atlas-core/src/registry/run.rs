@@ -232,6 +232,64 @@ pub(crate) enum Found {
     Tombstone,
 }
 
+/// A record as a merge of runs carries it (see [`super::runs::merge`]).
+pub(crate) enum MergeRec {
+    /// One the handle holds (a change since the last commit).
+    Held(Record),
+    /// One as a run stores it: checked when its block was read, its
+    /// dictionary indexes not yet resolved. A merge's writer re-encodes it
+    /// without building a [`Record`] ([`RunWriter::record_stored`]).
+    Stored(StoredRec),
+}
+
+impl MergeRec {
+    /// The id of the dataset.
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> u64 {
+        match self {
+            MergeRec::Held(r) => r.id,
+            MergeRec::Stored(s) => s.id,
+        }
+    }
+
+    /// The record it stands for.
+    pub(crate) fn into_record(self) -> Record {
+        match self {
+            MergeRec::Held(r) => r,
+            MergeRec::Stored(s) => s.into_record(),
+        }
+    }
+}
+
+/// A live record as its run stores it, with that run's dictionary.
+pub(crate) struct StoredRec {
+    id: u64,
+    body: BodyRepr,
+    dict: Arc<Dict>,
+}
+
+impl StoredRec {
+    /// The record, its parts moved (the indexes were checked on reading).
+    fn into_record(self) -> Record {
+        let BodyRepr(attributes, arrs) = self.body;
+        let mut arrays = IndexMap::with_capacity(arrs.len());
+        let mut stats = HashMap::with_capacity(arrs.len());
+        for ArrRepr(aname, s, a, st) in arrs {
+            let entry = self
+                .dict
+                .entry(s, a)
+                .expect("a stored record's indexes are checked when its block is read");
+            arrays.insert(aname.clone(), entry);
+            stats.insert(aname, stats_of(st));
+        }
+        Record {
+            id: self.id,
+            meta: Arc::new(DatasetMeta { attributes, arrays }),
+            stats: Arc::new(stats),
+        }
+    }
+}
+
 // ---- serialized forms -------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -767,8 +825,8 @@ impl<'s> RunWriter<'s> {
         k
     }
 
-    fn schema_index(&mut self, e: &ArrayEntry) -> u32 {
-        let ptr = Arc::as_ptr(&e.schema) as usize;
+    fn schema_index(&mut self, schema: &Arc<array_format::ArraySchema>) -> u32 {
+        let ptr = Arc::as_ptr(schema) as usize;
         if let Some(i) = self.schema_ptr.get(&ptr) {
             return *i;
         }
@@ -776,54 +834,54 @@ impl<'s> RunWriter<'s> {
         // objects of its own. Equal schemas (fill values compared by bits)
         // are the ones that serialize identically, so this is the dictionary
         // a key of serialized bytes would build, without serializing.
-        let fp = schema_fingerprint(&e.schema);
+        let fp = schema_fingerprint(schema);
         let known = self
             .schema_eq
             .get(&fp)
-            .and_then(|c| c.iter().find(|(s, _)| **s == *e.schema))
+            .and_then(|c| c.iter().find(|(s, _)| **s == **schema))
             .map(|(_, i)| *i);
         let i = known.unwrap_or_else(|| {
-            self.schemas.push(schema_to_repr(&e.schema));
+            self.schemas.push(schema_to_repr(schema));
             let i = (self.schemas.len() - 1) as u32;
             self.schema_eq
                 .entry(fp)
                 .or_default()
-                .push((Arc::clone(&e.schema), i));
+                .push((Arc::clone(schema), i));
             i
         });
         self.schema_ptr.insert(ptr, i);
         self.keep
-            .push(Arc::clone(&e.schema) as Arc<dyn std::any::Any + Send + Sync>);
+            .push(Arc::clone(schema) as Arc<dyn std::any::Any + Send + Sync>);
         i
     }
 
-    fn attr_index(&mut self, e: &ArrayEntry) -> Option<u32> {
-        if e.attributes.is_empty() {
+    fn attr_index(&mut self, attributes: &Arc<IndexMap<String, Attr>>) -> Option<u32> {
+        if attributes.is_empty() {
             return None;
         }
-        let ptr = Arc::as_ptr(&e.attributes) as usize;
+        let ptr = Arc::as_ptr(attributes) as usize;
         if let Some(i) = self.attr_ptr.get(&ptr) {
             return Some(*i);
         }
         // As for schemas: found by content (in order, values by bits).
-        let fp = attrs_fingerprint(&e.attributes);
+        let fp = attrs_fingerprint(attributes);
         let known = self
             .attr_eq
             .get(&fp)
-            .and_then(|c| c.iter().find(|(a, _)| same_attrs(a, &e.attributes)))
+            .and_then(|c| c.iter().find(|(a, _)| same_attrs(a, attributes)))
             .map(|(_, i)| *i);
         let i = known.unwrap_or_else(|| {
-            self.attr_sets.push((*e.attributes).clone());
+            self.attr_sets.push((**attributes).clone());
             let i = (self.attr_sets.len() - 1) as u32;
             self.attr_eq
                 .entry(fp)
                 .or_default()
-                .push((Arc::clone(&e.attributes), i));
+                .push((Arc::clone(attributes), i));
             i
         });
         self.attr_ptr.insert(ptr, i);
         self.keep
-            .push(Arc::clone(&e.attributes) as Arc<dyn std::any::Any + Send + Sync>);
+            .push(Arc::clone(attributes) as Arc<dyn std::any::Any + Send + Sync>);
         Some(i)
     }
 
@@ -832,8 +890,8 @@ impl<'s> RunWriter<'s> {
         let mut rows = std::mem::take(&mut self.rows);
         rows.clear();
         for (aname, e) in &rec.meta.arrays {
-            let s = self.schema_index(e);
-            let a = self.attr_index(e);
+            let s = self.schema_index(&e.schema);
+            let a = self.attr_index(&e.attributes);
             let st = rec
                 .stats
                 .get(aname)
@@ -841,49 +899,86 @@ impl<'s> RunWriter<'s> {
                 .expect("every array of a record written to a run has statistics");
             rows.push((s, a, st));
         }
+        let names: Vec<&str> = rec.meta.arrays.keys().map(String::as_str).collect();
+        let r = self.put_record(name, rec.id, &rec.meta.attributes, &names, &mut rows);
+        self.rows = rows;
+        r
+    }
+
+    /// Adds a live record as a run stored it: its statistics and attributes
+    /// are taken as they are, its dictionary indexes translated to this
+    /// run's (no [`Record`] is built: in a merge, that was most of the cost
+    /// of carrying an unchanged record over).
+    pub(crate) fn record_stored(&mut self, name: &str, rec: StoredRec) -> Result<()> {
+        let StoredRec {
+            id,
+            body: BodyRepr(attributes, arrs),
+            dict,
+        } = rec;
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.clear();
+        let mut names = Vec::with_capacity(arrs.len());
+        for ArrRepr(aname, s, a, st) in arrs {
+            let (schema, attrs) = dict
+                .entry_ref(s, a)
+                .expect("a stored record's indexes are checked when its block is read");
+            let s = self.schema_index(schema);
+            let a = self.attr_index(attrs);
+            rows.push((s, a, st));
+            names.push(aname);
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let r = self.put_record(name, id, &attributes, &refs, &mut rows);
+        self.rows = rows;
+        r
+    }
+
+    /// The body of [`RunWriter::record`] and [`RunWriter::record_stored`]:
+    /// the record (arrays `names` with `rows`' dictionary indexes and
+    /// statistics) and its catalog rows. Drains `rows`.
+    fn put_record(
+        &mut self,
+        name: &str,
+        id: u64,
+        attributes: &IndexMap<String, Attr>,
+        names: &[&str],
+        rows: &mut Vec<(u32, Option<u32>, StatRow)>,
+    ) -> Result<()> {
         {
-            let arrays: Vec<ArrOut<'_>> = rec
-                .meta
-                .arrays
-                .keys()
-                .zip(&rows)
+            let arrays: Vec<ArrOut<'_>> = names
+                .iter()
+                .zip(rows.iter())
                 .map(|(aname, (s, a, st))| ArrOut(aname, *s, *a, st))
                 .collect();
             let est = name.len()
                 + 16
-                + rec
-                    .meta
-                    .attributes
+                + attributes
                     .iter()
                     .map(|(k, v)| k.len() + approx_attr_len(v))
                     .sum::<usize>()
                 + arrays.iter().map(|a| a.0.len() + a.3.est()).sum::<usize>();
-            self.push_record(
-                &RecOut(name, rec.id, Some(BodyOut(&rec.meta.attributes, &arrays))),
-                est,
-            )?;
+            self.push_record(&RecOut(name, id, Some(BodyOut(attributes, &arrays))), est)?;
         }
-        for (i, (aname, (s, a, st))) in rec.meta.arrays.keys().zip(rows.drain(..)).enumerate() {
+        for (i, (aname, (s, a, st))) in names.iter().zip(rows.drain(..)).enumerate() {
             let k = self.array_slot(i, aname);
             let col = &mut self.arrays[k].1;
-            self.held += col.rows.push(rec.id, st);
-            col.variants.entry((s, a)).or_default().insert(rec.id);
+            self.held += col.rows.push(id, st);
+            col.variants.entry((s, a)).or_default().insert(id);
         }
-        self.rows = rows;
-        for (k, v) in &rec.meta.attributes {
+        for (k, v) in attributes {
             let column = if v.is_scalar() {
                 &mut self.attrs
             } else {
                 &mut self.lists
             };
             let pushed = match column.get_mut(k.as_str()) {
-                Some(c) => c.push(rec.id, v.clone()),
-                None => column.entry(k.clone()).or_default().push(rec.id, v.clone()),
+                Some(c) => c.push(id, v.clone()),
+                None => column.entry(k.clone()).or_default().push(id, v.clone()),
             };
             self.held += pushed;
         }
-        self.held += self.ids.push(rec.id, name.to_owned());
-        self.id_set.insert(rec.id);
+        self.held += self.ids.push(id, name.to_owned());
+        self.id_set.insert(id);
         self.n_records += 1;
         if self.held >= self.spill_at {
             self.spill()?;
@@ -1263,6 +1358,8 @@ impl Dict {
 
 /// Records of one block with their names (`None`: tombstone).
 type Block = Vec<(String, Option<Record>)>;
+/// A record block as a merge reads it (tombstones as `None`).
+pub(crate) type StoredBlock = Vec<(String, Option<MergeRec>)>;
 
 /// A record block as cached: its decompressed bytes and each record's span;
 /// a record is decoded (and converted to a [`Record`]) on its first lookup
@@ -1810,31 +1907,42 @@ impl Run {
 
     /// The record `r` decodes to (its parts moved, not copied).
     fn to_found(&self, r: RecRepr) -> Result<(String, Found)> {
+        let (name, stored) = self.to_stored(r)?;
+        let found = match stored {
+            Some(s) => Found::Live(s.into_record()),
+            None => Found::Tombstone,
+        };
+        Ok((name, found))
+    }
+
+    /// Checks a stored record (its names, its dictionary indexes, no array
+    /// twice) without building a [`Record`]; `None`: a tombstone.
+    fn to_stored(&self, r: RecRepr) -> Result<(String, Option<StoredRec>)> {
         let RecRepr(name, id, body) = r;
         validate_dataset_name(&name).map_err(|e| self.corrupt(e.to_string()))?;
-        let Some(BodyRepr(attributes, arrs)) = body else {
-            return Ok((name, Found::Tombstone));
+        let Some(body) = body else {
+            return Ok((name, None));
         };
         let dict = self.dict()?;
-        for k in attributes.keys() {
+        for k in body.0.keys() {
             validate_attribute_name(k).map_err(|e| self.corrupt(e.to_string()))?;
         }
-        let mut arrays = IndexMap::with_capacity(arrs.len());
-        let mut stats = HashMap::with_capacity(arrs.len());
-        for ArrRepr(aname, s, a, st) in arrs {
-            validate_array_name(&aname).map_err(|e| self.corrupt(e.to_string()))?;
-            let entry = dict.entry(s, a).map_err(|e| self.corrupt(e))?;
-            if arrays.insert(aname.clone(), entry).is_some() {
+        let arrs = &body.1;
+        // A few arrays are compared with the earlier ones; more, with a set.
+        let mut seen: Option<std::collections::HashSet<&str>> =
+            (arrs.len() > 8).then(|| std::collections::HashSet::with_capacity(arrs.len()));
+        for (i, ArrRepr(aname, s, a, _)) in arrs.iter().enumerate() {
+            validate_array_name(aname).map_err(|e| self.corrupt(e.to_string()))?;
+            dict.entry_ref(*s, *a).map_err(|e| self.corrupt(e))?;
+            let twice = match &mut seen {
+                Some(set) => !set.insert(aname.as_str()),
+                None => arrs[..i].iter().any(|o| o.0 == *aname),
+            };
+            if twice {
                 return Err(self.corrupt(format!("array {aname:?} appears twice in {name:?}")));
             }
-            stats.insert(aname, stats_of(st));
         }
-        let rec = Record {
-            id,
-            meta: Arc::new(DatasetMeta { attributes, arrays }),
-            stats: Arc::new(stats),
-        };
-        Ok((name, Found::Live(rec)))
+        Ok((name, Some(StoredRec { id, body, dict })))
     }
 
     /// The record block holding `name` and its position there (`None`: this
@@ -1913,17 +2021,25 @@ impl Run {
 
     /// Record block `i` decoded (tombstones as `None`); `None` past the last.
     pub(crate) fn decoded_block(&self, i: usize) -> Result<Option<Block>> {
+        Ok(self.stored_block(i)?.map(|block| {
+            block
+                .into_iter()
+                .map(|(name, rec)| (name, rec.map(MergeRec::into_record)))
+                .collect()
+        }))
+    }
+
+    /// Record block `i` (`None` past the last) with each record checked but
+    /// left as stored (`None`: a tombstone), for a merge.
+    pub(crate) fn stored_block(&self, i: usize) -> Result<Option<StoredBlock>> {
         if i >= self.index.names.len() {
             return Ok(None);
         }
-        let mut out = Vec::new();
-        for r in self.load_record_block(i)? {
-            let (name, found) = self.to_found(r)?;
-            let found = match found {
-                Found::Live(rec) => Some(rec),
-                Found::Tombstone => None,
-            };
-            out.push((name, found));
+        let recs = self.load_record_block(i)?;
+        let mut out = Vec::with_capacity(recs.len());
+        for r in recs {
+            let (name, stored) = self.to_stored(r)?;
+            out.push((name, stored.map(MergeRec::Stored)));
         }
         Ok(Some(out))
     }
@@ -2699,6 +2815,95 @@ mod tests {
         );
     }
 
+    /// A merge re-encodes the runs' records as they are stored
+    /// (`record_stored`) byte for byte as it would from decoded records:
+    /// mixed statistics (strings, absences), several schemas and attribute
+    /// sets across three runs, a changed record, tombstones and killed ids.
+    #[test]
+    fn a_merge_of_stored_records_writes_what_decoded_records_write() {
+        let storage = MemoryStorage::new();
+        let dir = Path::new("/s/atlas.meta");
+        let paths: Vec<PathBuf> = (0..3).map(|k| dir.join(format!("{k}.run"))).collect();
+        for (k, path) in paths.iter().enumerate() {
+            let mut w = new_writer(&storage, path);
+            let k = k as u64;
+            for i in (k..12_000).step_by(3 - k as usize) {
+                let name = format!("ds{i:06}");
+                if i % 101 == 7 && k > 0 {
+                    w.tombstone(&name).unwrap();
+                    continue;
+                }
+                let mut rec = record(i, i as f64 + k as f64);
+                let stats = Arc::make_mut(&mut rec.stats);
+                stats.insert("TEMP".into(), mixed_stats(i));
+                if i % 3 == 0 {
+                    // A second array with a schema and attributes of its own.
+                    let meta = Arc::make_mut(&mut rec.meta);
+                    let mut e = meta.arrays["TEMP"].clone();
+                    let mut schema = (*e.schema).clone();
+                    schema.shape = vec![i % 7 + 1];
+                    schema.chunk_shape = schema.shape.clone();
+                    e.schema = Arc::new(schema);
+                    e.attributes = Arc::new(IndexMap::from([(
+                        "k".to_owned(),
+                        Attr::Int64((i % 5) as i64),
+                    )]));
+                    meta.arrays.insert("PSAL".into(), e);
+                    meta.attributes
+                        .insert("note".into(), Attr::from(format!("n{}", i % 11)));
+                    stats.insert("PSAL".into(), mixed_stats(i * 2 + 9000));
+                }
+                w.record(&name, &rec).unwrap();
+            }
+            w.kill(&[k * 5 + 1, k * 5 + 2].into_iter().collect());
+            w.finish().unwrap();
+        }
+        let set = super::super::RunSet::from_runs(
+            paths
+                .iter()
+                .map(|p| Arc::new(Run::open(&storage, p, RunId::fresh()).unwrap()))
+                .collect(),
+        );
+        let changes = vec![
+            ("ds000004".to_owned(), Some(record(4, -1.0))),
+            ("ds000010".to_owned(), None),
+        ];
+        let mut stored_seen = 0;
+        let mut outs = Vec::new();
+        for stored in [true, false] {
+            let out = dir.join(format!("merged-{stored}.run"));
+            let mut w = new_writer(&storage, &out);
+            super::super::merge_runs(&set.runs[1..], changes.clone(), |name, rec| match rec {
+                Some(MergeRec::Stored(r)) if stored => {
+                    stored_seen += 1;
+                    w.record_stored(name, r)
+                }
+                Some(r) => w.record(name, &r.into_record()),
+                None => w.tombstone(name),
+            })
+            .unwrap();
+            w.finish().unwrap();
+            outs.push(storage.contents(&out).unwrap());
+        }
+        assert!(stored_seen > 7000, "{stored_seen} stored records merged");
+        assert!(outs[0] == outs[1], "the stored path wrote other bytes");
+        // And the merged run reads back the newest of everything.
+        let merged = Run::open(&storage, &dir.join("merged-true.run"), RunId::fresh()).unwrap();
+        match merged.get("ds000004").unwrap() {
+            Some(Found::Live(r)) => assert_eq!(r, record(4, -1.0)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            merged.get("ds000010").unwrap(),
+            Some(Found::Tombstone)
+        ));
+        let newest = set.get("ds000009").unwrap().unwrap();
+        match merged.get("ds000009").unwrap() {
+            Some(Found::Live(r)) => assert_eq!(r, newest),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn newest_run_wins_and_killed_ids_are_not_listed() {
         let storage = MemoryStorage::new();
@@ -2730,7 +2935,7 @@ mod tests {
         let mut merged = Vec::new();
         super::super::merge_runs(&set.runs, vec![("ds000005".into(), None)], |n, r| {
             if let Some(r) = r {
-                merged.push((n.to_owned(), r.id));
+                merged.push((n.to_owned(), r.id()));
             }
             Ok(())
         })

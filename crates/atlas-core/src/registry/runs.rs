@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use array_format::{ArrayStats, Storage};
 use roaring::RoaringTreemap;
 
-use super::run::{Entries, Found, Record, Run, RunId, SchemaOf};
+use super::run::{Entries, Found, MergeRec, Record, Run, RunId, SchemaOf};
 use super::{Attr, Result, META_DIR};
 
 /// The runs of one committed generation.
@@ -138,7 +138,7 @@ impl RunSet {
     /// merge of the runs, one decoded block per run at a time.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&str, Record) -> Result<()>) -> Result<()> {
         merge(&self.runs, Vec::new(), |name, rec| match rec {
-            Some(rec) => f(name, rec),
+            Some(rec) => f(name, rec.into_record()),
             None => Ok(()),
         })
     }
@@ -198,13 +198,17 @@ impl RunSet {
 
 /// Merges `runs` (oldest first) and then `extra` (newest; sorted by name) by
 /// name, the newest record winning: `f` gets each name in order with its
-/// newest record (`None`: a tombstone). Holds one decoded block per run at a
-/// time.
+/// newest record (`None`: a tombstone), a run's as it is stored. Holds one
+/// decoded block per run at a time.
 pub(crate) fn merge(
     runs: &[Arc<Run>],
     extra: Vec<(String, Option<Record>)>,
-    mut f: impl FnMut(&str, Option<Record>) -> Result<()>,
+    mut f: impl FnMut(&str, Option<MergeRec>) -> Result<()>,
 ) -> Result<()> {
+    let extra = extra
+        .into_iter()
+        .map(|(n, r)| (n, r.map(MergeRec::Held)))
+        .collect();
     let mut cursors: Vec<Cursor> = runs
         .iter()
         .map(|r| Cursor::new(Some(Arc::clone(r)), Vec::new()))
@@ -223,7 +227,7 @@ pub(crate) fn merge(
             return Ok(());
         };
         // Newest source holding `min` wins; every cursor at `min` advances.
-        let mut winner: Option<Option<Record>> = None;
+        let mut winner: Option<Option<MergeRec>> = None;
         for c in cursors.iter_mut().rev() {
             if c.peek() == Some(min.as_str()) {
                 let found = c.take()?;
@@ -239,12 +243,12 @@ pub(crate) fn merge(
 struct Cursor {
     run: Option<Arc<Run>>,
     next_block: usize,
-    recs: std::vec::IntoIter<(String, Option<Record>)>,
-    head: Option<(String, Option<Record>)>,
+    recs: std::vec::IntoIter<(String, Option<MergeRec>)>,
+    head: Option<(String, Option<MergeRec>)>,
 }
 
 impl Cursor {
-    fn new(run: Option<Arc<Run>>, recs: Vec<(String, Option<Record>)>) -> Cursor {
+    fn new(run: Option<Arc<Run>>, recs: Vec<(String, Option<MergeRec>)>) -> Cursor {
         Cursor {
             run,
             next_block: 0,
@@ -260,7 +264,7 @@ impl Cursor {
                 return Ok(());
             }
             let block = match &self.run {
-                Some(run) => run.decoded_block(self.next_block)?,
+                Some(run) => run.stored_block(self.next_block)?,
                 None => None,
             };
             let Some(block) = block else {
@@ -276,7 +280,7 @@ impl Cursor {
         self.head.as_ref().map(|(n, _)| n.as_str())
     }
 
-    fn take(&mut self) -> Result<Option<Record>> {
+    fn take(&mut self) -> Result<Option<MergeRec>> {
         let (_, rec) = self.head.take().expect("peeked");
         self.fill()?;
         Ok(rec)

@@ -271,7 +271,7 @@ impl Group<'_> {
             let (ds, arr) = (&datasets[d], &datasets[d].arrays[a]);
             let fail = |e| Error::array(&ds.name, self.array, e);
             self.file
-                .define_new(&ds.name, (*arr.schema).clone())
+                .define_new(&ds.name, Arc::clone(&arr.schema))
                 .map_err(fail)?;
             self.defined += 1;
             if let Some(data) = &arr.data {

@@ -35,8 +35,8 @@ use super::{Inner, HISTORY_DIR, REGISTRY_FILE};
 use crate::error::{Error, Result};
 use crate::registry::{
     decode_retired, decode_retired_chunk, encode_retired, encode_retired_chunk, merge_runs, now_ms,
-    seal_retired, unseal_retired, Manifest, Record, Retired, RunId, RunSet, RunWriter, Sealed,
-    META_DIR,
+    seal_retired, unseal_retired, Manifest, MergeRec, Record, Retired, RunId, RunSet, RunWriter,
+    Sealed, META_DIR,
 };
 use roaring::RoaringTreemap;
 use std::collections::HashMap;
@@ -444,7 +444,8 @@ fn write_run(
         w.whole_registry();
     }
     merge_runs(runs, snap.changes.clone(), |name, rec| match rec {
-        Some(rec) => w.record(name, &rec),
+        Some(MergeRec::Held(rec)) => w.record(name, &rec),
+        Some(MergeRec::Stored(rec)) => w.record_stored(name, rec),
         // Tombstones hide older runs' records; with no older run left, none.
         None if full => Ok(()),
         None => w.tombstone(name),

@@ -150,13 +150,15 @@ impl DatasetView {
         // not asked to look the name up in its committed layers (a footer
         // block per layer, for every new dataset): its `Define` record voids
         // whatever they hold.
-        f.define_new(&self.name, schema.clone())
+        // One copy of the schema for the array file and the registry.
+        let schema = Arc::new(schema);
+        f.define_new(&self.name, Arc::clone(&schema))
             .map_err(|e| Error::array(&self.name, name, e))?;
         self.with_arrays_mut(ArraysChange::Added(name), |m| {
             m.arrays.insert(
                 name.to_owned(),
                 ArrayEntry {
-                    schema: Arc::new(schema),
+                    schema,
                     attributes: Arc::default(),
                 },
             );
