@@ -206,7 +206,7 @@ enum Command {
         /// Commit after every SIZE MiB of imported files, which bounds memory
         /// (0: one commit for the whole import). An interrupted import keeps
         /// the batches it committed; run it again to import the rest.
-        #[arg(long, value_name = "SIZE", default_value_t = 16)]
+        #[arg(long, value_name = "SIZE", default_value_t = 32)]
         batch_mib: u64,
     },
     /// Retained generations, newest first: time, operation, datasets added
