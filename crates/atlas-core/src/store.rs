@@ -109,17 +109,21 @@ impl Live {
         }
     }
 
-    fn count(&mut self, arrays: impl Iterator<Item = String>, add: bool) {
+    fn count<'a>(&mut self, arrays: impl Iterator<Item = &'a str>, add: bool) {
         for a in arrays {
-            let n = self.users.entry(a.clone()).or_insert(0);
-            if add {
-                *n += 1;
-            } else {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    // Used again later, it lists last (order of first use).
-                    self.users.shift_remove(&a);
+            match self.users.get_mut(a) {
+                Some(n) if add => *n += 1,
+                None if add => {
+                    self.users.insert(a.to_owned(), 1);
                 }
+                Some(n) => {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        // Used again later, it lists last (order of first use).
+                        self.users.shift_remove(a);
+                    }
+                }
+                None => {}
             }
         }
     }
@@ -295,8 +299,8 @@ impl Inner {
             }
         }
         match arrays_change {
-            Some(ArraysChange::Added(a)) => live.count(std::iter::once(a.to_owned()), true),
-            Some(ArraysChange::Removed(a)) => live.count(std::iter::once(a.to_owned()), false),
+            Some(ArraysChange::Added(a)) => live.count(std::iter::once(a), true),
+            Some(ArraysChange::Removed(a)) => live.count(std::iter::once(a), false),
             Some(ArraysChange::Written(_)) | None => {}
         }
         self.dirty.store(true, Ordering::SeqCst);
@@ -340,7 +344,7 @@ impl Inner {
             live.killed.insert(rec.id);
             live.n = live.n.saturating_sub(1);
             let arrays: Vec<String> = rec.meta.arrays.keys().cloned().collect();
-            live.count(arrays.into_iter(), false);
+            live.count(arrays.iter().map(String::as_str), false);
             live.put(name, None);
             self.dirty.store(true, Ordering::SeqCst);
         }

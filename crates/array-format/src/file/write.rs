@@ -92,6 +92,19 @@ impl ArrayFile {
                 .iter()
                 .zip(&cshape)
                 .all(|(&(a, b), &s)| a == 0 && b as u64 == s);
+            // A chunk that is the whole of standard-layout data (a small
+            // array written at once) is encoded from the caller's cells.
+            if covered
+                && rr
+                    .iter()
+                    .zip(data.shape())
+                    .all(|(&(a, b), &n)| a == 0 && b == n)
+            {
+                if let Some(values) = data.as_slice() {
+                    encoded.push((idx, self.encode_chunk(name, schema, values)?));
+                    continue;
+                }
+            }
             let chunk = if covered {
                 slab::extract(&data, &rr)
             } else {

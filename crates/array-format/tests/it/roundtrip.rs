@@ -363,6 +363,37 @@ fn roundtrip_scalars_and_empty_axes() {
     }
 }
 
+/// A write that is one whole chunk is encoded from the caller's cells when
+/// they are in standard layout, and copied in order first when not (a
+/// transposed view of a one-chunk array).
+#[test]
+fn whole_chunk_writes_from_standard_and_transposed_views() {
+    use ndarray::Array2;
+    let (_storage, mut f) = crate::common::mem_file(options(CODECS[0], true));
+    f.define_array::<i32>("a", dims(2), vec![4, 6], None, None)
+        .unwrap();
+    let want: Vec<i32> = (0..4)
+        .flat_map(|i| (0..6).map(move |j| 10 * i + j))
+        .collect();
+    let standard = Array2::from_shape_fn((4, 6), |(i, j)| (10 * i + j) as i32);
+    let transposed = Array2::from_shape_fn((6, 4), |(j, i)| (10 * i + j) as i32);
+    for (what, view) in [
+        ("standard", standard.view().into_dyn()),
+        ("transposed", transposed.t().into_dyn()),
+    ] {
+        f.write_array("a", &[], view).unwrap();
+        let got: Vec<i32> = f
+            .read_array::<i32>("a", &[], &[])
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(got, want, "{what}");
+        f.write_array("a", &[], Array2::<i32>::zeros((4, 6)).into_dyn().view())
+            .unwrap();
+    }
+}
+
 /// Writes from views that are not in standard layout (transposed, reversed,
 /// strided) store the logical values, for covered and partly covered chunks.
 #[test]

@@ -325,7 +325,7 @@ impl Inner {
                     )
                 })
                 .collect();
-            live.count(ds.arrays.iter().map(|a| a.name.clone()), true);
+            live.count(ds.arrays.iter().map(|a| a.name.as_str()), true);
             live.put(
                 &ds.name,
                 Some(Record {
