@@ -83,12 +83,12 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w1batch|w2|w3|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS"
+             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w1batch|w2|w3|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times (`w1batch`: through one `create_datasets` batch, built
@@ -152,6 +152,31 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 let cells = scan_cells(&rt, &store, "TEMP", &names, form)?;
                 times.push(t.elapsed());
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
+            }
+        }
+        "w6" => {
+            // W6: a fresh store of DATASETS profiles (untimed), then per
+            // repetition TEMP of 1% of them rewritten (another 1% each
+            // time) and flushed, through one writer handle.
+            let path = dir.join("w6");
+            if path.exists() {
+                std::fs::remove_dir_all(&path)?;
+            }
+            drop(rt.block_on(crate::workloads::ingest(&path, n))?);
+            let store = rt.block_on(Atlas::open_path(&path))?;
+            for r in 0..reps {
+                let v = r as u64 + 1;
+                let t = Instant::now();
+                rt.block_on(async {
+                    for i in (v % 100..n).step_by(100) {
+                        let ds = store.open_dataset(&crate::peers::ds_name(i)).await?;
+                        let cells = crate::data::profile(i * 3, v, crate::workloads::LEVELS);
+                        ds.write_array("TEMP", vec![0], crate::workloads::arr(cells).view())
+                            .await?;
+                    }
+                    store.flush().await
+                })?;
+                times.push(t.elapsed());
             }
         }
         "w3first" => {
