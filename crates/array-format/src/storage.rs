@@ -79,6 +79,46 @@ pub trait ReadHandle: Send + Sync + Debug {
             .map(|&(offset, len)| self.read_vec_at(offset, len))
             .collect()
     }
+
+    /// [`ReadHandle::read_ranges`], into buffers taken from `spare` where
+    /// the handle can (their memory reused: a caller that reads again and
+    /// again allocates, zeroes and faults in nothing new). Each buffer
+    /// returned holds exactly its range. The default ignores `spare`; local
+    /// and in-memory files reuse it ([`read_ranges_reusing`]).
+    fn read_ranges_reusing(
+        &self,
+        ranges: &[(u64, usize)],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let _ = spare;
+        self.read_ranges(ranges)
+    }
+}
+
+/// [`ReadHandle::read_ranges_reusing`] by positional reads into `spare`'s
+/// buffers (a buffer is zeroed only where it grows). On an error the
+/// buffers go back to `spare`.
+pub(crate) fn read_ranges_reusing<H: ReadHandle + ?Sized>(
+    handle: &H,
+    ranges: &[(u64, usize)],
+    spare: &mut Vec<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>> {
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(ranges.len());
+    for &(offset, len) in ranges {
+        let mut buf = spare.pop().unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        } else {
+            buf.truncate(len);
+        }
+        if let Err(e) = handle.read_exact_at(offset, &mut buf) {
+            spare.push(buf);
+            spare.append(&mut out);
+            return Err(e);
+        }
+        out.push(buf);
+    }
+    Ok(out)
 }
 
 /// An opaque version of a stored object, for [`Storage::replace_if`] (an

@@ -407,11 +407,40 @@ fn view_dtype(r: &Resolved<'_>) -> Option<crate::dtype::DType> {
 
 /// The stored bytes of sorted, distinct blocks, fetched with coalesced reads
 /// (batched per layer: object stores issue a layer's ranges concurrently).
+/// Read buffers a thread keeps between scans (at most [`SPARE_BYTES`] of
+/// them): a scan of thousands of small arrays reads a few hundred KiB to a
+/// few MiB per part, and fresh buffers each time were zeroed, faulted in,
+/// and with glibc made the heap shrink and grow again on every scan.
+const SPARE_BYTES: usize = 8 << 20;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 struct Fetched {
     buffers: Vec<Vec<u8>>,
     /// Per wanted block: its buffer and offset in it; `None` when its read
     /// failed (the per-chunk path then reports the error properly).
     at: Vec<Option<(usize, usize)>>,
+}
+
+impl Drop for Fetched {
+    /// The buffers go back to the thread's spares, up to [`SPARE_BYTES`].
+    fn drop(&mut self) {
+        if self.buffers.is_empty() {
+            return;
+        }
+        let _ = SPARE.try_with(|s| {
+            let mut spare = s.borrow_mut();
+            let mut held: usize = spare.iter().map(Vec::capacity).sum();
+            for b in self.buffers.drain(..) {
+                if held + b.capacity() <= SPARE_BYTES {
+                    held += b.capacity();
+                    spare.push(b);
+                }
+            }
+        });
+    }
 }
 
 impl Fetched {
@@ -450,7 +479,13 @@ impl Fetched {
                 .map(|&(_, first, end, _)| usize::try_from(end - first).ok().map(|n| (first, n)))
                 .collect();
             let handle = &file.layers[layer as usize].handle;
-            if let Some(Ok(bufs)) = ranges.map(|r| handle.read_ranges(&r)) {
+            let read = ranges.map(|r| {
+                let mut spare = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+                let read = handle.read_ranges_reusing(&r, &mut spare);
+                SPARE.with(|s| *s.borrow_mut() = spare);
+                read
+            });
+            if let Some(Ok(bufs)) = read {
                 for ((_, first, _, members), buf) in groups[g..h].iter().zip(bufs) {
                     let b = out.buffers.len();
                     for m in members.clone() {

@@ -77,6 +77,14 @@ impl ReadHandle for LocalRead {
         file.read_exact_at(buf, offset)
             .map_err(|e| Error::io("read", &self.path, e))
     }
+
+    fn read_ranges_reusing(
+        &self,
+        ranges: &[(u64, usize)],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>> {
+        super::read_ranges_reusing(self, ranges, spare)
+    }
 }
 
 #[derive(Debug)]

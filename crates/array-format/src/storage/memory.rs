@@ -319,6 +319,14 @@ impl ReadHandle for MemRead {
             )),
         }
     }
+
+    fn read_ranges_reusing(
+        &self,
+        ranges: &[(u64, usize)],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>> {
+        super::read_ranges_reusing(self, ranges, spare)
+    }
 }
 
 #[derive(Debug)]
@@ -610,6 +618,32 @@ mod tests {
         s.remove_file(p).unwrap();
         assert_eq!(h.read_vec_at(0, 3).unwrap(), b"old");
         assert!(s.open_read(p).is_err());
+    }
+
+    /// Reads into spare buffers give exactly each range, whatever the
+    /// spares held before (longer, shorter, stale bytes), and a failed read
+    /// gives every buffer back.
+    #[test]
+    fn reads_into_spare_buffers_hold_exactly_their_ranges() {
+        let s = MemoryStorage::new();
+        let p = Path::new("/d/f");
+        s.create_dir_all(Path::new("/d")).unwrap();
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        s.write_new_synced(p, &bytes).unwrap();
+        let h = s.open_read(p).unwrap();
+        let mut spare = vec![vec![0xAA; 5000], vec![0x55; 3], Vec::with_capacity(64)];
+        let ranges = [(10u64, 100usize), (9000, 1000), (0, 0), (4000, 4000)];
+        for _ in 0..3 {
+            let got = h.read_ranges_reusing(&ranges, &mut spare).unwrap();
+            for (b, &(o, n)) in got.iter().zip(&ranges) {
+                assert_eq!(b.as_slice(), &bytes[o as usize..o as usize + n]);
+            }
+            spare.extend(got);
+        }
+        let held = spare.len();
+        let e = h.read_ranges_reusing(&[(0, 10), (9995, 10)], &mut spare);
+        assert!(e.is_err(), "a range past the end fails");
+        assert_eq!(spare.len(), held, "the buffers came back");
     }
 
     #[test]
