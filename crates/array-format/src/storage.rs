@@ -84,7 +84,7 @@ pub trait ReadHandle: Send + Sync + Debug {
     /// the handle can (their memory reused: a caller that reads again and
     /// again allocates, zeroes and faults in nothing new). Each buffer
     /// returned holds exactly its range. The default ignores `spare`; local
-    /// and in-memory files reuse it ([`read_ranges_reusing`]).
+    /// and in-memory files reuse it.
     fn read_ranges_reusing(
         &self,
         ranges: &[(u64, usize)],
