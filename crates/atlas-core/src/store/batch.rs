@@ -141,6 +141,10 @@ impl Atlas {
         }
         let inner = &self.inner;
         inner.ensure_writer_async().await?;
+        // The commit lock first, as a flush and a compaction take it: a
+        // batch locks several array files, and a compaction holds several
+        // files' read locks (in its own order) outside the structure lock.
+        let _c = inner.commit_lock.lock().await;
         let _s = inner.structure.lock().await;
         for ds in datasets {
             if inner.lookup(&ds.name)?.is_some() {
