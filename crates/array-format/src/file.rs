@@ -642,6 +642,27 @@ impl ArrayFile {
         Ok(())
     }
 
+    /// True when a deletion of `name` is pending (what
+    /// [`ArrayFile::undo_define_new`] restores).
+    pub fn deletion_pending(&self, name: &str) -> bool {
+        self.pending
+            .arrays
+            .get(name)
+            .is_some_and(|p| p.kind == RecordKind::Delete)
+    }
+
+    /// Takes back a [`ArrayFile::define_new`] of `name` and everything
+    /// written to it since, reading no storage: the pending deletion comes
+    /// back when there was one (`deletion_pending` before the definition),
+    /// else nothing is pending for the name.
+    pub fn undo_define_new(&mut self, name: &str, deletion_pending: bool) {
+        if deletion_pending {
+            self.pending.set_record(name, RecordKind::Delete, None);
+        } else {
+            self.pending.remove(name);
+        }
+    }
+
     /// True when `name`'s view needs its committed state: no pending
     /// change, or pending chunks over the committed array (a pending
     /// definition or deletion hides the committed layers).

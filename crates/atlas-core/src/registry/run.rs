@@ -2827,13 +2827,26 @@ mod tests {
         for (k, path) in paths.iter().enumerate() {
             let mut w = new_writer(&storage, path);
             let k = k as u64;
-            for i in (k..12_000).step_by(3 - k as usize) {
+            // Run k holds the names i ≡ k (mod 3), and the newest also
+            // rewrites a sixth of the middle run's: records of both merged
+            // runs survive, and each run's dictionary orders its entries
+            // differently (a TEMP shape of its own per run).
+            for i in (0..12_000u64).filter(|i| i % 3 == k || (k == 2 && i % 6 == 1)) {
                 let name = format!("ds{i:06}");
                 if i % 101 == 7 && k > 0 {
                     w.tombstone(&name).unwrap();
                     continue;
                 }
                 let mut rec = record(i, i as f64 + k as f64);
+                if k == 1 && i % 4 == 1 {
+                    let meta = Arc::make_mut(&mut rec.meta);
+                    let mut e = meta.arrays["TEMP"].clone();
+                    let mut schema = (*e.schema).clone();
+                    schema.shape = vec![3 + k];
+                    schema.chunk_shape = schema.shape.clone();
+                    e.schema = Arc::new(schema);
+                    meta.arrays.insert("TEMP".into(), e);
+                }
                 let stats = Arc::make_mut(&mut rec.stats);
                 stats.insert("TEMP".into(), mixed_stats(i));
                 if i % 3 == 0 {
@@ -2886,6 +2899,11 @@ mod tests {
             outs.push(storage.contents(&out).unwrap());
         }
         assert!(stored_seen > 7000, "{stored_seen} stored records merged");
+        // Both merged runs contribute records (dictionaries in other orders).
+        assert!(matches!(
+            set.runs[1].get("ds000004").unwrap(),
+            Some(Found::Live(_))
+        ));
         assert!(outs[0] == outs[1], "the stored path wrote other bytes");
         // And the merged run reads back the newest of everything.
         let merged = Run::open(&storage, &dir.join("merged-true.run"), RunId::fresh()).unwrap();
@@ -2897,10 +2915,13 @@ mod tests {
             merged.get("ds000010").unwrap(),
             Some(Found::Tombstone)
         ));
-        let newest = set.get("ds000009").unwrap().unwrap();
-        match merged.get("ds000009").unwrap() {
-            Some(Found::Live(r)) => assert_eq!(r, newest),
-            other => panic!("{other:?}"),
+        // One name only the middle run holds, one both hold (the newest wins).
+        for name in ["ds000016", "ds000013", "ds000005"] {
+            let newest = set.get(name).unwrap().unwrap();
+            match merged.get(name).unwrap() {
+                Some(Found::Live(r)) => assert_eq!(r, newest, "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
         }
     }
 

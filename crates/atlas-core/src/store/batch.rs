@@ -83,8 +83,9 @@ struct Group<'a> {
     array: &'a str,
     items: Vec<(usize, usize)>,
     file: OwnedRwLockWriteGuard<ArrayFile>,
-    /// How many of `items` the file defines (to undo after a failure).
-    defined: usize,
+    /// For each of `items` the file defines, whether a deletion of that
+    /// dataset's array was pending before (to undo after a failure).
+    defined: Vec<bool>,
 }
 
 impl Atlas {
@@ -162,7 +163,7 @@ impl Atlas {
                 array,
                 items,
                 file,
-                defined: 0,
+                defined: Vec::new(),
             });
         }
         let bytes: u64 = datasets
@@ -274,10 +275,11 @@ impl Group<'_> {
         for &(d, a) in &self.items {
             let (ds, arr) = (&datasets[d], &datasets[d].arrays[a]);
             let fail = |e| Error::array(&ds.name, self.array, e);
+            let deletion_pending = self.file.deletion_pending(&ds.name);
             self.file
                 .define_new(&ds.name, Arc::clone(&arr.schema))
                 .map_err(fail)?;
-            self.defined += 1;
+            self.defined.push(deletion_pending);
             if let Some(data) = &arr.data {
                 with_array_data!(data, v => self.file.write_array(&ds.name, &[], v.view()))
                     .map_err(fail)?;
@@ -286,13 +288,14 @@ impl Group<'_> {
         Ok(())
     }
 
-    /// Removes the definitions [`Group::write`] made.
+    /// Takes back the definitions [`Group::write`] made (and their
+    /// cells), reading no storage: what was pending before comes back.
     fn undo(&mut self, datasets: &[NewDataset]) {
-        for &(d, _) in &self.items[..self.defined] {
-            // Only a definition made above is removed: it exists.
-            let _ = self.file.delete_array(&datasets[d].name);
+        for (&(d, _), &deletion_pending) in self.items.iter().zip(&self.defined) {
+            self.file
+                .undo_define_new(&datasets[d].name, deletion_pending);
         }
-        self.defined = 0;
+        self.defined.clear();
     }
 }
 

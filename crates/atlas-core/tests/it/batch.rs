@@ -478,3 +478,49 @@ async fn a_read_only_handle_refuses_a_batch() {
     let e = past.create_datasets(&batch("e", 1, 4)).await.unwrap_err();
     assert!(matches!(e, Error::ReadOnly { .. }), "{e:?}");
 }
+
+/// A batch beside a compaction: the batch locks array files for writing in
+/// name order, and a compaction's first phase read-locks them in first-use
+/// order (here the reverse). With more arrays than tokio's cooperative
+/// budget, the compaction yields part-way through its locks; before the
+/// batch took the commit lock, round 0 hung every time (a review's probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_beside_a_compaction_finishes() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let names: Vec<String> = (0..200).rev().map(|i| format!("a{i:03}")).collect();
+    let batch = |prefix: &str| -> Vec<NewDataset> {
+        let mut d = NewDataset::new(format!("{prefix}0"));
+        for n in &names {
+            d.arrays.push(NewArray::new(
+                n.clone(),
+                schema(n, DType::Int32, &[2], None, None),
+                Some(arr(&[2], vec![1, 2]).into()),
+            ));
+        }
+        vec![d]
+    };
+    s.create_datasets(&batch("seed")).await.unwrap();
+    s.flush().await.unwrap();
+    for i in 0..4 {
+        s.create_datasets(&batch(&format!("p{i}_"))).await.unwrap();
+        let c = {
+            let s = s.clone();
+            tokio::spawn(async move { s.compact().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        let b = {
+            let (s, batch) = (s.clone(), batch(&format!("q{i}_")));
+            tokio::spawn(async move { s.create_datasets(&batch).await })
+        };
+        let both = async {
+            c.await.unwrap().unwrap();
+            b.await.unwrap().unwrap();
+        };
+        tokio::time::timeout(std::time::Duration::from_mins(1), both)
+            .await
+            .unwrap_or_else(|_| panic!("round {i}: compaction and batch deadlocked"));
+    }
+    s.flush().await.unwrap();
+    assert_eq!(s.n_datasets(), 1 + 4 + 4);
+}
