@@ -1,7 +1,7 @@
 //! [`ArrayData`]: the cells of one array whose element type is known only at
 //! run time (a variable read from a file, a batch of new datasets).
 
-use array_format::{DType, TimestampNs};
+use array_format::{ArrayElement, DType, TimestampNs};
 use ndarray::ArrayD;
 
 /// Typed values of one array, one variant per element type.
@@ -50,21 +50,10 @@ pub(crate) use with_array_data;
 impl ArrayData {
     /// The element type.
     pub fn dtype(&self) -> DType {
-        match self {
-            ArrayData::Bool(_) => DType::Bool,
-            ArrayData::I8(_) => DType::Int8,
-            ArrayData::I16(_) => DType::Int16,
-            ArrayData::I32(_) => DType::Int32,
-            ArrayData::I64(_) => DType::Int64,
-            ArrayData::U8(_) => DType::UInt8,
-            ArrayData::U16(_) => DType::UInt16,
-            ArrayData::U32(_) => DType::UInt32,
-            ArrayData::U64(_) => DType::UInt64,
-            ArrayData::F32(_) => DType::Float32,
-            ArrayData::F64(_) => DType::Float64,
-            ArrayData::Str(_) => DType::String,
-            ArrayData::Timestamp(_) => DType::Timestamp,
+        fn of<T: ArrayElement>(_: &ArrayD<T>) -> DType {
+            T::DTYPE
         }
+        with_array_data!(self, v => of(v))
     }
 
     /// The extent of each axis.

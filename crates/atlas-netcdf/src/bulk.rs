@@ -340,7 +340,7 @@ pub async fn import_paths(
     };
 
     let mut pending: BTreeMap<usize, (u64, Result<DatasetPlan>)> = BTreeMap::new();
-    let mut shared = import::SharedAttrs::default();
+    let mut shared = import::Shared::default();
     // Bytes of the files written since the last commit.
     let mut batch = 0u64;
     let mut emitted = 0; // index into `files` of the next outcome to report

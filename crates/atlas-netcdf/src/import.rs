@@ -530,7 +530,7 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
 /// also checked once per batch and found by address in the registry's
 /// dictionary).
 #[derive(Debug, Default)]
-pub(crate) struct SharedAttrs {
+pub(crate) struct Shared {
     attrs: std::collections::HashMap<String, Arc<IndexMap<String, Attr>>>,
     schemas: std::collections::HashMap<String, Arc<ArraySchema>>,
 }
@@ -545,7 +545,7 @@ pub(crate) struct Unused {
     schemas: Vec<ArraySchema>,
 }
 
-impl SharedAttrs {
+impl Shared {
     fn attrs(
         &mut self,
         array: &str,
@@ -590,7 +590,7 @@ impl SharedAttrs {
 /// through `shared`; what it did not keep goes to `unused`.
 pub(crate) fn new_dataset(
     plan: DatasetPlan,
-    shared: &mut SharedAttrs,
+    shared: &mut Shared,
     unused: &mut Unused,
 ) -> NewDataset {
     let arrays = plan
@@ -617,11 +617,7 @@ pub(crate) fn new_dataset(
 /// Writes a plan as a new dataset, all or nothing: if anything fails, the
 /// store is as before (nothing is flushed here).
 pub async fn write_plan(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
-    let ds = new_dataset(
-        plan.clone(),
-        &mut SharedAttrs::default(),
-        &mut Unused::default(),
-    );
+    let ds = new_dataset(plan.clone(), &mut Shared::default(), &mut Unused::default());
     store.create_datasets(std::slice::from_ref(&ds)).await?;
     Ok(())
 }
