@@ -83,12 +83,12 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS"
+             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|tiles|tiles8 DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5 DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|tiles|tiles8 DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times (`w1batch`: through one `create_datasets` batch, built
@@ -104,7 +104,9 @@ pub fn main(args: &[String]) -> Result<()> {
 /// times per repetition (the time printed is per read of the dataset); `w5`
 /// reads the `hyperslab` workload's 100 × 100 box of its grid (built once
 /// under DIR/w5) 100 times per repetition, without caches (the time printed
-/// is per read).
+/// is per read); `tiles` and `tiles8` read every tile of the `tiles`
+/// workload's store (built once under DIR/tiles) on a fresh handle, one at a
+/// time or with 8 in flight.
 /// Prints each repetition's time and the median.
 fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
     let n: u64 = n.parse().context("DATASETS")?;
@@ -153,6 +155,10 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 times.push(t.elapsed());
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
+        }
+        "tiles" | "tiles8" => {
+            let _guard = rt.enter();
+            times = crate::tiles::profile_loop(dir, n, reps, work == "tiles8")?;
         }
         "w6" => {
             // W6: a fresh store of DATASETS profiles (untimed), then per

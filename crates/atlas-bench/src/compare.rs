@@ -195,7 +195,7 @@ fn grid_systems() -> Vec<Box<dyn System>> {
 fn peers_note() {
     if !cfg!(feature = "peers") {
         println!(
-            "note: zarrs and atlas-rust 0.10 are not compiled in; run \
+            "note: zarrs and atlas-rust 0.14 are not compiled in; run \
              `cargo run --release -p atlas-bench --features peers -- …` to include them"
         );
     }

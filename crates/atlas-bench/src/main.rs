@@ -20,6 +20,7 @@ mod netcdf;
 mod objects;
 mod peers;
 mod query;
+mod tiles;
 mod workloads;
 
 use std::process::ExitCode;

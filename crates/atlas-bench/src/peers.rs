@@ -3,7 +3,7 @@
 //!
 //! - [`files`]: one LZ4 + shuffle compressed file per dataset-array (always built);
 //! - `zarrs`: zarrs with its filesystem store (feature `peers`);
-//! - `atlas_rust`: the predecessor, `atlas-rust` 0.10 from crates.io (feature `peers`).
+//! - `atlas_rust`: the predecessor, `atlas-rust` 0.14 from crates.io (feature `peers`).
 //!
 //! Each method returns what it read; the caller checks it against the generator
 //! after the clock stops.

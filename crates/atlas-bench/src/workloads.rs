@@ -30,6 +30,7 @@ pub const ALL: &[(&str, Workload)] = &[
     ("layers", |q| Box::pin(layers(q))),
     ("peers", |q| Box::pin(crate::compare::peers(q))),
     ("hyperslab", |q| Box::pin(crate::compare::hyperslab(q))),
+    ("tiles", |q| Box::pin(crate::tiles::workload(q))),
     ("w9_import", |q| Box::pin(crate::netcdf::w9_import(q))),
     ("w10_read_temp", |q| {
         Box::pin(crate::netcdf::w10_read_temp(q))

@@ -1,16 +1,17 @@
-//! The predecessor: `atlas-rust` 0.10.0 from crates.io (library name `atlas`),
-//! same API shape as ATLAS. Its store is a directory with one `.af` file per
-//! variable plus delta files, and one `atlas.json` rewritten whole at every
-//! flush; chunks are packed into blocks of up to 8 MiB. It has LZ4 but no shuffle
-//! filter, so it runs with LZ4 alone (its default is Zstd). Its 256 MiB decoded
-//! block cache cannot be turned off, so its W5 reads after the first are served
-//! from that cache.
+//! The predecessor: `atlas-rust` 0.14.0 from crates.io (library name `atlas`),
+//! same API shape as ATLAS, and the version issue 17's second harness measured.
+//! Its store is a directory with one `data.af` file per variable (plus its
+//! deltas) and one `atlas.json` schema rewritten at every flush; dataset
+//! attributes live in a `_global` file. It has LZ4 but no shuffle filter, so
+//! it runs with LZ4 alone (its default is Zstd). Its 256 MiB decoded cache
+//! cannot be turned off, so its W5 reads after the first are served from it.
+//! (Before 2026-12-05 this peer was atlas-rust 0.10.)
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use atlas_rust::{Atlas, Attr, Codec, DatasetView, StoreConfig};
-// atlas-rust 0.10 takes ndarray 0.17 views: the workspace's own ndarray.
+// atlas-rust 0.14 takes ndarray 0.17 views: the workspace's own ndarray.
 use ndarray::{ArrayView, IxDyn};
 
 use super::{block, ds_name, GridSpec, System};
@@ -45,15 +46,15 @@ fn read(ds: &DatasetView, array: &str, start: Vec<usize>, count: Vec<usize>) -> 
 
 impl System for AtlasRust {
     fn name(&self) -> &'static str {
-        "atlas-rust 0.10"
+        "atlas-rust 0.14"
     }
 
     fn ingest(&mut self, root: &Path, n: u64) -> Result<()> {
         let mut store = block(Atlas::create_path(root, config()))?;
         for i in 0..n {
             let mut ds = block(store.create_dataset(&ds_name(i)))?;
-            ds.set_attribute("cycle_number", Attr::Int64(i as i64));
-            ds.set_attribute("latitude", Attr::Float64((i % 180) as f64 - 90.0));
+            ds.set_attribute("cycle_number", Attr::Int64(i as i64))?;
+            ds.set_attribute("latitude", Attr::Float64((i % 180) as f64 - 90.0))?;
             for (k, a) in ARRAYS.iter().enumerate() {
                 block(ds.define_array::<f32>(
                     a,

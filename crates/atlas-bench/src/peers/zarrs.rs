@@ -30,7 +30,7 @@ pub struct Zarrs {
     grid: Option<Array<FilesystemStore>>,
 }
 
-fn blosc() -> Result<Arc<BloscCodec>> {
+pub(crate) fn blosc() -> Result<Arc<BloscCodec>> {
     Ok(Arc::new(BloscCodec::new(
         BloscCompressor::LZ4,
         BloscCompressionLevel::try_from(5u8).map_err(|l| anyhow::anyhow!("level {l}"))?,
