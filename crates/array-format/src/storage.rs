@@ -80,6 +80,17 @@ pub trait ReadHandle: Send + Sync + Debug {
             .collect()
     }
 
+    /// [`ReadHandle::read_ranges`] only if no range has to wait for a device
+    /// or a network: `None` when some range is not in memory already (for a
+    /// local file, in the page cache), or when the handle cannot tell (the
+    /// default; object stores). An async caller can then read on its own
+    /// thread what would otherwise cost a round trip to a blocking thread,
+    /// and hand only the reads that would wait to one.
+    fn read_ranges_nowait(&self, ranges: &[(u64, usize)]) -> Option<Vec<Vec<u8>>> {
+        let _ = ranges;
+        None
+    }
+
     /// [`ReadHandle::read_ranges`], into buffers taken from `spare` where
     /// the handle can (their memory reused: a caller that reads again and
     /// again allocates, zeroes and faults in nothing new). Each buffer

@@ -373,6 +373,105 @@ impl ArrayFile {
             .collect()
     }
 
+    /// Prepares a small read of `name`'s region to be served from memory
+    /// without waiting for a device: the committed blocks it needs that
+    /// neither cache level holds are read into the raw cache where storage
+    /// has them at once ([`crate::ReadHandle::read_ranges_nowait`]: for a
+    /// local file, the page cache). True when the read is now
+    /// [`ArrayFile::read_is_in_memory`]. False leaves it to a blocking
+    /// thread: a footer block to read first, a region over
+    /// [`IN_MEMORY_READ_CELLS`] cells, a block not in memory, or storage that
+    /// cannot tell (what was fetched stays cached).
+    pub fn fetch_nowait(&self, name: &str, start: &[u64], count: &[u64]) -> bool {
+        // The name's state first: its footer blocks (a fresh handle has read
+        // none), then the state built from them, from memory.
+        let state_known = self.state_in_memory(name)
+            || (self.footer_blocks_nowait(name)
+                && self.committed(name).is_ok()
+                && self.state_in_memory(name));
+        if !state_known {
+            return false;
+        }
+        let Some(view) = self.view(name) else {
+            return true;
+        };
+        let Ok((st, ct)) = view.schema.resolve_region(name, start, count) else {
+            return true;
+        };
+        let cells = ct
+            .iter()
+            .try_fold(1u64, |n, &c| n.checked_mul(c))
+            .unwrap_or(u64::MAX);
+        if cells > IN_MEMORY_READ_CELLS {
+            return false;
+        }
+        if cells == 0 {
+            return true;
+        }
+        let missing = self.uncached(&view, &st, &ct);
+        let mut by_layer: std::collections::BTreeMap<u32, Vec<&ChunkEntry>> =
+            std::collections::BTreeMap::new();
+        for loc in &missing {
+            by_layer.entry(loc.layer).or_default().push(&loc.entry);
+        }
+        for (layer, entries) in by_layer {
+            let layer = &self.layers[layer as usize];
+            let ranges: Option<Vec<(u64, usize)>> = entries
+                .iter()
+                .map(|e| usize::try_from(e.stored_len).ok().map(|n| (e.offset, n)))
+                .collect();
+            let Some(bufs) = ranges.and_then(|r| layer.handle.read_ranges_nowait(&r)) else {
+                return false;
+            };
+            for (e, buf) in entries.into_iter().zip(bufs) {
+                let key = BlockKey {
+                    layer_uid: layer.uid,
+                    offset: e.offset,
+                };
+                let _ = self.cache.raw(key, || Ok(buf));
+            }
+        }
+        // Exact, not assumed: a raw level of no capacity keeps nothing.
+        self.region_in_memory(name, &view, start, count)
+    }
+
+    /// Reads into the raw cache the footer blocks that building `name`'s
+    /// state reads, where storage has them without waiting; true when every
+    /// one is cached.
+    fn footer_blocks_nowait(&self, name: &str) -> bool {
+        for layer in &self.layers {
+            let crate::layer::LayerIndex::Blocked(index) = &layer.index else {
+                continue;
+            };
+            let Some(k) = index.block_for(name) else {
+                continue;
+            };
+            let b = &index.blocks[k];
+            let key = BlockKey {
+                layer_uid: layer.uid,
+                offset: b.offset,
+            };
+            if self.cache.raw_contains(&key) {
+                continue;
+            }
+            let Some(buf) = layer
+                .handle
+                .read_ranges_nowait(&[(b.offset, b.len as usize)])
+                .and_then(|mut v| v.pop())
+            else {
+                return false;
+            };
+            layer
+                .footer_blocks_read
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = self.cache.raw(key, || Ok(buf));
+            if !self.cache.raw_contains(&key) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Fetches `blocks` with one batch of ranged reads per layer into the raw
     /// cache. Best effort: a failed fetch leaves the blocks to the per-chunk
     /// path, which reports the error.

@@ -85,6 +85,35 @@ impl ReadHandle for LocalRead {
     ) -> Result<Vec<Vec<u8>>> {
         super::read_ranges_reusing(self, ranges, spare)
     }
+
+    /// `preadv2` with `RWF_NOWAIT` (Linux 4.14+): the kernel answers from the
+    /// page cache or refuses (`EAGAIN`, or a short read when only part is
+    /// cached) instead of waiting for the disk. Only a descriptor already
+    /// open is used: opening one can wait too. Elsewhere, and on file
+    /// systems without the flag, `None`.
+    fn read_ranges_nowait(&self, ranges: &[(u64, usize)]) -> Option<Vec<Vec<u8>>> {
+        #[cfg(target_os = "linux")]
+        {
+            let file = descriptors::global().open_now(self.id)?;
+            ranges
+                .iter()
+                .map(|&(offset, len)| {
+                    let mut buf = vec![0u8; len];
+                    let mut parts = [std::io::IoSliceMut::new(&mut buf)];
+                    let flags = rustix::io::ReadWriteFlags::NOWAIT;
+                    match rustix::io::preadv2(&*file, &mut parts, offset, flags) {
+                        Ok(n) if n == len => Some(buf),
+                        _ => None,
+                    }
+                })
+                .collect()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = ranges;
+            None
+        }
+    }
 }
 
 #[derive(Debug)]

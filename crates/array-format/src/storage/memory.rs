@@ -327,6 +327,10 @@ impl ReadHandle for MemRead {
     ) -> Result<Vec<Vec<u8>>> {
         super::read_ranges_reusing(self, ranges, spare)
     }
+
+    fn read_ranges_nowait(&self, ranges: &[(u64, usize)]) -> Option<Vec<Vec<u8>>> {
+        self.read_ranges(ranges).ok()
+    }
 }
 
 #[derive(Debug)]

@@ -676,3 +676,41 @@ fn large_reads_decoded_in_parallel_equal_the_model() {
         }
     }
 }
+
+/// `read_ranges_nowait` answers from memory or not at all: a local file just
+/// written is in the page cache, so on Linux every range reads (empty ones
+/// too) and equals a normal read; a range past the end is refused, not read
+/// short. In-memory files always answer.
+#[test]
+fn reads_that_cannot_wait_come_from_the_page_cache_or_not_at_all() {
+    use array_format::{LocalStorage, Storage};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("f.bin");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let ranges = [(0u64, 10usize), (4096, 30_000), (99_990, 10), (50, 0)];
+    let want: Vec<Vec<u8>> = ranges
+        .iter()
+        .map(|&(at, n)| bytes[at as usize..at as usize + n].to_vec())
+        .collect();
+    let local = LocalStorage.open_read(&path).unwrap();
+    let got = local.read_ranges_nowait(&ranges);
+    if cfg!(target_os = "linux") {
+        assert_eq!(got.expect("a file just written is in the page cache"), want);
+    } else {
+        assert!(got.is_none());
+    }
+    assert_eq!(local.read_ranges(&ranges).unwrap(), want);
+    assert!(local.read_ranges_nowait(&[(99_990, 20)]).is_none());
+
+    let mem = MemoryStorage::new();
+    let mpath = Path::new("/mem/f.bin");
+    mem.create_dir_all(Path::new("/mem")).unwrap();
+    let mut w = mem.create_new(mpath).unwrap();
+    w.append(&bytes).unwrap();
+    w.sync().unwrap();
+    drop(w);
+    let mread = mem.open_read(mpath).unwrap();
+    assert_eq!(mread.read_ranges_nowait(&ranges).unwrap(), want);
+    assert!(mread.read_ranges_nowait(&[(99_990, 20)]).is_none());
+}

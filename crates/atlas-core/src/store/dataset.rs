@@ -224,6 +224,14 @@ impl DatasetView {
         if let Some(a) = read_expecting(&self.name, name, &registry, &f, &start, &count, true)? {
             return Ok(Some(a));
         }
+        // So does one whose blocks storage has without waiting (a local
+        // file's page cache): they are fetched here, into the raw cache.
+        if f.fetch_nowait(&self.name, &start, &count) {
+            if let Some(a) = read_expecting(&self.name, name, &registry, &f, &start, &count, true)?
+            {
+                return Ok(Some(a));
+            }
+        }
         // Checking the schema, fetching and decoding run on the blocking pool.
         let (dataset, array) = (self.name.clone(), name.to_owned());
         tokio::task::spawn_blocking(move || {

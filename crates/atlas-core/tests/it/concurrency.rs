@@ -589,3 +589,86 @@ async fn a_sync_setter_waiting_for_the_lock_does_not_stall_the_worker() {
     stop.store(true, Ordering::SeqCst);
     ticker.await.unwrap();
 }
+
+/// A small read whose blocks a local file has in the page cache is served
+/// on the caller's task, without the blocking pool: with the pool's only
+/// thread held, reads of every dataset through a fresh handle (their footer
+/// blocks and chunks not yet read; some datasets rewritten in a second
+/// layer; whole arrays and a hyperslab) still finish and read what was
+/// written. Before, each waited for the pool.
+#[test]
+fn small_reads_from_the_page_cache_need_no_blocking_thread() {
+    use ndarray::{ArrayD, IxDyn};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cells = |i: u64, v: u64| -> ArrayD<f32> {
+        ArrayD::from_shape_fn(IxDyn(&[64, 128]), |ix| {
+            (i * 100_000 + v * 10_000) as f32 + (ix[0] * 128 + ix[1]) as f32 * 0.5
+        })
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("s");
+    rt.block_on(async {
+        let s = Atlas::create_path(&path, StoreConfig::default())
+            .await
+            .unwrap();
+        for i in 0..300u64 {
+            let ds = s.create_dataset(&format!("d{i:03}")).await.unwrap();
+            ds.define_array::<f32>("v", vec!["y".into(), "x".into()], vec![64, 128], None, None)
+                .await
+                .unwrap();
+            ds.write_array("v", vec![0, 0], cells(i, 0).view())
+                .await
+                .unwrap();
+        }
+        s.flush().await.unwrap();
+        for i in (0..300u64).step_by(7) {
+            let ds = s.open_dataset(&format!("d{i:03}")).await.unwrap();
+            ds.write_array("v", vec![0, 0], cells(i, 1).view())
+                .await
+                .unwrap();
+        }
+        s.flush().await.unwrap();
+    });
+    let version = |i: u64| u64::from(i.is_multiple_of(7));
+    rt.block_on(async {
+        let s = Atlas::open_path(&path).await.unwrap();
+        // The first read opens the array file, on the blocking pool.
+        let first = s.open_dataset("d000").await.unwrap();
+        let got = first.read_array::<f32>("v", vec![], vec![]).await.unwrap();
+        assert_eq!(got.unwrap(), cells(0, 1));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let pool = tokio::task::spawn_blocking(move || held.recv());
+        for i in 1..300u64 {
+            let read = async {
+                let ds = s.open_dataset(&format!("d{i:03}")).await.unwrap();
+                if i % 50 == 0 {
+                    ds.read_array::<f32>("v", vec![10, 20], vec![3, 40]).await
+                } else {
+                    ds.read_array::<f32>("v", vec![], vec![]).await
+                }
+            };
+            let got = tokio::time::timeout(Duration::from_secs(20), read)
+                .await
+                .unwrap_or_else(|_| panic!("d{i:03}: the read waited for the blocking pool"))
+                .unwrap()
+                .unwrap();
+            let want = cells(i, version(i));
+            if i % 50 == 0 {
+                assert_eq!(
+                    got,
+                    want.slice(ndarray::s![10..13, 20..60]).into_dyn(),
+                    "d{i:03}"
+                );
+            } else {
+                assert_eq!(got, want, "d{i:03}");
+            }
+        }
+        release.send(()).unwrap();
+        pool.await.unwrap().unwrap();
+    });
+}
