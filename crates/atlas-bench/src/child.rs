@@ -83,12 +83,12 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|tiles|tiles8 DIR DATASETS REPS"
+             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|tiles|tiles8|tileswarm DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|tiles|tiles8 DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|tiles|tiles8|tileswarm DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times (`w1batch`: through one `create_datasets` batch, built
@@ -106,7 +106,8 @@ pub fn main(args: &[String]) -> Result<()> {
 /// under DIR/w5) 100 times per repetition, without caches (the time printed
 /// is per read); `tiles` and `tiles8` read every tile of the `tiles`
 /// workload's store (built once under DIR/tiles) on a fresh handle, one at a
-/// time or with 8 in flight.
+/// time or with 8 in flight; `tileswarm` reads 1,000 random tiles per
+/// repetition on one warm handle (the time printed is per read).
 /// Prints each repetition's time and the median.
 fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
     let n: u64 = n.parse().context("DATASETS")?;
@@ -156,9 +157,14 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
         }
-        "tiles" | "tiles8" => {
+        "tiles" | "tiles8" | "tileswarm" => {
             let _guard = rt.enter();
-            times = crate::tiles::profile_loop(dir, n, reps, work == "tiles8")?;
+            let how = match work {
+                "tiles" => crate::tiles::LoopReads::Fresh,
+                "tiles8" => crate::tiles::LoopReads::InFlight,
+                _ => crate::tiles::LoopReads::Warm,
+            };
+            times = crate::tiles::profile_loop(dir, n, reps, how)?;
         }
         "w6" => {
             // W6: a fresh store of DATASETS profiles (untimed), then per

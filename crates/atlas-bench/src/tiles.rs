@@ -771,15 +771,28 @@ pub async fn workload(quick: bool) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
-/// `__child loop tiles|tiles8 DIR N REPS`: ATLAS alone, a store of N tiles
-/// under DIR/tiles (built once, untimed), then per repetition a fresh handle
-/// (opened untimed) reads every tile one at a time (`tiles8`: with 8 in
-/// flight), checked. Returns each repetition's time.
+/// How [`profile_loop`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoopReads {
+    /// Every tile, one at a time, on a fresh handle.
+    Fresh,
+    /// Every tile, [`IN_FLIGHT`] at a time, on a fresh handle.
+    InFlight,
+    /// 1,000 random tiles per repetition on one warm handle.
+    Warm,
+}
+
+/// `__child loop tiles|tiles8|tileswarm DIR N REPS`: ATLAS alone, a store of
+/// N tiles under DIR/tiles (built once, untimed), then per repetition a
+/// fresh handle (opened untimed) reads every tile one at a time (`tiles8`:
+/// with 8 in flight; `tileswarm`: one handle, warmed first, reads 1,000
+/// random tiles per repetition, the time printed per read), checked.
+/// Returns each repetition's time.
 pub(crate) fn profile_loop(
     dir: &Path,
     n: u64,
     reps: usize,
-    in_flight: bool,
+    how: LoopReads,
 ) -> Result<Vec<Duration>> {
     let root = dir.join("tiles");
     let mut s = AtlasTiles::default();
@@ -789,6 +802,30 @@ pub(crate) fn profile_loop(
     let ids: Vec<u64> = (0..n).collect();
     let ver = vec![0; n as usize];
     let mut times = Vec::with_capacity(reps);
+    if how == LoopReads::Warm {
+        s.open(&root)?;
+        for &i in &ids {
+            s.read(i)?;
+        }
+        // Each read is checked and dropped before the next, as an
+        // application would (keeping them all would time the allocator's
+        // fresh pages instead).
+        let want: Vec<Vec<f32>> = ids.iter().map(|&i| tile(i, 0)).collect();
+        let mut rng = Rng(0x0071_11e5);
+        for _ in 0..reps {
+            let mut spent = Duration::ZERO;
+            for _ in 0..1000 {
+                let i = rng.next_u64() % n;
+                let t = Instant::now();
+                let got = s.read(i)?;
+                spent += t.elapsed();
+                check("warm read", &got, &want[i as usize])?;
+            }
+            times.push(spent / 1000);
+        }
+        return Ok(times);
+    }
+    let in_flight = how == LoopReads::InFlight;
     for _ in 0..reps {
         s.open(&root)?;
         let t = Instant::now();

@@ -379,10 +379,15 @@ impl ArrayFile {
     /// has them at once ([`crate::ReadHandle::read_ranges_nowait`]: for a
     /// local file, the page cache). True when the read is now
     /// [`ArrayFile::read_is_in_memory`]. False leaves it to a blocking
-    /// thread: a footer block to read first, a region over
-    /// [`IN_MEMORY_READ_CELLS`] cells, a block not in memory, or storage that
-    /// cannot tell (what was fetched stays cached).
+    /// thread: no raw cache level, a region over [`IN_MEMORY_READ_CELLS`]
+    /// cells, a footer block or chunk not in memory, or storage that cannot
+    /// tell (what was fetched stays cached).
     pub fn fetch_nowait(&self, name: &str, start: &[u64], count: &[u64]) -> bool {
+        // Without a raw level nothing fetched would be kept: the blocking
+        // path would read it all again.
+        if self.cache.raw_capacity_bytes() == 0 {
+            return false;
+        }
         // The name's state first: its footer blocks (a fresh handle has read
         // none), then the state built from them, from memory.
         let state_known = self.state_in_memory(name)

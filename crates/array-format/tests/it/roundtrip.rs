@@ -468,6 +468,61 @@ fn read_is_in_memory_only_without_storage_access() {
     assert!(f.read_is_in_memory("big", &[0], &[16]));
 }
 
+/// `fetch_nowait` makes a small read of a fresh handle servable from
+/// memory (its footer block and chunks fetched from storage that has them at
+/// once, here in-memory files) and the read equals a blocking one; it
+/// declines a read over the in-place bound and, with no raw cache level,
+/// everything (nothing fetched would be kept).
+#[test]
+fn fetch_nowait_prepares_small_reads_and_declines_the_rest() {
+    let (storage, mut f) = crate::common::mem_file(options(array_format::Codec::Lz4, true));
+    f.define_array::<f32>("p", dims(1), vec![100], Some(vec![10]), None)
+        .unwrap();
+    let v = ndarray::Array1::from_iter((0..100).map(|i| i as f32 * 1.5)).into_dyn();
+    f.write_array("p", &[], v.view()).unwrap();
+    let n = array_format::IN_MEMORY_READ_CELLS + 1;
+    f.define_array::<u8>("big", dims(1), vec![n], Some(vec![4096]), None)
+        .unwrap();
+    f.write_array(
+        "big",
+        &[],
+        ndarray::Array1::from_elem(n as usize, 7u8)
+            .into_dyn()
+            .view(),
+    )
+    .unwrap();
+    f.flush().unwrap();
+
+    let g = crate::common::mem_open(&storage, &f.layers()).unwrap();
+    assert!(!g.read_is_in_memory("p", &[5], &[20]));
+    assert!(g.fetch_nowait("p", &[5], &[20]));
+    assert!(g.read_is_in_memory("p", &[5], &[20]));
+    assert!(
+        !g.read_is_in_memory("p", &[], &[]),
+        "only what the read needs"
+    );
+    assert_eq!(
+        g.read_array::<f32>("p", &[5], &[20]).unwrap(),
+        v.slice(ndarray::s![5..25]).into_dyn()
+    );
+    assert!(!g.fetch_nowait("big", &[], &[]), "over the in-place bound");
+    assert!(g.fetch_nowait("big", &[0], &[16]));
+
+    let no_raw = ArrayFile::open(
+        storage.clone(),
+        Path::new(crate::common::MEM_DIR),
+        &f.layers(),
+        ArrayFileOptions::default(),
+        Arc::new(DeltaCache::new(DeltaCacheConfig {
+            raw_capacity_bytes: 0,
+            decoded_capacity_bytes: 1 << 20,
+        })),
+    )
+    .unwrap();
+    assert!(!no_raw.fetch_nowait("p", &[], &[]));
+    assert_eq!(no_raw.read_array::<f32>("p", &[], &[]).unwrap(), v);
+}
+
 /// A read spanning many chunks equals the cell-by-cell model: chunks
 /// committed in two layers, pending ones over them, never-written ones as
 /// the fill value; whole reads, hyperslabs cutting chunks, and the same after
