@@ -152,3 +152,46 @@ pub fn write(
         ))),
     }
 }
+
+/// `data` as owned cells of `dtype` (for a batch, which keeps them past the
+/// call): numbers converted as [`write`] converts them, then copied once.
+pub fn to_array_data(data: &Bound<'_, PyAny>, dtype: DType) -> PyResult<Read> {
+    macro_rules! num {
+        ($t:ty, $v:ident) => {{
+            let ro: PyReadonlyArrayDyn<'_, $t> = match data.extract() {
+                Ok(ro) => ro,
+                Err(_) => coerce(data, dtype)?.extract()?,
+            };
+            Read::$v(ro.as_array().to_owned())
+        }};
+    }
+    Ok(match dtype {
+        DType::Bool => num!(bool, Bool),
+        DType::Int8 => num!(i8, I8),
+        DType::Int16 => num!(i16, I16),
+        DType::Int32 => num!(i32, I32),
+        DType::Int64 => num!(i64, I64),
+        DType::UInt8 => num!(u8, U8),
+        DType::UInt16 => num!(u16, U16),
+        DType::UInt32 => num!(u32, U32),
+        DType::UInt64 => num!(u64, U64),
+        DType::Float32 => num!(f32, F32),
+        DType::Float64 => num!(f64, F64),
+        DType::Timestamp => {
+            let ro: PyReadonlyArrayDyn<'_, i64> = coerce(data, dtype)?.extract()?;
+            Read::Timestamp(ro.as_array().mapv(TimestampNs))
+        }
+        DType::String => {
+            let (cells, shape): (Vec<String>, Vec<usize>) = coerce(data, dtype)?.extract()?;
+            Read::Str(
+                ArrayD::from_shape_vec(IxDyn(&shape), cells)
+                    .map_err(|e| invalid(format!("string data: {e}")))?,
+            )
+        }
+        other => {
+            return Err(invalid(format!(
+                "dtype {other} is not supported by this build"
+            )))
+        }
+    })
+}

@@ -19,6 +19,7 @@
 
 mod across;
 mod array;
+mod batch;
 mod convert;
 mod dataset;
 mod errors;

@@ -311,3 +311,111 @@ def test_gil_is_released_during_reads(store_path: Path) -> None:
     assert t1 - t0 > 0.005, "the read is too short to tell"
     assert len(inside) > 10, f"the other thread ran {len(inside)} times during a {t1 - t0:.3f} s read"
     assert gaps.max() < (t1 - t0) / 2, f"the other thread stalled {gaps.max():.3f} s of {t1 - t0:.3f} s"
+
+
+def _batch(n: int) -> list[atlas.DatasetSpec]:
+    """``n`` datasets with arrays of every kind: numbers of every dtype,
+    strings, times, an array without data (fill values), chunks and a fill
+    value, attributes on datasets and arrays."""
+    out: list[atlas.DatasetSpec] = []
+    for i in range(n):
+        arrays: dict[str, atlas.ArraySpec] = {
+            f"v_{d}": {"dims": ["x", "y"], "data": _sample(d, (3, 4)) if i % 2 else _sample(d, (3, 4))[::-1]}
+            for d in NUMERIC
+        }
+        arrays["name"] = {"dims": ["x"], "data": np.array([f"s{i}", "", "é"], dtype=object)}
+        arrays["time"] = {
+            "dims": ["t"],
+            "data": np.array(["2020-01-01T00:00:00", "1969-12-31T23:59:59"], dtype="datetime64[ns]"),
+        }
+        arrays["empty"] = {
+            "dims": ["z"],
+            "dtype": "float64",
+            "shape": [5],
+            "chunks": [2],
+            "fill_value": -1.5,
+            "attrs": {"units": "m", "scale": [1.0, 2.0]},
+        }
+        arrays["TEMP"] = {
+            "dims": ["N_LEVELS"],
+            "data": np.arange(i, i + 50, dtype=np.float32),
+            "attrs": {"units": "degC"},
+        }
+        out.append({"name": f"p{i:03}", "attrs": {"cycle": i, "lat": i * 0.5}, "arrays": arrays})
+    return out
+
+
+def _same_as_spec(ds: atlas.Dataset, spec: atlas.DatasetSpec) -> None:
+    assert ds.attrs == spec.get("attrs", {})
+    arrays = spec.get("arrays", {})
+    assert ds.arrays() == list(arrays)
+    for name, a in arrays.items():
+        got = ds.read(name)
+        if "data" in a:
+            np.testing.assert_array_equal(got, np.asarray(a["data"]))
+        else:
+            np.testing.assert_array_equal(got, np.full(a["shape"], a.get("fill_value", 0)))
+        assert ds.array_attrs(name) == a.get("attrs", {})
+
+
+def test_create_datasets_equals_one_call_per_dataset(store_path: Path) -> None:
+    specs = _batch(12)
+    store = atlas.Store.create(store_path)
+    assert store.create_datasets(specs) == 12
+    # The same datasets one call at a time, in a second store.
+    other = atlas.Store.create(store_path.with_name("other"))
+    for spec in specs:
+        ds = other.create_dataset(spec["name"])
+        for k, v in spec.get("attrs", {}).items():
+            ds.set_attr(k, v)
+        for name, a in spec.get("arrays", {}).items():
+            data = a.get("data")
+            shape = a.get("shape", list(np.shape(data)))
+            dtype = a.get("dtype", str if np.asarray(data).dtype.kind in "OU" else np.asarray(data).dtype)
+            ds.define_array(name, dtype, a["dims"], shape, a.get("chunks"), a.get("fill_value"))
+            if data is not None:
+                ds.write(name, data)
+            for k, v in a.get("attrs", {}).items():
+                ds.set_array_attr(name, k, v)
+    for s in (store, other):
+        assert s.list() == [spec["name"] for spec in specs]
+        for spec in specs:
+            _same_as_spec(s[spec["name"]], spec)
+            for name in spec.get("arrays", {}):
+                assert s[spec["name"]].array_info(name) == other[spec["name"]].array_info(name)
+        s.flush()
+        s.close()
+    reopened = atlas.Store.open(store_path)
+    for spec in specs:
+        _same_as_spec(reopened[spec["name"]], spec)
+
+
+def test_create_datasets_is_all_or_nothing(store_path: Path) -> None:
+    store = atlas.Store.create(store_path)
+    store.create_datasets(_batch(2))
+    store.flush()
+    generation = store.generation
+    good = _batch(5)[2:]
+    bad_shape: atlas.DatasetSpec = {
+        "name": "x1",
+        "arrays": {"a": {"dims": ["n"], "shape": [3], "data": np.zeros(4, dtype=np.float32)}},
+    }
+    cases: list[tuple[list[atlas.DatasetSpec], type[Exception], str]] = [
+        (good + [{"name": "p000"}], atlas.AlreadyExistsError, "p000"),
+        (good + [{"name": "p004"}], atlas.AlreadyExistsError, "p004"),  # repeated
+        (good + [bad_shape], atlas.InvalidInputError, "shape"),
+        (good + [{"name": "x2", "arays": {}}], atlas.InvalidInputError, "arays"),  # type: ignore[typeddict-unknown-key]
+        (good + [{"name": "x3", "arrays": {"a": {"data": [1.0]}}}], atlas.InvalidInputError, "dims"),  # type: ignore[typeddict-item]
+        (good + [{"name": "x4", "arrays": {"a": {"dims": ["n"]}}}], atlas.InvalidInputError, "data"),
+        (good + [{"name": "x5", "arrays": {"a": {"dims": ["n"], "data": np.zeros(2, np.float16)}}}], atlas.InvalidInputError, "float16"),
+        (good + [{"name": "bad/name"}], atlas.InvalidInputError, "bad/name"),
+    ]
+    for specs, error, match in cases:
+        with pytest.raises(error, match=match):
+            store.create_datasets(specs)
+        assert store.list() == ["p000", "p001"], match
+    store.flush()
+    assert store.generation == generation, "nothing was pending"
+    store.close()
+    with pytest.raises(atlas.ReadOnlyError):
+        atlas.Store.open(store_path).create_datasets(good)

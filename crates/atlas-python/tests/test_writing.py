@@ -74,6 +74,30 @@ def test_write_many_commits_once(store_path: Path) -> None:
         )
 
 
+@pytest.mark.parametrize("batch_bytes", [1, 32 << 20])
+def test_write_many_batches_and_repeated_names(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, batch_bytes: int
+) -> None:
+    """Through one create_datasets call or one per dataset, the datasets read
+    back the same; a name given twice is refused with "w-" and the second
+    replaces the first with "w", as one write at a time would."""
+    import atlas.writing
+
+    monkeypatch.setattr(atlas.writing, "_BATCH_BYTES", batch_bytes)
+    items = [(f"d{i}", _example().assign_attrs(i=i)) for i in range(4)]
+    again = _example().assign_attrs(i=99)
+    with pytest.raises(atlas.AlreadyExistsError):
+        atlas.write_many(store_path, [*items, ("d1", again)])
+    assert atlas.Store.open(store_path).list() == [], "nothing committed"
+    names = atlas.write_many(store_path, [*items, ("d1", again)], mode="w")
+    assert names == ["d0", "d1", "d2", "d3", "d1"]
+    assert atlas.Store.open(store_path).list() == ["d0", "d2", "d3", "d1"]
+    for name, want in [*items[:1], *items[2:], ("d1", again)]:
+        xr.testing.assert_identical(
+            want, xr.open_dataset(store_path, engine="atlas", group=name)
+        )
+
+
 def test_modes_and_refusals(store_path: Path) -> None:
     ds = _example()
     atlas.to_atlas(ds, store_path, "a")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors
 from ._atlas import Dataset, Store, __version__
+from ._specs import ArraySpec, DatasetSpec
 from .errors import (
     AlreadyExistsError,
     ArrayNotFoundError,
@@ -40,7 +41,9 @@ if TYPE_CHECKING:
     from .writing import to_atlas, write_many
 
 __all__ = [
+    "ArraySpec",
     "Dataset",
+    "DatasetSpec",
     "Store",
     "__version__",
     "errors",

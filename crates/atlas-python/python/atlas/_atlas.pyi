@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Callable, Literal, final
 
 import numpy as np
 import numpy.typing as npt
+
+from ._specs import DatasetSpec
 
 __all__ = ["Store", "Dataset", "error_kinds", "__version__"]
 
@@ -58,6 +60,10 @@ class Store:
     def dataset(self, name: str) -> Dataset: ...
     def __getitem__(self, name: str, /) -> Dataset: ...
     def create_dataset(self, name: str) -> Dataset: ...
+    def create_datasets(self, datasets: Iterable[DatasetSpec]) -> int:
+        """Creates every dataset of ``datasets`` in one call, all or nothing
+        (checked before anything is written); returns how many. Durable at
+        the next ``flush``."""
     def delete_dataset(self, name: str) -> None: ...
     def list(self, pattern: str | None = None) -> builtins.list[str]:
         """Dataset names, those matching the glob ``pattern`` (``*``, ``?``) when given."""

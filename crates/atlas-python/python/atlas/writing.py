@@ -23,7 +23,8 @@ from xarray.coding import strings
 from xarray.core.dataset import Dataset as XrDataset
 from xarray.core.variable import Variable
 
-from ._atlas import Dataset, Store
+from ._atlas import Store
+from ._specs import ArraySpec, DatasetSpec
 from .errors import InvalidInputError, StoreNotFoundError
 
 __all__ = ["to_atlas", "write_many"]
@@ -111,7 +112,7 @@ def _char_cells(data: np.ndarray) -> tuple[np.ndarray, str]:
     return out.reshape(joined.shape), nc_type
 
 
-def _write_variable(ds: Dataset, name: str, var: Variable) -> None:
+def _array_spec(name: str, var: Variable) -> ArraySpec:
     data = np.asarray(var.values)
     dims = [str(d) for d in var.dims]
     extra: dict[str, Any] = {}
@@ -126,15 +127,13 @@ def _write_variable(ds: Dataset, name: str, var: Variable) -> None:
         raise InvalidInputError(f"variable {name!r}: byte strings of width {data.dtype.itemsize}")
     else:
         dtype = data.dtype
-    ds.define_array(name, dtype, dims, list(data.shape))
+    spec: ArraySpec = {"dims": dims, "dtype": dtype, "shape": list(data.shape)}
     if data.size:
-        ds.write(name, data)
-    _set_attrs(
-        var.attrs,
-        lambda k, v: ds.set_array_attr(name, k, v),
-        f"variable {name!r}",
-        extra,
-    )
+        spec["data"] = data
+    attrs: dict[str, Any] = {}
+    _set_attrs(var.attrs, attrs.__setitem__, f"variable {name!r}", extra)
+    spec["attrs"] = attrs
+    return spec
 
 
 def _is_char_without_string_dim(var: Variable, shape: tuple[int, ...] | None) -> bool:
@@ -190,25 +189,17 @@ def _encode(xds: XrDataset, encoding: Mapping[Hashable, Mapping[str, Any]] | Non
     return out, dict(attrs)
 
 
-def _write_one(
-    store: Store,
+def _dataset_spec(
     name: str,
     xds: XrDataset,
-    mode: Mode,
     encoding: Mapping[Hashable, Mapping[str, Any]] | None,
-) -> None:
-    if mode not in ("w-", "w"):
-        raise InvalidInputError(f"mode must be 'w-' (new dataset) or 'w' (replace), not {mode!r}")
+) -> DatasetSpec:
     variables, attrs = _encode(xds, encoding)
-    if mode == "w" and name in store:
-        store.delete_dataset(name)
-    ds = store.create_dataset(name)
     dims: dict[str, int] = {}
     for var in variables.values():
         for d, n in zip(var.dims, var.shape, strict=True):
             dims.setdefault(str(d), int(n))
-    for k, var in variables.items():
-        _write_variable(ds, str(k), var)
+    arrays = {str(k): _array_spec(str(k), var) for k, var in variables.items()}
     extra: dict[str, Any] = {}
     if dims:
         extra["_nc_dims"] = list(dims)
@@ -218,7 +209,20 @@ def _write_one(
         unlimited = [unlimited]
     if unlimited:
         extra["_nc_unlimited"] = [str(u) for u in unlimited]
-    _set_attrs(attrs, ds.set_attr, f"dataset {name!r}", extra)
+    ds_attrs: dict[str, Any] = {}
+    _set_attrs(attrs, ds_attrs.__setitem__, f"dataset {name!r}", extra)
+    return {"name": name, "attrs": ds_attrs, "arrays": arrays}
+
+
+# Cell bytes gathered before the datasets gathered so far are created in one
+# `create_datasets` call (as `atlas import` batches files).
+_BATCH_BYTES = 32 << 20
+
+
+def _spec_bytes(spec: DatasetSpec) -> int:
+    return sum(
+        int(getattr(a.get("data"), "nbytes", 0)) for a in spec.get("arrays", {}).values()
+    )
 
 
 def _writable(store: Store | str | os.PathLike[str]) -> tuple[Store, bool]:
@@ -253,13 +257,42 @@ def write_many(
     (``dtype``, ``scale_factor``, ``_FillValue``, ``units`` …) applied to every
     dataset. If a write fails nothing is flushed: the store keeps its last
     commit (a handle opened here is closed without flushing).
+
+    The datasets are created through :meth:`Store.create_datasets`, about
+    32 MiB of cells per call, instead of one call per array.
     """
+    if mode not in ("w-", "w"):
+        raise InvalidInputError(f"mode must be 'w-' (new dataset) or 'w' (replace), not {mode!r}")
     handle, owned = _writable(store)
     names: list[str] = []
+    batch: list[DatasetSpec] = []
+    batched: set[str] = set()
+    size = 0
+
+    def create() -> None:
+        nonlocal size
+        if batch:
+            handle.create_datasets(batch)
+        batch.clear()
+        batched.clear()
+        size = 0
+
     try:
         for name, xds in items:
-            _write_one(handle, name, xds, mode, encoding)
+            spec = _dataset_spec(name, xds, encoding)
+            if name in batched:
+                # A name given twice: the first is created before the second
+                # is refused ("w-") or replaces it ("w"), as one at a time.
+                create()
+            if mode == "w" and name in handle:
+                handle.delete_dataset(name)
+            batch.append(spec)
+            batched.add(name)
             names.append(name)
+            size += _spec_bytes(spec)
+            if size >= _BATCH_BYTES:
+                create()
+        create()
         handle.flush()
     finally:
         if owned:
