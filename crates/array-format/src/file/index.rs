@@ -501,6 +501,39 @@ mod lazy_tests {
         Some((schema, cells.iter().copied().collect()))
     }
 
+    /// `fetch_nowait` on a fresh handle reads one footer block per layer
+    /// that records the name (as a lookup does) and builds its state; with
+    /// no raw cache level it reads nothing at all (nothing would be kept).
+    #[test]
+    fn fetch_nowait_reads_footer_blocks_only_where_they_are_kept() {
+        let (storage, layers, _) = build();
+        let f = open(&storage, &layers);
+        assert!(f.fetch_nowait("ds_00007", &[], &[]));
+        let read = blocks_read(&f);
+        assert_eq!(read[0], 1, "{read:?}");
+        assert!(read.iter().all(|&n| n <= 1), "{read:?}");
+        assert!(f.read_is_in_memory("ds_00007", &[], &[]));
+        let want = open(&storage, &layers)
+            .read_array::<i32>("ds_00007", &[], &[])
+            .unwrap();
+        assert_eq!(f.read_array::<i32>("ds_00007", &[], &[]).unwrap(), want);
+        assert_eq!(blocks_read(&f), read, "the read itself read no footer");
+
+        let no_raw = ArrayFile::open(
+            storage.clone(),
+            Path::new("/f"),
+            &layers,
+            ArrayFileOptions::default(),
+            Arc::new(DeltaCache::new(crate::DeltaCacheConfig {
+                raw_capacity_bytes: 0,
+                decoded_capacity_bytes: 1 << 20,
+            })),
+        )
+        .unwrap();
+        assert!(!no_raw.fetch_nowait("ds_00007", &[], &[]));
+        assert_eq!(blocks_read(&no_raw), vec![0, 0, 0]);
+    }
+
     #[test]
     fn an_array_file_is_send_and_sync() {
         fn shared<T: Send + Sync>() {}
