@@ -115,6 +115,16 @@ impl DeltaCache {
         self.raw.contains(key)
     }
 
+    /// True when the decoded level holds `key`.
+    pub(crate) fn decoded_contains(&self, key: &BlockKey) -> bool {
+        self.decoded.contains(key)
+    }
+
+    /// The decoded level's byte budget.
+    pub(crate) fn decoded_capacity_bytes(&self) -> u64 {
+        self.decoded.capacity_bytes()
+    }
+
     /// True when either level holds `key`.
     pub(crate) fn contains(&self, key: &BlockKey) -> bool {
         self.decoded.contains(key) || self.raw.contains(key)

@@ -54,6 +54,15 @@ pub trait ArrayElement:
         false
     }
 
+    /// Decodes `dst.len()` cells from their unshuffled on-disk encoding
+    /// (exactly `dst.len()` times the width in `bytes`) into `dst`: a read
+    /// copies each row of a cached chunk straight into its result. False,
+    /// with `dst` unchanged, for types with byte patterns that are not
+    /// cells (`bool`) or of variable width, and for bytes of another length.
+    fn copy_le(_bytes: &[u8], _dst: &mut [Self]) -> bool {
+        false
+    }
+
     /// This value as a [`FillValue`].
     fn to_fill(&self) -> FillValue;
 
@@ -106,6 +115,17 @@ macro_rules! fixed_element {
                         .map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk"))),
                 );
                 Some(out)
+            }
+
+            fn copy_le(bytes: &[u8], dst: &mut [Self]) -> bool {
+                const W: usize = size_of::<$t>();
+                if Some(bytes.len()) != dst.len().checked_mul(W) {
+                    return false;
+                }
+                for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(W)) {
+                    *d = <$t>::from_le_bytes(c.try_into().expect("exact chunk"));
+                }
+                true
             }
 
             $(
@@ -243,6 +263,16 @@ impl ArrayElement for TimestampNs {
 
     fn decode_fixed(bytes: &[u8], n: usize) -> Option<Vec<Self>> {
         i64::decode_fixed(bytes, n).map(|v| v.into_iter().map(TimestampNs).collect())
+    }
+
+    fn copy_le(bytes: &[u8], dst: &mut [Self]) -> bool {
+        if Some(bytes.len()) != dst.len().checked_mul(8) {
+            return false;
+        }
+        for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(8)) {
+            *d = TimestampNs(i64::from_le_bytes(c.try_into().expect("exact chunk")));
+        }
+        true
     }
 
     fn fill_shuffled(planes: &[u8], dst: &mut [Self]) -> bool {

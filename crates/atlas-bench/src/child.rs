@@ -83,12 +83,12 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|tiles|tiles8|tileswarm DIR DATASETS REPS"
+             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|w5win|tiles|tiles8|tileswarm DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|tiles|tiles8|tileswarm DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|w5win|tiles|tiles8|tileswarm DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times (`w1batch`: through one `create_datasets` batch, built
@@ -104,7 +104,9 @@ pub fn main(args: &[String]) -> Result<()> {
 /// times per repetition (the time printed is per read of the dataset); `w5`
 /// reads the `hyperslab` workload's 100 × 100 box of its grid (built once
 /// under DIR/w5) 100 times per repetition, without caches (the time printed
-/// is per read); `tiles` and `tiles8` read every tile of the `tiles`
+/// is per read); `w5win` reads that grid's 100 random 300 × 300 windows of
+/// the `hyperslab` workload through a fresh default (cached) handle each
+/// repetition, or one handle with `ATLAS_BENCH_W5WIN_WARM` set (per read); `tiles` and `tiles8` read every tile of the `tiles`
 /// workload's store (built once under DIR/tiles) on a fresh handle, one at a
 /// time or with 8 in flight; `tileswarm` reads 1,000 random tiles per
 /// repetition on one warm handle (the time printed is per read).
@@ -309,7 +311,35 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 times.push(t.elapsed() / 100);
             }
         }
-        _ => bail!("loop: w1, w2, w3, w3blocking, w3first, w4 or w5, not {work:?}"),
+        "w5win" => {
+            // The W5 grid as above (written by a `w5` loop first), read as
+            // the `hyperslab` workload's random 300 × 300 windows through a
+            // default handle (caches on), the same windows every repetition:
+            // a fresh handle each time (as in the workload: a chunk's first
+            // read decodes it), or one handle with ATLAS_BENCH_W5WIN_WARM set.
+            let path = dir.join("w5");
+            ensure!(path.join("atlas.json").exists(), "run the w5 loop first");
+            let mut rng = crate::data::Rng(0x3030_0300);
+            let windows: Vec<[u64; 2]> = (0..100)
+                .map(|_| [rng.next_u64() % 3797, rng.next_u64() % 3797])
+                .collect();
+            let warm = std::env::var_os("ATLAS_BENCH_W5WIN_WARM").is_some();
+            let mut store = rt.block_on(Atlas::open_path(&path))?;
+            for _ in 0..reps {
+                if !warm {
+                    store = rt.block_on(Atlas::open_path(&path))?;
+                }
+                let ds = rt.block_on(store.open_dataset("grid"))?;
+                let t = Instant::now();
+                for &at in &windows {
+                    let got =
+                        rt.block_on(ds.read_array::<f32>("T", at.to_vec(), vec![300, 300]))?;
+                    ensure!(got.is_some_and(|g| g.len() == 90_000), "cells");
+                }
+                times.push(t.elapsed() / 100);
+            }
+        }
+        _ => bail!("loop: w1, w2, w3, w3blocking, w3first, w4, w5 or w5win, not {work:?}"),
     }
     for (r, t) in times.iter().enumerate() {
         eprintln!("rep {r}: {:.3} ms", t.as_secs_f64() * 1e3);

@@ -5,7 +5,9 @@
 //!   ATLAS and every peer ([`crate::peers`]). Runs alternate system by system
 //!   within each repetition (A B C A B C …) so machine drift hits all of them.
 //! - `hyperslab`: W5, a 100 × 100 hyperslab of a 4096 × 4096 `f32` grid chunked
-//!   256 × 256, against the whole-array read, with ATLAS's decoded-chunk count.
+//!   256 × 256, against the whole-array read, with ATLAS's decoded-chunk count;
+//!   then random 300 × 300 windows of the grid through each system's default
+//!   handle (caches on), median and 99th percentile.
 //! - [`summary`]: every SPEC §6 figure beside its physical limit and target.
 //!
 //! Every value read is checked against the generator after the clock stops.
@@ -152,6 +154,13 @@ impl System for AtlasSys {
         // No cache: every read decodes the chunks it touches, and the decoded
         // level's miss counter counts exactly those decodes.
         let s = block(crate::workloads::open_uncached(root))?;
+        let ds = block(s.open_dataset("grid"))?;
+        self.grid = Some((s, ds));
+        Ok(())
+    }
+
+    fn grid_open_default(&mut self, root: &Path, _spec: GridSpec) -> Result<()> {
+        let s = block(Atlas::open_path(root))?;
         let ds = block(s.open_dataset("grid"))?;
         self.grid = Some((s, ds));
         Ok(())
@@ -542,8 +551,13 @@ pub async fn peers(quick: bool) -> Result<Value> {
     Ok(out)
 }
 
+/// Side of the random windows of the `hyperslab` workload (issue 17's second
+/// harness read 300 × 300 windows).
+const WINDOW: u64 = 300;
+
 #[allow(clippy::unused_async)] // every workload has the same async signature
-/// The `hyperslab` workload (W5).
+/// The `hyperslab` workload (W5), and random 300 × 300 windows of its grid
+/// with percentiles.
 pub async fn hyperslab(quick: bool) -> Result<Value> {
     let spec = GridSpec {
         shape: [4096, 4096],
@@ -590,6 +604,36 @@ pub async fn hyperslab(quick: bool) -> Result<Value> {
         check(s.name(), &v, &data)?;
         Ok(d)
     })?;
+    // Random 300 × 300 windows through each system's default handle
+    // (caches on where it has them), each read timed on its own, the
+    // systems interleaved window by window; no warm-up, so the first reads
+    // of each chunk decode it and the tail shows it.
+    let n_windows = if quick { 100 } else { 500 };
+    let mut rng = crate::data::Rng(0x3030_0300);
+    let windows: Vec<[u64; 2]> = (0..n_windows)
+        .map(|_| {
+            [
+                rng.next_u64() % (spec.shape[0] - WINDOW + 1),
+                rng.next_u64() % (spec.shape[1] - WINDOW + 1),
+            ]
+        })
+        .collect();
+    for (k, s) in sys.iter_mut().enumerate() {
+        s.grid_open_default(&tmp.path().join(format!("g{k}")), spec)?;
+    }
+    let mut window_times = vec![Vec::with_capacity(windows.len()); sys.len()];
+    for &at in &windows {
+        let want = cut(&data, spec.shape[1], at, [WINDOW, WINDOW]);
+        for (k, s) in sys.iter_mut().enumerate() {
+            let (v, d) = timed(|| s.grid_read(at, [WINDOW, WINDOW]))?;
+            check(s.name(), &v, &want)?;
+            window_times[k].push(d);
+        }
+    }
+    let window_dists: Vec<crate::tiles::Dist> = window_times
+        .into_iter()
+        .map(crate::tiles::Dist::of)
+        .collect();
     drop(sys);
     let per_read = decoded.iter().copied().max().unwrap_or(0);
     let per_whole = decoded_whole.iter().copied().max().unwrap_or(0);
@@ -604,7 +648,26 @@ pub async fn hyperslab(quick: bool) -> Result<Value> {
          {per_whole} per whole read (of {all_chunks}); hyperslab = {:.2}% of the whole-array time",
         atlas_of(&rows[0]).secs() / atlas_of(&rows[1]).secs() * 100.0
     );
+    println!(
+        "{n_windows} random {WINDOW}×{WINDOW} windows, default handles (caches on where a system has them), median / p99:"
+    );
+    let a = window_dists[0];
+    for (name, d) in names.iter().zip(&window_dists) {
+        println!(
+            "  {name:<28} {} / {}   ×ATLAS {:.2} / {:.2}",
+            fmt_dur(d.median),
+            fmt_dur(d.p99),
+            d.median.as_secs_f64() / a.median.as_secs_f64(),
+            d.p99.as_secs_f64() / a.p99.as_secs_f64()
+        );
+    }
     let mut out = rows_json(&names, &rows);
+    out["windows_300"] = names
+        .iter()
+        .zip(&window_dists)
+        .map(|(n, d)| ((*n).to_owned(), d.json()))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     out["chunks_touched"] = json!(touched);
     out["chunks_total"] = json!(all_chunks);
     out["atlas_chunks_decoded_hyperslab"] = json!(per_read);

@@ -70,6 +70,13 @@ pub trait System {
     /// Opens the grid for reading (not timed).
     fn grid_open(&mut self, root: &Path, spec: GridSpec) -> Result<()>;
 
+    /// Opens the grid for reading as the system is used by default, caches
+    /// on (not timed); the default is [`System::grid_open`], for systems
+    /// whose caches cannot be turned off or that have none.
+    fn grid_open_default(&mut self, root: &Path, spec: GridSpec) -> Result<()> {
+        self.grid_open(root, spec)
+    }
+
     /// W5: reads the hyperslab `start` + `count` of the grid, row-major.
     fn grid_read(&self, start: [u64; 2], count: [u64; 2]) -> Result<Vec<f32>>;
 

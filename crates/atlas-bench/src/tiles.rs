@@ -423,16 +423,19 @@ fn systems() -> Vec<Box<dyn Tiles>> {
 
 /// Median, 99th percentile and extremes of many samples.
 #[derive(Clone, Copy, Debug)]
-struct Dist {
-    median: Duration,
-    p99: Duration,
+pub(crate) struct Dist {
+    /// Median.
+    pub(crate) median: Duration,
+    /// 99th percentile (nearest rank).
+    pub(crate) p99: Duration,
     min: Duration,
     max: Duration,
     n: usize,
 }
 
 impl Dist {
-    fn of(mut v: Vec<Duration>) -> Dist {
+    /// The distribution of `v` (not empty).
+    pub(crate) fn of(mut v: Vec<Duration>) -> Dist {
         assert!(!v.is_empty(), "no samples");
         v.sort();
         let n = v.len();
@@ -447,7 +450,8 @@ impl Dist {
         }
     }
 
-    fn json(&self) -> Value {
+    /// As JSON seconds.
+    pub(crate) fn json(&self) -> Value {
         json!({
             "median_s": self.median.as_secs_f64(),
             "p99_s": self.p99.as_secs_f64(),

@@ -197,8 +197,21 @@ impl ArrayFile {
         use rayon::prelude::*;
         let schema = view.schema;
         let cells: u64 = count.iter().product();
+        if rayon::current_num_threads() < 2 {
+            return Ok(None);
+        }
+        // A small region qualifies by the decoding it needs, where that
+        // does not go to the decoded level (`decode_ahead` covers that).
         if cells.saturating_mul(size_of::<T>() as u64) < PARALLEL_READ_BYTES
-            || rayon::current_num_threads() < 2
+            && (fill_cache && self.cache.decoded_enabled()
+                || touched
+                    .iter()
+                    .filter_map(|&idx| match view.source(idx) {
+                        Some(Source::Layer(loc)) => Some(loc.entry.raw_len),
+                        _ => None,
+                    })
+                    .sum::<u64>()
+                    < PARALLEL_DECODE_MIN_BYTES)
         {
             return Ok(None);
         }
@@ -243,9 +256,7 @@ impl ArrayFile {
                 let mut band = ndarray::ArrayViewMutD::from_shape(IxDyn(&dims), part)
                     .expect("a band's part has its cells");
                 for &idx in chunks {
-                    copy_chunk(view, idx, &bstart, &bcount, &mut band, |src, cshape| {
-                        self.chunk_array(src, cshape, fill_cache)
-                    })?;
+                    self.copy_chunk_of(view, idx, &bstart, &bcount, &mut band, fill_cache)?;
                 }
                 Ok(())
             })
@@ -562,11 +573,112 @@ impl ArrayFile {
                 return Ok(out);
             }
         }
+        if parallel == Some(true) {
+            self.decode_ahead::<T>(view, &touched);
+        }
         let mut out = filled_array(name, &dims, fill)?;
         for idx in touched {
-            copy_chunk(view, idx, &start, &count, &mut out.view_mut(), &mut load)?;
+            match parallel {
+                Some(fill_cache) => {
+                    self.copy_chunk_of(view, idx, &start, &count, &mut out.view_mut(), fill_cache)?;
+                }
+                None => copy_chunk(view, idx, &start, &count, &mut out.view_mut(), &mut load)?,
+            }
         }
         Ok(out)
+    }
+
+    /// Decodes the committed chunks among `touched` (a read's, in order)
+    /// that the decoded level does not hold into it, on every core, when
+    /// there are at least two and [`PARALLEL_DECODE_MIN_BYTES`] of cells in
+    /// them (at most a quarter of the level's budget, so the read finds
+    /// them there): a read of a few large chunks (a window of a chunked
+    /// grid) would otherwise decode them one after another on one core,
+    /// and the read that follows copies from the level. An error is left
+    /// for the read, which meets it again in order. Nothing is done on one
+    /// core or without a decoded level.
+    fn decode_ahead<T: ArrayElement>(&self, view: &View<'_>, touched: &[u64]) {
+        use rayon::prelude::*;
+        if touched.len() < 2 || rayon::current_num_threads() < 2 || !self.cache.decoded_enabled() {
+            return;
+        }
+        let todo: Vec<&Loc> = touched
+            .iter()
+            .filter_map(|&idx| match view.source(idx) {
+                Some(Source::Layer(loc)) => Some(loc),
+                _ => None,
+            })
+            .filter(|loc| {
+                !self.cache.decoded_contains(&BlockKey {
+                    layer_uid: self.layers[loc.layer as usize].uid,
+                    offset: loc.entry.offset,
+                })
+            })
+            .collect();
+        let bytes: u64 = todo.iter().map(|l| l.entry.raw_len).sum();
+        if todo.len() < 2
+            || bytes < PARALLEL_DECODE_MIN_BYTES
+            || bytes > self.cache.decoded_capacity_bytes() / 4
+        {
+            return;
+        }
+        let width = T::DTYPE.size_bytes().unwrap_or(0);
+        todo.par_iter().for_each(|loc| {
+            let _ = self.chunk_raw(&Source::Layer(loc), width, true);
+        });
+    }
+
+    /// [`copy_chunk`] with the chunk read by [`ArrayFile::chunk_array`]
+    /// (`fill_cache`), except where the decoded level keeps the block: its
+    /// cached bytes are then copied row by row into `dst` (standard layout)
+    /// for types every byte pattern of which is a cell
+    /// ([`ArrayElement::copy_le`]), instead of being converted whole into a
+    /// chunk-sized array first and copied again. The cells and the errors
+    /// are those of `chunk_array`.
+    fn copy_chunk_of<T: ArrayElement>(
+        &self,
+        view: &View<'_>,
+        idx: u64,
+        start: &[u64],
+        count: &[u64],
+        dst: &mut ndarray::ArrayViewMutD<'_, T>,
+        fill_cache: bool,
+    ) -> Result<()> {
+        let width = T::DTYPE.size_bytes().unwrap_or(0);
+        let direct = fill_cache
+            && self.cache.decoded_enabled()
+            && width > 0
+            && T::copy_le(&[], &mut [])
+            && dst.is_standard_layout();
+        if !direct {
+            return copy_chunk(view, idx, start, count, dst, |src, cshape| {
+                self.chunk_array(src, cshape, fill_cache)
+            });
+        }
+        let Some(src) = view.source(idx) else {
+            return Ok(());
+        };
+        let (origin, cshape) = view.schema.chunk_region(idx);
+        let raw = self.chunk_raw(&src, width, true)?;
+        let (path, offset) = match &src {
+            Source::Layer(l) => (&self.layers[l.layer as usize].path, l.entry.offset),
+            Source::Pending(_) => (&self.dir, 0),
+        };
+        let cells: u64 = cshape.iter().product();
+        if Some(raw.len() as u64) != cells.checked_mul(width as u64) {
+            return Err(Error::corrupt(
+                path,
+                offset,
+                format!("chunk cells do not decode as {}", T::DTYPE),
+            ));
+        }
+        let (cr, rr): (Vec<_>, Vec<_>) = slab::intersect(&origin, &cshape, start, count)
+            .into_iter()
+            .unzip();
+        let dshape: Vec<usize> = dst.shape().to_vec();
+        let out = dst.as_slice_mut().expect("standard layout checked");
+        slab::copy_rows(&raw, width, &cshape, &cr, out, &dshape, &rr, T::copy_le);
+        Ok(())
     }
 
     /// Reads the same hyperslab of many arrays in one pass: the stored blocks
@@ -600,6 +712,12 @@ pub enum Expected<T> {
 /// Reads of at least this many bytes (of cells) touching several chunk rows
 /// are decoded on every core ([`ArrayFile::read_array`]'s bands).
 pub(crate) const PARALLEL_READ_BYTES: u64 = 4 << 20;
+
+/// Fewest bytes of cells, in at least two chunks still to decode, that a
+/// read decodes on every core ([`ArrayFile::read_array`]; by bands of
+/// chunk rows where the decoded level keeps nothing): below this,
+/// handing the work to the pool costs about what it saves.
+pub(crate) const PARALLEL_DECODE_MIN_BYTES: u64 = 128 << 10;
 
 /// Checks that a region of `count` cells can be allocated (as `T` cells).
 pub(super) fn region_fits<T>(name: &str, count: &[u64]) -> Result<()> {

@@ -769,3 +769,208 @@ fn reads_that_cannot_wait_come_from_the_page_cache_or_not_at_all() {
     assert_eq!(mread.read_ranges_nowait(&ranges).unwrap(), want);
     assert!(mread.read_ranges_nowait(&[(99_990, 20)]).is_none());
 }
+
+/// Windows of a grid of 64 KiB chunks (each touching two to six chunks)
+/// read on pools of 1 and 3 threads, with the decoded cache on (the chunks
+/// it lacks are decoded on every core into it first, then copied row by
+/// row) and off (bands of chunk rows decoded on every core): the cells are
+/// the model's (committed layers, pending writes, never-written chunks as
+/// the fill value, `i16` and `f64` too), the parallel decode fills the
+/// cache before the copy (every chunk of a fresh handle's first window is
+/// then a hit), and a damaged file gives the same error on both pools.
+#[test]
+fn windows_decoded_on_every_core_equal_the_model_and_fail_alike() {
+    let (rows, cols) = (600u64, 520u64);
+    let (storage, mut f) = crate::common::mem_file(options(array_format::Codec::Lz4, true));
+    f.define_array::<f32>(
+        "g",
+        dims(2),
+        vec![rows, cols],
+        Some(vec![128, 128]),
+        Some(array_format::FillValue::Float32(-2.5)),
+    )
+    .unwrap();
+    f.define_array::<i16>("h", dims(2), vec![rows, cols], Some(vec![128, 128]), None)
+        .unwrap();
+    f.define_array::<f64>("d", dims(2), vec![rows, cols], Some(vec![128, 128]), None)
+        .unwrap();
+    let mut model = vec![-2.5_f32; (rows * cols) as usize];
+    let write = |f: &mut ArrayFile,
+                 model: &mut [f32],
+                 (r0, c0): (u64, u64),
+                 (nr, nc): (u64, u64),
+                 salt: f32| {
+        let data: Vec<f32> = (0..nr * nc).map(|k| salt + (k % 997) as f32).collect();
+        for r in 0..nr {
+            for c in 0..nc {
+                model[((r0 + r) * cols + c0 + c) as usize] = data[(r * nc + c) as usize];
+            }
+        }
+        let a = nd(&[nr, nc], data);
+        f.write_array("g", &[r0, c0], a.view()).unwrap();
+    };
+    // Columns 384.. of rows 0..256 are never written.
+    write(&mut f, &mut model, (0, 0), (256, 384), 1.0);
+    write(&mut f, &mut model, (256, 0), (rows - 256, cols), 3000.0);
+    let h: Vec<i16> = (0..rows * cols)
+        .map(|k| (k % 30_011) as i16 - 15_000)
+        .collect();
+    f.write_array("h", &[], nd(&[rows, cols], h.clone()).view())
+        .unwrap();
+    let d: Vec<f64> = (0..rows * cols).map(|k| k as f64 * 0.25).collect();
+    f.write_array("d", &[], nd(&[rows, cols], d.clone()).view())
+        .unwrap();
+    f.flush().unwrap();
+    write(&mut f, &mut model, (100, 300), (200, 150), -9000.0);
+    f.flush().unwrap();
+    let windows = [
+        ([0u64, 0u64], [200u64, 200u64]),
+        ([100, 250], [200, 200]),
+        ([127, 127], [2, 2]),
+        ([200, 300], [300, 220]),
+        ([1, 380], [250, 140]),
+        ([0, 0], [rows, cols]),
+    ];
+    let pool = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let check_g = |g: &ArrayFile, model: &[f32], ctx: &str| {
+        for (start, count) in &windows {
+            let got = g.read_array::<f32>("g", start, count).unwrap();
+            let want: Vec<f32> = (start[0]..start[0] + count[0])
+                .flat_map(|r| (start[1]..start[1] + count[1]).map(move |c| (r, c)))
+                .map(|(r, c)| model[(r * cols + c) as usize])
+                .collect();
+            assert_cells(
+                &got,
+                count,
+                &want,
+                &format!("{ctx}: g {start:?} + {count:?}"),
+            );
+        }
+    };
+    // Pending writes over both layers, read through the writing handle.
+    write(&mut f, &mut model, (250, 50), (100, 100), 7000.0);
+    for threads in [1, 3] {
+        pool(threads).install(|| check_g(&f, &model, &format!("pending, {threads} threads")));
+    }
+    f.flush().unwrap();
+    let layers = f.layers();
+    for decoded_capacity_bytes in [64 << 20, 0] {
+        for threads in [1, 3] {
+            let ctx = format!("{threads} threads, decoded level {decoded_capacity_bytes} bytes");
+            let cache = Arc::new(DeltaCache::new(DeltaCacheConfig {
+                raw_capacity_bytes: 64 << 20,
+                decoded_capacity_bytes,
+            }));
+            let g = ArrayFile::open(
+                storage.clone(),
+                Path::new(MEM_DIR),
+                &layers,
+                ArrayFileOptions::default(),
+                cache.clone(),
+            )
+            .unwrap();
+            pool(threads).install(|| {
+                for (k, (start, count)) in windows.iter().enumerate() {
+                    let got = g.read_array::<f32>("g", start, count).unwrap();
+                    if k == 0 && decoded_capacity_bytes > 0 {
+                        // Four committed chunks, no pending one: decoded
+                        // ahead on three threads, so the copy hits them all.
+                        let s = cache.decoded_stats();
+                        assert_eq!(s.entries, 4, "{ctx}");
+                        assert_eq!(s.hits, if threads > 1 { 4 } else { 0 }, "{ctx}");
+                    }
+                    let want: Vec<f32> = (start[0]..start[0] + count[0])
+                        .flat_map(|r| (start[1]..start[1] + count[1]).map(move |c| (r, c)))
+                        .map(|(r, c)| model[(r * cols + c) as usize])
+                        .collect();
+                    assert_cells(
+                        &got,
+                        count,
+                        &want,
+                        &format!("{ctx}: g {start:?} + {count:?}"),
+                    );
+                    let got = g.read_array::<i16>("h", start, count).unwrap();
+                    let want: Vec<i16> = (start[0]..start[0] + count[0])
+                        .flat_map(|r| (start[1]..start[1] + count[1]).map(move |c| (r, c)))
+                        .map(|(r, c)| h[(r * cols + c) as usize])
+                        .collect();
+                    assert_cells(
+                        &got,
+                        count,
+                        &want,
+                        &format!("{ctx}: h {start:?} + {count:?}"),
+                    );
+                    let got = g.read_array::<f64>("d", start, count).unwrap();
+                    let want: Vec<f64> = (start[0]..start[0] + count[0])
+                        .flat_map(|r| (start[1]..start[1] + count[1]).map(move |c| (r, c)))
+                        .map(|(r, c)| d[(r * cols + c) as usize])
+                        .collect();
+                    assert_cells(
+                        &got,
+                        count,
+                        &want,
+                        &format!("{ctx}: d {start:?} + {count:?}"),
+                    );
+                }
+            });
+        }
+    }
+
+    // Damage in several places of the first layer: the same outcome for
+    // every window on one thread and on three, cache on and off.
+    let path = Path::new(MEM_DIR).join(layers[0].as_str());
+    let clean = storage.contents(&path).unwrap();
+    for at in [100, clean.len() / 5, clean.len() / 3, clean.len() / 2] {
+        let mut bytes = clean.clone();
+        bytes[at] ^= 0x5a;
+        bytes[at + 70_000] ^= 0x5a;
+        storage.overwrite(&path, bytes);
+        for decoded_capacity_bytes in [64 << 20, 0] {
+            let outcome = |threads: usize| -> Vec<String> {
+                let g = ArrayFile::open(
+                    storage.clone(),
+                    Path::new(MEM_DIR),
+                    &layers,
+                    ArrayFileOptions::default(),
+                    Arc::new(DeltaCache::new(DeltaCacheConfig {
+                        raw_capacity_bytes: 64 << 20,
+                        decoded_capacity_bytes,
+                    })),
+                );
+                let Ok(g) = g else {
+                    return vec![format!("{:?}", g.err())];
+                };
+                pool(threads).install(|| {
+                    windows
+                        .iter()
+                        .flat_map(|(s, c)| {
+                            [
+                                g.read_array::<f32>("g", s, c).map(|a| a.sum().to_string()),
+                                g.read_array::<i16>("h", s, c)
+                                    .map(|a| format!("{:?}", a.first())),
+                                g.read_array::<f64>("d", s, c).map(|a| a.sum().to_string()),
+                            ]
+                        })
+                        .map(|r| r.unwrap_or_else(|e| e.to_string()))
+                        .collect()
+                })
+            };
+            let one = outcome(1);
+            assert!(
+                one.iter().any(|o| o.contains("offset")),
+                "damage at {at} must fail some read: {one:?}"
+            );
+            assert_eq!(
+                outcome(3),
+                one,
+                "damage at {at}, decoded level {decoded_capacity_bytes}"
+            );
+        }
+    }
+    storage.overwrite(&path, clean);
+}
