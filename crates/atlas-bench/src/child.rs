@@ -104,7 +104,8 @@ pub fn main(args: &[String]) -> Result<()> {
 /// times per repetition (the time printed is per read of the dataset); `w5`
 /// reads the `hyperslab` workload's 100 × 100 box of its grid (built once
 /// under DIR/w5) 100 times per repetition, without caches (the time printed
-/// is per read); `w5win` reads that grid's 100 random 300 × 300 windows of
+/// is per read; with `ATLAS_BENCH_W5_GAP_MS` set, each read follows a pause
+/// of that many milliseconds); `w5win` reads that grid's 100 random 300 × 300 windows of
 /// the `hyperslab` workload through a fresh default (cached) handle each
 /// repetition, or one handle with `ATLAS_BENCH_W5WIN_WARM` set (per read); `tiles` and `tiles8` read every tile of the `tiles`
 /// workload's store (built once under DIR/tiles) on a fresh handle, one at a
@@ -301,14 +302,25 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
             }
             let store = rt.block_on(crate::workloads::open_uncached(&path))?;
             let ds = rt.block_on(store.open_dataset("grid"))?;
+            // A pause before each read (not timed): the threads a read
+            // wakes have gone to sleep, as between a user's reads.
+            let gap = std::env::var("ATLAS_BENCH_W5_GAP_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis);
             for _ in 0..reps {
-                let t = Instant::now();
+                let mut tot = std::time::Duration::ZERO;
                 for _ in 0..100 {
+                    if let Some(gap) = gap {
+                        std::thread::sleep(gap);
+                    }
+                    let t = Instant::now();
                     let got =
                         rt.block_on(ds.read_array::<f32>("T", vec![1000, 2000], vec![100, 100]))?;
+                    tot += t.elapsed();
                     ensure!(got.is_some_and(|g| g.len() == 10_000), "cells");
                 }
-                times.push(t.elapsed() / 100);
+                times.push(tot / 100);
             }
         }
         "w5win" => {

@@ -220,12 +220,18 @@ impl ArrayFile {
         if b_hi == b_lo {
             return Ok(None);
         }
+        let large = cells.saturating_mul(size_of::<T>() as u64) >= PARALLEL_READ_BYTES;
         let cells = usize::try_from(cells).expect("checked by region_fits");
         let mut out: Vec<T> = reserve_cells(name, cells)?;
-        (0..cells)
-            .into_par_iter()
-            .map(|_| fill.clone())
-            .collect_into_vec(&mut out);
+        if large {
+            (0..cells)
+                .into_par_iter()
+                .map(|_| fill.clone())
+                .collect_into_vec(&mut out);
+        } else {
+            // Not worth a round trip to the pool.
+            out.resize(cells, fill.clone());
+        }
         // Each band's rows of the region, and its contiguous part of `out`.
         let line: usize = count[1..].iter().map(|&c| c as usize).product();
         let bands: Vec<(u64, u64)> = (b_lo..=b_hi)
@@ -243,24 +249,34 @@ impl ArrayFile {
             rest = tail;
         }
         let per_band = touched.len() / bands.len();
-        let results: Vec<Result<()>> = parts
-            .into_par_iter()
-            .zip(touched.par_chunks(per_band))
-            .zip(bands.par_iter())
-            .map(|((part, chunks), &(r0, r1))| {
-                let mut bstart = start.to_vec();
-                let mut bcount = count.to_vec();
-                bstart[0] = r0;
-                bcount[0] = r1 - r0;
-                let dims: Vec<usize> = bcount.iter().map(|&c| c as usize).collect();
-                let mut band = ndarray::ArrayViewMutD::from_shape(IxDyn(&dims), part)
-                    .expect("a band's part has its cells");
-                for &idx in chunks {
-                    self.copy_chunk_of(view, idx, &bstart, &bcount, &mut band, fill_cache)?;
-                }
-                Ok(())
-            })
+        let items: Vec<_> = parts
+            .into_iter()
+            .zip(touched.chunks(per_band))
+            .zip(bands)
+            .map(|((part, chunks), (r0, r1))| (part, chunks, r0, r1))
             .collect();
+        let band = |(part, chunks, r0, r1): (&mut [T], &[u64], u64, u64)| -> Result<()> {
+            let mut bstart = start.to_vec();
+            let mut bcount = count.to_vec();
+            bstart[0] = r0;
+            bcount[0] = r1 - r0;
+            let dims: Vec<usize> = bcount.iter().map(|&c| c as usize).collect();
+            let mut band = ndarray::ArrayViewMutD::from_shape(IxDyn(&dims), part)
+                .expect("a band's part has its cells");
+            for &idx in chunks {
+                self.copy_chunk_of(view, idx, &bstart, &bcount, &mut band, fill_cache)?;
+            }
+            Ok(())
+        };
+        // A large read keeps every thread of the pool busy for long: the
+        // caller waits (a third thread on the cores would only compete). A
+        // small one is over in about the time it takes to wake a thread:
+        // the caller works too.
+        let results: Vec<Result<()>> = if large {
+            items.into_par_iter().map(band).collect()
+        } else {
+            on_every_core(items, band)
+        };
         for r in results {
             r?;
         }
@@ -598,7 +614,6 @@ impl ArrayFile {
     /// for the read, which meets it again in order. Nothing is done on one
     /// core or without a decoded level.
     fn decode_ahead<T: ArrayElement>(&self, view: &View<'_>, touched: &[u64]) {
-        use rayon::prelude::*;
         if touched.len() < 2 || rayon::current_num_threads() < 2 || !self.cache.decoded_enabled() {
             return;
         }
@@ -623,7 +638,7 @@ impl ArrayFile {
             return;
         }
         let width = T::DTYPE.size_bytes().unwrap_or(0);
-        todo.par_iter().for_each(|loc| {
+        on_every_core(todo, |loc| {
             let _ = self.chunk_raw(&Source::Layer(loc), width, true);
         });
     }
@@ -712,6 +727,38 @@ pub enum Expected<T> {
 /// Reads of at least this many bytes (of cells) touching several chunk rows
 /// are decoded on every core ([`ArrayFile::read_array`]'s bands).
 pub(crate) const PARALLEL_READ_BYTES: u64 = 4 << 20;
+
+/// `f` on every item, on the calling thread and on as many of rayon's
+/// threads as help (the pool's size in all), each taking the next item
+/// when it gets free; the results in item order. The caller starts at
+/// once and does the work of a thread not yet awake: waking a sleeping
+/// thread (of a virtual machine most of all) can cost as much as decoding
+/// a chunk, and a read handed wholly to the pool would wait for it.
+fn on_every_core<I: Send, R: Send>(items: Vec<I>, f: impl Fn(I) -> R + Sync) -> Vec<R> {
+    let n = items.len();
+    let helpers = rayon::current_num_threads()
+        .saturating_sub(1)
+        .min(n.saturating_sub(1));
+    let queue = parking_lot::Mutex::new(items.into_iter().enumerate());
+    let done = parking_lot::Mutex::new(Vec::with_capacity(n));
+    let work = || loop {
+        let Some((k, item)) = queue.lock().next() else {
+            return;
+        };
+        let r = f(item);
+        done.lock().push((k, r));
+    };
+    let work = &work;
+    rayon::in_place_scope(|s| {
+        for _ in 0..helpers {
+            s.spawn(move |_| work());
+        }
+        work();
+    });
+    let mut done = done.into_inner();
+    done.sort_unstable_by_key(|&(k, _)| k);
+    done.into_iter().map(|(_, r)| r).collect()
+}
 
 /// Fewest bytes of cells, in at least two chunks still to decode, that a
 /// read decodes on every core ([`ArrayFile::read_array`]; by bands of
