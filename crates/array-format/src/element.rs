@@ -72,6 +72,33 @@ pub trait ArrayElement:
     /// This value as a [`StatValue`].
     fn to_stat(&self) -> StatValue;
 
+    /// The statistics a stored chunk records of `values`: how many are
+    /// null (NaN, or equal to `fill`), and the smallest and largest of the
+    /// others, the first in order where several compare equal (`-0.0` and
+    /// `0.0`). Numeric types scan in lanes the compiler vectorizes; the
+    /// result is that of a scan in order.
+    fn null_min_max(
+        values: &[Self],
+        fill: Option<&Self>,
+    ) -> (u64, Option<StatValue>, Option<StatValue>) {
+        let mut nulls = 0u64;
+        let mut min: Option<&Self> = None;
+        let mut max: Option<&Self> = None;
+        for v in values {
+            if v.is_nan() || fill.is_some_and(|f| f == v) {
+                nulls += 1;
+                continue;
+            }
+            if min.is_none_or(|m| v < m) {
+                min = Some(v);
+            }
+            if max.is_none_or(|m| v > m) {
+                max = Some(v);
+            }
+        }
+        (nulls, min.map(Self::to_stat), max.map(Self::to_stat))
+    }
+
     /// True for NaN floats (counted as nulls and skipped by min/max).
     fn is_nan(&self) -> bool {
         false
@@ -165,6 +192,14 @@ macro_rules! fixed_element {
             fn to_stat(&self) -> StatValue {
                 #[allow(clippy::redundant_closure_call)]
                 StatValue::$stat(($to_stat)(*self))
+            }
+
+            fn null_min_max(
+                values: &[Self],
+                fill: Option<&Self>,
+            ) -> (u64, Option<StatValue>, Option<StatValue>) {
+                let (nulls, lo, hi) = crate::stats::scan_lanes(values, fill.copied());
+                (nulls, lo.map(|v| v.to_stat()), hi.map(|v| v.to_stat()))
             }
 
             fn is_nan(&self) -> bool {

@@ -45,27 +45,92 @@ pub struct ChunkSummary {
 impl ChunkStats {
     /// Scans one chunk's cells.
     pub(crate) fn compute<T: ArrayElement>(values: &[T], fill: Option<&T>) -> ChunkStats {
-        let mut nulls = 0u64;
-        let mut min: Option<&T> = None;
-        let mut max: Option<&T> = None;
-        for v in values {
-            if v.is_nan() || fill.is_some_and(|f| f == v) {
-                nulls += 1;
-                continue;
-            }
-            if min.is_none_or(|m| v < m) {
-                min = Some(v);
-            }
-            if max.is_none_or(|m| v > m) {
-                max = Some(v);
-            }
-        }
+        let (null_count, min, max) = T::null_min_max(values, fill);
         ChunkStats {
-            null_count: nulls,
-            min: min.map(ArrayElement::to_stat),
-            max: max.map(ArrayElement::to_stat),
+            null_count,
+            min,
+            max,
         }
     }
+}
+
+/// Lanes of the scan in [`scan_lanes`]: wide enough for two vectors of
+/// `f32` per comparison.
+const LANES: usize = 8;
+
+/// [`ArrayElement::null_min_max`] for numeric cells, as values: the scan
+/// runs in [`LANES`] independent lanes (no branch per cell, so the
+/// compiler vectorizes it), each starting from the first non-null cell.
+/// The lanes' minimum and maximum are the scan in order's values; where
+/// that is a float zero, whose two signs compare equal, the first
+/// non-null zero in order is returned, as a scan in order keeps it. For
+/// writes of large chunks: about a third of a 32 KiB tile's encode time
+/// went to the cell-by-cell scan.
+pub(crate) fn scan_lanes<T: ArrayElement + Copy>(
+    values: &[T],
+    fill: Option<T>,
+) -> (u64, Option<T>, Option<T>) {
+    let null = |v: T| v.is_nan() | fill.is_some_and(|f| f == v);
+    let Some(first) = values.iter().position(|&v| !null(v)) else {
+        return (values.len() as u64, None, None);
+    };
+    let start = values[first];
+    let mut lo = [start; LANES];
+    let mut hi = [start; LANES];
+    let mut nulls = [0u64; LANES];
+    let rest = &values[first + 1..];
+    let mut chunks = rest.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            let v = c[l];
+            let n = null(v);
+            nulls[l] += u64::from(n);
+            let x = if n { lo[l] } else { v };
+            if x < lo[l] {
+                lo[l] = x;
+            }
+            let y = if n { hi[l] } else { v };
+            if y > hi[l] {
+                hi[l] = y;
+            }
+        }
+    }
+    for &v in chunks.remainder() {
+        if null(v) {
+            nulls[0] += 1;
+            continue;
+        }
+        if v < lo[0] {
+            lo[0] = v;
+        }
+        if v > hi[0] {
+            hi[0] = v;
+        }
+    }
+    let mut min = lo[0];
+    let mut max = hi[0];
+    for l in 1..LANES {
+        if lo[l] < min {
+            min = lo[l];
+        }
+        if hi[l] > max {
+            max = hi[l];
+        }
+    }
+    let float = matches!(T::DTYPE, crate::DType::Float32 | crate::DType::Float64);
+    let in_order = |m: T| {
+        if float && m == T::default() {
+            values[first..]
+                .iter()
+                .copied()
+                .find(|&v| !null(v) && v == m)
+                .unwrap_or(m)
+        } else {
+            m
+        }
+    };
+    let nulls = first as u64 + nulls.iter().sum::<u64>();
+    (nulls, Some(in_order(min)), Some(in_order(max)))
 }
 
 impl ArrayStats {
@@ -115,6 +180,93 @@ mod tests {
         assert_eq!(s.max, Some(StatValue::Float(3.5)));
         let all = ChunkStats::compute(&[f64::NAN], None);
         assert_eq!((all.null_count, all.min), (1, None));
+    }
+
+    /// The lane scan of every numeric type gives what a scan in order
+    /// gives (the trait's default), bit for bit: NaN, fill values, signed
+    /// zeros, infinities, extremes, all-null chunks, every length around
+    /// the lane width.
+    #[test]
+    fn lane_scans_equal_the_scan_in_order() {
+        fn bits(s: &(u64, Option<StatValue>, Option<StatValue>)) -> String {
+            let b = |v: &Option<StatValue>| match v {
+                Some(StatValue::Float(f)) => format!("f{:x}", f.to_bits()),
+                other => format!("{other:?}"),
+            };
+            format!("{} {} {}", s.0, b(&s.1), b(&s.2))
+        }
+        fn reference<T: ArrayElement>(
+            values: &[T],
+            fill: Option<&T>,
+        ) -> (u64, Option<StatValue>, Option<StatValue>) {
+            let mut nulls = 0u64;
+            let (mut min, mut max): (Option<&T>, Option<&T>) = (None, None);
+            for v in values {
+                if v.is_nan() || fill.is_some_and(|f| f == v) {
+                    nulls += 1;
+                    continue;
+                }
+                if min.is_none_or(|m| v < m) {
+                    min = Some(v);
+                }
+                if max.is_none_or(|m| v > m) {
+                    max = Some(v);
+                }
+            }
+            (nulls, min.map(T::to_stat), max.map(T::to_stat))
+        }
+        fn check<T: ArrayElement + Copy>(pool: &[T], fills: &[Option<T>], seed: u64) {
+            let mut x = seed;
+            let mut next = |n: usize| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % n as u64) as usize
+            };
+            for len in (0..40).chain([63, 64, 65, 1000]) {
+                for _ in 0..30 {
+                    let values: Vec<T> = (0..len).map(|_| pool[next(pool.len())]).collect();
+                    for fill in fills {
+                        let want = reference(&values, fill.as_ref());
+                        let got = T::null_min_max(&values, fill.as_ref());
+                        assert_eq!(bits(&got), bits(&want), "{values:?} fill {fill:?}");
+                    }
+                }
+            }
+        }
+        let f = [
+            0.0f32,
+            -0.0,
+            1.5,
+            -2.25,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -9999.0,
+            f32::MAX,
+            f32::MIN,
+        ];
+        check(&f, &[None, Some(-9999.0), Some(0.0), Some(f32::NAN)], 1);
+        let d = [
+            0.0f64,
+            -0.0,
+            7.0,
+            -1e300,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e-310,
+        ];
+        check(&d, &[None, Some(7.0), Some(-0.0)], 2);
+        check(
+            &[0i32, -1, 5, i32::MIN, i32::MAX, 42],
+            &[None, Some(42), Some(0)],
+            3,
+        );
+        check(&[0u8, 1, 255, 128], &[None, Some(255)], 4);
+        check(&[0i16, -7, 300, i16::MIN], &[None, Some(-7)], 5);
+        check(&[0u64, 1, u64::MAX, 1 << 40], &[None, Some(1)], 6);
+        check(&[0i64, -1, i64::MIN, i64::MAX], &[None, Some(i64::MIN)], 7);
     }
 
     #[test]
