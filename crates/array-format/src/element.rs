@@ -81,22 +81,7 @@ pub trait ArrayElement:
         values: &[Self],
         fill: Option<&Self>,
     ) -> (u64, Option<StatValue>, Option<StatValue>) {
-        let mut nulls = 0u64;
-        let mut min: Option<&Self> = None;
-        let mut max: Option<&Self> = None;
-        for v in values {
-            if v.is_nan() || fill.is_some_and(|f| f == v) {
-                nulls += 1;
-                continue;
-            }
-            if min.is_none_or(|m| v < m) {
-                min = Some(v);
-            }
-            if max.is_none_or(|m| v > m) {
-                max = Some(v);
-            }
-        }
-        (nulls, min.map(Self::to_stat), max.map(Self::to_stat))
+        crate::stats::scan_in_order(values, fill)
     }
 
     /// True for NaN floats (counted as nulls and skipped by min/max).
@@ -214,13 +199,13 @@ macro_rules! fixed_element {
 
 /// Cell `i` of `n` two-byte cells from their two byte planes (the shuffle
 /// filter's layout). Zipped slices, so the loop has no bounds checks.
-fn planes2(p: &[u8], n: usize) -> impl Iterator<Item = [u8; 2]> + '_ {
+pub(crate) fn planes2(p: &[u8], n: usize) -> impl Iterator<Item = [u8; 2]> + '_ {
     let (a, b) = p.split_at(n);
     a.iter().zip(&b[..n]).map(|(&a, &b)| [a, b])
 }
 
 /// As [`planes2`], for four-byte cells.
-fn planes4(planes: &[u8], n: usize) -> impl Iterator<Item = [u8; 4]> + '_ {
+pub(crate) fn planes4(planes: &[u8], n: usize) -> impl Iterator<Item = [u8; 4]> + '_ {
     let (b0, rest) = planes.split_at(n);
     let (b1, rest) = rest.split_at(n);
     let (b2, b3) = rest.split_at(n);
@@ -232,7 +217,7 @@ fn planes4(planes: &[u8], n: usize) -> impl Iterator<Item = [u8; 4]> + '_ {
 }
 
 /// As [`planes2`], for eight-byte cells.
-fn planes8(p: &[u8], n: usize) -> impl Iterator<Item = [u8; 8]> + '_ {
+pub(crate) fn planes8(p: &[u8], n: usize) -> impl Iterator<Item = [u8; 8]> + '_ {
     let (lo, hi) = p.split_at(4 * n);
     planes4(lo, n)
         .zip(planes4(hi, n))

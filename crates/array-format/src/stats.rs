@@ -54,6 +54,31 @@ impl ChunkStats {
     }
 }
 
+/// [`ArrayElement::null_min_max`] cell by cell, in order: the definition
+/// the lane scan must agree with, and the path of `bool`, timestamps and
+/// strings.
+pub(crate) fn scan_in_order<T: ArrayElement>(
+    values: &[T],
+    fill: Option<&T>,
+) -> (u64, Option<StatValue>, Option<StatValue>) {
+    let mut nulls = 0u64;
+    let mut min: Option<&T> = None;
+    let mut max: Option<&T> = None;
+    for v in values {
+        if v.is_nan() || fill.is_some_and(|f| f == v) {
+            nulls += 1;
+            continue;
+        }
+        if min.is_none_or(|m| v < m) {
+            min = Some(v);
+        }
+        if max.is_none_or(|m| v > m) {
+            max = Some(v);
+        }
+    }
+    (nulls, min.map(T::to_stat), max.map(T::to_stat))
+}
+
 /// Lanes of the scan in [`scan_lanes`]: wide enough for two vectors of
 /// `f32` per comparison.
 const LANES: usize = 8;
@@ -195,26 +220,6 @@ mod tests {
             };
             format!("{} {} {}", s.0, b(&s.1), b(&s.2))
         }
-        fn reference<T: ArrayElement>(
-            values: &[T],
-            fill: Option<&T>,
-        ) -> (u64, Option<StatValue>, Option<StatValue>) {
-            let mut nulls = 0u64;
-            let (mut min, mut max): (Option<&T>, Option<&T>) = (None, None);
-            for v in values {
-                if v.is_nan() || fill.is_some_and(|f| f == v) {
-                    nulls += 1;
-                    continue;
-                }
-                if min.is_none_or(|m| v < m) {
-                    min = Some(v);
-                }
-                if max.is_none_or(|m| v > m) {
-                    max = Some(v);
-                }
-            }
-            (nulls, min.map(T::to_stat), max.map(T::to_stat))
-        }
         fn check<T: ArrayElement + Copy>(pool: &[T], fills: &[Option<T>], seed: u64) {
             let mut x = seed;
             let mut next = |n: usize| {
@@ -227,7 +232,7 @@ mod tests {
                 for _ in 0..30 {
                     let values: Vec<T> = (0..len).map(|_| pool[next(pool.len())]).collect();
                     for fill in fills {
-                        let want = reference(&values, fill.as_ref());
+                        let want = scan_in_order(&values, fill.as_ref());
                         let got = T::null_min_max(&values, fill.as_ref());
                         assert_eq!(bits(&got), bits(&want), "{values:?} fill {fill:?}");
                     }

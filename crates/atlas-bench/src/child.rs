@@ -333,6 +333,7 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
             ensure!(path.join("atlas.json").exists(), "run the w5 loop first");
             let mut rng = crate::data::Rng(0x3030_0300);
             let windows: Vec<[u64; 2]> = (0..100)
+                // The workload's draws: 4096 − 300 + 1 corners per axis.
                 .map(|_| [rng.next_u64() % 3797, rng.next_u64() % 3797])
                 .collect();
             let warm = std::env::var_os("ATLAS_BENCH_W5WIN_WARM").is_some();

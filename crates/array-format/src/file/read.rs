@@ -90,11 +90,25 @@ impl ArrayFile {
         }
         let width = T::DTYPE.size_bytes().unwrap_or(0);
         let raw = self.chunk_raw(src, width, fill_cache)?;
-        let (path, offset) = match src {
+        let (path, offset) = self.location(src);
+        cells_array(&raw, shape, path, offset)
+    }
+
+    /// Where a chunk's bytes are, for errors: its layer file and offset,
+    /// or the file's directory for a pending chunk.
+    fn location(&self, src: &Source<'_>) -> (&Path, u64) {
+        match src {
             Source::Layer(l) => (&self.layers[l.layer as usize].path, l.entry.offset),
             Source::Pending(_) => (&self.dir, 0),
-        };
-        cells_array(&raw, shape, path, offset)
+        }
+    }
+
+    /// The cache key of a committed chunk's block.
+    fn key_of(&self, loc: &Loc) -> BlockKey {
+        BlockKey {
+            layer_uid: self.layers[loc.layer as usize].uid,
+            offset: loc.entry.offset,
+        }
     }
 
     pub(super) fn check_dtype<T: ArrayElement>(name: &str, schema: &ArraySchema) -> Result<()> {
@@ -200,9 +214,10 @@ impl ArrayFile {
         if rayon::current_num_threads() < 2 {
             return Ok(None);
         }
+        let large = cells.saturating_mul(size_of::<T>() as u64) >= PARALLEL_READ_BYTES;
         // A small region qualifies by the decoding it needs, where that
         // does not go to the decoded level (`decode_ahead` covers that).
-        if cells.saturating_mul(size_of::<T>() as u64) < PARALLEL_READ_BYTES
+        if !large
             && (fill_cache && self.cache.decoded_enabled()
                 || touched
                     .iter()
@@ -220,7 +235,6 @@ impl ArrayFile {
         if b_hi == b_lo {
             return Ok(None);
         }
-        let large = cells.saturating_mul(size_of::<T>() as u64) >= PARALLEL_READ_BYTES;
         let cells = usize::try_from(cells).expect("checked by region_fits");
         let mut out: Vec<T> = reserve_cells(name, cells)?;
         if large {
@@ -391,12 +405,7 @@ impl ArrayFile {
                 Some(Source::Layer(loc)) => Some(loc),
                 _ => None,
             })
-            .filter(|loc| {
-                !self.cache.contains(&BlockKey {
-                    layer_uid: self.layers[loc.layer as usize].uid,
-                    offset: loc.entry.offset,
-                })
-            })
+            .filter(|loc| !self.cache.contains(&self.key_of(loc)))
             .collect()
     }
 
@@ -617,18 +626,20 @@ impl ArrayFile {
         if touched.len() < 2 || rayon::current_num_threads() < 2 || !self.cache.decoded_enabled() {
             return;
         }
-        let todo: Vec<&Loc> = touched
+        let committed: Vec<&Loc> = touched
             .iter()
             .filter_map(|&idx| match view.source(idx) {
                 Some(Source::Layer(loc)) => Some(loc),
                 _ => None,
             })
-            .filter(|loc| {
-                !self.cache.decoded_contains(&BlockKey {
-                    layer_uid: self.layers[loc.layer as usize].uid,
-                    offset: loc.entry.offset,
-                })
-            })
+            .collect();
+        // Too little to decode even if none is cached: no cache lookups.
+        if committed.iter().map(|l| l.entry.raw_len).sum::<u64>() < PARALLEL_DECODE_MIN_BYTES {
+            return;
+        }
+        let todo: Vec<&Loc> = committed
+            .into_iter()
+            .filter(|loc| !self.cache.decoded_contains(&self.key_of(loc)))
             .collect();
         let bytes: u64 = todo.iter().map(|l| l.entry.raw_len).sum();
         if todo.len() < 2
@@ -675,17 +686,10 @@ impl ArrayFile {
         };
         let (origin, cshape) = view.schema.chunk_region(idx);
         let raw = self.chunk_raw(&src, width, true)?;
-        let (path, offset) = match &src {
-            Source::Layer(l) => (&self.layers[l.layer as usize].path, l.entry.offset),
-            Source::Pending(_) => (&self.dir, 0),
-        };
         let cells: u64 = cshape.iter().product();
         if Some(raw.len() as u64) != cells.checked_mul(width as u64) {
-            return Err(Error::corrupt(
-                path,
-                offset,
-                format!("chunk cells do not decode as {}", T::DTYPE),
-            ));
+            let (path, offset) = self.location(&src);
+            return Err(cells_error::<T>(path, offset));
         }
         let (cr, rr): (Vec<_>, Vec<_>) = slab::intersect(&origin, &cshape, start, count)
             .into_iter()
@@ -831,14 +835,17 @@ pub(super) fn cells_array<T: ArrayElement>(
     offset: u64,
 ) -> Result<ArrayD<T>> {
     let n: u64 = shape.iter().product();
-    let cells = decode_cells::<T>(raw, n as usize).ok_or_else(|| {
-        Error::corrupt(
-            path,
-            offset,
-            format!("chunk cells do not decode as {}", T::DTYPE),
-        )
-    })?;
+    let cells = decode_cells::<T>(raw, n as usize).ok_or_else(|| cells_error::<T>(path, offset))?;
     Ok(array_of(cells, shape))
+}
+
+/// The error of a chunk whose decoded bytes are not its cells.
+fn cells_error<T: ArrayElement>(path: &Path, offset: u64) -> Error {
+    Error::corrupt(
+        path,
+        offset,
+        format!("chunk cells do not decode as {}", T::DTYPE),
+    )
 }
 
 /// `cells` (as many as `shape` has) as an array of `shape`.
@@ -934,13 +941,8 @@ pub(super) fn decode_entry_extend<T: ArrayElement>(
             stored, e.crc, e.codec, e.filter, width, e.raw_len, path, e.offset, bufs,
         )?;
     }
-    let mut cells = decode_cells::<T>(&bufs.out, n).ok_or_else(|| {
-        Error::corrupt(
-            path,
-            e.offset,
-            format!("chunk cells do not decode as {}", T::DTYPE),
-        )
-    })?;
+    let mut cells =
+        decode_cells::<T>(&bufs.out, n).ok_or_else(|| cells_error::<T>(path, e.offset))?;
     out.append(&mut cells);
     Ok(())
 }

@@ -840,10 +840,7 @@ fn windows_decoded_on_every_core_equal_the_model_and_fail_alike() {
     let check_g = |g: &ArrayFile, model: &[f32], ctx: &str| {
         for (start, count) in &windows {
             let got = g.read_array::<f32>("g", start, count).unwrap();
-            let want: Vec<f32> = (start[0]..start[0] + count[0])
-                .flat_map(|r| (start[1]..start[1] + count[1]).map(move |c| (r, c)))
-                .map(|(r, c)| model[(r * cols + c) as usize])
-                .collect();
+            let want = window_of(model, cols, start, count);
             assert_cells(
                 &got,
                 count,
@@ -884,10 +881,7 @@ fn windows_decoded_on_every_core_equal_the_model_and_fail_alike() {
                         assert_eq!(s.entries, 4, "{ctx}");
                         assert_eq!(s.hits, if threads > 1 { 4 } else { 0 }, "{ctx}");
                     }
-                    let want: Vec<f32> = (start[0]..start[0] + count[0])
-                        .flat_map(|r| (start[1]..start[1] + count[1]).map(move |c| (r, c)))
-                        .map(|(r, c)| model[(r * cols + c) as usize])
-                        .collect();
+                    let want = window_of(&model, cols, start, count);
                     assert_cells(
                         &got,
                         count,
@@ -895,10 +889,7 @@ fn windows_decoded_on_every_core_equal_the_model_and_fail_alike() {
                         &format!("{ctx}: g {start:?} + {count:?}"),
                     );
                     let got = g.read_array::<i16>("h", start, count).unwrap();
-                    let want: Vec<i16> = (start[0]..start[0] + count[0])
-                        .flat_map(|r| (start[1]..start[1] + count[1]).map(move |c| (r, c)))
-                        .map(|(r, c)| h[(r * cols + c) as usize])
-                        .collect();
+                    let want = window_of(&h, cols, start, count);
                     assert_cells(
                         &got,
                         count,
@@ -906,10 +897,7 @@ fn windows_decoded_on_every_core_equal_the_model_and_fail_alike() {
                         &format!("{ctx}: h {start:?} + {count:?}"),
                     );
                     let got = g.read_array::<f64>("d", start, count).unwrap();
-                    let want: Vec<f64> = (start[0]..start[0] + count[0])
-                        .flat_map(|r| (start[1]..start[1] + count[1]).map(move |c| (r, c)))
-                        .map(|(r, c)| d[(r * cols + c) as usize])
-                        .collect();
+                    let want = window_of(&d, cols, start, count);
                     assert_cells(
                         &got,
                         count,
@@ -973,4 +961,13 @@ fn windows_decoded_on_every_core_equal_the_model_and_fail_alike() {
         }
     }
     storage.overwrite(&path, clean);
+}
+
+/// The cells of the window `start` + `count` of a row-major model of
+/// `cols` columns, in order.
+fn window_of<T: Copy>(model: &[T], cols: u64, start: &[u64], count: &[u64]) -> Vec<T> {
+    (start[0]..start[0] + count[0])
+        .flat_map(|r| (start[1]..start[1] + count[1]).map(move |c| (r, c)))
+        .map(|(r, c)| model[(r * cols + c) as usize])
+        .collect()
 }
