@@ -1,6 +1,8 @@
 //! Importing many files: collecting them from directories, decoding in
-//! parallel on worker threads, writing each into the store in a fixed order,
-//! and reporting every file's outcome.
+//! parallel on worker threads (which also convert each file to a batch
+//! entry), writing them into the store in a fixed order, the files at hand
+//! in groups of one [`Atlas::create_datasets`] call each, and reporting
+//! every file's outcome.
 //!
 //! A file that cannot be read or mapped is reported and skipped; its dataset
 //! is never half-written (see [`crate::write_plan`]).
@@ -163,7 +165,7 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-type Decoded = (usize, u64, Result<DatasetPlan>);
+type Decoded = (usize, u64, Result<atlas::NewDataset>);
 
 fn decode(
     path: &Path,
@@ -310,6 +312,11 @@ pub async fn import_paths(
         );
         workers.push(std::thread::spawn(move || {
             let (files, names, todo, iopts) = &*shared;
+            // Each decoder converts its plans to batch entries itself (the
+            // writer is the import's critical path), sharing equal schemas
+            // and attribute sets between the files it decodes; what a plan
+            // does not keep is freed here, by the thread that allocated it.
+            let mut converted = import::Shared::default();
             loop {
                 // Taken under the lock, freed after it (the writer pushes to it).
                 let old = std::mem::take(
@@ -324,6 +331,10 @@ pub async fn import_paths(
                 }
                 let i = todo[k];
                 let (len, r) = decode(&files[i], &names[i], iopts, reader);
+                let r = r.map(|plan| {
+                    let mut unused = import::Unused::default();
+                    import::new_dataset(plan, &mut converted, &mut unused)
+                });
                 budget.take(len, &stop);
                 if tx.send((k, len, r)).is_err() {
                     break;
@@ -339,8 +350,7 @@ pub async fn import_paths(
         budget: Arc::clone(&budget),
     };
 
-    let mut pending: BTreeMap<usize, (u64, Result<DatasetPlan>)> = BTreeMap::new();
-    let mut shared = import::Shared::default();
+    let mut pending: BTreeMap<usize, (u64, Result<atlas::NewDataset>)> = BTreeMap::new();
     // Bytes of the files written since the last commit.
     let mut batch = 0u64;
     let mut emitted = 0; // index into `files` of the next outcome to report
@@ -366,39 +376,55 @@ pub async fn import_paths(
             *emitted += 1;
         }
     };
+    let batch_full = |batch: u64| opts.flush && opts.batch_bytes > 0 && batch >= opts.batch_bytes;
     while written < todo.len() {
-        let Some((k, len, r)) = rx.recv().await else {
+        let Some(first) = rx.recv().await else {
             break;
         };
-        budget.give(len);
-        pending.insert(k, (len, r));
-        while let Some((len, r)) = pending.remove(&written) {
-            let i = todo[written];
-            let outcome = match r {
-                Err(e) => FileOutcome::Failed(e),
-                Ok(plan) => {
-                    let mut unused = import::Unused::default();
-                    let ds = import::new_dataset(plan, &mut shared, &mut unused);
-                    let outcome = match replace_and_write(store, &ds, opts.replace).await {
-                        Ok(()) => FileOutcome::Imported {
-                            dataset: ds.name.clone(),
-                            bytes: len,
-                        },
-                        Err(e) => FileOutcome::Failed(e),
-                    };
-                    spent
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((ds, unused));
-                    outcome
+        // Everything decoded so far, so that the files ready in order are
+        // written together.
+        let mut got = Some(first);
+        while let Some((k, len, r)) = got.take().or_else(|| rx.try_recv().ok()) {
+            budget.give(len);
+            pending.insert(k, (len, r));
+        }
+        while pending.contains_key(&written) {
+            // The next files in order, written as one group: up to
+            // GROUP_CELLS of cells or GROUP_FILES files, and never past the
+            // end of a commit's batch.
+            let mut group = Group::default();
+            while let Some((len, r)) = pending.remove(&written) {
+                let i = todo[written];
+                written += 1;
+                match r {
+                    Err(e) => outcomes[i] = Some(FileOutcome::Failed(e)),
+                    Ok(ds) => group.push(i, len, ds),
                 }
-            };
-            if matches!(outcome, FileOutcome::Imported { .. }) {
-                batch += len;
+                if group.cells >= GROUP_CELLS
+                    || group.files.len() >= GROUP_FILES
+                    || batch_full(batch + group.bytes)
+                {
+                    break;
+                }
             }
-            outcomes[i] = Some(outcome);
-            written += 1;
-            if opts.flush && opts.batch_bytes > 0 && batch >= opts.batch_bytes {
+            let results = group.write(store, opts.replace).await;
+            for ((i, len), r) in group.files.iter().zip(results) {
+                outcomes[*i] = Some(match r {
+                    Ok(()) => {
+                        batch += len;
+                        FileOutcome::Imported {
+                            dataset: names[*i].clone(),
+                            bytes: *len,
+                        }
+                    }
+                    Err(e) => FileOutcome::Failed(e),
+                });
+            }
+            spent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(group.datasets);
+            if batch_full(batch) {
                 if let Err(e) = store.flush().await {
                     stopper.stop();
                     return Err(e.into());
@@ -445,9 +471,69 @@ pub async fn import_paths(
     Ok(report)
 }
 
-/// A written dataset and what its conversion did not keep, freed by a
-/// decoder thread.
-type Spent = (atlas::NewDataset, import::Unused);
+/// Datasets written, freed by a decoder thread.
+type Spent = Vec<atlas::NewDataset>;
+
+/// Cells (decoded bytes) past which a group of files is written: large
+/// enough that the store writes the group's arrays on several cores.
+const GROUP_CELLS: u64 = 2 << 20;
+
+/// Files past which a group is written, however small they are.
+const GROUP_FILES: usize = 256;
+
+/// Consecutive decoded files written with one [`Atlas::create_datasets`]
+/// call: the store checks them together, locks each array file once and
+/// writes the arrays on several cores.
+#[derive(Default)]
+struct Group {
+    /// Per file: its index in the file list, and its size.
+    files: Vec<(usize, u64)>,
+    datasets: Vec<atlas::NewDataset>,
+    /// Bytes of the files.
+    bytes: u64,
+    /// Bytes of their cells.
+    cells: u64,
+}
+
+impl Group {
+    fn push(&mut self, file: usize, len: u64, ds: atlas::NewDataset) {
+        self.bytes += len;
+        self.cells += ds
+            .arrays
+            .iter()
+            .filter_map(|a| a.data.as_ref().map(atlas::ArrayData::data_bytes))
+            .sum::<u64>();
+        self.files.push((file, len));
+        self.datasets.push(ds);
+    }
+
+    /// Writes the group (first deleting existing datasets of the same names
+    /// when replacing); the outcome of each file, in order. A batch is all or
+    /// nothing, so when it fails each dataset is written alone, and only the
+    /// files whose dataset cannot be written fail.
+    async fn write(&self, store: &Atlas, replace: bool) -> Vec<Result<()>> {
+        let mut results: Vec<Result<()>> = Vec::with_capacity(self.datasets.len());
+        for ds in &self.datasets {
+            results.push(if replace {
+                replace_existing(store, &ds.name).await
+            } else {
+                Ok(())
+            });
+        }
+        let ready: Vec<usize> = (0..results.len()).filter(|&j| results[j].is_ok()).collect();
+        if ready.len() == self.datasets.len() && store.create_datasets(&self.datasets).await.is_ok()
+        {
+            return results;
+        }
+        for j in ready {
+            results[j] = store
+                .create_datasets(std::slice::from_ref(&self.datasets[j]))
+                .await
+                .map_err(Error::from);
+        }
+        results
+    }
+}
 
 /// Stops the decoder threads (and wakes those waiting on the budget) when
 /// told to or dropped.
@@ -515,19 +601,101 @@ impl Budget {
     }
 }
 
-/// Writes a plan's dataset, first deleting an existing dataset of the same
-/// name when replacing.
-async fn replace_and_write(store: &Atlas, ds: &atlas::NewDataset, replace: bool) -> Result<()> {
-    if replace && store.dataset_exists(&ds.name)? {
-        store.delete_dataset(&ds.name).await?;
+/// Deletes the dataset `name` if it exists, for a file that replaces it.
+async fn replace_existing(store: &Atlas, name: &str) -> Result<()> {
+    if store.dataset_exists(name)? {
+        store.delete_dataset(name).await?;
     }
-    store.create_datasets(std::slice::from_ref(ds)).await?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A group whose batch fails is written dataset by dataset: only the
+    /// file whose dataset cannot be written fails, in its place, and the
+    /// others are imported.
+    #[test]
+    fn a_group_that_fails_as_a_batch_fails_only_its_bad_file() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Atlas::create_path(dir.path().join("s"), atlas::StoreConfig::default())
+                .await
+                .unwrap();
+            store.create_dataset("taken").await.unwrap();
+            let schema = Arc::new(
+                atlas::ArraySchema::new(
+                    "x",
+                    atlas::DType::Float64,
+                    vec!["n".into()],
+                    vec![3],
+                    None,
+                    None,
+                )
+                .unwrap(),
+            );
+            let dataset = |name: &str, v: f64| {
+                let mut ds = atlas::NewDataset::new(name);
+                ds.arrays.push(atlas::NewArray {
+                    name: "x".into(),
+                    schema: Arc::clone(&schema),
+                    attributes: Arc::default(),
+                    data: Some(ndarray::ArrayD::from_elem(vec![3], v).into()),
+                });
+                ds
+            };
+            let mut group = Group::default();
+            for (i, name) in ["a", "taken", "b"].into_iter().enumerate() {
+                group.push(i, 10, dataset(name, i as f64));
+            }
+            assert_eq!((group.bytes, group.cells), (30, 72));
+            let results = group.write(&store, false).await;
+            assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+            assert!(
+                matches!(&results[1], Err(Error::Store(atlas::Error::DatasetExists { name })) if name == "taken"),
+                "{results:?}"
+            );
+            for (name, v) in [("a", 0.0), ("b", 2.0)] {
+                let x = store
+                    .open_dataset(name)
+                    .await
+                    .unwrap()
+                    .read_array::<f64>("x", vec![], vec![])
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(x.iter().copied().collect::<Vec<_>>(), vec![v; 3]);
+            }
+            let taken = store.open_dataset("taken").await.unwrap();
+            let none = taken.read_array::<f64>("x", vec![], vec![]).await.unwrap();
+            assert!(none.is_none(), "the existing dataset has no array x");
+
+            // Replacing: each existing dataset is deleted first, and the
+            // group is written as one batch.
+            let mut group = Group::default();
+            for (i, name) in ["a", "taken", "c"].into_iter().enumerate() {
+                group.push(i, 10, dataset(name, 10.0 + i as f64));
+            }
+            let results = group.write(&store, true).await;
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+            let t = store
+                .open_dataset("taken")
+                .await
+                .unwrap()
+                .read_array::<f64>("x", vec![], vec![])
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(t.iter().copied().collect::<Vec<_>>(), vec![11.0; 3]);
+            assert_eq!(store.n_datasets(), 4);
+        });
+    }
 
     /// A file larger than the budget passes when nothing is held; a decoder
     /// waits while the budget is full until the writer takes bytes back or

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use array_format::{ArrayFile, LayerId, PreparedLayer, Storage, Version};
+use array_format::{ArrayFile, ArrayStats, LayerId, PreparedLayer, Storage, Version};
 use indexmap::IndexMap;
 use rayon::prelude::*;
 use tokio::sync::OwnedRwLockWriteGuard;
@@ -496,31 +496,43 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 f.prefetch_index(names);
             }
         }
-        for (name, rec) in &mut snap.changes {
-            let Some(rec) = rec else { continue };
-            let missing: Vec<String> = rec
-                .meta
-                .arrays
-                .keys()
-                .filter(|a| !rec.stats.contains_key(*a))
-                .cloned()
-                .collect();
-            for a in missing {
-                let stats = match by_name.get(a.as_str()) {
-                    Some(f) => f.array_stats(name).map_err(|e| Error::array(name, &a, e)),
+        // Computed on every core (each reads only its array file's index),
+        // then stored in order; the first error in that order is returned.
+        let missing: Vec<(usize, String)> = snap
+            .changes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, rec))| Some((i, rec.as_ref()?)))
+            .flat_map(|(i, rec)| {
+                rec.meta
+                    .arrays
+                    .keys()
+                    .filter(|a| !rec.stats.contains_key(*a))
+                    .map(move |a| (i, a.clone()))
+            })
+            .collect();
+        let computed: Vec<Result<ArrayStats>> = missing
+            .par_iter()
+            .map(|(i, a)| {
+                let name = &snap.changes[*i].0;
+                match by_name.get(a.as_str()) {
+                    Some(f) => f.array_stats(name).map_err(|e| Error::array(name, a, e)),
                     None => Err(Error::CorruptRegistry {
                         path: inner.root.join(REGISTRY_FILE),
                         reason: format!("dataset {name:?} has array {a:?}, which has no file"),
                     }),
-                };
-                match stats {
-                    Ok(s) => {
-                        Arc::make_mut(&mut rec.stats).insert(a, s);
-                    }
-                    Err(e) => {
-                        give_back();
-                        return Err(e);
-                    }
+                }
+            })
+            .collect();
+        for ((i, a), stats) in missing.into_iter().zip(computed) {
+            match stats {
+                Ok(s) => {
+                    let rec = snap.changes[i].1.as_mut().expect("listed above");
+                    Arc::make_mut(&mut rec.stats).insert(a, s);
+                }
+                Err(e) => {
+                    give_back();
+                    return Err(e);
                 }
             }
         }
@@ -760,11 +772,19 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     // Committed. Make memory match (the history state holds the manifest as
     // written, commit id included: its history copy once superseded).
     let history = super::history::HistoryState::of(&manifest);
+    // Each array file installs its own layer, on every core.
+    let mut layers: Vec<Option<PreparedLayer>> = (0..guards.len()).map(|_| None).collect();
     for (i, p) in prepared {
-        if let Err(e) = guards[i].1.install(p) {
-            inner.poisoned.store(true, Ordering::SeqCst);
-            return Err(e.into());
-        }
+        layers[i] = Some(p);
+    }
+    let installed: Vec<array_format::Result<()>> = guards
+        .par_iter_mut()
+        .zip(layers)
+        .filter_map(|((_, g), p)| Some(g.install(p?)))
+        .collect();
+    if let Some(e) = installed.into_iter().find_map(std::result::Result::err) {
+        inner.poisoned.store(true, Ordering::SeqCst);
+        return Err(e.into());
     }
     {
         let mut live = inner.live.write();
