@@ -16,6 +16,9 @@ use netcdf::AttributeValue;
 use crate::error::{Error, Result};
 use crate::model::{NcAttr, NcDim, NcFile, NcFormat, NcValues, NcVar};
 
+/// libnetcdf's `NC_EHDFERR`: an error inside HDF5.
+const NC_EHDFERR: i32 = -101;
+
 fn lib(path: &Path, e: &netcdf::Error) -> Error {
     Error::Library {
         path: path.to_owned(),
@@ -163,7 +166,20 @@ fn quiet_hdf5_errors() {
 /// Reads a whole file through libnetcdf.
 pub(crate) fn read(path: &Path) -> Result<NcFile> {
     quiet_hdf5_errors();
-    let file = netcdf::open(path).map_err(|e| lib(path, &e))?;
+    let file = netcdf::open(path).map_err(|e| match e {
+        // HDF5 refuses to open a file another process holds an exclusive
+        // lock on (a program writing it, or a child that inherited the
+        // writer's descriptor), and libnetcdf reports only "HDF error".
+        netcdf::Error::Netcdf(NC_EHDFERR) => Error::Library {
+            path: path.to_owned(),
+            message: format!(
+                "{e} (if another program has the file open for writing, HDF5's file \
+                 lock refuses readers: wait for it, or set HDF5_USE_FILE_LOCKING=FALSE \
+                 to read it anyway)"
+            ),
+        },
+        e => lib(path, &e),
+    })?;
     let root = file
         .root()
         .ok_or_else(|| unsupported(path, "a file without a root group".into()))?;
