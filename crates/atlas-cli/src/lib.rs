@@ -42,6 +42,33 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e`,
+/// mimalloc 3's `mimalloc.h`; `libmimalloc-sys` names no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long mimalloc keeps freed memory before giving it back to the
+/// kernel, in milliseconds (its default: 1,000).
+pub const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
+/// Makes mimalloc keep freed memory for [`PURGE_DELAY_MS`] before giving it
+/// back to the kernel (`MADV_DONTNEED`), after which every reuse faults in
+/// zeroed pages: on this project's 2-core VM, a loop of fresh-handle reads
+/// of the bench's 2,000 tiles took 79-115 ms per pass with mimalloc's
+/// default and 68 ms with this one; `atlas import` of the 3,000 Argo
+/// profiles took the same time either way (docs/BENCHMARKS.md).
+/// `MIMALLOC_PURGE_DELAY` in the environment still decides when it is set.
+/// Call before other threads start.
+#[allow(unsafe_code)]
+pub fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: `mi_option_set` stores an option's value, and 15 is a valid
+    // option; no other thread runs yet, and mimalloc reads the value at
+    // each purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+}
+
 /// ATLAS: one store for thousands to millions of named N-d datasets.
 #[derive(Parser, Debug)]
 #[command(name = "atlas", version, about, long_about = None)]
@@ -330,6 +357,7 @@ fn blocking_threads() -> usize {
 /// for `atlas` (which execs `atlas-netcdf4` for NetCDF-4 imports).
 #[must_use]
 pub fn run(netcdf4: Option<atlas_netcdf::Reader>) -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(blocking_threads())
