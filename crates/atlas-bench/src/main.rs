@@ -127,7 +127,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn tune_allocator() {
     /// `mi_option_purge_delay` in mimalloc 3's `mi_option_e`.
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+    if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
         return;
     }
     // SAFETY: stores a valid option's value before any other thread starts.

@@ -56,11 +56,15 @@ pub const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 /// of the bench's 2,000 tiles took 79-115 ms per pass with mimalloc's
 /// default and 68 ms with this one; `atlas import` of the 3,000 Argo
 /// profiles took the same time either way (docs/BENCHMARKS.md).
-/// `MIMALLOC_PURGE_DELAY` in the environment still decides when it is set.
+/// `MIMALLOC_PURGE_DELAY` (or its old name `MIMALLOC_RESET_DELAY`) in the
+/// environment still decides when it is set.
 /// Call before other threads start.
 #[allow(unsafe_code)]
 pub fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+    if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
         return;
     }
     // SAFETY: `mi_option_set` stores an option's value, and 15 is a valid

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use atlas::Atlas;
 
 use crate::error::{Error, Result};
-use crate::import::{self, DatasetPlan, ImportOptions};
+use crate::import::{self, ImportOptions};
 
 /// File extensions picked up when walking a directory (case-insensitive).
 pub const EXTENSIONS: [&str; 5] = ["nc", "nc3", "nc4", "cdf", "netcdf"];
@@ -167,12 +167,15 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 type Decoded = (usize, u64, Result<atlas::NewDataset>);
 
+/// Reads, decodes and plans one file, and turns the plan into its batch
+/// entry (sharing equal schemas and attribute sets through `shared`).
 fn decode(
     path: &Path,
     name: &str,
     opts: &ImportOptions,
     reader: crate::Reader,
-) -> (u64, Result<DatasetPlan>) {
+    shared: &mut import::Shared,
+) -> (u64, Result<atlas::NewDataset>) {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(source) => {
@@ -190,7 +193,14 @@ fn decode(
     // bug, so it is reported as this file's failure instead of ending the import.
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let nc = reader(&bytes, path)?;
-        import::plan(&nc, name, opts, path)
+        let plan = import::plan(&nc, name, opts, path)?;
+        // What the entry does not keep (equal to what `shared` holds) is
+        // freed here, by the thread that allocated it.
+        Ok(import::new_dataset(
+            plan,
+            shared,
+            &mut import::Unused::default(),
+        ))
     }))
     .unwrap_or_else(|p| {
         let msg = p
@@ -312,10 +322,11 @@ pub async fn import_paths(
         );
         workers.push(std::thread::spawn(move || {
             let (files, names, todo, iopts) = &*shared;
-            // Each decoder converts its plans to batch entries itself (the
+            // Each decoder turns its plans into batch entries itself (the
             // writer is the import's critical path), sharing equal schemas
-            // and attribute sets between the files it decodes; what a plan
-            // does not keep is freed here, by the thread that allocated it.
+            // and attribute sets between the files it decodes (so memory
+            // holds up to one copy per decoder; the registry's dictionaries
+            // still store one, found by content).
             let mut converted = import::Shared::default();
             loop {
                 // Taken under the lock, freed after it (the writer pushes to it).
@@ -330,11 +341,7 @@ pub async fn import_paths(
                     break;
                 }
                 let i = todo[k];
-                let (len, r) = decode(&files[i], &names[i], iopts, reader);
-                let r = r.map(|plan| {
-                    let mut unused = import::Unused::default();
-                    import::new_dataset(plan, &mut converted, &mut unused)
-                });
+                let (len, r) = decode(&files[i], &names[i], iopts, reader, &mut converted);
                 budget.take(len, &stop);
                 if tx.send((k, len, r)).is_err() {
                     break;
@@ -381,11 +388,19 @@ pub async fn import_paths(
         let Some(first) = rx.recv().await else {
             break;
         };
-        // Everything decoded so far, so that the files ready in order are
-        // written together.
+        // What else is decoded already, so that the files ready in order
+        // are written together; up to a group's worth of files' bytes, so
+        // that what the writer holds while the decoders fill their budget
+        // again stays about a group.
         let mut got = Some(first);
-        while let Some((k, len, r)) = got.take().or_else(|| rx.try_recv().ok()) {
+        let mut drained = 0u64;
+        while let Some((k, len, r)) = got.take().or_else(|| {
+            (drained < GROUP_CELLS)
+                .then(|| rx.try_recv().ok())
+                .flatten()
+        }) {
             budget.give(len);
+            drained += len;
             pending.insert(k, (len, r));
         }
         while pending.contains_key(&written) {
@@ -424,6 +439,10 @@ pub async fn import_paths(
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(group.datasets);
+            // Report everything up to the next file still being decoded
+            // (before a commit, as each file is reported once written).
+            let upto = todo.get(written).copied().unwrap_or(files.len());
+            emit(upto, &mut outcomes, &mut report, &mut emitted);
             if batch_full(batch) {
                 if let Err(e) = store.flush().await {
                     stopper.stop();
@@ -432,9 +451,6 @@ pub async fn import_paths(
                 report.commits += 1;
                 batch = 0;
             }
-            // Report everything up to the next file still being decoded.
-            let upto = todo.get(written).copied().unwrap_or(files.len());
-            emit(upto, &mut outcomes, &mut report, &mut emitted);
         }
     }
     stopper.stop();
@@ -474,11 +490,13 @@ pub async fn import_paths(
 /// Datasets written, freed by a decoder thread.
 type Spent = Vec<atlas::NewDataset>;
 
-/// Cells (decoded bytes) past which a group of files is written: large
-/// enough that the store writes the group's arrays on several cores.
+/// Cells (decoded bytes) at which a group of files is written (the file
+/// that reaches it is the group's last): large enough that the store
+/// writes the group's arrays on several cores. Also the files' bytes the
+/// writer takes from the decoders at a time.
 const GROUP_CELLS: u64 = 2 << 20;
 
-/// Files past which a group is written, however small they are.
+/// Files at which a group is written, however small they are.
 const GROUP_FILES: usize = 256;
 
 /// Consecutive decoded files written with one [`Atlas::create_datasets`]

@@ -496,8 +496,9 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 f.prefetch_index(names);
             }
         }
-        // Computed on every core (each reads only its array file's index),
-        // then stored in order; the first error in that order is returned.
+        // Computed on every core (per dataset and array; the index blocks
+        // were fetched above), then stored in order: the first error in that
+        // order is returned.
         let missing: Vec<(usize, String)> = snap
             .changes
             .iter()

@@ -298,3 +298,73 @@ fn mutated_files_never_panic() {
     eprintln!("{ok} mutated files parsed, {failed} rejected");
     assert!(failed > 1000);
 }
+
+/// A bulk import commits after the same files whatever its groups: after
+/// the file at which the imported files' bytes reach `batch_bytes`, and at
+/// the end. Outcomes come once per file, in path order, failures in
+/// place. Checked against each commit's count of added datasets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_fall_after_the_same_files_and_outcomes_come_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut files: Vec<(String, bool)> = Vec::new();
+    for i in 0..23 {
+        let name = format!("f{i:02}.nc");
+        let good = !matches!(i, 0 | 5 | 6 | 12 | 22);
+        if good {
+            atlas_netcdf::write_file(&profile(i), src.join(&name), None).unwrap();
+        } else {
+            write(&src, &name, b"not a netcdf file at all\n");
+        }
+        files.push((name, good));
+    }
+    let size = |name: &str| std::fs::metadata(src.join(name)).unwrap().len();
+    let batch_bytes = 3 * size("f01.nc") + size("f01.nc") / 2;
+    // The rule, file by file.
+    let mut want_added = Vec::new();
+    let (mut batch, mut added) = (0, 0);
+    for (name, good) in &files {
+        if *good {
+            batch += size(name);
+            added += 1;
+            if batch >= batch_bytes {
+                want_added.push(added);
+                (batch, added) = (0, 0);
+            }
+        }
+    }
+    if added > 0 {
+        want_added.push(added);
+    }
+    assert!(want_added.len() >= 4, "{want_added:?}");
+
+    // Every generation kept, so the log lists every commit.
+    let config = StoreConfig {
+        policy: atlas::Policy {
+            keep_generations: 100,
+            ..atlas::Policy::default()
+        },
+        ..StoreConfig::default()
+    };
+    let store = Atlas::create_path(dir.path().join("store"), config)
+        .await
+        .unwrap();
+    let opts = BulkOptions {
+        batch_bytes,
+        ..BulkOptions::default()
+    };
+    let mut seen = Vec::new();
+    let report = import_paths(&store, std::slice::from_ref(&src), &opts, |p, o| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        seen.push((name, matches!(o, FileOutcome::Imported { .. })));
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen, files);
+    assert_eq!(report.commits, want_added.len());
+    let mut log = store.log(100).await.unwrap();
+    log.reverse(); // oldest first
+    let got_added: Vec<u64> = log.iter().map(|e| e.n_added).filter(|&n| n > 0).collect();
+    assert_eq!(got_added, want_added);
+}
