@@ -116,29 +116,10 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-/// The allocator, as the `atlas` tool's: every system in a workload runs in
-/// this process, so all of them use it.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The tool's allocator setting (`atlas_cli::tune_allocator`, which says
-/// why): freed memory is kept 10 s before it goes back to the kernel.
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    /// `mi_option_purge_delay` in mimalloc 3's `mi_option_e`.
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some())
-    {
-        return;
-    }
-    // SAFETY: stores a valid option's value before any other thread starts.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
+    // The allocator is the `atlas` tool's: linking `atlas_cli` sets it
+    // (mimalloc) for this process, so every system in a workload uses it.
+    atlas_cli::tune_allocator();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     // A measurement in a process of its own (see `child`).
     if argv.first().is_some_and(|a| a == "__child") {

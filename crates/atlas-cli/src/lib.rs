@@ -36,9 +36,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// The tool's allocator (both binaries link this library): mimalloc, which
-/// took a quarter less CPU than glibc's malloc on the import of the 3,000
-/// Argo profiles (docs/BENCHMARKS.md).
+/// The tool's allocator (both binaries, and `atlas-bench`, link this
+/// library): mimalloc. With it the import of the 3,000 Argo profiles took
+/// about a quarter less CPU than with glibc's malloc (docs/BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -48,14 +48,15 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long mimalloc keeps freed memory before giving it back to the
 /// kernel, in milliseconds (its default: 1,000).
-pub const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
-/// Makes mimalloc keep freed memory for [`PURGE_DELAY_MS`] before giving it
+/// Makes mimalloc keep freed memory for 10 s (`PURGE_DELAY_MS`) before giving it
 /// back to the kernel (`MADV_DONTNEED`), after which every reuse faults in
 /// zeroed pages: on this project's 2-core VM, a loop of fresh-handle reads
 /// of the bench's 2,000 tiles took 79-115 ms per pass with mimalloc's
-/// default and 68 ms with this one; `atlas import` of the 3,000 Argo
-/// profiles took the same time either way (docs/BENCHMARKS.md).
+/// default and 68-88 ms with this one (5 runs of 6 at 68-72); `atlas
+/// import` of the 3,000 Argo profiles took the same time either way
+/// (docs/BENCHMARKS.md).
 /// `MIMALLOC_PURGE_DELAY` (or its old name `MIMALLOC_RESET_DELAY`) in the
 /// environment still decides when it is set.
 /// Call before other threads start.

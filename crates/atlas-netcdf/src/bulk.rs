@@ -392,16 +392,17 @@ pub async fn import_paths(
         // are written together; up to a group's worth of files' bytes, so
         // that what the writer holds while the decoders fill their budget
         // again stays about a group.
-        let mut got = Some(first);
         let mut drained = 0u64;
-        while let Some((k, len, r)) = got.take().or_else(|| {
-            (drained < GROUP_CELLS)
-                .then(|| rx.try_recv().ok())
-                .flatten()
-        }) {
+        let mut next = Some(first);
+        while let Some((k, len, r)) = next {
             budget.give(len);
             drained += len;
             pending.insert(k, (len, r));
+            next = if drained < GROUP_CELLS {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
         }
         while pending.contains_key(&written) {
             // The next files in order, written as one group: up to
@@ -633,86 +634,79 @@ mod tests {
 
     /// A group whose batch fails is written dataset by dataset: only the
     /// file whose dataset cannot be written fails, in its place, and the
-    /// others are imported.
-    #[test]
-    fn a_group_that_fails_as_a_batch_fails_only_its_bad_file() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
+    /// others are imported. Replacing deletes each existing dataset first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_that_fails_as_a_batch_fails_only_its_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Atlas::create_path(dir.path().join("s"), atlas::StoreConfig::default())
+            .await
             .unwrap();
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Atlas::create_path(dir.path().join("s"), atlas::StoreConfig::default())
-                .await
-                .unwrap();
-            store.create_dataset("taken").await.unwrap();
-            let schema = Arc::new(
-                atlas::ArraySchema::new(
-                    "x",
-                    atlas::DType::Float64,
-                    vec!["n".into()],
-                    vec![3],
-                    None,
-                    None,
-                )
-                .unwrap(),
-            );
-            let dataset = |name: &str, v: f64| {
-                let mut ds = atlas::NewDataset::new(name);
-                ds.arrays.push(atlas::NewArray {
-                    name: "x".into(),
-                    schema: Arc::clone(&schema),
-                    attributes: Arc::default(),
-                    data: Some(ndarray::ArrayD::from_elem(vec![3], v).into()),
-                });
-                ds
-            };
+        store.create_dataset("taken").await.unwrap();
+        let schema = Arc::new(
+            atlas::ArraySchema::new(
+                "x",
+                atlas::DType::Float64,
+                vec!["n".into()],
+                vec![3],
+                None,
+                None,
+            )
+            .unwrap(),
+        );
+        let dataset = |name: &str, v: f64| {
+            let mut ds = atlas::NewDataset::new(name);
+            ds.arrays.push(atlas::NewArray {
+                name: "x".into(),
+                schema: Arc::clone(&schema),
+                attributes: Arc::default(),
+                data: Some(ndarray::ArrayD::from_elem(vec![3], v).into()),
+            });
+            ds
+        };
+        let group_of = |names: [&str; 3], base: f64| {
             let mut group = Group::default();
-            for (i, name) in ["a", "taken", "b"].into_iter().enumerate() {
-                group.push(i, 10, dataset(name, i as f64));
+            for (i, name) in names.into_iter().enumerate() {
+                group.push(i, 10, dataset(name, base + i as f64));
             }
-            assert_eq!((group.bytes, group.cells), (30, 72));
-            let results = group.write(&store, false).await;
-            assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
-            assert!(
-                matches!(&results[1], Err(Error::Store(atlas::Error::DatasetExists { name })) if name == "taken"),
-                "{results:?}"
-            );
-            for (name, v) in [("a", 0.0), ("b", 2.0)] {
-                let x = store
+            group
+        };
+        // Dataset `name`'s array x, if it has one.
+        let x_of = |name: &'static str| {
+            let store = &store;
+            async move {
+                store
                     .open_dataset(name)
                     .await
                     .unwrap()
                     .read_array::<f64>("x", vec![], vec![])
                     .await
                     .unwrap()
-                    .unwrap();
-                assert_eq!(x.iter().copied().collect::<Vec<_>>(), vec![v; 3]);
+                    .map(|x| x.iter().copied().collect::<Vec<_>>())
             }
-            let taken = store.open_dataset("taken").await.unwrap();
-            let none = taken.read_array::<f64>("x", vec![], vec![]).await.unwrap();
-            assert!(none.is_none(), "the existing dataset has no array x");
+        };
 
-            // Replacing: each existing dataset is deleted first, and the
-            // group is written as one batch.
-            let mut group = Group::default();
-            for (i, name) in ["a", "taken", "c"].into_iter().enumerate() {
-                group.push(i, 10, dataset(name, 10.0 + i as f64));
-            }
-            let results = group.write(&store, true).await;
-            assert!(results.iter().all(Result::is_ok), "{results:?}");
-            let t = store
-                .open_dataset("taken")
-                .await
-                .unwrap()
-                .read_array::<f64>("x", vec![], vec![])
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(t.iter().copied().collect::<Vec<_>>(), vec![11.0; 3]);
-            assert_eq!(store.n_datasets(), 4);
-        });
+        let group = group_of(["a", "taken", "b"], 0.0);
+        assert_eq!((group.bytes, group.cells), (30, 72));
+        let results = group.write(&store, false).await;
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(
+            matches!(&results[1], Err(Error::Store(atlas::Error::DatasetExists { name })) if name == "taken"),
+            "{results:?}"
+        );
+        assert_eq!(x_of("a").await, Some(vec![0.0; 3]));
+        assert_eq!(x_of("b").await, Some(vec![2.0; 3]));
+        assert_eq!(
+            x_of("taken").await,
+            None,
+            "the existing dataset has no array x"
+        );
+
+        let results = group_of(["a", "taken", "c"], 10.0)
+            .write(&store, true)
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(x_of("taken").await, Some(vec![11.0; 3]));
+        assert_eq!(store.n_datasets(), 4);
     }
 
     /// A file larger than the budget passes when nothing is held; a decoder

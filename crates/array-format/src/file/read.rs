@@ -26,10 +26,7 @@ impl ArrayFile {
             Source::Layer(loc) => {
                 let layer = &self.layers[loc.layer as usize];
                 let e = &loc.entry;
-                let key = BlockKey {
-                    layer_uid: layer.uid,
-                    offset: e.offset,
-                };
+                let key = self.key_of(loc);
                 let read = || read_stored(layer, e);
                 let decode = |stored: &[u8]| decode_entry(stored, e, width, &layer.path);
                 if fill_cache {
@@ -67,10 +64,7 @@ impl ArrayFile {
             if !fill_cache || !self.cache.decoded_enabled() {
                 let layer = &self.layers[loc.layer as usize];
                 let e = &loc.entry;
-                let key = BlockKey {
-                    layer_uid: layer.uid,
-                    offset: e.offset,
-                };
+                let key = self.key_of(loc);
                 return self.cache.decoded_or_else(
                     &key,
                     |raw| cells_array(&raw, shape, &layer.path, e.offset),
