@@ -107,9 +107,14 @@ macro_rules! fixed_element {
             const DTYPE: DType = DType::$dtype;
 
             fn encode_fixed(values: &[Self], out: &mut Vec<u8>) {
-                out.reserve(values.len() * size_of::<$t>());
-                for v in values {
-                    out.extend_from_slice(&v.to_le_bytes());
+                const W: usize = size_of::<$t>();
+                // Sized first, then filled in place: a loop the compiler
+                // turns into a copy (pushing cell by cell checked the
+                // capacity on every cell).
+                let start = out.len();
+                out.resize(start + values.len() * W, 0);
+                for (d, v) in out[start..].chunks_exact_mut(W).zip(values) {
+                    d.copy_from_slice(&v.to_le_bytes());
                 }
             }
 

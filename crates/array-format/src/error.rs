@@ -101,6 +101,16 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// Cells encoded ahead ([`crate::EncodedArray`]) that do not fit the
+    /// array they are written to: another schema, or other compression
+    /// options than the file's.
+    #[error("encoded cells do not fit array {name:?}: {reason}")]
+    EncodedMismatch {
+        /// Array name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// The file's bytes are damaged or not a layer file.
     #[error("corrupt layer file {path}: {reason} (at byte offset {offset})")]
     Corrupt {
@@ -196,7 +206,8 @@ impl Error {
             | Error::OutOfBounds { .. }
             | Error::ShapeMismatch { .. }
             | Error::FillMismatch { .. }
-            | Error::Unrepresentable { .. } => ErrorKind::InvalidInput,
+            | Error::Unrepresentable { .. }
+            | Error::EncodedMismatch { .. } => ErrorKind::InvalidInput,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::UnsupportedVersion { .. } | Error::CodecUnavailable { .. } => {
                 ErrorKind::Unsupported

@@ -57,7 +57,7 @@ use pending::{Pending, PendingChunk};
 use read::{decode_entry, read_stored};
 pub use read::{Expected, IN_MEMORY_READ_CELLS};
 pub use scan::{Scan, SCAN_MIN_PART};
-pub use write::IN_MEMORY_WRITE_BYTES;
+pub use write::{EncodedArray, IN_MEMORY_WRITE_BYTES};
 
 /// The name of one layer file inside an array file's directory.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -640,6 +640,13 @@ impl ArrayFile {
         self.pending
             .set_record(name, RecordKind::Define, Some(schema));
         Ok(())
+    }
+
+    /// Makes room for `additional` more arrays with pending changes: a
+    /// caller about to define many (a batch of new datasets) grows the
+    /// table once instead of doubling it again and again.
+    pub fn reserve_pending(&mut self, additional: usize) {
+        self.pending.arrays.reserve(additional);
     }
 
     /// True when a deletion of `name` is pending (what

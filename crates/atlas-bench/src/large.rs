@@ -297,7 +297,7 @@ pub async fn cmip6(quick: bool) -> Result<Value> {
     }
     let t_decode = t.elapsed();
 
-    // Import (decoding on every core but one, then writing and committing).
+    // Import (decoding on every core, then writing and committing).
     let tmp = tempfile::tempdir()?;
     let store_path = tmp.path().join("store");
     let store = Atlas::create_path(&store_path, StoreConfig::default()).await?;

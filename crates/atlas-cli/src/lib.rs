@@ -234,7 +234,7 @@ enum Command {
         /// Prefix for every dataset name.
         #[arg(long, default_value = "")]
         prefix: String,
-        /// Decoder threads (default: one per CPU but one).
+        /// Decoder threads (default: one per CPU).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
         /// Also trim trailing spaces from strings of char variables (default:

@@ -1,8 +1,9 @@
 //! Importing many files: collecting them from directories, decoding in
 //! parallel on worker threads (which also convert each file to a batch
-//! entry), writing them into the store in a fixed order, the files at hand
-//! in groups of one [`Atlas::create_datasets`] call each, and reporting
-//! every file's outcome.
+//! entry and encode its cells, [`Atlas::prepare_dataset`]), writing them
+//! into the store in a fixed order, the files at hand in groups of one
+//! [`Atlas::create_prepared`] call each, and reporting every file's
+//! outcome.
 //!
 //! A file that cannot be read or mapped is reported and skipped; its dataset
 //! is never half-written (see [`crate::write_plan`]).
@@ -33,7 +34,7 @@ pub struct BulkOptions {
     pub import: ImportOptions,
     /// Replace datasets that already exist (default: skip their files).
     pub replace: bool,
-    /// Decoder threads (0 = one per CPU but one, at least one).
+    /// Decoder threads (0 = one per CPU).
     pub jobs: usize,
     /// Prepended to every dataset name.
     pub prefix: String,
@@ -165,17 +166,19 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-type Decoded = (usize, u64, Result<atlas::NewDataset>);
+type Decoded = (usize, u64, Result<atlas::PreparedDataset>);
 
-/// Reads, decodes and plans one file, and turns the plan into its batch
-/// entry (sharing equal schemas and attribute sets through `shared`).
+/// Reads, decodes and plans one file, turns the plan into its batch entry
+/// (sharing equal schemas and attribute sets through `shared`) and
+/// prepares it for `store` (encodes its cells).
 fn decode(
+    store: &Atlas,
     path: &Path,
     name: &str,
     opts: &ImportOptions,
     reader: crate::Reader,
     shared: &mut import::Shared,
-) -> (u64, Result<atlas::NewDataset>) {
+) -> (u64, Result<atlas::PreparedDataset>) {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(source) => {
@@ -196,11 +199,10 @@ fn decode(
         let plan = import::plan(&nc, name, opts, path)?;
         // What the entry does not keep (equal to what `shared` holds) is
         // freed here, by the thread that allocated it.
-        Ok(import::new_dataset(
-            plan,
-            shared,
-            &mut import::Unused::default(),
-        ))
+        let ds = import::new_dataset(plan, shared, &mut import::Unused::default());
+        // Encoded here too: the writer, the import's critical path, then
+        // only adds the chunks (and the cells are freed by this thread).
+        Ok(store.prepare_dataset(ds)?)
     }))
     .unwrap_or_else(|p| {
         let msg = p
@@ -278,8 +280,11 @@ pub async fn import_paths(
     // Decoder threads take files in order and send plans back; the writer
     // below restores the order, so datasets appear in sorted-path order.
     let jobs = if opts.jobs == 0 {
-        // The writer (this task) is busy too: leave it a core.
-        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1))
+        // One per core: the writer (this task) only adds what the decoders
+        // encoded and commits, and the commits' work goes to every core.
+        // Leaving the writer a core made the one decoder of a 2-core
+        // machine the import's critical path once it also encoded.
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     } else {
         opts.jobs
     }
@@ -312,7 +317,8 @@ pub async fn import_paths(
     let spent: Arc<std::sync::Mutex<Vec<Spent>>> = Arc::default();
     let mut workers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
-        let (shared, next, stop, tx, spent, budget) = (
+        let (store, shared, next, stop, tx, spent, budget) = (
+            store.clone(),
             Arc::clone(&shared),
             Arc::clone(&next),
             Arc::clone(&stop),
@@ -341,7 +347,7 @@ pub async fn import_paths(
                     break;
                 }
                 let i = todo[k];
-                let (len, r) = decode(&files[i], &names[i], iopts, reader, &mut converted);
+                let (len, r) = decode(&store, &files[i], &names[i], iopts, reader, &mut converted);
                 budget.take(len, &stop);
                 if tx.send((k, len, r)).is_err() {
                     break;
@@ -357,7 +363,7 @@ pub async fn import_paths(
         budget: Arc::clone(&budget),
     };
 
-    let mut pending: BTreeMap<usize, (u64, Result<atlas::NewDataset>)> = BTreeMap::new();
+    let mut pending: BTreeMap<usize, (u64, Result<atlas::PreparedDataset>)> = BTreeMap::new();
     // Bytes of the files written since the last commit.
     let mut batch = 0u64;
     let mut emitted = 0; // index into `files` of the next outcome to report
@@ -489,25 +495,25 @@ pub async fn import_paths(
 }
 
 /// Datasets written, freed by a decoder thread.
-type Spent = Vec<atlas::NewDataset>;
+type Spent = Vec<atlas::PreparedDataset>;
 
 /// Cells (decoded bytes) at which a group of files is written (the file
 /// that reaches it is the group's last): large enough that the store
-/// writes the group's arrays on several cores. Also the files' bytes the
+/// adds the group's arrays on several cores. Also the files' bytes the
 /// writer takes from the decoders at a time.
 const GROUP_CELLS: u64 = 2 << 20;
 
 /// Files at which a group is written, however small they are.
 const GROUP_FILES: usize = 256;
 
-/// Consecutive decoded files written with one [`Atlas::create_datasets`]
+/// Consecutive decoded files written with one [`Atlas::create_prepared`]
 /// call: the store checks them together, locks each array file once and
-/// writes the arrays on several cores.
+/// adds the chunks the decoder threads encoded.
 #[derive(Default)]
 struct Group {
     /// Per file: its index in the file list, and its size.
     files: Vec<(usize, u64)>,
-    datasets: Vec<atlas::NewDataset>,
+    datasets: Vec<atlas::PreparedDataset>,
     /// Bytes of the files.
     bytes: u64,
     /// Bytes of their cells.
@@ -515,13 +521,9 @@ struct Group {
 }
 
 impl Group {
-    fn push(&mut self, file: usize, len: u64, ds: atlas::NewDataset) {
+    fn push(&mut self, file: usize, len: u64, ds: atlas::PreparedDataset) {
         self.bytes += len;
-        self.cells += ds
-            .arrays
-            .iter()
-            .filter_map(|a| a.data.as_ref().map(atlas::ArrayData::data_bytes))
-            .sum::<u64>();
+        self.cells += ds.raw_bytes();
         self.files.push((file, len));
         self.datasets.push(ds);
     }
@@ -534,19 +536,19 @@ impl Group {
         let mut results: Vec<Result<()>> = Vec::with_capacity(self.datasets.len());
         for ds in &self.datasets {
             results.push(if replace {
-                replace_existing(store, &ds.name).await
+                replace_existing(store, ds.name()).await
             } else {
                 Ok(())
             });
         }
         let ready: Vec<usize> = (0..results.len()).filter(|&j| results[j].is_ok()).collect();
-        if ready.len() == self.datasets.len() && store.create_datasets(&self.datasets).await.is_ok()
+        if ready.len() == self.datasets.len() && store.create_prepared(&self.datasets).await.is_ok()
         {
             return results;
         }
         for j in ready {
             results[j] = store
-                .create_datasets(std::slice::from_ref(&self.datasets[j]))
+                .create_prepared(std::slice::from_ref(&self.datasets[j]))
                 .await
                 .map_err(Error::from);
         }
@@ -666,7 +668,13 @@ mod tests {
         let group_of = |names: [&str; 3], base: f64| {
             let mut group = Group::default();
             for (i, name) in names.into_iter().enumerate() {
-                group.push(i, 10, dataset(name, base + i as f64));
+                group.push(
+                    i,
+                    10,
+                    store
+                        .prepare_dataset(dataset(name, base + i as f64))
+                        .unwrap(),
+                );
             }
             group
         };

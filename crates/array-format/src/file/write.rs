@@ -1,9 +1,13 @@
 //! Writes: cutting a hyperslab into chunks, merging partly covered chunks,
 //! encoding and statistics, into the pending layer.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use super::{
     encode_block, encode_cells, fill_of, slab, ArrayD, ArrayElement, ArrayFile, ArraySchema,
-    ArrayViewD, BlockMeta, ChunkStats, Error, IxDyn, RecordKind, Result, MAX_CHUNK_BYTES,
+    ArrayViewD, BlockMeta, ChunkStats, Compression, Error, IxDyn, RecordKind, Result,
+    MAX_CHUNK_BYTES,
 };
 
 /// The largest write, in bytes of cells, that
@@ -101,7 +105,10 @@ impl ArrayFile {
                     .all(|(&(a, b), &n)| a == 0 && b == n)
             {
                 if let Some(values) = data.as_slice() {
-                    encoded.push((idx, self.encode_chunk(name, schema, values)?));
+                    encoded.push((
+                        idx,
+                        encode_chunk(self.options.compression, name, schema, values)?,
+                    ));
                     continue;
                 }
             }
@@ -118,52 +125,219 @@ impl ArrayFile {
                 base
             };
             let values = chunk.as_slice().expect("standard layout");
-            encoded.push((idx, self.encode_chunk(name, schema, values)?));
-        }
-        let created_record = !self.pending.arrays.contains_key(name);
-        // The schema is copied only for a new record (a write over committed
-        // data): a write into a pending array's record needs none.
-        let record_schema = created_record.then(|| std::sync::Arc::clone(schema));
-        if let Some(schema) = record_schema {
-            self.pending
-                .set_record(name, RecordKind::Update, Some(schema));
+            encoded.push((
+                idx,
+                encode_chunk(self.options.compression, name, schema, values)?,
+            ));
         }
         let chunks = encoded
             .into_iter()
             .map(|(idx, (stored, meta))| (idx, stored, meta))
             .collect();
+        let schema = Arc::clone(schema);
+        self.put_encoded(name, &schema, chunks)
+    }
+
+    /// Stores `chunks` of `name` (whose current schema is `schema`) as
+    /// pending, creating the array's pending record if it has none.
+    fn put_encoded(
+        &mut self,
+        name: &str,
+        schema: &Arc<ArraySchema>,
+        chunks: Vec<(u64, Vec<u8>, BlockMeta)>,
+    ) -> Result<()> {
+        let created_record = !self.pending.arrays.contains_key(name);
+        // The record shares the schema only when it is new (a write over
+        // committed data): a write into a pending array's record needs none.
+        if created_record {
+            self.pending
+                .set_record(name, RecordKind::Update, Some(Arc::clone(schema)));
+        }
         self.pending
             .put_chunks(name, chunks, created_record, &self.storage, &self.dir)
     }
 
-    pub(super) fn encode_chunk<T: ArrayElement>(
-        &self,
-        name: &str,
-        schema: &ArraySchema,
-        values: &[T],
-    ) -> Result<(Vec<u8>, BlockMeta)> {
-        let raw = encode_cells(values).ok_or_else(|| Error::Unrepresentable {
+    /// Writes every cell of `name` from cells encoded ahead (see
+    /// [`EncodedArray`]): the same pending chunks as
+    /// [`ArrayFile::write_array`] of those cells at the origin. An owned
+    /// value gives its chunks to the file; a borrowed one is copied.
+    ///
+    /// `EncodedMismatch` when the array's schema is not the one the cells
+    /// were encoded for, or this file compresses with other options.
+    pub fn write_encoded(&mut self, name: &str, cells: Cow<'_, EncodedArray>) -> Result<()> {
+        let schema = Arc::clone(self.view_or_err(name)?.schema);
+        let mismatch = |reason| Error::EncodedMismatch {
             name: name.to_owned(),
-            reason: "a string longer than 4 GiB",
-        })?;
-        if raw.len() as u64 > MAX_CHUNK_BYTES {
-            return Err(Error::Unrepresentable {
+            reason,
+        };
+        if !Arc::ptr_eq(&schema, &cells.schema) && *schema != *cells.schema {
+            return Err(mismatch("they were encoded for another schema"));
+        }
+        if cells.compression != self.options.compression {
+            return Err(mismatch(
+                "they were compressed with other options than this file's",
+            ));
+        }
+        let chunks = match cells {
+            Cow::Owned(c) => c.chunks,
+            Cow::Borrowed(c) => c.chunks.clone(),
+        };
+        self.put_encoded(name, &schema, chunks)
+    }
+}
+
+/// Every chunk of a whole array, encoded and summarised without a file
+/// (and so without its lock): what [`ArrayFile::write_encoded`] stores.
+/// An importer encodes on its decoding threads while the writer holds the
+/// store's locks for other work.
+#[derive(Clone, Debug)]
+pub struct EncodedArray {
+    schema: Arc<ArraySchema>,
+    compression: Compression,
+    chunks: Vec<(u64, Vec<u8>, BlockMeta)>,
+    raw_bytes: u64,
+}
+
+impl EncodedArray {
+    /// Encodes `data`, every cell of an array of `schema` (`name` is for
+    /// errors), with `compression`: chunk by chunk, with each chunk's
+    /// statistics, exactly as a write of `data` at the origin would.
+    ///
+    /// Errors when the element type is not the schema's
+    /// (`DTypeMismatch`), the shape is not the schema's whole shape
+    /// (`RankMismatch`, `ShapeMismatch`), or a chunk cannot be represented
+    /// (`Unrepresentable`).
+    ///
+    /// ```
+    /// use std::{borrow::Cow, path::Path, sync::Arc};
+    /// use array_format::{
+    ///     ArrayFile, ArrayFileOptions, ArraySchema, DType, DeltaCache, EncodedArray, MemoryStorage,
+    /// };
+    /// let schema = Arc::new(
+    ///     ArraySchema::new("t", DType::Float32, vec!["x".into()], vec![4], Some(vec![2]), None)
+    ///         .unwrap(),
+    /// );
+    /// let opts = ArrayFileOptions::default();
+    /// // No file needed to encode.
+    /// let cells = ndarray::arr1(&[1.0f32, 2.0, 3.0, 4.0]).into_dyn();
+    /// let enc = EncodedArray::encode("t", Arc::clone(&schema), opts.compression, cells.view())?;
+    /// assert_eq!(enc.raw_bytes(), 16);
+    /// let mut f = ArrayFile::create(
+    ///     Arc::new(MemoryStorage::new()),
+    ///     Path::new("/f"),
+    ///     opts,
+    ///     Arc::new(DeltaCache::default()),
+    /// )?;
+    /// f.define_new("t", schema)?;
+    /// f.write_encoded("t", Cow::Owned(enc))?;
+    /// let back = f.read_array::<f32>("t", &[], &[])?;
+    /// assert_eq!(back, cells);
+    /// # Ok::<(), array_format::Error>(())
+    /// ```
+    #[allow(clippy::needless_pass_by_value)] // views are cheap; by value matches `arr.view()` call sites
+    pub fn encode<T: ArrayElement>(
+        name: &str,
+        schema: Arc<ArraySchema>,
+        compression: Compression,
+        data: ArrayViewD<'_, T>,
+    ) -> Result<EncodedArray> {
+        schema.validate(name)?;
+        ArrayFile::check_dtype::<T>(name, &schema)?;
+        if data.ndim() != schema.rank() {
+            return Err(Error::RankMismatch {
                 name: name.to_owned(),
-                reason: "a chunk whose encoding exceeds 2 GiB; use a smaller chunk shape",
+                expected: schema.rank(),
+                actual: data.ndim(),
             });
         }
-        let width = T::DTYPE.size_bytes().unwrap_or(0);
-        let (stored, codec, filter) = encode_block(&raw, width, self.options.compression);
-        let fill: Option<T> = schema.fill_value.as_ref().and_then(T::from_fill);
-        let meta = BlockMeta {
-            raw_len: raw.len() as u64,
-            codec,
-            filter,
-            crc: crc32c::crc32c(&stored),
-            stats: ChunkStats::compute(values, fill.as_ref()),
-        };
-        Ok((stored, meta))
+        if data
+            .shape()
+            .iter()
+            .zip(&schema.shape)
+            .any(|(&n, &s)| n as u64 != s)
+        {
+            return Err(Error::ShapeMismatch {
+                name: name.to_owned(),
+                expected: schema.shape.clone(),
+                actual: data.shape().iter().map(|&n| n as u64).collect(),
+            });
+        }
+        let mut chunks = Vec::new();
+        let mut raw_bytes = 0;
+        if !schema.shape.contains(&0) {
+            let zero = vec![0; schema.rank()];
+            for idx in schema.chunks_touching(&zero, &schema.shape) {
+                let (origin, cshape) = schema.chunk_region(idx);
+                let ranges = slab::intersect(&origin, &cshape, &zero, &schema.shape);
+                let rr: Vec<(usize, usize)> = ranges.into_iter().map(|(_, r)| r).collect();
+                let whole = rr
+                    .iter()
+                    .zip(data.shape())
+                    .all(|(&(a, b), &n)| a == 0 && b == n);
+                let copy;
+                let values = if let Some(v) = data.as_slice().filter(|_| whole) {
+                    v
+                } else {
+                    copy = slab::extract(&data, &rr);
+                    copy.as_slice().expect("standard layout")
+                };
+                let (stored, meta) = encode_chunk(compression, name, &schema, values)?;
+                raw_bytes += meta.raw_len;
+                chunks.push((idx, stored, meta));
+            }
+        }
+        Ok(EncodedArray {
+            schema,
+            compression,
+            chunks,
+            raw_bytes,
+        })
     }
+
+    /// The schema the cells were encoded for.
+    pub fn schema(&self) -> &Arc<ArraySchema> {
+        &self.schema
+    }
+
+    /// Bytes of the cells before compression (their raw encoding).
+    pub fn raw_bytes(&self) -> u64 {
+        self.raw_bytes
+    }
+
+    /// Bytes of the compressed chunks.
+    pub fn stored_bytes(&self) -> u64 {
+        self.chunks.iter().map(|(_, s, _)| s.len() as u64).sum()
+    }
+}
+
+/// Encodes one chunk's cells with `compression`, with its statistics.
+fn encode_chunk<T: ArrayElement>(
+    compression: Compression,
+    name: &str,
+    schema: &ArraySchema,
+    values: &[T],
+) -> Result<(Vec<u8>, BlockMeta)> {
+    let raw = encode_cells(values).ok_or_else(|| Error::Unrepresentable {
+        name: name.to_owned(),
+        reason: "a string longer than 4 GiB",
+    })?;
+    if raw.len() as u64 > MAX_CHUNK_BYTES {
+        return Err(Error::Unrepresentable {
+            name: name.to_owned(),
+            reason: "a chunk whose encoding exceeds 2 GiB; use a smaller chunk shape",
+        });
+    }
+    let width = T::DTYPE.size_bytes().unwrap_or(0);
+    let (stored, codec, filter) = encode_block(&raw, width, compression);
+    let fill: Option<T> = schema.fill_value.as_ref().and_then(T::from_fill);
+    let meta = BlockMeta {
+        raw_len: raw.len() as u64,
+        codec,
+        filter,
+        crc: crc32c::crc32c(&stored),
+        stats: ChunkStats::compute(values, fill.as_ref()),
+    };
+    Ok((stored, meta))
 }
 
 #[cfg(test)]

@@ -971,3 +971,189 @@ fn window_of<T: Copy>(model: &[T], cols: u64, start: &[u64], count: &[u64]) -> V
         .map(|(r, c)| model[(r * cols + c) as usize])
         .collect()
 }
+
+/// Cells encoded ahead ([`array_format::EncodedArray`]) and written with
+/// `write_encoded` give what `write_array` of the same cells at the origin
+/// gives: the cells and the statistics, pending, flushed and reopened, for
+/// every codec, with and without shuffle, edge chunks, a fill value, a
+/// transposed view and strings; and they are refused, without a change,
+/// for another schema or other compression options.
+#[test]
+fn cells_encoded_ahead_are_stored_as_a_write_stores_them() {
+    use std::borrow::Cow;
+
+    use array_format::{ArraySchema, Codec, DType, EncodedArray, ErrorKind, FillValue};
+    use ndarray::Array2;
+
+    fn both<T: TestElem>(
+        opts: &ArrayFileOptions,
+        schema: &Arc<ArraySchema>,
+        cells: &ndarray::ArrayViewD<'_, T>,
+        ctx: &str,
+    ) {
+        let (sa, mut a) = crate::common::mem_file(*opts);
+        let (sb, mut b) = crate::common::mem_file(*opts);
+        a.define_new("v", Arc::clone(schema)).unwrap();
+        a.write_array("v", &[], cells.clone()).unwrap();
+        let enc =
+            EncodedArray::encode("v", Arc::clone(schema), opts.compression, cells.clone()).unwrap();
+        if let Some(w) = T::DTYPE.size_bytes() {
+            assert_eq!(enc.raw_bytes(), (cells.len() * w) as u64, "{ctx}");
+        }
+        b.define_new("v", Arc::clone(schema)).unwrap();
+        // A borrowed value is copied: it can be written again.
+        b.write_encoded("v", Cow::Borrowed(&enc)).unwrap();
+        b.write_encoded("v", Cow::Owned(enc)).unwrap();
+        let want: Vec<T> = cells.iter().cloned().collect();
+        // Cells compared bit for bit (NaN equals NaN), statistics as values.
+        let check = |f: &ArrayFile, stats: &ArrayStats, what: &str| {
+            let got = f.read_array::<T>("v", &[], &[]).unwrap();
+            assert_eq!(got.len(), want.len(), "{ctx}: {what}");
+            assert!(
+                got.iter().zip(&want).all(|(g, w)| g.same(w)),
+                "{ctx}: {what}: cells differ"
+            );
+            assert_eq!(&f.array_stats("v").unwrap(), stats, "{ctx}: {what}");
+        };
+        let stats = a.array_stats("v").unwrap();
+        check(&a, &stats, "write_array");
+        check(&b, &stats, "pending");
+        a.flush().unwrap();
+        b.flush().unwrap();
+        check(&a, &stats, "write_array flushed");
+        check(&b, &stats, "flushed");
+        check(
+            &crate::common::mem_open(&sa, &a.layers()).unwrap(),
+            &stats,
+            "write_array reopened",
+        );
+        check(
+            &crate::common::mem_open(&sb, &b.layers()).unwrap(),
+            &stats,
+            "reopened",
+        );
+    }
+
+    for codec in CODECS {
+        for shuffle in [false, true] {
+            let opts = options(*codec, shuffle);
+            let ctx = format!("{codec} shuffle {shuffle}");
+            // 5 × 7 in 2 × 3 chunks: edge chunks on both axes; NaN cells
+            // and cells equal to the fill value, which statistics skip.
+            let schema = Arc::new(
+                ArraySchema::new(
+                    "v",
+                    DType::Float32,
+                    dims(2),
+                    vec![5, 7],
+                    Some(vec![2, 3]),
+                    Some(FillValue::Float32(-1.0)),
+                )
+                .unwrap(),
+            );
+            let cells = Array2::from_shape_fn((7, 5), |(j, i)| match (i + j) % 6 {
+                0 => f32::NAN,
+                1 => -1.0,
+                k => (10 * i + j) as f32 + k as f32 / 8.0,
+            });
+            both::<f32>(
+                &opts,
+                &schema,
+                &cells.t().into_dyn(),
+                &format!("{ctx} f32 transposed"),
+            );
+            let standard = cells.t().as_standard_layout().into_owned();
+            both::<f32>(
+                &opts,
+                &schema,
+                &standard.view().into_dyn(),
+                &format!("{ctx} f32"),
+            );
+            // One chunk, from the caller's cells.
+            let one = Arc::new(
+                ArraySchema::new("v", DType::Int64, dims(1), vec![9], None, None).unwrap(),
+            );
+            let cells = ndarray::Array1::from_iter((0..9).map(|i: i64| i * i - 20)).into_dyn();
+            both::<i64>(&opts, &one, &cells.view(), &format!("{ctx} i64"));
+            let strings = Arc::new(
+                ArraySchema::new("v", DType::String, dims(1), vec![4], Some(vec![3]), None)
+                    .unwrap(),
+            );
+            let cells =
+                ndarray::Array1::from_iter(["", "é", "abc", "zz"].map(String::from)).into_dyn();
+            both::<String>(&opts, &strings, &cells.view(), &format!("{ctx} strings"));
+        }
+    }
+
+    // Refused: another schema (equal content passes), other options, and
+    // cells that do not fit the schema; the file is unchanged.
+    let opts = options(Codec::Lz4, true);
+    let schema = Arc::new(
+        ArraySchema::new("v", DType::Float32, dims(1), vec![6], Some(vec![2]), None).unwrap(),
+    );
+    let cells = ndarray::Array1::from_iter((0..6).map(|i| i as f32)).into_dyn();
+    let enc =
+        EncodedArray::encode("v", Arc::clone(&schema), opts.compression, cells.view()).unwrap();
+    assert_eq!(enc.raw_bytes(), 24);
+    assert!(enc.stored_bytes() > 0);
+    let (_s, mut f) = crate::common::mem_file(opts);
+    let other =
+        ArraySchema::new("v", DType::Float32, dims(1), vec![6], Some(vec![3]), None).unwrap();
+    f.define_new("v", other).unwrap();
+    let e = f.write_encoded("v", Cow::Borrowed(&enc)).unwrap_err();
+    assert!(
+        matches!(e, array_format::Error::EncodedMismatch { .. }),
+        "{e}"
+    );
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let (_s, mut g) = crate::common::mem_file(options(Codec::Zstd { level: 1 }, true));
+    g.define_new("v", (*schema).clone()).unwrap();
+    let e = g.write_encoded("v", Cow::Borrowed(&enc)).unwrap_err();
+    assert!(
+        matches!(e, array_format::Error::EncodedMismatch { .. }),
+        "{e}"
+    );
+    let untouched: Vec<f32> = g
+        .read_array::<f32>("v", &[], &[])
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(untouched, vec![0.0; 6], "nothing written");
+    let (_s, mut h) = crate::common::mem_file(opts);
+    h.define_new("v", (*schema).clone()).unwrap();
+    h.write_encoded("v", Cow::Owned(enc)).unwrap();
+    let back: Vec<f32> = h
+        .read_array::<f32>("v", &[], &[])
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(back, (0..6).map(|i| i as f32).collect::<Vec<_>>());
+    assert!(matches!(
+        h.write_encoded(
+            "missing",
+            Cow::Owned(
+                EncodedArray::encode("v", Arc::clone(&schema), opts.compression, cells.view())
+                    .unwrap()
+            )
+        ),
+        Err(array_format::Error::ArrayNotFound { .. })
+    ));
+    let short = ndarray::Array1::from_iter((0..5).map(|i| i as f32)).into_dyn();
+    assert!(matches!(
+        EncodedArray::encode("v", Arc::clone(&schema), opts.compression, short.view()),
+        Err(array_format::Error::ShapeMismatch { .. })
+    ));
+    let ints = ndarray::Array1::from_iter(0..6i32).into_dyn();
+    assert!(matches!(
+        EncodedArray::encode("v", Arc::clone(&schema), opts.compression, ints.view()),
+        Err(array_format::Error::DTypeMismatch { .. })
+    ));
+    let mut bad = (*schema).clone();
+    bad.chunk_shape = vec![0];
+    assert!(matches!(
+        EncodedArray::encode("v", Arc::new(bad), opts.compression, cells.view()),
+        Err(array_format::Error::InvalidSchema { .. })
+    ));
+}

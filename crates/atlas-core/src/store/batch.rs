@@ -9,10 +9,11 @@
 //! (past 256 KiB of cells), and
 //! adds every record to the registry under one lock.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use array_format::{ArrayFile, ArraySchema};
+use array_format::{ArrayFile, ArraySchema, Compression, EncodedArray};
 use indexmap::IndexMap;
 use rayon::prelude::*;
 use tokio::sync::OwnedRwLockWriteGuard;
@@ -74,6 +75,74 @@ impl NewDataset {
     }
 }
 
+/// A [`NewDataset`] whose cells are encoded already
+/// ([`Atlas::prepare_dataset`]), ready for [`Atlas::create_prepared`].
+///
+/// Encoding is most of the work of creating a dataset with cells, and it
+/// needs no lock of the store: an importer prepares on its decoding
+/// threads, and the writer only adds what they made, so encoding goes on
+/// while the writer commits.
+#[derive(Clone, Debug)]
+pub struct PreparedDataset {
+    /// The dataset, its arrays' `data` taken out (now in `cells`).
+    dataset: NewDataset,
+    /// Per array of `dataset`: its encoded cells, if it had data.
+    cells: Vec<Option<EncodedArray>>,
+}
+
+impl PreparedDataset {
+    /// The dataset's name.
+    pub fn name(&self) -> &str {
+        &self.dataset.name
+    }
+
+    /// The dataset: attributes and arrays, without their cells (every
+    /// `data` is `None`; the encoded cells are kept apart).
+    pub fn dataset(&self) -> &NewDataset {
+        &self.dataset
+    }
+
+    /// Bytes of the cells before compression.
+    pub fn raw_bytes(&self) -> u64 {
+        self.cells
+            .iter()
+            .flatten()
+            .map(EncodedArray::raw_bytes)
+            .sum()
+    }
+
+    /// Bytes of the encoded (compressed) cells.
+    pub fn stored_bytes(&self) -> u64 {
+        self.cells
+            .iter()
+            .flatten()
+            .map(EncodedArray::stored_bytes)
+            .sum()
+    }
+}
+
+/// Encodes the cells of each array of `ds` that has data (`None` for the
+/// others); errors name the dataset and the array.
+fn encode_dataset(ds: &NewDataset, compression: Compression) -> Result<Vec<Option<EncodedArray>>> {
+    ds.arrays
+        .iter()
+        .map(|a| {
+            a.data
+                .as_ref()
+                .map(|data| {
+                    with_array_data!(data, v => EncodedArray::encode(
+                        &a.name,
+                        Arc::clone(&a.schema),
+                        compression,
+                        v.view(),
+                    ))
+                    .map_err(|e| Error::array(&ds.name, &a.name, e))
+                })
+                .transpose()
+        })
+        .collect()
+}
+
 /// Cell bytes of a batch from which its arrays are encoded on several
 /// cores. A chosen bound, not a measured crossover: a one-file import batch
 /// (tens of KiB) stays on the calling thread, W1's 6 MB batch goes to the
@@ -84,7 +153,10 @@ const PARALLEL_BYTES: u64 = 256 << 10;
 /// the batch: dataset, then array within it), with the array's locked file.
 struct Group<'a> {
     array: &'a str,
-    items: Vec<(usize, usize)>,
+    /// Per dataset defining the array: the dataset's index in the batch,
+    /// the array's index in the dataset, and its encoded cells if it has
+    /// data.
+    items: Vec<(usize, usize, Option<Cow<'a, EncodedArray>>)>,
     file: OwnedRwLockWriteGuard<ArrayFile>,
     /// For each of `items` the file defines, whether a deletion of that
     /// dataset's array was pending before (to undo after a failure).
@@ -140,10 +212,132 @@ impl Atlas {
     /// # }).unwrap();
     /// ```
     pub async fn create_datasets(&self, datasets: &[NewDataset]) -> Result<()> {
-        let by_array = check(datasets)?;
+        let refs: Vec<&NewDataset> = datasets.iter().collect();
+        let by_array = check(&refs, true)?;
         if datasets.is_empty() {
             return Ok(());
         }
+        // Encoded before any lock is taken, on every core past
+        // PARALLEL_BYTES; the first error in the batch's order is returned.
+        let compression = self.inner.compression;
+        let bytes: u64 = datasets
+            .iter()
+            .flat_map(|d| &d.arrays)
+            .filter_map(|a| a.data.as_ref().map(ArrayData::data_bytes))
+            .sum();
+        let encoded: Vec<Result<Vec<Option<EncodedArray>>>> = super::writer::blocking(|| {
+            if bytes >= PARALLEL_BYTES {
+                datasets
+                    .par_iter()
+                    .map(|d| encode_dataset(d, compression))
+                    .collect()
+            } else {
+                datasets
+                    .iter()
+                    .map(|d| encode_dataset(d, compression))
+                    .collect()
+            }
+        });
+        let cells = encoded
+            .into_iter()
+            .map(|r| Ok(r?.into_iter().map(|c| c.map(Cow::Owned)).collect()))
+            .collect::<Result<Vec<Vec<_>>>>()?;
+        self.create_batch(&refs, by_array, cells, bytes).await
+    }
+
+    /// Checks `dataset` and encodes its cells with this store's compression,
+    /// without taking any lock (so on any thread, while another task
+    /// writes or commits): the work of [`Atlas::create_datasets`] that does
+    /// not need the store. [`Atlas::create_prepared`] then adds it.
+    ///
+    /// Errors as `create_datasets` would for this dataset alone (invalid
+    /// names or schemas, data of the wrong type or shape); whether the name
+    /// is taken is checked by `create_prepared`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use atlas_core::{ArraySchema, Atlas, DType, NewArray, NewDataset, StoreConfig};
+    /// # let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    /// # rt.block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Atlas::create_path(dir.path(), StoreConfig::default()).await?;
+    /// let schema = Arc::new(
+    ///     ArraySchema::new("TEMP", DType::Float32, vec!["N_LEVELS".into()], vec![3], None, None)
+    ///         .unwrap(),
+    /// );
+    /// // Prepared on other threads, as an importer's decoders would.
+    /// let workers: Vec<_> = (0..4)
+    ///     .map(|i| {
+    ///         let (store, schema) = (store.clone(), Arc::clone(&schema));
+    ///         std::thread::spawn(move || {
+    ///             let mut ds = NewDataset::new(format!("profile_{i}"));
+    ///             let cells = ndarray::arr1(&[i as f32, 1.0, 2.0]).into_dyn();
+    ///             ds.arrays.push(NewArray::new("TEMP", schema, Some(cells.into())));
+    ///             store.prepare_dataset(ds)
+    ///         })
+    ///     })
+    ///     .collect();
+    /// let prepared = workers
+    ///     .into_iter()
+    ///     .map(|w| w.join().unwrap())
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// store.create_prepared(&prepared).await?;
+    /// store.flush().await?;
+    /// let t = store.open_dataset("profile_3").await?;
+    /// let t = t.read_array::<f32>("TEMP", vec![], vec![]).await?.unwrap();
+    /// assert_eq!(t.as_slice().unwrap(), &[3.0, 1.0, 2.0]);
+    /// # Ok::<(), atlas_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn prepare_dataset(&self, mut dataset: NewDataset) -> Result<PreparedDataset> {
+        check(&[&dataset], true)?;
+        let cells = encode_dataset(&dataset, self.inner.compression)?;
+        for a in &mut dataset.arrays {
+            a.data = None;
+        }
+        Ok(PreparedDataset { dataset, cells })
+    }
+
+    /// Creates every dataset of `datasets`, prepared by
+    /// [`Atlas::prepare_dataset`]: the same result as
+    /// [`Atlas::create_datasets`] of the datasets as they were given to
+    /// `prepare_dataset`, all or nothing. Each dataset was checked alone
+    /// when prepared; here, that no name is given twice or taken
+    /// (`DatasetExists`), and that the cells were prepared with this
+    /// handle's compression (`EncodedMismatch`, an invalid-input error,
+    /// otherwise). The encoded cells
+    /// are copied, so `datasets` can be created again, alone for example,
+    /// after a batch fails.
+    pub async fn create_prepared(&self, datasets: &[PreparedDataset]) -> Result<()> {
+        let refs: Vec<&NewDataset> = datasets.iter().map(|p| &p.dataset).collect();
+        let by_array = check(&refs, false)?;
+        if datasets.is_empty() {
+            return Ok(());
+        }
+        let bytes = datasets.iter().map(PreparedDataset::raw_bytes).sum();
+        let cells = datasets
+            .iter()
+            .map(|p| {
+                p.cells
+                    .iter()
+                    .map(|c| c.as_ref().map(Cow::Borrowed))
+                    .collect()
+            })
+            .collect();
+        self.create_batch(&refs, by_array, cells, bytes).await
+    }
+
+    /// The locked part of a batch: checks that no name is taken, defines
+    /// every array and stores its encoded cells (`cells`: per dataset, per
+    /// array), then adds the records; undoes the definitions on failure.
+    /// `bytes` of cells decide whether the arrays go to several cores.
+    async fn create_batch<'a>(
+        &self,
+        datasets: &[&'a NewDataset],
+        by_array: BTreeMap<&'a str, Vec<(usize, usize)>>,
+        mut cells: Vec<Vec<Option<Cow<'a, EncodedArray>>>>,
+        bytes: u64,
+    ) -> Result<()> {
         let inner = &self.inner;
         inner.ensure_writer_async().await?;
         // The commit lock first, as a flush and a compaction take it: a
@@ -163,6 +357,10 @@ impl Atlas {
         for (array, items) in by_array {
             inner.file_async(array).await?;
             let file = inner.file_or_create(array)?.write_owned().await;
+            let items = items
+                .into_iter()
+                .map(|(d, a)| (d, a, cells[d][a].take()))
+                .collect();
             groups.push(Group {
                 array,
                 items,
@@ -170,11 +368,6 @@ impl Atlas {
                 defined: Vec::new(),
             });
         }
-        let bytes: u64 = datasets
-            .iter()
-            .flat_map(|d| &d.arrays)
-            .filter_map(|a| a.data.as_ref().map(ArrayData::data_bytes))
-            .sum();
         let written = super::writer::blocking(|| {
             if groups.len() > 1 && bytes >= PARALLEL_BYTES {
                 let results: Vec<Result<()>> =
@@ -195,8 +388,14 @@ impl Atlas {
 }
 
 /// Checks a batch before anything changes; returns, per array name in name
-/// order, the `(dataset, array)` positions that define it.
-fn check(datasets: &[NewDataset]) -> Result<BTreeMap<&str, Vec<(usize, usize)>>> {
+/// order, the `(dataset, array)` positions that define it. With `each`
+/// false, only that no name is given twice: every dataset was checked
+/// alone already (by [`Atlas::prepare_dataset`]; a [`PreparedDataset`]
+/// cannot change since).
+fn check<'a>(
+    datasets: &[&'a NewDataset],
+    each: bool,
+) -> Result<BTreeMap<&'a str, Vec<(usize, usize)>>> {
     let mut names = HashSet::with_capacity(datasets.len());
     // Schemas and attribute sets shared between datasets are checked once.
     let mut schemas_ok: HashSet<*const ArraySchema> = HashSet::new();
@@ -204,17 +403,25 @@ fn check(datasets: &[NewDataset]) -> Result<BTreeMap<&str, Vec<(usize, usize)>>>
     let mut by_array: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
     let mut arrays = HashSet::new();
     for (d, ds) in datasets.iter().enumerate() {
-        validate_dataset_name(&ds.name)?;
+        if each {
+            validate_dataset_name(&ds.name)?;
+        }
         if !names.insert(ds.name.as_str()) {
             return Err(Error::DatasetExists {
                 name: ds.name.clone(),
             });
         }
-        for k in ds.attributes.keys() {
-            validate_attribute_name(k)?;
+        if each {
+            for k in ds.attributes.keys() {
+                validate_attribute_name(k)?;
+            }
         }
         arrays.clear();
         for (a, arr) in ds.arrays.iter().enumerate() {
+            by_array.entry(arr.name.as_str()).or_default().push((d, a));
+            if !each {
+                continue;
+            }
             validate_array_name(&arr.name)?;
             if !arrays.insert(arr.name.as_str()) {
                 return Err(Error::ArrayExists {
@@ -236,7 +443,6 @@ fn check(datasets: &[NewDataset]) -> Result<BTreeMap<&str, Vec<(usize, usize)>>>
             if let Some(data) = &arr.data {
                 check_data(&ds.name, &arr.name, schema, data)?;
             }
-            by_array.entry(arr.name.as_str()).or_default().push((d, a));
         }
     }
     Ok(by_array)
@@ -274,19 +480,20 @@ fn check_data(dataset: &str, array: &str, schema: &ArraySchema, data: &ArrayData
 }
 
 impl Group<'_> {
-    /// Defines the group's array in each of its datasets and writes its cells.
-    fn write(&mut self, datasets: &[NewDataset]) -> Result<()> {
-        for &(d, a) in &self.items {
-            let (ds, arr) = (&datasets[d], &datasets[d].arrays[a]);
+    /// Defines the group's array in each of its datasets and stores its
+    /// encoded cells.
+    fn write(&mut self, datasets: &[&NewDataset]) -> Result<()> {
+        self.file.reserve_pending(self.items.len());
+        for (d, a, cells) in &mut self.items {
+            let ds = datasets[*d];
             let fail = |e| Error::array(&ds.name, self.array, e);
             let deletion_pending = self.file.deletion_pending(&ds.name);
             self.file
-                .define_new(&ds.name, Arc::clone(&arr.schema))
+                .define_new(&ds.name, Arc::clone(&ds.arrays[*a].schema))
                 .map_err(fail)?;
             self.defined.push(deletion_pending);
-            if let Some(data) = &arr.data {
-                with_array_data!(data, v => self.file.write_array(&ds.name, &[], v.view()))
-                    .map_err(fail)?;
+            if let Some(c) = cells.take() {
+                self.file.write_encoded(&ds.name, c).map_err(fail)?;
             }
         }
         Ok(())
@@ -294,10 +501,10 @@ impl Group<'_> {
 
     /// Takes back the definitions [`Group::write`] made (and their
     /// cells), reading no storage: what was pending before comes back.
-    fn undo(&mut self, datasets: &[NewDataset]) {
-        for (&(d, _), &deletion_pending) in self.items.iter().zip(&self.defined) {
+    fn undo(&mut self, datasets: &[&NewDataset]) {
+        for ((d, _, _), &deletion_pending) in self.items.iter().zip(&self.defined) {
             self.file
-                .undo_define_new(&datasets[d].name, deletion_pending);
+                .undo_define_new(&datasets[*d].name, deletion_pending);
         }
         self.defined.clear();
     }
@@ -307,7 +514,7 @@ impl Inner {
     /// Adds a checked batch's records (fresh ids, in the order given) under
     /// one lock of the registry. The caller holds the structure lock, under
     /// which it found none of the names taken.
-    fn insert_datasets(&self, datasets: &[NewDataset]) -> Result<()> {
+    fn insert_datasets(&self, datasets: &[&NewDataset]) -> Result<()> {
         // The metadata is built before the lock: readers wait only for the
         // ids and the inserts.
         let metas: Vec<Arc<DatasetMeta>> = datasets

@@ -1,6 +1,7 @@
 //! `Atlas::create_datasets`: a batch gives exactly what the per-call API
 //! gives, is checked whole before the store changes, and leaves nothing
-//! behind when writing its cells fails.
+//! behind when writing its cells fails; `prepare_dataset` and
+//! `create_prepared` give what a batch gives.
 
 use std::sync::Arc;
 
@@ -523,4 +524,135 @@ async fn a_batch_beside_a_compaction_finishes() {
     }
     s.flush().await.unwrap();
     assert_eq!(s.n_datasets(), 1 + 4 + 4);
+}
+
+/// Datasets prepared on other threads (`prepare_dataset`) and added with
+/// `create_prepared` give exactly what `create_datasets` gives, pending
+/// and committed; a dataset that cannot be prepared fails as it would in a
+/// batch; cells prepared for other compression options are refused, the
+/// store unchanged; and a prepared batch that fails can be added again,
+/// dataset by dataset (its cells are copied, not taken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_datasets_create_what_a_batch_creates() {
+    let (sa, sb) = (MemoryStorage::new(), MemoryStorage::new());
+    let a = create_mem(&sa, StoreConfig::default()).await;
+    let b = create_mem(&sb, StoreConfig::default()).await;
+    for (prefix, n, levels) in [("p", 40, 8), ("q", 200, 2000)] {
+        let datasets = batch(prefix, n, levels);
+        a.create_datasets(&datasets).await.unwrap();
+        // Prepared on two threads, half each, as an importer's decoders.
+        let halves: Vec<Vec<NewDataset>> = datasets.chunks(n / 2).map(<[_]>::to_vec).collect();
+        let workers: Vec<_> = halves
+            .into_iter()
+            .map(|half| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    half.into_iter()
+                        .map(|d| b.prepare_dataset(d).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let prepared: Vec<_> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        assert_eq!(prepared.len(), n);
+        assert_eq!(prepared[1].name(), datasets[1].name);
+        assert!(prepared[1]
+            .dataset()
+            .arrays
+            .iter()
+            .all(|a| a.data.is_none()));
+        let raw: u64 = datasets[1]
+            .arrays
+            .iter()
+            .filter_map(|a| a.data.as_ref().map(ArrayData::data_bytes))
+            .sum();
+        assert!(
+            raw > 0 && prepared[1].raw_bytes() >= raw,
+            "strings count their lengths"
+        );
+        assert!(prepared[1].stored_bytes() > 0);
+        b.create_prepared(&prepared).await.unwrap();
+    }
+    assert_eq!(snapshot(&a).await, snapshot(&b).await, "pending");
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    let want = snapshot(&a).await;
+    assert_eq!(want.datasets.len(), 240);
+    assert_eq!(snapshot(&b).await, want, "committed");
+    assert_eq!(
+        a.catalog_array_stats("DEEP").await.unwrap(),
+        b.catalog_array_stats("DEEP").await.unwrap()
+    );
+
+    // A dataset that cannot be prepared: the error a batch of it gives.
+    let mut bad = batch("bad", 1, 4).remove(0);
+    bad.arrays[0].data = Some(arr(&[3], vec![1.0f32, 2.0, 3.0]).into());
+    let in_batch = a
+        .create_datasets(std::slice::from_ref(&bad))
+        .await
+        .unwrap_err();
+    let prepared = b.prepare_dataset(bad).unwrap_err();
+    assert_eq!(prepared.to_string(), in_batch.to_string());
+
+    // Other compression options: refused as invalid input, nothing added.
+    let sc = MemoryStorage::new();
+    let c = create_mem(
+        &sc,
+        StoreConfig {
+            shuffle: !StoreConfig::default().shuffle,
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    let other = b.prepare_dataset(batch("z", 1, 4).remove(0)).unwrap();
+    let e = c
+        .create_prepared(std::slice::from_ref(&other))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), atlas_core::ErrorKind::InvalidInput, "{e}");
+    assert!(
+        e.to_string().contains("compressed with other options"),
+        "{e}"
+    );
+    assert_eq!(c.n_datasets(), 0);
+    assert!(!c.dataset_exists("z0000").unwrap());
+
+    // A batch with a taken name fails whole; its datasets can be added
+    // again one by one, and only the taken one fails.
+    let group: Vec<_> = ["r0", "p0001", "r1"]
+        .into_iter()
+        .map(|name| {
+            let mut d = batch("x", 1, 4).remove(0);
+            d.name = name.into();
+            b.prepare_dataset(d).unwrap()
+        })
+        .collect();
+    let n = b.n_datasets();
+    assert!(matches!(
+        b.create_prepared(&group).await,
+        Err(Error::DatasetExists { .. })
+    ));
+    assert_eq!(b.n_datasets(), n);
+    let alone: Vec<bool> = add_each_alone(&b, &group).await;
+    assert_eq!(alone, [true, false, true]);
+    b.flush().await.unwrap();
+    let r1 = b.open_dataset("r1").await.unwrap();
+    let t = r1
+        .read_array::<f32>("TEMP", vec![], vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t[[1]], 0.125);
+}
+
+/// Adds each of `group` alone; whether each was added.
+async fn add_each_alone(s: &Atlas, group: &[atlas_core::PreparedDataset]) -> Vec<bool> {
+    let mut out = Vec::new();
+    for p in group {
+        out.push(s.create_prepared(std::slice::from_ref(p)).await.is_ok());
+    }
+    out
 }
