@@ -21,7 +21,7 @@ mod writer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 pub(crate) use blocked::{decode_block_records, decode_index, BlockRef, FooterIndex};
 pub(crate) use codec::decode_footer;
@@ -143,6 +143,13 @@ pub(crate) struct Layer {
     pub index: LayerIndex,
     /// Footer blocks read from storage so far (tests check lookups read one).
     pub footer_blocks_read: AtomicU64,
+    /// Per footer block, the bytes (as the cache shares them) whose
+    /// checksum and record table a lookup checked last: a lookup into the
+    /// same bytes skips those checks, which cost more than the lookup (a
+    /// whole block's CRC for one record). The `Weak` keeps the allocation
+    /// from being reused, so equal addresses mean the same bytes; bytes
+    /// read again after an eviction are checked again.
+    checked: Vec<parking_lot::Mutex<Weak<Vec<u8>>>>,
 }
 
 impl Layer {
@@ -153,13 +160,29 @@ impl Layer {
         handle: Arc<dyn ReadHandle>,
         index: FooterIndex,
     ) -> Self {
+        let index = LayerIndex::Blocked(index);
         Layer {
             name: file_name(&path),
             path,
             uid,
             handle,
-            index: LayerIndex::Blocked(index),
+            checked: unchecked(&index),
+            index,
             footer_blocks_read: AtomicU64::new(0),
+        }
+    }
+
+    /// True when a lookup into footer block `k` checked these very bytes.
+    fn checked_before(&self, k: usize, bytes: &Arc<Vec<u8>>) -> bool {
+        self.checked
+            .get(k)
+            .is_some_and(|m| std::ptr::eq(m.lock().as_ptr(), Arc::as_ptr(bytes)))
+    }
+
+    /// Remembers that footer block `k`'s `bytes` passed the checks.
+    fn remember_checked(&self, k: usize, bytes: &Arc<Vec<u8>>) {
+        if let Some(m) = self.checked.get(k) {
+            *m.lock() = Arc::downgrade(bytes);
         }
     }
 
@@ -186,9 +209,12 @@ impl Layer {
                     return Ok(Vec::new());
                 };
                 let bytes = block(self, &index.blocks[k])?;
-                Ok(blocked::find_in_block(&bytes, index, k, name, &self.path)?
-                    .into_iter()
-                    .collect())
+                let checked = self.checked_before(k, &bytes);
+                let found = blocked::find_in_block(&bytes, index, k, name, &self.path, checked)?;
+                if !checked {
+                    self.remember_checked(k, &bytes);
+                }
+                Ok(found.into_iter().collect())
             }
         }
     }
@@ -344,9 +370,22 @@ pub(crate) fn open_layer_handle(handle: Arc<dyn ReadHandle>, path: &Path) -> Res
         path: path.to_owned(),
         uid: header_uid,
         handle,
+        checked: unchecked(&index),
         index,
         footer_blocks_read: AtomicU64::new(0),
     })
+}
+
+/// One empty memo per footer block of `index` (see `Layer::checked`).
+fn unchecked(index: &LayerIndex) -> Vec<parking_lot::Mutex<Weak<Vec<u8>>>> {
+    match index {
+        LayerIndex::Whole { .. } => Vec::new(),
+        LayerIndex::Blocked(i) => i
+            .blocks
+            .iter()
+            .map(|_| parking_lot::Mutex::new(Weak::new()))
+            .collect(),
+    }
 }
 
 /// See `fuzzing::decode_blocked_footer`.
@@ -387,7 +426,7 @@ pub(crate) fn fuzz_blocked_footer(bytes: &[u8]) -> bool {
         ok &= blocked::decode_block_records(block_at(b), &index, k, path).is_ok();
         for name in [&b.first, &b.last] {
             ok &= matches!(
-                blocked::find_in_block(block_at(b), &index, k, name, path),
+                blocked::find_in_block(block_at(b), &index, k, name, path, false),
                 Ok(Some(r)) if &r.name == name
             );
         }

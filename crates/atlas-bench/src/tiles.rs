@@ -3,7 +3,9 @@
 //! 64 × 128 `f32` array (32 KiB, one chunk), for ATLAS, zarrs and the
 //! predecessor (atlas-rust 0.14), alternating system by system:
 //!
-//! - ingest + flush;
+//! - ingest + flush, through the per-dataset calls, and again through each
+//!   system's call for many datasets (ATLAS's `create_datasets`; the peers
+//!   have none);
 //! - rewrite 1% of the datasets + flush;
 //! - compaction after such updates (zarrs has none);
 //! - a scan of every dataset on a fresh handle, open included;
@@ -61,6 +63,12 @@ trait Tiles: Sync {
     fn name(&self) -> &'static str;
     /// Creates a store at `root` holding tiles `0..n` at version 0, durable.
     fn ingest(&mut self, root: &Path, tiles: Vec<Vec<f32>>) -> Result<()>;
+    /// [`Tiles::ingest`] through the system's call for many datasets at
+    /// once, where it has one (ATLAS: `create_datasets`); the others
+    /// ingest as [`Tiles::ingest`] does.
+    fn ingest_batch(&mut self, root: &Path, tiles: Vec<Vec<f32>>) -> Result<()> {
+        self.ingest(root, tiles)
+    }
     /// Opens a writer on `root` (untimed).
     fn open_writer(&mut self, root: &Path) -> Result<()>;
     /// Rewrites tiles `ids` with version `v`, durable.
@@ -124,6 +132,37 @@ impl Tiles for AtlasTiles {
                 let ds = s.create_dataset(&tile_name(i)).await?;
                 put(&ds, cells, true).await?;
             }
+            s.flush().await?;
+            Ok(())
+        })
+    }
+
+    fn ingest_batch(&mut self, root: &Path, tiles: Vec<Vec<f32>>) -> Result<()> {
+        let h = Handle::current();
+        on(&h, async {
+            let s = Atlas::create_path(root, StoreConfig::default()).await?;
+            let schema = std::sync::Arc::new(atlas::ArraySchema::new(
+                ARRAY,
+                atlas::DType::Float32,
+                vec!["y".into(), "x".into()],
+                SHAPE.iter().map(|&s| s as u64).collect(),
+                None,
+                None,
+            )?);
+            let batch = (0..)
+                .zip(tiles)
+                .map(|(i, cells)| {
+                    let mut ds = atlas::NewDataset::new(tile_name(i));
+                    let cells = atlas::ndarray::ArrayD::from_shape_vec(IxDyn(&SHAPE), cells)?;
+                    ds.arrays.push(atlas::NewArray::new(
+                        ARRAY,
+                        std::sync::Arc::clone(&schema),
+                        Some(cells.into()),
+                    ));
+                    Ok(ds)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            s.create_datasets(&batch).await?;
             s.flush().await?;
             Ok(())
         })
@@ -628,6 +667,19 @@ pub async fn workload(quick: bool) -> Result<Value> {
         let cells = fresh.clone();
         timed(|| s.ingest(&dir(k, rep), cells)).map(Some)
     })?;
+    // The same through each system's call for many datasets (ATLAS's
+    // `create_datasets`; the peers have none and ingest as above).
+    let batch_dir = |k: usize, rep: usize| tmp.path().join(format!("b{k}_{rep}"));
+    let ingest_batch = alternate(&mut sys, r_ingest, 0, |s, k, rep| {
+        if rep > 0 {
+            std::fs::remove_dir_all(batch_dir(k, rep - 1))?;
+        }
+        let cells = fresh.clone();
+        timed(|| s.ingest_batch(&batch_dir(k, rep), cells)).map(Some)
+    })?;
+    for k in 0..sys.len() {
+        std::fs::remove_dir_all(batch_dir(k, r_ingest - 1))?;
+    }
     let root = |k: usize| dir(k, r_ingest - 1);
 
     // A scan on a fresh handle, open included.
@@ -736,6 +788,7 @@ pub async fn workload(quick: bool) -> Result<Value> {
     }
     let rows: Vec<Row> = vec![
         (format!("ingest + flush {n}"), ingest),
+        (format!("ingest + flush {n}, batch API"), ingest_batch),
         ("update 1% + flush".into(), update),
         ("compact after 3 updates".into(), compact),
         ("scan, fresh handle".into(), scan),
@@ -750,7 +803,7 @@ pub async fn workload(quick: bool) -> Result<Value> {
     print_rows(&names, &rows);
     let gbs = |d: &Option<Dist>| d.map(|d| bytes / d.median.as_secs_f64() / 1e9);
     for (k, name) in names.iter().enumerate() {
-        let (s, q, f) = (gbs(&rows[3].1[k]), gbs(&rows[4].1[k]), gbs(&rows[5].1[k]));
+        let (s, q, f) = (gbs(&rows[4].1[k]), gbs(&rows[5].1[k]), gbs(&rows[6].1[k]));
         if let (Some(s), Some(q), Some(f)) = (s, q, f) {
             println!(
                 "{name}: scan {s:.2} GB/s; per-dataset reads {q:.2} GB/s one at a time, {f:.2} GB/s with {IN_FLIGHT} in flight ({:.2}×)",

@@ -324,13 +324,23 @@ pub(crate) fn decode_index(buf: &[u8], index_offset: u64, path: &Path) -> Result
 /// A footer block's record table, checked against its index entry.
 struct BlockTable<'a> {
     bytes: &'a [u8],
-    /// Start of record `k` within the block; `starts[n]` is the block length.
-    starts: Vec<usize>,
+    /// Records in the block.
+    n: usize,
 }
 
 impl BlockTable<'_> {
+    /// Start of record `k` within the block; the block's length for `k == n`.
+    /// Read from the offset table, which [`block_table`] checked.
+    fn start(&self, k: usize) -> usize {
+        if k == self.n {
+            return self.bytes.len();
+        }
+        let at = 4 + 4 * k;
+        u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes")) as usize
+    }
+
     fn span(&self, k: usize) -> (usize, usize) {
-        (self.starts[k], self.starts[k + 1])
+        (self.start(k), self.start(k + 1))
     }
 
     /// The name bytes of record `k`, without decoding the rest.
@@ -342,8 +352,23 @@ impl BlockTable<'_> {
     }
 }
 
-fn block_table<'a>(bytes: &'a [u8], b: &BlockRef, path: &Path) -> Result<BlockTable<'a>> {
+/// A block's record table, after checking the block's checksum, its record
+/// count and that its record offsets are in order and inside it. With
+/// `checked`, these exact bytes passed those checks before (see
+/// [`crate::layer::Layer`]'s memo), and only the record count is read.
+fn block_table<'a>(
+    bytes: &'a [u8],
+    b: &BlockRef,
+    path: &Path,
+    checked: bool,
+) -> Result<BlockTable<'a>> {
     let bad = |at: usize, reason: String| Error::corrupt(path, b.offset + at as u64, reason);
+    if checked {
+        return Ok(BlockTable {
+            bytes,
+            n: b.n_records as usize,
+        });
+    }
     if bytes.len() != b.len as usize || crc32c::crc32c(bytes) != b.crc {
         return Err(bad(0, "footer block checksum mismatch".into()));
     }
@@ -363,14 +388,14 @@ fn block_table<'a>(bytes: &'a [u8], b: &BlockRef, path: &Path) -> Result<BlockTa
     // `n` was checked against the block length when the index was decoded.
     let n = n as usize;
     let table_end = 4 + 4 * n;
-    let mut starts = Vec::with_capacity(n + 1);
+    let mut prev = 0;
     for k in 0..n {
         let at = 4 + 4 * k;
         let s = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         let ok = if k == 0 {
             s == table_end
         } else {
-            s >= starts[k - 1] + MIN_BLOCK_RECORD - 4
+            s >= prev + MIN_BLOCK_RECORD - 4
         };
         if !ok || s > bytes.len() {
             return Err(bad(
@@ -378,10 +403,9 @@ fn block_table<'a>(bytes: &'a [u8], b: &BlockRef, path: &Path) -> Result<BlockTa
                 format!("record offset {s} out of order or outside the block"),
             ));
         }
-        starts.push(s);
+        prev = s;
     }
-    starts.push(bytes.len());
-    Ok(BlockTable { bytes, starts })
+    Ok(BlockTable { bytes, n })
 }
 
 /// Decodes record `k` of a block: its sequence number and the record, whose
@@ -432,16 +456,19 @@ pub(crate) fn check_extents(rec: &ArrayRecord, data_end: u64, path: &Path, at: u
 }
 
 /// The record named `name` in a block's bytes (binary search over the names,
-/// then one record decoded), or `None`.
+/// then one record decoded), or `None`. `checked`: these exact bytes passed
+/// [`block_table`]'s checks before (the record found is decoded and checked
+/// all the same).
 pub(crate) fn find_in_block(
     bytes: &[u8],
     index: &FooterIndex,
     block: usize,
     name: &str,
     path: &Path,
+    checked: bool,
 ) -> Result<Option<ArrayRecord>> {
     let b = &index.blocks[block];
-    let t = block_table(bytes, b, path)?;
+    let t = block_table(bytes, b, path, checked)?;
     let (mut lo, mut hi) = (0, b.n_records as usize);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -473,7 +500,7 @@ pub(crate) fn decode_block_records(
     path: &Path,
 ) -> Result<Vec<(u32, ArrayRecord)>> {
     let b = &index.blocks[block];
-    let t = block_table(bytes, b, path)?;
+    let t = block_table(bytes, b, path, false)?;
     let mut out: Vec<(u32, ArrayRecord)> = Vec::with_capacity(b.n_records as usize);
     for k in 0..b.n_records as usize {
         let (seq, rec) = decode_at(&t, k, b, index.n_records, index.data_end, path)?;
@@ -600,13 +627,26 @@ mod tests {
         assert_eq!(in_emission_order(all, &index, p).unwrap(), records);
         for r in records.iter().step_by(37) {
             let k = index.block_for(&r.name).unwrap();
-            let got = find_in_block(block_bytes(&bytes, &index.blocks[k]), &index, k, &r.name, p);
+            let got = find_in_block(
+                block_bytes(&bytes, &index.blocks[k]),
+                &index,
+                k,
+                &r.name,
+                p,
+                false,
+            );
             assert_eq!(got.unwrap().as_ref(), Some(r));
         }
         for absent in ["a", "n00000x", "zz"] {
             if let Some(k) = index.block_for(absent) {
-                let got =
-                    find_in_block(block_bytes(&bytes, &index.blocks[k]), &index, k, absent, p);
+                let got = find_in_block(
+                    block_bytes(&bytes, &index.blocks[k]),
+                    &index,
+                    k,
+                    absent,
+                    p,
+                    false,
+                );
                 assert_eq!(got.unwrap(), None);
             }
         }
@@ -677,7 +717,7 @@ mod tests {
             if let Err(e) = decode_block_records(&m, &idx, 0, p) {
                 assert!(e.is_corruption(), "{e}");
             }
-            let _ = find_in_block(&m, &idx, 0, "a0007", p);
+            let _ = find_in_block(&m, &idx, 0, "a0007", p, false);
         }
         let e = decode_block_records(&good[..good.len() - 1], &index, 0, p).unwrap_err();
         assert!(e.is_corruption());

@@ -962,3 +962,79 @@ fn a_damaged_footer_block_fails_only_its_arrays() {
         "verify",
     );
 }
+
+/// A lookup skips the checksum of a footer block whose very bytes (as the
+/// cache shares them) it checked before; bytes read again after the cache
+/// evicted them are checked again. Damage made after a first good lookup
+/// is found once the block leaves the cache (a memo of "block checked"
+/// instead of "these bytes checked" would return the damaged records).
+#[test]
+fn a_footer_block_read_again_is_checked_again() {
+    use std::os::unix::fs::FileExt;
+
+    use array_format::{DeltaCacheConfig, LayerId, LocalStorage};
+
+    // Local files: damage written to the file is what an open handle reads.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("f");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage);
+    let mut f = ArrayFile::create(
+        Arc::clone(&storage),
+        &dir,
+        ArrayFileOptions::default(),
+        Arc::new(DeltaCache::default()),
+    )
+    .unwrap();
+    let names: Vec<String> = (0..3000).map(|k| format!("array_{k:04}")).collect();
+    for n in &names {
+        f.define_array::<i32>(n, dims(1), vec![2], None, None)
+            .unwrap();
+        f.write_array(n, &[], nd(&[2], vec![1, 2]).view()).unwrap();
+    }
+    let id: LayerId = f.flush().unwrap().unwrap();
+    let path = dir.join(id.as_str());
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, blocks) = footer_blocks(&bytes);
+    assert!(blocks.len() >= 3, "{} footer blocks", blocks.len());
+    // A raw cache that holds about one footer block (no decoded level).
+    let small = DeltaCacheConfig {
+        raw_capacity_bytes: blocks[1].len as u64 + 1024,
+        decoded_capacity_bytes: 0,
+    };
+    let g = ArrayFile::open(
+        Arc::clone(&storage),
+        &dir,
+        std::slice::from_ref(&id),
+        ArrayFileOptions::default(),
+        Arc::new(DeltaCache::new(small)),
+    )
+    .unwrap();
+    // Names whose records block k holds: blocks are in name order, and each
+    // starts with its record count.
+    let count = |b: &crate::common::FooterBlock| {
+        u32::from_le_bytes(bytes[b.offset..b.offset + 4].try_into().unwrap()) as usize
+    };
+    let in_block = |k: usize| -> Vec<&String> {
+        let before: usize = blocks[..k].iter().map(count).sum();
+        names[before..before + count(&blocks[k])].iter().collect()
+    };
+    let (ours, other) = (in_block(1), in_block(2));
+    assert!(ours.len() > 2 && !other.is_empty());
+    let read = |n: &str| g.read_array::<i32>(n, &[], &[]);
+    // Checked once, then looked up again in the same cached bytes.
+    for n in &ours[..2] {
+        assert_eq!(read(n).unwrap().iter().copied().collect::<Vec<_>>(), [1, 2]);
+    }
+    let damaged = &blocks[1];
+    let at = damaged.offset + damaged.len / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&[bytes[at] ^ 0x10], at as u64)
+        .unwrap();
+    // Another block's lookup evicts block 1; reading it again finds the damage.
+    read(other[0]).unwrap();
+    let e = read(ours[2]).unwrap_err();
+    check_block_error(&e, &path, damaged.offset as u64, ours[2]);
+}
