@@ -1,6 +1,6 @@
 //! Importing many files: collecting them from directories, decoding in
 //! parallel on worker threads (which also convert each file to a batch
-//! entry and encode its cells, [`Atlas::prepare_dataset`]), writing them
+//! entry and encode its cells, [`atlas::PreparedDataset::prepare`]), writing them
 //! into the store in a fixed order, the files at hand in groups of one
 //! [`Atlas::create_prepared`] call each, and reporting every file's
 //! outcome.
@@ -170,9 +170,9 @@ type Decoded = (usize, u64, Result<atlas::PreparedDataset>);
 
 /// Reads, decodes and plans one file, turns the plan into its batch entry
 /// (sharing equal schemas and attribute sets through `shared`) and
-/// prepares it for `store` (encodes its cells).
+/// prepares it (encodes its cells with `compression`, the store's).
 fn decode(
-    store: &Atlas,
+    compression: atlas::Compression,
     path: &Path,
     name: &str,
     opts: &ImportOptions,
@@ -202,7 +202,7 @@ fn decode(
         let ds = import::new_dataset(plan, shared, &mut import::Unused::default());
         // Encoded here too: the writer, the import's critical path, then
         // only adds the chunks (and the cells are freed by this thread).
-        Ok(store.prepare_dataset(ds)?)
+        Ok(atlas::PreparedDataset::prepare(ds, compression)?)
     }))
     .unwrap_or_else(|p| {
         let msg = p
@@ -317,8 +317,10 @@ pub async fn import_paths(
     let spent: Arc<std::sync::Mutex<Vec<Spent>>> = Arc::default();
     let mut workers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
-        let (store, shared, next, stop, tx, spent, budget) = (
-            store.clone(),
+        // The store's compression only, not the store: a decoder thread
+        // that outlives a failed import holds nothing of it.
+        let (compression, shared, next, stop, tx, spent, budget) = (
+            store.compression(),
             Arc::clone(&shared),
             Arc::clone(&next),
             Arc::clone(&stop),
@@ -347,7 +349,14 @@ pub async fn import_paths(
                     break;
                 }
                 let i = todo[k];
-                let (len, r) = decode(&store, &files[i], &names[i], iopts, reader, &mut converted);
+                let (len, r) = decode(
+                    compression,
+                    &files[i],
+                    &names[i],
+                    iopts,
+                    reader,
+                    &mut converted,
+                );
                 budget.take(len, &stop);
                 if tx.send((k, len, r)).is_err() {
                     break;

@@ -178,6 +178,10 @@ impl ArrayFile {
                 "they were compressed with other options than this file's",
             ));
         }
+        if schema.shape.contains(&0) {
+            // No cell to write: as `write_array`, no pending record either.
+            return Ok(());
+        }
         let chunks = match cells {
             Cow::Owned(c) => c.chunks,
             Cow::Borrowed(c) => c.chunks.clone(),

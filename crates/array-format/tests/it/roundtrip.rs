@@ -1075,6 +1075,25 @@ fn cells_encoded_ahead_are_stored_as_a_write_stores_them() {
             );
             let cells = ndarray::Array1::from_iter((0..9).map(|i: i64| i * i - 20)).into_dyn();
             both::<i64>(&opts, &one, &cells.view(), &format!("{ctx} i64"));
+            // A scalar, and an array with an empty axis (no chunk at all).
+            let scalar = Arc::new(
+                ArraySchema::new("v", DType::Float64, vec![], vec![], None, None).unwrap(),
+            );
+            let cells = ndarray::arr0(2.5f64).into_dyn();
+            both::<f64>(&opts, &scalar, &cells.view(), &format!("{ctx} scalar"));
+            let empty = Arc::new(
+                ArraySchema::new(
+                    "v",
+                    DType::Int32,
+                    dims(2),
+                    vec![0, 5],
+                    Some(vec![1, 2]),
+                    None,
+                )
+                .unwrap(),
+            );
+            let cells = ndarray::Array2::<i32>::zeros((0, 5)).into_dyn();
+            both::<i32>(&opts, &empty, &cells.view(), &format!("{ctx} empty"));
             let strings = Arc::new(
                 ArraySchema::new("v", DType::String, dims(1), vec![4], Some(vec![3]), None)
                     .unwrap(),

@@ -4,10 +4,12 @@
 //! Creating a dataset through [`crate::DatasetView`] takes a call per
 //! attribute, per array definition and per write, and each call looks the
 //! dataset up, takes the array file's lock and changes the registry's
-//! record again. A batch checks everything first, takes each array file's
-//! lock once, encodes the cells of different arrays on different cores
-//! (past 256 KiB of cells), and
-//! adds every record to the registry under one lock.
+//! record again. A batch checks everything first, encodes its cells before
+//! it takes any lock (an array per task on every core past 256 KiB of
+//! cells; past 64 MiB, group by group under the locks), takes each array
+//! file's lock once, and adds every record to the registry under one lock.
+//! [`Atlas::prepare_dataset`] and [`Atlas::create_prepared`] are the two
+//! halves apart: an importer encodes on its decoding threads.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -91,6 +93,32 @@ pub struct PreparedDataset {
 }
 
 impl PreparedDataset {
+    /// Checks `dataset` as [`Atlas::create_datasets`] checks each dataset
+    /// of a batch (names, schemas, attribute names, the cells' element type
+    /// and shape) and encodes its cells with `compression`, which must be
+    /// the compression of the store that adds it ([`Atlas::compression`];
+    /// [`Atlas::create_prepared`] refuses cells encoded otherwise).
+    /// [`Atlas::prepare_dataset`] is this with the store's compression; this
+    /// form holds no store, for threads that may outlive a task using it.
+    ///
+    /// Encoding is CPU work: from an async task, call it through
+    /// `tokio::task::spawn_blocking` for anything but small datasets. A
+    /// dataset with at least 256 KiB of cells encodes its arrays on every
+    /// core (rayon's pool).
+    pub fn prepare(mut dataset: NewDataset, compression: Compression) -> Result<PreparedDataset> {
+        check(&[&dataset], true)?;
+        let arrays: Vec<NewArrayOf<'_>> = dataset
+            .arrays
+            .iter()
+            .map(|a| (dataset.name.as_str(), a))
+            .collect();
+        let cells = encode_arrays(&arrays, data_bytes(&dataset.arrays), compression)?;
+        for a in &mut dataset.arrays {
+            a.data = None;
+        }
+        Ok(PreparedDataset { dataset, cells })
+    }
+
     /// The dataset's name.
     pub fn name(&self) -> &str {
         &self.dataset.name
@@ -121,27 +149,64 @@ impl PreparedDataset {
     }
 }
 
-/// Encodes the cells of each array of `ds` that has data (`None` for the
-/// others); errors name the dataset and the array.
-fn encode_dataset(ds: &NewDataset, compression: Compression) -> Result<Vec<Option<EncodedArray>>> {
-    ds.arrays
-        .iter()
-        .map(|a| {
-            a.data
-                .as_ref()
-                .map(|data| {
-                    with_array_data!(data, v => EncodedArray::encode(
-                        &a.name,
-                        Arc::clone(&a.schema),
-                        compression,
-                        v.view(),
-                    ))
-                    .map_err(|e| Error::array(&ds.name, &a.name, e))
-                })
-                .transpose()
+/// Encodes one array's cells; errors name the dataset and the array.
+fn encode_array(ds: &NewArrayOf<'_>, compression: Compression) -> Result<Option<EncodedArray>> {
+    let (name, a) = *ds;
+    a.data
+        .as_ref()
+        .map(|data| {
+            with_array_data!(data, v => EncodedArray::encode(
+                &a.name,
+                Arc::clone(&a.schema),
+                compression,
+                v.view(),
+            ))
+            .map_err(|e| Error::array(name, &a.name, e))
         })
-        .collect()
+        .transpose()
 }
+
+/// An array of a batch with its dataset's name.
+type NewArrayOf<'a> = (&'a str, &'a NewArray);
+
+/// Encodes the cells of every array of `arrays` that has data (`None` for
+/// the others), in order: on every core once they hold `bytes` ≥
+/// [`PARALLEL_BYTES`] of cells (an array per task), else on this thread.
+/// The first error in `arrays`' order is returned.
+fn encode_arrays(
+    arrays: &[NewArrayOf<'_>],
+    bytes: u64,
+    compression: Compression,
+) -> Result<Vec<Option<EncodedArray>>> {
+    if bytes < PARALLEL_BYTES {
+        return arrays
+            .iter()
+            .map(|a| encode_array(a, compression))
+            .collect();
+    }
+    let encoded: Vec<Result<Option<EncodedArray>>> = super::writer::blocking(|| {
+        arrays
+            .par_iter()
+            .map(|a| encode_array(a, compression))
+            .collect()
+    });
+    encoded.into_iter().collect()
+}
+
+/// Bytes of cells of `arrays`.
+fn data_bytes<'a>(arrays: impl IntoIterator<Item = &'a NewArray>) -> u64 {
+    arrays
+        .into_iter()
+        .filter_map(|a| a.data.as_ref().map(ArrayData::data_bytes))
+        .sum()
+}
+
+/// Cells of a batch [`Atlas::create_datasets`] encodes before it takes any
+/// lock. A larger batch is encoded group by group under the array files'
+/// locks instead, as the pending layer takes the chunks: encoding all of it
+/// ahead would hold every chunk of the batch in memory at once, which the
+/// pending budget (and its spill to scratch files) exists to bound.
+const ENCODE_AHEAD_BYTES: u64 = 64 << 20;
 
 /// Cell bytes of a batch from which its arrays are encoded on several
 /// cores. A chosen bound, not a measured crossover: a one-file import batch
@@ -169,18 +234,22 @@ impl Atlas {
     /// [`crate::DatasetView::set_attribute`], `define_array_schema`,
     /// `write_array` and `set_array_attributes` for each, in less time for
     /// many small datasets (W1's 10,000 profiles: 114-116 ms against 178-183
-    /// ms, flush included; the cells of different arrays are encoded on
-    /// different cores once the batch passes 256 KiB). Nothing is committed until the next
-    /// [`Atlas::flush`].
+    /// ms, flush included, docs/BENCHMARKS.md). The cells are encoded before
+    /// any lock is taken, an array per task on every core once the batch
+    /// holds 256 KiB of cells; a batch of more than 64 MiB of cells is
+    /// encoded group by group under the array files' locks instead, so that
+    /// the pending budget still bounds the encoded chunks held in memory.
+    /// Nothing is committed until the next [`Atlas::flush`].
     ///
     /// All or nothing: everything is checked before the store changes (a
     /// name that is taken or given twice is `DatasetExists`; a dataset that
     /// names an array twice, `ArrayExists`; then invalid names, schemas, and
     /// data whose type or shape is not the schema's), and if writing the
     /// cells fails (the pending-memory spill's storage, for example) the
-    /// arrays defined so far are removed again. The batch's own errors are
-    /// reported first (the first in the order given), then the first name
-    /// the store already has.
+    /// arrays defined so far are removed again. A read-only handle is
+    /// refused first; then the batch's own errors are reported (the first in
+    /// the order given; a chunk that cannot be represented among them), then
+    /// the first name the store already has.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -217,38 +286,43 @@ impl Atlas {
         if datasets.is_empty() {
             return Ok(());
         }
-        // Encoded before any lock is taken, on every core past
-        // PARALLEL_BYTES; the first error in the batch's order is returned.
-        let compression = self.inner.compression;
-        let bytes: u64 = datasets
-            .iter()
-            .flat_map(|d| &d.arrays)
-            .filter_map(|a| a.data.as_ref().map(ArrayData::data_bytes))
-            .sum();
-        let encoded: Vec<Result<Vec<Option<EncodedArray>>>> = super::writer::blocking(|| {
-            if bytes >= PARALLEL_BYTES {
-                datasets
-                    .par_iter()
-                    .map(|d| encode_dataset(d, compression))
-                    .collect()
-            } else {
-                datasets
-                    .iter()
-                    .map(|d| encode_dataset(d, compression))
-                    .collect()
-            }
-        });
-        let cells = encoded
-            .into_iter()
-            .map(|r| Ok(r?.into_iter().map(|c| c.map(Cow::Owned)).collect()))
-            .collect::<Result<Vec<Vec<_>>>>()?;
+        // A read-only handle is refused before any encoding.
+        self.inner.ensure_writer_async().await?;
+        // Encoded before any lock is taken, an array per task on every core
+        // past PARALLEL_BYTES, unless the batch is larger than
+        // ENCODE_AHEAD_BYTES (then each group encodes under its file's
+        // lock). The first error in the batch's order is returned.
+        let bytes = data_bytes(datasets.iter().flat_map(|d| &d.arrays));
+        let cells: Vec<Vec<Option<Cow<'_, EncodedArray>>>> = if bytes <= ENCODE_AHEAD_BYTES {
+            let arrays: Vec<NewArrayOf<'_>> = datasets
+                .iter()
+                .flat_map(|d| d.arrays.iter().map(|a| (d.name.as_str(), a)))
+                .collect();
+            let mut encoded = encode_arrays(&arrays, bytes, self.inner.compression)?.into_iter();
+            datasets
+                .iter()
+                .map(|d| {
+                    (&mut encoded)
+                        .take(d.arrays.len())
+                        .map(|c| c.map(Cow::Owned))
+                        .collect()
+                })
+                .collect()
+        } else {
+            datasets
+                .iter()
+                .map(|d| d.arrays.iter().map(|_| None).collect())
+                .collect()
+        };
         self.create_batch(&refs, by_array, cells, bytes).await
     }
 
     /// Checks `dataset` and encodes its cells with this store's compression,
     /// without taking any lock (so on any thread, while another task
     /// writes or commits): the work of [`Atlas::create_datasets`] that does
-    /// not need the store. [`Atlas::create_prepared`] then adds it.
+    /// not need the store ([`PreparedDataset::prepare`] with
+    /// [`Atlas::compression`]). [`Atlas::create_prepared`] then adds it.
+    /// It is CPU work: see [`PreparedDataset::prepare`].
     ///
     /// Errors as `create_datasets` would for this dataset alone (invalid
     /// names or schemas, data of the wrong type or shape); whether the name
@@ -289,13 +363,8 @@ impl Atlas {
     /// # Ok::<(), atlas_core::Error>(())
     /// # }).unwrap();
     /// ```
-    pub fn prepare_dataset(&self, mut dataset: NewDataset) -> Result<PreparedDataset> {
-        check(&[&dataset], true)?;
-        let cells = encode_dataset(&dataset, self.inner.compression)?;
-        for a in &mut dataset.arrays {
-            a.data = None;
-        }
-        Ok(PreparedDataset { dataset, cells })
+    pub fn prepare_dataset(&self, dataset: NewDataset) -> Result<PreparedDataset> {
+        PreparedDataset::prepare(dataset, self.inner.compression)
     }
 
     /// Creates every dataset of `datasets`, prepared by
@@ -481,7 +550,8 @@ fn check_data(dataset: &str, array: &str, schema: &ArraySchema, data: &ArrayData
 
 impl Group<'_> {
     /// Defines the group's array in each of its datasets and stores its
-    /// encoded cells.
+    /// encoded cells (or encodes and writes them, for a batch too large to
+    /// encode ahead).
     fn write(&mut self, datasets: &[&NewDataset]) -> Result<()> {
         self.file.reserve_pending(self.items.len());
         for (d, a, cells) in &mut self.items {
@@ -494,6 +564,10 @@ impl Group<'_> {
             self.defined.push(deletion_pending);
             if let Some(c) = cells.take() {
                 self.file.write_encoded(&ds.name, c).map_err(fail)?;
+            } else if let Some(data) = &ds.arrays[*a].data {
+                // A batch too large to encode ahead.
+                with_array_data!(data, v => self.file.write_array(&ds.name, &[], v.view()))
+                    .map_err(fail)?;
             }
         }
         Ok(())

@@ -656,3 +656,76 @@ async fn add_each_alone(s: &Atlas, group: &[atlas_core::PreparedDataset]) -> Vec
     }
     out
 }
+
+/// A prepared batch that fails after some of its arrays were stored (the
+/// cells of a later dataset prepared for other compression options), or
+/// that names a dataset twice, leaves the store as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_batch_that_fails_late_leaves_nothing() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    s.create_datasets(&batch("old", 2, 4)).await.unwrap();
+    s.flush().await.unwrap();
+    let before = snapshot(&s).await;
+    let other = atlas_core::Compression {
+        shuffle: !s.compression().shuffle,
+        ..s.compression()
+    };
+    let mut group: Vec<_> = batch("new", 3, 4)
+        .into_iter()
+        .map(|d| s.prepare_dataset(d).unwrap())
+        .collect();
+    group.push(atlas_core::PreparedDataset::prepare(batch("late", 1, 4).remove(0), other).unwrap());
+    let e = s.create_prepared(&group).await.unwrap_err();
+    assert_eq!(e.kind(), atlas_core::ErrorKind::InvalidInput, "{e}");
+    let twice = [group[0].clone(), group[0].clone()];
+    assert!(matches!(
+        s.create_prepared(&twice).await,
+        Err(Error::DatasetExists { .. })
+    ));
+    assert_eq!(snapshot(&s).await, before, "pending");
+    s.flush().await.unwrap();
+    assert_eq!(snapshot(&s).await, before, "committed");
+    // The good ones still go in.
+    s.create_prepared(&group[..3]).await.unwrap();
+    assert_eq!(s.n_datasets(), 5);
+}
+
+/// A batch of more than 64 MiB of cells is encoded group by group under the
+/// array files' locks (not all ahead): the same cells come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_large_to_encode_ahead_writes_the_same_cells() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let n = 1 << 20; // 8 MiB of f64 per dataset, 9 datasets: 72 MiB.
+    let big = schema("big", DType::Float64, &[n as u64], Some(&[1 << 18]), None);
+    let value = |d: usize, k: usize| (d * 7 + k % 1000) as f64 * 0.5;
+    let datasets: Vec<NewDataset> = (0..9)
+        .map(|d| {
+            let mut ds = NewDataset::new(format!("big{d}"));
+            ds.arrays.push(NewArray::new(
+                "big",
+                Arc::clone(&big),
+                Some(arr(&[n], (0..n).map(|k| value(d, k)).collect()).into()),
+            ));
+            ds
+        })
+        .collect();
+    s.create_datasets(&datasets).await.unwrap();
+    drop(datasets);
+    s.flush().await.unwrap();
+    for d in [0, 8] {
+        let got = s
+            .open_dataset(&format!("big{d}"))
+            .await
+            .unwrap()
+            .read_array::<f64>("big", vec![], vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            got.iter().enumerate().all(|(k, v)| *v == value(d, k)),
+            "big{d}"
+        );
+    }
+}
