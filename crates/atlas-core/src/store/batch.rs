@@ -233,7 +233,7 @@ impl Atlas {
     /// cells: the same result as [`Atlas::create_dataset`], then
     /// [`crate::DatasetView::set_attribute`], `define_array_schema`,
     /// `write_array` and `set_array_attributes` for each, in less time for
-    /// many small datasets (W1's 10,000 profiles: 114-116 ms against 178-183
+    /// many small datasets (W1's 10,000 profiles: 81-86 ms against 153-158
     /// ms, flush included, docs/BENCHMARKS.md). The cells are encoded before
     /// any lock is taken, an array per task on every core once the batch
     /// holds 256 KiB of cells; a batch of more than 64 MiB of cells is
