@@ -26,6 +26,15 @@ impl<V> ChunkMap<V> {
         ChunkMap::Empty
     }
 
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            ChunkMap::Empty => 0,
+            ChunkMap::One(..) => 1,
+            ChunkMap::Many(m) => m.len(),
+        }
+    }
+
     /// Inserts, returning the value it replaced.
     pub(crate) fn insert(&mut self, key: u64, value: V) -> Option<V> {
         match self {

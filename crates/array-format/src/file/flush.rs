@@ -30,8 +30,10 @@ impl ArrayFile {
 
     pub(super) fn write_pending_to(&self, path: &Path, uid: u128) -> Result<PreparedLayer> {
         let mut w = LayerWriter::create(self.storage.as_ref(), path, uid)?;
+        w.reserve(self.pending.arrays.len());
         for (name, arr) in &self.pending.arrays {
-            w.begin_array(name, arr.kind, arr.schema.clone()); // an `Arc`
+            // The schema is an `Arc`.
+            w.begin_array(name, arr.kind, arr.schema.clone(), arr.chunks.len());
             for (&idx, chunk) in &arr.chunks {
                 let stored = self.pending.stored_bytes(chunk)?;
                 w.append_chunk(idx, &stored, &chunk.meta)?;

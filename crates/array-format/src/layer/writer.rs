@@ -44,18 +44,26 @@ impl LayerWriter {
         })
     }
 
-    /// Starts the record of one array; chunks appended next belong to it.
+    /// Makes room for `records` more array records (a flush knows how many
+    /// arrays it writes: one allocation instead of doubling).
+    pub(crate) fn reserve(&mut self, records: usize) {
+        self.records.reserve(records);
+    }
+
+    /// Starts the record of one array, with room for `chunks` chunks;
+    /// chunks appended next belong to it.
     pub(crate) fn begin_array(
         &mut self,
         name: &str,
         kind: RecordKind,
         schema: Option<Arc<ArraySchema>>,
+        chunks: usize,
     ) {
         self.records.push(ArrayRecord {
             name: name.to_owned(),
             kind,
             schema,
-            chunks: Vec::new(),
+            chunks: Vec::with_capacity(chunks),
         });
     }
 
