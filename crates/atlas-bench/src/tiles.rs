@@ -638,6 +638,9 @@ fn verify(
         .collect()
 }
 
+/// One way of ingesting tiles: [`Tiles::ingest`] or [`Tiles::ingest_batch`].
+type Ingest = fn(&mut dyn Tiles, &Path, Vec<Vec<f32>>) -> Result<()>;
+
 /// The workload (async only to fit the workload table: its systems block).
 #[allow(clippy::unused_async)]
 pub async fn workload(quick: bool) -> Result<Value> {
@@ -655,28 +658,28 @@ pub async fn workload(quick: bool) -> Result<Value> {
     let mut ver = vec![0u64; n as usize];
     let bytes = n as f64 * (SHAPE[0] * SHAPE[1] * 4) as f64;
 
-    // Ingest: a fresh store per round; the last round's is kept.
+    // Ingest: a fresh store per round; the last round's is kept. Then the
+    // same through each system's call for many datasets (ATLAS's
+    // `create_datasets`; the peers have none and ingest as above), whose
+    // stores are not kept.
     let fresh: Vec<Vec<f32>> = ids.iter().map(|&i| tile(i, 0)).collect();
-    let ingest = alternate(&mut sys, r_ingest, 0, |s, k, rep| {
-        if rep > 0 {
-            std::fs::remove_dir_all(dir(k, rep - 1))?;
-        }
-        // The cells are made before the clock (a copy per round, as each
-        // system takes them by value); generating them cost about as much
-        // as ATLAS's whole ingest.
-        let cells = fresh.clone();
-        timed(|| s.ingest(&dir(k, rep), cells)).map(Some)
-    })?;
-    // The same through each system's call for many datasets (ATLAS's
-    // `create_datasets`; the peers have none and ingest as above).
     let batch_dir = |k: usize, rep: usize| tmp.path().join(format!("b{k}_{rep}"));
-    let ingest_batch = alternate(&mut sys, r_ingest, 0, |s, k, rep| {
-        if rep > 0 {
-            std::fs::remove_dir_all(batch_dir(k, rep - 1))?;
-        }
-        let cells = fresh.clone();
-        timed(|| s.ingest_batch(&batch_dir(k, rep), cells)).map(Some)
-    })?;
+    let ingest_rounds = |sys: &mut [Box<dyn Tiles>],
+                         at: &dyn Fn(usize, usize) -> std::path::PathBuf,
+                         how: Ingest| {
+        alternate(sys, r_ingest, 0, |s, k, rep| {
+            if rep > 0 {
+                std::fs::remove_dir_all(at(k, rep - 1))?;
+            }
+            // The cells are made before the clock (a copy per round, as
+            // each system takes them by value); generating them cost about
+            // as much as ATLAS's whole ingest.
+            let cells = fresh.clone();
+            timed(|| how(s, &at(k, rep), cells)).map(Some)
+        })
+    };
+    let ingest = ingest_rounds(&mut sys, &dir, |s, p, c| s.ingest(p, c))?;
+    let ingest_batch = ingest_rounds(&mut sys, &batch_dir, |s, p, c| s.ingest_batch(p, c))?;
     for k in 0..sys.len() {
         std::fs::remove_dir_all(batch_dir(k, r_ingest - 1))?;
     }

@@ -87,7 +87,8 @@ impl ArrayFile {
             return Ok(());
         }
         let fill: T = fill_of(schema);
-        let mut encoded = Vec::new();
+        let compression = self.options.compression;
+        let mut chunks = Vec::new();
         for idx in schema.chunks_touching(&start, &count) {
             let (origin, cshape) = schema.chunk_region(idx);
             let ranges = slab::intersect(&origin, &cshape, &start, &count);
@@ -96,24 +97,8 @@ impl ArrayFile {
                 .iter()
                 .zip(&cshape)
                 .all(|(&(a, b), &s)| a == 0 && b as u64 == s);
-            // A chunk that is the whole of standard-layout data (a small
-            // array written at once) is encoded from the caller's cells.
-            if covered
-                && rr
-                    .iter()
-                    .zip(data.shape())
-                    .all(|(&(a, b), &n)| a == 0 && b == n)
-            {
-                if let Some(values) = data.as_slice() {
-                    encoded.push((
-                        idx,
-                        encode_chunk(self.options.compression, name, schema, values)?,
-                    ));
-                    continue;
-                }
-            }
-            let chunk = if covered {
-                slab::extract(&data, &rr)
+            let (stored, meta) = if covered {
+                encode_covered(compression, name, schema, &data, &rr)?
             } else {
                 let mut base = if let Some(src) = view.source(idx) {
                     self.chunk_array::<T>(&src, &cshape, true)?
@@ -122,18 +107,11 @@ impl ArrayFile {
                     ArrayD::from_elem(IxDyn(&d), fill.clone())
                 };
                 slab::copy_box(&mut base.view_mut(), &cr, &data, &rr);
-                base
+                let values = base.as_slice().expect("standard layout");
+                encode_chunk(compression, name, schema, values)?
             };
-            let values = chunk.as_slice().expect("standard layout");
-            encoded.push((
-                idx,
-                encode_chunk(self.options.compression, name, schema, values)?,
-            ));
+            chunks.push((idx, stored, meta));
         }
-        let chunks = encoded
-            .into_iter()
-            .map(|(idx, (stored, meta))| (idx, stored, meta))
-            .collect();
         let schema = Arc::clone(schema);
         self.put_encoded(name, &schema, chunks)
     }
@@ -199,7 +177,6 @@ pub struct EncodedArray {
     schema: Arc<ArraySchema>,
     compression: Compression,
     chunks: Vec<(u64, Vec<u8>, BlockMeta)>,
-    raw_bytes: u64,
 }
 
 impl EncodedArray {
@@ -267,26 +244,16 @@ impl EncodedArray {
             });
         }
         let mut chunks = Vec::new();
-        let mut raw_bytes = 0;
         if !schema.shape.contains(&0) {
             let zero = vec![0; schema.rank()];
             for idx in schema.chunks_touching(&zero, &schema.shape) {
                 let (origin, cshape) = schema.chunk_region(idx);
-                let ranges = slab::intersect(&origin, &cshape, &zero, &schema.shape);
-                let rr: Vec<(usize, usize)> = ranges.into_iter().map(|(_, r)| r).collect();
-                let whole = rr
-                    .iter()
-                    .zip(data.shape())
-                    .all(|(&(a, b), &n)| a == 0 && b == n);
-                let copy;
-                let values = if let Some(v) = data.as_slice().filter(|_| whole) {
-                    v
-                } else {
-                    copy = slab::extract(&data, &rr);
-                    copy.as_slice().expect("standard layout")
-                };
-                let (stored, meta) = encode_chunk(compression, name, &schema, values)?;
-                raw_bytes += meta.raw_len;
+                let rr: Vec<(usize, usize)> =
+                    slab::intersect(&origin, &cshape, &zero, &schema.shape)
+                        .into_iter()
+                        .map(|(_, r)| r)
+                        .collect();
+                let (stored, meta) = encode_covered(compression, name, &schema, &data, &rr)?;
                 chunks.push((idx, stored, meta));
             }
         }
@@ -294,7 +261,6 @@ impl EncodedArray {
             schema,
             compression,
             chunks,
-            raw_bytes,
         })
     }
 
@@ -305,13 +271,40 @@ impl EncodedArray {
 
     /// Bytes of the cells before compression (their raw encoding).
     pub fn raw_bytes(&self) -> u64 {
-        self.raw_bytes
+        self.chunks.iter().map(|(_, _, m)| m.raw_len).sum()
     }
 
     /// Bytes of the compressed chunks.
     pub fn stored_bytes(&self) -> u64 {
         self.chunks.iter().map(|(_, s, _)| s.len() as u64).sum()
     }
+}
+
+/// Encodes a chunk that `data` covers whole, its cells at `ranges` of
+/// `data`: from the caller's cells when they are the whole of
+/// standard-layout data (a small array written at once), else from a copy
+/// in standard layout.
+fn encode_covered<T: ArrayElement>(
+    compression: Compression,
+    name: &str,
+    schema: &ArraySchema,
+    data: &ArrayViewD<'_, T>,
+    ranges: &[(usize, usize)],
+) -> Result<(Vec<u8>, BlockMeta)> {
+    let whole = ranges
+        .iter()
+        .zip(data.shape())
+        .all(|(&(a, b), &n)| a == 0 && b == n);
+    if let Some(values) = data.as_slice().filter(|_| whole) {
+        return encode_chunk(compression, name, schema, values);
+    }
+    let copy = slab::extract(data, ranges);
+    encode_chunk(
+        compression,
+        name,
+        schema,
+        copy.as_slice().expect("standard layout"),
+    )
 }
 
 /// Encodes one chunk's cells with `compression`, with its statistics.

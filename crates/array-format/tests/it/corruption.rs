@@ -901,15 +901,13 @@ fn a_hostile_string_chunk_is_refused_without_a_huge_reservation() {
     );
 }
 
-/// A layer of many arrays has many footer blocks; damage to one of them fails
-/// exactly the arrays whose records it holds (with the block's path and
-/// offset), and whatever needs every array, while the others still read.
-#[test]
-fn a_damaged_footer_block_fails_only_its_arrays() {
-    let storage = Arc::new(MemoryStorage::new());
+/// A file in `dir` of one layer holding 3,000 small arrays (so many
+/// footer blocks), each `[1, 2]`; the layer and the arrays' names, in
+/// order.
+fn many_arrays(storage: Arc<dyn Storage>, dir: &Path) -> (array_format::LayerId, Vec<String>) {
     let mut f = ArrayFile::create(
-        storage.clone(),
-        Path::new(MEM_DIR),
+        storage,
+        dir,
         ArrayFileOptions::default(),
         Arc::new(DeltaCache::default()),
     )
@@ -920,7 +918,16 @@ fn a_damaged_footer_block_fails_only_its_arrays() {
             .unwrap();
         f.write_array(n, &[], nd(&[2], vec![1, 2]).view()).unwrap();
     }
-    let id = f.flush().unwrap().unwrap();
+    (f.flush().unwrap().unwrap(), names)
+}
+
+/// A layer of many arrays has many footer blocks; damage to one of them fails
+/// exactly the arrays whose records it holds (with the block's path and
+/// offset), and whatever needs every array, while the others still read.
+#[test]
+fn a_damaged_footer_block_fails_only_its_arrays() {
+    let storage = Arc::new(MemoryStorage::new());
+    let (id, names) = many_arrays(storage.clone(), Path::new(MEM_DIR));
     let path = Path::new(MEM_DIR).join(id.as_str());
     let bytes = storage.contents(&path).unwrap();
     let (_, blocks) = footer_blocks(&bytes);
@@ -972,26 +979,13 @@ fn a_damaged_footer_block_fails_only_its_arrays() {
 fn a_footer_block_read_again_is_checked_again() {
     use std::os::unix::fs::FileExt;
 
-    use array_format::{DeltaCacheConfig, LayerId, LocalStorage};
+    use array_format::{DeltaCacheConfig, LocalStorage};
 
     // Local files: damage written to the file is what an open handle reads.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("f");
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage);
-    let mut f = ArrayFile::create(
-        Arc::clone(&storage),
-        &dir,
-        ArrayFileOptions::default(),
-        Arc::new(DeltaCache::default()),
-    )
-    .unwrap();
-    let names: Vec<String> = (0..3000).map(|k| format!("array_{k:04}")).collect();
-    for n in &names {
-        f.define_array::<i32>(n, dims(1), vec![2], None, None)
-            .unwrap();
-        f.write_array(n, &[], nd(&[2], vec![1, 2]).view()).unwrap();
-    }
-    let id: LayerId = f.flush().unwrap().unwrap();
+    let (id, names) = many_arrays(Arc::clone(&storage), &dir);
     let path = dir.join(id.as_str());
     let bytes = std::fs::read(&path).unwrap();
     let (_, blocks) = footer_blocks(&bytes);

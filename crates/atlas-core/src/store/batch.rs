@@ -383,6 +383,7 @@ impl Atlas {
         if datasets.is_empty() {
             return Ok(());
         }
+        self.inner.ensure_writer_async().await?;
         let bytes = datasets.iter().map(PreparedDataset::raw_bytes).sum();
         let cells = datasets
             .iter()
@@ -396,7 +397,8 @@ impl Atlas {
         self.create_batch(&refs, by_array, cells, bytes).await
     }
 
-    /// The locked part of a batch: checks that no name is taken, defines
+    /// The locked part of a batch (the caller made this handle the writer):
+    /// checks that no name is taken, defines
     /// every array and stores its encoded cells (`cells`: per dataset, per
     /// array), then adds the records; undoes the definitions on failure.
     /// `bytes` of cells decide whether the arrays go to several cores.
@@ -408,7 +410,6 @@ impl Atlas {
         bytes: u64,
     ) -> Result<()> {
         let inner = &self.inner;
-        inner.ensure_writer_async().await?;
         // The commit lock first, as a flush and a compaction take it: a
         // batch locks several array files, and a compaction holds several
         // files' read locks (in its own order) outside the structure lock.
@@ -466,11 +467,8 @@ fn check<'a>(
     each: bool,
 ) -> Result<BTreeMap<&'a str, Vec<(usize, usize)>>> {
     let mut names = HashSet::with_capacity(datasets.len());
-    // Schemas and attribute sets shared between datasets are checked once.
-    let mut schemas_ok: HashSet<*const ArraySchema> = HashSet::new();
-    let mut attrs_ok: HashSet<*const IndexMap<String, Attr>> = HashSet::new();
+    let mut shared = Shared::default();
     let mut by_array: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
-    let mut arrays = HashSet::new();
     for (d, ds) in datasets.iter().enumerate() {
         if each {
             validate_dataset_name(&ds.name)?;
@@ -481,40 +479,55 @@ fn check<'a>(
             });
         }
         if each {
-            for k in ds.attributes.keys() {
-                validate_attribute_name(k)?;
-            }
+            check_contents(ds, &mut shared)?;
         }
-        arrays.clear();
         for (a, arr) in ds.arrays.iter().enumerate() {
             by_array.entry(arr.name.as_str()).or_default().push((d, a));
-            if !each {
-                continue;
-            }
-            validate_array_name(&arr.name)?;
-            if !arrays.insert(arr.name.as_str()) {
-                return Err(Error::ArrayExists {
-                    dataset: ds.name.clone(),
-                    array: arr.name.clone(),
-                });
-            }
-            let schema = &arr.schema;
-            if schemas_ok.insert(Arc::as_ptr(schema)) {
-                if let Err(e) = schema.validate(&arr.name) {
-                    return Err(Error::array(&ds.name, &arr.name, e));
-                }
-            }
-            if attrs_ok.insert(Arc::as_ptr(&arr.attributes)) {
-                for k in arr.attributes.keys() {
-                    validate_attribute_name(k)?;
-                }
-            }
-            if let Some(data) = &arr.data {
-                check_data(&ds.name, &arr.name, schema, data)?;
-            }
         }
     }
     Ok(by_array)
+}
+
+/// Schemas and attribute sets a batch checked already: one shared between
+/// datasets (by `Arc`) is checked once.
+#[derive(Default)]
+struct Shared {
+    schemas: HashSet<*const ArraySchema>,
+    attrs: HashSet<*const IndexMap<String, Attr>>,
+}
+
+/// Checks a dataset's attribute names and arrays: names valid and not
+/// given twice, schemas and attribute sets valid, cells of the schema's
+/// type and shape.
+fn check_contents(ds: &NewDataset, shared: &mut Shared) -> Result<()> {
+    for k in ds.attributes.keys() {
+        validate_attribute_name(k)?;
+    }
+    let mut arrays = HashSet::with_capacity(ds.arrays.len());
+    for arr in &ds.arrays {
+        validate_array_name(&arr.name)?;
+        if !arrays.insert(arr.name.as_str()) {
+            return Err(Error::ArrayExists {
+                dataset: ds.name.clone(),
+                array: arr.name.clone(),
+            });
+        }
+        let schema = &arr.schema;
+        if shared.schemas.insert(Arc::as_ptr(schema)) {
+            if let Err(e) = schema.validate(&arr.name) {
+                return Err(Error::array(&ds.name, &arr.name, e));
+            }
+        }
+        if shared.attrs.insert(Arc::as_ptr(&arr.attributes)) {
+            for k in arr.attributes.keys() {
+                validate_attribute_name(k)?;
+            }
+        }
+        if let Some(data) = &arr.data {
+            check_data(&ds.name, &arr.name, schema, data)?;
+        }
+    }
+    Ok(())
 }
 
 /// Data written whole must have the schema's element type and shape.
