@@ -80,7 +80,7 @@ pub(crate) struct Live {
     pub base_next_id: u64,
     /// Datasets created, changed or deleted since the last commit, by name:
     /// the change's sequence number and the new record (`None`: deleted).
-    pub changed: IndexMap<String, (u64, Option<Record>)>,
+    pub changed: crate::FastIndexMap<String, (u64, Option<Record>)>,
     /// Committed ids made dead since the last commit (deleted or re-created).
     pub killed: RoaringTreemap,
     /// The next dataset id to assign.
@@ -88,7 +88,7 @@ pub(crate) struct Live {
     /// Live datasets.
     pub n: u64,
     /// Array name → live datasets that have it, in order of first use.
-    pub users: IndexMap<String, u64>,
+    pub users: crate::FastIndexMap<String, u64>,
     /// Increases with every change (see `changed`).
     pub seq: u64,
 }
@@ -377,7 +377,7 @@ impl Inner {
 pub(crate) struct RegistryView {
     pub base: Arc<RunSet>,
     /// The changes since the last commit (`None`: deleted).
-    pub changed: HashMap<String, Option<Record>>,
+    pub changed: crate::FastMap<String, Option<Record>>,
     killed: RoaringTreemap,
     base_next_id: u64,
 }

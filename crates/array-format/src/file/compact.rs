@@ -1,8 +1,6 @@
 //! Compaction: every live chunk copied, unchanged, into one new base layer.
 
-use super::{
-    ArrayFile, Error, IndexMap, LayerId, MergedIndex, PreparedKind, PreparedLayer, Result,
-};
+use super::{ArrayFile, Error, LayerId, MergedIndex, NameMap, PreparedKind, PreparedLayer, Result};
 
 impl ArrayFile {
     /// Writes the committed state (not the pending changes) as one new base layer.
@@ -39,7 +37,8 @@ impl ArrayFile {
         let old_layers = std::mem::take(&mut self.layers);
         // The base holds every name: its footer, when kept in memory (a small
         // one), is the whole map; otherwise states are built from it on use.
-        let old_index = std::mem::replace(&mut self.index, MergedIndex::with_all(IndexMap::new()));
+        let old_index =
+            std::mem::replace(&mut self.index, MergedIndex::with_all(NameMap::default()));
         if let Err(e) = self.apply(prepared.layer, prepared.footer) {
             self.layers = old_layers;
             self.index = old_index;

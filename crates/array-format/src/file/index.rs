@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use indexmap::IndexMap;
 use parking_lot::Mutex;
 
 use super::{
-    ArrayFile, ArrayRecord, ArraySchema, BlockKey, Committed, Error, Layer, Loc, RecordKind, Result,
+    ArrayFile, ArrayRecord, ArraySchema, BlockKey, Committed, Error, Layer, Loc, NameMap,
+    RecordKind, Result,
 };
 use crate::layer::BlockRef;
 
@@ -44,7 +44,7 @@ type Slot = OnceLock<Option<Box<Committed>>>;
 pub(super) struct MergedIndex {
     /// Every defined name in listing order (first definition, a redefinition
     /// moving the name to the end), once built. Takes precedence over `slots`.
-    pub(super) all: OnceLock<IndexMap<String, Committed>>,
+    pub(super) all: OnceLock<NameMap<Committed>>,
     /// Held while `all` is built, so that threads needing it at once (the
     /// parallel parts of a scan) build it once, not once each.
     building: Mutex<()>,
@@ -66,7 +66,7 @@ fn locate(slot: usize) -> (usize, usize) {
 
 impl MergedIndex {
     /// An index whose whole map is already known.
-    pub(super) fn with_all(all: IndexMap<String, Committed>) -> Self {
+    pub(super) fn with_all(all: NameMap<Committed>) -> Self {
         let index = MergedIndex::default();
         index.all.set(all).expect("a new index is empty");
         index
@@ -246,7 +246,7 @@ impl ArrayFile {
 
     /// Every committed name's state in listing order, built on first use (every
     /// footer block of every layer decoded).
-    pub(super) fn all(&self) -> Result<&IndexMap<String, Committed>> {
+    pub(super) fn all(&self) -> Result<&NameMap<Committed>> {
         if let Some(all) = self.index.all.get() {
             return Ok(all);
         }
@@ -254,7 +254,7 @@ impl ArrayFile {
         if let Some(all) = self.index.all.get() {
             return Ok(all);
         }
-        let mut map = IndexMap::new();
+        let mut map = NameMap::default();
         let mut last = None;
         for (idx, layer) in self.layers.iter().enumerate() {
             let idx = u32::try_from(idx).expect("fewer than 2^32 layers");
@@ -376,7 +376,7 @@ pub(super) fn fold(
 
 /// Applies one record of layer `idx` to the ordered map of every name.
 fn apply_record(
-    map: &mut IndexMap<String, Committed>,
+    map: &mut NameMap<Committed>,
     rec: ArrayRecord,
     idx: u32,
     path: &Path,

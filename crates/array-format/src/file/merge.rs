@@ -7,7 +7,7 @@
 
 use super::index::FOLD_LIMIT;
 use super::{
-    ArrayFile, Committed, Error, Footer, IndexMap, LayerId, Loc, MergedIndex, Path, PreparedKind,
+    ArrayFile, Committed, Error, Footer, LayerId, Loc, MergedIndex, NameMap, Path, PreparedKind,
     PreparedLayer, Result,
 };
 
@@ -93,12 +93,7 @@ impl ArrayFile {
 
     /// The whole map (built, and small) with every state's tail chunks
     /// re-pointed to the merged layer, which becomes layer `from`.
-    fn repointed(
-        &self,
-        footer: &Footer,
-        from_u32: u32,
-        path: &Path,
-    ) -> Result<IndexMap<String, Committed>> {
+    fn repointed(&self, footer: &Footer, from_u32: u32, path: &Path) -> Result<NameMap<Committed>> {
         // Every committed chunk from the tail is in the merged layer, under the
         // same index: re-point it there.
         let mut entries = std::collections::HashMap::new();

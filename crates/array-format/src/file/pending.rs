@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use indexmap::IndexMap;
 use parking_lot::Mutex;
 
 use crate::error::Result;
@@ -131,7 +130,7 @@ impl Default for PendingBudget {
 pub(crate) struct Pending {
     /// The (possibly shared) budget `mem_bytes` counts against.
     budget: Arc<PendingBudget>,
-    pub arrays: IndexMap<String, PendingArray>,
+    pub arrays: super::NameMap<PendingArray>,
     /// Scratch files by index (`PendingData::Scratch::file`); `None` once empty.
     scratch: Mutex<Vec<Option<Scratch>>>,
     mem_bytes: u64,

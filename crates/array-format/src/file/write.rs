@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{
     encode_block, encode_cells, fill_of, slab, ArrayD, ArrayElement, ArrayFile, ArraySchema,
-    ArrayViewD, BlockMeta, ChunkStats, Compression, Error, IxDyn, RecordKind, Result,
+    ArrayStats, ArrayViewD, BlockMeta, ChunkStats, Compression, Error, IxDyn, RecordKind, Result,
     MAX_CHUNK_BYTES,
 };
 
@@ -277,6 +277,17 @@ impl EncodedArray {
     /// Bytes of the compressed chunks.
     pub fn stored_bytes(&self) -> u64 {
         self.chunks.iter().map(|(_, s, _)| s.len() as u64).sum()
+    }
+
+    /// Statistics of the whole array once these cells are stored in it:
+    /// what [`ArrayFile::array_stats`] then returns, folded from the
+    /// chunks' statistics (nothing is decoded).
+    pub fn stats(&self) -> ArrayStats {
+        let mut stats = ArrayStats::all_null(self.schema.n_cells());
+        for (idx, _, meta) in &self.chunks {
+            stats.add_chunk(self.schema.chunk_cells(*idx), &meta.stats);
+        }
+        stats
     }
 }
 

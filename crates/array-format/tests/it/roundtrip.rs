@@ -1000,6 +1000,9 @@ fn cells_encoded_ahead_are_stored_as_a_write_stores_them() {
         if let Some(w) = T::DTYPE.size_bytes() {
             assert_eq!(enc.raw_bytes(), (cells.len() * w) as u64, "{ctx}");
         }
+        // The statistics the encoded cells give are those the file gives
+        // for the same cells written.
+        let enc_stats = enc.stats();
         b.define_new("v", Arc::clone(schema)).unwrap();
         // A borrowed value is copied: it can be written again.
         b.write_encoded("v", Cow::Borrowed(&enc)).unwrap();
@@ -1016,6 +1019,7 @@ fn cells_encoded_ahead_are_stored_as_a_write_stores_them() {
             assert_eq!(&f.array_stats("v").unwrap(), stats, "{ctx}: {what}");
         };
         let stats = a.array_stats("v").unwrap();
+        assert_eq!(enc_stats, stats, "{ctx}: EncodedArray::stats");
         check(&a, &stats, "write_array");
         check(&b, &stats, "pending");
         a.flush().unwrap();

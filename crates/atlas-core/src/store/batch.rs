@@ -12,10 +12,10 @@
 //! halves apart: an importer encodes on its decoding threads.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use array_format::{ArrayFile, ArraySchema, Compression, EncodedArray};
+use array_format::{ArrayFile, ArraySchema, ArrayStats, Compression, EncodedArray};
 use indexmap::IndexMap;
 use rayon::prelude::*;
 use tokio::sync::OwnedRwLockWriteGuard;
@@ -26,6 +26,7 @@ use crate::data::{with_array_data, ArrayData};
 use crate::error::{Error, Result};
 use crate::name::{validate_array_name, validate_attribute_name, validate_dataset_name};
 use crate::registry::{ArrayEntry, DatasetMeta, Record};
+use crate::{FastMap, FastSet};
 
 /// One array of a [`NewDataset`]: its definition, its attributes and,
 /// optionally, all its cells.
@@ -90,6 +91,8 @@ pub struct PreparedDataset {
     dataset: NewDataset,
     /// Per array of `dataset`: its encoded cells, if it had data.
     cells: Vec<Option<EncodedArray>>,
+    /// The record's statistics, from `cells` ([`new_stats`]).
+    stats: Stats,
 }
 
 impl PreparedDataset {
@@ -116,7 +119,12 @@ impl PreparedDataset {
         for a in &mut dataset.arrays {
             a.data = None;
         }
-        Ok(PreparedDataset { dataset, cells })
+        let stats = new_stats(&dataset, cells.iter().map(Option::as_ref));
+        Ok(PreparedDataset {
+            dataset,
+            cells,
+            stats,
+        })
     }
 
     /// The dataset's name.
@@ -191,6 +199,39 @@ fn encode_arrays(
             .collect()
     });
     encoded.into_iter().collect()
+}
+
+/// A record's statistics per array.
+type Stats = Arc<FastMap<String, ArrayStats>>;
+
+/// The statistics a new dataset's record starts with, per array of `ds`:
+/// from its encoded cells (`cells`, per array), or every cell null for an
+/// array without data. An array with data not encoded yet (a batch too
+/// large to encode ahead) has none: the flush computes those from its file,
+/// as for any write.
+fn new_stats<'c>(ds: &NewDataset, cells: impl Iterator<Item = Option<&'c EncodedArray>>) -> Stats {
+    let stats = ds
+        .arrays
+        .iter()
+        .zip(cells)
+        .filter_map(|(a, c)| {
+            let s = match c {
+                Some(e) => e.stats(),
+                None if a.data.is_none() => {
+                    let n = a.schema.n_cells();
+                    ArrayStats {
+                        min: None,
+                        max: None,
+                        null_count: n,
+                        row_count: n,
+                    }
+                }
+                None => return None,
+            };
+            Some((a.name.clone(), s))
+        })
+        .collect();
+    Arc::new(stats)
 }
 
 /// Bytes of cells of `arrays`.
@@ -314,7 +355,13 @@ impl Atlas {
                 .map(|d| d.arrays.iter().map(|_| None).collect())
                 .collect()
         };
-        self.create_batch(&refs, by_array, cells, bytes).await
+        let stats = datasets
+            .iter()
+            .zip(&cells)
+            .map(|(d, c)| new_stats(d, c.iter().map(Option::as_deref)))
+            .collect();
+        self.create_batch(&refs, by_array, cells, stats, bytes)
+            .await
     }
 
     /// Checks `dataset` and encodes its cells with this store's compression,
@@ -394,7 +441,9 @@ impl Atlas {
                     .collect()
             })
             .collect();
-        self.create_batch(&refs, by_array, cells, bytes).await
+        let stats = datasets.iter().map(|p| Arc::clone(&p.stats)).collect();
+        self.create_batch(&refs, by_array, cells, stats, bytes)
+            .await
     }
 
     /// The locked part of a batch (the caller made this handle the writer):
@@ -407,6 +456,7 @@ impl Atlas {
         datasets: &[&'a NewDataset],
         by_array: BTreeMap<&'a str, Vec<(usize, usize)>>,
         mut cells: Vec<Vec<Option<Cow<'a, EncodedArray>>>>,
+        stats: Vec<Stats>,
         bytes: u64,
     ) -> Result<()> {
         let inner = &self.inner;
@@ -447,7 +497,7 @@ impl Atlas {
                 groups.iter_mut().try_for_each(|g| g.write(datasets))
             }
         });
-        let inserted = written.and_then(|()| inner.insert_datasets(datasets));
+        let inserted = written.and_then(|()| inner.insert_datasets(datasets, stats));
         if inserted.is_err() {
             for g in &mut groups {
                 g.undo(datasets);
@@ -466,7 +516,7 @@ fn check<'a>(
     datasets: &[&'a NewDataset],
     each: bool,
 ) -> Result<BTreeMap<&'a str, Vec<(usize, usize)>>> {
-    let mut names = HashSet::with_capacity(datasets.len());
+    let mut names = FastSet::with_capacity_and_hasher(datasets.len(), crate::FastState::default());
     let mut shared = Shared::default();
     let mut by_array: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
     for (d, ds) in datasets.iter().enumerate() {
@@ -492,8 +542,8 @@ fn check<'a>(
 /// datasets (by `Arc`) is checked once.
 #[derive(Default)]
 struct Shared {
-    schemas: HashSet<*const ArraySchema>,
-    attrs: HashSet<*const IndexMap<String, Attr>>,
+    schemas: FastSet<*const ArraySchema>,
+    attrs: FastSet<*const IndexMap<String, Attr>>,
 }
 
 /// Checks a dataset's attribute names and arrays: names valid and not
@@ -503,7 +553,8 @@ fn check_contents(ds: &NewDataset, shared: &mut Shared) -> Result<()> {
     for k in ds.attributes.keys() {
         validate_attribute_name(k)?;
     }
-    let mut arrays = HashSet::with_capacity(ds.arrays.len());
+    let mut arrays =
+        FastSet::with_capacity_and_hasher(ds.arrays.len(), crate::FastState::default());
     for arr in &ds.arrays {
         validate_array_name(&arr.name)?;
         if !arrays.insert(arr.name.as_str()) {
@@ -598,10 +649,11 @@ impl Group<'_> {
 }
 
 impl Inner {
-    /// Adds a checked batch's records (fresh ids, in the order given) under
-    /// one lock of the registry. The caller holds the structure lock, under
-    /// which it found none of the names taken.
-    fn insert_datasets(&self, datasets: &[&NewDataset]) -> Result<()> {
+    /// Adds a checked batch's records (fresh ids, in the order given), with
+    /// `stats` per dataset ([`new_stats`]), under one lock of the registry.
+    /// The caller holds the structure lock, under which it found none of
+    /// the names taken.
+    fn insert_datasets(&self, datasets: &[&NewDataset], stats: Vec<Stats>) -> Result<()> {
         // The metadata is built before the lock: readers wait only for the
         // ids and the inserts.
         let metas: Vec<Arc<DatasetMeta>> = datasets
@@ -637,19 +689,12 @@ impl Inner {
                 name: ds.name.clone(),
             });
         }
-        for (ds, meta) in datasets.iter().zip(metas) {
+        for ((ds, meta), stats) in datasets.iter().zip(metas).zip(stats) {
             let id = live.next_id;
             live.next_id += 1;
             live.n += 1;
             live.count(ds.arrays.iter().map(|a| a.name.as_str()), true);
-            live.put(
-                &ds.name,
-                Some(Record {
-                    id,
-                    meta,
-                    stats: Arc::default(),
-                }),
-            );
+            live.put(&ds.name, Some(Record { id, meta, stats }));
         }
         self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())

@@ -39,7 +39,6 @@ use crate::registry::{
     Sealed, META_DIR,
 };
 use roaring::RoaringTreemap;
-use std::collections::HashMap;
 
 /// Runs after which a flush merges them all into one.
 pub(crate) const MAX_RUNS: usize = 8;
@@ -365,11 +364,11 @@ struct Snapshot {
     /// Sorted by name; `None`: deleted.
     changes: Vec<(String, Option<Record>)>,
     /// Sequence number of each change, to forget exactly these after the commit.
-    seqs: HashMap<String, u64>,
+    seqs: crate::FastMap<String, u64>,
     killed: RoaringTreemap,
     next_id: u64,
     n: u64,
-    users: IndexMap<String, u64>,
+    users: crate::FastIndexMap<String, u64>,
     base: Arc<RunSet>,
     base_next_id: u64,
 }
@@ -475,11 +474,11 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     let mut snap = Snapshot::take(inner);
     // Statistics of arrays whose data changed, for the catalog.
     {
-        let by_name: HashMap<&str, &ArrayFile> =
+        let by_name: crate::FastMap<&str, &ArrayFile> =
             guards.iter().map(|(n, g)| (n.as_str(), &**g)).collect();
         // The index blocks those statistics read, fetched per array file in
         // one batch (one request per ~8 MiB on object stores, not per block).
-        let mut wanted: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut wanted: crate::FastMap<&str, Vec<&str>> = crate::FastMap::default();
         for (name, rec) in &snap.changes {
             let Some(rec) = rec else { continue };
             for a in rec

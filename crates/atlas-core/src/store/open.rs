@@ -326,7 +326,7 @@ impl Loaded {
             Loaded::Runs(runs) => Live {
                 base: Arc::new(runs),
                 base_next_id: manifest.next_id,
-                changed: IndexMap::new(),
+                changed: crate::FastIndexMap::default(),
                 killed: RoaringTreemap::new(),
                 next_id: manifest.next_id,
                 n: manifest.n_datasets,
@@ -338,8 +338,11 @@ impl Loaded {
                 seq: 0,
             },
             Loaded::Legacy(map) => {
-                let mut users: IndexMap<String, u64> = IndexMap::new();
-                let mut changed = IndexMap::with_capacity(map.len());
+                let mut users = crate::FastIndexMap::<String, u64>::default();
+                let mut changed = crate::FastIndexMap::with_capacity_and_hasher(
+                    map.len(),
+                    crate::FastState::default(),
+                );
                 for (i, (name, meta)) in map.into_iter().enumerate() {
                     for a in meta.arrays.keys() {
                         *users.entry(a.clone()).or_insert(0) += 1;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use atlas_core::{
-    ArrayData, ArraySchema, Atlas, Attr, DType, DatasetView, Error, FillValue, MemoryStorage,
-    NewArray, NewDataset, StoreConfig, TimestampNs,
+    ArrayData, ArraySchema, ArrayStats, Atlas, Attr, DType, DatasetView, Error, FillValue,
+    MemoryStorage, NewArray, NewDataset, StatValue, StoreConfig, TimestampNs,
 };
 use indexmap::IndexMap;
 
@@ -180,6 +180,17 @@ async fn per_call(s: &Atlas, batch: &[NewDataset]) {
     }
 }
 
+/// Every array's statistics as the catalog holds them (the registry's
+/// records, which a batch fills from its encoded cells), per array name.
+async fn catalog(s: &Atlas) -> Vec<(String, Vec<(String, ArrayStats)>)> {
+    let mut all = Vec::new();
+    for a in s.list_arrays() {
+        let stats = s.catalog_array_stats(&a).await.unwrap();
+        all.push((a, stats));
+    }
+    all
+}
+
 #[tokio::test]
 async fn a_batch_creates_what_the_per_call_api_creates() {
     let (sa, sb) = (MemoryStorage::new(), MemoryStorage::new());
@@ -207,6 +218,7 @@ async fn a_batch_creates_what_the_per_call_api_creates() {
     a.create_datasets(&second).await.unwrap();
     per_call(&b, &second).await;
     assert_eq!(snapshot(&a).await, snapshot(&b).await, "pending");
+    assert_eq!(catalog(&a).await, catalog(&b).await, "pending statistics");
     assert_eq!(
         a.list_datasets_with_ids().unwrap(),
         b.list_datasets_with_ids().unwrap(),
@@ -221,13 +233,12 @@ async fn a_batch_creates_what_the_per_call_api_creates() {
     let want = snapshot(&b).await;
     assert_eq!(want.datasets.len(), 2 + 12 + 300 + 5);
     assert_eq!(snapshot(&a).await, want, "committed");
-    assert_eq!(
-        a.catalog_array_stats("DEEP").await.unwrap(),
-        b.catalog_array_stats("DEEP").await.unwrap()
-    );
+    let stats = catalog(&b).await;
+    assert_eq!(catalog(&a).await, stats, "committed statistics");
     drop((a, b));
     let (ra, rb) = (reopen_mem(&sa, "a").await, reopen_mem(&sb, "b").await);
     assert_eq!(snapshot(&ra).await, want, "reopened");
+    assert_eq!(catalog(&ra).await, stats, "reopened statistics");
     assert_eq!(
         ra.list_datasets_with_ids().unwrap(),
         rb.list_datasets_with_ids().unwrap()
@@ -577,15 +588,13 @@ async fn prepared_datasets_create_what_a_batch_creates() {
         b.create_prepared(&prepared).await.unwrap();
     }
     assert_eq!(snapshot(&a).await, snapshot(&b).await, "pending");
+    assert_eq!(catalog(&a).await, catalog(&b).await, "pending statistics");
     a.flush().await.unwrap();
     b.flush().await.unwrap();
     let want = snapshot(&a).await;
     assert_eq!(want.datasets.len(), 240);
     assert_eq!(snapshot(&b).await, want, "committed");
-    assert_eq!(
-        a.catalog_array_stats("DEEP").await.unwrap(),
-        b.catalog_array_stats("DEEP").await.unwrap()
-    );
+    assert_eq!(catalog(&a).await, catalog(&b).await, "committed statistics");
 
     // A dataset that cannot be prepared: the error a batch of it gives.
     let mut bad = batch("bad", 1, 4).remove(0);
@@ -713,7 +722,25 @@ async fn a_batch_too_large_to_encode_ahead_writes_the_same_cells() {
         .collect();
     s.create_datasets(&datasets).await.unwrap();
     drop(datasets);
+    // Statistics not computed ahead come from the files, as for a write.
+    let from_files = |s: Atlas| async move {
+        let mut all = Vec::new();
+        for d in 0..9 {
+            let name = format!("big{d}");
+            let ds = s.open_dataset(&name).await.unwrap();
+            all.push((name, ds.array_stats("big").await.unwrap().unwrap()));
+        }
+        all
+    };
+    let want = from_files(s.clone()).await;
+    assert_eq!(want[8].1.max, Some(StatValue::Float(527.5)));
+    let sorted = |mut v: Vec<(String, ArrayStats)>| {
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(sorted(s.catalog_array_stats("big").await.unwrap()), want);
     s.flush().await.unwrap();
+    assert_eq!(sorted(s.catalog_array_stats("big").await.unwrap()), want);
     for d in [0, 8] {
         let got = s
             .open_dataset(&format!("big{d}"))
