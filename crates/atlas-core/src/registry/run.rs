@@ -591,11 +591,11 @@ pub(crate) struct RunWriter<'s> {
     schema_ptr: AddrMap<usize, u32>,
     attr_sets: Vec<IndexMap<String, Attr>>,
     attr_ptr: AddrMap<usize, u32>,
-    /// Indexes of `schemas` by a hash of their content (all but the fill
-    /// value), with the schema each was made from.
-    schema_eq: HashMap<u64, Vec<(Arc<ArraySchema>, u32)>>,
+    /// Indexes of `schemas` by a hash of their content
+    /// ([`schema_fingerprint`]), with the schema each was made from.
+    schema_eq: AddrMap<u64, Vec<(Arc<ArraySchema>, u32)>>,
     /// Indexes of `attr_sets` by a hash of their keys, in order.
-    attr_eq: HashMap<u64, Vec<(AttrSet, u32)>>,
+    attr_eq: AddrMap<u64, Vec<(AttrSet, u32)>>,
     n_records: u64,
     n_tombstones: u64,
     /// Pointers of the schemas and attribute sets behind `*_ptr`, kept alive
@@ -718,8 +718,8 @@ impl<'s> RunWriter<'s> {
             schema_ptr: AddrMap::default(),
             attr_sets: Vec::new(),
             attr_ptr: AddrMap::default(),
-            schema_eq: HashMap::new(),
-            attr_eq: HashMap::new(),
+            schema_eq: AddrMap::default(),
+            attr_eq: AddrMap::default(),
             n_records: 0,
             n_tombstones: 0,
             keep: Vec::new(),
@@ -1247,22 +1247,54 @@ fn approx_attr_len(a: &Attr) -> usize {
 /// A shared attribute set of an array.
 type AttrSet = Arc<IndexMap<String, Attr>>;
 
-/// A hash of what identifies a schema but its fill value (compared exactly
-/// by the caller).
+/// A hash of the fields `ArraySchema`'s equality compares (the caller
+/// still compares the schemas with the same fingerprint).
 fn schema_fingerprint(s: &ArraySchema) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    use array_format::FillValue as F;
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = FINGERPRINT.build_hasher();
     s.dtype.hash(&mut h);
     s.dims.hash(&mut h);
     s.shape.hash(&mut h);
     s.chunk_shape.hash(&mut h);
+    // The fill value as `ArraySchema`'s equality compares it (floats by
+    // bits): the Argo profiles' arrays share a few shapes and differ by
+    // their fill values, and without it each lookup compared about five
+    // schemas.
+    match &s.fill_value {
+        None => h.write_u8(0),
+        Some(f) => {
+            h.write_u8(1);
+            match f {
+                F::Bool(v) => v.hash(&mut h),
+                F::Int8(v) => v.hash(&mut h),
+                F::Int16(v) => v.hash(&mut h),
+                F::Int32(v) => v.hash(&mut h),
+                F::Int64(v) => v.hash(&mut h),
+                F::UInt8(v) => v.hash(&mut h),
+                F::UInt16(v) => v.hash(&mut h),
+                F::UInt32(v) => v.hash(&mut h),
+                F::UInt64(v) => v.hash(&mut h),
+                F::Float32(v) => v.to_bits().hash(&mut h),
+                F::Float64(v) => v.to_bits().hash(&mut h),
+                F::String(v) => v.hash(&mut h),
+                F::Timestamp(v) => v.0.hash(&mut h),
+            }
+        }
+    }
     h.finish()
 }
 
+/// The hasher of the dictionaries' fingerprints (in memory only, never
+/// stored): foldhash with a fixed seed, so that one writer's fingerprints
+/// agree.
+const FINGERPRINT: foldhash::fast::FixedState =
+    foldhash::fast::FixedState::with_seed(0x41_54_4c_41_53);
+
 /// A hash of an attribute set's keys, in order.
 fn attrs_fingerprint(a: &IndexMap<String, Attr>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = FINGERPRINT.build_hasher();
     for k in a.keys() {
         k.hash(&mut h);
     }
