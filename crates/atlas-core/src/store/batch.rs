@@ -91,8 +91,9 @@ pub struct PreparedDataset {
     dataset: NewDataset,
     /// Per array of `dataset`: its encoded cells, if it had data.
     cells: Vec<Option<EncodedArray>>,
-    /// The record's statistics, from `cells` ([`new_stats`]).
-    stats: Stats,
+    /// The record's metadata ([`new_meta`]) and statistics, from `cells`
+    /// ([`new_stats`]).
+    record: (Arc<DatasetMeta>, Stats),
 }
 
 impl PreparedDataset {
@@ -119,11 +120,14 @@ impl PreparedDataset {
         for a in &mut dataset.arrays {
             a.data = None;
         }
-        let stats = new_stats(&dataset, cells.iter().map(Option::as_ref));
+        let record = (
+            new_meta(&dataset),
+            new_stats(&dataset, cells.iter().map(Option::as_ref)),
+        );
         Ok(PreparedDataset {
             dataset,
             cells,
-            stats,
+            record,
         })
     }
 
@@ -203,6 +207,32 @@ fn encode_arrays(
 
 /// A record's statistics per array.
 type Stats = Arc<FastMap<String, ArrayStats>>;
+
+/// A batch of at least this many datasets checks them and builds their
+/// records on every core.
+const PARALLEL_DATASETS: usize = 1024;
+
+/// A new dataset's registry metadata: its attributes, and its arrays'
+/// schemas and attributes (shared, not copied).
+fn new_meta(ds: &NewDataset) -> Arc<DatasetMeta> {
+    let arrays: IndexMap<String, ArrayEntry> = ds
+        .arrays
+        .iter()
+        .map(|a| {
+            (
+                a.name.clone(),
+                ArrayEntry {
+                    schema: Arc::clone(&a.schema),
+                    attributes: Arc::clone(&a.attributes),
+                },
+            )
+        })
+        .collect();
+    Arc::new(DatasetMeta {
+        attributes: ds.attributes.clone(),
+        arrays,
+    })
+}
 
 /// The statistics a new dataset's record starts with, per array of `ds`:
 /// from its encoded cells (`cells`, per array), or every cell null for an
@@ -355,12 +385,16 @@ impl Atlas {
                 .map(|d| d.arrays.iter().map(|_| None).collect())
                 .collect()
         };
-        let stats = datasets
-            .iter()
-            .zip(&cells)
-            .map(|(d, c)| new_stats(d, c.iter().map(Option::as_deref)))
-            .collect();
-        self.create_batch(&refs, by_array, cells, stats, bytes)
+        // The records, before any lock (on every core for a large batch).
+        let record = |(d, c): (&NewDataset, &Vec<Option<Cow<'_, EncodedArray>>>)| {
+            (new_meta(d), new_stats(d, c.iter().map(Option::as_deref)))
+        };
+        let records = if datasets.len() >= PARALLEL_DATASETS {
+            super::writer::blocking(|| datasets.par_iter().zip(&cells).map(record).collect())
+        } else {
+            datasets.iter().zip(&cells).map(record).collect()
+        };
+        self.create_batch(&refs, by_array, cells, records, bytes)
             .await
     }
 
@@ -441,8 +475,11 @@ impl Atlas {
                     .collect()
             })
             .collect();
-        let stats = datasets.iter().map(|p| Arc::clone(&p.stats)).collect();
-        self.create_batch(&refs, by_array, cells, stats, bytes)
+        let records = datasets
+            .iter()
+            .map(|p| (Arc::clone(&p.record.0), Arc::clone(&p.record.1)))
+            .collect();
+        self.create_batch(&refs, by_array, cells, records, bytes)
             .await
     }
 
@@ -456,7 +493,7 @@ impl Atlas {
         datasets: &[&'a NewDataset],
         by_array: BTreeMap<&'a str, Vec<(usize, usize)>>,
         mut cells: Vec<Vec<Option<Cow<'a, EncodedArray>>>>,
-        stats: Vec<Stats>,
+        records: Vec<(Arc<DatasetMeta>, Stats)>,
         bytes: u64,
     ) -> Result<()> {
         let inner = &self.inner;
@@ -497,7 +534,7 @@ impl Atlas {
                 groups.iter_mut().try_for_each(|g| g.write(datasets))
             }
         });
-        let inserted = written.and_then(|()| inner.insert_datasets(datasets, stats));
+        let inserted = written.and_then(|()| inner.insert_datasets(datasets, records));
         if inserted.is_err() {
             for g in &mut groups {
                 g.undo(datasets);
@@ -519,6 +556,18 @@ fn check<'a>(
     let mut names = FastSet::with_capacity_and_hasher(datasets.len(), crate::FastState::default());
     let mut shared = Shared::default();
     let mut by_array: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
+    // Each dataset's contents, checked on every core for a large batch;
+    // reported below in the batch's order, as a check in order would.
+    let contents: Option<Vec<Result<()>>> =
+        (each && datasets.len() >= PARALLEL_DATASETS).then(|| {
+            super::writer::blocking(|| {
+                datasets
+                    .par_iter()
+                    .map_init(Shared::default, |shared, ds| check_contents(ds, shared))
+                    .collect()
+            })
+        });
+    let mut contents = contents.map(Vec::into_iter);
     for (d, ds) in datasets.iter().enumerate() {
         if each {
             validate_dataset_name(&ds.name)?;
@@ -528,8 +577,10 @@ fn check<'a>(
                 name: ds.name.clone(),
             });
         }
-        if each {
-            check_contents(ds, &mut shared)?;
+        match &mut contents {
+            Some(checked) => checked.next().expect("one result per dataset")?,
+            None if each => check_contents(ds, &mut shared)?,
+            None => {}
         }
         for (a, arr) in ds.arrays.iter().enumerate() {
             by_array.entry(arr.name.as_str()).or_default().push((d, a));
@@ -649,35 +700,16 @@ impl Group<'_> {
 }
 
 impl Inner {
-    /// Adds a checked batch's records (fresh ids, in the order given), with
-    /// `stats` per dataset ([`new_stats`]), under one lock of the registry.
-    /// The caller holds the structure lock, under which it found none of
-    /// the names taken.
-    fn insert_datasets(&self, datasets: &[&NewDataset], stats: Vec<Stats>) -> Result<()> {
-        // The metadata is built before the lock: readers wait only for the
-        // ids and the inserts.
-        let metas: Vec<Arc<DatasetMeta>> = datasets
-            .iter()
-            .map(|ds| {
-                let arrays: IndexMap<String, ArrayEntry> = ds
-                    .arrays
-                    .iter()
-                    .map(|a| {
-                        (
-                            a.name.clone(),
-                            ArrayEntry {
-                                schema: Arc::clone(&a.schema),
-                                attributes: Arc::clone(&a.attributes),
-                            },
-                        )
-                    })
-                    .collect();
-                Arc::new(DatasetMeta {
-                    attributes: ds.attributes.clone(),
-                    arrays,
-                })
-            })
-            .collect();
+    /// Adds a checked batch's records (fresh ids, in the order given): per
+    /// dataset, its metadata ([`new_meta`]) and statistics ([`new_stats`]),
+    /// built before any lock. Under one lock of the registry; the caller
+    /// holds the structure lock, under which it found none of the names
+    /// taken.
+    fn insert_datasets(
+        &self,
+        datasets: &[&NewDataset],
+        records: Vec<(Arc<DatasetMeta>, Stats)>,
+    ) -> Result<()> {
         let mut live = self.live.write();
         // Nothing can have taken a name since (creations take the structure
         // lock); the in-memory changes are checked again all the same.
@@ -689,7 +721,7 @@ impl Inner {
                 name: ds.name.clone(),
             });
         }
-        for ((ds, meta), stats) in datasets.iter().zip(metas).zip(stats) {
+        for (ds, (meta, stats)) in datasets.iter().zip(records) {
             let id = live.next_id;
             live.next_id += 1;
             live.n += 1;

@@ -349,6 +349,60 @@ async fn a_batch_is_checked_whole_before_the_store_changes() {
     r.create_datasets(&[]).await.unwrap();
 }
 
+/// A batch large enough to be checked on every core reports the error a
+/// check in order reports: the first dataset with one, whatever the kind,
+/// and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_reports_its_first_error_in_order() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let n = 1500;
+    let twice = |b: &mut Vec<NewDataset>, d: usize| {
+        let a = b[d].arrays[0].clone();
+        b[d].arrays.push(a);
+    };
+    let misshaped = |b: &mut Vec<NewDataset>, d: usize| {
+        b[d].arrays[0].data = Some(arr(&[19], vec![1.0f32; 19]).into());
+    };
+    let renamed = |b: &mut Vec<NewDataset>, d: usize, name: &str| name.clone_into(&mut b[d].name);
+    // Contents (400) before a name given twice (900).
+    let mut b = batch("big", n, 2);
+    twice(&mut b, 400);
+    misshaped(&mut b, 700);
+    renamed(&mut b, 900, "big0010");
+    let e = s.create_datasets(&b).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::ArrayExists { dataset, .. } if dataset == "big0400"),
+        "{e:?}"
+    );
+    // A name given twice (300) before contents (400, 700).
+    renamed(&mut b, 300, "big0010");
+    let e = s.create_datasets(&b).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::DatasetExists { name } if name == "big0010"),
+        "{e:?}"
+    );
+    // An invalid dataset name (1200) after contents (700).
+    let mut b = batch("big", n, 2);
+    misshaped(&mut b, 700);
+    twice(&mut b, 1300);
+    renamed(&mut b, 1200, "a/b");
+    let e = s.create_datasets(&b).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Array { dataset, .. } if dataset == "big0700"),
+        "{e:?}"
+    );
+    // Only the invalid name: it is found.
+    let mut b = batch("big", n, 2);
+    renamed(&mut b, 1200, "a/b");
+    let e = s.create_datasets(&b).await.unwrap_err();
+    assert!(matches!(&e, Error::InvalidName { .. }), "{e:?}");
+    assert!(s.list_datasets().unwrap().is_empty());
+    // The valid batch is created whole.
+    s.create_datasets(&batch("big", n, 2)).await.unwrap();
+    assert_eq!(s.list_datasets().unwrap().len(), n);
+}
+
 #[tokio::test]
 async fn a_deleted_name_is_created_anew_by_a_batch() {
     let storage = MemoryStorage::new();
