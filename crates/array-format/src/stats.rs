@@ -251,13 +251,13 @@ mod tests {
                     let values: Vec<T> = (0..len).map(|_| pool[next(pool.len())]).collect();
                     // And with a run of fill values first (all of it, at
                     // times), which the scan skips lanes at a time.
-                    let lead = next(len + 1).max(next(len + 1));
+                    let n_fill = next(len + 1).max(next(len + 1));
                     for fill in fills {
-                        let mut led = values.clone();
+                        let mut filled = values.clone();
                         if let Some(f) = fill {
-                            led[..lead].fill(*f);
+                            filled[..n_fill].fill(*f);
                         }
-                        for values in [&values, &led] {
+                        for values in [&values, &filled] {
                             let want = scan_in_order(values, fill.as_ref());
                             let got = T::null_min_max(values, fill.as_ref());
                             assert_eq!(bits(&got), bits(&want), "{values:?} fill {fill:?}");
