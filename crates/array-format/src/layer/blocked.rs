@@ -97,51 +97,54 @@ impl EncodedBlock {
 /// footer of any size is encoded in bounded memory.
 #[derive(Default)]
 pub(crate) struct BlockEncoder {
-    group: Vec<Vec<u8>>,
+    /// The open block's records, encoded back to back (one buffer, not a
+    /// vector per record: growing a fresh vector per record was a third
+    /// of encoding a footer of small arrays).
+    data: Vec<u8>,
+    /// Where each record starts in `data`.
+    starts: Vec<usize>,
     first: String,
     last: String,
-    bytes: usize,
 }
 
 impl BlockEncoder {
     /// Adds one record with its sequence number; returns the block it closed, if any.
     pub(crate) fn push(&mut self, seq: u32, rec: &ArrayRecord) -> Option<EncodedBlock> {
         debug_assert!(
-            self.group.is_empty() || self.last < rec.name,
+            self.starts.is_empty() || self.last < rec.name,
             "records come in increasing name order"
         );
-        let mut o = Out(Vec::new());
+        let start = self.data.len();
+        let mut o = Out(std::mem::take(&mut self.data));
         o.u32(seq);
         encode_record(&mut o, rec);
-        if self.group.is_empty() {
+        self.data = o.0;
+        if self.starts.is_empty() {
             self.first.clone_from(&rec.name);
         }
         self.last.clone_from(&rec.name);
-        self.bytes += o.0.len() + 4;
-        self.group.push(o.0);
-        (self.bytes >= TARGET_BLOCK_BYTES).then(|| self.close())
+        self.starts.push(start);
+        // The block's size once closed, but for its 4-byte record count.
+        let bytes = self.data.len() + 4 * self.starts.len();
+        (bytes >= TARGET_BLOCK_BYTES).then(|| self.close())
     }
 
     /// Closes the last block, if it holds any record.
     pub(crate) fn finish(&mut self) -> Option<EncodedBlock> {
-        (!self.group.is_empty()).then(|| self.close())
+        (!self.starts.is_empty()).then(|| self.close())
     }
 
     fn close(&mut self) -> EncodedBlock {
-        let n = self.group.len();
-        let mut o = Out(Vec::with_capacity(
-            4 + 4 * n + self.group.iter().map(Vec::len).sum::<usize>(),
-        ));
+        let n = self.starts.len();
+        let head = 4 + 4 * n;
+        let mut o = Out(Vec::with_capacity(head + self.data.len()));
         o.u32(u32::try_from(n).expect("block record counts fit u32"));
-        let mut at = 4 + 4 * n;
-        for r in &self.group {
-            o.u32(u32::try_from(at).expect("blocks are smaller than 4 GiB"));
-            at += r.len();
+        for &at in &self.starts {
+            o.u32(u32::try_from(head + at).expect("blocks are smaller than 4 GiB"));
         }
-        for r in self.group.drain(..) {
-            o.0.extend_from_slice(&r);
-        }
-        self.bytes = 0;
+        o.0.extend_from_slice(&self.data);
+        self.data.clear();
+        self.starts.clear();
         EncodedBlock {
             bytes: o.0,
             n_records: n as u32,
