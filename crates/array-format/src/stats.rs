@@ -97,8 +97,9 @@ pub(crate) fn scan_lanes<T: ArrayElement + Copy>(
 ) -> (u64, Option<T>, Option<T>) {
     let null = |v: T| v.is_nan() | fill.is_some_and(|f| f == v);
     // The leading nulls skipped [`LANES`] at a time, without a branch per
-    // cell: arrays that are all fill (common in real files, such as
-    // adjusted values never filled in) spent most of their scan here.
+    // cell: arrays that are all fill are common in real files (adjusted
+    // values never filled in), and the search one cell at a time was about
+    // a third of the Argo import's `f32` statistics scan.
     let mut skipped = 0;
     for c in values.chunks_exact(LANES) {
         let mut all_null = true;

@@ -244,13 +244,15 @@ impl EncodedArray {
             });
         }
         let mut chunks = Vec::new();
-        if !schema.shape.contains(&0) && schema.n_chunks() == 1 {
+        if schema.shape.contains(&0) {
+            // No cell, no chunk.
+        } else if schema.n_chunks() == 1 {
             // One chunk, which the data covers whole: no grid to walk (that
             // walk was a fifth of encoding a small array).
             let rr: Vec<(usize, usize)> = data.shape().iter().map(|&n| (0, n)).collect();
             let (stored, meta) = encode_covered(compression, name, &schema, &data, &rr)?;
             chunks.push((0, stored, meta));
-        } else if !schema.shape.contains(&0) {
+        } else {
             let zero = vec![0; schema.rank()];
             for idx in schema.chunks_touching(&zero, &schema.shape) {
                 let (origin, cshape) = schema.chunk_region(idx);

@@ -92,7 +92,7 @@ pub struct PreparedDataset {
     cells: Vec<Option<EncodedArray>>,
     /// The record's metadata ([`new_meta`]) and statistics, from `cells`
     /// ([`new_stats`]).
-    record: (Arc<DatasetMeta>, Stats),
+    record: NewRecord,
 }
 
 impl PreparedDataset {
@@ -210,6 +210,10 @@ fn encode_arrays(
 
 /// A record's statistics per array.
 type Stats = Arc<FastMap<String, ArrayStats>>;
+
+/// A new dataset's record but its id: its metadata ([`new_meta`]) and
+/// statistics ([`new_stats`]).
+type NewRecord = (Arc<DatasetMeta>, Stats);
 
 /// A batch of at least this many datasets checks them and builds their
 /// records on every core.
@@ -478,10 +482,7 @@ impl Atlas {
                     .collect()
             })
             .collect();
-        let records = datasets
-            .iter()
-            .map(|p| (Arc::clone(&p.record.0), Arc::clone(&p.record.1)))
-            .collect();
+        let records = datasets.iter().map(|p| p.record.clone()).collect();
         self.create_batch(&refs, by_array, cells, records, bytes)
             .await
     }
@@ -496,7 +497,7 @@ impl Atlas {
         datasets: &[&'a NewDataset],
         by_array: ByArray<'a>,
         mut cells: Vec<Vec<Option<Cow<'a, EncodedArray>>>>,
-        records: Vec<(Arc<DatasetMeta>, Stats)>,
+        records: Vec<NewRecord>,
         bytes: u64,
     ) -> Result<()> {
         let inner = &self.inner;
@@ -713,11 +714,7 @@ impl Inner {
     /// built before any lock. Under one lock of the registry; the caller
     /// holds the structure lock, under which it found none of the names
     /// taken.
-    fn insert_datasets(
-        &self,
-        datasets: &[&NewDataset],
-        records: Vec<(Arc<DatasetMeta>, Stats)>,
-    ) -> Result<()> {
+    fn insert_datasets(&self, datasets: &[&NewDataset], records: Vec<NewRecord>) -> Result<()> {
         let mut live = self.live.write();
         // Nothing can have taken a name since (creations take the structure
         // lock); the in-memory changes are checked again all the same.
