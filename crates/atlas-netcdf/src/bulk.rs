@@ -196,10 +196,9 @@ fn decode(
     // bug, so it is reported as this file's failure instead of ending the import.
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let nc = reader(&bytes, path)?;
-        let plan = import::plan(&nc, name, opts, path)?;
         // What the entry does not keep (equal to what `shared` holds) is
         // freed here, by the thread that allocated it.
-        let ds = import::new_dataset(plan, shared, &mut import::Unused::default());
+        let ds = import::plan_entry(nc, name, opts, path, shared)?;
         // Encoded here too: the writer, the import's critical path, then
         // only adds the chunks (and the cells are freed by this thread).
         Ok(atlas::PreparedDataset::prepare(ds, compression)?)

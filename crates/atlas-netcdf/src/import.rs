@@ -181,7 +181,7 @@ pub fn attr_from_nc(a: &NcAttr) -> (Attr, Option<String>) {
 fn convert_attrs(
     attrs: &[NcAttr],
     path: &Path,
-    owner: &str,
+    owner: &dyn Fn() -> String,
 ) -> Result<(IndexMap<String, Attr>, Vec<String>)> {
     let mut map = IndexMap::with_capacity(attrs.len() + 3);
     let mut types = Vec::new();
@@ -190,14 +190,15 @@ fn convert_attrs(
             return Err(mapping(
                 path,
                 format!(
-                    "{owner} attribute {:?} uses the reserved prefix {:?}",
+                    "{} attribute {:?} uses the reserved prefix {:?}",
+                    owner(),
                     a.name,
                     reserved::PREFIX
                 ),
             ));
         }
         atlas_core::validate_attribute_name(&a.name)
-            .map_err(|e| mapping(path, format!("{owner}: {e}")))?;
+            .map_err(|e| mapping(path, format!("{}: {e}", owner())))?;
         let (attr, tag) = attr_from_nc(a);
         if let Some(t) = tag {
             types.push(format!("{t}:{}", a.name));
@@ -298,8 +299,44 @@ fn shaped<T>(shape: &[u64], v: Vec<T>) -> ArrayD<T> {
 /// every variable; the store is not touched.
 #[allow(clippy::too_many_lines)]
 pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Result<DatasetPlan> {
+    let (attrs, arrays) = plan_with(nc.clone(), name, opts, path, &mut Memo::default())?;
+    Ok(DatasetPlan {
+        name: name.to_owned(),
+        attrs,
+        arrays: arrays
+            .into_iter()
+            .map(|a| ArrayPlan {
+                name: a.name,
+                schema: a.schema,
+                attrs: Arc::try_unwrap(a.attrs).unwrap_or_else(|shared| (*shared).clone()),
+                data: a.data,
+            })
+            .collect(),
+    })
+}
+
+/// An array of a plan, its attribute set shared through a [`Memo`].
+struct Planned {
+    name: String,
+    schema: ArraySchema,
+    attrs: Arc<IndexMap<String, Attr>>,
+    data: ArrayData,
+}
+
+/// [`plan`], with each variable's attribute set taken from `memo` when the
+/// previous file's variable of that name had the same attributes: the
+/// dataset's attributes and its arrays, which take the file's values (not
+/// a copy).
+#[allow(clippy::too_many_lines)]
+fn plan_with(
+    mut nc: NcFile,
+    name: &str,
+    opts: &ImportOptions,
+    path: &Path,
+    memo: &mut Memo,
+) -> Result<(IndexMap<String, Attr>, Vec<Planned>)> {
     atlas_core::validate_dataset_name(name).map_err(|e| mapping(path, e.to_string()))?;
-    let (mut attrs, types) = convert_attrs(&nc.attrs, path, "global")?;
+    let (mut attrs, types) = convert_attrs(&nc.attrs, path, &|| "global".to_owned())?;
     attrs.insert(
         reserved::FORMAT.into(),
         Attr::String(nc.format.name().into()),
@@ -326,37 +363,57 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
     }
 
     let mut arrays = Vec::with_capacity(nc.vars.len());
-    for var in &nc.vars {
+    let vars = std::mem::take(&mut nc.vars);
+    for mut var in vars {
+        // The values move into the plan; the rest is read in place.
+        let values = std::mem::replace(&mut var.values, NcValues::Char(Vec::new()));
+        let var = &var;
         atlas_core::validate_array_name(&var.name).map_err(|e| mapping(path, e.to_string()))?;
-        let owner = format!("variable {:?}", var.name);
-        let (mut vattrs, vtypes) = convert_attrs(&var.attrs, path, &owner)?;
+        // Named in errors only (formatting it for every variable showed in
+        // profiles).
+        let owner = || format!("variable {:?}", var.name);
+        // Converted (and checked) here unless the same attributes were
+        // converted for the previous file's variable of this name.
+        let remembered = memo
+            .attrs
+            .get(&var.name)
+            .filter(|m| same_attrs(&m.raw, &var.attrs));
+        let converted = match remembered {
+            Some(_) => None,
+            None => Some(convert_attrs(&var.attrs, path, &owner)?),
+        };
+        let mut char_dim = None;
         let mut shape = nc.shape(var);
         let mut dims: Vec<String> = var.dims.iter().map(|&d| nc.dims[d].name.clone()).collect();
         let n: u64 = shape.iter().product();
-        if n != var.values.len() as u64 {
+        if n != values.len() as u64 {
             return Err(mapping(
                 path,
                 format!(
-                    "{owner} has {} values for shape {shape:?}",
-                    var.values.len()
+                    "{} has {} values for shape {shape:?}",
+                    owner(),
+                    values.len()
                 ),
             ));
         }
-        let t = var.nc_type();
+        let t = values.nc_type();
         let mut type_tag = t.name().to_owned();
         let fill = fill_of(var);
         let mismatch = || {
             mapping(
                 path,
-                format!("{owner}: _FillValue does not convert to the variable's type"),
+                format!(
+                    "{}: _FillValue does not convert to the variable's type",
+                    owner()
+                ),
             )
         };
-        let (dtype, data, fill_value, cell_bytes) = match &var.values {
+        let (dtype, data, fill_value, cell_bytes) = match values {
             NcValues::Byte(v) => {
                 let f = fill_num!(fill, i8, default_fill::BYTE).ok_or_else(mismatch)?;
                 (
                     DType::Int8,
-                    ArrayData::I8(shaped(&shape, v.clone())),
+                    ArrayData::I8(shaped(&shape, v)),
                     FillValue::Int8(f),
                     1,
                 )
@@ -365,7 +422,7 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
                 let f = fill_num!(fill, i16, default_fill::SHORT).ok_or_else(mismatch)?;
                 (
                     DType::Int16,
-                    ArrayData::I16(shaped(&shape, v.clone())),
+                    ArrayData::I16(shaped(&shape, v)),
                     FillValue::Int16(f),
                     2,
                 )
@@ -374,7 +431,7 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
                 let f = fill_num!(fill, i32, default_fill::INT).ok_or_else(mismatch)?;
                 (
                     DType::Int32,
-                    ArrayData::I32(shaped(&shape, v.clone())),
+                    ArrayData::I32(shaped(&shape, v)),
                     FillValue::Int32(f),
                     4,
                 )
@@ -383,7 +440,7 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
                 let f = fill_num!(fill, i64, default_fill::INT64).ok_or_else(mismatch)?;
                 (
                     DType::Int64,
-                    ArrayData::I64(shaped(&shape, v.clone())),
+                    ArrayData::I64(shaped(&shape, v)),
                     FillValue::Int64(f),
                     8,
                 )
@@ -392,7 +449,7 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
                 let f = fill_num!(fill, u8, default_fill::UBYTE).ok_or_else(mismatch)?;
                 (
                     DType::UInt8,
-                    ArrayData::U8(shaped(&shape, v.clone())),
+                    ArrayData::U8(shaped(&shape, v)),
                     FillValue::UInt8(f),
                     1,
                 )
@@ -401,7 +458,7 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
                 let f = fill_num!(fill, u16, default_fill::USHORT).ok_or_else(mismatch)?;
                 (
                     DType::UInt16,
-                    ArrayData::U16(shaped(&shape, v.clone())),
+                    ArrayData::U16(shaped(&shape, v)),
                     FillValue::UInt16(f),
                     2,
                 )
@@ -410,7 +467,7 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
                 let f = fill_num!(fill, u32, default_fill::UINT).ok_or_else(mismatch)?;
                 (
                     DType::UInt32,
-                    ArrayData::U32(shaped(&shape, v.clone())),
+                    ArrayData::U32(shaped(&shape, v)),
                     FillValue::UInt32(f),
                     4,
                 )
@@ -419,20 +476,20 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
                 let f = fill_num!(fill, u64, default_fill::UINT64).ok_or_else(mismatch)?;
                 (
                     DType::UInt64,
-                    ArrayData::U64(shaped(&shape, v.clone())),
+                    ArrayData::U64(shaped(&shape, v)),
                     FillValue::UInt64(f),
                     8,
                 )
             }
             NcValues::Float(v) => (
                 DType::Float32,
-                ArrayData::F32(shaped(&shape, v.clone())),
+                ArrayData::F32(shaped(&shape, v)),
                 float_fill(fill, true).ok_or_else(mismatch)?,
                 4,
             ),
             NcValues::Double(v) => (
                 DType::Float64,
-                ArrayData::F64(shaped(&shape, v.clone())),
+                ArrayData::F64(shaped(&shape, v)),
                 float_fill(fill, false).ok_or_else(mismatch)?,
                 8,
             ),
@@ -446,7 +503,7 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
                 let width = v.iter().map(String::len).max().unwrap_or(1).max(1) as u64;
                 (
                     DType::String,
-                    ArrayData::Str(shaped(&shape, v.clone())),
+                    ArrayData::Str(shaped(&shape, v)),
                     FillValue::String(f),
                     width,
                 )
@@ -455,14 +512,23 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
                 // A trailing char dimension folds into strings; a scalar char is
                 // a one-character string.
                 let strlen = if let Some(last) = dims.pop() {
-                    vattrs.insert(reserved::CHAR_DIM.into(), Attr::String(last));
+                    char_dim = Some(last);
                     shape.pop().unwrap_or(1)
                 } else {
                     1
                 } as usize;
                 let cells = shape.iter().product::<u64>() as usize;
                 let trim = |s| trim_char(s, opts.trim_spaces);
-                let latin1 = strlen > 0
+                // ASCII text (nearly all of it) is checked once as a whole,
+                // and each string is a slice of it: checking and converting
+                // every string on its own was a tenth of an Argo import.
+                let ascii = if bytes.is_ascii() {
+                    std::str::from_utf8(&bytes).ok()
+                } else {
+                    None
+                };
+                let latin1 = ascii.is_none()
+                    && strlen > 0
                     && bytes
                         .chunks(strlen)
                         .any(|s| std::str::from_utf8(trim(s)).is_err());
@@ -473,10 +539,17 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
                         String::from_utf8_lossy(s).into_owned()
                     }
                 };
-                let strings: Vec<String> = if strlen == 0 {
-                    vec![String::new(); cells]
-                } else {
-                    bytes.chunks(strlen).map(|s| text(trim(s))).collect()
+                let strings: Vec<String> = match ascii {
+                    _ if strlen == 0 => vec![String::new(); cells],
+                    Some(all) => (0..bytes.len().div_ceil(strlen))
+                        .map(|i| {
+                            let at = i * strlen;
+                            let end = (at + strlen).min(bytes.len());
+                            let len = trim(&bytes[at..end]).len();
+                            all[at..at + len].to_owned()
+                        })
+                        .collect(),
+                    None => bytes.chunks(strlen).map(|s| text(trim(s))).collect(),
                 };
                 if latin1 {
                     CHAR_LATIN1.clone_into(&mut type_tag);
@@ -503,79 +576,105 @@ pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Resul
         };
         let chunk = chunk_shape(&shape, cell_bytes, opts.chunk_bytes);
         let schema = ArraySchema::new(&var.name, dtype, dims, shape, Some(chunk), Some(fill_value))
-            .map_err(|e| mapping(path, format!("{owner}: {e}")))?;
-        vattrs.insert(reserved::TYPE.into(), Attr::String(type_tag));
-        if !vtypes.is_empty() {
-            vattrs.insert(reserved::ATTR_TYPES.into(), Attr::StringList(vtypes));
-        }
-        arrays.push(ArrayPlan {
+            .map_err(|e| mapping(path, format!("{}: {e}", owner())))?;
+        let array_attrs = match remembered {
+            Some(m) if m.char_dim == char_dim && m.type_tag == type_tag => Arc::clone(&m.attrs),
+            _ => {
+                let (mut vattrs, vtypes) = match converted {
+                    Some(c) => c,
+                    // Remembered, so already checked: converting cannot fail.
+                    None => convert_attrs(&var.attrs, path, &owner)?,
+                };
+                if let Some(d) = &char_dim {
+                    vattrs.insert(reserved::CHAR_DIM.into(), Attr::String(d.clone()));
+                }
+                vattrs.insert(reserved::TYPE.into(), Attr::String(type_tag.clone()));
+                if !vtypes.is_empty() {
+                    vattrs.insert(reserved::ATTR_TYPES.into(), Attr::StringList(vtypes));
+                }
+                let vattrs = Arc::new(vattrs);
+                memo.attrs.insert(
+                    var.name.clone(),
+                    AttrsMemo {
+                        raw: var.attrs.clone(),
+                        char_dim,
+                        type_tag,
+                        attrs: Arc::clone(&vattrs),
+                    },
+                );
+                vattrs
+            }
+        };
+        arrays.push(Planned {
             name: var.name.clone(),
             schema,
-            attrs: vattrs,
+            attrs: array_attrs,
             data,
         });
     }
-    Ok(DatasetPlan {
-        name: name.to_owned(),
-        attrs,
-        arrays,
-    })
+    Ok((attrs, arrays))
 }
 
-/// The attribute sets and schemas of the arrays written last, by array
-/// name: a dataset whose array has the same attributes (in the same order)
-/// or the same schema as the previous one's shares them instead of holding
-/// a copy (files of one collection repeat their variables' attributes and
-/// mostly their shapes, and a batch holds thousands; shared schemas are
-/// also checked once per batch and found by address in the registry's
-/// dictionary).
+/// Whether two lists of NetCDF attributes convert to the same attributes:
+/// the same names and values in the same order, floating-point values
+/// compared by their bits (so `-0.0` is not `0.0`, and a NaN is itself).
+fn same_attrs(a: &[NcAttr], b: &[NcAttr]) -> bool {
+    fn bits<T: Copy, U: PartialEq>(x: &[T], y: &[T], f: impl Fn(T) -> U) -> bool {
+        x.len() == y.len() && x.iter().zip(y).all(|(&p, &q)| f(p) == f(q))
+    }
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.name == y.name
+                && match (&x.value, &y.value) {
+                    (NcValues::Float(p), NcValues::Float(q)) => bits(p, q, f32::to_bits),
+                    (NcValues::Double(p), NcValues::Double(q)) => bits(p, q, f64::to_bits),
+                    (p, q) => p == q,
+                }
+        })
+}
+
+/// A map keyed by array names, hashed with foldhash.
+type NameMap<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;
+
+/// A variable's attribute set as a plan last made it, by array name: the
+/// NetCDF attributes and the reserved entries it was made from.
+#[derive(Debug)]
+struct AttrsMemo {
+    raw: Vec<NcAttr>,
+    char_dim: Option<String>,
+    type_tag: String,
+    attrs: Arc<IndexMap<String, Attr>>,
+}
+
+/// What the plans of one decoder's files share: files of one collection
+/// repeat their variables' attributes, which are converted once, not once
+/// per file, while they do not change.
+#[derive(Debug, Default)]
+struct Memo {
+    attrs: NameMap<AttrsMemo>,
+}
+
+/// What one decoder's files share, by array name: the attribute sets (see
+/// [`Memo`]) and the schemas of the arrays planned last. A dataset whose
+/// array has the same attributes or the same schema as the previous one's
+/// shares them instead of holding a copy (files of one collection repeat
+/// their variables' attributes and mostly their shapes, and a batch holds
+/// thousands; shared schemas are also checked once per batch and found by
+/// address in the registry's dictionary).
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    attrs: std::collections::HashMap<String, Arc<IndexMap<String, Attr>>>,
-    schemas: std::collections::HashMap<String, Arc<ArraySchema>>,
-}
-
-/// What [`new_dataset`] did not keep because an equal value is shared: for
-/// the caller to free where it likes (on the import's critical path,
-/// freeing memory another thread allocated was slower than the batch write
-/// itself).
-#[derive(Debug, Default)]
-pub(crate) struct Unused {
-    attrs: Vec<IndexMap<String, Attr>>,
-    schemas: Vec<ArraySchema>,
+    memo: Memo,
+    schemas: NameMap<Arc<ArraySchema>>,
 }
 
 impl Shared {
-    fn attrs(
-        &mut self,
-        array: &str,
-        attrs: IndexMap<String, Attr>,
-        unused: &mut Unused,
-    ) -> Arc<IndexMap<String, Attr>> {
-        match self.attrs.get(array) {
-            Some(a) if a.len() == attrs.len() && a.iter().eq(attrs.iter()) => {
-                unused.attrs.push(attrs);
-                Arc::clone(a)
-            }
-            _ => {
-                let a = Arc::new(attrs);
-                self.attrs.insert(array.to_owned(), Arc::clone(&a));
-                a
-            }
-        }
-    }
-
-    fn schema(
-        &mut self,
-        array: &str,
-        schema: ArraySchema,
-        unused: &mut Unused,
-    ) -> Arc<ArraySchema> {
+    /// `schema`, or the equal one of the previous array of this name (then
+    /// `schema` is freed here, by the thread that made it: on the import's
+    /// critical path, freeing memory another thread allocated was slower
+    /// than the batch write itself).
+    fn schema(&mut self, array: &str, schema: ArraySchema) -> Arc<ArraySchema> {
         match self.schemas.get(array) {
-            Some(s) if **s == schema => {
-                unused.schemas.push(schema);
-                Arc::clone(s)
-            }
+            Some(s) if **s == schema => Arc::clone(s),
             _ => {
                 let s = Arc::new(schema);
                 self.schemas.insert(array.to_owned(), Arc::clone(&s));
@@ -585,39 +684,51 @@ impl Shared {
     }
 }
 
-/// The batch entry of a plan (moved, not copied), with its array
-/// attribute sets and schemas shared with the plans converted before
-/// through `shared`; what it did not keep goes to `unused`.
-pub(crate) fn new_dataset(
-    plan: DatasetPlan,
+/// The batch entry of one file, as [`plan`] makes it, with its arrays'
+/// attribute sets and schemas shared with the files planned before through
+/// `shared`.
+pub(crate) fn plan_entry(
+    nc: NcFile,
+    name: &str,
+    opts: &ImportOptions,
+    path: &Path,
     shared: &mut Shared,
-    unused: &mut Unused,
-) -> NewDataset {
-    let arrays = plan
-        .arrays
+) -> Result<NewDataset> {
+    let (attributes, arrays) = plan_with(nc, name, opts, path, &mut shared.memo)?;
+    let arrays = arrays
         .into_iter()
         .map(|a| NewArray {
-            attributes: if a.attrs.is_empty() {
-                Arc::default()
-            } else {
-                shared.attrs(&a.name, a.attrs, unused)
-            },
-            schema: shared.schema(&a.name, a.schema, unused),
+            attributes: a.attrs,
+            schema: shared.schema(&a.name, a.schema),
             name: a.name,
             data: Some(a.data),
         })
         .collect();
-    NewDataset {
-        name: plan.name,
-        attributes: plan.attrs,
+    Ok(NewDataset {
+        name: name.to_owned(),
+        attributes,
         arrays,
-    }
+    })
 }
 
 /// Writes a plan as a new dataset, all or nothing: if anything fails, the
 /// store is as before (nothing is flushed here).
 pub async fn write_plan(store: &Atlas, plan: &DatasetPlan) -> Result<()> {
-    let ds = new_dataset(plan.clone(), &mut Shared::default(), &mut Unused::default());
+    let plan = plan.clone();
+    let ds = NewDataset {
+        name: plan.name,
+        attributes: plan.attrs,
+        arrays: plan
+            .arrays
+            .into_iter()
+            .map(|a| NewArray {
+                attributes: Arc::new(a.attrs),
+                schema: Arc::new(a.schema),
+                name: a.name,
+                data: Some(a.data),
+            })
+            .collect(),
+    };
     store.create_datasets(std::slice::from_ref(&ds)).await?;
     Ok(())
 }

@@ -486,3 +486,90 @@ async fn datasets_not_from_netcdf_export_with_default_types() {
     .unwrap_err();
     assert!(e.to_string().contains("ushort"), "{e}");
 }
+
+/// A bulk import converts a variable's attributes once while the files
+/// repeat them; every dataset must still get exactly what planning its file
+/// alone gives: not the previous file's set when a value differs only in
+/// the sign of a zero, when the text turns Latin-1 (its type tag), or when
+/// the char dimension is renamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_import_reuses_attributes_only_when_they_convert_the_same() {
+    fn file(scale: f64, text: &[u8], strlen: &str, units: &str) -> NcFile {
+        NcFile {
+            format: NcFormat::Classic,
+            dims: vec![dim("n", 2, false), dim(strlen, 3, false)],
+            attrs: vec![attr("title", NcValues::Char(b"t".to_vec()))],
+            vars: vec![
+                var(
+                    "temp",
+                    &[0],
+                    vec![
+                        attr("units", NcValues::Char(units.as_bytes().to_vec())),
+                        attr("scale", NcValues::Double(vec![scale])),
+                        attr("nan", NcValues::Float(vec![f32::NAN])),
+                    ],
+                    NcValues::Float(vec![1.0, 2.0]),
+                ),
+                var(
+                    "name",
+                    &[0, 1],
+                    vec![attr("long_name", NcValues::Char(b"a name".to_vec()))],
+                    NcValues::Char(text.to_vec()),
+                ),
+            ],
+        }
+    }
+    let ascii = b"ab\0cd\0";
+    let files = [
+        file(0.0, ascii, "strlen", "K"),
+        file(0.0, ascii, "strlen", "K"),
+        file(-0.0, ascii, "strlen", "K"),
+        file(-0.0, b"\xe9b\0cd\0", "strlen", "K"),
+        file(-0.0, ascii, "len", "K"),
+        file(-0.0, ascii, "len", "degC"),
+        file(0.0, ascii, "strlen", "K"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for (i, nc) in files.iter().enumerate() {
+        atlas_netcdf::write_file(nc, src.join(format!("f{i}.nc")), None).unwrap();
+    }
+    let store = Atlas::create_path(dir.path().join("store"), StoreConfig::default())
+        .await
+        .unwrap();
+    // One decoder: every file after the first meets the previous one's sets.
+    let opts = atlas_netcdf::BulkOptions {
+        jobs: 1,
+        ..Default::default()
+    };
+    let report = atlas_netcdf::import_paths(&store, std::slice::from_ref(&src), &opts, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(report.imported, files.len());
+    for (i, nc) in files.iter().enumerate() {
+        let name = format!("f{i}");
+        let path = src.join(format!("{name}.nc"));
+        let alone = atlas_netcdf::plan(nc, &name, &ImportOptions::default(), &path).unwrap();
+        let ds = store.open_dataset(&name).await.unwrap();
+        for a in &alone.arrays {
+            // Debug text tells -0.0 from 0.0 (`==` does not) and shows NaNs.
+            assert_eq!(
+                format!("{:?}", ds.array_attributes(&a.name).unwrap()),
+                format!("{:?}", a.attrs),
+                "{name}/{}",
+                a.name
+            );
+        }
+    }
+    let ds = store.open_dataset("f3").await.unwrap();
+    assert_eq!(
+        ds.get_array_attribute("name", "_nc_type"),
+        Some(Attr::String("char_latin1".into()))
+    );
+    let ds = store.open_dataset("f4").await.unwrap();
+    assert_eq!(
+        ds.get_array_attribute("name", "_nc_char_dim"),
+        Some(Attr::String("len".into()))
+    );
+}
