@@ -556,14 +556,17 @@ pub(crate) fn read_bytes(bytes: &[u8], path: &Path) -> Result<NcFile> {
             path: path.to_owned(),
         });
     }
-    let h = parse_header(bytes, len).map_err(|e| e.into_error(path, len))?;
+    let mut h = parse_header(bytes, len).map_err(|e| e.into_error(path, len))?;
     let numrecs = h.num_records();
-    let mut vars = Vec::with_capacity(h.vars.len());
-    for v in &h.vars {
-        let slab = h.slab_bytes(v) as usize;
+    // The header's variables move into the file (their names, dimensions
+    // and attributes are not copied).
+    let header_vars = std::mem::take(&mut h.vars);
+    let mut vars = Vec::with_capacity(header_vars.len());
+    for v in header_vars {
+        let slab = h.slab_bytes(&v) as usize;
         let begin = v.begin as usize;
         // `layout` checked every range against the file length.
-        let values = if h.is_record_var(v) {
+        let values = if h.is_record_var(&v) {
             let mut raw = Vec::with_capacity(slab * numrecs as usize);
             for r in 0..numrecs as usize {
                 let at = begin + r * h.recsize as usize;
@@ -574,9 +577,9 @@ pub(crate) fn read_bytes(bytes: &[u8], path: &Path) -> Result<NcFile> {
             decode(v.nc_type, &bytes[begin..begin + slab])
         };
         vars.push(NcVar {
-            name: v.name.clone(),
-            dims: v.dims.clone(),
-            attrs: v.attrs.clone(),
+            name: v.name,
+            dims: v.dims,
+            attrs: v.attrs,
             values,
         });
     }
