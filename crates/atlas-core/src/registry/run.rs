@@ -2877,6 +2877,126 @@ mod tests {
         );
     }
 
+    /// A record of `arrays` arrays (statistics telling array and id apart),
+    /// `scalars` scalar attributes and `lists` list attributes.
+    fn wide_record(id: u64, arrays: usize, scalars: usize, lists: usize) -> Record {
+        let mut meta = DatasetMeta::default();
+        let mut stats = crate::FastMap::default();
+        for a in 0..arrays {
+            let name = format!("A{a:02}");
+            let schema = Arc::new(
+                ArraySchema::new(&name, DType::Float64, vec!["N".into()], vec![2], None, None)
+                    .unwrap(),
+            );
+            meta.arrays.insert(
+                name.clone(),
+                ArrayEntry {
+                    schema,
+                    attributes: Arc::default(),
+                },
+            );
+            let v = (id * 100 + a as u64) as f64;
+            stats.insert(
+                name,
+                ArrayStats {
+                    min: Some(StatValue::Float(-v)),
+                    max: Some(StatValue::Float(v)),
+                    null_count: 0,
+                    row_count: 2,
+                },
+            );
+        }
+        for k in 0..scalars {
+            meta.attributes
+                .insert(format!("s{k}"), Attr::Int64((id * 10 + k as u64) as i64));
+        }
+        for k in 0..lists {
+            meta.attributes
+                .insert(format!("l{k}"), Attr::Int64List(vec![id as i64, k as i64]));
+        }
+        Record {
+            id,
+            meta: Arc::new(meta),
+            stats: Arc::new(stats),
+        }
+    }
+
+    /// A run of many catalog columns, spilled or not, has the same bytes,
+    /// and every column holds its own rows (ids, each array's statistics,
+    /// scalar and list attributes in their sections).
+    #[test]
+    fn many_columns_land_in_their_places_spilled_or_not() {
+        let (arrays, scalars, lists) = (19, 8, 3);
+        let storage = MemoryStorage::new();
+        let write = |path: &Path, spill_at: usize| {
+            let mut w = new_writer(&storage, path);
+            w.spill_at = spill_at;
+            let n = 3000u64;
+            for i in 0..n {
+                let id = (i * 7919) % n;
+                w.record(
+                    &format!("ds{i:06}"),
+                    &wide_record(id, arrays, scalars, lists),
+                )
+                .unwrap();
+            }
+            let spilled = w.scratch.is_some();
+            w.finish().unwrap();
+            spilled
+        };
+        let whole = Path::new("/s/atlas.meta/w.run");
+        let spilled = Path::new("/s/atlas.meta/p.run");
+        assert!(!write(whole, usize::MAX));
+        assert!(write(spilled, 64 << 10));
+        assert_eq!(
+            storage.contents(whole).unwrap(),
+            storage.contents(spilled).unwrap(),
+            "the same bytes, spilled or not"
+        );
+        let run = Run::open(&storage, spilled, RunId::fresh()).unwrap();
+        let listed = run.ids().unwrap();
+        assert_eq!(listed.len(), 3000);
+        assert_eq!(listed[1], (1, format!("ds{:06}", 1679)));
+        let array_names: Vec<&str> = run.index.arrays.iter().map(|(n, _)| n.as_str()).collect();
+        let expected: Vec<String> = (0..arrays).map(|a| format!("A{a:02}")).collect();
+        assert_eq!(array_names, expected);
+        for (a, name) in expected.iter().enumerate() {
+            let rows = run.array_rows(name).unwrap();
+            assert_eq!(rows.len(), 3000, "{name}");
+            for (id, st) in rows {
+                assert_eq!(
+                    st.max,
+                    Some(StatValue::Float((id * 100 + a as u64) as f64)),
+                    "{name}"
+                );
+            }
+        }
+        let attr_names: Vec<&str> = run.index.attrs.iter().map(|(n, _)| n.as_str()).collect();
+        let mut scalar_keys: Vec<String> = (0..scalars).map(|k| format!("s{k}")).collect();
+        scalar_keys.sort();
+        assert_eq!(attr_names, scalar_keys);
+        for key in &scalar_keys {
+            let k: u64 = key[1..].parse().unwrap();
+            let rows = run.attribute_rows(key).unwrap();
+            assert_eq!(rows.len(), 3000);
+            assert!(rows
+                .iter()
+                .all(|(id, v)| *v == Attr::Int64((id * 10 + k) as i64)));
+        }
+        let list_names: Vec<&str> = run.index.lists.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(list_names, ["l0", "l1", "l2"]);
+        for (k, (_, blocks)) in run.index.lists.iter().enumerate() {
+            let mut rows = Vec::new();
+            for (_, r) in blocks {
+                rows.extend(run.attr_block(r).unwrap());
+            }
+            assert_eq!(rows.len(), 3000);
+            assert!(rows
+                .iter()
+                .all(|(id, v)| *v == Attr::Int64List(vec![*id as i64, k as i64])));
+        }
+    }
+
     /// A merge re-encodes the runs' records as they are stored
     /// (`record_stored`) byte for byte as it would from decoded records:
     /// mixed statistics (strings, absences), several schemas and attribute
