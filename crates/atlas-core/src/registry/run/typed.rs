@@ -477,7 +477,16 @@ fn put_section(out: &mut Vec<u8>, kind: u8, values: &[Option<&StatRepr>]) {
         return;
     }
     if kind == KIND_ROWS {
-        let raw = rmp_serde::to_vec(values).expect("statistics serialize");
+        // What `rmp_serde::to_vec(values)` writes (an array of optional
+        // statistics), without serde's path.
+        let mut raw = Vec::with_capacity(5 + 16 * n);
+        super::mpk_array_header(
+            &mut raw,
+            u32::try_from(n).expect("writers close blocks long before 2^32 rows"),
+        );
+        for v in values {
+            super::mpk_write::stat(&mut raw, *v);
+        }
         out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
         out.extend_from_slice(&raw);
         return;
