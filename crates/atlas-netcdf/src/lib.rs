@@ -174,7 +174,9 @@ pub async fn import_file(
     let path = path.as_ref();
     let name = name.map_or_else(|| default_dataset_name(path), str::to_owned);
     let nc = read_file(path)?;
-    let plan = import::plan(&nc, &name, opts, path)?;
-    import::write_plan(store, &plan).await?;
+    // Planned straight into the batch entry: the file's values move into
+    // it (a plan, then `write_plan`, held two more copies of them).
+    let ds = import::plan_entry(nc, &name, opts, path, &mut import::Shared::default())?;
+    store.create_datasets(std::slice::from_ref(&ds)).await?;
     Ok(name)
 }
