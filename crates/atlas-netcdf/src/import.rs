@@ -297,7 +297,6 @@ fn shaped<T>(shape: &[u64], v: Vec<T>) -> ArrayD<T> {
 
 /// Builds the plan for one file. Pure: validates names and shapes, converts
 /// every variable; the store is not touched.
-#[allow(clippy::too_many_lines)]
 pub fn plan(nc: &NcFile, name: &str, opts: &ImportOptions, path: &Path) -> Result<DatasetPlan> {
     let (attrs, arrays) = plan_with(nc.clone(), name, opts, path, &mut Memo::default())?;
     Ok(DatasetPlan {
@@ -375,7 +374,6 @@ fn plan_with(
         // Converted (and checked) here unless the same attributes were
         // converted for the previous file's variable of this name.
         let remembered = memo
-            .attrs
             .get(&var.name)
             .filter(|m| same_attrs(&m.raw, &var.attrs));
         let converted = match remembered {
@@ -541,12 +539,12 @@ fn plan_with(
                 };
                 let strings: Vec<String> = match ascii {
                     _ if strlen == 0 => vec![String::new(); cells],
-                    Some(all) => (0..bytes.len().div_ceil(strlen))
-                        .map(|i| {
+                    Some(all) => bytes
+                        .chunks(strlen)
+                        .enumerate()
+                        .map(|(i, s)| {
                             let at = i * strlen;
-                            let end = (at + strlen).min(bytes.len());
-                            let len = trim(&bytes[at..end]).len();
-                            all[at..at + len].to_owned()
+                            all[at..at + trim(s).len()].to_owned()
                         })
                         .collect(),
                     None => bytes.chunks(strlen).map(|s| text(trim(s))).collect(),
@@ -593,7 +591,7 @@ fn plan_with(
                     vattrs.insert(reserved::ATTR_TYPES.into(), Attr::StringList(vtypes));
                 }
                 let vattrs = Arc::new(vattrs);
-                memo.attrs.insert(
+                memo.insert(
                     var.name.clone(),
                     AttrsMemo {
                         raw: var.attrs.clone(),
@@ -646,13 +644,10 @@ struct AttrsMemo {
     attrs: Arc<IndexMap<String, Attr>>,
 }
 
-/// What the plans of one decoder's files share: files of one collection
-/// repeat their variables' attributes, which are converted once, not once
-/// per file, while they do not change.
-#[derive(Debug, Default)]
-struct Memo {
-    attrs: NameMap<AttrsMemo>,
-}
+/// What the plans of one decoder's files share, by array name: files of
+/// one collection repeat their variables' attributes, which are converted
+/// once, not once per file, while they do not change.
+type Memo = NameMap<AttrsMemo>;
 
 /// What one decoder's files share, by array name: the attribute sets (see
 /// [`Memo`]) and the schemas of the arrays planned last. A dataset whose

@@ -482,34 +482,15 @@ impl ColumnValue for StatRow {
         typed::encode_stats(rows)
     }
 
-    /// Fixed fields and tagged values, row by row (`MessagePack` through
-    /// serde was most of the cost of spilling and reading back the Argo
-    /// import's catalog rows).
+    /// `typed::encode_spilled_stats`' layout (`MessagePack` through serde
+    /// was most of the cost of spilling and reading back the Argo import's
+    /// catalog rows).
     fn spill_block(rows: &[(u64, Self)]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(rows.len() * 42);
-        for (id, StatRow(min, max, nulls, cells)) in rows {
-            for w in [*id, *nulls, *cells] {
-                out.extend_from_slice(&w.to_le_bytes());
-            }
-            for v in [min, max] {
-                spill_stat(&mut out, v.as_ref());
-            }
-        }
-        out
+        typed::encode_spilled_stats(rows)
     }
 
     fn unspill_block(raw: &[u8]) -> std::result::Result<Vec<(u64, Self)>, String> {
-        let mut rows = Vec::new();
-        let mut rest = raw;
-        while !rest.is_empty() {
-            let id = take_u64(&mut rest)?;
-            let nulls = take_u64(&mut rest)?;
-            let cells = take_u64(&mut rest)?;
-            let min = unspill_stat(&mut rest)?;
-            let max = unspill_stat(&mut rest)?;
-            rows.push((id, StatRow(min, max, nulls, cells)));
-        }
-        Ok(rows)
+        typed::decode_spilled_stats(raw)
     }
 }
 
@@ -522,77 +503,6 @@ impl ColumnValue for Attr {
     fn encode_block(rows: &[(u64, Self)]) -> Vec<u8> {
         typed::encode_attrs(rows)
     }
-}
-
-/// Appends a spilled statistic: a tag byte (0: none), then its value.
-fn spill_stat(out: &mut Vec<u8>, v: Option<&StatRepr>) {
-    match v {
-        None => out.push(0),
-        Some(StatRepr::B(b)) => out.extend_from_slice(&[1, u8::from(*b)]),
-        Some(StatRepr::I(x)) => {
-            out.push(2);
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        Some(StatRepr::U(x)) => {
-            out.push(3);
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        Some(StatRepr::F(x)) => {
-            out.push(4);
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        Some(StatRepr::S(s)) => {
-            out.push(5);
-            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        }
-        Some(StatRepr::T(x)) => {
-            out.push(6);
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-}
-
-/// The first `n` bytes of `rest`, which then starts after them.
-fn take_bytes<'a>(rest: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], String> {
-    if rest.len() < n {
-        return Err(format!(
-            "spilled rows: {n} bytes wanted, {} left",
-            rest.len()
-        ));
-    }
-    let (head, tail) = rest.split_at(n);
-    *rest = tail;
-    Ok(head)
-}
-
-fn take_u64(rest: &mut &[u8]) -> std::result::Result<u64, String> {
-    let b = take_bytes(rest, 8)?;
-    Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
-}
-
-/// A statistic [`spill_stat`] wrote.
-fn unspill_stat(rest: &mut &[u8]) -> std::result::Result<Option<StatRepr>, String> {
-    let tag = take_bytes(rest, 1)?[0];
-    Ok(Some(match tag {
-        0 => return Ok(None),
-        1 => StatRepr::B(take_bytes(rest, 1)?[0] != 0),
-        2 => StatRepr::I(take_u64(rest)? as i64),
-        3 => StatRepr::U(take_u64(rest)?),
-        4 => StatRepr::F(f64::from_bits(take_u64(rest)?)),
-        5 => {
-            let len = usize::try_from(take_u64(rest)?)
-                .map_err(|_| "spilled rows: a string longer than memory".to_owned())?;
-            let bytes = take_bytes(rest, len)?;
-            StatRepr::S(
-                std::str::from_utf8(bytes)
-                    .map_err(|e| format!("spilled rows: {e}"))?
-                    .to_owned(),
-            )
-        }
-        6 => StatRepr::T(take_u64(rest)? as i64),
-        t => return Err(format!("spilled rows: unknown statistic tag {t}")),
-    }))
 }
 
 /// The id list or one catalog column while a run is written: the rows not
@@ -757,21 +667,21 @@ impl RecOut<'_> {
     /// of adding a record to a run. The attributes still go through serde.
     fn write_mpk(&self, out: &mut Vec<u8>) {
         let RecOut(name, id, body) = self;
-        mpk_array_header(out, 3);
+        mpk_write::array(out, 3);
         mpk_write::str(out, name);
         mpk_write::uint(out, *id);
         let Some(BodyOut(attributes, arrays)) = body else {
             mpk_write::nil(out);
             return;
         };
-        mpk_array_header(out, 2);
+        mpk_write::array(out, 2);
         rmp_serde::encode::write(out, attributes).expect("attributes serialize");
-        mpk_array_header(
+        mpk_write::array(
             out,
             u32::try_from(arrays.len()).expect("a record holds fewer than 2^32 arrays"),
         );
         for ArrOut(aname, s, a, st) in *arrays {
-            mpk_array_header(out, 4);
+            mpk_write::array(out, 4);
             mpk_write::str(out, aname);
             mpk_write::uint(out, u64::from(*s));
             match a {
@@ -786,7 +696,7 @@ impl RecOut<'_> {
 impl StatRow {
     /// Appends the row as `rmp_serde` serializes it.
     fn write_mpk(&self, out: &mut Vec<u8>) {
-        mpk_array_header(out, 4);
+        mpk_write::array(out, 4);
         mpk_write::stat(out, self.0.as_ref());
         mpk_write::stat(out, self.1.as_ref());
         mpk_write::uint(out, self.2);
@@ -794,70 +704,35 @@ impl StatRow {
     }
 }
 
-/// `MessagePack` writers for the records' and statistics' hot paths, each
-/// writing what `rmp_serde` writes for the same value (its smallest forms;
-/// an enum variant as a one-entry map from its name).
+/// The `MessagePack` values of the records' and statistics' hot paths,
+/// written with `rmp` (the encoder `rmp_serde` writes them with, so the
+/// same bytes) without serde's path; an enum variant is a one-entry map
+/// from its name, as `rmp_serde` writes it.
 mod mpk_write {
+    use rmp::encode;
+
     use super::StatRepr;
 
+    const INFALLIBLE: &str = "writing MessagePack to a vector";
+
     pub(super) fn nil(out: &mut Vec<u8>) {
-        out.push(0xc0);
+        encode::write_nil(out).expect(INFALLIBLE);
+    }
+
+    pub(super) fn array(out: &mut Vec<u8>, n: u32) {
+        encode::write_array_len(out, n).expect(INFALLIBLE);
     }
 
     pub(super) fn uint(out: &mut Vec<u8>, v: u64) {
-        if v < 0x80 {
-            out.push(v as u8);
-        } else if let Ok(v) = u8::try_from(v) {
-            out.extend_from_slice(&[0xcc, v]);
-        } else if let Ok(v) = u16::try_from(v) {
-            out.push(0xcd);
-            out.extend_from_slice(&v.to_be_bytes());
-        } else if let Ok(v) = u32::try_from(v) {
-            out.push(0xce);
-            out.extend_from_slice(&v.to_be_bytes());
-        } else {
-            out.push(0xcf);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
+        encode::write_uint(out, v).expect(INFALLIBLE);
     }
 
     pub(super) fn sint(out: &mut Vec<u8>, v: i64) {
-        if let Ok(u) = u64::try_from(v) {
-            uint(out, u);
-        } else if v >= -32 {
-            out.push(v as u8);
-        } else if let Ok(v) = i8::try_from(v) {
-            out.extend_from_slice(&[0xd0, v as u8]);
-        } else if let Ok(v) = i16::try_from(v) {
-            out.push(0xd1);
-            out.extend_from_slice(&v.to_be_bytes());
-        } else if let Ok(v) = i32::try_from(v) {
-            out.push(0xd2);
-            out.extend_from_slice(&v.to_be_bytes());
-        } else {
-            out.push(0xd3);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
+        encode::write_sint(out, v).expect(INFALLIBLE);
     }
 
     pub(super) fn str(out: &mut Vec<u8>, s: &str) {
-        let n = s.len();
-        if n < 32 {
-            out.push(0xa0 | n as u8);
-        } else if let Ok(n) = u8::try_from(n) {
-            out.extend_from_slice(&[0xd9, n]);
-        } else if let Ok(n) = u16::try_from(n) {
-            out.push(0xda);
-            out.extend_from_slice(&n.to_be_bytes());
-        } else {
-            out.push(0xdb);
-            out.extend_from_slice(
-                &u32::try_from(n)
-                    .expect("a registry string is under 4 GiB")
-                    .to_be_bytes(),
-            );
-        }
-        out.extend_from_slice(s.as_bytes());
+        encode::write_str(out, s).expect(INFALLIBLE);
     }
 
     /// An optional statistic: nil, or `{variant: value}`.
@@ -866,11 +741,11 @@ mod mpk_write {
             nil(out);
             return;
         };
-        out.push(0x81);
+        encode::write_map_len(out, 1).expect(INFALLIBLE);
         match v {
             StatRepr::B(b) => {
                 str(out, "B");
-                out.push(if *b { 0xc3 } else { 0xc2 });
+                encode::write_bool(out, *b).expect(INFALLIBLE);
             }
             StatRepr::I(x) => {
                 str(out, "I");
@@ -882,8 +757,7 @@ mod mpk_write {
             }
             StatRepr::F(x) => {
                 str(out, "F");
-                out.push(0xcb);
-                out.extend_from_slice(&x.to_bits().to_be_bytes());
+                encode::write_f64(out, *x).expect(INFALLIBLE);
             }
             StatRepr::S(x) => {
                 str(out, "S");
@@ -1032,7 +906,7 @@ impl<'s> RunWriter<'s> {
         // The block is a `MessagePack` array of its records: the header goes
         // right before them, in the room left for it.
         let mut head = Vec::with_capacity(BLOCK_HEAD);
-        mpk_array_header(&mut head, self.block_len);
+        mpk_write::array(&mut head, self.block_len);
         let start = BLOCK_HEAD - head.len();
         let mut block = std::mem::take(&mut self.block);
         block[start..BLOCK_HEAD].copy_from_slice(&head);
@@ -1591,19 +1465,6 @@ fn same_attrs(a: &IndexMap<String, Attr>, b: &IndexMap<String, Attr>) -> bool {
 /// Bytes left before a record block's records for its array header (at most
 /// 5: a marker and a `u32` count).
 const BLOCK_HEAD: usize = 5;
-
-/// The header of a `MessagePack` array of `n` items, as `rmp_serde` writes it.
-fn mpk_array_header(out: &mut Vec<u8>, n: u32) {
-    if n < 16 {
-        out.push(0x90 | n as u8);
-    } else if let Ok(n) = u16::try_from(n) {
-        out.push(0xdc);
-        out.extend_from_slice(&n.to_be_bytes());
-    } else {
-        out.push(0xdd);
-        out.extend_from_slice(&n.to_be_bytes());
-    }
-}
 
 /// Splits `items` into runs of about `target` estimated bytes (at least one
 /// item each).
@@ -2840,7 +2701,7 @@ mod tests {
         for n in [0usize, 1, 15, 16, 255, 65_535, 65_536] {
             let whole = rmp_serde::to_vec(&vec![0u8; n]).unwrap();
             let mut head = Vec::new();
-            mpk_array_header(&mut head, n as u32);
+            mpk_write::array(&mut head, n as u32);
             assert_eq!(head, whole[..whole.len() - n], "{n} items");
         }
         let rec = record(7, 20.5);
@@ -3223,7 +3084,7 @@ mod tests {
         // A column section of string statistics (`typed::put_section`).
         let refs: Vec<Option<&StatRepr>> = stats.iter().map(Option::as_ref).collect();
         let mut section = Vec::new();
-        mpk_array_header(&mut section, refs.len() as u32);
+        mpk_write::array(&mut section, refs.len() as u32);
         for v in &refs {
             mpk_write::stat(&mut section, *v);
         }

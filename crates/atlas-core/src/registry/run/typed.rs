@@ -480,7 +480,7 @@ fn put_section(out: &mut Vec<u8>, kind: u8, values: &[Option<&StatRepr>]) {
         // What `rmp_serde::to_vec(values)` writes (an array of optional
         // statistics), without serde's path.
         let mut raw = Vec::with_capacity(5 + 16 * n);
-        super::mpk_array_header(
+        super::mpk_write::array(
             &mut raw,
             u32::try_from(n).expect("writers close blocks long before 2^32 rows"),
         );
@@ -620,6 +620,75 @@ pub(super) fn encode_stats_fixed(rows: &[(u64, StatRow)]) -> Vec<u8> {
     put_section(&mut out, kmin, &mins);
     put_section(&mut out, kmax, &maxs);
     out
+}
+
+/// Statistics rows as a run writer's scratch file holds them (read back by
+/// [`decode_spilled_stats`] in the same process, never kept): per row the
+/// id, null and cell counts (`u64` each), then min and max, each a tag byte
+/// (0 none, 1 bool, 2 i64, 3 u64, 4 f64, 5 string, 6 timestamp) and its
+/// little-endian value (a string: a `u64` length and its bytes).
+pub(super) fn encode_spilled_stats(rows: &[(u64, StatRow)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 42);
+    for (id, StatRow(min, max, nulls, cells)) in rows {
+        for w in [*id, *nulls, *cells] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        for v in [min, max] {
+            let word = |out: &mut Vec<u8>, tag: u8, w: u64| {
+                out.push(tag);
+                out.extend_from_slice(&w.to_le_bytes());
+            };
+            match v {
+                None => out.push(0),
+                Some(StatRepr::B(b)) => out.extend_from_slice(&[1, u8::from(*b)]),
+                Some(StatRepr::I(x)) => word(&mut out, 2, *x as u64),
+                Some(StatRepr::U(x)) => word(&mut out, 3, *x),
+                Some(StatRepr::F(x)) => word(&mut out, 4, x.to_bits()),
+                Some(StatRepr::S(s)) => {
+                    word(&mut out, 5, s.len() as u64);
+                    out.extend_from_slice(s.as_bytes());
+                }
+                Some(StatRepr::T(x)) => word(&mut out, 6, *x as u64),
+            }
+        }
+    }
+    out
+}
+
+/// The rows [`encode_spilled_stats`] wrote, or why not.
+pub(super) fn decode_spilled_stats(raw: &[u8]) -> Result<Vec<(u64, StatRow)>, String> {
+    fn stat(c: &mut Cursor<'_>) -> Result<Option<StatRepr>, String> {
+        Ok(Some(match c.u8("a spilled statistic's tag")? {
+            0 => return Ok(None),
+            1 => StatRepr::B(c.u8("a spilled bool")? != 0),
+            2 => StatRepr::I(c.u64("a spilled i64")? as i64),
+            3 => StatRepr::U(c.u64("a spilled u64")?),
+            4 => StatRepr::F(f64::from_bits(c.u64("a spilled f64")?)),
+            5 => {
+                let len = usize::try_from(c.u64("a spilled string's length")?)
+                    .map_err(|_| "spilled rows: a string longer than memory".to_owned())?;
+                let bytes = c.take(len, "a spilled string")?;
+                StatRepr::S(
+                    std::str::from_utf8(bytes)
+                        .map_err(|e| format!("spilled rows: {e}"))?
+                        .to_owned(),
+                )
+            }
+            6 => StatRepr::T(c.u64("a spilled timestamp")? as i64),
+            t => return Err(format!("spilled rows: unknown statistic tag {t}")),
+        }))
+    }
+    let mut c = Cursor(raw);
+    let mut rows = Vec::new();
+    while !c.0.is_empty() {
+        let id = c.u64("a spilled id")?;
+        let nulls = c.u64("a spilled null count")?;
+        let cells = c.u64("a spilled cell count")?;
+        let min = stat(&mut c)?;
+        let max = stat(&mut c)?;
+        rows.push((id, StatRow(min, max, nulls, cells)));
+    }
+    Ok(rows)
 }
 
 // ---- decoding ---------------------------------------------------------------
