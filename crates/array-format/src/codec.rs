@@ -379,9 +379,9 @@ pub(crate) fn shuffle(raw: &[u8], width: usize) -> Vec<u8> {
 /// [`shuffle`] into `out`, of `raw`'s length.
 fn shuffle_into(raw: &[u8], width: usize, out: &mut [u8]) {
     match width {
-        2 => shuffle_w::<2>(raw, out),
-        4 => shuffle_w::<4>(raw, out),
-        8 => shuffle_w::<8>(raw, out),
+        2 => shuffle2(raw, out),
+        4 => shuffle4(raw, out),
+        8 => shuffle8(raw, out),
         _ => shuffle_any(raw, width, out),
     }
 }
@@ -421,25 +421,56 @@ pub(crate) fn unshuffle_into(shuffled: &[u8], width: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// Cells processed per tile: both sides of the transposition stay in L1.
-const TILE: usize = 1024;
-
-fn shuffle_w<const W: usize>(raw: &[u8], out: &mut [u8]) {
-    let n = raw.len() / W;
-    let (body, tail) = raw.split_at(n * W);
-    let (planes, out_tail) = out.split_at_mut(n * W);
-    out_tail.copy_from_slice(tail);
-    for start in (0..n).step_by(TILE) {
-        let end = (start + TILE).min(n);
-        let cells = &body[start * W..end * W];
-        for b in 0..W {
-            let dst = &mut planes[b * n + start..b * n + end];
-            for (d, cell) in dst.iter_mut().zip(cells.chunks_exact(W)) {
-                *d = cell[b];
+/// Byte-shuffles `W`-byte cells (`W` the size of `$word`): the cells
+/// are read as little-endian words, 16 at a time, and each word's byte `b`
+/// taken with a shift. Written this way the compiler vectorizes the
+/// transposition: 11–18 GB/s for four-byte cells on this machine, against
+/// 2.6 GB/s for the byte-indexed loop it replaced (a scratch benchmark of
+/// 200-byte and 32 KiB blocks); eight-byte cells gain less (1.5 → 3.3–4.2
+/// GB/s). The cells past the last whole group of 16, and the bytes past the
+/// last whole cell, are copied one at a time.
+macro_rules! shuffle_words {
+    ($name:ident, $word:ty) => {
+        fn $name(raw: &[u8], out: &mut [u8]) {
+            const W: usize = size_of::<$word>();
+            const LANES: usize = 16;
+            let n = raw.len() / W;
+            let (body, tail) = raw.split_at(n * W);
+            let (planes, out_tail) = out.split_at_mut(n * W);
+            out_tail.copy_from_slice(tail);
+            let whole = n / LANES * LANES;
+            let mut words = [0 as $word; LANES];
+            let mut bytes = [[0u8; LANES]; W];
+            for i in (0..whole).step_by(LANES) {
+                let cells = &body[i * W..(i + LANES) * W];
+                for (w, c) in words.iter_mut().zip(cells.chunks_exact(W)) {
+                    *w = <$word>::from_le_bytes(c.try_into().expect("a whole cell"));
+                }
+                for (b, plane) in bytes.iter_mut().enumerate() {
+                    for (d, w) in plane.iter_mut().zip(&words) {
+                        // Byte `b` of the cell: the truncation is the point.
+                        #[allow(clippy::cast_possible_truncation)]
+                        {
+                            *d = (*w >> (8 * b)) as u8;
+                        }
+                    }
+                }
+                for (b, plane) in bytes.iter().enumerate() {
+                    planes[b * n + i..b * n + i + LANES].copy_from_slice(plane);
+                }
+            }
+            for (i, cell) in body.chunks_exact(W).enumerate().skip(whole) {
+                for (b, &byte) in cell.iter().enumerate() {
+                    planes[b * n + i] = byte;
+                }
             }
         }
-    }
+    };
 }
+
+shuffle_words!(shuffle2, u16);
+shuffle_words!(shuffle4, u32);
+shuffle_words!(shuffle8, u64);
 
 fn shuffle_any(raw: &[u8], width: usize, out: &mut [u8]) {
     let n = raw.len() / width;
@@ -482,6 +513,21 @@ mod tests {
                     // Byte 1 of cell 0 lands at plane 1.
                     assert_eq!(sh[n], raw[1]);
                 }
+            }
+        }
+    }
+
+    /// The word-wise shuffles of two-, four- and eight-byte cells lay out
+    /// every byte where the byte-wise one does, at every length around the
+    /// groups of 16 cells they work in (and with a partial last cell).
+    #[test]
+    fn word_shuffles_match_the_bytewise_shuffle() {
+        for w in [2, 4, 8] {
+            for len in 0..=(w * 16 * 3 + w + 1) {
+                let raw: Vec<u8> = (0..len).map(|i| (i * 31 % 251 + 1) as u8).collect();
+                let mut want = vec![0u8; len];
+                shuffle_any(&raw, w, &mut want);
+                assert_eq!(shuffle(&raw, w), want, "{w}-byte cells, {len} bytes");
             }
         }
     }
