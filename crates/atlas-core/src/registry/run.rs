@@ -420,6 +420,8 @@ const SPILL_AT: usize = 8 << 20;
 /// datasets), so these blocks are an eighth of the run's own
 /// ([`BLOCK_TARGET`]), and so is what the merge holds.
 const SPILL_BLOCK_TARGET: usize = 16 << 10;
+/// Bytes read at a time when [`RunWriter::carry`] copies a run.
+const COPY_READ: u64 = 8 << 20;
 
 /// A value of the id list (`(id, name)`) or of a catalog column
 /// (`(id, statistics)`, `(id, attribute)`).
@@ -511,6 +513,9 @@ impl ColumnValue for Attr {
 struct ColumnBuf<T> {
     rows: Vec<(u64, T)>,
     pieces: Vec<Vec<BlockRef>>,
+    /// Blocks of a carried run ([`RunWriter::carry`]), already in this
+    /// run's file: they come first, their ids below every row's.
+    carried: Vec<(u64, BlockRef)>,
 }
 
 impl<T> Default for ColumnBuf<T> {
@@ -518,6 +523,7 @@ impl<T> Default for ColumnBuf<T> {
         ColumnBuf {
             rows: Vec::new(),
             pieces: Vec::new(),
+            carried: Vec::new(),
         }
     }
 }
@@ -950,6 +956,150 @@ impl<'s> RunWriter<'s> {
         Ok(())
     }
 
+    /// Starts this run, still empty, with every record, tombstone and
+    /// catalog row of `run`, as stored: `run`'s file up to its variants,
+    /// dictionary and bitmaps is copied byte for byte (each block's CRC
+    /// checked), so its blocks keep their offsets; its dictionary becomes
+    /// the start of this run's, and its variants and ids are merged in.
+    /// A merge that carries its oldest run this way neither decodes nor
+    /// encodes that run's records again (appending in name order, the
+    /// usual case, carries most of what a merge writes).
+    ///
+    /// False, with nothing written, when `run` is of another format version
+    /// or its blocks are not laid out as this writer lays them out (the
+    /// caller then merges it record by record). The caller guarantees what
+    /// makes the copy right ([`Run::carry_bounds`]): every name the run is
+    /// given afterwards sorts after `run`'s last, every id is above `run`'s,
+    /// and none of `run`'s ids is killed.
+    pub(crate) fn carry(&mut self, run: &Run) -> Result<bool> {
+        assert!(
+            self.pos == HEADER_LEN && self.n_records == 0 && self.n_tombstones == 0,
+            "a run is carried into an empty writer"
+        );
+        let ix = &run.index;
+        if ix.version != RUN_VERSION || !ix.variants.is_empty() || ix.names.is_empty() {
+            return Ok(false);
+        }
+        let Some(last) = run.last_name()? else {
+            return Ok(false);
+        };
+        let copied: Vec<&BlockRef> = ix
+            .names
+            .iter()
+            .map(|(_, r)| r)
+            .chain(ix.ids.iter().map(|(_, r)| r))
+            .chain(
+                ix.arrays
+                    .iter()
+                    .chain(&ix.attrs)
+                    .chain(&ix.lists)
+                    .flat_map(|(_, blocks)| blocks.iter().map(|(_, r)| r)),
+            )
+            .collect();
+        let end = copied
+            .iter()
+            .map(|r| r.off + u64::from(r.len))
+            .max()
+            .unwrap_or(HEADER_LEN);
+        let kept_after = ix
+            .variant_blocks
+            .iter()
+            .map(|(_, _, r)| r)
+            .chain([&ix.dict, &ix.id_set, &ix.killed]);
+        if copied.iter().any(|r| r.off < HEADER_LEN) || kept_after.into_iter().any(|r| r.off < end)
+        {
+            return Ok(false);
+        }
+        let dict_repr: DictRepr = run.read(&ix.dict)?;
+        let dict = run.dict()?;
+        let mut variants = Vec::with_capacity(ix.variant_blocks.len());
+        for (name, keys, r) in &ix.variant_blocks {
+            variants.push((name, keys, run.bitmaps(r, keys.len())?));
+        }
+        // The bytes, in reads of up to COPY_READ, each block's CRC checked.
+        let mut sorted = copied;
+        sorted.sort_unstable_by_key(|r| r.off);
+        let mut from = HEADER_LEN;
+        let mut k = 0;
+        while from < end {
+            let mut to = from;
+            let first = k;
+            while k < sorted.len()
+                && (k == first || sorted[k].off + u64::from(sorted[k].len) - from <= COPY_READ)
+            {
+                to = to.max(sorted[k].off + u64::from(sorted[k].len));
+                k += 1;
+            }
+            let bytes = run.handle.read_vec_at(from, (to - from) as usize)?;
+            for r in &sorted[first..k] {
+                let at = (r.off - from) as usize;
+                check_stored(&bytes[at..at + r.len as usize], r, &run.path)?;
+            }
+            self.out.append(&bytes)?;
+            from = to;
+        }
+        self.pos = end;
+        self.names.clone_from(&ix.names);
+        self.ids.carried.clone_from(&ix.ids);
+        for (name, blocks) in &ix.arrays {
+            let k = self.slot_of(name);
+            self.arrays[k].1.rows.carried.clone_from(blocks);
+        }
+        for (name, blocks) in &ix.attrs {
+            self.attrs
+                .entry(name.clone())
+                .or_default()
+                .carried
+                .clone_from(blocks);
+        }
+        for (name, blocks) in &ix.lists {
+            self.lists
+                .entry(name.clone())
+                .or_default()
+                .carried
+                .clone_from(blocks);
+        }
+        for (name, keys, bitmaps) in variants {
+            let k = self.slot_of(name);
+            let col = &mut self.arrays[k].1;
+            for (key, ids) in keys.iter().zip(bitmaps) {
+                *col.variants.entry(*key).or_default() |= ids;
+            }
+        }
+        // The dictionary, found by content as the writer's own entries are.
+        let DictRepr(schemas, attr_sets) = dict_repr;
+        for (i, (repr, schema)) in schemas.into_iter().zip(&dict.schemas).enumerate() {
+            self.schemas.push(repr);
+            self.schema_eq
+                .entry(schema_fingerprint(schema))
+                .or_default()
+                .push((Arc::clone(schema), i as u32));
+        }
+        for (i, (set, shared)) in attr_sets.into_iter().zip(&dict.attr_sets).enumerate() {
+            self.attr_sets.push(set);
+            self.attr_eq
+                .entry(attrs_fingerprint(shared))
+                .or_default()
+                .push((Arc::clone(shared), i as u32));
+        }
+        self.id_set |= run.id_set()?;
+        self.n_records = ix.n_records;
+        self.n_tombstones = ix.n_tombstones;
+        self.last_name = Some(last);
+        Ok(true)
+    }
+
+    /// The position in `arrays` of array `name`, added if new.
+    fn slot_of(&mut self, name: &str) -> usize {
+        if let Some(&k) = self.array_slots.get(name) {
+            return k;
+        }
+        self.arrays.push((name.to_owned(), ArrayColumn::default()));
+        self.array_slots
+            .insert(name.to_owned(), self.arrays.len() - 1);
+        self.arrays.len() - 1
+    }
+
     /// Adds a tombstone: `name` no longer exists (its id is in `killed`).
     pub(crate) fn tombstone(&mut self, name: &str) -> Result<()> {
         self.n_tombstones += 1;
@@ -963,14 +1113,7 @@ impl<'s> RunWriter<'s> {
                 return k;
             }
         }
-        let k = if let Some(&k) = self.array_slots.get(name) {
-            k
-        } else {
-            self.arrays.push((name.to_owned(), ArrayColumn::default()));
-            self.array_slots
-                .insert(name.to_owned(), self.arrays.len() - 1);
-            self.arrays.len() - 1
-        };
+        let k = self.slot_of(name);
         if i < self.layout.len() {
             self.layout[i] = k;
         } else {
@@ -1178,9 +1321,22 @@ impl<'s> RunWriter<'s> {
     /// pieces, one decoded block per piece at a time. The blocks are the same
     /// whether or not anything was spilled.
     fn write_column<T: ColumnValue>(&mut self, col: ColumnBuf<T>) -> Result<Vec<(u64, BlockRef)>> {
-        let ColumnBuf { mut rows, pieces } = col;
+        let ColumnBuf {
+            mut rows,
+            pieces,
+            carried,
+        } = col;
         rows.sort_unstable_by_key(|(id, _)| *id);
-        let mut blocks = Vec::new();
+        // A carried run's rows come first ([`RunWriter::carry`]'s caller
+        // guarantees it): its last block starts below every row here.
+        debug_assert!(
+            carried
+                .last()
+                .zip(rows.first())
+                .is_none_or(|((c, _), (r, _))| c < r),
+            "carried catalog blocks must precede the run's own rows"
+        );
+        let mut blocks = carried;
         if pieces.is_empty() {
             for chunk in chunks_by_size(&rows, BLOCK_TARGET, |(_, v)| v.est()) {
                 let r = self.write_raw(&T::encode_block(chunk))?;
@@ -1630,6 +1786,20 @@ struct BlockCache {
     bytes: usize,
 }
 
+/// A run's bounds, as a merge that may carry it needs them
+/// ([`Run::carry_bounds`]).
+#[derive(Debug)]
+pub(crate) struct CarryBounds {
+    /// Its first record's name.
+    pub first: String,
+    /// Its last record's name.
+    pub last: String,
+    /// Its largest live id (`None`: only tombstones).
+    pub max_id: Option<u64>,
+    /// Whether it holds tombstones.
+    pub tombstones: bool,
+}
+
 /// An opened run: its index decoded, its blocks read on demand.
 pub(crate) struct Run {
     id: RunId,
@@ -1742,6 +1912,37 @@ impl Run {
             cache_bytes: CACHE_BYTES,
             catalog: catalog::Cache::default(),
         })
+    }
+
+    /// What [`RunWriter::carry`] needs to know of this run to carry it
+    /// into a merge: its first record's name and last record's name, its
+    /// largest id, and whether it holds tombstones (`None`: no record).
+    pub(crate) fn carry_bounds(&self) -> Result<Option<CarryBounds>> {
+        let Some((first, _)) = self.index.names.first() else {
+            return Ok(None);
+        };
+        let Some(last) = self.last_name()? else {
+            return Ok(None);
+        };
+        Ok(Some(CarryBounds {
+            first: first.clone(),
+            last,
+            max_id: self.id_set()?.max(),
+            tombstones: self.index.n_tombstones > 0,
+        }))
+    }
+
+    /// The name of the run's last record (its last record block read).
+    fn last_name(&self) -> Result<Option<String>> {
+        let Some(i) = self.index.names.len().checked_sub(1) else {
+            return Ok(None);
+        };
+        let block = self.record_block(i)?;
+        Ok(block
+            .recs
+            .len()
+            .checked_sub(1)
+            .map(|j| block.name(j).to_owned()))
     }
 
     /// The file's size in bytes.
@@ -3409,6 +3610,165 @@ mod tests {
                 other => panic!("{name}: {other:?}"),
             }
         }
+    }
+
+    /// Everything a reader asks of a run, in a comparable form.
+    fn describe(run: &Run, names: &[String]) -> Vec<String> {
+        let mut out = vec![format!(
+            "{} records, ids {:?}, killed {:?}",
+            run.n_records(),
+            run.id_set().unwrap().iter().collect::<Vec<_>>(),
+            run.killed().unwrap().iter().collect::<Vec<_>>()
+        )];
+        for n in names {
+            out.push(match run.get(n).unwrap() {
+                Some(Found::Live(r)) => {
+                    let mut stats: Vec<String> =
+                        r.stats.iter().map(|(a, s)| format!("{a} {s:?}")).collect();
+                    stats.sort();
+                    format!("{n}: {} {:?} {stats:?}", r.id, r.meta)
+                }
+                Some(Found::Tombstone) => format!("{n}: tombstone"),
+                None => format!("{n}: absent"),
+            });
+        }
+        out.push(format!("{:?}", run.ids().unwrap()));
+        for a in run.array_names().map(str::to_owned).collect::<Vec<_>>() {
+            out.push(format!("{a}: {:?}", run.array_rows(&a).unwrap()));
+            let mut vs: Vec<String> = run
+                .array_variants(&a)
+                .unwrap()
+                .iter()
+                .map(|v| format!("{:?} {:?} {:?}", v.schema, v.attrs, v.ids))
+                .collect();
+            vs.sort();
+            out.push(format!("{a} variants: {vs:?}"));
+        }
+        for k in run.attribute_names().map(str::to_owned).collect::<Vec<_>>() {
+            out.push(format!("{k}: {:?}", run.attribute_rows(&k).unwrap()));
+        }
+        out.push(format!("lists {:?}", run.list_attribute_names().unwrap()));
+        out
+    }
+
+    /// A merge that carries its oldest run as stored reads back exactly as
+    /// one that decodes and writes every record again: records, tombstones,
+    /// ids, statistics, variants, attribute columns and the dictionary
+    /// shared between carried and new records; a carried block whose CRC
+    /// does not match is an error, not copied.
+    #[test]
+    fn a_carried_run_reads_back_as_a_rewritten_one() {
+        let storage = MemoryStorage::new();
+        let dir = Path::new("/s/atlas.meta");
+        let old = dir.join("old.run");
+        // Records of several shapes (wide ones with attributes and lists,
+        // TEMP ones with a schema of their own every fourth), tombstones,
+        // killed ids, and enough of them for many blocks of every kind.
+        let rec = |i: u64| {
+            if i.is_multiple_of(3) {
+                wide_record(i, 4, 3, 2)
+            } else {
+                let mut r = record(i, i as f64);
+                if i % 4 == 1 {
+                    let meta = Arc::make_mut(&mut r.meta);
+                    let mut e = meta.arrays["TEMP"].clone();
+                    let mut schema = (*e.schema).clone();
+                    schema.shape = vec![5];
+                    schema.chunk_shape = schema.shape.clone();
+                    e.schema = Arc::new(schema);
+                    meta.arrays.insert("TEMP".into(), e);
+                }
+                r
+            }
+        };
+        let mut w = new_writer(&storage, &old);
+        for i in 0..6_000u64 {
+            let name = format!("ds{i:06}");
+            if i % 97 == 5 {
+                w.tombstone(&name).unwrap();
+            } else {
+                w.record(&name, &rec(i)).unwrap();
+            }
+        }
+        w.kill(&[100_000, 100_001].into_iter().collect());
+        w.finish().unwrap();
+        let old_run = Run::open(&storage, &old, RunId::fresh()).unwrap();
+        assert!(
+            old_run.index.names.len() > 1 && old_run.index.arrays.len() > 3,
+            "{} record blocks",
+            old_run.index.names.len()
+        );
+        let bounds = old_run.carry_bounds().unwrap().unwrap();
+        assert_eq!(
+            (bounds.first.as_str(), bounds.last.as_str()),
+            ("ds000000", "ds005999")
+        );
+        assert_eq!((bounds.max_id, bounds.tombstones), (Some(5_999), true));
+        // New names after the old run's, new ids above, the same shapes
+        // (found in the carried dictionary) and a new one.
+        let mut changes: Vec<(String, Option<Record>)> = (6_000..6_500u64)
+            .map(|i| {
+                let mut r = rec(i);
+                if i == 6_123 {
+                    let meta = Arc::make_mut(&mut r.meta);
+                    meta.attributes.insert("only_new".into(), Attr::from("x"));
+                }
+                (format!("ds{i:06}"), Some(r))
+            })
+            .collect();
+        changes.push(("ds007000".into(), None));
+        let mut names: Vec<String> = (0..7_001).map(|i| format!("ds{i:06}")).collect();
+        names.push("dr".into());
+        let mut described = Vec::new();
+        for carry in [true, false] {
+            let out = dir.join(format!("merged-{carry}.run"));
+            let mut w = new_writer(&storage, &out);
+            let all = [Arc::new(Run::open(&storage, &old, RunId::fresh()).unwrap())];
+            let sources = if carry {
+                assert!(w.carry(&old_run).unwrap());
+                &all[..0]
+            } else {
+                &all[..]
+            };
+            super::super::merge_runs(sources, changes.clone(), |name, rec| match rec {
+                Some(MergeRec::Stored(r)) => w.record_stored(name, r),
+                Some(r) => w.record(name, &r.into_record()),
+                None => w.tombstone(name),
+            })
+            .unwrap();
+            w.kill(&old_run.killed().unwrap());
+            w.finish().unwrap();
+            let merged = Run::open(&storage, &out, RunId::fresh()).unwrap();
+            described.push(describe(&merged, &names));
+            if carry {
+                // Carried and new records share the dictionary's entries.
+                assert_eq!(
+                    merged.dict().unwrap().schemas.len(),
+                    old_run.dict().unwrap().schemas.len()
+                );
+            }
+        }
+        assert_eq!(described[0].len(), described[1].len());
+        for (a, b) in described[0].iter().zip(&described[1]) {
+            assert_eq!(a, b);
+        }
+        assert!(described[0].iter().any(|l| l.contains("only_new")));
+
+        // A damaged block of the carried run: an error, nothing carried.
+        let mut bytes = storage.contents(&old).unwrap();
+        let r = old_run.index.arrays[0].1[0].1;
+        bytes[r.off as usize + 3] ^= 0x40;
+        let bad = dir.join("bad.run");
+        let mut h = storage.create_new(&bad).unwrap();
+        h.append(&bytes).unwrap();
+        h.sync().unwrap();
+        drop(h);
+        let bad_run = Run::open(&storage, &bad, RunId::fresh()).unwrap();
+        let mut w = new_writer(&storage, &dir.join("from-bad.run"));
+        assert!(matches!(
+            w.carry(&bad_run),
+            Err(Error::CorruptRegistry { .. })
+        ));
     }
 
     #[test]

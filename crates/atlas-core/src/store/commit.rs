@@ -35,8 +35,8 @@ use super::{Inner, HISTORY_DIR, REGISTRY_FILE};
 use crate::error::{Error, Result};
 use crate::registry::{
     decode_retired, decode_retired_chunk, encode_retired, encode_retired_chunk, merge_runs, now_ms,
-    seal_retired, unseal_retired, Manifest, MergeRec, Record, Retired, RunId, RunSet, RunWriter,
-    Sealed, META_DIR,
+    seal_retired, unseal_retired, Manifest, MergeRec, Record, Retired, Run, RunId, RunSet,
+    RunWriter, Sealed, META_DIR,
 };
 use roaring::RoaringTreemap;
 
@@ -442,7 +442,18 @@ fn write_run(
     if compacting {
         w.whole_registry();
     }
-    merge_runs(runs, snap.changes.clone(), |name, rec| match rec {
+    // The oldest merged run is copied as it is stored when nothing else
+    // in the merge falls among its names or ids (a compaction rewrites
+    // everything, at its own level).
+    let mut sources = runs;
+    if !compacting
+        && !runs.is_empty()
+        && carries(&runs[0], &runs[1..], snap, full)?
+        && w.carry(&runs[0])?
+    {
+        sources = &runs[1..];
+    }
+    merge_runs(sources, snap.changes.clone(), |name, rec| match rec {
         Some(MergeRec::Held(rec)) => w.record(name, &rec),
         Some(MergeRec::Stored(rec)) => w.record_stored(name, rec),
         // Tombstones hide older runs' records; with no older run left, none.
@@ -450,6 +461,50 @@ fn write_run(
         None => w.tombstone(name),
     })?;
     w.finish()
+}
+
+/// Whether a merge of `oldest`, then `newer` runs, then the changes of
+/// `snap` can carry `oldest` whole ([`RunWriter::carry`]): no other source
+/// holds a name at or before its last one or an id at or below its
+/// largest, and none kills one of its ids, so each of its records is its
+/// name's newest, live, and its catalog rows come first. With `full` (no
+/// older run remains) its tombstones would have to go: a run holding any
+/// is not carried.
+fn carries(oldest: &Run, newer: &[Arc<Run>], snap: &Snapshot, full: bool) -> Result<bool> {
+    let Some(b) = oldest.carry_bounds()? else {
+        return Ok(false);
+    };
+    if full && b.tombstones {
+        return Ok(false);
+    }
+    for r in newer {
+        if let Some(nb) = r.carry_bounds()? {
+            if nb.first <= b.last {
+                return Ok(false);
+            }
+        }
+    }
+    if snap.changes.first().is_some_and(|(n, _)| *n <= b.last) {
+        return Ok(false);
+    }
+    if let Some(max) = b.max_id {
+        let ids = oldest.id_set()?;
+        if snap
+            .changes
+            .iter()
+            .filter_map(|(_, r)| r.as_ref())
+            .any(|r| r.id <= max)
+            || !ids.is_disjoint(&snap.killed)
+        {
+            return Ok(false);
+        }
+        for r in newer {
+            if r.id_set()?.min().is_some_and(|m| m <= max) || !ids.is_disjoint(&r.killed()?) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> Result<()> {
