@@ -956,59 +956,32 @@ impl<'s> RunWriter<'s> {
         Ok(())
     }
 
-    /// Starts this run, still empty, with every record, tombstone and
-    /// catalog row of `run`, as stored: `run`'s file up to its variants,
-    /// dictionary and bitmaps is copied byte for byte (each block's CRC
-    /// checked), so its blocks keep their offsets; its dictionary becomes
-    /// the start of this run's, and its variants and ids are merged in.
-    /// A merge that carries its oldest run this way neither decodes nor
-    /// encodes that run's records again (appending in name order, the
-    /// usual case, carries most of what a merge writes).
+    /// Starts this run, still empty, with every catalog row of `run`, as
+    /// stored: its id and catalog column blocks are copied byte for byte
+    /// (each block's CRC checked) and come first in their columns, its
+    /// dictionary becomes the start of this run's, and its variants, ids and
+    /// counts are merged in. Its records follow through the [`Carried`]
+    /// returned, which [`RunWriter::carry_until`] interleaves with the
+    /// merge's other records: a record block that no other name falls
+    /// within is copied as stored, any other has its records' bytes copied
+    /// one by one (their dictionary indexes are this run's too). So a merge
+    /// that carries its oldest run neither decodes nor encodes that run's
+    /// records and catalog rows again.
     ///
-    /// False, with nothing written, when `run` is of another format version
-    /// or its blocks are not laid out as this writer lays them out (the
-    /// caller then merges it record by record). The caller guarantees what
-    /// makes the copy right ([`Run::carry_bounds`]): every name the run is
-    /// given afterwards sorts after `run`'s last, every id is above `run`'s,
-    /// and none of `run`'s ids is killed.
-    pub(crate) fn carry(&mut self, run: &Run) -> Result<bool> {
+    /// `None`, with nothing written, when `run` is of another format
+    /// version (the caller then merges it record by record). The caller
+    /// guarantees what makes the copy right (`commit.rs`'s `carries`):
+    /// every id the run is given afterwards is above `run`'s, none of
+    /// `run`'s ids is killed (so none of its live records is replaced), and
+    /// when tombstones must go (no older run remains) `run` has none.
+    pub(crate) fn carry<'r>(&mut self, run: &'r Run) -> Result<Option<Carried<'r>>> {
         assert!(
             self.pos == HEADER_LEN && self.n_records == 0 && self.n_tombstones == 0,
             "a run is carried into an empty writer"
         );
         let ix = &run.index;
-        if ix.version != RUN_VERSION || !ix.variants.is_empty() || ix.names.is_empty() {
-            return Ok(false);
-        }
-        let Some(last) = run.last_name()? else {
-            return Ok(false);
-        };
-        let copied: Vec<&BlockRef> = ix
-            .names
-            .iter()
-            .map(|(_, r)| r)
-            .chain(ix.ids.iter().map(|(_, r)| r))
-            .chain(
-                ix.arrays
-                    .iter()
-                    .chain(&ix.attrs)
-                    .chain(&ix.lists)
-                    .flat_map(|(_, blocks)| blocks.iter().map(|(_, r)| r)),
-            )
-            .collect();
-        let end = copied
-            .iter()
-            .map(|r| r.off + u64::from(r.len))
-            .max()
-            .unwrap_or(HEADER_LEN);
-        let kept_after = ix
-            .variant_blocks
-            .iter()
-            .map(|(_, _, r)| r)
-            .chain([&ix.dict, &ix.id_set, &ix.killed]);
-        if copied.iter().any(|r| r.off < HEADER_LEN) || kept_after.into_iter().any(|r| r.off < end)
-        {
-            return Ok(false);
+        if ix.version != RUN_VERSION || !ix.variants.is_empty() {
+            return Ok(None);
         }
         let dict_repr: DictRepr = run.read(&ix.dict)?;
         let dict = run.dict()?;
@@ -1016,48 +989,64 @@ impl<'s> RunWriter<'s> {
         for (name, keys, r) in &ix.variant_blocks {
             variants.push((name, keys, run.bitmaps(r, keys.len())?));
         }
-        // The bytes, in reads of up to COPY_READ, each block's CRC checked.
-        let mut sorted = copied;
-        sorted.sort_unstable_by_key(|r| r.off);
-        let mut from = HEADER_LEN;
+        // The column blocks, adjacent ones read together (up to
+        // COPY_READ), each CRC checked, each at its new offset.
+        let mut refs: Vec<BlockRef> = ix
+            .ids
+            .iter()
+            .map(|(_, r)| *r)
+            .chain(
+                ix.arrays
+                    .iter()
+                    .chain(&ix.attrs)
+                    .chain(&ix.lists)
+                    .flat_map(|(_, blocks)| blocks.iter().map(|(_, r)| *r)),
+            )
+            .collect();
+        refs.sort_unstable_by_key(|r| r.off);
+        refs.dedup_by_key(|r| r.off);
+        let mut moved: HashMap<u64, BlockRef> = HashMap::with_capacity(refs.len());
         let mut k = 0;
-        while from < end {
-            let mut to = from;
+        while k < refs.len() {
+            let start = refs[k].off;
+            let mut end = start + u64::from(refs[k].len);
             let first = k;
-            while k < sorted.len()
-                && (k == first || sorted[k].off + u64::from(sorted[k].len) - from <= COPY_READ)
-            {
-                to = to.max(sorted[k].off + u64::from(sorted[k].len));
+            k += 1;
+            while k < refs.len() && refs[k].off == end && end - start < COPY_READ {
+                end += u64::from(refs[k].len);
                 k += 1;
             }
-            let bytes = run.handle.read_vec_at(from, (to - from) as usize)?;
-            for r in &sorted[first..k] {
-                let at = (r.off - from) as usize;
+            let bytes = run.handle.read_vec_at(start, (end - start) as usize)?;
+            for r in &refs[first..k] {
+                let at = (r.off - start) as usize;
                 check_stored(&bytes[at..at + r.len as usize], r, &run.path)?;
+                moved.insert(
+                    r.off,
+                    BlockRef {
+                        off: self.pos + (r.off - start),
+                        ..*r
+                    },
+                );
             }
             self.out.append(&bytes)?;
-            from = to;
+            self.pos += end - start;
         }
-        self.pos = end;
-        self.names.clone_from(&ix.names);
-        self.ids.carried.clone_from(&ix.ids);
+        let rebase = |blocks: &[(u64, BlockRef)]| -> Vec<(u64, BlockRef)> {
+            blocks
+                .iter()
+                .map(|(key, r)| (*key, moved[&r.off]))
+                .collect()
+        };
+        self.ids.carried = rebase(&ix.ids);
         for (name, blocks) in &ix.arrays {
             let k = self.slot_of(name);
-            self.arrays[k].1.rows.carried.clone_from(blocks);
+            self.arrays[k].1.rows.carried = rebase(blocks);
         }
         for (name, blocks) in &ix.attrs {
-            self.attrs
-                .entry(name.clone())
-                .or_default()
-                .carried
-                .clone_from(blocks);
+            self.attrs.entry(name.clone()).or_default().carried = rebase(blocks);
         }
         for (name, blocks) in &ix.lists {
-            self.lists
-                .entry(name.clone())
-                .or_default()
-                .carried
-                .clone_from(blocks);
+            self.lists.entry(name.clone()).or_default().carried = rebase(blocks);
         }
         for (name, keys, bitmaps) in variants {
             let k = self.slot_of(name);
@@ -1085,8 +1074,110 @@ impl<'s> RunWriter<'s> {
         self.id_set |= run.id_set()?;
         self.n_records = ix.n_records;
         self.n_tombstones = ix.n_tombstones;
-        self.last_name = Some(last);
-        Ok(true)
+        Ok(Some(Carried {
+            run,
+            next: 0,
+            open: None,
+        }))
+    }
+
+    /// Writes the carried run's records that sort before `name` (all that
+    /// are left, with `None`): each record block that ends before `name`
+    /// (the next block starts at or before it) is copied as stored, after
+    /// the block being filled is closed; the records of any other are
+    /// copied one by one into the block being filled. A carried tombstone
+    /// of `name` itself is dropped (the merge's newer record of `name`
+    /// follows); a carried live record of `name` is an error (the caller's
+    /// guarantees exclude it).
+    pub(crate) fn carry_until(&mut self, c: &mut Carried<'_>, name: Option<&str>) -> Result<()> {
+        let ix = &c.run.index;
+        loop {
+            if let Some((block, j)) = &mut c.open {
+                while *j < block.recs.len() {
+                    let rec = &block.recs[*j];
+                    let rname = rec.name(&block.raw);
+                    match name {
+                        Some(n) if rname > n => return Ok(()),
+                        Some(n) if rname == n => {
+                            if !rec.is_tombstone() {
+                                return Err(Error::CorruptRegistry {
+                                    path: c.run.path.clone(),
+                                    reason: format!(
+                                        "internal: carried record {n:?} has a newer record"
+                                    ),
+                                });
+                            }
+                            self.n_tombstones -= 1;
+                        }
+                        _ => {
+                            let bytes = &block.raw[rec.bytes.clone()];
+                            self.push_raw_record(rname, bytes)?;
+                        }
+                    }
+                    *j += 1;
+                }
+                c.open = None;
+            }
+            let Some((first, r)) = ix.names.get(c.next) else {
+                return Ok(());
+            };
+            if name.is_some_and(|n| first.as_str() > n) {
+                return Ok(());
+            }
+            let ends_before = match (ix.names.get(c.next + 1), name) {
+                (Some((next_first, _)), Some(n)) => next_first.as_str() <= n,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if ends_before {
+                self.flush_block()?;
+                let bytes = c.run.handle.read_vec_at(r.off, r.len as usize)?;
+                check_stored(&bytes, r, &c.run.path)?;
+                self.out.append(&bytes)?;
+                let moved = BlockRef {
+                    off: self.pos,
+                    ..*r
+                };
+                self.pos += u64::from(r.len);
+                self.names.push((first.clone(), moved));
+                match &mut self.last_name {
+                    Some(last) => {
+                        last.clear();
+                        last.push_str(first);
+                    }
+                    None => self.last_name = Some(first.clone()),
+                }
+            } else {
+                c.open = Some((c.run.record_block(c.next)?, 0));
+            }
+            c.next += 1;
+        }
+    }
+
+    /// Appends a carried record's bytes to the block being filled (no
+    /// catalog rows: the carried run's are copied whole).
+    fn push_raw_record(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        match &mut self.last_name {
+            Some(last) => {
+                assert!(
+                    last.as_str() < name,
+                    "run records must come in ascending name order"
+                );
+                last.clear();
+                last.push_str(name);
+            }
+            None => self.last_name = Some(name.to_owned()),
+        }
+        self.block.extend_from_slice(bytes);
+        self.block_len += 1;
+        self.block_est += bytes.len();
+        if self.block_first.is_none() {
+            self.block_first = Some(name.to_owned());
+        }
+        if self.block_est >= BLOCK_TARGET {
+            self.flush_block()?;
+        }
+        Ok(())
     }
 
     /// The position in `arrays` of array `name`, added if new.
@@ -1790,14 +1881,19 @@ struct BlockCache {
 /// ([`Run::carry_bounds`]).
 #[derive(Debug)]
 pub(crate) struct CarryBounds {
-    /// Its first record's name.
-    pub first: String,
-    /// Its last record's name.
-    pub last: String,
     /// Its largest live id (`None`: only tombstones).
     pub max_id: Option<u64>,
     /// Whether it holds tombstones.
     pub tombstones: bool,
+}
+
+/// The records of a run being carried into a merge ([`RunWriter::carry`]):
+/// the next record block to write, and the block whose records are being
+/// copied one by one with the next one's position.
+pub(crate) struct Carried<'r> {
+    run: &'r Run,
+    next: usize,
+    open: Option<(Arc<CachedBlock>, usize)>,
 }
 
 /// An opened run: its index decoded, its blocks read on demand.
@@ -1914,35 +2010,16 @@ impl Run {
         })
     }
 
-    /// What [`RunWriter::carry`] needs to know of this run to carry it
-    /// into a merge: its first record's name and last record's name, its
-    /// largest id, and whether it holds tombstones (`None`: no record).
+    /// What a merge that may carry this run ([`RunWriter::carry`]) needs
+    /// to know of it (`None`: no record, nothing to carry).
     pub(crate) fn carry_bounds(&self) -> Result<Option<CarryBounds>> {
-        let Some((first, _)) = self.index.names.first() else {
+        if self.index.names.is_empty() {
             return Ok(None);
-        };
-        let Some(last) = self.last_name()? else {
-            return Ok(None);
-        };
+        }
         Ok(Some(CarryBounds {
-            first: first.clone(),
-            last,
             max_id: self.id_set()?.max(),
             tombstones: self.index.n_tombstones > 0,
         }))
-    }
-
-    /// The name of the run's last record (its last record block read).
-    fn last_name(&self) -> Result<Option<String>> {
-        let Some(i) = self.index.names.len().checked_sub(1) else {
-            return Ok(None);
-        };
-        let block = self.record_block(i)?;
-        Ok(block
-            .recs
-            .len()
-            .checked_sub(1)
-            .map(|j| block.name(j).to_owned()))
     }
 
     /// The file's size in bytes.
@@ -3654,8 +3731,11 @@ mod tests {
     /// A merge that carries its oldest run as stored reads back exactly as
     /// one that decodes and writes every record again: records, tombstones,
     /// ids, statistics, variants, attribute columns and the dictionary
-    /// shared between carried and new records; a carried block whose CRC
-    /// does not match is an error, not copied.
+    /// shared between carried and new records, whether the new names come
+    /// after the carried run's or fall among them (between its blocks and
+    /// inside them), and when one re-creates a name the carried run holds a
+    /// tombstone of. A carried block whose CRC does not match is an error,
+    /// not copied.
     #[test]
     fn a_carried_run_reads_back_as_a_rewritten_one() {
         let storage = MemoryStorage::new();
@@ -3663,7 +3743,7 @@ mod tests {
         let old = dir.join("old.run");
         // Records of several shapes (wide ones with attributes and lists,
         // TEMP ones with a schema of their own every fourth), tombstones,
-        // killed ids, and enough of them for many blocks of every kind.
+        // killed ids, and enough of them for several blocks of every kind.
         let rec = |i: u64| {
             if i.is_multiple_of(3) {
                 wide_record(i, 4, 3, 2)
@@ -3681,9 +3761,10 @@ mod tests {
                 r
             }
         };
+        // The old run: even names, ids 0..; every 97th a tombstone.
         let mut w = new_writer(&storage, &old);
         for i in 0..6_000u64 {
-            let name = format!("ds{i:06}");
+            let name = format!("ds{:06}", 2 * i);
             if i % 97 == 5 {
                 w.tombstone(&name).unwrap();
             } else {
@@ -3694,65 +3775,94 @@ mod tests {
         w.finish().unwrap();
         let old_run = Run::open(&storage, &old, RunId::fresh()).unwrap();
         assert!(
-            old_run.index.names.len() > 1 && old_run.index.arrays.len() > 3,
+            old_run.index.names.len() > 4 && old_run.index.arrays.len() > 3,
             "{} record blocks",
             old_run.index.names.len()
         );
         let bounds = old_run.carry_bounds().unwrap().unwrap();
-        assert_eq!(
-            (bounds.first.as_str(), bounds.last.as_str()),
-            ("ds000000", "ds005999")
-        );
         assert_eq!((bounds.max_id, bounds.tombstones), (Some(5_999), true));
-        // New names after the old run's, new ids above, the same shapes
-        // (found in the carried dictionary) and a new one.
-        let mut changes: Vec<(String, Option<Record>)> = (6_000..6_500u64)
-            .map(|i| {
-                let mut r = rec(i);
-                if i == 6_123 {
-                    let meta = Arc::make_mut(&mut r.meta);
-                    meta.attributes.insert("only_new".into(), Attr::from("x"));
-                }
-                (format!("ds{i:06}"), Some(r))
-            })
+        // New records (ids above the old run's, the same shapes, found in
+        // the carried dictionary, and a new attribute): after the old
+        // names, or odd names among them, or the name of an old tombstone.
+        let after: Vec<u64> = (12_000..12_500).collect();
+        let among: Vec<u64> = (0..12_000)
+            .filter(|i| i % 2 == 1 && (i % 3_000 < 30 || i % 4_001 == 7))
             .collect();
-        changes.push(("ds007000".into(), None));
-        let mut names: Vec<String> = (0..7_001).map(|i| format!("ds{i:06}")).collect();
-        names.push("dr".into());
-        let mut described = Vec::new();
-        for carry in [true, false] {
-            let out = dir.join(format!("merged-{carry}.run"));
-            let mut w = new_writer(&storage, &out);
-            let all = [Arc::new(Run::open(&storage, &old, RunId::fresh()).unwrap())];
-            let sources = if carry {
-                assert!(w.carry(&old_run).unwrap());
-                &all[..0]
-            } else {
-                &all[..]
-            };
-            super::super::merge_runs(sources, changes.clone(), |name, rec| match rec {
-                Some(MergeRec::Stored(r)) => w.record_stored(name, r),
-                Some(r) => w.record(name, &r.into_record()),
-                None => w.tombstone(name),
-            })
-            .unwrap();
-            w.kill(&old_run.killed().unwrap());
-            w.finish().unwrap();
-            let merged = Run::open(&storage, &out, RunId::fresh()).unwrap();
-            described.push(describe(&merged, &names));
-            if carry {
-                // Carried and new records share the dictionary's entries.
-                assert_eq!(
-                    merged.dict().unwrap().schemas.len(),
-                    old_run.dict().unwrap().schemas.len()
-                );
+        let recreated = 2 * 102; // i = 102: 102 % 97 == 5, a tombstone
+        for (case, new_names) in [("after", after), ("among", among)] {
+            let mut new_names = new_names;
+            if case == "among" {
+                new_names.push(recreated);
             }
+            new_names.sort_unstable();
+            let mut changes: Vec<(String, Option<Record>)> = new_names
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    let mut r = rec(i);
+                    r.id = 10_000 + k as u64;
+                    if k == 7 {
+                        let meta = Arc::make_mut(&mut r.meta);
+                        meta.attributes.insert("only_new".into(), Attr::from("x"));
+                    }
+                    (format!("ds{i:06}"), Some(r))
+                })
+                .collect();
+            changes.push(("ds999999".into(), None));
+            let mut names: Vec<String> = (0..12_600).map(|i| format!("ds{i:06}")).collect();
+            names.push("ds999999".into());
+            let mut described = Vec::new();
+            for carry in [true, false] {
+                let out = dir.join(format!("merged-{case}-{carry}.run"));
+                let mut w = new_writer(&storage, &out);
+                let all = [Arc::new(Run::open(&storage, &old, RunId::fresh()).unwrap())];
+                let mut carried = None;
+                let mut sources = &all[..];
+                if carry {
+                    carried = w.carry(&old_run).unwrap();
+                    assert!(carried.is_some());
+                    sources = &all[..0];
+                }
+                super::super::merge_runs(sources, changes.clone(), |name, rec| {
+                    if let Some(c) = carried.as_mut() {
+                        w.carry_until(c, Some(name))?;
+                    }
+                    match rec {
+                        Some(MergeRec::Stored(r)) => w.record_stored(name, r),
+                        Some(r) => w.record(name, &r.into_record()),
+                        None => w.tombstone(name),
+                    }
+                })
+                .unwrap();
+                if let Some(c) = carried.as_mut() {
+                    w.carry_until(c, None).unwrap();
+                }
+                w.kill(&old_run.killed().unwrap());
+                w.finish().unwrap();
+                let merged = Run::open(&storage, &out, RunId::fresh()).unwrap();
+                described.push(describe(&merged, &names));
+                if carry {
+                    // Carried and new records share the dictionary's entries.
+                    assert_eq!(
+                        merged.dict().unwrap().schemas.len(),
+                        old_run.dict().unwrap().schemas.len(),
+                        "{case}"
+                    );
+                }
+            }
+            assert_eq!(described[0].len(), described[1].len());
+            for (a, b) in described[0].iter().zip(&described[1]) {
+                assert_eq!(a, b, "{case}");
+            }
+            assert!(described[0].iter().any(|l| l.contains("only_new")));
+            let recreated = format!("ds{recreated:06}: ");
+            let line = described[0].iter().find(|l| l.starts_with(&recreated));
+            assert_eq!(
+                line.is_some_and(|l| l.contains("tombstone")),
+                case == "after",
+                "{line:?}"
+            );
         }
-        assert_eq!(described[0].len(), described[1].len());
-        for (a, b) in described[0].iter().zip(&described[1]) {
-            assert_eq!(a, b);
-        }
-        assert!(described[0].iter().any(|l| l.contains("only_new")));
 
         // A damaged block of the carried run: an error, nothing carried.
         let mut bytes = storage.contents(&old).unwrap();

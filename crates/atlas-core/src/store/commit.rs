@@ -442,34 +442,45 @@ fn write_run(
     if compacting {
         w.whole_registry();
     }
-    // The oldest merged run is copied as it is stored when nothing else
-    // in the merge falls among its names or ids (a compaction rewrites
-    // everything, at its own level).
+    // The oldest merged run is copied as it is stored when every other
+    // source follows it in ids and kills none of them (a compaction
+    // rewrites everything, at its own level).
     let mut sources = runs;
-    if !compacting
-        && !runs.is_empty()
-        && carries(&runs[0], &runs[1..], snap, full)?
-        && w.carry(&runs[0])?
-    {
-        sources = &runs[1..];
+    let mut carried = None;
+    if !compacting && !runs.is_empty() && carries(&runs[0], &runs[1..], snap, full)? {
+        carried = w.carry(&runs[0])?;
+        if carried.is_some() {
+            sources = &runs[1..];
+        }
     }
-    merge_runs(sources, snap.changes.clone(), |name, rec| match rec {
-        Some(MergeRec::Held(rec)) => w.record(name, &rec),
-        Some(MergeRec::Stored(rec)) => w.record_stored(name, rec),
-        // Tombstones hide older runs' records; with no older run left, none.
-        None if full => Ok(()),
-        None => w.tombstone(name),
+    merge_runs(sources, snap.changes.clone(), |name, rec| {
+        if let Some(c) = carried.as_mut() {
+            w.carry_until(c, Some(name))?;
+        }
+        match rec {
+            Some(MergeRec::Held(rec)) => w.record(name, &rec),
+            Some(MergeRec::Stored(rec)) => w.record_stored(name, rec),
+            // Tombstones hide older runs' records; with no older run left,
+            // none.
+            None if full => Ok(()),
+            None => w.tombstone(name),
+        }
     })?;
+    if let Some(c) = carried.as_mut() {
+        w.carry_until(c, None)?;
+    }
     w.finish()
 }
 
 /// Whether a merge of `oldest`, then `newer` runs, then the changes of
-/// `snap` can carry `oldest` whole ([`RunWriter::carry`]): no other source
-/// holds a name at or before its last one or an id at or below its
-/// largest, and none kills one of its ids, so each of its records is its
-/// name's newest, live, and its catalog rows come first. With `full` (no
-/// older run remains) its tombstones would have to go: a run holding any
-/// is not carried.
+/// `snap` can carry `oldest` ([`RunWriter::carry`]): every other source's
+/// live records have ids above its largest (so its catalog rows come first,
+/// and none of its live records is updated), and no other source kills one
+/// of its ids (so none is deleted or re-created). Its records then all
+/// survive the merge, each the newest of its name (a newer tombstone of a
+/// name it holds only as a tombstone replaces it). With `full` (no older
+/// run remains) its tombstones would have to go: a run holding any is not
+/// carried.
 fn carries(oldest: &Run, newer: &[Arc<Run>], snap: &Snapshot, full: bool) -> Result<bool> {
     let Some(b) = oldest.carry_bounds()? else {
         return Ok(false);
@@ -477,31 +488,28 @@ fn carries(oldest: &Run, newer: &[Arc<Run>], snap: &Snapshot, full: bool) -> Res
     if full && b.tombstones {
         return Ok(false);
     }
-    for r in newer {
-        if let Some(nb) = r.carry_bounds()? {
-            if nb.first <= b.last {
-                return Ok(false);
-            }
-        }
-    }
-    if snap.changes.first().is_some_and(|(n, _)| *n <= b.last) {
-        return Ok(false);
-    }
+    let ids = oldest.id_set()?;
     if let Some(max) = b.max_id {
-        let ids = oldest.id_set()?;
         if snap
             .changes
             .iter()
             .filter_map(|(_, r)| r.as_ref())
             .any(|r| r.id <= max)
-            || !ids.is_disjoint(&snap.killed)
         {
             return Ok(false);
         }
         for r in newer {
-            if r.id_set()?.min().is_some_and(|m| m <= max) || !ids.is_disjoint(&r.killed()?) {
+            if r.id_set()?.min().is_some_and(|m| m <= max) {
                 return Ok(false);
             }
+        }
+    }
+    if !ids.is_disjoint(&snap.killed) {
+        return Ok(false);
+    }
+    for r in newer {
+        if !ids.is_disjoint(&r.killed()?) {
+            return Ok(false);
         }
     }
     Ok(true)

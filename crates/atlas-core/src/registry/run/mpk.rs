@@ -184,6 +184,11 @@ impl Span {
             .unwrap_or_default()
     }
 
+    /// Whether the record is a tombstone.
+    pub(super) fn is_tombstone(&self) -> bool {
+        self.arrays.is_none()
+    }
+
     /// The name's bytes, for comparisons (byte order is `str` order).
     pub(super) fn name_bytes<'a>(&self, raw: &'a [u8]) -> &'a [u8] {
         raw.get(self.name.clone()).unwrap_or_default()
