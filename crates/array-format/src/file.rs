@@ -57,6 +57,7 @@ use index::MergedIndex;
 /// up, and `SipHash` was a tenth of the instructions of creating 10,000
 /// small datasets.
 pub(crate) type NameMap<V> = IndexMap<String, V, foldhash::fast::RandomState>;
+pub use flush::UnsyncedLayer;
 pub use merge::MergePlan;
 pub use pending::PendingBudget;
 use pending::{Pending, PendingChunk};

@@ -48,7 +48,7 @@ pub use element::ArrayElement;
 pub use error::{Error, ErrorKind, Result};
 pub use file::{
     random_uid, ArrayFile, ArrayFileOptions, EncodedArray, Expected, LayerId, MergePlan,
-    MergedArrayMeta, PendingBudget, PreparedLayer, Scan, IN_MEMORY_READ_CELLS,
+    MergedArrayMeta, PendingBudget, PreparedLayer, Scan, UnsyncedLayer, IN_MEMORY_READ_CELLS,
     IN_MEMORY_WRITE_BYTES, SCAN_MIN_PART,
 };
 pub use schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES, MAX_NAME_BYTES, MAX_RANK};

@@ -201,6 +201,14 @@ pub trait WriteHandle: Send + Sync + Debug {
 
     /// Reads back `buf.len()` bytes at `offset` of what was appended.
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Hands what is buffered to the storage and frees the buffer, without
+    /// making anything durable: for a writer that holds many handles open
+    /// until it syncs them together. The default does nothing (a handle
+    /// whose buffer is its upload keeps it).
+    fn release_buffer(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A held exclusive lock; released on drop.

@@ -5,6 +5,52 @@ use super::{
     random_uid, Arc, ArrayFile, Error, Layer, LayerId, LayerWriter, Path, PathBuf, PreparedKind,
     PreparedLayer, Result,
 };
+use crate::layer::{Footer, FooterIndex};
+use crate::storage::{Storage, WriteHandle};
+
+/// A layer file [`ArrayFile::write_pending_unsynced`] wrote, not yet
+/// durable: [`UnsyncedLayer::sync`] fsyncs it and its directory. Dropped
+/// unsynced, its file is garbage (no manifest names it) that the orphan
+/// sweep removes.
+#[derive(Debug)]
+pub struct UnsyncedLayer {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    path: PathBuf,
+    uid: u128,
+    footer: Footer,
+    index: FooterIndex,
+    out: Box<dyn WriteHandle>,
+    kind: PreparedKind,
+}
+
+impl UnsyncedLayer {
+    /// The layer file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fsyncs the file and its directory; the layer, ready to install
+    /// once committed. On an error the file is removed (best effort).
+    pub fn sync(mut self) -> Result<PreparedLayer> {
+        let result = self
+            .out
+            .sync()
+            .and_then(|()| self.storage.sync_dir(&self.dir))
+            .and_then(|()| self.storage.open_read(&self.path));
+        match result {
+            Ok(handle) => Ok(PreparedLayer {
+                layer: Arc::new(Layer::new(self.path, self.uid, handle, self.index)),
+                footer: Some(self.footer),
+                kind: self.kind,
+            }),
+            Err(e) => {
+                let _ = self.storage.remove_file(&self.path);
+                Err(e)
+            }
+        }
+    }
+}
 
 impl ArrayFile {
     pub(super) fn new_layer_path(&self, prefix: char) -> (PathBuf, u128) {
@@ -16,6 +62,16 @@ impl ArrayFile {
     /// entry fsynced) without changing this file's state. `None` when nothing is pending.
     /// Install it with [`ArrayFile::install`] once the caller has committed it.
     pub fn write_pending(&self) -> Result<Option<PreparedLayer>> {
+        self.write_pending_unsynced()?
+            .map(UnsyncedLayer::sync)
+            .transpose()
+    }
+
+    /// [`ArrayFile::write_pending`] up to the `fsync`s: the layer file is
+    /// written, not yet durable. [`UnsyncedLayer::sync`] makes it durable
+    /// and gives the layer to install; a commit writing many files syncs
+    /// them together.
+    pub fn write_pending_unsynced(&self) -> Result<Option<UnsyncedLayer>> {
         if self.pending.is_empty() {
             return Ok(None);
         }
@@ -28,7 +84,7 @@ impl ArrayFile {
         result.map(Some)
     }
 
-    pub(super) fn write_pending_to(&self, path: &Path, uid: u128) -> Result<PreparedLayer> {
+    fn write_pending_to(&self, path: &Path, uid: u128) -> Result<UnsyncedLayer> {
         let mut w = LayerWriter::create(self.storage.as_ref(), path, uid)?;
         w.reserve(self.pending.arrays.len());
         for (name, arr) in &self.pending.arrays {
@@ -39,22 +95,20 @@ impl ArrayFile {
                 w.append_chunk(idx, &stored, &chunk.meta)?;
             }
         }
-        self.finish_layer(
-            w,
-            PreparedKind::Delta {
+        let (path, uid, footer, index, mut out) = w.finish_unsynced()?;
+        // Held until the commit syncs every layer: without its buffer.
+        out.release_buffer()?;
+        Ok(UnsyncedLayer {
+            storage: Arc::clone(&self.storage),
+            dir: self.dir.clone(),
+            path,
+            uid,
+            footer,
+            index,
+            out,
+            kind: PreparedKind::Delta {
                 generation: self.pending.generation,
             },
-        )
-    }
-
-    pub(super) fn finish_layer(&self, w: LayerWriter, kind: PreparedKind) -> Result<PreparedLayer> {
-        let (path, uid, footer, index) = w.finish()?;
-        self.storage.sync_dir(&self.dir)?;
-        let handle = self.storage.open_read(&path)?;
-        Ok(PreparedLayer {
-            layer: Arc::new(Layer::new(path, uid, handle, index)),
-            footer: Some(footer),
-            kind,
         })
     }
 

@@ -82,10 +82,14 @@ impl LayerWriter {
         append_entry(self.out.as_mut(), rec, chunk_idx, stored, meta)
     }
 
-    /// Writes footer and trailer and fsyncs the file. The caller fsyncs the
-    /// directory. Returns the records (in the order they were begun) and the
-    /// footer index as written.
-    pub(crate) fn finish(mut self) -> Result<(PathBuf, u128, Footer, FooterIndex)> {
+    /// Writes footer and trailer, not yet fsynced: the caller syncs the
+    /// returned handle, then the directory (a flush syncs its layers
+    /// together, on more threads than cores). Returns the records (in the
+    /// order they were begun) and the footer index as written.
+    #[allow(clippy::type_complexity)] // the parts of a written layer
+    pub(crate) fn finish_unsynced(
+        mut self,
+    ) -> Result<(PathBuf, u128, Footer, FooterIndex, Box<dyn WriteHandle>)> {
         let footer = Footer {
             uid: self.uid,
             records: std::mem::take(&mut self.records),
@@ -96,7 +100,7 @@ impl LayerWriter {
             self.out.append(b)?;
         }
         write_index_and_trailer(self.out.as_mut(), &index)?;
-        Ok((self.path, self.uid, footer, index))
+        Ok((self.path, self.uid, footer, index, self.out))
     }
 }
 
@@ -140,7 +144,8 @@ fn append_entry(
     Ok(())
 }
 
-/// Writes the footer index and the trailer after the footer blocks, and fsyncs.
+/// Writes the footer index and the trailer after the footer blocks (the
+/// caller fsyncs).
 fn write_index_and_trailer(out: &mut dyn WriteHandle, index: &FooterIndex) -> Result<()> {
     let body = encode_index(index);
     let index_offset = out.position();
@@ -151,8 +156,7 @@ fn write_index_and_trailer(out: &mut dyn WriteHandle, index: &FooterIndex) -> Re
     trailer.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     trailer.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     trailer.extend_from_slice(&TRAILER_MAGIC);
-    out.append(&trailer)?;
-    out.sync()
+    out.append(&trailer)
 }
 
 /// A scratch file: the storage holding it, its path, its handle.
@@ -379,6 +383,7 @@ impl SortedLayerWriter {
             blocks: refs,
         };
         write_index_and_trailer(self.out.as_mut(), &index)?;
+        self.out.sync()?;
         let footer = self.kept.take().map(|mut kept| {
             for (s, _) in &mut kept {
                 *s = seq(*s);

@@ -150,6 +150,22 @@ impl WriteHandle for LocalWrite {
         self.pos
     }
 
+    fn release_buffer(&mut self) -> Result<()> {
+        self.check()?;
+        if let Err(e) = self.out.flush() {
+            self.poisoned = true;
+            return Err(Error::io("write", &self.path, e));
+        }
+        // The 1 MiB buffer freed: a handle of the same file without one.
+        let file = self
+            .out
+            .get_ref()
+            .try_clone()
+            .map_err(|e| Error::io("dup", &self.path, e))?;
+        self.out = BufWriter::with_capacity(0, file);
+        Ok(())
+    }
+
     fn sync(&mut self) -> Result<()> {
         self.check()?;
         if let Err(e) = self.out.flush() {

@@ -20,7 +20,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use array_format::{ArrayFile, ArrayStats, LayerId, PreparedLayer, Storage, Version};
+use array_format::{
+    ArrayFile, ArrayStats, LayerId, PreparedLayer, Storage, UnsyncedLayer, Version,
+};
 use indexmap::IndexMap;
 use rayon::prelude::*;
 use tokio::sync::OwnedRwLockWriteGuard;
@@ -358,6 +360,27 @@ pub(crate) async fn flush_with(inner: &Arc<Inner>, snapshot: bool) -> Result<()>
         .expect("flush task panicked")
 }
 
+/// Threads that sync a flush's layer files: an `fsync` of each file and
+/// one of its directory, which on a disk wait for the device, not for a
+/// core. Writing 84 files of 100 kB, each synced with its
+/// directory, on this project's 2-core VM's ext4 took 21–26 ms on 2 threads
+/// and 12–20 ms on 8 (a scratch program, 3 rounds). `None` if the pool
+/// cannot be made (the caller then uses rayon's own).
+fn io_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(IO_THREADS)
+            .thread_name(|i| format!("atlas-io-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Threads of [`io_pool`].
+const IO_THREADS: usize = 8;
+
 /// The registry changes one flush commits: a copy of the handle's changes
 /// (they stay in the handle until the commit succeeds).
 struct Snapshot {
@@ -623,11 +646,32 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     // the other; the manifest that names them all is written after both).
     let (layers, written_run) = rayon::join(
         || {
-            guards
+            let written = guards
                 .par_iter()
                 .enumerate()
-                .map(|(i, (_, g))| Ok(g.write_pending()?.map(|p| (i, p))))
-                .collect::<Vec<Result<Option<(usize, PreparedLayer)>>>>()
+                .map(|(i, (_, g))| Ok(g.write_pending_unsynced()?.map(|u| (i, u))))
+                .collect::<Vec<Result<Option<(usize, UnsyncedLayer)>>>>();
+            // Each layer ends with two `fsync`s (the file, its directory),
+            // made here for all of them on more threads than cores, so more
+            // of them wait on the device at once; the writing above stays
+            // on rayon's threads (on more, each kept its own allocator heap:
+            // the Argo import's peak RSS grew by about 45 MB).
+            let n_written = written.iter().filter(|w| matches!(w, Ok(Some(_)))).count();
+            let sync = |u: UnsyncedLayer| u.sync();
+            let sync_all = || {
+                written
+                    .into_par_iter()
+                    .map(|w| match w {
+                        Ok(Some((i, u))) => Ok(Some((i, sync(u)?))),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    })
+                    .collect::<Vec<Result<Option<(usize, PreparedLayer)>>>>()
+            };
+            match io_pool() {
+                Some(pool) if n_written > 2 => pool.install(sync_all),
+                _ => sync_all(),
+            }
         },
         || {
             let ((id, from), path) = run.as_ref().zip(run_path.as_ref())?;
