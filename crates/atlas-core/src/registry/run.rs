@@ -642,6 +642,8 @@ pub(crate) struct RunWriter<'s> {
     attr_eq: AddrMap<u64, Vec<(AttrSet, u32)>>,
     n_records: u64,
     n_tombstones: u64,
+    /// The largest id of a carried run ([`RunWriter::carry`]).
+    carried_max: Option<u64>,
     /// Pointers of the schemas and attribute sets behind `*_ptr`, kept alive
     /// so an address is never reused for another value while writing.
     keep: Vec<Arc<dyn std::any::Any + Send + Sync>>,
@@ -878,6 +880,7 @@ impl<'s> RunWriter<'s> {
             attr_eq: AddrMap::default(),
             n_records: 0,
             n_tombstones: 0,
+            carried_max: None,
             keep: Vec::new(),
         })
     }
@@ -1072,6 +1075,7 @@ impl<'s> RunWriter<'s> {
                 .push((Arc::clone(shared), i as u32));
         }
         self.id_set |= run.id_set()?;
+        self.carried_max = run.id_set()?.max();
         self.n_records = ix.n_records;
         self.n_tombstones = ix.n_tombstones;
         Ok(Some(Carried {
@@ -1084,8 +1088,9 @@ impl<'s> RunWriter<'s> {
     /// Writes the carried run's records that sort before `name` (all that
     /// are left, with `None`): each record block that ends before `name`
     /// (the next block starts at or before it) is copied as stored, after
-    /// the block being filled is closed; the records of any other are
-    /// copied one by one into the block being filled. A carried tombstone
+    /// the block being filled is closed; the records of the block `name`
+    /// falls within, and of the run's last block, are copied one by one
+    /// into the block being filled. A carried tombstone
     /// of `name` itself is dropped (the merge's newer record of `name`
     /// follows); a carried live record of `name` is an error (the caller's
     /// guarantees exclude it).
@@ -1099,6 +1104,12 @@ impl<'s> RunWriter<'s> {
                     match name {
                         Some(n) if rname > n => return Ok(()),
                         Some(n) if rname == n => {
+                            // A bug otherwise (the caller's guarantees):
+                            // a panic in tests, an error in a release build.
+                            debug_assert!(
+                                rec.is_tombstone(),
+                                "a carried live record {n:?} has a newer record"
+                            );
                             if !rec.is_tombstone() {
                                 return Err(Error::CorruptRegistry {
                                     path: c.run.path.clone(),
@@ -1107,7 +1118,14 @@ impl<'s> RunWriter<'s> {
                                     ),
                                 });
                             }
-                            self.n_tombstones -= 1;
+                            self.n_tombstones =
+                                self.n_tombstones.checked_sub(1).ok_or_else(|| {
+                                    Error::CorruptRegistry {
+                                        path: c.run.path.clone(),
+                                        reason: "more tombstones than the run's index counts"
+                                            .into(),
+                                    }
+                                })?;
                         }
                         _ => {
                             let bytes = &block.raw[rec.bytes.clone()];
@@ -1419,14 +1437,19 @@ impl<'s> RunWriter<'s> {
         } = col;
         rows.sort_unstable_by_key(|(id, _)| *id);
         // A carried run's rows come first ([`RunWriter::carry`]'s caller
-        // guarantees it): its last block starts below every row here.
-        debug_assert!(
-            carried
-                .last()
-                .zip(rows.first())
-                .is_none_or(|((c, _), (r, _))| c < r),
-            "carried catalog blocks must precede the run's own rows"
-        );
+        // guarantees it): its largest id is below every row here. A bug
+        // otherwise: a panic in tests, an error in a release build (the
+        // commit then writes the run again without carrying).
+        let in_order = rows
+            .first()
+            .is_none_or(|(r, _)| self.carried_max.is_none_or(|m| m < *r));
+        debug_assert!(in_order, "carried catalog rows must precede the run's own");
+        if !in_order {
+            return Err(Error::CorruptRegistry {
+                path: self.path.clone(),
+                reason: "internal: carried catalog rows do not precede the run's own".into(),
+            });
+        }
         let mut blocks = carried;
         if pieces.is_empty() {
             for chunk in chunks_by_size(&rows, BLOCK_TARGET, |(_, v)| v.est()) {

@@ -381,6 +381,11 @@ fn io_pool() -> Option<&'static rayon::ThreadPool> {
 /// Threads of [`io_pool`].
 const IO_THREADS: usize = 8;
 
+/// Layers a flush writes before it syncs them ([`io_pool`]): each unsynced
+/// layer holds its file open, so a flush of thousands of arrays stays far
+/// below the descriptor limit.
+const SYNC_BATCH: usize = 64;
+
 /// The registry changes one flush commits: a copy of the handle's changes
 /// (they stay in the handle until the commit succeeds).
 struct Snapshot {
@@ -443,13 +448,37 @@ fn merge_from(runs: &[Arc<crate::registry::Run>], new_records: u64) -> usize {
 /// Writes the flush's run: the changes merged with `runs[from..]`. From 0,
 /// tombstones and killed ids are dropped (no older run remains for them to
 /// hide); otherwise they are kept. `compacting`: the run is a compaction's,
-/// compressed harder.
+/// compressed harder. When the oldest merged run can be carried
+/// ([`carries`]) it is; if that fails (a damaged block of it, for one: the
+/// merge reads blocks a rewrite would not), the run is written again
+/// record by record.
 fn write_run(
     inner: &Inner,
     snap: &Snapshot,
     from: usize,
     compacting: bool,
     path: &Path,
+) -> Result<()> {
+    let runs = &snap.base.runs[from..];
+    if !compacting && !runs.is_empty() && carries(&runs[0], &runs[1..], snap, from == 0)? {
+        match write_run_with(inner, snap, from, compacting, path, true) {
+            Ok(()) => return Ok(()),
+            Err(_) => {
+                let _ = inner.storage.remove_file(path);
+            }
+        }
+    }
+    write_run_with(inner, snap, from, compacting, path, false)
+}
+
+/// [`write_run`], carrying the oldest merged run or not.
+fn write_run_with(
+    inner: &Inner,
+    snap: &Snapshot,
+    from: usize,
+    compacting: bool,
+    path: &Path,
+    carry: bool,
 ) -> Result<()> {
     let storage = inner.storage.as_ref();
     let mut w = RunWriter::create(storage, path)?;
@@ -470,7 +499,7 @@ fn write_run(
     // rewrites everything, at its own level).
     let mut sources = runs;
     let mut carried = None;
-    if !compacting && !runs.is_empty() && carries(&runs[0], &runs[1..], snap, full)? {
+    if carry {
         carried = w.carry(&runs[0])?;
         if carried.is_some() {
             sources = &runs[1..];
@@ -646,32 +675,57 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     // the other; the manifest that names them all is written after both).
     let (layers, written_run) = rayon::join(
         || {
-            let written = guards
-                .par_iter()
-                .enumerate()
-                .map(|(i, (_, g))| Ok(g.write_pending_unsynced()?.map(|u| (i, u))))
-                .collect::<Vec<Result<Option<(usize, UnsyncedLayer)>>>>();
-            // Each layer ends with two `fsync`s (the file, its directory),
-            // made here for all of them on more threads than cores, so more
-            // of them wait on the device at once; the writing above stays
-            // on rayon's threads (on more, each kept its own allocator heap:
-            // the Argo import's peak RSS grew by about 45 MB).
-            let n_written = written.iter().filter(|w| matches!(w, Ok(Some(_)))).count();
-            let sync = |u: UnsyncedLayer| u.sync();
-            let sync_all = || {
-                written
-                    .into_par_iter()
-                    .map(|w| match w {
-                        Ok(Some((i, u))) => Ok(Some((i, sync(u)?))),
-                        Ok(None) => Ok(None),
-                        Err(e) => Err(e),
+            // In batches of SYNC_BATCH layers: each unsynced layer holds its
+            // file open (and, on an object store, its unsent bytes) until
+            // it is synced.
+            let mut out: Vec<Result<Option<(usize, PreparedLayer)>>> =
+                Vec::with_capacity(guards.len());
+            for (k, batch) in guards.chunks(SYNC_BATCH).enumerate() {
+                let written = batch
+                    .par_iter()
+                    .enumerate()
+                    .map(|(j, (_, g))| {
+                        Ok(g.write_pending_unsynced()?.map(|u| (k * SYNC_BATCH + j, u)))
                     })
-                    .collect::<Vec<Result<Option<(usize, PreparedLayer)>>>>()
-            };
-            match io_pool() {
-                Some(pool) if n_written > 2 => pool.install(sync_all),
-                _ => sync_all(),
+                    .collect::<Vec<Result<Option<(usize, UnsyncedLayer)>>>>();
+                if written.iter().any(Result::is_err) {
+                    // The commit fails: nothing more is written or synced.
+                    for w in written {
+                        match w {
+                            Ok(Some((_, u))) => {
+                                let path = u.path().to_owned();
+                                drop(u);
+                                let _ = storage.remove_file(&path);
+                            }
+                            Ok(None) => {}
+                            Err(e) => out.push(Err(e)),
+                        }
+                    }
+                    break;
+                }
+                // Each layer ends with two `fsync`s (the file, its
+                // directory), made here for the batch on more threads than
+                // cores, so more of them wait on the device at once; the
+                // writing above stays on rayon's threads (on more, each
+                // kept its own allocator heap: the Argo import's peak RSS
+                // grew by about 45 MB).
+                let n_written = written.iter().filter(|w| matches!(w, Ok(Some(_)))).count();
+                let sync_all = || {
+                    written
+                        .into_par_iter()
+                        .map(|w| match w {
+                            Ok(Some((i, u))) => Ok(Some((i, u.sync()?))),
+                            Ok(None) => Ok(None),
+                            Err(e) => Err(e),
+                        })
+                        .collect::<Vec<Result<Option<(usize, PreparedLayer)>>>>()
+                };
+                out.extend(match io_pool() {
+                    Some(pool) if n_written > 2 => pool.install(sync_all),
+                    _ => sync_all(),
+                });
             }
+            out
         },
         || {
             let ((id, from), path) = run.as_ref().zip(run_path.as_ref())?;
