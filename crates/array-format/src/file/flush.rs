@@ -10,8 +10,8 @@ use crate::storage::{Storage, WriteHandle};
 
 /// A layer file [`ArrayFile::write_pending_unsynced`] wrote, not yet
 /// durable: [`UnsyncedLayer::sync`] fsyncs it and its directory. Dropped
-/// unsynced, its file is garbage (no manifest names it) that the orphan
-/// sweep removes.
+/// unsynced, its file is garbage (no manifest names it) that
+/// [`UnsyncedLayer::discard`] or the orphan sweep removes.
 #[derive(Debug)]
 pub struct UnsyncedLayer {
     storage: Arc<dyn Storage>,
@@ -49,6 +49,16 @@ impl UnsyncedLayer {
                 Err(e)
             }
         }
+    }
+
+    /// Closes and removes the file (best effort): the commit it was written
+    /// for failed.
+    pub fn discard(self) {
+        let UnsyncedLayer {
+            storage, path, out, ..
+        } = self;
+        drop(out);
+        let _ = storage.remove_file(&path);
     }
 }
 

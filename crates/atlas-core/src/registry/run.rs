@@ -935,19 +935,26 @@ impl<'s> RunWriter<'s> {
     /// Appends a record to the block being filled, closing it past
     /// [`BLOCK_TARGET`] estimated bytes (`est`: this record's).
     fn push_record(&mut self, rec: &RecOut<'_>, est: usize) -> Result<()> {
-        let name = rec.0;
-        match &mut self.last_name {
-            Some(last) => {
-                assert!(
-                    last.as_str() < name,
-                    "run records must come in ascending name order"
-                );
-                last.clear();
-                last.push_str(name);
-            }
-            None => self.last_name = Some(name.to_owned()),
+        self.append_record(rec.0, est, |block| rec.write_mpk(block))
+    }
+
+    /// Appends a record named `name` (`est` estimated bytes) that `write`
+    /// serializes to the block being filled, closing the block past
+    /// [`BLOCK_TARGET`]. Names must ascend.
+    fn append_record(
+        &mut self,
+        name: &str,
+        est: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<()> {
+        if let Some(last) = &self.last_name {
+            assert!(
+                last.as_str() < name,
+                "run records must come in ascending name order"
+            );
         }
-        rec.write_mpk(&mut self.block);
+        self.set_last_name(name);
+        write(&mut self.block);
         self.block_len += 1;
         self.block_est += est;
         if self.block_first.is_none() {
@@ -957,6 +964,17 @@ impl<'s> RunWriter<'s> {
             self.flush_block()?;
         }
         Ok(())
+    }
+
+    /// The order check's last name, its buffer reused.
+    fn set_last_name(&mut self, name: &str) {
+        match &mut self.last_name {
+            Some(last) => {
+                last.clear();
+                last.push_str(name);
+            }
+            None => self.last_name = Some(name.to_owned()),
+        }
     }
 
     /// Starts this run, still empty, with every catalog row of `run`, as
@@ -986,7 +1004,6 @@ impl<'s> RunWriter<'s> {
         if ix.version != RUN_VERSION || !ix.variants.is_empty() {
             return Ok(None);
         }
-        let dict_repr: DictRepr = run.read(&ix.dict)?;
         let dict = run.dict()?;
         let mut variants = Vec::with_capacity(ix.variant_blocks.len());
         for (name, keys, r) in &ix.variant_blocks {
@@ -1058,24 +1075,26 @@ impl<'s> RunWriter<'s> {
                 *col.variants.entry(*key).or_default() |= ids;
             }
         }
-        // The dictionary, found by content as the writer's own entries are.
-        let DictRepr(schemas, attr_sets) = dict_repr;
-        for (i, (repr, schema)) in schemas.into_iter().zip(&dict.schemas).enumerate() {
-            self.schemas.push(repr);
+        // The dictionary, found by content as the writer's own entries are
+        // (each schema written as the writer writes its own: the same bytes
+        // as the carried run's).
+        for (i, schema) in dict.schemas.iter().enumerate() {
+            self.schemas.push(schema_to_repr(schema));
             self.schema_eq
                 .entry(schema_fingerprint(schema))
                 .or_default()
                 .push((Arc::clone(schema), i as u32));
         }
-        for (i, (set, shared)) in attr_sets.into_iter().zip(&dict.attr_sets).enumerate() {
-            self.attr_sets.push(set);
+        for (i, shared) in dict.attr_sets.iter().enumerate() {
+            self.attr_sets.push((**shared).clone());
             self.attr_eq
                 .entry(attrs_fingerprint(shared))
                 .or_default()
                 .push((Arc::clone(shared), i as u32));
         }
-        self.id_set |= run.id_set()?;
-        self.carried_max = run.id_set()?.max();
+        let ids = run.id_set()?;
+        self.id_set |= ids;
+        self.carried_max = ids.max();
         self.n_records = ix.n_records;
         self.n_tombstones = ix.n_tombstones;
         Ok(Some(Carried {
@@ -1158,13 +1177,7 @@ impl<'s> RunWriter<'s> {
                 };
                 self.pos += u64::from(r.len);
                 self.names.push((first.clone(), moved));
-                match &mut self.last_name {
-                    Some(last) => {
-                        last.clear();
-                        last.push_str(first);
-                    }
-                    None => self.last_name = Some(first.clone()),
-                }
+                self.set_last_name(first);
             } else {
                 c.open = Some((c.run.record_block(c.next)?, 0));
             }
@@ -1175,27 +1188,7 @@ impl<'s> RunWriter<'s> {
     /// Appends a carried record's bytes to the block being filled (no
     /// catalog rows: the carried run's are copied whole).
     fn push_raw_record(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
-        match &mut self.last_name {
-            Some(last) => {
-                assert!(
-                    last.as_str() < name,
-                    "run records must come in ascending name order"
-                );
-                last.clear();
-                last.push_str(name);
-            }
-            None => self.last_name = Some(name.to_owned()),
-        }
-        self.block.extend_from_slice(bytes);
-        self.block_len += 1;
-        self.block_est += bytes.len();
-        if self.block_first.is_none() {
-            self.block_first = Some(name.to_owned());
-        }
-        if self.block_est >= BLOCK_TARGET {
-            self.flush_block()?;
-        }
-        Ok(())
+        self.append_record(name, bytes.len(), |block| block.extend_from_slice(bytes))
     }
 
     /// The position in `arrays` of array `name`, added if new.
@@ -1900,16 +1893,6 @@ struct BlockCache {
     bytes: usize,
 }
 
-/// A run's bounds, as a merge that may carry it needs them
-/// ([`Run::carry_bounds`]).
-#[derive(Debug)]
-pub(crate) struct CarryBounds {
-    /// Its largest live id (`None`: only tombstones).
-    pub max_id: Option<u64>,
-    /// Whether it holds tombstones.
-    pub tombstones: bool,
-}
-
 /// The records of a run being carried into a merge ([`RunWriter::carry`]):
 /// the next record block to write, and the block whose records are being
 /// copied one by one with the next one's position.
@@ -2033,16 +2016,9 @@ impl Run {
         })
     }
 
-    /// What a merge that may carry this run ([`RunWriter::carry`]) needs
-    /// to know of it (`None`: no record, nothing to carry).
-    pub(crate) fn carry_bounds(&self) -> Result<Option<CarryBounds>> {
-        if self.index.names.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(CarryBounds {
-            max_id: self.id_set()?.max(),
-            tombstones: self.index.n_tombstones > 0,
-        }))
+    /// Tombstones in this run.
+    pub(crate) fn n_tombstones(&self) -> u64 {
+        self.index.n_tombstones
     }
 
     /// The file's size in bytes.
@@ -3802,8 +3778,8 @@ mod tests {
             "{} record blocks",
             old_run.index.names.len()
         );
-        let bounds = old_run.carry_bounds().unwrap().unwrap();
-        assert_eq!((bounds.max_id, bounds.tombstones), (Some(5_999), true));
+        assert_eq!(old_run.id_set().unwrap().max(), Some(5_999));
+        assert!(old_run.n_tombstones() > 0);
         // New records (ids above the old run's, the same shapes, found in
         // the carried dictionary, and a new attribute): after the old
         // names, or odd names among them, or the name of an old tombstone.

@@ -363,8 +363,8 @@ pub(crate) async fn flush_with(inner: &Arc<Inner>, snapshot: bool) -> Result<()>
 /// Threads that sync a flush's layer files: an `fsync` of each file and
 /// one of its directory, which on a disk wait for the device, not for a
 /// core. Writing 84 files of 100 kB, each synced with its
-/// directory, on this project's 2-core VM's ext4 took 21–26 ms on 2 threads
-/// and 12–20 ms on 8 (a scratch program, 3 rounds). `None` if the pool
+/// directory, on this project's 2-core VM's ext4 took 21–57 ms on 2 threads
+/// and 11–34 ms on 8 (a scratch program, two runs of 3 rounds). `None` if the pool
 /// cannot be made (the caller then uses rayon's own).
 fn io_pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
@@ -460,35 +460,48 @@ fn write_run(
     path: &Path,
 ) -> Result<()> {
     let runs = &snap.base.runs[from..];
-    if !compacting && !runs.is_empty() && carries(&runs[0], &runs[1..], snap, from == 0)? {
-        match write_run_with(inner, snap, from, compacting, path, true) {
-            Ok(()) => return Ok(()),
-            Err(_) => {
-                let _ = inner.storage.remove_file(path);
+    let may_carry = !compacting && !runs.is_empty();
+    // The ids the changes and the merged runs kill, read once: a merge that
+    // keeps older runs writes them, and a carry must not meet them.
+    let killed = if from > 0 || may_carry {
+        let mut killed = snap.killed.clone();
+        for r in runs {
+            killed |= r.killed()?;
+        }
+        Some(killed)
+    } else {
+        None
+    };
+    if may_carry {
+        let all_killed = killed.as_ref().expect("read above");
+        if carries(&runs[0], &runs[1..], snap, from == 0, all_killed)? {
+            match write_run_with(inner, snap, from, compacting, path, killed.as_ref(), true) {
+                Ok(()) => return Ok(()),
+                Err(_) => {
+                    let _ = inner.storage.remove_file(path);
+                }
             }
         }
     }
-    write_run_with(inner, snap, from, compacting, path, false)
+    write_run_with(inner, snap, from, compacting, path, killed.as_ref(), false)
 }
 
-/// [`write_run`], carrying the oldest merged run or not.
+/// [`write_run`], carrying the oldest merged run or not (`killed`: what
+/// the changes and the merged runs kill, when `from > 0`).
 fn write_run_with(
     inner: &Inner,
     snap: &Snapshot,
     from: usize,
     compacting: bool,
     path: &Path,
+    killed: Option<&RoaringTreemap>,
     carry: bool,
 ) -> Result<()> {
     let storage = inner.storage.as_ref();
     let mut w = RunWriter::create(storage, path)?;
     let runs = &snap.base.runs[from..];
     if from > 0 {
-        let mut killed = snap.killed.clone();
-        for r in runs {
-            killed |= r.killed()?;
-        }
-        w.kill(&killed);
+        w.kill(killed.expect("write_run reads the killed ids when from > 0"));
     }
     let full = from == 0;
     if compacting {
@@ -530,18 +543,21 @@ fn write_run_with(
 /// and none of its live records is updated), and no other source kills one
 /// of its ids (so none is deleted or re-created). Its records then all
 /// survive the merge, each the newest of its name (a newer tombstone of a
-/// name it holds only as a tombstone replaces it). With `full` (no older
-/// run remains) its tombstones would have to go: a run holding any is not
-/// carried.
-fn carries(oldest: &Run, newer: &[Arc<Run>], snap: &Snapshot, full: bool) -> Result<bool> {
-    let Some(b) = oldest.carry_bounds()? else {
-        return Ok(false);
-    };
-    if full && b.tombstones {
+/// name it holds only as a tombstone replaces it). `killed`: the ids the
+/// changes and the merged runs kill. With `full` (no older run remains) its
+/// tombstones would have to go: a run holding any is not carried.
+fn carries(
+    oldest: &Run,
+    newer: &[Arc<Run>],
+    snap: &Snapshot,
+    full: bool,
+    killed: &RoaringTreemap,
+) -> Result<bool> {
+    if oldest.n_records() + oldest.n_tombstones() == 0 || (full && oldest.n_tombstones() > 0) {
         return Ok(false);
     }
     let ids = oldest.id_set()?;
-    if let Some(max) = b.max_id {
+    if let Some(max) = ids.max() {
         if snap
             .changes
             .iter()
@@ -556,15 +572,7 @@ fn carries(oldest: &Run, newer: &[Arc<Run>], snap: &Snapshot, full: bool) -> Res
             }
         }
     }
-    if !ids.is_disjoint(&snap.killed) {
-        return Ok(false);
-    }
-    for r in newer {
-        if !ids.is_disjoint(&r.killed()?) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    Ok(ids.is_disjoint(killed))
 }
 
 fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> Result<()> {
@@ -688,19 +696,23 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                         Ok(g.write_pending_unsynced()?.map(|u| (k * SYNC_BATCH + j, u)))
                     })
                     .collect::<Vec<Result<Option<(usize, UnsyncedLayer)>>>>();
-                if written.iter().any(Result::is_err) {
-                    // The commit fails: nothing more is written or synced.
-                    for w in written {
-                        match w {
-                            Ok(Some((_, u))) => {
-                                let path = u.path().to_owned();
-                                drop(u);
-                                let _ = storage.remove_file(&path);
-                            }
-                            Ok(None) => {}
-                            Err(e) => out.push(Err(e)),
+                let mut unsynced = Vec::with_capacity(written.len());
+                let mut failed = None;
+                for w in written {
+                    match w {
+                        Ok(Some(u)) => unsynced.push(u),
+                        Ok(None) => {}
+                        Err(e) => {
+                            failed.get_or_insert(e);
                         }
                     }
+                }
+                if let Some(e) = failed {
+                    // The commit fails: nothing more is written or synced.
+                    for (_, u) in unsynced {
+                        u.discard();
+                    }
+                    out.push(Err(e));
                     break;
                 }
                 // Each layer ends with two `fsync`s (the file, its
@@ -709,15 +721,11 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 // writing above stays on rayon's threads (on more, each
                 // kept its own allocator heap: the Argo import's peak RSS
                 // grew by about 45 MB).
-                let n_written = written.iter().filter(|w| matches!(w, Ok(Some(_)))).count();
+                let n_written = unsynced.len();
                 let sync_all = || {
-                    written
+                    unsynced
                         .into_par_iter()
-                        .map(|w| match w {
-                            Ok(Some((i, u))) => Ok(Some((i, u.sync()?))),
-                            Ok(None) => Ok(None),
-                            Err(e) => Err(e),
-                        })
+                        .map(|(i, u)| Ok(Some((i, u.sync()?))))
                         .collect::<Vec<Result<Option<(usize, PreparedLayer)>>>>()
                 };
                 out.extend(match io_pool() {
