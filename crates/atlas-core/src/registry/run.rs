@@ -2101,6 +2101,16 @@ impl Run {
         Ok(Arc::clone(self.dict.get_or_init(|| d)))
     }
 
+    /// The file and the offset of this run's first id-column block (for
+    /// tests that damage a block only a carry reads).
+    #[cfg(test)]
+    pub(crate) fn first_id_block(&self) -> Option<(&Path, u64)> {
+        self.index
+            .ids
+            .first()
+            .map(|(_, r)| (self.path.as_path(), r.off))
+    }
+
     /// The ids this run has a live record for.
     pub(crate) fn id_set(&self) -> Result<&RoaringTreemap> {
         if let Some(s) = self.id_set.get() {

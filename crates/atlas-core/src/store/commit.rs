@@ -34,7 +34,7 @@ pub(crate) use compact::{compact, flush_and_merge};
 pub(crate) use gc::{delete_expired, sweep_orphans};
 
 use super::{Inner, HISTORY_DIR, REGISTRY_FILE};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{
     decode_retired, decode_retired_chunk, encode_retired, encode_retired_chunk, merge_runs, now_ms,
     seal_retired, unseal_retired, Manifest, MergeRec, Record, Retired, Run, RunId, RunSet,
@@ -449,9 +449,9 @@ fn merge_from(runs: &[Arc<crate::registry::Run>], new_records: u64) -> usize {
 /// tombstones and killed ids are dropped (no older run remains for them to
 /// hide); otherwise they are kept. `compacting`: the run is a compaction's,
 /// compressed harder. When the oldest merged run can be carried
-/// ([`carries`]) it is; if that fails (a damaged block of it, for one: the
-/// merge reads blocks a rewrite would not), the run is written again
-/// record by record.
+/// ([`carries`]) it is; if that finds the carried run damaged (the carry
+/// reads blocks a rewrite would not), the run is written again record by
+/// record. Any other failure fails the flush.
 fn write_run(
     inner: &Inner,
     snap: &Snapshot,
@@ -477,9 +477,13 @@ fn write_run(
         if carries(&runs[0], &runs[1..], snap, from == 0, all_killed)? {
             match write_run_with(inner, snap, from, compacting, path, killed.as_ref(), true) {
                 Ok(()) => return Ok(()),
-                Err(_) => {
+                // Only damage in what was carried is worked around: a
+                // storage failure fails the flush as it would without the
+                // carry (retrying it here would hide it from the caller).
+                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Unsupported) => {
                     let _ = inner.storage.remove_file(path);
                 }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -996,4 +1000,130 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     // drop was a third of what a flush does besides its files.
     rayon::spawn(move || drop(snap));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use array_format::MemoryStorage;
+    use ndarray::{ArrayD, IxDyn};
+
+    use crate::{Atlas, OpenOptions, StoreConfig};
+
+    async fn add(a: &Atlas, name: &str, v: f32) {
+        let ds = a.create_dataset(name).await.unwrap();
+        ds.define_array::<f32>("T", vec!["N".into()], vec![2], None, None)
+            .await
+            .unwrap();
+        let data = ArrayD::from_shape_vec(IxDyn(&[2]), vec![v, v + 0.5]).unwrap();
+        ds.write_array("T", vec![], data.view()).await.unwrap();
+    }
+
+    /// A carry reads the oldest run's id and catalog blocks, which a merge
+    /// record by record does not: when one of them is damaged, the flush
+    /// writes its run again without carrying, and the new run (its columns
+    /// built from the records) replaces the damaged one.
+    #[tokio::test]
+    async fn a_damaged_carried_run_is_merged_record_by_record() {
+        let storage = MemoryStorage::new();
+        let root = Path::new("/store");
+        let a = Atlas::create_with(Arc::new(storage.clone()), root, StoreConfig::default())
+            .await
+            .unwrap();
+        for i in 0..40u16 {
+            add(&a, &format!("x{i:03}"), f32::from(i)).await;
+        }
+        a.flush().await.unwrap();
+        let (path, off) = {
+            let live = a.inner.live.read();
+            let run = live.base.runs.last().expect("the flush wrote a run");
+            let (p, off) = run.first_id_block().expect("the run has ids");
+            (p.to_owned(), off)
+        };
+        drop(a);
+        let mut bytes = storage.contents(&path).unwrap();
+        bytes[off as usize + 2] ^= 0x5a;
+        storage.overwrite(&path, bytes);
+        let a = Atlas::open_with(Arc::new(storage.clone()), root, OpenOptions::default())
+            .await
+            .unwrap();
+        // New datasets' ids are above every one of the run's, and enough of
+        // them that the flush merges the run: it is carried.
+        for i in 0..20u16 {
+            add(&a, &format!("y{i:03}"), 100.0 + f32::from(i)).await;
+        }
+        a.flush().await.expect("the flush works around the damage");
+        {
+            let live = a.inner.live.read();
+            let runs = &live.base.runs;
+            assert_eq!(runs.len(), 1, "the damaged run merged");
+            let (p, _) = runs[0].first_id_block().unwrap();
+            assert_ne!(p, path, "the damaged run replaced");
+        }
+        drop(a);
+        let a = Atlas::open_with(Arc::new(storage.clone()), root, OpenOptions::default())
+            .await
+            .unwrap();
+        let listed = a.list_datasets_with_ids().unwrap();
+        assert_eq!(listed.len(), 60);
+        assert!(listed.windows(2).all(|w| w[0].0 < w[1].0), "ids in order");
+        for (i, (_, name)) in listed.iter().enumerate() {
+            let want = if i < 40 {
+                format!("x{i:03}")
+            } else {
+                format!("y{:03}", i - 40)
+            };
+            assert_eq!(*name, want, "listed in creation order");
+            let v = if i < 40 { i as f32 } else { 60.0 + i as f32 };
+            let back = a
+                .open_dataset(name)
+                .await
+                .unwrap()
+                .read_array::<f32>("T", vec![], vec![])
+                .await
+                .unwrap()
+                .expect("T is defined");
+            assert_eq!(back.into_iter().collect::<Vec<_>>(), [v, v + 0.5], "{name}");
+        }
+        assert!(crate::verify::verify(&a, |_, _| {}).problems.is_empty());
+    }
+
+    /// A storage failure while a run is carried fails the flush (the
+    /// fallback above is for damage only), and the changes stay pending.
+    #[tokio::test]
+    async fn a_storage_failure_in_a_carry_fails_the_flush() {
+        use array_format::storage::{Fault, FaultKind};
+        let storage = MemoryStorage::new();
+        let root = Path::new("/store");
+        let a = Atlas::create_with(Arc::new(storage.clone()), root, StoreConfig::default())
+            .await
+            .unwrap();
+        for i in 0..40u16 {
+            add(&a, &format!("x{i:03}"), f32::from(i)).await;
+        }
+        a.flush().await.unwrap();
+        // Datasets with attributes only: the flush writes no layer, so its
+        // first operation is the creation of its run, which carries the
+        // first one.
+        for i in 0..20i64 {
+            let ds = a.create_dataset(&format!("y{i:03}")).await.unwrap();
+            ds.set_attribute("n", crate::Attr::Int64(i)).unwrap();
+        }
+        storage.arm_fault(Fault {
+            nth: 0,
+            kind: FaultKind::Fail,
+        });
+        assert!(a.flush().await.is_err(), "the failed create is reported");
+        storage.disarm();
+        a.flush().await.unwrap();
+        drop(a);
+        let a = Atlas::open_with(Arc::new(storage.clone()), root, OpenOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(a.list_datasets().unwrap().len(), 60);
+        let ds = a.open_dataset("y019").await.unwrap();
+        assert_eq!(ds.attributes().get("n"), Some(&crate::Attr::Int64(19)));
+    }
 }
