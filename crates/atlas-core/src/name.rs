@@ -9,12 +9,26 @@ pub const MAX_NAME_LEN: usize = 255;
 /// `atlas.meta/`), which array directories must not take.
 const RESERVED_PREFIX: &str = "atlas.";
 
-fn common(kind: &'static str, name: &str) -> Result<()> {
+/// Whether `name` holds a NUL byte, and whether it holds a path separator
+/// (`/` or `\`): one pass with no early exit, which the compiler
+/// vectorizes. Names are short and checked by the hundred thousand in an
+/// import, where three `contains` scans each cost more than the name.
+fn scan(name: &str) -> (bool, bool) {
+    let (mut nul, mut sep) = (false, false);
+    for &b in name.as_bytes() {
+        nul |= b == 0;
+        sep |= b == b'/' || b == b'\\';
+    }
+    (nul, sep)
+}
+
+/// The rules every name follows (`nul`: it holds a NUL byte).
+fn common(kind: &'static str, name: &str, nul: bool) -> Result<()> {
     let reason = if name.is_empty() {
         "empty"
     } else if name.len() > MAX_NAME_LEN {
         "longer than 255 bytes"
-    } else if name.contains('\0') {
+    } else if nul {
         "contains NUL"
     } else {
         return Ok(());
@@ -27,8 +41,9 @@ fn common(kind: &'static str, name: &str) -> Result<()> {
 }
 
 fn path_safe(kind: &'static str, name: &str) -> Result<()> {
-    common(kind, name)?;
-    let reason = if name.contains('/') || name.contains('\\') {
+    let (nul, sep) = scan(name);
+    common(kind, name, nul)?;
+    let reason = if sep {
         "contains a path separator"
     } else if name == "." || name == ".." {
         "is `.` or `..`"
@@ -71,7 +86,7 @@ pub fn validate_array_name(name: &str) -> Result<()> {
 
 /// Checks an attribute name: 1–255 bytes, no NUL.
 pub fn validate_attribute_name(name: &str) -> Result<()> {
-    common("attribute", name)
+    common("attribute", name, scan(name).0)
 }
 
 #[cfg(test)]
@@ -92,6 +107,14 @@ mod tests {
             assert!(validate_array_name(good).is_ok());
         }
         assert!(validate_attribute_name("").is_err());
+        assert!(validate_attribute_name("a\0").is_err());
+        assert!(validate_attribute_name("m/s").is_ok());
+        assert!(validate_array_name("a\\b").is_err());
+        // Both faults: NUL is named first, whatever the order.
+        for both in ["a/\0", "\0/a"] {
+            let e = validate_dataset_name(both).unwrap_err().to_string();
+            assert!(e.contains("NUL"), "{e}");
+        }
         assert!(validate_attribute_name("units").is_ok());
     }
 }
