@@ -288,14 +288,7 @@ pub async fn cmip6(quick: bool) -> Result<Value> {
         .sum();
 
     // Decoding alone (every variable of every file, one thread).
-    let t = Instant::now();
-    let mut raw = 0u64;
-    for f in &files {
-        let nc = atlas_netcdf::read_file(f)?;
-        let plan = atlas_netcdf::plan(&nc, "x", &atlas_netcdf::ImportOptions::default(), f)?;
-        raw += plan.data_bytes();
-    }
-    let t_decode = t.elapsed();
+    let (t_decode, raw) = crate::netcdf::decode_only(&files)?;
 
     // Import (decoding on every core, then writing and committing).
     let tmp = tempfile::tempdir()?;

@@ -74,6 +74,20 @@ async fn import_all(dir: &Path, store_path: &Path) -> Result<atlas_netcdf::BulkR
     Ok(report)
 }
 
+/// Decoding alone, on this thread: every file read, parsed and planned as
+/// an import would (every variable). The time, and the decoded values'
+/// bytes.
+pub(crate) fn decode_only(files: &[PathBuf]) -> Result<(std::time::Duration, u64)> {
+    let t = Instant::now();
+    let mut bytes = 0u64;
+    for f in files {
+        let nc = atlas_netcdf::read_file(f)?;
+        let plan = atlas_netcdf::plan(&nc, "x", &atlas_netcdf::ImportOptions::default(), f)?;
+        bytes += plan.data_bytes();
+    }
+    Ok((t.elapsed(), bytes))
+}
+
 /// W9: import the 3,000 profiles.
 pub async fn w9_import(quick: bool) -> Result<Value> {
     let Some((dir, files)) = argo()? else {
@@ -91,34 +105,24 @@ pub async fn w9_import(quick: bool) -> Result<Value> {
         std::hint::black_box(std::fs::read(f)?);
     }
     // The floor and the import are each the median of `runs` runs, the
-    // runs alternating: one run of each varied by 10–25% between whole
+    // two alternating: one import's time varied by up to 30% between whole
     // `--quick` runs on the 2-core VM (docs/BENCHMARKS.md, twenty-fifth
     // session), more than the changes the ratio was meant to show.
     let runs = if quick { 3 } else { 5 };
-    let decode_all = || -> Result<(std::time::Duration, u64)> {
-        let t = Instant::now();
-        let mut cells = 0u64;
-        for f in &files {
-            let nc = atlas_netcdf::read_file(f)?;
-            let plan = atlas_netcdf::plan(&nc, "x", &atlas_netcdf::ImportOptions::default(), f)?;
-            cells += plan.data_bytes();
-        }
-        Ok((t.elapsed(), cells))
-    };
     let mut decode_times = Vec::with_capacity(runs);
     let mut cells = 0u64;
     let mut times = Vec::new();
     let mut stored = 0;
     let mut registry = 0;
-    // Each run's store is kept until the last run ends: deleting one
-    // (about 480 files) just before the next import made ext4 search its
-    // recently deleted inodes (`recently_deleted`, `find_inode_bit`: 12% of
-    // a profile's samples) for every file the next import created, and the
-    // later runs 20–35% slower than the first (docs/BENCHMARKS.md,
-    // twenty-fifth session).
+    // Each run's store is kept until the last run ends, so that deleting
+    // one (about 480 files) does not come just before the next import: in
+    // a profile of this workload with the deletions in between, ext4's
+    // search past recently deleted inodes (`recently_deleted`,
+    // `find_inode_bit`, `find_get_block_common`) was 12% of the samples
+    // (docs/BENCHMARKS.md, twenty-fifth session).
     let mut kept = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let (t_decode, c) = decode_all()?;
+        let (t_decode, c) = decode_only(&files)?;
         decode_times.push(t_decode);
         cells = c;
         let tmp = tempfile::tempdir()?;

@@ -413,10 +413,9 @@ fn stats_of(r: StatRow) -> ArrayStats {
 
 /// Estimated bytes of unspilled id and catalog rows a [`RunWriter`] holds
 /// before it sorts them and spills them to a scratch file. At 8 MiB, a
-/// commit of the Argo import (about 530 profiles, 36,000 catalog rows)
-/// spilled about twice: 4% of the import's instructions went to writing
-/// and merging the pieces back, for no memory saved that its peak RSS
-/// showed.
+/// commit of the Argo import (about 500 profiles, 34,000 catalog rows)
+/// spilled about twice: 16 MiB took the import from 7.35 to 7.05 G
+/// instructions, with the same range of peak RSS.
 const SPILL_AT: usize = 16 << 20;
 /// Estimated bytes of a block of a spilled piece. Writing a column holds one
 /// decoded block of every piece at once, and there is a piece per
@@ -1080,8 +1079,8 @@ impl<'s> RunWriter<'s> {
             }
         }
         // The dictionary, found by content as the writer's own entries are
-        // (each schema written as the writer writes its own: the same bytes
-        // as the carried run's).
+        // (each schema encoded again as the writer encodes its own; its
+        // index, which the copied records use, is the carried run's).
         for (i, schema) in dict.schemas.iter().enumerate() {
             self.schemas.push(schema_to_repr(schema));
             self.schema_eq

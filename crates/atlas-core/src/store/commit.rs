@@ -1012,6 +1012,34 @@ mod tests {
 
     use crate::{Atlas, OpenOptions, StoreConfig};
 
+    const ROOT: &str = "/store";
+
+    /// A store of 40 datasets `x000`… (`T` = [i, i + 0.5]) in one run.
+    async fn forty(storage: &MemoryStorage) -> Atlas {
+        let a = Atlas::create_with(
+            Arc::new(storage.clone()),
+            Path::new(ROOT),
+            StoreConfig::default(),
+        )
+        .await
+        .unwrap();
+        for i in 0..40u16 {
+            add(&a, &format!("x{i:03}"), f32::from(i)).await;
+        }
+        a.flush().await.unwrap();
+        a
+    }
+
+    async fn reopen(storage: &MemoryStorage) -> Atlas {
+        Atlas::open_with(
+            Arc::new(storage.clone()),
+            Path::new(ROOT),
+            OpenOptions::default(),
+        )
+        .await
+        .unwrap()
+    }
+
     async fn add(a: &Atlas, name: &str, v: f32) {
         let ds = a.create_dataset(name).await.unwrap();
         ds.define_array::<f32>("T", vec!["N".into()], vec![2], None, None)
@@ -1028,14 +1056,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_carried_run_is_merged_record_by_record() {
         let storage = MemoryStorage::new();
-        let root = Path::new("/store");
-        let a = Atlas::create_with(Arc::new(storage.clone()), root, StoreConfig::default())
-            .await
-            .unwrap();
-        for i in 0..40u16 {
-            add(&a, &format!("x{i:03}"), f32::from(i)).await;
-        }
-        a.flush().await.unwrap();
+        let a = forty(&storage).await;
         let (path, off) = {
             let live = a.inner.live.read();
             let run = live.base.runs.last().expect("the flush wrote a run");
@@ -1046,9 +1067,7 @@ mod tests {
         let mut bytes = storage.contents(&path).unwrap();
         bytes[off as usize + 2] ^= 0x5a;
         storage.overwrite(&path, bytes);
-        let a = Atlas::open_with(Arc::new(storage.clone()), root, OpenOptions::default())
-            .await
-            .unwrap();
+        let a = reopen(&storage).await;
         // New datasets' ids are above every one of the run's, and enough of
         // them that the flush merges the run: it is carried.
         for i in 0..20u16 {
@@ -1063,9 +1082,7 @@ mod tests {
             assert_ne!(p, path, "the damaged run replaced");
         }
         drop(a);
-        let a = Atlas::open_with(Arc::new(storage.clone()), root, OpenOptions::default())
-            .await
-            .unwrap();
+        let a = reopen(&storage).await;
         let listed = a.list_datasets_with_ids().unwrap();
         assert_eq!(listed.len(), 60);
         assert!(listed.windows(2).all(|w| w[0].0 < w[1].0), "ids in order");
@@ -1096,14 +1113,7 @@ mod tests {
     async fn a_storage_failure_in_a_carry_fails_the_flush() {
         use array_format::storage::{Fault, FaultKind};
         let storage = MemoryStorage::new();
-        let root = Path::new("/store");
-        let a = Atlas::create_with(Arc::new(storage.clone()), root, StoreConfig::default())
-            .await
-            .unwrap();
-        for i in 0..40u16 {
-            add(&a, &format!("x{i:03}"), f32::from(i)).await;
-        }
-        a.flush().await.unwrap();
+        let a = forty(&storage).await;
         // Datasets with attributes only: the flush writes no layer, so its
         // first operation is the creation of its run, which carries the
         // first one.
@@ -1119,9 +1129,7 @@ mod tests {
         storage.disarm();
         a.flush().await.unwrap();
         drop(a);
-        let a = Atlas::open_with(Arc::new(storage.clone()), root, OpenOptions::default())
-            .await
-            .unwrap();
+        let a = reopen(&storage).await;
         assert_eq!(a.list_datasets().unwrap().len(), 60);
         let ds = a.open_dataset("y019").await.unwrap();
         assert_eq!(ds.attributes().get("n"), Some(&crate::Attr::Int64(19)));
