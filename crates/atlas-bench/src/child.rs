@@ -92,7 +92,8 @@ pub fn main(args: &[String]) -> Result<()> {
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times (`w1batch`: through one `create_datasets` batch, built
-/// before the clock); `w3` builds that store once (untimed) and scans `TEMP`
+/// before the clock; with `ATLAS_BENCH_PHASES` set, each repetition also
+/// prints its creation and flush times and resident memory); `w3` builds that store once (untimed) and scans `TEMP`
 /// across it REPS times through one open handle (`w3blocking`: through
 /// `read_array_across_blocking`; `w3stacked`: into one array, through
 /// `read_array_across_stacked_blocking`); `w3first` times the first

@@ -101,11 +101,22 @@ pub fn fmt_dur(d: Duration) -> String {
 
 /// Peak resident memory of this process in bytes (`VmHWM`).
 pub fn peak_rss_bytes() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+/// Resident memory of this process now, in bytes (`VmRSS`).
+pub fn rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// A size in kB from `/proc/self/status` (the line starting `key`), in
+/// bytes; 0 where there is none.
+fn status_bytes(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)

@@ -125,11 +125,28 @@ pub(crate) fn profile_batch(n: u64) -> Result<Vec<atlas::NewDataset>> {
 /// W1 through [`Atlas::create_datasets`]: `batch` (from [`profile_batch`],
 /// built before the clock starts: it is the input, as a decoded file is an
 /// import's) created in one call into a new store, then flushed; returns
-/// the store.
+/// the store. With `ATLAS_BENCH_PHASES` set, prints the time of the
+/// creation and of the flush, and the resident memory around them.
 pub(crate) async fn ingest_batched(path: &Path, batch: &[atlas::NewDataset]) -> Result<Atlas> {
     let store = Atlas::create_path(path, StoreConfig::default()).await?;
+    let rss_before = crate::rss_bytes();
+    let t = Instant::now();
     store.create_datasets(batch).await?;
+    let created = t.elapsed();
+    let rss_created = crate::rss_bytes();
+    let t = Instant::now();
     store.flush().await?;
+    if std::env::var_os("ATLAS_BENCH_PHASES").is_some() {
+        eprintln!(
+            "create_datasets {}, flush {}; RSS {} / {} / {} MB (before, created, flushed), peak {} MB",
+            crate::fmt_dur(created),
+            crate::fmt_dur(t.elapsed()),
+            rss_before >> 20,
+            rss_created >> 20,
+            crate::rss_bytes() >> 20,
+            crate::peak_rss_bytes() >> 20
+        );
+    }
     Ok(store)
 }
 
