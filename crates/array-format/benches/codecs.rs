@@ -23,6 +23,11 @@
 //! buffers and context) on the same byte-shuffled data, in 256 KiB and 4 KiB
 //! blocks, so the cost the read path adds on top of the codec is visible.
 //!
+//! `profile_encode/*` encodes 1,000 small profiles (50 `f32` cells each, one
+//! chunk, as W1 and an Argo import write them) with [`EncodedArray::encode`]:
+//! without compression, most of it is the per-chunk statistics scan and the
+//! CRC; with LZ4 and the shuffle, what W1 pays per array before any lock.
+//!
 //! Run: `cargo bench -p array-format --bench codecs` (add `--features blosc2`
 //! for Blosc2; `-- --test` runs every case once as a smoke test).
 
@@ -37,7 +42,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use array_format::{
-    ArrayFile, ArrayFileOptions, Codec, Compression, DeltaCache, DeltaCacheConfig, MemoryStorage,
+    ArrayFile, ArrayFileOptions, ArraySchema, Codec, Compression, DType, DeltaCache,
+    DeltaCacheConfig, EncodedArray, MemoryStorage,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ndarray::Array2;
@@ -241,12 +247,73 @@ fn bench_codec_only(c: &mut Criterion) {
     group.finish();
 }
 
+/// Small profiles encoded one by one: the cost per array that does not
+/// scale with its size (statistics, CRC, buffers) beside the codec's.
+fn bench_profile_encode(c: &mut Criterion) {
+    const CELLS: usize = 50;
+    const PROFILES: usize = 1000;
+    let schema = Arc::new(
+        ArraySchema::new(
+            "TEMP",
+            DType::Float32,
+            vec!["N_LEVELS".into()],
+            vec![CELLS as u64],
+            None,
+            None,
+        )
+        .expect("schema"),
+    );
+    let mut rng = SplitMix(0x0000_500F_11E5);
+    let profiles: Vec<ndarray::ArrayD<f32>> = (0..PROFILES)
+        .map(|_| {
+            let surface = 5.0 + 25.0 * rng.next_f64();
+            let cells: Vec<f32> = (0..CELLS)
+                .map(|k| {
+                    let t = 2.0 + (surface - 2.0) * (-(k as f64) / 12.0).exp();
+                    ((t * 1000.0).round() / 1000.0) as f32
+                })
+                .collect();
+            ndarray::ArrayD::from_shape_vec(vec![CELLS], cells).expect("shape")
+        })
+        .collect();
+    let mut group = c.benchmark_group("profile_encode");
+    group.throughput(Throughput::Bytes((PROFILES * CELLS * 4) as u64));
+    for (label, compression) in [
+        (
+            "none",
+            Compression {
+                codec: Codec::None,
+                shuffle: false,
+            },
+        ),
+        (
+            "lz4+shuffle",
+            Compression {
+                codec: Codec::Lz4,
+                shuffle: true,
+            },
+        ),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                for p in &profiles {
+                    let enc =
+                        EncodedArray::encode("TEMP", Arc::clone(&schema), compression, p.view())
+                            .expect("encode");
+                    black_box(enc);
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_codecs, bench_codec_only
+    targets = bench_codecs, bench_codec_only, bench_profile_encode
 }
 criterion_main!(benches);
