@@ -164,8 +164,8 @@ fn scan_block<T: ArrayElement + LaneBounds>(
     fill: Option<T>,
 ) -> (u64, Option<T>, Option<T>) {
     debug_assert!(values.len() <= LANE_BLOCK);
-    // The fill value compared as a plain value (`has_fill` masks it): an
-    // `Option` tested per cell kept the loop from vectorizing.
+    // The fill value compared as a plain value, `has_fill` masking it, so
+    // that the test per cell is arithmetic only.
     let (has_fill, fill_value) = (fill.is_some(), fill.unwrap_or_default());
     // `|` and `&`, not `||` and `&&`: no branch per cell.
     #[allow(clippy::needless_bitwise_bool)]
