@@ -25,8 +25,9 @@
 //!
 //! `profile_encode/*` encodes 1,000 small profiles (50 `f32` cells each, one
 //! chunk, as W1 and an Argo import write them) with [`EncodedArray::encode`]:
-//! without compression, most of it is the per-chunk statistics scan and the
-//! CRC; with LZ4 and the shuffle, what W1 pays per array before any lock.
+//! without compression, the per-chunk statistics scan, the CRC and the
+//! buffers; with LZ4 and the shuffle, what W1 pays per array before any
+//! lock.
 //!
 //! Run: `cargo bench -p array-format --bench codecs` (add `--features blosc2`
 //! for Blosc2; `-- --test` runs every case once as a smoke test).

@@ -83,9 +83,9 @@ pub(crate) fn scan_in_order<T: ArrayElement>(
 /// `f32` per comparison.
 const LANES: usize = 8;
 
-/// Cells the lanes scan before their null counts (`u32`s, so that four fit
-/// in a vector register beside the `f32` lanes) are added to the total.
-/// Small in tests, so that their chunks span several blocks.
+/// Cells the lanes scan before their null counts (`u32`s, which cannot
+/// overflow within a block) are added to the `u64` total. Small in tests,
+/// so that their chunks span several blocks.
 const LANE_BLOCK: usize = if cfg!(test) { LANES * 4 } else { LANES << 24 };
 
 /// The identities of a minimum and a maximum of numeric cells: no cell is
@@ -303,8 +303,14 @@ mod tests {
                 for m in [min, max] {
                     assert_eq!(m.map(f32::to_bits), Some(first.to_bits()), "split {split}");
                 }
+                // The scan in order agrees, sign included.
                 let want = scan_in_order(&values, None);
-                assert_eq!(want.1, Some(StatValue::Float(f64::from(first))));
+                for m in [want.1, want.2] {
+                    let Some(StatValue::Float(m)) = m else {
+                        panic!("split {split}: {m:?}")
+                    };
+                    assert_eq!(m.to_bits(), f64::from(first).to_bits(), "split {split}");
+                }
             }
         }
     }

@@ -93,8 +93,8 @@ pub fn main(args: &[String]) -> Result<()> {
 /// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
 /// DIR, REPS times (`w1batch`: through one `create_datasets` batch, built
 /// before the clock; with `ATLAS_BENCH_PHASES` set, each repetition also
-/// prints its creation and flush times and resident memory); `w3` builds that store once (untimed) and scans `TEMP`
-/// across it REPS times through one open handle (`w3blocking`: through
+/// prints its creation and flush times and resident memory); `w3` builds
+/// that store once (untimed) and scans `TEMP` across it REPS times through one open handle (`w3blocking`: through
 /// `read_array_across_blocking`; `w3stacked`: into one array, through
 /// `read_array_across_stacked_blocking`); `w3first` times the first
 /// scan on a freshly opened handle of that store (the open untimed), REPS
