@@ -91,6 +91,15 @@ pub trait ReadHandle: Send + Sync + Debug {
         None
     }
 
+    /// True when a read costs about its copy and little more (a local file,
+    /// memory): a scan then fetches its blocks a window at a time, into
+    /// buffers it reuses while they are still in the CPU's caches. False
+    /// (the default) where each request waits a round trip (object stores):
+    /// a scan then asks for all of its ranges at once.
+    fn reads_cheaply(&self) -> bool {
+        false
+    }
+
     /// [`ReadHandle::read_ranges`], into buffers taken from `spare` where
     /// the handle can (their memory reused: a caller that reads again and
     /// again allocates, zeroes and faults in nothing new). Each buffer

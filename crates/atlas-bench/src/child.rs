@@ -111,8 +111,9 @@ pub fn main(args: &[String]) -> Result<()> {
 /// repetition, or one handle with `ATLAS_BENCH_W5WIN_WARM` set (per read); `tiles` and `tiles8` read every tile of the `tiles`
 /// workload's store (built once under DIR/tiles) on a fresh handle, one at a
 /// time or with 8 in flight; `tileswarm` reads 1,000 random tiles per
-/// repetition on one warm handle (the time printed is per read).
-/// Prints each repetition's time and the median.
+/// repetition on one warm handle (the time printed is per read);
+/// `tilesscan` opens that store and reads every tile in one cross-dataset
+/// read, both timed. Prints each repetition's time and the median.
 fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
     let n: u64 = n.parse().context("DATASETS")?;
     let reps: usize = reps.parse().context("REPS")?;
@@ -161,11 +162,12 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
         }
-        "tiles" | "tiles8" | "tileswarm" => {
+        "tiles" | "tiles8" | "tileswarm" | "tilesscan" => {
             let _guard = rt.enter();
             let how = match work {
                 "tiles" => crate::tiles::LoopReads::Fresh,
                 "tiles8" => crate::tiles::LoopReads::InFlight,
+                "tilesscan" => crate::tiles::LoopReads::Scan,
                 _ => crate::tiles::LoopReads::Warm,
             };
             times = crate::tiles::profile_loop(dir, n, reps, how)?;

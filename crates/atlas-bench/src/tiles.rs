@@ -844,13 +844,17 @@ pub(crate) enum LoopReads {
     InFlight,
     /// 1,000 random tiles per repetition on one warm handle.
     Warm,
+    /// Every tile in one cross-dataset read, the open included, as the
+    /// workload's fresh-handle scan.
+    Scan,
 }
 
 /// `__child loop tiles|tiles8|tileswarm DIR N REPS`: ATLAS alone, a store of
 /// N tiles under DIR/tiles (built once, untimed), then per repetition a
 /// fresh handle (opened untimed) reads every tile one at a time (`tiles8`:
 /// with 8 in flight; `tileswarm`: one handle, warmed first, reads 1,000
-/// random tiles per repetition, the time printed per read), checked.
+/// random tiles per repetition, the time printed per read; `tilesscan`: the
+/// open timed too, then one cross-dataset read of every tile), checked.
 /// Returns each repetition's time.
 pub(crate) fn profile_loop(
     dir: &Path,
@@ -891,6 +895,15 @@ pub(crate) fn profile_loop(
     }
     let in_flight = how == LoopReads::InFlight;
     for _ in 0..reps {
+        if how == LoopReads::Scan {
+            let t = Instant::now();
+            s.open(&root)?;
+            let got = s.scan(&ids)?;
+            times.push(t.elapsed());
+            s.close();
+            check_tiles("scan", &ids, &got, &ver)?;
+            continue;
+        }
         s.open(&root)?;
         let t = Instant::now();
         let got = if in_flight {

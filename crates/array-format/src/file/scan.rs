@@ -34,6 +34,11 @@ pub const SCAN_MIN_PART: usize = 256;
 const MAX_GAP_BYTES: u64 = 64 << 10;
 /// Largest single read.
 const MAX_READ_BYTES: u64 = 8 << 20;
+/// The stored bytes a scan fetches at a time from files that read cheaply
+/// ([`crate::storage::ReadHandle::reads_cheaply`]): its read buffers are
+/// then reused (see [`SPARE_BYTES`]) and still in the CPU's caches when
+/// their blocks are decoded.
+const SCAN_WINDOW_BYTES: u64 = 1 << 20;
 
 /// How one name resolved.
 enum Resolved<'a> {
@@ -180,6 +185,18 @@ impl<'a> Scan<'a> {
         done.into_iter().flatten().collect()
     }
 
+    /// The stored bytes [`Scan::fetch_part`] fetches at a time:
+    /// [`SCAN_WINDOW_BYTES`] when every layer reads cheaply, otherwise no
+    /// limit (an object store's ranges are asked for all at once).
+    fn window_bytes(&self) -> u64 {
+        let cheap = self.file.layers.iter().all(|l| l.handle.reads_cheaply());
+        if cheap {
+            SCAN_WINDOW_BYTES
+        } else {
+            u64::MAX
+        }
+    }
+
     /// The one committed block holding all of the `k`-th array, when the
     /// read is of the whole array, the array is one chunk, and no pending
     /// write changed it: the common case of a scan, served without
@@ -211,31 +228,35 @@ impl<'a> Scan<'a> {
         start: &[u64],
         count: &[u64],
     ) -> Vec<Result<ArrayD<T>>> {
-        let mut part = self.fetch_part::<T>(part, start, count);
         let mut bufs = DecodeBuffers::default();
-        let mut out = Vec::with_capacity(part.whole.len());
+        let mut out = Vec::with_capacity(part.len());
         // An array of the last whole-array shape, cloned per array of that
         // shape (fixed-width cells only: strings are not decoded in place).
         let mut template: Option<ArrayD<T>> = None;
         let fixed = T::DTYPE.size_bytes().is_some_and(|w| w > 1);
-        while let Some((k, block)) = part.next() {
-            let r = match (block, &self.resolved[k]) {
-                (Some(loc), Resolved::Found(view)) => {
-                    let shape = &view.schema.shape;
-                    let same = template.as_ref().is_some_and(|t| {
-                        t.ndim() == shape.len()
-                            && t.shape().iter().zip(shape).all(|(&a, &b)| a as u64 == b)
-                    });
-                    if fixed && !same {
-                        let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-                        template = Some(ArrayD::from_elem(ndarray::IxDyn(&dims), T::default()));
+        let mut next = part.start;
+        while next < part.end {
+            let mut window = self.fetch_part::<T>(next..part.end, start, count);
+            next = window.names.end;
+            while let Some((k, block)) = window.next() {
+                let r = match (block, &self.resolved[k]) {
+                    (Some(loc), Resolved::Found(view)) => {
+                        let shape = &view.schema.shape;
+                        let same = template.as_ref().is_some_and(|t| {
+                            t.ndim() == shape.len()
+                                && t.shape().iter().zip(shape).all(|(&a, &b)| a as u64 == b)
+                        });
+                        if fixed && !same {
+                            let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+                            template = Some(ArrayD::from_elem(ndarray::IxDyn(&dims), T::default()));
+                        }
+                        let like = template.as_ref().filter(|_| fixed);
+                        window.decode(self.file, loc, shape, like, &mut bufs)
                     }
-                    let like = template.as_ref().filter(|_| fixed);
-                    part.decode(self.file, loc, shape, like, &mut bufs)
-                }
-                _ => self.read_general(k, start, count, &mut part, &mut bufs),
-            };
-            out.push(r);
+                    _ => self.read_general(k, start, count, &mut window, &mut bufs),
+                };
+                out.push(r);
+            }
         }
         out
     }
@@ -253,29 +274,35 @@ impl<'a> Scan<'a> {
         count: &[u64],
         out: &mut Vec<T>,
     ) -> std::result::Result<(), (usize, crate::Error)> {
-        let mut part = self.fetch_part::<T>(0..self.names.len(), start, count);
         let mut bufs = DecodeBuffers::default();
-        while let Some((k, block)) = part.next() {
-            if let (Some(loc), Resolved::Found(view)) = (block, &self.resolved[k]) {
-                if let Some(stored) = part.stored(loc) {
-                    // A whole single-chunk array: its shape is its chunk's,
-                    // with no zero extent, and its cells fit memory.
-                    let n = view.schema.shape.iter().product::<u64>() as usize;
-                    let layer = &self.file.layers[loc.layer as usize];
-                    decode_entry_extend(stored, &loc.entry, n, &layer.path, &mut bufs, out)
-                        .map_err(|e| (k, e))?;
-                    continue;
+        let mut next = 0;
+        while next < self.names.len() {
+            let mut part = self.fetch_part::<T>(next..self.names.len(), start, count);
+            next = part.names.end;
+            while let Some((k, block)) = part.next() {
+                if let (Some(loc), Resolved::Found(view)) = (block, &self.resolved[k]) {
+                    if let Some(stored) = part.stored(loc) {
+                        // A whole single-chunk array: its shape is its
+                        // chunk's, with no zero extent, and its cells fit
+                        // memory.
+                        let n = view.schema.shape.iter().product::<u64>() as usize;
+                        let layer = &self.file.layers[loc.layer as usize];
+                        decode_entry_extend(stored, &loc.entry, n, &layer.path, &mut bufs, out)
+                            .map_err(|e| (k, e))?;
+                        continue;
+                    }
                 }
-            }
-            let a = match (block, &self.resolved[k]) {
-                (Some(loc), Resolved::Found(view)) => {
-                    part.decode(self.file, loc, &view.schema.shape, None, &mut bufs)
+                let a = match (block, &self.resolved[k]) {
+                    (Some(loc), Resolved::Found(view)) => {
+                        part.decode(self.file, loc, &view.schema.shape, None, &mut bufs)
+                    }
+                    _ => self.read_general(k, start, count, &mut part, &mut bufs),
                 }
-                _ => self.read_general(k, start, count, &mut part, &mut bufs),
+                .map_err(|e| (k, e))?;
+                // In logical (row-major) order: a slice's copy when
+                // contiguous.
+                out.extend(a.iter().cloned());
             }
-            .map_err(|e| (k, e))?;
-            // In logical (row-major) order: a slice's copy when contiguous.
-            out.extend(a.iter().cloned());
         }
         Ok(())
     }
@@ -297,24 +324,35 @@ impl<'a> Scan<'a> {
         })
     }
 
-    /// Fetches every committed block the names in `part` need, in a few
-    /// coalesced reads (errors are left to the reads of the arrays). The
-    /// whole-array blocks (the common case) are remembered per name.
+    /// Fetches every committed block the first names of `part` need, in a
+    /// few coalesced reads (errors are left to the reads of the arrays): as
+    /// many names as [`Scan::window_bytes`] of blocks allows, one at least.
+    /// The part returned holds those names; the whole-array blocks (the
+    /// common case) are remembered per name.
     fn fetch_part<T: ArrayElement>(
         &self,
         part: Range<usize>,
         start: &[u64],
         count: &[u64],
     ) -> Part<'a> {
-        let mut whole: Vec<Option<&'a Loc>> = Vec::with_capacity(part.len());
+        let budget = self.window_bytes();
+        let part_start = part.start;
+        let mut whole: Vec<Option<&'a Loc>> = Vec::new();
         let mut wanted: Vec<(u32, u64, u64)> = Vec::new();
-        for k in part.clone() {
+        let mut bytes = 0u64;
+        let mut end = part.start;
+        for k in part {
+            if bytes >= budget {
+                break;
+            }
+            end = k + 1;
             let block = self
                 .whole_block(k, start, count)
                 .filter(|_| view_dtype(&self.resolved[k]) == Some(T::DTYPE));
             whole.push(block);
             if let Some(loc) = block {
                 wanted.push((loc.layer, loc.entry.offset, loc.entry.stored_len));
+                bytes = bytes.saturating_add(loc.entry.stored_len);
                 continue;
             }
             let Resolved::Found(view) = &self.resolved[k] else {
@@ -333,6 +371,7 @@ impl<'a> Scan<'a> {
             for idx in schema.chunks_touching(&st, &ct) {
                 if let Some(Source::Layer(loc)) = view.source(idx) {
                     wanted.push((loc.layer, loc.entry.offset, loc.entry.stored_len));
+                    bytes = bytes.saturating_add(loc.entry.stored_len);
                 }
             }
         }
@@ -343,7 +382,7 @@ impl<'a> Scan<'a> {
         wanted.dedup();
         let fetched = Fetched::read(self.file, &wanted);
         Part {
-            names: part,
+            names: part_start..end,
             whole: whole.into_iter(),
             wanted,
             fetched,

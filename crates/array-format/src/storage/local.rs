@@ -78,6 +78,10 @@ impl ReadHandle for LocalRead {
             .map_err(|e| Error::io("read", &self.path, e))
     }
 
+    fn reads_cheaply(&self) -> bool {
+        true
+    }
+
     fn read_ranges_reusing(
         &self,
         ranges: &[(u64, usize)],

@@ -320,6 +320,10 @@ impl ReadHandle for MemRead {
         }
     }
 
+    fn reads_cheaply(&self) -> bool {
+        true
+    }
+
     fn read_ranges_reusing(
         &self,
         ranges: &[(u64, usize)],

@@ -883,6 +883,139 @@ fn scan_on_many_threads_equals_one_thread_and_single_reads() {
     }
 }
 
+/// A scan of more stored bytes than it fetches at a time (a window of
+/// 1 MiB on files that read cheaply) reads every name once, in order, on
+/// one thread or several: arrays of 32 KiB and more (decoded into new
+/// memory shaped like the last array, not into a copy of it) and small
+/// ones, two axes and one, several chunks, pending writes, a later layer,
+/// an unwritten array, and a damaged block in a later window. The stacked
+/// read gives the same cells and stops at the same name.
+#[test]
+fn scans_read_in_windows_equal_single_reads() {
+    for codec in [Codec::None, Codec::Lz4] {
+        let (storage, mut f) = mem_file(ArrayFileOptions {
+            compression: Compression {
+                codec,
+                shuffle: true,
+            },
+            ..ArrayFileOptions::default()
+        });
+        let names: Vec<String> = (0..420).map(|i| format!("t{i:04}")).collect();
+        let mut rng = Rng::new(11);
+        for (i, n) in names.iter().enumerate() {
+            let (shape, chunk): (Vec<u64>, Option<Vec<u64>>) = match i % 6 {
+                // Tiles of 32 KiB, one chunk.
+                0..=2 => (vec![64, 128], None),
+                // Several chunks.
+                3 => (vec![96, 128], Some(vec![32, 128])),
+                // Under the size decoded into a copy, and just over it.
+                4 => (vec![1 + (i as u64 * 7) % 900], None),
+                _ => (vec![1024 + (i as u64 * 13) % 300], None),
+            };
+            let rank = shape.len();
+            f.define_array::<f32>(
+                n,
+                dims(rank),
+                shape.clone(),
+                chunk,
+                Some(FillValue::Float32(-9.0)),
+            )
+            .unwrap();
+            if i % 37 == 5 {
+                continue; // never written: the fill value
+            }
+            let cells = shape.iter().product::<u64>() as usize;
+            // Noisy for LZ4: stored sizes vary, so windows end anywhere.
+            let v: Vec<f32> = (0..cells)
+                .map(|c| (i * 100_000 + c) as f32 + rng.below(1 << 23) as f32 * 1e-3)
+                .collect();
+            f.write_array(n, &vec![0; rank], nd(&shape, v).view())
+                .unwrap();
+        }
+        f.flush().unwrap();
+        for n in names.iter().step_by(11) {
+            let rank = f.schema(n).unwrap().rank();
+            f.write_array(n, &vec![0; rank], nd(&vec![1; rank], vec![-1.0f32]).view())
+                .unwrap();
+        }
+        f.flush().unwrap();
+        for n in names.iter().step_by(19) {
+            let rank = f.schema(n).unwrap().rank();
+            f.write_array(n, &vec![0; rank], nd(&vec![1; rank], vec![-2.0f32]).view())
+                .unwrap();
+        }
+        let listed: Vec<&str> = names.iter().map(String::as_str).collect();
+        let stored: u64 = f
+            .layers()
+            .iter()
+            .map(|l| {
+                storage
+                    .contents(&Path::new(MEM_DIR).join(l.as_str()))
+                    .unwrap()
+                    .len() as u64
+            })
+            .sum();
+        assert!(
+            stored > 4 << 20,
+            "{codec:?}: {stored} bytes is too few for several windows"
+        );
+        let scan = f.scan(&listed).unwrap();
+        let one = scan.read::<f32>(&[], &[], 1);
+        let many = scan.read::<f32>(&[], &[], 3);
+        let mut cells = Vec::new();
+        for ((n, a), b) in listed.iter().zip(&one).zip(&many) {
+            let s = f.read_array::<f32>(n, &[], &[]).unwrap();
+            assert_eq!(a.as_ref().unwrap(), &s, "{codec:?} {n}");
+            assert_eq!(b.as_ref().unwrap(), &s, "{codec:?} {n}");
+            cells.extend(s.iter().copied());
+        }
+        let mut stacked = Vec::new();
+        scan.read_extend::<f32>(&[], &[], &mut stacked).unwrap();
+        assert!(stacked == cells, "{codec:?}: the stacked read differs");
+        // A damaged block in a later window of the first layer.
+        f.flush().unwrap();
+        let layers = f.layers();
+        let path = Path::new(MEM_DIR).join(layers[0].as_str());
+        let good = storage.contents(&path).unwrap();
+        // The first byte from four fifths of the file on that is in a block
+        // still read (a later layer replaced some).
+        let (h, one, failed) = (0..40)
+            .find_map(|step| {
+                let mut bytes = good.clone();
+                bytes[good.len() * 4 / 5 + step * 997] ^= 0xff;
+                storage.overwrite(&path, bytes);
+                let h = mem_open(&storage, &layers).unwrap();
+                let one = h.scan(&listed).unwrap().read::<f32>(&[], &[], 1);
+                let failed: Vec<usize> = (0..one.len()).filter(|&k| one[k].is_err()).collect();
+                (!failed.is_empty()).then_some((h, one, failed))
+            })
+            .expect("a damaged block");
+        assert!(
+            failed.len() <= 2 && failed[0] > listed.len() / 2,
+            "{codec:?}: {failed:?}"
+        );
+        let scan = h.scan(&listed).unwrap();
+        let many = scan.read::<f32>(&[], &[], 3);
+        for ((n, a), b) in listed.iter().zip(&one).zip(&many) {
+            match (h.read_array::<f32>(n, &[], &[]), a, b) {
+                (Ok(s), Ok(a), Ok(b)) => assert!(s == *a && a == b, "{codec:?} {n}"),
+                (Err(s), Err(a), Err(b)) => {
+                    assert!(matches!(a, Error::Corrupt { .. }), "{a}");
+                    assert_eq!(s.to_string(), a.to_string());
+                    assert_eq!(a.to_string(), b.to_string());
+                }
+                (s, a, b) => panic!("{n}: single {s:?}, one thread {a:?}, three {b:?}"),
+            }
+        }
+        let mut stacked = Vec::new();
+        let (k, e) = scan.read_extend::<f32>(&[], &[], &mut stacked).unwrap_err();
+        assert_eq!(k, failed[0], "{codec:?}");
+        assert_eq!(e.to_string(), one[k].as_ref().unwrap_err().to_string());
+        let before: usize = one[..k].iter().map(|a| a.as_ref().unwrap().len()).sum();
+        assert_eq!(stacked.len(), before, "{codec:?}");
+    }
+}
+
 /// A local write handle whose buffer is released keeps every byte: what
 /// was buffered reaches the file, later appends go straight to it, and a
 /// sync and a read-back see all of it, in order.
