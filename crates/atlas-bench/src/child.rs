@@ -131,14 +131,14 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                     let t = Instant::now();
                     let b = crate::workloads::profile_batch(n)?;
                     eprintln!("rep {r}: batch built in {}", crate::fmt_dur(t.elapsed()));
-                    Some(b)
+                    Ok(b)
                 } else {
-                    None
+                    Err(crate::workloads::profiles(n))
                 };
                 let t = Instant::now();
                 match &batch {
-                    None => drop(rt.block_on(crate::workloads::ingest(&path, n))?),
-                    Some(b) => drop(rt.block_on(crate::workloads::ingest_batched(&path, b))?),
+                    Err(p) => drop(rt.block_on(crate::workloads::ingest_with(&path, p))?),
+                    Ok(b) => drop(rt.block_on(crate::workloads::ingest_batched(&path, b))?),
                 }
                 times.push(t.elapsed());
                 std::fs::remove_dir_all(&path)?;

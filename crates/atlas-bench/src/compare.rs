@@ -23,10 +23,10 @@ use atlas::{Atlas, DatasetView, OpenOptions, StoreConfig};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::{json, Value};
 
-use crate::data::{grid, profile};
+use crate::data::{grid, profile, Profiles};
 use crate::limits::{self, gbs, Limits};
 use crate::peers::{self, block, cut, ds_name, GridSpec, System};
-use crate::workloads::{arr, ingest, ARRAYS, LEVELS};
+use crate::workloads::{arr, ingest_with, ARRAYS, LEVELS};
 use crate::{fmt_dur, Timing};
 
 /// ATLAS behind the peers' interface.
@@ -50,8 +50,8 @@ impl System for AtlasSys {
         "ATLAS"
     }
 
-    fn ingest(&mut self, root: &Path, n: u64) -> Result<()> {
-        block(ingest(root, n))?;
+    fn ingest(&mut self, root: &Path, data: &Profiles) -> Result<()> {
+        block(ingest_with(root, data))?;
         Ok(())
     }
 
@@ -366,6 +366,9 @@ pub async fn peers(quick: bool) -> Result<Value> {
     // system that fsyncs every file (zarrs: ~70,000 fsyncs, 33 s to 186 s here)
     // is not timed in --quick: its store is built once, untimed, on 16 threads.
     let mut kept: Vec<Option<PathBuf>> = vec![None; sys.len()];
+    // The cells, made once before any clock: each system's W1 times its
+    // writes, not the data generator.
+    let data = crate::workloads::profiles(N);
     let w1 = alternate_some(&mut sys, r_ingest, 0, |s, k, rep| {
         let slow = quick && s.fsyncs_every_file();
         if slow && rep > 0 {
@@ -374,9 +377,9 @@ pub async fn peers(quick: bool) -> Result<Value> {
         let dir = tmp.path().join(format!("s{k}-{rep}"));
         let ((), d) = timed(|| {
             if slow {
-                s.ingest_parallel(&dir, N, 16)
+                s.ingest_parallel(&dir, &data, 16)
             } else {
-                s.ingest(&dir, N)
+                s.ingest(&dir, &data)
             }
         })?;
         if let Some(old) = kept[k].replace(dir) {

@@ -34,6 +34,45 @@ pub fn profile(i: u64, v: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The first version of W1's profiles, made before a clock starts: W1 times
+/// each system's writes, not this generator (which was about a quarter of
+/// ATLAS's instructions in W1 when it ran inside the clock).
+pub struct Profiles {
+    datasets: u64,
+    per_dataset: usize,
+    levels: usize,
+    cells: Vec<f32>,
+}
+
+impl Profiles {
+    /// Datasets `0..datasets`, `per_dataset` profiles of `levels` cells each:
+    /// profile `k` of dataset `i` is `profile(i * per_dataset + k, 0, levels)`.
+    pub fn new(datasets: u64, per_dataset: usize, levels: usize) -> Profiles {
+        let total = datasets as usize * per_dataset;
+        let mut cells = Vec::with_capacity(total * levels);
+        for j in 0..total as u64 {
+            cells.extend(profile(j, 0, levels));
+        }
+        Profiles {
+            datasets,
+            per_dataset,
+            levels,
+            cells,
+        }
+    }
+
+    /// The number of datasets.
+    pub fn datasets(&self) -> u64 {
+        self.datasets
+    }
+
+    /// Profile `k` of dataset `i`.
+    pub fn get(&self, i: u64, k: usize) -> &[f32] {
+        let at = (i as usize * self.per_dataset + k) * self.levels;
+        &self.cells[at..at + self.levels]
+    }
+}
+
 /// A smooth 2-D field (lat × lon) for dataset `i`.
 pub fn grid(i: u64, n_lat: usize, n_lon: usize) -> Vec<f32> {
     let mut rng = Rng(0x51_7cc1_b727_220a ^ i);
@@ -49,4 +88,21 @@ pub fn grid(i: u64, n_lat: usize, n_lon: usize) -> Vec<f32> {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{profile, Profiles};
+
+    /// The profiles made ahead are the generator's, each at its place.
+    #[test]
+    fn profiles_made_ahead_equal_the_generator() {
+        let p = Profiles::new(7, 3, 50);
+        assert_eq!(p.datasets(), 7);
+        for i in 0..7 {
+            for k in 0..3 {
+                assert_eq!(p.get(i, k), profile(i * 3 + k as u64, 0, 50).as_slice());
+            }
+        }
+    }
 }

@@ -72,7 +72,7 @@ impl System for NcGrid {
         self.name
     }
 
-    fn ingest(&mut self, _: &Path, _: u64) -> Result<()> {
+    fn ingest(&mut self, _: &Path, _: &crate::data::Profiles) -> Result<()> {
         grid_only(self.name)
     }
 

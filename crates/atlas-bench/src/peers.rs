@@ -20,6 +20,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::data::Profiles;
+
 /// The shape of the W5 grid and of its chunks.
 #[derive(Clone, Copy, Debug)]
 pub struct GridSpec {
@@ -35,10 +37,11 @@ pub trait System {
     /// Short name for tables.
     fn name(&self) -> &'static str;
 
-    /// W1: creates a store at `root` (a fresh directory) holding `n` datasets,
-    /// each with two attributes where the system has them, and makes it
-    /// durable the way the system does.
-    fn ingest(&mut self, root: &Path, n: u64) -> Result<()>;
+    /// W1: creates a store at `root` (a fresh directory) holding the
+    /// datasets of `data` (their cells made before the clock), each with two
+    /// attributes where the system has them, and makes it durable the way
+    /// the system does.
+    fn ingest(&mut self, root: &Path, data: &Profiles) -> Result<()>;
 
     /// W2: opens the store at `root` from nothing and reads `TEMP` of dataset `i`.
     fn reopen_read(&self, root: &Path, i: u64) -> Result<Vec<f32>>;
@@ -92,8 +95,8 @@ pub trait System {
 
     /// [`System::ingest`] on `threads` threads, where the system supports it
     /// (used, untimed, to build a store quickly).
-    fn ingest_parallel(&mut self, root: &Path, n: u64, _threads: u64) -> Result<()> {
-        self.ingest(root, n)
+    fn ingest_parallel(&mut self, root: &Path, data: &Profiles, _threads: u64) -> Result<()> {
+        self.ingest(root, data)
     }
 }
 

@@ -11,10 +11,10 @@ use array_format::{
     ArrayFile, ArrayFileOptions, DeltaCache, DeltaCacheConfig, LayerId, LocalStorage,
 };
 use atlas::{Atlas, Attr, OpenOptions, StoreConfig};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayView1, IxDyn};
 use serde_json::{json, Value};
 
-use crate::data::{grid, profile, Rng};
+use crate::data::{grid, profile, Profiles, Rng};
 use crate::{fmt_dur, peak_rss_bytes, reset_peak_rss, Timing};
 
 type Workload = fn(bool) -> Pin<Box<dyn Future<Output = Result<Value>>>>;
@@ -66,17 +66,27 @@ pub(crate) async fn open_read_temp(path: &Path, dataset: &str) -> Result<Option<
 /// W1: creates a store of `n` profile datasets and flushes it; returns the
 /// store and the seconds of the writes and of the flush.
 pub(crate) async fn ingest(path: &Path, n: u64) -> Result<(Atlas, f64, f64)> {
+    ingest_with(path, &profiles(n)).await
+}
+
+/// W1's profiles of `n` datasets, made before a clock starts.
+pub(crate) fn profiles(n: u64) -> Profiles {
+    Profiles::new(n, ARRAYS.len(), LEVELS)
+}
+
+/// [`ingest`] of the datasets `data` holds, made already.
+pub(crate) async fn ingest_with(path: &Path, data: &Profiles) -> Result<(Atlas, f64, f64)> {
     let store = Atlas::create_path(path, StoreConfig::default()).await?;
     let t = Instant::now();
-    for i in 0..n {
+    for i in 0..data.datasets() {
         let ds = store.create_dataset(&format!("profile_{i:07}")).await?;
         ds.set_attribute("cycle_number", Attr::Int64(i as i64))?;
         ds.set_attribute("latitude", Attr::Float64((i % 180) as f64 - 90.0))?;
         for (k, a) in ARRAYS.iter().enumerate() {
             ds.define_array::<f32>(a, vec!["N_LEVELS".into()], vec![LEVELS as u64], None, None)
                 .await?;
-            ds.write_array(a, vec![0], arr(profile(i * 3 + k as u64, 0, LEVELS)).view())
-                .await?;
+            let cells = ArrayView1::from(data.get(i, k)).into_dyn();
+            ds.write_array(a, vec![0], cells).await?;
         }
     }
     let t_ingest = t.elapsed().as_secs_f64();

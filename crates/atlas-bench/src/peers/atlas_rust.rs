@@ -15,7 +15,7 @@ use atlas_rust::{Atlas, Attr, Codec, DatasetView, StoreConfig};
 use ndarray::{ArrayView, IxDyn};
 
 use super::{block, ds_name, GridSpec, System};
-use crate::data::profile;
+use crate::data::{profile, Profiles};
 use crate::workloads::{ARRAYS, LEVELS};
 
 /// The predecessor peer.
@@ -49,9 +49,9 @@ impl System for AtlasRust {
         "atlas-rust 0.14"
     }
 
-    fn ingest(&mut self, root: &Path, n: u64) -> Result<()> {
+    fn ingest(&mut self, root: &Path, data: &Profiles) -> Result<()> {
         let mut store = block(Atlas::create_path(root, config()))?;
-        for i in 0..n {
+        for i in 0..data.datasets() {
             let mut ds = block(store.create_dataset(&ds_name(i)))?;
             ds.set_attribute("cycle_number", Attr::Int64(i as i64))?;
             ds.set_attribute("latitude", Attr::Float64((i % 180) as f64 - 90.0))?;
@@ -63,7 +63,7 @@ impl System for AtlasRust {
                     None,
                     None,
                 ))?;
-                write(&mut ds, a, &profile(i * 3 + k as u64, 0, LEVELS))?;
+                write(&mut ds, a, data.get(i, k))?;
             }
         }
         block(store.flush())?;

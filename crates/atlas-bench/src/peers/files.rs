@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Result};
 
 use super::{cut, ds_name, GridSpec, System};
-use crate::data::profile;
+use crate::data::{profile, Profiles};
 use crate::limits::{bytes_f32, f32_bytes, lz4_shuffle_decode, lz4_shuffle_encode};
 use crate::workloads::{ARRAYS, LEVELS};
 
@@ -35,11 +35,11 @@ impl System for Files {
         "files"
     }
 
-    fn ingest(&mut self, root: &Path, n: u64) -> Result<()> {
+    fn ingest(&mut self, root: &Path, data: &Profiles) -> Result<()> {
         std::fs::create_dir_all(root)?;
-        for i in 0..n {
+        for i in 0..data.datasets() {
             for (k, a) in ARRAYS.iter().enumerate() {
-                let raw = f32_bytes(&profile(i * 3 + k as u64, 0, LEVELS));
+                let raw = f32_bytes(data.get(i, k));
                 std::fs::write(path(root, i, a), lz4_shuffle_encode(&raw))?;
             }
         }

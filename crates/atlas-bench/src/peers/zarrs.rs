@@ -16,7 +16,7 @@ use zarrs::group::GroupBuilder;
 use zarrs::metadata_ext::codec::blosc::{BloscCompressionLevel, BloscCompressor, BloscShuffleMode};
 
 use super::{ds_name, GridSpec, System};
-use crate::data::profile;
+use crate::data::{profile, Profiles};
 use crate::workloads::{ARRAYS, LEVELS};
 
 type Store = Arc<FilesystemStore>;
@@ -53,7 +53,12 @@ fn read_all(a: &Array<FilesystemStore>) -> Result<Vec<f32>> {
 }
 
 /// Writes datasets `ids`: a group with the attributes, then every array.
-fn ingest_range(store: &Store, builder: &ArrayBuilder, ids: std::ops::Range<u64>) -> Result<()> {
+fn ingest_range(
+    store: &Store,
+    builder: &ArrayBuilder,
+    data: &Profiles,
+    ids: std::ops::Range<u64>,
+) -> Result<()> {
     for i in ids {
         let mut attrs = serde_json::Map::new();
         attrs.insert("cycle_number".into(), json!(i));
@@ -65,7 +70,7 @@ fn ingest_range(store: &Store, builder: &ArrayBuilder, ids: std::ops::Range<u64>
         for (k, a) in ARRAYS.iter().enumerate() {
             let array = builder.build(store.clone(), &array_path(i, a))?;
             array.store_metadata()?;
-            array.store_chunk(&[0], profile(i * 3 + k as u64, 0, LEVELS))?;
+            array.store_chunk(&[0], data.get(i, k))?;
         }
     }
     Ok(())
@@ -80,11 +85,12 @@ impl System for Zarrs {
         true
     }
 
-    fn ingest(&mut self, root: &Path, n: u64) -> Result<()> {
-        self.ingest_parallel(root, n, 1)
+    fn ingest(&mut self, root: &Path, data: &Profiles) -> Result<()> {
+        self.ingest_parallel(root, data, 1)
     }
 
-    fn ingest_parallel(&mut self, root: &Path, n: u64, threads: u64) -> Result<()> {
+    fn ingest_parallel(&mut self, root: &Path, data: &Profiles, threads: u64) -> Result<()> {
+        let n = data.datasets();
         std::fs::create_dir_all(root)?;
         let store = open_store(root)?;
         GroupBuilder::new()
@@ -100,14 +106,16 @@ impl System for Zarrs {
             .bytes_to_bytes_codecs(vec![blosc()?])
             .dimension_names(["N_LEVELS"].into());
         if threads <= 1 {
-            return ingest_range(&store, &builder, 0..n);
+            return ingest_range(&store, &builder, data, 0..n);
         }
         let per = n.div_ceil(threads);
         std::thread::scope(|sc| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     let (store, builder) = (&store, &builder);
-                    sc.spawn(move || ingest_range(store, builder, t * per..((t + 1) * per).min(n)))
+                    sc.spawn(move || {
+                        ingest_range(store, builder, data, t * per..((t + 1) * per).min(n))
+                    })
                 })
                 .collect();
             handles
