@@ -88,14 +88,15 @@ pub fn main(args: &[String]) -> Result<()> {
     }
 }
 
-/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|w5win|tiles|tiles8|tileswarm DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|w5win|tiles|tiles8|tileswarm|tilesscan DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
-/// else. `w1` ingests and flushes DATASETS profiles into a fresh store under
-/// DIR, REPS times (`w1batch`: through one `create_datasets` batch, built
+/// else. `w1` ingests and flushes DATASETS profiles (their cells made
+/// before the clock) into a fresh store under DIR, REPS times (`w1batch`: through one `create_datasets` batch, built
 /// before the clock; with `ATLAS_BENCH_PHASES` set, each repetition also
 /// prints its creation and flush times and resident memory); `w3` builds
-/// that store once (untimed) and scans `TEMP` across it REPS times through one open handle (`w3blocking`: through
-/// `read_array_across_blocking`; `w3stacked`: into one array, through
+/// that store once (untimed) and scans `TEMP` across it REPS times through
+/// one open handle (`w3blocking`: through `read_array_across_blocking`;
+/// `w3stacked`: into one array, through
 /// `read_array_across_stacked_blocking`); `w3first` times the first
 /// scan on a freshly opened handle of that store (the open untimed), REPS
 /// times; `w2` opens that store from
@@ -127,20 +128,19 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 let path = dir.join(format!("w1-{r}"));
                 // The batch is the input (built before the clock, as a
                 // decoded file is an import's); its build is printed apart.
-                let batch = if work == "w1batch" {
+                if work == "w1batch" {
                     let t = Instant::now();
-                    let b = crate::workloads::profile_batch(n)?;
+                    let batch = crate::workloads::profile_batch(n)?;
                     eprintln!("rep {r}: batch built in {}", crate::fmt_dur(t.elapsed()));
-                    Ok(b)
+                    let t = Instant::now();
+                    drop(rt.block_on(crate::workloads::ingest_batched(&path, &batch))?);
+                    times.push(t.elapsed());
                 } else {
-                    Err(crate::workloads::profiles(n))
-                };
-                let t = Instant::now();
-                match &batch {
-                    Err(p) => drop(rt.block_on(crate::workloads::ingest_with(&path, p))?),
-                    Ok(b) => drop(rt.block_on(crate::workloads::ingest_batched(&path, b))?),
+                    let data = crate::workloads::profiles(n);
+                    let t = Instant::now();
+                    drop(rt.block_on(crate::workloads::ingest_with(&path, &data))?);
+                    times.push(t.elapsed());
                 }
-                times.push(t.elapsed());
                 std::fs::remove_dir_all(&path)?;
             }
         }

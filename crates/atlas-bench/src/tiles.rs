@@ -849,7 +849,7 @@ pub(crate) enum LoopReads {
     Scan,
 }
 
-/// `__child loop tiles|tiles8|tileswarm DIR N REPS`: ATLAS alone, a store of
+/// `__child loop tiles|tiles8|tileswarm|tilesscan DIR N REPS`: ATLAS alone, a store of
 /// N tiles under DIR/tiles (built once, untimed), then per repetition a
 /// fresh handle (opened untimed) reads every tile one at a time (`tiles8`:
 /// with 8 in flight; `tileswarm`: one handle, warmed first, reads 1,000
@@ -893,17 +893,19 @@ pub(crate) fn profile_loop(
         }
         return Ok(times);
     }
-    let in_flight = how == LoopReads::InFlight;
-    for _ in 0..reps {
-        if how == LoopReads::Scan {
+    if how == LoopReads::Scan {
+        for _ in 0..reps {
             let t = Instant::now();
             s.open(&root)?;
             let got = s.scan(&ids)?;
             times.push(t.elapsed());
             s.close();
             check_tiles("scan", &ids, &got, &ver)?;
-            continue;
         }
+        return Ok(times);
+    }
+    let in_flight = how == LoopReads::InFlight;
+    for _ in 0..reps {
         s.open(&root)?;
         let t = Instant::now();
         let got = if in_flight {

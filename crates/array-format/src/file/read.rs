@@ -884,18 +884,12 @@ pub(super) fn decode_entry_array<T: ArrayElement>(
     cells_array(&bufs.out, shape, path, e.offset)
 }
 
-/// Arrays of at least this many bytes of cells are decoded by
-/// [`decode_entry_like`] into new memory shaped like the template, not into
-/// a copy of it: copying a 32 KiB template only to overwrite it was a tenth
-/// of a scan of 2,000 such arrays.
-const LIKE_COPY_MAX_BYTES: usize = 4096;
-
-/// [`decode_entry_array`] shaped like `template`, an array of `shape`: a
-/// scan of thousands of small arrays of one shape clones one array per
+/// [`decode_entry_array`] into a copy of `template`, an array of `shape`:
+/// a scan of thousands of small arrays of one shape clones one array per
 /// block, where building each array's dynamic shape from a slice cost more
-/// than decoding its cells; larger arrays take the template's shape only.
-/// The result and errors are `decode_entry_array`'s (blocks that do not
-/// decode straight into the array take its path).
+/// than decoding its cells. The result and errors are
+/// `decode_entry_array`'s (blocks that do not decode straight into the copy
+/// take its path).
 pub(super) fn decode_entry_like<T: ArrayElement>(
     stored: &[u8],
     e: &ChunkEntry,
@@ -907,16 +901,6 @@ pub(super) fn decode_entry_like<T: ArrayElement>(
     let width = T::DTYPE.size_bytes().unwrap_or(0);
     if e.filter == FILTER_SHUFFLE && width > 1 {
         decompress_shuffled(stored, e, width, path, bufs)?;
-        let n = template.len();
-        if n.saturating_mul(width) >= LIKE_COPY_MAX_BYTES {
-            let mut cells = Vec::new();
-            if T::extend_shuffled(&bufs.out, n, &mut cells) {
-                if let Ok(a) = ArrayD::from_shape_vec(template.raw_dim(), cells) {
-                    return Ok(a);
-                }
-            }
-            return decode_entry_array(stored, e, shape, path, bufs);
-        }
         let mut a = template.clone();
         if let Some(dst) = a.as_slice_mut() {
             if T::fill_shuffled(&bufs.out, dst) {

@@ -39,6 +39,12 @@ const MAX_READ_BYTES: u64 = 8 << 20;
 /// then reused (see [`SPARE_BYTES`]) and still in the CPU's caches when
 /// their blocks are decoded.
 const SCAN_WINDOW_BYTES: u64 = 1 << 20;
+/// Whole arrays smaller than this are decoded into a copy of a template
+/// array of their shape: for thousands of small arrays, building a shape
+/// per array cost more than their cells. Larger ones are decoded into new
+/// memory: copying a 32 KiB template only to overwrite it was a tenth of a
+/// scan of 2,000 such arrays.
+const LIKE_MAX_BYTES: u64 = 4096;
 
 /// How one name resolved.
 enum Resolved<'a> {
@@ -230,10 +236,8 @@ impl<'a> Scan<'a> {
     ) -> Vec<Result<ArrayD<T>>> {
         let mut bufs = DecodeBuffers::default();
         let mut out = Vec::with_capacity(part.len());
-        // An array of the last whole-array shape, cloned per array of that
-        // shape (fixed-width cells only: strings are not decoded in place).
         let mut template: Option<ArrayD<T>> = None;
-        let fixed = T::DTYPE.size_bytes().is_some_and(|w| w > 1);
+        let width = T::DTYPE.size_bytes().filter(|&w| w > 1).unwrap_or(0) as u64;
         let mut next = part.start;
         while next < part.end {
             let mut window = self.fetch_part::<T>(next..part.end, start, count);
@@ -242,15 +246,7 @@ impl<'a> Scan<'a> {
                 let r = match (block, &self.resolved[k]) {
                     (Some(loc), Resolved::Found(view)) => {
                         let shape = &view.schema.shape;
-                        let same = template.as_ref().is_some_and(|t| {
-                            t.ndim() == shape.len()
-                                && t.shape().iter().zip(shape).all(|(&a, &b)| a as u64 == b)
-                        });
-                        if fixed && !same {
-                            let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-                            template = Some(ArrayD::from_elem(ndarray::IxDyn(&dims), T::default()));
-                        }
-                        let like = template.as_ref().filter(|_| fixed);
+                        let like = like_template(&mut template, shape, width);
                         window.decode(self.file, loc, shape, like, &mut bufs)
                     }
                     _ => self.read_general(k, start, count, &mut window, &mut bufs),
@@ -435,6 +431,33 @@ impl<'a> Part<'a> {
             None => decode_entry_array(stored, &loc.entry, shape, path, bufs),
         }
     }
+}
+
+/// The array that a whole array of `shape` is decoded into a copy of
+/// (`read::decode_entry_like`): `template`, rebuilt when the shape changes.
+/// `None` (decoded into new memory) for cells that are not fixed-width
+/// (`width` 0: strings are not decoded in place) and for arrays of
+/// [`LIKE_MAX_BYTES`] or more.
+fn like_template<'t, T: ArrayElement>(
+    template: &'t mut Option<ArrayD<T>>,
+    shape: &[u64],
+    width: u64,
+) -> Option<&'t ArrayD<T>> {
+    let bytes = shape
+        .iter()
+        .try_fold(width, |n, &d| n.checked_mul(d))
+        .unwrap_or(u64::MAX);
+    if width == 0 || bytes >= LIKE_MAX_BYTES {
+        return None;
+    }
+    let same = template.as_ref().is_some_and(|t| {
+        t.ndim() == shape.len() && t.shape().iter().zip(shape).all(|(&a, &b)| a as u64 == b)
+    });
+    if !same {
+        let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+        *template = Some(ArrayD::from_elem(ndarray::IxDyn(&dims), T::default()));
+    }
+    template.as_ref()
 }
 
 fn view_dtype(r: &Resolved<'_>) -> Option<crate::dtype::DType> {
