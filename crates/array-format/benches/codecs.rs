@@ -205,7 +205,9 @@ fn shuffle4(raw: &[u8]) -> Vec<u8> {
 /// Baseline: the codecs alone (no CRC, unshuffle, cell decoding or copies; reused
 /// buffers and a reused zstd context) on the same shuffled bytes, in blocks of
 /// 256 KiB (one chunk) and 4 KiB (one row, the size of a small per-dataset array).
-/// The gap to `codecs/decode/*+shuffle` is what the read path adds.
+/// The gap to `codecs/decode/*+shuffle` is what the read path adds. LZ4 is
+/// decoded twice: by `lz4_flex` (`decode/lz4`) and by the decoder ATLAS reads
+/// with (`decode/lz4-atlas`).
 fn bench_codec_only(c: &mut Criterion) {
     let field = ocean_field();
     let raw: Vec<u8> = field.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -229,6 +231,14 @@ fn bench_codec_only(c: &mut Criterion) {
             b.iter(|| {
                 for block in &lz4 {
                     let n = lz4_flex::block::decompress_into(block, &mut out).expect("lz4");
+                    black_box(&out[..n]);
+                }
+            });
+        });
+        group.bench_function(format!("decode/lz4-atlas/{label}"), |b| {
+            b.iter(|| {
+                for block in &lz4 {
+                    let n = array_format::lz4_decompress_into(block, &mut out).expect("lz4");
                     black_box(&out[..n]);
                 }
             });

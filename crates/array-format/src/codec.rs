@@ -304,6 +304,12 @@ pub(crate) fn filter_error(filter: u8, raw_len: usize, width: usize) -> DecodeEr
     }
 }
 
+/// [`lz4::decompress_into`] with its reason dropped (for
+/// [`crate::lz4_decompress_into`]).
+pub(crate) fn lz4_decompress_into(block: &[u8], out: &mut [u8]) -> Option<usize> {
+    lz4::decompress_into(block, out).ok()
+}
+
 /// The codec stage of [`decode_block_into`] alone: `bufs.out` holds exactly
 /// `raw_len` bytes, still filtered, on success.
 pub(crate) fn decompress_into(
@@ -323,7 +329,7 @@ pub(crate) fn decompress_into(
         0 => decoded.extend_from_slice(stored),
         1 => {
             decoded.resize(raw_len, 0);
-            let n = lz4_flex::block::decompress_into(stored, decoded)
+            let n = lz4::decompress_into(stored, decoded)
                 .map_err(|e| DecodeError::Damaged(format!("lz4: {e}")))?;
             decoded.truncate(n);
         }

@@ -78,6 +78,15 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a == b
 }
 
+/// Decodes the LZ4 block `block` into the start of `out` with the decoder
+/// ATLAS reads its blocks with, returning the decoded length (`out`'s bytes
+/// past it are unspecified), or `None` for a block that is damaged or
+/// decodes past `out`. Public for measuring the codec on its own (the
+/// benchmark's decode limits) and for tools that read blocks themselves.
+pub fn lz4_decompress_into(block: &[u8], out: &mut [u8]) -> Option<usize> {
+    codec::lz4_decompress_into(block, out)
+}
+
 /// Fuzzing and hostile-input entry points: decode untrusted bytes, never panic.
 pub mod fuzzing {
     use std::path::Path;

@@ -6,7 +6,11 @@
 //! (one block per chunk, as ATLAS stores them, so the per-block cost of the codec
 //! itself is part of the limit) and on 256 KiB grid chunks (the streaming rate).
 //! Encoders and decoders reuse their buffers and contexts: the limit is what the
-//! codec can do, not what an engine's allocations cost.
+//! codec can do, not what an engine's allocations cost. LZ4 encodes with
+//! `lz4_flex` and decodes with ATLAS's own decoder
+//! ([`array_format::lz4_decompress_into`]), the faster of the two (`lz4_flex`'s
+//! safe decoder copies overlapping matches a byte at a time): a limit measured
+//! with the slower one would be no limit for ATLAS's reads.
 
 use std::io::{Read, Write};
 use std::sync::Mutex;
@@ -283,10 +287,13 @@ pub fn lz4_shuffle_encode(raw: &[u8]) -> Vec<u8> {
     lz4_flex::block::compress(&s)
 }
 
-/// Inverse of [`lz4_shuffle_encode`] for `raw_len` raw bytes.
+/// Inverse of [`lz4_shuffle_encode`] for `raw_len` raw bytes (with ATLAS's
+/// LZ4 decoder, as the limits: the files baseline differs from ATLAS in its
+/// layout, not its codec).
 pub fn lz4_shuffle_decode(stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
     let mut s = vec![0u8; raw_len];
-    let n = lz4_flex::block::decompress_into(stored, &mut s)?;
+    let n = array_format::lz4_decompress_into(stored, &mut s)
+        .ok_or_else(|| anyhow::anyhow!("lz4: damaged block"))?;
     ensure!(n == raw_len, "lz4: {n} bytes, expected {raw_len}");
     let mut out = vec![0u8; raw_len];
     unshuffle4(&s, &mut out);
@@ -359,7 +366,8 @@ fn codec(blocks: &[Vec<u8>], codec: Codec) -> Result<CodecRates> {
         for (s, b) in stored.iter().zip(blocks) {
             let len = b.len();
             let n = match codec {
-                Codec::Lz4 => lz4_flex::block::decompress_into(s, &mut plain[..len])?,
+                Codec::Lz4 => array_format::lz4_decompress_into(s, &mut plain[..len])
+                    .ok_or_else(|| anyhow::anyhow!("lz4: damaged block"))?,
                 Codec::Zstd => decomp.decompress_to_buffer(s, &mut plain[..len])?,
             };
             ensure!(n == len, "short block");
