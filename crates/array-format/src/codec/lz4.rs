@@ -344,10 +344,10 @@ pub(crate) fn decompress_into(input: &[u8], out: &mut [u8]) -> Result<usize, Dec
         } else {
             // The match repeats its last `offset` bytes, so it also repeats
             // with any multiple of that period: from an offset of 8 or more,
-            // 8 bytes at a time from `offset` back; below, the first
-            // `period` bytes (the smallest multiple of 8 or more) one at a
-            // time, then 8 at a time from `period` back. Every word read is
-            // already written.
+            // 8 bytes at a time from `offset` back; below 8, the first
+            // `period` bytes (`period`: the smallest multiple of the offset
+            // that is at least 8) one at a time, then 8 at a time from
+            // `period` back. Every word read is already written.
             let (period, head) = if offset >= 8 {
                 (offset, 0)
             } else {
