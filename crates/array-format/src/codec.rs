@@ -6,7 +6,7 @@
 
 #[cfg(feature = "blosc2")]
 pub(crate) mod blosc2;
-mod lz4;
+pub(crate) mod lz4;
 
 use std::fmt;
 
@@ -302,12 +302,6 @@ pub(crate) fn filter_error(filter: u8, raw_len: usize, width: usize) -> DecodeEr
     } else {
         DecodeError::Damaged(format!("unknown filter id {filter}"))
     }
-}
-
-/// [`lz4::decompress_into`] with its reason dropped (for
-/// [`crate::lz4_decompress_into`]).
-pub(crate) fn lz4_decompress_into(block: &[u8], out: &mut [u8]) -> Option<usize> {
-    lz4::decompress_into(block, out).ok()
 }
 
 /// The codec stage of [`decode_block_into`] alone: `bufs.out` holds exactly

@@ -84,7 +84,7 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 /// decodes past `out`. Public for measuring the codec on its own (the
 /// benchmark's decode limits) and for tools that read blocks themselves.
 pub fn lz4_decompress_into(block: &[u8], out: &mut [u8]) -> Option<usize> {
-    codec::lz4_decompress_into(block, out)
+    codec::lz4::decompress_into(block, out).ok()
 }
 
 /// Fuzzing and hostile-input entry points: decode untrusted bytes, never panic.

@@ -292,12 +292,17 @@ pub fn lz4_shuffle_encode(raw: &[u8]) -> Vec<u8> {
 /// layout, not its codec).
 pub fn lz4_shuffle_decode(stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
     let mut s = vec![0u8; raw_len];
-    let n = array_format::lz4_decompress_into(stored, &mut s)
-        .ok_or_else(|| anyhow::anyhow!("lz4: damaged block"))?;
+    let n = lz4_decode(stored, &mut s)?;
     ensure!(n == raw_len, "lz4: {n} bytes, expected {raw_len}");
     let mut out = vec![0u8; raw_len];
     unshuffle4(&s, &mut out);
     Ok(out)
+}
+
+/// An LZ4 block decoded into `out` by ATLAS's decoder: the decoded length.
+fn lz4_decode(stored: &[u8], out: &mut [u8]) -> Result<usize> {
+    array_format::lz4_decompress_into(stored, out)
+        .ok_or_else(|| anyhow::anyhow!("lz4: damaged block"))
 }
 
 /// The byte shuffle and its inverse alone, between preallocated buffers.
@@ -366,8 +371,7 @@ fn codec(blocks: &[Vec<u8>], codec: Codec) -> Result<CodecRates> {
         for (s, b) in stored.iter().zip(blocks) {
             let len = b.len();
             let n = match codec {
-                Codec::Lz4 => array_format::lz4_decompress_into(s, &mut plain[..len])
-                    .ok_or_else(|| anyhow::anyhow!("lz4: damaged block"))?,
+                Codec::Lz4 => lz4_decode(s, &mut plain[..len])?,
                 Codec::Zstd => decomp.decompress_to_buffer(s, &mut plain[..len])?,
             };
             ensure!(n == len, "short block");

@@ -886,8 +886,9 @@ fn scan_on_many_threads_equals_one_thread_and_single_reads() {
 /// A scan of more stored bytes than it fetches at a time (a window of
 /// 1 MiB on files that read cheaply) reads every name once, in order, on
 /// one thread or several: arrays of 32 KiB (decoded into new memory) and
-/// small ones (into a copy of a template array), two axes and one, several chunks, pending writes, a later layer,
-/// an unwritten array, and a damaged block in a later window. The stacked
+/// small ones (into a copy of a template array), two axes and one, several
+/// chunks, pending writes, a later layer, an unwritten array, and a
+/// damaged block in a later window. The stacked
 /// read gives the same cells and stops at the same name.
 #[test]
 fn scans_read_in_windows_equal_single_reads() {
