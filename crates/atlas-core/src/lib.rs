@@ -50,4 +50,4 @@ pub use name::{validate_array_name, validate_attribute_name, validate_dataset_na
 pub use registry::{ArrayEntry, DatasetMeta, Policy, REGISTRY_VERSION};
 pub use store::{format_time, At, Diff, GcReport, LogEntry, Operation, TagInfo, HISTORY_DIR};
 pub use store::{Atlas, LOCK_FILE, REGISTRY_FILE};
-pub use store::{DatasetView, NewArray, NewDataset, PreparedDataset};
+pub use store::{DatasetView, NewArray, NewDataset, PreparedDataset, PreparedRefused};

@@ -20,7 +20,7 @@ mod open;
 mod query;
 mod writer;
 
-pub use batch::{NewArray, NewDataset, PreparedDataset};
+pub use batch::{NewArray, NewDataset, PreparedDataset, PreparedRefused};
 pub use dataset::DatasetView;
 pub(crate) use history::retained as history_retained;
 pub use history::{format_time, At, Diff, GcReport, LogEntry, Operation, TagInfo, HISTORY_DIR};

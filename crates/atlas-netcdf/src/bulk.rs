@@ -221,9 +221,9 @@ fn decode(
 /// Imports files and directories into `store`. `on_file` is called once per
 /// file, in order, as soon as its outcome is known (for progress bars).
 ///
-/// Errors only when the paths cannot be listed or a commit fails (the
-/// batches committed before it stay committed); a file that fails is
-/// reported in [`BulkReport::files`] and skipped.
+/// Errors only when the paths cannot be listed, or a commit or the store's
+/// storage fails (the batches committed before it stay committed); a file
+/// that fails is reported in [`BulkReport::files`] and skipped.
 pub async fn import_paths(
     store: &Atlas,
     paths: &[PathBuf],
@@ -309,22 +309,16 @@ pub async fn import_paths(
     ));
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    // Plans already written, freed by the decoder threads (the one that
-    // built a plan, when there is one decoder): freeing a plan's thousands of
-    // allocations was a tenth of the writer's time (the writer is the
-    // import's critical path).
-    let spent: Arc<std::sync::Mutex<Vec<Spent>>> = Arc::default();
     let mut workers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
         // The store's compression only, not the store: a decoder thread
         // that outlives a failed import holds nothing of it.
-        let (compression, shared, next, stop, tx, spent, budget) = (
+        let (compression, shared, next, stop, tx, budget) = (
             store.compression(),
             Arc::clone(&shared),
             Arc::clone(&next),
             Arc::clone(&stop),
             tx.clone(),
-            Arc::clone(&spent),
             Arc::clone(&budget),
         );
         workers.push(std::thread::spawn(move || {
@@ -336,13 +330,6 @@ pub async fn import_paths(
             // still store one, found by content).
             let mut converted = import::Shared::default();
             loop {
-                // Taken under the lock, freed after it (the writer pushes to it).
-                let old = std::mem::take(
-                    &mut *spent
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner),
-                );
-                drop(old);
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 if k >= todo.len() || stop.load(Ordering::Relaxed) {
                     break;
@@ -437,7 +424,13 @@ pub async fn import_paths(
                     break;
                 }
             }
-            let results = group.write(store, opts.replace).await;
+            let results = match group.write(store, opts.replace).await {
+                Ok(r) => r,
+                Err(e) => {
+                    stopper.stop();
+                    return Err(e);
+                }
+            };
             for ((i, len), r) in group.files.iter().zip(results) {
                 outcomes[*i] = Some(match r {
                     Ok(()) => {
@@ -450,10 +443,6 @@ pub async fn import_paths(
                     Err(e) => FileOutcome::Failed(e),
                 });
             }
-            spent
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(group.datasets);
             // Report everything up to the next file still being decoded
             // (before a commit, as each file is reported once written).
             let upto = todo.get(written).copied().unwrap_or(files.len());
@@ -473,16 +462,6 @@ pub async fn import_paths(
     for w in workers {
         let _ = w.join();
     }
-    // The plans written since the decoders' last pass, freed beside the last
-    // commit rather than after it.
-    let leftover = std::mem::take(
-        &mut *spent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    if !leftover.is_empty() {
-        std::thread::spawn(move || drop(leftover));
-    }
     // Only if a decoder thread died outside its panic guard.
     for o in &mut outcomes {
         if o.is_none() && emitted < files.len() {
@@ -501,9 +480,6 @@ pub async fn import_paths(
     report.elapsed = t0.elapsed();
     Ok(report)
 }
-
-/// Datasets written, freed by a decoder thread.
-type Spent = Vec<atlas::PreparedDataset>;
 
 /// Cells (decoded bytes) at which a group of files is written (the file
 /// that reaches it is the group's last): large enough that the store
@@ -537,10 +513,12 @@ impl Group {
     }
 
     /// Writes the group (first deleting existing datasets of the same names
-    /// when replacing); the outcome of each file, in order. A batch is all or
-    /// nothing, so when it fails each dataset is written alone, and only the
-    /// files whose dataset cannot be written fail.
-    async fn write(&self, store: &Atlas, replace: bool) -> Vec<Result<()>> {
+    /// when replacing), its datasets moved into the store; the outcome of
+    /// each file, in order. A batch is all or nothing: when a check refuses
+    /// it, each dataset is written alone, and only the files whose dataset
+    /// cannot be written fail. An error when storage failed after the store
+    /// took the datasets (the store is as it was; the import stops).
+    async fn write(&mut self, store: &Atlas, replace: bool) -> Result<Vec<Result<()>>> {
         let mut results: Vec<Result<()>> = Vec::with_capacity(self.datasets.len());
         for ds in &self.datasets {
             results.push(if replace {
@@ -549,18 +527,26 @@ impl Group {
                 Ok(())
             });
         }
+        let mut datasets = std::mem::take(&mut self.datasets);
         let ready: Vec<usize> = (0..results.len()).filter(|&j| results[j].is_ok()).collect();
-        if ready.len() == self.datasets.len() && store.create_prepared(&self.datasets).await.is_ok()
-        {
-            return results;
+        if ready.len() == datasets.len() {
+            match store.create_prepared_owned(datasets).await {
+                Ok(()) => return Ok(results),
+                Err(r) if r.datasets.is_empty() => return Err(r.error.into()),
+                Err(r) => datasets = r.datasets,
+            }
         }
+        let mut datasets: Vec<Option<atlas::PreparedDataset>> =
+            datasets.into_iter().map(Some).collect();
         for j in ready {
-            results[j] = store
-                .create_prepared(std::slice::from_ref(&self.datasets[j]))
-                .await
-                .map_err(Error::from);
+            let ds = datasets[j].take().expect("each dataset written once");
+            results[j] = match store.create_prepared_owned(vec![ds]).await {
+                Ok(()) => Ok(()),
+                Err(r) if r.datasets.is_empty() => return Err(r.error.into()),
+                Err(r) => Err(r.error.into()),
+            };
         }
-        results
+        Ok(results)
     }
 }
 
@@ -701,9 +687,9 @@ mod tests {
             }
         };
 
-        let group = group_of(["a", "taken", "b"], 0.0);
+        let mut group = group_of(["a", "taken", "b"], 0.0);
         assert_eq!((group.bytes, group.cells), (30, 72));
-        let results = group.write(&store, false).await;
+        let results = group.write(&store, false).await.unwrap();
         assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
         assert!(
             matches!(&results[1], Err(Error::Store(atlas::Error::DatasetExists { name })) if name == "taken"),
@@ -719,7 +705,8 @@ mod tests {
 
         let results = group_of(["a", "taken", "c"], 10.0)
             .write(&store, true)
-            .await;
+            .await
+            .unwrap();
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(x_of("taken").await, Some(vec![11.0; 3]));
         assert_eq!(store.n_datasets(), 4);

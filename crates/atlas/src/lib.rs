@@ -105,7 +105,7 @@ pub use atlas_core::{
     local_path, verify, ArrayData, ArrayElement, ArrayEntry, ArraySchema, ArrayStats, Atlas, Attr,
     Codec, Compression, DType, DatasetMeta, DatasetView, DeltaCache, DeltaCacheConfig, Error,
     ErrorKind, FillValue, LayerId, MergedArrayMeta, MetaFormat, NewArray, NewDataset, OpenOptions,
-    Policy, PreparedDataset, Result, StatValue, StoreConfig, TimestampNs,
+    Policy, PreparedDataset, PreparedRefused, Result, StatValue, StoreConfig, TimestampNs,
 };
 pub use atlas_core::{storage_for, Storage, Version};
 #[cfg(feature = "object-store")]

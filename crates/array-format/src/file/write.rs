@@ -277,6 +277,12 @@ impl EncodedArray {
         &self.schema
     }
 
+    /// The compression the cells were encoded with (a file stores them
+    /// only if it compresses the same way).
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
     /// Bytes of the cells before compression (their raw encoding).
     pub fn raw_bytes(&self) -> u64 {
         self.chunks.iter().map(|(_, _, m)| m.raw_len).sum()

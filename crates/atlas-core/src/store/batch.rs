@@ -8,7 +8,8 @@
 //! it takes any lock (an array per task on every core past 256 KiB of
 //! cells; past 64 MiB, group by group under the locks), takes each array
 //! file's lock once, and adds every record to the registry under one lock.
-//! [`Atlas::prepare_dataset`] and [`Atlas::create_prepared`] are the two
+//! [`Atlas::prepare_dataset`] and [`Atlas::create_prepared`] (or
+//! [`Atlas::create_prepared_owned`], which takes the datasets) are the two
 //! halves apart: an importer encodes on its decoding threads.
 
 use std::borrow::Cow;
@@ -401,7 +402,7 @@ impl Atlas {
         } else {
             datasets.iter().zip(&cells).map(record).collect()
         };
-        self.create_batch(&refs, by_array, cells, records, bytes)
+        self.create_batch(&refs, by_array, Cells::Ready(cells, records), bytes)
             .await
     }
 
@@ -483,7 +484,127 @@ impl Atlas {
             })
             .collect();
         let records = datasets.iter().map(|p| p.record.clone()).collect();
-        self.create_batch(&refs, by_array, cells, records, bytes)
+        self.create_batch(&refs, by_array, Cells::Ready(cells, records), bytes)
+            .await
+    }
+
+    /// [`Atlas::create_prepared`], taking the datasets: their encoded cells
+    /// and records move into the store instead of being copied (an
+    /// importer's writer, the part of an import that runs on one thread,
+    /// then copies nothing).
+    ///
+    /// Every check that can refuse the batch comes before anything is
+    /// taken: a name given twice or taken (`DatasetExists`), cells encoded
+    /// with another compression than this store's (`EncodedMismatch`), a
+    /// read-only handle. The datasets then come back in
+    /// [`PreparedRefused::datasets`], to be created alone or elsewhere.
+    /// Past those checks only storage can fail (opening or spilling an
+    /// array file); the store is then as it was, and the datasets are gone
+    /// (`datasets` is empty).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use atlas_core::{ArraySchema, Atlas, DType, NewArray, NewDataset, StoreConfig};
+    /// # let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    /// # rt.block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Atlas::create_path(dir.path(), StoreConfig::default()).await?;
+    /// let schema = Arc::new(
+    ///     ArraySchema::new("TEMP", DType::Float32, vec!["N_LEVELS".into()], vec![2], None, None)
+    ///         .unwrap(),
+    /// );
+    /// let prepare = |name: &str| {
+    ///     let mut ds = NewDataset::new(name);
+    ///     let cells = ndarray::arr1(&[1.5f32, 2.5]).into_dyn();
+    ///     ds.arrays.push(NewArray::new("TEMP", Arc::clone(&schema), Some(cells.into())));
+    ///     store.prepare_dataset(ds)
+    /// };
+    /// store.create_prepared_owned(vec![prepare("a")?]).await?;
+    /// // "a" is taken: the batch is refused whole, and comes back.
+    /// let refused = store
+    ///     .create_prepared_owned(vec![prepare("b")?, prepare("a")?])
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(matches!(refused.error, atlas_core::Error::DatasetExists { .. }));
+    /// let mut back = refused.datasets;
+    /// assert_eq!(back.len(), 2);
+    /// back.truncate(1);
+    /// store.create_prepared_owned(back).await?;
+    /// assert!(store.dataset_exists("b")?);
+    /// # Ok::<(), atlas_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn create_prepared_owned(
+        &self,
+        datasets: Vec<PreparedDataset>,
+    ) -> std::result::Result<(), PreparedRefused> {
+        let n = datasets.len();
+        let mut news = Vec::with_capacity(n);
+        let mut cells = Vec::with_capacity(n);
+        let mut records = Vec::with_capacity(n);
+        for p in datasets {
+            news.push(p.dataset);
+            cells.push(p.cells);
+            records.push(p.record);
+        }
+        let result = self.create_taking(&news, &mut cells, &mut records).await;
+        result.map_err(|error| PreparedRefused {
+            error,
+            // The cells are taken only after every check passed.
+            datasets: if cells.len() == n {
+                news.into_iter()
+                    .zip(cells)
+                    .zip(records)
+                    .map(|((dataset, cells), record)| PreparedDataset {
+                        dataset,
+                        cells,
+                        record,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// The body of [`Atlas::create_prepared_owned`]: `cells` and `records`
+    /// are left as they are unless every check passes.
+    async fn create_taking(
+        &self,
+        datasets: &[NewDataset],
+        cells: &mut Vec<Vec<Option<EncodedArray>>>,
+        records: &mut Vec<NewRecord>,
+    ) -> Result<()> {
+        let refs: Vec<&NewDataset> = datasets.iter().collect();
+        let by_array = check(&refs, false)?;
+        if datasets.is_empty() {
+            return Ok(());
+        }
+        // Refused here rather than when the cells are stored (which would
+        // be after they were taken).
+        let compression = self.inner.compression;
+        for (ds, arrays) in datasets.iter().zip(cells.iter()) {
+            for (a, c) in ds.arrays.iter().zip(arrays) {
+                if c.as_ref().is_some_and(|c| c.compression() != compression) {
+                    return Err(Error::array(
+                        &ds.name,
+                        &a.name,
+                        array_format::Error::EncodedMismatch {
+                            name: a.name.clone(),
+                            reason: "they were compressed with other options than this file's",
+                        },
+                    ));
+                }
+            }
+        }
+        self.inner.ensure_writer_async().await?;
+        let bytes = cells
+            .iter()
+            .flatten()
+            .flatten()
+            .map(EncodedArray::raw_bytes)
+            .sum();
+        self.create_batch(&refs, by_array, Cells::Taken(cells, records), bytes)
             .await
     }
 
@@ -496,8 +617,7 @@ impl Atlas {
         &self,
         datasets: &[&'a NewDataset],
         by_array: ByArray<'a>,
-        mut cells: Vec<Vec<Option<Cow<'a, EncodedArray>>>>,
-        records: Vec<NewRecord>,
+        cells: Cells<'a, '_>,
         bytes: u64,
     ) -> Result<()> {
         let inner = &self.inner;
@@ -513,6 +633,17 @@ impl Atlas {
                 });
             }
         }
+        // Nothing can refuse the batch past here but storage.
+        let (mut cells, records) = match cells {
+            Cells::Ready(cells, records) => (cells, records),
+            Cells::Taken(cells, records) => (
+                std::mem::take(cells)
+                    .into_iter()
+                    .map(|d| d.into_iter().map(|c| c.map(Cow::Owned)).collect())
+                    .collect(),
+                std::mem::take(records),
+            ),
+        };
         // Each array file locked once, in name order (as a flush locks them).
         let mut groups = Vec::with_capacity(by_array.len());
         for (array, items) in by_array {
@@ -545,6 +676,49 @@ impl Atlas {
             }
         }
         inserted
+    }
+}
+
+/// A batch's encoded cells (per dataset, per array) and records, for
+/// [`Atlas::create_batch`].
+enum Cells<'a, 'b> {
+    /// Given: encoded for the batch, or borrowed from prepared datasets.
+    Ready(Vec<Vec<Option<Cow<'a, EncodedArray>>>>, Vec<NewRecord>),
+    /// Prepared datasets' own, taken (leaving the vectors empty) only once
+    /// no name of the batch is taken, so that a refused batch keeps them.
+    Taken(
+        &'b mut Vec<Vec<Option<EncodedArray>>>,
+        &'b mut Vec<NewRecord>,
+    ),
+}
+
+/// A batch [`Atlas::create_prepared_owned`] did not create: why, and the
+/// datasets when it was refused before any was taken.
+#[derive(Debug)]
+pub struct PreparedRefused {
+    /// Why the batch was not created.
+    pub error: Error,
+    /// The datasets as they were given, when a check refused the batch (a
+    /// name given twice or taken, cells of another compression, a read-only
+    /// handle); empty when storage failed after they were taken.
+    pub datasets: Vec<PreparedDataset>,
+}
+
+impl From<PreparedRefused> for Error {
+    fn from(r: PreparedRefused) -> Error {
+        r.error
+    }
+}
+
+impl std::fmt::Display for PreparedRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for PreparedRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `Atlas::create_datasets`: a batch gives exactly what the per-call API
 //! gives, is checked whole before the store changes, and leaves nothing
 //! behind when writing its cells fails; `prepare_dataset` and
-//! `create_prepared` give what a batch gives.
+//! `create_prepared` (and `create_prepared_owned`) give what a batch gives.
 
 use std::sync::Arc;
 
@@ -763,6 +763,146 @@ async fn a_prepared_batch_that_fails_late_leaves_nothing() {
     // The good ones still go in.
     s.create_prepared(&group[..3]).await.unwrap();
     assert_eq!(s.n_datasets(), 5);
+}
+
+/// `create_prepared_owned` creates what `create_prepared` creates. A batch
+/// refused by a check (a taken or repeated name, cells of other
+/// compression options) gives its datasets back untouched, and they can
+/// be created after; a batch that storage fails once they were taken
+/// (a full disk while spilling) gives nothing back and leaves the store
+/// as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_prepared_datasets_come_back_when_refused() {
+    let (sa, sb) = (MemoryStorage::new(), MemoryStorage::new());
+    let a = create_mem(&sa, StoreConfig::default()).await;
+    let b = create_mem(&sb, StoreConfig::default()).await;
+    let prepare = |s: &Atlas, d: Vec<NewDataset>| -> Vec<atlas_core::PreparedDataset> {
+        d.into_iter()
+            .map(|d| s.prepare_dataset(d).unwrap())
+            .collect()
+    };
+    a.create_prepared(&prepare(&a, batch("p", 30, 300)))
+        .await
+        .unwrap();
+    b.create_prepared_owned(prepare(&b, batch("p", 30, 300)))
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&a).await, snapshot(&b).await, "pending");
+    assert_eq!(catalog(&a).await, catalog(&b).await, "pending statistics");
+    b.flush().await.unwrap();
+    let before = snapshot(&b).await;
+
+    // A taken name, a name given twice, cells of other options: refused
+    // whole, the datasets back as they were, the store unchanged.
+    let other = atlas_core::Compression {
+        shuffle: !b.compression().shuffle,
+        ..b.compression()
+    };
+    let mut late = prepare(&b, batch("q", 3, 4));
+    late.push(atlas_core::PreparedDataset::prepare(batch("late", 1, 4).remove(0), other).unwrap());
+    let mut twice = prepare(&b, batch("r", 2, 4));
+    twice.push(b.prepare_dataset(batch("r", 1, 4).remove(0)).unwrap());
+    for (group, kind) in [
+        (
+            prepare(&b, batch("p", 2, 4)),
+            atlas_core::ErrorKind::AlreadyExists,
+        ),
+        (late, atlas_core::ErrorKind::InvalidInput),
+        (twice, atlas_core::ErrorKind::AlreadyExists),
+    ] {
+        let names: Vec<String> = group.iter().map(|p| p.name().to_owned()).collect();
+        let raw: Vec<u64> = group
+            .iter()
+            .map(atlas_core::PreparedDataset::raw_bytes)
+            .collect();
+        let refused = b.create_prepared_owned(group).await.unwrap_err();
+        assert_eq!(refused.error.kind(), kind, "{names:?}: {refused}");
+        let back: Vec<String> = refused
+            .datasets
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect();
+        assert_eq!(back, names, "the datasets come back, in order");
+        let back_raw: Vec<u64> = refused
+            .datasets
+            .iter()
+            .map(atlas_core::PreparedDataset::raw_bytes)
+            .collect();
+        assert_eq!(back_raw, raw, "{names:?}: with their cells");
+        assert_eq!(snapshot(&b).await, before, "{names:?}");
+    }
+    // What comes back can be created: the same cells as a batch of them.
+    let refused = b
+        .create_prepared_owned(
+            prepare(&b, batch("s", 3, 40))
+                .into_iter()
+                .chain(prepare(&b, batch("p", 1, 4)))
+                .collect(),
+        )
+        .await
+        .unwrap_err();
+    let mut back = refused.datasets;
+    back.truncate(3);
+    b.create_prepared_owned(back).await.unwrap();
+    a.create_datasets(&batch("s", 3, 40)).await.unwrap();
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    assert_eq!(snapshot(&a).await, snapshot(&b).await, "committed");
+    assert_eq!(catalog(&a).await, catalog(&b).await, "committed statistics");
+
+    // Storage failing once the datasets were taken: every chunk spills to
+    // a scratch file as it is stored, and the disk fills part-way.
+    let mut taken = 0;
+    for step in 0..60u64 {
+        let headroom = step * 600;
+        let ctx = format!("headroom {headroom}");
+        let storage = MemoryStorage::new();
+        let s = create_mem(
+            &storage,
+            StoreConfig {
+                pending_budget_bytes: 1,
+                ..StoreConfig::default()
+            },
+        )
+        .await;
+        s.create_datasets(&batch("old", 2, 4)).await.unwrap();
+        s.flush().await.unwrap();
+        let before = snapshot(&s).await;
+        let group = prepare(&s, batch("b", 40, 50));
+        storage.set_capacity(Some(used_bytes(&storage) + headroom));
+        let res = s.create_prepared_owned(group).await;
+        storage.set_capacity(None);
+        let Err(refused) = res else {
+            assert_eq!(s.n_datasets(), 42, "{ctx}");
+            break;
+        };
+        assert!(
+            matches!(
+                refused.error.kind(),
+                atlas_core::ErrorKind::ResourceExhausted | atlas_core::ErrorKind::Io
+            ),
+            "{ctx}: {:?}",
+            refused.error
+        );
+        assert!(refused.datasets.is_empty(), "{ctx}: taken, not given back");
+        taken += 1;
+        assert_eq!(
+            snapshot(&s).await,
+            before,
+            "{ctx}: a failed batch is visible"
+        );
+        // Nothing of it is left: the same datasets go in once there is room.
+        s.create_prepared_owned(prepare(&s, batch("b", 40, 50)))
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: the batch again: {e}"));
+        let want = snapshot(&s).await;
+        assert_eq!(want.datasets.len(), 42, "{ctx}");
+        s.flush().await.unwrap();
+        drop(s);
+        let r = reopen_mem(&storage, &ctx).await;
+        assert_eq!(snapshot(&r).await, want, "{ctx}: the batch again, reopened");
+    }
+    assert!(taken > 0, "the disk never filled up");
 }
 
 /// A batch of more than 64 MiB of cells is encoded group by group under the
