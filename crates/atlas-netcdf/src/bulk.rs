@@ -392,17 +392,26 @@ pub async fn import_paths(
         // What else is decoded already, so that the files ready in order
         // are written together; up to a group's worth of files' bytes, so
         // that what the writer holds while the decoders fill their budget
-        // again stays about a group.
+        // again stays about a group. Under MIN_GROUP_BYTES, the writer
+        // waits for more (until the decoders are done).
         let mut drained = 0u64;
         let mut next = Some(first);
         while let Some((k, len, r)) = next {
             budget.give(len);
             drained += len;
             pending.insert(k, (len, r));
-            next = if drained < GROUP_CELLS {
-                rx.try_recv().ok()
-            } else {
+            next = if drained >= GROUP_CELLS {
                 None
+            } else {
+                match rx.try_recv() {
+                    Ok(d) => Some(d),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty)
+                        if drained < MIN_GROUP_BYTES =>
+                    {
+                        rx.recv().await
+                    }
+                    Err(_) => None,
+                }
             };
         }
         while pending.contains_key(&written) {
@@ -486,6 +495,13 @@ pub async fn import_paths(
 /// adds the group's arrays on several cores. Also the files' bytes the
 /// writer takes from the decoders at a time.
 const GROUP_CELLS: u64 = 2 << 20;
+
+/// Files' bytes the writer waits for before it writes a group (unless the
+/// decoders are done): each group costs a check of its names and a lock of
+/// every array file it writes, which for groups of the one to three files
+/// that were decoded when the writer asked was about a twentieth of an
+/// import of the Argo profiles (docs/BENCHMARKS.md, twenty-ninth session).
+const MIN_GROUP_BYTES: u64 = 1 << 20;
 
 /// Files at which a group is written, however small they are.
 const GROUP_FILES: usize = 256;
