@@ -498,9 +498,11 @@ const GROUP_CELLS: u64 = 2 << 20;
 
 /// Files' bytes the writer waits for before it writes a group (unless the
 /// decoders are done): each group costs a check of its names and a lock of
-/// every array file it writes, which for groups of the one to three files
-/// that were decoded when the writer asked was about a twentieth of an
-/// import of the Argo profiles (docs/BENCHMARKS.md, twenty-ninth session).
+/// every array file it writes. Taking only the files decoded when it asked,
+/// the writer made 874 groups of 1,000 Argo profiles (one decoder, under
+/// callgrind), and the import took 5% more instructions than with groups
+/// of at least this size (66 groups; docs/BENCHMARKS.md, twenty-ninth
+/// session).
 const MIN_GROUP_BYTES: u64 = 1 << 20;
 
 /// Files at which a group is written, however small they are.
