@@ -464,6 +464,23 @@ async fn a_deleted_name_is_created_anew_by_a_batch() {
     }
 }
 
+/// A store whose pending chunks all spill to a scratch file as they are
+/// written (a one-byte pending budget), holding two committed datasets.
+async fn spilling_store() -> (MemoryStorage, Atlas) {
+    let storage = MemoryStorage::new();
+    let s = create_mem(
+        &storage,
+        StoreConfig {
+            pending_budget_bytes: 1,
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    s.create_datasets(&batch("old", 2, 4)).await.unwrap();
+    s.flush().await.unwrap();
+    (storage, s)
+}
+
 #[tokio::test]
 async fn a_batch_that_fails_while_writing_leaves_nothing() {
     // With a one-byte pending budget every chunk spills to a scratch file as
@@ -474,17 +491,7 @@ async fn a_batch_that_fails_while_writing_leaves_nothing() {
     for step in 0..60u64 {
         let headroom = step * 600;
         let ctx = format!("headroom {headroom}");
-        let storage = MemoryStorage::new();
-        let s = create_mem(
-            &storage,
-            StoreConfig {
-                pending_budget_bytes: 1,
-                ..StoreConfig::default()
-            },
-        )
-        .await;
-        s.create_datasets(&batch("old", 2, 4)).await.unwrap();
-        s.flush().await.unwrap();
+        let (storage, s) = spilling_store().await;
         let before = snapshot(&s).await;
         storage.set_capacity(Some(used_bytes(&storage) + headroom));
         let res = s.create_datasets(&b).await;
@@ -856,17 +863,7 @@ async fn owned_prepared_datasets_come_back_when_refused() {
     for step in 0..60u64 {
         let headroom = step * 600;
         let ctx = format!("headroom {headroom}");
-        let storage = MemoryStorage::new();
-        let s = create_mem(
-            &storage,
-            StoreConfig {
-                pending_budget_bytes: 1,
-                ..StoreConfig::default()
-            },
-        )
-        .await;
-        s.create_datasets(&batch("old", 2, 4)).await.unwrap();
-        s.flush().await.unwrap();
+        let (storage, s) = spilling_store().await;
         let before = snapshot(&s).await;
         let group = prepare(&s, batch("b", 40, 50));
         storage.set_capacity(Some(used_bytes(&storage) + headroom));
