@@ -481,6 +481,17 @@ async fn spilling_store() -> (MemoryStorage, Atlas) {
     (storage, s)
 }
 
+/// Checks that `s` holds `n` datasets, flushes it, and that a handle
+/// reopened on `storage` sees what `s` saw.
+async fn flushed_and_reopened(s: Atlas, storage: &MemoryStorage, n: usize, ctx: &str) {
+    let want = snapshot(&s).await;
+    assert_eq!(want.datasets.len(), n, "{ctx}");
+    s.flush().await.unwrap();
+    drop(s);
+    let r = reopen_mem(storage, ctx).await;
+    assert_eq!(snapshot(&r).await, want, "{ctx}: the batch again, reopened");
+}
+
 #[tokio::test]
 async fn a_batch_that_fails_while_writing_leaves_nothing() {
     // With a one-byte pending budget every chunk spills to a scratch file as
@@ -530,12 +541,7 @@ async fn a_batch_that_fails_while_writing_leaves_nothing() {
                     s.create_datasets(&b)
                         .await
                         .unwrap_or_else(|e| panic!("{ctx}: the batch again: {e}"));
-                    let want = snapshot(&s).await;
-                    assert_eq!(want.datasets.len(), 42, "{ctx}");
-                    s.flush().await.unwrap();
-                    drop(s);
-                    let r = reopen_mem(&storage, &ctx).await;
-                    assert_eq!(snapshot(&r).await, want, "{ctx}: the batch again, reopened");
+                    flushed_and_reopened(s, &storage, 42, &ctx).await;
                 }
             }
         }
@@ -892,12 +898,7 @@ async fn owned_prepared_datasets_come_back_when_refused() {
         s.create_prepared_owned(prepare(&s, batch("b", 40, 50)))
             .await
             .unwrap_or_else(|e| panic!("{ctx}: the batch again: {e}"));
-        let want = snapshot(&s).await;
-        assert_eq!(want.datasets.len(), 42, "{ctx}");
-        s.flush().await.unwrap();
-        drop(s);
-        let r = reopen_mem(&storage, &ctx).await;
-        assert_eq!(snapshot(&r).await, want, "{ctx}: the batch again, reopened");
+        flushed_and_reopened(s, &storage, 42, &ctx).await;
     }
     assert!(taken > 0, "the disk never filled up");
 }
