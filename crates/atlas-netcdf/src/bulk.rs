@@ -2,7 +2,7 @@
 //! parallel on worker threads (which also convert each file to a batch
 //! entry and encode its cells, [`atlas::PreparedDataset::prepare`]), writing them
 //! into the store in a fixed order, the files at hand in groups of one
-//! [`Atlas::create_prepared`] call each, and reporting every file's
+//! [`Atlas::create_prepared_owned`] call each, and reporting every file's
 //! outcome.
 //!
 //! A file that cannot be read or mapped is reported and skipped; its dataset
@@ -508,9 +508,10 @@ const MIN_GROUP_BYTES: u64 = 1 << 20;
 /// Files at which a group is written, however small they are.
 const GROUP_FILES: usize = 256;
 
-/// Consecutive decoded files written with one [`Atlas::create_prepared`]
-/// call: the store checks them together, locks each array file once and
-/// adds the chunks the decoder threads encoded.
+/// Consecutive decoded files written with one
+/// [`Atlas::create_prepared_owned`] call: the store checks them together,
+/// locks each array file once and takes the chunks the decoder threads
+/// encoded.
 #[derive(Default)]
 struct Group {
     /// Per file: its index in the file list, and its size.
@@ -728,6 +729,74 @@ mod tests {
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(x_of("taken").await, Some(vec![11.0; 3]));
         assert_eq!(store.n_datasets(), 4);
+    }
+
+    /// Storage failing once the store took a group (a full disk while its
+    /// chunks spill) is an error for the whole import, not a failure of
+    /// its files; the store is as it was, and the same group goes in once
+    /// there is room.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_that_storage_fails_ends_the_import() {
+        let storage = atlas::array_format::MemoryStorage::new();
+        let store = Atlas::create_with(
+            Arc::new(storage.clone()),
+            Path::new("/s"),
+            atlas::StoreConfig {
+                pending_budget_bytes: 1,
+                ..atlas::StoreConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let schema = Arc::new(
+            atlas::ArraySchema::new(
+                "x",
+                atlas::DType::Float64,
+                vec!["n".into()],
+                vec![64],
+                None,
+                None,
+            )
+            .unwrap(),
+        );
+        let group = |n: usize| {
+            let mut group = Group::default();
+            for i in 0..n {
+                let mut ds = atlas::NewDataset::new(format!("d{i}"));
+                let cells: Vec<f64> = (0..64).map(|k| (i * 64 + k) as f64).collect();
+                ds.arrays.push(atlas::NewArray::new(
+                    "x",
+                    Arc::clone(&schema),
+                    Some(
+                        ndarray::ArrayD::from_shape_vec(vec![64], cells)
+                            .unwrap()
+                            .into(),
+                    ),
+                ));
+                group.push(i, 100, store.prepare_dataset(ds).unwrap());
+            }
+            group
+        };
+        let used: u64 = storage
+            .files()
+            .iter()
+            .map(|p| storage.contents(p).map_or(0, |c| c.len() as u64))
+            .sum();
+        storage.set_capacity(Some(used + 200));
+        let e = group(20).write(&store, false).await.unwrap_err();
+        storage.set_capacity(None);
+        assert!(
+            matches!(&e, Error::Store(s) if matches!(
+                s.kind(),
+                atlas::ErrorKind::ResourceExhausted | atlas::ErrorKind::Io
+            )),
+            "{e:?}"
+        );
+        assert_eq!(store.n_datasets(), 0);
+        let results = group(20).write(&store, false).await.unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        store.flush().await.unwrap();
+        assert_eq!(store.n_datasets(), 20);
     }
 
     /// A file larger than the budget passes when nothing is held; a decoder
