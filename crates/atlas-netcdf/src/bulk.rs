@@ -9,8 +9,9 @@
 //! is never half-written (see [`crate::write_plan`]).
 //!
 //! The import is committed in batches of about [`BulkOptions::batch_bytes`]
-//! of input, so memory stays bounded whatever the number of files: each batch
-//! is one commit, in file order. An interrupted import keeps the batches it
+//! of input, so it never holds every file's cells in memory (its memory
+//! still grows slowly with the store: docs/netcdf.md): each batch is one
+//! commit, in file order. An interrupted import keeps the batches it
 //! committed, and running it again skips their datasets (unless `replace`).
 
 use std::collections::BTreeMap;
