@@ -567,6 +567,16 @@ async fn a_read_only_handle_refuses_a_batch() {
     .unwrap();
     let e = past.create_datasets(&batch("e", 1, 4)).await.unwrap_err();
     assert!(matches!(e, Error::ReadOnly { .. }), "{e:?}");
+    // Prepared datasets given to it come back.
+    let group: Vec<_> = batch("e", 2, 4)
+        .into_iter()
+        .map(|d| s.prepare_dataset(d).unwrap())
+        .collect();
+    let refused = past.create_prepared_owned(group).await.unwrap_err();
+    assert!(matches!(refused.error, Error::ReadOnly { .. }), "{refused}");
+    assert_eq!(refused.datasets.len(), 2);
+    s.create_prepared_owned(refused.datasets).await.unwrap();
+    assert!(s.dataset_exists("e0001").unwrap());
 }
 
 /// A batch beside a compaction: the batch locks array files for writing in
@@ -780,7 +790,8 @@ async fn a_prepared_batch_that_fails_late_leaves_nothing() {
 
 /// `create_prepared_owned` creates what `create_prepared` creates. A batch
 /// refused by a check (a taken or repeated name, cells of other
-/// compression options) gives its datasets back untouched, and they can
+/// compression options; a read-only handle, in
+/// `a_read_only_handle_refuses_a_batch`) gives its datasets back untouched, and they can
 /// be created after; a batch that storage fails once they were taken
 /// (a full disk while spilling) gives nothing back and leaves the store
 /// as it was.
