@@ -1,9 +1,9 @@
 //! Importing many files: collecting them from directories, decoding in
 //! parallel on worker threads (which also convert each file to a batch
 //! entry and encode its cells, [`atlas::PreparedDataset::prepare`]), writing them
-//! into the store in a fixed order, the files at hand in groups of one
-//! [`Atlas::create_prepared_owned`] call each, and reporting every file's
-//! outcome.
+//! into the store in a fixed order, in groups of at least 1 MiB of files
+//! (one [`Atlas::create_prepared_owned`] call each), and reporting every
+//! file's outcome.
 //!
 //! A file that cannot be read or mapped is reported and skipped; its dataset
 //! is never half-written (see [`crate::write_plan`]).
@@ -434,13 +434,8 @@ pub async fn import_paths(
                     break;
                 }
             }
-            let results = match group.write(store, opts.replace).await {
-                Ok(r) => r,
-                Err(e) => {
-                    stopper.stop();
-                    return Err(e);
-                }
-            };
+            // An error returns: `stopper`, dropped, stops the decoders.
+            let results = group.write(store, opts.replace).await?;
             for ((i, len), r) in group.files.iter().zip(results) {
                 outcomes[*i] = Some(match r {
                     Ok(()) => {
@@ -458,10 +453,7 @@ pub async fn import_paths(
             let upto = todo.get(written).copied().unwrap_or(files.len());
             emit(upto, &mut outcomes, &mut report, &mut emitted);
             if batch_full(batch) {
-                if let Err(e) = store.flush().await {
-                    stopper.stop();
-                    return Err(e.into());
-                }
+                store.flush().await?;
                 report.commits += 1;
                 batch = 0;
             }
@@ -548,23 +540,21 @@ impl Group {
             });
         }
         let mut datasets = std::mem::take(&mut self.datasets);
-        let ready: Vec<usize> = (0..results.len()).filter(|&j| results[j].is_ok()).collect();
-        if ready.len() == datasets.len() {
+        if results.iter().all(Result::is_ok) {
             match store.create_prepared_owned(datasets).await {
                 Ok(()) => return Ok(results),
                 Err(r) if r.datasets.is_empty() => return Err(r.error.into()),
                 Err(r) => datasets = r.datasets,
             }
         }
-        let mut datasets: Vec<Option<atlas::PreparedDataset>> =
-            datasets.into_iter().map(Some).collect();
-        for j in ready {
-            let ds = datasets[j].take().expect("each dataset written once");
-            results[j] = match store.create_prepared_owned(vec![ds]).await {
-                Ok(()) => Ok(()),
-                Err(r) if r.datasets.is_empty() => return Err(r.error.into()),
-                Err(r) => Err(r.error.into()),
-            };
+        for (ds, result) in datasets.into_iter().zip(&mut results) {
+            if result.is_ok() {
+                *result = match store.create_prepared_owned(vec![ds]).await {
+                    Ok(()) => Ok(()),
+                    Err(r) if r.datasets.is_empty() => return Err(r.error.into()),
+                    Err(r) => Err(r.error.into()),
+                };
+            }
         }
         Ok(results)
     }
@@ -648,6 +638,21 @@ async fn replace_existing(store: &Atlas, name: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// The schema of the tests' one array, `x`: `len` f64 cells.
+    fn x_schema(len: u64) -> Arc<atlas::ArraySchema> {
+        Arc::new(
+            atlas::ArraySchema::new(
+                "x",
+                atlas::DType::Float64,
+                vec!["n".into()],
+                vec![len],
+                None,
+                None,
+            )
+            .unwrap(),
+        )
+    }
+
     /// A group whose batch fails is written dataset by dataset: only the
     /// file whose dataset cannot be written fails, in its place, and the
     /// others are imported. Replacing deletes each existing dataset first.
@@ -658,17 +663,7 @@ mod tests {
             .await
             .unwrap();
         store.create_dataset("taken").await.unwrap();
-        let schema = Arc::new(
-            atlas::ArraySchema::new(
-                "x",
-                atlas::DType::Float64,
-                vec!["n".into()],
-                vec![3],
-                None,
-                None,
-            )
-            .unwrap(),
-        );
+        let schema = x_schema(3);
         let dataset = |name: &str, v: f64| {
             let mut ds = atlas::NewDataset::new(name);
             ds.arrays.push(atlas::NewArray {
@@ -749,17 +744,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let schema = Arc::new(
-            atlas::ArraySchema::new(
-                "x",
-                atlas::DType::Float64,
-                vec!["n".into()],
-                vec![64],
-                None,
-                None,
-            )
-            .unwrap(),
-        );
+        let schema = x_schema(64);
         let group = |n: usize| {
             let mut group = Group::default();
             for i in 0..n {

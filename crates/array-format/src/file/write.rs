@@ -151,11 +151,7 @@ impl ArrayFile {
         if !Arc::ptr_eq(&schema, &cells.schema) && *schema != *cells.schema {
             return Err(mismatch("they were encoded for another schema"));
         }
-        if cells.compression != self.options.compression {
-            return Err(mismatch(
-                "they were compressed with other options than this file's",
-            ));
-        }
+        cells.check_compression(name, self.options.compression)?;
         if schema.shape.contains(&0) {
             // No cell to write: as `write_array`, no pending record either.
             return Ok(());
@@ -277,10 +273,19 @@ impl EncodedArray {
         &self.schema
     }
 
-    /// The compression the cells were encoded with (a file stores them
-    /// only if it compresses the same way).
-    pub fn compression(&self) -> Compression {
-        self.compression
+    /// `EncodedMismatch` unless the cells were encoded with `compression`:
+    /// a file (array `name`) compressing otherwise does not store them
+    /// ([`ArrayFile::write_encoded`] checks this; a caller can check before
+    /// it gives the cells up).
+    pub fn check_compression(&self, name: &str, compression: Compression) -> Result<()> {
+        if self.compression == compression {
+            Ok(())
+        } else {
+            Err(Error::EncodedMismatch {
+                name: name.to_owned(),
+                reason: "they were compressed with other options than this file's",
+            })
+        }
     }
 
     /// Bytes of the cells before compression (their raw encoding).

@@ -539,6 +539,7 @@ impl Atlas {
         datasets: Vec<PreparedDataset>,
     ) -> std::result::Result<(), PreparedRefused> {
         let n = datasets.len();
+        let bytes = datasets.iter().map(PreparedDataset::raw_bytes).sum();
         let mut news = Vec::with_capacity(n);
         let mut cells = Vec::with_capacity(n);
         let mut records = Vec::with_capacity(n);
@@ -547,7 +548,9 @@ impl Atlas {
             cells.push(p.cells);
             records.push(p.record);
         }
-        let result = self.create_taking(&news, &mut cells, &mut records).await;
+        let result = self
+            .create_taking(&news, &mut cells, &mut records, bytes)
+            .await;
         result.map_err(|error| PreparedRefused {
             error,
             // The cells are taken only after every check passed.
@@ -567,13 +570,14 @@ impl Atlas {
         })
     }
 
-    /// The body of [`Atlas::create_prepared_owned`]: `cells` and `records`
-    /// are left as they are unless every check passes.
+    /// The body of [`Atlas::create_prepared_owned`] (`bytes` of cells):
+    /// `cells` and `records` are left as they are unless every check passes.
     async fn create_taking(
         &self,
         datasets: &[NewDataset],
         cells: &mut Vec<Vec<Option<EncodedArray>>>,
         records: &mut Vec<NewRecord>,
+        bytes: u64,
     ) -> Result<()> {
         let refs: Vec<&NewDataset> = datasets.iter().collect();
         let by_array = check(&refs, false)?;
@@ -585,25 +589,13 @@ impl Atlas {
         let compression = self.inner.compression;
         for (ds, arrays) in datasets.iter().zip(cells.iter()) {
             for (a, c) in ds.arrays.iter().zip(arrays) {
-                if c.as_ref().is_some_and(|c| c.compression() != compression) {
-                    return Err(Error::array(
-                        &ds.name,
-                        &a.name,
-                        array_format::Error::EncodedMismatch {
-                            name: a.name.clone(),
-                            reason: "they were compressed with other options than this file's",
-                        },
-                    ));
+                if let Some(c) = c {
+                    c.check_compression(&a.name, compression)
+                        .map_err(|e| Error::array(&ds.name, &a.name, e))?;
                 }
             }
         }
         self.inner.ensure_writer_async().await?;
-        let bytes = cells
-            .iter()
-            .flatten()
-            .flatten()
-            .map(EncodedArray::raw_bytes)
-            .sum();
         self.create_batch(&refs, by_array, Cells::Taken(cells, records), bytes)
             .await
     }

@@ -927,14 +927,7 @@ async fn full_disk_while_spilling_a_write_never_applies_part_of_it() {
     for headroom in 0..400u64 {
         let ctx = format!("headroom {headroom}");
         let storage = MemoryStorage::new();
-        let s = create_mem(
-            &storage,
-            StoreConfig {
-                pending_budget_bytes: 1,
-                ..StoreConfig::default()
-            },
-        )
-        .await;
+        let s = crate::common::create_mem_spilling(&storage).await;
         let ds = s.create_dataset("d").await.unwrap();
         ds.define_array::<f32>("v", strings(&["i"]), vec![8], Some(vec![1]), None)
             .await

@@ -468,14 +468,7 @@ async fn a_deleted_name_is_created_anew_by_a_batch() {
 /// written (a one-byte pending budget), holding two committed datasets.
 async fn spilling_store() -> (MemoryStorage, Atlas) {
     let storage = MemoryStorage::new();
-    let s = create_mem(
-        &storage,
-        StoreConfig {
-            pending_budget_bytes: 1,
-            ..StoreConfig::default()
-        },
-    )
-    .await;
+    let s = crate::common::create_mem_spilling(&storage).await;
     s.create_datasets(&batch("old", 2, 4)).await.unwrap();
     s.flush().await.unwrap();
     (storage, s)

@@ -52,6 +52,20 @@ pub async fn create_mem(storage: &MemoryStorage, config: StoreConfig) -> Atlas {
         .expect("create in-memory store")
 }
 
+/// Creates a store on `storage` at [`MEM_ROOT`] whose pending chunks all
+/// spill to a scratch file as they are written (a one-byte pending
+/// budget): a full disk then fails a write part-way.
+pub async fn create_mem_spilling(storage: &MemoryStorage) -> Atlas {
+    create_mem(
+        storage,
+        StoreConfig {
+            pending_budget_bytes: 1,
+            ..StoreConfig::default()
+        },
+    )
+    .await
+}
+
 /// Opens (read-only until the first mutation) the store at [`MEM_ROOT`].
 /// The registry segment files of the in-memory store, oldest name first.
 pub fn segment_files(storage: &MemoryStorage) -> Vec<PathBuf> {
