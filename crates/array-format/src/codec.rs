@@ -402,27 +402,30 @@ pub(crate) fn unshuffle(shuffled: &[u8], width: usize) -> Vec<u8> {
 /// Inverse of [`shuffle`], into `out` (its memory reused).
 pub(crate) fn unshuffle_into(shuffled: &[u8], width: usize, out: &mut Vec<u8>) {
     out.clear();
-    // The common widths append each cell as it is gathered from the
-    // planes (the iterators the cell decoders use): no zeroing pass, one
-    // write of each byte, and a fresh buffer's pages are first touched by
-    // that write.
+    out.resize(shuffled.len(), 0);
+    // The common widths write each cell as it is gathered from the planes
+    // (the iterators the cell decoders use) into the zeroed buffer: a loop
+    // over two slices, which the compiler vectorizes in every build.
+    // Appending the cells instead (`extend`) was as fast only where the
+    // compiler inlined its way to a loop without capacity checks: one
+    // build of the bench unshuffled a 32 KiB tile in 396 M instructions per
+    // 4,000 against another's 184 M, from the same source.
+    let n = shuffled.len() / width;
+    let (planes, tail) = shuffled.split_at(n * width);
+    let (cells, out_tail) = out.split_at_mut(n * width);
+    out_tail.copy_from_slice(tail);
     match width {
-        2 | 4 | 8 => {
-            use crate::element::{planes2, planes4, planes8};
-            out.reserve(shuffled.len());
-            let n = shuffled.len() / width;
-            let (planes, tail) = shuffled.split_at(n * width);
-            match width {
-                2 => out.extend(planes2(planes, n).flatten()),
-                4 => out.extend(planes4(planes, n).flatten()),
-                _ => out.extend(planes8(planes, n).flatten()),
-            }
-            out.extend_from_slice(tail);
-        }
-        _ => {
-            out.resize(shuffled.len(), 0);
-            unshuffle_any(shuffled, width, out);
-        }
+        2 => fill_cells(cells, crate::element::planes2(planes, n)),
+        4 => fill_cells(cells, crate::element::planes4(planes, n)),
+        8 => fill_cells(cells, crate::element::planes8(planes, n)),
+        _ => unshuffle_any(shuffled, width, out),
+    }
+}
+
+/// Writes `cells`, in order, over `out`'s `W`-byte cells.
+fn fill_cells<const W: usize>(out: &mut [u8], cells: impl Iterator<Item = [u8; W]>) {
+    for (d, c) in out.chunks_exact_mut(W).zip(cells) {
+        d.copy_from_slice(&c);
     }
 }
 

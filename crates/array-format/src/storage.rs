@@ -85,9 +85,15 @@ pub trait ReadHandle: Send + Sync + Debug {
     /// local file, in the page cache), or when the handle cannot tell (the
     /// default; object stores). An async caller can then read on its own
     /// thread what would otherwise cost a round trip to a blocking thread,
-    /// and hand only the reads that would wait to one.
-    fn read_ranges_nowait(&self, ranges: &[(u64, usize)]) -> Option<Vec<Vec<u8>>> {
-        let _ = ranges;
+    /// and hand only the reads that would wait to one. Buffers are taken
+    /// from `spare` where the handle can, as in
+    /// [`ReadHandle::read_ranges_reusing`]; on `None` they go back to it.
+    fn read_ranges_nowait(
+        &self,
+        ranges: &[(u64, usize)],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Option<Vec<Vec<u8>>> {
+        let _ = (ranges, spare);
         None
     }
 

@@ -405,7 +405,8 @@ impl ArrayFile {
 
     /// Prepares a small read of `name`'s region to be served from memory
     /// without waiting for a device: the committed blocks it needs that
-    /// neither cache level holds are read into the raw cache where storage
+    /// neither cache level holds are read and decoded into the decoded
+    /// cache (into the raw cache when the decoded level is off) where storage
     /// has them at once ([`crate::ReadHandle::read_ranges_nowait`]: for a
     /// local file, the page cache). True when the read is now
     /// [`ArrayFile::read_is_in_memory`]. False leaves it to a blocking
@@ -444,6 +445,8 @@ impl ArrayFile {
             return true;
         }
         let missing = self.uncached(&view, &st, &ct);
+        let decoded = self.cache.decoded_enabled();
+        let width = view.schema.dtype.size_bytes().unwrap_or(0);
         let mut by_layer: std::collections::BTreeMap<u32, Vec<&ChunkEntry>> =
             std::collections::BTreeMap::new();
         for loc in &missing {
@@ -455,7 +458,15 @@ impl ArrayFile {
                 .iter()
                 .map(|e| usize::try_from(e.stored_len).ok().map(|n| (e.offset, n)))
                 .collect();
-            let Some(bufs) = ranges.and_then(|r| layer.handle.read_ranges_nowait(&r)) else {
+            // Decoded blocks leave their read buffers free for the next read.
+            let mut spare = if decoded {
+                super::scan::take_spares()
+            } else {
+                Vec::new()
+            };
+            let Some(bufs) = ranges.and_then(|r| layer.handle.read_ranges_nowait(&r, &mut spare))
+            else {
+                super::scan::give_back_spares(spare);
                 return false;
             };
             for (e, buf) in entries.into_iter().zip(bufs) {
@@ -463,8 +474,22 @@ impl ArrayFile {
                     layer_uid: layer.uid,
                     offset: e.offset,
                 };
-                let _ = self.cache.raw(key, || Ok(buf));
+                // Decoded straight into the decoded level, which is what
+                // the read uses: keeping the stored bytes as well would
+                // touch a second block of fresh memory per chunk (page
+                // faults were a third of a fresh 32 KiB read), for a copy
+                // the page cache keeps anyway. A block that fails to
+                // decode is not kept; the read then reports why.
+                if decoded {
+                    let _ = self
+                        .cache
+                        .decoded(key, || decode_entry(&buf, e, width, &layer.path));
+                    spare.push(buf);
+                } else {
+                    let _ = self.cache.raw(key, || Ok(buf));
+                }
             }
+            super::scan::give_back_spares(spare);
         }
         // Exact, not assumed: a raw level of no capacity keeps nothing.
         self.region_in_memory(name, &view, start, count)
@@ -491,7 +516,7 @@ impl ArrayFile {
             }
             let Some(buf) = layer
                 .handle
-                .read_ranges_nowait(&[(b.offset, b.len as usize)])
+                .read_ranges_nowait(&[(b.offset, b.len as usize)], &mut Vec::new())
                 .and_then(|mut v| v.pop())
             else {
                 return false;

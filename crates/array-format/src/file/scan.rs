@@ -486,22 +486,35 @@ struct Fetched {
     at: Vec<Option<(usize, usize)>>,
 }
 
+/// The thread's spare read buffers, taken (give them back with
+/// [`give_back_spares`]).
+pub(super) fn take_spares() -> Vec<Vec<u8>> {
+    SPARE
+        .try_with(|s| std::mem::take(&mut *s.borrow_mut()))
+        .unwrap_or_default()
+}
+
+/// Puts read buffers back among the thread's spares, up to [`SPARE_BYTES`]
+/// in all; the rest are freed.
+pub(super) fn give_back_spares(buffers: impl IntoIterator<Item = Vec<u8>>) {
+    let _ = SPARE.try_with(|s| {
+        let mut spare = s.borrow_mut();
+        let mut held: usize = spare.iter().map(Vec::capacity).sum();
+        for b in buffers {
+            if held + b.capacity() <= SPARE_BYTES {
+                held += b.capacity();
+                spare.push(b);
+            }
+        }
+    });
+}
+
 impl Drop for Fetched {
     /// The buffers go back to the thread's spares, up to [`SPARE_BYTES`].
     fn drop(&mut self) {
-        if self.buffers.is_empty() {
-            return;
+        if !self.buffers.is_empty() {
+            give_back_spares(self.buffers.drain(..));
         }
-        let _ = SPARE.try_with(|s| {
-            let mut spare = s.borrow_mut();
-            let mut held: usize = spare.iter().map(Vec::capacity).sum();
-            for b in self.buffers.drain(..) {
-                if held + b.capacity() <= SPARE_BYTES {
-                    held += b.capacity();
-                    spare.push(b);
-                }
-            }
-        });
     }
 }
 

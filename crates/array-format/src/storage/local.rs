@@ -95,26 +95,35 @@ impl ReadHandle for LocalRead {
     /// cached) instead of waiting for the disk. Only a descriptor already
     /// open is used: opening one can wait too. Elsewhere, and on file
     /// systems without the flag, `None`.
-    fn read_ranges_nowait(&self, ranges: &[(u64, usize)]) -> Option<Vec<Vec<u8>>> {
+    fn read_ranges_nowait(
+        &self,
+        ranges: &[(u64, usize)],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Option<Vec<Vec<u8>>> {
         #[cfg(target_os = "linux")]
         {
             let file = descriptors::global().open_now(self.id)?;
-            ranges
-                .iter()
-                .map(|&(offset, len)| {
-                    let mut buf = vec![0u8; len];
-                    let mut parts = [std::io::IoSliceMut::new(&mut buf)];
-                    let flags = rustix::io::ReadWriteFlags::NOWAIT;
-                    match rustix::io::preadv2(&*file, &mut parts, offset, flags) {
-                        Ok(n) if n == len => Some(buf),
-                        _ => None,
+            let mut out: Vec<Vec<u8>> = Vec::with_capacity(ranges.len());
+            for &(offset, len) in ranges {
+                // A spare buffer is zeroed only where it grows.
+                let mut buf = spare.pop().unwrap_or_default();
+                buf.resize(len, 0);
+                let mut parts = [std::io::IoSliceMut::new(&mut buf)];
+                let flags = rustix::io::ReadWriteFlags::NOWAIT;
+                match rustix::io::preadv2(&*file, &mut parts, offset, flags) {
+                    Ok(n) if n == len => out.push(buf),
+                    _ => {
+                        spare.push(buf);
+                        spare.append(&mut out);
+                        return None;
                     }
-                })
-                .collect()
+                }
+            }
+            Some(out)
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = ranges;
+            let _ = (ranges, spare);
             None
         }
     }

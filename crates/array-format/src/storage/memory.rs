@@ -332,8 +332,12 @@ impl ReadHandle for MemRead {
         super::read_ranges_reusing(self, ranges, spare)
     }
 
-    fn read_ranges_nowait(&self, ranges: &[(u64, usize)]) -> Option<Vec<Vec<u8>>> {
-        self.read_ranges(ranges).ok()
+    fn read_ranges_nowait(
+        &self,
+        ranges: &[(u64, usize)],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Option<Vec<Vec<u8>>> {
+        super::read_ranges_reusing(self, ranges, spare).ok()
     }
 }
 

@@ -523,6 +523,98 @@ fn fetch_nowait_prepares_small_reads_and_declines_the_rest() {
     assert_eq!(no_raw.read_array::<f32>("p", &[], &[]).unwrap(), v);
 }
 
+/// `fetch_nowait` decodes the chunks it fetches into the decoded level and
+/// keeps their stored bytes out of the raw level, which holds only the
+/// footer block it read: a fresh read touches one new buffer per chunk, not
+/// two. With the decoded level off, the stored bytes are kept instead. A
+/// damaged byte anywhere in the layer gives the same outcome (cells or
+/// error) after `fetch_nowait` as a blocking read on a fresh handle.
+#[test]
+fn fetch_nowait_keeps_decoded_chunks_not_their_stored_bytes() {
+    let (storage, mut f) = crate::common::mem_file(options(array_format::Codec::Lz4, true));
+    f.define_array::<f32>("p", dims(1), vec![100], Some(vec![10]), None)
+        .unwrap();
+    let v = ndarray::Array1::from_iter((0..100).map(|i| i as f32 * 0.25)).into_dyn();
+    f.write_array("p", &[], v.view()).unwrap();
+    f.flush().unwrap();
+    let layers = f.layers();
+    let open = |raw_capacity_bytes: u64, decoded_capacity_bytes: u64| {
+        let cache = Arc::new(DeltaCache::new(DeltaCacheConfig {
+            raw_capacity_bytes,
+            decoded_capacity_bytes,
+        }));
+        let g = ArrayFile::open(
+            storage.clone(),
+            Path::new(MEM_DIR),
+            &layers,
+            ArrayFileOptions::default(),
+            cache.clone(),
+        );
+        (g, cache)
+    };
+
+    let (g, cache) = open(1 << 20, 1 << 20);
+    let g = g.unwrap();
+    assert!(g.fetch_nowait("p", &[5], &[20]));
+    assert_eq!(cache.decoded_stats().entries, 3, "chunks 0, 1 and 2");
+    assert_eq!(cache.raw_stats().entries, 1, "the footer block alone");
+    assert!(g.read_is_in_memory("p", &[5], &[20]));
+    assert_eq!(
+        g.read_array::<f32>("p", &[5], &[20]).unwrap(),
+        v.slice(ndarray::s![5..25]).into_dyn()
+    );
+    assert_eq!(
+        cache.raw_stats().entries,
+        1,
+        "the read needed no stored bytes"
+    );
+
+    let (g, cache) = open(1 << 20, 0);
+    let g = g.unwrap();
+    assert!(g.fetch_nowait("p", &[5], &[20]));
+    assert_eq!(
+        cache.raw_stats().entries,
+        4,
+        "the footer block and 3 chunks"
+    );
+    assert_eq!(
+        g.read_array::<f32>("p", &[5], &[20]).unwrap(),
+        v.slice(ndarray::s![5..25]).into_dyn()
+    );
+
+    let path = crate::common::mem_layer_path(&layers[0]);
+    let clean = storage.contents(&path).unwrap();
+    let mut failed = 0;
+    for at in 0..clean.len() {
+        let mut bytes = clean.clone();
+        bytes[at] ^= 0x24;
+        storage.overwrite(&path, bytes);
+        let outcome = |fetch: bool| -> String {
+            let (g, _) = open(1 << 20, 1 << 20);
+            let g = match g {
+                Ok(g) => g,
+                Err(e) => return e.to_string(),
+            };
+            if fetch {
+                let _ = g.fetch_nowait("p", &[], &[]);
+            }
+            match g.read_array::<f32>("p", &[], &[]) {
+                Ok(a) => format!("{a:?}"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let blocking = outcome(false);
+        failed += usize::from(blocking != format!("{v:?}"));
+        assert_eq!(outcome(true), blocking, "damage at byte {at}");
+    }
+    let len = clean.len();
+    storage.overwrite(&path, clean);
+    assert!(
+        failed > len / 2,
+        "most damage is detected: {failed} of {len}"
+    );
+}
+
 /// A read spanning many chunks equals the cell-by-cell model: chunks
 /// committed in two layers, pending ones over them, never-written ones as
 /// the fill value; whole reads, hyperslabs cutting chunks, and the same after
@@ -749,14 +841,16 @@ fn reads_that_cannot_wait_come_from_the_page_cache_or_not_at_all() {
         .map(|&(at, n)| bytes[at as usize..at as usize + n].to_vec())
         .collect();
     let local = LocalStorage.open_read(&path).unwrap();
-    let got = local.read_ranges_nowait(&ranges);
+    let got = local.read_ranges_nowait(&ranges, &mut Vec::new());
     if cfg!(target_os = "linux") {
         assert_eq!(got.expect("a file just written is in the page cache"), want);
     } else {
         assert!(got.is_none());
     }
     assert_eq!(local.read_ranges(&ranges).unwrap(), want);
-    assert!(local.read_ranges_nowait(&[(99_990, 20)]).is_none());
+    assert!(local
+        .read_ranges_nowait(&[(99_990, 20)], &mut Vec::new())
+        .is_none());
 
     let mem = MemoryStorage::new();
     let mpath = Path::new("/mem/f.bin");
@@ -766,8 +860,13 @@ fn reads_that_cannot_wait_come_from_the_page_cache_or_not_at_all() {
     w.sync().unwrap();
     drop(w);
     let mread = mem.open_read(mpath).unwrap();
-    assert_eq!(mread.read_ranges_nowait(&ranges).unwrap(), want);
-    assert!(mread.read_ranges_nowait(&[(99_990, 20)]).is_none());
+    assert_eq!(
+        mread.read_ranges_nowait(&ranges, &mut Vec::new()).unwrap(),
+        want
+    );
+    assert!(mread
+        .read_ranges_nowait(&[(99_990, 20)], &mut Vec::new())
+        .is_none());
 }
 
 /// Windows of a grid of 64 KiB chunks (each touching two to six chunks)
