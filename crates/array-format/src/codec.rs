@@ -402,32 +402,80 @@ pub(crate) fn unshuffle(shuffled: &[u8], width: usize) -> Vec<u8> {
 /// Inverse of [`shuffle`], into `out` (its memory reused).
 pub(crate) fn unshuffle_into(shuffled: &[u8], width: usize, out: &mut Vec<u8>) {
     out.clear();
-    out.resize(shuffled.len(), 0);
-    // The common widths write each cell as it is gathered from the planes
-    // (the iterators the cell decoders use) into the zeroed buffer: a loop
-    // over two slices, which the compiler vectorizes in every build.
-    // Appending the cells instead (`extend`) was as fast only where the
-    // compiler inlined its way to a loop without capacity checks: one
-    // build of the bench unshuffled a 32 KiB tile in 396 M instructions per
-    // 4,000 against another's 184 M, from the same source.
-    let n = shuffled.len() / width;
-    let (planes, tail) = shuffled.split_at(n * width);
-    let (cells, out_tail) = out.split_at_mut(n * width);
-    out_tail.copy_from_slice(tail);
+    // The common widths gather the cells a group at a time into a block on
+    // the stack (a loop over zipped slices, which the compiler vectorizes)
+    // and append the block: one write of each byte of `out`, so a fresh
+    // buffer's pages are first touched by that write and never zeroed
+    // first. Appending each cell as it was gathered (`extend`) was as fast
+    // only where the compiler inlined its way to a loop without capacity
+    // checks: one build of the bench unshuffled a 32 KiB tile in 396 M
+    // instructions per 4,000 against another's 184 M, from the same source.
     match width {
-        2 => fill_cells(cells, crate::element::planes2(planes, n)),
-        4 => fill_cells(cells, crate::element::planes4(planes, n)),
-        8 => fill_cells(cells, crate::element::planes8(planes, n)),
-        _ => unshuffle_any(shuffled, width, out),
+        2 => unshuffle2(shuffled, out),
+        4 => unshuffle4(shuffled, out),
+        8 => unshuffle8(shuffled, out),
+        _ => {
+            out.resize(shuffled.len(), 0);
+            unshuffle_any(shuffled, width, out);
+        }
     }
 }
 
-/// Writes `cells`, in order, over `out`'s `W`-byte cells.
-fn fill_cells<const W: usize>(out: &mut [u8], cells: impl Iterator<Item = [u8; W]>) {
-    for (d, c) in out.chunks_exact_mut(W).zip(cells) {
-        d.copy_from_slice(&c);
-    }
+/// Cells an unshuffle gathers per block (see [`unshuffle_into`]).
+const UNSHUFFLE_GROUP: usize = 64;
+
+/// Cells `at..at + len` of two byte planes.
+fn gather2<'a>(p: &[&'a [u8]; 2], at: usize, len: usize) -> impl Iterator<Item = [u8; 2]> + 'a {
+    let r = at..at + len;
+    p[0][r.clone()].iter().zip(&p[1][r]).map(|(&a, &b)| [a, b])
 }
+
+/// Cells `at..at + len` of four byte planes.
+fn gather4<'a>(p: &[&'a [u8]; 4], at: usize, len: usize) -> impl Iterator<Item = [u8; 4]> + 'a {
+    let r = at..at + len;
+    p[0][r.clone()]
+        .iter()
+        .zip(&p[1][r.clone()])
+        .zip(&p[2][r.clone()])
+        .zip(&p[3][r])
+        .map(|(((&a, &b), &c), &d)| [a, b, c, d])
+}
+
+/// Cells `at..at + len` of eight byte planes.
+fn gather8<'a>(p: &[&'a [u8]; 8], at: usize, len: usize) -> impl Iterator<Item = [u8; 8]> + 'a {
+    gather4(&[p[0], p[1], p[2], p[3]], at, len)
+        .zip(gather4(&[p[4], p[5], p[6], p[7]], at, len))
+        .map(|(l, h)| [l[0], l[1], l[2], l[3], h[0], h[1], h[2], h[3]])
+}
+
+/// Unshuffles `W`-byte cells, appending them to `out` a block of
+/// [`UNSHUFFLE_GROUP`] cells at a time, then the bytes past the last whole
+/// cell.
+macro_rules! unshuffle_blocked {
+    ($name:ident, $w:literal, $gather:ident) => {
+        fn $name(shuffled: &[u8], out: &mut Vec<u8>) {
+            const W: usize = $w;
+            out.reserve(shuffled.len());
+            let n = shuffled.len() / W;
+            let planes: [&[u8]; W] = std::array::from_fn(|b| &shuffled[b * n..(b + 1) * n]);
+            let mut block = [0u8; W * UNSHUFFLE_GROUP];
+            let mut at = 0;
+            while at < n {
+                let len = (n - at).min(UNSHUFFLE_GROUP);
+                for (d, c) in block.chunks_exact_mut(W).zip($gather(&planes, at, len)) {
+                    d.copy_from_slice(&c);
+                }
+                out.extend_from_slice(&block[..len * W]);
+                at += len;
+            }
+            out.extend_from_slice(&shuffled[n * W..]);
+        }
+    };
+}
+
+unshuffle_blocked!(unshuffle2, 2, gather2);
+unshuffle_blocked!(unshuffle4, 4, gather4);
+unshuffle_blocked!(unshuffle8, 8, gather8);
 
 /// Byte-shuffles `W`-byte cells (`W` the size of `$word`): the cells
 /// are read as little-endian words, 16 at a time, and each word's byte `b`
