@@ -163,12 +163,8 @@ macro_rules! fixed_element {
                 {
                     return false;
                 }
-                // Zeroed, then filled by the slice loop of `fill_shuffled`,
-                // which vectorizes where `extend` may not (see
-                // `codec::unshuffle_into`).
-                let at = out.len();
-                out.resize(at + n, <$t>::default());
-                Self::fill_shuffled(planes, &mut out[at..])
+                out.extend($planes(planes, n).map(<$t>::from_le_bytes));
+                true
             }
             )?
 
