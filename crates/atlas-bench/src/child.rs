@@ -83,12 +83,12 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|w5win|tiles|tiles8|tileswarm DIR DATASETS REPS"
+             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|w5win|tiles|tiles8|tileswarm|tilesscan|tilesupdate DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|w5win|tiles|tiles8|tileswarm|tilesscan DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|w5win|tiles|tiles8|tileswarm|tilesscan|tilesupdate DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles (their cells made
 /// before the clock) into a fresh store under DIR, REPS times (`w1batch`: through one `create_datasets` batch, built
@@ -114,7 +114,8 @@ pub fn main(args: &[String]) -> Result<()> {
 /// time or with 8 in flight; `tileswarm` reads 1,000 random tiles per
 /// repetition on one warm handle (the time printed is per read);
 /// `tilesscan` opens that store and reads every tile in one cross-dataset
-/// read, both timed. Prints each repetition's time and the median.
+/// read, both timed; `tilesupdate` rewrites and flushes 1% of the tiles of
+/// a store of its own (DIR/tiles-update, rebuilt each run) per repetition. Prints each repetition's time and the median.
 fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
     let n: u64 = n.parse().context("DATASETS")?;
     let reps: usize = reps.parse().context("REPS")?;
@@ -162,12 +163,13 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
             }
         }
-        "tiles" | "tiles8" | "tileswarm" | "tilesscan" => {
+        "tiles" | "tiles8" | "tileswarm" | "tilesscan" | "tilesupdate" => {
             let _guard = rt.enter();
             let how = match work {
                 "tiles" => crate::tiles::LoopReads::Fresh,
                 "tiles8" => crate::tiles::LoopReads::InFlight,
                 "tilesscan" => crate::tiles::LoopReads::Scan,
+                "tilesupdate" => crate::tiles::LoopReads::Update,
                 _ => crate::tiles::LoopReads::Warm,
             };
             times = crate::tiles::profile_loop(dir, n, reps, how)?;

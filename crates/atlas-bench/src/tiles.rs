@@ -847,14 +847,20 @@ pub(crate) enum LoopReads {
     /// Every tile in one cross-dataset read, the open included, as the
     /// workload's fresh-handle scan.
     Scan,
+    /// 1% of the tiles rewritten and flushed per repetition, through one
+    /// writer handle on a copy of the store under DIR/tiles-update, as the
+    /// workload's update row.
+    Update,
 }
 
-/// `__child loop tiles|tiles8|tileswarm|tilesscan DIR N REPS`: ATLAS alone, a store of
+/// `__child loop tiles|tiles8|tileswarm|tilesscan|tilesupdate DIR N REPS`: ATLAS alone, a store of
 /// N tiles under DIR/tiles (built once, untimed), then per repetition a
 /// fresh handle (opened untimed) reads every tile one at a time (`tiles8`:
 /// with 8 in flight; `tileswarm`: one handle, warmed first, reads 1,000
 /// random tiles per repetition, the time printed per read; `tilesscan`: the
-/// open timed too, then one cross-dataset read of every tile), checked.
+/// open timed too, then one cross-dataset read of every tile; `tilesupdate`:
+/// a store of its own, rebuilt each run, 1% of its tiles rewritten and
+/// flushed per repetition, every tile checked at the end), checked.
 /// Returns each repetition's time.
 pub(crate) fn profile_loop(
     dir: &Path,
@@ -891,6 +897,32 @@ pub(crate) fn profile_loop(
             }
             times.push(spent / 1000);
         }
+        return Ok(times);
+    }
+    if how == LoopReads::Update {
+        let root = dir.join("tiles-update");
+        if root.exists() {
+            std::fs::remove_dir_all(&root)?;
+        }
+        let mut writer = AtlasTiles::default();
+        writer.ingest(&root, (0..n).map(|i| tile(i, 0)).collect())?;
+        writer.open_writer(&root)?;
+        let mut ver = ver;
+        for r in 0..reps {
+            let v = r as u64 + 1;
+            let chosen: Vec<u64> = (v % 100..n).step_by(100).collect();
+            let cells = chosen.iter().map(|&i| tile(i, v)).collect();
+            let t = Instant::now();
+            writer.update(&chosen, cells)?;
+            times.push(t.elapsed());
+            for &i in &chosen {
+                ver[i as usize] = v;
+            }
+        }
+        writer.close();
+        writer.open(&root)?;
+        let got = writer.scan(&ids)?;
+        check_tiles("updates", &ids, &got, &ver)?;
         return Ok(times);
     }
     if how == LoopReads::Scan {

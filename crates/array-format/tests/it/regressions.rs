@@ -1041,3 +1041,61 @@ fn a_released_local_write_buffer_loses_nothing() {
     assert!(bytes.starts_with(b"first second xxx"));
     assert!(bytes.ends_with(b"xxx third"));
 }
+
+/// Local write handles share kept buffers: files written one after another
+/// and side by side, with appends below, at and above the 1 MiB buffer,
+/// reads back in the middle and handles dropped without a sync, each hold
+/// exactly their own bytes (a reused buffer carries nothing over).
+#[test]
+fn local_write_buffers_reused_across_files_carry_nothing_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = array_format::LocalStorage::new();
+    let mut rng = Rng::new(0x00b0_ff3e);
+    let sizes = [
+        0usize,
+        1,
+        17,
+        (1 << 20) - 1,
+        1 << 20,
+        (1 << 20) + 1,
+        3 << 19,
+        5,
+    ];
+    for round in 0..6u8 {
+        // Three files open at once, their appends interleaved.
+        let mut files = Vec::new();
+        for k in 0..3u8 {
+            let path = dir.path().join(format!("f{round}-{k}.bin"));
+            files.push((storage.create_new(&path).unwrap(), path, Vec::new()));
+        }
+        for step in 0..12 {
+            for (k, (out, _, want)) in files.iter_mut().enumerate() {
+                let n = sizes[(rng.next_u64() as usize + k) % sizes.len()];
+                let byte = round.wrapping_mul(31).wrapping_add(step * 7 + k as u8);
+                let piece: Vec<u8> = (0..n).map(|i| byte.wrapping_add(i as u8)).collect();
+                out.append(&piece).unwrap();
+                want.extend_from_slice(&piece);
+                assert_eq!(out.position(), want.len() as u64);
+                if step == 5 && !want.is_empty() {
+                    let mut back = vec![0u8; want.len().min(4096)];
+                    let at = (want.len() - back.len()) as u64;
+                    out.read_exact_at(at, &mut back).unwrap();
+                    assert_eq!(back, want[at as usize..], "round {round} file {k}");
+                }
+            }
+        }
+        for (k, (out, path, want)) in files.into_iter().enumerate() {
+            // Synced, dropped, or released then dropped.
+            let mut out = out;
+            match k {
+                0 => out.sync().unwrap(),
+                1 => {}
+                _ => out.release_buffer().unwrap(),
+            }
+            drop(out);
+            let got = std::fs::read(&path).unwrap();
+            assert_eq!(got.len(), want.len(), "round {round} file {k}");
+            assert!(got == want, "round {round} file {k}: bytes differ");
+        }
+    }
+}
