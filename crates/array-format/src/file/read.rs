@@ -419,13 +419,7 @@ impl ArrayFile {
         if self.cache.raw_capacity_bytes() == 0 {
             return false;
         }
-        // The name's state first: its footer blocks (a fresh handle has read
-        // none), then the state built from them, from memory.
-        let state_known = self.state_in_memory(name)
-            || (self.footer_blocks_nowait(name)
-                && self.committed(name).is_ok()
-                && self.state_in_memory(name));
-        if !state_known {
+        if !self.state_nowait(name) {
             return false;
         }
         let Some(view) = self.view(name) else {
@@ -498,6 +492,17 @@ impl ArrayFile {
     /// Reads into the raw cache the footer blocks that building `name`'s
     /// state reads, where storage has them without waiting; true when every
     /// one is cached.
+    /// True when `name`'s state is in memory or was built just now from
+    /// footer blocks storage has at once (a fresh handle has read none),
+    /// fetched into the raw level, which must then have room.
+    pub(super) fn state_nowait(&self, name: &str) -> bool {
+        self.state_in_memory(name)
+            || (self.cache.raw_capacity_bytes() > 0
+                && self.footer_blocks_nowait(name)
+                && self.committed(name).is_ok()
+                && self.state_in_memory(name))
+    }
+
     fn footer_blocks_nowait(&self, name: &str) -> bool {
         for layer in &self.layers {
             let crate::layer::LayerIndex::Blocked(index) = &layer.index else {

@@ -16,26 +16,32 @@ use super::{
 pub const IN_MEMORY_WRITE_BYTES: u64 = 256 << 10;
 
 impl ArrayFile {
-    /// True when writing `data` to `name` is small (at most
-    /// [`IN_MEMORY_WRITE_BYTES`] of cells) and touches no storage: the array's
-    /// pending record defines it (no committed layer is consulted), none of
-    /// its pending chunks is in a scratch file (merging a partly covered chunk
-    /// reads memory only), and the pending budget has room for the encoded
-    /// chunks (the write does not spill). An async caller may then write on
-    /// its own thread: handing a 200-byte write to a blocking pool costs many
-    /// times its encoding. (Files sharing a budget and writing at the same
-    /// moment may still spill; that is only slower, never wrong.)
+    /// True when writing `data` at `start` (empty: the origin) to `name` is
+    /// small (at most [`IN_MEMORY_WRITE_BYTES`] of cells) and touches no
+    /// storage, and the pending budget has room for the encoded chunks (the
+    /// write does not spill). The write touches no storage when either
+    /// - the array's pending record defines it (no committed layer is
+    ///   consulted) and none of its pending chunks is in a scratch file
+    ///   (merging a partly covered chunk reads memory only); or
+    /// - the array is committed, its merged state is built or can be built
+    ///   at once (from footer blocks in the cache or that storage has
+    ///   without waiting, such as a local file's page cache: fetched into
+    ///   the cache here, as [`ArrayFile::fetch_nowait`] does), and the
+    ///   write covers each chunk it touches whole (nothing to merge with),
+    ///   replacing no chunk that is in a scratch file.
+    ///
+    /// An async caller may then write on its own thread: handing a small
+    /// write to a blocking pool costs many times its encoding. (Files
+    /// sharing a budget and writing at the same moment may still spill;
+    /// that is only slower, never wrong.) A write this answers `false` for
+    /// (a missing array, a region out of bounds) gives its error from
+    /// [`ArrayFile::write_array`].
     pub fn write_is_in_memory<T: ArrayElement>(
         &self,
         name: &str,
+        start: &[u64],
         data: &ArrayViewD<'_, T>,
     ) -> bool {
-        let Some(p) = self.pending.arrays.get(name) else {
-            return false;
-        };
-        if p.kind != RecordKind::Define {
-            return false;
-        }
         let raw_bytes = if let Some(w) = T::DTYPE.size_bytes() {
             (w as u64).saturating_mul(data.len() as u64)
         } else {
@@ -50,11 +56,46 @@ impl ArrayFile {
         };
         // Encoded chunks are at most about 1.1× the cells plus a few bytes
         // each (LZ4, Zstd bounds); twice the cells plus 64 KiB covers them.
-        raw_bytes <= IN_MEMORY_WRITE_BYTES
-            && p.chunks
+        if raw_bytes > IN_MEMORY_WRITE_BYTES || !self.pending.has_room(2 * raw_bytes + (64 << 10)) {
+            return false;
+        }
+        let pending = self.pending.arrays.get(name);
+        let spilled = |p: &super::pending::PendingArray| {
+            !p.chunks
                 .values()
                 .all(super::pending::PendingChunk::is_in_memory)
-            && self.pending.has_room(2 * raw_bytes + (64 << 10))
+        };
+        match pending.map(|p| p.kind) {
+            Some(RecordKind::Define) => return pending.is_some_and(|p| !spilled(p)),
+            Some(RecordKind::Delete) => return false,
+            Some(RecordKind::Update) | None => {}
+        }
+        if pending.is_some_and(spilled) || !self.state_nowait(name) {
+            return false;
+        }
+        let Ok(Some(view)) = self.try_view(name) else {
+            return false;
+        };
+        let schema = view.schema;
+        if data.ndim() != schema.rank() {
+            return false;
+        }
+        let count: Vec<u64> = data.shape().iter().map(|&s| s as u64).collect();
+        let start = if start.is_empty() {
+            vec![0; schema.rank()]
+        } else {
+            start.to_vec()
+        };
+        let Ok((start, count)) = schema.resolve_region(name, &start, &count) else {
+            return false;
+        };
+        // Every chunk touched is covered whole: the region starts on a chunk
+        // boundary and ends on one or at the array's edge, on every axis.
+        start
+            .iter()
+            .zip(&count)
+            .zip(schema.chunk_shape.iter().zip(&schema.shape))
+            .all(|((&s, &n), (&c, &ext))| s % c == 0 && ((s + n) % c == 0 || s + n == ext))
     }
 
     /// Writes `data` at `start` (empty `start` means the origin). Chunks only
@@ -399,13 +440,13 @@ mod tests {
         let mut f = file(1 << 20);
         f.define_array::<f32>("a", vec!["x".into()], vec![50], None, None)
             .unwrap();
-        assert!(f.write_is_in_memory("a", &cells(50, 1.0).view()));
-        assert!(!f.write_is_in_memory("missing", &cells(50, 1.0).view()));
+        assert!(f.write_is_in_memory("a", &[], &cells(50, 1.0).view()));
+        assert!(!f.write_is_in_memory("missing", &[], &cells(50, 1.0).view()));
         let big = cells((IN_MEMORY_WRITE_BYTES / 4 + 1) as usize, 1.0);
-        assert!(!f.write_is_in_memory("a", &big.view()));
+        assert!(!f.write_is_in_memory("a", &[], &big.view()));
         f.write_array("a", &[], cells(50, 2.0).view()).unwrap();
         // Still pending: a partly covering write merges with memory only.
-        assert!(f.write_is_in_memory("a", &cells(10, 3.0).view()));
+        assert!(f.write_is_in_memory("a", &[], &cells(10, 3.0).view()));
         f.write_array("a", &[5], cells(10, 3.0).view()).unwrap();
         f.flush().unwrap();
         let back: Vec<f32> = f
@@ -416,15 +457,17 @@ mod tests {
         let mut want = vec![2.0f32; 50];
         want[5..15].fill(3.0);
         assert_eq!(back, want);
-        // Committed now: a write is an update, which may read the layers.
-        assert!(!f.write_is_in_memory("a", &cells(50, 1.0).view()));
+        // Committed now, its state built by the read: a write of the whole
+        // chunk reads nothing; one of part of it merges with the layers.
+        assert!(f.write_is_in_memory("a", &[], &cells(50, 1.0).view()));
+        assert!(!f.write_is_in_memory("a", &[5], &cells(10, 1.0).view()));
         // Strings count their bytes.
         f.define_array::<String>("s", vec!["x".into()], vec![2], None, None)
             .unwrap();
         let long = ArrayD::from_elem(IxDyn(&[2]), "y".repeat(IN_MEMORY_WRITE_BYTES as usize));
-        assert!(!f.write_is_in_memory("s", &long.view()));
+        assert!(!f.write_is_in_memory("s", &[], &long.view()));
         let short = ArrayD::from_elem(IxDyn(&[2]), "y".to_owned());
-        assert!(f.write_is_in_memory("s", &short.view()));
+        assert!(f.write_is_in_memory("s", &[], &short.view()));
     }
 
     #[test]
@@ -433,13 +476,100 @@ mod tests {
         let mut f = file(64);
         f.define_array::<f32>("a", vec!["x".into()], vec![50], Some(vec![10]), None)
             .unwrap();
-        assert!(!f.write_is_in_memory("a", &cells(50, 1.0).view()));
+        assert!(!f.write_is_in_memory("a", &[], &cells(50, 1.0).view()));
         f.write_array("a", &[], cells(50, 1.0).view()).unwrap();
         assert_eq!(f.pending_mem_bytes(), 0, "spilled");
         // Room again, but the array's chunks are in the scratch file.
         let mut options = f.options();
         options.pending_budget_bytes = 1 << 30;
         f.set_options(options).unwrap();
-        assert!(!f.write_is_in_memory("a", &cells(5, 1.0).view()));
+        assert!(!f.write_is_in_memory("a", &[], &cells(5, 1.0).view()));
+    }
+
+    #[test]
+    fn whole_chunk_writes_over_built_committed_state_are_in_memory() {
+        let storage: Arc<dyn crate::Storage> = Arc::new(MemoryStorage::new());
+        let opts = ArrayFileOptions {
+            pending_budget_bytes: 1 << 20,
+            ..ArrayFileOptions::default()
+        };
+        let mut f = ArrayFile::create(
+            Arc::clone(&storage),
+            Path::new("/g"),
+            opts,
+            Arc::new(DeltaCache::default()),
+        )
+        .unwrap();
+        // 45 cells in chunks of 10: the last chunk holds 5.
+        f.define_array::<f32>("a", vec!["x".into()], vec![45], Some(vec![10]), None)
+            .unwrap();
+        f.write_array("a", &[], cells(45, 1.0).view()).unwrap();
+        f.flush().unwrap();
+        let layers = f.layers();
+        drop(f);
+        let open = |raw_capacity_bytes| {
+            let cache = DeltaCache::new(crate::DeltaCacheConfig {
+                raw_capacity_bytes,
+                decoded_capacity_bytes: 1 << 20,
+            });
+            ArrayFile::open(
+                Arc::clone(&storage),
+                Path::new("/g"),
+                &layers,
+                opts,
+                Arc::new(cache),
+            )
+            .unwrap()
+        };
+        // Opened afresh, without a raw cache level to fetch the footer block
+        // into: the schema would be read from storage.
+        let f = open(0);
+        assert!(!f.write_is_in_memory("a", &[10], &cells(20, 2.0).view()));
+        assert!(f.try_schema("a").unwrap().is_some());
+        assert!(f.write_is_in_memory("a", &[10], &cells(20, 2.0).view()));
+        // With one, the footer block storage has at once is fetched.
+        let mut f = open(1 << 20);
+        assert!(f.write_is_in_memory("a", &[10], &cells(20, 2.0).view()));
+        assert!(
+            f.write_is_in_memory("a", &[40], &cells(5, 2.0).view()),
+            "the edge chunk"
+        );
+        assert!(f.write_is_in_memory("a", &[], &cells(45, 2.0).view()));
+        assert!(
+            !f.write_is_in_memory("a", &[5], &cells(10, 2.0).view()),
+            "two partial chunks"
+        );
+        assert!(
+            !f.write_is_in_memory("a", &[10], &cells(15, 2.0).view()),
+            "ends inside a chunk"
+        );
+        assert!(
+            !f.write_is_in_memory("a", &[40], &cells(6, 2.0).view()),
+            "out of bounds"
+        );
+        assert!(!f.write_is_in_memory("a", &[], &ArrayD::from_elem(IxDyn(&[5, 9]), 1.0f32).view()));
+        f.write_array("a", &[10], cells(20, 2.0).view()).unwrap();
+        f.write_array("a", &[40], cells(5, 3.0).view()).unwrap();
+        let back: Vec<f32> = f
+            .read_array::<f32>("a", &[], &[])
+            .unwrap()
+            .into_iter()
+            .collect();
+        let mut want = vec![1.0f32; 45];
+        want[10..30].fill(2.0);
+        want[40..].fill(3.0);
+        assert_eq!(back, want);
+        // An update whose pending chunks spilled: not in memory.
+        let mut options = f.options();
+        options.pending_budget_bytes = 0;
+        f.set_options(options).unwrap();
+        f.write_array("a", &[0], cells(10, 4.0).view()).unwrap();
+        assert_eq!(f.pending_mem_bytes(), 0, "spilled");
+        options.pending_budget_bytes = 1 << 30;
+        f.set_options(options).unwrap();
+        assert!(!f.write_is_in_memory("a", &[20], &cells(10, 2.0).view()));
+        // A deleted array's writes are not.
+        f.delete_array("a").unwrap();
+        assert!(!f.write_is_in_memory("a", &[], &cells(45, 2.0).view()));
     }
 }
