@@ -848,8 +848,8 @@ pub(crate) enum LoopReads {
     /// workload's fresh-handle scan.
     Scan,
     /// 1% of the tiles rewritten and flushed per repetition, through one
-    /// writer handle on a copy of the store under DIR/tiles-update, as the
-    /// workload's update row.
+    /// writer handle on a store of its own (DIR/tiles-update, rebuilt each
+    /// run), as the workload's update row.
     Update,
 }
 

@@ -489,9 +489,6 @@ impl ArrayFile {
         self.region_in_memory(name, &view, start, count)
     }
 
-    /// Reads into the raw cache the footer blocks that building `name`'s
-    /// state reads, where storage has them without waiting; true when every
-    /// one is cached.
     /// True when `name`'s state is in memory or was built just now from
     /// footer blocks storage has at once (a fresh handle has read none),
     /// fetched into the raw level, which must then have room.
@@ -503,6 +500,9 @@ impl ArrayFile {
                 && self.state_in_memory(name))
     }
 
+    /// Reads into the raw cache the footer blocks that building `name`'s
+    /// state reads, where storage has them without waiting; true when every
+    /// one is cached.
     fn footer_blocks_nowait(&self, name: &str) -> bool {
         for layer in &self.layers {
             let crate::layer::LayerIndex::Blocked(index) = &layer.index else {

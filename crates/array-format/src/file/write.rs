@@ -59,34 +59,28 @@ impl ArrayFile {
         if raw_bytes > IN_MEMORY_WRITE_BYTES || !self.pending.has_room(2 * raw_bytes + (64 << 10)) {
             return false;
         }
-        let pending = self.pending.arrays.get(name);
-        let spilled = |p: &super::pending::PendingArray| {
-            !p.chunks
+        if let Some(p) = self.pending.arrays.get(name) {
+            // A spilled chunk would be merged with or replaced in the
+            // scratch file.
+            let spilled = !p
+                .chunks
                 .values()
-                .all(super::pending::PendingChunk::is_in_memory)
-        };
-        match pending.map(|p| p.kind) {
-            Some(RecordKind::Define) => return pending.is_some_and(|p| !spilled(p)),
-            Some(RecordKind::Delete) => return false,
-            Some(RecordKind::Update) | None => {}
+                .all(super::pending::PendingChunk::is_in_memory);
+            match p.kind {
+                RecordKind::Define => return !spilled,
+                RecordKind::Delete => return false,
+                RecordKind::Update if spilled => return false,
+                RecordKind::Update => {}
+            }
         }
-        if pending.is_some_and(spilled) || !self.state_nowait(name) {
+        if !self.state_nowait(name) {
             return false;
         }
         let Ok(Some(view)) = self.try_view(name) else {
             return false;
         };
         let schema = view.schema;
-        if data.ndim() != schema.rank() {
-            return false;
-        }
-        let count: Vec<u64> = data.shape().iter().map(|&s| s as u64).collect();
-        let start = if start.is_empty() {
-            vec![0; schema.rank()]
-        } else {
-            start.to_vec()
-        };
-        let Ok((start, count)) = schema.resolve_region(name, &start, &count) else {
+        let Ok((start, count)) = write_region(name, schema, start, data) else {
             return false;
         };
         // Every chunk touched is covered whole: the region starts on a chunk
@@ -110,20 +104,7 @@ impl ArrayFile {
         let view = self.view_or_err(name)?;
         let schema = view.schema;
         Self::check_dtype::<T>(name, schema)?;
-        if data.ndim() != schema.rank() {
-            return Err(Error::RankMismatch {
-                name: name.to_owned(),
-                expected: schema.rank(),
-                actual: data.ndim(),
-            });
-        }
-        let start = if start.is_empty() {
-            vec![0; schema.rank()]
-        } else {
-            start.to_vec()
-        };
-        let count: Vec<u64> = data.shape().iter().map(|&s| s as u64).collect();
-        let (start, count) = schema.resolve_region(name, &start, &count)?;
+        let (start, count) = write_region(name, schema, start, &data)?;
         if count.contains(&0) {
             return Ok(());
         }
@@ -203,6 +184,30 @@ impl ArrayFile {
         };
         self.put_encoded(name, &schema, chunks)
     }
+}
+
+/// The region a write of `data` at `start` (empty: the origin) covers in
+/// `name` of `schema`, checked: the data's rank, then the bounds.
+fn write_region<T>(
+    name: &str,
+    schema: &ArraySchema,
+    start: &[u64],
+    data: &ArrayViewD<'_, T>,
+) -> Result<(Vec<u64>, Vec<u64>)> {
+    if data.ndim() != schema.rank() {
+        return Err(Error::RankMismatch {
+            name: name.to_owned(),
+            expected: schema.rank(),
+            actual: data.ndim(),
+        });
+    }
+    let start = if start.is_empty() {
+        vec![0; schema.rank()]
+    } else {
+        start.to_vec()
+    };
+    let count: Vec<u64> = data.shape().iter().map(|&s| s as u64).collect();
+    schema.resolve_region(name, &start, &count)
 }
 
 /// Every chunk of a whole array, encoded and summarised without a file
@@ -435,6 +440,14 @@ mod tests {
         ArrayD::from_elem(IxDyn(&[n]), v)
     }
 
+    /// Every cell of `name`, in order.
+    fn read_all(f: &ArrayFile, name: &str) -> Vec<f32> {
+        f.read_array::<f32>(name, &[], &[])
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
     #[test]
     fn only_small_writes_to_pending_definitions_are_in_memory() {
         let mut f = file(1 << 20);
@@ -449,11 +462,7 @@ mod tests {
         assert!(f.write_is_in_memory("a", &[], &cells(10, 3.0).view()));
         f.write_array("a", &[5], cells(10, 3.0).view()).unwrap();
         f.flush().unwrap();
-        let back: Vec<f32> = f
-            .read_array::<f32>("a", &[], &[])
-            .unwrap()
-            .into_iter()
-            .collect();
+        let back = read_all(&f, "a");
         let mut want = vec![2.0f32; 50];
         want[5..15].fill(3.0);
         assert_eq!(back, want);
@@ -550,11 +559,7 @@ mod tests {
         assert!(!f.write_is_in_memory("a", &[], &ArrayD::from_elem(IxDyn(&[5, 9]), 1.0f32).view()));
         f.write_array("a", &[10], cells(20, 2.0).view()).unwrap();
         f.write_array("a", &[40], cells(5, 3.0).view()).unwrap();
-        let back: Vec<f32> = f
-            .read_array::<f32>("a", &[], &[])
-            .unwrap()
-            .into_iter()
-            .collect();
+        let back = read_all(&f, "a");
         let mut want = vec![1.0f32; 45];
         want[10..30].fill(2.0);
         want[40..].fill(3.0);

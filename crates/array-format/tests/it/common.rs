@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use array_format::{
-    ArrayElement, ArrayFile, ArrayFileOptions, Codec, Compression, DType, DeltaCache, Error,
-    LayerId, MemoryStorage, TimestampNs,
+    ArrayElement, ArrayFile, ArrayFileOptions, Codec, Compression, DType, DeltaCache,
+    DeltaCacheConfig, Error, LayerId, MemoryStorage, TimestampNs,
 };
 use ndarray::{ArrayD, IxDyn};
 use proptest::test_runner::{Config, RngSeed};
@@ -141,6 +141,28 @@ pub fn mem_open(storage: &Arc<MemoryStorage>, layers: &[LayerId]) -> Result<Arra
         ArrayFileOptions::default(),
         Arc::new(DeltaCache::default()),
     )
+}
+
+/// Opens `layers` of the in-memory file with a fresh cache of these
+/// capacities; the cache too, for its statistics.
+pub fn mem_open_cached(
+    storage: &Arc<MemoryStorage>,
+    layers: &[LayerId],
+    raw_capacity_bytes: u64,
+    decoded_capacity_bytes: u64,
+) -> (Result<ArrayFile, Error>, Arc<DeltaCache>) {
+    let cache = Arc::new(DeltaCache::new(DeltaCacheConfig {
+        raw_capacity_bytes,
+        decoded_capacity_bytes,
+    }));
+    let f = ArrayFile::open(
+        storage.clone(),
+        Path::new(MEM_DIR),
+        layers,
+        ArrayFileOptions::default(),
+        cache.clone(),
+    );
+    (f, cache)
 }
 
 /// Path of a layer of the in-memory file.

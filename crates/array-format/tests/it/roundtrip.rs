@@ -538,20 +538,8 @@ fn fetch_nowait_keeps_decoded_chunks_not_their_stored_bytes() {
     f.write_array("p", &[], v.view()).unwrap();
     f.flush().unwrap();
     let layers = f.layers();
-    let open = |raw_capacity_bytes: u64, decoded_capacity_bytes: u64| {
-        let cache = Arc::new(DeltaCache::new(DeltaCacheConfig {
-            raw_capacity_bytes,
-            decoded_capacity_bytes,
-        }));
-        let g = ArrayFile::open(
-            storage.clone(),
-            Path::new(MEM_DIR),
-            &layers,
-            ArrayFileOptions::default(),
-            cache.clone(),
-        );
-        (g, cache)
-    };
+    let open =
+        |raw: u64, decoded: u64| crate::common::mem_open_cached(&storage, &layers, raw, decoded);
 
     let (g, cache) = open(1 << 20, 1 << 20);
     let g = g.unwrap();
@@ -958,18 +946,9 @@ fn windows_decoded_on_every_core_equal_the_model_and_fail_alike() {
     for decoded_capacity_bytes in [64 << 20, 0] {
         for threads in [1, 3] {
             let ctx = format!("{threads} threads, decoded level {decoded_capacity_bytes} bytes");
-            let cache = Arc::new(DeltaCache::new(DeltaCacheConfig {
-                raw_capacity_bytes: 64 << 20,
-                decoded_capacity_bytes,
-            }));
-            let g = ArrayFile::open(
-                storage.clone(),
-                Path::new(MEM_DIR),
-                &layers,
-                ArrayFileOptions::default(),
-                cache.clone(),
-            )
-            .unwrap();
+            let (g, cache) =
+                crate::common::mem_open_cached(&storage, &layers, 64 << 20, decoded_capacity_bytes);
+            let g = g.unwrap();
             pool(threads).install(|| {
                 for (k, (start, count)) in windows.iter().enumerate() {
                     let got = g.read_array::<f32>("g", start, count).unwrap();
