@@ -128,6 +128,14 @@ impl LayerIndex {
     }
 }
 
+/// The fewest footer blocks [`Layer::all_records`] gives a thread of its
+/// own (a block holds some hundreds of records).
+pub(crate) const BLOCKS_PER_THREAD: usize = 4;
+
+/// A [`FetchBlock`] that several threads may call at once.
+pub(crate) type SharedFetchBlock<'a> =
+    dyn Fn(&Layer, &BlockRef) -> Result<Arc<Vec<u8>>> + Sync + 'a;
+
 /// Fetches a footer block's bytes (the caller decides whether through a cache).
 pub(crate) type FetchBlock<'a> = dyn Fn(&Layer, &BlockRef) -> Result<Arc<Vec<u8>>> + 'a;
 
@@ -220,17 +228,42 @@ impl Layer {
     }
 
     /// Every record of this layer in the order the writer emitted them
-    /// (every footer block decoded and checked).
-    pub(crate) fn all_records(&self, block: &FetchBlock<'_>) -> Result<Vec<ArrayRecord>> {
+    /// (every footer block decoded and checked). Many blocks are decoded on
+    /// helper threads beside the caller's (as many threads in all as
+    /// rayon's pool has, at least [`BLOCKS_PER_THREAD`] blocks each): plain
+    /// scoped threads, not rayon's, so a caller holding a lock never runs
+    /// another rayon job while it waits. An error is the first failing
+    /// block's, on any number of threads.
+    pub(crate) fn all_records(&self, block: &SharedFetchBlock<'_>) -> Result<Vec<ArrayRecord>> {
         match &self.index {
             LayerIndex::Whole { records, .. } => Ok(records.clone()),
             LayerIndex::Blocked(index) => {
-                let blocks = (0..index.blocks.len())
-                    .map(|k| {
-                        let bytes = block(self, &index.blocks[k])?;
-                        blocked::decode_block_records(&bytes, index, k, &self.path)
+                let decode = |k: usize| {
+                    let bytes = block(self, &index.blocks[k])?;
+                    blocked::decode_block_records(&bytes, index, k, &self.path)
+                };
+                let n = index.blocks.len();
+                let threads = rayon::current_num_threads().min(n / BLOCKS_PER_THREAD);
+                let decoded: Vec<Result<_>> = if threads > 1 {
+                    let per = n.div_ceil(threads);
+                    let run = |from: usize| (from..n.min(from + per)).map(decode).collect();
+                    std::thread::scope(|s| {
+                        let helpers: Vec<_> = (1..threads)
+                            .map(|t| s.spawn(move || run(t * per)))
+                            .collect();
+                        let mut all: Vec<Result<_>> = run(0);
+                        for h in helpers {
+                            match h.join() {
+                                Ok(part) => all.extend(part),
+                                Err(panic) => std::panic::resume_unwind(panic),
+                            }
+                        }
+                        all
                     })
-                    .collect::<Result<Vec<_>>>()?;
+                } else {
+                    (0..n).map(decode).collect()
+                };
+                let blocks = decoded.into_iter().collect::<Result<Vec<_>>>()?;
                 blocked::in_emission_order(blocks, index, &self.path)
             }
         }

@@ -682,6 +682,69 @@ mod lazy_tests {
         assert_eq!(lazy.list_arrays(), listed);
     }
 
+    /// The whole index built on 1 thread and on 4 (the base layer's footer
+    /// blocks decoded on helper threads) is the same, and with two footer
+    /// blocks damaged the error is the first one's on both.
+    #[test]
+    fn footer_blocks_decoded_on_helper_threads_build_the_same_index() {
+        type Summary = Vec<(String, u32, Vec<(u64, u32, u64)>)>;
+        let (storage, layers, _) = build();
+        let pool = |n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+        };
+        let (one, four) = (pool(1), pool(4));
+        let summary = |f: &ArrayFile| -> Summary {
+            f.all()
+                .unwrap()
+                .iter()
+                .map(|(n, c)| {
+                    let chunks = c
+                        .chunks
+                        .iter()
+                        .map(|(k, l)| (*k, l.layer, l.entry.offset))
+                        .collect();
+                    (n.clone(), c.defined_in, chunks)
+                })
+                .collect()
+        };
+        let serial = one.install(|| summary(&open(&storage, &layers)));
+        let f = open(&storage, &layers);
+        let crate::layer::LayerIndex::Blocked(base) = &f.layers[0].index else {
+            panic!("format 2 layers are blocked");
+        };
+        let blocks = base.blocks.clone();
+        assert!(
+            blocks.len() >= 2 * crate::layer::BLOCKS_PER_THREAD,
+            "{} blocks",
+            blocks.len()
+        );
+        assert_eq!(four.install(|| summary(&f)), serial);
+        assert_eq!(serial.len(), f.list_arrays().len());
+
+        // Damage the second block and the last one (their CRCs then fail).
+        let path = f.layers[0].path.clone();
+        let mut bytes = storage.contents(&path).unwrap();
+        for b in [&blocks[1], blocks.last().unwrap()] {
+            bytes[(b.offset + u64::from(b.len) / 2) as usize] ^= 0x5a;
+        }
+        storage.overwrite(&path, bytes);
+        let error = |pool: &rayon::ThreadPool| {
+            pool.install(|| {
+                open(&storage, &layers)
+                    .all()
+                    .map(|_| ())
+                    .unwrap_err()
+                    .to_string()
+            })
+        };
+        let e1 = error(&one);
+        assert_eq!(error(&four), e1);
+        assert!(e1.contains(&blocks[1].offset.to_string()), "{e1}");
+    }
+
     #[test]
     fn changes_after_a_lazy_lookup_see_the_merged_state() {
         let (storage, layers, _) = build();

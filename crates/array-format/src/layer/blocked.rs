@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use super::codec::{decode_record, encode_record, In, Out, MIN_RECORD};
+use super::codec::{decode_record, encode_record, In, Out, SchemaMemo, MIN_RECORD};
 use super::{ArrayRecord, HEADER_LEN};
 use crate::error::{Error, Result};
 
@@ -420,6 +420,7 @@ fn decode_at(
     n_records: u32,
     data_end: u64,
     path: &Path,
+    memo: Option<&mut SchemaMemo>,
 ) -> Result<(u32, ArrayRecord)> {
     let (start, end) = t.span(k);
     let mut i = In {
@@ -432,7 +433,7 @@ fn decode_at(
     if seq >= n_records {
         return Err(i.err(format!("sequence number {seq} of {n_records} records")));
     }
-    let rec = decode_record(&mut i)?;
+    let rec = decode_record(&mut i, memo)?;
     if i.remaining() != 0 {
         return Err(i.err("trailing bytes after a record"));
     }
@@ -486,7 +487,7 @@ pub(crate) fn find_in_block(
             std::cmp::Ordering::Less => lo = mid + 1,
             std::cmp::Ordering::Greater => hi = mid,
             std::cmp::Ordering::Equal => {
-                let (_, rec) = decode_at(&t, mid, b, index.n_records, index.data_end, path)?;
+                let (_, rec) = decode_at(&t, mid, b, index.n_records, index.data_end, path, None)?;
                 return Ok(Some(rec));
             }
         }
@@ -505,8 +506,17 @@ pub(crate) fn decode_block_records(
     let b = &index.blocks[block];
     let t = block_table(bytes, b, path, false)?;
     let mut out: Vec<(u32, ArrayRecord)> = Vec::with_capacity(b.n_records as usize);
+    let mut memo = SchemaMemo::default();
     for k in 0..b.n_records as usize {
-        let (seq, rec) = decode_at(&t, k, b, index.n_records, index.data_end, path)?;
+        let (seq, rec) = decode_at(
+            &t,
+            k,
+            b,
+            index.n_records,
+            index.data_end,
+            path,
+            Some(&mut memo),
+        )?;
         let in_order = match out.last() {
             None => rec.name == b.first,
             Some((_, prev)) => prev.name < rec.name,
@@ -653,6 +663,101 @@ mod tests {
                 assert_eq!(got.unwrap(), None);
             }
         }
+    }
+
+    /// Records whose schemas are encoded in the same bytes share one
+    /// schema within a block; any other schema is decoded afresh. Every
+    /// record equals the one written, and every byte flip of a block gives
+    /// the outcome that decoding each record alone (no memo) gives.
+    #[test]
+    fn records_with_the_bytes_of_the_last_schema_share_it() {
+        use crate::dtype::FillValue;
+        let schema = |shape: u64, dim: &str, fill: Option<FillValue>| {
+            let s = ArraySchema::new(
+                "a",
+                DType::Float32,
+                vec![dim.into()],
+                vec![shape],
+                Some(vec![1]),
+                fill,
+            );
+            Some(std::sync::Arc::new(s.unwrap()))
+        };
+        // Runs of one schema, then others that differ in one field each.
+        let kinds = [
+            schema(50, "N", None),
+            schema(50, "N", None),
+            schema(50, "N", Some(FillValue::Float32(f32::NAN))),
+            schema(50, "N", Some(FillValue::Float32(f32::NAN))),
+            schema(50, "N", Some(FillValue::Float32(99999.0))),
+            schema(51, "N", None),
+            schema(50, "M", None),
+            schema(50, "N", None),
+        ];
+        let records: Vec<ArrayRecord> = (0..600)
+            .map(|k| {
+                let mut r = record(&format!("n{k:05}"), 1);
+                r.schema = kinds[(k / 3) % kinds.len()].clone();
+                r
+            })
+            .collect();
+        let (bytes, index, _) = image(&records);
+        let p = Path::new("x");
+        let mut decoded = Vec::new();
+        for (k, b) in index.blocks.iter().enumerate() {
+            let block = decode_block_records(block_bytes(&bytes, b), &index, k, p).unwrap();
+            for w in block.windows(2) {
+                let (a, b) = (w[0].1.schema.as_ref(), w[1].1.schema.as_ref());
+                assert_eq!(
+                    std::sync::Arc::ptr_eq(a.unwrap(), b.unwrap()),
+                    a == b,
+                    "{} / {}",
+                    w[0].1.name,
+                    w[1].1.name
+                );
+            }
+            decoded.push(block);
+        }
+        assert_eq!(in_emission_order(decoded, &index, p).unwrap(), records);
+
+        // Each record alone, without a memo: the reference outcome.
+        let alone = |bytes: &[u8], index: &FooterIndex| -> Result<Vec<(u32, ArrayRecord)>> {
+            let b = &index.blocks[0];
+            let t = block_table(bytes, b, p, false)?;
+            (0..b.n_records as usize)
+                .map(|j| decode_at(&t, j, b, index.n_records, index.data_end, p, None))
+                .collect()
+        };
+        let block = block_bytes(&bytes, &index.blocks[0]).to_vec();
+        let (mut same, mut failed) = (0, 0);
+        for at in 0..block.len().min(3000) {
+            let mut bad = block.clone();
+            bad[at] ^= 0x41;
+            // The index vouches for the damaged block, so the damage
+            // reaches the decoder.
+            let mut index = index.clone();
+            index.blocks[0].crc = crc32c::crc32c(&bad);
+            match (
+                decode_block_records(&bad, &index, 0, p),
+                alone(&bad, &index),
+            ) {
+                (Ok(m), Ok(q)) => {
+                    assert_eq!(m, q, "flip at {at}");
+                    same += 1;
+                }
+                // A record out of name order is the block's check, not the
+                // decoder's: the records decoded alone may all be fine.
+                (Err(m), q) if m.to_string().contains("out of order in its footer block") => {
+                    assert!(q.is_ok() || q.unwrap_err().to_string() == m.to_string());
+                }
+                (Err(m), Err(q)) => {
+                    assert_eq!(m.to_string(), q.to_string(), "flip at {at}");
+                    failed += 1;
+                }
+                (m, q) => panic!("flip at {at}: with memo {m:?}, alone {q:?}"),
+            }
+        }
+        assert!(same > 0 && failed > 0, "{same} decoded, {failed} failed");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! encoding and bounds-checked decoding both footer formats share.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{ArrayRecord, ChunkEntry, Footer, RecordKind};
 use crate::dtype::{DType, FillValue, StatValue, TimestampNs};
@@ -217,8 +218,9 @@ pub(crate) fn decode_footer(buf: &[u8], base: u64, path: &Path) -> Result<Footer
         return Err(i.err(format!("{n_records} records cannot fit in the footer")));
     }
     let mut records = Vec::with_capacity(n_records);
+    let mut memo = SchemaMemo::default();
     for _ in 0..n_records {
-        records.push(decode_record(&mut i)?);
+        records.push(decode_record(&mut i, Some(&mut memo))?);
     }
     if i.remaining() != 0 {
         return Err(i.err("trailing bytes after the last record"));
@@ -226,7 +228,10 @@ pub(crate) fn decode_footer(buf: &[u8], base: u64, path: &Path) -> Result<Footer
     Ok(Footer { uid, records })
 }
 
-pub(super) fn decode_record(i: &mut In<'_>) -> Result<ArrayRecord> {
+pub(super) fn decode_record(
+    i: &mut In<'_>,
+    mut memo: Option<&mut SchemaMemo>,
+) -> Result<ArrayRecord> {
     let name = i.str()?;
     crate::schema::validate_array_name(&name).map_err(|_| i.err("invalid array name"))?;
     let kind_code = i.u8()?;
@@ -240,23 +245,18 @@ pub(super) fn decode_record(i: &mut In<'_>) -> Result<ArrayRecord> {
             chunks: Vec::new(),
         });
     }
-    let dcode = i.u8()?;
-    let dtype =
-        DType::from_code(dcode).ok_or_else(|| i.err(format!("unknown dtype code {dcode}")))?;
-    let rank = i.u32()? as usize;
-    if rank > MAX_RANK {
-        return Err(i.err(format!("rank {rank} exceeds {MAX_RANK}")));
-    }
-    let dims = (0..rank).map(|_| i.str()).collect::<Result<Vec<_>>>()?;
-    let shape = (0..rank).map(|_| i.u64()).collect::<Result<Vec<_>>>()?;
-    let chunk_shape = (0..rank).map(|_| i.u64()).collect::<Result<Vec<_>>>()?;
-    let fill = if i.bool()? {
-        Some(i.fill(dtype)?)
+    let at = i.pos;
+    let schema = if let Some(schema) = memo.as_deref_mut().and_then(|m| m.reuse(i)) {
+        schema
     } else {
-        None
+        i.pos = at;
+        let schema = Arc::new(decode_schema(i, &name)?);
+        if let Some(m) = memo {
+            m.remember(&i.buf[at..i.pos], &schema);
+        }
+        schema
     };
-    let schema = ArraySchema::new(&name, dtype, dims, shape, Some(chunk_shape), fill)
-        .map_err(|e| i.err(format!("invalid schema: {e}")))?;
+    let dtype = schema.dtype;
     let n_chunks = i.u64()?;
     if n_chunks > (i.remaining() / MIN_CHUNK_ENTRY) as u64 || n_chunks > schema.n_chunks() {
         return Err(i.err(format!("{n_chunks} chunk entries cannot fit")));
@@ -320,9 +320,58 @@ pub(super) fn decode_record(i: &mut In<'_>) -> Result<ArrayRecord> {
     Ok(ArrayRecord {
         name,
         kind,
-        schema: Some(std::sync::Arc::new(schema)),
+        schema: Some(schema),
         chunks,
     })
+}
+
+/// Decodes a record's schema (after its kind) and checks it.
+fn decode_schema(i: &mut In<'_>, name: &str) -> Result<ArraySchema> {
+    let dcode = i.u8()?;
+    let dtype =
+        DType::from_code(dcode).ok_or_else(|| i.err(format!("unknown dtype code {dcode}")))?;
+    let rank = i.u32()? as usize;
+    if rank > MAX_RANK {
+        return Err(i.err(format!("rank {rank} exceeds {MAX_RANK}")));
+    }
+    let dims = (0..rank).map(|_| i.str()).collect::<Result<Vec<_>>>()?;
+    let shape = (0..rank).map(|_| i.u64()).collect::<Result<Vec<_>>>()?;
+    let chunk_shape = (0..rank).map(|_| i.u64()).collect::<Result<Vec<_>>>()?;
+    let fill = if i.bool()? {
+        Some(i.fill(dtype)?)
+    } else {
+        None
+    };
+    ArraySchema::new(name, dtype, dims, shape, Some(chunk_shape), fill)
+        .map_err(|e| i.err(format!("invalid schema: {e}")))
+}
+
+/// The last schema a run of [`decode_record`] calls decoded, with its
+/// encoded bytes: a record whose schema is encoded in the same bytes
+/// shares it (one `Arc`, nothing allocated or checked again), as the
+/// records of one footer block mostly do. Identical bytes decode to the
+/// same schema, so the records are those a fresh decoding gives.
+#[derive(Default)]
+pub(super) struct SchemaMemo {
+    bytes: Vec<u8>,
+    schema: Option<Arc<ArraySchema>>,
+}
+
+impl SchemaMemo {
+    /// The remembered schema when the schema at `i` is encoded in the same
+    /// bytes, `i` then past it; `None` otherwise (`i` anywhere: the caller
+    /// rewinds and decodes).
+    fn reuse(&self, i: &mut In<'_>) -> Option<Arc<ArraySchema>> {
+        let schema = self.schema.as_ref()?;
+        let bytes = i.take(self.bytes.len()).ok()?;
+        (bytes == self.bytes.as_slice()).then(|| Arc::clone(schema))
+    }
+
+    fn remember(&mut self, bytes: &[u8], schema: &Arc<ArraySchema>) {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(bytes);
+        self.schema = Some(Arc::clone(schema));
+    }
 }
 
 #[cfg(test)]

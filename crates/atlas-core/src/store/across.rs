@@ -188,13 +188,6 @@ fn across<T: ArrayElement>(
             let passed = looked.is_ok();
             (looked, passed)
         },
-        |looked: &[Result<Looked>]| {
-            looked
-                .iter()
-                .flatten()
-                .map(|l| l.1.iter().flatten().count())
-                .sum()
-        },
         |_, part, slots, looked| read(part, slots, looked.as_ref().expect("passed")),
     );
     let mut reads = Vec::with_capacity(parts.len());
@@ -293,7 +286,6 @@ fn stacked<T: ArrayElement>(
             let passed = checked.as_ref().is_ok_and(|c| c.1.error.is_none());
             (checked, passed)
         },
-        |_| n,
         |k, part, _, checked| read(k, part, checked.as_ref().expect("passed")),
     );
     // Errors in the order one part would meet them: the registry's answers
@@ -497,18 +489,17 @@ type Looked = (Entries, Vec<Option<u32>>);
 /// each, with its slots of `out`): `check` gives its answer and whether the
 /// part may be read; `read` gets the part's number, names, slots and
 /// answer. With the array file's index built (or no file), each part
-/// checks then reads in one job. Otherwise every part checks first, then
-/// the index is built once (`present` counts, from the answers, the names
-/// that will be read), then, if every part passed, the parts read: no part
-/// waits while another builds the index. One `(answer, read)` per part, in
-/// order; `None` where the part was not read.
+/// checks then reads in one job. Otherwise the index is built once while
+/// every part checks, then, if every part passed, the parts read: no part
+/// waits while another builds the index, and the index's footers are
+/// decoded beside the registry's lookups. One `(answer, read)` per part,
+/// in order; `None` where the part was not read.
 fn check_then_read<S: Send, C: Send + Sync, R: Send>(
     names: &[&str],
     out: &mut [S],
     per: usize,
     file: &Result<Option<&ArrayFile>>,
     check: impl Fn(&[&str]) -> (C, bool) + Sync,
-    present: impl FnOnce(&[C]) -> usize,
     read: impl Fn(usize, &[&str], &mut [S], &C) -> R + Sync,
 ) -> Vec<(C, Option<R>)> {
     let index_built = match file {
@@ -522,15 +513,22 @@ fn check_then_read<S: Send, C: Send + Sync, R: Send>(
             (c, r)
         });
     }
-    let checked = run_parts(names, out, per, |_, part, _| check(part));
+    // The index is built while the parts check (it reads only the file's
+    // footers; its error, if any, is the first part's read error). When
+    // the checks find fewer names to read than a scan builds the index
+    // for, it is built all the same: the same answers, at some cost.
+    let (checked, ()) = rayon::join(
+        || run_parts(names, out, per, |_, part, _| check(part)),
+        || {
+            if let Ok(Some(f)) = file {
+                let _ = f.prepare_scan(names.len());
+            }
+        },
+    );
     if !checked.iter().all(|c| c.1) {
         return checked.into_iter().map(|(c, _)| (c, None)).collect();
     }
     let answers: Vec<C> = checked.into_iter().map(|(c, _)| c).collect();
-    if let Ok(Some(f)) = file {
-        // Its error, if any, is the first part's read error.
-        let _ = f.prepare_scan(present(&answers));
-    }
     let reads = run_parts(names, out, per, |k, part, slots| {
         read(k, part, slots, &answers[k])
     });
