@@ -83,12 +83,12 @@ pub fn main(args: &[String]) -> Result<()> {
         [mode, work, dir, n, reps] if mode == "loop" => profile_loop(work, Path::new(dir), n, reps),
         _ => bail!(
             "usage: atlas-bench __child open STORE DATASET | query STORE QUERY \
-             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|w5win|tiles|tiles8|tileswarm|tilesscan|tilesupdate DIR DATASETS REPS"
+             | loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w10|w4|w5|w5win|tiles|tiles8|tileswarm|tilesscan|tilesupdate DIR DATASETS REPS"
         ),
     }
 }
 
-/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w4|w5|w5win|tiles|tiles8|tileswarm|tilesscan|tilesupdate DIR DATASETS REPS`: one workload repeated, for a
+/// `__child loop w1|w1batch|w2|w3|w6|w3blocking|w3stacked|w3first|w10|w4|w5|w5win|tiles|tiles8|tileswarm|tilesscan|tilesupdate DIR DATASETS REPS`: one workload repeated, for a
 /// profiler (`perf record -- atlas-bench __child loop w3 …`) to see nothing
 /// else. `w1` ingests and flushes DATASETS profiles (their cells made
 /// before the clock) into a fresh store under DIR, REPS times (`w1batch`: through one `create_datasets` batch, built
@@ -97,7 +97,10 @@ pub fn main(args: &[String]) -> Result<()> {
 /// that store once (untimed) and scans `TEMP` across it REPS times through
 /// one open handle (`w3blocking`: through `read_array_across_blocking`;
 /// `w3stacked`: into one array, through
-/// `read_array_across_stacked_blocking`); `w3first` times the first
+/// `read_array_across_stacked_blocking`); `w10` opens DIR, a store (an
+/// `atlas import` of the Argo profiles: W10), and reads `TEMP` across every
+/// dataset it lists, both timed, REPS times (DATASETS is ignored; the
+/// listing is untimed); `w3first` times the first
 /// scan on a freshly opened handle of that store (the open untimed), REPS
 /// times; `w2` opens that store from
 /// nothing and reads `TEMP` of one dataset, REPS times (or, when DIR is a
@@ -210,6 +213,21 @@ fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
                 let cells = scan_cells(&rt, &store, "TEMP", &names, Form::Async)?;
                 times.push(t.elapsed());
                 ensure!(cells == names.len() * crate::workloads::LEVELS, "cells");
+            }
+        }
+        "w10" => {
+            let names = rt.block_on(Atlas::open_path(dir))?.list_datasets()?;
+            ensure!(!names.is_empty(), "{} holds no dataset", dir.display());
+            for _ in 0..reps {
+                let t = Instant::now();
+                let parts = rt.block_on(async {
+                    let store = Atlas::open_path(dir).await?;
+                    store
+                        .read_array_across::<f32>("TEMP", &names, vec![], vec![])
+                        .await
+                })?;
+                times.push(t.elapsed());
+                ensure!(parts.iter().all(Option::is_some), "a dataset lacks TEMP");
             }
         }
         "w2" => {
