@@ -248,14 +248,23 @@ impl Layer {
                     let per = n.div_ceil(threads);
                     let run = |from: usize| (from..n.min(from + per)).map(decode).collect();
                     std::thread::scope(|s| {
+                        // A thread the system refuses (out of threads or
+                        // memory): its share runs here instead.
                         let helpers: Vec<_> = (1..threads)
-                            .map(|t| s.spawn(move || run(t * per)))
+                            .map(|t| {
+                                std::thread::Builder::new()
+                                    .spawn_scoped(s, move || run(t * per))
+                                    .map_err(|_| t)
+                            })
                             .collect();
                         let mut all: Vec<Result<_>> = run(0);
                         for h in helpers {
-                            match h.join() {
-                                Ok(part) => all.extend(part),
-                                Err(panic) => std::panic::resume_unwind(panic),
+                            match h {
+                                Ok(h) => match h.join() {
+                                    Ok(part) => all.extend(part),
+                                    Err(panic) => std::panic::resume_unwind(panic),
+                                },
+                                Err(t) => all.extend(run(t * per)),
                             }
                         }
                         all
