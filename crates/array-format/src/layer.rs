@@ -244,9 +244,23 @@ impl Layer {
                 };
                 let n = index.blocks.len();
                 let threads = rayon::current_num_threads().min(n / BLOCKS_PER_THREAD);
-                let decoded: Vec<Result<_>> = if threads > 1 {
+                let blocks = if threads > 1 {
                     let per = n.div_ceil(threads);
-                    let run = |from: usize| (from..n.min(from + per)).map(decode).collect();
+                    // Each range stops at its first error: the earlier
+                    // ranges still decode whole, so the first error in
+                    // block order is found.
+                    let run = |from: usize| {
+                        let mut out = Vec::with_capacity(per);
+                        for k in from..n.min(from + per) {
+                            let r = decode(k);
+                            let failed = r.is_err();
+                            out.push(r);
+                            if failed {
+                                break;
+                            }
+                        }
+                        out
+                    };
                     std::thread::scope(|s| {
                         // A thread the system refuses (out of threads or
                         // memory): its share runs here instead.
@@ -269,10 +283,11 @@ impl Layer {
                         }
                         all
                     })
+                    .into_iter()
+                    .collect::<Result<Vec<_>>>()?
                 } else {
-                    (0..n).map(decode).collect()
+                    (0..n).map(decode).collect::<Result<Vec<_>>>()?
                 };
-                let blocks = decoded.into_iter().collect::<Result<Vec<_>>>()?;
                 blocked::in_emission_order(blocks, index, &self.path)
             }
         }

@@ -188,6 +188,13 @@ fn across<T: ArrayElement>(
             let passed = looked.is_ok();
             (looked, passed)
         },
+        |looked: &[Result<Looked>]| {
+            looked
+                .iter()
+                .flatten()
+                .map(|l| l.1.iter().flatten().count())
+                .sum()
+        },
         |_, part, slots, looked| read(part, slots, looked.as_ref().expect("passed")),
     );
     let mut reads = Vec::with_capacity(parts.len());
@@ -286,6 +293,7 @@ fn stacked<T: ArrayElement>(
             let passed = checked.as_ref().is_ok_and(|c| c.1.error.is_none());
             (checked, passed)
         },
+        |_| n,
         |k, part, _, checked| read(k, part, checked.as_ref().expect("passed")),
     );
     // Errors in the order one part would meet them: the registry's answers
@@ -485,21 +493,31 @@ impl Names {
 /// its entry there (`None`: no such array).
 type Looked = (Entries, Vec<Option<u32>>);
 
+/// The fewest names for which [`check_then_read`] builds the array file's
+/// index beside the checks: a call this large nearly always reads the 64
+/// names from which a scan builds the whole index.
+const EAGER_INDEX_FROM: usize = 1024;
+
 /// Runs `check` then `read` on each contiguous part of `names` (`per` names
 /// each, with its slots of `out`): `check` gives its answer and whether the
 /// part may be read; `read` gets the part's number, names, slots and
 /// answer. With the array file's index built (or no file), each part
-/// checks then reads in one job. Otherwise the index is built once while
-/// every part checks, then, if every part passed, the parts read: no part
-/// waits while another builds the index, and the index's footers are
-/// decoded beside the registry's lookups. One `(answer, read)` per part,
-/// in order; `None` where the part was not read.
+/// checks then reads in one job. Otherwise the index is built once, then,
+/// if every part passed, the parts read, so no part waits while another
+/// builds it: for a call of [`EAGER_INDEX_FROM`] names or more, while the
+/// parts check (the footers decoded beside the registry lookups, at the
+/// cost of a build that a failed check, or a call that reads few of its
+/// names, did not need); for a smaller call, after the checks, when they
+/// leave enough names to read (`present` counts them from the answers).
+/// One `(answer, read)` per part, in order; `None` where the part was not
+/// read.
 fn check_then_read<S: Send, C: Send + Sync, R: Send>(
     names: &[&str],
     out: &mut [S],
     per: usize,
     file: &Result<Option<&ArrayFile>>,
     check: impl Fn(&[&str]) -> (C, bool) + Sync,
+    present: impl FnOnce(&[C]) -> usize,
     read: impl Fn(usize, &[&str], &mut [S], &C) -> R + Sync,
 ) -> Vec<(C, Option<R>)> {
     let index_built = match file {
@@ -513,22 +531,29 @@ fn check_then_read<S: Send, C: Send + Sync, R: Send>(
             (c, r)
         });
     }
-    // The index is built while the parts check (it reads only the file's
-    // footers; its error, if any, is the first part's read error). When
-    // the checks find fewer names to read than a scan builds the index
-    // for, it is built all the same: the same answers, at some cost.
-    let (checked, ()) = rayon::join(
-        || run_parts(names, out, per, |_, part, _| check(part)),
-        || {
-            if let Ok(Some(f)) = file {
-                let _ = f.prepare_scan(names.len());
-            }
-        },
-    );
+    // A call of EAGER_INDEX_FROM names or more builds the index while its
+    // parts check (it reads only the file's footers; its error, if any, is
+    // the first part's read error). A smaller call checks first and builds
+    // the index only if its answers leave enough names to read (`present`).
+    let eager = names.len() >= EAGER_INDEX_FROM;
+    let build = |names: usize| {
+        if let Ok(Some(f)) = file {
+            let _ = f.prepare_scan(names);
+        }
+    };
+    let mut checks = || run_parts(names, out, per, |_, part, _| check(part));
+    let checked = if eager {
+        rayon::join(checks, || build(names.len())).0
+    } else {
+        checks()
+    };
     if !checked.iter().all(|c| c.1) {
         return checked.into_iter().map(|(c, _)| (c, None)).collect();
     }
     let answers: Vec<C> = checked.into_iter().map(|(c, _)| c).collect();
+    if !eager {
+        build(present(&answers));
+    }
     let reads = run_parts(names, out, per, |k, part, slots| {
         read(k, part, slots, &answers[k])
     });
@@ -662,4 +687,124 @@ fn agree(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use array_format::MemoryStorage;
+    use ndarray::{ArrayD, IxDyn};
+
+    use crate::{Atlas, OpenOptions, StoreConfig};
+
+    /// 2,000 datasets `d0000`… with `A`; the 200 whose number is a
+    /// multiple of 10 also have `B`.
+    async fn store(storage: &MemoryStorage) -> Vec<String> {
+        let a = Atlas::create_with(
+            Arc::new(storage.clone()),
+            Path::new("/s"),
+            StoreConfig::default(),
+        )
+        .await
+        .unwrap();
+        let names: Vec<String> = (0..2000).map(|i| format!("d{i:04}")).collect();
+        for (i, n) in names.iter().enumerate() {
+            let ds = a.create_dataset(n).await.unwrap();
+            let arrays: &[&str] = if i % 10 == 0 { &["A", "B"] } else { &["A"] };
+            for &arr in arrays {
+                ds.define_array::<f32>(arr, vec!["N".into()], vec![2], None, None)
+                    .await
+                    .unwrap();
+                let v = i as f32;
+                let data = ArrayD::from_shape_vec(IxDyn(&[2]), vec![v, -v]).unwrap();
+                ds.write_array(arr, vec![], data.view()).await.unwrap();
+            }
+        }
+        a.flush().await.unwrap();
+        names
+    }
+
+    async fn open(storage: &MemoryStorage) -> Atlas {
+        Atlas::open_with(
+            Arc::new(storage.clone()),
+            Path::new("/s"),
+            OpenOptions::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn index_built(a: &Atlas, array: &str) -> bool {
+        let f = a.inner.file(array).unwrap().expect("the array has a file");
+        let f = f.read().await;
+        f.scan_ready(usize::MAX)
+    }
+
+    /// A call of fewer than `EAGER_INDEX_FROM` names builds the array
+    /// file's whole index only when 64 or more of them have the array; a
+    /// call of that many names builds it beside the checks, even when the
+    /// check then fails. The cells read are the same either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_index_is_built_early_only_for_large_calls() {
+        let storage = MemoryStorage::new();
+        let names = store(&storage).await;
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let cells = |parts: Vec<Option<ArrayD<f32>>>| -> Vec<Option<Vec<f32>>> {
+            parts
+                .into_iter()
+                .map(|p| p.map(|a| a.iter().copied().collect()))
+                .collect()
+        };
+        let want = |range: std::ops::Range<usize>| -> Vec<Option<Vec<f32>>> {
+            range
+                .map(|i| (i % 10 == 0).then(|| vec![i as f32, -(i as f32)]))
+                .collect()
+        };
+
+        // 500 names, 50 of them with `B`: read one by one, no whole index.
+        let a = open(&storage).await;
+        let got = a
+            .read_array_across::<f32>("B", &refs[..500], vec![], vec![])
+            .await
+            .unwrap();
+        assert_eq!(cells(got), want(0..500));
+        assert!(!index_built(&a, "B").await);
+        // 700 names, 70 with `B`: built after the checks.
+        let got = a
+            .read_array_across::<f32>("B", &refs[..700], vec![], vec![])
+            .await
+            .unwrap();
+        assert_eq!(cells(got), want(0..700));
+        assert!(index_built(&a, "B").await);
+
+        // All 2,000 on a fresh handle: built beside the checks.
+        let a = open(&storage).await;
+        let got = a
+            .read_array_across::<f32>("B", &refs, vec![], vec![])
+            .await
+            .unwrap();
+        assert_eq!(cells(got), want(0..2000));
+        assert!(index_built(&a, "B").await);
+
+        // 1,024 names, one unknown: the error, and the index built anyway.
+        let a = open(&storage).await;
+        let mut bad = refs[..1024].to_vec();
+        bad[600] = "nope";
+        let err = a
+            .read_array_across::<f32>("B", &bad, vec![], vec![])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        assert!(index_built(&a, "B").await);
+        // Fewer names with the same unknown one: no index.
+        let a = open(&storage).await;
+        let err = a
+            .read_array_across::<f32>("B", &bad[..1000], vec![], vec![])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        assert!(!index_built(&a, "B").await);
+    }
 }
