@@ -229,11 +229,10 @@ impl Layer {
 
     /// Every record of this layer in the order the writer emitted them
     /// (every footer block decoded and checked). Many blocks are decoded on
-    /// helper threads beside the caller's (as many threads in all as
-    /// rayon's pool has, at least [`BLOCKS_PER_THREAD`] blocks each): plain
-    /// scoped threads, not rayon's, so a caller holding a lock never runs
-    /// another rayon job while it waits. An error is the first failing
-    /// block's, on any number of threads.
+    /// helper threads beside the caller's ([`in_ranges`]): plain scoped
+    /// threads, not rayon's, so a caller holding a lock never runs another
+    /// rayon job while it waits. An error is the first failing block's, on
+    /// any number of threads.
     pub(crate) fn all_records(&self, block: &SharedFetchBlock<'_>) -> Result<Vec<ArrayRecord>> {
         match &self.index {
             LayerIndex::Whole { records, .. } => Ok(records.clone()),
@@ -242,52 +241,7 @@ impl Layer {
                     let bytes = block(self, &index.blocks[k])?;
                     blocked::decode_block_records(&bytes, index, k, &self.path)
                 };
-                let n = index.blocks.len();
-                let threads = rayon::current_num_threads().min(n / BLOCKS_PER_THREAD);
-                let blocks = if threads > 1 {
-                    let per = n.div_ceil(threads);
-                    // Each range stops at its first error: the earlier
-                    // ranges still decode whole, so the first error in
-                    // block order is found.
-                    let run = |from: usize| {
-                        let mut out = Vec::with_capacity(per);
-                        for k in from..n.min(from + per) {
-                            let r = decode(k);
-                            let failed = r.is_err();
-                            out.push(r);
-                            if failed {
-                                break;
-                            }
-                        }
-                        out
-                    };
-                    std::thread::scope(|s| {
-                        // A thread the system refuses (out of threads or
-                        // memory): its share runs here instead.
-                        let helpers: Vec<_> = (1..threads)
-                            .map(|t| {
-                                std::thread::Builder::new()
-                                    .spawn_scoped(s, move || run(t * per))
-                                    .map_err(|_| t)
-                            })
-                            .collect();
-                        let mut all: Vec<Result<_>> = run(0);
-                        for h in helpers {
-                            match h {
-                                Ok(h) => match h.join() {
-                                    Ok(part) => all.extend(part),
-                                    Err(panic) => std::panic::resume_unwind(panic),
-                                },
-                                Err(t) => all.extend(run(t * per)),
-                            }
-                        }
-                        all
-                    })
-                    .into_iter()
-                    .collect::<Result<Vec<_>>>()?
-                } else {
-                    (0..n).map(decode).collect::<Result<Vec<_>>>()?
-                };
+                let blocks = in_ranges(index.blocks.len(), decode)?;
                 blocked::in_emission_order(blocks, index, &self.path)
             }
         }
@@ -330,6 +284,55 @@ fn file_name(path: &Path) -> String {
         .and_then(|n| n.to_str())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// `f` of every index in `0..n`, in order: on the caller's thread, and
+/// when there are [`BLOCKS_PER_THREAD`] items per thread or more, also on
+/// scoped helper threads (as many threads in all as rayon's pool has), each
+/// given a contiguous range. The error is the first in index order on any
+/// number of threads: a range stops at its first error, and the ranges
+/// before it run whole. A helper the system refuses (out of threads or
+/// memory) has its range run on the caller's thread.
+fn in_ranges<R: Send>(n: usize, f: impl Fn(usize) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let threads = rayon::current_num_threads().min(n / BLOCKS_PER_THREAD);
+    if threads < 2 {
+        return (0..n).map(f).collect();
+    }
+    let per = n.div_ceil(threads);
+    let run = |from: usize| {
+        let mut out = Vec::with_capacity(per);
+        for k in from..n.min(from + per) {
+            let r = f(k);
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    };
+    let all: Vec<Result<R>> = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads)
+            .map(|t| {
+                let from = t * per;
+                (
+                    from,
+                    std::thread::Builder::new().spawn_scoped(s, move || run(from)),
+                )
+            })
+            .collect();
+        let mut all = run(0);
+        for (from, helper) in helpers {
+            all.extend(match helper {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => run(from),
+            });
+        }
+        all
+    });
+    all.into_iter().collect()
 }
 
 /// Opens a layer and validates its header, trailer and footer index (format

@@ -2785,9 +2785,8 @@ fn decode_raw(packed: &[u8], r: &BlockRef, path: &Path) -> Result<Vec<u8>> {
                 raw.reserve_exact(raw.len().max(1 << 12).min(limit - raw.len()));
             }
             let (read, written) = (input.pos(), raw.len());
-            let len = raw.len();
             let frame_left = ctx
-                .decompress_stream(&mut OutBuffer::around_pos(&mut raw, len), &mut input)
+                .decompress_stream(&mut OutBuffer::around_pos(&mut raw, written), &mut input)
                 .map_err(zstd)?;
             if frame_left == 0 && input.pos() == packed.len() {
                 return Ok(());
@@ -2887,14 +2886,17 @@ mod tests {
             .ok()?;
             (out.len() == raw as usize).then_some(out)
         };
-        let check = |packed: &[u8], raw: u32| {
+        let decode = |packed: &[u8], raw: u32| {
             let r = BlockRef {
                 off: 7,
                 len: packed.len() as u32,
                 raw,
                 crc: crc32c::crc32c(packed),
             };
-            let got = decode_raw(packed, &r, Path::new("run")).ok();
+            decode_raw(packed, &r, Path::new("run"))
+        };
+        let check = |packed: &[u8], raw: u32| {
+            let got = decode(packed, raw).ok();
             assert_eq!(
                 got,
                 reference(packed, raw),
@@ -2922,20 +2924,7 @@ mod tests {
                 .collect();
             let packed = zstd::bulk::compress(&data, 1).unwrap();
             let raw = size as u32;
-            assert_eq!(
-                decode_raw(
-                    &packed,
-                    &BlockRef {
-                        off: 0,
-                        len: packed.len() as u32,
-                        raw,
-                        crc: crc32c::crc32c(&packed)
-                    },
-                    Path::new("run")
-                )
-                .unwrap(),
-                data
-            );
+            assert_eq!(decode(&packed, raw).unwrap(), data);
             check(&packed, raw);
             check(&packed, raw + 1);
             if raw > 0 {
