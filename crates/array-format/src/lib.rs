@@ -54,7 +54,8 @@ pub use file::{
 pub use schema::{validate_array_name, ArraySchema, MAX_CHUNK_BYTES, MAX_NAME_BYTES, MAX_RANK};
 pub use stats::{ArrayStats, ChunkStats, ChunkSummary};
 pub use storage::{
-    Entry, LocalStorage, LockGuard, MemoryStorage, ReadHandle, Storage, Version, WriteHandle,
+    Entry, LocalStorage, LockGuard, MemoryStorage, ReadHandle, StagedReplace, Storage, Version,
+    WriteHandle,
 };
 #[cfg(feature = "object-store")]
 pub use storage::{ObjectStorage, ObjectStoreStats};

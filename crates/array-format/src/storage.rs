@@ -226,6 +226,69 @@ pub trait WriteHandle: Send + Sync + Debug {
     }
 }
 
+/// A replacement staged by [`Storage::stage_replace`], not yet visible at
+/// its path: give it to [`Storage::finish_replace`] or
+/// [`Storage::discard_staged`] (dropped otherwise, a filesystem's temporary
+/// file stays behind, as after a crash).
+#[derive(Debug)]
+pub struct StagedReplace {
+    path: PathBuf,
+    staged: Staged,
+}
+
+/// What a [`StagedReplace`] holds.
+#[derive(Debug)]
+enum Staged {
+    /// A synced temporary file, and the version its bytes will have.
+    File { tmp: PathBuf, version: Version },
+    /// The bytes, for a storage whose replacement is one request.
+    Bytes(Vec<u8>),
+}
+
+impl StagedReplace {
+    /// A replacement that keeps `bytes` in memory until it is finished
+    /// (for storages whose [`Storage::replace_if`] is one atomic request;
+    /// their `finish_replace` is that call).
+    pub fn in_memory(path: &Path, bytes: &[u8]) -> StagedReplace {
+        StagedReplace {
+            path: path.to_owned(),
+            staged: Staged::Bytes(bytes.to_vec()),
+        }
+    }
+}
+
+/// A fresh temporary path in `path`'s directory, for a replacement of it.
+fn temporary_beside(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("object");
+    dir.join(format!(".{name}.tmp-{:032x}", crate::file::random_uid()))
+}
+
+/// `Ok` when `path`'s current version (of its content; `None` when it does
+/// not exist) is `expected`, else [`crate::Error::Conflict`].
+fn check_current<S: Storage + ?Sized>(
+    storage: &S,
+    path: &Path,
+    expected: Option<&Version>,
+) -> Result<()> {
+    let current = match storage.read_all(path) {
+        Ok(b) => Some(Version::of_content(&b)),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e),
+    };
+    if current.as_ref() != expected {
+        return Err(crate::Error::Conflict {
+            path: path.to_owned(),
+            expected: expected.map(|v| v.0.clone()),
+            found: current.map(|v| v.0),
+        });
+    }
+    Ok(())
+}
+
 /// A held exclusive lock; released on drop.
 pub trait LockGuard: Send + Sync + Debug {}
 
@@ -310,24 +373,9 @@ pub trait Storage: Send + Sync + Debug {
     /// a directory fsync; the check and the rename are atomic only against
     /// writers that hold the store's writer lock, which the store takes first.
     fn replace_if(&self, path: &Path, bytes: &[u8], expected: Option<&Version>) -> Result<Version> {
-        let current = match self.read_all(path) {
-            Ok(b) => Some(Version::of_content(&b)),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        if current.as_ref() != expected {
-            return Err(crate::Error::Conflict {
-                path: path.to_owned(),
-                expected: expected.map(|v| v.0.clone()),
-                found: current.map(|v| v.0),
-            });
-        }
+        check_current(self, path, expected)?;
         let dir = path.parent().unwrap_or(Path::new(""));
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("object");
-        let tmp = dir.join(format!(".{name}.tmp-{:032x}", crate::file::random_uid()));
+        let tmp = temporary_beside(path);
         if let Err(e) = self.write_new_synced(&tmp, bytes) {
             let _ = self.remove_file(&tmp);
             return Err(e);
@@ -338,6 +386,59 @@ pub trait Storage: Send + Sync + Debug {
         }
         self.sync_dir(dir)?;
         Ok(Version::of_content(bytes))
+    }
+
+    /// The first half of [`Storage::replace_if`]: `bytes` made durable
+    /// beside `path` without changing what `path` holds (on filesystems a
+    /// temporary file in `path`'s directory, written and fsynced; object
+    /// stores keep the bytes, since their replacement is one request).
+    /// [`Storage::finish_replace`] then puts them in place, or
+    /// [`Storage::discard_staged`] drops them. A caller with other files to
+    /// make durable before the replacement (a side file the new manifest
+    /// names) writes them while this runs.
+    fn stage_replace(&self, path: &Path, bytes: &[u8]) -> Result<StagedReplace> {
+        let tmp = temporary_beside(path);
+        if let Err(e) = self.write_new_synced(&tmp, bytes) {
+            let _ = self.remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(StagedReplace {
+            path: path.to_owned(),
+            staged: Staged::File {
+                tmp,
+                version: Version::of_content(bytes),
+            },
+        })
+    }
+
+    /// The second half of [`Storage::replace_if`]: puts the staged bytes at
+    /// their path if its current version is `expected`, with the same
+    /// outcomes and errors as `replace_if` (a conflict changes nothing and
+    /// removes the staged file).
+    fn finish_replace(&self, staged: StagedReplace, expected: Option<&Version>) -> Result<Version> {
+        let StagedReplace { path, staged } = staged;
+        let (tmp, version) = match staged {
+            Staged::Bytes(bytes) => return self.replace_if(&path, &bytes, expected),
+            Staged::File { tmp, version } => (tmp, version),
+        };
+        if let Err(e) = check_current(self, &path, expected) {
+            let _ = self.remove_file(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = self.rename(&tmp, &path) {
+            let _ = self.remove_file(&tmp);
+            return Err(e);
+        }
+        self.sync_dir(path.parent().unwrap_or(Path::new("")))?;
+        Ok(version)
+    }
+
+    /// Drops a [`Storage::stage_replace`] that will not be finished (its
+    /// temporary file removed, best effort).
+    fn discard_staged(&self, staged: StagedReplace) {
+        if let Staged::File { tmp, .. } = staged.staged {
+            let _ = self.remove_file(&tmp);
+        }
     }
 
     /// Reads a whole file.
@@ -358,5 +459,72 @@ pub trait Storage: Send + Sync + Debug {
         let mut h = self.create_new(path)?;
         h.append(bytes)?;
         h.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries of `dir` that are temporary files of a replacement.
+    fn temporaries(s: &dyn Storage, dir: &Path) -> Vec<String> {
+        let mut t: Vec<String> = s
+            .list_dir(dir)
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        t.sort();
+        t
+    }
+
+    /// A staged replacement changes nothing until it is finished; finishing
+    /// it is `replace_if` (same version, same conflict); a conflict or a
+    /// discard leaves no temporary file behind.
+    fn staged_replacements_on(s: &dyn Storage, dir: &Path) {
+        s.create_dir_all(dir).unwrap();
+        let path = dir.join("m.json");
+        // Onto nothing: finished with `None` expected.
+        let staged = s.stage_replace(&path, b"one").unwrap();
+        assert!(!s.exists(&path).unwrap(), "staged bytes visible");
+        assert_eq!(temporaries(s, dir).len(), 1);
+        let v1 = s.finish_replace(staged, None).unwrap();
+        assert_eq!(s.read_all(&path).unwrap(), b"one");
+        assert!(temporaries(s, dir).is_empty());
+        // Over a version: the old bytes stay until the finish.
+        let staged = s.stage_replace(&path, b"two").unwrap();
+        assert_eq!(s.read_all(&path).unwrap(), b"one");
+        let v2 = s.finish_replace(staged, Some(&v1)).unwrap();
+        assert_eq!(s.read_all(&path).unwrap(), b"two");
+        assert_eq!(v2, Version::of_content(b"two"));
+        // A stale version: a conflict, nothing changed, nothing left.
+        let staged = s.stage_replace(&path, b"three").unwrap();
+        let e = s.finish_replace(staged, Some(&v1)).unwrap_err();
+        assert!(matches!(e, crate::Error::Conflict { .. }), "{e}");
+        let staged = s.stage_replace(&path, b"three").unwrap();
+        let e = s.finish_replace(staged, None).unwrap_err();
+        assert!(matches!(e, crate::Error::Conflict { .. }), "{e}");
+        assert_eq!(s.read_all(&path).unwrap(), b"two");
+        assert!(temporaries(s, dir).is_empty());
+        // Discarded: nothing changed, nothing left.
+        let staged = s.stage_replace(&path, b"four").unwrap();
+        s.discard_staged(staged);
+        assert_eq!(s.read_all(&path).unwrap(), b"two");
+        assert!(temporaries(s, dir).is_empty());
+        // The version `replace_if` gives the same bytes.
+        assert_eq!(s.replace_if(&path, b"five", Some(&v2)).unwrap(), {
+            Version::of_content(b"five")
+        });
+    }
+
+    #[test]
+    fn staged_replacements_in_memory() {
+        staged_replacements_on(&MemoryStorage::new(), Path::new("/store"));
+    }
+
+    #[test]
+    fn staged_replacements_on_a_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        staged_replacements_on(&LocalStorage, &dir.path().join("store"));
     }
 }

@@ -9,6 +9,7 @@
 //! once the operation succeeds without reaching the fault.
 
 use array_format::storage::{Fault, FaultKind};
+use array_format::Storage;
 use atlas_core::verify::verify;
 use atlas_core::{Atlas, Attr, Error, FillValue, MemoryStorage, StoreConfig};
 
@@ -130,6 +131,23 @@ async fn assert_refuses_writes(s: &Atlas, ctx: &str) {
     assert!(is_poisoned(&s.compact().await), "{ctx}: compact");
 }
 
+/// Asserts that the retired-list side file the manifest names, if it names
+/// one, is in `atlas.history/` whole (a writer that opens the store reads
+/// it; readers, and so `verify`, do not).
+fn assert_side_file(storage: &MemoryStorage, ctx: &str) {
+    let root = crate::common::mem_root();
+    let bytes = storage.read_all(&root.join("atlas.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    if let Some(name) = manifest["retired_file"].as_str() {
+        let side = storage
+            .read_all(&root.join("atlas.history").join(name))
+            .unwrap_or_else(|e| panic!("{ctx}: the manifest names {name}: {e}"));
+        let side: serde_json::Value = serde_json::from_slice(&side)
+            .unwrap_or_else(|e| panic!("{ctx}: the side file {name} is damaged: {e}"));
+        assert!(side["retired"].is_array(), "{ctx}: {side}");
+    }
+}
+
 fn assert_sound(s: &Atlas, ctx: &str) {
     let report = verify(s, |_, _| {});
     assert!(
@@ -152,14 +170,50 @@ fn which(got: &Snapshot, old: &Snapshot, new: &Snapshot) -> &'static str {
 
 #[tokio::test]
 async fn fault_at_every_step_of_flush() {
+    flush_faults(false).await;
+}
+
+/// The same with a retired list long enough for a side file, which the
+/// commit writes beside the new manifest's temporary file: the faults land
+/// in either, in whatever order the two threads reach storage.
+#[tokio::test]
+async fn fault_at_every_step_of_a_flush_with_a_retired_side_file() {
+    flush_faults(true).await;
+}
+
+/// Rewrites `keep`'s `temp` and flushes, 40 times: a retired list past the
+/// 32 entries a manifest holds inline.
+async fn long_history(storage: &MemoryStorage, s: &Atlas) {
+    let keep = s.open_dataset("keep").await.unwrap();
+    for i in 0..40 {
+        keep.write_array("temp", vec![0, 0], full(&[2, 2], i as f32).view())
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+    }
+    let manifest = storage
+        .read_all(&crate::common::mem_root().join("atlas.json"))
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&manifest).contains("\"retired_file\""),
+        "the retired list is not in a side file"
+    );
+}
+
+/// [`fault_at_every_step_of_flush`], on a store with a retired side file
+/// when `side_file`.
+async fn flush_faults(side_file: bool) {
     for kind in [FaultKind::Fail, FaultKind::Tear] {
         let mut n = 0;
         let mut poisoned = 0;
         loop {
             assert!(n < MAX_STEPS, "flush never completed");
-            let ctx = format!("flush, Fault {{ nth: {n}, kind: {kind:?} }}");
+            let ctx = format!("flush, Fault {{ nth: {n}, kind: {kind:?} }}, side file {side_file}");
             let storage = MemoryStorage::new();
             let s = seeded(&storage).await;
+            if side_file {
+                long_history(&storage, &s).await;
+            }
             let old = snapshot(&s).await;
             mutate(&s).await;
             let new = snapshot(&s).await;
@@ -178,6 +232,7 @@ async fn fault_at_every_step_of_flush() {
                         which(&got, &old, &new)
                     );
                     assert_sound(&r, &ctx);
+                    assert_side_file(&storage, &ctx);
                     if !reached {
                         break;
                     }
@@ -196,6 +251,7 @@ async fn fault_at_every_step_of_flush() {
                     let r = reopen_mem(&storage, &ctx).await;
                     let got = snapshot(&r).await;
                     assert_sound(&r, &ctx);
+                    assert_side_file(&storage, &ctx);
                     drop(r);
                     let retry = s.flush().await;
                     if is_poisoned(&retry) {
@@ -216,6 +272,7 @@ async fn fault_at_every_step_of_flush() {
                         let r = reopen_mem(&storage, &ctx).await;
                         assert!(r.dataset_exists("post").unwrap(), "{ctx}");
                         assert_sound(&r, &ctx);
+                        assert_side_file(&storage, &ctx);
                     } else {
                         assert!(
                             got == old,
@@ -232,6 +289,7 @@ async fn fault_at_every_step_of_flush() {
                             which(&got, &old, &new)
                         );
                         assert_sound(&r, &ctx);
+                        assert_side_file(&storage, &ctx);
                     }
                 }
             }
