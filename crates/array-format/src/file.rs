@@ -295,6 +295,10 @@ pub struct ArrayFile {
     /// The committed layers' merged state, built lazily.
     index: MergedIndex,
     pending: Pending,
+    /// The schema of the last [`ArrayFile::define`] or
+    /// [`ArrayFile::define_new`], which
+    /// [`ArrayFile::share_schema`] hands out again for an equal one.
+    last_defined: Option<Arc<ArraySchema>>,
 }
 
 fn fill_of<T: ArrayElement>(schema: &ArraySchema) -> T {
@@ -325,6 +329,7 @@ impl ArrayFile {
             pending: Pending::with_budget(Arc::new(PendingBudget::new(
                 options.pending_budget_bytes,
             ))),
+            last_defined: None,
         })
     }
 
@@ -378,6 +383,7 @@ impl ArrayFile {
             pending: Pending::with_budget(Arc::new(PendingBudget::new(
                 options.pending_budget_bytes,
             ))),
+            last_defined: None,
         };
         for (id, handle) in layers {
             let layer = open_layer_handle(handle, &dir.join(id.as_str()))?;
@@ -611,9 +617,22 @@ impl ArrayFile {
                 name: name.to_owned(),
             });
         }
+        self.last_defined = Some(Arc::clone(&schema));
         self.pending
             .set_record(name, RecordKind::Define, Some(schema));
         Ok(())
+    }
+
+    /// `schema` in an `Arc`: the last [`ArrayFile::define`]'s or
+    /// [`ArrayFile::define_new`]'s when the two are equal (fill values compared bit for bit, so they encode
+    /// alike), else a new one. Datasets defined one at a time with the same
+    /// definition then share one schema, in memory, in the registry's
+    /// dictionary and in the layer, as the datasets of a batch do.
+    pub fn share_schema(&self, schema: ArraySchema) -> Arc<ArraySchema> {
+        match &self.last_defined {
+            Some(last) if **last == schema => Arc::clone(last),
+            _ => Arc::new(schema),
+        }
     }
 
     /// Defines an array whose name the caller knows to be new (atlas-core's
@@ -644,6 +663,7 @@ impl ArrayFile {
                 name: name.to_owned(),
             });
         }
+        self.last_defined = Some(Arc::clone(&schema));
         self.pending
             .set_record(name, RecordKind::Define, Some(schema));
         Ok(())

@@ -1258,3 +1258,51 @@ fn cells_encoded_ahead_are_stored_as_a_write_stores_them() {
         Err(array_format::Error::InvalidSchema { .. })
     ));
 }
+
+/// Arrays defined one at a time with equal definitions share one schema
+/// (`share_schema`); fill values that differ only in their bits (`0.0` and
+/// `-0.0`, two NaN payloads) are not shared, and every array reads back its
+/// own fill bits after a flush and a reopen.
+#[test]
+fn equal_definitions_share_one_schema_and_keep_their_fill_bits() {
+    use array_format::{ArraySchema, DType, FillValue};
+    let (storage, mut f) = crate::common::mem_file(ArrayFileOptions::default());
+    let def = |bits: u32| {
+        ArraySchema::new(
+            "v",
+            DType::Float32,
+            crate::common::dims(1),
+            vec![4],
+            Some(vec![2]),
+            Some(FillValue::Float32(f32::from_bits(bits))),
+        )
+        .unwrap()
+    };
+    let fills: [(&str, u32); 6] = [
+        ("a", 0.0f32.to_bits()),
+        ("b", 0.0f32.to_bits()),
+        ("c", (-0.0f32).to_bits()),
+        ("d", 0x7fc0_0001),
+        ("e", 0x7fc0_0001),
+        ("f", 0x7fc0_0002),
+    ];
+    let mut last: Option<(Arc<ArraySchema>, u32)> = None;
+    for (name, bits) in fills {
+        let schema = f.share_schema(def(bits));
+        let shared = last.as_ref().is_some_and(|(l, _)| Arc::ptr_eq(l, &schema));
+        let same_bits = last.as_ref().is_some_and(|(_, b)| *b == bits);
+        assert_eq!(shared, same_bits, "{name}");
+        f.define_new(name, Arc::clone(&schema)).unwrap();
+        last = Some((schema, bits));
+    }
+    assert!(f.flush().unwrap().is_some());
+    let g = crate::common::mem_open(&storage, &f.layers()).unwrap();
+    for (name, bits) in fills {
+        let cells = g.read_array::<f32>(name, &[], &[]).unwrap();
+        assert!(
+            cells.iter().all(|c| c.to_bits() == bits),
+            "{name}: {:?}",
+            cells.iter().map(|c| c.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}

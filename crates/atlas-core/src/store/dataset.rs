@@ -150,8 +150,9 @@ impl DatasetView {
         // not asked to look the name up in its committed layers (a footer
         // block per layer, for every new dataset): its `Define` record voids
         // whatever they hold.
-        // One copy of the schema for the array file and the registry.
-        let schema = Arc::new(schema);
+        // One copy of the schema for the array file and the registry,
+        // shared with the last dataset's when equal.
+        let schema = f.share_schema(schema);
         f.define_new(&self.name, Arc::clone(&schema))
             .map_err(|e| Error::array(&self.name, name, e))?;
         self.with_arrays_mut(ArraysChange::Added(name), |m| {

@@ -1737,6 +1737,52 @@ async fn unusual_fill_values_survive_the_registry_bit_for_bit() {
     }
 }
 
+/// Datasets defined one after another with the same array definition share
+/// one schema (the array file's `share_schema`); a fill value that differs
+/// only in its bits is its own, through the registry and the layer: each
+/// dataset reads back its own fill after a flush and a reopen.
+#[tokio::test]
+async fn one_at_a_time_definitions_keep_each_fill_bit_for_bit() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    let fills: [u32; 6] = [
+        0.0f32.to_bits(),
+        0.0f32.to_bits(),
+        (-0.0f32).to_bits(),
+        0x7fc0_0001,
+        0x7fc0_0001,
+        0x7fc0_0002,
+    ];
+    for (i, bits) in fills.iter().enumerate() {
+        let ds = s.create_dataset(&format!("d{i}")).await.unwrap();
+        ds.define_array::<f32>(
+            "v",
+            strings(&["i"]),
+            vec![3],
+            None,
+            Some(FillValue::Float32(f32::from_bits(*bits))),
+        )
+        .await
+        .unwrap();
+    }
+    s.flush().await.unwrap();
+    let r = reopen_mem(&storage, "after flush").await;
+    for (i, bits) in fills.iter().enumerate() {
+        let ds = r.open_dataset(&format!("d{i}")).await.unwrap();
+        let fill = ds.array_schema("v").unwrap().unwrap().fill_value.unwrap();
+        assert!(
+            fill.same_as(&FillValue::Float32(f32::from_bits(*bits))),
+            "d{i}: {fill:?}"
+        );
+        let v = ds
+            .read_array::<f32>("v", vec![], vec![])
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(v.iter().all(|x| x.to_bits() == *bits), "d{i}: {v:?}");
+    }
+}
+
 #[tokio::test]
 async fn edge_shapes_scalars_empty_axes_and_oversized_chunks() {
     let storage = MemoryStorage::new();
