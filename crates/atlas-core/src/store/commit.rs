@@ -120,19 +120,19 @@ pub(crate) fn write_manifest(
             || write_retired(storage, root, &name, manifest, &sealed),
             || storage.stage_replace(&path, &bytes),
         );
-        match (side, staged) {
-            (Ok(()), Ok(staged)) => staged,
-            (side, staged) => {
-                let e = match (side, staged) {
-                    (Err(e), staged) => {
-                        if let Ok(s) = staged {
-                            storage.discard_staged(s);
-                        }
-                        e
-                    }
-                    (Ok(()), Err(e)) => e,
-                    (Ok(()), Ok(_)) => unreachable!("matched above"),
-                };
+        // The side file's error first when both fail (the order of the
+        // old sequence).
+        let both = match (side, staged) {
+            (Ok(()), Ok(staged)) => Ok(staged),
+            (Err(e), Ok(staged)) => {
+                storage.discard_staged(staged);
+                Err(e)
+            }
+            (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(e),
+        };
+        match both {
+            Ok(staged) => staged,
+            Err(e) => {
                 let _ = storage.remove_file(&root.join(HISTORY_DIR).join(&name));
                 forget_new(m);
                 m.retired_file = previous;
@@ -184,13 +184,19 @@ fn beside<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A
     std::thread::scope(|s| {
         let spawned = std::thread::Builder::new()
             .name("atlas-commit".into())
-            .spawn_scoped(s, || slot.lock().take().map(|a| a()));
+            .spawn_scoped(s, || {
+                let a = slot.lock().take();
+                a.map(|a| a())
+            });
         let rb = b();
         let ra = match spawned {
             Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
             Err(_) => None,
         };
-        let ra = ra.unwrap_or_else(|| (slot.lock().take().expect("`a` runs once"))());
+        let ra = ra.unwrap_or_else(|| {
+            let a = slot.lock().take();
+            a.expect("`a` runs once")()
+        });
         (ra, rb)
     })
 }
@@ -1071,6 +1077,25 @@ mod tests {
     use crate::{Atlas, OpenOptions, StoreConfig};
 
     const ROOT: &str = "/store";
+
+    /// `beside` runs its two halves at once (the second waits for a
+    /// message the first sends; one after the other, it would give up after
+    /// 10 s) and gives back both results; a panic in the helper thread's
+    /// half reaches the caller.
+    #[test]
+    fn beside_runs_both_halves_at_once() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (a, b) = super::beside(
+            move || tx.send(7).map(|()| "sent"),
+            || rx.recv_timeout(std::time::Duration::from_secs(10)),
+        );
+        assert_eq!(a, Ok("sent"));
+        assert_eq!(b, Ok(7));
+        let caught = std::panic::catch_unwind(|| {
+            super::beside(|| -> u8 { panic!("in the helper") }, || 1u8)
+        });
+        assert!(caught.is_err());
+    }
 
     /// A store of 40 datasets `x000`… (`T` = [i, i + 0.5]) in one run.
     async fn forty(storage: &MemoryStorage) -> Atlas {
