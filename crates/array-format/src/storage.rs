@@ -231,6 +231,7 @@ pub trait WriteHandle: Send + Sync + Debug {
 /// [`Storage::discard_staged`] (dropped otherwise, a filesystem's temporary
 /// file stays behind, as after a crash).
 #[derive(Debug)]
+#[must_use = "a staged replacement changes nothing until it is finished"]
 pub struct StagedReplace {
     path: PathBuf,
     staged: Staged,
@@ -247,9 +248,9 @@ enum Staged {
 
 impl StagedReplace {
     /// A replacement that keeps `bytes` in memory until it is finished
-    /// (for storages whose [`Storage::replace_if`] is one atomic request;
-    /// their `finish_replace` is that call).
-    pub fn in_memory(path: &Path, bytes: &[u8]) -> StagedReplace {
+    /// (object stores: their [`Storage::replace_if`] is one atomic request,
+    /// which `finish_replace` then makes).
+    pub(crate) fn in_memory(path: &Path, bytes: &[u8]) -> StagedReplace {
         StagedReplace {
             path: path.to_owned(),
             staged: Staged::Bytes(bytes.to_vec()),
@@ -397,6 +398,11 @@ pub trait Storage: Send + Sync + Debug {
     /// make durable before the replacement (a side file the new manifest
     /// names) writes them while this runs.
     fn stage_replace(&self, path: &Path, bytes: &[u8]) -> Result<StagedReplace> {
+        if self.is_object_store() {
+            // Its `replace_if` is the one atomic request: no temporary
+            // object and rename.
+            return Ok(StagedReplace::in_memory(path, bytes));
+        }
         let tmp = temporary_beside(path);
         if let Err(e) = self.write_new_synced(&tmp, bytes) {
             let _ = self.remove_file(&tmp);

@@ -1018,11 +1018,6 @@ impl Storage for ObjectStorage {
         Ok((bytes.to_vec(), version_of(meta.e_tag, meta.version, path)?))
     }
 
-    fn stage_replace(&self, path: &Path, bytes: &[u8]) -> Result<crate::storage::StagedReplace> {
-        // A conditional PUT is the whole replacement: nothing to stage.
-        Ok(crate::storage::StagedReplace::in_memory(path, bytes))
-    }
-
     fn replace_if(&self, path: &Path, bytes: &[u8], expected: Option<&Version>) -> Result<Version> {
         let store = self.store();
         let key = key_of(path)?;

@@ -1078,19 +1078,28 @@ mod tests {
 
     const ROOT: &str = "/store";
 
-    /// `beside` runs its two halves at once (the second waits for a
-    /// message the first sends; one after the other, it would give up after
-    /// 10 s) and gives back both results; a panic in the helper thread's
-    /// half reaches the caller.
+    /// `beside` runs its two halves at once (each waits for the other's
+    /// message after sending its own: one after the other, in either
+    /// order, the first would give up after 10 s) and gives back both
+    /// results; a panic in the helper thread's half reaches the caller.
     #[test]
     fn beside_runs_both_halves_at_once() {
-        let (tx, rx) = std::sync::mpsc::channel();
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let (to_b, from_a) = channel();
+        let (to_a, from_b) = channel();
         let (a, b) = super::beside(
-            move || tx.send(7).map(|()| "sent"),
-            || rx.recv_timeout(std::time::Duration::from_secs(10)),
+            move || {
+                to_b.send('a').unwrap();
+                from_b.recv_timeout(Duration::from_secs(10))
+            },
+            move || {
+                to_a.send('b').unwrap();
+                from_a.recv_timeout(Duration::from_secs(10))
+            },
         );
-        assert_eq!(a, Ok("sent"));
-        assert_eq!(b, Ok(7));
+        assert_eq!(a, Ok('b'));
+        assert_eq!(b, Ok('a'));
         let caught = std::panic::catch_unwind(|| {
             super::beside(|| -> u8 { panic!("in the helper") }, || 1u8)
         });
