@@ -258,14 +258,30 @@ impl StagedReplace {
     }
 }
 
-/// A fresh temporary path in `path`'s directory, for a replacement of it.
-fn temporary_beside(path: &Path) -> PathBuf {
+/// Stages a replacement of `path` in a synced temporary file of its
+/// directory (removed again if that fails).
+fn stage_in_file<S: Storage + ?Sized>(
+    storage: &S,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<StagedReplace> {
     let dir = path.parent().unwrap_or(Path::new(""));
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("object");
-    dir.join(format!(".{name}.tmp-{:032x}", crate::file::random_uid()))
+    let tmp = dir.join(format!(".{name}.tmp-{:032x}", crate::file::random_uid()));
+    if let Err(e) = storage.write_new_synced(&tmp, bytes) {
+        let _ = storage.remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(StagedReplace {
+        path: path.to_owned(),
+        staged: Staged::File {
+            tmp,
+            version: Version::of_content(bytes),
+        },
+    })
 }
 
 /// `Ok` when `path`'s current version (of its content; `None` when it does
@@ -370,23 +386,14 @@ pub trait Storage: Send + Sync + Debug {
     /// and changes nothing. Any other error leaves the outcome unknown (the
     /// write may have landed): callers that must know read it back.
     ///
-    /// On filesystems this is a temporary file, fsync, rename over `path` and
-    /// a directory fsync; the check and the rename are atomic only against
-    /// writers that hold the store's writer lock, which the store takes first.
+    /// On filesystems this is [`Storage::stage_replace`] then
+    /// [`Storage::finish_replace`]: a temporary file, fsync, the version
+    /// check, rename over `path` and a directory fsync; the check and the
+    /// rename are atomic only against writers that hold the store's writer
+    /// lock, which the store takes first.
     fn replace_if(&self, path: &Path, bytes: &[u8], expected: Option<&Version>) -> Result<Version> {
-        check_current(self, path, expected)?;
-        let dir = path.parent().unwrap_or(Path::new(""));
-        let tmp = temporary_beside(path);
-        if let Err(e) = self.write_new_synced(&tmp, bytes) {
-            let _ = self.remove_file(&tmp);
-            return Err(e);
-        }
-        if let Err(e) = self.rename(&tmp, path) {
-            let _ = self.remove_file(&tmp);
-            return Err(e);
-        }
-        self.sync_dir(dir)?;
-        Ok(Version::of_content(bytes))
+        let staged = stage_in_file(self, path, bytes)?;
+        self.finish_replace(staged, expected)
     }
 
     /// The first half of [`Storage::replace_if`]: `bytes` made durable
@@ -403,18 +410,7 @@ pub trait Storage: Send + Sync + Debug {
             // object and rename.
             return Ok(StagedReplace::in_memory(path, bytes));
         }
-        let tmp = temporary_beside(path);
-        if let Err(e) = self.write_new_synced(&tmp, bytes) {
-            let _ = self.remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(StagedReplace {
-            path: path.to_owned(),
-            staged: Staged::File {
-                tmp,
-                version: Version::of_content(bytes),
-            },
-        })
+        stage_in_file(self, path, bytes)
     }
 
     /// The second half of [`Storage::replace_if`]: puts the staged bytes at

@@ -122,34 +122,23 @@ pub(crate) fn write_manifest(
         );
         // The side file's error first when both fail (the order of the
         // old sequence).
-        let both = match (side, staged) {
-            (Ok(()), Ok(staged)) => Ok(staged),
-            (Err(e), Ok(staged)) => {
-                storage.discard_staged(staged);
+        match (side, staged) {
+            (Ok(()), staged) => staged,
+            (Err(e), staged) => {
+                if let Ok(staged) = staged {
+                    storage.discard_staged(staged);
+                }
                 Err(e)
-            }
-            (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(e),
-        };
-        match both {
-            Ok(staged) => staged,
-            Err(e) => {
-                let _ = storage.remove_file(&root.join(HISTORY_DIR).join(&name));
-                forget_new(m);
-                m.retired_file = previous;
-                return Err(CommitError::Before(e));
             }
         }
     } else {
-        match storage.stage_replace(&path, &m.encode()) {
-            Ok(staged) => staged,
-            Err(e) => {
-                forget_new(m);
-                m.retired_file = previous;
-                return Err(CommitError::Before(e));
-            }
-        }
+        storage.stage_replace(&path, &m.encode())
     };
-    let outcome = replace_manifest(storage, root, staged, expected, &commit_id);
+    // Nothing is renamed when staging fails: the previous commit stands.
+    let outcome = match staged {
+        Ok(staged) => replace_manifest(storage, &path, staged, expected, &commit_id),
+        Err(e) => Err(CommitError::Before(e)),
+    };
     match &outcome {
         Ok(_) => {
             let history = root.join(HISTORY_DIR);
@@ -332,12 +321,11 @@ pub(crate) fn read_manifest_for_writer(inner: &Inner) -> Result<(Manifest, Versi
 /// Replaces the manifest with the staged one (see [`write_manifest`]).
 fn replace_manifest(
     storage: &dyn Storage,
-    root: &Path,
+    path: &Path,
     staged: StagedReplace,
     expected: Option<&Version>,
     commit_id: &str,
 ) -> Result<Version, CommitError> {
-    let path = root.join(REGISTRY_FILE);
     let e = match storage.finish_replace(staged, expected) {
         Ok(v) => return Ok(v),
         Err(array_format::Error::Conflict { .. }) if !storage.is_object_store() => {
@@ -349,14 +337,14 @@ fn replace_manifest(
     // An object-store client retries a request whose response was lost; the
     // retry of a write that landed finds its own version and reports a
     // conflict. The commit id read back tells whether the write is ours.
-    let (bytes, v) = match storage.read_versioned(&path) {
+    let (bytes, v) = match storage.read_versioned(path) {
         Ok(read) => read,
         Err(read_err) if read_err.is_not_found() && expected.is_none() => {
             return Err(CommitError::Before(e))
         }
         Err(_) => return Err(CommitError::Unknown(e)),
     };
-    let ours = match Manifest::decode(&bytes, &path) {
+    let ours = match Manifest::decode(&bytes, path) {
         Ok(found) => found.commit_id.as_deref() == Some(commit_id),
         Err(_) if conflict => false,
         Err(_) => return Err(CommitError::Unknown(e)),
