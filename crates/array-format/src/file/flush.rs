@@ -30,13 +30,52 @@ impl UnsyncedLayer {
         &self.path
     }
 
+    /// The new layer's id (its file's name).
+    pub fn id(&self) -> LayerId {
+        LayerId(
+            self.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+
+    /// Its size in bytes.
+    pub fn len_bytes(&self) -> u64 {
+        self.out.position()
+    }
+
+    /// The directory that holds it, whose entry for the file
+    /// [`UnsyncedLayer::sync_file`] leaves to the caller to fsync.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Fsyncs the file and its directory; the layer, ready to install
     /// once committed. On an error the file is removed (best effort).
-    pub fn sync(mut self) -> Result<PreparedLayer> {
+    pub fn sync(self) -> Result<PreparedLayer> {
+        self.sync_with(true)
+    }
+
+    /// [`UnsyncedLayer::sync`] without the directory's fsync: the caller
+    /// fsyncs [`UnsyncedLayer::dir`] (at the same time, or once for many
+    /// layers of one directory) before a commit names the layer.
+    pub fn sync_file(self) -> Result<PreparedLayer> {
+        self.sync_with(false)
+    }
+
+    fn sync_with(mut self, with_dir: bool) -> Result<PreparedLayer> {
         let result = self
             .out
             .sync()
-            .and_then(|()| self.storage.sync_dir(&self.dir))
+            .and_then(|()| {
+                if with_dir {
+                    self.storage.sync_dir(&self.dir)
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| self.storage.open_read(&self.path));
         match result {
             Ok(handle) => Ok(PreparedLayer {

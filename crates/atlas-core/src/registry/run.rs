@@ -1517,8 +1517,19 @@ impl<'s> RunWriter<'s> {
     }
 
     /// Writes the sections after the records, the index and the trailer, and
-    /// makes the file durable.
-    pub(crate) fn finish(mut self) -> Result<()> {
+    /// makes the file durable (the tests' form: a flush syncs the run
+    /// beside its other files).
+    #[cfg(test)]
+    pub(crate) fn finish(self) -> Result<()> {
+        self.finish_unsynced()?.sync()?;
+        Ok(())
+    }
+
+    /// [`RunWriter::finish`] up to the fsync: the file is whole (on a
+    /// filesystem, readable through a new handle) but not yet durable; its
+    /// handle, to sync before a commit names the run. An object store's
+    /// handle uploads when synced: nothing is readable before.
+    pub(crate) fn finish_unsynced(mut self) -> Result<Box<dyn WriteHandle>> {
         self.flush_block()?;
         let ids = std::mem::take(&mut self.ids);
         let id_blocks = self.write_column(ids)?;
@@ -1589,8 +1600,8 @@ impl<'s> RunWriter<'s> {
         trailer.extend_from_slice(&ix.crc.to_le_bytes());
         trailer.extend_from_slice(&RUN_END_MAGIC);
         self.out.append(&trailer)?;
-        self.out.sync()?;
-        Ok(())
+        self.out.release_buffer()?;
+        Ok(self.out)
     }
 
     fn write_bitmap(&mut self, b: &RoaringTreemap) -> Result<BlockRef> {

@@ -16,12 +16,13 @@
 //! files are removed only after the commit that stopped naming them.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use array_format::{
     ArrayFile, ArrayStats, LayerId, PreparedLayer, StagedReplace, Storage, UnsyncedLayer, Version,
+    WriteHandle,
 };
 use indexmap::IndexMap;
 use rayon::prelude::*;
@@ -92,6 +93,34 @@ pub(crate) fn write_manifest(
     m: &mut Manifest,
     expected: Option<&Version>,
 ) -> Result<Version, CommitError> {
+    let staged = stage_manifest(storage, root, m).map_err(CommitError::Before)?;
+    finish_manifest(storage, root, m, staged, expected)
+}
+
+/// A manifest [`stage_manifest`] made durable beside the current one,
+/// with its retired list's side file (if any) written: the commit's
+/// last step, [`finish_manifest`], or [`abandon_manifest`], is still to
+/// come.
+#[must_use = "a staged manifest is finished or abandoned"]
+pub(crate) struct StagedManifest {
+    staged: StagedReplace,
+    path: PathBuf,
+    commit_id: String,
+    /// The side file of the manifest being replaced.
+    previous: Option<String>,
+    /// Retired-list chunks this commit sealed (new files).
+    sealed: Vec<Arc<Sealed>>,
+}
+
+/// Step (2) of [`write_manifest`]: gives `m` a fresh commit id, writes
+/// its retired list's side file and stages its bytes (durable, not yet
+/// the manifest). On an error nothing of it is left and `m` names its
+/// previous side file again.
+pub(crate) fn stage_manifest(
+    storage: &dyn Storage,
+    root: &Path,
+    m: &mut Manifest,
+) -> std::result::Result<StagedManifest, array_format::Error> {
     debug_assert!(m.retired_loaded, "a commit needs the whole retired list");
     let commit_id = format!("{:032x}", array_format::random_uid());
     m.commit_id = Some(commit_id.clone());
@@ -99,12 +128,6 @@ pub(crate) fn write_manifest(
     m.version = crate::REGISTRY_VERSION;
     let previous = m.retired_file.take();
     let sealed = seal_retired(m);
-    let forget_new = |m: &mut Manifest| {
-        for c in &sealed {
-            let _ = storage.remove_file(&root.join(HISTORY_DIR).join(&c.file));
-        }
-        unseal_retired(m, &sealed);
-    };
     let path = root.join(REGISTRY_FILE);
     // The new manifest's bytes are made durable beside the old manifest
     // first (a synced temporary file on filesystems), and with a side file
@@ -134,11 +157,39 @@ pub(crate) fn write_manifest(
     } else {
         storage.stage_replace(&path, &m.encode())
     };
-    // Nothing is renamed when staging fails: the previous commit stands.
-    let outcome = match staged {
-        Ok(staged) => replace_manifest(storage, &path, staged, expected, &commit_id),
-        Err(e) => Err(CommitError::Before(e)),
-    };
+    match staged {
+        Ok(staged) => Ok(StagedManifest {
+            staged,
+            path,
+            commit_id,
+            previous,
+            sealed,
+        }),
+        Err(e) => {
+            forget_staged(storage, root, m, previous, &sealed);
+            Err(e)
+        }
+    }
+}
+
+/// Step (3) of [`write_manifest`]: the staged manifest replaces the current
+/// one if that is still at `expected`. A failure other than an unknown
+/// outcome leaves the previous commit and removes what the staging wrote.
+pub(crate) fn finish_manifest(
+    storage: &dyn Storage,
+    root: &Path,
+    m: &mut Manifest,
+    s: StagedManifest,
+    expected: Option<&Version>,
+) -> Result<Version, CommitError> {
+    let StagedManifest {
+        staged,
+        path,
+        commit_id,
+        previous,
+        sealed,
+    } = s;
+    let outcome = replace_manifest(storage, &path, staged, expected, &commit_id);
     match &outcome {
         Ok(_) => {
             let history = root.join(HISTORY_DIR);
@@ -151,14 +202,41 @@ pub(crate) fn write_manifest(
         }
         // The manifest may name the new side file: it stays.
         Err(CommitError::Unknown(_)) => {}
-        Err(_) => {
-            if let Some(new) = std::mem::replace(&mut m.retired_file, previous) {
-                let _ = storage.remove_file(&root.join(HISTORY_DIR).join(new));
-            }
-            forget_new(m);
-        }
+        Err(_) => forget_staged(storage, root, m, previous, &sealed),
     }
     outcome
+}
+
+/// A staged manifest that will not be committed (the commit failed before
+/// its last step): its staged bytes, side file and sealed chunks are
+/// removed, and `m` names its previous side file again.
+pub(crate) fn abandon_manifest(
+    storage: &dyn Storage,
+    root: &Path,
+    m: &mut Manifest,
+    s: StagedManifest,
+) {
+    storage.discard_staged(s.staged);
+    forget_staged(storage, root, m, s.previous, &s.sealed);
+}
+
+/// Undoes what [`stage_manifest`] did to `m` and the files it wrote beside
+/// the manifest (best effort: what is left is garbage no manifest names).
+fn forget_staged(
+    storage: &dyn Storage,
+    root: &Path,
+    m: &mut Manifest,
+    previous: Option<String>,
+    sealed: &[Arc<Sealed>],
+) {
+    let history = root.join(HISTORY_DIR);
+    if let Some(new) = std::mem::replace(&mut m.retired_file, previous) {
+        let _ = storage.remove_file(&history.join(new));
+    }
+    for c in sealed {
+        let _ = storage.remove_file(&history.join(&c.file));
+    }
+    unseal_retired(m, sealed);
 }
 
 /// Runs `a` on a thread of its own (scoped) while this thread runs `b`,
@@ -358,9 +436,175 @@ fn replace_manifest(
     }
 }
 
-fn remove_prepared(storage: &dyn Storage, prepared: &[(usize, PreparedLayer)]) {
-    for (_, p) in prepared {
-        let _ = storage.remove_file(p.path());
+/// The layers a flush wrote, by the index of their array file in the
+/// flush's write guards: those synced, and the last batch, being synced
+/// on a thread of its own ([`sync_layers`]) while the commit goes on.
+#[derive(Default)]
+struct Written {
+    prepared: Vec<(usize, PreparedLayer)>,
+    /// Every layer's array-file index, id and size in bytes.
+    ids: Vec<(usize, LayerId, u64)>,
+    syncing: Option<Background<Result<Synced>>>,
+    /// The registry's new run, being synced (with `atlas.meta/`).
+    run_sync: Option<Background<Result<()>>>,
+}
+
+/// Layers synced, by the index of their array file.
+type Synced = Vec<(usize, PreparedLayer)>;
+
+/// Work on a thread of its own (the fsyncs of a commit's files, while the
+/// commit builds and stages its manifest), waited for later. A thread the
+/// system refuses: the work runs when waited for.
+struct Background<T>(Started<T>);
+
+enum Started<T> {
+    Thread(std::thread::JoinHandle<Option<T>>),
+    Later(Box<dyn FnOnce() -> T + Send>),
+}
+
+impl<T: Send + 'static> Background<T> {
+    fn start(work: impl FnOnce() -> T + Send + 'static) -> Background<T> {
+        // The work stays here until the thread takes it: after a refused
+        // spawn it is still in the slot.
+        type Work<T> = Box<dyn FnOnce() -> T + Send>;
+        let slot: Arc<parking_lot::Mutex<Option<Work<T>>>> =
+            Arc::new(parking_lot::Mutex::new(Some(Box::new(work))));
+        let taken = Arc::clone(&slot);
+        let spawned = std::thread::Builder::new()
+            .name("atlas-sync".into())
+            .spawn(move || taken.lock().take().map(|w| w()));
+        if let Ok(h) = spawned {
+            Background(Started::Thread(h))
+        } else {
+            let work = slot.lock().take().expect("no thread took the work");
+            Background(Started::Later(work))
+        }
+    }
+
+    /// The work's result, once it has ended.
+    fn wait(self) -> T {
+        match self.0 {
+            Started::Thread(h) => h
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                .expect("the thread took the work"),
+            Started::Later(work) => work(),
+        }
+    }
+}
+
+impl Written {
+    /// Adds synced layers.
+    fn add(&mut self, prepared: Vec<(usize, PreparedLayer)>) {
+        self.ids
+            .extend(prepared.iter().map(|(i, p)| (*i, p.id(), p.len_bytes())));
+        self.prepared.extend(prepared);
+    }
+
+    /// Waits for the last batch's syncs and the run's; on an error every
+    /// layer's file is removed (the run's is the caller's).
+    fn wait(&mut self, storage: &dyn Storage) -> Result<()> {
+        let layers = self.syncing.take().map_or(Ok(Vec::new()), Background::wait);
+        let run = self.run_sync.take().map_or(Ok(()), Background::wait);
+        match (layers, run) {
+            (Ok(p), Ok(())) => {
+                self.prepared.extend(p);
+                Ok(())
+            }
+            (Ok(p), Err(e)) => {
+                self.prepared.extend(p);
+                self.remove(storage);
+                Err(e)
+            }
+            // The failed sync removed its own layers' files.
+            (Err(e), _) => {
+                self.remove(storage);
+                Err(e)
+            }
+        }
+    }
+
+    /// The commit failed: every layer's file is removed (best effort), once
+    /// the syncs still running have ended.
+    fn discard(mut self, storage: &dyn Storage) {
+        let _ = self.wait(storage);
+        self.remove(storage);
+    }
+
+    fn remove(&self, storage: &dyn Storage) {
+        for (_, p) in &self.prepared {
+            let _ = storage.remove_file(p.path());
+        }
+    }
+}
+
+/// Makes layers durable: each file and each of their directories (and
+/// `also`, a directory with a new entry the commit needs) fsynced at once,
+/// on more threads than cores when there are more than two (see
+/// [`io_pool`]): no fsync waits for another, the commit's rename waits for
+/// all. On an error every one of the layers' files is removed.
+fn sync_layers(
+    storage: &dyn Storage,
+    unsynced: Vec<(usize, UnsyncedLayer)>,
+    also: Option<&Path>,
+) -> Result<Vec<(usize, PreparedLayer)>> {
+    enum Sync<'a> {
+        File(usize, Box<UnsyncedLayer>),
+        Dir(&'a Path),
+    }
+    let mut dirs: Vec<PathBuf> = unsynced.iter().map(|(_, u)| u.dir().to_owned()).collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).chain(also).collect();
+    let n = unsynced.len() + dirs.len();
+    let mut tasks: Vec<Sync> = Vec::with_capacity(n);
+    tasks.extend(
+        unsynced
+            .into_iter()
+            .map(|(i, u)| Sync::File(i, Box::new(u))),
+    );
+    tasks.extend(dirs.iter().map(|d| Sync::Dir(d)));
+    let one = |t: Sync| match t {
+        Sync::File(i, u) => u.sync_file().map(|p| Some((i, p))),
+        Sync::Dir(d) => storage.sync_dir(d).map(|()| None),
+    };
+    let run = |tasks: Vec<Sync>| {
+        tasks
+            .into_par_iter()
+            .map(one)
+            .collect::<Vec<array_format::Result<Option<(usize, PreparedLayer)>>>>()
+    };
+    let results = match io_pool() {
+        Some(pool) if n > 2 => pool.install(|| run(tasks)),
+        // One layer (its file and its directory): on a second thread of
+        // our own, as a pool's sleeping threads take longer to wake.
+        _ if n == 2 => {
+            let mut tasks = tasks.into_iter();
+            let (a, b) = (tasks.next(), tasks.next());
+            let (a, b) = beside(|| a.map(one), || b.map(one));
+            a.into_iter().chain(b).collect()
+        }
+        _ => run(tasks),
+    };
+    let mut synced = Vec::with_capacity(results.len());
+    let mut failed = None;
+    for r in results {
+        match r {
+            Ok(Some(p)) => synced.push(p),
+            Ok(None) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    match failed {
+        None => Ok(synced),
+        Some(e) => {
+            for (_, p) in &synced {
+                let _ = storage.remove_file(p.path());
+            }
+            Err(e.into())
+        }
     }
 }
 
@@ -497,7 +741,8 @@ fn merge_from(runs: &[Arc<crate::registry::Run>], new_records: u64) -> usize {
     }
 }
 
-/// Writes the flush's run: the changes merged with `runs[from..]`. From 0,
+/// Writes the flush's run (not yet synced: its handle is returned, see
+/// [`RunWriter::finish_unsynced`](crate::registry::RunWriter)): the changes merged with `runs[from..]`. From 0,
 /// tombstones and killed ids are dropped (no older run remains for them to
 /// hide); otherwise they are kept. `compacting`: the run is a compaction's,
 /// compressed harder. When the oldest merged run can be carried
@@ -510,7 +755,7 @@ fn write_run(
     from: usize,
     compacting: bool,
     path: &Path,
-) -> Result<()> {
+) -> Result<Box<dyn WriteHandle>> {
     let runs = &snap.base.runs[from..];
     let may_carry = !compacting && !runs.is_empty();
     // The ids the changes and the merged runs kill, read once: a merge that
@@ -528,7 +773,7 @@ fn write_run(
         let all_killed = killed.as_ref().expect("read above");
         if carries(&runs[0], &runs[1..], snap, from == 0, all_killed)? {
             match write_run_with(inner, snap, from, compacting, path, killed.as_ref(), true) {
-                Ok(()) => return Ok(()),
+                Ok(out) => return Ok(out),
                 // Only damage in what was carried is worked around: a
                 // storage failure fails the flush as it would without the
                 // carry (retrying it here would hide it from the caller).
@@ -552,7 +797,7 @@ fn write_run_with(
     path: &Path,
     killed: Option<&RoaringTreemap>,
     carry: bool,
-) -> Result<()> {
+) -> Result<Box<dyn WriteHandle>> {
     let storage = inner.storage.as_ref();
     let mut w = RunWriter::create(storage, path)?;
     let runs = &snap.base.runs[from..];
@@ -590,7 +835,7 @@ fn write_run_with(
     if let Some(c) = carried.as_mut() {
         w.carry_until(c, None)?;
     }
-    w.finish()
+    w.finish_unsynced()
 }
 
 /// Whether a merge of `oldest`, then `newer` runs, then the changes of
@@ -736,14 +981,16 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     let run_path = run.as_ref().map(|(id, _)| meta_dir.join(id.as_str()));
     // The new files, written in parallel: a layer per array file with
     // pending changes, and the registry's run beside them (neither reads
-    // the other; the manifest that names them all is written after both).
+    // the other; the manifest that names them all replaces the current one
+    // once both are durable).
     let (layers, written_run) = rayon::join(
         || {
             // In batches of SYNC_BATCH layers: each unsynced layer holds its
             // file open (and, on an object store, its unsent bytes) until
-            // it is synced.
-            let mut out: Vec<Result<Option<(usize, PreparedLayer)>>> =
-                Vec::with_capacity(guards.len());
+            // it is synced. The last batch is synced on a thread of its
+            // own while the commit builds and stages its manifest.
+            let mut w = Written::default();
+            let n_batches = guards.len().div_ceil(SYNC_BATCH);
             for (k, batch) in guards.chunks(SYNC_BATCH).enumerate() {
                 let written = batch
                     .par_iter()
@@ -754,8 +1001,8 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                     .collect::<Vec<Result<Option<(usize, UnsyncedLayer)>>>>();
                 let mut unsynced = Vec::with_capacity(written.len());
                 let mut failed = None;
-                for w in written {
-                    match w {
+                for r in written {
+                    match r {
                         Ok(Some(u)) => unsynced.push(u),
                         Ok(None) => {}
                         Err(e) => {
@@ -768,64 +1015,80 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                     for (_, u) in unsynced {
                         u.discard();
                     }
-                    out.push(Err(e));
-                    break;
+                    w.discard(storage);
+                    return Err(e);
                 }
-                // Each layer ends with two `fsync`s (the file, its
-                // directory), made here for the batch on more threads than
-                // cores, so more of them wait on the device at once; the
-                // writing above stays on rayon's threads (on more, each
-                // kept its own allocator heap: the Argo import's peak RSS
-                // grew by about 45 MB).
-                let n_written = unsynced.len();
-                let sync_all = || {
-                    unsynced
-                        .into_par_iter()
-                        .map(|(i, u)| Ok(Some((i, u.sync()?))))
-                        .collect::<Vec<Result<Option<(usize, PreparedLayer)>>>>()
-                };
-                out.extend(match io_pool() {
-                    Some(pool) if n_written > 2 => pool.install(sync_all),
-                    _ => sync_all(),
-                });
+                if k + 1 < n_batches {
+                    match sync_layers(storage, unsynced, None) {
+                        Ok(p) => w.add(p),
+                        Err(e) => {
+                            w.discard(storage);
+                            return Err(e);
+                        }
+                    }
+                } else if !unsynced.is_empty() {
+                    w.ids
+                        .extend(unsynced.iter().map(|(i, u)| (*i, u.id(), u.len_bytes())));
+                    let storage = Arc::clone(&inner.storage);
+                    w.syncing = Some(Background::start(move || {
+                        sync_layers(storage.as_ref(), unsynced, None)
+                    }));
+                }
             }
-            out
+            Ok(w)
         },
         || {
             let ((id, from), path) = run.as_ref().zip(run_path.as_ref())?;
-            Some(
-                storage
-                    .create_dir_all(&meta_dir)
-                    .map_err(Error::from)
-                    .and_then(|()| write_run(inner, &snap, *from, force_snapshot, path))
-                    .and_then(|()| storage.sync_dir(&meta_dir).map_err(Error::from))
-                    .and_then(|()| crate::registry::Run::open(storage, path, id.clone())),
-            )
+            let written = storage
+                .create_dir_all(&meta_dir)
+                .map_err(Error::from)
+                .and_then(|()| write_run(inner, &snap, *from, force_snapshot, path));
+            // On a filesystem the run is read back before it is durable,
+            // and synced (the file, then `atlas.meta/`) on a thread of its
+            // own while the commit goes on; an object store's upload is
+            // its sync, and comes first.
+            Some(written.and_then(|mut out| {
+                if storage.is_object_store() {
+                    out.sync()?;
+                    storage.sync_dir(&meta_dir)?;
+                    Ok((crate::registry::Run::open(storage, path, id.clone())?, None))
+                } else {
+                    let run = crate::registry::Run::open(storage, path, id.clone())?;
+                    let (st, dir) = (Arc::clone(&inner.storage), meta_dir.clone());
+                    let syncing = Background::start(move || -> Result<()> {
+                        let mut out = out;
+                        out.sync()?;
+                        drop(out);
+                        st.sync_dir(&dir)?;
+                        Ok(())
+                    });
+                    Ok((run, Some(syncing)))
+                }
+            }))
         },
     );
-    let mut prepared: Vec<(usize, PreparedLayer)> = Vec::new();
-    let mut failed: Option<Error> = None;
-    for layer in layers {
-        match layer {
-            Ok(Some(p)) => prepared.push(p),
-            Ok(None) => {}
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
-        }
-    }
-    let fail_before = |e: Error| {
-        remove_prepared(storage, &prepared);
+    let fail_before = |w: Written, e: Error| {
+        w.discard(storage);
         if let Some(p) = &run_path {
             let _ = storage.remove_file(p);
         }
         give_back();
         e
     };
-    let new_run = match (failed, written_run) {
-        (Some(e), _) | (None, Some(Err(e))) => return Err(fail_before(e)),
-        (None, Some(Ok(r))) => Some(r),
-        (None, None) => None,
+    let (mut written, new_run) = match (layers, written_run) {
+        (Err(e), run) => {
+            let mut w = Written::default();
+            if let Some(Ok((_, run_sync))) = run {
+                w.run_sync = run_sync;
+            }
+            return Err(fail_before(w, e));
+        }
+        (Ok(w), Some(Err(e))) => return Err(fail_before(w, e)),
+        (Ok(mut w), Some(Ok((r, run_sync)))) => {
+            w.run_sync = run_sync;
+            (w, Some(r))
+        }
+        (Ok(w), None) => (w, None),
     };
     // What this commit does to history (reads tagged generations' copies).
     let step = {
@@ -836,7 +1099,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         let (tags, dead) = (hist.tags.clone(), hist.dead_tags.clone());
         match super::history::Step::plan(inner, &hist, parent, policy, None, tags, dead) {
             Ok(s) => s,
-            Err(e) => return Err(fail_before(e)),
+            Err(e) => return Err(fail_before(written, e)),
         }
     };
     let new_gen = step.generation();
@@ -852,14 +1115,15 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         // Layers written for arrays no dataset uses any more are never named
         // by a commit: deleted right after this one.
         let mut unnamed: Vec<Retired> = Vec::new();
-        for (i, p) in &prepared {
-            let name = &guards[*i].0;
+        for (i, id, _) in &written.ids {
+            let (i, id) = (*i, id.clone());
+            let name = &guards[i].0;
             if used(name) {
-                arrays.entry(name.clone()).or_default().push(p.id());
+                arrays.entry(name.clone()).or_default().push(id);
             } else {
                 unnamed.push(Retired {
                     dir: inner.dir_or_assign(name),
-                    file: p.id().as_str().to_owned(),
+                    file: id.as_str().to_owned(),
                     since_ms: 0,
                     generation: 0,
                 });
@@ -941,20 +1205,18 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     // store created elsewhere) must be durable before the manifest that names
     // files in it: its entry lives in the root directory, which the
     // manifest's own directory fsync covers only after the rename.
-    let new_dirs = prepared
-        .iter()
-        .any(|(i, _)| !inner.committed.lock().arrays.contains_key(&guards[*i].0))
-        || (run.is_some() && committed_runs.is_empty());
+    let new_dirs = {
+        let c = inner.committed.lock();
+        written
+            .ids
+            .iter()
+            .any(|(i, _, _)| !c.arrays.contains_key(&guards[*i].0))
+    } || (run.is_some() && committed_runs.is_empty());
     let new_runs: Option<RunSet> = run.as_ref().zip(new_run).map(|((_, from), r)| {
         let mut runs = snap.base.runs[..*from].to_vec();
         runs.push(Arc::new(r));
         RunSet::from_runs(runs)
     });
-    if new_dirs {
-        if let Err(e) = storage.sync_dir(&inner.root) {
-            return Err(fail_before(e.into()));
-        }
-    }
     let mut manifest = manifest;
     // The commit's record: datasets added (new ids), changed, deleted, and
     // the bytes of the files it wrote.
@@ -967,7 +1229,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 None => deleted += 1,
             }
         }
-        let bytes = prepared.iter().map(|(_, p)| p.len_bytes()).sum::<u64>()
+        let bytes = written.ids.iter().map(|(_, _, b)| b).sum::<u64>()
             + new_runs
                 .as_ref()
                 .and_then(|r| r.runs.last())
@@ -975,19 +1237,47 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         [added, changed, deleted, bytes]
     };
     step.stamp(&mut manifest, op, None, counts, now_ms());
-    if let Err(e) = step.write_copy(storage, &inner.root, &manifest) {
-        return Err(fail_before(e));
-    }
+    // The last layers were being synced meanwhile (see `Syncing`): the
+    // manifest is staged beside the current one while they finish, and
+    // only the rename waits for them. A directory this commit made in the
+    // root must be durable first too.
+    let staged = (|| {
+        if new_dirs {
+            storage.sync_dir(&inner.root)?;
+        }
+        step.write_copy(storage, &inner.root, &manifest)?;
+        stage_manifest(storage, &inner.root, &mut manifest).map_err(Error::from)
+    })();
+    let synced = written.wait(storage);
+    let staged = match (synced, staged) {
+        (Ok(()), Ok(staged)) => staged,
+        (Ok(()), Err(e)) => return Err(fail_before(written, e)),
+        (Err(e), staged) => {
+            if let Ok(staged) = staged {
+                abandon_manifest(storage, &inner.root, &mut manifest, staged);
+            }
+            return Err(fail_before(written, e));
+        }
+    };
     let expected = inner.committed.lock().version.clone();
-    let version = match write_manifest(storage, &inner.root, &mut manifest, expected.as_ref()) {
+    let version = match finish_manifest(
+        storage,
+        &inner.root,
+        &mut manifest,
+        staged,
+        expected.as_ref(),
+    ) {
         Ok(v) => v,
-        Err(CommitError::Before(e)) => return Err(fail_before(e.into())),
+        Err(CommitError::Before(e)) => return Err(fail_before(written, e.into())),
         Err(CommitError::Conflict) => {
             // Another writer's commit stands: this handle's snapshot is stale
             // and its changes stay pending (nothing here is named by a commit).
-            return Err(fail_before(Error::CommitConflict {
-                path: inner.root.clone(),
-            }));
+            return Err(fail_before(
+                written,
+                Error::CommitConflict {
+                    path: inner.root.clone(),
+                },
+            ));
         }
         Err(CommitError::Unknown(e)) => {
             inner.poisoned.store(true, Ordering::SeqCst);
@@ -999,7 +1289,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
     let history = super::history::HistoryState::of(&manifest);
     // Each array file installs its own layer, on every core.
     let mut layers: Vec<Option<PreparedLayer>> = (0..guards.len()).map(|_| None).collect();
-    for (i, p) in prepared {
+    for (i, p) in written.prepared {
         layers[i] = Some(p);
     }
     let installed: Vec<array_format::Result<()>> = guards
