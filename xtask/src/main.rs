@@ -138,6 +138,16 @@ fn ci() -> Result<()> {
             ("ATLAS_TEST_RETIRED_CHUNK", "2"),
         ],
     )?;
+    // The fault and power-loss tables again with a commit's syncs and its
+    // side file on the committing thread, in a fixed order (the path taken
+    // when the system refuses a thread): a rename that does not wait for a
+    // sync fails them whatever the timing.
+    run(
+        "fault tests (no commit threads)",
+        "cargo",
+        &["test", "-p", "atlas-core", "--test", "it", "faults::"],
+        &[("ATLAS_TEST_SYNC_LATER", "1")],
+    )?;
     run(
         "tests (all features)",
         "cargo",

@@ -279,7 +279,8 @@ impl Layer {
     }
 }
 
-fn file_name(path: &Path) -> String {
+/// The last component of `path` (a layer's name), empty if it has none.
+pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default()

@@ -32,13 +32,7 @@ impl UnsyncedLayer {
 
     /// The new layer's id (its file's name).
     pub fn id(&self) -> LayerId {
-        LayerId(
-            self.path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_owned(),
-        )
+        LayerId(crate::layer::file_name(&self.path))
     }
 
     /// Its size in bytes.

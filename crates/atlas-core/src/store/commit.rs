@@ -1,9 +1,10 @@
 //! The commit protocol.
 //!
 //! A flush (1) writes each changed array file's pending layer under a fresh
-//! name and fsyncs it and its directory, (2) writes the new registry to a
-//! temporary file and fsyncs it, (3) renames it over `atlas.json` and fsyncs the
-//! root directory, and only then (4) installs the new layers in memory. Files
+//! name and the registry's new run, and fsyncs them and their directories,
+//! (2) meanwhile writes the new manifest to a temporary file and fsyncs it,
+//! (3) once all of those are durable, renames it over `atlas.json` and fsyncs
+//! the root directory, and only then (4) installs the new layers in memory. Files
 //! the commit retires are listed in its manifest and deleted after the first
 //! commit past their grace period (`commit/gc.rs`).
 //!
@@ -239,6 +240,17 @@ fn forget_staged(
     unseal_retired(m, sealed);
 }
 
+/// `ATLAS_TEST_SYNC_LATER` set (to anything): [`beside`] and
+/// [`Background`] start no thread, as when the system refuses one, so a
+/// commit's steps run one after the other in a fixed order. CI runs the
+/// fault and power-loss tables so too: that path is tested, and a rename
+/// that does not wait for a sync is lost to the first power cut after it,
+/// whatever the timing.
+fn threads_refused() -> bool {
+    static REFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REFUSED.get_or_init(|| std::env::var_os("ATLAS_TEST_SYNC_LATER").is_some())
+}
+
 /// Runs `a` on a thread of its own (scoped) while this thread runs `b`,
 /// and gives both results. Not `rayon::join`: the commit runs outside
 /// rayon's pool, and under `strace` the caller of such a join resumed
@@ -249,16 +261,21 @@ fn beside<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A
     // still in the slot.
     let slot = parking_lot::Mutex::new(Some(a));
     std::thread::scope(|s| {
-        let spawned = std::thread::Builder::new()
-            .name("atlas-commit".into())
-            .spawn_scoped(s, || {
-                let a = slot.lock().take();
-                a.map(|a| a())
-            });
+        let spawned = if threads_refused() {
+            None
+        } else {
+            std::thread::Builder::new()
+                .name("atlas-commit".into())
+                .spawn_scoped(s, || {
+                    let a = slot.lock().take();
+                    a.map(|a| a())
+                })
+                .ok()
+        };
         let rb = b();
         let ra = match spawned {
-            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            Err(_) => None,
+            Some(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => None,
         };
         let ra = ra.unwrap_or_else(|| {
             let a = slot.lock().take();
@@ -454,8 +471,10 @@ type Synced = Vec<(usize, PreparedLayer)>;
 
 /// Work on a thread of its own (the fsyncs of a commit's files, while the
 /// commit builds and stages its manifest), waited for later. A thread the
-/// system refuses: the work runs when waited for.
-struct Background<T>(Started<T>);
+/// system refuses (see [`threads_refused`]): the work runs when waited
+/// for. Dropped unwaited (a panic on the way), it waits for the thread: no
+/// sync outlives the flush that started it.
+struct Background<T>(Option<Started<T>>);
 
 enum Started<T> {
     Thread(std::thread::JoinHandle<Option<T>>),
@@ -470,25 +489,41 @@ impl<T: Send + 'static> Background<T> {
         let slot: Arc<parking_lot::Mutex<Option<Work<T>>>> =
             Arc::new(parking_lot::Mutex::new(Some(Box::new(work))));
         let taken = Arc::clone(&slot);
-        let spawned = std::thread::Builder::new()
-            .name("atlas-sync".into())
-            .spawn(move || taken.lock().take().map(|w| w()));
-        if let Ok(h) = spawned {
-            Background(Started::Thread(h))
+        let spawned = if threads_refused() {
+            None
+        } else {
+            std::thread::Builder::new()
+                .name("atlas-sync".into())
+                .spawn(move || {
+                    let work = taken.lock().take();
+                    work.map(|w| w())
+                })
+                .ok()
+        };
+        if let Some(h) = spawned {
+            Background(Some(Started::Thread(h)))
         } else {
             let work = slot.lock().take().expect("no thread took the work");
-            Background(Started::Later(work))
+            Background(Some(Started::Later(work)))
         }
     }
 
     /// The work's result, once it has ended.
-    fn wait(self) -> T {
-        match self.0 {
+    fn wait(mut self) -> T {
+        match self.0.take().expect("waited for once") {
             Started::Thread(h) => h
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p))
                 .expect("the thread took the work"),
             Started::Later(work) => work(),
+        }
+    }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        if let Some(Started::Thread(h)) = self.0.take() {
+            let _ = h.join();
         }
     }
 }
@@ -538,15 +573,13 @@ impl Written {
     }
 }
 
-/// Makes layers durable: each file and each of their directories (and
-/// `also`, a directory with a new entry the commit needs) fsynced at once,
+/// Makes layers durable: each file and each of their directories fsynced at once,
 /// on more threads than cores when there are more than two (see
 /// [`io_pool`]): no fsync waits for another, the commit's rename waits for
 /// all. On an error every one of the layers' files is removed.
 fn sync_layers(
     storage: &dyn Storage,
     unsynced: Vec<(usize, UnsyncedLayer)>,
-    also: Option<&Path>,
 ) -> Result<Vec<(usize, PreparedLayer)>> {
     enum Sync<'a> {
         File(usize, Box<UnsyncedLayer>),
@@ -555,7 +588,6 @@ fn sync_layers(
     let mut dirs: Vec<PathBuf> = unsynced.iter().map(|(_, u)| u.dir().to_owned()).collect();
     dirs.sort_unstable();
     dirs.dedup();
-    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).chain(also).collect();
     let n = unsynced.len() + dirs.len();
     let mut tasks: Vec<Sync> = Vec::with_capacity(n);
     tasks.extend(
@@ -1019,7 +1051,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                     return Err(e);
                 }
                 if k + 1 < n_batches {
-                    match sync_layers(storage, unsynced, None) {
+                    match sync_layers(storage, unsynced) {
                         Ok(p) => w.add(p),
                         Err(e) => {
                             w.discard(storage);
@@ -1031,7 +1063,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                         .extend(unsynced.iter().map(|(i, u)| (*i, u.id(), u.len_bytes())));
                     let storage = Arc::clone(&inner.storage);
                     w.syncing = Some(Background::start(move || {
-                        sync_layers(storage.as_ref(), unsynced, None)
+                        sync_layers(storage.as_ref(), unsynced)
                     }));
                 }
             }
@@ -1237,7 +1269,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         [added, changed, deleted, bytes]
     };
     step.stamp(&mut manifest, op, None, counts, now_ms());
-    // The last layers were being synced meanwhile (see `Syncing`): the
+    // The last layers were being synced meanwhile (see `Written`): the
     // manifest is staged beside the current one while they finish, and
     // only the rename waits for them. A directory this commit made in the
     // root must be durable first too.
@@ -1364,6 +1396,11 @@ mod tests {
     fn beside_runs_both_halves_at_once() {
         use std::sync::mpsc::channel;
         use std::time::Duration;
+        if super::threads_refused() {
+            // One after the other, by design (`ATLAS_TEST_SYNC_LATER`).
+            assert_eq!(super::beside(|| 1, || 2), (1, 2));
+            return;
+        }
         let (to_b, from_a) = channel();
         let (to_a, from_b) = channel();
         let (a, b) = super::beside(
