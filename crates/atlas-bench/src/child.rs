@@ -118,7 +118,9 @@ pub fn main(args: &[String]) -> Result<()> {
 /// repetition on one warm handle (the time printed is per read);
 /// `tilesscan` opens that store and reads every tile in one cross-dataset
 /// read, both timed; `tilesupdate` rewrites and flushes 1% of the tiles of
-/// a store of its own (DIR/tiles-update, rebuilt each run) per repetition. Prints each repetition's time and the median.
+/// a store of its own (DIR/tiles-update, rebuilt each run) per repetition
+/// (with `ATLAS_BENCH_PHASES` set, each repetition also prints its writes'
+/// and its flush's times). Prints each repetition's time and the median.
 fn profile_loop(work: &str, dir: &Path, n: &str, reps: &str) -> Result<()> {
     let n: u64 = n.parse().context("DATASETS")?;
     let reps: usize = reps.parse().context("REPS")?;

@@ -911,9 +911,28 @@ pub(crate) fn profile_loop(
         for r in 0..reps {
             let v = r as u64 + 1;
             let chosen: Vec<u64> = (v % 100..n).step_by(100).collect();
-            let cells = chosen.iter().map(|&i| tile(i, v)).collect();
+            let cells: Vec<Vec<f32>> = chosen.iter().map(|&i| tile(i, v)).collect();
             let t = Instant::now();
-            writer.update(&chosen, cells)?;
+            if std::env::var_os("ATLAS_BENCH_PHASES").is_some() {
+                // The writes and the flush timed apart.
+                let (s, h) = writer.store()?;
+                on(h, async {
+                    for (&i, cells) in chosen.iter().zip(&cells) {
+                        let ds = s.open_dataset(&tile_name(i)).await?;
+                        put(&ds, cells, false).await?;
+                    }
+                    anyhow::Ok(())
+                })?;
+                let writes = t.elapsed();
+                on(h, s.flush())?;
+                eprintln!(
+                    "rep {r}: writes {:.3} ms, flush {:.3} ms",
+                    writes.as_secs_f64() * 1e3,
+                    (t.elapsed() - writes).as_secs_f64() * 1e3
+                );
+            } else {
+                writer.update(&chosen, cells)?;
+            }
             times.push(t.elapsed());
             for &i in &chosen {
                 ver[i as usize] = v;
