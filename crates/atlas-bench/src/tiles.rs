@@ -915,20 +915,20 @@ pub(crate) fn profile_loop(
             let t = Instant::now();
             if std::env::var_os("ATLAS_BENCH_PHASES").is_some() {
                 // The writes and the flush timed apart.
-                let (s, h) = writer.store()?;
-                on(h, async {
+                let (store, rt) = writer.store()?;
+                on(rt, async {
                     for (&i, cells) in chosen.iter().zip(&cells) {
-                        let ds = s.open_dataset(&tile_name(i)).await?;
+                        let ds = store.open_dataset(&tile_name(i)).await?;
                         put(&ds, cells, false).await?;
                     }
                     anyhow::Ok(())
                 })?;
-                let writes = t.elapsed();
-                on(h, s.flush())?;
+                let written = t.elapsed();
+                on(rt, store.flush())?;
                 eprintln!(
                     "rep {r}: writes {:.3} ms, flush {:.3} ms",
-                    writes.as_secs_f64() * 1e3,
-                    (t.elapsed() - writes).as_secs_f64() * 1e3
+                    written.as_secs_f64() * 1e3,
+                    t.elapsed().saturating_sub(written).as_secs_f64() * 1e3
                 );
             } else {
                 writer.update(&chosen, cells)?;
