@@ -469,61 +469,116 @@ struct Written {
 /// Layers synced, by the index of their array file.
 type Synced = Vec<(usize, PreparedLayer)>;
 
-/// Work on a thread of its own (the fsyncs of a commit's files, while the
-/// commit builds and stages its manifest), waited for later. A thread the
-/// system refuses (see [`threads_refused`]): the work runs when waited
-/// for. Dropped unwaited (a panic on the way), it waits for the thread: no
-/// sync outlives the flush that started it.
-struct Background<T>(Option<Started<T>>);
+/// Work on another thread (the fsyncs of a commit's files, while the
+/// commit builds and stages its manifest), waited for later. It runs on
+/// tokio's blocking pool when there is a runtime (a commit runs on it:
+/// its threads are kept between commits, where a thread of its own per
+/// sync cost a `clone3` and a new thread's start on the commit's path),
+/// else on a thread of its own. Work no thread has taken yet when it is
+/// waited for (a pool with every thread busy, a refused thread, see
+/// [`threads_refused`]) runs on the waiting thread, so the wait never
+/// depends on a free thread. Dropped unwaited (a panic on the way), it
+/// cancels work not yet started and waits for work running: no sync
+/// outlives the flush that started it.
+struct Background<T: Send + 'static>(Option<Arc<Job<T>>>);
 
-enum Started<T> {
-    Thread(std::thread::JoinHandle<Option<T>>),
-    Later(Box<dyn FnOnce() -> T + Send>),
+/// The state [`Background`] shares with the thread that runs it.
+struct Job<T> {
+    state: parking_lot::Mutex<JobState<T>>,
+    ended: parking_lot::Condvar,
+}
+
+enum JobState<T> {
+    Queued(Box<dyn FnOnce() -> T + Send>),
+    Running,
+    Ended(std::thread::Result<T>),
+    /// Taken by the waiter, or cancelled.
+    Gone,
 }
 
 impl<T: Send + 'static> Background<T> {
-    fn start(work: impl FnOnce() -> T + Send + 'static) -> Background<T> {
-        // The work stays here until the thread takes it: after a refused
-        // spawn it is still in the slot.
-        type Work<T> = Box<dyn FnOnce() -> T + Send>;
-        let slot: Arc<parking_lot::Mutex<Option<Work<T>>>> =
-            Arc::new(parking_lot::Mutex::new(Some(Box::new(work))));
-        let taken = Arc::clone(&slot);
-        let spawned = if threads_refused() {
-            None
-        } else {
-            std::thread::Builder::new()
-                .name("atlas-sync".into())
-                .spawn(move || {
-                    let work = taken.lock().take();
-                    work.map(|w| w())
-                })
-                .ok()
-        };
-        if let Some(h) = spawned {
-            Background(Some(Started::Thread(h)))
-        } else {
-            let work = slot.lock().take().expect("no thread took the work");
-            Background(Some(Started::Later(work)))
+    /// Starts `work` on `rt`'s blocking pool, or without a runtime on a
+    /// thread of its own. (A rayon worker has no runtime of its own: a
+    /// commit passes the one it runs on.)
+    fn start(
+        rt: Option<&tokio::runtime::Handle>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Background<T> {
+        let job = Arc::new(Job {
+            state: parking_lot::Mutex::new(JobState::Queued(Box::new(work))),
+            ended: parking_lot::Condvar::new(),
+        });
+        if !threads_refused() {
+            let runner = Arc::clone(&job);
+            let run = move || runner.run();
+            match rt {
+                // Detached: the job's state says when it has ended.
+                Some(h) => drop(h.spawn_blocking(run)),
+                None => {
+                    let _ = std::thread::Builder::new()
+                        .name("atlas-sync".into())
+                        .spawn(run);
+                }
+            }
         }
+        Background(Some(job))
     }
 
-    /// The work's result, once it has ended.
+    /// The work's result, once it has ended (run here if no thread took
+    /// it).
     fn wait(mut self) -> T {
-        match self.0.take().expect("waited for once") {
-            Started::Thread(h) => h
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-                .expect("the thread took the work"),
-            Started::Later(work) => work(),
-        }
+        let job = self.0.take().expect("waited for once");
+        let mut st = job.state.lock();
+        let ended = loop {
+            match std::mem::replace(&mut *st, JobState::Gone) {
+                JobState::Queued(work) => {
+                    drop(st);
+                    break std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                }
+                JobState::Running => {
+                    *st = JobState::Running;
+                    job.ended.wait(&mut st);
+                }
+                JobState::Ended(r) => break r,
+                JobState::Gone => unreachable!("a job is waited for once"),
+            }
+        };
+        ended.unwrap_or_else(|p| std::panic::resume_unwind(p))
     }
 }
 
-impl<T> Drop for Background<T> {
+impl<T> Job<T> {
+    /// Runs the work unless the waiter took it or it was cancelled.
+    fn run(&self) {
+        let work = {
+            let mut st = self.state.lock();
+            match std::mem::replace(&mut *st, JobState::Running) {
+                JobState::Queued(work) => work,
+                other => {
+                    *st = other;
+                    return;
+                }
+            }
+        };
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        *self.state.lock() = JobState::Ended(ended);
+        self.ended.notify_all();
+    }
+}
+
+impl<T: Send + 'static> Drop for Background<T> {
     fn drop(&mut self) {
-        if let Some(Started::Thread(h)) = self.0.take() {
-            let _ = h.join();
+        let Some(job) = self.0.take() else { return };
+        let mut st = job.state.lock();
+        loop {
+            match &*st {
+                JobState::Queued(_) => {
+                    *st = JobState::Gone;
+                    return;
+                }
+                JobState::Running => job.ended.wait(&mut st),
+                JobState::Ended(_) | JobState::Gone => return,
+            }
         }
     }
 }
@@ -575,10 +630,11 @@ impl Written {
 
 /// Makes layers durable: each file and each of their directories fsynced at once,
 /// on more threads than cores when there are more than two (see
-/// [`io_pool`]): no fsync waits for another, the commit's rename waits for
+/// [`io_pool`]; one layer: its directory's on a [`Background`] thread, its
+/// file's here): no fsync waits for another, the commit's rename waits for
 /// all. On an error every one of the layers' files is removed.
 fn sync_layers(
-    storage: &dyn Storage,
+    storage: &Arc<dyn Storage>,
     unsynced: Vec<(usize, UnsyncedLayer)>,
 ) -> Result<Vec<(usize, PreparedLayer)>> {
     enum Sync<'a> {
@@ -588,6 +644,25 @@ fn sync_layers(
     let mut dirs: Vec<PathBuf> = unsynced.iter().map(|(_, u)| u.dir().to_owned()).collect();
     dirs.sort_unstable();
     dirs.dedup();
+    // One layer: its directory on another thread, its file here.
+    if let ([(_, u)], [dir]) = (unsynced.as_slice(), dirs.as_slice()) {
+        debug_assert_eq!(u.dir(), dir.as_path());
+        let (st, dir) = (Arc::clone(storage), dir.clone());
+        let rt = tokio::runtime::Handle::try_current().ok();
+        let dir_synced = Background::start(rt.as_ref(), move || st.sync_dir(&dir));
+        let (i, u) = unsynced.into_iter().next().expect("one layer");
+        let file = u.sync_file();
+        let dir = dir_synced.wait();
+        return match (file, dir) {
+            (Ok(p), Ok(())) => Ok(vec![(i, p)]),
+            (Ok(p), Err(e)) => {
+                let _ = storage.remove_file(p.path());
+                Err(e.into())
+            }
+            // A failed file sync removed its file.
+            (Err(e), _) => Err(e.into()),
+        };
+    }
     let n = unsynced.len() + dirs.len();
     let mut tasks: Vec<Sync> = Vec::with_capacity(n);
     tasks.extend(
@@ -608,14 +683,6 @@ fn sync_layers(
     };
     let results = match io_pool() {
         Some(pool) if n > 2 => pool.install(|| run(tasks)),
-        // One layer (its file and its directory): on a second thread of
-        // our own, as a pool's sleeping threads take longer to wake.
-        _ if n == 2 => {
-            let mut tasks = tasks.into_iter();
-            let (a, b) = (tasks.next(), tasks.next());
-            let (a, b) = beside(|| a.map(one), || b.map(one));
-            a.into_iter().chain(b).collect()
-        }
         _ => run(tasks),
     };
     let mut synced = Vec::with_capacity(results.len());
@@ -1011,6 +1078,9 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         None
     };
     let run_path = run.as_ref().map(|(id, _)| meta_dir.join(id.as_str()));
+    // The runtime this commit runs on (its blocking pool runs the syncs
+    // below; the closures run on rayon's workers, which have none).
+    let rt = tokio::runtime::Handle::try_current().ok();
     // The new files, written in parallel: a layer per array file with
     // pending changes, and the registry's run beside them (neither reads
     // the other; the manifest that names them all replaces the current one
@@ -1051,7 +1121,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                     return Err(e);
                 }
                 if k + 1 < n_batches {
-                    match sync_layers(storage, unsynced) {
+                    match sync_layers(&inner.storage, unsynced) {
                         Ok(p) => w.add(p),
                         Err(e) => {
                             w.discard(storage);
@@ -1062,8 +1132,8 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                     w.ids
                         .extend(unsynced.iter().map(|(i, u)| (*i, u.id(), u.len_bytes())));
                     let storage = Arc::clone(&inner.storage);
-                    w.syncing = Some(Background::start(move || {
-                        sync_layers(storage.as_ref(), unsynced)
+                    w.syncing = Some(Background::start(rt.as_ref(), move || {
+                        sync_layers(&storage, unsynced)
                     }));
                 }
             }
@@ -1087,7 +1157,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 } else {
                     let run = crate::registry::Run::open(storage, path, id.clone())?;
                     let (st, dir) = (Arc::clone(&inner.storage), meta_dir.clone());
-                    let syncing = Background::start(move || -> Result<()> {
+                    let syncing = Background::start(rt.as_ref(), move || -> Result<()> {
                         let mut out = out;
                         out.sync()?;
                         drop(out);
@@ -1417,6 +1487,62 @@ mod tests {
         assert_eq!(b, Ok('a'));
         let caught = std::panic::catch_unwind(|| {
             super::beside(|| -> u8 { panic!("in the helper") }, || 1u8)
+        });
+        assert!(caught.is_err());
+    }
+
+    /// `Background` runs its work on the runtime's blocking pool while the
+    /// caller goes on (each side waits for the other's message); work no
+    /// thread has taken runs on the waiter (a pool whose one thread is
+    /// busy: no deadlock); work dropped before it started never runs; a
+    /// panic in the work reaches the waiter.
+    #[test]
+    fn background_work_runs_beside_or_on_the_waiter() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let h = rt.handle();
+        if !super::threads_refused() {
+            let (to_job, from_test) = channel();
+            let (to_test, from_job) = channel();
+            let job = super::Background::start(Some(h), move || {
+                to_test.send(1).unwrap();
+                from_test.recv_timeout(Duration::from_secs(10))
+            });
+            assert_eq!(from_job.recv_timeout(Duration::from_secs(10)), Ok(1));
+            to_job.send(2).unwrap();
+            assert_eq!(job.wait(), Ok(2));
+        }
+        // The pool's one thread busy: the work runs on the waiter.
+        let (release, wait_release) = channel::<()>();
+        let (started, is_busy) = channel();
+        let occupant = h.spawn_blocking(move || {
+            started.send(()).unwrap();
+            wait_release.recv().unwrap();
+        });
+        is_busy.recv().unwrap();
+        let here = std::thread::current().id();
+        let job = super::Background::start(Some(h), || std::thread::current().id());
+        assert_eq!(job.wait(), here);
+        // Dropped before any thread took it: it never runs, even once the
+        // pool is free again (the pool runs its queue in order: the empty
+        // task after it ends after it).
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        drop(super::Background::start(Some(h), move || {
+            flag.store(true, Ordering::SeqCst);
+        }));
+        release.send(()).unwrap();
+        rt.block_on(occupant).unwrap();
+        rt.block_on(h.spawn_blocking(|| ())).unwrap();
+        assert!(!ran.load(Ordering::SeqCst));
+        let caught = std::panic::catch_unwind(|| {
+            super::Background::start(None, || -> u8 { panic!("in the job") }).wait()
         });
         assert!(caught.is_err());
     }
