@@ -455,7 +455,8 @@ fn replace_manifest(
 
 /// The layers a flush wrote, by the index of their array file in the
 /// flush's write guards: those synced, and the last batch, being synced
-/// on a thread of its own ([`sync_layers`]) while the commit goes on.
+/// on another thread ([`Background`], [`sync_layers`]) while the commit
+/// goes on.
 #[derive(Default)]
 struct Written {
     prepared: Vec<(usize, PreparedLayer)>,
@@ -472,9 +473,9 @@ type Synced = Vec<(usize, PreparedLayer)>;
 /// Work on another thread (the fsyncs of a commit's files, while the
 /// commit builds and stages its manifest), waited for later. It runs on
 /// tokio's blocking pool when there is a runtime (a commit runs on it:
-/// its threads are kept between commits, where a thread of its own per
-/// sync cost a `clone3` and a new thread's start on the commit's path),
-/// else on a thread of its own. Work no thread has taken yet when it is
+/// its threads outlive a commit, idle ones for 10 s by default, where a
+/// new thread per sync cost a `clone3` and a thread's start on the
+/// commit's path), else on a thread of its own. Work no thread has taken yet when it is
 /// waited for (a pool with every thread busy, a refused thread, see
 /// [`threads_refused`]) runs on the waiting thread, so the wait never
 /// depends on a free thread. Dropped unwaited (a panic on the way), it
@@ -512,8 +513,14 @@ impl<T: Send + 'static> Background<T> {
             let runner = Arc::clone(&job);
             let run = move || runner.run();
             match rt {
-                // Detached: the job's state says when it has ended.
-                Some(h) => drop(h.spawn_blocking(run)),
+                // Detached: the job's state says when it has ended. The
+                // pool panics when the system refuses it a thread it needs
+                // (tokio 1): the work then stays queued, for the waiter.
+                Some(h) => {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        drop(h.spawn_blocking(run));
+                    }));
+                }
                 None => {
                     let _ = std::thread::Builder::new()
                         .name("atlas-sync".into())
@@ -573,10 +580,15 @@ impl<T: Send + 'static> Drop for Background<T> {
         loop {
             match &*st {
                 JobState::Queued(_) => {
-                    *st = JobState::Gone;
+                    // Dropped after the lock: the work may own files.
+                    let cancelled = std::mem::replace(&mut *st, JobState::Gone);
+                    drop(st);
+                    drop(cancelled);
                     return;
                 }
                 JobState::Running => job.ended.wait(&mut st),
+                // A panic in the work ends here unraised: the waiter is
+                // gone (this drop is most likely part of an unwinding).
                 JobState::Ended(_) | JobState::Gone => return,
             }
         }
@@ -635,6 +647,7 @@ impl Written {
 /// all. On an error every one of the layers' files is removed.
 fn sync_layers(
     storage: &Arc<dyn Storage>,
+    rt: Option<&tokio::runtime::Handle>,
     unsynced: Vec<(usize, UnsyncedLayer)>,
 ) -> Result<Vec<(usize, PreparedLayer)>> {
     enum Sync<'a> {
@@ -648,8 +661,7 @@ fn sync_layers(
     if let ([(_, u)], [dir]) = (unsynced.as_slice(), dirs.as_slice()) {
         debug_assert_eq!(u.dir(), dir.as_path());
         let (st, dir) = (Arc::clone(storage), dir.clone());
-        let rt = tokio::runtime::Handle::try_current().ok();
-        let dir_synced = Background::start(rt.as_ref(), move || st.sync_dir(&dir));
+        let dir_synced = Background::start(rt, move || st.sync_dir(&dir));
         let (i, u) = unsynced.into_iter().next().expect("one layer");
         let file = u.sync_file();
         let dir = dir_synced.wait();
@@ -1089,8 +1101,9 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
         || {
             // In batches of SYNC_BATCH layers: each unsynced layer holds its
             // file open (and, on an object store, its unsent bytes) until
-            // it is synced. The last batch is synced on a thread of its
-            // own while the commit builds and stages its manifest.
+            // it is synced. The last batch is synced on another thread
+            // ([`Background`]) while the commit builds and stages its
+            // manifest.
             let mut w = Written::default();
             let n_batches = guards.len().div_ceil(SYNC_BATCH);
             for (k, batch) in guards.chunks(SYNC_BATCH).enumerate() {
@@ -1121,7 +1134,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                     return Err(e);
                 }
                 if k + 1 < n_batches {
-                    match sync_layers(&inner.storage, unsynced) {
+                    match sync_layers(&inner.storage, rt.as_ref(), unsynced) {
                         Ok(p) => w.add(p),
                         Err(e) => {
                             w.discard(storage);
@@ -1131,9 +1144,9 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 } else if !unsynced.is_empty() {
                     w.ids
                         .extend(unsynced.iter().map(|(i, u)| (*i, u.id(), u.len_bytes())));
-                    let storage = Arc::clone(&inner.storage);
+                    let (storage, pool) = (Arc::clone(&inner.storage), rt.clone());
                     w.syncing = Some(Background::start(rt.as_ref(), move || {
-                        sync_layers(&storage, unsynced)
+                        sync_layers(&storage, pool.as_ref(), unsynced)
                     }));
                 }
             }
@@ -1146,9 +1159,9 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                 .map_err(Error::from)
                 .and_then(|()| write_run(inner, &snap, *from, force_snapshot, path));
             // On a filesystem the run is read back before it is durable,
-            // and synced (the file, then `atlas.meta/`) on a thread of its
-            // own while the commit goes on; an object store's upload is
-            // its sync, and comes first.
+            // and synced (the file, then `atlas.meta/`) on another thread
+            // ([`Background`]) while the commit goes on; an object store's
+            // upload is its sync, and comes first.
             Some(written.and_then(|mut out| {
                 if storage.is_object_store() {
                     out.sync()?;
@@ -1501,8 +1514,9 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::mpsc::channel;
         use std::time::Duration;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+        // One blocking thread and no worker threads (a worker may count
+        // against the blocking pool's limit in a multi-thread runtime).
+        let rt = tokio::runtime::Builder::new_current_thread()
             .max_blocking_threads(1)
             .build()
             .unwrap();
@@ -1529,9 +1543,14 @@ mod tests {
         let here = std::thread::current().id();
         let job = super::Background::start(Some(h), || std::thread::current().id());
         assert_eq!(job.wait(), here);
+        // A panic in work run on the waiter reaches the waiter.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::Background::start(Some(h), || -> u8 { panic!("on the waiter") }).wait()
+        }));
+        assert!(caught.is_err());
         // Dropped before any thread took it: it never runs, even once the
-        // pool is free again (the pool runs its queue in order: the empty
-        // task after it ends after it).
+        // pool is free again (the empty task below ends after the pool's
+        // thread has come to it; with tokio's queue in order, after it).
         let ran = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&ran);
         drop(super::Background::start(Some(h), move || {
@@ -1541,10 +1560,18 @@ mod tests {
         rt.block_on(occupant).unwrap();
         rt.block_on(h.spawn_blocking(|| ())).unwrap();
         assert!(!ran.load(Ordering::SeqCst));
-        let caught = std::panic::catch_unwind(|| {
-            super::Background::start(None, || -> u8 { panic!("in the job") }).wait()
-        });
-        assert!(caught.is_err());
+        // A panic on the pool's thread reaches the waiter: the work has
+        // started (it sent its message) before the wait.
+        if !super::threads_refused() {
+            let (to_test, from_job) = channel();
+            let job = super::Background::start(Some(h), move || -> u8 {
+                to_test.send(()).unwrap();
+                panic!("on the pool")
+            });
+            from_job.recv_timeout(Duration::from_secs(10)).unwrap();
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.wait()));
+            assert!(caught.is_err());
+        }
     }
 
     /// A store of 40 datasets `x000`… (`T` = [i, i + 0.5]) in one run.
