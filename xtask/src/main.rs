@@ -331,6 +331,11 @@ fn crash(kills: u64) -> Result<()> {
             "--release",
             "-p",
             "atlas-tests",
+            // The S3 loop needs object storage; built alone, the tests
+            // crate takes `atlas` without its default features (the
+            // workspace's dependency line), so nothing else turns it on.
+            "--features",
+            "atlas/object-store",
             "--test",
             "it",
             "crash",
