@@ -629,8 +629,10 @@ impl Written {
     /// The commit failed: every layer's file is removed (best effort), once
     /// the syncs still running have ended.
     fn discard(mut self, storage: &dyn Storage) {
-        let _ = self.wait(storage);
-        self.remove(storage);
+        // A failed wait has removed them already.
+        if self.wait(storage).is_ok() {
+            self.remove(storage);
+        }
     }
 
     fn remove(&self, storage: &dyn Storage) {
@@ -638,6 +640,25 @@ impl Written {
             let _ = storage.remove_file(p.path());
         }
     }
+}
+
+/// The values of `results` that are `Some`, in order, and the first error
+/// (the later results are still taken: each may own a file to clean up).
+fn somes_and_first_error<T, E>(
+    results: impl IntoIterator<Item = std::result::Result<Option<T>, E>>,
+) -> (Vec<T>, Option<E>) {
+    let mut values = Vec::new();
+    let mut failed = None;
+    for r in results {
+        match r {
+            Ok(Some(v)) => values.push(v),
+            Ok(None) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    (values, failed)
 }
 
 /// Makes layers durable: each file and each of their directories fsynced at once,
@@ -697,17 +718,7 @@ fn sync_layers(
         Some(pool) if n > 2 => pool.install(|| run(tasks)),
         _ => run(tasks),
     };
-    let mut synced = Vec::with_capacity(results.len());
-    let mut failed = None;
-    for r in results {
-        match r {
-            Ok(Some(p)) => synced.push(p),
-            Ok(None) => {}
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
-        }
-    }
+    let (synced, failed) = somes_and_first_error(results);
     match failed {
         None => Ok(synced),
         Some(e) => {
@@ -1114,17 +1125,7 @@ fn flush_sync(inner: &Inner, mut guards: WriteGuards, force_snapshot: bool) -> R
                         Ok(g.write_pending_unsynced()?.map(|u| (k * SYNC_BATCH + j, u)))
                     })
                     .collect::<Vec<Result<Option<(usize, UnsyncedLayer)>>>>();
-                let mut unsynced = Vec::with_capacity(written.len());
-                let mut failed = None;
-                for r in written {
-                    match r {
-                        Ok(Some(u)) => unsynced.push(u),
-                        Ok(None) => {}
-                        Err(e) => {
-                            failed.get_or_insert(e);
-                        }
-                    }
-                }
+                let (unsynced, failed) = somes_and_first_error(written);
                 if let Some(e) = failed {
                     // The commit fails: nothing more is written or synced.
                     for (_, u) in unsynced {
