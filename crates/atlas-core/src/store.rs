@@ -276,19 +276,22 @@ impl Inner {
         f: impl FnOnce(&mut DatasetMeta) -> Result<R>,
     ) -> Result<Option<R>> {
         let mut live = self.live.write();
-        match live.changed_record(name) {
-            Some(Some(_)) => {}
-            Some(None) => return Ok(None),
+        // The name is hashed once when the dataset has changed already (as
+        // in every call after its first), twice on its first change.
+        let at = match live.changed.get_index_of(name) {
+            Some(i) if live.changed[i].1.is_none() => return Ok(None),
+            Some(i) => i,
             None => {
                 let Some(rec) = live.base.get(name)? else {
                     return Ok(None);
                 };
                 live.put(name, Some(rec));
+                live.changed.len() - 1
             }
-        }
+        };
         live.seq += 1;
         let seq = live.seq;
-        let (entry_seq, rec) = live.changed.get_mut(name).expect("just ensured");
+        let (_, (entry_seq, rec)) = live.changed.get_index_mut(at).expect("just ensured");
         let rec = rec.as_mut().expect("just ensured");
         let meta = Arc::make_mut(&mut rec.meta);
         let r = f(meta)?;

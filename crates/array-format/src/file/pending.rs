@@ -215,19 +215,24 @@ impl Pending {
         schema: Option<Arc<ArraySchema>>,
     ) {
         self.touch();
-        if let Some(old) = self.arrays.shift_remove(name) {
-            for c in old.chunks.values() {
-                self.forget(c);
+        let record = |schema| PendingArray {
+            kind,
+            schema,
+            chunks: ChunkMap::new(),
+        };
+        // A name with nothing pending (the usual definition) is hashed once.
+        let old = match self.arrays.entry(name.to_owned()) {
+            indexmap::map::Entry::Vacant(v) => {
+                v.insert(record(schema));
+                return;
             }
+            indexmap::map::Entry::Occupied(o) => o.shift_remove(),
+        };
+        for c in old.chunks.values() {
+            self.forget(c);
         }
-        self.arrays.insert(
-            name.to_owned(),
-            PendingArray {
-                kind,
-                schema,
-                chunks: ChunkMap::new(),
-            },
-        );
+        // At the end, as a new name would be.
+        self.arrays.insert(name.to_owned(), record(schema));
     }
 
     /// Drops every pending change to `name`.

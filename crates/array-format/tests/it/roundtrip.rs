@@ -1306,3 +1306,80 @@ fn equal_definitions_share_one_schema_and_keep_their_fill_bits() {
         );
     }
 }
+
+/// A write of every cell of a one-chunk array in standard layout takes a
+/// shorter path than other writes (no region or range vectors). It stores
+/// what the general path stores for the same cells: written from a strided
+/// view (which takes the general path) into a second file, the chunk's
+/// stored and raw sizes, the statistics and the cells agree, pending,
+/// flushed and reopened, for every codec, with and without shuffle, and for
+/// a start given as zeros or left empty.
+#[test]
+fn a_whole_one_chunk_write_stores_what_the_general_path_stores() {
+    use array_format::{ArraySchema, DType, FillValue};
+    use ndarray::{s, Array2};
+
+    let schema = Arc::new(
+        ArraySchema::new(
+            "v",
+            DType::Float32,
+            dims(2),
+            vec![6, 5],
+            None,
+            Some(FillValue::Float32(-1.0)),
+        )
+        .unwrap(),
+    );
+    // Twice as wide as the array: every other column is the array's cells.
+    let wide = Array2::from_shape_fn((6, 10), |(j, i)| match (i + 3 * j) % 7 {
+        0 => f32::NAN,
+        1 => -1.0,
+        k => (j * 100 + i) as f32 - k as f32 / 4.0,
+    });
+    let strided = wide.slice(s![.., ..;2]);
+    assert!(strided.as_slice().is_none(), "the general path's input");
+    let standard = strided.as_standard_layout().into_owned();
+    for codec in CODECS {
+        for shuffle in [false, true] {
+            for start in [&[][..], &[0, 0][..]] {
+                let opts = options(*codec, shuffle);
+                let ctx = format!("{codec} shuffle {shuffle} start {start:?}");
+                let (sa, mut a) = crate::common::mem_file(opts);
+                let (sb, mut b) = crate::common::mem_file(opts);
+                a.define_new("v", Arc::clone(&schema)).unwrap();
+                b.define_new("v", Arc::clone(&schema)).unwrap();
+                a.write_array("v", start, standard.view().into_dyn())
+                    .unwrap();
+                b.write_array("v", start, strided.into_dyn()).unwrap();
+                let same = |a: &ArrayFile, b: &ArrayFile, what: &str| {
+                    let (ma, mb) = (a.array_meta("v").unwrap(), b.array_meta("v").unwrap());
+                    assert_eq!(ma.n_chunks_stored, 1, "{ctx}: {what}");
+                    assert_eq!(ma.stored_bytes, mb.stored_bytes, "{ctx}: {what}");
+                    assert_eq!(ma.raw_bytes, mb.raw_bytes, "{ctx}: {what}");
+                    assert_eq!(ma.stats, mb.stats, "{ctx}: {what}");
+                    let (ca, cb) = (
+                        a.read_array::<f32>("v", &[], &[]).unwrap(),
+                        b.read_array::<f32>("v", &[], &[]).unwrap(),
+                    );
+                    assert!(
+                        ca.iter().zip(&cb).all(|(x, y)| x.same(y)) && ca.len() == cb.len(),
+                        "{ctx}: {what}: cells differ"
+                    );
+                    assert!(
+                        ca.iter().zip(standard.iter()).all(|(x, y)| x.same(y)),
+                        "{ctx}: {what}: not the cells written"
+                    );
+                };
+                same(&a, &b, "pending");
+                a.flush().unwrap();
+                b.flush().unwrap();
+                same(&a, &b, "flushed");
+                same(
+                    &crate::common::mem_open(&sa, &a.layers()).unwrap(),
+                    &crate::common::mem_open(&sb, &b.layers()).unwrap(),
+                    "reopened",
+                );
+            }
+        }
+    }
+}

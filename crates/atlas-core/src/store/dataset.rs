@@ -123,9 +123,10 @@ impl DatasetView {
         fill_value: Option<FillValue>,
     ) -> Result<()> {
         validate_array_name(name)?;
+        // `ArraySchema::new` checks the schema as `validate` does.
         let schema = ArraySchema::new(name, T::DTYPE, dims, shape, chunk_shape, fill_value)
             .map_err(|e| Error::array(&self.name, name, e))?;
-        self.define_array_schema(name, schema).await
+        self.define_checked(name, schema).await
     }
 
     /// Defines an array from a ready schema (element type chosen at run time).
@@ -134,6 +135,12 @@ impl DatasetView {
         schema
             .validate(name)
             .map_err(|e| Error::array(&self.name, name, e))?;
+        self.define_checked(name, schema).await
+    }
+
+    /// [`DatasetView::define_array_schema`] after its checks of the name
+    /// and the schema (made once per definition, not once per caller).
+    async fn define_checked(&self, name: &str, schema: ArraySchema) -> Result<()> {
         self.inner.ensure_writer_async().await?;
         let _s = self.inner.structure.lock().await;
         if self.with_meta(|m| m.arrays.contains_key(name))? {
@@ -142,9 +149,12 @@ impl DatasetView {
                 array: name.to_owned(),
             });
         }
-        // Opens the existing file (if any) off the runtime threads first.
-        self.inner.file_async(name).await?;
-        let file = self.inner.file_or_create(name)?;
+        // Opens the existing file (if any) off the runtime threads first;
+        // creates it only when there is none.
+        let file = match self.inner.file_async(name).await? {
+            Some(f) => f,
+            None => self.inner.file_or_create(name)?,
+        };
         let mut f = file.write().await;
         // The registry said the dataset has no such array, so the file is
         // not asked to look the name up in its committed layers (a footer
