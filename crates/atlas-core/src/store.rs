@@ -449,7 +449,7 @@ pub(crate) struct Inner {
     live: RwLock<Live>,
     /// Layer lists and generation of the last commit this handle knows.
     pub committed: Mutex<Committed>,
-    files: Mutex<HashMap<String, FileSlot>>,
+    files: Mutex<crate::FastMap<String, FileSlot>>,
     /// Array name → directory, committed and assigned since.
     dirs: Mutex<DirTable>,
     writer: Mutex<Option<Box<dyn LockGuard>>>,
@@ -476,7 +476,7 @@ pub(crate) struct Inner {
 
 /// The directory of every array this handle knows, and the next id to assign.
 pub(crate) struct DirTable {
-    pub by_array: HashMap<String, String>,
+    pub by_array: crate::FastMap<String, String>,
     pub next: u64,
 }
 
