@@ -76,6 +76,13 @@ const MIN_DECODED_SEGMENT_CAP: u64 = 64 << 20;
 /// [`MIN_DECODED_SEGMENT_CAP`].
 const MAX_SEGMENT_RATIO: u64 = 4096;
 
+/// The attributes of an array that has none: one map shared by every such
+/// array (copied on its first attribute), not one allocation per array.
+pub(crate) fn no_array_attributes() -> Arc<IndexMap<String, Attr>> {
+    static EMPTY: std::sync::OnceLock<Arc<IndexMap<String, Attr>>> = std::sync::OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(Arc::default))
+}
+
 /// One array of a dataset: its schema and attributes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ArrayEntry {

@@ -51,7 +51,7 @@ impl NewArray {
         NewArray {
             name: name.into(),
             schema,
-            attributes: Arc::default(),
+            attributes: crate::registry::no_array_attributes(),
             data,
         }
     }

@@ -170,7 +170,7 @@ impl DatasetView {
                 name.to_owned(),
                 ArrayEntry {
                     schema,
-                    attributes: Arc::default(),
+                    attributes: crate::registry::no_array_attributes(),
                 },
             );
             Ok(())

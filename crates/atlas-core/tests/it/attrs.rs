@@ -220,3 +220,39 @@ async fn attributes_round_trip_exactly_in_json() {
 async fn attributes_round_trip_exactly_in_binary() {
     round_trip(MetaFormat::Binary).await;
 }
+
+/// Arrays defined without attributes share one empty map; an attribute set
+/// on one of them (or a batch's array with attributes) is that array's
+/// alone, pending and after a flush and a reopen.
+#[tokio::test]
+async fn an_attribute_of_one_array_stays_its_own() {
+    let storage = MemoryStorage::new();
+    let s = create_mem(&storage, StoreConfig::default()).await;
+    for name in ["a", "b"] {
+        let ds = s.create_dataset(name).await.unwrap();
+        for array in ["x", "y"] {
+            ds.define_array::<f32>(array, strings(&["i"]), vec![2], None, None)
+                .await
+                .unwrap();
+        }
+    }
+    let a = s.open_dataset("a").await.unwrap();
+    a.set_array_attribute("x", "units", Attr::String("K".into()))
+        .unwrap();
+    let check = |s: &atlas_core::Atlas, when: &str| {
+        let s = s.clone();
+        let when = when.to_owned();
+        async move {
+            for (name, array, n) in [("a", "x", 1), ("a", "y", 0), ("b", "x", 0), ("b", "y", 0)] {
+                let ds = s.open_dataset(name).await.unwrap();
+                let got = ds.array_attributes(array).unwrap();
+                assert_eq!(got.len(), n, "{when}: {name}/{array}: {got:?}");
+            }
+        }
+    };
+    check(&s, "pending").await;
+    s.flush().await.unwrap();
+    check(&s, "flushed").await;
+    let s = reopen_mem(&storage, "an attribute of one array").await;
+    check(&s, "reopened").await;
+}
