@@ -367,7 +367,18 @@ impl ArrayFile {
         if cells > IN_MEMORY_READ_CELLS {
             return false;
         }
-        cells == 0 || self.uncached(view, &st, &ct).is_empty()
+        if cells == 0 {
+            return true;
+        }
+        // A region within one chunk (the usual small read): that chunk's
+        // source alone, without the vectors of `uncached`.
+        if let Some(idx) = view.schema.single_chunk(&st, &ct) {
+            return match view.source(idx) {
+                Some(Source::Layer(loc)) => self.cache.contains(&self.key_of(loc)),
+                _ => true,
+            };
+        }
+        self.uncached(view, &st, &ct).is_empty()
     }
 
     /// The committed blocks a read of `name`'s region needs that neither

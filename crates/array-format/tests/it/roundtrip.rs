@@ -453,6 +453,9 @@ fn read_is_in_memory_only_without_storage_access() {
     // Built now; chunks 0 and 1 cached, chunk 2 not.
     assert!(g.read_is_in_memory("p", &[0], &[20]));
     assert!(!g.read_is_in_memory("p", &[0], &[21]));
+    // Regions within one chunk: a cached one, an uncached one.
+    assert!(g.read_is_in_memory("p", &[13], &[5]));
+    assert!(!g.read_is_in_memory("p", &[25], &[5]));
     assert!(
         g.read_is_in_memory("p", &[200], &[1]),
         "out of bounds fails fast"
