@@ -357,6 +357,19 @@ impl ArrayFile {
 
     /// The second half of [`ArrayFile::read_is_in_memory`], on `name`'s view.
     fn region_in_memory(&self, name: &str, view: &View<'_>, start: &[u64], count: &[u64]) -> bool {
+        if whole_of_one_chunk(view.schema, start, count) {
+            let cells = view
+                .schema
+                .shape
+                .iter()
+                .try_fold(1u64, |n, &c| n.checked_mul(c))
+                .unwrap_or(u64::MAX);
+            return cells <= IN_MEMORY_READ_CELLS
+                && match view.source(0) {
+                    Some(Source::Layer(loc)) => self.cache.contains(&self.key_of(loc)),
+                    _ => true,
+                };
+        }
         let Ok((st, ct)) = view.schema.resolve_region(name, start, count) else {
             return true;
         };
@@ -605,6 +618,17 @@ impl ArrayFile {
     ) -> Result<ArrayD<T>> {
         let schema = view.schema;
         Self::check_dtype::<T>(name, schema)?;
+        if whole_of_one_chunk(schema, start, count) {
+            // Every cell of a one-chunk array (the usual read of a small
+            // dataset): chunk 0 as the general path below would load it,
+            // without resolving the region into vectors first.
+            region_fits::<T>(name, &schema.shape)?;
+            if let Some(src) = view.source(0) {
+                return load(&src, &schema.shape);
+            }
+            let dims: Vec<usize> = schema.shape.iter().map(|&c| c as usize).collect();
+            return Ok(ArrayD::from_elem(IxDyn(&dims), fill_of(schema)));
+        }
         let (start, count) = schema.resolve_region(name, start, count)?;
         let dims: Vec<usize> = count.iter().map(|&c| c as usize).collect();
         let fill: T = fill_of(schema);
@@ -806,6 +830,15 @@ fn on_every_core<I: Send, R: Send>(items: Vec<I>, f: impl Fn(I) -> R + Sync) -> 
 pub(crate) const PARALLEL_DECODE_MIN_BYTES: u64 = 128 << 10;
 
 /// Checks that a region of `count` cells can be allocated (as `T` cells).
+/// True for a read of every cell (`start` and `count` empty) of an array
+/// of `schema` that is one chunk and has cells: its region is chunk 0.
+fn whole_of_one_chunk(schema: &ArraySchema, start: &[u64], count: &[u64]) -> bool {
+    start.is_empty()
+        && count.is_empty()
+        && schema.shape == schema.chunk_shape
+        && !schema.shape.contains(&0)
+}
+
 pub(super) fn region_fits<T>(name: &str, count: &[u64]) -> Result<()> {
     let cells = count
         .iter()

@@ -1386,3 +1386,76 @@ fn a_whole_one_chunk_write_stores_what_the_general_path_stores() {
         }
     }
 }
+
+/// A read of every cell of a one-chunk array (`start` and `count` empty)
+/// takes a shorter path than a read naming the same region. Both give the
+/// same cells and the same answer to `read_is_in_memory`: unwritten (the
+/// fill value), pending, committed before and after its block is cached,
+/// for a 2-d array and a scalar.
+#[test]
+fn a_whole_read_of_a_one_chunk_array_is_the_read_of_its_region() {
+    use array_format::FillValue;
+
+    let (storage, mut f) = crate::common::mem_file(options(array_format::Codec::Lz4, true));
+    f.define_array::<f32>(
+        "m",
+        dims(2),
+        vec![3, 4],
+        None,
+        Some(FillValue::Float32(-7.5)),
+    )
+    .unwrap();
+    f.define_array::<f32>("w", dims(2), vec![3, 4], None, None)
+        .unwrap();
+    f.define_array::<f64>("s", vec![], vec![], None, None)
+        .unwrap();
+    let cells = ndarray::Array2::from_shape_fn((3, 4), |(j, i)| (j * 10 + i) as f32 - 3.0);
+    f.write_array("w", &[], cells.view().into_dyn()).unwrap();
+    f.write_array("s", &[], ndarray::arr0(2.25f64).into_dyn().view())
+        .unwrap();
+    let same = |f: &ArrayFile, when: &str, cached: Option<bool>| {
+        for name in ["m", "w"] {
+            let whole = f.read_array::<f32>(name, &[], &[]).unwrap();
+            let region = f.read_array::<f32>(name, &[0, 0], &[3, 4]).unwrap();
+            assert_eq!(whole.shape(), region.shape(), "{when}: {name}");
+            assert!(
+                whole.iter().zip(region.iter()).all(|(a, b)| a.same(b)),
+                "{when}: {name}: cells differ"
+            );
+        }
+        let m = f.read_array::<f32>("m", &[], &[]).unwrap();
+        assert!(
+            m.iter().all(|&v| v == -7.5),
+            "{when}: unwritten reads the fill"
+        );
+        let w = f.read_array::<f32>("w", &[], &[]).unwrap();
+        assert_eq!(w, cells.clone().into_dyn(), "{when}");
+        let s = f.read_array::<f64>("s", &[], &[]).unwrap();
+        assert_eq!(s.shape(), &[] as &[usize], "{when}");
+        assert_eq!(s[[]], 2.25, "{when}");
+        if let Some(cached) = cached {
+            assert_eq!(f.read_is_in_memory("w", &[], &[]), cached, "{when}");
+            assert_eq!(
+                f.read_is_in_memory("w", &[0, 0], &[3, 4]),
+                cached,
+                "{when}: the named region"
+            );
+        }
+    };
+    same(&f, "pending", Some(true));
+    f.flush().unwrap();
+    same(&f, "flushed", None);
+    let g = crate::common::mem_open(&storage, &f.layers()).unwrap();
+    assert!(!g.read_is_in_memory("w", &[], &[]), "state not built");
+    // The statistics build "w"'s state without reading its block.
+    g.array_stats("w").unwrap();
+    assert!(!g.read_is_in_memory("w", &[], &[]), "block not cached");
+    assert!(
+        !g.read_is_in_memory("w", &[0, 0], &[3, 4]),
+        "block not cached, named"
+    );
+    same(&g, "reopened", None);
+    // The reads cached the block: both forms say so.
+    assert!(g.read_is_in_memory("w", &[], &[]), "cached");
+    assert!(g.read_is_in_memory("w", &[0, 0], &[3, 4]), "cached, named");
+}
