@@ -358,17 +358,7 @@ impl ArrayFile {
     /// The second half of [`ArrayFile::read_is_in_memory`], on `name`'s view.
     fn region_in_memory(&self, name: &str, view: &View<'_>, start: &[u64], count: &[u64]) -> bool {
         if whole_of_one_chunk(view.schema, start, count) {
-            let cells = view
-                .schema
-                .shape
-                .iter()
-                .try_fold(1u64, |n, &c| n.checked_mul(c))
-                .unwrap_or(u64::MAX);
-            return cells <= IN_MEMORY_READ_CELLS
-                && match view.source(0) {
-                    Some(Source::Layer(loc)) => self.cache.contains(&self.key_of(loc)),
-                    _ => true,
-                };
+            return view.schema.n_cells() <= IN_MEMORY_READ_CELLS && self.chunk_in_memory(view, 0);
         }
         let Ok((st, ct)) = view.schema.resolve_region(name, start, count) else {
             return true;
@@ -383,15 +373,21 @@ impl ArrayFile {
         if cells == 0 {
             return true;
         }
-        // A region within one chunk (the usual small read): that chunk's
-        // source alone, without the vectors of `uncached`.
-        if let Some(idx) = view.schema.single_chunk(&st, &ct) {
-            return match view.source(idx) {
-                Some(Source::Layer(loc)) => self.cache.contains(&self.key_of(loc)),
-                _ => true,
-            };
+        // A region within one chunk (the usual small read): that chunk
+        // alone, without the vectors of `uncached`.
+        match view.schema.single_chunk(&st, &ct) {
+            Some(idx) => self.chunk_in_memory(view, idx),
+            None => self.uncached(view, &st, &ct).is_empty(),
         }
-        self.uncached(view, &st, &ct).is_empty()
+    }
+
+    /// True when chunk `idx` of `view` is read without storage: pending,
+    /// never written, or its committed block in a cache level.
+    fn chunk_in_memory(&self, view: &View<'_>, idx: u64) -> bool {
+        match view.source(idx) {
+            Some(Source::Layer(loc)) => self.cache.contains(&self.key_of(loc)),
+            _ => true,
+        }
     }
 
     /// The committed blocks a read of `name`'s region needs that neither
@@ -831,12 +827,9 @@ pub(crate) const PARALLEL_DECODE_MIN_BYTES: u64 = 128 << 10;
 
 /// Checks that a region of `count` cells can be allocated (as `T` cells).
 /// True for a read of every cell (`start` and `count` empty) of an array
-/// of `schema` that is one chunk and has cells: its region is chunk 0.
+/// of `schema` that is one chunk (so has cells): its region is chunk 0.
 fn whole_of_one_chunk(schema: &ArraySchema, start: &[u64], count: &[u64]) -> bool {
-    start.is_empty()
-        && count.is_empty()
-        && schema.shape == schema.chunk_shape
-        && !schema.shape.contains(&0)
+    start.is_empty() && count.is_empty() && schema.n_chunks() == 1
 }
 
 pub(super) fn region_fits<T>(name: &str, count: &[u64]) -> Result<()> {

@@ -109,7 +109,8 @@ impl ArrayFile {
             // The usual write of a small dataset: every cell of a one-chunk
             // array, in standard layout. Encoded as the general path below
             // would encode it (chunk 0, wholly covered), without its region
-            // and range vectors (about a tenth of such a write's work).
+            // and range vectors (a fifth of such a write's instructions in
+            // W1, under callgrind).
             let (stored, meta) = encode_chunk(compression, name, schema, values)?;
             let schema = Arc::clone(schema);
             return self.put_encoded(name, &schema, vec![(0, stored, meta)]);
@@ -198,16 +199,15 @@ impl ArrayFile {
 /// The region a write of `data` at `start` (empty: the origin) covers in
 /// `name` of `schema`, checked: the data's rank, then the bounds.
 /// The cells of `data`, when writing it at `start` writes every cell of an
-/// array of `schema` that is one chunk (not empty), and `data` is in
-/// standard layout; `None` otherwise (the general path decides, errors
-/// included).
+/// array of `schema` that is one chunk (so has cells, as
+/// [`EncodedArray::encode`] takes it), and `data` is in standard layout;
+/// `None` otherwise (the general path decides, errors included).
 fn whole_single_chunk<'a, T>(
     schema: &ArraySchema,
     start: &[u64],
     data: &'a ArrayViewD<'_, T>,
 ) -> Option<&'a [T]> {
-    let whole = schema.shape == schema.chunk_shape
-        && !schema.shape.contains(&0)
+    let whole = schema.n_chunks() == 1
         && data.ndim() == schema.rank()
         && (start.is_empty() || start.len() == schema.rank())
         && start.iter().all(|&s| s == 0)

@@ -1391,7 +1391,7 @@ fn a_whole_one_chunk_write_stores_what_the_general_path_stores() {
 /// takes a shorter path than a read naming the same region. Both give the
 /// same cells and the same answer to `read_is_in_memory`: unwritten (the
 /// fill value), pending, committed before and after its block is cached,
-/// for a 2-d array and a scalar.
+/// for a 2-d array, one whose chunk is larger than it, and a scalar.
 #[test]
 fn a_whole_read_of_a_one_chunk_array_is_the_read_of_its_region() {
     use array_format::FillValue;
@@ -1407,14 +1407,18 @@ fn a_whole_read_of_a_one_chunk_array_is_the_read_of_its_region() {
     .unwrap();
     f.define_array::<f32>("w", dims(2), vec![3, 4], None, None)
         .unwrap();
+    // One chunk larger than the array: one chunk too.
+    f.define_array::<f32>("b", dims(2), vec![3, 4], Some(vec![4, 8]), None)
+        .unwrap();
     f.define_array::<f64>("s", vec![], vec![], None, None)
         .unwrap();
     let cells = ndarray::Array2::from_shape_fn((3, 4), |(j, i)| (j * 10 + i) as f32 - 3.0);
     f.write_array("w", &[], cells.view().into_dyn()).unwrap();
+    f.write_array("b", &[], cells.view().into_dyn()).unwrap();
     f.write_array("s", &[], ndarray::arr0(2.25f64).into_dyn().view())
         .unwrap();
     let same = |f: &ArrayFile, when: &str, cached: Option<bool>| {
-        for name in ["m", "w"] {
+        for name in ["m", "w", "b"] {
             let whole = f.read_array::<f32>(name, &[], &[]).unwrap();
             let region = f.read_array::<f32>(name, &[0, 0], &[3, 4]).unwrap();
             assert_eq!(whole.shape(), region.shape(), "{when}: {name}");
@@ -1428,8 +1432,10 @@ fn a_whole_read_of_a_one_chunk_array_is_the_read_of_its_region() {
             m.iter().all(|&v| v == -7.5),
             "{when}: unwritten reads the fill"
         );
-        let w = f.read_array::<f32>("w", &[], &[]).unwrap();
-        assert_eq!(w, cells.clone().into_dyn(), "{when}");
+        for name in ["w", "b"] {
+            let got = f.read_array::<f32>(name, &[], &[]).unwrap();
+            assert_eq!(got, cells.clone().into_dyn(), "{when}: {name}");
+        }
         let s = f.read_array::<f64>("s", &[], &[]).unwrap();
         assert_eq!(s.shape(), &[] as &[usize], "{when}");
         assert_eq!(s[[]], 2.25, "{when}");

@@ -222,8 +222,8 @@ async fn attributes_round_trip_exactly_in_binary() {
 }
 
 /// Arrays defined without attributes share one empty map; an attribute set
-/// on one of them (or a batch's array with attributes) is that array's
-/// alone, pending and after a flush and a reopen.
+/// on one of them is that array's alone, pending and after a flush and a
+/// reopen.
 #[tokio::test]
 async fn an_attribute_of_one_array_stays_its_own() {
     let storage = MemoryStorage::new();
